@@ -1,0 +1,2 @@
+//! Hestia: an OAuth2/OpenID Connect + SMART authorization server, a FHIR R4 server and a
+//! host for WebAssembly policy plugins, in one binary. See ARCHITECTURE.md for the map.
