@@ -1,0 +1,225 @@
+//! The command line: `hestia serve | user | client | dev-cert`. Parsing is clap's; each
+//! command resolves its configuration and calls into the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{RawConfig, ServeFlags, StoreFlags};
+use crate::store::{ClientKind, NewClient, NewUser, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hestia",
+    version,
+    about = "OAuth2/OpenID Connect + SMART authorization server, FHIR R4 server and WebAssembly policy-plugin host"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (default: SQLite in ./hestia-data, HTTPS on 127.0.0.1:8443 with a development certificate).
+    Serve(ServeFlags),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Write a development CA and a TLS certificate whose names match the given host names.
+    DevCert(DevCertArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        username: String,
+        /// Read the password from standard input (the only way, so it stays out of shell history).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// The SMART fhirUser of this account, e.g. Patient/123.
+        #[arg(long, value_name = "TYPE/ID")]
+        fhir_user: Option<String>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its id and secret (shown once) as JSON.
+    Add(ClientAddArgs),
+    /// List every client, dynamically registered ones included.
+    List {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Show one client as JSON.
+    Show {
+        client_id: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Remove a client.
+    Remove {
+        client_id: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientAddArgs {
+    /// A name people recognise, shown on the consent page.
+    #[arg(long)]
+    pub name: String,
+    /// An exact redirect URI (repeat for several).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uris: Vec<String>,
+    /// Space-separated scopes the client may ask for.
+    #[arg(
+        long,
+        default_value = "openid fhirUser launch/patient offline_access patient/*.read user/*.read"
+    )]
+    pub scope: String,
+    /// Grant types (repeat); default: authorization_code and refresh_token, plus client_credentials for confidential clients without redirect URIs.
+    #[arg(long = "grant-type", value_name = "GRANT")]
+    pub grant_types: Vec<String>,
+    /// A public client (no secret; PKCE required).
+    #[arg(long)]
+    pub public: bool,
+    /// Audiences (resource servers' FHIR base URLs) this client may ask tokens for (repeat).
+    #[arg(long = "audience", value_name = "URL")]
+    pub audiences: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreFlags,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DevCertArgs {
+    /// Host names and IP addresses the certificate must be valid for (repeat).
+    #[arg(long = "hostname", value_name = "NAME", required = true)]
+    pub hostnames: Vec<String>,
+    /// Output directory (the CA is created there once and reused).
+    #[arg(long, default_value = "hestia-data/tls", value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(flags) => {
+            let settings = RawConfig::load(flags)?.resolve()?;
+            crate::telemetry::init_logging(settings.log_format);
+            crate::http::server::serve(settings).await
+        }
+        Command::User(UserCommand::Add {
+            username,
+            password_stdin: _,
+            fhir_user,
+            store,
+        }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            let store = open_store(store).await?;
+            let user = store
+                .create_user(NewUser {
+                    username,
+                    password,
+                    fhir_user,
+                })
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({"id": user.id, "username": user.username, "fhir_user": user.fhir_user})
+            );
+            Ok(())
+        }
+        Command::Client(ClientCommand::Add(args)) => {
+            let store = open_store(args.store).await?;
+            let grant_types = if args.grant_types.is_empty() {
+                let mut g = vec![
+                    "authorization_code".to_string(),
+                    "refresh_token".to_string(),
+                ];
+                if !args.public && args.redirect_uris.is_empty() {
+                    g = vec!["client_credentials".to_string()];
+                }
+                g
+            } else {
+                args.grant_types
+            };
+            let (client, secret) = store
+                .create_client(NewClient {
+                    client_name: args.name,
+                    kind: ClientKind::App,
+                    public: args.public,
+                    redirect_uris: args.redirect_uris,
+                    grant_types,
+                    scope: args.scope,
+                    audiences: args.audiences,
+                    metadata: serde_json::json!({}),
+                })
+                .await?;
+            let mut out = client.to_json();
+            out["client_secret"] = secret.map_or(serde_json::Value::Null, |s| s.0.into());
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Client(ClientCommand::List { store }) => {
+            let store = open_store(store).await?;
+            let clients: Vec<_> = store
+                .list_clients()
+                .await?
+                .iter()
+                .map(|c| c.to_json())
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&clients)?);
+            Ok(())
+        }
+        Command::Client(ClientCommand::Show { client_id, store }) => {
+            let store = open_store(store).await?;
+            match store.get_client(&client_id).await? {
+                Some(client) => println!("{}", serde_json::to_string_pretty(&client.to_json())?),
+                None => bail!("no client with id {client_id:?}"),
+            }
+            Ok(())
+        }
+        Command::Client(ClientCommand::Remove { client_id, store }) => {
+            let store = open_store(store).await?;
+            store.remove_client(&client_id).await?;
+            println!("removed client {client_id}");
+            Ok(())
+        }
+        Command::DevCert(args) => {
+            let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "outcome": format!("{outcome:?}").to_lowercase(),
+                    "ca_cert": files.ca_cert,
+                    "cert": files.cert,
+                    "key": files.key,
+                    "names": args.hostnames,
+                    "serve": format!("hestia serve --tls-cert {} --tls-key {}", files.cert.display(), files.key.display()),
+                    "trust": format!("curl --cacert {} https://{}:8443/health/ready", files.ca_cert.display(), args.hostnames[0]),
+                }))?
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn open_store(flags: StoreFlags) -> anyhow::Result<Store> {
+    let settings = RawConfig::load_store(flags)?.resolve()?;
+    Ok(Store::open(&settings.database_url).await?)
+}

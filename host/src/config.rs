@@ -1,0 +1,671 @@
+//! Configuration in two stages.
+//!
+//! Stage one, [`RawConfig`], is what the user typed: command-line flags and `HESTIA_*`
+//! environment variables (both through clap, flag first), and `hestia.toml`. Every field is
+//! optional and stays a string or a plain value, so that errors can quote it back.
+//! Stage two, [`Settings`], is resolved: precedence flag > env > file > default, values
+//! parsed and checked, and an error names the key, where it came from, and the value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default listen address of `hestia serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default data directory (SQLite file, development certificate, plugin directory).
+pub const DEFAULT_DATA_DIR: &str = "hestia-data";
+/// Default FHIR base path, relative to the public URL.
+pub const DEFAULT_FHIR_BASE_PATH: &str = "/fhir/r4";
+
+/// A configuration error that names the key, its source and the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{key}` (from {origin}): {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        origin: Source,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    File,
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            // clap merges flags and HESTIA_* variables before we see them.
+            Source::Flag => "the command line or a HESTIA_* environment variable",
+            Source::File => "the configuration file",
+            Source::Default => "the built-in default",
+        })
+    }
+}
+
+/// Options shared by every command that touches the database.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreFlags {
+    /// Configuration file (TOML). Default: ./hestia.toml when it exists.
+    #[arg(long, env = "HESTIA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: SQLite database, development certificate, plugins.
+    #[arg(long, env = "HESTIA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://USER:PASS@HOST/DB. Default: SQLite in the data directory.
+    #[arg(long, env = "HESTIA_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `hestia serve`, each also readable from `HESTIA_*` and `hestia.toml`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeFlags {
+    #[command(flatten)]
+    pub store: StoreFlags,
+    /// Address and port to listen on.
+    #[arg(long, env = "HESTIA_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The URL clients use to reach this server (issuer, FHIR base). Default: derived from --listen.
+    #[arg(long, env = "HESTIA_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Directory of plugin files (NAME.wasm + NAME.toml), hot-reloaded.
+    #[arg(long, env = "HESTIA_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(
+        long,
+        env = "HESTIA_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(
+        long,
+        env = "HESTIA_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (loopback and tests).
+    #[arg(long, env = "HESTIA_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub insecure_http: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "HESTIA_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// `hestia.toml`, as written. Unknown keys are an error, so typos do not pass silently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub plugins_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+    #[serde(default)]
+    pub tls: FileTls,
+    #[serde(default)]
+    pub fhir: FileFhir,
+    #[serde(default)]
+    pub oauth: FileOauth,
+    #[serde(default)]
+    pub plugins: FilePlugins,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub insecure_http: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFhir {
+    pub base_path: Option<String>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOauth {
+    pub access_token_lifetime_secs: Option<u64>,
+    pub refresh_token_lifetime_secs: Option<u64>,
+    pub code_lifetime_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlugins {
+    pub deadline_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub watch: Option<bool>,
+}
+
+/// Stage one: everything the user said, not yet interpreted.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    pub flags: ServeFlags,
+    pub file: FileConfig,
+    /// The configuration file that was read, if any.
+    pub file_path: Option<PathBuf>,
+}
+
+impl RawConfig {
+    /// Reads the configuration file named by the flags, or `./hestia.toml` when present.
+    pub fn load(flags: ServeFlags) -> Result<Self, ConfigError> {
+        let (file, file_path) = match &flags.store.config {
+            Some(path) => (read_file(path)?, Some(path.clone())),
+            None => {
+                let default = PathBuf::from("hestia.toml");
+                if default.is_file() {
+                    (read_file(&default)?, Some(default))
+                } else {
+                    (FileConfig::default(), None)
+                }
+            }
+        };
+        Ok(Self {
+            flags,
+            file,
+            file_path,
+        })
+    }
+
+    /// Stage one for commands that only need the database.
+    pub fn load_store(store: StoreFlags) -> Result<Self, ConfigError> {
+        Self::load(ServeFlags {
+            store,
+            ..ServeFlags::default()
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// How `serve` speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Certificate chain and key given by the operator.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A development CA and certificate kept in the data directory, created once.
+    DevCert,
+    /// Plain HTTP.
+    Insecure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Stage two: resolved, checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Without a trailing slash, e.g. `https://localhost:8443`.
+    pub public_url: String,
+    /// True when no public URL was configured and it was derived from the listen address.
+    pub public_url_is_default: bool,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub plugins_dir: PathBuf,
+    pub tls: TlsMode,
+    pub log_format: LogFormat,
+    pub fhir: FhirSettings,
+    pub oauth: OauthSettings,
+    pub plugins: PluginLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct FhirSettings {
+    /// Path of the FHIR base under the public URL, starting with `/`, no trailing slash.
+    pub base_path: String,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OauthSettings {
+    pub access_token_lifetime: Duration,
+    pub refresh_token_lifetime: Duration,
+    pub code_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+    pub watch: bool,
+}
+
+impl Settings {
+    /// The FHIR base URL that tokens name as their audience.
+    pub fn fhir_base_url(&self) -> String {
+        format!("{}{}", self.public_url, self.fhir.base_path)
+    }
+}
+
+/// Picks flag, then file, then default, remembering which.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> (T, Source) {
+    match (flag, file) {
+        (Some(v), _) => (v, Source::Flag),
+        (None, Some(v)) => (v, Source::File),
+        (None, None) => (default(), Source::Default),
+    }
+}
+
+fn invalid(
+    key: &'static str,
+    source: Source,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        origin: source,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl RawConfig {
+    /// Stage two: applies precedence and checks every value.
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let f = &self.flags;
+        let file = &self.file;
+
+        let (listen_raw, src) = pick(f.listen.clone(), file.listen.clone(), || {
+            DEFAULT_LISTEN.to_string()
+        });
+        let listen: SocketAddr = listen_raw.parse().map_err(|e: std::net::AddrParseError| {
+            invalid("listen", src, &listen_raw, e.to_string())
+        })?;
+
+        let (data_dir, _) = pick(f.store.data_dir.clone(), file.data_dir.clone(), || {
+            PathBuf::from(DEFAULT_DATA_DIR)
+        });
+
+        let (database_url, src) = pick(
+            f.store.database_url.clone(),
+            file.database_url.clone(),
+            || format!("sqlite://{}", data_dir.join("hestia.db").display()),
+        );
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                src,
+                &database_url,
+                "expected sqlite://FILE or postgres://USER:PASSWORD@HOST/DATABASE",
+            ));
+        }
+
+        let (plugins_dir, _) = pick(f.plugins_dir.clone(), file.plugins_dir.clone(), || {
+            data_dir.join("plugins")
+        });
+
+        let tls = if f.insecure_http {
+            TlsMode::Insecure
+        } else if let (Some(cert), Some(key)) = (&f.tls_cert, &f.tls_key) {
+            TlsMode::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+        } else if file.tls.insecure_http == Some(true) {
+            if file.tls.cert.is_some() || file.tls.key.is_some() {
+                return Err(ConfigError::Conflict(
+                    "the configuration file sets both `tls.insecure_http = true` and `tls.cert`/`tls.key`; choose one".into(),
+                ));
+            }
+            TlsMode::Insecure
+        } else {
+            match (&file.tls.cert, &file.tls.key) {
+                (Some(cert), Some(key)) => TlsMode::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                (None, None) => TlsMode::DevCert,
+                (Some(_), None) => {
+                    return Err(ConfigError::Conflict(
+                        "`tls.cert` is set but `tls.key` is not".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Conflict(
+                        "`tls.key` is set but `tls.cert` is not".into(),
+                    ));
+                }
+            }
+        };
+
+        let (public_url_raw, public_src) =
+            pick(f.public_url.clone(), file.public_url.clone(), || {
+                let scheme = if tls == TlsMode::Insecure {
+                    "http"
+                } else {
+                    "https"
+                };
+                let host = if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+                    "localhost".to_string()
+                } else {
+                    match listen.ip() {
+                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        ip => ip.to_string(),
+                    }
+                };
+                format!("{scheme}://{host}:{}", listen.port())
+            });
+        let public_url = check_public_url(&public_url_raw)
+            .map_err(|reason| invalid("public_url", public_src, &public_url_raw, reason))?;
+
+        let (log_raw, src) = pick(f.log_format.clone(), file.log_format.clone(), || {
+            "text".into()
+        });
+        let log_format = match log_raw.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(invalid(
+                    "log_format",
+                    src,
+                    &log_raw,
+                    "expected `text` or `json`",
+                ));
+            }
+        };
+
+        let base_path = file
+            .fhir
+            .base_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FHIR_BASE_PATH.into());
+        let base_src = if file.fhir.base_path.is_some() {
+            Source::File
+        } else {
+            Source::Default
+        };
+        if !base_path.starts_with('/')
+            || base_path.ends_with('/')
+            || base_path.contains("//")
+            || base_path.contains(['?', '#', ' '])
+        {
+            return Err(invalid(
+                "fhir.base_path",
+                base_src,
+                &base_path,
+                "expected a path that starts with `/` and has no trailing slash, e.g. /fhir/r4",
+            ));
+        }
+        let max_body_bytes = file.fhir.max_body_bytes.unwrap_or(16 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            return Err(invalid(
+                "fhir.max_body_bytes",
+                Source::File,
+                "0",
+                "must be greater than zero",
+            ));
+        }
+
+        let secs =
+            |key: &'static str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+                match v {
+                    Some(0) => Err(invalid(
+                        key,
+                        Source::File,
+                        "0",
+                        "must be at least one second",
+                    )),
+                    Some(s) => Ok(Duration::from_secs(s)),
+                    None => Ok(Duration::from_secs(default)),
+                }
+            };
+        let oauth = OauthSettings {
+            access_token_lifetime: secs(
+                "oauth.access_token_lifetime_secs",
+                file.oauth.access_token_lifetime_secs,
+                3600,
+            )?,
+            refresh_token_lifetime: secs(
+                "oauth.refresh_token_lifetime_secs",
+                file.oauth.refresh_token_lifetime_secs,
+                30 * 24 * 3600,
+            )?,
+            code_lifetime: secs(
+                "oauth.code_lifetime_secs",
+                file.oauth.code_lifetime_secs,
+                60,
+            )?,
+        };
+
+        let deadline_ms = file.plugins.deadline_ms.unwrap_or(20);
+        if deadline_ms == 0 || deadline_ms > 60_000 {
+            return Err(invalid(
+                "plugins.deadline_ms",
+                Source::File,
+                deadline_ms.to_string(),
+                "expected 1 to 60000 milliseconds",
+            ));
+        }
+        let memory_mib = file.plugins.memory_mib.unwrap_or(16);
+        if memory_mib == 0 || memory_mib > 4096 {
+            return Err(invalid(
+                "plugins.memory_mib",
+                Source::File,
+                memory_mib.to_string(),
+                "expected 1 to 4096 MiB",
+            ));
+        }
+
+        Ok(Settings {
+            listen,
+            public_url,
+            public_url_is_default: public_src == Source::Default,
+            data_dir,
+            database_url,
+            plugins_dir,
+            tls,
+            log_format,
+            fhir: FhirSettings {
+                base_path,
+                max_body_bytes: max_body_bytes as usize,
+            },
+            oauth,
+            plugins: PluginLimits {
+                deadline: Duration::from_millis(deadline_ms),
+                memory_bytes: (memory_mib as usize) * 1024 * 1024,
+                watch: file.plugins.watch.unwrap_or(true),
+            },
+        })
+    }
+}
+
+/// Accepts `http(s)://host[:port][/path]`, returns it without a trailing slash.
+fn check_public_url(raw: &str) -> Result<String, String> {
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or("expected an absolute http:// or https:// URL")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    if raw.contains(['?', '#', ' ']) {
+        return Err("the URL must not contain a query, a fragment or spaces".into());
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// The host name of a public URL (for certificate names), without port or brackets.
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h.to_string());
+    }
+    Some(authority.split(':').next()?.to_string()).filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(flags: ServeFlags, file: &str) -> RawConfig {
+        RawConfig {
+            flags,
+            file: toml::from_str(file).unwrap(),
+            file_path: None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_usable() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(s.public_url, "https://localhost:8443");
+        assert_eq!(s.tls, TlsMode::DevCert);
+        assert_eq!(
+            s.database_url,
+            format!(
+                "sqlite://{}",
+                Path::new("hestia-data").join("hestia.db").display()
+            )
+        );
+        assert_eq!(s.plugins_dir, Path::new("hestia-data").join("plugins"));
+        assert_eq!(s.fhir_base_url(), "https://localhost:8443/fhir/r4");
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file = "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\n";
+        let s = raw(ServeFlags::default(), file).resolve().unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.log_format, LogFormat::Json);
+        let flags = ServeFlags {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let s = raw(flags, file).resolve().unwrap();
+        assert_eq!(s.listen.port(), 9100);
+        assert_eq!(
+            s.log_format,
+            LogFormat::Json,
+            "the file still applies where no flag is given"
+        );
+    }
+
+    #[test]
+    fn insecure_http_changes_default_public_url() {
+        let flags = ServeFlags {
+            insecure_http: true,
+            listen: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        };
+        let s = raw(flags, "").resolve().unwrap();
+        assert_eq!(s.tls, TlsMode::Insecure);
+        assert_eq!(s.public_url, "http://localhost:8080");
+    }
+
+    #[test]
+    fn bad_values_name_key_source_and_value() {
+        let cases: &[(ServeFlags, &str, &[&str])] = &[
+            (
+                ServeFlags {
+                    listen: Some("nonsense".into()),
+                    ..Default::default()
+                },
+                "",
+                &["`listen`", "command line", "\"nonsense\""],
+            ),
+            (
+                ServeFlags::default(),
+                "listen = \"1.2.3.4\"",
+                &["`listen`", "configuration file", "\"1.2.3.4\""],
+            ),
+            (
+                ServeFlags::default(),
+                "log_format = \"xml\"",
+                &["`log_format`", "\"xml\"", "text"],
+            ),
+            (
+                ServeFlags::default(),
+                "database_url = \"mysql://x\"",
+                &["`database_url`", "\"mysql://x\""],
+            ),
+            (
+                ServeFlags::default(),
+                "public_url = \"localhost:8443\"",
+                &["`public_url`", "absolute"],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nbase_path = \"fhir/r4/\"",
+                &["`fhir.base_path`", "\"fhir/r4/\""],
+            ),
+            (
+                ServeFlags::default(),
+                "[plugins]\ndeadline_ms = 0",
+                &["`plugins.deadline_ms`", "\"0\""],
+            ),
+            (
+                ServeFlags::default(),
+                "[tls]\ncert = \"a.pem\"",
+                &["`tls.key`"],
+            ),
+        ];
+        for (flags, file, needles) in cases {
+            let err = raw(flags.clone(), file).resolve().unwrap_err().to_string();
+            for needle in *needles {
+                assert!(
+                    err.contains(needle),
+                    "error {err:?} should contain {needle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = toml::from_str::<FileConfig>("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn url_host_extracts_names() {
+        assert_eq!(
+            url_host("https://fhir.example.org:8443/x").as_deref(),
+            Some("fhir.example.org")
+        );
+        assert_eq!(url_host("http://[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(url_host("https://localhost").as_deref(), Some("localhost"));
+    }
+}

@@ -1,0 +1,124 @@
+//! `hestia serve`: TLS setup, listener, migrations, readiness, graceful shutdown.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use super::{AppState, app};
+use crate::config::{Settings, TlsMode, url_host};
+use crate::store::{Store, redact};
+use crate::tls;
+
+/// How long requests in flight may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish.
+pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (is another server using the port?)",
+            settings.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    if settings.public_url_is_default && settings.listen.port() == 0 {
+        // Port 0 asks the system for a free port; the default public URL must name the real one.
+        let (scheme, rest) = settings
+            .public_url
+            .split_once("://")
+            .unwrap_or(("http", ""));
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        settings.public_url = format!("{scheme}://{host}:{}", bound.port());
+    }
+
+    let rustls = match &settings.tls {
+        TlsMode::Insecure => None,
+        TlsMode::Files { cert, key } => Some(tls::server_config(cert, key)?),
+        TlsMode::DevCert => {
+            let dir = settings.data_dir.join("tls");
+            let mut names = tls::default_dev_names(url_host(&settings.public_url).as_deref());
+            let listen_ip = settings.listen.ip().to_string();
+            if !settings.listen.ip().is_unspecified() && !names.contains(&listen_ip) {
+                names.push(listen_ip);
+            }
+            let (files, outcome) = tls::ensure_dev_cert(&dir, &names)?;
+            tracing::info!(?outcome, cert = %files.cert.display(), "development TLS certificate for {}", names.join(", "));
+            println!(
+                "hestia: development certificate {} (names: {}); trust its CA: curl --cacert {} {}/health/ready",
+                files.cert.display(),
+                names.join(", "),
+                files.ca_cert.display(),
+                settings.public_url
+            );
+            Some(tls::server_config(&files.cert, &files.key)?)
+        }
+    };
+
+    let store = Store::connect(&settings.database_url).await?;
+    let state = AppState::new(settings.clone(), store.clone());
+    let handle = Handle::new();
+    let router = app(state.clone());
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = match rustls {
+        Some(config) => {
+            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
+                .handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle.clone());
+            tokio::spawn(async move { server.serve(service).await })
+        }
+    };
+
+    store.migrate().await.with_context(|| {
+        format!(
+            "cannot prepare the database {}",
+            redact(&settings.database_url)
+        )
+    })?;
+    state.set_ready();
+    println!(
+        "hestia: listening on {bound}; public URL {}; FHIR base {}; database {}",
+        settings.public_url,
+        settings.fhir_base_url(),
+        redact(&settings.database_url)
+    );
+    tracing::info!(%bound, public_url = %settings.public_url, "ready");
+
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    server.await.context("the server task failed")??;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

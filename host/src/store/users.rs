@@ -1,0 +1,152 @@
+//! User accounts: username, argon2id password hash, optional FHIR user reference.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use sqlx::Row;
+
+use super::{Store, StoreError, conflict_or, now_secs};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    /// `Patient/123`, `Practitioner/abc`: the SMART `fhirUser` of this account.
+    pub fhir_user: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub fhir_user: Option<String>,
+}
+
+const FHIR_USER_TYPES: &[&str] = &[
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "RelatedPerson",
+    "Person",
+];
+
+impl NewUser {
+    fn check(&self) -> Result<(), StoreError> {
+        let name_ok = !self.username.is_empty()
+            && self.username.len() <= 128
+            && self
+                .username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
+        if !name_ok {
+            return Err(StoreError::Invalid(format!(
+                "username {:?} must be 1 to 128 characters of letters, digits and . _ - @ +",
+                self.username
+            )));
+        }
+        if self.password.chars().count() < 8 {
+            return Err(StoreError::Invalid(
+                "the password must have at least 8 characters".into(),
+            ));
+        }
+        if let Some(fhir_user) = &self.fhir_user {
+            let valid = fhir_user.split_once('/').is_some_and(|(ty, id)| {
+                FHIR_USER_TYPES.contains(&ty)
+                    && !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            });
+            if !valid {
+                return Err(StoreError::Invalid(format!(
+                    "fhir user {fhir_user:?} must be TYPE/ID with TYPE one of {}",
+                    FHIR_USER_TYPES.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, StoreError> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Invalid(format!("cannot hash the password: {e}")))
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        fhir_user: row.try_get("fhir_user")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Creates an account; the password is stored only as an argon2id hash.
+    pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        new.check()?;
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: new.username.clone(),
+            fhir_user: new.fhir_user.clone(),
+            created_at: now_secs(),
+        };
+        // Hashing takes tens of milliseconds on purpose; keep it off the async workers.
+        let password = new.password;
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("password hashing failed: {e}")))??;
+        sqlx::query("INSERT INTO users (id, username, password_hash, fhir_user, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&hash)
+            .bind(&user.fhir_user)
+            .bind(user.created_at)
+            .execute(self.pool())
+            .await
+            .map_err(|e| conflict_or(e, || format!("user {:?}", user.username)))?;
+        Ok(user)
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, username, fhir_user, created_at FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// Checks a username and password; `None` for an unknown user or a wrong password alike.
+    pub async fn verify_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, username, fhir_user, created_at, password_hash FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let hash: String = row.try_get("password_hash")?;
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        Ok(if ok { Some(user_from_row(&row)?) } else { None })
+    }
+}
