@@ -17,6 +17,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish.
 pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    // Listen for signals before anything can be announced, so that a SIGTERM that follows
+    // the "listening" line is always a graceful shutdown and never the default kill.
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(settings.listen).with_context(|| {
         format!(
             "cannot listen on {} (is another server using the port?)",
@@ -92,7 +95,7 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
 
     let shutdown_handle = handle.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: finishing requests in flight");
         shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
@@ -102,23 +105,24 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -1,0 +1,5 @@
+//! One integration-test binary, with a module per area.
+
+mod foundation;
+mod store;
+mod support;

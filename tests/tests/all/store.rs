@@ -1,0 +1,173 @@
+//! The store on both databases: accounts and clients.
+
+use hestia::store::{ClientKind, NewClient, NewUser, Store, StoreError};
+
+use crate::support::TestDb;
+
+fn app_client(public: bool) -> NewClient {
+    NewClient {
+        client_name: "Postman".into(),
+        kind: ClientKind::App,
+        public,
+        redirect_uris: vec!["https://oauth.pstmn.io/v1/callback".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "openid patient/*.read".into(),
+        audiences: vec![],
+        metadata: serde_json::json!({"contacts": ["ops@example.org"]}),
+    }
+}
+
+#[tokio::test]
+async fn users_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        store.migrate().await.expect("migrating twice is a no-op");
+        let user = store
+            .create_user(NewUser {
+                username: "alice".into(),
+                password: "correct horse".into(),
+                fhir_user: Some("Patient/123".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(user.fhir_user.as_deref(), Some("Patient/123"));
+        let found = store.verify_user("alice", "correct horse").await.unwrap();
+        assert_eq!(
+            found.as_ref().map(|u| &u.id),
+            Some(&user.id),
+            "{}",
+            db.backend
+        );
+        assert!(
+            store
+                .verify_user("alice", "wrong horse")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .verify_user("bob", "correct horse")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let dup = store
+            .create_user(NewUser {
+                username: "alice".into(),
+                password: "another one".into(),
+                fhir_user: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(_)),
+            "{}: {dup}",
+            db.backend
+        );
+
+        for (username, password, fhir_user, needle) in [
+            ("bad name", "long enough", None, "username"),
+            ("carol", "short", None, "at least 8"),
+            ("dave", "long enough", Some("Observation/1"), "TYPE/ID"),
+        ] {
+            let err = store
+                .create_user(NewUser {
+                    username: username.into(),
+                    password: password.into(),
+                    fhir_user: fhir_user.map(str::to_string),
+                })
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{}: {err}", db.backend);
+            assert!(
+                store.find_user(username).await.unwrap().is_none(),
+                "nothing stored"
+            );
+        }
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn clients_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let (client, secret) = store.create_client(app_client(false)).await.unwrap();
+        let secret = secret.expect("a confidential client gets a secret").0;
+        assert!(
+            store
+                .verify_client_secret(&client.client_id, &secret)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .verify_client_secret(&client.client_id, "guess")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .verify_client_secret("unknown", &secret)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get_client(&client.client_id).await.unwrap().as_ref(),
+            Some(&client),
+            "{}",
+            db.backend
+        );
+
+        let (public, none) = store.create_client(app_client(true)).await.unwrap();
+        assert!(none.is_none());
+        assert!(public.is_public());
+        assert!(
+            !store
+                .verify_client_secret(&public.client_id, "")
+                .await
+                .unwrap()
+        );
+
+        let listed: Vec<_> = store
+            .list_clients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains(&client.client_id) && listed.contains(&public.client_id));
+
+        store.remove_client(&public.client_id).await.unwrap();
+        assert!(matches!(
+            store.remove_client(&public.client_id).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        let mut bad = app_client(false);
+        bad.redirect_uris = vec!["https://app.example/cb#frag".into()];
+        let err = store.create_client(bad).await.unwrap_err().to_string();
+        assert!(err.contains("fragment"), "{err}");
+        let mut bad = app_client(true);
+        bad.grant_types = vec!["client_credentials".into()];
+        let err = store.create_client(bad).await.unwrap_err().to_string();
+        assert!(
+            err.contains("public client cannot use client_credentials"),
+            "{err}"
+        );
+        let mut bad = app_client(false);
+        bad.grant_types = vec!["password".into()];
+        let err = store.create_client(bad).await.unwrap_err().to_string();
+        assert!(err.contains("\"password\" is not supported"), "{err}");
+        assert_eq!(
+            store.list_clients().await.unwrap().len(),
+            1,
+            "bad input stored nothing"
+        );
+        store.close().await;
+    }
+}

@@ -1,0 +1,208 @@
+//! Shared support for the end-to-end tests: fresh databases on every backend, and the real
+//! `hestia` binary started on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A database URL for one test: a new SQLite file, or a new PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The PostgreSQL server the tests create databases on. `scripts/test` starts a private
+/// cluster and sets this; without it the PostgreSQL half of the suite fails, loudly.
+pub const POSTGRES_ENV: &str = "HESTIA_TEST_POSTGRES_URL";
+
+fn unique_name() -> String {
+    format!("hestia_test_{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("hestia.db").display());
+        Self {
+            url,
+            backend: "sqlite",
+            _dir: Some(dir),
+        }
+    }
+
+    /// Creates a fresh PostgreSQL database on the server named by `HESTIA_TEST_POSTGRES_URL`.
+    pub async fn postgres() -> Self {
+        let admin_url = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+            panic!(
+                "{POSTGRES_ENV} is not set: run the tests through scripts/test (it starts a private PostgreSQL), \
+                 or point {POSTGRES_ENV} at a server where this user may CREATE DATABASE"
+            )
+        });
+        let name = unique_name();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}: {e}"));
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Self {
+            url: format!("{base}/{name}"),
+            backend: "postgres",
+            _dir: None,
+        }
+    }
+
+    /// One fresh database per backend: every store test runs on both.
+    pub async fn all() -> Vec<TestDb> {
+        vec![Self::sqlite(), Self::postgres().await]
+    }
+}
+
+/// The `hestia` binary under test (see `src/bin/hestia-e2e.rs`).
+pub fn hestia_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hestia-e2e"))
+}
+
+/// A running `hestia serve`, stopped (SIGTERM, then kill) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Server {
+    /// Starts `hestia serve --listen 127.0.0.1:0 ARGS` in `dir` and waits until it listens.
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(hestia_bin())
+            .current_dir(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hestia serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let public = line
+                        .strip_prefix("hestia: listening on ")
+                        .and_then(|rest| rest.split("; public URL ").nth(1))
+                        .and_then(|rest| rest.split(';').next())
+                        .map(str::to_string);
+                    lines.push(line);
+                    if let Some(url) = public {
+                        let data_dir = dir.join("hestia-data");
+                        return Self {
+                            child,
+                            url,
+                            data_dir,
+                            stdout_lines: lines,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("hestia serve did not start; it printed: {lines:#?}");
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("hestia did not stop within 40 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// Runs `hestia ARGS` in `dir` with `stdin`, returning (success, stdout, stderr).
+pub fn hestia(dir: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(hestia_bin())
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hestia");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("hestia output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An HTTP client that trusts exactly the given CA certificate (PEM).
+pub fn client_trusting(ca_pem: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca_pem).expect("read CA");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+        .build()
+        .expect("client")
+}
