@@ -74,7 +74,10 @@ fn tokens() {
 fn references() {
     check("Observation", "subject=Patient/123", "Observation?subject(ref Patient/123)");
     check("Observation", "subject=123", "Observation?subject(ref */123)");
-    check("Observation", "patient=123", "Observation?patient(ref Patient/123)");
+    // A parameter with a single target type fills it in.
+    check("Encounter", "episode-of-care=123", "Encounter?episode-of-care(ref EpisodeOfCare/123)");
+    // `patient` may also point at a Group, as the R4 definition says.
+    check("Observation", "patient=123", "Observation?patient(ref */123)");
     check("Observation", "subject:Patient=123", "Observation?subject(ref Patient/123)");
     check("Observation", "subject=Patient/123/_history/4", "Observation?subject(ref Patient/123/_history/4)");
     check(
@@ -191,7 +194,11 @@ fn composites() {
 
 #[test]
 fn chains_and_has() {
-    check("Observation", "subject.name=peter", r#"Observation?subject->[Patient.name(starts "peter")]"#);
+    check(
+        "Observation",
+        "subject.name=peter",
+        r#"Observation?subject->[Location.name(starts "peter") | Patient.name(starts "peter")]"#,
+    );
     check("Observation", "subject:Patient.name=peter", r#"Observation?subject->[Patient.name(starts "peter")]"#);
     check(
         "Observation",
