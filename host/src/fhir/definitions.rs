@@ -46,7 +46,10 @@ impl ResourceType {
     /// The search parameters of this type, including the ones every resource has
     /// (`_id`, `_lastUpdated`, ...), sorted by code.
     pub fn search_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
-        DEFS.types[self.0 as usize].params.iter().map(|&i| &DEFS.params[i])
+        DEFS.types[self.0 as usize]
+            .params
+            .iter()
+            .map(|&i| &DEFS.params[i])
     }
 
     pub fn search_param(self, code: &str) -> Option<&'static SearchParamDef> {
@@ -63,7 +66,10 @@ impl ResourceType {
     /// For `Patient` itself this is `link`; the patient is also in its own
     /// compartment by `_id`.
     pub fn patient_compartment_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
-        DEFS.types[self.0 as usize].compartment.iter().map(|&i| &DEFS.params[i])
+        DEFS.types[self.0 as usize]
+            .compartment
+            .iter()
+            .map(|&i| &DEFS.params[i])
     }
 }
 
@@ -176,14 +182,18 @@ impl SearchParamDef {
         match self.kind {
             SearchParamType::Special => return Err("special parameters are not implemented".into()),
             SearchParamType::Composite => {
-                return Err("composite parameters are not indexed yet (their components are)".into());
+                return Err(
+                    "composite parameters are not indexed yet (their components are)".into(),
+                );
             }
             _ => {}
         }
         if self.expression.is_empty() {
             return Err("the definition has no FHIRPath expression".into());
         }
-        self.compiled().map(|_| ()).map_err(|e| format!("expression not supported: {e}"))
+        self.compiled()
+            .map(|_| ())
+            .map_err(|e| format!("expression not supported: {e}"))
     }
 
     /// `Ok` when a search on this parameter can be answered from index rows: it is
@@ -204,7 +214,10 @@ impl SearchParamDef {
     /// name, in order. `None` if one does not exist.
     pub fn component_params(&'static self) -> Option<Vec<&'static SearchParamDef>> {
         let resource_type = ResourceType::parse(&self.base)?;
-        self.components.iter().map(|c| resource_type.search_param(&c.code)).collect()
+        self.components
+            .iter()
+            .map(|c| resource_type.search_param(&c.code))
+            .collect()
     }
 }
 
@@ -228,10 +241,16 @@ pub fn coverage() -> Coverage {
             entry.get_or_insert(reason);
         }
     }
-    let mut not_indexed: Vec<(&'static str, String)> =
-        reasons.iter().filter_map(|(id, reason)| reason.clone().map(|r| (*id, r))).collect();
+    let mut not_indexed: Vec<(&'static str, String)> = reasons
+        .iter()
+        .filter_map(|(id, reason)| reason.clone().map(|r| (*id, r)))
+        .collect();
     not_indexed.sort();
-    Coverage { total: reasons.len(), indexed: reasons.len() - not_indexed.len(), not_indexed }
+    Coverage {
+        total: reasons.len(),
+        indexed: reasons.len() - not_indexed.len(),
+        not_indexed,
+    }
 }
 
 /// Whether `name` is a FHIR data type, as it appears capitalized in a choice element
@@ -292,8 +311,12 @@ struct RawComponent {
 
 fn load() -> Definitions {
     let raw: RawTable = serde_json::from_str(TABLE).expect("embedded table parses");
-    let type_index: HashMap<String, ResourceType> =
-        raw.resource_types.iter().enumerate().map(|(i, name)| (name.clone(), ResourceType(i as u16))).collect();
+    let type_index: HashMap<String, ResourceType> = raw
+        .resource_types
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.clone(), ResourceType(i as u16)))
+        .collect();
     let resolve_targets = |targets: &[String]| -> Vec<ResourceType> {
         if targets.iter().any(|t| t == "*") {
             let mut all: Vec<ResourceType> = type_index.values().copied().collect();
@@ -301,7 +324,10 @@ fn load() -> Definitions {
             all.sort();
             all
         } else {
-            targets.iter().filter_map(|t| type_index.get(t).copied()).collect()
+            targets
+                .iter()
+                .filter_map(|t| type_index.get(t).copied())
+                .collect()
         }
     };
     let mut params = Vec::new();
@@ -327,7 +353,11 @@ fn load() -> Definitions {
                         compiled: fhirpath::parse(&c.expr),
                     })
                     .collect(),
-                compiled: if p.expr.is_empty() { Err("no expression".into()) } else { fhirpath::parse(&p.expr) },
+                compiled: if p.expr.is_empty() {
+                    Err("no expression".into())
+                } else {
+                    fhirpath::parse(&p.expr)
+                },
             });
         }
     }
@@ -348,19 +378,37 @@ fn load() -> Definitions {
                 .into_iter()
                 .flatten()
                 .map(|code| {
-                    *list.iter().find(|&&i| params[i].code == *code).expect("compartment parameters are defined")
+                    *list
+                        .iter()
+                        .find(|&&i| params[i].code == *code)
+                        .expect("compartment parameters are defined")
                 })
                 .collect();
-            TypeEntry { name: name.clone(), domain, params: list, compartment }
+            TypeEntry {
+                name: name.clone(),
+                domain,
+                params: list,
+                compartment,
+            }
         })
         .collect();
     let mut choice_suffixes = HashMap::new();
     for t in &raw.data_types {
         let mut chars = t.chars();
-        let capitalized: String = chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect();
+        let capitalized: String = chars
+            .next()
+            .map(|c| c.to_ascii_uppercase())
+            .into_iter()
+            .chain(chars)
+            .collect();
         choice_suffixes.insert(capitalized, ());
     }
-    Definitions { types, type_index, params, choice_suffixes }
+    Definitions {
+        types,
+        type_index,
+        params,
+        choice_suffixes,
+    }
 }
 
 #[cfg(test)]
@@ -377,27 +425,61 @@ mod tests {
         assert!(!ResourceType::parse("Bundle").unwrap().is_domain_resource());
 
         let name = patient.search_param("name").unwrap();
-        assert_eq!((name.kind, name.id.as_str()), (SearchParamType::String, "Patient-name"));
+        assert_eq!(
+            (name.kind, name.id.as_str()),
+            (SearchParamType::String, "Patient-name")
+        );
         assert_eq!(name.expression, "Patient.name");
-        assert_eq!(name.url(), "http://hl7.org/fhir/SearchParameter/Patient-name");
-        for common in ["_id", "_lastUpdated", "_profile", "_tag", "_security", "_source", "_text"] {
+        assert_eq!(
+            name.url(),
+            "http://hl7.org/fhir/SearchParameter/Patient-name"
+        );
+        for common in [
+            "_id",
+            "_lastUpdated",
+            "_profile",
+            "_tag",
+            "_security",
+            "_source",
+            "_text",
+        ] {
             assert!(patient.search_param(common).is_some(), "{common}");
         }
-        assert!(ResourceType::parse("Bundle").unwrap().search_param("_text").is_none());
+        assert!(
+            ResourceType::parse("Bundle")
+                .unwrap()
+                .search_param("_text")
+                .is_none()
+        );
 
         // A parameter shared by many types keeps only its own branch.
         let observation = ResourceType::parse("Observation").unwrap();
         let code = observation.search_param("code").unwrap();
-        assert_eq!((code.id.as_str(), code.expression.as_str()), ("clinical-code", "Observation.code"));
+        assert_eq!(
+            (code.id.as_str(), code.expression.as_str()),
+            ("clinical-code", "Observation.code")
+        );
         let subject = observation.search_param("subject").unwrap();
         let targets: Vec<&str> = subject.targets.iter().map(|t| t.as_str()).collect();
         assert_eq!(targets, ["Device", "Group", "Location", "Patient"]);
         let cvq = observation.search_param("code-value-quantity").unwrap();
-        let components: Vec<(&str, SearchParamType)> =
-            cvq.components.iter().map(|c| (c.code.as_str(), c.kind)).collect();
-        assert_eq!(components, [("code", SearchParamType::Token), ("value-quantity", SearchParamType::Quantity)]);
+        let components: Vec<(&str, SearchParamType)> = cvq
+            .components
+            .iter()
+            .map(|c| (c.code.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            components,
+            [
+                ("code", SearchParamType::Token),
+                ("value-quantity", SearchParamType::Quantity)
+            ]
+        );
         // "Any" reference targets expand to every type but Parameters.
-        let focus = ResourceType::parse("Provenance").unwrap().search_param("entity").unwrap();
+        let focus = ResourceType::parse("Provenance")
+            .unwrap()
+            .search_param("entity")
+            .unwrap();
         assert_eq!(focus.targets.len(), 145);
 
         let total: usize = ResourceType::all().map(|t| t.search_params().count()).sum();
@@ -407,13 +489,22 @@ mod tests {
     #[test]
     fn patient_compartment() {
         let codes = |t: &str| -> Vec<&str> {
-            ResourceType::parse(t).unwrap().patient_compartment_params().map(|p| p.code.as_str()).collect()
+            ResourceType::parse(t)
+                .unwrap()
+                .patient_compartment_params()
+                .map(|p| p.code.as_str())
+                .collect()
         };
         assert_eq!(codes("Observation"), ["subject", "performer"]);
         assert_eq!(codes("Patient"), ["link"]);
-        assert_eq!(codes("AllergyIntolerance"), ["patient", "recorder", "asserter"]);
+        assert_eq!(
+            codes("AllergyIntolerance"),
+            ["patient", "recorder", "asserter"]
+        );
         assert!(codes("Organization").is_empty());
-        let in_compartment = ResourceType::all().filter(|t| t.patient_compartment_params().next().is_some()).count();
+        let in_compartment = ResourceType::all()
+            .filter(|t| t.patient_compartment_params().next().is_some())
+            .count();
         assert_eq!(in_compartment, 66);
         for t in ResourceType::all() {
             for p in t.patient_compartment_params() {

@@ -55,7 +55,10 @@ pub enum Function {
 pub enum Item<'a> {
     /// A node of the resource, with its FHIR type when known (from a choice-type
     /// suffix such as `valueQuantity`, or a `resourceType`).
-    Node { value: &'a Value, type_name: Option<&'a str> },
+    Node {
+        value: &'a Value,
+        type_name: Option<&'a str>,
+    },
     Bool(bool),
     /// The outcome of `resolve()`: the referenced resource type, when the reference
     /// names it.
@@ -64,7 +67,10 @@ pub enum Item<'a> {
 
 impl<'a> Item<'a> {
     fn node(value: &'a Value) -> Item<'a> {
-        Item::Node { value, type_name: value.get("resourceType").and_then(Value::as_str) }
+        Item::Node {
+            value,
+            type_name: value.get("resourceType").and_then(Value::as_str),
+        }
     }
 }
 
@@ -97,21 +103,30 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
         let c = chars[i];
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_ascii_alphabetic() || c == '_' || ((c == '$' || c == '%') && i + 1 < chars.len()) {
+        } else if c.is_ascii_alphabetic()
+            || c == '_'
+            || ((c == '$' || c == '%') && i + 1 < chars.len())
+        {
             let start = i;
             i += 1;
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
-            tokens.push(if c == '$' || c == '%' { Token::Var(word) } else { Token::Ident(word) });
+            tokens.push(if c == '$' || c == '%' {
+                Token::Var(word)
+            } else {
+                Token::Ident(word)
+            });
         } else if c.is_ascii_digit() {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
-            tokens.push(Token::Num(word.parse().map_err(|_| format!("bad number {word}"))?));
+            tokens.push(Token::Num(
+                word.parse().map_err(|_| format!("bad number {word}"))?,
+            ));
         } else if c == '\'' {
             let mut s = String::new();
             i += 1;
@@ -170,7 +185,11 @@ impl Parser {
     }
 
     fn expect_sym(&mut self, c: char) -> Result<(), String> {
-        if self.eat_sym(c) { Ok(()) } else { Err(format!("expected '{c}'")) }
+        if self.eat_sym(c) {
+            Ok(())
+        } else {
+            Err(format!("expected '{c}'"))
+        }
     }
 
     fn eat_word(&mut self, word: &str) -> bool {
@@ -355,7 +374,11 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
             }
             out
         }
-        Expr::Index(focus, index) => eval(focus, input, resource).into_iter().nth(*index).into_iter().collect(),
+        Expr::Index(focus, index) => eval(focus, input, resource)
+            .into_iter()
+            .nth(*index)
+            .into_iter()
+            .collect(),
         Expr::Union(a, b) => {
             let mut out = eval(a, input, resource);
             for item in eval(b, input, resource) {
@@ -372,9 +395,10 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
                 _ => Vec::new(),
             }
         }
-        Expr::As(focus, type_name) => {
-            eval(focus, input, resource).into_iter().filter(|item| as_type(item, type_name)).collect()
-        }
+        Expr::As(focus, type_name) => eval(focus, input, resource)
+            .into_iter()
+            .filter(|item| as_type(item, type_name))
+            .collect(),
         Expr::Equals(a, b, equal) => {
             let result = match (&**a, &**b) {
                 (other, Expr::Literal(lit)) | (Expr::Literal(lit), other) => {
@@ -392,10 +416,15 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
                     }
                 }
             };
-            result.map(|r| vec![Item::Bool(r == *equal)]).unwrap_or_default()
+            result
+                .map(|r| vec![Item::Bool(r == *equal)])
+                .unwrap_or_default()
         }
         Expr::And(a, b) => {
-            let (l, r) = (truth(&eval(a, input, resource)), truth(&eval(b, input, resource)));
+            let (l, r) = (
+                truth(&eval(a, input, resource)),
+                truth(&eval(b, input, resource)),
+            );
             match (l, r) {
                 (Some(false), _) | (_, Some(false)) => vec![Item::Bool(false)],
                 (Some(true), Some(true)) => vec![Item::Bool(true)],
@@ -403,7 +432,10 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
             }
         }
         Expr::Or(a, b) => {
-            let (l, r) = (truth(&eval(a, input, resource)), truth(&eval(b, input, resource)));
+            let (l, r) = (
+                truth(&eval(a, input, resource)),
+                truth(&eval(b, input, resource)),
+            );
             match (l, r) {
                 (Some(true), _) | (_, Some(true)) => vec![Item::Bool(true)],
                 (Some(false), Some(false)) => vec![Item::Bool(false)],
@@ -415,7 +447,9 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
             match function {
                 Function::Where(criteria) => focus
                     .into_iter()
-                    .filter(|item| truth(&eval(criteria, std::slice::from_ref(item), resource)) == Some(true))
+                    .filter(|item| {
+                        truth(&eval(criteria, std::slice::from_ref(item), resource)) == Some(true)
+                    })
                     .collect(),
                 Function::Exists => vec![Item::Bool(!focus.is_empty())],
                 Function::Empty => vec![Item::Bool(focus.is_empty())],
@@ -441,7 +475,12 @@ fn truth(items: &[Item<'_>]) -> Option<bool> {
     match items {
         [] => None,
         [Item::Bool(b)] => Some(*b),
-        [Item::Node { value: Value::Bool(b), .. }] => Some(*b),
+        [
+            Item::Node {
+                value: Value::Bool(b),
+                ..
+            },
+        ] => Some(*b),
         [_] => Some(true),
         _ => None,
     }
@@ -450,9 +489,27 @@ fn truth(items: &[Item<'_>]) -> Option<bool> {
 fn literal_eq(item: &Item<'_>, literal: &Literal) -> bool {
     match (item, literal) {
         (Item::Bool(b), Literal::Bool(l)) => b == l,
-        (Item::Node { value: Value::Bool(b), .. }, Literal::Bool(l)) => b == l,
-        (Item::Node { value: Value::String(s), .. }, Literal::String(l)) => s == l,
-        (Item::Node { value: Value::Number(n), .. }, Literal::Number(l)) => n.as_f64() == Some(*l),
+        (
+            Item::Node {
+                value: Value::Bool(b),
+                ..
+            },
+            Literal::Bool(l),
+        ) => b == l,
+        (
+            Item::Node {
+                value: Value::String(s),
+                ..
+            },
+            Literal::String(l),
+        ) => s == l,
+        (
+            Item::Node {
+                value: Value::Number(n),
+                ..
+            },
+            Literal::Number(l),
+        ) => n.as_f64() == Some(*l),
         _ => false,
     }
 }
@@ -497,7 +554,10 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Vec<Item<'a>>) {
 
 fn child_item<'a>(value: &'a Value, type_name: Option<&'a str>) -> Item<'a> {
     match type_name {
-        Some(t) => Item::Node { value, type_name: Some(t) },
+        Some(t) => Item::Node {
+            value,
+            type_name: Some(t),
+        },
         None => Item::node(value),
     }
 }
@@ -509,22 +569,37 @@ fn resolve<'a>(item: &Item<'a>) -> Option<Item<'a>> {
         return None;
     };
     if value.get("resourceType").is_some() {
-        return Some(Item::Resolved(value["resourceType"].as_str().map(str::to_owned)));
+        return Some(Item::Resolved(
+            value["resourceType"].as_str().map(str::to_owned),
+        ));
     }
     let object = value.as_object()?;
     let from_reference = object
         .get("reference")
         .and_then(Value::as_str)
-        .and_then(|r| crate::fhir::search::value::ReferenceValue::parse_literal(r).ok()?.target_type)
+        .and_then(|r| {
+            crate::fhir::search::value::ReferenceValue::parse_literal(r)
+                .ok()?
+                .target_type
+        })
         .map(|t| t.as_str().to_owned());
-    let from_type = object.get("type").and_then(Value::as_str).map(|t| t.rsplit('/').next().unwrap_or(t).to_owned());
+    let from_type = object
+        .get("type")
+        .and_then(Value::as_str)
+        .map(|t| t.rsplit('/').next().unwrap_or(t).to_owned());
     Some(Item::Resolved(from_reference.or(from_type)))
 }
 
 fn is_type(item: &Item<'_>, wanted: &str) -> bool {
     match item {
-        Item::Node { type_name: Some(t), .. } => is_subtype(t, wanted),
-        Item::Node { value: Value::Bool(_), type_name: None } | Item::Bool(_) => wanted.eq_ignore_ascii_case("boolean"),
+        Item::Node {
+            type_name: Some(t), ..
+        } => is_subtype(t, wanted),
+        Item::Node {
+            value: Value::Bool(_),
+            type_name: None,
+        }
+        | Item::Bool(_) => wanted.eq_ignore_ascii_case("boolean"),
         Item::Node { .. } => false,
         Item::Resolved(t) => t.as_deref() == Some(wanted),
     }
@@ -535,8 +610,14 @@ fn is_type(item: &Item<'_>, wanted: &str) -> bool {
 /// keeping is safer for search than silently dropping values.
 fn as_type(item: &Item<'_>, wanted: &str) -> bool {
     match item {
-        Item::Node { type_name: Some(_), .. } | Item::Resolved(_) => is_type(item, wanted),
-        Item::Node { type_name: None, .. } | Item::Bool(_) => true,
+        Item::Node {
+            type_name: Some(_), ..
+        }
+        | Item::Resolved(_) => is_type(item, wanted),
+        Item::Node {
+            type_name: None, ..
+        }
+        | Item::Bool(_) => true,
     }
 }
 
@@ -547,7 +628,9 @@ fn is_subtype(actual: &str, wanted: &str) -> bool {
         let mut a_chars = a.chars();
         let mut b_chars = b.chars();
         match (a_chars.next(), b_chars.next()) {
-            (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y) && a_chars.as_str() == b_chars.as_str(),
+            (Some(x), Some(y)) => {
+                x.eq_ignore_ascii_case(&y) && a_chars.as_str() == b_chars.as_str()
+            }
             _ => a == b,
         }
     };
@@ -555,7 +638,9 @@ fn is_subtype(actual: &str, wanted: &str) -> bool {
         return true;
     }
     let parents: &[&str] = match actual {
-        "Age" | "Count" | "Distance" | "Duration" | "MoneyQuantity" | "SimpleQuantity" => &["Quantity"],
+        "Age" | "Count" | "Distance" | "Duration" | "MoneyQuantity" | "SimpleQuantity" => {
+            &["Quantity"]
+        }
         "Code" | "code" | "Id" | "id" | "Markdown" | "markdown" => &["string"],
         "Url" | "url" | "Canonical" | "canonical" | "Oid" | "oid" | "Uuid" | "uuid" => &["uri"],
         "PositiveInt" | "positiveInt" | "UnsignedInt" | "unsignedInt" => &["integer"],
@@ -564,7 +649,8 @@ fn is_subtype(actual: &str, wanted: &str) -> bool {
     parents.iter().any(|p| same(p, wanted))
         || (wanted == "Resource" && crate::fhir::definitions::ResourceType::parse(actual).is_some())
         || (wanted == "DomainResource"
-            && crate::fhir::definitions::ResourceType::parse(actual).is_some_and(|t| t.is_domain_resource()))
+            && crate::fhir::definitions::ResourceType::parse(actual)
+                .is_some_and(|t| t.is_domain_resource()))
 }
 
 #[cfg(test)]
@@ -597,28 +683,64 @@ mod tests {
         fn check(expr: &str, resource: &Value, expected: Value) {
             assert_eq!(Value::Array(values(expr, resource)), expected, "{expr}");
         }
-        check("Patient.name.family", &patient, json!(["Chalmers", "Windsor"]));
-        check("Patient.name.given | Patient.name.family", &patient, json!(["Peter", "James", "Chalmers", "Windsor"]));
+        check(
+            "Patient.name.family",
+            &patient,
+            json!(["Chalmers", "Windsor"]),
+        );
+        check(
+            "Patient.name.given | Patient.name.family",
+            &patient,
+            json!(["Peter", "James", "Chalmers", "Windsor"]),
+        );
         check("Resource.id", &patient, json!(["p1"]));
         check("DomainResource.id", &patient, json!(["p1"]));
         check("Observation.id", &patient, json!([]));
         check("name.family", &patient, json!(["Chalmers", "Windsor"]));
-        check("Patient.telecom.where(system='email').value", &patient, json!(["a@b"]));
-        check("Patient.telecom.where(system!='email').value", &patient, json!(["555"]));
-        check("Patient.deceased", &patient, json!(["2015-02-14T13:42:00+10:00"]));
-        check("(Patient.deceased as dateTime)", &patient, json!(["2015-02-14T13:42:00+10:00"]));
+        check(
+            "Patient.telecom.where(system='email').value",
+            &patient,
+            json!(["a@b"]),
+        );
+        check(
+            "Patient.telecom.where(system!='email').value",
+            &patient,
+            json!(["555"]),
+        );
+        check(
+            "Patient.deceased",
+            &patient,
+            json!(["2015-02-14T13:42:00+10:00"]),
+        );
+        check(
+            "(Patient.deceased as dateTime)",
+            &patient,
+            json!(["2015-02-14T13:42:00+10:00"]),
+        );
         check("Patient.deceased.as(boolean)", &patient, json!([]));
         check("Patient.deceased is DateTime", &patient, json!([true]));
-        check("Patient.deceased.exists() and Patient.deceased != false", &patient, json!([true]));
+        check(
+            "Patient.deceased.exists() and Patient.deceased != false",
+            &patient,
+            json!([true]),
+        );
         check("Patient.multipleBirth.exists()", &patient, json!([false]));
         check(
             "Patient.generalPractitioner.where(resolve() is Organization)",
             &patient,
             json!([{"reference": "Organization/2"}]),
         );
-        check("Patient.link.other.where(resolve() is Patient)", &patient, json!([{"reference": "http://x/fhir/Patient/9"}]));
+        check(
+            "Patient.link.other.where(resolve() is Patient)",
+            &patient,
+            json!([{"reference": "http://x/fhir/Patient/9"}]),
+        );
         check("Patient.name[1].family", &patient, json!(["Windsor"]));
-        check("Patient.name.first().given", &patient, json!(["Peter", "James"]));
+        check(
+            "Patient.name.first().given",
+            &patient,
+            json!(["Peter", "James"]),
+        );
         check("%resource.id", &patient, json!(["p1"]));
 
         let observation = json!({
@@ -626,10 +748,26 @@ mod tests {
             "valueQuantity": {"value": 7, "unit": "kg"},
             "component": [{"valueAge": {"value": 3}}, {"valueString": "x"}]
         });
-        check("(Observation.value as Quantity).unit", &observation, json!(["kg"]));
-        check("Observation.component.value.ofType(Quantity).value", &observation, json!([3]));
-        check("Observation.component.value.as(String)", &observation, json!(["x"]));
-        check("Observation.value as CodeableConcept", &observation, json!([]));
+        check(
+            "(Observation.value as Quantity).unit",
+            &observation,
+            json!(["kg"]),
+        );
+        check(
+            "Observation.component.value.ofType(Quantity).value",
+            &observation,
+            json!([3]),
+        );
+        check(
+            "Observation.component.value.as(String)",
+            &observation,
+            json!(["x"]),
+        );
+        check(
+            "Observation.value as CodeableConcept",
+            &observation,
+            json!([]),
+        );
         check("Observation | Observation.component", &observation, {
             let mut all = vec![observation.clone()];
             all.extend(observation["component"].as_array().unwrap().iter().cloned());
@@ -638,7 +776,11 @@ mod tests {
 
         let bundle = json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Composition", "id": "c"}}]});
         check("Bundle.entry[0].resource.id", &bundle, json!(["c"]));
-        check("Bundle.entry[0].resource is Composition", &bundle, json!([true]));
+        check(
+            "Bundle.entry[0].resource is Composition",
+            &bundle,
+            json!([true]),
+        );
     }
 
     #[test]

@@ -129,8 +129,12 @@ pub enum ExtractError {
 /// The index rows of every indexed search parameter of the resource's type.
 pub fn extract(resource: &Value) -> Result<IndexRows, ExtractError> {
     let object = resource.as_object().ok_or(ExtractError::NotAnObject)?;
-    let name = object.get("resourceType").and_then(Value::as_str).ok_or(ExtractError::MissingResourceType)?;
-    let resource_type = ResourceType::parse(name).ok_or_else(|| ExtractError::UnknownResourceType(name.to_owned()))?;
+    let name = object
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or(ExtractError::MissingResourceType)?;
+    let resource_type = ResourceType::parse(name)
+        .ok_or_else(|| ExtractError::UnknownResourceType(name.to_owned()))?;
     let mut rows = IndexRows::default();
     for param in resource_type.search_params() {
         extract_param(param, resource, &mut rows);
@@ -152,7 +156,15 @@ pub fn extract_param(param: &'static SearchParamDef, resource: &Value, rows: &mu
         match item {
             Item::Node { value, type_name } => node_rows(param.kind, code, value, type_name, rows),
             Item::Bool(b) if param.kind == SearchParamType::Token => {
-                push(&mut rows.tokens, TokenIndex { param: code, system: None, code: Some(b.to_string()), text: None });
+                push(
+                    &mut rows.tokens,
+                    TokenIndex {
+                        param: code,
+                        system: None,
+                        code: Some(b.to_string()),
+                        text: None,
+                    },
+                );
             }
             Item::Bool(_) | Item::Resolved(_) => {}
         }
@@ -169,10 +181,27 @@ fn text(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-const NAME_AND_ADDRESS_PARTS: &[&str] =
-    &["text", "family", "given", "prefix", "suffix", "line", "city", "district", "state", "postalCode", "country"];
+const NAME_AND_ADDRESS_PARTS: &[&str] = &[
+    "text",
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+];
 
-fn node_rows(kind: SearchParamType, param: &'static str, value: &Value, type_name: Option<&str>, rows: &mut IndexRows) {
+fn node_rows(
+    kind: SearchParamType,
+    param: &'static str,
+    value: &Value,
+    type_name: Option<&str>,
+    rows: &mut IndexRows,
+) {
     match kind {
         SearchParamType::String => string_rows(param, value, rows),
         SearchParamType::Token => token_rows(param, value, rows),
@@ -182,7 +211,13 @@ fn node_rows(kind: SearchParamType, param: &'static str, value: &Value, type_nam
         SearchParamType::Quantity => quantity_rows(param, value, rows),
         SearchParamType::Uri => {
             if let Some(s) = value.as_str() {
-                push(&mut rows.uris, UriIndex { param, value: s.to_owned() });
+                push(
+                    &mut rows.uris,
+                    UriIndex {
+                        param,
+                        value: s.to_owned(),
+                    },
+                );
             }
         }
         SearchParamType::Composite | SearchParamType::Special => {}
@@ -192,7 +227,14 @@ fn node_rows(kind: SearchParamType, param: &'static str, value: &Value, type_nam
 fn string_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
     match value {
         Value::String(s) => {
-            push(&mut rows.strings, StringIndex { param, normalized: normalize_string(s), exact: s.clone() });
+            push(
+                &mut rows.strings,
+                StringIndex {
+                    param,
+                    normalized: normalize_string(s),
+                    exact: s.clone(),
+                },
+            );
         }
         Value::Object(object) => {
             for key in NAME_AND_ADDRESS_PARTS {
@@ -222,9 +264,16 @@ fn token_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
         Value::String(s) => push(&mut rows.tokens, token(None, Some(s.clone()), None)),
         Value::Bool(b) => push(&mut rows.tokens, token(None, Some(b.to_string()), None)),
         Value::Number(n) => push(&mut rows.tokens, token(None, Some(n.to_string()), None)),
-        Value::Object(object) if object.contains_key("coding") || object.keys().all(|k| k == "text" || k == "id") => {
+        Value::Object(object)
+            if object.contains_key("coding") || object.keys().all(|k| k == "text" || k == "id") =>
+        {
             // CodeableConcept.
-            for coding in object.get("coding").and_then(Value::as_array).into_iter().flatten() {
+            for coding in object
+                .get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 token_rows(param, coding, rows);
             }
             if let Some(t) = text(value, "text") {
@@ -234,11 +283,21 @@ fn token_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
         Value::Object(object) if object.get("value").is_some_and(Value::is_string) => {
             // Identifier or ContactPoint.
             let label = value.get("type").and_then(|t| text(t, "text"));
-            push(&mut rows.tokens, token(text(value, "system"), text(value, "value"), label));
+            push(
+                &mut rows.tokens,
+                token(text(value, "system"), text(value, "value"), label),
+            );
         }
         Value::Object(object) if object.contains_key("code") || object.contains_key("system") => {
             // Coding.
-            push(&mut rows.tokens, token(text(value, "system"), text(value, "code"), text(value, "display")));
+            push(
+                &mut rows.tokens,
+                token(
+                    text(value, "system"),
+                    text(value, "code"),
+                    text(value, "display"),
+                ),
+            );
         }
         _ => {}
     }
@@ -258,7 +317,10 @@ fn reference_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
             let reference = ReferenceValue::parse_literal(s)
                 .ok()
                 .filter(|r| r.url.is_some())
-                .unwrap_or_else(|| ReferenceValue { url: Some(s.clone()), ..ReferenceValue::default() });
+                .unwrap_or_else(|| ReferenceValue {
+                    url: Some(s.clone()),
+                    ..ReferenceValue::default()
+                });
             push(&mut rows.references, row(reference));
         }
         Value::Object(object) => {
@@ -302,7 +364,10 @@ fn date_rows(param: &'static str, value: &Value, type_name: Option<&str>, rows: 
             if start.is_none() && end.is_none() {
                 return;
             }
-            (start.map_or(DATE_MIN, |r| r.low), end.map_or(DATE_MAX, |r| r.high))
+            (
+                start.map_or(DATE_MIN, |r| r.low),
+                end.map_or(DATE_MAX, |r| r.high),
+            )
         }
         Value::Object(object) if type_name == Some("Timing") || object.contains_key("event") => {
             let events: Vec<_> = object
@@ -312,7 +377,10 @@ fn date_rows(param: &'static str, value: &Value, type_name: Option<&str>, rows: 
                 .flatten()
                 .filter_map(|e| range(Some(e)))
                 .collect();
-            match (events.iter().map(|r| r.low).min(), events.iter().map(|r| r.high).max()) {
+            match (
+                events.iter().map(|r| r.low).min(),
+                events.iter().map(|r| r.high).max(),
+            ) {
                 (Some(low), Some(high)) => (low, high),
                 _ => return,
             }
@@ -332,7 +400,11 @@ fn number_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
         Value::Object(object) => {
             // A Range (RiskAssessment.prediction.probability) or a Quantity.
             for end in ["low", "high"] {
-                if let Some(v) = object.get(end).and_then(|q| q.get("value")).and_then(Value::as_f64) {
+                if let Some(v) = object
+                    .get(end)
+                    .and_then(|q| q.get("value"))
+                    .and_then(Value::as_f64)
+                {
                     push(&mut rows.numbers, NumberIndex { param, value: v });
                 }
             }
@@ -368,7 +440,13 @@ fn quantity_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
             unit: Some(currency),
         }
     } else {
-        QuantityIndex { param, value: v, system: text(value, "system"), code: text(value, "code"), unit: text(value, "unit") }
+        QuantityIndex {
+            param,
+            value: v,
+            system: text(value, "system"),
+            code: text(value, "code"),
+            unit: text(value, "unit"),
+        }
     };
     push(&mut rows.quantities, row);
 }

@@ -8,11 +8,14 @@ pub mod params;
 pub mod value;
 
 pub use extract::{
-    DateIndex, ExtractError, IndexRows, NumberIndex, QuantityIndex, ReferenceIndex, StringIndex, TokenIndex, UriIndex,
-    extract,
+    DateIndex, ExtractError, IndexRows, NumberIndex, QuantityIndex, ReferenceIndex, StringIndex,
+    TokenIndex, UriIndex, extract,
 };
 pub use params::{
-    ChainTarget, ConstraintError, Criterion, DateValue, Include, NumberValue, Problem, QuantityValue, ResultParams,
-    SearchError, SearchQuery, SearchValue, SortKey, StringMatch, Summary, TokenSystem, TokenValue, Total, UriMatch,
+    ChainTarget, ConstraintError, Criterion, DateValue, Include, NumberValue, Problem,
+    QuantityValue, ResultParams, SearchError, SearchQuery, SearchValue, SortKey, StringMatch,
+    Summary, TokenSystem, TokenValue, Total, UriMatch,
 };
-pub use value::{Bound, CompareOp, DATE_MAX, DATE_MIN, DateRange, Prefix, RangePredicate, ReferenceValue};
+pub use value::{
+    Bound, CompareOp, DATE_MAX, DATE_MIN, DateRange, Prefix, RangePredicate, ReferenceValue,
+};

@@ -22,8 +22,8 @@ use std::fmt;
 use thiserror::Error;
 
 use super::value::{
-    DateRange, Decimal, Prefix, RangePredicate, ReferenceValue, format_instant, is_valid_id, normalize_string,
-    parse_date, parse_decimal, split_escaped, unescape,
+    DateRange, Decimal, Prefix, RangePredicate, ReferenceValue, format_instant, is_valid_id,
+    normalize_string, parse_date, parse_decimal, split_escaped, unescape,
 };
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
 
@@ -42,15 +42,29 @@ pub enum Criterion {
     /// The parameter has a value matching at least one of `values`. With `negated`
     /// (`:not`), the resource has no value matching any of them (a resource without
     /// the element matches).
-    Match { param: &'static SearchParamDef, values: Vec<SearchValue>, negated: bool },
+    Match {
+        param: &'static SearchParamDef,
+        values: Vec<SearchValue>,
+        negated: bool,
+    },
     /// `:missing=true` (no index row for the parameter) or `:missing=false`.
-    Missing { param: &'static SearchParamDef, missing: bool },
+    Missing {
+        param: &'static SearchParamDef,
+        missing: bool,
+    },
     /// `param.chained=...`: the reference `param` points at a resource of one of the
     /// targets' types that matches that target's criterion.
-    Chain { param: &'static SearchParamDef, targets: Vec<ChainTarget> },
+    Chain {
+        param: &'static SearchParamDef,
+        targets: Vec<ChainTarget>,
+    },
     /// `_has:Type:reference:...`: some resource of `source_type` refers to this one
     /// through its parameter `reference` and matches `criterion`.
-    Has { source_type: ResourceType, reference: &'static SearchParamDef, criterion: Box<Criterion> },
+    Has {
+        source_type: ResourceType,
+        reference: &'static SearchParamDef,
+        criterion: Box<Criterion>,
+    },
     /// At least one of the criteria holds (built by
     /// [`SearchQuery::restrict_to_patient_compartment`]).
     AnyOf(Vec<Criterion>),
@@ -67,7 +81,11 @@ pub struct ChainTarget {
 pub enum SearchValue {
     /// `value` is unescaped as typed; `normalized` is what `StartsWith`/`Contains`
     /// compare with the index's normalized column, `Exact` compares `value`.
-    String { value: String, normalized: String, mode: StringMatch },
+    String {
+        value: String,
+        normalized: String,
+        mode: StringMatch,
+    },
     Token(TokenValue),
     /// `:text` on a token: prefix match on the normalized text of the coding.
     TokenText(String),
@@ -77,7 +95,10 @@ pub enum SearchValue {
     Date(DateValue),
     Number(NumberValue),
     Quantity(QuantityValue),
-    Uri { value: String, mode: UriMatch },
+    Uri {
+        value: String,
+        mode: UriMatch,
+    },
     /// One value per component, in the definition's order.
     Composite(Vec<SearchValue>),
 }
@@ -252,7 +273,10 @@ pub enum Problem {
     #[error("unknown modifier ':{0}'")]
     UnknownModifier(String),
     #[error("modifier ':{modifier}' cannot be used on a {kind} parameter")]
-    ModifierNotAllowed { modifier: String, kind: SearchParamType },
+    ModifierNotAllowed {
+        modifier: String,
+        kind: SearchParamType,
+    },
     #[error("invalid value '{value}': {reason}")]
     InvalidValue { value: String, reason: String },
     #[error("{0}")]
@@ -269,7 +293,10 @@ pub enum ConstraintError {
     #[error("'{0}' is not a valid patient id")]
     InvalidPatientId(String),
     #[error("a {other} query cannot constrain a {this} query")]
-    TypeMismatch { this: ResourceType, other: ResourceType },
+    TypeMismatch {
+        this: ResourceType,
+        other: ResourceType,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,7 +347,11 @@ impl Modifier {
 impl SearchQuery {
     /// A query with no criteria: every resource of the type.
     pub fn all(resource_type: ResourceType) -> SearchQuery {
-        SearchQuery { resource_type, criteria: Vec::new(), result: ResultParams::default() }
+        SearchQuery {
+            resource_type,
+            criteria: Vec::new(),
+            result: ResultParams::default(),
+        }
     }
 
     /// Parses query-string pairs (already percent-decoded, in order) strictly: the
@@ -332,12 +363,19 @@ impl SearchQuery {
         V: AsRef<str>,
     {
         let (query, mut errors) = Self::parse_lenient(resource_type, pairs);
-        if errors.is_empty() { Ok(query) } else { Err(errors.swap_remove(0)) }
+        if errors.is_empty() {
+            Ok(query)
+        } else {
+            Err(errors.swap_remove(0))
+        }
     }
 
     /// Parses leniently (`Prefer: handling=lenient`): bad parameters are left out and
     /// returned, in order, for the warnings of the result Bundle.
-    pub fn parse_lenient<I, K, V>(resource_type: ResourceType, pairs: I) -> (SearchQuery, Vec<SearchError>)
+    pub fn parse_lenient<I, K, V>(
+        resource_type: ResourceType,
+        pairs: I,
+    ) -> (SearchQuery, Vec<SearchError>)
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
@@ -347,13 +385,20 @@ impl SearchQuery {
         let mut errors = Vec::new();
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
-            let outcome = if name.starts_with('_') && RESULT_PARAMS.iter().any(|r| name.split(':').next() == Some(r)) {
+            let outcome = if name.starts_with('_')
+                && RESULT_PARAMS
+                    .iter()
+                    .any(|r| name.split(':').next() == Some(r))
+            {
                 parse_result_param(resource_type, &mut query.result, name, value)
             } else {
                 parse_criterion(resource_type, name, value).map(|c| query.criteria.extend(c))
             };
             if let Err(problem) = outcome {
-                errors.push(SearchError { param: name.to_owned(), problem });
+                errors.push(SearchError {
+                    param: name.to_owned(),
+                    problem,
+                });
             }
         }
         (query, errors)
@@ -364,7 +409,10 @@ impl SearchQuery {
     /// what is returned.
     pub fn and(mut self, other: SearchQuery) -> Result<SearchQuery, ConstraintError> {
         if other.resource_type != self.resource_type {
-            return Err(ConstraintError::TypeMismatch { this: self.resource_type, other: other.resource_type });
+            return Err(ConstraintError::TypeMismatch {
+                this: self.resource_type,
+                other: other.resource_type,
+            });
         }
         self.criteria.extend(other.criteria);
         Ok(self)
@@ -376,7 +424,10 @@ impl SearchQuery {
     ///
     /// Included resources (`_include`, `_revinclude`) and chained or `_has` targets
     /// are not restricted by this; the store applies the decision to them too.
-    pub fn restrict_to_patient_compartment(&mut self, patient_id: &str) -> Result<(), ConstraintError> {
+    pub fn restrict_to_patient_compartment(
+        &mut self,
+        patient_id: &str,
+    ) -> Result<(), ConstraintError> {
         if !is_valid_id(patient_id) {
             return Err(ConstraintError::InvalidPatientId(patient_id.to_owned()));
         }
@@ -389,12 +440,26 @@ impl SearchQuery {
         let mut alternatives: Vec<Criterion> = self
             .resource_type
             .patient_compartment_params()
-            .map(|param| Criterion::Match { param, values: vec![reference.clone()], negated: false })
+            .map(|param| Criterion::Match {
+                param,
+                values: vec![reference.clone()],
+                negated: false,
+            })
             .collect();
         if self.resource_type == patient {
             let id = patient.search_param("_id").expect("_id exists");
-            let value = SearchValue::Token(TokenValue { system: TokenSystem::Any, code: Some(patient_id.to_owned()) });
-            alternatives.insert(0, Criterion::Match { param: id, values: vec![value], negated: false });
+            let value = SearchValue::Token(TokenValue {
+                system: TokenSystem::Any,
+                code: Some(patient_id.to_owned()),
+            });
+            alternatives.insert(
+                0,
+                Criterion::Match {
+                    param: id,
+                    values: vec![value],
+                    negated: false,
+                },
+            );
         }
         match alternatives.len() {
             0 => Err(ConstraintError::NotInPatientCompartment(self.resource_type)),
@@ -410,15 +475,35 @@ impl SearchQuery {
     }
 }
 
-const RESULT_PARAMS: &[&str] =
-    &["_include", "_revinclude", "_sort", "_count", "_summary", "_elements", "_total", "_format", "_pretty"];
+const RESULT_PARAMS: &[&str] = &[
+    "_include",
+    "_revinclude",
+    "_sort",
+    "_count",
+    "_summary",
+    "_elements",
+    "_total",
+    "_format",
+    "_pretty",
+];
 
 /// Search-control parameters of R4 that Hestia does not implement; named so that the
 /// error says "not supported" rather than "unknown".
-const UNSUPPORTED_PARAMS: &[&str] = &["_contained", "_containedType", "_filter", "_list", "_query", "_type", "_score"];
+const UNSUPPORTED_PARAMS: &[&str] = &[
+    "_contained",
+    "_containedType",
+    "_filter",
+    "_list",
+    "_query",
+    "_type",
+    "_score",
+];
 
 fn invalid(value: &str, reason: impl Into<String>) -> Problem {
-    Problem::InvalidValue { value: value.to_owned(), reason: reason.into() }
+    Problem::InvalidValue {
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), Problem> {
@@ -447,7 +532,11 @@ fn parse_result_param(
     match base {
         "_include" | "_revinclude" => {
             let include = parse_include(value, iterate)?;
-            if base == "_include" { result.include.push(include) } else { result.revinclude.push(include) }
+            if base == "_include" {
+                result.include.push(include)
+            } else {
+                result.revinclude.push(include)
+            }
             Ok(())
         }
         "_sort" => {
@@ -459,16 +548,26 @@ fn parse_result_param(
                     Some(code) => (code, true),
                     None => (key, false),
                 };
-                let param = resource_type.search_param(code).ok_or_else(|| invalid(key, "not a search parameter"))?;
-                if matches!(param.kind, SearchParamType::Composite | SearchParamType::Special) {
-                    return Err(invalid(key, format!("cannot sort by a {} parameter", param.kind)));
+                let param = resource_type
+                    .search_param(code)
+                    .ok_or_else(|| invalid(key, "not a search parameter"))?;
+                if matches!(
+                    param.kind,
+                    SearchParamType::Composite | SearchParamType::Special
+                ) {
+                    return Err(invalid(
+                        key,
+                        format!("cannot sort by a {} parameter", param.kind),
+                    ));
                 }
                 result.sort.push(SortKey { param, descending });
             }
             Ok(())
         }
         "_count" => {
-            let count = value.parse::<u32>().map_err(|_| invalid(value, "must be a non-negative integer"))?;
+            let count = value
+                .parse::<u32>()
+                .map_err(|_| invalid(value, "must be a non-negative integer"))?;
             once(&mut result.count, count)
         }
         "_summary" => {
@@ -487,7 +586,9 @@ fn parse_result_param(
                 let element = element.trim();
                 let valid = !element.is_empty()
                     && element.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && element.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+                    && element
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
                 if !valid {
                     return Err(invalid(element, "not an element name"));
                 }
@@ -519,9 +620,16 @@ fn parse_result_param(
 
 fn parse_include(value: &str, iterate: bool) -> Result<Include, Problem> {
     let parts: Vec<&str> = value.split(':').collect();
-    let source = |t: &str| ResourceType::parse(t).ok_or_else(|| invalid(value, format!("'{t}' is not a resource type")));
+    let source = |t: &str| {
+        ResourceType::parse(t)
+            .ok_or_else(|| invalid(value, format!("'{t}' is not a resource type")))
+    };
     let (source_type, param, target) = match parts.as_slice() {
-        ["*"] => return Err(Problem::Unsupported("_include=* without a source type".into())),
+        ["*"] => {
+            return Err(Problem::Unsupported(
+                "_include=* without a source type".into(),
+            ));
+        }
         [t, "*"] => (source(t)?, None, None),
         [t, p] => (source(t)?, Some(*p), None),
         [t, p, target] => (source(t)?, Some(*p), Some(*target)),
@@ -530,11 +638,17 @@ fn parse_include(value: &str, iterate: bool) -> Result<Include, Problem> {
     let param = match param {
         None => None,
         Some(code) => {
-            let def = source_type
-                .search_param(code)
-                .ok_or_else(|| invalid(value, format!("{source_type} has no search parameter '{code}'")))?;
+            let def = source_type.search_param(code).ok_or_else(|| {
+                invalid(
+                    value,
+                    format!("{source_type} has no search parameter '{code}'"),
+                )
+            })?;
             if def.kind != SearchParamType::Reference {
-                return Err(invalid(value, format!("'{code}' is not a reference parameter")));
+                return Err(invalid(
+                    value,
+                    format!("'{code}' is not a reference parameter"),
+                ));
             }
             Some(def)
         }
@@ -542,26 +656,41 @@ fn parse_include(value: &str, iterate: bool) -> Result<Include, Problem> {
     let target_type = match target {
         None => None,
         Some(t) => {
-            let t = ResourceType::parse(t).ok_or_else(|| invalid(value, format!("'{t}' is not a resource type")))?;
+            let t = ResourceType::parse(t)
+                .ok_or_else(|| invalid(value, format!("'{t}' is not a resource type")))?;
             if let Some(def) = param
                 && !def.targets.contains(&t)
             {
-                return Err(invalid(value, format!("'{}' cannot refer to {t}", def.code)));
+                return Err(invalid(
+                    value,
+                    format!("'{}' cannot refer to {t}", def.code),
+                ));
             }
             Some(t)
         }
     };
-    Ok(Include { source_type, param, target_type, iterate })
+    Ok(Include {
+        source_type,
+        param,
+        target_type,
+        iterate,
+    })
 }
 
 /// One query parameter; `None` when every value is empty (empty parameters are
 /// ignored, as R4 asks).
-fn parse_criterion(resource_type: ResourceType, name: &str, value: &str) -> Result<Option<Criterion>, Problem> {
+fn parse_criterion(
+    resource_type: ResourceType,
+    name: &str,
+    value: &str,
+) -> Result<Option<Criterion>, Problem> {
     if let Some(rest) = name.strip_prefix("_has:") {
         return parse_has(resource_type, rest, value);
     }
     if name == "_has" {
-        return Err(Problem::Invalid("must be _has:Type:reference:parameter".into()));
+        return Err(Problem::Invalid(
+            "must be _has:Type:reference:parameter".into(),
+        ));
     }
     let (head, chain) = match name.split_once('.') {
         Some((head, rest)) => (head, Some(rest)),
@@ -574,13 +703,19 @@ fn parse_criterion(resource_type: ResourceType, name: &str, value: &str) -> Resu
     if UNSUPPORTED_PARAMS.contains(&code) {
         return Err(Problem::Unsupported(format!("{code} is not implemented")));
     }
-    let param = resource_type.search_param(code).ok_or(Problem::Unknown(resource_type))?;
+    let param = resource_type
+        .search_param(code)
+        .ok_or(Problem::Unknown(resource_type))?;
     let modifier = match modifier {
         None => None,
         Some(m) => {
-            let parsed = Modifier::parse(m).ok_or_else(|| Problem::UnknownModifier(m.to_owned()))?;
+            let parsed =
+                Modifier::parse(m).ok_or_else(|| Problem::UnknownModifier(m.to_owned()))?;
             if !parsed.allowed_on(param.kind) {
-                return Err(Problem::ModifierNotAllowed { modifier: m.to_owned(), kind: param.kind });
+                return Err(Problem::ModifierNotAllowed {
+                    modifier: m.to_owned(),
+                    kind: param.kind,
+                });
             }
             Some(parsed)
         }
@@ -600,7 +735,9 @@ fn parse_criterion(resource_type: ResourceType, name: &str, value: &str) -> Resu
             };
             return Ok(Some(Criterion::Missing { param, missing }));
         }
-        Some(Modifier::Unimplemented(m)) => return Err(Problem::Unsupported(format!("modifier :{m}"))),
+        Some(Modifier::Unimplemented(m)) => {
+            return Err(Problem::Unsupported(format!("modifier :{m}")));
+        }
         _ => {}
     }
     let mut values = Vec::new();
@@ -613,7 +750,11 @@ fn parse_criterion(resource_type: ResourceType, name: &str, value: &str) -> Resu
     if values.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Criterion::Match { param, values, negated: modifier == Some(Modifier::Not) }))
+    Ok(Some(Criterion::Match {
+        param,
+        values,
+        negated: modifier == Some(Modifier::Not),
+    }))
 }
 
 fn parse_chain(
@@ -623,15 +764,25 @@ fn parse_chain(
     value: &str,
 ) -> Result<Option<Criterion>, Problem> {
     if param.kind != SearchParamType::Reference {
-        return Err(Problem::Invalid(format!("'{}' is a {} parameter and cannot be chained", param.code, param.kind)));
+        return Err(Problem::Invalid(format!(
+            "'{}' is a {} parameter and cannot be chained",
+            param.code, param.kind
+        )));
     }
     let candidates: Vec<ResourceType> = match modifier {
         None => param.targets.clone(),
         Some(Modifier::Type(t)) if param.targets.contains(&t) => vec![t],
         Some(Modifier::Type(t)) => {
-            return Err(Problem::Invalid(format!("'{}' cannot refer to {t}", param.code)));
+            return Err(Problem::Invalid(format!(
+                "'{}' cannot refer to {t}",
+                param.code
+            )));
         }
-        Some(_) => return Err(Problem::Invalid("only a type modifier can precede a chain".into())),
+        Some(_) => {
+            return Err(Problem::Invalid(
+                "only a type modifier can precede a chain".into(),
+            ));
+        }
     };
     let chained_code = chained.split(['.', ':']).next().unwrap_or(chained);
     let mut targets = Vec::new();
@@ -641,7 +792,10 @@ fn parse_chain(
             continue;
         }
         match parse_criterion(resource_type, chained, value) {
-            Ok(Some(criterion)) => targets.push(ChainTarget { resource_type, criterion }),
+            Ok(Some(criterion)) => targets.push(ChainTarget {
+                resource_type,
+                criterion,
+            }),
             Ok(None) => return Ok(None),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -658,31 +812,53 @@ fn parse_chain(
     }
 }
 
-fn parse_has(resource_type: ResourceType, rest: &str, value: &str) -> Result<Option<Criterion>, Problem> {
+fn parse_has(
+    resource_type: ResourceType,
+    rest: &str,
+    value: &str,
+) -> Result<Option<Criterion>, Problem> {
     let mut parts = rest.splitn(3, ':');
-    let (Some(source), Some(reference), Some(inner)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(Problem::Invalid("must be _has:Type:reference:parameter".into()));
+    let (Some(source), Some(reference), Some(inner)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Problem::Invalid(
+            "must be _has:Type:reference:parameter".into(),
+        ));
     };
-    let source_type =
-        ResourceType::parse(source).ok_or_else(|| Problem::Invalid(format!("'{source}' is not a resource type")))?;
-    let reference_param = source_type
-        .search_param(reference)
-        .ok_or_else(|| Problem::Invalid(format!("{source_type} has no search parameter '{reference}'")))?;
-    if reference_param.kind != SearchParamType::Reference || !reference_param.targets.contains(&resource_type) {
-        return Err(Problem::Invalid(format!("{source_type}.{reference} does not refer to {resource_type}")));
+    let source_type = ResourceType::parse(source)
+        .ok_or_else(|| Problem::Invalid(format!("'{source}' is not a resource type")))?;
+    let reference_param = source_type.search_param(reference).ok_or_else(|| {
+        Problem::Invalid(format!(
+            "{source_type} has no search parameter '{reference}'"
+        ))
+    })?;
+    if reference_param.kind != SearchParamType::Reference
+        || !reference_param.targets.contains(&resource_type)
+    {
+        return Err(Problem::Invalid(format!(
+            "{source_type}.{reference} does not refer to {resource_type}"
+        )));
     }
-    Ok(parse_criterion(source_type, inner, value)?.map(|criterion| Criterion::Has {
-        source_type,
-        reference: reference_param,
-        criterion: Box::new(criterion),
-    }))
+    Ok(
+        parse_criterion(source_type, inner, value)?.map(|criterion| Criterion::Has {
+            source_type,
+            reference: reference_param,
+            criterion: Box::new(criterion),
+        }),
+    )
 }
 
-fn parse_value(param: &'static SearchParamDef, modifier: Option<&Modifier>, raw: &str) -> Result<SearchValue, Problem> {
+fn parse_value(
+    param: &'static SearchParamDef,
+    modifier: Option<&Modifier>,
+    raw: &str,
+) -> Result<SearchValue, Problem> {
     if param.kind == SearchParamType::Composite {
         let pieces = split_escaped(raw, '$');
         if pieces.len() != param.components.len() {
-            return Err(invalid(raw, format!("needs {} values separated by '$'", param.components.len())));
+            return Err(invalid(
+                raw,
+                format!("needs {} values separated by '$'", param.components.len()),
+            ));
         }
         let values = pieces
             .iter()
@@ -709,20 +885,30 @@ fn scalar_value(
                 Some(Modifier::Contains) => StringMatch::Contains,
                 _ => StringMatch::StartsWith,
             };
-            Ok(SearchValue::String { normalized: normalize_string(&value), value, mode })
+            Ok(SearchValue::String {
+                normalized: normalize_string(&value),
+                value,
+                mode,
+            })
         }
-        K::Token if modifier == Some(&Modifier::Text) => Ok(SearchValue::TokenText(normalize_string(&unescape(raw)))),
+        K::Token if modifier == Some(&Modifier::Text) => {
+            Ok(SearchValue::TokenText(normalize_string(&unescape(raw))))
+        }
         K::Token => Ok(SearchValue::Token(token_value(raw)?)),
         K::Reference if modifier == Some(&Modifier::Identifier) => {
             Ok(SearchValue::ReferenceIdentifier(token_value(raw)?))
         }
         K::Reference => {
             let text = unescape(raw);
-            let mut reference = ReferenceValue::parse_literal(&text).map_err(|reason| invalid(raw, reason))?;
+            let mut reference =
+                ReferenceValue::parse_literal(&text).map_err(|reason| invalid(raw, reason))?;
             if let Some(Modifier::Type(t)) = modifier {
                 match reference.target_type {
                     Some(given) if given != *t => {
-                        return Err(invalid(raw, format!("names {given}, but the modifier says {t}")));
+                        return Err(invalid(
+                            raw,
+                            format!("names {given}, but the modifier says {t}"),
+                        ));
                     }
                     _ => reference.target_type = Some(*t),
                 }
@@ -755,12 +941,22 @@ fn scalar_value(
             let (number, system, code) = match pieces.as_slice() {
                 [n] => (*n, None, None),
                 [n, s, c] => (*n, Some(*s), Some(*c)),
-                _ => return Err(invalid(raw, "must be [prefix]number or [prefix]number|system|code")),
+                _ => {
+                    return Err(invalid(
+                        raw,
+                        "must be [prefix]number or [prefix]number|system|code",
+                    ));
+                }
             };
             let (prefix, number) = Prefix::split(number);
             let number = parse_decimal(number).map_err(|reason| invalid(raw, reason))?;
             let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(unescape);
-            Ok(SearchValue::Quantity(QuantityValue { prefix, number, system: non_empty(system), code: non_empty(code) }))
+            Ok(SearchValue::Quantity(QuantityValue {
+                prefix,
+                number,
+                system: non_empty(system),
+                code: non_empty(code),
+            }))
         }
         K::Uri => {
             let mode = match modifier {
@@ -768,7 +964,10 @@ fn scalar_value(
                 Some(Modifier::Below) => UriMatch::Below,
                 _ => UriMatch::Exact,
             };
-            Ok(SearchValue::Uri { value: unescape(raw), mode })
+            Ok(SearchValue::Uri {
+                value: unescape(raw),
+                mode,
+            })
         }
         K::Composite | K::Special => Err(Problem::Unsupported(format!("{kind} values here"))),
     }
@@ -777,13 +976,27 @@ fn scalar_value(
 fn token_value(raw: &str) -> Result<TokenValue, Problem> {
     let pieces = split_escaped(raw, '|');
     match pieces.as_slice() {
-        [code] => Ok(TokenValue { system: TokenSystem::Any, code: Some(unescape(code)) }),
+        [code] => Ok(TokenValue {
+            system: TokenSystem::Any,
+            code: Some(unescape(code)),
+        }),
         ["", ""] => Err(invalid(raw, "neither a system nor a code")),
         [system, code] => Ok(TokenValue {
-            system: if system.is_empty() { TokenSystem::None } else { TokenSystem::Is(unescape(system)) },
-            code: if code.is_empty() { None } else { Some(unescape(code)) },
+            system: if system.is_empty() {
+                TokenSystem::None
+            } else {
+                TokenSystem::Is(unescape(system))
+            },
+            code: if code.is_empty() {
+                None
+            } else {
+                Some(unescape(code))
+            },
         }),
-        _ => Err(invalid(raw, "a token is [system|]code; escape a literal '|' as '\\|'")),
+        _ => Err(invalid(
+            raw,
+            "a token is [system|]code; escape a literal '|' as '\\|'",
+        )),
     }
 }
 
@@ -824,8 +1037,11 @@ impl fmt::Display for ResultParams {
             parts.push(format!("revinclude {}", include(i)));
         }
         if !self.sort.is_empty() {
-            let keys: Vec<String> =
-                self.sort.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.param.code)).collect();
+            let keys: Vec<String> = self
+                .sort
+                .iter()
+                .map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.param.code))
+                .collect();
             parts.push(format!("sort {}", keys.join(",")));
         }
         if let Some(c) = self.count {
@@ -853,7 +1069,11 @@ impl fmt::Display for ResultParams {
 impl fmt::Display for Criterion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Criterion::Match { param, values, negated } => {
+            Criterion::Match {
+                param,
+                values,
+                negated,
+            } => {
                 write!(f, "{}{}(", if *negated { "NOT " } else { "" }, param.code)?;
                 for (i, v) in values.iter().enumerate() {
                     write!(f, "{}{v}", if i > 0 { " OR " } else { "" })?;
@@ -861,16 +1081,31 @@ impl fmt::Display for Criterion {
                 write!(f, ")")
             }
             Criterion::Missing { param, missing } => {
-                write!(f, "{}({})", param.code, if *missing { "missing" } else { "present" })
+                write!(
+                    f,
+                    "{}({})",
+                    param.code,
+                    if *missing { "missing" } else { "present" }
+                )
             }
             Criterion::Chain { param, targets } => {
                 write!(f, "{}->[", param.code)?;
                 for (i, t) in targets.iter().enumerate() {
-                    write!(f, "{}{}.{}", if i > 0 { " | " } else { "" }, t.resource_type, t.criterion)?;
+                    write!(
+                        f,
+                        "{}{}.{}",
+                        if i > 0 { " | " } else { "" },
+                        t.resource_type,
+                        t.criterion
+                    )?;
                 }
                 write!(f, "]")
             }
-            Criterion::Has { source_type, reference, criterion } => {
+            Criterion::Has {
+                source_type,
+                reference,
+                criterion,
+            } => {
                 write!(f, "has[{source_type}.{} {criterion}]", reference.code)
             }
             Criterion::AnyOf(criteria) => {
@@ -902,7 +1137,11 @@ fn write_decimal(f: &mut fmt::Formatter<'_>, prefix: Prefix, d: &Decimal) -> fmt
 impl fmt::Display for SearchValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SearchValue::String { value, normalized, mode } => match mode {
+            SearchValue::String {
+                value,
+                normalized,
+                mode,
+            } => match mode {
                 StringMatch::StartsWith => write!(f, "starts {normalized:?}"),
                 StringMatch::Exact => write!(f, "exact {value:?}"),
                 StringMatch::Contains => write!(f, "contains {normalized:?}"),
@@ -922,7 +1161,12 @@ impl fmt::Display for SearchValue {
             SearchValue::Quantity(q) => {
                 write_decimal(f, q.prefix, &q.number)?;
                 if q.system.is_some() || q.code.is_some() {
-                    write!(f, " {}|{}", q.system.as_deref().unwrap_or(""), q.code.as_deref().unwrap_or(""))?;
+                    write!(
+                        f,
+                        " {}|{}",
+                        q.system.as_deref().unwrap_or(""),
+                        q.code.as_deref().unwrap_or("")
+                    )?;
                 }
                 Ok(())
             }

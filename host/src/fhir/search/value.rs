@@ -127,7 +127,11 @@ pub enum CompareOp {
 /// For point values (numbers, quantities) both columns are the value itself.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RangePredicate<T> {
-    Compare { column: Bound, op: CompareOp, value: T },
+    Compare {
+        column: Bound,
+        op: CompareOp,
+        value: T,
+    },
     All(Vec<RangePredicate<T>>),
     Any(Vec<RangePredicate<T>>),
 }
@@ -212,7 +216,11 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
         let (low, high) = match (month, day) {
             (None, _) => (days_from_civil(year, 1, 1), days_from_civil(year + 1, 1, 1)),
             (Some(m), None) => {
-                let (ny, nm) = if m == 12 { (year + 1, 1) } else { (year, m + 1) };
+                let (ny, nm) = if m == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, m + 1)
+                };
                 (days_from_civil(year, m, 1), days_from_civil(ny, nm, 1))
             }
             (Some(m), Some(d)) => {
@@ -220,7 +228,10 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
                 (start, start + 1)
             }
         };
-        return Ok(DateRange { low: low * MS_PER_DAY, high: high * MS_PER_DAY - 1 });
+        return Ok(DateRange {
+            low: low * MS_PER_DAY,
+            high: high * MS_PER_DAY - 1,
+        });
     };
     let (Some(month), Some(day)) = (month, day) else {
         return Err("a time needs a full date".into());
@@ -231,7 +242,9 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
     } else if let Some(pos) = time.rfind(['+', '-']) {
         let (clock, zone) = time.split_at(pos);
         let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let (h, m) = zone[1..].split_once(':').ok_or("time zone must be ±hh:mm")?;
+        let (h, m) = zone[1..]
+            .split_once(':')
+            .ok_or("time zone must be ±hh:mm")?;
         let (h, m) = (digits(h, 2, "zone hour")?, digits(m, 2, "zone minute")?);
         if h > 14 || m > 59 {
             return Err("time zone out of range".into());
@@ -280,7 +293,10 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
         + second.min(59) * 1_000
         + fraction_ms
         - offset_ms;
-    Ok(DateRange { low, high: low + unit - 1 })
+    Ok(DateRange {
+        low,
+        high: low + unit - 1,
+    })
 }
 
 /// Renders milliseconds since the epoch as an ISO 8601 instant
@@ -333,17 +349,24 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
             if digits.is_empty() || digits.len() > 3 || !all_digits(digits) {
                 return Err(format!("'{text}' has a malformed exponent"));
             }
-            e.parse().map_err(|_| format!("'{text}' has a malformed exponent"))?
+            e.parse()
+                .map_err(|_| format!("'{text}' has a malformed exponent"))?
         }
         None => 0,
     };
-    let value: f64 = text.parse().map_err(|_| format!("'{text}' is not a decimal number"))?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a decimal number"))?;
     if !value.is_finite() {
         return Err(format!("'{text}' is out of range"));
     }
     let scale = exponent - fraction.len() as i32;
     let half = 0.5 * 10f64.powi(scale);
-    Ok(Decimal { value, low: value - half, high: value + half })
+    Ok(Decimal {
+        value,
+        low: value - half,
+        high: value + half,
+    })
 }
 
 /// What a reference string names: `Patient/1`, `Patient/1/_history/2`,
@@ -360,7 +383,10 @@ pub struct ReferenceValue {
 
 /// Whether `id` is a valid FHIR resource id (`[A-Za-z0-9\-\.]{1,64}`).
 pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 impl ReferenceValue {
@@ -371,7 +397,10 @@ impl ReferenceValue {
         if text.contains("://") || text.starts_with("urn:") {
             let path = text.split(['|', '?', '#']).next().unwrap_or(text);
             let segments: Vec<&str> = path.split('/').collect();
-            let mut value = ReferenceValue { url: Some(text.to_owned()), ..ReferenceValue::default() };
+            let mut value = ReferenceValue {
+                url: Some(text.to_owned()),
+                ..ReferenceValue::default()
+            };
             let tail = match segments.as_slice() {
                 [.., t, id, "_history", v] => Some((*t, *id, Some(*v))),
                 [.., t, id] => Some((*t, *id, None)),
@@ -400,7 +429,12 @@ impl ReferenceValue {
         if !is_valid_id(id) {
             return Err(format!("'{id}' is not a valid resource id"));
         }
-        Ok(ReferenceValue { target_type, id: Some(id.to_owned()), version: version.map(str::to_owned), url: None })
+        Ok(ReferenceValue {
+            target_type,
+            id: Some(id.to_owned()),
+            version: version.map(str::to_owned),
+            url: None,
+        })
     }
 }
 
@@ -487,20 +521,61 @@ mod tests {
             assert_eq!(range.low, ms(low), "{input} low");
             assert_eq!(range.high + 1, ms(high_plus_one), "{input} high");
         }
-        check("2020", "2020-01-01T00:00:00.000Z", "2021-01-01T00:00:00.000Z");
-        check("2020-02", "2020-02-01T00:00:00.000Z", "2020-03-01T00:00:00.000Z");
-        check("2020-12", "2020-12-01T00:00:00.000Z", "2021-01-01T00:00:00.000Z");
-        check("2020-02-29", "2020-02-29T00:00:00.000Z", "2020-03-01T00:00:00.000Z");
-        check("2020-03-01T10:00", "2020-03-01T10:00:00.000Z", "2020-03-01T10:01:00.000Z");
-        check("2020-03-01T10:00:05", "2020-03-01T10:00:05.000Z", "2020-03-01T10:00:06.000Z");
-        check("2020-03-01T10:00:05.1Z", "2020-03-01T10:00:05.100Z", "2020-03-01T10:00:05.200Z");
-        check("2020-03-01T12:00:00+02:00", "2020-03-01T10:00:00.000Z", "2020-03-01T10:00:01.000Z");
-        check("2020-03-01T00:30:00-01:00", "2020-03-01T01:30:00.000Z", "2020-03-01T01:30:01.000Z");
+        check(
+            "2020",
+            "2020-01-01T00:00:00.000Z",
+            "2021-01-01T00:00:00.000Z",
+        );
+        check(
+            "2020-02",
+            "2020-02-01T00:00:00.000Z",
+            "2020-03-01T00:00:00.000Z",
+        );
+        check(
+            "2020-12",
+            "2020-12-01T00:00:00.000Z",
+            "2021-01-01T00:00:00.000Z",
+        );
+        check(
+            "2020-02-29",
+            "2020-02-29T00:00:00.000Z",
+            "2020-03-01T00:00:00.000Z",
+        );
+        check(
+            "2020-03-01T10:00",
+            "2020-03-01T10:00:00.000Z",
+            "2020-03-01T10:01:00.000Z",
+        );
+        check(
+            "2020-03-01T10:00:05",
+            "2020-03-01T10:00:05.000Z",
+            "2020-03-01T10:00:06.000Z",
+        );
+        check(
+            "2020-03-01T10:00:05.1Z",
+            "2020-03-01T10:00:05.100Z",
+            "2020-03-01T10:00:05.200Z",
+        );
+        check(
+            "2020-03-01T12:00:00+02:00",
+            "2020-03-01T10:00:00.000Z",
+            "2020-03-01T10:00:01.000Z",
+        );
+        check(
+            "2020-03-01T00:30:00-01:00",
+            "2020-03-01T01:30:00.000Z",
+            "2020-03-01T01:30:01.000Z",
+        );
         assert_eq!(ms("1970-01-01T00:00:00Z"), 0);
         assert_eq!(ms("1969-12-31T23:59:59Z"), -1000);
         assert_eq!(ms("0001-01-01T00:00:00Z"), DATE_MIN);
         assert_eq!(parse_date("9999-12-31").unwrap().high, DATE_MAX);
-        for text in ["1970-01-01T00:00:00.000Z", "2020-02-29T23:59:59.999Z", "1969-07-20T20:17:40.000Z", "0001-01-01T00:00:00.000Z"] {
+        for text in [
+            "1970-01-01T00:00:00.000Z",
+            "2020-02-29T23:59:59.999Z",
+            "1969-07-20T20:17:40.000Z",
+            "0001-01-01T00:00:00.000Z",
+        ] {
             assert_eq!(format_instant(ms(text)), text);
         }
     }
@@ -508,9 +583,21 @@ mod tests {
     #[test]
     fn malformed_dates() {
         for bad in [
-            "", "20", "2020-13", "2020-02-30", "2021-02-29", "2020-1-01", "2020-01-01T", "2020-01-01T25:00",
-            "2020-01-01T10", "2020-01-01T10:00:00+2", "2020-01-01T10:00:00.Z", "2020-01-01-01", "2020T10:00",
-            "abcd", "2020-01-01T10:00:00+15:00",
+            "",
+            "20",
+            "2020-13",
+            "2020-02-30",
+            "2021-02-29",
+            "2020-1-01",
+            "2020-01-01T",
+            "2020-01-01T25:00",
+            "2020-01-01T10",
+            "2020-01-01T10:00:00+2",
+            "2020-01-01T10:00:00.Z",
+            "2020-01-01-01",
+            "2020T10:00",
+            "abcd",
+            "2020-01-01T10:00:00+15:00",
         ] {
             assert!(parse_date(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -529,7 +616,9 @@ mod tests {
         check("-2.5", -2.5, -2.55, -2.45);
         check("1e2", 100.0, 50.0, 150.0);
         check("1.5E-1", 0.15, 0.145, 0.155);
-        for bad in ["", "abc", "1.", ".5", "1e", "--1", "1,5", "NaN", "inf", "1e99999"] {
+        for bad in [
+            "", "abc", "1.", ".5", "1e", "--1", "1,5", "NaN", "inf", "1e99999",
+        ] {
             assert!(parse_decimal(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -539,7 +628,11 @@ mod tests {
         // Target ranges against the parameter range [10, 20].
         fn check(prefix: Prefix, target: (i64, i64), expected: bool) {
             let predicate = prefix.range_predicate((10, 20));
-            assert_eq!(predicate.matches(target.0, target.1), expected, "{prefix} {target:?}");
+            assert_eq!(
+                predicate.matches(target.0, target.1),
+                expected,
+                "{prefix} {target:?}"
+            );
         }
         check(Prefix::Eq, (12, 15), true);
         check(Prefix::Eq, (5, 15), false);
@@ -565,9 +658,15 @@ mod tests {
 
     #[test]
     fn normalization_and_escapes() {
-        assert_eq!(normalize_string("Müller-Lüdenscheidt ÉÈ"), "muller-ludenscheidt ee");
+        assert_eq!(
+            normalize_string("Müller-Lüdenscheidt ÉÈ"),
+            "muller-ludenscheidt ee"
+        );
         assert_eq!(normalize_string("Øre Straße"), "øre straße");
-        assert_eq!(split_escaped(r"a,b\,c,,d", ','), vec!["a", r"b\,c", "", "d"]);
+        assert_eq!(
+            split_escaped(r"a,b\,c,,d", ','),
+            vec!["a", r"b\,c", "", "d"]
+        );
         assert_eq!(unescape(r"b\,c\|d\$e\\f\g"), r"b,c|d$e\f\g");
         assert_eq!(split_escaped(r"x\\,y", ','), vec![r"x\\", "y"]);
     }
