@@ -5,7 +5,7 @@
 //! `tools/fhir-defs/generate.py` (see `host/fhir-defs/README.md`), compiled in with
 //! `include_str!` and indexed once, on first use. Nothing here touches the network.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -256,7 +256,7 @@ pub fn coverage() -> Coverage {
 /// Whether `name` is a FHIR data type, as it appears capitalized in a choice element
 /// (`valueQuantity`, `effectiveDateTime`, `valueReference`).
 pub fn is_data_type_name(name: &str) -> bool {
-    DEFS.choice_suffixes.contains_key(name)
+    DEFS.choice_suffixes.contains(name)
 }
 
 struct TypeEntry {
@@ -272,7 +272,7 @@ struct Definitions {
     types: Vec<TypeEntry>,
     type_index: HashMap<String, ResourceType>,
     params: Vec<SearchParamDef>,
-    choice_suffixes: HashMap<String, ()>,
+    choice_suffixes: HashSet<String>,
 }
 
 static DEFS: LazyLock<Definitions> = LazyLock::new(load);
@@ -392,7 +392,7 @@ fn load() -> Definitions {
             }
         })
         .collect();
-    let mut choice_suffixes = HashMap::new();
+    let mut choice_suffixes = HashSet::new();
     for t in &raw.data_types {
         let mut chars = t.chars();
         let capitalized: String = chars
@@ -401,7 +401,7 @@ fn load() -> Definitions {
             .into_iter()
             .chain(chars)
             .collect();
-        choice_suffixes.insert(capitalized, ());
+        choice_suffixes.insert(capitalized);
     }
     Definitions {
         types,
