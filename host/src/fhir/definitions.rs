@@ -1,0 +1,534 @@
+//! The FHIR R4 definitions Hestia needs at run time: resource types, the search
+//! parameters of each type, and the Patient compartment.
+//!
+//! The data is `host/fhir-defs/r4-search.json`, generated from the HL7 package by
+//! `tools/fhir-defs/generate.py` (see `host/fhir-defs/README.md`), compiled in with
+//! `include_str!` and indexed once, on first use. Nothing here touches the network.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use super::fhirpath::{self, Expr};
+
+const TABLE: &str = include_str!("../../fhir-defs/r4-search.json");
+
+/// The canonical URL prefix of the R4 SearchParameter resources.
+pub const SEARCH_PARAMETER_URL: &str = "http://hl7.org/fhir/SearchParameter/";
+
+/// A FHIR R4 resource type, known to exist (`ResourceType::parse` is the only way in).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceType(u16);
+
+impl ResourceType {
+    /// The type with this exact (case-sensitive) name.
+    pub fn parse(name: &str) -> Option<ResourceType> {
+        DEFS.type_index.get(name).copied()
+    }
+
+    /// Every concrete R4 resource type, in alphabetical order.
+    pub fn all() -> impl Iterator<Item = ResourceType> {
+        (0..DEFS.types.len() as u16).map(ResourceType)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        &DEFS.types[self.0 as usize].name
+    }
+
+    /// Everything but Bundle, Binary and Parameters (they lack text, contained,
+    /// extensions).
+    pub fn is_domain_resource(self) -> bool {
+        DEFS.types[self.0 as usize].domain
+    }
+
+    /// The search parameters of this type, including the ones every resource has
+    /// (`_id`, `_lastUpdated`, ...), sorted by code.
+    pub fn search_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
+        DEFS.types[self.0 as usize]
+            .params
+            .iter()
+            .map(|&i| &DEFS.params[i])
+    }
+
+    pub fn search_param(self, code: &str) -> Option<&'static SearchParamDef> {
+        let entry = &DEFS.types[self.0 as usize];
+        entry
+            .params
+            .binary_search_by(|&i| DEFS.params[i].code.as_str().cmp(code))
+            .ok()
+            .map(|pos| &DEFS.params[entry.params[pos]])
+    }
+
+    /// The parameters that put a resource of this type in a patient's compartment
+    /// (CompartmentDefinition-patient). Empty: the type is not in that compartment.
+    /// For `Patient` itself this is `link`; the patient is also in its own
+    /// compartment by `_id`.
+    pub fn patient_compartment_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
+        DEFS.types[self.0 as usize]
+            .compartment
+            .iter()
+            .map(|&i| &DEFS.params[i])
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchParamType {
+    Number,
+    Date,
+    String,
+    Token,
+    Reference,
+    Composite,
+    Quantity,
+    Uri,
+    Special,
+}
+
+impl SearchParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchParamType::Number => "number",
+            SearchParamType::Date => "date",
+            SearchParamType::String => "string",
+            SearchParamType::Token => "token",
+            SearchParamType::Reference => "reference",
+            SearchParamType::Composite => "composite",
+            SearchParamType::Quantity => "quantity",
+            SearchParamType::Uri => "uri",
+            SearchParamType::Special => "special",
+        }
+    }
+}
+
+impl fmt::Display for SearchParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One R4 search parameter as it applies to one resource type (or to every type, for
+/// the `Resource`/`DomainResource` ones).
+#[derive(Debug)]
+pub struct SearchParamDef {
+    /// The SearchParameter's id; its canonical URL is [`SearchParamDef::url`].
+    pub id: String,
+    /// The name used in a query (`name`, `_id`, `code-value-quantity`).
+    pub code: String,
+    pub kind: SearchParamType,
+    /// `Patient`, or `Resource`/`DomainResource` for the common parameters.
+    pub base: String,
+    /// The FHIRPath expression, restricted to the branches that apply to `base`.
+    pub expression: String,
+    pub description: String,
+    /// For references: the types it may point to.
+    pub targets: Vec<ResourceType>,
+    /// For composites: the component parameters, in order.
+    pub components: Vec<ComponentDef>,
+    compiled: Result<Expr, String>,
+}
+
+#[derive(Debug)]
+pub struct ComponentDef {
+    pub code: String,
+    pub kind: SearchParamType,
+    /// Relative to the element the composite's expression selects.
+    pub expression: String,
+    compiled: Result<Expr, String>,
+}
+
+impl ComponentDef {
+    pub fn compiled(&self) -> Result<&Expr, &str> {
+        self.compiled.as_ref().map_err(String::as_str)
+    }
+}
+
+/// Definitions are singletons in a static table: identity is equality.
+impl PartialEq for SearchParamDef {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for SearchParamDef {}
+
+impl SearchParamDef {
+    pub fn url(&self) -> String {
+        format!("{SEARCH_PARAMETER_URL}{}", self.id)
+    }
+
+    /// The parsed expression, or why it cannot be evaluated.
+    pub fn compiled(&self) -> Result<&Expr, &str> {
+        self.compiled.as_ref().map_err(String::as_str)
+    }
+
+    /// `Ok` when writes fill index rows for this parameter, otherwise the reason it
+    /// is not indexed (for the CapabilityStatement and for error messages).
+    pub fn indexing(&self) -> Result<(), String> {
+        match self.kind {
+            SearchParamType::Special => return Err("special parameters are not implemented".into()),
+            SearchParamType::Composite => {
+                return Err(
+                    "composite parameters are not indexed yet (their components are)".into(),
+                );
+            }
+            _ => {}
+        }
+        if self.expression.is_empty() {
+            return Err("the definition has no FHIRPath expression".into());
+        }
+        self.compiled()
+            .map(|_| ())
+            .map_err(|e| format!("expression not supported: {e}"))
+    }
+
+    /// `Ok` when a search on this parameter can be answered from index rows: it is
+    /// indexed itself, or it is a composite whose components are indexed parameters
+    /// of the same type (matched on the same resource, not necessarily within the
+    /// same element).
+    pub fn searchable(&'static self) -> Result<(), String> {
+        if self.kind != SearchParamType::Composite {
+            return self.indexing();
+        }
+        match self.component_params() {
+            Some(params) if params.iter().all(|p| p.indexing().is_ok()) => Ok(()),
+            _ => Err("a component of this composite parameter is not indexed".into()),
+        }
+    }
+
+    /// For a composite: the parameters of the same resource type that its components
+    /// name, in order. `None` if one does not exist.
+    pub fn component_params(&'static self) -> Option<Vec<&'static SearchParamDef>> {
+        let resource_type = ResourceType::parse(&self.base)?;
+        self.components
+            .iter()
+            .map(|c| resource_type.search_param(&c.code))
+            .collect()
+    }
+}
+
+/// How many of the R4 search parameters are indexed, and why the others are not.
+#[derive(Debug)]
+pub struct Coverage {
+    /// Distinct SearchParameter resources (1,375 in R4).
+    pub total: usize,
+    /// Those indexed for every resource type they apply to.
+    pub indexed: usize,
+    /// Per distinct SearchParameter id that is not indexed: the reason.
+    pub not_indexed: Vec<(&'static str, String)>,
+}
+
+/// Which of the R4 search parameters writes index, and why the rest do not.
+pub fn coverage() -> Coverage {
+    let mut reasons: HashMap<&'static str, Option<String>> = HashMap::new();
+    for def in &DEFS.params {
+        let entry = reasons.entry(def.id.as_str()).or_insert(None);
+        if let Err(reason) = def.indexing() {
+            entry.get_or_insert(reason);
+        }
+    }
+    let mut not_indexed: Vec<(&'static str, String)> = reasons
+        .iter()
+        .filter_map(|(id, reason)| reason.clone().map(|r| (*id, r)))
+        .collect();
+    not_indexed.sort();
+    Coverage {
+        total: reasons.len(),
+        indexed: reasons.len() - not_indexed.len(),
+        not_indexed,
+    }
+}
+
+/// Whether `name` is a FHIR data type, as it appears capitalized in a choice element
+/// (`valueQuantity`, `effectiveDateTime`, `valueReference`).
+pub fn is_data_type_name(name: &str) -> bool {
+    DEFS.choice_suffixes.contains(name)
+}
+
+struct TypeEntry {
+    name: String,
+    domain: bool,
+    /// Indexes into `Definitions::params`, sorted by code.
+    params: Vec<usize>,
+    /// Indexes into `Definitions::params`, in CompartmentDefinition order.
+    compartment: Vec<usize>,
+}
+
+struct Definitions {
+    types: Vec<TypeEntry>,
+    type_index: HashMap<String, ResourceType>,
+    params: Vec<SearchParamDef>,
+    choice_suffixes: HashSet<String>,
+}
+
+static DEFS: LazyLock<Definitions> = LazyLock::new(load);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTable {
+    resource_types: Vec<String>,
+    not_domain_resources: Vec<String>,
+    data_types: Vec<String>,
+    params: HashMap<String, Vec<RawParam>>,
+    patient_compartment: HashMap<String, Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawParam {
+    id: String,
+    code: String,
+    #[serde(rename = "type")]
+    kind: SearchParamType,
+    expr: String,
+    desc: String,
+    #[serde(default)]
+    target: Vec<String>,
+    #[serde(default)]
+    comp: Vec<RawComponent>,
+}
+
+#[derive(Deserialize)]
+struct RawComponent {
+    code: String,
+    #[serde(rename = "type")]
+    kind: SearchParamType,
+    expr: String,
+}
+
+fn load() -> Definitions {
+    let raw: RawTable = serde_json::from_str(TABLE).expect("embedded table parses");
+    let type_index: HashMap<String, ResourceType> = raw
+        .resource_types
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.clone(), ResourceType(i as u16)))
+        .collect();
+    let resolve_targets = |targets: &[String]| -> Vec<ResourceType> {
+        if targets.iter().any(|t| t == "*") {
+            let mut all: Vec<ResourceType> = type_index.values().copied().collect();
+            all.retain(|t| raw.resource_types[t.0 as usize] != "Parameters");
+            all.sort();
+            all
+        } else {
+            targets
+                .iter()
+                .filter_map(|t| type_index.get(t).copied())
+                .collect()
+        }
+    };
+    let mut params = Vec::new();
+    let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (base, list) in &raw.params {
+        for p in list {
+            by_base.entry(base.as_str()).or_default().push(params.len());
+            params.push(SearchParamDef {
+                id: p.id.clone(),
+                code: p.code.clone(),
+                kind: p.kind,
+                base: base.clone(),
+                expression: p.expr.clone(),
+                description: p.desc.clone(),
+                targets: resolve_targets(&p.target),
+                components: p
+                    .comp
+                    .iter()
+                    .map(|c| ComponentDef {
+                        code: c.code.clone(),
+                        kind: c.kind,
+                        expression: c.expr.clone(),
+                        compiled: fhirpath::parse(&c.expr),
+                    })
+                    .collect(),
+                compiled: if p.expr.is_empty() {
+                    Err("no expression".into())
+                } else {
+                    fhirpath::parse(&p.expr)
+                },
+            });
+        }
+    }
+    let types = raw
+        .resource_types
+        .iter()
+        .map(|name| {
+            let domain = !raw.not_domain_resources.contains(name);
+            let mut list: Vec<usize> = by_base.get(name.as_str()).cloned().unwrap_or_default();
+            list.extend(by_base.get("Resource").cloned().unwrap_or_default());
+            if domain {
+                list.extend(by_base.get("DomainResource").cloned().unwrap_or_default());
+            }
+            list.sort_by(|&a, &b| params[a].code.cmp(&params[b].code));
+            let compartment = raw
+                .patient_compartment
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|code| {
+                    *list
+                        .iter()
+                        .find(|&&i| params[i].code == *code)
+                        .expect("compartment parameters are defined")
+                })
+                .collect();
+            TypeEntry {
+                name: name.clone(),
+                domain,
+                params: list,
+                compartment,
+            }
+        })
+        .collect();
+    let mut choice_suffixes = HashSet::new();
+    for t in &raw.data_types {
+        let mut chars = t.chars();
+        let capitalized: String = chars
+            .next()
+            .map(|c| c.to_ascii_uppercase())
+            .into_iter()
+            .chain(chars)
+            .collect();
+        choice_suffixes.insert(capitalized);
+    }
+    Definitions {
+        types,
+        type_index,
+        params,
+        choice_suffixes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_the_r4_shape() {
+        assert_eq!(ResourceType::all().count(), 146);
+        let patient = ResourceType::parse("Patient").unwrap();
+        assert_eq!(patient.as_str(), "Patient");
+        assert!(ResourceType::parse("patient").is_none());
+        assert!(ResourceType::parse("DomainResource").is_none());
+        assert!(!ResourceType::parse("Bundle").unwrap().is_domain_resource());
+
+        let name = patient.search_param("name").unwrap();
+        assert_eq!(
+            (name.kind, name.id.as_str()),
+            (SearchParamType::String, "Patient-name")
+        );
+        assert_eq!(name.expression, "Patient.name");
+        assert_eq!(
+            name.url(),
+            "http://hl7.org/fhir/SearchParameter/Patient-name"
+        );
+        for common in [
+            "_id",
+            "_lastUpdated",
+            "_profile",
+            "_tag",
+            "_security",
+            "_source",
+            "_text",
+        ] {
+            assert!(patient.search_param(common).is_some(), "{common}");
+        }
+        assert!(
+            ResourceType::parse("Bundle")
+                .unwrap()
+                .search_param("_text")
+                .is_none()
+        );
+
+        // A parameter shared by many types keeps only its own branch.
+        let observation = ResourceType::parse("Observation").unwrap();
+        let code = observation.search_param("code").unwrap();
+        assert_eq!(
+            (code.id.as_str(), code.expression.as_str()),
+            ("clinical-code", "Observation.code")
+        );
+        let subject = observation.search_param("subject").unwrap();
+        let targets: Vec<&str> = subject.targets.iter().map(|t| t.as_str()).collect();
+        assert_eq!(targets, ["Device", "Group", "Location", "Patient"]);
+        let cvq = observation.search_param("code-value-quantity").unwrap();
+        let components: Vec<(&str, SearchParamType)> = cvq
+            .components
+            .iter()
+            .map(|c| (c.code.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            components,
+            [
+                ("code", SearchParamType::Token),
+                ("value-quantity", SearchParamType::Quantity)
+            ]
+        );
+        // "Any" reference targets expand to every type but Parameters.
+        let focus = ResourceType::parse("Provenance")
+            .unwrap()
+            .search_param("entity")
+            .unwrap();
+        assert_eq!(focus.targets.len(), 145);
+
+        let total: usize = ResourceType::all().map(|t| t.search_params().count()).sum();
+        assert!(total > 1375 + 145 * 5, "{total}");
+    }
+
+    #[test]
+    fn patient_compartment() {
+        let codes = |t: &str| -> Vec<&str> {
+            ResourceType::parse(t)
+                .unwrap()
+                .patient_compartment_params()
+                .map(|p| p.code.as_str())
+                .collect()
+        };
+        assert_eq!(codes("Observation"), ["subject", "performer"]);
+        assert_eq!(codes("Patient"), ["link"]);
+        assert_eq!(
+            codes("AllergyIntolerance"),
+            ["patient", "recorder", "asserter"]
+        );
+        assert!(codes("Organization").is_empty());
+        let in_compartment = ResourceType::all()
+            .filter(|t| t.patient_compartment_params().next().is_some())
+            .count();
+        assert_eq!(in_compartment, 66);
+        for t in ResourceType::all() {
+            for p in t.patient_compartment_params() {
+                assert_eq!(p.kind, SearchParamType::Reference, "{t}.{}", p.code);
+            }
+        }
+    }
+
+    #[test]
+    fn coverage_of_the_r4_parameters() {
+        let coverage = coverage();
+        assert_eq!(coverage.total, 1375);
+        let reasons: Vec<&str> = coverage.not_indexed.iter().map(|(id, _)| *id).collect();
+        // Composite (46), special (Location-near) and the three without an expression.
+        assert_eq!(coverage.not_indexed.len(), 46 + 1 + 3, "{reasons:?}");
+        assert_eq!(coverage.indexed, 1325);
+        assert!(reasons.contains(&"Location-near"));
+        assert!(reasons.contains(&"Resource-content"));
+        // Every composite can still be searched through its components' rows.
+        let searchable_composites = ResourceType::all()
+            .flat_map(|t| t.search_params())
+            .filter(|p| p.kind == SearchParamType::Composite && p.searchable().is_ok())
+            .map(|p| p.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(searchable_composites.len(), 46);
+    }
+}

@@ -1,0 +1,9 @@
+//! FHIR R4 without HTTP or SQL: the R4 definitions ([`definitions`]), a FHIRPath
+//! subset ([`fhirpath`]) and the database-independent core of search ([`search`]).
+//! Plain types in, plain types out; the HTTP layer and the store build on these.
+
+pub mod definitions;
+pub mod fhirpath;
+pub mod search;
+
+pub use definitions::{ResourceType, SearchParamDef, SearchParamType};
