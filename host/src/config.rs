@@ -139,6 +139,7 @@ pub struct FileTls {
 pub struct FileFhir {
     pub base_path: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub create_on_update: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -247,6 +248,8 @@ pub struct FhirSettings {
     /// Path of the FHIR base under the public URL, starting with `/`, no trailing slash.
     pub base_path: String,
     pub max_body_bytes: usize,
+    /// `PUT` of an unknown id creates the resource with that id.
+    pub create_on_update: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -495,6 +498,7 @@ impl RawConfig {
             fhir: FhirSettings {
                 base_path,
                 max_body_bytes: max_body_bytes as usize,
+                create_on_update: file.fhir.create_on_update.unwrap_or(true),
             },
             oauth,
             plugins: PluginLimits {

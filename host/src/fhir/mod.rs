@@ -4,6 +4,8 @@
 
 pub mod definitions;
 pub mod fhirpath;
+pub mod outcome;
+pub mod repository;
 pub mod search;
 
 pub use definitions::{ResourceType, SearchParamDef, SearchParamType};

@@ -2,6 +2,7 @@
 //! [`app`] merges them and wraps them in the cross-cutting layers (request id, tracing,
 //! metrics, body limit).
 
+pub mod fhir;
 mod health;
 pub mod server;
 
@@ -18,6 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
+use crate::fhir::repository::{Repository, RepositoryOptions, ResourceValidator};
 use crate::store::Store;
 
 /// The header that carries the request id, set when the client did not send one.
@@ -32,18 +34,32 @@ pub struct AppState {
 struct Inner {
     settings: Settings,
     store: Store,
+    fhir: Repository,
     ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, store: Store) -> Self {
+    pub fn new(settings: Settings, store: Store, validator: Arc<dyn ResourceValidator>) -> Self {
+        let fhir = Repository::new(
+            store.clone(),
+            validator,
+            RepositoryOptions {
+                base_url: settings.fhir_base_url(),
+                create_on_update: settings.fhir.create_on_update,
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 settings,
                 store,
+                fhir,
                 ready: AtomicBool::new(false),
             }),
         }
+    }
+
+    pub fn fhir(&self) -> &Repository {
+        &self.inner.fhir
     }
 
     pub fn settings(&self) -> &Settings {
@@ -67,13 +83,14 @@ impl AppState {
 /// The whole application as a tower service, for the server and for in-process tests.
 pub fn app(state: AppState) -> Router {
     let max_body = state.settings().fhir.max_body_bytes;
+    let fhir_base = state.settings().fhir.base_path.clone();
     // Install the recorder before the first request is counted.
     crate::telemetry::metrics_handle();
     Router::new()
         .merge(health::routes())
+        .nest(&fhir_base, fhir::routes(max_body))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
                 let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

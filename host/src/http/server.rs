@@ -62,7 +62,11 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     };
 
     let store = Store::connect(&settings.database_url).await?;
-    let state = AppState::new(settings.clone(), store.clone());
+    let state = AppState::new(
+        settings.clone(),
+        store.clone(),
+        std::sync::Arc::new(crate::fhir::repository::NoValidation),
+    );
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -6,6 +6,7 @@
 //! version numbers; each issue that adds state adds a numbered migration to both.
 
 mod clients;
+pub mod fhir;
 mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret};

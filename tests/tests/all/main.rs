@@ -1,5 +1,6 @@
 //! One integration-test binary, with a module per area.
 
+mod fhir;
 mod foundation;
 mod store;
 mod support;

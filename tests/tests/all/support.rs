@@ -206,3 +206,99 @@ pub fn client_trusting(ca_pem: &Path) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// The whole application in-process on a fresh database, with settings from `toml` (the
+/// `hestia.toml` text) on top of the defaults.
+pub async fn app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
+    let raw = hestia::config::RawConfig {
+        flags: hestia::config::ServeFlags {
+            insecure_http: true,
+            listen: Some("127.0.0.1:8080".into()),
+            store: hestia::config::StoreFlags {
+                database_url: Some(db.url.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        file: toml::from_str(toml).expect("test configuration"),
+        file_path: None,
+    };
+    let settings = raw.resolve().expect("test settings");
+    let store = hestia::store::Store::open(&db.url)
+        .await
+        .expect("open test database");
+    let state = hestia::http::AppState::new(
+        settings,
+        store,
+        std::sync::Arc::new(hestia::fhir::repository::NoValidation),
+    );
+    state.set_ready();
+    (hestia::http::app(state.clone()), state)
+}
+
+/// A response read to the end: status, headers, and the body as JSON (Null when empty).
+pub struct Reply {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The diagnostics of an OperationOutcome, joined.
+    pub fn diagnostics(&self) -> String {
+        self.body["issue"]
+            .as_array()
+            .map(|issues| {
+                issues
+                    .iter()
+                    .filter_map(|i| i["diagnostics"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sends one request through the app in-process.
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> Reply {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}

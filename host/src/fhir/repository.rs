@@ -1,0 +1,508 @@
+//! The FHIR repository: the REST interactions on resources (read, vread, create, update,
+//! patch, delete, history) as plain functions. No HTTP here: `http/fhir.rs` maps requests
+//! to these calls and [`FhirError`] to status codes and OperationOutcomes.
+//!
+//! Every write checks its input completely (JSON shape, type, id, validator plugins)
+//! before the first statement, and runs in one database transaction with its index rows.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::definitions::ResourceType;
+use super::outcome::Issue;
+use super::search::extract;
+use super::search::value::{format_instant, is_valid_id};
+use crate::store::fhir::{
+    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_write,
+};
+use crate::store::{Store, StoreError};
+
+/// Checks resources before they are stored (the resource-validator plugins implement it).
+pub trait ResourceValidator: Send + Sync {
+    fn validate(&self, resource_type: &str, resource_json: &str) -> Vec<Issue>;
+}
+
+/// A validator that accepts everything: for tests of the repository alone and for tools
+/// that import data known to be valid. The server always runs the plugins.
+pub struct NoValidation;
+
+impl ResourceValidator for NoValidation {
+    fn validate(&self, _: &str, _: &str) -> Vec<Issue> {
+        Vec::new()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RepositoryOptions {
+    /// The FHIR base URL (for `fullUrl`s and links).
+    pub base_url: String,
+    /// Whether `PUT` of a resource that does not exist creates it with the client's id.
+    pub create_on_update: bool,
+}
+
+/// Errors of FHIR interactions; each maps to one HTTP status and an OperationOutcome.
+#[derive(Debug, thiserror::Error)]
+pub enum FhirError {
+    #[error("{}", super::outcome::summary(.0))]
+    BadRequest(Vec<Issue>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{}", super::outcome::summary(.0))]
+    Unprocessable(Vec<Issue>),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FhirError {
+    pub fn invalid(diagnostics: impl Into<String>) -> Self {
+        FhirError::BadRequest(vec![Issue::error("invalid", diagnostics)])
+    }
+
+    /// The issues to put in the OperationOutcome.
+    pub fn issues(&self) -> Vec<Issue> {
+        match self {
+            FhirError::BadRequest(issues) | FhirError::Unprocessable(issues) => issues.clone(),
+            FhirError::NotFound(m) => vec![Issue::error("not-found", m)],
+            FhirError::Gone(m) => vec![Issue::error("deleted", m)],
+            FhirError::Conflict(m) => vec![Issue::error("conflict", m)],
+            FhirError::PreconditionFailed(m) => vec![Issue::error("conflict", m)],
+            FhirError::MethodNotAllowed(m) => vec![Issue::error("not-supported", m)],
+            FhirError::UnsupportedMediaType(m) | FhirError::NotAcceptable(m) => {
+                vec![Issue::error("not-supported", m)]
+            }
+            FhirError::PayloadTooLarge(m) => vec![Issue::error("too-costly", m)],
+            FhirError::Forbidden(m) => vec![Issue::error("forbidden", m)],
+            // The cause is logged by the HTTP layer with the request id; clients get no internals.
+            FhirError::Internal(_) => vec![Issue::error(
+                "exception",
+                "internal server error; the server log has the details under this request's x-request-id",
+            )],
+        }
+    }
+}
+
+impl From<StoreError> for FhirError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(what) => FhirError::Conflict(format!("{what} already exists")),
+            other => FhirError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A version that was just written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub version: StoredVersion,
+    /// True when the write created the resource (201), false for a new version (200).
+    pub created: bool,
+}
+
+/// The repository. Cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    store: Store,
+    validator: Arc<dyn ResourceValidator>,
+    options: Arc<RepositoryOptions>,
+}
+
+/// Checks a logical id: `[A-Za-z0-9\-\.]{1,64}` (FHIR `id`).
+pub fn check_id(id: &str) -> Result<(), FhirError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::invalid(format!(
+            "{id:?} is not a valid resource id (1 to 64 of A-Z a-z 0-9 - .)"
+        )))
+    }
+}
+
+/// Resolves a resource type named in a URL; an unknown one is 404 (FHIR: "resource type not supported").
+pub fn resource_type(name: &str) -> Result<ResourceType, FhirError> {
+    ResourceType::parse(name)
+        .ok_or_else(|| FhirError::NotFound(format!("{name:?} is not a FHIR R4 resource type")))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses a body as a JSON object whose `resourceType` is `expected`.
+pub fn parse_resource(
+    body: &[u8],
+    expected: ResourceType,
+) -> Result<Map<String, Value>, FhirError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        FhirError::BadRequest(vec![Issue::error(
+            "structure",
+            format!("the body is not valid JSON: {e}"),
+        )])
+    })?;
+    let Value::Object(object) = value else {
+        return Err(FhirError::BadRequest(vec![Issue::error(
+            "structure",
+            "the body must be a JSON object (a FHIR resource)",
+        )]));
+    };
+    match object.get("resourceType") {
+        Some(Value::String(t)) if t == expected.as_str() => Ok(object),
+        Some(Value::String(t)) => Err(FhirError::BadRequest(vec![
+            Issue::error(
+                "invalid",
+                format!(
+                    "the body's resourceType {t:?} does not match the URL's resource type {:?}",
+                    expected.as_str()
+                ),
+            )
+            .at("resourceType"),
+        ])),
+        _ => Err(FhirError::BadRequest(vec![
+            Issue::error("required", "the body has no resourceType").at("resourceType"),
+        ])),
+    }
+}
+
+impl Repository {
+    pub fn new(
+        store: Store,
+        validator: Arc<dyn ResourceValidator>,
+        options: RepositoryOptions,
+    ) -> Self {
+        Self {
+            store,
+            validator,
+            options: Arc::new(options),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn options(&self) -> &RepositoryOptions {
+        &self.options
+    }
+
+    /// Runs the validator plugins; errors refuse the write with 422.
+    pub fn validate(
+        &self,
+        resource_type: ResourceType,
+        resource: &Map<String, Value>,
+    ) -> Vec<Issue> {
+        let json = serde_json::to_string(resource).unwrap_or_default();
+        self.validator.validate(resource_type.as_str(), &json)
+    }
+
+    fn check_valid(
+        &self,
+        resource_type: ResourceType,
+        resource: &Map<String, Value>,
+    ) -> Result<(), FhirError> {
+        let issues = self.validate(resource_type, resource);
+        if issues.iter().any(|i| i.severity.is_failure()) {
+            return Err(FhirError::Unprocessable(issues));
+        }
+        Ok(())
+    }
+
+    /// The current version; 404 when it never existed, 410 when deleted.
+    pub async fn read(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<StoredVersion, FhirError> {
+        check_id(id)?;
+        let ty = resource_type.as_str();
+        match self.store.fhir_current(ty, id).await? {
+            None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
+            Some(v) if v.deleted => Err(FhirError::Gone(format!(
+                "{ty}/{id} was deleted (version {})",
+                v.version_id
+            ))),
+            Some(v) => Ok(v),
+        }
+    }
+
+    pub async fn vread(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredVersion, FhirError> {
+        check_id(id)?;
+        let ty = resource_type.as_str();
+        let vid: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+            FhirError::invalid(format!(
+                "{version:?} is not a version id of this server (1, 2, 3, …)"
+            ))
+        })?;
+        match self.store.fhir_version(ty, id, vid).await? {
+            None => Err(FhirError::NotFound(format!(
+                "{ty}/{id} has no version {vid}"
+            ))),
+            Some(v) if v.deleted => Err(FhirError::Gone(format!(
+                "version {vid} of {ty}/{id} is its deletion"
+            ))),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// Creates a resource with a server-assigned id (a client's `id` is ignored, as the spec says).
+    pub async fn create(
+        &self,
+        resource_type: ResourceType,
+        mut resource: Map<String, Value>,
+    ) -> Result<Written, FhirError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        resource.insert("id".into(), Value::String(id.clone()));
+        self.check_valid(resource_type, &resource)?;
+        let mut tx = self.store.begin().await?;
+        let written = write_version(
+            &mut tx,
+            resource_type,
+            &id,
+            resource,
+            None,
+            WriteMethod::Create,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(written)
+    }
+
+    /// Updates (or, when allowed, creates) the resource with the client's id.
+    /// `if_match` is the version the client last saw (`If-Match: W/"n"`).
+    pub async fn update(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        resource: Map<String, Value>,
+        if_match: Option<i64>,
+    ) -> Result<Written, FhirError> {
+        check_id(id)?;
+        match resource.get("id") {
+            Some(Value::String(body_id)) if body_id == id => {}
+            Some(Value::String(body_id)) => {
+                return Err(FhirError::BadRequest(vec![
+                    Issue::error(
+                        "invalid",
+                        format!("the body's id {body_id:?} does not match the URL's id {id:?}"),
+                    )
+                    .at("id"),
+                ]));
+            }
+            _ => {
+                return Err(FhirError::BadRequest(vec![
+                    Issue::error(
+                        "required",
+                        format!("an update needs the resource's id in the body (\"id\": {id:?})"),
+                    )
+                    .at("id"),
+                ]));
+            }
+        }
+        self.check_valid(resource_type, &resource)?;
+        let mut tx = self.store.begin().await?;
+        let current = fhir_current(&mut tx, resource_type.as_str(), id).await?;
+        check_precondition(resource_type, id, current.as_ref(), if_match)?;
+        if current.is_none() && !self.options.create_on_update {
+            return Err(FhirError::MethodNotAllowed(format!(
+                "{}/{id} does not exist and this server does not create resources with client-assigned ids",
+                resource_type.as_str()
+            )));
+        }
+        let written = write_version(
+            &mut tx,
+            resource_type,
+            id,
+            resource,
+            current.as_ref(),
+            WriteMethod::Update,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(written)
+    }
+
+    /// Applies a JSON Patch (RFC 6902) to the current version.
+    pub async fn patch(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        patch: &[u8],
+        if_match: Option<i64>,
+    ) -> Result<Written, FhirError> {
+        check_id(id)?;
+        let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
+            FhirError::invalid(format!("the body is not a JSON Patch document: {e}"))
+        })?;
+        let mut tx = self.store.begin().await?;
+        let ty = resource_type.as_str();
+        let current = fhir_current(&mut tx, ty, id).await?;
+        let current = match current {
+            None => return Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
+            Some(v) if v.deleted => return Err(FhirError::Gone(format!("{ty}/{id} was deleted"))),
+            Some(v) => v,
+        };
+        check_precondition(resource_type, id, Some(&current), if_match)?;
+        let mut doc: Value = serde_json::from_str(&current.content)
+            .map_err(|e| FhirError::Internal(e.to_string()))?;
+        json_patch::patch(&mut doc, &patch).map_err(|e| {
+            FhirError::Unprocessable(vec![Issue::error(
+                "processing",
+                format!("the patch cannot be applied: {e}"),
+            )])
+        })?;
+        let Value::Object(resource) = doc else {
+            return Err(FhirError::Unprocessable(vec![Issue::error(
+                "processing",
+                "the patch replaced the whole resource",
+            )]));
+        };
+        if resource.get("resourceType").and_then(Value::as_str) != Some(ty)
+            || resource.get("id").and_then(Value::as_str) != Some(id)
+        {
+            return Err(FhirError::Unprocessable(vec![Issue::error(
+                "processing",
+                "a patch must not change resourceType or id",
+            )]));
+        }
+        self.check_valid(resource_type, &resource)?;
+        let written = write_version(
+            &mut tx,
+            resource_type,
+            id,
+            resource,
+            Some(&current),
+            WriteMethod::Patch,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(written)
+    }
+
+    /// Deletes a resource: a new version marked deleted; its index rows go. Deleting
+    /// something absent or already deleted succeeds and changes nothing (idempotent).
+    pub async fn delete(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<StoredVersion>, FhirError> {
+        check_id(id)?;
+        let ty = resource_type.as_str();
+        let mut tx = self.store.begin().await?;
+        let current = fhir_current(&mut tx, ty, id).await?;
+        check_precondition(resource_type, id, current.as_ref(), if_match)?;
+        let Some(current) = current.filter(|c| !c.deleted) else {
+            return Ok(None);
+        };
+        let version = StoredVersion {
+            resource_type: ty.to_string(),
+            id: id.to_string(),
+            version_id: current.version_id + 1,
+            last_updated: now_ms().max(current.last_updated + 1),
+            deleted: true,
+            content: current.content.clone(),
+            method: WriteMethod::Delete.as_str().to_string(),
+        };
+        fhir_write(&mut tx, &version, None).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Some(version))
+    }
+
+    /// A history page, newest first, with the total count.
+    pub async fn history(
+        &self,
+        scope: HistoryScope<'_>,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<StoredVersion>, i64), FhirError> {
+        if let HistoryScope::Instance(_, id) = scope {
+            check_id(id)?;
+        }
+        Ok(self.store.fhir_history(scope, filter).await?)
+    }
+}
+
+fn check_precondition(
+    resource_type: ResourceType,
+    id: &str,
+    current: Option<&StoredVersion>,
+    if_match: Option<i64>,
+) -> Result<(), FhirError> {
+    let Some(expected) = if_match else {
+        return Ok(());
+    };
+    let ty = resource_type.as_str();
+    match current {
+        Some(c) if c.version_id == expected && !c.deleted => Ok(()),
+        Some(c) => Err(FhirError::PreconditionFailed(format!(
+            "If-Match expected version {expected} of {ty}/{id}, but the current version is {}{}",
+            c.version_id,
+            if c.deleted { " (deleted)" } else { "" }
+        ))),
+        None => Err(FhirError::PreconditionFailed(format!(
+            "If-Match expected version {expected} of {ty}/{id}, but it does not exist"
+        ))),
+    }
+}
+
+/// Sets `meta.versionId` and `meta.lastUpdated`, extracts index rows, and writes.
+async fn write_version(
+    conn: &mut sqlx::AnyConnection,
+    resource_type: ResourceType,
+    id: &str,
+    mut resource: Map<String, Value>,
+    current: Option<&StoredVersion>,
+    method: WriteMethod,
+) -> Result<Written, FhirError> {
+    let version_id = current.map_or(1, |c| c.version_id + 1);
+    let last_updated = now_ms().max(current.map_or(0, |c| c.last_updated + 1));
+    let meta = resource.entry("meta").or_insert_with(|| json!({}));
+    let Value::Object(meta) = meta else {
+        return Err(FhirError::BadRequest(vec![
+            Issue::error("structure", "meta must be an object").at("meta"),
+        ]));
+    };
+    meta.insert("versionId".into(), Value::String(version_id.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(format_instant(last_updated)),
+    );
+    let resource = Value::Object(resource);
+    let index = extract(&resource).map_err(|e| FhirError::invalid(e.to_string()))?;
+    let version = StoredVersion {
+        resource_type: resource_type.as_str().to_string(),
+        id: id.to_string(),
+        version_id,
+        last_updated,
+        deleted: false,
+        content: resource.to_string(),
+        method: method.as_str().to_string(),
+    };
+    fhir_write(conn, &version, Some(&index)).await?;
+    Ok(Written {
+        created: current.is_none_or(|c| c.deleted),
+        version,
+    })
+}

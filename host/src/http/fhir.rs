@@ -1,0 +1,648 @@
+//! FHIR REST over HTTP: routes under the configured base path, content negotiation,
+//! ETag / If-Match / Prefer headers, and errors as OperationOutcomes. The interactions
+//! themselves are `fhir::repository`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::fhir::outcome::{Issue, operation_outcome};
+use crate::fhir::repository::{FhirError, Written, parse_resource, resource_type};
+use crate::fhir::search::value::{format_instant, parse_date};
+use crate::store::fhir::{HistoryFilter, HistoryScope, StoredVersion};
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// Routes relative to the FHIR base; `http::app` nests them under `fhir.base_path`.
+/// Bodies larger than `max_body` bytes get 413 with an OperationOutcome.
+pub fn routes(max_body: usize) -> Router<AppState> {
+    Router::new()
+        .route("/_history", get(history_system))
+        .route("/{type}", get(search_type).post(create))
+        .route("/{type}/_history", get(history_type))
+        .route(
+            "/{type}/{id}",
+            get(read).put(update).patch(patch).delete(delete),
+        )
+        .route("/{type}/{id}/_history", get(history_instance))
+        .route("/{type}/{id}/_history/{vid}", get(vread))
+        .fallback(unknown_route)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::map_response(outcome_for_plain_errors))
+}
+
+/// Errors produced outside the handlers (body too large, method not allowed, a rejected
+/// extractor) arrive as plain text; a FHIR client gets every error as an OperationOutcome.
+async fn outcome_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_fhir = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/fhir+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let err = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            FhirError::PayloadTooLarge(format!("the request body is too large: {text}"))
+        }
+        StatusCode::METHOD_NOT_ALLOWED => FhirError::MethodNotAllowed(format!(
+            "this FHIR endpoint does not support that HTTP method{}",
+            parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .map(|a| format!(" (allowed: {a})"))
+                .unwrap_or_default()
+        )),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => FhirError::UnsupportedMediaType(text.into_owned()),
+        s if s.is_server_error() => FhirError::Internal(text.into_owned()),
+        _ => FhirError::invalid(text.into_owned()),
+    };
+    let mut out = FhirResponseError(err).into_response();
+    *out.status_mut() = status;
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n == header::ALLOW || *n == header::WWW_AUTHENTICATE)
+    {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
+}
+
+/// A FHIR error as an HTTP response: status, OperationOutcome, and the cause logged for 5xx.
+pub struct FhirResponseError(pub FhirError);
+
+impl From<FhirError> for FhirResponseError {
+    fn from(e: FhirError) -> Self {
+        Self(e)
+    }
+}
+
+pub fn status_of(err: &FhirError) -> StatusCode {
+    match err {
+        FhirError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        FhirError::NotFound(_) => StatusCode::NOT_FOUND,
+        FhirError::Gone(_) => StatusCode::GONE,
+        FhirError::Conflict(_) => StatusCode::CONFLICT,
+        FhirError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        FhirError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        FhirError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        FhirError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        FhirError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+        FhirError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
+        FhirError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for FhirResponseError {
+    fn into_response(self) -> Response {
+        let status = status_of(&self.0);
+        if let FhirError::Internal(cause) = &self.0 {
+            tracing::error!(%cause, "FHIR request failed");
+        }
+        fhir_json(status, &operation_outcome(&self.0.issues()), false)
+    }
+}
+
+type FhirResult = Result<Response, FhirResponseError>;
+
+/// A FHIR JSON response.
+pub fn fhir_json(status: StatusCode, body: &Value, pretty: bool) -> Response {
+    let text = if pretty {
+        serde_json::to_string_pretty(body)
+    } else {
+        serde_json::to_string(body)
+    }
+    .unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        text,
+    )
+        .into_response()
+}
+
+/// What the client asked about the response format (`_format`, `_pretty`, `Accept`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Format {
+    pub pretty: bool,
+}
+
+/// Checks `_format` and `Accept`: JSON is served; XML is refused with a clear message.
+pub fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Format, FhirError> {
+    let mut format = Format::default();
+    for (k, v) in query {
+        match k.as_str() {
+            "_format" => {
+                let v = v.to_ascii_lowercase();
+                if v.contains("xml") {
+                    return Err(FhirError::UnsupportedMediaType(
+                        "XML is not supported yet; use _format=json or application/fhir+json"
+                            .into(),
+                    ));
+                }
+                if !(v == "json" || v.contains("json")) {
+                    return Err(FhirError::invalid(format!(
+                        "_format={v} is not supported; use json"
+                    )));
+                }
+            }
+            "_pretty" => format.pretty = v == "true",
+            _ => {}
+        }
+    }
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        let accepts_json = accept.split(',').any(|part| {
+            let media = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            media.is_empty() || media.contains("json") || media == "*/*" || media == "application/*"
+        });
+        if !accepts_json {
+            return Err(FhirError::NotAcceptable(format!(
+                "this server answers application/fhir+json only, not {accept}"
+            )));
+        }
+    }
+    Ok(format)
+}
+
+/// Checks a request body's Content-Type: JSON (or none) is read; XML gets 415.
+fn check_content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), FhirError> {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if allowed.contains(&media.as_str()) {
+        Ok(())
+    } else {
+        Err(FhirError::UnsupportedMediaType(format!(
+            "Content-Type {media} is not supported here; send {}",
+            allowed.join(" or ")
+        )))
+    }
+}
+
+const RESOURCE_TYPES_IN: &[&str] = &["application/fhir+json", "application/json"];
+
+/// `If-Match: W/"3"` (or `"3"`) → 3.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = raw.to_str().unwrap_or("").trim();
+    let inner = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    inner.parse::<i64>().map(Some).map_err(|_| {
+        FhirError::invalid(format!(
+            "If-Match {text:?} is not a version ETag such as W/\"3\""
+        ))
+    })
+}
+
+/// The `Prefer: return=…` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+fn prefer_return(headers: &HeaderMap) -> Return {
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .find_map(|p| p.strip_prefix("return=").map(str::to_string));
+    match prefer.as_deref() {
+        Some("minimal") => Return::Minimal,
+        Some("operationoutcome") => Return::OperationOutcome,
+        _ => Return::Representation,
+    }
+}
+
+fn etag(version_id: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("W/\"{version_id}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+}
+
+fn last_modified(ms: i64) -> HeaderValue {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    HeaderValue::from_str(&httpdate::fmt_http_date(time))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn parse_content(v: &StoredVersion) -> Result<Value, FhirError> {
+    serde_json::from_str(&v.content)
+        .map_err(|e| FhirError::Internal(format!("stored resource is not JSON: {e}")))
+}
+
+/// A read-like response: the resource, with ETag and Last-Modified.
+fn resource_response(v: &StoredVersion, status: StatusCode, format: Format) -> FhirResult {
+    let body = parse_content(v)?;
+    let mut response = fhir_json(status, &body, format.pretty);
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag(v.version_id));
+    h.insert(header::LAST_MODIFIED, last_modified(v.last_updated));
+    Ok(response)
+}
+
+/// The answer to a write: status, Location, ETag, and the body the client preferred.
+fn written_response(
+    state: &AppState,
+    written: &Written,
+    headers: &HeaderMap,
+    format: Format,
+) -> FhirResult {
+    let v = &written.version;
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = match prefer_return(headers) {
+        Return::Minimal => status.into_response(),
+        Return::OperationOutcome => fhir_json(
+            status,
+            &operation_outcome(&[Issue::information(
+                "informational",
+                format!(
+                    "{} {}/{} version {}",
+                    if written.created {
+                        "created"
+                    } else {
+                        "updated"
+                    },
+                    v.resource_type,
+                    v.id,
+                    v.version_id
+                ),
+            )]),
+            format.pretty,
+        ),
+        Return::Representation => fhir_json(status, &parse_content(v)?, format.pretty),
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag(v.version_id));
+    h.insert(header::LAST_MODIFIED, last_modified(v.last_updated));
+    let location = format!(
+        "{}/{}/{}/_history/{}",
+        state.settings().fhir_base_url(),
+        v.resource_type,
+        v.id,
+        v.version_id
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, value.clone());
+        if written.created {
+            h.insert(header::CONTENT_LOCATION, value);
+        }
+    }
+    Ok(response)
+}
+
+type QueryPairs = Query<Vec<(String, String)>>;
+
+async fn read(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    let v = state.fhir().read(rt, &id).await?;
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|inm| inm.as_bytes() == etag(v.version_id).as_bytes())
+    {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    resource_response(&v, StatusCode::OK, format)
+}
+
+async fn vread(
+    State(state): State<AppState>,
+    Path((ty, id, vid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    let v = state.fhir().vread(rt, &id, &vid).await?;
+    resource_response(&v, StatusCode::OK, format)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    check_content_type(&headers, RESOURCE_TYPES_IN)?;
+    let rt = resource_type(&ty)?;
+    let resource = parse_resource(&body, rt)?;
+    let written = state.fhir().create(rt, resource).await?;
+    written_response(&state, &written, &headers, format)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    check_content_type(&headers, RESOURCE_TYPES_IN)?;
+    let rt = resource_type(&ty)?;
+    let resource = parse_resource(&body, rt)?;
+    let written = state
+        .fhir()
+        .update(rt, &id, resource, if_match(&headers)?)
+        .await?;
+    written_response(&state, &written, &headers, format)
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    check_content_type(&headers, &["application/json-patch+json"])?;
+    let rt = resource_type(&ty)?;
+    let written = state
+        .fhir()
+        .patch(rt, &id, &body, if_match(&headers)?)
+        .await?;
+    written_response(&state, &written, &headers, format)
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    let deleted = state.fhir().delete(rt, &id, if_match(&headers)?).await?;
+    let mut response = match prefer_return(&headers) {
+        Return::OperationOutcome => fhir_json(
+            StatusCode::OK,
+            &operation_outcome(&[Issue::information(
+                "informational",
+                match &deleted {
+                    Some(v) => format!("deleted {ty}/{id} (version {})", v.version_id),
+                    None => {
+                        format!("{ty}/{id} did not exist or was already deleted; nothing changed")
+                    }
+                },
+            )]),
+            format.pretty,
+        ),
+        _ => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Some(v) = deleted {
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(v.version_id));
+    }
+    Ok(response)
+}
+
+/// `_count`, `_since`, `_at` and the page offset of a history request.
+fn history_filter(query: &[(String, String)]) -> Result<HistoryFilter, FhirError> {
+    let mut filter = HistoryFilter {
+        count: 50,
+        ..Default::default()
+    };
+    for (k, v) in query {
+        match k.as_str() {
+            "_count" => {
+                filter.count = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=1000).contains(n))
+                    .ok_or_else(|| {
+                        FhirError::invalid(format!("_count={v} must be a number from 0 to 1000"))
+                    })?;
+            }
+            "_since" => {
+                filter.since = Some(
+                    parse_date(v)
+                        .map_err(|e| FhirError::invalid(format!("_since={v}: {e}")))?
+                        .low,
+                );
+            }
+            "_at" => {
+                filter.at = Some(
+                    parse_date(v)
+                        .map_err(|e| FhirError::invalid(format!("_at={v}: {e}")))?
+                        .high,
+                );
+            }
+            "_offset" => {
+                filter.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    FhirError::invalid(format!("_offset={v} must be a non-negative number"))
+                })?;
+            }
+            "_format" | "_pretty" => {}
+            other => {
+                return Err(FhirError::invalid(format!(
+                    "history does not support the parameter {other:?} (supported: _count, _since, _at)"
+                )));
+            }
+        }
+    }
+    Ok(filter)
+}
+
+fn page_url(self_url: &str, query: &[(String, String)], offset: i64) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| k != "_offset")
+        .cloned()
+        .collect();
+    pairs.push(("_offset".into(), offset.to_string()));
+    let qs: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect();
+    format!("{self_url}?{}", qs.join("&"))
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters stay).
+pub fn urlencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A history Bundle: newest first; deletions without a resource; request and response per entry.
+async fn history_bundle(
+    state: &AppState,
+    scope: HistoryScope<'_>,
+    self_url: String,
+    query: &[(String, String)],
+    format: Format,
+) -> FhirResult {
+    let filter = history_filter(query)?;
+    let (versions, total) = state.fhir().history(scope, &filter).await?;
+    let base = state.settings().fhir_base_url();
+    let mut entries = Vec::with_capacity(versions.len());
+    for v in &versions {
+        let full_url = format!("{base}/{}/{}", v.resource_type, v.id);
+        let mut entry = json!({
+            "fullUrl": full_url,
+            "request": {
+                "method": v.method,
+                "url": if v.method == "POST" { v.resource_type.clone() } else { format!("{}/{}", v.resource_type, v.id) },
+            },
+            "response": {
+                "status": match v.method.as_str() { "POST" => "201 Created", "DELETE" => "204 No Content", _ => "200 OK" },
+                "etag": format!("W/\"{}\"", v.version_id),
+                "lastModified": format_instant(v.last_updated),
+            },
+        });
+        if !v.deleted {
+            entry["resource"] = parse_content(v)?;
+        }
+        entries.push(entry);
+    }
+    let mut links =
+        vec![json!({"relation": "self", "url": page_url(&self_url, query, filter.offset)})];
+    if filter.offset + filter.count < total && filter.count > 0 {
+        links.push(json!({"relation": "next", "url": page_url(&self_url, query, filter.offset + filter.count)}));
+    }
+    if filter.offset > 0 {
+        links.push(json!({"relation": "previous", "url": page_url(&self_url, query, (filter.offset - filter.count).max(0))}));
+    }
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": format_instant(now_ms())},
+        "type": "history",
+        "total": total,
+        "link": links,
+        "entry": entries,
+    });
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn history_instance(
+    State(state): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    // A resource that never existed has no history: 404, not an empty Bundle.
+    if state
+        .fhir()
+        .store()
+        .fhir_current(rt.as_str(), &id)
+        .await
+        .map_err(FhirError::from)?
+        .is_none()
+    {
+        return Err(FhirError::NotFound(format!("{ty}/{id} is not known")).into());
+    }
+    let self_url = format!("{}/{ty}/{id}/_history", state.settings().fhir_base_url());
+    history_bundle(
+        &state,
+        HistoryScope::Instance(rt.as_str(), &id),
+        self_url,
+        &query,
+        format,
+    )
+    .await
+}
+
+async fn history_type(
+    State(state): State<AppState>,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    let self_url = format!("{}/{ty}/_history", state.settings().fhir_base_url());
+    history_bundle(
+        &state,
+        HistoryScope::Type(rt.as_str()),
+        self_url,
+        &query,
+        format,
+    )
+    .await
+}
+
+async fn history_system(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let self_url = format!("{}/_history", state.settings().fhir_base_url());
+    history_bundle(&state, HistoryScope::System, self_url, &query, format).await
+}
+
+async fn search_type(Path(ty): Path<String>) -> FhirResult {
+    resource_type(&ty)?;
+    Err(FhirError::MethodNotAllowed(format!("search of {ty} is not implemented yet")).into())
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> FhirResult {
+    Err(FhirError::NotFound(format!(
+        "{} is not a FHIR interaction this server knows",
+        uri.path()
+    ))
+    .into())
+}

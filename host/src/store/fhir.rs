@@ -1,0 +1,365 @@
+//! FHIR resources: current versions, history, and the search index rows written in the
+//! same transaction as each version. Knows SQL, not HTTP and not FHIR semantics beyond
+//! "a version of a resource"; `fhir::repository` decides what to write.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row, Transaction};
+
+use super::{Store, StoreError};
+use crate::fhir::search::IndexRows;
+
+/// One version of a resource, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// The resource JSON with `meta.versionId` and `meta.lastUpdated` set; for a
+    /// deletion, the last content before it.
+    pub content: String,
+    /// `POST`, `PUT`, `PATCH` or `DELETE`: how this version came to be.
+    pub method: String,
+}
+
+/// How a write came to be, recorded in history (and shown in history Bundles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMethod {
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+impl WriteMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMethod::Create => "POST",
+            WriteMethod::Update => "PUT",
+            WriteMethod::Patch => "PATCH",
+            WriteMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// Which history to read.
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryScope<'a> {
+    Instance(&'a str, &'a str),
+    Type(&'a str),
+    System,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only versions updated at or after this time (ms), `_since`.
+    pub since: Option<i64>,
+    /// Only versions updated at or before this time (ms), `_at` (upper bound of its range).
+    pub at: Option<i64>,
+    pub offset: i64,
+    pub count: i64,
+}
+
+fn version_from_row(row: &AnyRow) -> Result<StoredVersion, sqlx::Error> {
+    Ok(StoredVersion {
+        resource_type: row.try_get("resource_type")?,
+        id: row.try_get("id")?,
+        version_id: row.try_get("version_id")?,
+        last_updated: row.try_get("last_updated")?,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        content: row.try_get("content")?,
+        method: row.try_get("method")?,
+    })
+}
+
+const INDEX_TABLES: &[&str] = &[
+    "fhir_idx_string",
+    "fhir_idx_token",
+    "fhir_idx_reference",
+    "fhir_idx_date",
+    "fhir_idx_number",
+    "fhir_idx_quantity",
+    "fhir_idx_uri",
+];
+
+impl Store {
+    /// Begins a write transaction; every write of one interaction (or one transaction
+    /// Bundle) goes through one.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(self.pool().begin().await?)
+    }
+
+    /// The current version of a resource (deleted or not), outside a transaction.
+    pub async fn fhir_current(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        fhir_current(&mut conn, resource_type, id).await
+    }
+
+    /// One version from history.
+    pub async fn fhir_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version_id: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let row = sqlx::query(
+            "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history \
+             WHERE resource_type = $1 AND id = $2 AND version_id = $3",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(version_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(version_from_row).transpose()?)
+    }
+
+    /// History, newest first, and the total number of versions that match the filter.
+    pub async fn fhir_history(
+        &self,
+        scope: HistoryScope<'_>,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<StoredVersion>, i64), StoreError> {
+        let mut conditions = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        match scope {
+            HistoryScope::Instance(ty, id) => {
+                binds.push(ty.to_string());
+                conditions.push(format!("resource_type = ${}", binds.len()));
+                binds.push(id.to_string());
+                conditions.push(format!("id = ${}", binds.len()));
+            }
+            HistoryScope::Type(ty) => {
+                binds.push(ty.to_string());
+                conditions.push(format!("resource_type = ${}", binds.len()));
+            }
+            HistoryScope::System => {}
+        }
+        // Times are bound as numbers after the text binds.
+        let mut numbers = Vec::new();
+        if let Some(since) = filter.since {
+            numbers.push(since);
+            conditions.push(format!("last_updated >= ${}", binds.len() + numbers.len()));
+        }
+        if let Some(at) = filter.at {
+            numbers.push(at);
+            conditions.push(format!("last_updated <= ${}", binds.len() + numbers.len()));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let count_sql = format!("SELECT COUNT(*) AS n FROM fhir_history {where_clause}");
+        let page_sql = format!(
+            "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history {where_clause} \
+             ORDER BY last_updated DESC, resource_type, id, version_id DESC LIMIT {} OFFSET {}",
+            filter.count.max(0),
+            filter.offset.max(0)
+        );
+        let mut count = sqlx::query(&count_sql);
+        let mut page = sqlx::query(&page_sql);
+        for b in &binds {
+            count = count.bind(b.clone());
+            page = page.bind(b.clone());
+        }
+        for n in &numbers {
+            count = count.bind(*n);
+            page = page.bind(*n);
+        }
+        let total: i64 = count.fetch_one(self.pool()).await?.try_get("n")?;
+        let rows = page.fetch_all(self.pool()).await?;
+        let versions = rows
+            .iter()
+            .map(version_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok((versions, total))
+    }
+}
+
+/// The current version of a resource inside a transaction.
+pub async fn fhir_current(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<StoredVersion>, StoreError> {
+    let row = sqlx::query(
+        "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content, h.method \
+         FROM fhir_resources r JOIN fhir_history h \
+           ON h.resource_type = r.resource_type AND h.id = r.id AND h.version_id = r.version_id \
+         WHERE r.resource_type = $1 AND r.id = $2",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.as_ref().map(version_from_row).transpose()?)
+}
+
+/// Writes a new version: the current row, a history row, and (unless it is a deletion)
+/// fresh index rows. The caller has checked preconditions inside the same transaction.
+pub async fn fhir_write(
+    conn: &mut AnyConnection,
+    version: &StoredVersion,
+    index: Option<&IndexRows>,
+) -> Result<(), StoreError> {
+    let deleted = i64::from(version.deleted);
+    let inserted = sqlx::query(
+        "INSERT INTO fhir_history (resource_type, id, version_id, last_updated, method, deleted, content) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&version.resource_type)
+    .bind(&version.id)
+    .bind(version.version_id)
+    .bind(version.last_updated)
+    .bind(&version.method)
+    .bind(deleted)
+    .bind(&version.content)
+    .execute(&mut *conn)
+    .await;
+    if let Err(err) = inserted {
+        return Err(super::conflict_or(err, || {
+            format!(
+                "version {} of {}/{} (a concurrent write got there first)",
+                version.version_id, version.resource_type, version.id
+            )
+        }));
+    }
+    if version.version_id == 1 {
+        sqlx::query(
+            "INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, deleted, content) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&version.resource_type)
+        .bind(&version.id)
+        .bind(version.version_id)
+        .bind(version.last_updated)
+        .bind(deleted)
+        .bind(&version.content)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| super::conflict_or(e, || format!("{}/{}", version.resource_type, version.id)))?;
+    } else {
+        sqlx::query(
+            "UPDATE fhir_resources SET version_id = $3, last_updated = $4, deleted = $5, content = $6 \
+             WHERE resource_type = $1 AND id = $2 AND version_id = $3 - 1",
+        )
+        .bind(&version.resource_type)
+        .bind(&version.id)
+        .bind(version.version_id)
+        .bind(version.last_updated)
+        .bind(deleted)
+        .bind(&version.content)
+        .execute(&mut *conn)
+        .await?;
+    }
+    replace_index(conn, &version.resource_type, &version.id, index).await
+}
+
+async fn replace_index(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+    index: Option<&IndexRows>,
+) -> Result<(), StoreError> {
+    for table in INDEX_TABLES {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+        ))
+        .bind(resource_type)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let Some(rows) = index else { return Ok(()) };
+    for r in &rows.strings {
+        sqlx::query("INSERT INTO fhir_idx_string (resource_type, id, param, normalized, exact) VALUES ($1, $2, $3, $4, $5)")
+            .bind(resource_type)
+            .bind(id)
+            .bind(r.param)
+            .bind(&r.normalized)
+            .bind(&r.exact)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for r in &rows.tokens {
+        sqlx::query("INSERT INTO fhir_idx_token (resource_type, id, param, system, code, text) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(resource_type)
+            .bind(id)
+            .bind(r.param)
+            .bind(&r.system)
+            .bind(&r.code)
+            .bind(&r.text)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for r in &rows.references {
+        sqlx::query(
+            "INSERT INTO fhir_idx_reference (resource_type, id, param, target_type, target_id, version, url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(r.param)
+        .bind(r.target_type.map(|t| t.as_str()))
+        .bind(&r.target_id)
+        .bind(&r.version)
+        .bind(&r.url)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for r in &rows.dates {
+        sqlx::query("INSERT INTO fhir_idx_date (resource_type, id, param, low, high) VALUES ($1, $2, $3, $4, $5)")
+            .bind(resource_type)
+            .bind(id)
+            .bind(r.param)
+            .bind(r.low)
+            .bind(r.high)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for r in &rows.numbers {
+        sqlx::query(
+            "INSERT INTO fhir_idx_number (resource_type, id, param, value) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(r.param)
+        .bind(r.value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for r in &rows.quantities {
+        sqlx::query(
+            "INSERT INTO fhir_idx_quantity (resource_type, id, param, value, system, code, unit) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(r.param)
+        .bind(r.value)
+        .bind(&r.system)
+        .bind(&r.code)
+        .bind(&r.unit)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for r in &rows.uris {
+        sqlx::query(
+            "INSERT INTO fhir_idx_uri (resource_type, id, param, value) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(r.param)
+        .bind(&r.value)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,535 @@
+//! FHIR REST core on both databases: CRUD, versions, conditional headers, history, and
+//! the errors that must store nothing.
+
+use serde_json::json;
+
+use crate::support::{TestDb, app_on, call};
+
+const JSON: (&str, &str) = ("content-type", "application/fhir+json");
+
+fn patient(family: &str) -> String {
+    json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Ada"]}], "birthDate": "1970-01-01"}).to_string()
+}
+
+#[tokio::test]
+async fn crud_versions_and_history_on_both_databases() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+
+        let created = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient",
+            &[JSON],
+            patient("Lovelace"),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{b}: {:?}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        assert_eq!(created.header("etag"), "W/\"1\"");
+        assert_eq!(
+            created.header("location"),
+            format!("http://localhost:8080/fhir/r4/Patient/{id}/_history/1")
+        );
+        assert!(!created.header("last-modified").is_empty());
+        assert_eq!(created.body["meta"]["versionId"], "1");
+        assert_eq!(
+            created.header("content-type"),
+            "application/fhir+json; charset=utf-8"
+        );
+
+        let read = call(&app, "GET", &format!("/fhir/r4/Patient/{id}"), &[], "").await;
+        assert_eq!(read.status, 200);
+        assert_eq!(
+            read.body, created.body,
+            "{b}: read gives back what create answered"
+        );
+
+        let mut changed = read.body.clone();
+        changed["name"][0]["family"] = json!("Byron");
+        let stale = call(
+            &app,
+            "PUT",
+            &format!("/fhir/r4/Patient/{id}"),
+            &[JSON, ("if-match", "W/\"7\"")],
+            changed.to_string(),
+        )
+        .await;
+        assert_eq!(stale.status, 412, "{b}");
+        assert!(
+            stale.diagnostics().contains("current version is 1"),
+            "{}",
+            stale.diagnostics()
+        );
+        let updated = call(
+            &app,
+            "PUT",
+            &format!("/fhir/r4/Patient/{id}"),
+            &[JSON, ("if-match", "W/\"1\"")],
+            changed.to_string(),
+        )
+        .await;
+        assert_eq!(updated.status, 200, "{b}: {:?}", updated.body);
+        assert_eq!(updated.header("etag"), "W/\"2\"");
+        assert_eq!(updated.body["name"][0]["family"], "Byron");
+
+        let v1 = call(
+            &app,
+            "GET",
+            &format!("/fhir/r4/Patient/{id}/_history/1"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            v1.body["name"][0]["family"], "Lovelace",
+            "{b}: every version is kept"
+        );
+        let missing = call(
+            &app,
+            "GET",
+            &format!("/fhir/r4/Patient/{id}/_history/9"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(missing.status, 404);
+
+        let patched = call(
+            &app,
+            "PATCH",
+            &format!("/fhir/r4/Patient/{id}"),
+            &[("content-type", "application/json-patch+json")],
+            json!([{"op": "replace", "path": "/birthDate", "value": "1815-12-10"}]).to_string(),
+        )
+        .await;
+        assert_eq!(patched.status, 200, "{b}: {:?}", patched.body);
+        assert_eq!(patched.body["birthDate"], "1815-12-10");
+        assert_eq!(patched.body["meta"]["versionId"], "3");
+        let bad_patch = call(
+            &app,
+            "PATCH",
+            &format!("/fhir/r4/Patient/{id}"),
+            &[("content-type", "application/json-patch+json")],
+            json!([{"op": "replace", "path": "/id", "value": "other"}]).to_string(),
+        )
+        .await;
+        assert_eq!(bad_patch.status, 422, "{b}");
+
+        let deleted = call(&app, "DELETE", &format!("/fhir/r4/Patient/{id}"), &[], "").await;
+        assert_eq!(deleted.status, 204, "{b}");
+        let gone = call(&app, "GET", &format!("/fhir/r4/Patient/{id}"), &[], "").await;
+        assert_eq!(gone.status, 410, "{b}");
+        assert_eq!(gone.body["resourceType"], "OperationOutcome");
+        let again = call(&app, "DELETE", &format!("/fhir/r4/Patient/{id}"), &[], "").await;
+        assert_eq!(again.status, 204, "deleting twice is idempotent");
+
+        let history = call(
+            &app,
+            "GET",
+            &format!("/fhir/r4/Patient/{id}/_history"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(history.status, 200);
+        assert_eq!(history.body["type"], "history");
+        assert_eq!(
+            history.body["total"], 4,
+            "{b}: create, update, patch, delete"
+        );
+        let methods: Vec<_> = history.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["request"]["method"].clone())
+            .collect();
+        assert_eq!(
+            methods,
+            vec![json!("DELETE"), json!("PATCH"), json!("PUT"), json!("POST")]
+        );
+        assert!(
+            history.body["entry"][0].get("resource").is_none(),
+            "a deletion has no resource"
+        );
+
+        // Re-creating a deleted resource with a client id continues its versions.
+        let mut revived = changed.clone();
+        revived.as_object_mut().unwrap().remove("meta");
+        let recreated = call(
+            &app,
+            "PUT",
+            &format!("/fhir/r4/Patient/{id}"),
+            &[JSON],
+            revived.to_string(),
+        )
+        .await;
+        assert_eq!(recreated.status, 201, "{b}: {:?}", recreated.body);
+        assert_eq!(recreated.header("etag"), "W/\"5\"");
+    }
+}
+
+#[tokio::test]
+async fn create_on_update_and_prefer_headers() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let body = json!({"resourceType": "Observation", "id": "obs-1", "status": "final", "code": {"text": "weight"}}).to_string();
+        let minimal = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Observation/obs-1",
+            &[JSON, ("prefer", "return=minimal")],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(minimal.status, 201, "{}: {:?}", db.backend, minimal.body);
+        assert!(minimal.body.is_null(), "return=minimal sends no body");
+        assert_eq!(minimal.header("etag"), "W/\"1\"");
+        let outcome = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Observation/obs-1",
+            &[JSON, ("prefer", "return=OperationOutcome")],
+            body,
+        )
+        .await;
+        assert_eq!(outcome.status, 200);
+        assert_eq!(outcome.body["resourceType"], "OperationOutcome");
+        assert!(
+            outcome
+                .diagnostics()
+                .contains("Observation/obs-1 version 2"),
+            "{}",
+            outcome.diagnostics()
+        );
+
+        let (strict, _) = app_on(&db, "[fhir]\ncreate_on_update = false\n").await;
+        let refused = call(
+            &strict,
+            "PUT",
+            "/fhir/r4/Patient/new-one",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "new-one"}).to_string(),
+        )
+        .await;
+        assert_eq!(refused.status, 405);
+        assert!(
+            refused.diagnostics().contains("client-assigned ids"),
+            "{}",
+            refused.diagnostics()
+        );
+    }
+}
+
+/// Method, URI, headers, body, expected status, text the OperationOutcome must contain.
+type BadCase = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    String,
+    u16,
+    &'static str,
+);
+
+#[tokio::test]
+async fn bad_requests_get_the_right_status_and_store_nothing() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "[fhir]\nmax_body_bytes = 2048\n").await;
+        let existing = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/p1",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "p1"}).to_string(),
+        )
+        .await;
+        assert_eq!(existing.status, 201);
+        let big = json!({"resourceType": "Patient", "text": {"status": "generated", "div": "x".repeat(4096)}}).to_string();
+        let cases: Vec<BadCase> = vec![
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                "{not json".into(),
+                400,
+                "not valid JSON",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                "[1,2]".into(),
+                400,
+                "JSON object",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                json!({"resourceType": "Observation"}).to_string(),
+                400,
+                "does not match the URL",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                json!({"name": []}).to_string(),
+                400,
+                "no resourceType",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                json!({"resourceType": "Patient", "meta": 5}).to_string(),
+                400,
+                "meta must be an object",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Frobnicator",
+                vec![JSON],
+                json!({"resourceType": "Frobnicator"}).to_string(),
+                404,
+                "not a FHIR R4 resource type",
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/p1",
+                vec![JSON],
+                json!({"resourceType": "Patient", "id": "p2"}).to_string(),
+                400,
+                "does not match the URL's id",
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/p1",
+                vec![JSON],
+                json!({"resourceType": "Patient"}).to_string(),
+                400,
+                "needs the resource's id",
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/bad_id!",
+                vec![JSON],
+                json!({"resourceType": "Patient", "id": "bad_id!"}).to_string(),
+                400,
+                "not a valid resource id",
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/p1",
+                vec![JSON, ("if-match", "W/\"3\"")],
+                json!({"resourceType": "Patient", "id": "p1"}).to_string(),
+                412,
+                "current version is 1",
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/p1",
+                vec![JSON, ("if-match", "soon")],
+                json!({"resourceType": "Patient", "id": "p1"}).to_string(),
+                400,
+                "If-Match",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![("content-type", "application/fhir+xml")],
+                "<Patient/>".into(),
+                415,
+                "not supported",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient?_format=xml",
+                vec![JSON],
+                patient("X"),
+                415,
+                "XML",
+            ),
+            (
+                "GET",
+                "/fhir/r4/Patient/p1",
+                vec![("accept", "application/fhir+xml")],
+                String::new(),
+                406,
+                "application/fhir+json only",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient",
+                vec![JSON],
+                big,
+                413,
+                "too large",
+            ),
+            (
+                "POST",
+                "/fhir/r4/Patient/p1",
+                vec![JSON],
+                patient("X"),
+                405,
+                "does not support that HTTP method",
+            ),
+            (
+                "PATCH",
+                "/fhir/r4/Patient/p1",
+                vec![("content-type", "application/json-patch+json")],
+                "{}".into(),
+                400,
+                "JSON Patch",
+            ),
+            (
+                "GET",
+                "/fhir/r4/Patient/p1/_history?_count=abc",
+                vec![],
+                String::new(),
+                400,
+                "_count=abc",
+            ),
+            (
+                "GET",
+                "/fhir/r4/_history?_since=yesterday",
+                vec![],
+                String::new(),
+                400,
+                "_since=yesterday",
+            ),
+            (
+                "GET",
+                "/fhir/r4/Patient/nope/_history",
+                vec![],
+                String::new(),
+                404,
+                "not known",
+            ),
+        ];
+        for (method, uri, headers, body, status, needle) in cases {
+            let reply = call(&app, method, uri, &headers, body).await;
+            assert_eq!(
+                reply.status, status,
+                "{} {method} {uri}: {:?}",
+                db.backend, reply.body
+            );
+            assert_eq!(
+                reply.body["resourceType"], "OperationOutcome",
+                "{method} {uri}: {:?}",
+                reply.body
+            );
+            assert!(
+                reply.diagnostics().contains(needle),
+                "{method} {uri}: {:?} should contain {needle:?}",
+                reply.diagnostics()
+            );
+        }
+        let history = call(&app, "GET", "/fhir/r4/_history", &[], "").await;
+        assert_eq!(
+            history.body["total"], 1,
+            "{}: only the first PUT was stored: {:?}",
+            db.backend, history.body
+        );
+        let p1 = call(&app, "GET", "/fhir/r4/Patient/p1", &[], "").await;
+        assert_eq!(p1.header("etag"), "W/\"1\"");
+    }
+}
+
+#[tokio::test]
+async fn history_paging_and_since() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(
+            &db,
+            "[fhir]\nbase_path = \"/csp/healthshare/fhirserver/fhir/r4\"\n",
+        )
+        .await;
+        let base = "/csp/healthshare/fhirserver/fhir/r4";
+        for i in 0..5 {
+            let r = call(
+                &app,
+                "POST",
+                &format!("{base}/Patient"),
+                &[JSON],
+                patient(&format!("P{i}")),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{}", db.backend);
+        }
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+            .to_string();
+        assert_eq!(
+            call(&app, "POST", &format!("{base}/Observation"), &[JSON], obs)
+                .await
+                .status,
+            201
+        );
+
+        let page1 = call(
+            &app,
+            "GET",
+            &format!("{base}/Patient/_history?_count=2"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(page1.body["total"], 5, "{}", db.backend);
+        assert_eq!(page1.body["entry"].as_array().unwrap().len(), 2);
+        let next = page1.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .expect("a next link")["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            next.starts_with(&format!("http://localhost:8080{base}/Patient/_history?")),
+            "{next}"
+        );
+        let path = next.trim_start_matches("http://localhost:8080");
+        let page2 = call(&app, "GET", path, &[], "").await;
+        assert_eq!(page2.body["entry"].as_array().unwrap().len(), 2);
+        assert_ne!(
+            page1.body["entry"][0]["fullUrl"],
+            page2.body["entry"][0]["fullUrl"]
+        );
+        assert!(
+            page2.body["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["relation"] == "previous")
+        );
+
+        let system = call(&app, "GET", &format!("{base}/_history"), &[], "").await;
+        assert_eq!(system.body["total"], 6);
+        assert_eq!(
+            system.body["entry"][0]["resource"]["resourceType"], "Observation",
+            "newest first"
+        );
+
+        let future = call(
+            &app,
+            "GET",
+            &format!("{base}/_history?_since=2999-01-01"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(future.body["total"], 0);
+        let past = call(&app, "GET", &format!("{base}/_history?_at=2000"), &[], "").await;
+        assert_eq!(past.body["total"], 0);
+        let all = call(
+            &app,
+            "GET",
+            &format!("{base}/_history?_since=2000-01-01T00:00:00Z"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(all.body["total"], 6);
+    }
+}
