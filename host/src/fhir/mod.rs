@@ -2,6 +2,7 @@
 //! subset ([`fhirpath`]) and the database-independent core of search ([`search`]).
 //! Plain types in, plain types out; the HTTP layer and the store build on these.
 
+pub mod bundle;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;

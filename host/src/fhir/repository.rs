@@ -14,9 +14,10 @@ use super::outcome::Issue;
 use super::search::extract;
 use super::search::value::{format_instant, is_valid_id};
 use crate::store::fhir::{
-    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_write,
+    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_version, fhir_write,
 };
 use crate::store::{Store, StoreError};
+use sqlx::AnyConnection;
 
 /// Checks resources before they are stored (the resource-validator plugins implement it).
 pub trait ResourceValidator: Send + Sync {
@@ -68,6 +69,9 @@ pub enum FhirError {
     Forbidden(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error passed on with its status (a failing entry of a transaction).
+    #[error("{}", super::outcome::summary(.1))]
+    WithStatus(u16, Vec<Issue>),
 }
 
 impl FhirError {
@@ -75,10 +79,31 @@ impl FhirError {
         FhirError::BadRequest(vec![Issue::error("invalid", diagnostics)])
     }
 
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            FhirError::BadRequest(_) => 400,
+            FhirError::Forbidden(_) => 403,
+            FhirError::NotFound(_) => 404,
+            FhirError::MethodNotAllowed(_) => 405,
+            FhirError::NotAcceptable(_) => 406,
+            FhirError::Conflict(_) => 409,
+            FhirError::Gone(_) => 410,
+            FhirError::PreconditionFailed(_) => 412,
+            FhirError::PayloadTooLarge(_) => 413,
+            FhirError::UnsupportedMediaType(_) => 415,
+            FhirError::Unprocessable(_) => 422,
+            FhirError::Internal(_) => 500,
+            FhirError::WithStatus(status, _) => *status,
+        }
+    }
+
     /// The issues to put in the OperationOutcome.
     pub fn issues(&self) -> Vec<Issue> {
         match self {
-            FhirError::BadRequest(issues) | FhirError::Unprocessable(issues) => issues.clone(),
+            FhirError::BadRequest(issues)
+            | FhirError::Unprocessable(issues)
+            | FhirError::WithStatus(_, issues) => issues.clone(),
             FhirError::NotFound(m) => vec![Issue::error("not-found", m)],
             FhirError::Gone(m) => vec![Issue::error("deleted", m)],
             FhirError::Conflict(m) => vec![Issue::error("conflict", m)],
@@ -138,6 +163,11 @@ pub fn check_id(id: &str) -> Result<(), FhirError> {
 pub fn resource_type(name: &str) -> Result<ResourceType, FhirError> {
     ResourceType::parse(name)
         .ok_or_else(|| FhirError::NotFound(format!("{name:?} is not a FHIR R4 resource type")))
+}
+
+/// A new server-assigned resource id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn now_ms() -> i64 {
@@ -231,9 +261,25 @@ impl Repository {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<StoredVersion, FhirError> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        self.read_in(&mut conn, resource_type, id).await
+    }
+
+    /// [`Self::read`] inside `conn`'s transaction (it sees the transaction's own writes).
+    pub async fn read_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<StoredVersion, FhirError> {
         check_id(id)?;
         let ty = resource_type.as_str();
-        match self.store.fhir_current(ty, id).await? {
+        match fhir_current(conn, ty, id).await? {
             None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
             Some(v) if v.deleted => Err(FhirError::Gone(format!(
                 "{ty}/{id} was deleted (version {})",
@@ -243,8 +289,26 @@ impl Repository {
         }
     }
 
+    /// One version; 404 when there is no such version, 410 when it is a deletion.
     pub async fn vread(
         &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredVersion, FhirError> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        self.vread_in(&mut conn, resource_type, id, version).await
+    }
+
+    /// [`Self::vread`] inside `conn`'s transaction.
+    pub async fn vread_in(
+        &self,
+        conn: &mut AnyConnection,
         resource_type: ResourceType,
         id: &str,
         version: &str,
@@ -256,7 +320,7 @@ impl Repository {
                 "{version:?} is not a version id of this server (1, 2, 3, …)"
             ))
         })?;
-        match self.store.fhir_version(ty, id, vid).await? {
+        match fhir_version(conn, ty, id, vid).await? {
             None => Err(FhirError::NotFound(format!(
                 "{ty}/{id} has no version {vid}"
             ))),
@@ -268,17 +332,32 @@ impl Repository {
     }
 
     /// Creates a resource with a server-assigned id (a client's `id` is ignored, as the spec says).
+    /// [`Self::create_in`] in its own transaction.
     pub async fn create(
         &self,
         resource_type: ResourceType,
+        resource: Map<String, Value>,
+    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .create_in(&mut tx, resource_type, new_id(), resource)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    /// Creates a resource with the id chosen by the server (see [`new_id`]) inside `conn`'s transaction.
+    pub async fn create_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: String,
         mut resource: Map<String, Value>,
     ) -> Result<Written, FhirError> {
-        let id = uuid::Uuid::new_v4().to_string();
         resource.insert("id".into(), Value::String(id.clone()));
         self.check_valid(resource_type, &resource)?;
-        let mut tx = self.store.begin().await?;
         let written = write_version(
-            &mut tx,
+            &mut *conn,
             resource_type,
             &id,
             resource,
@@ -286,14 +365,30 @@ impl Repository {
             WriteMethod::Create,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(written)
     }
 
     /// Updates (or, when allowed, creates) the resource with the client's id.
     /// `if_match` is the version the client last saw (`If-Match: W/"n"`).
+    /// [`Self::update_in`] in its own transaction.
     pub async fn update(
         &self,
+        resource_type: ResourceType,
+        id: &str,
+        resource: Map<String, Value>,
+        if_match: Option<i64>,
+    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .update_in(&mut tx, resource_type, id, resource, if_match)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    pub async fn update_in(
+        &self,
+        conn: &mut AnyConnection,
         resource_type: ResourceType,
         id: &str,
         resource: Map<String, Value>,
@@ -322,8 +417,7 @@ impl Repository {
             }
         }
         self.check_valid(resource_type, &resource)?;
-        let mut tx = self.store.begin().await?;
-        let current = fhir_current(&mut tx, resource_type.as_str(), id).await?;
+        let current = fhir_current(&mut *conn, resource_type.as_str(), id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
         if current.is_none() && !self.options.create_on_update {
             return Err(FhirError::MethodNotAllowed(format!(
@@ -332,7 +426,7 @@ impl Repository {
             )));
         }
         let written = write_version(
-            &mut tx,
+            &mut *conn,
             resource_type,
             id,
             resource,
@@ -340,13 +434,29 @@ impl Repository {
             WriteMethod::Update,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(written)
     }
 
     /// Applies a JSON Patch (RFC 6902) to the current version.
+    /// [`Self::patch_in`] in its own transaction.
     pub async fn patch(
         &self,
+        resource_type: ResourceType,
+        id: &str,
+        patch: &[u8],
+        if_match: Option<i64>,
+    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .patch_in(&mut tx, resource_type, id, patch, if_match)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    pub async fn patch_in(
+        &self,
+        conn: &mut AnyConnection,
         resource_type: ResourceType,
         id: &str,
         patch: &[u8],
@@ -356,9 +466,8 @@ impl Repository {
         let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
             FhirError::invalid(format!("the body is not a JSON Patch document: {e}"))
         })?;
-        let mut tx = self.store.begin().await?;
         let ty = resource_type.as_str();
-        let current = fhir_current(&mut tx, ty, id).await?;
+        let current = fhir_current(&mut *conn, ty, id).await?;
         let current = match current {
             None => return Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
             Some(v) if v.deleted => return Err(FhirError::Gone(format!("{ty}/{id} was deleted"))),
@@ -389,7 +498,7 @@ impl Repository {
         }
         self.check_valid(resource_type, &resource)?;
         let written = write_version(
-            &mut tx,
+            &mut *conn,
             resource_type,
             id,
             resource,
@@ -397,22 +506,34 @@ impl Repository {
             WriteMethod::Patch,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(written)
     }
 
     /// Deletes a resource: a new version marked deleted; its index rows go. Deleting
     /// something absent or already deleted succeeds and changes nothing (idempotent).
+    /// [`Self::delete_in`] in its own transaction.
     pub async fn delete(
         &self,
         resource_type: ResourceType,
         id: &str,
         if_match: Option<i64>,
     ) -> Result<Option<StoredVersion>, FhirError> {
+        let mut tx = self.store.begin().await?;
+        let result = self.delete_in(&mut tx, resource_type, id, if_match).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    pub async fn delete_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<StoredVersion>, FhirError> {
         check_id(id)?;
         let ty = resource_type.as_str();
-        let mut tx = self.store.begin().await?;
-        let current = fhir_current(&mut tx, ty, id).await?;
+        let current = fhir_current(&mut *conn, ty, id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
         let Some(current) = current.filter(|c| !c.deleted) else {
             return Ok(None);
@@ -426,8 +547,7 @@ impl Repository {
             content: current.content.clone(),
             method: WriteMethod::Delete.as_str().to_string(),
         };
-        fhir_write(&mut tx, &version, None).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        fhir_write(&mut *conn, &version, None).await?;
         Ok(Some(version))
     }
 
@@ -469,7 +589,7 @@ fn check_precondition(
 
 /// Sets `meta.versionId` and `meta.lastUpdated`, extracts index rows, and writes.
 async fn write_version(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut AnyConnection,
     resource_type: ResourceType,
     id: &str,
     mut resource: Map<String, Value>,

@@ -22,6 +22,7 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 /// Bodies larger than `max_body` bytes get 413 with an OperationOutcome.
 pub fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
+        .route("/", axum::routing::post(batch_or_transaction))
         .route("/_history", get(history_system))
         .route("/{type}", get(search_type).post(create))
         .route("/{type}/_history", get(history_type))
@@ -93,20 +94,7 @@ impl From<FhirError> for FhirResponseError {
 }
 
 pub fn status_of(err: &FhirError) -> StatusCode {
-    match err {
-        FhirError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        FhirError::NotFound(_) => StatusCode::NOT_FOUND,
-        FhirError::Gone(_) => StatusCode::GONE,
-        FhirError::Conflict(_) => StatusCode::CONFLICT,
-        FhirError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-        FhirError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        FhirError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-        FhirError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        FhirError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-        FhirError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
-        FhirError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for FhirResponseError {
@@ -632,6 +620,27 @@ async fn history_system(
     let format = negotiate(&headers, &query)?;
     let self_url = format!("{}/_history", state.settings().fhir_base_url());
     history_bundle(&state, HistoryScope::System, self_url, &query, format).await
+}
+
+/// `POST [base]` with a batch or transaction Bundle.
+async fn batch_or_transaction(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    check_content_type(&headers, RESOURCE_TYPES_IN)?;
+    let bundle_type = crate::fhir::definitions::ResourceType::parse("Bundle")
+        .ok_or_else(|| FhirError::Internal("the definitions table lacks Bundle".into()))?;
+    let bundle = parse_resource(&body, bundle_type)?;
+    let allow_all = |_: &crate::fhir::bundle::EntryRequest| Ok(());
+    let return_resources = prefer_return(&headers) == Return::Representation;
+    let response = state
+        .fhir()
+        .process_bundle(&bundle, &allow_all, return_resources)
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &response, format.pretty))
 }
 
 async fn search_type(Path(ty): Path<String>) -> FhirResult {

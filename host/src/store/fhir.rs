@@ -109,16 +109,8 @@ impl Store {
         id: &str,
         version_id: i64,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let row = sqlx::query(
-            "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history \
-             WHERE resource_type = $1 AND id = $2 AND version_id = $3",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(version_id)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(version_from_row).transpose()?)
+        let mut conn = self.pool().acquire().await?;
+        fhir_version(&mut conn, resource_type, id, version_id).await
     }
 
     /// History, newest first, and the total number of versions that match the filter.
@@ -182,6 +174,25 @@ impl Store {
             .collect::<Result<_, _>>()?;
         Ok((versions, total))
     }
+}
+
+/// One version from history, inside a transaction.
+pub async fn fhir_version(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+    version_id: i64,
+) -> Result<Option<StoredVersion>, StoreError> {
+    let row = sqlx::query(
+        "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history \
+         WHERE resource_type = $1 AND id = $2 AND version_id = $3",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .bind(version_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.as_ref().map(version_from_row).transpose()?)
 }
 
 /// The current version of a resource inside a transaction.

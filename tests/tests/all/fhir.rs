@@ -533,3 +533,196 @@ async fn history_paging_and_since() {
         assert_eq!(all.body["total"], 6);
     }
 }
+
+#[tokio::test]
+async fn transactions_are_atomic_and_rewrite_urn_uuids() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        for id in ["old", "keep"] {
+            let body = json!({"resourceType": "Patient", "id": id}).to_string();
+            let pre = call(
+                &app,
+                "PUT",
+                &format!("/fhir/r4/Patient/{id}"),
+                &[JSON],
+                body,
+            )
+            .await;
+            assert_eq!(pre.status, 201);
+        }
+        let tx = json!({
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+                 "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                              "subject": {"reference": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059"}},
+                 "request": {"method": "POST", "url": "Observation"}},
+                {"fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059",
+                 "resource": {"resourceType": "Patient", "name": [{"family": "Chalmers"}]},
+                 "request": {"method": "POST", "url": "Patient"}},
+                {"request": {"method": "GET", "url": "Patient/keep"}},
+                {"request": {"method": "DELETE", "url": "Patient/old"}},
+            ]
+        });
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        assert_eq!(reply.body["type"], "transaction-response");
+        let entries = reply.body["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 4, "one response per entry, in request order");
+        assert_eq!(entries[0]["response"]["status"], "201 Created");
+        assert_eq!(entries[1]["response"]["status"], "201 Created");
+        assert_eq!(
+            entries[2]["response"]["status"], "200 OK",
+            "{b}: {:?}",
+            entries[2]
+        );
+        assert_eq!(entries[2]["resource"]["id"], "keep");
+        assert_eq!(entries[3]["response"]["status"], "204 No Content");
+        assert_eq!(
+            call(&app, "GET", "/fhir/r4/Patient/old", &[], "")
+                .await
+                .status,
+            410
+        );
+
+        // Every entry must succeed: a read of a deleted resource fails the whole transaction.
+        let reading_deleted = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": "Patient/old"}},
+        ]});
+        let reply = call(
+            &app,
+            "POST",
+            "/fhir/r4",
+            &[JSON],
+            reading_deleted.to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, 410, "{b}: {:?}", reply.body);
+        assert!(
+            reply
+                .diagnostics()
+                .contains("transaction entry 1 (GET Patient/old)"),
+            "{}",
+            reply.diagnostics()
+        );
+        let patient_location = entries[1]["response"]["location"].as_str().unwrap();
+        let patient_ref = patient_location.split("/_history").next().unwrap();
+        let obs_location = entries[0]["response"]["location"].as_str().unwrap();
+        let obs = call(
+            &app,
+            "GET",
+            &format!(
+                "/fhir/r4/{}",
+                obs_location.split("/_history").next().unwrap()
+            ),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            obs.body["subject"]["reference"], patient_ref,
+            "{b}: the urn:uuid became the new id"
+        );
+
+        let before = call(&app, "GET", "/fhir/r4/_history", &[], "").await.body["total"].clone();
+        let failing = json!({
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "name": [{"family": "Kept?"}]}, "request": {"method": "POST", "url": "Patient"}},
+                {"resource": {"resourceType": "Patient", "id": "x1"}, "request": {"method": "PUT", "url": "Patient/x1", "ifMatch": "W/\"4\""}},
+            ]
+        });
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], failing.to_string()).await;
+        assert_eq!(reply.status, 412, "{b}: {:?}", reply.body);
+        assert!(
+            reply
+                .diagnostics()
+                .contains("transaction entry 1 (PUT Patient/x1)"),
+            "{}",
+            reply.diagnostics()
+        );
+        let after = call(&app, "GET", "/fhir/r4/_history", &[], "").await.body["total"].clone();
+        assert_eq!(before, after, "{b}: a failed transaction stores nothing");
+    }
+}
+
+#[tokio::test]
+async fn batches_report_each_entry() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let batch = json!({
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "name": [{"family": "A"}]}, "request": {"method": "POST", "url": "Patient"}},
+                {"request": {"method": "GET", "url": "Patient/does-not-exist"}},
+                {"resource": {"resourceType": "Patient", "id": "b2"}, "request": {"method": "PUT", "url": "Patient/b2"}},
+                {"request": {"method": "PATCH", "url": "Patient/b2"},
+                 "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                              "data": "W3sib3AiOiJhZGQiLCJwYXRoIjoiL2FjdGl2ZSIsInZhbHVlIjp0cnVlfV0="}},
+            ]
+        });
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], batch.to_string()).await;
+        assert_eq!(reply.status, 200, "{}: {:?}", db.backend, reply.body);
+        assert_eq!(reply.body["type"], "batch-response");
+        let statuses: Vec<_> = reply.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["response"]["status"].clone())
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                json!("201 Created"),
+                json!("404 Not Found"),
+                json!("201 Created"),
+                json!("200 OK")
+            ]
+        );
+        assert_eq!(
+            reply.body["entry"][1]["response"]["outcome"]["resourceType"],
+            "OperationOutcome"
+        );
+        let b2 = call(&app, "GET", "/fhir/r4/Patient/b2", &[], "").await;
+        assert_eq!(
+            b2.body["active"], true,
+            "the JSON Patch in a Binary was applied"
+        );
+
+        for (bundle, needle) in [
+            (
+                json!({"resourceType": "Bundle", "type": "collection"}),
+                "batch or transaction",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "batch", "entry": [{"resource": {}}]}),
+                "no request",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "POST", "url": "Patient"}}]}),
+                "needs a resource",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "TRACE", "url": "Patient"}}]}),
+                "TRACE",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Observation"}}]}),
+                "not a Patient",
+            ),
+        ] {
+            let reply = call(&app, "POST", "/fhir/r4", &[JSON], bundle.to_string()).await;
+            assert_eq!(reply.status, 400, "{bundle}: {:?}", reply.body);
+            assert!(
+                reply.diagnostics().contains(needle),
+                "{} should contain {needle}",
+                reply.diagnostics()
+            );
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! Batch and transaction Bundles (FHIR R4 §3.1.0.11).
+//!
+//! A transaction runs every entry in one database transaction, in the order the spec
+//! gives (DELETE, POST, PUT/PATCH, GET/HEAD), after giving each `POST` with a `urn:uuid:`
+//! (or `urn:oid:`) `fullUrl` its new id and rewriting every reference to it; any failure
+//! rolls everything back and names the entry. A batch runs each entry on its own and
+//! reports each entry's result. Responses keep the request's entry order.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::definitions::ResourceType;
+use super::outcome::{Issue, operation_outcome};
+use super::repository::{FhirError, Repository, check_id, new_id};
+use super::search::value::format_instant;
+use crate::store::StoreError;
+use crate::store::fhir::StoredVersion;
+
+/// The HTTP method of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl EntryMethod {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "GET" => Self::Get,
+            "HEAD" => Self::Head,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "PATCH" => Self::Patch,
+            "DELETE" => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    /// Transaction processing order: DELETE, POST, PUT and PATCH, then GET and HEAD.
+    fn order(self) -> u8 {
+        match self {
+            Self::Delete => 0,
+            Self::Post => 1,
+            Self::Put | Self::Patch => 2,
+            Self::Get | Self::Head => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// One entry's request, parsed: what the authorization layer sees for each entry.
+#[derive(Debug, Clone)]
+pub struct EntryRequest {
+    /// Position in the request Bundle.
+    pub index: usize,
+    pub method: EntryMethod,
+    pub resource_type: Option<ResourceType>,
+    pub id: Option<String>,
+    pub version: Option<String>,
+    /// Query parameters of the entry's URL (search, conditional interactions).
+    pub query: Vec<(String, String)>,
+    pub url: String,
+    pub if_match: Option<i64>,
+    pub if_none_exist: Option<String>,
+    pub full_url: Option<String>,
+    pub resource: Option<Map<String, Value>>,
+}
+
+/// Decides whether an entry may run (the authorization layer supplies it).
+pub type EntryCheck<'a> = &'a (dyn Fn(&EntryRequest) -> Result<(), FhirError> + Send + Sync);
+
+/// The kind of Bundle being processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleKind {
+    Batch,
+    Transaction,
+}
+
+/// The HTTP status line FHIR puts in `entry.response.status`.
+pub fn status_line(code: u16) -> String {
+    let reason = match code {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
+        412 => "Precondition Failed",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        _ => "",
+    };
+    format!("{code} {reason}").trim_end().to_string()
+}
+
+fn entry_error(index: usize, what: impl Into<String>) -> FhirError {
+    FhirError::BadRequest(vec![
+        Issue::error("invalid", what).at(format!("Bundle.entry[{index}]")),
+    ])
+}
+
+/// Parses a request Bundle into its kind and entries; any malformed entry refuses the whole Bundle.
+pub fn parse_bundle(
+    bundle: &Map<String, Value>,
+) -> Result<(BundleKind, Vec<EntryRequest>), FhirError> {
+    let kind = match bundle.get("type").and_then(Value::as_str) {
+        Some("batch") => BundleKind::Batch,
+        Some("transaction") => BundleKind::Transaction,
+        Some(other) => {
+            return Err(FhirError::BadRequest(vec![
+                Issue::error(
+                    "invalid",
+                    format!("a Bundle posted to the base must be of type batch or transaction, not {other:?}"),
+                )
+                .at("Bundle.type"),
+            ]));
+        }
+        None => {
+            return Err(FhirError::BadRequest(vec![
+                Issue::error("required", "the Bundle has no type (batch or transaction)")
+                    .at("Bundle.type"),
+            ]));
+        }
+    };
+    let entries = match bundle.get("entry") {
+        None => &Vec::new(),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(FhirError::invalid("Bundle.entry must be an array")),
+    };
+    let mut parsed = Vec::with_capacity(entries.len());
+    let mut full_urls = std::collections::HashSet::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let request = entry
+            .get("request")
+            .and_then(Value::as_object)
+            .ok_or_else(|| entry_error(index, "entry has no request (method and url)"))?;
+        let method_text = request.get("method").and_then(Value::as_str).unwrap_or("");
+        let method = EntryMethod::parse(method_text).ok_or_else(|| {
+            entry_error(
+                index,
+                format!(
+                    "request.method {method_text:?} is not GET, HEAD, POST, PUT, PATCH or DELETE"
+                ),
+            )
+        })?;
+        let url = request
+            .get("url")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| entry_error(index, "entry has no request.url"))?
+            .to_string();
+        let (path, query_text) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let query: Vec<(String, String)> = form_urlencoded_pairs(query_text);
+        let segments: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (resource_type, id, version) = match segments.as_slice() {
+            [] => (None, None, None),
+            [ty] => (Some(*ty), None, None),
+            [ty, id] => (Some(*ty), Some(*id), None),
+            [ty, id, "_history", v] => (Some(*ty), Some(*id), Some(*v)),
+            _ => {
+                return Err(entry_error(
+                    index,
+                    format!(
+                        "request.url {url:?} is not a FHIR interaction this server supports in a Bundle"
+                    ),
+                ));
+            }
+        };
+        let resource_type = match resource_type {
+            None => None,
+            Some(t) => Some(ResourceType::parse(t).ok_or_else(|| {
+                entry_error(
+                    index,
+                    format!("request.url {url:?}: {t:?} is not a FHIR R4 resource type"),
+                )
+            })?),
+        };
+        if let Some(id) = id {
+            check_id(id).map_err(|_| {
+                entry_error(
+                    index,
+                    format!("request.url {url:?}: {id:?} is not a valid id"),
+                )
+            })?;
+        }
+        let resource = match entry.get("resource") {
+            None => None,
+            Some(Value::Object(r)) => Some(r.clone()),
+            Some(_) => return Err(entry_error(index, "entry.resource must be a JSON object")),
+        };
+        let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+            None => None,
+            Some(text) => {
+                let inner = text
+                    .trim()
+                    .strip_prefix("W/")
+                    .unwrap_or(text.trim())
+                    .trim_matches('"');
+                Some(inner.parse::<i64>().map_err(|_| {
+                    entry_error(
+                        index,
+                        format!("request.ifMatch {text:?} is not a version ETag such as W/\"3\""),
+                    )
+                })?)
+            }
+        };
+        let full_url = entry
+            .get("fullUrl")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(f) = &full_url
+            && kind == BundleKind::Transaction
+            && !full_urls.insert(f.clone())
+        {
+            return Err(entry_error(
+                index,
+                format!("fullUrl {f:?} appears in more than one entry"),
+            ));
+        }
+        match method {
+            EntryMethod::Post | EntryMethod::Put if resource.is_none() => {
+                return Err(entry_error(
+                    index,
+                    format!("a {} entry needs a resource", method.as_str()),
+                ));
+            }
+            EntryMethod::Post | EntryMethod::Put | EntryMethod::Patch | EntryMethod::Delete
+                if resource_type.is_none() =>
+            {
+                return Err(entry_error(
+                    index,
+                    format!(
+                        "a {} entry's url must name a resource type",
+                        method.as_str()
+                    ),
+                ));
+            }
+            EntryMethod::Put | EntryMethod::Patch if id.is_none() && query.is_empty() => {
+                return Err(entry_error(
+                    index,
+                    format!("a {} entry's url must be Type/id", method.as_str()),
+                ));
+            }
+            _ => {}
+        }
+        if let (Some(ty), Some(r)) = (resource_type, &resource)
+            && matches!(method, EntryMethod::Post | EntryMethod::Put)
+            && r.get("resourceType").and_then(Value::as_str) != Some(ty.as_str())
+        {
+            return Err(entry_error(
+                index,
+                format!(
+                    "the entry's resource is not a {} as its request.url says",
+                    ty.as_str()
+                ),
+            ));
+        }
+        parsed.push(EntryRequest {
+            index,
+            method,
+            resource_type,
+            id: id.map(str::to_string),
+            version: version.map(str::to_string),
+            query,
+            url,
+            if_match,
+            if_none_exist: request
+                .get("ifNoneExist")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            full_url,
+            resource,
+        });
+    }
+    Ok((kind, parsed))
+}
+
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
+}
+
+/// Replaces every `reference` that names a key of `ids` (a `urn:uuid:` fullUrl) with its new `Type/id`.
+fn rewrite_references(value: &mut Value, ids: &HashMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if key == "reference" => {
+                        if let Some(new) = ids.get(s.as_str()) {
+                            *s = new.clone();
+                        }
+                    }
+                    other => rewrite_references(other, ids),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, ids)),
+        _ => {}
+    }
+}
+
+/// The result of one entry.
+#[derive(Debug, Clone)]
+struct EntryResult {
+    status: u16,
+    version: Option<StoredVersion>,
+    resource: Option<Value>,
+    outcome: Option<Value>,
+}
+
+impl EntryResult {
+    fn from_error(err: &FhirError) -> Self {
+        Self {
+            status: err.status(),
+            version: None,
+            resource: None,
+            outcome: Some(operation_outcome(&err.issues())),
+        }
+    }
+
+    fn to_json(&self, return_resources: bool) -> Value {
+        let mut response = json!({ "status": status_line(self.status) });
+        if let Some(v) = &self.version {
+            response["location"] = json!(format!(
+                "{}/{}/_history/{}",
+                v.resource_type, v.id, v.version_id
+            ));
+            response["etag"] = json!(format!("W/\"{}\"", v.version_id));
+            response["lastModified"] = json!(format_instant(v.last_updated));
+        }
+        if let Some(o) = &self.outcome {
+            response["outcome"] = o.clone();
+        }
+        let mut entry = json!({ "response": response });
+        if let (Some(resource), true) = (&self.resource, return_resources) {
+            if let Some(v) = &self.version {
+                entry["fullUrl"] = json!(format!("{}/{}", v.resource_type, v.id));
+            }
+            entry["resource"] = resource.clone();
+        }
+        entry
+    }
+}
+
+fn content(v: &StoredVersion) -> Result<Value, FhirError> {
+    serde_json::from_str(&v.content).map_err(|e| FhirError::Internal(e.to_string()))
+}
+
+/// A PATCH entry's body: a Binary holding a JSON Patch document (base64 `data`).
+fn patch_document(entry: &EntryRequest) -> Result<Vec<u8>, FhirError> {
+    let resource = entry.resource.as_ref().ok_or_else(|| {
+        entry_error(
+            entry.index,
+            "a PATCH entry needs a Binary resource holding a JSON Patch",
+        )
+    })?;
+    let is_json_patch = resource.get("resourceType").and_then(Value::as_str) == Some("Binary")
+        && resource.get("contentType").and_then(Value::as_str)
+            == Some("application/json-patch+json");
+    if !is_json_patch {
+        return Err(entry_error(
+            entry.index,
+            "a PATCH entry's resource must be a Binary with contentType application/json-patch+json (FHIRPath Patch is not supported)",
+        ));
+    }
+    let data = resource.get("data").and_then(Value::as_str).unwrap_or("");
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| entry_error(entry.index, format!("the Binary's data is not base64: {e}")))
+}
+
+impl Repository {
+    /// Runs one entry inside `conn`'s transaction.
+    async fn run_entry(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        entry: &EntryRequest,
+        new_ids: &HashMap<usize, String>,
+    ) -> Result<EntryResult, FhirError> {
+        let done = |status: u16, v: StoredVersion| -> Result<EntryResult, FhirError> {
+            let resource = content(&v)?;
+            Ok(EntryResult {
+                status,
+                version: Some(v),
+                resource: Some(resource),
+                outcome: None,
+            })
+        };
+        let ty = entry.resource_type;
+        match entry.method {
+            EntryMethod::Get | EntryMethod::Head => {
+                let (Some(ty), Some(id)) = (ty, &entry.id) else {
+                    return Err(entry_error(
+                        entry.index,
+                        "only read (Type/id) and vread entries can be GET in a Bundle here; search entries are not supported",
+                    ));
+                };
+                let v = match &entry.version {
+                    Some(vid) => self.vread_in(conn, ty, id, vid).await?,
+                    None => self.read_in(conn, ty, id).await?,
+                };
+                done(200, v)
+            }
+            EntryMethod::Post => {
+                if entry.if_none_exist.is_some() {
+                    return Err(entry_error(
+                        entry.index,
+                        "conditional create (ifNoneExist) inside a Bundle is not supported",
+                    ));
+                }
+                let ty =
+                    ty.ok_or_else(|| entry_error(entry.index, "POST needs a resource type"))?;
+                let id = new_ids.get(&entry.index).cloned().unwrap_or_else(new_id);
+                let resource = entry.resource.clone().unwrap_or_default();
+                let w = self.create_in(conn, ty, id, resource).await?;
+                done(201, w.version)
+            }
+            EntryMethod::Put => {
+                let (Some(ty), Some(id)) = (ty, &entry.id) else {
+                    return Err(entry_error(
+                        entry.index,
+                        "conditional update inside a Bundle is not supported; use Type/id",
+                    ));
+                };
+                let w = self
+                    .update_in(
+                        conn,
+                        ty,
+                        id,
+                        entry.resource.clone().unwrap_or_default(),
+                        entry.if_match,
+                    )
+                    .await?;
+                done(if w.created { 201 } else { 200 }, w.version)
+            }
+            EntryMethod::Patch => {
+                let (Some(ty), Some(id)) = (ty, &entry.id) else {
+                    return Err(entry_error(
+                        entry.index,
+                        "conditional patch inside a Bundle is not supported; use Type/id",
+                    ));
+                };
+                let doc = patch_document(entry)?;
+                let w = self.patch_in(conn, ty, id, &doc, entry.if_match).await?;
+                done(200, w.version)
+            }
+            EntryMethod::Delete => {
+                let (Some(ty), Some(id)) = (ty, &entry.id) else {
+                    return Err(entry_error(
+                        entry.index,
+                        "conditional delete inside a Bundle is not supported; use Type/id",
+                    ));
+                };
+                let v = self.delete_in(conn, ty, id, entry.if_match).await?;
+                Ok(EntryResult {
+                    status: 204,
+                    version: v,
+                    resource: None,
+                    outcome: None,
+                })
+            }
+        }
+    }
+
+    /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs.
+    /// Returns the response Bundle.
+    pub async fn process_bundle(
+        &self,
+        bundle: &Map<String, Value>,
+        check: EntryCheck<'_>,
+        return_resources: bool,
+    ) -> Result<Value, FhirError> {
+        let (kind, mut entries) = parse_bundle(bundle)?;
+        let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
+        match kind {
+            BundleKind::Batch => {
+                for entry in &entries {
+                    let result = match check(entry) {
+                        Err(err) => EntryResult::from_error(&err),
+                        Ok(()) => {
+                            let run = async {
+                                let mut tx = self.store().begin().await?;
+                                let r = self.run_entry(&mut tx, entry, &HashMap::new()).await?;
+                                tx.commit().await.map_err(StoreError::from)?;
+                                Ok::<_, FhirError>(r)
+                            };
+                            run.await
+                                .unwrap_or_else(|err| EntryResult::from_error(&err))
+                        }
+                    };
+                    results[entry.index] = Some(result);
+                }
+            }
+            BundleKind::Transaction => {
+                // New ids for POSTs first, so that every reference to a urn:uuid can be rewritten.
+                let mut new_ids = HashMap::new();
+                let mut references = HashMap::new();
+                for entry in &entries {
+                    if entry.method == EntryMethod::Post {
+                        let id = new_id();
+                        if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
+                            && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
+                        {
+                            references.insert(full.clone(), format!("{}/{id}", ty.as_str()));
+                        }
+                        new_ids.insert(entry.index, id);
+                    }
+                }
+                for entry in &mut entries {
+                    if let Some(resource) = &mut entry.resource {
+                        let mut value = Value::Object(std::mem::take(resource));
+                        rewrite_references(&mut value, &references);
+                        if let Value::Object(map) = value {
+                            *resource = map;
+                        }
+                    }
+                }
+                for entry in &entries {
+                    check(entry).map_err(|err| in_entry(err, entry))?;
+                }
+                let mut order: Vec<&EntryRequest> = entries.iter().collect();
+                order.sort_by_key(|e| (e.method.order(), e.index));
+                let mut tx = self.store().begin().await?;
+                for entry in order {
+                    let result = self
+                        .run_entry(&mut tx, entry, &new_ids)
+                        .await
+                        .map_err(|err| in_entry(err, entry))?;
+                    results[entry.index] = Some(result);
+                }
+                tx.commit().await.map_err(StoreError::from)?;
+            }
+        }
+        let entries: Vec<Value> = results
+            .into_iter()
+            .map(|r| r.map_or(Value::Null, |r| r.to_json(return_resources)))
+            .collect();
+        Ok(json!({
+            "resourceType": "Bundle",
+            "id": new_id(),
+            "type": match kind { BundleKind::Batch => "batch-response", BundleKind::Transaction => "transaction-response" },
+            "entry": entries,
+        }))
+    }
+}
+
+/// Names the failing entry in a transaction's error, keeping its status.
+fn in_entry(err: FhirError, entry: &EntryRequest) -> FhirError {
+    let prefix = format!(
+        "transaction entry {} ({} {}): ",
+        entry.index,
+        entry.method.as_str(),
+        entry.url
+    );
+    let mut issues = err.issues();
+    for issue in &mut issues {
+        issue.diagnostics = format!("{prefix}{}", issue.diagnostics);
+        issue
+            .expression
+            .push(format!("Bundle.entry[{}]", entry.index));
+    }
+    FhirError::WithStatus(err.status(), issues)
+}
