@@ -7,11 +7,16 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Every plugin crate of the workspace, with the world it must export.
+/// Every plugin crate of the workspace (its folder, whose last part is the crate name),
+/// with the world it must export.
 const PLUGINS: &[(&str, &str)] = &[
     ("smart-scopes", "scope-policy"),
     ("audience", "audience-rule"),
     ("structural-validator", "resource-validator"),
+    ("examples/tenant-isolation", "scope-policy"),
+    ("examples/trusted-audiences", "audience-rule"),
+    ("examples/us-core-validator", "resource-validator"),
+    ("examples/consent-labels", "scope-policy"),
 ];
 
 fn main() {
@@ -23,8 +28,8 @@ fn main() {
     for watched in ["../../sdk", "../../wit", "../Cargo.toml", "../Cargo.lock"] {
         println!("cargo:rerun-if-changed={watched}");
     }
-    for (name, _) in PLUGINS {
-        println!("cargo:rerun-if-changed=../{name}");
+    for (dir, _) in PLUGINS {
+        println!("cargo:rerun-if-changed=../{dir}");
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -36,8 +41,8 @@ fn main() {
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
-    for (name, _) in PLUGINS {
-        cmd.arg("-p").arg(name);
+    for (dir, _) in PLUGINS {
+        cmd.arg("-p").arg(crate_name(dir));
     }
     // Flags meant for this (native) build must not leak into the wasm one.
     for var in [
@@ -58,7 +63,8 @@ fn main() {
     );
 
     let mut consts = String::from("pub const COMPONENTS: &[(&str, &str, &str)] = &[\n");
-    for (name, world) in PLUGINS {
+    for (dir, world) in PLUGINS {
+        let name = crate_name(dir);
         let file = target_dir
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")));
@@ -71,4 +77,8 @@ fn main() {
     }
     consts.push_str("];\n");
     std::fs::write(out_dir.join("components.rs"), consts).unwrap();
+}
+
+fn crate_name(dir: &str) -> &str {
+    dir.rsplit('/').next().unwrap_or(dir)
 }

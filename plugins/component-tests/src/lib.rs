@@ -49,7 +49,7 @@ mod tests {
 
     #[test]
     fn every_plugin_is_a_valid_component_exporting_its_world() {
-        assert_eq!(COMPONENTS.len(), 3);
+        assert_eq!(COMPONENTS.len(), 7);
         for (name, world, path) in COMPONENTS {
             let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));
             assert_eq!(bytes[..8], COMPONENT_HEADER, "{name} is not a component");
