@@ -194,3 +194,6 @@ macro_rules! export_resource_validator {
         };
     };
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;

@@ -555,5 +555,5 @@ pub fn grant_registered(request: &TokenRequest) -> Grant {
     grant
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
