@@ -1,0 +1,64 @@
+/// How bad a validation finding is; `Fatal` and `Error` reject the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Fatal,
+    Error,
+    Warning,
+    Information,
+}
+
+/// One finding of a resource validator; the host turns it into an OperationOutcome issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub severity: Severity,
+    /// An OperationOutcome issue-type code: `required`, `value`, `structure`, `invalid`, …
+    pub code: String,
+    /// FHIRPath location, e.g. `Patient.birthDate`.
+    pub expression: Option<String>,
+    pub diagnostics: String,
+}
+
+impl Issue {
+    pub fn new(
+        severity: Severity,
+        code: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) -> Issue {
+        Issue {
+            severity,
+            code: code.into(),
+            expression: None,
+            diagnostics: diagnostics.into(),
+        }
+    }
+
+    pub fn error(code: impl Into<String>, diagnostics: impl Into<String>) -> Issue {
+        Issue::new(Severity::Error, code, diagnostics)
+    }
+
+    pub fn warning(code: impl Into<String>, diagnostics: impl Into<String>) -> Issue {
+        Issue::new(Severity::Warning, code, diagnostics)
+    }
+
+    pub fn information(code: impl Into<String>, diagnostics: impl Into<String>) -> Issue {
+        Issue::new(Severity::Information, code, diagnostics)
+    }
+
+    /// A required element is missing: code `required`.
+    pub fn required(expression: impl Into<String>) -> Issue {
+        let expression = expression.into();
+        Issue::error("required", format!("{expression} is required")).at(expression)
+    }
+
+    /// Where the finding is, as FHIRPath (`Patient.birthDate`).
+    #[must_use]
+    pub fn at(mut self, expression: impl Into<String>) -> Issue {
+        self.expression = Some(expression.into());
+        self
+    }
+
+    /// Fatal and error findings reject the resource.
+    pub fn is_error(&self) -> bool {
+        self.severity <= Severity::Error
+    }
+}

@@ -1,0 +1,472 @@
+use super::*;
+use crate::testing::token_request;
+
+/// `expected` is the scope's canonical form followed by its context, type, permissions,
+/// syntax and query, or `err: <message>` for a scope that does not parse.
+fn check(input: &str, expected: &str) {
+    let actual = match input.parse::<Scope>() {
+        Err(e) => format!("err: {e}"),
+        Ok(Scope::Resource(r)) => {
+            let query: Vec<String> = r.query().iter().map(|(n, v)| format!("{n}={v}")).collect();
+            format!(
+                "{r} | {} {} {} {:?} [{}]",
+                r.context(),
+                r.resource_type().unwrap_or("*"),
+                r.permissions(),
+                r.syntax(),
+                query.join(", ")
+            )
+        }
+        Ok(other) => format!("{other} | {other:?}"),
+    };
+    assert_eq!(actual, expected, "parsing {input:?}");
+}
+
+#[test]
+fn v1_scopes() {
+    check("patient/*.read", "patient/*.read | patient * rs V1 []");
+    check(
+        "user/Observation.write",
+        "user/Observation.write | user Observation cud V1 []",
+    );
+    check("system/*.*", "system/*.* | system * cruds V1 []");
+    check(
+        "patient/Patient.*",
+        "patient/Patient.* | patient Patient cruds V1 []",
+    );
+    check(
+        "user/MedicationRequest.read",
+        "user/MedicationRequest.read | user MedicationRequest rs V1 []",
+    );
+}
+
+#[test]
+fn v2_scopes() {
+    check(
+        "patient/Observation.rs",
+        "patient/Observation.rs | patient Observation rs V2 []",
+    );
+    check("user/*.cruds", "user/*.cruds | user * cruds V2 []");
+    check(
+        "system/Patient.r",
+        "system/Patient.r | system Patient r V2 []",
+    );
+    check(
+        "patient/Encounter.cud",
+        "patient/Encounter.cud | patient Encounter cud V2 []",
+    );
+    check(
+        "user/Observation.s",
+        "user/Observation.s | user Observation s V2 []",
+    );
+    check(
+        "patient/Condition.d",
+        "patient/Condition.d | patient Condition d V2 []",
+    );
+}
+
+#[test]
+fn v2_query_scopes() {
+    check(
+        "patient/Observation.rs?category=laboratory",
+        "patient/Observation.rs?category=laboratory | patient Observation rs V2 [category=laboratory]",
+    );
+    check(
+        "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
+        "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs | patient Observation rs V2 [category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs]",
+    );
+    check(
+        "user/Condition.rs?category=problem-list-item&clinical-status=active",
+        "user/Condition.rs?category=problem-list-item&clinical-status=active | user Condition rs V2 [category=problem-list-item, clinical-status=active]",
+    );
+    // Percent-escapes are decoded, and re-encoded only where needed.
+    check(
+        "patient/Observation.rs?category=a%7Cb",
+        "patient/Observation.rs?category=a|b | patient Observation rs V2 [category=a|b]",
+    );
+    check(
+        "patient/Observation.rs?code=a%26b",
+        "patient/Observation.rs?code=a%26b | patient Observation rs V2 [code=a&b]",
+    );
+}
+
+#[test]
+fn other_scopes() {
+    check("openid", "openid | OpenId");
+    check("profile", "profile | Profile");
+    check("fhirUser", "fhirUser | FhirUser");
+    check("launch", "launch | Launch");
+    check(
+        "launch/patient",
+        "launch/patient | LaunchContext(\"patient\")",
+    );
+    check(
+        "launch/encounter",
+        "launch/encounter | LaunchContext(\"encounter\")",
+    );
+    check("offline_access", "offline_access | OfflineAccess");
+    check("online_access", "online_access | OnlineAccess");
+}
+
+#[test]
+fn malformed_scopes() {
+    check("", "err: empty scope");
+    check(
+        "email",
+        "err: not a SMART scope (context/Type.permissions) nor one of openid, profile, fhirUser, launch, launch/<context>, offline_access, online_access",
+    );
+    check(
+        "fhiruser",
+        "err: not a SMART scope (context/Type.permissions) nor one of openid, profile, fhirUser, launch, launch/<context>, offline_access, online_access",
+    );
+    check(
+        "practitioner/*.read",
+        "err: unknown context `practitioner` (expected patient, user or system)",
+    );
+    check(
+        "Patient/*.read",
+        "err: unknown context `Patient` (expected patient, user or system)",
+    );
+    check(
+        "patient/observation.rs",
+        "err: `observation` is neither `*` nor a FHIR resource type name",
+    );
+    check(
+        "patient/Obs3rvation.rs",
+        "err: `Obs3rvation` is neither `*` nor a FHIR resource type name",
+    );
+    check(
+        "patient/.rs",
+        "err: `` is neither `*` nor a FHIR resource type name",
+    );
+    check(
+        "patient/Observation",
+        "err: missing `.permissions` after the resource type",
+    );
+    check(
+        "patient/*",
+        "err: missing `.permissions` after the resource type",
+    );
+    check(
+        "patient/Observation.",
+        "err: bad permissions `` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.sr",
+        "err: bad permissions `sr` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.rr",
+        "err: bad permissions `rr` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.x",
+        "err: bad permissions `x` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.READ",
+        "err: bad permissions `READ` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.readwrite",
+        "err: bad permissions `readwrite` (expected read, write, *, or letters of cruds in that order)",
+    );
+    check(
+        "patient/Observation.read?category=x",
+        "err: query parameters need SMART v2 permissions (such as .rs)",
+    );
+    check(
+        "patient/Observation.rs?",
+        "err: bad query `` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?category",
+        "err: bad query `category` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?category=",
+        "err: bad query `category=` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?=x",
+        "err: bad query `=x` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?a=b&",
+        "err: bad query `a=b&` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?a=%zz",
+        "err: bad query `a=%zz` (expected name=value&…)",
+    );
+    check(
+        "patient/Observation.rs?a=%4",
+        "err: bad query `a=%4` (expected name=value&…)",
+    );
+    check("launch/", "err: bad launch context ``");
+    check("launch/Patient", "err: bad launch context `Patient`");
+}
+
+#[test]
+fn permits() {
+    let cases = [
+        ("patient/*.read", "Observation", Permission::Read, true),
+        ("patient/*.read", "Observation", Permission::Search, true),
+        ("patient/*.read", "Observation", Permission::Create, false),
+        (
+            "user/Observation.write",
+            "Observation",
+            Permission::Create,
+            true,
+        ),
+        (
+            "user/Observation.write",
+            "Observation",
+            Permission::Update,
+            true,
+        ),
+        (
+            "user/Observation.write",
+            "Observation",
+            Permission::Delete,
+            true,
+        ),
+        (
+            "user/Observation.write",
+            "Observation",
+            Permission::Read,
+            false,
+        ),
+        (
+            "user/Observation.write",
+            "Patient",
+            Permission::Update,
+            false,
+        ),
+        ("system/*.*", "Anything", Permission::Delete, true),
+        (
+            "patient/Observation.rs",
+            "Observation",
+            Permission::Search,
+            true,
+        ),
+        (
+            "patient/Observation.rs",
+            "Condition",
+            Permission::Read,
+            false,
+        ),
+        (
+            "patient/Observation.s",
+            "Observation",
+            Permission::Read,
+            false,
+        ),
+        (
+            "patient/Observation.rs?category=x",
+            "Observation",
+            Permission::Read,
+            true,
+        ),
+        ("openid", "Observation", Permission::Read, false),
+    ];
+    for (scope, resource_type, permission, expected) in cases {
+        let s: Scope = scope.parse().unwrap();
+        assert_eq!(
+            s.permits(resource_type, permission),
+            expected,
+            "{scope} permits {permission:?} on {resource_type}"
+        );
+    }
+    let s: Scope = "patient/*.read".parse().unwrap();
+    assert!(s.permits_in(Context::Patient, "Observation", Permission::Read));
+    assert!(!s.permits_in(Context::User, "Observation", Permission::Read));
+}
+
+#[test]
+fn covers() {
+    let cases = [
+        ("patient/*.read", "patient/Observation.rs", true),
+        ("patient/*.read", "patient/Observation.read", true),
+        ("patient/*.read", "patient/Observation.r", true),
+        ("patient/*.read", "patient/*.rs", true),
+        (
+            "patient/*.read",
+            "patient/Observation.rs?category=laboratory",
+            true,
+        ),
+        ("patient/*.read", "patient/Observation.cruds", false),
+        ("patient/*.read", "user/Observation.rs", false),
+        ("patient/Observation.rs", "patient/*.rs", false),
+        ("patient/Observation.rs", "patient/Condition.rs", false),
+        ("patient/*.*", "patient/Observation.cruds", true),
+        ("user/*.cruds", "user/Patient.write", true),
+        ("system/*.write", "system/Patient.r", false),
+        (
+            "patient/Observation.rs?category=laboratory",
+            "patient/Observation.rs",
+            false,
+        ),
+        (
+            "patient/Observation.rs?category=laboratory",
+            "patient/Observation.rs?category=laboratory",
+            true,
+        ),
+        (
+            "patient/Observation.rs?category=laboratory",
+            "patient/Observation.r?category=laboratory&code=x",
+            true,
+        ),
+        (
+            "patient/Observation.rs?category=laboratory",
+            "patient/Observation.rs?category=vital-signs",
+            false,
+        ),
+        ("openid", "openid", true),
+        ("launch/patient", "launch/patient", true),
+        ("launch", "launch/patient", false),
+        ("patient/*.*", "launch/patient", false),
+    ];
+    for (registered, requested, expected) in cases {
+        let registered: Scope = registered.parse().unwrap();
+        let requested: Scope = requested.parse().unwrap();
+        assert_eq!(
+            registered.covers(&requested),
+            expected,
+            "{registered} covers {requested}"
+        );
+    }
+}
+
+#[test]
+fn parse_list_keeps_good_and_reports_bad() {
+    let (scopes, errors) = Scope::parse_list("openid  patient/*.read bogus\tlaunch/patient");
+    let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+    assert_eq!(scopes, ["openid", "patient/*.read", "launch/patient"]);
+    assert_eq!(errors, [("bogus".to_string(), ScopeError::Unknown)]);
+}
+
+#[test]
+fn display_round_trips() {
+    for s in [
+        "patient/*.read",
+        "user/Observation.write",
+        "system/*.*",
+        "patient/Observation.rs?category=laboratory&code=http://loinc.org|1234-5",
+        "user/Patient.cruds",
+        "launch/patient",
+        "offline_access",
+    ] {
+        let scope: Scope = s.parse().unwrap();
+        assert_eq!(scope.to_string(), s);
+        assert_eq!(scope.to_string().parse::<Scope>().unwrap(), scope);
+    }
+}
+
+/// Scope strings built from pieces that are each sometimes wrong: parsing never panics, and
+/// whatever parses prints back to a string that parses to the same scope.
+#[test]
+fn does_not_panic_and_round_trips() {
+    let contexts = ["patient", "user", "system", "", "Patient", "launch"];
+    let types = ["*", "Observation", "observation", "", "A", "Ob.s"];
+    let permissions = [
+        "read", "write", "*", "cruds", "rs", "sr", "", "c", "crudsx", "r?",
+    ];
+    let queries = [
+        "", "?a=b", "?a=b&c=d", "?", "?a", "?a=%41", "?a=%", "?=&=", "?a=b?c=d",
+    ];
+    for c in contexts {
+        for t in types {
+            for p in permissions {
+                for q in queries {
+                    let s = format!("{c}/{t}.{p}{q}");
+                    if let Ok(scope) = s.parse::<Scope>() {
+                        let again: Scope = scope
+                            .to_string()
+                            .parse()
+                            .unwrap_or_else(|e| panic!("{s} -> {scope}: {e}"));
+                        assert_eq!(again, scope, "{s}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_grant(requested: &str, registered: &str, granted: &[&str], refused: &[(&str, &str)]) {
+    let request = token_request()
+        .requested(requested)
+        .registered(registered)
+        .build();
+    let grant = grant_registered(&request);
+    assert_eq!(
+        grant.granted, granted,
+        "granted for {requested:?} / {registered:?}"
+    );
+    let refused: Vec<(String, String)> = refused
+        .iter()
+        .map(|(s, r)| (s.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(
+        grant.refused, refused,
+        "refused for {requested:?} / {registered:?}"
+    );
+}
+
+#[test]
+fn grant_registered_cases() {
+    check_grant(
+        "openid fhirUser launch/patient patient/Observation.rs offline_access",
+        "openid fhirUser launch/patient patient/*.read offline_access",
+        &[
+            "openid",
+            "fhirUser",
+            "launch/patient",
+            "patient/Observation.rs",
+            "offline_access",
+        ],
+        &[],
+    );
+    check_grant(
+        "patient/*.cruds user/Patient.read",
+        "patient/*.read",
+        &[],
+        &[
+            (
+                "patient/*.cruds",
+                "client test-client is not registered for it (registered: patient/*.read)",
+            ),
+            (
+                "user/Patient.read",
+                "client test-client is not registered for it (registered: patient/*.read)",
+            ),
+        ],
+    );
+    check_grant(
+        "patient/Observation.rs patient/Observation.rs bogus",
+        "patient/Observation.rs",
+        &["patient/Observation.rs"],
+        &[(
+            "bogus",
+            "not a SMART scope: not a SMART scope (context/Type.permissions) nor one of openid, profile, fhirUser, launch, launch/<context>, offline_access, online_access",
+        )],
+    );
+    check_grant(
+        "openid",
+        "",
+        &[],
+        &[(
+            "openid",
+            "client test-client is not registered for it (registered: none)",
+        )],
+    );
+    check_grant(
+        "patient/Observation.rs?category=laboratory patient/Observation.rs",
+        "patient/Observation.rs?category=laboratory",
+        &["patient/Observation.rs?category=laboratory"],
+        &[(
+            "patient/Observation.rs",
+            "client test-client is not registered for it (registered: patient/Observation.rs?category=laboratory)",
+        )],
+    );
+}
