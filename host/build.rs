@@ -23,7 +23,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=build.rs");
 
-    let mut generated = String::from("pub(crate) static BUILTINS: &[Builtin] = &[\n");
+    let mut generated = String::from("&[\n");
     if !BUILTINS.is_empty() {
         let wasm_dir = build_plugins(&root, &out_dir);
         for (name, kind, order, artifact) in BUILTINS {
@@ -33,14 +33,13 @@ fn main() {
             }
             writeln!(
                 generated,
-                "    Builtin {{ name: {name:?}, kind: super::PluginKind::{kind}, order: {order}, \
-                 wasm: include_bytes!({path:?}) }},",
+                "    ({name:?}, PluginKind::{kind}, {order}, include_bytes!({path:?})),",
                 path = path.display().to_string(),
             )
             .expect("writing to a String");
         }
     }
-    generated.push_str("];\n");
+    generated.push_str("]\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), generated)
         .expect("write builtin_plugins.rs");
 }

@@ -19,6 +19,7 @@ mod runtime;
 pub mod types;
 mod watcher;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,9 +91,35 @@ pub struct WasiAllowances {
     pub random: bool,
 }
 
+/// A plugin that is there without a file: the defaults embedded in the binary (see
+/// [`default_builtins`]). A file of the same name in the plugin directory overrides it;
+/// deleting that file brings it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltinPlugin {
+    pub name: String,
+    pub kind: PluginKind,
+    pub order: i64,
+    pub wasm: Cow<'static, [u8]>,
+}
+
+/// The default plugins embedded in this binary.
+pub fn default_builtins() -> Vec<BuiltinPlugin> {
+    builtin::DEFAULTS
+        .iter()
+        .map(|&(name, kind, order, wasm)| BuiltinPlugin {
+            name: name.to_string(),
+            kind,
+            order,
+            wasm: Cow::Borrowed(wasm),
+        })
+        .collect()
+}
+
 /// Resolved settings of the plugin host.
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
+    /// The plugins present without a file; [`default_builtins`] unless a test says otherwise.
+    pub builtins: Vec<BuiltinPlugin>,
     /// The plugin directory; `None` runs the built-ins only.
     pub dir: Option<PathBuf>,
     /// Where compiled code is cached, so that a restart skips compilation.
@@ -110,6 +137,7 @@ pub struct PluginSettings {
 impl Default for PluginSettings {
     fn default() -> Self {
         PluginSettings {
+            builtins: default_builtins(),
             dir: None,
             cache_dir: None,
             deadline: Duration::from_millis(20),
@@ -279,7 +307,7 @@ impl PluginHost {
     pub fn start(settings: PluginSettings) -> Result<Arc<PluginHost>, PluginError> {
         let engine = runtime::engine(settings.cache_dir.as_deref()).map_err(PluginError::Engine)?;
         let ticker = Ticker::start(&engine).map_err(PluginError::Engine)?;
-        let mut loader = Loader::new(engine, &settings, builtin::BUILTINS)?;
+        let mut loader = Loader::new(engine, &settings)?;
         if let Some(dir) = &settings.dir {
             std::fs::create_dir_all(dir).map_err(|e| PluginError::Dir {
                 dir: dir.clone(),

@@ -15,18 +15,9 @@ use super::manifest::Manifest;
 use super::metrics::{self, Meters};
 use super::runtime::{self, Compiled, Limits, Plugin, RunSettings};
 use super::{
-    OnError, PluginError, PluginInfo, PluginKind, PluginSettings, PluginSource, PluginStatus,
-    WasiAllowances,
+    BuiltinPlugin, OnError, PluginError, PluginInfo, PluginKind, PluginSettings, PluginSource,
+    PluginStatus, WasiAllowances,
 };
-
-/// A default plugin embedded in the binary.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Builtin {
-    pub name: &'static str,
-    pub kind: PluginKind,
-    pub order: i64,
-    pub wasm: &'static [u8],
-}
 
 /// Lowercase hex SHA-256 of `bytes`: a plugin's version, and what a manifest pins.
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -108,7 +99,7 @@ struct FileSlot {
 }
 
 struct BuiltinSlot {
-    builtin: Builtin,
+    builtin: BuiltinPlugin,
     serving: Serving,
     /// The manifest text (`NAME.toml` without `NAME.wasm`) the serving version was built with.
     manifest: Option<String>,
@@ -128,11 +119,7 @@ pub(crate) struct Loader {
 impl Loader {
     /// Compiles the built-ins. They are part of the binary, so a failure here is a bug
     /// and stops the start.
-    pub(crate) fn new(
-        engine: Engine,
-        settings: &PluginSettings,
-        builtins: &[Builtin],
-    ) -> Result<Loader, PluginError> {
+    pub(crate) fn new(engine: Engine, settings: &PluginSettings) -> Result<Loader, PluginError> {
         let mut loader = Loader {
             engine,
             dir: settings.dir.clone(),
@@ -142,7 +129,7 @@ impl Loader {
             builtins: BTreeMap::new(),
             files: BTreeMap::new(),
         };
-        for builtin in builtins {
+        for builtin in &settings.builtins {
             let serving = loader
                 .load_builtin(builtin, &Manifest::default())
                 .map_err(|reason| PluginError::Builtin {
@@ -152,7 +139,7 @@ impl Loader {
             loader.builtins.insert(
                 builtin.name.to_string(),
                 BuiltinSlot {
-                    builtin: *builtin,
+                    builtin: builtin.clone(),
                     serving,
                     manifest: None,
                     failure: None,
@@ -162,8 +149,12 @@ impl Loader {
         Ok(loader)
     }
 
-    fn load_builtin(&self, builtin: &Builtin, manifest: &Manifest) -> Result<Serving, String> {
-        let compiled = runtime::compile(&self.engine, builtin.wasm)?;
+    fn load_builtin(
+        &self,
+        builtin: &BuiltinPlugin,
+        manifest: &Manifest,
+    ) -> Result<Serving, String> {
+        let compiled = runtime::compile(&self.engine, &builtin.wasm)?;
         if compiled.kind != builtin.kind {
             return Err(format!(
                 "exports the {} world, expected {}",
@@ -171,9 +162,9 @@ impl Loader {
             ));
         }
         self.serve(
-            builtin.name,
+            &builtin.name,
             compiled,
-            content_hash(builtin.wasm),
+            content_hash(&builtin.wasm),
             manifest,
             PluginSource::Builtin,
             builtin.order,
@@ -387,7 +378,7 @@ impl Loader {
         if slot.manifest == manifest && slot.failure.is_none() {
             return;
         }
-        let builtin = slot.builtin;
+        let builtin = slot.builtin.clone();
         let result = match manifest.as_deref().map(Manifest::parse).transpose() {
             Ok(m) => self.load_builtin(&builtin, &m.unwrap_or_default()),
             Err(e) => Err(format!("{name}.toml: {e}")),

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasData, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{
+    Component, HasData, HasSelf, InstancePre, Linker, LinkerInstance, ResourceTable, ResourceType,
+};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
@@ -134,8 +137,9 @@ pub(crate) struct HostState {
     config: Arc<str>,
     limiter: MemoryCap,
     table: ResourceTable,
-    /// Empty stdin, stdout and stderr that discard: Rust's `std` writes a panic message to
-    /// stderr before it aborts, and that must end in the abort's trap, not in a missing import.
+    /// Empty stdin, stdout and stderr that discard, no environment variables, no arguments:
+    /// Rust's `std` reads the environment and writes to stderr when it panics, and that must
+    /// end in the abort's trap, not in a missing import. None of it carries host data.
     cli: WasiCliCtx,
     clocks: Option<WasiClocksCtx>,
     random: Option<WasiRandomCtx>,
@@ -233,8 +237,9 @@ fn random_view(s: &mut HostState) -> &mut WasiRandomCtx {
 pub enum Provision {
     /// The contract's own `host` interface.
     Host,
-    /// Streams and stdio whose output is discarded.
-    Stdio,
+    /// Empty stand-ins that carry no host data: stdio (output discarded), environment
+    /// (no variables, no arguments).
+    Inert,
     /// Given only with `[wasi] clock = true` and the settings' permission.
     Clock,
     /// Given only with `[wasi] random = true` and the settings' permission.
@@ -248,8 +253,13 @@ impl Provision {
         let interface = import.split('@').next().unwrap_or(import);
         match interface {
             i if i.starts_with("hestia:plugin/") => Provision::Host,
-            "wasi:io/error" | "wasi:io/poll" | "wasi:io/streams" | "wasi:cli/stdin"
-            | "wasi:cli/stdout" | "wasi:cli/stderr" => Provision::Stdio,
+            "wasi:io/error"
+            | "wasi:io/poll"
+            | "wasi:io/streams"
+            | "wasi:cli/stdin"
+            | "wasi:cli/stdout"
+            | "wasi:cli/stderr"
+            | "wasi:cli/environment" => Provision::Inert,
             "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => Provision::Clock,
             "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
                 Provision::Random
@@ -263,7 +273,7 @@ impl fmt::Display for Provision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Provision::Host => "provided by the host",
-            Provision::Stdio => "provided, output discarded",
+            Provision::Inert => "provided empty: no input, output discarded, no variables",
             Provision::Clock => "needs [wasi] clock = true and the host's permission",
             Provision::Random => "needs [wasi] random = true and the host's permission",
             Provision::Trap => "not provided: traps if called",
@@ -285,6 +295,7 @@ fn linker(
     wasi::cli::stdin::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     wasi::cli::stdout::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     wasi::cli::stderr::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::cli::environment::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     if wasi_granted.clock {
         wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
         wasi::clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
@@ -294,10 +305,60 @@ fn linker(
         wasi::random::insecure::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
         wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
     }
-    // Everything else a toolchain may have pulled in (environment, exit, filesystem, …) is
-    // defined as a trap: the plugin loads, and fails closed only if it really uses it.
-    l.define_unknown_imports_as_traps(component)?;
+    stub_the_rest(&mut l, engine, component, wasi_granted)?;
     Ok(l)
+}
+
+/// Defines every import the plugin is not given as functions that trap when called:
+/// toolchains pull in interfaces (environment, exit, filesystem, …) that a plugin may never
+/// use, so it loads, and fails closed only if it really calls one. (`Linker::
+/// define_unknown_imports_as_traps` would shadow the semver-compatible WASI versions the
+/// linker does provide, since it matches names exactly.)
+fn stub_the_rest(
+    l: &mut Linker<HostState>,
+    engine: &Engine,
+    component: &Component,
+    wasi_granted: WasiAllowances,
+) -> wasmtime::Result<()> {
+    for (import, item) in component.component_type().imports(engine) {
+        let given = match Provision::of(import) {
+            Provision::Host | Provision::Inert => true,
+            Provision::Clock => wasi_granted.clock,
+            Provision::Random => wasi_granted.random,
+            Provision::Trap => false,
+        };
+        if given {
+            continue;
+        }
+        match item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut li = l.instance(import)?;
+                for (name, item) in instance.exports(engine) {
+                    stub(&mut li, &format!("{import}#{name}"), name, &item.ty)?;
+                }
+            }
+            ty => stub(&mut l.root(), import, import, &ty)?,
+        }
+    }
+    Ok(())
+}
+
+fn stub(
+    li: &mut LinkerInstance<'_, HostState>,
+    full_name: &str,
+    name: &str,
+    item: &ComponentItem,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let message = format!("`{full_name}` is not available to plugins");
+            li.func_new(name, move |_, _, _, _| {
+                Err(wasmtime::Error::msg(message.clone()))
+            })
+        }
+        ComponentItem::Resource(_) => li.resource(name, ResourceType::host::<()>(), |_, _| Ok(())),
+        _ => Ok(()),
+    }
 }
 
 /// A component that compiled, with the world it exports.
