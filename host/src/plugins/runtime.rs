@@ -6,6 +6,10 @@
 //! pooling allocator; `InstancePre`), must never outlive its deadline (epoch interruption,
 //! ticked by one background thread), and must never take the process down (every failure is
 //! a [`Fault`], and the instance that failed is dropped instead of going back to the pool).
+//!
+//! The deadline is wall-clock time: on an oversubscribed machine a thread descheduled in
+//! the middle of a call can see its deadline pass. That fails closed like any timeout and
+//! shows in `hestia_plugin_timeouts_total`; size `deadline` for the machine, not the plugin.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,11 +20,14 @@ mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
-/// Settings for a host that loads only `dir`: no built-ins, no watcher.
+/// Settings for a host that loads only `dir`: no built-ins, no watcher. The deadline is
+/// generous: it is wall-clock time, and a loaded test machine must never time out a call
+/// that is not meant to; the tests of the deadline set their own.
 fn settings(dir: &Path) -> PluginSettings {
     PluginSettings {
         builtins: Vec::new(),
         dir: Some(dir.to_path_buf()),
+        deadline: Duration::from_secs(2),
         ..PluginSettings::default()
     }
 }
@@ -266,6 +269,10 @@ fn faults_fail_closed_with_a_named_cause() {
         let dir = tempfile::tempdir().unwrap();
         install(dir.path(), name, guest);
         install(dir.path(), "validator", guests::VALIDATOR);
+        // The default deadline (20 ms) for the plugin meant to run into it.
+        if name == "loop" {
+            manifest(dir.path(), name, "[limits]\ndeadline_ms = 20");
+        }
         let host = start(dir.path());
         for _ in 0..3 {
             assert_eq!(
@@ -834,4 +841,54 @@ fn list_prints_a_table() {
         lines[3].starts_with("junk: not a valid WebAssembly component"),
         "{text}"
     );
+}
+
+/// The defaults embedded in the binary start, each in its own chain, listed as built-ins,
+/// and answer a first call of their kind.
+#[test]
+fn the_default_builtins_load() {
+    let defaults = hestia::plugins::default_builtins();
+    let host = PluginHost::start(PluginSettings::default()).unwrap();
+    let listed: Vec<(String, Option<PluginKind>, PluginSource, PluginStatus)> = host
+        .list()
+        .into_iter()
+        .map(|p| (p.name, p.kind, p.source, p.state))
+        .collect();
+    let mut expected: Vec<_> = defaults
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                Some(b.kind),
+                PluginSource::Builtin,
+                PluginStatus::Active,
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut listed = listed;
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed, expected);
+    // Whatever they decide, they decide it without failing: no denial names a fault.
+    let reasons = [
+        match authorize(&host) {
+            Decision::Deny(d) => d.reason,
+            _ => String::new(),
+        },
+        host.accept_audience(
+            &["https://ehr.example/fhir/r4".into()],
+            "https://ehr.example/fhir/r4",
+        )
+        .err()
+        .map(|d| d.reason)
+        .unwrap_or_default(),
+    ];
+    for reason in reasons {
+        for fault in ["trapped", "timed out", "exceeded memory", "not loaded"] {
+            assert!(!reason.starts_with(fault), "{reason}");
+        }
+    }
+    for issue in host.validate("Patient", r#"{"resourceType":"Patient","id":"p1"}"#) {
+        assert!(!issue.diagnostics.contains("denied: trapped"), "{issue:?}");
+    }
 }
