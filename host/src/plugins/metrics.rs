@@ -1,6 +1,6 @@
-//! Per-plugin metrics. Handles are registered once per chain slot (at load and reload), so a
-//! call only bumps atomics; the Prometheus recorder must therefore be installed before
-//! [`super::PluginHost::start`].
+//! Per-plugin metrics. Handles are registered once per chain slot (at its first call after a
+//! load or reload), so a call only bumps atomics; the Prometheus recorder must be installed
+//! before the first call.
 
 use metrics::{Counter, Histogram, counter, histogram};
 

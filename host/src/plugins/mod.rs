@@ -265,7 +265,7 @@ impl Member {
             Ok(answer) => {
                 let denied = denies(&answer);
                 let outcome = if denied { Outcome::Deny } else { Outcome::Ok };
-                self.meters.record(outcome, denied, seconds);
+                self.meters().record(outcome, denied, seconds);
                 Step::Answer(answer)
             }
             Err(fault) => {
@@ -277,7 +277,7 @@ impl Member {
                     Fault::NotLoaded(_) => Outcome::NotLoaded,
                 };
                 let skip = self.on_error == OnError::Allow;
-                self.meters.record(outcome, !skip, seconds);
+                self.meters().record(outcome, !skip, seconds);
                 if skip {
                     tracing::warn!(
                         plugin = &*self.name,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -33,7 +33,17 @@ pub(crate) struct Member {
     pub name: Arc<str>,
     pub on_error: OnError,
     pub slot: Slot,
-    pub meters: Meters,
+    pub kind: PluginKind,
+    /// Registered at the first call, so that a recorder installed after the start still
+    /// gets them.
+    pub meters: OnceLock<Meters>,
+}
+
+impl Member {
+    pub(crate) fn meters(&self) -> &Meters {
+        self.meters
+            .get_or_init(|| Meters::new(&self.name, self.kind.as_str()))
+    }
 }
 
 pub(crate) enum Slot {
@@ -440,7 +450,8 @@ impl Loader {
                     name: name.as_str().into(),
                     on_error: s.on_error,
                     slot: Slot::Ready(s.plugin.clone()),
-                    meters: Meters::new(name, kind.as_str()),
+                    kind,
+                    meters: OnceLock::new(),
                 };
                 snapshot.chain_mut(kind).push(member);
                 continue;
@@ -472,7 +483,8 @@ impl Loader {
                     name: name.as_str().into(),
                     on_error: failure.on_error,
                     slot: Slot::Broken(failure.error.clone()),
-                    meters: Meters::new(name, kind.as_str()),
+                    kind,
+                    meters: OnceLock::new(),
                 });
             }
         }

@@ -892,3 +892,72 @@ fn the_default_builtins_load() {
         assert!(!issue.diagnostics.contains("denied: trapped"), "{issue:?}");
     }
 }
+
+/// The value of the Prometheus sample `name{labels…}` in `text`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{')?;
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        (metric == name && all)
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn calls_are_counted_per_plugin_and_outcome() {
+    let metrics = hestia::telemetry::metrics_handle();
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "metered-allow", guests::ALLOW_ALL);
+    let host = start(dir.path());
+    for _ in 0..3 {
+        assert_eq!(authorize(&host), Decision::Allow);
+    }
+    install(dir.path(), "metered-loop", guests::INFINITE_LOOP);
+    manifest(dir.path(), "metered-loop", "[limits]\ndeadline_ms = 5");
+    put(dir.path(), "metered-junk.wasm", b"junk");
+    manifest(dir.path(), "metered-junk", "kind = \"resource-validator\"");
+    host.reload();
+    assert_eq!(denial(&host).plugin, "metered-loop");
+
+    let text = metrics.render();
+    let allow = [("plugin", "metered-allow"), ("kind", "scope-policy")];
+    let looping = [("plugin", "metered-loop"), ("kind", "scope-policy")];
+    let calls = "hestia_plugin_calls_total";
+    assert_eq!(
+        sample(&text, calls, &[allow[0], allow[1], ("outcome", "ok")]),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, calls, &[looping[0], ("outcome", "timeout")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_timeouts_total", &looping),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_denials_total", &looping),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hestia_plugin_call_duration_seconds_count",
+            &allow[..1]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hestia_plugin_load_failures_total",
+            &[("plugin", "metered-junk"), ("kind", "resource-validator")]
+        ),
+        Some(1.0)
+    );
+}
