@@ -43,7 +43,7 @@ const POOL_COMPONENT_INSTANCES: u32 = 512;
 const POOL_CORE_INSTANCES: u32 = 2048;
 const POOL_MEMORIES: u32 = 1024;
 const POOL_TABLES: u32 = 2048;
-/// Where wasmtime 48 reports a component's contract version from: its bindings module.
+/// The contract version whose bindings accept the components loaded here (the only one so far).
 pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Builds the engine every plugin of one host shares.
@@ -375,7 +375,7 @@ pub(crate) struct Compiled {
 
 /// Compiles `bytes` and detects the world from the component's exports.
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String> {
-    if wasmparser_is_core_module(bytes) {
+    if is_core_module(bytes) {
         return Err("this is a core WebAssembly module, not a component \
                     (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
             .to_string());
@@ -400,7 +400,7 @@ pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String>
 }
 
 /// Core modules start with version 1 in the preamble; components use a different layer byte.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
