@@ -1,1 +1,115 @@
-fn main() {}
+//! Builds the default plugins (the `plugins/` guest workspace) for wasm32-wasip2 and embeds
+//! them: `src/plugins/builtin.rs` includes the generated `builtin_plugins.rs`.
+//!
+//! The nested cargo gets its own target directory: sharing the outer one would deadlock on
+//! its lock. Flags meant for the host (RUSTFLAGS, wrappers such as clippy's) are removed.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The built-in plugins: (name, kind variant, order, cargo artifact in `plugins/`).
+/// An empty list builds nothing and needs no `plugins/` directory.
+const BUILTINS: &[(&str, &str, i64, &str)] = &[];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let mut generated = String::from("&[\n");
+    if !BUILTINS.is_empty() {
+        let wasm_dir = build_plugins(&root, &out_dir);
+        for (name, kind, order, artifact) in BUILTINS {
+            let path = wasm_dir.join(format!("{artifact}.wasm"));
+            if !path.is_file() {
+                panic!("the plugins build did not produce {}", path.display());
+            }
+            writeln!(
+                generated,
+                "    ({name:?}, PluginKind::{kind}, {order}, include_bytes!({path:?})),",
+                path = path.display().to_string(),
+            )
+            .expect("writing to a String");
+        }
+    }
+    generated.push_str("]\n");
+    std::fs::write(out_dir.join("builtin_plugins.rs"), generated)
+        .expect("write builtin_plugins.rs");
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2` on `plugins/`; returns where the
+/// components are.
+fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
+    let plugins = root.join("plugins");
+    let manifest = plugins.join("Cargo.toml");
+    if !manifest.is_file() {
+        panic!(
+            "{} is missing: the default plugins are built from the `plugins/` workspace \
+             (members smart-scopes, audience, structural-validator)",
+            manifest.display()
+        );
+    }
+    for watched in [plugins.clone(), root.join("sdk"), root.join("wit")] {
+        rerun_if_changed(&watched);
+    }
+    // Beside the profile directory, so that it survives `cargo clean -p hestia` and is
+    // shared by every build of the host.
+    let target_dir = out_dir.join("../../../plugins-wasm");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(&target_dir);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cannot run cargo for the plugins");
+    if !status.success() {
+        panic!(
+            "building the default plugins in {} failed ({status})",
+            plugins.display()
+        );
+    }
+    target_dir.join("wasm32-wasip2").join("release")
+}
+
+/// Sources only: the guest workspace's own `target/` must not retrigger this script.
+fn rerun_if_changed(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            rerun_if_changed(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}

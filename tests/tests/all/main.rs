@@ -2,5 +2,6 @@
 
 mod fhir;
 mod foundation;
+mod plugins;
 mod store;
 mod support;

@@ -1,0 +1,129 @@
+//! Time per plugin decision through `PluginHost`, warm (an instance from the pool) and fresh
+//! (`isolation = true`: a new pooled instance per call), for a test guest of each kind and
+//! for every default plugin built into the binary.
+//!
+//! Run: `cargo bench -p hestia-bench --bench plugins`.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hestia::plugins::{
+    BuiltinPlugin, Claims, FhirRequest, Interaction, PluginHost, PluginKind, PluginSettings,
+    default_builtins,
+};
+
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+const BASE: &str = "https://ehr.example/fhir/r4";
+
+fn request() -> FhirRequest {
+    FhirRequest {
+        interaction: Interaction::SearchType,
+        resource_type: Some("Observation".into()),
+        id: None,
+        operation: None,
+        parameters: vec![("category".into(), "laboratory".into())],
+        body_json: None,
+        base_url: BASE.into(),
+    }
+}
+
+fn claims() -> Claims {
+    Claims {
+        issuer: "https://ehr.example".into(),
+        subject: "alice".into(),
+        client_id: "postman".into(),
+        audiences: vec![BASE.into()],
+        scopes: vec!["patient/Observation.rs".into(), "launch/patient".into()],
+        fhir_user: Some("Patient/p1".into()),
+        patient: Some("p1".into()),
+        expires_at: 4_000_000_000,
+        raw_json: "{}".into(),
+    }
+}
+
+const PATIENT: &str = r#"{"resourceType":"Patient","id":"p1","active":true,"birthDate":"1970-01-01","name":[{"family":"Doe","given":["Jane"]}]}"#;
+
+/// A host whose only plugin is `plugin`, served as a built-in; `fresh` adds a manifest that
+/// asks for isolation.
+fn host(plugin: BuiltinPlugin, fresh: bool, dir: &Path) -> Arc<PluginHost> {
+    if fresh {
+        std::fs::write(
+            dir.join(format!("{}.toml", plugin.name)),
+            "isolation = true",
+        )
+        .unwrap();
+    }
+    PluginHost::start(PluginSettings {
+        builtins: vec![plugin],
+        dir: Some(dir.to_path_buf()),
+        ..PluginSettings::default()
+    })
+    .unwrap()
+}
+
+fn decide(c: &mut Criterion, label: &str, plugin: BuiltinPlugin) {
+    for (mode, fresh) in [("warm", false), ("fresh", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(plugin.clone(), fresh, dir.path());
+        let (req, claims, audiences) = (request(), claims(), vec![BASE.to_string()]);
+        let name = format!("{label}/{mode}");
+        match plugin.kind {
+            PluginKind::ScopePolicy => {
+                c.bench_function(&name, |b| b.iter(|| host.authorize(&req, &claims)));
+            }
+            PluginKind::AudienceRule => {
+                c.bench_function(&name, |b| b.iter(|| host.accept_audience(&audiences, BASE)));
+            }
+            PluginKind::ResourceValidator => {
+                c.bench_function(&name, |b| b.iter(|| host.validate("Patient", PATIENT)));
+            }
+        }
+    }
+}
+
+fn guest(name: &str, kind: PluginKind, path: &str) -> BuiltinPlugin {
+    BuiltinPlugin {
+        name: name.into(),
+        kind,
+        order: 0,
+        wasm: Cow::Owned(std::fs::read(path).unwrap()),
+    }
+}
+
+fn plugins(c: &mut Criterion) {
+    decide(
+        c,
+        "guest allow-all authorize",
+        guest("allow-all", PluginKind::ScopePolicy, guests::ALLOW_ALL),
+    );
+    decide(
+        c,
+        "guest audience-rule accept",
+        guest(
+            "audience-rule",
+            PluginKind::AudienceRule,
+            guests::AUDIENCE_RULE,
+        ),
+    );
+    decide(
+        c,
+        "guest validator validate",
+        guest(
+            "validator",
+            PluginKind::ResourceValidator,
+            guests::VALIDATOR,
+        ),
+    );
+    for builtin in default_builtins() {
+        let label = format!("default {} {}", builtin.name, builtin.kind);
+        decide(c, &label, builtin);
+    }
+}
+
+criterion_group!(benches, plugins);
+criterion_main!(benches);

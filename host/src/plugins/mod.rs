@@ -1,0 +1,470 @@
+//! WebAssembly plugins: scope policies, audience rules and resource validators, typed by the
+//! WIT package `hestia:plugin` and run by wasmtime.
+//!
+//! The rest of the host sees only [`PluginHost`] and the plain types of [`types`]: no
+//! wasmtime or generated binding type leaves this module. Every call is synchronous and
+//! short (it runs under a deadline), fails closed, and is safe from any thread.
+//!
+//! Map: [`bindings`] (generated, one module per contract version, plus conversions),
+//! `runtime` (engine, stores, limits, warm pools), `registry` (plugins by name, snapshots),
+//! `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`] (`hestia plugin …`).
+
+mod bindings;
+mod builtin;
+pub mod cli;
+mod manifest;
+mod metrics;
+mod registry;
+mod runtime;
+pub mod types;
+mod watcher;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+
+use self::bindings::Verdict;
+use self::metrics::Outcome;
+use self::registry::{Loader, Member, Slot, Snapshot};
+use self::runtime::{Fault, Plugin, Ticker};
+
+pub use self::manifest::{Manifest, WasiAsk};
+pub use self::registry::content_hash;
+pub use self::runtime::Provision;
+pub use self::types::{
+    AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
+    SearchConstraint, Severity, TokenRequest,
+};
+
+/// The three plugin kinds, one per WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    ScopePolicy,
+    AudienceRule,
+    ResourceValidator,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::ScopePolicy,
+        PluginKind::AudienceRule,
+        PluginKind::ResourceValidator,
+    ];
+
+    /// The world's name in the WIT package.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::ScopePolicy => "scope-policy",
+            PluginKind::AudienceRule => "audience-rule",
+            PluginKind::ResourceValidator => "resource-validator",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a plugin's failure (trap, timeout, out of memory, failed load) means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Fail closed: the failure is a denial naming the plugin.
+    #[default]
+    Deny,
+    /// Skip the plugin (still counted and logged).
+    Allow,
+}
+
+/// Which WASI interfaces manifests may ask for. Default: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct WasiAllowances {
+    pub clock: bool,
+    pub random: bool,
+}
+
+/// A plugin that is there without a file: the defaults embedded in the binary (see
+/// [`default_builtins`]). A file of the same name in the plugin directory overrides it;
+/// deleting that file brings it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltinPlugin {
+    pub name: String,
+    pub kind: PluginKind,
+    pub order: i64,
+    pub wasm: Cow<'static, [u8]>,
+}
+
+/// The default plugins embedded in this binary.
+pub fn default_builtins() -> Vec<BuiltinPlugin> {
+    builtin::DEFAULTS
+        .iter()
+        .map(|&(name, kind, order, wasm)| BuiltinPlugin {
+            name: name.to_string(),
+            kind,
+            order,
+            wasm: Cow::Borrowed(wasm),
+        })
+        .collect()
+}
+
+/// Resolved settings of the plugin host.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// The plugins present without a file; [`default_builtins`] unless a test says otherwise.
+    pub builtins: Vec<BuiltinPlugin>,
+    /// The plugin directory; `None` runs the built-ins only.
+    pub dir: Option<PathBuf>,
+    /// Where compiled code is cached, so that a restart skips compilation.
+    pub cache_dir: Option<PathBuf>,
+    /// Per-call deadline, unless a manifest says otherwise.
+    pub deadline: Duration,
+    /// Per-instance memory cap in bytes, unless a manifest says otherwise.
+    pub memory_limit: usize,
+    /// What manifests may ask of WASI.
+    pub allow_wasi: WasiAllowances,
+    /// Watch `dir` and reload on change.
+    pub watch: bool,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            builtins: default_builtins(),
+            dir: None,
+            cache_dir: None,
+            deadline: Duration::from_millis(20),
+            memory_limit: 16 << 20,
+            allow_wasi: WasiAllowances::default(),
+            watch: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("built-in plugin {name} does not load: {reason}")]
+    Builtin { name: String, reason: String },
+    #[error("plugin directory {}: {reason}", dir.display())]
+    Dir { dir: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Check { path: PathBuf, reason: String },
+}
+
+/// Where a plugin's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    Builtin,
+    File(PathBuf),
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Builtin => f.write_str("builtin"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginStatus {
+    /// The newest version serves.
+    Active,
+    /// An older version (or the built-in) serves: the newest file did not load (`last_error`).
+    Stale,
+    /// Nothing of it loaded: it fails closed (or is skipped with `on_error = "allow"`).
+    Failed,
+}
+
+impl fmt::Display for PluginStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PluginStatus::Active => "active",
+            PluginStatus::Stale => "stale",
+            PluginStatus::Failed => "failed",
+        })
+    }
+}
+
+/// One row of `hestia plugin list` and `GET /admin/plugins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    /// `None` only for a failed file whose kind is unknown.
+    pub kind: Option<PluginKind>,
+    pub order: i64,
+    /// The first 12 hex digits of the SHA-256 of the serving (or failed) bytes.
+    pub version: String,
+    pub source: PluginSource,
+    pub state: PluginStatus,
+    pub last_error: Option<String>,
+    pub on_error: OnError,
+    pub isolation: bool,
+    pub deadline: Duration,
+    pub memory_limit: usize,
+}
+
+/// The plugin host: the built-in default plugins plus those of the plugin directory,
+/// chained per kind in `(order, name)` order.
+///
+/// Chaining semantics:
+/// - [`grant`](Self::grant): every scope-policy plugin sees the same request; a requested
+///   scope is granted only if every policy grants it. Each refused scope carries the reason
+///   of the first plugin that refused it, as `"plugin P: reason"`. Scopes a plugin grants
+///   that were not requested are ignored.
+/// - [`authorize`](Self::authorize): deny wins, naming the first plugin that denied (later
+///   plugins are not called); otherwise the constraints of all plugins accumulate, and the
+///   request is allowed within all of them.
+/// - [`resolve_audience`](Self::resolve_audience): a pipeline; each audience rule gets the
+///   audiences the previous one resolved as its `requested`. The first error is a denial.
+/// - [`accept_audience`](Self::accept_audience): every audience rule must accept.
+/// - [`validate`](Self::validate): the issues of all validators, concatenated.
+/// - An empty chain decides nothing: everything requested is granted, allowed, resolved or
+///   accepted, and there are no issues. The built-ins keep the chains non-empty.
+///
+/// A plugin that traps, times out, runs out of memory or never loaded fails closed (a
+/// denial, a refused scope, an error issue) naming the plugin and the cause, unless its
+/// manifest says `on_error = "allow"`, which skips it. Either way it is logged and counted.
+pub struct PluginHost {
+    snapshot: ArcSwap<Snapshot>,
+    loader: Mutex<Loader>,
+    watcher: Mutex<Option<watcher::Watcher>>,
+    _ticker: Ticker,
+}
+
+/// What one chain member came to.
+enum Step<R> {
+    Answer(R),
+    Skip,
+    Fail(String),
+}
+
+impl Member {
+    fn invoke<R>(
+        &self,
+        call: impl FnOnce(&Plugin) -> Result<R, Fault>,
+        denies: impl FnOnce(&R) -> bool,
+    ) -> Step<R> {
+        let start = Instant::now();
+        let result = match &self.slot {
+            Slot::Ready(plugin) => call(plugin),
+            Slot::Broken(error) => Err(Fault::NotLoaded(error.clone())),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        match result {
+            Ok(answer) => {
+                let denied = denies(&answer);
+                let outcome = if denied { Outcome::Deny } else { Outcome::Ok };
+                self.meters().record(outcome, denied, seconds);
+                Step::Answer(answer)
+            }
+            Err(fault) => {
+                let outcome = match fault {
+                    Fault::Trap(_) => Outcome::Trap,
+                    Fault::Timeout(_) => Outcome::Timeout,
+                    Fault::OutOfMemory(_) => Outcome::OutOfMemory,
+                    Fault::Instantiate(_) => Outcome::InstantiateError,
+                    Fault::NotLoaded(_) => Outcome::NotLoaded,
+                };
+                let skip = self.on_error == OnError::Allow;
+                self.meters().record(outcome, !skip, seconds);
+                if skip {
+                    tracing::warn!(
+                        plugin = &*self.name,
+                        "plugin skipped (on_error = allow): {fault}"
+                    );
+                    Step::Skip
+                } else {
+                    tracing::warn!(plugin = &*self.name, "plugin failed closed: {fault}");
+                    Step::Fail(fault.to_string())
+                }
+            }
+        }
+    }
+
+    fn denial(&self, reason: String) -> Denial {
+        Denial {
+            plugin: self.name.to_string(),
+            reason,
+        }
+    }
+}
+
+impl PluginHost {
+    /// Loads the built-ins, then the plugin directory (created if missing), and starts the
+    /// watcher when `settings.watch`. Compilation happens here and in the watcher thread,
+    /// never in a call.
+    pub fn start(settings: PluginSettings) -> Result<Arc<PluginHost>, PluginError> {
+        let engine = runtime::engine(settings.cache_dir.as_deref()).map_err(PluginError::Engine)?;
+        let ticker = Ticker::start(&engine).map_err(PluginError::Engine)?;
+        let mut loader = Loader::new(engine, &settings)?;
+        if let Some(dir) = &settings.dir {
+            std::fs::create_dir_all(dir).map_err(|e| PluginError::Dir {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            loader.scan();
+        }
+        let host = Arc::new(PluginHost {
+            snapshot: ArcSwap::from_pointee(loader.snapshot()),
+            loader: Mutex::new(loader),
+            watcher: Mutex::new(None),
+            _ticker: ticker,
+        });
+        if let (Some(dir), true) = (&settings.dir, settings.watch) {
+            let watcher =
+                watcher::Watcher::start(dir, Arc::downgrade(&host)).map_err(|reason| {
+                    PluginError::Dir {
+                        dir: dir.clone(),
+                        reason,
+                    }
+                })?;
+            *host.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
+        }
+        Ok(host)
+    }
+
+    /// Rescans the plugin directory now and swaps in what changed. The watcher calls this;
+    /// calls in flight finish on the versions they started with.
+    pub fn reload(&self) {
+        let mut loader = self.loader.lock().unwrap_or_else(PoisonError::into_inner);
+        loader.scan();
+        self.snapshot.store(Arc::new(loader.snapshot()));
+    }
+
+    /// Which of `req.requested` the token gets, and why not the others.
+    pub fn grant(&self, req: &TokenRequest) -> Grant {
+        let snapshot = self.snapshot.load();
+        let mut granted = req.requested.clone();
+        let mut refused = Vec::new();
+        for member in &snapshot.scope_policies {
+            if granted.is_empty() {
+                break;
+            }
+            let step = member.invoke(|p| p.grant(req), |g| !g.refused.is_empty());
+            match step {
+                Step::Answer(answer) => granted.retain(|scope| {
+                    if answer.granted.contains(scope) {
+                        return true;
+                    }
+                    let reason = answer
+                        .refused
+                        .iter()
+                        .find(|(s, _)| s == scope)
+                        .map_or("not granted", |(_, why)| why.as_str());
+                    refused.push((scope.clone(), format!("plugin {}: {reason}", member.name)));
+                    false
+                }),
+                Step::Skip => {}
+                Step::Fail(reason) => {
+                    refused.extend(
+                        granted
+                            .drain(..)
+                            .map(|s| (s, format!("plugin {}: {reason}", member.name))),
+                    );
+                }
+            }
+        }
+        Grant { granted, refused }
+    }
+
+    /// May this FHIR request go ahead, and within which constraints.
+    pub fn authorize(&self, req: &FhirRequest, claims: &Claims) -> Decision {
+        let snapshot = self.snapshot.load();
+        let mut constraints = Vec::new();
+        for member in &snapshot.scope_policies {
+            let step = member.invoke(
+                |p| p.authorize(req, claims),
+                |v| matches!(v, Verdict::Deny(_)),
+            );
+            match step {
+                Step::Answer(Verdict::Allow) | Step::Skip => {}
+                Step::Answer(Verdict::AllowWithin(c)) => constraints.extend(c),
+                Step::Answer(Verdict::Deny(reason)) | Step::Fail(reason) => {
+                    return Decision::Deny(member.denial(reason));
+                }
+            }
+        }
+        if constraints.is_empty() {
+            Decision::Allow
+        } else {
+            Decision::AllowWithin(constraints)
+        }
+    }
+
+    /// The audiences a token about to be issued gets.
+    pub fn resolve_audience(&self, req: &AudienceRequest) -> Result<Vec<String>, Denial> {
+        let snapshot = self.snapshot.load();
+        let mut current = req.clone();
+        for member in &snapshot.audience_rules {
+            match member.invoke(|p| p.resolve(&current), Result::is_err) {
+                Step::Answer(Ok(audiences)) => current.requested = audiences,
+                Step::Skip => {}
+                Step::Answer(Err(reason)) | Step::Fail(reason) => return Err(member.denial(reason)),
+            }
+        }
+        Ok(current.requested)
+    }
+
+    /// Whether a token with these audiences may be used at `server_base_url`.
+    pub fn accept_audience(
+        &self,
+        token_audiences: &[String],
+        server_base_url: &str,
+    ) -> Result<(), Denial> {
+        let snapshot = self.snapshot.load();
+        for member in &snapshot.audience_rules {
+            match member.invoke(
+                |p| p.accept(token_audiences, server_base_url),
+                Result::is_err,
+            ) {
+                Step::Answer(Ok(())) | Step::Skip => {}
+                Step::Answer(Err(reason)) | Step::Fail(reason) => return Err(member.denial(reason)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The issues all validators find in a resource. A validator that fails adds one
+    /// `error`/`exception` issue naming it.
+    pub fn validate(&self, resource_type: &str, resource_json: &str) -> Vec<Issue> {
+        let snapshot = self.snapshot.load();
+        let mut issues = Vec::new();
+        for member in &snapshot.validators {
+            let step = member.invoke(
+                |p| p.validate(resource_type, resource_json),
+                |found| {
+                    found
+                        .iter()
+                        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+                },
+            );
+            match step {
+                Step::Answer(found) => issues.extend(found),
+                Step::Skip => {}
+                Step::Fail(reason) => issues.push(Issue {
+                    severity: Severity::Error,
+                    code: "exception".to_string(),
+                    expression: None,
+                    diagnostics: member.denial(reason).to_string(),
+                }),
+            }
+        }
+        issues
+    }
+
+    /// Every plugin, in chain order: name, kind, version, source, state, last error.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        self.snapshot.load().infos.clone()
+    }
+}

@@ -1,0 +1,669 @@
+//! The wasmtime side: one engine per host, compiled components, stores with a deadline and
+//! a memory cap, and a pool of warm instances per plugin version.
+//!
+//! Why it looks like this: a decision is on the path of every FHIR request, so a call must
+//! cost well under a microsecond when warm (no async machinery, `concurrency_support(false)`;
+//! pooling allocator; `InstancePre`), must never outlive its deadline (epoch interruption,
+//! ticked by one background thread), and must never take the process down (every failure is
+//! a [`Fault`], and the instance that failed is dropped instead of going back to the pool).
+//!
+//! The deadline is wall-clock time: on an oversubscribed machine a thread descheduled in
+//! the middle of a call can see its deadline pass. That fails closed like any timeout and
+//! shows in `hestia_plugin_timeouts_total`; size `deadline` for the machine, not the plugin.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{
+    Component, HasData, HasSelf, InstancePre, Linker, LinkerInstance, ResourceTable, ResourceType,
+};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::cli::{WasiCli, WasiCliCtx, WasiCliCtxView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
+use wasmtime_wasi::p2::bindings::sync as wasi;
+use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
+
+use super::bindings::{Verdict, v0_1_0};
+use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
+use super::{PluginKind, WasiAllowances};
+
+/// How often the engine's epoch advances: the unit of every deadline.
+const TICK: Duration = Duration::from_millis(1);
+/// Largest memory a manifest may ask for; the pooling allocator is sized for it.
+pub(crate) const MAX_MEMORY_MIB: u64 = 1024;
+/// Slots of the pooling allocator. Warm instances hold one each while idle.
+const POOL_COMPONENT_INSTANCES: u32 = 512;
+const POOL_CORE_INSTANCES: u32 = 2048;
+const POOL_MEMORIES: u32 = 1024;
+const POOL_TABLES: u32 = 2048;
+/// The contract version whose bindings accept the components loaded here (the only one so far).
+pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Builds the engine every plugin of one host shares.
+pub(crate) fn engine(cache_dir: Option<&std::path::Path>) -> Result<Engine, String> {
+    let mut config = Config::new();
+    // The async component model machinery costs about 0.4 µs per synchronous call.
+    config.concurrency_support(false);
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+        .total_core_instances(POOL_CORE_INSTANCES)
+        .total_memories(POOL_MEMORIES)
+        .total_tables(POOL_TABLES)
+        .max_memory_size((MAX_MEMORY_MIB as usize) << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = cache_dir {
+        // wasmtime's own cache keys entries by the content, the compiler settings and the
+        // wasmtime version, which is exactly the key we need, without `unsafe` deserialisation.
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = Cache::new(cache)
+            .map_err(|e| format!("compilation cache in {}: {e}", dir.display()))?;
+        config.cache(Some(cache));
+    }
+    Engine::new(&config).map_err(|e| format!("{e:#}"))
+}
+
+/// Advances the engine's epoch every [`TICK`] until the engine is gone or the ticker is dropped.
+pub(crate) struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    pub(crate) fn start(engine: &Engine) -> Result<Ticker, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        thread::Builder::new()
+            .name("hestia-plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+        Ok(Ticker { stop })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Per-call limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub deadline: Duration,
+    pub memory: usize,
+}
+
+/// What can go wrong in one call. Each one fails closed unless the plugin's manifest says
+/// `on_error = "allow"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Trap(String),
+    Timeout(Duration),
+    OutOfMemory(usize),
+    Instantiate(String),
+    /// The plugin's file never loaded; nothing of it can run.
+    NotLoaded(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Trap(msg) => write!(f, "trapped: {msg}"),
+            Fault::Timeout(d) => write!(f, "timed out after {} ms", d.as_millis()),
+            Fault::OutOfMemory(bytes) => write!(f, "exceeded memory limit {} MiB", bytes >> 20),
+            Fault::Instantiate(msg) => write!(f, "could not be instantiated: {msg}"),
+            Fault::NotLoaded(msg) => write!(f, "not loaded: {msg}"),
+        }
+    }
+}
+
+/// The state of one store: as narrow as the contract allows. WASI context beyond discarded
+/// stdio exists only when the manifest asked for it and the settings allowed it.
+pub(crate) struct HostState {
+    name: Arc<str>,
+    config: Arc<str>,
+    limiter: MemoryCap,
+    table: ResourceTable,
+    /// Empty stdin, stdout and stderr that discard, no environment variables, no arguments:
+    /// Rust's `std` reads the environment and writes to stderr when it panics, and that must
+    /// end in the abort's trap, not in a missing import. None of it carries host data.
+    cli: WasiCliCtx,
+    clocks: Option<WasiClocksCtx>,
+    random: Option<WasiRandomCtx>,
+}
+
+/// Store limits that remember whether the memory cap was hit, so that the trap that follows
+/// (Rust aborts on allocation failure) can be reported as what it is.
+struct MemoryCap {
+    limits: StoreLimits,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.exceeded = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl v0_1_0::host::Host for HostState {
+    fn log(&mut self, level: v0_1_0::wit::LogLevel, message: String) {
+        use v0_1_0::wit::LogLevel;
+        let plugin = &*self.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+}
+
+impl v0_1_0::wit::Host for HostState {}
+
+struct Table;
+
+impl HasData for Table {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+fn cli_view(s: &mut HostState) -> WasiCliCtxView<'_> {
+    WasiCliCtxView {
+        ctx: &mut s.cli,
+        table: &mut s.table,
+    }
+}
+
+fn clocks_view(s: &mut HostState) -> WasiClocksCtxView<'_> {
+    WasiClocksCtxView {
+        ctx: s.clocks.get_or_insert_with(WasiClocksCtx::default),
+        table: &mut s.table,
+    }
+}
+
+fn random_view(s: &mut HostState) -> &mut WasiRandomCtx {
+    s.random.get_or_insert_with(WasiRandomCtx::default)
+}
+
+/// What a plugin's import is given, for linking and for `hestia plugin check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provision {
+    /// The contract's own `host` interface.
+    Host,
+    /// Empty stand-ins that carry no host data: stdio (output discarded), environment
+    /// (no variables, no arguments).
+    Inert,
+    /// Given only with `[wasi] clock = true` and the settings' permission.
+    Clock,
+    /// Given only with `[wasi] random = true` and the settings' permission.
+    Random,
+    /// Anything else: defined, but traps if the plugin calls it.
+    Trap,
+}
+
+impl Provision {
+    pub fn of(import: &str) -> Provision {
+        let interface = import.split('@').next().unwrap_or(import);
+        match interface {
+            i if i.starts_with("hestia:plugin/") => Provision::Host,
+            "wasi:io/error"
+            | "wasi:io/poll"
+            | "wasi:io/streams"
+            | "wasi:cli/stdin"
+            | "wasi:cli/stdout"
+            | "wasi:cli/stderr"
+            | "wasi:cli/environment" => Provision::Inert,
+            "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => Provision::Clock,
+            "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
+                Provision::Random
+            }
+            _ => Provision::Trap,
+        }
+    }
+}
+
+impl fmt::Display for Provision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provision::Host => "provided by the host",
+            Provision::Inert => "provided empty: no input, output discarded, no variables",
+            Provision::Clock => "needs [wasi] clock = true and the host's permission",
+            Provision::Random => "needs [wasi] random = true and the host's permission",
+            Provision::Trap => "not provided: traps if called",
+        })
+    }
+}
+
+fn linker(
+    engine: &Engine,
+    component: &Component,
+    wasi_granted: WasiAllowances,
+) -> wasmtime::Result<Linker<HostState>> {
+    let mut l = Linker::new(engine);
+    v0_1_0::host::add_to_linker::<_, HasSelf<HostState>>(&mut l, |s| s)?;
+    v0_1_0::wit::add_to_linker::<_, HasSelf<HostState>>(&mut l, |s| s)?;
+    wasi::io::error::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
+    wasi::io::poll::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
+    wasi::io::streams::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
+    wasi::cli::stdin::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::cli::stdout::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::cli::stderr::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::cli::environment::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    if wasi_granted.clock {
+        wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
+        wasi::clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
+    }
+    if wasi_granted.random {
+        wasi::random::random::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
+        wasi::random::insecure::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
+        wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
+    }
+    stub_the_rest(&mut l, engine, component, wasi_granted)?;
+    Ok(l)
+}
+
+/// Defines every import the plugin is not given as functions that trap when called:
+/// toolchains pull in interfaces (environment, exit, filesystem, …) that a plugin may never
+/// use, so it loads, and fails closed only if it really calls one. (`Linker::
+/// define_unknown_imports_as_traps` would shadow the semver-compatible WASI versions the
+/// linker does provide, since it matches names exactly.)
+fn stub_the_rest(
+    l: &mut Linker<HostState>,
+    engine: &Engine,
+    component: &Component,
+    wasi_granted: WasiAllowances,
+) -> wasmtime::Result<()> {
+    for (import, item) in component.component_type().imports(engine) {
+        let given = match Provision::of(import) {
+            Provision::Host | Provision::Inert => true,
+            Provision::Clock => wasi_granted.clock,
+            Provision::Random => wasi_granted.random,
+            Provision::Trap => false,
+        };
+        if given {
+            continue;
+        }
+        match item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut li = l.instance(import)?;
+                for (name, item) in instance.exports(engine) {
+                    stub(&mut li, &format!("{import}#{name}"), name, &item.ty)?;
+                }
+            }
+            ty => stub(&mut l.root(), import, import, &ty)?,
+        }
+    }
+    Ok(())
+}
+
+fn stub(
+    li: &mut LinkerInstance<'_, HostState>,
+    full_name: &str,
+    name: &str,
+    item: &ComponentItem,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let message = format!("`{full_name}` is not available to plugins");
+            li.func_new(name, move |_, _, _, _| {
+                Err(wasmtime::Error::msg(message.clone()))
+            })
+        }
+        ComponentItem::Resource(_) => li.resource(name, ResourceType::host::<()>(), |_, _| Ok(())),
+        _ => Ok(()),
+    }
+}
+
+/// A component that compiled, with the world it exports.
+#[derive(Clone)]
+pub(crate) struct Compiled {
+    pub component: Component,
+    pub kind: PluginKind,
+    pub imports: Vec<String>,
+}
+
+/// Compiles `bytes` and detects the world from the component's exports.
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String> {
+    if is_core_module(bytes) {
+        return Err("this is a core WebAssembly module, not a component \
+                    (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+            .to_string());
+    }
+    let component = Component::new(engine, bytes)
+        .map_err(|e| format!("not a valid WebAssembly component: {}", e.root_cause()))?;
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let kind = detect_world(&exports)?;
+    Ok(Compiled {
+        component,
+        kind,
+        imports,
+    })
+}
+
+/// Core modules start with version 1 in the preamble; components use a different layer byte.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn detect_world(exports: &[String]) -> Result<PluginKind, String> {
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    if has("grant") && has("authorize") {
+        Ok(PluginKind::ScopePolicy)
+    } else if has("resolve") && has("accept") {
+        Ok(PluginKind::AudienceRule)
+    } else if has("validate") {
+        Ok(PluginKind::ResourceValidator)
+    } else {
+        Err(format!(
+            "exports [{}] match no world of hestia:plugin@{CONTRACT_VERSION} \
+             (scope-policy: grant, authorize; audience-rule: resolve, accept; \
+             resource-validator: validate)",
+            exports.join(", ")
+        ))
+    }
+}
+
+/// The pre-instantiated exports of one plugin version, per world and contract version.
+enum Pre {
+    ScopePolicy(v0_1_0::ScopePolicyPre<HostState>),
+    AudienceRule(v0_1_0::AudienceRulePre<HostState>),
+    ResourceValidator(v0_1_0::ResourceValidatorPre<HostState>),
+}
+
+enum Bound {
+    ScopePolicy(v0_1_0::ScopePolicy),
+    AudienceRule(v0_1_0::AudienceRule),
+    ResourceValidator(v0_1_0::ResourceValidator),
+}
+
+struct Warm {
+    store: Store<HostState>,
+    bound: Bound,
+}
+
+/// How one plugin version runs: its settings, which never change for this version.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSettings {
+    pub limits: Limits,
+    pub isolation: bool,
+    pub config_json: String,
+    pub wasi: WasiAllowances,
+}
+
+/// One loaded plugin version: ready to call from any thread.
+pub(crate) struct Plugin {
+    name: Arc<str>,
+    kind: PluginKind,
+    engine: Engine,
+    config: Arc<str>,
+    settings: RunSettings,
+    pre: Pre,
+    idle: Mutex<Vec<Warm>>,
+    max_idle: usize,
+}
+
+impl Plugin {
+    /// Links and pre-instantiates `compiled`, checking its exports' types against the world.
+    pub(crate) fn new(
+        engine: &Engine,
+        name: &str,
+        compiled: &Compiled,
+        settings: RunSettings,
+    ) -> Result<Plugin, String> {
+        let linker = linker(engine, &compiled.component, settings.wasi)
+            .map_err(|e| format!("cannot link: {e:#}"))?;
+        let instance_pre: InstancePre<HostState> = linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| format!("cannot link: {e:#}"))?;
+        let pre = match compiled.kind {
+            PluginKind::ScopePolicy => {
+                v0_1_0::ScopePolicyPre::new(instance_pre).map(Pre::ScopePolicy)
+            }
+            PluginKind::AudienceRule => {
+                v0_1_0::AudienceRulePre::new(instance_pre).map(Pre::AudienceRule)
+            }
+            PluginKind::ResourceValidator => {
+                v0_1_0::ResourceValidatorPre::new(instance_pre).map(Pre::ResourceValidator)
+            }
+        }
+        .map_err(|e| {
+            format!(
+                "exports do not match the {} world of hestia:plugin@{CONTRACT_VERSION}: {e:#}",
+                compiled.kind
+            )
+        })?;
+        let max_idle = thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .clamp(2, 16);
+        let plugin = Plugin {
+            name: name.into(),
+            kind: compiled.kind,
+            engine: engine.clone(),
+            config: settings.config_json.as_str().into(),
+            settings,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        };
+        // One instance up front: proves it instantiates, and warms the pool off the request path.
+        let warm = plugin.instantiate().map_err(|fault| fault.to_string())?;
+        if !plugin.settings.isolation {
+            plugin
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(warm);
+        }
+        Ok(plugin)
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.settings.limits
+    }
+
+    fn ticks(&self) -> u64 {
+        let ticks = self.settings.limits.deadline.as_micros() / TICK.as_micros();
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn instantiate(&self) -> Result<Warm, Fault> {
+        let state = HostState {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            limiter: MemoryCap {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.settings.limits.memory)
+                    .build(),
+                exceeded: false,
+            },
+            table: ResourceTable::new(),
+            cli: WasiCliCtx::default(),
+            clocks: None,
+            random: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.ticks());
+        let bound = match &self.pre {
+            Pre::ScopePolicy(pre) => pre.instantiate(&mut store).map(Bound::ScopePolicy),
+            Pre::AudienceRule(pre) => pre.instantiate(&mut store).map(Bound::AudienceRule),
+            Pre::ResourceValidator(pre) => {
+                pre.instantiate(&mut store).map(Bound::ResourceValidator)
+            }
+        };
+        match bound {
+            Ok(bound) => Ok(Warm { store, bound }),
+            Err(e) => Err(match self.classify(e, &store) {
+                Fault::Trap(msg) => Fault::Instantiate(msg),
+                other => other,
+            }),
+        }
+    }
+
+    /// Runs `f` on a warm instance (or a fresh one), under the deadline. An instance that
+    /// failed is dropped; one that succeeded goes back to the pool.
+    fn run<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Option<R>>,
+    ) -> Result<R, Fault> {
+        let idle = if self.settings.isolation {
+            None
+        } else {
+            self.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+        };
+        let mut warm = match idle {
+            Some(warm) => warm,
+            None => self.instantiate()?,
+        };
+        warm.store.set_epoch_deadline(self.ticks());
+        match f(&mut warm.store, &warm.bound) {
+            Ok(Some(value)) => {
+                if !self.settings.isolation {
+                    let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                    if idle.len() < self.max_idle {
+                        idle.push(warm);
+                    }
+                }
+                Ok(value)
+            }
+            Ok(None) => Err(Fault::Trap(format!(
+                "a {} plugin was called through another world",
+                self.kind
+            ))),
+            Err(e) => {
+                let fault = self.classify(e, &warm.store);
+                tracing::debug!(plugin = &*self.name, "instance discarded after: {fault}");
+                Err(fault)
+            }
+        }
+    }
+
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> Fault {
+        if store.data().limiter.exceeded {
+            return Fault::OutOfMemory(self.settings.limits.memory);
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Timeout(self.settings.limits.deadline),
+            Some(trap) => Fault::Trap(trap.to_string()),
+            None => Fault::Trap(err.root_cause().to_string()),
+        }
+    }
+
+    pub(crate) fn grant(&self, req: &TokenRequest) -> Result<Grant, Fault> {
+        let req = v0_1_0::wit::TokenRequest::from(req);
+        self.run(|store, bound| match bound {
+            Bound::ScopePolicy(p) => p.call_grant(store, &req).map(Some),
+            _ => Ok(None),
+        })
+        .map(Into::into)
+    }
+
+    pub(crate) fn authorize(&self, req: &FhirRequest, claims: &Claims) -> Result<Verdict, Fault> {
+        let req = v0_1_0::wit::FhirRequest::from(req);
+        let claims = v0_1_0::wit::Claims::from(claims);
+        self.run(|store, bound| match bound {
+            Bound::ScopePolicy(p) => p.call_authorize(store, &req, &claims).map(Some),
+            _ => Ok(None),
+        })
+        .map(Into::into)
+    }
+
+    pub(crate) fn resolve(
+        &self,
+        req: &AudienceRequest,
+    ) -> Result<Result<Vec<String>, String>, Fault> {
+        let req = v0_1_0::wit::AudienceRequest::from(req);
+        self.run(|store, bound| match bound {
+            Bound::AudienceRule(p) => p.call_resolve(store, &req).map(Some),
+            _ => Ok(None),
+        })
+    }
+
+    pub(crate) fn accept(
+        &self,
+        audiences: &[String],
+        base_url: &str,
+    ) -> Result<Result<(), String>, Fault> {
+        self.run(|store, bound| match bound {
+            Bound::AudienceRule(p) => p.call_accept(store, audiences, base_url).map(Some),
+            _ => Ok(None),
+        })
+    }
+
+    pub(crate) fn validate(
+        &self,
+        resource_type: &str,
+        resource_json: &str,
+    ) -> Result<Vec<Issue>, Fault> {
+        self.run(|store, bound| match bound {
+            Bound::ResourceValidator(p) => p
+                .call_validate(store, resource_type, resource_json)
+                .map(Some),
+            _ => Ok(None),
+        })
+        .map(|issues| issues.into_iter().map(Into::into).collect())
+    }
+}

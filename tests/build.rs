@@ -1,0 +1,100 @@
+//! Builds the test guest plugins (`guests/`, their own workspace) for wasm32-wasip2 and
+//! writes `guests.rs` into OUT_DIR: one path constant per guest (`allow-all` → `ALLOW_ALL`),
+//! which the tests include. Like wasmtime's `crates/test-programs/artifacts/build.rs`.
+//!
+//! The nested cargo gets its own target directory (the outer one is locked by the running
+//! build), and none of the flags or wrappers meant for the host.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it"));
+    let guests = manifest_dir.join("guests");
+    let wit = manifest_dir
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("wit");
+    println!("cargo:rerun-if-changed=build.rs");
+    rerun_if_changed(&guests);
+    rerun_if_changed(&wit);
+
+    let target_dir = out_dir.join("../../../test-guests-wasm");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(guests.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cannot run cargo for the test guests");
+    assert!(
+        status.success(),
+        "building the test guests in {} failed",
+        guests.display()
+    );
+
+    let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
+    let mut members: Vec<String> = std::fs::read_dir(&guests)
+        .expect("read guests/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    members.sort();
+    let mut generated = String::new();
+    for member in members {
+        let path = wasm_dir.join(format!("{}.wasm", member.replace('-', "_")));
+        assert!(
+            path.is_file(),
+            "the guests build did not produce {}",
+            path.display()
+        );
+        let constant = member.replace('-', "_").to_uppercase();
+        writeln!(
+            generated,
+            "pub const {constant}: &str = {:?};",
+            path.display().to_string()
+        )
+        .expect("write to a String");
+    }
+    std::fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
+}
+
+/// Sources only: a `target/` inside must not retrigger this script.
+fn rerun_if_changed(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if path.is_dir() {
+            rerun_if_changed(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}

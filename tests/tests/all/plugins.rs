@@ -1,0 +1,963 @@
+//! The plugin host against real guest components (built from `tests/guests/` by
+//! `tests/build.rs`): chaining, faults, limits, configuration, pins, WASI, hot reload.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hestia::plugins::cli::{self, PluginTable};
+use hestia::plugins::{
+    AudienceRequest, BuiltinPlugin, Claims, Constraint, Decision, Denial, FhirRequest, Grant,
+    Interaction, Issue, PluginHost, PluginInfo, PluginKind, PluginSettings, PluginSource,
+    PluginStatus, Provision, SearchConstraint, Severity, TokenRequest, WasiAllowances,
+    content_hash,
+};
+
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// Settings for a host that loads only `dir`: no built-ins, no watcher. The deadline is
+/// generous: it is wall-clock time, and a loaded test machine must never time out a call
+/// that is not meant to; the tests of the deadline set their own.
+fn settings(dir: &Path) -> PluginSettings {
+    PluginSettings {
+        builtins: Vec::new(),
+        dir: Some(dir.to_path_buf()),
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::default()
+    }
+}
+
+fn start(dir: &Path) -> Arc<PluginHost> {
+    PluginHost::start(settings(dir)).expect("plugin host starts")
+}
+
+/// Puts `bytes` at `dir/file` atomically, as an operator's deployment should.
+fn put(dir: &Path, file: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+fn install(dir: &Path, name: &str, guest: &str) {
+    put(dir, &format!("{name}.wasm"), &std::fs::read(guest).unwrap());
+}
+
+fn manifest(dir: &Path, name: &str, text: &str) {
+    put(dir, &format!("{name}.toml"), text.as_bytes());
+}
+
+fn read(resource_type: &str) -> FhirRequest {
+    FhirRequest {
+        interaction: Interaction::SearchType,
+        resource_type: Some(resource_type.to_string()),
+        id: None,
+        operation: None,
+        parameters: vec![("category".to_string(), "laboratory".to_string())],
+        body_json: None,
+        base_url: "https://ehr.example/fhir/r4".to_string(),
+    }
+}
+
+fn claims() -> Claims {
+    Claims {
+        issuer: "https://ehr.example".to_string(),
+        subject: "alice".to_string(),
+        client_id: "postman".to_string(),
+        audiences: vec!["https://ehr.example/fhir/r4".to_string()],
+        scopes: vec!["patient/Observation.rs".to_string()],
+        fhir_user: Some("Patient/p1".to_string()),
+        patient: Some("p1".to_string()),
+        expires_at: 4_000_000_000,
+        raw_json: "{}".to_string(),
+    }
+}
+
+fn token_request(requested: &[&str], registered: &[&str]) -> TokenRequest {
+    TokenRequest {
+        client_id: "postman".to_string(),
+        grant_type: "authorization_code".to_string(),
+        requested: requested.iter().map(|s| s.to_string()).collect(),
+        registered: registered.iter().map(|s| s.to_string()).collect(),
+        subject: Some("alice".to_string()),
+        ..TokenRequest::default()
+    }
+}
+
+fn authorize(host: &PluginHost) -> Decision {
+    host.authorize(&read("Observation"), &claims())
+}
+
+fn denial(host: &PluginHost) -> Denial {
+    match authorize(host) {
+        Decision::Deny(denial) => denial,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+fn info(host: &PluginHost, name: &str) -> PluginInfo {
+    host.list()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{name} is not listed"))
+}
+
+/// Polls `done` until it holds; panics after `limit`.
+fn within(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn allow_all_allows_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "allow-all", guests::ALLOW_ALL);
+    let host = start(dir.path());
+    assert_eq!(authorize(&host), Decision::Allow);
+    let grant = host.grant(&token_request(&["patient/*.read", "openid"], &[]));
+    assert_eq!(grant.granted, vec!["patient/*.read", "openid"]);
+    assert!(grant.refused.is_empty());
+    let p = info(&host, "allow-all");
+    assert_eq!(p.kind, Some(PluginKind::ScopePolicy));
+    assert_eq!(p.state, PluginStatus::Active);
+    assert_eq!(
+        p.source,
+        PluginSource::File(dir.path().join("allow-all.wasm"))
+    );
+    let bytes = std::fs::read(guests::ALLOW_ALL).unwrap();
+    assert_eq!(p.version, content_hash(&bytes)[..12]);
+}
+
+#[test]
+fn deny_all_names_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "deny-all", guests::DENY_ALL);
+    let host = start(dir.path());
+    let d = denial(&host);
+    assert_eq!(
+        d,
+        Denial {
+            plugin: "deny-all".into(),
+            reason: "deny-all denies everything".into()
+        }
+    );
+    assert_eq!(
+        d.to_string(),
+        "plugin deny-all denied: deny-all denies everything"
+    );
+    let grant = host.grant(&token_request(&["openid"], &[]));
+    assert_eq!(grant.granted, Vec::<String>::new());
+    assert_eq!(
+        grant.refused,
+        vec![(
+            "openid".into(),
+            "plugin deny-all: deny-all refuses everything".into()
+        )]
+    );
+}
+
+#[test]
+fn deny_wins_and_constraints_accumulate_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "a-constrain", guests::CONSTRAIN);
+    install(dir.path(), "b-constrain", guests::CONSTRAIN);
+    install(dir.path(), "c-allow", guests::ALLOW_ALL);
+    let host = start(dir.path());
+    let search = Constraint::Search(SearchConstraint {
+        resource_type: "Observation".into(),
+        parameters: vec![("category".into(), "laboratory".into())],
+    });
+    let compartment = Constraint::PatientCompartment("p1".into());
+    assert_eq!(
+        authorize(&host),
+        Decision::AllowWithin(vec![
+            compartment.clone(),
+            search.clone(),
+            compartment,
+            search
+        ])
+    );
+
+    // A denying plugin ordered first stops the chain and is the one named.
+    install(dir.path(), "z-deny", guests::DENY_ALL);
+    manifest(dir.path(), "z-deny", "order = -1");
+    host.reload();
+    let names: Vec<String> = host.list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["z-deny", "a-constrain", "b-constrain", "c-allow"]);
+    assert_eq!(denial(&host).plugin, "z-deny");
+
+    // The constraint plugin denies on its own terms too: no patient context.
+    std::fs::remove_file(dir.path().join("z-deny.wasm")).unwrap();
+    std::fs::remove_file(dir.path().join("z-deny.toml")).unwrap();
+    host.reload();
+    let no_patient = Claims {
+        patient: None,
+        ..claims()
+    };
+    assert_eq!(
+        host.authorize(&read("Observation"), &no_patient),
+        Decision::Deny(Denial {
+            plugin: "a-constrain".into(),
+            reason: "no patient context for alice".into()
+        })
+    );
+}
+
+#[test]
+fn a_scope_is_granted_only_if_every_policy_grants_it() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "allow-all", guests::ALLOW_ALL);
+    install(dir.path(), "registered-only", guests::CONSTRAIN);
+    let host = start(dir.path());
+    let grant = host.grant(&token_request(
+        &["openid", "patient/*.read", "system/*.*"],
+        &["openid", "patient/*.read"],
+    ));
+    assert_eq!(
+        grant,
+        Grant {
+            granted: vec!["openid".into(), "patient/*.read".into()],
+            refused: vec![(
+                "system/*.*".into(),
+                "plugin registered-only: not registered".into()
+            )],
+        }
+    );
+}
+
+#[test]
+fn config_is_passed_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "echo", guests::CONFIG_ECHO);
+    let host = start(dir.path());
+    assert_eq!(denial(&host).reason, "{}");
+
+    manifest(
+        dir.path(),
+        "echo",
+        "[config]\nrealm = \"lab\"\nlimit = 3\n[config.nested]\nok = true\n",
+    );
+    host.reload();
+    let config: serde_json::Value = serde_json::from_str(&denial(&host).reason).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"realm": "lab", "limit": 3, "nested": {"ok": true}})
+    );
+}
+
+/// One plugin per fault, beside a validator: each call fails closed naming the plugin and
+/// the cause, again and again, while the rest of the host keeps answering.
+#[test]
+fn faults_fail_closed_with_a_named_cause() {
+    let cases = [
+        ("loop", guests::INFINITE_LOOP, "timed out after 20 ms"),
+        ("bomb", guests::MEMORY_BOMB, "exceeded memory limit 16 MiB"),
+        (
+            "panic",
+            guests::PANIC,
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+    ];
+    for (name, guest, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), name, guest);
+        install(dir.path(), "validator", guests::VALIDATOR);
+        // The default deadline (20 ms) for the plugin meant to run into it.
+        if name == "loop" {
+            manifest(dir.path(), name, "[limits]\ndeadline_ms = 20");
+        }
+        let host = start(dir.path());
+        for _ in 0..3 {
+            assert_eq!(
+                denial(&host),
+                Denial {
+                    plugin: name.into(),
+                    reason: reason.into()
+                },
+                "{name}"
+            );
+            let grant = host.grant(&token_request(&["openid"], &[]));
+            assert_eq!(
+                grant.refused,
+                vec![("openid".into(), format!("plugin {name}: {reason}"))]
+            );
+            assert_eq!(
+                host.validate("Patient", r#"{"resourceType":"Patient"}"#),
+                Vec::<Issue>::new()
+            );
+        }
+        assert_eq!(info(&host, name).state, PluginStatus::Active);
+    }
+}
+
+#[test]
+fn limits_come_from_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "loop", guests::INFINITE_LOOP);
+    manifest(dir.path(), "loop", "[limits]\ndeadline_ms = 5");
+    install(dir.path(), "bomb", guests::MEMORY_BOMB);
+    manifest(dir.path(), "bomb", "order = -1\n[limits]\nmemory_mib = 4");
+    let host = start(dir.path());
+    assert_eq!(denial(&host).reason, "exceeded memory limit 4 MiB");
+    std::fs::remove_file(dir.path().join("bomb.wasm")).unwrap();
+    host.reload();
+    assert_eq!(denial(&host).reason, "timed out after 5 ms");
+    assert_eq!(info(&host, "loop").deadline, Duration::from_millis(5));
+}
+
+#[test]
+fn on_error_allow_skips_the_failing_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "panic", guests::PANIC);
+    manifest(dir.path(), "panic", "on_error = \"allow\"");
+    install(dir.path(), "constrain", guests::CONSTRAIN);
+    let host = start(dir.path());
+    assert!(matches!(authorize(&host), Decision::AllowWithin(c) if c.len() == 2));
+    let grant = host.grant(&token_request(&["openid"], &["openid"]));
+    assert_eq!(grant.granted, vec!["openid"]);
+}
+
+#[test]
+fn garbage_bytes_and_core_modules_fail_closed() {
+    let cases: [(&str, &[u8], &str); 2] = [
+        (
+            "garbage",
+            b"this is not wasm at all",
+            "not loaded: not a valid WebAssembly component",
+        ),
+        (
+            "core",
+            b"\0asm\x01\0\0\0",
+            "not loaded: this is a core WebAssembly module, not a component",
+        ),
+    ];
+    for (name, bytes, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), &format!("{name}.wasm"), bytes);
+        manifest(dir.path(), name, "kind = \"scope-policy\"");
+        install(dir.path(), "validator", guests::VALIDATOR);
+        let host = start(dir.path());
+        let d = denial(&host);
+        assert_eq!(d.plugin, name);
+        assert!(d.reason.starts_with(reason), "{}", d.reason);
+        let p = info(&host, name);
+        assert_eq!(p.state, PluginStatus::Failed);
+        assert_eq!(p.kind, Some(PluginKind::ScopePolicy));
+        assert!(
+            p.last_error
+                .unwrap()
+                .starts_with(&reason["not loaded: ".len()..])
+        );
+        // Only the scope-policy chain is affected.
+        assert_eq!(
+            host.validate("Patient", r#"{"resourceType":"Patient"}"#),
+            Vec::<Issue>::new()
+        );
+    }
+}
+
+#[test]
+fn a_broken_file_of_unknown_kind_fails_closed_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), "junk.wasm", b"junk");
+    let host = start(dir.path());
+    assert_eq!(denial(&host).plugin, "junk");
+    let denied = host.accept_audience(
+        &["https://ehr.example/fhir/r4".into()],
+        "https://ehr.example/fhir/r4",
+    );
+    assert_eq!(denied.unwrap_err().plugin, "junk");
+    let issues = host.validate("Patient", "{}");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].severity, Severity::Error);
+    assert!(
+        issues[0]
+            .diagnostics
+            .starts_with("plugin junk denied: not loaded: "),
+        "{}",
+        issues[0].diagnostics
+    );
+    assert_eq!(info(&host, "junk").kind, None);
+}
+
+#[test]
+fn wrong_world_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "policy", guests::VALIDATOR);
+    manifest(dir.path(), "policy", "kind = \"scope-policy\"");
+    let host = start(dir.path());
+    let expected = "the manifest says kind = \"scope-policy\", but the component exports the resource-validator world";
+    assert_eq!(
+        denial(&host),
+        Denial {
+            plugin: "policy".into(),
+            reason: format!("not loaded: {expected}")
+        }
+    );
+    let p = info(&host, "policy");
+    assert_eq!(
+        (p.state, p.last_error.as_deref()),
+        (PluginStatus::Failed, Some(expected))
+    );
+}
+
+#[test]
+fn sha256_pin_refuses_a_changed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let allow = std::fs::read(guests::ALLOW_ALL).unwrap();
+    install(dir.path(), "pinned", guests::ALLOW_ALL);
+    manifest(
+        dir.path(),
+        "pinned",
+        &format!("sha256 = \"{}\"", content_hash(&allow)),
+    );
+    let host = start(dir.path());
+    assert_eq!(authorize(&host), Decision::Allow);
+
+    install(dir.path(), "pinned", guests::DENY_ALL);
+    host.reload();
+    assert_eq!(
+        authorize(&host),
+        Decision::Allow,
+        "the pinned version keeps serving"
+    );
+    let p = info(&host, "pinned");
+    assert_eq!(p.state, PluginStatus::Stale);
+    assert_eq!(p.version, content_hash(&allow)[..12]);
+    let deny = std::fs::read(guests::DENY_ALL).unwrap();
+    assert_eq!(
+        p.last_error.unwrap(),
+        format!(
+            "sha256 of pinned.wasm is {}, but the manifest pins {}",
+            content_hash(&deny),
+            content_hash(&allow)
+        )
+    );
+
+    // A fresh host refuses it from the start.
+    let fresh = start(dir.path());
+    assert_eq!(denial(&fresh).plugin, "pinned");
+    assert_eq!(info(&fresh, "pinned").state, PluginStatus::Failed);
+}
+
+#[test]
+fn no_wasi_unless_the_manifest_asks_and_the_settings_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "clock", guests::WASI_CLOCK);
+    let host = start(dir.path());
+    let d = denial(&host);
+    assert!(
+        d.reason.starts_with("trapped: `wasi:clocks/wall-clock@"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason.ends_with("#now` is not available to plugins"),
+        "{}",
+        d.reason
+    );
+
+    // Asking is not enough: the host's settings must allow it. Until then the version
+    // without the manifest keeps serving, and a fresh host refuses the plugin.
+    manifest(dir.path(), "clock", "[wasi]\nclock = true");
+    host.reload();
+    let refusal = "the manifest asks for WASI clock, which the host's settings do not allow";
+    let p = info(&host, "clock");
+    assert_eq!(
+        (p.state, p.last_error.as_deref()),
+        (PluginStatus::Stale, Some(refusal))
+    );
+    assert_eq!(
+        denial(&start(dir.path())).reason,
+        format!("not loaded: {refusal}")
+    );
+
+    let allowed = PluginSettings {
+        allow_wasi: WasiAllowances {
+            clock: true,
+            random: false,
+        },
+        ..settings(dir.path())
+    };
+    let host = PluginHost::start(allowed).unwrap();
+    assert_eq!(authorize(&host), Decision::Allow);
+    let expired = Claims {
+        expires_at: 1,
+        ..claims()
+    };
+    assert_eq!(
+        host.authorize(&read("Patient"), &expired),
+        Decision::Deny(Denial {
+            plugin: "clock".into(),
+            reason: "token expired".into()
+        })
+    );
+}
+
+#[test]
+fn validators_report_issues() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "validator", guests::VALIDATOR);
+    let host = start(dir.path());
+    assert_eq!(
+        host.validate("Patient", r#"{"resourceType":"Patient"}"#),
+        Vec::<Issue>::new()
+    );
+    assert_eq!(
+        host.validate("Patient", r#"{"resourceType":"Observation","note":"bad"}"#),
+        vec![
+            Issue {
+                severity: Severity::Error,
+                code: "required".into(),
+                expression: Some("Patient.resourceType".into()),
+                diagnostics: "resourceType must be Patient".into(),
+            },
+            Issue {
+                severity: Severity::Warning,
+                code: "value".into(),
+                expression: None,
+                diagnostics: "contains \"bad\"".into(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn audience_rules_resolve_and_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "audience", guests::AUDIENCE_RULE);
+    let host = start(dir.path());
+    let base = "https://ehr.example/fhir/r4".to_string();
+    let request = |requested: &[&str]| AudienceRequest {
+        client_id: "postman".into(),
+        requested: requested.iter().map(|s| s.to_string()).collect(),
+        known: vec![base.clone(), "https://other.example/fhir".into()],
+    };
+    assert_eq!(host.resolve_audience(&request(&[])), Ok(vec![base.clone()]));
+    assert_eq!(
+        host.resolve_audience(&request(&[base.as_str()])),
+        Ok(vec![base.clone()])
+    );
+    assert_eq!(
+        host.resolve_audience(&request(&["https://evil.example"])),
+        Err(Denial {
+            plugin: "audience".into(),
+            reason: "unknown audience https://evil.example for postman".into()
+        })
+    );
+    assert_eq!(
+        host.accept_audience(std::slice::from_ref(&base), &base),
+        Ok(())
+    );
+    let wrong = host
+        .accept_audience(&["https://other.example/fhir".into()], &base)
+        .unwrap_err();
+    assert_eq!(
+        wrong.to_string(),
+        format!(
+            "plugin audience denied: audiences [\"https://other.example/fhir\"] do not include {base}"
+        )
+    );
+}
+
+#[test]
+fn isolation_gives_a_fresh_instance_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "constrain", guests::CONSTRAIN);
+    manifest(dir.path(), "constrain", "isolation = true");
+    install(dir.path(), "panic", guests::PANIC);
+    manifest(dir.path(), "panic", "isolation = true\norder = 200");
+    let host = start(dir.path());
+    assert!(info(&host, "constrain").isolation);
+    for _ in 0..3 {
+        assert_eq!(denial(&host).plugin, "panic");
+    }
+}
+
+/// Built-ins come first; a file of the same name overrides one, a manifest alone configures
+/// it, and deleting the file brings it back.
+#[test]
+fn a_file_overrides_a_builtin_until_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin = BuiltinPlugin {
+        name: "policy".into(),
+        kind: PluginKind::ScopePolicy,
+        order: 0,
+        wasm: Cow::Owned(std::fs::read(guests::CONFIG_ECHO).unwrap()),
+    };
+    let host = PluginHost::start(PluginSettings {
+        builtins: vec![builtin],
+        ..settings(dir.path())
+    })
+    .unwrap();
+    assert_eq!(denial(&host).reason, "{}");
+    assert_eq!(info(&host, "policy").source, PluginSource::Builtin);
+
+    manifest(dir.path(), "policy", "[config]\nx = 1");
+    host.reload();
+    assert_eq!(denial(&host).reason, r#"{"x":1}"#);
+    assert_eq!(info(&host, "policy").source, PluginSource::Builtin);
+
+    install(dir.path(), "policy", guests::ALLOW_ALL);
+    host.reload();
+    assert_eq!(authorize(&host), Decision::Allow);
+    assert_eq!(
+        info(&host, "policy").source,
+        PluginSource::File(dir.path().join("policy.wasm"))
+    );
+
+    std::fs::remove_file(dir.path().join("policy.wasm")).unwrap();
+    host.reload();
+    assert_eq!(denial(&host).reason, r#"{"x":1}"#);
+    std::fs::remove_file(dir.path().join("policy.toml")).unwrap();
+    host.reload();
+    assert_eq!(denial(&host).reason, "{}");
+    assert_eq!(info(&host, "policy").state, PluginStatus::Active);
+}
+
+/// Through the watcher: replace → new behaviour within 1 s; broken → the old version keeps
+/// serving with the error recorded; delete → gone.
+#[test]
+fn hot_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    install(dir.path(), "p", guests::ALLOW_ALL);
+    let host = PluginHost::start(PluginSettings {
+        watch: true,
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..settings(dir.path())
+    })
+    .unwrap();
+    assert_eq!(authorize(&host), Decision::Allow);
+
+    install(dir.path(), "p", guests::DENY_ALL);
+    within(
+        Duration::from_secs(1),
+        "deny-all replaces allow-all",
+        || matches!(authorize(&host), Decision::Deny(_)),
+    );
+    assert_eq!(denial(&host).plugin, "p");
+
+    put(dir.path(), "p.wasm", b"\0asm broken");
+    within(
+        Duration::from_secs(1),
+        "the broken file is reported",
+        || info(&host, "p").state == PluginStatus::Stale,
+    );
+    assert!(
+        info(&host, "p")
+            .last_error
+            .unwrap()
+            .starts_with("not a valid WebAssembly component")
+    );
+    assert_eq!(
+        denial(&host).reason,
+        "deny-all denies everything",
+        "the old version serves"
+    );
+
+    std::fs::remove_file(dir.path().join("p.wasm")).unwrap();
+    within(Duration::from_secs(1), "p is unloaded", || {
+        host.list().is_empty()
+    });
+    assert_eq!(authorize(&host), Decision::Allow);
+}
+
+/// Swaps while several threads call: every call answers from a whole version, none fails.
+#[test]
+fn swap_under_concurrent_calls_fails_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "p", guests::ALLOW_ALL);
+    let host = start(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, stop, calls) = (host.clone(), stop.clone(), calls.clone());
+            thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match authorize(&host) {
+                        Decision::Allow | Decision::AllowWithin(_) => {}
+                        Decision::Deny(d) => failures.push(d),
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    for round in 0..10 {
+        let guest = if round % 2 == 0 {
+            guests::CONSTRAIN
+        } else {
+            guests::ALLOW_ALL
+        };
+        install(dir.path(), "p", guest);
+        host.reload();
+        assert_eq!(info(&host, "p").state, PluginStatus::Active);
+    }
+    let before = calls.load(Ordering::Relaxed);
+    within(
+        Duration::from_secs(10),
+        "callers make progress after the swaps",
+        || calls.load(Ordering::Relaxed) > before + 100,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        assert_eq!(caller.join().unwrap(), Vec::<Denial>::new());
+    }
+}
+
+#[test]
+fn compiled_code_is_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    install(dir.path(), "p", guests::ALLOW_ALL);
+    let with_cache = || PluginSettings {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..settings(dir.path())
+    };
+    let host = PluginHost::start(with_cache()).unwrap();
+    assert_eq!(authorize(&host), Decision::Allow);
+    let files = walk(cache.path());
+    assert!(
+        !files.is_empty(),
+        "nothing cached in {}",
+        cache.path().display()
+    );
+    drop(host);
+    // A restart finds the same entries and writes no new one.
+    let host = PluginHost::start(with_cache()).unwrap();
+    assert_eq!(authorize(&host), Decision::Allow);
+    assert_eq!(walk(cache.path()), files);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn check_names_world_version_and_imports() {
+    let report = cli::check(Path::new(guests::ALLOW_ALL)).unwrap();
+    assert_eq!(report.kind, PluginKind::ScopePolicy);
+    assert_eq!(report.package, "hestia:plugin@0.1.0");
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|(name, p)| name == "hestia:plugin/host@0.1.0" && *p == Provision::Host)
+    );
+    let text = report.to_string();
+    assert!(text.contains("world    scope-policy"), "{text}");
+    assert!(text.contains("package  hestia:plugin@0.1.0"), "{text}");
+
+    let clock = cli::check(Path::new(guests::WASI_CLOCK)).unwrap();
+    assert!(
+        clock
+            .imports
+            .iter()
+            .any(|(name, p)| name.starts_with("wasi:clocks/wall-clock@") && *p == Provision::Clock)
+    );
+
+    for (guest, kind) in [
+        (guests::VALIDATOR, PluginKind::ResourceValidator),
+        (guests::AUDIENCE_RULE, PluginKind::AudienceRule),
+    ] {
+        assert_eq!(cli::check(Path::new(guest)).unwrap().kind, kind);
+    }
+}
+
+#[test]
+fn check_refuses_what_is_not_a_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "garbage.wasm",
+            b"garbage",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0",
+            "this is a core WebAssembly module, not a component",
+        ),
+        // An empty component: valid, but it exports no world of the contract.
+        (
+            "empty.wasm",
+            b"\0asm\x0d\0\x01\0",
+            "exports [] match no world of hestia:plugin@0.1.0",
+        ),
+    ];
+    for (file, bytes, reason) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let err = cli::check(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: {reason}", path.display())),
+            "{err}"
+        );
+    }
+    let missing = cli::check(&dir.path().join("missing.wasm"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("cannot read"), "{missing}");
+}
+
+#[test]
+fn list_prints_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "allow-all", guests::ALLOW_ALL);
+    put(dir.path(), "junk.wasm", b"junk");
+    let PluginTable(rows) = cli::list(settings(dir.path())).unwrap();
+    assert_eq!(rows.len(), 2);
+    let text = PluginTable(rows).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{text}");
+    assert!(
+        lines[1].starts_with("allow-all  scope-policy  100"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("junk       unknown"), "{text}");
+    assert!(lines[2].contains("failed"), "{text}");
+    assert!(
+        lines[3].starts_with("junk: not a valid WebAssembly component"),
+        "{text}"
+    );
+}
+
+/// The defaults embedded in the binary start, each in its own chain, listed as built-ins,
+/// and answer a first call of their kind.
+#[test]
+fn the_default_builtins_load() {
+    let defaults = hestia::plugins::default_builtins();
+    let host = PluginHost::start(PluginSettings::default()).unwrap();
+    let listed: Vec<(String, Option<PluginKind>, PluginSource, PluginStatus)> = host
+        .list()
+        .into_iter()
+        .map(|p| (p.name, p.kind, p.source, p.state))
+        .collect();
+    let mut expected: Vec<_> = defaults
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                Some(b.kind),
+                PluginSource::Builtin,
+                PluginStatus::Active,
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut listed = listed;
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed, expected);
+    // Whatever they decide, they decide it without failing: no denial names a fault.
+    let reasons = [
+        match authorize(&host) {
+            Decision::Deny(d) => d.reason,
+            _ => String::new(),
+        },
+        host.accept_audience(
+            &["https://ehr.example/fhir/r4".into()],
+            "https://ehr.example/fhir/r4",
+        )
+        .err()
+        .map(|d| d.reason)
+        .unwrap_or_default(),
+    ];
+    for reason in reasons {
+        for fault in ["trapped", "timed out", "exceeded memory", "not loaded"] {
+            assert!(!reason.starts_with(fault), "{reason}");
+        }
+    }
+    for issue in host.validate("Patient", r#"{"resourceType":"Patient","id":"p1"}"#) {
+        assert!(!issue.diagnostics.contains("denied: trapped"), "{issue:?}");
+    }
+}
+
+/// The value of the Prometheus sample `name{labels…}` in `text`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{')?;
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        (metric == name && all)
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn calls_are_counted_per_plugin_and_outcome() {
+    let metrics = hestia::telemetry::metrics_handle();
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "metered-allow", guests::ALLOW_ALL);
+    let host = start(dir.path());
+    for _ in 0..3 {
+        assert_eq!(authorize(&host), Decision::Allow);
+    }
+    install(dir.path(), "metered-loop", guests::INFINITE_LOOP);
+    manifest(dir.path(), "metered-loop", "[limits]\ndeadline_ms = 5");
+    put(dir.path(), "metered-junk.wasm", b"junk");
+    manifest(dir.path(), "metered-junk", "kind = \"resource-validator\"");
+    host.reload();
+    assert_eq!(denial(&host).plugin, "metered-loop");
+
+    let text = metrics.render();
+    let allow = [("plugin", "metered-allow"), ("kind", "scope-policy")];
+    let looping = [("plugin", "metered-loop"), ("kind", "scope-policy")];
+    let calls = "hestia_plugin_calls_total";
+    assert_eq!(
+        sample(&text, calls, &[allow[0], allow[1], ("outcome", "ok")]),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, calls, &[looping[0], ("outcome", "timeout")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_timeouts_total", &looping),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_denials_total", &looping),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hestia_plugin_call_duration_seconds_count",
+            &allow[..1]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hestia_plugin_load_failures_total",
+            &[("plugin", "metered-junk"), ("kind", "resource-validator")]
+        ),
+        Some(1.0)
+    );
+}
