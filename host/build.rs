@@ -11,7 +11,16 @@ use std::process::Command;
 
 /// The built-in plugins: (name, kind variant, order, cargo artifact in `plugins/`).
 /// An empty list builds nothing and needs no `plugins/` directory.
-const BUILTINS: &[(&str, &str, i64, &str)] = &[];
+const BUILTINS: &[(&str, &str, i64, &str)] = &[
+    ("smart-scopes", "ScopePolicy", 0, "smart_scopes"),
+    ("audience", "AudienceRule", 0, "audience"),
+    (
+        "structural-validator",
+        "ResourceValidator",
+        0,
+        "structural_validator",
+    ),
+];
 
 fn main() {
     let manifest_dir =

@@ -6,6 +6,7 @@ pub mod config;
 pub mod fhir;
 pub mod http;
 pub mod plugins;
+pub mod policy;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -19,7 +19,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::fhir::repository::{Repository, RepositoryOptions, ResourceValidator};
+use crate::fhir::repository::{Repository, RepositoryOptions};
+use crate::plugins::PluginHost;
+use crate::policy::PluginValidator;
 use crate::store::Store;
 
 /// The header that carries the request id, set when the client did not send one.
@@ -35,14 +37,15 @@ struct Inner {
     settings: Settings,
     store: Store,
     fhir: Repository,
+    plugins: Arc<PluginHost>,
     ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, store: Store, validator: Arc<dyn ResourceValidator>) -> Self {
+    pub fn new(settings: Settings, store: Store, plugins: Arc<PluginHost>) -> Self {
         let fhir = Repository::new(
             store.clone(),
-            validator,
+            Arc::new(PluginValidator(plugins.clone())),
             RepositoryOptions {
                 base_url: settings.fhir_base_url(),
                 create_on_update: settings.fhir.create_on_update,
@@ -53,9 +56,14 @@ impl AppState {
                 settings,
                 store,
                 fhir,
+                plugins,
                 ready: AtomicBool::new(false),
             }),
         }
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.inner.plugins
     }
 
     pub fn fhir(&self) -> &Repository {

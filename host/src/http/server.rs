@@ -9,6 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use super::{AppState, app};
 use crate::config::{Settings, TlsMode, url_host};
+use crate::plugins::{PluginHost, PluginSettings, WasiAllowances};
 use crate::store::{Store, redact};
 use crate::tls;
 
@@ -62,11 +63,19 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     };
 
     let store = Store::connect(&settings.database_url).await?;
-    let state = AppState::new(
-        settings.clone(),
-        store.clone(),
-        std::sync::Arc::new(crate::fhir::repository::NoValidation),
-    );
+    crate::telemetry::metrics_handle();
+    let plugins = PluginHost::start(PluginSettings {
+        dir: Some(settings.plugins_dir.clone()),
+        // wasmtime's cache wants an absolute path; the data directory may be relative.
+        cache_dir: Some(std::path::absolute(settings.data_dir.join("plugin-cache"))?),
+        deadline: settings.plugins.deadline,
+        memory_limit: settings.plugins.memory_bytes,
+        allow_wasi: WasiAllowances::default(),
+        watch: settings.plugins.watch,
+        ..PluginSettings::default()
+    })
+    .context("cannot start the plugin host")?;
+    let state = AppState::new(settings.clone(), store.clone(), plugins);
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -284,8 +284,8 @@ async fn bad_requests_get_the_right_status_and_store_nothing() {
                 "/fhir/r4/Patient",
                 vec![JSON],
                 json!({"resourceType": "Patient", "meta": 5}).to_string(),
-                400,
-                "meta must be an object",
+                422,
+                "must be a JSON object",
             ),
             (
                 "POST",

@@ -227,11 +227,7 @@ pub async fn app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::App
     let store = hestia::store::Store::open(&db.url)
         .await
         .expect("open test database");
-    let state = hestia::http::AppState::new(
-        settings,
-        store,
-        std::sync::Arc::new(hestia::fhir::repository::NoValidation),
-    );
+    let state = hestia::http::AppState::new(settings, store, default_plugins());
     state.set_ready();
     (hestia::http::app(state.clone()), state)
 }
@@ -301,4 +297,19 @@ pub async fn call(
         headers,
         body,
     }
+}
+
+/// The default plugins (built in), compiled once per test process.
+pub fn default_plugins() -> std::sync::Arc<hestia::plugins::PluginHost> {
+    static HOST: std::sync::OnceLock<std::sync::Arc<hestia::plugins::PluginHost>> =
+        std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        hestia::plugins::PluginHost::start(hestia::plugins::PluginSettings {
+            dir: None,
+            watch: false,
+            ..Default::default()
+        })
+        .expect("the built-in plugins load")
+    })
+    .clone()
 }
