@@ -4,6 +4,7 @@
 
 pub mod fhir;
 mod health;
+pub mod oauth;
 pub mod server;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::fhir::repository::{Repository, RepositoryOptions, ResourceValidator};
+use crate::oauth::AuthServer;
 use crate::store::Store;
 
 /// The header that carries the request id, set when the client did not send one.
@@ -35,11 +37,17 @@ struct Inner {
     settings: Settings,
     store: Store,
     fhir: Repository,
+    oauth: Arc<AuthServer>,
     ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, store: Store, validator: Arc<dyn ResourceValidator>) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        validator: Arc<dyn ResourceValidator>,
+        oauth: Arc<AuthServer>,
+    ) -> Self {
         let fhir = Repository::new(
             store.clone(),
             validator,
@@ -53,6 +61,7 @@ impl AppState {
                 settings,
                 store,
                 fhir,
+                oauth,
                 ready: AtomicBool::new(false),
             }),
         }
@@ -68,6 +77,11 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The authorization server (also what resource servers verify tokens with).
+    pub fn oauth(&self) -> &Arc<AuthServer> {
+        &self.inner.oauth
     }
 
     /// Marks the server ready: the database answered and the schema is migrated.
@@ -89,6 +103,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .nest(&fhir_base, fhir::routes(max_body))
+        .merge(oauth::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(

@@ -1,6 +1,7 @@
 //! `hestia serve`: TLS setup, listener, migrations, readiness, graceful shutdown.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,6 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use super::{AppState, app};
 use crate::config::{Settings, TlsMode, url_host};
+use crate::oauth::AuthServer;
 use crate::store::{Store, redact};
 use crate::tls;
 
@@ -62,10 +64,12 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     };
 
     let store = Store::connect(&settings.database_url).await?;
+    let auth = Arc::new(AuthServer::new(store.clone(), &settings));
     let state = AppState::new(
         settings.clone(),
         store.clone(),
         std::sync::Arc::new(crate::fhir::repository::NoValidation),
+        auth.clone(),
     );
     let handle = Handle::new();
     let router = app(state.clone());
@@ -88,6 +92,9 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
             redact(&settings.database_url)
         )
     })?;
+    auth.ensure_keys()
+        .await
+        .context("cannot prepare the signing keys")?;
     state.set_ready();
     println!(
         "hestia: listening on {bound}; public URL {}; FHIR base {}; database {}",

@@ -227,10 +227,12 @@ pub async fn app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::App
     let store = hestia::store::Store::open(&db.url)
         .await
         .expect("open test database");
+    let auth = std::sync::Arc::new(hestia::oauth::AuthServer::new(store.clone(), &settings));
     let state = hestia::http::AppState::new(
         settings,
         store,
         std::sync::Arc::new(hestia::fhir::repository::NoValidation),
+        auth,
     );
     state.set_ready();
     (hestia::http::app(state.clone()), state)
