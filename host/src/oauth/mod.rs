@@ -215,7 +215,8 @@ impl AuthServer {
         let jwks = keys::jwks(&self.store, self.now())
             .await
             .map_err(|e| TokenError::Unavailable(e.to_string()))?;
-        let claims = tokens::verify_access_token(token, &jwks, &self.issuer, self.now(), leeway)?;
+        let claims =
+            tokens::verify_access_token(token, &jwks, &self.issuer, Some(self.now()), leeway)?;
         match self.store.access_token_record(&claims.jti).await {
             Ok(Some(record)) => match record.revoked {
                 Some(r) => Err(TokenError::Revoked {

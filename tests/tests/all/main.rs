@@ -2,5 +2,6 @@
 
 mod fhir;
 mod foundation;
+mod oauth;
 mod store;
 mod support;
