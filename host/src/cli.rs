@@ -1,4 +1,4 @@
-//! The command line: `hestia serve | user | client | dev-cert`. Parsing is clap's; each
+//! The command line: `hestia serve | user | client | dev-cert | keys | registration-token`. Parsing is clap's; each
 //! command resolves its configuration and calls into the library.
 
 use std::io::Read;
@@ -33,6 +33,36 @@ pub enum Command {
     Client(ClientCommand),
     /// Write a development CA and a TLS certificate whose names match the given host names.
     DevCert(DevCertArgs),
+    /// Manage the token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage initial access tokens for dynamic client registration (RFC 7591).
+    #[command(subcommand, name = "registration-token")]
+    RegistrationToken(RegistrationTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Publish a new signing key now; tokens are signed with it after `oauth.key_rotation_overlap_secs`.
+    Rotate {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationTokenCommand {
+    /// Print a new initial access token (send it as `Authorization: Bearer` to the registration endpoint).
+    Create {
+        /// How long the token stays valid, in seconds.
+        #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+        expires_in: i64,
+        /// How many registrations it allows.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        max_uses: i64,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +252,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("removed client {client_id}");
             Ok(())
         }
+        Command::Keys(KeysCommand::Rotate { store }) => {
+            let auth = open_auth(store).await?;
+            auth.ensure_keys().await?;
+            let rotations = auth.rotate_keys().await?;
+            println!("{}", serde_json::to_string_pretty(&rotations)?);
+            Ok(())
+        }
+        Command::RegistrationToken(RegistrationTokenCommand::Create {
+            expires_in,
+            max_uses,
+            store,
+        }) => {
+            if expires_in <= 0 || max_uses <= 0 {
+                bail!("--expires-in and --max-uses must be positive");
+            }
+            let auth = open_auth(store).await?;
+            let token = auth.create_registration_token(expires_in, max_uses).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "initial_access_token": token,
+                    "expires_in": expires_in,
+                    "max_uses": max_uses,
+                    "registration_endpoint": auth.url(crate::oauth::REGISTER_PATH),
+                }))?
+            );
+            Ok(())
+        }
         Command::DevCert(args) => {
             let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
             println!(
@@ -239,6 +297,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The authorization server of the configuration these flags name, on a migrated store.
+async fn open_auth(flags: StoreFlags) -> anyhow::Result<crate::oauth::AuthServer> {
+    let settings = RawConfig::load_store(flags)?.resolve()?;
+    let store = Store::open(&settings.database_url).await?;
+    Ok(crate::oauth::AuthServer::new(store, &settings))
 }
 
 async fn open_store(flags: StoreFlags) -> anyhow::Result<Store> {

@@ -148,6 +148,14 @@ pub struct FileOauth {
     pub access_token_lifetime_secs: Option<u64>,
     pub refresh_token_lifetime_secs: Option<u64>,
     pub code_lifetime_secs: Option<u64>,
+    /// How long a new signing key is published before tokens are signed with it.
+    pub key_rotation_overlap_secs: Option<u64>,
+    /// How long a just-rotated refresh token may still be used (concurrent refreshes).
+    pub refresh_grace_secs: Option<u64>,
+    /// Allow dynamic client registration without an initial access token.
+    pub open_registration: Option<bool>,
+    /// Algorithm of access tokens and (by default) id_tokens: RS256 or ES256.
+    pub signing_alg: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -257,6 +265,11 @@ pub struct OauthSettings {
     pub access_token_lifetime: Duration,
     pub refresh_token_lifetime: Duration,
     pub code_lifetime: Duration,
+    pub key_rotation_overlap: Duration,
+    pub refresh_grace: Duration,
+    pub open_registration: bool,
+    /// `RS256` or `ES256`.
+    pub signing_alg: String,
 }
 
 #[derive(Debug, Clone)]
@@ -465,6 +478,23 @@ impl RawConfig {
                 file.oauth.code_lifetime_secs,
                 60,
             )?,
+            key_rotation_overlap: Duration::from_secs(
+                file.oauth.key_rotation_overlap_secs.unwrap_or(3600),
+            ),
+            refresh_grace: Duration::from_secs(file.oauth.refresh_grace_secs.unwrap_or(10)),
+            open_registration: file.oauth.open_registration.unwrap_or(false),
+            signing_alg: match file.oauth.signing_alg.as_deref() {
+                None => "RS256".to_string(),
+                Some(alg @ ("RS256" | "ES256")) => alg.to_string(),
+                Some(other) => {
+                    return Err(invalid(
+                        "oauth.signing_alg",
+                        Source::File,
+                        other,
+                        "expected RS256 or ES256",
+                    ));
+                }
+            },
         };
 
         let deadline_ms = file.plugins.deadline_ms.unwrap_or(20);

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod fhir;
 pub mod http;
+pub mod oauth;
 pub mod plugins;
 pub mod policy;
 pub mod store;

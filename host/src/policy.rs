@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::repository::ResourceValidator;
+use crate::oauth::policy::{AudienceQuery, GrantOutcome, GrantRequest, TokenPolicy};
 use crate::plugins::{self, PluginHost};
 
 /// The resource-validator plugins, as the FHIR repository's validator.
@@ -27,5 +28,57 @@ impl ResourceValidator for PluginValidator {
                 expression: i.expression.into_iter().collect(),
             })
             .collect()
+    }
+}
+
+/// The scope-policy and audience-rule plugins, as the authorization server's token policy.
+pub struct PluginTokenPolicy(pub Arc<PluginHost>);
+
+impl TokenPolicy for PluginTokenPolicy {
+    fn grant(&self, req: &GrantRequest) -> GrantOutcome {
+        let grant = self.0.grant(&plugins::TokenRequest {
+            client_id: req.client_id.clone(),
+            grant_type: req.grant_type.clone(),
+            requested: req.requested_scopes.clone(),
+            registered: req.registered_scopes.clone(),
+            subject: req.subject.clone(),
+            fhir_user: req.fhir_user.clone(),
+            patient: req.patient.clone(),
+            audiences: Vec::new(),
+        });
+        GrantOutcome {
+            granted: grant.granted,
+            refused: grant.refused,
+        }
+    }
+
+    fn resolve_audience(&self, q: &AudienceQuery) -> Result<Vec<String>, String> {
+        // A client registered for particular audiences that names none gets those.
+        let requested = if q.requested.is_empty() {
+            q.client_audiences.clone()
+        } else {
+            q.requested.clone()
+        };
+        let audiences = self
+            .0
+            .resolve_audience(&plugins::AudienceRequest {
+                client_id: q.client_id.clone(),
+                requested,
+                known: q.known.clone(),
+            })
+            .map_err(|denial| denial.to_string())?;
+        // A client registered for particular audiences may name only those, whatever the rules say.
+        let trim = |s: &str| s.trim_end_matches('/').to_string();
+        if !q.client_audiences.is_empty() {
+            let allowed: Vec<String> = q.client_audiences.iter().map(|a| trim(a)).collect();
+            if let Some(outside) = audiences.iter().find(|a| !allowed.contains(&trim(a))) {
+                return Err(format!(
+                    "client {} may ask only for the audiences [{}], not {outside}",
+                    q.client_id,
+                    q.client_audiences.join(", ")
+                ));
+            }
+        }
+        Ok(audiences)
     }
 }

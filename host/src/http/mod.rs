@@ -4,6 +4,7 @@
 
 pub mod fhir;
 mod health;
+pub mod oauth;
 pub mod server;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::fhir::repository::{Repository, RepositoryOptions};
+use crate::oauth::AuthServer;
 use crate::plugins::PluginHost;
 use crate::policy::PluginValidator;
 use crate::store::Store;
@@ -38,11 +40,17 @@ struct Inner {
     store: Store,
     fhir: Repository,
     plugins: Arc<PluginHost>,
+    oauth: Arc<AuthServer>,
     ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(settings: Settings, store: Store, plugins: Arc<PluginHost>) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        plugins: Arc<PluginHost>,
+        oauth: Arc<AuthServer>,
+    ) -> Self {
         let fhir = Repository::new(
             store.clone(),
             Arc::new(PluginValidator(plugins.clone())),
@@ -57,6 +65,7 @@ impl AppState {
                 store,
                 fhir,
                 plugins,
+                oauth,
                 ready: AtomicBool::new(false),
             }),
         }
@@ -78,6 +87,11 @@ impl AppState {
         &self.inner.store
     }
 
+    /// The authorization server (also what resource servers verify tokens with).
+    pub fn oauth(&self) -> &Arc<AuthServer> {
+        &self.inner.oauth
+    }
+
     /// Marks the server ready: the database answered and the schema is migrated.
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
@@ -97,6 +111,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .nest(&fhir_base, fhir::routes(max_body))
+        .merge(oauth::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(

@@ -1,6 +1,7 @@
 //! `hestia serve`: TLS setup, listener, migrations, readiness, graceful shutdown.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +10,9 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use super::{AppState, app};
 use crate::config::{Settings, TlsMode, url_host};
+use crate::oauth::AuthServer;
 use crate::plugins::{PluginHost, PluginSettings, WasiAllowances};
+use crate::policy::PluginTokenPolicy;
 use crate::store::{Store, redact};
 use crate::tls;
 
@@ -75,7 +78,11 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         ..PluginSettings::default()
     })
     .context("cannot start the plugin host")?;
-    let state = AppState::new(settings.clone(), store.clone(), plugins);
+    let auth = Arc::new(
+        AuthServer::new(store.clone(), &settings)
+            .with_policy(Arc::new(PluginTokenPolicy(plugins.clone()))),
+    );
+    let state = AppState::new(settings.clone(), store.clone(), plugins, auth.clone());
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -97,6 +104,9 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
             redact(&settings.database_url)
         )
     })?;
+    auth.ensure_keys()
+        .await
+        .context("cannot prepare the signing keys")?;
     state.set_ready();
     println!(
         "hestia: listening on {bound}; public URL {}; FHIR base {}; database {}",

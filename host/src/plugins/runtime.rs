@@ -241,8 +241,9 @@ fn random_view(s: &mut HostState) -> &mut WasiRandomCtx {
 pub enum Provision {
     /// The contract's own `host` interface.
     Host,
-    /// Empty stand-ins that carry no host data: stdio (output discarded), environment
-    /// (no variables, no arguments).
+    /// Stand-ins that carry no host data: stdio (output discarded), environment (no
+    /// variables, no arguments), and `insecure-seed`, which Rust's `HashMap` asks for once
+    /// per instance to seed its hasher (a plugin using a HashMap must not trap).
     Inert,
     /// Given only with `[wasi] clock = true` and the settings' permission.
     Clock,
@@ -263,11 +264,10 @@ impl Provision {
             | "wasi:cli/stdin"
             | "wasi:cli/stdout"
             | "wasi:cli/stderr"
-            | "wasi:cli/environment" => Provision::Inert,
+            | "wasi:cli/environment"
+            | "wasi:random/insecure-seed" => Provision::Inert,
             "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => Provision::Clock,
-            "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
-                Provision::Random
-            }
+            "wasi:random/random" | "wasi:random/insecure" => Provision::Random,
             _ => Provision::Trap,
         }
     }
@@ -300,6 +300,7 @@ fn linker(
     wasi::cli::stdout::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     wasi::cli::stderr::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     wasi::cli::environment::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
     if wasi_granted.clock {
         wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
         wasi::clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
@@ -307,7 +308,6 @@ fn linker(
     if wasi_granted.random {
         wasi::random::random::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
         wasi::random::insecure::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
-        wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
     }
     stub_the_rest(&mut l, engine, component, wasi_granted)?;
     Ok(l)

@@ -7,9 +7,11 @@
 
 mod clients;
 pub mod fhir;
+mod oauth;
 mod users;
 
-pub use clients::{Client, ClientKind, NewClient, NewClientSecret};
+pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
+pub use oauth::{AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, RefreshRow, Revocation};
 pub use users::{NewUser, User};
 
 use std::path::Path;

@@ -2,6 +2,7 @@
 
 mod fhir;
 mod foundation;
+mod oauth;
 mod plugins;
 mod store;
 mod support;

@@ -227,7 +227,13 @@ pub async fn app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::App
     let store = hestia::store::Store::open(&db.url)
         .await
         .expect("open test database");
-    let state = hestia::http::AppState::new(settings, store, default_plugins());
+    let plugins = default_plugins();
+    let auth = std::sync::Arc::new(
+        hestia::oauth::AuthServer::new(store.clone(), &settings).with_policy(std::sync::Arc::new(
+            hestia::policy::PluginTokenPolicy(plugins.clone()),
+        )),
+    );
+    let state = hestia::http::AppState::new(settings, store, plugins, auth);
     state.set_ready();
     (hestia::http::app(state.clone()), state)
 }

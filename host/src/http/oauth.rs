@@ -1,0 +1,407 @@
+//! HTTP routes of the authorization server. Handlers turn requests into the plain types of
+//! `crate::oauth` and its results into responses; [`OAuthError`] renders as RFC 6749 JSON
+//! with `Cache-Control: no-store` and, on 401, `WWW-Authenticate`.
+
+mod pages;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::AppState;
+use crate::oauth::authorize::{AuthorizeError, ConsentOutcome, LoginOutcome};
+use crate::oauth::client_auth::{BasicCredentials, parse_basic};
+use crate::oauth::errors::Challenge;
+use crate::oauth::{self, OAuthError, Params};
+
+/// The cookie that binds an authorization request to the browser that started it.
+const BROWSER_COOKIE: &str = "hestia_browser";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route(oauth::JWKS_PATH, get(jwks))
+        .route(
+            oauth::AUTHORIZE_PATH,
+            get(authorize_get).post(authorize_post),
+        )
+        .route(oauth::LOGIN_PATH, post(login))
+        .route(oauth::CONSENT_PATH, get(consent_get).post(consent_post))
+        .route(oauth::TOKEN_PATH, post(token))
+        .route(oauth::USERINFO_PATH, get(userinfo).post(userinfo))
+        .route(oauth::INTROSPECT_PATH, post(introspect))
+        .route(oauth::REVOKE_PATH, post(revoke))
+        .route(oauth::REGISTER_PATH, post(register))
+        .route(
+            &format!("{}/{{client_id}}", oauth::REGISTER_PATH),
+            get(registration_read)
+                .put(registration_update)
+                .delete(registration_delete),
+        )
+}
+
+/// Keeps a header value printable ASCII and free of quotes.
+fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+fn no_store(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = (status, axum::Json(self.to_json())).into_response();
+        no_store(&mut resp);
+        let challenge = match self.challenge() {
+            Some(Challenge::Basic) if status == StatusCode::UNAUTHORIZED => {
+                Some("Basic realm=\"hestia\"".to_string())
+            }
+            Some(Challenge::Bearer) => Some(format!(
+                "Bearer realm=\"hestia\", error=\"{}\", error_description=\"{}\"",
+                self.code.as_str(),
+                header_text(&self.description)
+            )),
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        resp
+    }
+}
+
+fn json_no_store(status: StatusCode, value: serde_json::Value) -> Response {
+    let mut resp = (status, axum::Json(value)).into_response();
+    no_store(&mut resp);
+    resp
+}
+
+fn basic_of(headers: &HeaderMap) -> Result<Option<BasicCredentials>, OAuthError> {
+    match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => {
+            parse_basic(&format!("Basic {}", &v[6..])).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn bearer_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+        .map(|v| v[7..].trim())
+}
+
+/// The form body of a POST; anything but `application/x-www-form-urlencoded` is refused.
+fn form_of(headers: &HeaderMap, body: &Bytes) -> Result<Params, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "the body must be application/x-www-form-urlencoded, not {:?}",
+            if ct.is_empty() {
+                "(no Content-Type)"
+            } else {
+                ct
+            }
+        )));
+    }
+    Ok(Params::parse(body))
+}
+
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == BROWSER_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    no_store(&mut resp);
+    resp
+}
+
+fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    no_store(&mut resp);
+    resp
+}
+
+fn authorize_error(e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(message) => html(StatusCode::BAD_REQUEST, pages::error(&message)),
+        AuthorizeError::Redirect(url) => redirect(&url),
+    }
+}
+
+async fn metadata(State(state): State<AppState>) -> Response {
+    axum::Json(state.oauth().metadata()).into_response()
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.oauth().jwks().await {
+        Ok(set) => {
+            let mut resp = axum::Json(set).into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn start_authorize(state: &AppState, params: Params, headers: &HeaderMap) -> Response {
+    let browser = browser_cookie(headers);
+    match state.oauth().authorize(&params, browser.as_deref()).await {
+        Ok(page) => {
+            let mut resp = html(StatusCode::OK, pages::login(&page));
+            if let Some(value) = &page.set_browser {
+                let secure = if state.oauth().issuer().starts_with("https://") {
+                    "; Secure"
+                } else {
+                    ""
+                };
+                let cookie = format!(
+                    "{BROWSER_COOKIE}={value}; Path=/oauth2; HttpOnly; SameSite=Lax; Max-Age=31536000{secure}"
+                );
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            resp
+        }
+        Err(e) => authorize_error(e),
+    }
+}
+
+async fn authorize_get(State(state): State<AppState>, req: Request) -> Response {
+    let params = Params::parse(req.uri().query().unwrap_or_default().as_bytes());
+    start_authorize(&state, params, req.headers()).await
+}
+
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match form_of(&headers, &body) {
+        Ok(params) => start_authorize(&state, params, &headers).await,
+        Err(e) => html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
+    }
+}
+
+async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let headers = req.headers().clone();
+    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::error("the form is too large"),
+            );
+        }
+    };
+    let form = match form_of(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
+    };
+    let browser = browser_cookie(&headers);
+    match state
+        .oauth()
+        .login(&form, browser.as_deref(), &address)
+        .await
+    {
+        Ok(LoginOutcome::Consent(id)) => redirect(&format!(
+            "{}?request_id={}",
+            oauth::CONSENT_PATH,
+            url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+        )),
+        Ok(LoginOutcome::Retry(page)) => html(StatusCode::UNAUTHORIZED, pages::login(&page)),
+        Err(e) => authorize_error(e),
+    }
+}
+
+async fn consent_get(State(state): State<AppState>, req: Request) -> Response {
+    let params = Params::parse(req.uri().query().unwrap_or_default().as_bytes());
+    let id = match params.require("request_id") {
+        Ok(id) => id.to_string(),
+        Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
+    };
+    let browser = browser_cookie(req.headers());
+    match state.oauth().consent_page(&id, browser.as_deref()).await {
+        Ok(page) => html(StatusCode::OK, pages::consent(&page)),
+        Err(e) => authorize_error(e),
+    }
+}
+
+async fn consent_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match form_of(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
+    };
+    let browser = browser_cookie(&headers);
+    match state.oauth().consent(&form, browser.as_deref()).await {
+        Ok(ConsentOutcome::Redirect(url)) => redirect(&url),
+        Ok(ConsentOutcome::Retry(page)) => html(StatusCode::BAD_REQUEST, pages::consent(&page)),
+        Err(e) => authorize_error(e),
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = form_of(&headers, &body)?;
+    let basic = basic_of(&headers)?;
+    let resp = state.oauth().token(&params, basic.as_ref()).await?;
+    Ok(json_no_store(
+        StatusCode::OK,
+        serde_json::to_value(resp).map_err(OAuthError::server)?,
+    ))
+}
+
+async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let info = state.oauth().userinfo(bearer_of(&headers)).await?;
+    Ok(json_no_store(StatusCode::OK, info))
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = form_of(&headers, &body)?;
+    let basic = basic_of(&headers)?;
+    let out = state.oauth().introspect(&params, basic.as_ref()).await?;
+    Ok(json_no_store(StatusCode::OK, out))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let params = form_of(&headers, &body)?;
+    let basic = basic_of(&headers)?;
+    state.oauth().revoke(&params, basic.as_ref()).await?;
+    let mut resp = StatusCode::OK.into_response();
+    no_store(&mut resp);
+    Ok(resp)
+}
+
+fn json_body(body: &Bytes) -> Result<serde_json::Value, OAuthError> {
+    serde_json::from_slice(body).map_err(|e| {
+        OAuthError::new(
+            oauth::ErrorCode::InvalidClientMetadata,
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let value = json_body(&body)?;
+    let out = state.oauth().register(bearer_of(&headers), &value).await?;
+    Ok(json_no_store(StatusCode::CREATED, out))
+}
+
+async fn registration_read(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let out = state
+        .oauth()
+        .registration_read(&client_id, bearer_of(&headers))
+        .await?;
+    Ok(json_no_store(StatusCode::OK, out))
+}
+
+async fn registration_update(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let value = json_body(&body)?;
+    let out = state
+        .oauth()
+        .registration_update(&client_id, bearer_of(&headers), &value)
+        .await?;
+    Ok(json_no_store(StatusCode::OK, out))
+}
+
+async fn registration_delete(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    state
+        .oauth()
+        .registration_delete(&client_id, bearer_of(&headers))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,134 @@
+//! The server-rendered pages of the authorization endpoint: sign-in, consent and errors.
+//! Every value is HTML-escaped; pages load nothing from elsewhere.
+
+use crate::oauth::authorize::{ConsentPage, LoginPage};
+use crate::oauth::{CONSENT_PATH, LOGIN_PATH};
+
+/// Escapes text for HTML element content and double-quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}\
+main{max-width:28rem;margin:3rem auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.3rem;margin-top:0}label{display:block;margin:.8rem 0 .3rem}\
+input[type=text],input[type=password]{width:100%;padding:.5rem;box-sizing:border-box}\
+button{padding:.6rem 1.2rem;margin:1rem .5rem 0 0}.error{background:#fdecea;color:#611a15;padding:.7rem;border-radius:4px}\
+.scope{display:flex;gap:.6rem;align-items:flex-start;margin:.6rem 0}.scope code{color:#555;font-size:.85em}\
+.muted{color:#555;font-size:.9em}";
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{} – Hestia</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>\n",
+        escape(title)
+    )
+}
+
+fn error_box(error: &Option<String>) -> String {
+    error
+        .as_ref()
+        .map(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                escape(e)
+            )
+        })
+        .unwrap_or_default()
+}
+
+pub fn login(p: &LoginPage) -> String {
+    layout(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1><p class=\"muted\"><strong>{client}</strong> asks to use your account.</p>{error}\
+<form method=\"post\" action=\"{LOGIN_PATH}\" id=\"login\">\
+<input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<label for=\"username\">Username</label><input type=\"text\" id=\"username\" name=\"username\" value=\"{user}\" autocomplete=\"username\" required autofocus>\
+<label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+<button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+            client = escape(&p.client_name),
+            error = error_box(&p.error),
+            rid = escape(&p.request_id),
+            csrf = escape(&p.csrf),
+            user = escape(&p.username),
+        ),
+    )
+}
+
+pub fn consent(p: &ConsentPage) -> String {
+    let mut scopes = String::new();
+    for (i, (scope, words)) in p.scopes.iter().enumerate() {
+        scopes.push_str(&format!(
+            "<div class=\"scope\"><input type=\"checkbox\" name=\"scope\" id=\"scope-{i}\" value=\"{v}\" checked>\
+<label for=\"scope-{i}\" style=\"margin:0\">{w}<br><code>{v}</code></label></div>",
+            v = escape(scope),
+            w = escape(words),
+        ));
+    }
+    let picker = if p.patient_picker {
+        "<label for=\"patient\">Patient (id of the patient record this app will work with)</label>\
+<input type=\"text\" id=\"patient\" name=\"patient\" placeholder=\"e.g. 123\">"
+            .to_string()
+    } else {
+        String::new()
+    };
+    let audiences = p
+        .audiences
+        .iter()
+        .map(|a| format!("<code>{}</code>", escape(a)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    layout(
+        "Allow access",
+        &format!(
+            "<h1>Allow {client} to:</h1><p class=\"muted\">Signed in as {user}. Untick anything you do not want to allow.</p>{error}\
+<form method=\"post\" action=\"{CONSENT_PATH}\" id=\"consent\">\
+<input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+{scopes}{picker}<p class=\"muted\">Data served by: {audiences}</p>\
+<button type=\"submit\" name=\"decision\" value=\"approve\" id=\"approve\">Allow</button>\
+<button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form>",
+            client = escape(&p.client_name),
+            user = escape(&p.username),
+            error = error_box(&p.error),
+            rid = escape(&p.request_id),
+            csrf = escape(&p.csrf),
+        ),
+    )
+}
+
+pub fn error(message: &str) -> String {
+    layout(
+        "Cannot continue",
+        &format!(
+            "<h1>This request cannot continue</h1><p class=\"error\" role=\"alert\" id=\"error\">{}</p>\
+<p class=\"muted\">Nothing was sent back to the application, because where to send it could not be trusted.</p>",
+            escape(message)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

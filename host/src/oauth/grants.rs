@@ -1,0 +1,444 @@
+//! The token endpoint: `authorization_code` (with PKCE), `client_credentials` and
+//! `refresh_token` (rotation; reuse revokes the family), and what a token response holds.
+
+use serde::Serialize;
+
+use super::client_auth::BasicCredentials;
+use super::errors::ErrorCode;
+use super::policy::{AudienceQuery, GrantRequest};
+use super::tokens::{self, ACCESS_TOKEN_TYP, AccessClaims, Audience, IdClaims, utc};
+use super::{AuthServer, OAuthError, Params, hash_token, keys, pkce, random_token, scopes};
+use crate::store::{Client, RefreshRow, User};
+
+/// Grant types of the token endpoint.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "client_credentials", "refresh_token"];
+
+/// A successful token response (RFC 6749 §5.1, plus the SMART context).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+}
+
+/// Everything a token is made from.
+pub(crate) struct Issue<'a> {
+    pub client: &'a Client,
+    pub grant_id: &'a str,
+    pub user: Option<&'a User>,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub patient: Option<String>,
+    pub auth_time: Option<i64>,
+    pub nonce: Option<String>,
+    pub refresh: bool,
+}
+
+impl AuthServer {
+    /// The token endpoint.
+    pub async fn token(
+        &self,
+        params: &Params,
+        basic: Option<&BasicCredentials>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grant_type = params.require("grant_type")?;
+        if !GRANT_TYPES.contains(&grant_type) {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                format!(
+                    "grant type {grant_type:?} is not supported; supported: {}",
+                    GRANT_TYPES.join(", ")
+                ),
+            ));
+        }
+        let client = self.authenticate_client(params, basic).await?;
+        match grant_type {
+            "client_credentials" => self.client_credentials(params, &client).await,
+            "authorization_code" => self.authorization_code(params, &client).await,
+            _ => self.refresh(params, &client).await,
+        }
+    }
+
+    fn require_grant_type(client: &Client, grant: &str) -> Result<(), OAuthError> {
+        if client.grant_types.iter().any(|g| g == grant) {
+            Ok(())
+        } else {
+            Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!(
+                    "client {} is not registered for the {grant} grant (its grant types: {})",
+                    client.client_id,
+                    if client.grant_types.is_empty() {
+                        "none".into()
+                    } else {
+                        client.grant_types.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+
+    /// Runs the scope policy; any refused scope is an `invalid_scope` naming it.
+    pub(crate) fn decide_scopes(
+        &self,
+        client: &Client,
+        grant_type: &str,
+        requested: Vec<String>,
+        user: Option<&User>,
+    ) -> Result<Vec<String>, OAuthError> {
+        let registered = scopes::split(&client.scope);
+        let requested = if requested.is_empty() {
+            registered.clone()
+        } else {
+            requested
+        };
+        let outcome = self.policy.grant(&GrantRequest {
+            client_id: client.client_id.clone(),
+            grant_type: grant_type.to_string(),
+            requested_scopes: requested,
+            registered_scopes: registered,
+            subject: Some(user.map_or(client.client_id.clone(), |u| u.id.clone())),
+            fhir_user: user.and_then(|u| u.fhir_user.clone()),
+            patient: None,
+        });
+        if let Some((scope, why)) = outcome.refused.first() {
+            return Err(OAuthError::invalid_scope(format!("scope {scope}: {why}")));
+        }
+        Ok(outcome.granted)
+    }
+
+    /// Audiences from `aud` (SMART/IRIS) and `resource` (RFC 8707), through the policy.
+    pub(crate) async fn decide_audiences(
+        &self,
+        client: &Client,
+        params: &Params,
+    ) -> Result<Vec<String>, OAuthError> {
+        let mut requested: Vec<String> = params
+            .all("resource")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(aud) = params.get("aud")? {
+            requested.push(aud.to_string());
+        }
+        for r in &requested {
+            if !(r.starts_with("https://") || r.starts_with("http://")) || r.contains('#') {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    format!("audience {r:?} must be an absolute http(s) URI without a fragment"),
+                ));
+            }
+        }
+        let query = AudienceQuery {
+            client_id: client.client_id.clone(),
+            requested,
+            client_audiences: client.audiences.clone(),
+            known: self.known_audiences().await?,
+        };
+        self.policy
+            .resolve_audience(&query)
+            .map_err(|why| OAuthError::new(ErrorCode::InvalidTarget, why))
+    }
+
+    async fn client_credentials(
+        &self,
+        params: &Params,
+        client: &Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        Self::require_grant_type(client, "client_credentials")?;
+        let requested = scopes::split(params.get("scope")?.unwrap_or_default());
+        let granted = self.decide_scopes(client, "client_credentials", requested, None)?;
+        let audiences = self.decide_audiences(client, params).await?;
+        let grant_id = random_token();
+        self.store()
+            .create_grant(&grant_id, &client.client_id, None, self.now())
+            .await?;
+        self.issue(Issue {
+            client,
+            grant_id: &grant_id,
+            user: None,
+            scopes: granted,
+            audiences,
+            patient: None,
+            auth_time: None,
+            nonce: None,
+            refresh: false,
+        })
+        .await
+    }
+
+    async fn authorization_code(
+        &self,
+        params: &Params,
+        client: &Client,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = params.require("code")?;
+        let now = self.now();
+        let Some((row, first_use)) = self.store().use_code(&hash_token(code), now).await? else {
+            return Err(OAuthError::invalid_grant(
+                "the authorization code is unknown (never issued, or mistyped)",
+            ));
+        };
+        if row.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant(format!(
+                "the authorization code was issued to another client, not {}",
+                client.client_id
+            )));
+        }
+        if !first_use {
+            self.store()
+                .revoke_grant(&row.grant_id, now, "its authorization code was used twice")
+                .await?;
+            return Err(OAuthError::invalid_grant(format!(
+                "the authorization code was already used at {}; the tokens issued from it are now revoked",
+                utc(row.used_at.unwrap_or(now))
+            )));
+        }
+        if now >= row.expires_at {
+            return Err(OAuthError::invalid_grant(format!(
+                "the authorization code expired at {} (codes live {} s)",
+                utc(row.expires_at),
+                row.expires_at - row.created_at
+            )));
+        }
+        match params.get("redirect_uri")? {
+            Some(uri) if uri != row.redirect_uri => {
+                return Err(OAuthError::invalid_grant(format!(
+                    "redirect_uri {uri} differs from the one of the authorization request ({})",
+                    row.redirect_uri
+                )));
+            }
+            None if row.redirect_uri_given => {
+                return Err(OAuthError::invalid_request(
+                    "redirect_uri is missing; the authorization request had one, so the token request must repeat it",
+                ));
+            }
+            _ => {}
+        }
+        match (&row.code_challenge, params.get("code_verifier")?) {
+            (Some(challenge), Some(verifier)) => {
+                pkce::verify(challenge, verifier).map_err(OAuthError::invalid_grant)?
+            }
+            (Some(_), None) => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier is missing; the authorization request had a code_challenge (PKCE)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier was sent but the authorization request had no code_challenge",
+                ));
+            }
+            (None, None) => {}
+        }
+        let user = self.store().get_user(&row.user_id).await?.ok_or_else(|| {
+            OAuthError::invalid_grant("the user who approved this code no longer exists")
+        })?;
+        let granted = scopes::split(&row.scope);
+        let refresh = Self::wants_refresh(client, &granted);
+        self.issue(Issue {
+            client,
+            grant_id: &row.grant_id,
+            user: Some(&user),
+            scopes: granted,
+            audiences: row.audiences.clone(),
+            patient: row.patient.clone(),
+            auth_time: Some(row.auth_time),
+            nonce: row.nonce.clone(),
+            refresh,
+        })
+        .await
+    }
+
+    fn wants_refresh(client: &Client, granted: &[String]) -> bool {
+        granted
+            .iter()
+            .any(|s| s == "offline_access" || s == "online_access")
+            || client.grant_types.iter().any(|g| g == "refresh_token")
+    }
+
+    async fn refresh(&self, params: &Params, client: &Client) -> Result<TokenResponse, OAuthError> {
+        let token = params.require("refresh_token")?;
+        let hash = hash_token(token);
+        let now = self.now();
+        let Some(row) = self.store().get_refresh_token(&hash).await? else {
+            return Err(OAuthError::invalid_grant("the refresh token is unknown"));
+        };
+        if row.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant(format!(
+                "the refresh token was issued to another client, not {}",
+                client.client_id
+            )));
+        }
+        if let Some(r) = self.store().grant_revocation(&row.grant_id).await? {
+            return Err(OAuthError::invalid_grant(format!(
+                "the refresh token was revoked at {}: {}",
+                utc(r.at),
+                r.reason
+            )));
+        }
+        if now >= row.expires_at {
+            return Err(OAuthError::invalid_grant(format!(
+                "the refresh token expired at {}",
+                utc(row.expires_at)
+            )));
+        }
+        if !self.store().use_refresh_token(&hash, now).await? {
+            let used_at = self
+                .store()
+                .get_refresh_token(&hash)
+                .await?
+                .and_then(|r| r.used_at)
+                .unwrap_or(now);
+            let grace = self.config().refresh_grace.as_secs() as i64;
+            if now - used_at > grace {
+                self.store()
+                    .revoke_grant(&row.grant_id, now, "a spent refresh token was used again")
+                    .await?;
+                return Err(OAuthError::invalid_grant(format!(
+                    "refresh token reuse detected: it was already exchanged at {} (more than {grace} s ago); every token of this grant is now revoked",
+                    utc(used_at)
+                )));
+            }
+        }
+        let original = scopes::split(&row.scope);
+        let requested = match params.get("scope")? {
+            Some(s) => {
+                let asked = scopes::split(s);
+                if let Some(extra) = asked.iter().find(|a| !original.contains(a)) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {extra} was not granted originally (granted: {})",
+                        row.scope
+                    )));
+                }
+                asked
+            }
+            None => original.clone(),
+        };
+        let user = match &row.user_id {
+            Some(id) => Some(self.store().get_user(id).await?.ok_or_else(|| {
+                OAuthError::invalid_grant("the user of this refresh token no longer exists")
+            })?),
+            None => None,
+        };
+        let granted = self.decide_scopes(client, "refresh_token", requested, user.as_ref())?;
+        self.issue(Issue {
+            client,
+            grant_id: &row.grant_id,
+            user: user.as_ref(),
+            scopes: granted,
+            audiences: row.audiences.clone(),
+            patient: row.patient.clone(),
+            auth_time: row.auth_time,
+            nonce: None,
+            refresh: true,
+        })
+        .await
+    }
+
+    /// Signs the access token (and id_token), records it, and mints a refresh token.
+    pub(crate) async fn issue(&self, i: Issue<'_>) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        let life = self.lifetimes(i.client);
+        let alg = self.config().signing_alg.clone();
+        let key = keys::signing_key(self.store(), &alg, now)
+            .await
+            .map_err(OAuthError::server)?;
+        let fhir_user = i.user.and_then(|u| u.fhir_user.clone());
+        let claims = AccessClaims {
+            iss: self.issuer().to_string(),
+            sub: i
+                .user
+                .map_or_else(|| i.client.client_id.clone(), |u| u.id.clone()),
+            aud: Audience(i.audiences.clone()),
+            client_id: i.client.client_id.clone(),
+            scope: scopes::join(&i.scopes),
+            exp: now + life.access,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            auth_time: i.auth_time,
+            patient: i.patient.clone(),
+            fhir_user: fhir_user.clone(),
+        };
+        let access_token =
+            tokens::sign(&key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server)?;
+        self.store()
+            .record_access_token(&claims.jti, i.grant_id, &i.client.client_id, claims.exp)
+            .await?;
+        let has = |s: &str| i.scopes.iter().any(|g| g == s);
+        let id_token = match i.user {
+            Some(user) if has("openid") => {
+                let id_alg = i
+                    .client
+                    .metadata
+                    .get("id_token_signed_response_alg")
+                    .and_then(|v| v.as_str())
+                    .filter(|a| keys::SIGNING_ALGS.contains(a))
+                    .unwrap_or(&alg)
+                    .to_string();
+                let id_key = if id_alg == alg {
+                    key.clone()
+                } else {
+                    keys::signing_key(self.store(), &id_alg, now)
+                        .await
+                        .map_err(OAuthError::server)?
+                };
+                let id = IdClaims {
+                    iss: self.issuer().to_string(),
+                    sub: user.id.clone(),
+                    aud: i.client.client_id.clone(),
+                    exp: now + life.access,
+                    iat: now,
+                    auth_time: i.auth_time.unwrap_or(now),
+                    nonce: i.nonce.clone(),
+                    fhir_user: fhir_user.clone().filter(|_| has("fhirUser")),
+                    preferred_username: Some(user.username.clone()),
+                };
+                Some(tokens::sign(&id_key, "JWT", &id).map_err(OAuthError::server)?)
+            }
+            _ => None,
+        };
+        let refresh_token = if i.refresh {
+            let token = random_token();
+            self.store()
+                .insert_refresh_token(&RefreshRow {
+                    token_hash: hash_token(&token),
+                    grant_id: i.grant_id.to_string(),
+                    client_id: i.client.client_id.clone(),
+                    user_id: i.user.map(|u| u.id.clone()),
+                    scope: claims.scope.clone(),
+                    audiences: i.audiences.clone(),
+                    patient: i.patient.clone(),
+                    fhir_user: fhir_user.clone(),
+                    auth_time: i.auth_time,
+                    created_at: now,
+                    expires_at: now + life.refresh,
+                    used_at: None,
+                })
+                .await?;
+            Some(token)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: life.access,
+            scope: claims.scope,
+            refresh_token,
+            id_token,
+            patient: i.patient,
+            fhir_user: fhir_user.filter(|_| has("fhirUser")),
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Signing keys: RS256 and ES256 key pairs kept in the database, the JWKS, and rotation.
+//!
+//! A key is published from its creation and used for signing from `sign_from`. Rotation
+//! creates a new key per algorithm whose `sign_from` lies one overlap in the future (so
+//! relying parties that cache the JWKS see it before any token uses it) and schedules the
+//! old key's `retire_after` for when the last token it signed has expired.
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+use crate::store::{KeyRow, Store, StoreError};
+
+/// The algorithms this server signs with.
+pub const SIGNING_ALGS: &[&str] = &["RS256", "ES256"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot generate or read a signing key: {0}")]
+    Crypto(String),
+    #[error("no signing key for {0} is active")]
+    NoActiveKey(String),
+}
+
+fn crypto(e: impl std::fmt::Display) -> KeyError {
+    KeyError::Crypto(e.to_string())
+}
+
+pub fn parse_alg(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        "RS384" => Some(Algorithm::RS384),
+        "ES384" => Some(Algorithm::ES384),
+        _ => None,
+    }
+}
+
+/// A key ready to sign with.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub encoding: EncodingKey,
+}
+
+/// Generates a key pair: the private key as PKCS#8 PEM and the public JWK (with kid = the
+/// RFC 7638 thumbprint, `use: sig`, `alg`).
+pub fn generate(alg: &str) -> Result<(String, String, Jwk), KeyError> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let mut rng = rand::rngs::OsRng;
+    let (pem, algorithm) = match alg {
+        "RS256" => {
+            let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(crypto)?;
+            let pem = key
+                .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                .map_err(crypto)?;
+            (pem.to_string(), Algorithm::RS256)
+        }
+        "ES256" => {
+            let key = p256::SecretKey::random(&mut rng);
+            let pem = key
+                .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+                .map_err(crypto)?;
+            (pem.to_string(), Algorithm::ES256)
+        }
+        other => return Err(KeyError::Crypto(format!("unsupported algorithm {other}"))),
+    };
+    let encoding = encoding_key(&pem, algorithm)?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, algorithm).map_err(crypto)?;
+    let kid = jwk.thumbprint(ThumbprintHash::SHA256);
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    jwk.common.key_algorithm = Some(match algorithm {
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        _ => KeyAlgorithm::RS256,
+    });
+    Ok((kid, pem, jwk))
+}
+
+fn encoding_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, KeyError> {
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    }
+    .map_err(crypto)
+}
+
+fn is_published(row: &KeyRow, now: i64) -> bool {
+    row.retire_after.is_none_or(|t| t > now)
+}
+
+/// Creates and stores a key of `alg` that signs from `sign_from`.
+pub async fn create(
+    store: &Store,
+    alg: &str,
+    now: i64,
+    sign_from: i64,
+) -> Result<KeyRow, KeyError> {
+    let alg_owned = alg.to_string();
+    // RSA key generation takes a while; keep it off the async workers.
+    let (kid, pem, jwk) = tokio::task::spawn_blocking(move || generate(&alg_owned))
+        .await
+        .map_err(crypto)??;
+    let row = KeyRow {
+        kid,
+        alg: alg.to_string(),
+        private_pem: pem,
+        public_jwk: serde_json::to_string(&jwk).map_err(crypto)?,
+        created_at: now,
+        sign_from,
+        retire_after: None,
+    };
+    store.insert_signing_key(&row).await?;
+    Ok(row)
+}
+
+/// Makes sure every algorithm has a key that can sign now (first start).
+pub async fn ensure(store: &Store, now: i64) -> Result<(), KeyError> {
+    let rows = store.signing_keys().await?;
+    for alg in SIGNING_ALGS {
+        let has = rows
+            .iter()
+            .any(|r| r.alg == *alg && is_published(r, now) && r.sign_from <= now);
+        let pending = rows.iter().any(|r| r.alg == *alg && is_published(r, now));
+        if !has && !pending {
+            let row = create(store, alg, now, now).await?;
+            tracing::info!(kid = %row.kid, alg, "created a signing key");
+        }
+    }
+    Ok(())
+}
+
+/// What `hestia keys rotate` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rotation {
+    pub kid: String,
+    pub alg: String,
+    pub published_at: i64,
+    pub signs_from: i64,
+    pub previous_keys_retire_at: i64,
+}
+
+/// Publishes a new key per algorithm now, signing from `now + overlap`; older keys stay
+/// published until `now + overlap + max_token_lifetime`, when their last token has expired.
+pub async fn rotate(
+    store: &Store,
+    now: i64,
+    overlap: i64,
+    max_token_lifetime: i64,
+) -> Result<Vec<Rotation>, KeyError> {
+    store.delete_retired_keys(now).await?;
+    let mut out = Vec::new();
+    for alg in SIGNING_ALGS {
+        let row = create(store, alg, now, now + overlap).await?;
+        let retire = now + overlap + max_token_lifetime;
+        store.schedule_key_retirement(alg, &row.kid, retire).await?;
+        out.push(Rotation {
+            kid: row.kid,
+            alg: alg.to_string(),
+            published_at: now,
+            signs_from: now + overlap,
+            previous_keys_retire_at: retire,
+        });
+    }
+    Ok(out)
+}
+
+/// The public keys of every published key (RFC 7517 JWK Set).
+pub async fn jwks(store: &Store, now: i64) -> Result<JwkSet, KeyError> {
+    let rows = store.signing_keys().await?;
+    let keys = rows
+        .iter()
+        .filter(|r| is_published(r, now))
+        .map(|r| serde_json::from_str::<Jwk>(&r.public_jwk).map_err(crypto))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JwkSet { keys })
+}
+
+/// The key that signs `alg` tokens now: the newest whose `sign_from` has come.
+pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKey, KeyError> {
+    let rows = store.signing_keys().await?;
+    let row = rows
+        .iter()
+        .filter(|r| r.alg == alg && r.sign_from <= now && is_published(r, now))
+        .max_by_key(|r| (r.sign_from, r.created_at));
+    let row = match row {
+        Some(row) => row.clone(),
+        // First use on a fresh database that no `serve` has prepared yet.
+        None if !rows.iter().any(|r| r.alg == alg && is_published(r, now)) => {
+            create(store, alg, now, now).await?
+        }
+        None => return Err(KeyError::NoActiveKey(alg.to_string())),
+    };
+    let algorithm = parse_alg(&row.alg).ok_or_else(|| KeyError::NoActiveKey(row.alg.clone()))?;
+    Ok(SigningKey {
+        kid: row.kid.clone(),
+        alg: algorithm,
+        encoding: encoding_key(&row.private_pem, algorithm)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_sign_and_verify_through_their_jwk() {
+        for alg in SIGNING_ALGS {
+            let (kid, pem, jwk) = generate(alg).unwrap();
+            assert_eq!(jwk.common.key_id.as_deref(), Some(kid.as_str()));
+            let algorithm = parse_alg(alg).unwrap();
+            let mut header = jsonwebtoken::Header::new(algorithm);
+            header.kid = Some(kid);
+            let token = jsonwebtoken::encode(
+                &header,
+                &serde_json::json!({"sub": "x"}),
+                &encoding_key(&pem, algorithm).unwrap(),
+            )
+            .unwrap();
+            let mut v = jsonwebtoken::Validation::new(algorithm);
+            v.required_spec_claims.clear();
+            v.validate_exp = false;
+            let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let data = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v).unwrap();
+            assert_eq!(data.claims["sub"], "x");
+        }
+    }
+}

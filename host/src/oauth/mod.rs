@@ -1,0 +1,274 @@
+//! The authorization server: OAuth 2.0, OpenID Connect and SMART App Launch, as plain
+//! types in and out. Only `http::oauth` knows HTTP; this module knows the protocol and the
+//! store. Scope and audience decisions go through a [`policy::TokenPolicy`].
+
+pub mod authorize;
+pub mod client_auth;
+pub mod discovery;
+pub mod errors;
+pub mod grants;
+pub mod introspection;
+pub mod keys;
+pub mod pkce;
+pub mod policy;
+pub mod registration;
+pub mod scopes;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use rand::RngCore;
+
+pub use errors::{ErrorCode, OAuthError};
+pub use policy::{DefaultPolicy, TokenPolicy};
+pub use tokens::{AccessClaims, TokenError};
+
+use crate::config::{OauthSettings, Settings};
+use crate::store::{Client, Store};
+
+/// Paths of the endpoints, relative to the issuer.
+pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
+pub const LOGIN_PATH: &str = "/oauth2/login";
+pub const CONSENT_PATH: &str = "/oauth2/consent";
+pub const TOKEN_PATH: &str = "/oauth2/token";
+pub const JWKS_PATH: &str = "/oauth2/jwks";
+pub const USERINFO_PATH: &str = "/oauth2/userinfo";
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+pub const REVOKE_PATH: &str = "/oauth2/revoke";
+pub const REGISTER_PATH: &str = "/oauth2/register";
+
+/// The server's notion of now, in Unix seconds. Tests move it forward instead of sleeping.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+impl Clock {
+    pub fn system() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn now(&self) -> i64 {
+        crate::store::now_secs() + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock forward by `secs` seconds.
+    pub fn advance(&self, secs: i64) {
+        self.offset.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+/// Form or query parameters. Empty values count as absent (RFC 6749 §3.1); a parameter
+/// given twice is an error where one value is expected.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    /// Parses `application/x-www-form-urlencoded` text (a body or a query string).
+    pub fn parse(text: &[u8]) -> Self {
+        Self(
+            url::form_urlencoded::parse(text)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {name} was given more than once"
+            )));
+        }
+        Ok(first)
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)?
+            .ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is missing")))
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// 256 random bits, base64url.
+pub fn random_token() -> String {
+    let mut buf = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// How secrets handed out once (codes, refresh tokens, registration tokens) are stored.
+pub fn hash_token(token: &str) -> String {
+    crate::store::hash_secret(token)
+}
+
+/// Lifetimes that apply to one client: the server's, overridden by registration metadata
+/// (`hestia_access_token_lifetime`, `hestia_refresh_token_lifetime`, `hestia_code_lifetime`,
+/// in seconds). An access token never outlives the server's access-token lifetime, which
+/// is what key rotation counts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub access: i64,
+    pub refresh: i64,
+    pub code: i64,
+}
+
+/// The registration metadata names of per-client lifetimes.
+pub const LIFETIME_FIELDS: [&str; 3] = [
+    "hestia_access_token_lifetime",
+    "hestia_refresh_token_lifetime",
+    "hestia_code_lifetime",
+];
+
+pub struct AuthServer {
+    store: Store,
+    issuer: String,
+    fhir_base: String,
+    config: OauthSettings,
+    policy: Arc<dyn TokenPolicy>,
+    clock: Arc<Clock>,
+    http: reqwest::Client,
+}
+
+impl AuthServer {
+    /// The authorization server of these settings, with the built-in policy and the system clock.
+    pub fn new(store: Store, settings: &Settings) -> Self {
+        Self {
+            store,
+            issuer: settings.public_url.clone(),
+            fhir_base: settings.fhir_base_url(),
+            config: settings.oauth.clone(),
+            policy: Arc::new(DefaultPolicy),
+            clock: Clock::system(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Replaces the scope and audience policy (the plugin host plugs in here).
+    pub fn with_policy(mut self, policy: Arc<dyn TokenPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &OauthSettings {
+        &self.config
+    }
+
+    /// Creates the signing keys on first start.
+    pub async fn ensure_keys(&self) -> Result<(), keys::KeyError> {
+        keys::ensure(&self.store, self.now()).await
+    }
+
+    /// The published keys (JWKS).
+    pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, OAuthError> {
+        keys::jwks(&self.store, self.now())
+            .await
+            .map_err(OAuthError::server)
+    }
+
+    /// Verifies an access token issued here: signature against the published keys, `typ`,
+    /// issuer, `exp`/`nbf` (with `leeway` seconds), and revocation. The audience is the
+    /// caller's decision (audience-rule plugins).
+    pub async fn verify_access_token_with_leeway(
+        &self,
+        token: &str,
+        leeway: i64,
+    ) -> Result<AccessClaims, TokenError> {
+        let jwks = keys::jwks(&self.store, self.now())
+            .await
+            .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+        let claims =
+            tokens::verify_access_token(token, &jwks, &self.issuer, Some(self.now()), leeway)?;
+        match self.store.access_token_record(&claims.jti).await {
+            Ok(Some(record)) => match record.revoked {
+                Some(r) => Err(TokenError::Revoked {
+                    reason: format!("{} (at {})", r.reason, tokens::utc(r.at)),
+                }),
+                None => Ok(claims),
+            },
+            Ok(None) => Err(TokenError::Revoked {
+                reason: format!("this server has no record of token {}", claims.jti),
+            }),
+            Err(e) => Err(TokenError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// [`Self::verify_access_token_with_leeway`] without leeway.
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_access_token_with_leeway(token, 0).await
+    }
+
+    /// This server's FHIR base, then the audiences of registered resource servers.
+    pub async fn known_audiences(&self) -> Result<Vec<String>, OAuthError> {
+        let mut known = vec![self.fhir_base.clone()];
+        for client in self.store.list_clients().await? {
+            if client.kind == crate::store::ClientKind::ResourceServer {
+                for aud in client.audiences {
+                    if !known.contains(&aud) {
+                        known.push(aud);
+                    }
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    pub fn lifetimes(&self, client: &Client) -> Lifetimes {
+        let server = Lifetimes {
+            access: self.config.access_token_lifetime.as_secs() as i64,
+            refresh: self.config.refresh_token_lifetime.as_secs() as i64,
+            code: self.config.code_lifetime.as_secs() as i64,
+        };
+        let get = |name: &str, default: i64| {
+            client
+                .metadata
+                .get(name)
+                .and_then(|v| v.as_i64())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        Lifetimes {
+            access: get(LIFETIME_FIELDS[0], server.access).min(server.access),
+            refresh: get(LIFETIME_FIELDS[1], server.refresh),
+            code: get(LIFETIME_FIELDS[2], server.code),
+        }
+    }
+}
