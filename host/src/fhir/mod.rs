@@ -2,11 +2,13 @@
 //! subset ([`fhirpath`]) and the database-independent core of search ([`search`]).
 //! Plain types in, plain types out; the HTTP layer and the store build on these.
 
+pub mod access;
 pub mod bundle;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;
 pub mod repository;
 pub mod search;
+pub mod searchset;
 
 pub use definitions::{ResourceType, SearchParamDef, SearchParamType};

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::access::Access;
 use super::definitions::ResourceType;
 use super::outcome::Issue;
 use super::search::extract;
 use super::search::value::{format_instant, is_valid_id};
+use super::searchset::{self, Handling, SearchScope};
 use crate::store::fhir::{
     HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_version, fhir_write,
 };
@@ -40,6 +42,9 @@ pub struct RepositoryOptions {
     pub base_url: String,
     /// Whether `PUT` of a resource that does not exist creates it with the client's id.
     pub create_on_update: bool,
+    /// Whether a read refused by the access constraints answers 404 (hiding that the
+    /// resource exists) instead of 403.
+    pub hidden_as_not_found: bool,
 }
 
 /// Errors of FHIR interactions; each maps to one HTTP status and an OperationOutcome.
@@ -551,6 +556,162 @@ impl Repository {
         Ok(Some(version))
     }
 
+    /// The current version, when `access` lets it through: otherwise 403 naming the
+    /// constraint (or 404, with `hidden_as_not_found`). A resource that does not exist
+    /// or was deleted is 404 / 410 as for [`Repository::read`].
+    pub async fn read_with(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<StoredVersion, FhirError> {
+        let version = self.read(resource_type, id).await?;
+        if self
+            .store
+            .is_visible(resource_type, id, access, &self.options.base_url)
+            .await?
+        {
+            return Ok(version);
+        }
+        Err(if self.options.hidden_as_not_found {
+            FhirError::NotFound(format!("{resource_type}/{id} is not known"))
+        } else {
+            FhirError::Forbidden(access.refusal(resource_type, id))
+        })
+    }
+
+    /// A search (type or system), answered as a `searchset` Bundle. `params` are the
+    /// query-string pairs (and a `_search` form body), decoded, in order. Every match,
+    /// count, include and page is restricted by `access` inside the store query.
+    pub async fn search(
+        &self,
+        scope: SearchScope,
+        params: &[(String, String)],
+        handling: Handling,
+        access: &Access,
+    ) -> Result<Value, FhirError> {
+        searchset::search(
+            &self.store,
+            &self.options.base_url,
+            scope,
+            params,
+            handling,
+            access,
+        )
+        .await
+    }
+
+    /// Conditional create (`If-None-Exist`): no match creates, one match answers the
+    /// existing resource (200, nothing written), several are 412.
+    pub async fn conditional_create(
+        &self,
+        resource_type: ResourceType,
+        resource: Map<String, Value>,
+        criteria: &[(String, String)],
+        access: &Access,
+    ) -> Result<Conditional, FhirError> {
+        let found = self.matching(resource_type, criteria, access).await?;
+        match found.as_slice() {
+            [] => Ok(Conditional::Written(
+                self.create(resource_type, resource).await?,
+            )),
+            [one] => Ok(Conditional::Existing(self.read(resource_type, one).await?)),
+            _ => Err(several(resource_type, criteria, "If-None-Exist")),
+        }
+    }
+
+    /// Conditional update (`PUT [type]?criteria`): no match creates (with the body's id,
+    /// as an update-as-create, or a new id); one match is updated (a body id must be
+    /// that one's); several are 412.
+    pub async fn conditional_update(
+        &self,
+        resource_type: ResourceType,
+        mut resource: Map<String, Value>,
+        criteria: &[(String, String)],
+        if_match: Option<i64>,
+        access: &Access,
+    ) -> Result<Written, FhirError> {
+        let found = self.matching(resource_type, criteria, access).await?;
+        let body_id = match resource.get("id") {
+            None => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => return Err(FhirError::invalid("the body's id must be a string")),
+        };
+        match found.as_slice() {
+            [] => match body_id {
+                Some(id) => {
+                    check_id(&id)?;
+                    if self
+                        .store
+                        .fhir_current(resource_type.as_str(), &id)
+                        .await?
+                        .is_some_and(|c| !c.deleted)
+                    {
+                        return Err(FhirError::Conflict(format!(
+                            "{resource_type}/{id} exists but does not match the update's criteria"
+                        )));
+                    }
+                    self.update(resource_type, &id, resource, if_match).await
+                }
+                None => self.create(resource_type, resource).await,
+            },
+            [one] => {
+                if let Some(id) = &body_id
+                    && id != one
+                {
+                    return Err(FhirError::BadRequest(vec![
+                        Issue::error(
+                            "invalid",
+                            format!(
+                                "the body's id {id:?} is not the id of the resource the criteria select ({one:?})"
+                            ),
+                        )
+                        .at("id"),
+                    ]));
+                }
+                resource.insert("id".into(), Value::String(one.clone()));
+                self.update(resource_type, one, resource, if_match).await
+            }
+            _ => Err(several(resource_type, criteria, "the conditional update")),
+        }
+    }
+
+    /// Conditional delete (`DELETE [type]?criteria`): no match changes nothing, one is
+    /// deleted, several are 412 (this server deletes one resource per request).
+    pub async fn conditional_delete(
+        &self,
+        resource_type: ResourceType,
+        criteria: &[(String, String)],
+        if_match: Option<i64>,
+        access: &Access,
+    ) -> Result<Option<StoredVersion>, FhirError> {
+        let found = self.matching(resource_type, criteria, access).await?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => self.delete(resource_type, one, if_match).await,
+            _ => Err(several(resource_type, criteria, "the conditional delete")),
+        }
+    }
+
+    /// The ids (at most two: enough to tell none, one and several) that match.
+    async fn matching(
+        &self,
+        resource_type: ResourceType,
+        criteria: &[(String, String)],
+        access: &Access,
+    ) -> Result<Vec<String>, FhirError> {
+        let found = searchset::matching(
+            &self.store,
+            &self.options.base_url,
+            resource_type,
+            criteria,
+            access,
+            2,
+        )
+        .await?;
+        Ok(found.into_iter().map(|f| f.id).collect())
+    }
+
     /// A history page, newest first, with the total count.
     pub async fn history(
         &self,
@@ -562,6 +723,22 @@ impl Repository {
         }
         Ok(self.store.fhir_history(scope, filter).await?)
     }
+}
+
+/// The outcome of a conditional create.
+#[derive(Debug, Clone)]
+pub enum Conditional {
+    /// Nothing matched: the resource was created.
+    Written(Written),
+    /// One resource matched: it is answered, nothing was written.
+    Existing(StoredVersion),
+}
+
+fn several(resource_type: ResourceType, criteria: &[(String, String)], what: &str) -> FhirError {
+    FhirError::PreconditionFailed(format!(
+        "the criteria of {what} match more than one {resource_type} ({resource_type}?{})",
+        searchset::encode_query(criteria)
+    ))
 }
 
 fn check_precondition(

@@ -4,16 +4,19 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::fhir::access::Access;
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::{FhirError, Written, parse_resource, resource_type};
+use crate::fhir::repository::{Conditional, FhirError, Written, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
+use crate::fhir::searchset::{Handling, SearchScope, decode_query};
 use crate::store::fhir::{HistoryFilter, HistoryScope, StoredVersion};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -22,9 +25,17 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 /// Bodies larger than `max_body` bytes get 413 with an OperationOutcome.
 pub fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
-        .route("/", axum::routing::post(batch_or_transaction))
+        .route("/", get(search_system).post(batch_or_transaction))
+        .route("/_search", post(search_system_post))
         .route("/_history", get(history_system))
-        .route("/{type}", get(search_type).post(create))
+        .route(
+            "/{type}",
+            get(search_type)
+                .post(create)
+                .put(conditional_update)
+                .delete(conditional_delete),
+        )
+        .route("/{type}/_search", post(search_type_post))
         .route("/{type}/_history", get(history_type))
         .route(
             "/{type}/{id}",
@@ -318,15 +329,50 @@ fn written_response(
 
 type QueryPairs = Query<Vec<(String, String)>>;
 
+/// The authorization decision for this request, as the authorization layer left it in
+/// the request's extensions (`request.extensions_mut().insert(access)`). Absent means no
+/// authorization layer decided anything: the server runs without one.
+pub struct Granted(pub Access);
+
+impl<S: Send + Sync> FromRequestParts<S> for Granted {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Granted(
+            parts
+                .extensions
+                .get::<Access>()
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// `Prefer: handling=lenient` (anything else is strict).
+fn prefer_handling(headers: &HeaderMap) -> Handling {
+    let lenient = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=lenient"));
+    if lenient {
+        Handling::Lenient
+    } else {
+        Handling::Strict
+    }
+}
+
 async fn read(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
-    let v = state.fhir().read(rt, &id).await?;
+    let v = state.fhir().read_with(rt, &id, &access).await?;
     if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|inm| inm.as_bytes() == etag(v.version_id).as_bytes())
@@ -350,6 +396,7 @@ async fn vread(
 
 async fn create(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -359,8 +406,64 @@ async fn create(
     check_content_type(&headers, RESOURCE_TYPES_IN)?;
     let rt = resource_type(&ty)?;
     let resource = parse_resource(&body, rt)?;
-    let written = state.fhir().create(rt, resource).await?;
+    let Some(criteria) = headers.get("if-none-exist") else {
+        let written = state.fhir().create(rt, resource).await?;
+        return written_response(&state, &written, &headers, format);
+    };
+    let criteria = decode_query(criteria.to_str().map_err(|_| {
+        FhirError::invalid("If-None-Exist must be a query string (ASCII, percent-encoded)")
+    })?);
+    match state
+        .fhir()
+        .conditional_create(rt, resource, &criteria, &access)
+        .await?
+    {
+        Conditional::Written(written) => written_response(&state, &written, &headers, format),
+        Conditional::Existing(existing) => resource_response(&existing, StatusCode::OK, format),
+    }
+}
+
+/// `PUT [base]/[type]?criteria`.
+async fn conditional_update(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    check_content_type(&headers, RESOURCE_TYPES_IN)?;
+    let rt = resource_type(&ty)?;
+    let resource = parse_resource(&body, rt)?;
+    let written = state
+        .fhir()
+        .conditional_update(rt, resource, &query, if_match(&headers)?, &access)
+        .await?;
     written_response(&state, &written, &headers, format)
+}
+
+/// `DELETE [base]/[type]?criteria`.
+async fn conditional_delete(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    let deleted = state
+        .fhir()
+        .conditional_delete(rt, &query, if_match(&headers)?, &access)
+        .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(v) = deleted {
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(v.version_id));
+    }
+    Ok(response)
 }
 
 async fn update(
@@ -643,9 +746,82 @@ async fn batch_or_transaction(
     Ok(fhir_json(StatusCode::OK, &response, format.pretty))
 }
 
-async fn search_type(Path(ty): Path<String>) -> FhirResult {
-    resource_type(&ty)?;
-    Err(FhirError::MethodNotAllowed(format!("search of {ty} is not implemented yet")).into())
+/// `GET [base]/[type]?params`.
+async fn search_type(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let rt = resource_type(&ty)?;
+    search(&state, &access, SearchScope::Type(rt), &headers, query).await
+}
+
+/// `POST [base]/[type]/_search` with a form body (merged after the query string).
+async fn search_type_post(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let rt = resource_type(&ty)?;
+    let params = with_form_body(&headers, query, &body)?;
+    search(&state, &access, SearchScope::Type(rt), &headers, params).await
+}
+
+/// `GET [base]?_type=...&params`.
+async fn search_system(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    search(&state, &access, SearchScope::System, &headers, query).await
+}
+
+/// `POST [base]/_search`.
+async fn search_system_post(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let params = with_form_body(&headers, query, &body)?;
+    search(&state, &access, SearchScope::System, &headers, params).await
+}
+
+fn with_form_body(
+    headers: &HeaderMap,
+    mut query: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, FhirError> {
+    if body.is_empty() {
+        return Ok(query);
+    }
+    check_content_type(headers, &["application/x-www-form-urlencoded"])?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| FhirError::invalid("the _search body is not UTF-8 form data"))?;
+    query.extend(decode_query(text));
+    Ok(query)
+}
+
+async fn search(
+    state: &AppState,
+    access: &Access,
+    scope: SearchScope,
+    headers: &HeaderMap,
+    params: Vec<(String, String)>,
+) -> FhirResult {
+    let format = negotiate(headers, &params)?;
+    let bundle = state
+        .fhir()
+        .search(scope, &params, prefer_handling(headers), access)
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> FhirResult {

@@ -8,6 +8,7 @@
 mod clients;
 pub mod fhir;
 mod oauth;
+pub mod search;
 mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};

@@ -1,0 +1,650 @@
+//! Running a search and answering it as a `searchset` Bundle: parameters parsed (strict,
+//! or lenient with warnings), the [`Access`] compiled into the store query, the page,
+//! the total, `_include`/`_revinclude` (with `:iterate`), `_summary` and `_elements`,
+//! and `self`/`next`/`previous` links that reproduce the query.
+//!
+//! The paging cursor is `_offset` plus `_snapshot` (the time, in ms, of the first page):
+//! see `store::search` for why that is stable. Both are Hestia's own parameters; links
+//! carry them, clients need not know them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::access::{Access, Visible};
+use super::definitions::{ResourceType, is_data_type_name};
+use super::outcome::{Issue, operation_outcome};
+use super::repository::FhirError;
+use super::search::value::format_instant;
+use super::search::{Criterion, Include, SearchError, SearchQuery, Summary, Total};
+use crate::store::Store;
+use crate::store::search::{Branch, Follow, Found, SearchSpec, SearchStoreError};
+
+/// The page size when `_count` is not given, and the largest one served.
+pub const DEFAULT_COUNT: u32 = 20;
+pub const MAX_COUNT: u32 = 1000;
+/// At most this many resources are added by `_include`/`_revinclude` to one page, and
+/// `:iterate` follows at most this many rounds.
+const MAX_INCLUDED: usize = 1000;
+const MAX_ITERATE_ROUNDS: usize = 4;
+
+/// What to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope {
+    /// `GET [base]/[type]`.
+    Type(ResourceType),
+    /// `GET [base]?_type=...`; without `_type`, every type (common parameters only).
+    System,
+}
+
+/// How to treat unknown or malformed parameters (`Prefer: handling=strict|lenient`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    #[default]
+    Strict,
+    Lenient,
+}
+
+impl From<SearchStoreError> for FhirError {
+    fn from(e: SearchStoreError) -> Self {
+        match e {
+            SearchStoreError::Store(e) => FhirError::from(e),
+            SearchStoreError::Access(e) => FhirError::Forbidden(e.to_string()),
+            SearchStoreError::Unsupported(what) => FhirError::BadRequest(vec![Issue::error(
+                "not-supported",
+                format!("not supported: {what}"),
+            )]),
+        }
+    }
+}
+
+/// A parameter error as an issue naming the parameter.
+pub fn search_issue(e: &SearchError, severity_warning: bool) -> Issue {
+    let issue = if severity_warning {
+        Issue::warning(
+            "not-supported",
+            format!("{e}; the parameter was ignored (Prefer: handling=lenient)"),
+        )
+    } else {
+        Issue::error("invalid", e.to_string())
+    };
+    issue.at(e.param.clone())
+}
+
+/// A parsed search request, ready to run.
+struct Plan {
+    branches: Vec<Branch>,
+    /// The query of the first branch: its result parameters apply to all.
+    query: SearchQuery,
+    warnings: Vec<SearchError>,
+    /// The parameters as given, minus the cursor and minus rejected ones: what links repeat.
+    link_params: Vec<(String, String)>,
+    offset: i64,
+    snapshot: Option<i64>,
+}
+
+fn parse_plan(
+    scope: SearchScope,
+    params: &[(String, String)],
+    handling: Handling,
+    access: &Access,
+) -> Result<Plan, FhirError> {
+    let mut offset = 0;
+    let mut snapshot = None;
+    let mut types: Option<Vec<ResourceType>> = None;
+    let mut criteria_params = Vec::new();
+    let mut errors: Vec<SearchError> = Vec::new();
+    let mut link_params = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "_offset" => {
+                offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    FhirError::invalid(format!("_offset={v} must be a non-negative number"))
+                })?;
+            }
+            "_snapshot" => {
+                snapshot = Some(v.parse::<i64>().map_err(|_| {
+                    FhirError::invalid(format!(
+                        "_snapshot={v} is not a paging cursor of this server"
+                    ))
+                })?);
+            }
+            "_type" if scope == SearchScope::System => {
+                let mut list = types.take().unwrap_or_default();
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    match ResourceType::parse(name) {
+                        Some(t) if !list.contains(&t) => list.push(t),
+                        Some(_) => {}
+                        None => errors.push(SearchError {
+                            param: "_type".into(),
+                            problem: super::search::Problem::InvalidValue {
+                                value: name.to_owned(),
+                                reason: "not a resource type".into(),
+                            },
+                        }),
+                    }
+                }
+                types = Some(list);
+                link_params.push((k.clone(), v.clone()));
+            }
+            _ => {
+                criteria_params.push((k.clone(), v.clone()));
+                link_params.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    let mut branches = Vec::new();
+    let mut first_query = None;
+    let branch_types: Vec<Option<ResourceType>> = match (scope, &types) {
+        (SearchScope::Type(t), _) => vec![Some(t)],
+        (SearchScope::System, Some(list)) => list.iter().copied().map(Some).collect(),
+        (SearchScope::System, None) => vec![None],
+    };
+    for rt in branch_types {
+        // Common parameters (`_id`, `_lastUpdated`, `_tag`, ...) are the same for every
+        // type; Patient stands in when no type is named, and anything type-specific is
+        // refused below.
+        let parse_type = rt.unwrap_or_else(|| ResourceType::parse("Patient").expect("Patient"));
+        let (query, mut errs) =
+            SearchQuery::parse_lenient(parse_type, criteria_params.iter().cloned());
+        if rt.is_none() {
+            for c in &query.criteria {
+                if let Some(code) = type_specific(c) {
+                    errs.push(SearchError {
+                        param: code.to_owned(),
+                        problem: super::search::Problem::Invalid(
+                            "a search across all types takes only the parameters every resource has; name the types with _type".into(),
+                        ),
+                    });
+                }
+            }
+        }
+        for e in errs {
+            if !errors.contains(&e) {
+                errors.push(e);
+            }
+        }
+        branches.push(Branch {
+            resource_type: rt,
+            criteria: query.criteria.clone(),
+        });
+        first_query.get_or_insert(query);
+    }
+    let query = first_query
+        .unwrap_or_else(|| SearchQuery::all(ResourceType::parse("Patient").expect("Patient")));
+    if !errors.is_empty() && handling == Handling::Strict {
+        return Err(FhirError::BadRequest(
+            errors.iter().map(|e| search_issue(e, false)).collect(),
+        ));
+    }
+    if !errors.is_empty() {
+        link_params.retain(|(k, _)| !errors.iter().any(|e| &e.param == k));
+        // A criterion that failed in one branch but parsed in another would widen the
+        // other branches' results if kept there; leave it out everywhere.
+        for branch in &mut branches {
+            branch.criteria.retain(|c| {
+                !errors.iter().any(|e| {
+                    criterion_code(c)
+                        .is_some_and(|code| e.param.split([':', '.']).next() == Some(code))
+                })
+            });
+        }
+    }
+    // Under constraints, a system search without _type runs over every type the access
+    // lets through, each with its own constraint.
+    if !access.is_unrestricted()
+        && let [
+            Branch {
+                resource_type: None,
+                criteria,
+            },
+        ] = branches.as_slice()
+    {
+        let criteria = criteria.clone();
+        branches = ResourceType::all()
+            .filter(|t| !matches!(access.visible(*t), Ok(Visible::Nothing(_))))
+            .map(|t| Branch {
+                resource_type: Some(t),
+                criteria: criteria.clone(),
+            })
+            .collect();
+    }
+    // A type search for a type the access excludes altogether is refused outright.
+    if let SearchScope::Type(t) = scope {
+        match access.visible(t) {
+            Ok(Visible::Nothing(why)) => return Err(FhirError::Forbidden(why)),
+            Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+            Ok(_) => {}
+        }
+    }
+    Ok(Plan {
+        branches,
+        query,
+        warnings: errors,
+        link_params,
+        offset,
+        snapshot,
+    })
+}
+
+fn criterion_code(c: &Criterion) -> Option<&str> {
+    match c {
+        Criterion::Match { param, .. }
+        | Criterion::Missing { param, .. }
+        | Criterion::Chain { param, .. } => Some(param.code.as_str()),
+        Criterion::Has { .. } => Some("_has"),
+        Criterion::AnyOf(_) => None,
+    }
+}
+
+/// The code of a criterion whose parameter belongs to one type only.
+fn type_specific(c: &Criterion) -> Option<&str> {
+    match c {
+        Criterion::Match { param, .. } | Criterion::Missing { param, .. } => {
+            (!matches!(param.base.as_str(), "Resource" | "DomainResource"))
+                .then_some(param.code.as_str())
+        }
+        Criterion::Chain { param, .. } => Some(param.code.as_str()),
+        Criterion::Has { .. } => Some("_has"),
+        Criterion::AnyOf(cs) => cs.iter().find_map(type_specific),
+    }
+}
+
+/// The resources (at most `limit`) of `rt` that match `params`, under `access`: what the
+/// conditional interactions decide on. Parameters are parsed strictly.
+pub async fn matching(
+    store: &Store,
+    base_url: &str,
+    rt: ResourceType,
+    params: &[(String, String)],
+    access: &Access,
+    limit: i64,
+) -> Result<Vec<Found>, FhirError> {
+    let plan = parse_plan(SearchScope::Type(rt), params, Handling::Strict, access)?;
+    if plan.branches.iter().all(|b| b.criteria.is_empty()) {
+        return Err(FhirError::invalid(
+            "a conditional interaction needs search criteria that select the resource",
+        ));
+    }
+    let spec = SearchSpec {
+        branches: &plan.branches,
+        sort: &[],
+        snapshot: i64::MAX,
+        access,
+        base_url,
+    };
+    Ok(store.search_page(&spec, 0, limit).await?)
+}
+
+/// Runs a search and answers the `searchset` Bundle.
+pub async fn search(
+    store: &Store,
+    base_url: &str,
+    scope: SearchScope,
+    params: &[(String, String)],
+    handling: Handling,
+    access: &Access,
+) -> Result<Value, FhirError> {
+    let plan = parse_plan(scope, params, handling, access)?;
+    let result = &plan.query.result;
+    let count = i64::from(result.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT));
+    let snapshot = plan.snapshot.unwrap_or_else(now_ms);
+    let spec = SearchSpec {
+        branches: &plan.branches,
+        sort: &result.sort,
+        snapshot,
+        access,
+        base_url,
+    };
+    let summary_count = result.summary == Some(Summary::Count);
+    let total = if result.total == Some(Total::None) && !summary_count {
+        None
+    } else {
+        Some(store.search_count(&spec).await?)
+    };
+    let matches = if summary_count {
+        Vec::new()
+    } else {
+        store.search_page(&spec, plan.offset, count).await?
+    };
+    let included = if matches.is_empty() {
+        Vec::new()
+    } else {
+        includes(
+            store,
+            base_url,
+            &matches,
+            &result.include,
+            &result.revinclude,
+            access,
+        )
+        .await?
+    };
+
+    let self_path = match scope {
+        SearchScope::Type(t) => format!("{base_url}/{t}"),
+        SearchScope::System => base_url.to_owned(),
+    };
+    let link = |offset: i64| {
+        let mut pairs = plan.link_params.clone();
+        pairs.push(("_snapshot".into(), snapshot.to_string()));
+        pairs.push(("_offset".into(), offset.to_string()));
+        format!("{self_path}?{}", encode_query(&pairs))
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(plan.offset)})];
+    let has_next = match total {
+        Some(total) => plan.offset + count < total,
+        None => matches.len() as i64 == count,
+    };
+    if has_next && count > 0 && !summary_count {
+        links.push(json!({"relation": "next", "url": link(plan.offset + count)}));
+    }
+    if plan.offset > 0 && !summary_count {
+        links.push(
+            json!({"relation": "previous", "url": link((plan.offset - count.max(1)).max(0))}),
+        );
+    }
+
+    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    for found in &matches {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &result.elements);
+        entries.push(entry(base_url, found, resource, "match"));
+    }
+    for found in &included {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &[]);
+        entries.push(entry(base_url, found, resource, "include"));
+    }
+    if !plan.warnings.is_empty() {
+        let issues: Vec<Issue> = plan
+            .warnings
+            .iter()
+            .map(|e| search_issue(e, true))
+            .collect();
+        entries.push(json!({
+            "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            "resource": operation_outcome(&issues),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": format_instant(now_ms())},
+        "type": "searchset",
+    });
+    if let Some(total) = total {
+        bundle["total"] = json!(total);
+    }
+    bundle["link"] = Value::Array(links);
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok(bundle)
+}
+
+fn entry(base_url: &str, found: &Found, resource: Value, mode: &str) -> Value {
+    json!({
+        "fullUrl": format!("{base_url}/{}/{}", found.resource_type, found.id),
+        "resource": resource,
+        "search": {"mode": mode},
+    })
+}
+
+fn parse_found(found: &Found) -> Result<Value, FhirError> {
+    serde_json::from_str(&found.content)
+        .map_err(|e| FhirError::Internal(format!("stored resource is not JSON: {e}")))
+}
+
+/// Follows `_include` and `_revinclude` from the page's matches; `:iterate` directives
+/// also from what they included, round after round. Every included resource passes the
+/// same access check as a match of its type.
+async fn includes(
+    store: &Store,
+    base_url: &str,
+    matches: &[Found],
+    include: &[Include],
+    revinclude: &[Include],
+    access: &Access,
+) -> Result<Vec<Found>, FhirError> {
+    if include.is_empty() && revinclude.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|f| (f.resource_type.clone(), f.id.clone()))
+        .collect();
+    let mut included: Vec<Found> = Vec::new();
+    let mut sources: Vec<(String, String)> = seen.iter().cloned().collect();
+    sources.sort();
+    for round in 0..=MAX_ITERATE_ROUNDS {
+        let mut candidates: Vec<(String, String)> = Vec::new();
+        for inc in include.iter().filter(|i| round == 0 || i.iterate) {
+            let ids: Vec<&str> = sources
+                .iter()
+                .filter(|(t, _)| t == inc.source_type.as_str())
+                .map(|(_, id)| id.as_str())
+                .collect();
+            let follow = Follow {
+                source_type: inc.source_type,
+                param: inc.param.map(|p| p.code.as_str()),
+                target_type: inc.target_type,
+            };
+            candidates.extend(store.referenced_keys(&ids, follow).await?);
+        }
+        for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
+            let follow = Follow {
+                source_type: inc.source_type,
+                param: inc.param.map(|p| p.code.as_str()),
+                target_type: inc.target_type,
+            };
+            candidates.extend(store.referring_keys(&sources, follow).await?);
+        }
+        let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+        for key in candidates {
+            if !seen.contains(&key) {
+                seen.insert(key.clone());
+                by_type.entry(key.0).or_default().push(key.1);
+            }
+        }
+        let mut types: Vec<_> = by_type.into_iter().collect();
+        types.sort();
+        let mut fresh = Vec::new();
+        for (t, ids) in types {
+            let Some(rt) = ResourceType::parse(&t) else {
+                continue;
+            };
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            fresh.extend(store.fetch_visible(rt, &ids, access, base_url).await?);
+        }
+        if fresh.is_empty() {
+            break;
+        }
+        sources = fresh
+            .iter()
+            .map(|f| (f.resource_type.clone(), f.id.clone()))
+            .collect();
+        included.extend(fresh);
+        if included.len() >= MAX_INCLUDED {
+            included.truncate(MAX_INCLUDED);
+            break;
+        }
+    }
+    Ok(included)
+}
+
+#[derive(Deserialize)]
+struct SummaryEntry {
+    summary: Vec<String>,
+    mandatory: Vec<String>,
+}
+
+/// Per type: the top-level elements `_summary=true` keeps, and the mandatory ones.
+/// Generated from the R4 StructureDefinitions by `tools/fhir-defs/summary.py`.
+static SUMMARY: LazyLock<HashMap<String, SummaryEntry>> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../fhir-defs/r4-summary.json"))
+        .expect("r4-summary.json is valid")
+});
+
+/// Whether the JSON key `key` is the element `element` (choice elements: `value` is
+/// `valueQuantity`, `valueString`, ...; primitive extensions: `_birthDate`).
+fn is_element(key: &str, element: &str) -> bool {
+    let key = key.strip_prefix('_').unwrap_or(key);
+    key == element
+        || key.strip_prefix(element).is_some_and(|rest| {
+            rest.starts_with(|c: char| c.is_ascii_uppercase()) && is_data_type_name(rest)
+        })
+}
+
+/// Applies `_summary` and `_elements` to a resource, marking it `SUBSETTED`.
+fn shape(resource: &mut Value, found: &Found, summary: Option<Summary>, elements: &[String]) {
+    let Value::Object(object) = resource else {
+        return;
+    };
+    let entry = SUMMARY.get(&found.resource_type);
+    let mandatory: &[String] = entry.map_or(&[], |e| &e.mandatory);
+    let keep = |object: &mut Map<String, Value>, allowed: &dyn Fn(&str) -> bool| {
+        object.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || allowed(k));
+        subsetted(object);
+    };
+    match summary {
+        Some(Summary::True) => {
+            let list: &[String] = entry.map_or(&[], |e| &e.summary);
+            keep(object, &|k| list.iter().any(|e| is_element(k, e)));
+        }
+        Some(Summary::Text) => {
+            keep(object, &|k| {
+                k == "text" || mandatory.iter().any(|e| is_element(k, e))
+            });
+        }
+        Some(Summary::Data) => {
+            object.remove("text");
+            subsetted(object);
+        }
+        _ if !elements.is_empty() => {
+            let names: Vec<&str> = elements
+                .iter()
+                .map(|e| e.split('.').next().unwrap_or(e))
+                .collect();
+            keep(object, &|k| {
+                names.iter().any(|e| is_element(k, e)) || mandatory.iter().any(|e| is_element(k, e))
+            });
+        }
+        _ => {}
+    }
+}
+
+fn subsetted(object: &mut Map<String, Value>) {
+    let meta = object.entry("meta").or_insert_with(|| json!({}));
+    if let Value::Object(meta) = meta {
+        let tags = meta.entry("tag").or_insert_with(|| json!([]));
+        if let Value::Array(tags) = tags {
+            tags.push(json!({
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED",
+                "display": "subsetted"
+            }));
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `a=1&b=x%7Cy`: percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode_query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads `application/x-www-form-urlencoded` text (a query string, a `_search` body, an
+/// `If-None-Exist` header) into pairs, in order.
+pub fn decode_query(text: &str) -> Vec<(String, String)> {
+    text.trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_round_trip() {
+        let pairs = vec![
+            ("subject".to_owned(), "Patient/1".to_owned()),
+            ("code".to_owned(), "http://loinc.org|1234-5".to_owned()),
+            ("name".to_owned(), "O'Brien & Söhne".to_owned()),
+        ];
+        assert_eq!(decode_query(&encode_query(&pairs)), pairs);
+        assert_eq!(
+            decode_query("a=1+2&b=%7C&c=%zz&d"),
+            vec![
+                ("a".into(), "1 2".into()),
+                ("b".into(), "|".into()),
+                ("c".into(), "%zz".into()),
+                ("d".into(), "".into())
+            ]
+        );
+        assert_eq!(decode_query("x=%4"), vec![("x".into(), "%4".into())]);
+    }
+
+    #[test]
+    fn choice_elements_are_recognised() {
+        assert!(is_element("valueQuantity", "value"));
+        assert!(is_element("_birthDate", "birthDate"));
+        assert!(!is_element("valueSet", "value"));
+        assert!(!is_element("status", "value"));
+    }
+}

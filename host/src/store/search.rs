@@ -1,0 +1,874 @@
+//! FHIR search in SQL: a parsed [`SearchQuery`]'s criteria, sort keys and the caller's
+//! [`Access`] become one query text with `$n` placeholders, the same for SQLite and
+//! PostgreSQL (both read `$n`, `||`, `LIKE ... ESCAPE`, correlated `EXISTS`).
+//!
+//! Shape of a search (alias `r` is the resource, `i` an index row):
+//!
+//! ```sql
+//! SELECT * FROM (
+//!   SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content,
+//!          (SELECT MIN(i.normalized) FROM fhir_idx_string i WHERE ...) AS s0   -- _sort keys
+//!   FROM fhir_resources r
+//!   WHERE r.deleted = 0 AND r.last_updated <= $snapshot
+//!     AND ((r.resource_type = $t AND <criteria> AND <access>) OR ...)      -- one branch per type
+//! ) q ORDER BY (q.s0 IS NULL), q.s0, q.resource_type, q.id LIMIT n OFFSET m
+//! ```
+//!
+//! Each criterion is an `EXISTS` over the index table of its parameter's type (`NOT
+//! EXISTS` for `:not` and `:missing=true`); the comma-separated values of one parameter
+//! are ORed inside it, repeated parameters are ANDed. Chains and `_has` join
+//! `fhir_idx_reference` to `fhir_resources` and recurse with fresh aliases. The access
+//! decision is compiled the same way and ANDed into the query for the searched types,
+//! for chain targets, for `_has` sources and for included resources, so that a resource
+//! outside it is never returned, counted, included, used to match, or paged through.
+//!
+//! Paging is by offset under a snapshot bound: the first page fixes `snapshot` (the
+//! time of the request) and every link carries it, so resources created or updated
+//! afterwards do not shift the pages; the order always ends in `(resource_type, id)`,
+//! which makes it total and therefore stable.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+
+use super::{Backend, Store, StoreError};
+use crate::fhir::access::{Access, AccessError, Visible};
+use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
+use crate::fhir::search::{
+    Bound, CompareOp, Criterion, RangePredicate, SearchValue, SortKey, StringMatch, TokenSystem,
+    TokenValue, UriMatch,
+};
+
+/// A current resource as a search finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: i64,
+    pub last_updated: i64,
+    pub content: String,
+}
+
+/// One resource type's part of a search: `criteria` all hold. `None` is every type
+/// (a system search without `_type`), allowed only with [`Access::Unrestricted`].
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub resource_type: Option<ResourceType>,
+    pub criteria: Vec<Criterion>,
+}
+
+/// What a search asks of the database.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchSpec<'a> {
+    /// ORed: a resource matches when it matches one branch.
+    pub branches: &'a [Branch],
+    pub sort: &'a [SortKey],
+    /// Only resources whose current version is at or before this time (ms).
+    pub snapshot: i64,
+    pub access: &'a Access,
+    /// The server's FHIR base URL: absolute references to it match by type and id.
+    pub base_url: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchStoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<sqlx::Error> for SearchStoreError {
+    fn from(e: sqlx::Error) -> Self {
+        SearchStoreError::Store(StoreError::Sql(e))
+    }
+}
+
+type Result<T> = std::result::Result<T, SearchStoreError>;
+
+/// Chains and `_has` inside access criteria inside chains ...: deep enough for any real
+/// query, and a bound on what a crafted one can make the database do.
+const MAX_DEPTH: usize = 6;
+
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+/// A query under construction: its bind values and an alias counter.
+struct Sql<'a> {
+    binds: Vec<Bind>,
+    aliases: usize,
+    access: &'a Access,
+    base_url: &'a str,
+}
+
+impl<'a> Sql<'a> {
+    fn new(access: &'a Access, base_url: &'a str) -> Self {
+        Sql {
+            binds: Vec::new(),
+            aliases: 0,
+            access,
+            base_url,
+        }
+    }
+
+    fn text(&mut self, value: impl Into<String>) -> String {
+        self.binds.push(Bind::Text(value.into()));
+        format!("${}", self.binds.len())
+    }
+
+    fn int(&mut self, value: i64) -> String {
+        self.binds.push(Bind::Int(value));
+        format!("${}", self.binds.len())
+    }
+
+    fn float(&mut self, value: f64) -> String {
+        self.binds.push(Bind::Float(value));
+        format!("${}", self.binds.len())
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    fn texts<'s>(&mut self, values: impl IntoIterator<Item = &'s str>) -> String {
+        values
+            .into_iter()
+            .map(|v| self.text(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The condition that a resource `r` of type `rt` is visible under the access.
+    fn visible(&mut self, rt: ResourceType, r: &str, depth: usize) -> Result<Option<String>> {
+        match self.access.visible(rt)? {
+            Visible::All => Ok(None),
+            Visible::Nothing(_) => Ok(Some("1 = 0".into())),
+            Visible::Matching(criteria) => {
+                let parts = criteria
+                    .iter()
+                    .map(|c| self.criterion(c, r, depth + 1))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(and(parts)))
+            }
+        }
+    }
+
+    /// `r.resource_type = T AND criteria AND visible(T)` for one type.
+    fn typed(
+        &mut self,
+        rt: ResourceType,
+        criteria: &[Criterion],
+        r: &str,
+        depth: usize,
+    ) -> Result<String> {
+        let mut parts = vec![format!("{r}.resource_type = {}", self.text(rt.as_str()))];
+        for c in criteria {
+            parts.push(self.criterion(c, r, depth)?);
+        }
+        parts.extend(self.visible(rt, r, depth)?);
+        Ok(and(parts))
+    }
+
+    fn criterion(&mut self, criterion: &Criterion, r: &str, depth: usize) -> Result<String> {
+        if depth > MAX_DEPTH {
+            return Err(SearchStoreError::Unsupported(format!(
+                "chains and _has nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        match criterion {
+            Criterion::Match {
+                param,
+                values,
+                negated,
+            } => {
+                let matched = self.match_values(param, values, r)?;
+                Ok(if *negated {
+                    format!("NOT ({matched})")
+                } else {
+                    matched
+                })
+            }
+            Criterion::Missing { param, missing } => {
+                let present = self.present(param, r)?;
+                Ok(if *missing {
+                    format!("NOT ({present})")
+                } else {
+                    present
+                })
+            }
+            Criterion::Chain { param, targets } => {
+                let c = self.alias("c");
+                let t = self.alias("t");
+                let code = self.text(param.code.as_str());
+                let mut alternatives = Vec::new();
+                for target in targets {
+                    alternatives.push(self.typed(
+                        target.resource_type,
+                        std::slice::from_ref(&target.criterion),
+                        &t,
+                        depth + 1,
+                    )?);
+                }
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM fhir_idx_reference {c} JOIN fhir_resources {t} \
+                     ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id \
+                     WHERE {c}.resource_type = {r}.resource_type AND {c}.id = {r}.id AND {c}.param = {code} \
+                     AND {t}.deleted = 0 AND {})",
+                    or(alternatives)
+                ))
+            }
+            Criterion::Has {
+                source_type,
+                reference,
+                criterion,
+            } => {
+                let h = self.alias("h");
+                let s = self.alias("s");
+                let code = self.text(reference.code.as_str());
+                let source = self.typed(
+                    *source_type,
+                    std::slice::from_ref(criterion.as_ref()),
+                    &s,
+                    depth + 1,
+                )?;
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM fhir_idx_reference {h} JOIN fhir_resources {s} \
+                     ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id \
+                     WHERE {h}.param = {code} AND {h}.target_type = {r}.resource_type AND {h}.target_id = {r}.id \
+                     AND {s}.deleted = 0 AND {source})"
+                ))
+            }
+            Criterion::AnyOf(criteria) => {
+                let parts = criteria
+                    .iter()
+                    .map(|c| self.criterion(c, r, depth))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(or(parts))
+            }
+        }
+    }
+
+    /// The resource has an index row of `param` at all (`:missing=false`).
+    fn present(&mut self, param: &'static SearchParamDef, r: &str) -> Result<String> {
+        if matches!(param.code.as_str(), "_id" | "_lastUpdated") {
+            return Ok("1 = 1".into());
+        }
+        let table = table_of(param.kind).ok_or_else(|| {
+            SearchStoreError::Unsupported(format!(
+                "':missing' on the {} parameter '{}'",
+                param.kind, param.code
+            ))
+        })?;
+        let i = self.alias("i");
+        let code = self.text(param.code.as_str());
+        Ok(format!(
+            "EXISTS (SELECT 1 FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type AND {i}.id = {r}.id AND {i}.param = {code})"
+        ))
+    }
+
+    /// At least one of `values` matches one of the resource's rows of `param`.
+    fn match_values(
+        &mut self,
+        param: &'static SearchParamDef,
+        values: &[SearchValue],
+        r: &str,
+    ) -> Result<String> {
+        if param.code == "_id" {
+            let ids: Vec<&str> = values
+                .iter()
+                .filter_map(|v| match v {
+                    SearchValue::Token(TokenValue {
+                        code: Some(code), ..
+                    }) => Some(code.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                return Ok("1 = 0".into());
+            }
+            return Ok(format!("{r}.id IN ({})", self.texts(ids)));
+        }
+        if param.code == "_lastUpdated" {
+            let column = format!("{r}.last_updated");
+            let parts = values
+                .iter()
+                .map(|v| match v {
+                    SearchValue::Date(d) => Ok(self.range(&d.predicate(), &column, &column)),
+                    other => Err(SearchStoreError::Unsupported(format!(
+                        "_lastUpdated value {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(or(parts));
+        }
+        let mut alternatives = Vec::new();
+        for value in values {
+            alternatives.push(self.one_value(param, value, r)?);
+        }
+        Ok(or(alternatives))
+    }
+
+    /// `EXISTS` over the right index table with the value's condition.
+    fn one_value(
+        &mut self,
+        param: &'static SearchParamDef,
+        value: &SearchValue,
+        r: &str,
+    ) -> Result<String> {
+        if let SearchValue::Composite(parts) = value {
+            let components = param.component_params().ok_or_else(|| {
+                SearchStoreError::Unsupported(format!("composite parameter '{}'", param.code))
+            })?;
+            let mut all = Vec::new();
+            for (component, part) in components.into_iter().zip(parts) {
+                all.push(self.one_value(component, part, r)?);
+            }
+            return Ok(and(all));
+        }
+        let table = match value {
+            SearchValue::ReferenceIdentifier(_) => "fhir_idx_token",
+            _ => table_of(param.kind).ok_or_else(|| {
+                SearchStoreError::Unsupported(format!(
+                    "the {} parameter '{}'",
+                    param.kind, param.code
+                ))
+            })?,
+        };
+        let i = self.alias("i");
+        let code = self.text(param.code.as_str());
+        let condition = self.value_condition(value, &i)?;
+        Ok(format!(
+            "EXISTS (SELECT 1 FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type AND {i}.id = {r}.id \
+             AND {i}.param = {code} AND {condition})"
+        ))
+    }
+
+    fn value_condition(&mut self, value: &SearchValue, i: &str) -> Result<String> {
+        Ok(match value {
+            SearchValue::String {
+                value,
+                normalized,
+                mode,
+            } => match mode {
+                StringMatch::StartsWith => format!(
+                    "{i}.normalized LIKE {} ESCAPE '\\'",
+                    self.text(format!("{}%", like_escape(normalized)))
+                ),
+                StringMatch::Contains => format!(
+                    "{i}.normalized LIKE {} ESCAPE '\\'",
+                    self.text(format!("%{}%", like_escape(normalized)))
+                ),
+                StringMatch::Exact => format!("{i}.exact = {}", self.text(value.as_str())),
+            },
+            SearchValue::Token(token) | SearchValue::ReferenceIdentifier(token) => {
+                self.token(token, i)
+            }
+            SearchValue::TokenText(text) => format!(
+                "{i}.text LIKE {} ESCAPE '\\'",
+                self.text(format!("{}%", like_escape(text)))
+            ),
+            SearchValue::Reference(reference) => {
+                let local = reference
+                    .url
+                    .as_deref()
+                    .and_then(|u| u.strip_prefix(self.base_url))
+                    .is_some_and(|rest| rest.starts_with('/'));
+                match (&reference.url, &reference.target_type, &reference.id) {
+                    (Some(url), _, _) if !local => format!("{i}.url = {}", self.text(url.as_str())),
+                    (_, Some(t), Some(id)) => format!(
+                        "{i}.target_type = {} AND {i}.target_id = {}",
+                        self.text(t.as_str()),
+                        self.text(id.as_str())
+                    ),
+                    (_, None, Some(id)) => format!("{i}.target_id = {}", self.text(id.as_str())),
+                    _ => "1 = 0".into(),
+                }
+            }
+            SearchValue::Date(d) => {
+                self.range(&d.predicate(), &format!("{i}.low"), &format!("{i}.high"))
+            }
+            SearchValue::Number(n) => {
+                let column = format!("{i}.value");
+                self.range(&n.predicate(), &column, &column)
+            }
+            SearchValue::Quantity(q) => {
+                let column = format!("{i}.value");
+                let mut parts = vec![self.range(&q.predicate(), &column, &column)];
+                match (&q.system, &q.code) {
+                    (Some(s), Some(c)) => {
+                        parts.push(format!("{i}.system = {}", self.text(s.as_str())));
+                        parts.push(format!("{i}.code = {}", self.text(c.as_str())));
+                    }
+                    (Some(s), None) => {
+                        parts.push(format!("{i}.system = {}", self.text(s.as_str())))
+                    }
+                    (None, Some(c)) => {
+                        let a = self.text(c.as_str());
+                        let b = self.text(c.as_str());
+                        parts.push(format!("({i}.code = {a} OR {i}.unit = {b})"));
+                    }
+                    (None, None) => {}
+                }
+                and(parts)
+            }
+            SearchValue::Uri { value, mode } => match mode {
+                UriMatch::Exact => format!("{i}.value = {}", self.text(value.as_str())),
+                UriMatch::Below => format!(
+                    "{i}.value LIKE {} ESCAPE '\\'",
+                    self.text(format!("{}%", like_escape(value)))
+                ),
+                // The stored uri is a prefix of the parameter.
+                UriMatch::Above => format!(
+                    "{i}.value = substr({}, 1, length({i}.value))",
+                    self.text(value.as_str())
+                ),
+            },
+            SearchValue::Composite(_) => {
+                return Err(SearchStoreError::Unsupported(
+                    "a composite inside a composite".into(),
+                ));
+            }
+        })
+    }
+
+    fn token(&mut self, token: &TokenValue, i: &str) -> String {
+        let mut parts = Vec::new();
+        match &token.system {
+            TokenSystem::Any => {}
+            TokenSystem::None => parts.push(format!("{i}.system IS NULL")),
+            TokenSystem::Is(s) => parts.push(format!("{i}.system = {}", self.text(s.as_str()))),
+        }
+        if let Some(code) = &token.code {
+            parts.push(format!("{i}.code = {}", self.text(code.as_str())));
+        }
+        and(parts)
+    }
+
+    fn range<T: Copy + Into<Num>>(
+        &mut self,
+        predicate: &RangePredicate<T>,
+        low: &str,
+        high: &str,
+    ) -> String {
+        match predicate {
+            RangePredicate::Compare { column, op, value } => {
+                let column = match column {
+                    Bound::Low => low,
+                    Bound::High => high,
+                };
+                let op = match op {
+                    CompareOp::Lt => "<",
+                    CompareOp::Le => "<=",
+                    CompareOp::Gt => ">",
+                    CompareOp::Ge => ">=",
+                };
+                let placeholder = match (*value).into() {
+                    Num::Int(v) => self.int(v),
+                    Num::Float(v) => self.float(v),
+                };
+                format!("{column} {op} {placeholder}")
+            }
+            RangePredicate::All(parts) => {
+                let parts = parts.iter().map(|p| self.range(p, low, high)).collect();
+                and(parts)
+            }
+            RangePredicate::Any(parts) => {
+                let parts = parts.iter().map(|p| self.range(p, low, high)).collect();
+                or(parts)
+            }
+        }
+    }
+
+    /// The correlated subquery that gives a resource's value for one sort key; `NULL`
+    /// when it has none.
+    fn sort_value(&mut self, key: &SortKey, r: &str) -> String {
+        let param = key.param;
+        match param.code.as_str() {
+            "_id" => return format!("{r}.id"),
+            "_lastUpdated" => return format!("{r}.last_updated"),
+            _ => {}
+        }
+        let agg = if key.descending { "MAX" } else { "MIN" };
+        let (table, column) = match param.kind {
+            SearchParamType::String => ("fhir_idx_string", "normalized"),
+            SearchParamType::Token => ("fhir_idx_token", "code"),
+            SearchParamType::Reference => ("fhir_idx_reference", "target_id"),
+            SearchParamType::Date if key.descending => ("fhir_idx_date", "high"),
+            SearchParamType::Date => ("fhir_idx_date", "low"),
+            SearchParamType::Number => ("fhir_idx_number", "value"),
+            SearchParamType::Quantity => ("fhir_idx_quantity", "value"),
+            SearchParamType::Uri => ("fhir_idx_uri", "value"),
+            SearchParamType::Composite | SearchParamType::Special => return "NULL".into(),
+        };
+        let i = self.alias("i");
+        let code = self.text(param.code.as_str());
+        format!(
+            "(SELECT {agg}({i}.{column}) FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type \
+             AND {i}.id = {r}.id AND {i}.param = {code})"
+        )
+    }
+
+    /// The `WHERE` of a search over `fhir_resources r`.
+    fn search_where(&mut self, spec: &SearchSpec<'_>) -> Result<String> {
+        let mut branches = Vec::new();
+        for branch in spec.branches {
+            match branch.resource_type {
+                Some(rt) => branches.push(self.typed(rt, &branch.criteria, "r", 0)?),
+                None => {
+                    if !self.access.is_unrestricted() {
+                        return Err(SearchStoreError::Unsupported(
+                            "a search across all types under access constraints (name the types with _type)"
+                                .into(),
+                        ));
+                    }
+                    let mut parts = Vec::new();
+                    for c in &branch.criteria {
+                        parts.push(self.criterion(c, "r", 0)?);
+                    }
+                    branches.push(and(parts));
+                }
+            }
+        }
+        let snapshot = self.int(spec.snapshot);
+        Ok(format!(
+            "r.deleted = 0 AND r.last_updated <= {snapshot} AND {}",
+            or(branches)
+        ))
+    }
+
+    fn run<'q>(self, sql: &'q str) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        let mut query = sqlx::query(sql);
+        for bind in self.binds {
+            query = match bind {
+                Bind::Text(v) => query.bind(v),
+                Bind::Int(v) => query.bind(v),
+                Bind::Float(v) => query.bind(v),
+            };
+        }
+        query
+    }
+}
+
+/// A comparable value of a range predicate, bound with its own SQL type.
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl From<i64> for Num {
+    fn from(v: i64) -> Self {
+        Num::Int(v)
+    }
+}
+
+impl From<f64> for Num {
+    fn from(v: f64) -> Self {
+        Num::Float(v)
+    }
+}
+
+fn and(parts: Vec<String>) -> String {
+    match parts.len() {
+        0 => "1 = 1".into(),
+        1 => parts.into_iter().next().unwrap_or_default(),
+        _ => format!("({})", parts.join(" AND ")),
+    }
+}
+
+fn or(parts: Vec<String>) -> String {
+    match parts.len() {
+        0 => "1 = 0".into(),
+        1 => parts.into_iter().next().unwrap_or_default(),
+        _ => format!("({})", parts.join(" OR ")),
+    }
+}
+
+fn table_of(kind: SearchParamType) -> Option<&'static str> {
+    Some(match kind {
+        SearchParamType::String => "fhir_idx_string",
+        SearchParamType::Token => "fhir_idx_token",
+        SearchParamType::Reference => "fhir_idx_reference",
+        SearchParamType::Date => "fhir_idx_date",
+        SearchParamType::Number => "fhir_idx_number",
+        SearchParamType::Quantity => "fhir_idx_quantity",
+        SearchParamType::Uri => "fhir_idx_uri",
+        SearchParamType::Composite | SearchParamType::Special => return None,
+    })
+}
+
+/// Escapes `\`, `%` and `_` for a `LIKE ... ESCAPE '\'` pattern.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn found_from_row(row: &AnyRow) -> std::result::Result<Found, sqlx::Error> {
+    Ok(Found {
+        resource_type: row.try_get("resource_type")?,
+        id: row.try_get("id")?,
+        version_id: row.try_get("version_id")?,
+        last_updated: row.try_get("last_updated")?,
+        content: row.try_get("content")?,
+    })
+}
+
+/// How `_include` and `_revinclude` follow references from a set of resources.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow<'a> {
+    pub source_type: ResourceType,
+    /// `None`: every reference parameter (`Type:*`).
+    pub param: Option<&'a str>,
+    pub target_type: Option<ResourceType>,
+}
+
+impl Store {
+    /// One page of matches, in the requested order.
+    pub async fn search_page(
+        &self,
+        spec: &SearchSpec<'_>,
+        offset: i64,
+        count: i64,
+    ) -> Result<Vec<Found>> {
+        let mut sql = Sql::new(spec.access, spec.base_url);
+        let where_clause = sql.search_where(spec)?;
+        let mut columns = Vec::new();
+        let mut order = Vec::new();
+        for (n, key) in spec.sort.iter().enumerate() {
+            columns.push(format!("{} AS s{n}", sql.sort_value(key, "r")));
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            order.push(format!("(q.s{n} IS NULL) ASC, q.s{n} {direction}"));
+        }
+        order.push("q.resource_type ASC, q.id ASC".into());
+        let extra = columns.iter().map(|c| format!(", {c}")).collect::<String>();
+        let text = format!(
+            "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content FROM (\
+             SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content{extra} \
+             FROM fhir_resources r WHERE {where_clause}) q ORDER BY {} LIMIT {} OFFSET {}",
+            order.join(", "),
+            count.max(0),
+            offset.max(0)
+        );
+        let rows = sql.run(&text).fetch_all(self.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(found_from_row)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// How many resources match (what `_total=accurate` reports).
+    pub async fn search_count(&self, spec: &SearchSpec<'_>) -> Result<i64> {
+        let mut sql = Sql::new(spec.access, spec.base_url);
+        let where_clause = sql.search_where(spec)?;
+        let text = format!("SELECT COUNT(*) AS n FROM fhir_resources r WHERE {where_clause}");
+        let row = sql.run(&text).fetch_one(self.pool()).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// The `(type, id)`s that resources of `follow.source_type` among `sources` refer
+    /// to (`_include`). Not filtered by access: [`Store::fetch_visible`] does that.
+    pub async fn referenced_keys(
+        &self,
+        sources: &[&str],
+        follow: Follow<'_>,
+    ) -> Result<Vec<(String, String)>> {
+        if sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let access = Access::Unrestricted;
+        let mut sql = Sql::new(&access, "");
+        let mut parts = vec![
+            format!(
+                "f.resource_type = {}",
+                sql.text(follow.source_type.as_str())
+            ),
+            format!("f.id IN ({})", sql.texts(sources.iter().copied())),
+            "f.target_type IS NOT NULL AND f.target_id IS NOT NULL".into(),
+        ];
+        if let Some(param) = follow.param {
+            parts.push(format!("f.param = {}", sql.text(param)));
+        }
+        if let Some(t) = follow.target_type {
+            parts.push(format!("f.target_type = {}", sql.text(t.as_str())));
+        }
+        let text = format!(
+            "SELECT DISTINCT f.target_type AS t, f.target_id AS i FROM fhir_idx_reference f WHERE {}",
+            and(parts)
+        );
+        keys(sql.run(&text).fetch_all(self.pool()).await?)
+    }
+
+    /// The `(type, id)`s of resources of `follow.source_type` that refer to one of
+    /// `targets` (`_revinclude`). Not filtered by access.
+    pub async fn referring_keys(
+        &self,
+        targets: &[(String, String)],
+        follow: Follow<'_>,
+    ) -> Result<Vec<(String, String)>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let access = Access::Unrestricted;
+        let mut sql = Sql::new(&access, "");
+        let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (t, id) in targets {
+            if let Some(wanted) = follow.target_type
+                && wanted.as_str() != t
+            {
+                continue;
+            }
+            match by_type.iter_mut().find(|(ty, _)| ty == t) {
+                Some((_, ids)) => ids.push(id),
+                None => by_type.push((t, vec![id])),
+            }
+        }
+        if by_type.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut alternatives = Vec::new();
+        for (t, ids) in &by_type {
+            alternatives.push(format!(
+                "(f.target_type = {} AND f.target_id IN ({}))",
+                sql.text(*t),
+                sql.texts(ids.iter().copied())
+            ));
+        }
+        let mut parts = vec![
+            format!(
+                "f.resource_type = {}",
+                sql.text(follow.source_type.as_str())
+            ),
+            or(alternatives),
+        ];
+        if let Some(param) = follow.param {
+            parts.push(format!("f.param = {}", sql.text(param)));
+        }
+        let text = format!(
+            "SELECT DISTINCT f.resource_type AS t, f.id AS i FROM fhir_idx_reference f WHERE {}",
+            and(parts)
+        );
+        keys(sql.run(&text).fetch_all(self.pool()).await?)
+    }
+
+    /// The current, not deleted resources of `rt` among `ids` that the access lets
+    /// through.
+    pub async fn fetch_visible(
+        &self,
+        rt: ResourceType,
+        ids: &[&str],
+        access: &Access,
+        base_url: &str,
+    ) -> Result<Vec<Found>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(access, base_url);
+        let typed = sql.typed(rt, &[], "r", 0)?;
+        let text = format!(
+            "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM fhir_resources r \
+             WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id",
+            sql.texts(ids.iter().copied())
+        );
+        let rows = sql.run(&text).fetch_all(self.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(found_from_row)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Whether `rt/id` (current, not deleted) is visible under the access.
+    pub async fn is_visible(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        access: &Access,
+        base_url: &str,
+    ) -> Result<bool> {
+        if access.is_unrestricted() {
+            return Ok(true);
+        }
+        Ok(!self
+            .fetch_visible(rt, &[id], access, base_url)
+            .await?
+            .is_empty())
+    }
+
+    /// The backend's name for logs and benchmarks.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+fn keys(rows: Vec<AnyRow>) -> Result<Vec<(String, String)>> {
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get("t")?, row.try_get("i")?)))
+        .collect::<std::result::Result<_, sqlx::Error>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::search::SearchQuery;
+
+    fn where_of(ty: &str, query: &str) -> (String, usize) {
+        let rt = ResourceType::parse(ty).unwrap();
+        let pairs: Vec<(String, String)> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let q = SearchQuery::parse(rt, pairs).unwrap();
+        let branches = [Branch {
+            resource_type: Some(rt),
+            criteria: q.criteria,
+        }];
+        let access = Access::Unrestricted;
+        let spec = SearchSpec {
+            branches: &branches,
+            sort: &[],
+            snapshot: 0,
+            access: &access,
+            base_url: "http://h/fhir",
+        };
+        let mut sql = Sql::new(&access, "http://h/fhir");
+        let text = sql.search_where(&spec).unwrap();
+        (text, sql.binds.len())
+    }
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        let (text, binds) = where_of("Patient", "name=ada,bob&birthdate=ge2000");
+        for n in 1..=binds {
+            assert!(text.contains(&format!("${n}")), "{text}");
+        }
+        assert!(!text.contains(&format!("${}", binds + 1)), "{text}");
+    }
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(like_escape(r"50%_a\b"), r"50\%\_a\\b");
+    }
+
+    #[test]
+    fn local_absolute_references_match_by_type_and_id() {
+        let (text, _) = where_of("Observation", "subject=http://h/fhir/Patient/p1");
+        assert!(text.contains("target_type"), "{text}");
+        let (text, _) = where_of("Observation", "subject=http://other/fhir/Patient/p1");
+        assert!(text.contains(".url ="), "{text}");
+    }
+}
