@@ -4,5 +4,6 @@ mod fhir;
 mod foundation;
 mod oauth;
 mod plugins;
+mod search;
 mod store;
 mod support;
