@@ -488,8 +488,10 @@ fn entries(body: &Value) -> (Vec<String>, BTreeSet<String>) {
     (matches, included)
 }
 
+/// `GET [base]/query`; a query starting with `?` is a system search at the base itself.
 async fn get(app: &axum::Router, query: &str) -> Reply {
-    call(app, "GET", &format!("{BASE}/{query}"), &[], "").await
+    let sep = if query.starts_with('?') { "" } else { "/" };
+    call(app, "GET", &format!("{BASE}{sep}{query}"), &[], "").await
 }
 
 /// Runs every case; returns the descriptions of those that failed.
@@ -550,6 +552,769 @@ async fn data_driven_search_suite_on_both_databases() {
             failures.len(),
             CASES.len(),
             failures.join("\n")
+        );
+    }
+}
+
+/// Follows `next` links from `first` to the end; returns the match ids in order and the
+/// number of pages.
+async fn follow_pages(app: &axum::Router, first: &str) -> (Vec<String>, usize, Vec<Value>) {
+    let mut url = format!("{BASE}/{first}");
+    let mut ids = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let reply = call(app, "GET", &url, &[], "").await;
+        assert_eq!(reply.status, 200, "{url}: {:?}", reply.body);
+        ids.extend(entries(&reply.body).0);
+        let next = link(&reply.body, "next");
+        pages.push(reply.body);
+        match next {
+            Some(next) => url = relative(&next),
+            None => break,
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+    (ids, pages.len(), pages)
+}
+
+fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .and_then(|l| l["url"].as_str())
+        .map(str::to_owned)
+}
+
+/// A link of the test server (`http://localhost:8080/fhir/r4/...`) as a path.
+fn relative(url: &str) -> String {
+    url.strip_prefix("http://localhost:8080")
+        .unwrap_or_else(|| panic!("{url} is not on this server"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+        let all = entries(&get(&app, "Observation?_sort=date").await.body).0;
+        assert_eq!(all.len(), 9, "{b}");
+        for count in [1, 2, 4, 8, 9, 20] {
+            let (ids, pages, bodies) =
+                follow_pages(&app, &format!("Observation?_sort=date&_count={count}")).await;
+            assert_eq!(
+                ids, all,
+                "{b}: _count={count}: nothing missing, nothing twice, same order"
+            );
+            assert_eq!(pages, 9usize.div_ceil(count), "{b}: _count={count}");
+            for body in &bodies {
+                assert_eq!(body["total"], 9, "{b}");
+            }
+            if pages > 1 {
+                let second = &bodies[1];
+                let previous = link(second, "previous").expect("previous link");
+                let back = call(&app, "GET", &relative(&previous), &[], "").await;
+                assert_eq!(
+                    entries(&back.body).0,
+                    entries(&bodies[0]).0,
+                    "{b}: previous"
+                );
+                let own = link(second, "self").expect("self link");
+                let again = call(&app, "GET", &relative(&own), &[], "").await;
+                assert_eq!(
+                    entries(&again.body).0,
+                    entries(second).0,
+                    "{b}: self reproduces the page"
+                );
+            }
+        }
+
+        // Several sort keys and descending, paged.
+        let sorted = entries(&get(&app, "Patient?_sort=gender,-birthdate").await.body).0;
+        let (paged, _, _) = follow_pages(&app, "Patient?_sort=gender,-birthdate&_count=2").await;
+        assert_eq!(paged, sorted, "{b}");
+        // Default order (no _sort) is stable too.
+        let (unsorted, _, _) = follow_pages(&app, "Observation?_count=3").await;
+        let set: BTreeSet<_> = unsorted.iter().cloned().collect();
+        assert_eq!((unsorted.len(), set.len()), (9, 9), "{b}: {unsorted:?}");
+
+        // Resources written after the first page do not shift the next pages.
+        let first = get(&app, "Observation?_sort=-date&_count=3").await;
+        let created = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Observation"),
+            &[JSON],
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "late"}, "effectiveDateTime": "2030-01-01"}).to_string(),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{b}");
+        let mut ids = entries(&first.body).0;
+        let mut next = link(&first.body, "next");
+        while let Some(url) = next {
+            let page = call(&app, "GET", &relative(&url), &[], "").await;
+            ids.extend(entries(&page.body).0);
+            next = link(&page.body, "next");
+        }
+        let want = entries(
+            &get(
+                &app,
+                "Observation?_sort=-date&_id:not="
+                    .to_owned()
+                    .as_str()
+                    .trim_end_matches("&_id:not="),
+            )
+            .await
+            .body,
+        )
+        .0;
+        assert_eq!(want.len(), 10, "{b}: a fresh search sees the new one");
+        assert_eq!(ids.len(), 9, "{b}: the cursor's snapshot does not: {ids:?}");
+        assert!(
+            !ids.contains(&created.body["id"].as_str().unwrap().to_owned()),
+            "{b}"
+        );
+
+        // _count bounds: 0 gives the total only; above the maximum is capped.
+        let zero = get(&app, "Observation?_count=0").await;
+        assert_eq!(
+            (zero.status, zero.body["total"].as_u64()),
+            (200, Some(10)),
+            "{b}"
+        );
+        assert!(zero.body.get("entry").is_none(), "{b}");
+        let big = get(&app, "Observation?_count=5000").await;
+        assert_eq!(entries(&big.body).0.len(), 10, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn totals_summaries_elements_and_post_search() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+
+        let none = get(&app, "Patient?_total=none").await;
+        assert!(none.body.get("total").is_none(), "{b}: {:?}", none.body);
+        assert_eq!(entries(&none.body).0.len(), 5, "{b}");
+        let accurate = get(&app, "Patient?gender=female&_total=accurate&_count=1").await;
+        assert_eq!(accurate.body["total"], 2, "{b}");
+        assert_eq!(accurate.body["type"], "searchset");
+
+        let count = get(&app, "Observation?status=final&_summary=count").await;
+        assert_eq!(count.body["total"], 7, "{b}");
+        assert!(count.body.get("entry").is_none(), "{b}");
+
+        let summary = get(&app, "Patient?_id=p1&_summary=true").await;
+        let p1 = &summary.body["entry"][0]["resource"];
+        assert_eq!(
+            p1["name"][0]["family"], "Lovelace",
+            "{b}: name is a summary element"
+        );
+        assert!(
+            p1.get("generalPractitioner").is_none(),
+            "{b}: not a summary element: {p1}"
+        );
+        assert!(
+            p1["meta"]["tag"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["code"] == "SUBSETTED"),
+            "{b}"
+        );
+
+        let data = get(&app, "Patient?_id=p1&_summary=data").await;
+        assert!(
+            data.body["entry"][0]["resource"]
+                .get("generalPractitioner")
+                .is_some(),
+            "{b}"
+        );
+
+        let elements = get(&app, "Observation?_id=o1&_elements=subject,valueQuantity").await;
+        let o1 = &elements.body["entry"][0]["resource"];
+        assert_eq!(o1["subject"]["reference"], "Patient/p1", "{b}");
+        assert_eq!(o1["valueQuantity"]["value"], 72, "{b}");
+        assert_eq!(o1["status"], "final", "{b}: mandatory elements stay");
+        assert!(
+            o1.get("performer").is_none() && o1.get("encounter").is_none(),
+            "{b}: {o1}"
+        );
+        assert_eq!(o1["id"], "o1");
+
+        let full = &get(&app, "Observation?_id=o1").await.body["entry"][0];
+        assert_eq!(
+            full["fullUrl"], "http://localhost:8080/fhir/r4/Observation/o1",
+            "{b}"
+        );
+        assert_eq!(full["search"]["mode"], "match", "{b}");
+        assert!(full["resource"].get("performer").is_some(), "{b}");
+
+        // POST _search: the form body, merged with the query string.
+        let posted = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Observation/_search?status=final"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "code=http%3A%2F%2Floinc.org%7C8867-4&_sort=-date",
+        )
+        .await;
+        assert_eq!(posted.status, 200, "{b}: {:?}", posted.body);
+        assert_eq!(entries(&posted.body).0, vec!["o1", "o8"], "{b}");
+        let self_link = link(&posted.body, "self").unwrap();
+        let again = call(&app, "GET", &relative(&self_link), &[], "").await;
+        assert_eq!(
+            entries(&again.body).0,
+            vec!["o1", "o8"],
+            "{b}: the self link reproduces a POSTed search"
+        );
+
+        // System search with _type, and without (common parameters only).
+        let system = get(&app, "?_type=Patient,Practitioner&_id=p1,pr1,o1").await;
+        let (mut ids, _) = entries(&system.body);
+        ids.sort();
+        assert_eq!(ids, vec!["p1", "pr1"], "{b}: {:?}", system.body);
+        let any = get(&app, "?_id=o1,p2&_sort=_id").await;
+        assert_eq!(
+            entries(&any.body).0,
+            vec!["o1", "p2"],
+            "{b}: {:?}",
+            any.body
+        );
+        let posted = call(
+            &app,
+            "POST",
+            &format!("{BASE}/_search"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "_type=Condition&code=44054006",
+        )
+        .await;
+        let (mut ids, _) = entries(&posted.body);
+        ids.sort();
+        assert_eq!(ids, vec!["c2", "c3"], "{b}: {:?}", posted.body);
+
+        // Deleted resources are not found.
+        let deleted = call(&app, "DELETE", &format!("{BASE}/Patient/p5"), &[], "").await;
+        assert_eq!(deleted.status, 204, "{b}");
+        let after = get(&app, "Patient?name=smith").await;
+        assert_eq!(after.body["total"], 0, "{b}");
+        let revinclude = get(&app, "Observation?_id=o8&_include=Observation:subject").await;
+        assert_eq!(entries(&revinclude.body).1.len(), 1, "{b}: p4 still there");
+    }
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_them_or_warnings_when_lenient() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+        for (query, named) in [
+            ("Patient?foo=bar", "foo"),
+            ("Patient?birthdate=yesterday", "birthdate"),
+            ("Observation?value-quantity=lots", "value-quantity"),
+            ("Patient?name:fuzzy=ada", "name:fuzzy"),
+            ("Patient?gender:exact=male", "gender:exact"),
+            ("Patient?_sort=nonsense", "_sort"),
+            ("Patient?_count=-1", "_count"),
+            ("Patient?_include=Patient:name", "_include"),
+            ("Observation?subject.nonsense=1", "subject.nonsense"),
+            (
+                "Patient?_has:Observation:nonsense:code=1",
+                "_has:Observation:nonsense:code",
+            ),
+            ("?_type=Patient,Observation&family=x", "family"),
+            ("?name=x", "name"),
+            ("?_type=Nonsense", "_type"),
+        ] {
+            let reply = get(&app, query).await;
+            assert_eq!(reply.status, 400, "{b}: {query}: {:?}", reply.body);
+            assert_eq!(reply.body["resourceType"], "OperationOutcome");
+            assert!(
+                reply.diagnostics().contains(named),
+                "{b}: {query}: {}",
+                reply.diagnostics()
+            );
+        }
+        let unknown_type = get(&app, "Nonsense?name=x").await;
+        assert_eq!(unknown_type.status, 404, "{b}");
+
+        let lenient = call(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient?foo=bar&gender=female&birthdate=yesterday"),
+            &[("prefer", "handling=lenient")],
+            "",
+        )
+        .await;
+        assert_eq!(lenient.status, 200, "{b}: {:?}", lenient.body);
+        let (mut ids, _) = entries(&lenient.body);
+        ids.sort();
+        assert_eq!(
+            ids,
+            vec!["p1", "p3"],
+            "{b}: the good parameters still apply"
+        );
+        let outcome = lenient.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["search"]["mode"] == "outcome")
+            .expect("an outcome entry");
+        let text = outcome["resource"].to_string();
+        assert!(
+            text.contains("foo") && text.contains("birthdate") && text.contains("warning"),
+            "{b}: {text}"
+        );
+        let self_link = link(&lenient.body, "self").unwrap();
+        assert!(
+            !self_link.contains("foo") && self_link.contains("gender=female"),
+            "{b}: {self_link}"
+        );
+    }
+}
+
+fn compartment(patient: &str) -> Access {
+    Access::Within(vec![AccessConstraint::PatientCompartment(patient.into())])
+}
+
+#[tokio::test]
+async fn access_constraints_apply_inside_every_search() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+        let p1 = app.clone().layer(axum::Extension(compartment("p1")));
+
+        let sorted = |(mut ids, included): (Vec<String>, BTreeSet<String>)| {
+            ids.sort();
+            (ids, included.into_iter().collect::<Vec<_>>())
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Matches and totals.
+        let obs = get(&p1, "Observation?_total=accurate").await;
+        assert_eq!(
+            sorted(entries(&obs.body)),
+            (s(&["o1", "o2", "o9"]), vec![]),
+            "{b}"
+        );
+        assert_eq!(
+            obs.body["total"], 3,
+            "{b}: only visible resources are counted"
+        );
+        let count = get(&p1, "Observation?_summary=count").await;
+        assert_eq!(count.body["total"], 3, "{b}");
+        assert_eq!(get(&p1, "Observation?_id=o3").await.body["total"], 0, "{b}");
+        // The Patient compartment of p1 holds p1 and the patient that links to it.
+        let patients = get(&p1, "Patient").await;
+        assert_eq!(sorted(entries(&patients.body)).0, s(&["p1", "p4"]), "{b}");
+        // Chains and _has do not see through the constraint.
+        assert_eq!(
+            get(&p1, "Observation?subject.name=muller").await.body["total"],
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            get(&p1, "Patient?_has:Observation:patient:code=2339-0")
+                .await
+                .body["total"],
+            0,
+            "{b}"
+        );
+        // Includes: only what is visible; Practitioner and Organization are outside the compartment.
+        let inc = get(
+            &p1,
+            "Observation?_include=Observation:performer&_include=Observation:subject",
+        )
+        .await;
+        assert_eq!(
+            sorted(entries(&inc.body)),
+            (s(&["o1", "o2", "o9"]), s(&["p1"])),
+            "{b}"
+        );
+        let rev = get(
+            &p1,
+            "Patient?_id=p1&_revinclude=Observation:subject&_revinclude=Condition:subject",
+        )
+        .await;
+        assert_eq!(
+            sorted(entries(&rev.body)),
+            (s(&["p1"]), s(&["c1", "c4", "o1", "o2", "o9"])),
+            "{b}"
+        );
+        let iterate = get(&p1, "Organization?_id=org1").await;
+        assert_eq!(
+            iterate.status, 403,
+            "{b}: a type outside the compartment is refused"
+        );
+        let practitioners = get(&p1, "Practitioner?name=smith").await;
+        assert_eq!(practitioners.status, 403, "{b}");
+        assert!(
+            practitioners
+                .diagnostics()
+                .contains("outside the patient compartment"),
+            "{b}"
+        );
+        // Paging never passes another patient's resource.
+        let (ids, pages, bodies) = follow_pages(&p1, "Observation?_count=1&_sort=_id").await;
+        assert_eq!((ids, pages), (s(&["o1", "o2", "o9"]), 3), "{b}");
+        assert!(bodies.iter().all(|page| page["total"] == 3), "{b}");
+        // System search: only visible types and resources.
+        let system = get(&p1, "?_type=Observation,Practitioner&_id=o1,o3,pr1").await;
+        assert_eq!(
+            sorted(entries(&system.body)).0,
+            s(&["o1"]),
+            "{b}: {:?}",
+            system.body
+        );
+        let everything = get(&p1, "?_id=o1,o3,pr1,p1,p2").await;
+        assert_eq!(
+            sorted(entries(&everything.body)).0,
+            s(&["o1", "p1"]),
+            "{b}: {:?}",
+            everything.body
+        );
+
+        // Reads.
+        let own = call(&p1, "GET", &format!("{BASE}/Observation/o1"), &[], "").await;
+        assert_eq!(own.status, 200, "{b}");
+        let other = call(&p1, "GET", &format!("{BASE}/Observation/o3"), &[], "").await;
+        assert_eq!(other.status, 403, "{b}");
+        assert!(
+            other
+                .diagnostics()
+                .contains("Observation/o3 is outside the patient compartment of Patient/p1"),
+            "{b}: {}",
+            other.diagnostics()
+        );
+        let other_patient = call(&p1, "GET", &format!("{BASE}/Patient/p2"), &[], "").await;
+        assert_eq!(other_patient.status, 403, "{b}");
+
+        // A scope's search constraint restricts its type only, includes too.
+        let lab = app.clone().layer(axum::Extension(Access::Within(vec![
+            AccessConstraint::Search {
+                resource_type: rt("Observation"),
+                params: vec![("category".into(), "laboratory".into())],
+            },
+        ])));
+        assert_eq!(
+            sorted(entries(&get(&lab, "Observation").await.body)).0,
+            s(&["o4", "o5"]),
+            "{b}"
+        );
+        assert_eq!(get(&lab, "Patient").await.body["total"], 5, "{b}");
+        let rev = get(&lab, "Patient?_id=p2&_revinclude=Observation:subject").await;
+        assert_eq!(sorted(entries(&rev.body)), (s(&["p2"]), s(&["o4"])), "{b}");
+        let refused = call(&lab, "GET", &format!("{BASE}/Observation/o3"), &[], "").await;
+        assert_eq!(refused.status, 403, "{b}");
+        assert!(
+            refused.diagnostics().contains("category=laboratory"),
+            "{b}: {}",
+            refused.diagnostics()
+        );
+
+        // Both at once: p2's laboratory results only.
+        let both = app.clone().layer(axum::Extension(Access::Within(vec![
+            AccessConstraint::PatientCompartment("p2".into()),
+            AccessConstraint::Search {
+                resource_type: rt("Observation"),
+                params: vec![("category".into(), "laboratory".into())],
+            },
+        ])));
+        assert_eq!(
+            sorted(entries(&get(&both, "Observation").await.body)).0,
+            s(&["o4"]),
+            "{b}"
+        );
+
+        // A malformed constraint fails closed.
+        let broken = app.clone().layer(axum::Extension(Access::Within(vec![
+            AccessConstraint::Search {
+                resource_type: rt("Observation"),
+                params: vec![("no-such".into(), "x".into())],
+            },
+        ])));
+        assert_eq!(get(&broken, "Observation").await.status, 403, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn hidden_reads_can_answer_404() {
+    for db in TestDb::all().await {
+        let (_, state) = app_on(&db, "").await;
+        let store = state.store().clone();
+        let repo = hestia::fhir::repository::Repository::new(
+            store,
+            std::sync::Arc::new(hestia::fhir::repository::NoValidation),
+            hestia::fhir::repository::RepositoryOptions {
+                base_url: "http://localhost:8080/fhir/r4".into(),
+                create_on_update: true,
+                hidden_as_not_found: true,
+            },
+        );
+        let mut o = serde_json::Map::new();
+        o.insert("resourceType".into(), json!("Observation"));
+        o.insert("id".into(), json!("x1"));
+        o.insert("status".into(), json!("final"));
+        o.insert("code".into(), json!({"text": "t"}));
+        o.insert("subject".into(), json!({"reference": "Patient/a"}));
+        repo.update(rt("Observation"), "x1", o, None).await.unwrap();
+        let err = repo
+            .read_with(rt("Observation"), "x1", &compartment("b"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, hestia::fhir::repository::FhirError::NotFound(_)),
+            "{}: {err:?}",
+            db.backend
+        );
+        let ok = repo
+            .read_with(rt("Observation"), "x1", &compartment("a"))
+            .await;
+        assert!(ok.is_ok(), "{}", db.backend);
+    }
+}
+
+#[tokio::test]
+async fn conditional_create_update_and_delete() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let patient = |mrn: &str, family: &str| {
+            json!({"resourceType": "Patient", "identifier": [{"system": "http://mrn", "value": mrn}], "name": [{"family": family}]}).to_string()
+        };
+        let none_exist = ("if-none-exist", "identifier=http://mrn|A1");
+        let first = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient"),
+            &[JSON, none_exist],
+            patient("A1", "One"),
+        )
+        .await;
+        assert_eq!(first.status, 201, "{b}: no match creates");
+        let id = first.body["id"].as_str().unwrap().to_owned();
+        let second = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient"),
+            &[JSON, none_exist],
+            patient("A1", "Two"),
+        )
+        .await;
+        assert_eq!(second.status, 200, "{b}: one match answers it");
+        assert_eq!(second.body["id"], id.as_str());
+        assert_eq!(
+            second.body["name"][0]["family"], "One",
+            "{b}: nothing written"
+        );
+        let dup = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient"),
+            &[JSON],
+            patient("A1", "Dup"),
+        )
+        .await;
+        assert_eq!(dup.status, 201);
+        let third = call(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient"),
+            &[JSON, none_exist],
+            patient("A1", "Three"),
+        )
+        .await;
+        assert_eq!(third.status, 412, "{b}: several match");
+        let all = get(&app, "Patient").await;
+        assert_eq!(all.body["total"], 2, "{b}");
+
+        // Conditional update.
+        let created = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?identifier=http://mrn|B1"),
+            &[JSON],
+            patient("B1", "Bee"),
+        )
+        .await;
+        assert_eq!(
+            created.status, 201,
+            "{b}: no match creates: {:?}",
+            created.body
+        );
+        let b1 = created.body["id"].as_str().unwrap().to_owned();
+        let updated = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?identifier=http://mrn|B1"),
+            &[JSON],
+            patient("B1", "Bumble"),
+        )
+        .await;
+        assert_eq!(updated.status, 200, "{b}: {:?}", updated.body);
+        assert_eq!(
+            (
+                updated.body["id"].as_str(),
+                updated.body["meta"]["versionId"].as_str()
+            ),
+            (Some(b1.as_str()), Some("2")),
+            "{b}"
+        );
+        let mut wrong_id: Value = serde_json::from_str(&patient("B1", "X")).unwrap();
+        wrong_id["id"] = json!("someone-else");
+        let mismatch = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?identifier=http://mrn|B1"),
+            &[JSON],
+            wrong_id.to_string(),
+        )
+        .await;
+        assert_eq!(mismatch.status, 400, "{b}");
+        let several = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?identifier=http://mrn|A1"),
+            &[JSON],
+            patient("A1", "X"),
+        )
+        .await;
+        assert_eq!(several.status, 412, "{b}");
+        let mut with_id: Value = serde_json::from_str(&patient("C1", "Sea")).unwrap();
+        with_id["id"] = json!("c-one");
+        let as_create = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?identifier=http://mrn|C1"),
+            &[JSON],
+            with_id.to_string(),
+        )
+        .await;
+        assert_eq!(
+            (as_create.status, as_create.body["id"].as_str()),
+            (201, Some("c-one")),
+            "{b}"
+        );
+        let no_criteria = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient"),
+            &[JSON],
+            patient("D1", "Dee"),
+        )
+        .await;
+        assert_eq!(no_criteria.status, 400, "{b}");
+        let bad_criteria = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient?nonsense=1"),
+            &[JSON],
+            patient("D1", "Dee"),
+        )
+        .await;
+        assert_eq!(bad_criteria.status, 400, "{b}");
+
+        // Conditional delete.
+        let many = call(
+            &app,
+            "DELETE",
+            &format!("{BASE}/Patient?identifier=http://mrn|A1"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(many.status, 412, "{b}");
+        let nothing = call(
+            &app,
+            "DELETE",
+            &format!("{BASE}/Patient?identifier=http://mrn|Z9"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(nothing.status, 204, "{b}");
+        let one = call(
+            &app,
+            "DELETE",
+            &format!("{BASE}/Patient?identifier=http://mrn|B1"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(one.status, 204, "{b}");
+        let gone = call(&app, "GET", &format!("{BASE}/Patient/{b1}"), &[], "").await;
+        assert_eq!(gone.status, 410, "{b}");
+
+        // Under a constraint, conditional matching sees only what the access allows.
+        let limited = app.clone().layer(axum::Extension(compartment("nobody")));
+        let hidden = call(
+            &limited,
+            "DELETE",
+            &format!("{BASE}/Patient?identifier=http://mrn|C1"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(hidden.status, 204, "{b}");
+        let still = call(&app, "GET", &format!("{BASE}/Patient/c-one"), &[], "").await;
+        assert_eq!(still.status, 200, "{b}: not deleted: it was not visible");
+    }
+}
+
+/// The acceptance test of the FHIR core: every non-Bundle example of
+/// `hl7.fhir.r4.examples@4.0.1` (selected by `tools/fhir-defs/examples.py`) is created
+/// with `PUT` and read back equal apart from `meta`.
+#[tokio::test]
+async fn every_r4_example_round_trips() {
+    let packed = include_bytes!("../../fixtures/r4-examples.json.zst");
+    let text = zstd::decode_all(&packed[..]).expect("zstd fixture");
+    let examples: Vec<Value> = serde_json::from_slice(&text).expect("examples are JSON");
+    assert!(examples.len() > 700, "{} examples", examples.len());
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let mut failures = Vec::new();
+        for example in &examples {
+            let ty = example["resourceType"].as_str().unwrap();
+            let id = example["id"].as_str().unwrap();
+            let url = format!("{BASE}/{ty}/{id}");
+            let put = call(&app, "PUT", &url, &[JSON], example.to_string()).await;
+            if put.status != 201 {
+                failures.push(format!("PUT {url}: {} {}", put.status, put.diagnostics()));
+                continue;
+            }
+            let read = call(&app, "GET", &url, &[], "").await;
+            let without_meta = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("meta");
+                }
+                v
+            };
+            if read.status != 200 || without_meta(&read.body) != without_meta(example) {
+                failures.push(format!("GET {url}: {} differs", read.status));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{b}: {} of {} examples failed:\n{}",
+            failures.len(),
+            examples.len(),
+            failures.join("\n")
+        );
+        // The examples are searchable: a few spot checks across the index.
+        let patients = get(&app, "Patient?_summary=count").await;
+        assert!(patients.body["total"].as_u64().unwrap() >= 20, "{b}");
+        let example = get(&app, "Patient?_id=example&_revinclude=Observation:subject").await;
+        assert!(
+            entries(&example.body).1.len() >= 5,
+            "{b}: {:?}",
+            entries(&example.body)
         );
     }
 }
