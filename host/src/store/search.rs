@@ -152,7 +152,7 @@ impl<'a> Sql<'a> {
             Visible::Matching(criteria) => {
                 let parts = criteria
                     .iter()
-                    .map(|c| self.criterion(c, r, depth + 1))
+                    .map(|c| self.criterion(Some(rt), c, r, depth + 1))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Some(and(parts)))
             }
@@ -169,13 +169,19 @@ impl<'a> Sql<'a> {
     ) -> Result<String> {
         let mut parts = vec![format!("{r}.resource_type = {}", self.text(rt.as_str()))];
         for c in criteria {
-            parts.push(self.criterion(c, r, depth)?);
+            parts.push(self.criterion(Some(rt), c, r, depth)?);
         }
         parts.extend(self.visible(rt, r, depth)?);
         Ok(and(parts))
     }
 
-    fn criterion(&mut self, criterion: &Criterion, r: &str, depth: usize) -> Result<String> {
+    fn criterion(
+        &mut self,
+        rt: Option<ResourceType>,
+        criterion: &Criterion,
+        r: &str,
+        depth: usize,
+    ) -> Result<String> {
         if depth > MAX_DEPTH {
             return Err(SearchStoreError::Unsupported(format!(
                 "chains and _has nested more than {MAX_DEPTH} levels deep"
@@ -187,7 +193,7 @@ impl<'a> Sql<'a> {
                 values,
                 negated,
             } => {
-                let matched = self.match_values(param, values, r)?;
+                let matched = self.match_values(rt, param, values, r)?;
                 Ok(if *negated {
                     format!("NOT ({matched})")
                 } else {
@@ -195,7 +201,7 @@ impl<'a> Sql<'a> {
                 })
             }
             Criterion::Missing { param, missing } => {
-                let present = self.present(param, r)?;
+                let present = self.present(rt, param, r)?;
                 Ok(if *missing {
                     format!("NOT ({present})")
                 } else {
@@ -215,12 +221,19 @@ impl<'a> Sql<'a> {
                         depth + 1,
                     )?);
                 }
-                Ok(format!(
-                    "EXISTS (SELECT 1 FROM fhir_idx_reference {c} JOIN fhir_resources {t} \
-                     ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id \
-                     WHERE {c}.resource_type = {r}.resource_type AND {c}.id = {r}.id AND {c}.param = {code} \
-                     AND {t}.deleted = 0 AND {})",
-                    or(alternatives)
+                Ok(self.semi_join(
+                    rt,
+                    r,
+                    (&format!("{c}.resource_type"), &format!("{c}.id")),
+                    &format!(
+                        "fhir_idx_reference {c} JOIN fhir_resources {t} \
+                         ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id"
+                    ),
+                    vec![
+                        format!("{c}.param = {code}"),
+                        format!("{t}.deleted = 0"),
+                        or(alternatives),
+                    ],
                 ))
             }
             Criterion::Has {
@@ -237,25 +250,70 @@ impl<'a> Sql<'a> {
                     &s,
                     depth + 1,
                 )?;
-                Ok(format!(
-                    "EXISTS (SELECT 1 FROM fhir_idx_reference {h} JOIN fhir_resources {s} \
-                     ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id \
-                     WHERE {h}.param = {code} AND {h}.target_type = {r}.resource_type AND {h}.target_id = {r}.id \
-                     AND {s}.deleted = 0 AND {source})"
+                Ok(self.semi_join(
+                    rt,
+                    r,
+                    (&format!("{h}.target_type"), &format!("{h}.target_id")),
+                    &format!(
+                        "fhir_idx_reference {h} JOIN fhir_resources {s} \
+                         ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
+                    ),
+                    vec![
+                        format!("{h}.param = {code}"),
+                        format!("{s}.deleted = 0"),
+                        source,
+                    ],
                 ))
             }
             Criterion::AnyOf(criteria) => {
                 let parts = criteria
                     .iter()
-                    .map(|c| self.criterion(c, r, depth))
+                    .map(|c| self.criterion(rt, c, r, depth))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(or(parts))
             }
         }
     }
 
+    /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
+    /// type this is an uncorrelated `r.id IN (SELECT ...)`, which both planners run once
+    /// from the value indexes; without one, a correlated `EXISTS`.
+    fn semi_join(
+        &mut self,
+        rt: Option<ResourceType>,
+        r: &str,
+        (owner_type, owner_id): (&str, &str),
+        from: &str,
+        mut conditions: Vec<String>,
+    ) -> String {
+        match rt {
+            Some(rt) => {
+                conditions.insert(0, format!("{owner_type} = {}", self.text(rt.as_str())));
+                format!(
+                    "{r}.id IN (SELECT {owner_id} FROM {from} WHERE {})",
+                    conditions.join(" AND ")
+                )
+            }
+            None => {
+                conditions.insert(
+                    0,
+                    format!("{owner_type} = {r}.resource_type AND {owner_id} = {r}.id"),
+                );
+                format!(
+                    "EXISTS (SELECT 1 FROM {from} WHERE {})",
+                    conditions.join(" AND ")
+                )
+            }
+        }
+    }
+
     /// The resource has an index row of `param` at all (`:missing=false`).
-    fn present(&mut self, param: &'static SearchParamDef, r: &str) -> Result<String> {
+    fn present(
+        &mut self,
+        rt: Option<ResourceType>,
+        param: &'static SearchParamDef,
+        r: &str,
+    ) -> Result<String> {
         if matches!(param.code.as_str(), "_id" | "_lastUpdated") {
             return Ok("1 = 1".into());
         }
@@ -267,14 +325,19 @@ impl<'a> Sql<'a> {
         })?;
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
-        Ok(format!(
-            "EXISTS (SELECT 1 FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type AND {i}.id = {r}.id AND {i}.param = {code})"
+        Ok(self.semi_join(
+            rt,
+            r,
+            (&format!("{i}.resource_type"), &format!("{i}.id")),
+            &format!("{table} {i}"),
+            vec![format!("{i}.param = {code}")],
         ))
     }
 
     /// At least one of `values` matches one of the resource's rows of `param`.
     fn match_values(
         &mut self,
+        rt: Option<ResourceType>,
         param: &'static SearchParamDef,
         values: &[SearchValue],
         r: &str,
@@ -309,7 +372,7 @@ impl<'a> Sql<'a> {
         }
         let mut alternatives = Vec::new();
         for value in values {
-            alternatives.push(self.one_value(param, value, r)?);
+            alternatives.push(self.one_value(rt, param, value, r)?);
         }
         Ok(or(alternatives))
     }
@@ -317,6 +380,7 @@ impl<'a> Sql<'a> {
     /// `EXISTS` over the right index table with the value's condition.
     fn one_value(
         &mut self,
+        rt: Option<ResourceType>,
         param: &'static SearchParamDef,
         value: &SearchValue,
         r: &str,
@@ -327,7 +391,7 @@ impl<'a> Sql<'a> {
             })?;
             let mut all = Vec::new();
             for (component, part) in components.into_iter().zip(parts) {
-                all.push(self.one_value(component, part, r)?);
+                all.push(self.one_value(rt, component, part, r)?);
             }
             return Ok(and(all));
         }
@@ -343,9 +407,12 @@ impl<'a> Sql<'a> {
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
         let condition = self.value_condition(value, &i)?;
-        Ok(format!(
-            "EXISTS (SELECT 1 FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type AND {i}.id = {r}.id \
-             AND {i}.param = {code} AND {condition})"
+        Ok(self.semi_join(
+            rt,
+            r,
+            (&format!("{i}.resource_type"), &format!("{i}.id")),
+            &format!("{table} {i}"),
+            vec![format!("{i}.param = {code}"), condition],
         ))
     }
 
@@ -495,21 +562,24 @@ impl<'a> Sql<'a> {
             _ => {}
         }
         let agg = if key.descending { "MAX" } else { "MIN" };
-        let (table, column) = match param.kind {
-            SearchParamType::String => ("fhir_idx_string", "normalized"),
-            SearchParamType::Token => ("fhir_idx_token", "code"),
-            SearchParamType::Reference => ("fhir_idx_reference", "target_id"),
-            SearchParamType::Date if key.descending => ("fhir_idx_date", "high"),
-            SearchParamType::Date => ("fhir_idx_date", "low"),
-            SearchParamType::Number => ("fhir_idx_number", "value"),
-            SearchParamType::Quantity => ("fhir_idx_quantity", "value"),
-            SearchParamType::Uri => ("fhir_idx_uri", "value"),
+        // The no-op `+ 0` / `|| ''` keeps SQLite from answering MIN/MAX by walking the
+        // value index (resource_type, param, value) past every other resource's rows;
+        // the row index (resource_type, id, param) is the fast path for one resource.
+        let (table, column, noop) = match param.kind {
+            SearchParamType::String => ("fhir_idx_string", "normalized", " || ''"),
+            SearchParamType::Token => ("fhir_idx_token", "code", " || ''"),
+            SearchParamType::Reference => ("fhir_idx_reference", "target_id", " || ''"),
+            SearchParamType::Date if key.descending => ("fhir_idx_date", "high", " + 0"),
+            SearchParamType::Date => ("fhir_idx_date", "low", " + 0"),
+            SearchParamType::Number => ("fhir_idx_number", "value", " + 0"),
+            SearchParamType::Quantity => ("fhir_idx_quantity", "value", " + 0"),
+            SearchParamType::Uri => ("fhir_idx_uri", "value", " || ''"),
             SearchParamType::Composite | SearchParamType::Special => return "NULL".into(),
         };
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
         format!(
-            "(SELECT {agg}({i}.{column}) FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type \
+            "(SELECT {agg}({i}.{column}{noop}) FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type \
              AND {i}.id = {r}.id AND {i}.param = {code})"
         )
     }
@@ -529,7 +599,7 @@ impl<'a> Sql<'a> {
                     }
                     let mut parts = Vec::new();
                     for c in &branch.criteria {
-                        parts.push(self.criterion(c, "r", 0)?);
+                        parts.push(self.criterion(None, c, "r", 0)?);
                     }
                     branches.push(and(parts));
                 }

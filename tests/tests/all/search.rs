@@ -658,18 +658,7 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
             ids.extend(entries(&page.body).0);
             next = link(&page.body, "next");
         }
-        let want = entries(
-            &get(
-                &app,
-                "Observation?_sort=-date&_id:not="
-                    .to_owned()
-                    .as_str()
-                    .trim_end_matches("&_id:not="),
-            )
-            .await
-            .body,
-        )
-        .0;
+        let want = entries(&get(&app, "Observation?_sort=-date").await.body).0;
         assert_eq!(want.len(), 10, "{b}: a fresh search sees the new one");
         assert_eq!(ids.len(), 9, "{b}: the cursor's snapshot does not: {ids:?}");
         assert!(

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Search latency on a few thousand resources: starts `hestia serve` (plain HTTP on
+loopback, a fresh SQLite data directory, or --database-url), loads N patients with
+M observations each, then times each query (median and p95 of R runs, one client).
+
+Usage: python3 bench/search_latency.py [--bin PATH] [--patients 500] [--obs 5]
+                                       [--runs 30] [--database-url URL]
+Standard library only; talks to 127.0.0.1 only; stops the server when done.
+"""
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+QUERIES = [
+    "Patient?family=fam1",
+    "Patient?name=giv&_count=50",
+    "Patient?birthdate=ge1980&_sort=-birthdate&_count=20",
+    "Observation?code=http://loinc.org|8867-4&_count=20",
+    "Observation?subject=Patient/p7",
+    "Observation?value-quantity=gt150&_total=accurate",
+    "Observation?subject.family=fam3&_count=20",
+    "Patient?_has:Observation:subject:value-quantity=gt190",
+    "Observation?date=2021&_sort=date&_count=20",
+    "Patient?_id=p1&_revinclude=Observation:subject",
+    "Observation?code=8867-4&_include=Observation:subject&_count=50",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    ap.add_argument("--bin", default=os.path.join(target, "release", "hestia"))
+    ap.add_argument("--patients", type=int, default=500)
+    ap.add_argument("--obs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--database-url")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [args.bin, "serve", "--insecure-http", "--listen", "127.0.0.1:0",
+               "--data-dir", tmp]
+        if args.database_url:
+            cmd += ["--database-url", args.database_url]
+        env = {**os.environ, "RUST_LOG": "warn"}
+        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            for line in server.stdout:
+                if line.startswith("hestia: listening on "):
+                    bound = line.split("listening on ")[1].split(";")[0].strip()
+                    base = line.split("FHIR base ")[1].split(";")[0].strip()
+                    break
+            else:
+                raise SystemExit("hestia did not start")
+            host, port = bound.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port))
+            run(conn, urllib.parse.urlparse(base).path, args)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def request(conn, method, path, body=None):
+    headers = {"content-type": "application/fhir+json"} if body else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        raise SystemExit(f"{method} {path}: {response.status} {data[:300]!r}")
+    return data
+
+
+def run(conn, base, args):
+    start = time.time()
+    total = 0
+    for p in range(args.patients):
+        patient = {
+            "resourceType": "Patient", "id": f"p{p}",
+            "name": [{"family": f"fam{p % 50}", "given": [f"given{p}"]}],
+            "gender": ["female", "male"][p % 2],
+            "birthDate": f"{1940 + p % 60}-0{1 + p % 9}-1{p % 9}",
+        }
+        request(conn, "PUT", f"{base}/Patient/p{p}", json.dumps(patient))
+        total += 1
+        for o in range(args.obs):
+            code = ["8867-4", "8310-5", "2339-0"][o % 3]
+            obs = {
+                "resourceType": "Observation", "id": f"o{p}-{o}", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": f"Patient/p{p}"},
+                "effectiveDateTime": f"{2018 + o % 5}-0{1 + p % 9}-1{o % 9}",
+                "valueQuantity": {"value": (p * 7 + o * 13) % 200,
+                                  "system": "http://unitsofmeasure.org", "code": "/min"},
+            }
+            request(conn, "PUT", f"{base}/Observation/o{p}-{o}", json.dumps(obs))
+            total += 1
+    load = time.time() - start
+    print(f"loaded {total} resources in {load:.1f} s ({total / load:.0f}/s)")
+    print(f"{'query':66} {'median ms':>10} {'p95 ms':>8} {'total':>6}")
+    for q in QUERIES:
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            data = request(conn, "GET", f"{base}/{urllib.parse.quote(q, safe='?=&/:,._-')}")
+            times.append((time.perf_counter() - t) * 1000)
+        bundle = json.loads(data)
+        times.sort()
+        p95 = times[max(0, int(len(times) * 0.95) - 1)]
+        print(f"{q:66} {statistics.median(times):10.2f} {p95:8.2f} {bundle.get('total', '-'):>6}")
+
+
+if __name__ == "__main__":
+    main()
