@@ -140,6 +140,9 @@ pub struct FileFhir {
     pub base_path: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub create_on_update: Option<bool>,
+    pub access_token_in_query: Option<bool>,
+    pub require_basic_auth: Option<bool>,
+    pub clock_skew_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -258,6 +261,14 @@ pub struct FhirSettings {
     pub max_body_bytes: usize,
     /// `PUT` of an unknown id creates the resource with that id.
     pub create_on_update: bool,
+    /// Accept the access token as the `access_token` query parameter (as Postman users of
+    /// other FHIR servers send it).
+    pub access_token_in_query: bool,
+    /// Compatibility with IRIS for Health: HTTP Basic credentials must also be sent and
+    /// name the token's subject.
+    pub require_basic_auth: bool,
+    /// Leeway for `exp` and `nbf`, in seconds.
+    pub clock_skew_secs: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -529,6 +540,9 @@ impl RawConfig {
                 base_path,
                 max_body_bytes: max_body_bytes as usize,
                 create_on_update: file.fhir.create_on_update.unwrap_or(true),
+                access_token_in_query: file.fhir.access_token_in_query.unwrap_or(true),
+                require_basic_auth: file.fhir.require_basic_auth.unwrap_or(false),
+                clock_skew_secs: file.fhir.clock_skew_secs.unwrap_or(30).min(3600) as i64,
             },
             oauth,
             plugins: PluginLimits {

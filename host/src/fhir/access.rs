@@ -56,6 +56,17 @@ impl Access {
         matches!(self, Access::Unrestricted)
     }
 
+    /// Both restrictions at once: constraints accumulate, as plugin decisions do.
+    pub fn and(self, other: Access) -> Access {
+        match (self, other) {
+            (Access::Unrestricted, other) | (other, Access::Unrestricted) => other,
+            (Access::Within(mut a), Access::Within(b)) => {
+                a.extend(b);
+                Access::Within(a)
+            }
+        }
+    }
+
     /// The criteria a resource of `resource_type` must satisfy to be visible.
     pub fn visible(&self, resource_type: ResourceType) -> Result<Visible, AccessError> {
         let Access::Within(constraints) = self else {

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod bundle;
+pub mod capabilities;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;

@@ -728,6 +728,7 @@ async fn history_system(
 /// `POST [base]` with a batch or transaction Bundle.
 async fn batch_or_transaction(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     headers: HeaderMap,
     Query(query): QueryPairs,
     body: Bytes,
@@ -737,11 +738,17 @@ async fn batch_or_transaction(
     let bundle_type = crate::fhir::definitions::ResourceType::parse("Bundle")
         .ok_or_else(|| FhirError::Internal("the definitions table lacks Bundle".into()))?;
     let bundle = parse_resource(&body, bundle_type)?;
-    let allow_all = |_: &crate::fhir::bundle::EntryRequest| Ok(());
+    // The resource-server layer always sets the caller; without one nothing is allowed.
+    let Some(axum::Extension(caller)) = caller else {
+        return Err(FhirError::Forbidden("no authorized caller for this Bundle".into()).into());
+    };
+    let check = move |entry: &crate::fhir::bundle::EntryRequest| {
+        super::resource_server::entry_check(&caller, entry)
+    };
     let return_resources = prefer_return(&headers) == Return::Representation;
     let response = state
         .fhir()
-        .process_bundle(&bundle, &allow_all, return_resources)
+        .process_bundle(&bundle, &check, return_resources)
         .await?;
     Ok(fhir_json(StatusCode::OK, &response, format.pretty))
 }

@@ -3,8 +3,10 @@
 //! metrics, body limit).
 
 pub mod fhir;
+mod fhir_meta;
 mod health;
 pub mod oauth;
+pub mod resource_server;
 pub mod server;
 
 use std::sync::Arc;
@@ -111,7 +113,12 @@ pub fn app(state: AppState) -> Router {
     crate::telemetry::metrics_handle();
     Router::new()
         .merge(health::routes())
-        .nest(&fhir_base, fhir::routes(max_body))
+        .nest(
+            &fhir_base,
+            fhir::routes(max_body)
+                .merge(fhir_meta::routes())
+                .layer(middleware::from_fn_with_state(state.clone(), resource_server::authorize)),
+        )
         .merge(oauth::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

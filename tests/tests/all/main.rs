@@ -4,6 +4,7 @@ mod fhir;
 mod foundation;
 mod oauth;
 mod plugins;
+mod resource_server;
 mod search;
 mod store;
 mod support;

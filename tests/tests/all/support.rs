@@ -208,8 +208,78 @@ pub fn client_trusting(ca_pem: &Path) -> reqwest::Client {
 }
 
 /// The whole application in-process on a fresh database, with settings from `toml` (the
-/// `hestia.toml` text) on top of the defaults.
+/// `hestia.toml` text) on top of the defaults. Requests without an Authorization header
+/// get a `system/*.*` token of the server's own issuer: tests of the FHIR core use this;
+/// tests of authorization use [`raw_app_on`].
 pub async fn app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
+    let (app, state) = raw_app_on(db, toml).await;
+    let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+    let bearer = axum::http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    let app = app.layer(axum::middleware::map_request(
+        move |mut req: axum::extract::Request| {
+            let bearer = bearer.clone();
+            async move {
+                let has_token = req.headers().contains_key("authorization")
+                    || req
+                        .uri()
+                        .query()
+                        .is_some_and(|q| q.contains("access_token="));
+                if !has_token {
+                    req.headers_mut().insert("authorization", bearer);
+                }
+                req
+            }
+        },
+    ));
+    (app, state)
+}
+
+/// Signs an access token (a valid default claim set, with `overrides`; a null removes a
+/// claim) with the server's own current key, as its authorization server would.
+pub async fn mint(state: &hestia::http::AppState, overrides: serde_json::Value) -> String {
+    use serde_json::json;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let auth = state.oauth();
+    auth.ensure_keys().await.unwrap();
+    let now = auth.now();
+    let mut claims = json!({
+        "iss": auth.issuer(),
+        "sub": "user-1",
+        "aud": state.settings().fhir_base_url(),
+        "client_id": "app-1",
+        "scope": "system/*.read system/*.write",
+        "exp": now + 300,
+        "iat": now,
+        "nbf": now,
+        "jti": format!("jti-{now}-{}", N.fetch_add(1, Ordering::Relaxed)),
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    // The server keeps a record of every token it issues (for revocation); so does this.
+    let text = |k: &str| claims[k].as_str().unwrap_or_default().to_string();
+    auth.store()
+        .record_access_token(
+            &text("jti"),
+            "test-grant",
+            &text("client_id"),
+            claims["exp"].as_i64().unwrap_or(0),
+        )
+        .await
+        .unwrap();
+    let key = hestia::oauth::keys::signing_key(auth.store(), "RS256", now)
+        .await
+        .unwrap();
+    hestia::oauth::tokens::sign(&key, "at+jwt", &claims).unwrap()
+}
+
+/// The application without any test token: every request is authorized for real.
+pub async fn raw_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
     let raw = hestia::config::RawConfig {
         flags: hestia::config::ServeFlags {
             insecure_http: true,

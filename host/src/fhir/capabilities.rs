@@ -1,0 +1,88 @@
+//! The CapabilityStatement, generated from what the server really does: the resource
+//! types and search parameters of the definitions table that search can evaluate, the
+//! interactions the repository implements, and the OAuth endpoints of the authorization
+//! server (SMART `oauth-uris`).
+
+use serde_json::{Value, json};
+
+use super::definitions::ResourceType;
+
+/// The authorization server's endpoints, for the SMART security extension.
+#[derive(Debug, Clone)]
+pub struct OauthUris {
+    pub authorize: String,
+    pub token: String,
+    pub register: String,
+    pub introspect: String,
+    pub revoke: String,
+}
+
+/// What varies by deployment.
+#[derive(Debug, Clone)]
+pub struct CapabilityOptions {
+    pub base_url: String,
+    pub create_on_update: bool,
+    pub oauth: OauthUris,
+}
+
+/// Builds the CapabilityStatement (a few hundred KB: computed once per server).
+pub fn capability_statement(options: &CapabilityOptions) -> Value {
+    let interactions = |list: &[&str]| list.iter().map(|c| json!({"code": c})).collect::<Vec<_>>();
+    let resources: Vec<Value> = ResourceType::all()
+        .map(|rt| {
+            let params: Vec<Value> = rt
+                .search_params()
+                .filter(|p| p.searchable().is_ok())
+                .map(|p| json!({"name": p.code, "definition": p.url(), "type": p.kind.as_str()}))
+                .collect();
+            json!({
+                "type": rt.as_str(),
+                "interaction": interactions(&["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]),
+                "versioning": "versioned",
+                "readHistory": true,
+                "updateCreate": options.create_on_update,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-28",
+        "publisher": "Hestia",
+        "kind": "instance",
+        "software": {"name": "Hestia", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Hestia FHIR R4 server", "url": options.base_url},
+        "fhirVersion": "4.0.1",
+        // XML is answered with 415 Unsupported Media Type; JSON is the only format.
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "JSON only: XML requests and _format=xml are answered with 415. Every interaction needs an OAuth2 access token (SMART App Launch 2) whose audience is this base URL.",
+            "security": {
+                "cors": false,
+                "service": [{
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+                    "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+                }],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [
+                        {"url": "authorize", "valueUri": options.oauth.authorize},
+                        {"url": "token", "valueUri": options.oauth.token},
+                        {"url": "register", "valueUri": options.oauth.register},
+                        {"url": "introspect", "valueUri": options.oauth.introspect},
+                        {"url": "revoke", "valueUri": options.oauth.revoke},
+                    ],
+                }],
+            },
+            "resource": resources,
+            "interaction": interactions(&["transaction", "batch", "history-system", "search-system"]),
+        }],
+    })
+}

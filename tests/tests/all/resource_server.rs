@@ -1,0 +1,464 @@
+//! The resource server: token sources, verification diagnostics, audiences, the
+//! compatibility mode, and SMART scopes enforced through the default plugins.
+
+use serde_json::json;
+
+use crate::support::{Reply, TestDb, call, mint, raw_app_on};
+
+const JSON: (&str, &str) = ("content-type", "application/fhir+json");
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+async fn get(app: &axum::Router, uri: &str, token: Option<&str>) -> Reply {
+    match token {
+        Some(t) => {
+            let (k, v) = bearer(t);
+            call(app, "GET", uri, &[(k, v.as_str())], "").await
+        }
+        None => call(app, "GET", uri, &[], "").await,
+    }
+}
+
+/// Asserts a 401/403 that names its cause in both WWW-Authenticate and the OperationOutcome.
+fn assert_refused(reply: &Reply, status: u16, error: Option<&str>, needle: &str) {
+    assert_eq!(reply.status, status, "{:?}", reply.body);
+    let challenge = reply.header("www-authenticate");
+    assert!(
+        challenge.starts_with("Bearer realm=\"hestia\""),
+        "{challenge}"
+    );
+    if let Some(error) = error {
+        assert!(
+            challenge.contains(&format!("error=\"{error}\"")),
+            "{challenge}"
+        );
+    }
+    assert!(
+        challenge.contains(needle),
+        "{challenge:?} should contain {needle:?}"
+    );
+    assert_eq!(reply.body["resourceType"], "OperationOutcome");
+    assert!(
+        reply.diagnostics().contains(needle),
+        "{} should contain {needle:?}",
+        reply.diagnostics()
+    );
+}
+
+#[tokio::test]
+async fn token_sources_and_diagnostics() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let good = mint(&state, json!({})).await;
+        let b = db.backend;
+
+        // Discovery needs no token.
+        let meta = get(&app, "/fhir/r4/metadata", None).await;
+        assert_eq!(meta.status, 200, "{b}");
+        assert_eq!(meta.body["resourceType"], "CapabilityStatement");
+        let oauth_uris = &meta.body["rest"][0]["security"]["extension"][0];
+        assert_eq!(
+            oauth_uris["url"],
+            "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+        );
+        assert_eq!(
+            oauth_uris["extension"][1]["valueUri"],
+            "http://localhost:8080/oauth2/token"
+        );
+        let smart = get(&app, "/fhir/r4/.well-known/smart-configuration", None).await;
+        assert_eq!(smart.status, 200);
+        assert_eq!(
+            smart.body["token_endpoint"],
+            "http://localhost:8080/oauth2/token"
+        );
+        assert!(
+            smart.body["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("permission-v2"))
+        );
+
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", None).await,
+            401,
+            None,
+            "no access token",
+        );
+        assert_eq!(
+            get(&app, "/fhir/r4/Patient/p1", Some(&good)).await.status,
+            404,
+            "{b}: authorized, and not there"
+        );
+        let by_query = get(
+            &app,
+            &format!("/fhir/r4/Patient/p1?access_token={good}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            by_query.status, 404,
+            "{b}: the access_token query parameter works: {:?}",
+            by_query.body
+        );
+        let (k, v) = bearer(&good);
+        let both = call(
+            &app,
+            "GET",
+            &format!("/fhir/r4/Patient/p1?access_token={good}"),
+            &[(k, v.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(both.status, 400, "{b}: two sources");
+
+        let now = state.oauth().now();
+        let expired = mint(
+            &state,
+            json!({"exp": now - 120, "iat": now - 600, "nbf": now - 600}),
+        )
+        .await;
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&expired)).await,
+            401,
+            Some("invalid_token"),
+            "expired at",
+        );
+        let other_aud = mint(&state, json!({"aud": "https://elsewhere.example/fhir"})).await;
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&other_aud)).await,
+            401,
+            Some("invalid_token"),
+            "audience [https://elsewhere.example/fhir] does not include http://localhost:8080/fhir/r4",
+        );
+        let wrong_iss = mint(&state, json!({"iss": "https://evil.example"})).await;
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&wrong_iss)).await,
+            401,
+            Some("invalid_token"),
+            "wrong issuer",
+        );
+        let mut tampered = good.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&tampered)).await,
+            401,
+            Some("invalid_token"),
+            "signature invalid",
+        );
+        let parts: Vec<&str> = good.split('.').collect();
+        let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": "no-such-key"});
+        use base64::Engine;
+        let forged = format!(
+            "{}.{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string()),
+            parts[1],
+            parts[2]
+        );
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&forged)).await,
+            401,
+            Some("invalid_token"),
+            "unknown kid no-such-key",
+        );
+
+        let read_only = mint(&state, json!({"scope": "system/Observation.rs"})).await;
+        let (k, v) = bearer(&read_only);
+        let create = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient",
+            &[JSON, (k, v.as_str())],
+            json!({"resourceType": "Patient"}).to_string(),
+        )
+        .await;
+        assert_refused(
+            &create,
+            403,
+            Some("insufficient_scope"),
+            "plugin smart-scopes denied",
+        );
+        assert!(
+            create.diagnostics().contains("Patient"),
+            "{}",
+            create.diagnostics()
+        );
+        assert_eq!(
+            get(&app, "/fhir/r4/Observation/o1", Some(&read_only))
+                .await
+                .status,
+            404
+        );
+    }
+}
+
+#[tokio::test]
+async fn basic_compatibility_mode() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "[fhir]\nrequire_basic_auth = true\n").await;
+        let alice = state
+            .store()
+            .create_user(hestia::store::NewUser {
+                username: "alice".into(),
+                password: "alice-password".into(),
+                fhir_user: None,
+            })
+            .await
+            .unwrap();
+        let token = mint(&state, json!({"sub": alice.id})).await;
+        use base64::Engine;
+        let basic = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        let uri = format!("/fhir/r4/Patient/p1?access_token={token}");
+        let ok = call(
+            &app,
+            "GET",
+            &uri,
+            &[("authorization", basic("alice", "alice-password").as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(
+            ok.status, 404,
+            "{}: Basic matches sub: {:?}",
+            db.backend, ok.body
+        );
+        let missing = call(&app, "GET", &uri, &[], "").await;
+        assert_refused(
+            &missing,
+            401,
+            Some("invalid_request"),
+            "also requires HTTP Basic credentials",
+        );
+        let wrong_pw = call(
+            &app,
+            "GET",
+            &uri,
+            &[("authorization", basic("alice", "nope").as_str())],
+            "",
+        )
+        .await;
+        assert_refused(
+            &wrong_pw,
+            401,
+            Some("invalid_token"),
+            "Basic user alice is unknown or the password is wrong",
+        );
+        state
+            .store()
+            .create_user(hestia::store::NewUser {
+                username: "bob".into(),
+                password: "bob-password".into(),
+                fhir_user: None,
+            })
+            .await
+            .unwrap();
+        let other = call(
+            &app,
+            "GET",
+            &uri,
+            &[("authorization", basic("bob", "bob-password").as_str())],
+            "",
+        )
+        .await;
+        assert_refused(
+            &other,
+            401,
+            Some("invalid_token"),
+            &format!("Basic user bob is not the token's sub {}", alice.id),
+        );
+    }
+}
+
+#[tokio::test]
+async fn patient_scopes_keep_to_the_patients_compartment() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({})).await;
+        let (k, v) = bearer(&admin);
+        let auth = [JSON, (k, v.as_str())];
+        for p in ["p1", "p2"] {
+            let r = call(
+                &app,
+                "PUT",
+                &format!("/fhir/r4/Patient/{p}"),
+                &auth,
+                json!({"resourceType": "Patient", "id": p}).to_string(),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+            let obs = json!({"resourceType": "Observation", "id": format!("obs-{p}"), "status": "final",
+                             "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{p}")}});
+            let r = call(
+                &app,
+                "PUT",
+                &format!("/fhir/r4/Observation/obs-{p}"),
+                &auth,
+                obs.to_string(),
+            )
+            .await;
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+        let patient = mint(
+            &state,
+            json!({"scope": "patient/*.read", "patient": "p1", "fhirUser": "Patient/p1"}),
+        )
+        .await;
+        assert_eq!(
+            get(&app, "/fhir/r4/Patient/p1", Some(&patient))
+                .await
+                .status,
+            200,
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            get(&app, "/fhir/r4/Observation/obs-p1", Some(&patient))
+                .await
+                .status,
+            200
+        );
+        let other = get(&app, "/fhir/r4/Observation/obs-p2", Some(&patient)).await;
+        assert_eq!(other.status, 403, "{}: {:?}", db.backend, other.body);
+        let search = get(&app, "/fhir/r4/Observation?_total=accurate", Some(&patient)).await;
+        assert_eq!(search.status, 200, "{:?}", search.body);
+        assert_eq!(
+            search.body["total"], 1,
+            "{}: only p1's Observation is visible or counted",
+            db.backend
+        );
+        assert_eq!(search.body["entry"][0]["resource"]["id"], "obs-p1");
+        let write = call(
+            &app,
+            "POST",
+            "/fhir/r4/Observation",
+            &[
+                JSON,
+                ("authorization", format!("Bearer {patient}").as_str()),
+            ],
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+                .to_string(),
+        )
+        .await;
+        assert_refused(
+            &write,
+            403,
+            Some("insufficient_scope"),
+            "plugin smart-scopes denied",
+        );
+        // Writes stay inside the compartment too: the new content and the current version.
+        let writer = mint(&state, json!({"scope": "patient/*.*", "patient": "p1"})).await;
+        let wauth = format!("Bearer {writer}");
+        let h = [JSON, ("authorization", wauth.as_str())];
+        let obs = |p: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": format!("Patient/{p}")}}).to_string()
+        };
+        assert_eq!(
+            call(&app, "POST", "/fhir/r4/Observation", &h, obs("p1"))
+                .await
+                .status,
+            201,
+            "{}",
+            db.backend
+        );
+        let elsewhere = call(&app, "POST", "/fhir/r4/Observation", &h, obs("p2")).await;
+        assert_refused(
+            &elsewhere,
+            403,
+            Some("insufficient_scope"),
+            "does not refer to Patient/p1",
+        );
+        let mut moved = json!({"resourceType": "Observation", "id": "obs-p2", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}});
+        let hijack = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Observation/obs-p2",
+            &h,
+            moved.to_string(),
+        )
+        .await;
+        assert_refused(
+            &hijack,
+            403,
+            Some("insufficient_scope"),
+            "outside the patient compartment",
+        );
+        moved["id"] = json!("new-obs");
+        assert_eq!(
+            call(
+                &app,
+                "PUT",
+                "/fhir/r4/Observation/new-obs",
+                &h,
+                moved.to_string()
+            )
+            .await
+            .status,
+            201
+        );
+        let delete = call(
+            &app,
+            "DELETE",
+            "/fhir/r4/Observation/obs-p2",
+            &[("authorization", wauth.as_str())],
+            "",
+        )
+        .await;
+        assert_refused(
+            &delete,
+            403,
+            Some("insufficient_scope"),
+            "outside the patient compartment",
+        );
+        let other_patient = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/p2",
+            &h,
+            json!({"resourceType": "Patient", "id": "p2"}).to_string(),
+        )
+        .await;
+        assert_refused(
+            &other_patient,
+            403,
+            Some("insufficient_scope"),
+            "cannot write other Patient resources",
+        );
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": serde_json::from_str::<serde_json::Value>(&obs("p1")).unwrap(), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": serde_json::from_str::<serde_json::Value>(&obs("p2")).unwrap(), "request": {"method": "POST", "url": "Observation"}},
+        ]});
+        let tx = call(&app, "POST", "/fhir/r4", &h, bundle.to_string()).await;
+        assert_eq!(tx.status, 403, "{:?}", tx.body);
+        assert!(
+            tx.diagnostics().contains("entry 1 (POST Observation)"),
+            "{}",
+            tx.diagnostics()
+        );
+        let count = get(
+            &app,
+            "/fhir/r4/Observation?_total=accurate&_count=0",
+            Some(&admin),
+        )
+        .await;
+        assert_eq!(
+            count.body["total"], 4,
+            "{}: obs-p1, obs-p2, the new p1 one and new-obs; nothing from the refused writes",
+            db.backend
+        );
+
+        let no_context = mint(&state, json!({"scope": "patient/*.read"})).await;
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&no_context)).await,
+            403,
+            Some("insufficient_scope"),
+            "patient context",
+        );
+    }
+}
