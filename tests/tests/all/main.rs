@@ -2,6 +2,7 @@
 
 mod fhir;
 mod foundation;
+mod journey;
 mod oauth;
 mod plugins;
 mod resource_server;

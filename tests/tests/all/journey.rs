@@ -1,0 +1,166 @@
+//! The reference journey of the design, with the real binary over TLS: discovery, a
+//! client made with the CLI against the running server, a token naming the FHIR base as
+//! its audience, FHIR reads with the token as Bearer and as a query parameter, and a
+//! refusal that says why.
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, client_trusting, hestia};
+
+#[tokio::test]
+async fn token_then_fhir_over_tls_with_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
+    let base = format!("{}/fhir/r4", server.url);
+
+    let discovery: Value = http
+        .get(format!("{}/.well-known/openid-configuration", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], server.url.as_str());
+    let token_endpoint = discovery["token_endpoint"].as_str().unwrap().to_string();
+    let smart: Value = http
+        .get(format!("{base}/.well-known/smart-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(smart["token_endpoint"], token_endpoint.as_str());
+
+    let (ok, out, err) = hestia(
+        dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "journey",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "system/*.read system/*.write",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let client: Value = serde_json::from_str(&out).unwrap();
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+
+    let token: Value = http
+        .post(&token_endpoint)
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.read system/*.write"),
+            ("aud", base.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{token}"))
+        .to_string();
+
+    let created = http
+        .post(format!("{base}/Patient"))
+        .bearer_auth(&access)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "name": [{"family": "Journey"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let bundle: Value = http
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["name"][0]["family"],
+        "Journey"
+    );
+    let by_query = http
+        .get(format!("{base}/Patient?access_token={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_query.status(),
+        200,
+        "the access_token query parameter, as Postman users send it"
+    );
+
+    let refused = http.get(format!("{base}/Patient")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("no access token"), "{challenge}");
+    let outcome: Value = refused.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+
+    // A token for another audience is refused, naming both.
+    let (ok, out, _) = hestia(
+        dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "other",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "system/*.read",
+            "--audience",
+            "https://elsewhere.example/fhir",
+        ],
+        "",
+    );
+    assert!(ok);
+    let other: Value = serde_json::from_str(&out).unwrap();
+    let denied: Value = http
+        .post(&token_endpoint)
+        .basic_auth(
+            other["client_id"].as_str().unwrap(),
+            other["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(denied["error"], "invalid_target", "{denied}");
+    assert!(
+        denied["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("https://elsewhere.example/fhir"),
+        "{denied}"
+    );
+    assert!(server.terminate().success());
+}
