@@ -39,6 +39,28 @@ pub enum Command {
     /// Manage initial access tokens for dynamic client registration (RFC 7591).
     #[command(subcommand, name = "registration-token")]
     RegistrationToken(RegistrationTokenCommand),
+    /// Diagnose access tokens the way the FHIR server would.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Why a token would be accepted or refused (exit status 1 when refused).
+    Explain {
+        token: String,
+        /// The FHIR base URL the token is meant for (default: this server's).
+        #[arg(long, value_name = "URL")]
+        resource: Option<String>,
+        /// Also decide one request, e.g. "GET Patient/123" or "GET Observation?category=laboratory".
+        #[arg(long, value_name = "METHOD PATH")]
+        request: Option<String>,
+        /// The server's public URL (its issuer), when not in the configuration.
+        #[arg(long, env = "HESTIA_PUBLIC_URL", value_name = "URL")]
+        public_url: Option<String>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +272,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(store).await?;
             store.remove_client(&client_id).await?;
             println!("removed client {client_id}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Explain {
+            token,
+            resource,
+            request,
+            public_url,
+            store,
+        }) => {
+            let mut raw = RawConfig::load_store(store)?;
+            raw.flags.public_url = public_url.or(raw.flags.public_url);
+            let settings = raw.resolve()?;
+            let explanation = crate::explain::explain(
+                &settings,
+                token.trim(),
+                resource.as_deref(),
+                request.as_deref(),
+            )
+            .await?;
+            for line in &explanation.lines {
+                println!("{line}");
+            }
+            if !explanation.accepted {
+                bail!("the token would be refused");
+            }
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate { store }) => {

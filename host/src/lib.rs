@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod fhir;
 pub mod http;
 pub mod oauth;

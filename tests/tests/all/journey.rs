@@ -109,6 +109,47 @@ async fn token_then_fhir_over_tls_with_the_real_binary() {
         "the access_token query parameter, as Postman users send it"
     );
 
+    // The same diagnosis offline.
+    let (ok, out, err) = hestia(
+        dir.path(),
+        &[
+            "token",
+            "explain",
+            &access,
+            "--public-url",
+            &server.url,
+            "--request",
+            "GET Patient?name=x",
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("audience: accepted for") && out.contains("GET Patient?name=x: allowed"),
+        "{out}"
+    );
+    let (ok, out, _) = hestia(
+        dir.path(),
+        &[
+            "token",
+            "explain",
+            &access,
+            "--public-url",
+            &server.url,
+            "--resource",
+            "https://elsewhere.example/fhir",
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("refused: 401 invalid_token: plugin audience denied")
+            && out.contains("does not include https://elsewhere.example/fhir"),
+        "{out}"
+    );
+    let (ok, out, _) = hestia(dir.path(), &["token", "explain", "not-a-token"], "");
+    assert!(!ok && out.contains("not a JWT"), "{out}");
+
     let refused = http.get(format!("{base}/Patient")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
     let challenge = refused.headers()["www-authenticate"]
