@@ -1,4 +1,4 @@
-//! The command line: `hestia serve | user | client | dev-cert | keys | registration-token`. Parsing is clap's; each
+//! The command line: `hestia serve | user | client | dev-cert | keys | registration-token | token | plugin`. Parsing is clap's; each
 //! command resolves its configuration and calls into the library.
 
 use std::io::Read;
@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::{RawConfig, ServeFlags, StoreFlags};
+use crate::plugins::{PluginKind, PluginSettings, cli as plugin_cli};
 use crate::store::{ClientKind, NewClient, NewUser, Store};
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,9 @@ pub enum Command {
     /// Diagnose access tokens the way the FHIR server would.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write, check, test and list WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +65,56 @@ pub enum TokenCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Compile a component; print its world, contract version and imports.
+    Check { file: PathBuf },
+    /// The plugins a server with this configuration would run: built-ins and files.
+    List {
+        /// Directory of plugin files. Default: the configuration's (hestia-data/plugins).
+        #[arg(long, env = "HESTIA_PLUGINS_DIR", value_name = "DIR")]
+        plugins_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Write a ready-to-build plugin crate to OUT/NAME.
+    New {
+        name: String,
+        #[arg(long, value_parser = parse_kind, value_name = "scope-policy|audience-rule|resource-validator")]
+        kind: PluginKind,
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        out: PathBuf,
+        /// The `sdk/` folder of a Hestia checkout (a path dependency).
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "sdk_git",
+            conflicts_with = "sdk_git"
+        )]
+        sdk_path: Option<PathBuf>,
+        /// A git repository of Hestia (a git dependency on its `hestia-sdk`).
+        #[arg(long, value_name = "URL")]
+        sdk_git: Option<String>,
+    },
+    /// Run a built component against cases of requests and expected decisions.
+    Test {
+        file: PathBuf,
+        /// The cases (JSON; see docs/plugins.md).
+        #[arg(long, value_name = "FILE")]
+        cases: PathBuf,
+        /// The plugin's manifest. Default: FILE with the extension .toml, when it exists.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<PluginKind, String> {
+    PluginKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("one of scope-policy, audience-rule, resource-validator, not {s:?}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,6 +381,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Plugin(command) => run_plugin(command),
         Command::DevCert(args) => {
             let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
             println!(
@@ -356,4 +411,68 @@ async fn open_auth(flags: StoreFlags) -> anyhow::Result<crate::oauth::AuthServer
 async fn open_store(flags: StoreFlags) -> anyhow::Result<Store> {
     let settings = RawConfig::load_store(flags)?.resolve()?;
     Ok(Store::open(&settings.database_url).await?)
+}
+
+fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Check { file } => print!("{}", plugin_cli::check(&file)?),
+        PluginCommand::List { plugins_dir, store } => {
+            let settings = RawConfig::load(ServeFlags {
+                store,
+                plugins_dir,
+                ..ServeFlags::default()
+            })?
+            .resolve()?;
+            let table = plugin_cli::list(PluginSettings {
+                dir: Some(settings.plugins_dir),
+                ..PluginSettings::default()
+            })?;
+            print!("{table}");
+        }
+        PluginCommand::New {
+            name,
+            kind,
+            out,
+            sdk_path,
+            sdk_git,
+        } => {
+            let sdk = match (sdk_path, sdk_git) {
+                (Some(path), _) => plugin_cli::SdkSource::Path(path),
+                (None, Some(url)) => plugin_cli::SdkSource::Git(url),
+                (None, None) => bail!("give --sdk-path DIR or --sdk-git URL"),
+            };
+            let dir = plugin_cli::new(&plugin_cli::NewPlugin {
+                name: name.clone(),
+                kind,
+                out,
+                sdk,
+            })?;
+            println!("wrote the {kind} plugin {name} to {}", dir.display());
+            println!("  cd {}", dir.display());
+            println!("  cargo test");
+            println!("  cargo build --release --target wasm32-wasip2");
+            let wasm = format!(
+                "target/wasm32-wasip2/release/{}.wasm",
+                name.replace('-', "_")
+            );
+            println!("  hestia plugin check {wasm}");
+            println!("  hestia plugin test {wasm} --manifest {name}.toml --cases cases.json");
+        }
+        PluginCommand::Test {
+            file,
+            cases,
+            manifest,
+        } => {
+            let report = plugin_cli::test(&file, &cases, manifest.as_deref())?;
+            print!("{report}");
+            if report.failures() > 0 {
+                bail!(
+                    "{} of {} cases failed",
+                    report.failures(),
+                    report.results.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }

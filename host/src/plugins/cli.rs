@@ -1,8 +1,11 @@
-//! What `hestia plugin check` and `hestia plugin list` print. The subcommands themselves
+//! What `hestia plugin check | list | new | test` do and print. The subcommands themselves
 //! are wired in the binary's CLI; these functions do the work and return printable reports.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+pub use super::cases::{BASE_URL, TestReport, run as test};
+pub use super::scaffold::{NewPlugin, SdkSource, new};
 
 use super::runtime::{self, CONTRACT_VERSION, Provision};
 use super::{PluginError, PluginHost, PluginInfo, PluginKind, PluginSettings, content_hash};

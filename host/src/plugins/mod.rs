@@ -7,15 +7,18 @@
 //!
 //! Map: [`bindings`] (generated, one module per contract version, plus conversions),
 //! `runtime` (engine, stores, limits, warm pools), `registry` (plugins by name, snapshots),
-//! `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`] (`hestia plugin …`).
+//! `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`] (`hestia plugin …`, with `scaffold` for `new` and `cases` for
+//! `test`).
 
 mod bindings;
 mod builtin;
+mod cases;
 pub mod cli;
 mod manifest;
 mod metrics;
 mod registry;
 mod runtime;
+mod scaffold;
 pub mod types;
 mod watcher;
 
