@@ -31,21 +31,41 @@ impl ResourceValidator for PluginValidator {
     }
 }
 
+/// The scope of the operator endpoints (`/admin/…`). The host grants it itself, to clients
+/// registered for it, and never passes it to the scope-policy plugins: it is not a SMART
+/// scope, and no plugin can give it away or take it.
+pub const ADMIN_SCOPE: &str = "hestia:admin";
+
 /// The scope-policy and audience-rule plugins, as the authorization server's token policy.
 pub struct PluginTokenPolicy(pub Arc<PluginHost>);
 
 impl TokenPolicy for PluginTokenPolicy {
     fn grant(&self, req: &GrantRequest) -> GrantOutcome {
-        let grant = self.0.grant(&plugins::TokenRequest {
+        let (admin, requested): (Vec<String>, Vec<String>) = req
+            .requested_scopes
+            .iter()
+            .cloned()
+            .partition(|s| s == ADMIN_SCOPE);
+        let mut grant = self.0.grant(&plugins::TokenRequest {
             client_id: req.client_id.clone(),
             grant_type: req.grant_type.clone(),
-            requested: req.requested_scopes.clone(),
+            requested,
             registered: req.registered_scopes.clone(),
             subject: req.subject.clone(),
             fhir_user: req.fhir_user.clone(),
             patient: req.patient.clone(),
             audiences: Vec::new(),
         });
+        if !admin.is_empty() {
+            if req.registered_scopes.iter().any(|s| s == ADMIN_SCOPE) {
+                grant.granted.push(ADMIN_SCOPE.to_string());
+            } else {
+                grant.refused.push((
+                    ADMIN_SCOPE.to_string(),
+                    format!("client {} is not registered for it", req.client_id),
+                ));
+            }
+        }
         GrantOutcome {
             granted: grant.granted,
             refused: grant.refused,

@@ -2,6 +2,7 @@
 //! [`app`] merges them and wraps them in the cross-cutting layers (request id, tracing,
 //! metrics, body limit).
 
+mod admin;
 pub mod fhir;
 mod fhir_meta;
 mod health;
@@ -120,6 +121,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::from_fn_with_state(state.clone(), resource_server::authorize)),
         )
         .merge(oauth::routes())
+        .merge(admin::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(
