@@ -4,6 +4,7 @@ mod fhir;
 mod foundation;
 mod journey;
 mod oauth;
+mod plugin_cli;
 mod plugins;
 mod resource_server;
 mod search;

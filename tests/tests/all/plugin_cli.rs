@@ -1,0 +1,265 @@
+//! `hestia plugin check | new | test` run as the real binary, and `GET /admin/plugins`.
+//!
+//! `new_plugin_of_each_kind_builds_checks_and_passes_its_cases` follows the steps of
+//! `docs/plugins.md`: new → cargo test → cargo build → check → test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::support::{TestDb, call, hestia, mint, raw_app_on};
+
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository's `sdk/` folder.
+fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("sdk")
+}
+
+#[test]
+fn check_names_the_world_or_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = hestia(dir.path(), &["plugin", "check", guests::ALLOW_ALL], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("world    scope-policy"), "{out}");
+    assert!(out.contains("package  hestia:plugin@0.1.0"), "{out}");
+    assert!(out.contains("hestia:plugin/host@0.1.0"), "{out}");
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not WebAssembly").unwrap();
+    // The smallest core module: magic and version, no sections.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let missing = dir.path().join("missing.wasm");
+    for (file, why) in [(&garbage, ""), (&core, "core"), (&missing, "cannot read")] {
+        let (ok, out, err) = hestia(dir.path(), &["plugin", "check", file.to_str().unwrap()], "");
+        assert!(!ok, "{} passed: {out}", file.display());
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.to_lowercase().contains(why), "{err}");
+    }
+}
+
+/// `cargo build --release --target wasm32-wasip2` of a generated crate, into a target
+/// directory shared by the tests (so the SDK and its dependencies compile once).
+fn cargo_build(crate_dir: &Path) -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(crate_dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build in {} failed:\n{}",
+        crate_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("wasm32-wasip2").join("release")
+}
+
+#[test]
+fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = sdk_dir();
+    for kind in ["scope-policy", "audience-rule", "resource-validator"] {
+        let name = format!("my-{kind}");
+        let (ok, out, err) = hestia(
+            dir.path(),
+            &[
+                "plugin",
+                "new",
+                &name,
+                "--kind",
+                kind,
+                "--sdk-path",
+                sdk.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("cargo build --release --target wasm32-wasip2"),
+            "{out}"
+        );
+        let crate_dir = dir.path().join(&name);
+        for file in [
+            "Cargo.toml",
+            "src/lib.rs",
+            "cases.json",
+            &format!("{name}.toml"),
+        ] {
+            assert!(crate_dir.join(file).is_file(), "{name}: no {file}");
+        }
+        // A second `new` of the same name does not overwrite it.
+        let (ok, _, err) = hestia(
+            dir.path(),
+            &[
+                "plugin",
+                "new",
+                &name,
+                "--kind",
+                kind,
+                "--sdk-path",
+                sdk.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(!ok && err.contains("already exists"), "{err}");
+
+        let wasm = cargo_build(&crate_dir).join(format!("{}.wasm", name.replace('-', "_")));
+        let wasm = wasm.to_str().unwrap();
+        let (ok, out, err) = hestia(&crate_dir, &["plugin", "check", wasm], "");
+        assert!(ok, "{name}: {err}");
+        assert!(out.contains(&format!("world    {kind}")), "{out}");
+
+        let manifest = format!("{name}.toml");
+        let test = |cases: &str| {
+            hestia(
+                &crate_dir,
+                &[
+                    "plugin",
+                    "test",
+                    wasm,
+                    "--manifest",
+                    &manifest,
+                    "--cases",
+                    cases,
+                ],
+                "",
+            )
+        };
+        let (ok, out, err) = test("cases.json");
+        assert!(ok, "{name}: {out}{err}");
+        assert!(out.contains(", 0 failed"), "{out}");
+        assert!(!out.contains("FAIL"), "{out}");
+
+        // Each generated case, with the opposite decision expected, fails.
+        let cases: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(crate_dir.join("cases.json")).unwrap())
+                .unwrap();
+        let flipped: Vec<serde_json::Value> = cases
+            .iter()
+            .filter(|c| c["expect"]["decision"].is_string())
+            .map(|c| {
+                let mut c = c.clone();
+                let opposite = if c["expect"]["decision"] == "deny" {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                c["expect"] = json!({"decision": opposite});
+                c
+            })
+            .collect();
+        assert!(!flipped.is_empty(), "{name}: no case expects a decision");
+        std::fs::write(
+            crate_dir.join("wrong.json"),
+            serde_json::to_string(&flipped).unwrap(),
+        )
+        .unwrap();
+        let (ok, out, err) = test("wrong.json");
+        assert!(!ok, "{name}: wrong cases passed: {out}");
+        assert_eq!(out.matches("FAIL").count(), flipped.len(), "{out}");
+        assert!(
+            err.contains(&format!("{0} of {0} cases failed", flipped.len())),
+            "{err}"
+        );
+
+        // A case of another world is a failure, not a silent allow.
+        let other = if kind == "scope-policy" {
+            json!([{"name": "x", "accept": {"audiences": []}, "expect": {"decision": "allow"}}])
+        } else {
+            json!([{"name": "x", "authorize": {"request": {"interaction": "read"}}, "expect": {"decision": "allow"}}])
+        };
+        std::fs::write(crate_dir.join("other.json"), other.to_string()).unwrap();
+        let (ok, out, _) = test("other.json");
+        assert!(!ok && out.contains("but this plugin is a"), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn admin_plugins_needs_the_admin_scope() {
+    let db = TestDb::sqlite();
+    let (app, state) = raw_app_on(&db, "").await;
+    let get = |token: Option<String>| {
+        let app = app.clone();
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            call(&app, "GET", "/admin/plugins", &headers, "").await
+        }
+    };
+
+    let none = get(None).await;
+    assert_eq!(none.status, 401);
+    assert!(
+        none.header("www-authenticate")
+            .starts_with("Bearer realm=\"hestia-admin\"")
+    );
+
+    let bad = get(Some("not-a-token".into())).await;
+    assert_eq!(bad.status, 401);
+    assert!(
+        bad.header("www-authenticate")
+            .contains("error=\"invalid_token\""),
+        "{}",
+        bad.header("www-authenticate")
+    );
+
+    let fhir_only = mint(&state, json!({"scope": "system/*.*"})).await;
+    let denied = get(Some(fhir_only)).await;
+    assert_eq!(denied.status, 403);
+    let challenge = denied.header("www-authenticate");
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"hestia:admin\""), "{challenge}");
+
+    let admin = mint(&state, json!({"scope": "hestia:admin"})).await;
+    let listed = get(Some(admin)).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let names: Vec<&str> = listed.body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in ["smart-scopes", "audience", "structural-validator"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let first = &listed.body["plugins"][0];
+    for field in ["kind", "version", "source", "state"] {
+        assert!(first[field].is_string(), "{first}");
+    }
+    assert_eq!(first["source"], "builtin");
+    assert_eq!(first["state"], "active");
+}
