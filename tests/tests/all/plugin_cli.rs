@@ -8,11 +8,8 @@ use std::process::Command;
 
 use serde_json::json;
 
+use crate::plugins::guests;
 use crate::support::{TestDb, call, hestia, mint, raw_app_on};
-
-mod guests {
-    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
-}
 
 /// The repository's `sdk/` folder.
 fn sdk_dir() -> PathBuf {
@@ -37,7 +34,11 @@ fn check_names_the_world_or_the_problem() {
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let missing = dir.path().join("missing.wasm");
-    for (file, why) in [(&garbage, ""), (&core, "core"), (&missing, "cannot read")] {
+    for (file, why) in [
+        (&garbage, "not a valid webassembly component"),
+        (&core, "core webassembly module, not a component"),
+        (&missing, "cannot read"),
+    ] {
         let (ok, out, err) = hestia(dir.path(), &["plugin", "check", file.to_str().unwrap()], "");
         assert!(!ok, "{} passed: {out}", file.display());
         assert!(err.contains(&file.display().to_string()), "{err}");

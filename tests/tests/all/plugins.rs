@@ -16,7 +16,7 @@ use hestia::plugins::{
     content_hash,
 };
 
-mod guests {
+pub(crate) mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
