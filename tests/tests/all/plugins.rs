@@ -727,7 +727,13 @@ fn compiled_code_is_cached_on_disk() {
     };
     let host = PluginHost::start(with_cache()).unwrap();
     assert_eq!(authorize(&host), Decision::Allow);
-    let files = walk(cache.path());
+    // The cache file may land a moment after compilation (written off the calling thread).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut files = walk(cache.path());
+    while files.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        files = walk(cache.path());
+    }
     assert!(
         !files.is_empty(),
         "nothing cached in {}",
