@@ -253,9 +253,10 @@ fn type_specific(c: &Criterion) -> Option<&str> {
 }
 
 /// The resources (at most `limit`) of `rt` that match `params`, under `access`: what the
-/// conditional interactions decide on. Parameters are parsed strictly.
+/// conditional interactions decide on, read on `conn` (inside the interaction's
+/// transaction). Parameters are parsed strictly.
 pub async fn matching(
-    store: &Store,
+    conn: &mut sqlx::AnyConnection,
     base_url: &str,
     rt: ResourceType,
     params: &[(String, String)],
@@ -275,7 +276,7 @@ pub async fn matching(
         access,
         base_url,
     };
-    Ok(store.search_page(&spec, 0, limit).await?)
+    Ok(crate::store::search::search_page_in(conn, &spec, 0, limit).await?)
 }
 
 /// Runs a search and answers the `searchset` Bundle.
