@@ -581,3 +581,110 @@ async fn history_under_a_patient_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn bundle_searches_and_conditional_entries() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
+        seed(&app, &admin).await;
+        let identified = json!({"resourceType": "Patient", "id": "p3",
+            "identifier": [{"system": "urn:mrn", "value": "42"}]});
+        assert_eq!(
+            send(&app, "PUT", "/fhir/r4/Patient/p3", &admin, identified)
+                .await
+                .status,
+            201
+        );
+
+        let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+             "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "42"}]},
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|42"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "new"},
+                          "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}},
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation", "status": "amended",
+                          "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                          "subject": {"reference": "Patient/p1"}},
+             "request": {"method": "PUT", "url": "Observation?subject=Patient/p1&code=http://loinc.org|8867-4"}},
+            {"request": {"method": "DELETE", "url": "Condition?subject=Patient/p1"}},
+            {"request": {"method": "GET", "url": "Observation?subject=Patient/p2"}},
+        ]});
+        let r = send(&app, "POST", "/fhir/r4", &admin, transaction).await;
+        assert_eq!(r.status, 200, "{b}: {:?}", r.body);
+        let e = r.body["entry"].as_array().unwrap();
+        let statuses: Vec<&str> = e
+            .iter()
+            .map(|e| e["response"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "200 OK",
+                "201 Created",
+                "200 OK",
+                "204 No Content",
+                "200 OK"
+            ],
+            "{b}"
+        );
+        assert_eq!(e[0]["resource"]["id"], "p3", "{b}: the existing patient");
+        assert_eq!(
+            e[1]["resource"]["subject"]["reference"], "Patient/p3",
+            "{b}"
+        );
+        assert_eq!(
+            e[2]["resource"]["id"], "o1",
+            "{b}: the matching Observation was updated"
+        );
+        assert_eq!(e[2]["resource"]["status"], "amended");
+        assert_eq!(e[4]["resource"]["type"], "searchset");
+        assert_eq!(
+            entries(&e[4]["resource"]),
+            pairs(&[("Observation/o2", "match")]),
+            "{b}"
+        );
+        assert_eq!(
+            send(&app, "GET", "/fhir/r4/Condition/c1", &admin, Value::Null)
+                .await
+                .status,
+            410,
+            "{b}"
+        );
+
+        // Several matches: 412, and the transaction leaves nothing behind.
+        let ambiguous = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p9"}, "request": {"method": "PUT", "url": "Patient/p9"}},
+            {"request": {"method": "DELETE", "url": "Observation?code=http://loinc.org|8867-4"}},
+        ]});
+        let r = send(&app, "POST", "/fhir/r4", &admin, ambiguous).await;
+        assert_eq!(r.status, 412, "{b}: {:?}", r.body);
+        assert!(
+            r.diagnostics().contains("more than one"),
+            "{}",
+            r.diagnostics()
+        );
+        assert_eq!(
+            send(&app, "GET", "/fhir/r4/Patient/p9", &admin, Value::Null)
+                .await
+                .status,
+            404,
+            "{b}"
+        );
+
+        // A batch reports each entry: a conditional create that matches, a search, a bad search.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|42"}},
+            {"request": {"method": "GET", "url": "Observation?code=http://loinc.org|8867-4"}},
+            {"request": {"method": "GET", "url": "Observation?nonsense=1"}},
+        ]});
+        let r = send(&app, "POST", "/fhir/r4", &admin, batch).await;
+        assert_eq!(r.status, 200, "{b}: {:?}", r.body);
+        let e = r.body["entry"].as_array().unwrap();
+        assert_eq!(e[0]["response"]["status"], "200 OK", "{b}");
+        assert_eq!(e[1]["resource"]["total"], 2, "{b}");
+        assert_eq!(e[2]["response"]["status"], "400 Bad Request", "{b}");
+    }
+}
