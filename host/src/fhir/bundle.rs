@@ -11,10 +11,13 @@ use std::collections::HashMap;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use super::access::Access;
 use super::definitions::ResourceType;
 use super::outcome::{Issue, operation_outcome};
+use super::repository::Conditional;
 use super::repository::{FhirError, Repository, check_id, new_id};
 use super::search::value::format_instant;
+use super::searchset::{Handling, SearchScope, decode_query};
 use crate::store::StoreError;
 use crate::store::fhir::StoredVersion;
 
@@ -82,8 +85,9 @@ pub struct EntryRequest {
     pub resource: Option<Map<String, Value>>,
 }
 
-/// Decides whether an entry may run (the authorization layer supplies it).
-pub type EntryCheck<'a> = &'a (dyn Fn(&EntryRequest) -> Result<(), FhirError> + Send + Sync);
+/// Decides whether an entry may run, and under which [`Access`] its searches and
+/// conditional matches run (the authorization layer supplies it).
+pub type EntryCheck<'a> = &'a (dyn Fn(&EntryRequest) -> Result<Access, FhirError> + Send + Sync);
 
 /// The kind of Bundle being processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,6 +406,7 @@ impl Repository {
         conn: &mut sqlx::AnyConnection,
         entry: &EntryRequest,
         new_ids: &HashMap<usize, String>,
+        access: &Access,
     ) -> Result<EntryResult, FhirError> {
         let done = |status: u16, v: StoredVersion| -> Result<EntryResult, FhirError> {
             let resource = content(&v)?;
@@ -415,12 +420,22 @@ impl Repository {
         let ty = entry.resource_type;
         match entry.method {
             EntryMethod::Get | EntryMethod::Head => {
-                let (Some(ty), Some(id)) = (ty, &entry.id) else {
-                    return Err(entry_error(
-                        entry.index,
-                        "only read (Type/id) and vread entries can be GET in a Bundle here; search entries are not supported",
-                    ));
+                let Some(id) = &entry.id else {
+                    // A search: a searchset Bundle as the entry's resource. It reads the
+                    // committed database, not this transaction's own writes.
+                    let scope = ty.map_or(SearchScope::System, SearchScope::Type);
+                    let bundle = self
+                        .search(scope, &entry.query, Handling::Strict, access)
+                        .await?;
+                    return Ok(EntryResult {
+                        status: 200,
+                        version: None,
+                        resource: Some(bundle),
+                        outcome: None,
+                    });
                 };
+                let ty =
+                    ty.ok_or_else(|| entry_error(entry.index, "a read needs a resource type"))?;
                 let v = match &entry.version {
                     Some(vid) => self.vread_in(conn, ty, id, vid).await?,
                     None => self.read_in(conn, ty, id).await?,
@@ -428,25 +443,37 @@ impl Repository {
                 done(200, v)
             }
             EntryMethod::Post => {
-                if entry.if_none_exist.is_some() {
-                    return Err(entry_error(
-                        entry.index,
-                        "conditional create (ifNoneExist) inside a Bundle is not supported",
-                    ));
-                }
                 let ty =
                     ty.ok_or_else(|| entry_error(entry.index, "POST needs a resource type"))?;
                 let id = new_ids.get(&entry.index).cloned().unwrap_or_else(new_id);
                 let resource = entry.resource.clone().unwrap_or_default();
+                if let Some(criteria) = &entry.if_none_exist {
+                    let criteria = decode_query(criteria);
+                    return match self
+                        .conditional_create_in(conn, ty, id, resource, &criteria, access)
+                        .await?
+                    {
+                        Conditional::Written(w) => done(201, w.version),
+                        Conditional::Existing(v) => done(200, v),
+                    };
+                }
                 let w = self.create_in(conn, ty, id, resource).await?;
                 done(201, w.version)
             }
             EntryMethod::Put => {
-                let (Some(ty), Some(id)) = (ty, &entry.id) else {
-                    return Err(entry_error(
-                        entry.index,
-                        "conditional update inside a Bundle is not supported; use Type/id",
-                    ));
+                let ty = ty.ok_or_else(|| entry_error(entry.index, "PUT needs a resource type"))?;
+                let Some(id) = &entry.id else {
+                    let w = self
+                        .conditional_update_in(
+                            conn,
+                            ty,
+                            entry.resource.clone().unwrap_or_default(),
+                            &entry.query,
+                            entry.if_match,
+                            access,
+                        )
+                        .await?;
+                    return done(if w.created { 201 } else { 200 }, w.version);
                 };
                 let w = self
                     .update_in(
@@ -471,13 +498,15 @@ impl Repository {
                 done(200, w.version)
             }
             EntryMethod::Delete => {
-                let (Some(ty), Some(id)) = (ty, &entry.id) else {
-                    return Err(entry_error(
-                        entry.index,
-                        "conditional delete inside a Bundle is not supported; use Type/id",
-                    ));
+                let ty =
+                    ty.ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
+                let v = match &entry.id {
+                    Some(id) => self.delete_in(conn, ty, id, entry.if_match).await?,
+                    None => {
+                        self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, access)
+                            .await?
+                    }
                 };
-                let v = self.delete_in(conn, ty, id, entry.if_match).await?;
                 Ok(EntryResult {
                     status: 204,
                     version: v,
@@ -503,10 +532,12 @@ impl Repository {
                 for entry in &entries {
                     let result = match check(entry) {
                         Err(err) => EntryResult::from_error(&err),
-                        Ok(()) => {
+                        Ok(access) => {
                             let run = async {
                                 let mut tx = self.store().begin().await?;
-                                let r = self.run_entry(&mut tx, entry, &HashMap::new()).await?;
+                                let r = self
+                                    .run_entry(&mut tx, entry, &HashMap::new(), &access)
+                                    .await?;
                                 tx.commit().await.map_err(StoreError::from)?;
                                 Ok::<_, FhirError>(r)
                             };
@@ -518,12 +549,28 @@ impl Repository {
                 }
             }
             BundleKind::Transaction => {
-                // New ids for POSTs first, so that every reference to a urn:uuid can be rewritten.
+                let mut tx = self.store().begin().await?;
+                // New ids for POSTs first, so that every reference to a urn:uuid can be
+                // rewritten. A conditional create that matches one resource is that
+                // resource: references to it name the existing id (matched in this
+                // transaction, under the entry's access, before any entry runs).
                 let mut new_ids = HashMap::new();
                 let mut references = HashMap::new();
                 for entry in &entries {
                     if entry.method == EntryMethod::Post {
-                        let id = new_id();
+                        let mut id = new_id();
+                        if let (Some(criteria), Some(ty)) =
+                            (&entry.if_none_exist, entry.resource_type)
+                        {
+                            let access = check(entry).map_err(|err| in_entry(err, entry))?;
+                            let found = self
+                                .matching(&mut tx, ty, &decode_query(criteria), &access)
+                                .await
+                                .map_err(|err| in_entry(err, entry))?;
+                            if let [one] = found.as_slice() {
+                                id = one.clone();
+                            }
+                        }
                         if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
                             && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
                         {
@@ -541,15 +588,19 @@ impl Repository {
                         }
                     }
                 }
+                let mut granted = HashMap::new();
                 for entry in &entries {
-                    check(entry).map_err(|err| in_entry(err, entry))?;
+                    granted.insert(
+                        entry.index,
+                        check(entry).map_err(|err| in_entry(err, entry))?,
+                    );
                 }
                 let mut order: Vec<&EntryRequest> = entries.iter().collect();
                 order.sort_by_key(|e| (e.method.order(), e.index));
-                let mut tx = self.store().begin().await?;
                 for entry in order {
+                    let access = granted.get(&entry.index).cloned().unwrap_or_default();
                     let result = self
-                        .run_entry(&mut tx, entry, &new_ids)
+                        .run_entry(&mut tx, entry, &new_ids, &access)
                         .await
                         .map_err(|err| in_entry(err, entry))?;
                     results[entry.index] = Some(result);

@@ -25,6 +25,12 @@ pub struct CapabilityOptions {
     pub oauth: OauthUris,
 }
 
+/// `POST [type]/$validate` and `POST [type]/[id]/$validate` (`fhir::operations`); listed
+/// on every resource, not in `rest.operation`, since there is no `[base]/$validate`.
+const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
+/// `GET Patient/[id]/$everything` (`fhir::searchset::everything`).
+const EVERYTHING: &str = "http://hl7.org/fhir/OperationDefinition/Patient-everything";
+
 /// Builds the CapabilityStatement (a few hundred KB: computed once per server).
 pub fn capability_statement(options: &CapabilityOptions) -> Value {
     let interactions = |list: &[&str]| list.iter().map(|c| json!({"code": c})).collect::<Vec<_>>();
@@ -35,8 +41,13 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
                 .filter(|p| p.searchable().is_ok())
                 .map(|p| json!({"name": p.code, "definition": p.url(), "type": p.kind.as_str()}))
                 .collect();
+            let mut operations = vec![json!({"name": "validate", "definition": VALIDATE})];
+            if rt.as_str() == "Patient" {
+                operations.push(json!({"name": "everything", "definition": EVERYTHING}));
+            }
             json!({
                 "type": rt.as_str(),
+                "operation": operations,
                 "interaction": interactions(&["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]),
                 "versioning": "versioned",
                 "readHistory": true,

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod definitions;
 pub mod fhirpath;
+pub mod operations;
 pub mod outcome;
 pub mod repository;
 pub mod search;

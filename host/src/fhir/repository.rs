@@ -602,7 +602,8 @@ impl Repository {
     }
 
     /// Conditional create (`If-None-Exist`): no match creates, one match answers the
-    /// existing resource (200, nothing written), several are 412.
+    /// existing resource (200, nothing written), several are 412. The match and the write
+    /// run in one transaction ([`Self::conditional_create_in`]).
     pub async fn conditional_create(
         &self,
         resource_type: ResourceType,
@@ -610,28 +611,70 @@ impl Repository {
         criteria: &[(String, String)],
         access: &Access,
     ) -> Result<Conditional, FhirError> {
-        let found = self.matching(resource_type, criteria, access).await?;
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .conditional_create_in(&mut tx, resource_type, new_id(), resource, criteria, access)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    /// [`Self::conditional_create`] inside `conn`'s transaction; `id` is the id a create gets.
+    pub async fn conditional_create_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: String,
+        resource: Map<String, Value>,
+        criteria: &[(String, String)],
+        access: &Access,
+    ) -> Result<Conditional, FhirError> {
+        let found = self
+            .matching(&mut *conn, resource_type, criteria, access)
+            .await?;
         match found.as_slice() {
             [] => Ok(Conditional::Written(
-                self.create(resource_type, resource).await?,
+                self.create_in(conn, resource_type, id, resource).await?,
             )),
-            [one] => Ok(Conditional::Existing(self.read(resource_type, one).await?)),
+            [one] => Ok(Conditional::Existing(
+                self.read_in(conn, resource_type, one).await?,
+            )),
             _ => Err(several(resource_type, criteria, "If-None-Exist")),
         }
     }
 
     /// Conditional update (`PUT [type]?criteria`): no match creates (with the body's id,
     /// as an update-as-create, or a new id); one match is updated (a body id must be
-    /// that one's); several are 412.
+    /// that one's); several are 412. One transaction ([`Self::conditional_update_in`]).
     pub async fn conditional_update(
         &self,
+        resource_type: ResourceType,
+        resource: Map<String, Value>,
+        criteria: &[(String, String)],
+        if_match: Option<i64>,
+        access: &Access,
+    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .conditional_update_in(&mut tx, resource_type, resource, criteria, if_match, access)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    /// [`Self::conditional_update`] inside `conn`'s transaction.
+    pub async fn conditional_update_in(
+        &self,
+        conn: &mut AnyConnection,
         resource_type: ResourceType,
         mut resource: Map<String, Value>,
         criteria: &[(String, String)],
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Written, FhirError> {
-        let found = self.matching(resource_type, criteria, access).await?;
+        let found = self
+            .matching(&mut *conn, resource_type, criteria, access)
+            .await?;
         let body_id = match resource.get("id") {
             None => None,
             Some(Value::String(id)) => Some(id.clone()),
@@ -641,9 +684,7 @@ impl Repository {
             [] => match body_id {
                 Some(id) => {
                     check_id(&id)?;
-                    if self
-                        .store
-                        .fhir_current(resource_type.as_str(), &id)
+                    if fhir_current(&mut *conn, resource_type.as_str(), &id)
                         .await?
                         .is_some_and(|c| !c.deleted)
                     {
@@ -651,9 +692,13 @@ impl Repository {
                             "{resource_type}/{id} exists but does not match the update's criteria"
                         )));
                     }
-                    self.update(resource_type, &id, resource, if_match).await
+                    self.update_in(conn, resource_type, &id, resource, if_match)
+                        .await
                 }
-                None => self.create(resource_type, resource).await,
+                None => {
+                    self.create_in(conn, resource_type, new_id(), resource)
+                        .await
+                }
             },
             [one] => {
                 if let Some(id) = &body_id
@@ -670,7 +715,8 @@ impl Repository {
                     ]));
                 }
                 resource.insert("id".into(), Value::String(one.clone()));
-                self.update(resource_type, one, resource, if_match).await
+                self.update_in(conn, resource_type, one, resource, if_match)
+                    .await
             }
             _ => Err(several(resource_type, criteria, "the conditional update")),
         }
@@ -685,23 +731,44 @@ impl Repository {
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Option<StoredVersion>, FhirError> {
-        let found = self.matching(resource_type, criteria, access).await?;
+        let mut tx = self.store.begin().await?;
+        let result = self
+            .conditional_delete_in(&mut tx, resource_type, criteria, if_match, access)
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(result)
+    }
+
+    /// [`Self::conditional_delete`] inside `conn`'s transaction.
+    pub async fn conditional_delete_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        criteria: &[(String, String)],
+        if_match: Option<i64>,
+        access: &Access,
+    ) -> Result<Option<StoredVersion>, FhirError> {
+        let found = self
+            .matching(&mut *conn, resource_type, criteria, access)
+            .await?;
         match found.as_slice() {
             [] => Ok(None),
-            [one] => self.delete(resource_type, one, if_match).await,
+            [one] => self.delete_in(conn, resource_type, one, if_match).await,
             _ => Err(several(resource_type, criteria, "the conditional delete")),
         }
     }
 
-    /// The ids (at most two: enough to tell none, one and several) that match.
-    async fn matching(
+    /// The ids (at most two: enough to tell none, one and several) that match, read in
+    /// `conn`'s transaction.
+    pub async fn matching(
         &self,
+        conn: &mut AnyConnection,
         resource_type: ResourceType,
         criteria: &[(String, String)],
         access: &Access,
     ) -> Result<Vec<String>, FhirError> {
         let found = searchset::matching(
-            &self.store,
+            conn,
             &self.options.base_url,
             resource_type,
             criteria,

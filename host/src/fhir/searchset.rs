@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::access::{Access, Visible};
+use super::access::{Access, AccessConstraint, Visible};
 use super::definitions::{ResourceType, is_data_type_name};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::FhirError;
@@ -253,9 +253,10 @@ fn type_specific(c: &Criterion) -> Option<&str> {
 }
 
 /// The resources (at most `limit`) of `rt` that match `params`, under `access`: what the
-/// conditional interactions decide on. Parameters are parsed strictly.
+/// conditional interactions decide on, read on `conn` (inside the interaction's
+/// transaction). Parameters are parsed strictly.
 pub async fn matching(
-    store: &Store,
+    conn: &mut sqlx::AnyConnection,
     base_url: &str,
     rt: ResourceType,
     params: &[(String, String)],
@@ -275,7 +276,7 @@ pub async fn matching(
         access,
         base_url,
     };
-    Ok(store.search_page(&spec, 0, limit).await?)
+    Ok(crate::store::search::search_page_in(conn, &spec, 0, limit).await?)
 }
 
 /// Runs a search and answers the `searchset` Bundle.
@@ -384,6 +385,264 @@ pub async fn search(
         bundle["entry"] = Value::Array(entries);
     }
     Ok(bundle)
+}
+
+/// The access a caller has to search one resource type: an `Err(Forbidden)` leaves the
+/// type out (the authorization layer asks the scope-policy plugins, type by type).
+pub type TypeAccess<'a> = &'a (dyn Fn(ResourceType) -> Result<Access, FhirError> + Send + Sync);
+
+/// `Patient/[id]/$everything`: a page of the resources in the Patient compartment of
+/// `patient` (the Patient itself and every resource whose compartment parameters refer
+/// to it; `_type` narrows the types, `_since` keeps those updated since then), and, as
+/// `include` entries, the resources those refer to directly (one level: Practitioner,
+/// Organization, Medication, Location, ...).
+///
+/// What is returned never leaves `access` (the decision on the operation) nor, per type,
+/// `type_access(type)` (what a search of that type would be allowed): a type the caller
+/// may not search is left out, with a warning naming it. Every constraint is applied
+/// inside the store query, so counts and pages see only what is returned. The cursor
+/// (`_offset`, `_snapshot`) is the one of search.
+pub async fn everything(
+    store: &Store,
+    base_url: &str,
+    patient: &str,
+    params: &[(String, String)],
+    access: &Access,
+    type_access: TypeAccess<'_>,
+) -> Result<Value, FhirError> {
+    let mut count = i64::from(DEFAULT_COUNT);
+    let mut offset = 0;
+    let mut snapshot = None;
+    let mut since: Option<String> = None;
+    let mut types: Option<Vec<ResourceType>> = None;
+    let mut link_params = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "_count" => {
+                count = v
+                    .parse::<u32>()
+                    .map(|n| i64::from(n.min(MAX_COUNT)))
+                    .map_err(|_| FhirError::invalid(format!("_count={v} is not a number")))?;
+                link_params.push((k.clone(), v.clone()));
+            }
+            "_since" => {
+                super::search::value::parse_date(v)
+                    .map_err(|e| FhirError::invalid(format!("_since={v}: {e}")))?;
+                since = Some(v.clone());
+                link_params.push((k.clone(), v.clone()));
+            }
+            "_type" => {
+                let list = types.get_or_insert_with(Vec::new);
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    let t = ResourceType::parse(name).ok_or_else(|| {
+                        FhirError::invalid(format!("_type: {name:?} is not a resource type"))
+                    })?;
+                    if !list.contains(&t) {
+                        list.push(t);
+                    }
+                }
+                link_params.push((k.clone(), v.clone()));
+            }
+            "_offset" => {
+                offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    FhirError::invalid(format!("_offset={v} must be a non-negative number"))
+                })?;
+            }
+            "_snapshot" => {
+                snapshot = Some(v.parse::<i64>().map_err(|_| {
+                    FhirError::invalid(format!(
+                        "_snapshot={v} is not a paging cursor of this server"
+                    ))
+                })?);
+            }
+            "_format" | "_pretty" => {}
+            other => {
+                return Err(FhirError::BadRequest(vec![
+                    Issue::error(
+                        "not-supported",
+                        format!(
+                            "Patient/$everything takes _count, _since and _type here, not {other:?}"
+                        ),
+                    )
+                    .at(other.to_owned()),
+                ]));
+            }
+        }
+    }
+    let in_compartment = |t: &ResourceType| {
+        t.as_str() == "Patient" || t.patient_compartment_params().next().is_some()
+    };
+    let candidates: Vec<ResourceType> = match types {
+        Some(list) => list,
+        None => ResourceType::all().filter(in_compartment).collect(),
+    };
+    let mut combined =
+        access
+            .clone()
+            .and(Access::Within(vec![AccessConstraint::PatientCompartment(
+                patient.to_owned(),
+            )]));
+    let mut allowed = Vec::new();
+    let mut left_out = Vec::new();
+    for t in candidates {
+        if !in_compartment(&t) {
+            left_out.push(format!("{t} (not in the Patient compartment)"));
+            continue;
+        }
+        match type_access(t) {
+            Ok(a) => {
+                combined = combined.and(a);
+                allowed.push(t);
+            }
+            Err(FhirError::Forbidden(why)) => left_out.push(format!("{t} ({why})")),
+            Err(other) => return Err(other),
+        }
+    }
+    // Constraints accumulate across types; a type they exclude altogether is dropped.
+    let mut branches = Vec::new();
+    for t in allowed {
+        match combined.visible(t) {
+            Ok(Visible::Nothing(why)) => left_out.push(format!("{t} ({why})")),
+            Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+            Ok(_) => {
+                let criteria = match &since {
+                    Some(s) => {
+                        SearchQuery::parse(t, [("_lastUpdated", format!("ge{s}"))])
+                            .map_err(|e| FhirError::invalid(format!("_since: {e}")))?
+                            .criteria
+                    }
+                    None => Vec::new(),
+                };
+                branches.push(Branch {
+                    resource_type: Some(t),
+                    criteria,
+                });
+            }
+        }
+    }
+    let snapshot = snapshot.unwrap_or_else(now_ms);
+    let (total, matches) = if branches.is_empty() {
+        (0, Vec::new())
+    } else {
+        let spec = SearchSpec {
+            branches: &branches,
+            sort: &[],
+            snapshot,
+            access: &combined,
+            base_url,
+        };
+        (
+            store.search_count(&spec).await?,
+            store.search_page(&spec, offset, count).await?,
+        )
+    };
+    let included = referenced(store, base_url, &matches, access, type_access).await?;
+
+    let self_path = format!("{base_url}/Patient/{patient}/$everything");
+    let link = |offset: i64| {
+        let mut pairs = link_params.clone();
+        pairs.push(("_snapshot".into(), snapshot.to_string()));
+        pairs.push(("_offset".into(), offset.to_string()));
+        format!("{self_path}?{}", encode_query(&pairs))
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(offset)})];
+    if count > 0 && offset + count < total {
+        links.push(json!({"relation": "next", "url": link(offset + count)}));
+    }
+    if offset > 0 {
+        links.push(json!({"relation": "previous", "url": link((offset - count.max(1)).max(0))}));
+    }
+    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    for found in &matches {
+        entries.push(entry(base_url, found, parse_found(found)?, "match"));
+    }
+    for found in &included {
+        entries.push(entry(base_url, found, parse_found(found)?, "include"));
+    }
+    if !left_out.is_empty() {
+        entries.push(json!({
+            "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            "resource": operation_outcome(&[Issue::warning(
+                "suppressed",
+                format!("left out of $everything: {}", left_out.join("; ")),
+            )]),
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": format_instant(now_ms())},
+        "type": "searchset",
+        "total": total,
+        "link": links,
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok(bundle)
+}
+
+/// The resources that `matches` refer to (any reference parameter), not already among
+/// them, each visible under `access` and its type's `type_access`.
+async fn referenced(
+    store: &Store,
+    base_url: &str,
+    matches: &[Found],
+    access: &Access,
+    type_access: TypeAccess<'_>,
+) -> Result<Vec<Found>, FhirError> {
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|f| (f.resource_type.clone(), f.id.clone()))
+        .collect();
+    let mut sources: HashMap<&str, Vec<&str>> = HashMap::new();
+    for f in matches {
+        sources.entry(&f.resource_type).or_default().push(&f.id);
+    }
+    let mut sources: Vec<_> = sources.into_iter().collect();
+    sources.sort();
+    let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+    for (t, ids) in sources {
+        let Some(source_type) = ResourceType::parse(t) else {
+            continue;
+        };
+        let follow = Follow {
+            source_type,
+            param: None,
+            target_type: None,
+        };
+        for key in store.referenced_keys(&ids, follow).await? {
+            if seen.insert(key.clone()) {
+                by_type.entry(key.0).or_default().push(key.1);
+            }
+        }
+    }
+    let mut types: Vec<_> = by_type.into_iter().collect();
+    types.sort();
+    let mut included = Vec::new();
+    for (t, ids) in types {
+        let Some(rt) = ResourceType::parse(&t) else {
+            continue;
+        };
+        let type_access = match type_access(rt) {
+            Ok(a) => a,
+            Err(FhirError::Forbidden(_)) => continue,
+            Err(other) => return Err(other),
+        };
+        let visible_under = access.clone().and(type_access);
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        included.extend(
+            store
+                .fetch_visible(rt, &ids, &visible_under, base_url)
+                .await?,
+        );
+        if included.len() >= MAX_INCLUDED {
+            included.truncate(MAX_INCLUDED);
+            break;
+        }
+    }
+    Ok(included)
 }
 
 fn entry(base_url: &str, found: &Found, resource: Value, mode: &str) -> Value {

@@ -39,10 +39,18 @@ pub fn routes(max_body: usize) -> Router<AppState> {
         .route("/{type}/_history", get(history_type))
         .route(
             "/{type}/{id}",
-            get(read).put(update).patch(patch).delete(delete),
+            get(read)
+                .put(update)
+                .patch(patch)
+                .delete(delete)
+                .post(type_operation),
         )
         .route("/{type}/{id}/_history", get(history_instance))
         .route("/{type}/{id}/_history/{vid}", get(vread))
+        .route(
+            "/{type}/{id}/{operation}",
+            get(instance_operation_get).post(instance_operation_post),
+        )
         .fallback(unknown_route)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
@@ -384,12 +392,14 @@ async fn read(
 
 async fn vread(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id, vid)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
+    check_history_access(&state, rt, &id, &access).await?;
     let v = state.fhir().vread(rt, &id, &vid).await?;
     resource_response(&v, StatusCode::OK, format)
 }
@@ -666,14 +676,49 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Under constraints, the versions of a resource are visible when its current version
+/// is: a vread or instance history of a resource outside the access is refused like a
+/// read (403, or 404 with `hidden_as_not_found`). A deleted resource has no index rows to
+/// judge it by, so its history is refused too (fail closed).
+async fn check_history_access(
+    state: &AppState,
+    rt: crate::fhir::ResourceType,
+    id: &str,
+    access: &Access,
+) -> Result<(), FhirError> {
+    if access.is_unrestricted() {
+        return Ok(());
+    }
+    match state.fhir().read_with(rt, id, access).await {
+        Ok(_) | Err(FhirError::NotFound(_)) => Ok(()),
+        Err(FhirError::Gone(_)) => Err(FhirError::Forbidden(format!(
+            "{rt}/{id} is deleted: its history cannot be checked against the token's constraints"
+        ))),
+        Err(other) => Err(other),
+    }
+}
+
+/// Type and system history cannot be filtered by the access constraints (past versions
+/// have no index rows); under constraints they are refused.
+fn refuse_constrained_history(access: &Access, what: &str) -> Result<(), FhirError> {
+    if access.is_unrestricted() {
+        return Ok(());
+    }
+    Err(FhirError::Forbidden(format!(
+        "{what} history is not available under a patient- or query-restricted token: it cannot be limited to what the token may see; use search, or the history of one resource"
+    )))
+}
+
 async fn history_instance(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
+    check_history_access(&state, rt, &id, &access).await?;
     // A resource that never existed has no history: 404, not an empty Bundle.
     if state
         .fhir()
@@ -698,12 +743,14 @@ async fn history_instance(
 
 async fn history_type(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
+    refuse_constrained_history(&access, &format!("{rt} type"))?;
     let self_url = format!("{}/{ty}/_history", state.settings().fhir_base_url());
     history_bundle(
         &state,
@@ -717,10 +764,12 @@ async fn history_type(
 
 async fn history_system(
     State(state): State<AppState>,
+    Granted(access): Granted,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
+    refuse_constrained_history(&access, "system")?;
     let self_url = format!("{}/_history", state.settings().fhir_base_url());
     history_bundle(&state, HistoryScope::System, self_url, &query, format).await
 }
@@ -829,6 +878,121 @@ async fn search(
         .search(scope, &params, prefer_handling(headers), access)
         .await?;
     Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+/// `POST [base]/[type]/$op` (the router sees `$op` where an id would be).
+async fn type_operation(
+    State(state): State<AppState>,
+    Path((ty, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    match operation.as_str() {
+        "$validate" => validate(&state, rt, None, &headers, &body, format),
+        op if op.starts_with('$') => Err(unknown_operation(&ty, op).into()),
+        _ => {
+            let mut response = FhirResponseError(FhirError::MethodNotAllowed(format!(
+                "this FHIR endpoint does not support that HTTP method (allowed: GET, PUT, PATCH, DELETE): POST is not an interaction on {ty}/{operation}"
+            )))
+            .into_response();
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET,PUT,PATCH,DELETE"),
+            );
+            Ok(response)
+        }
+    }
+}
+
+/// `POST [base]/[type]/[id]/$op`: `$validate`.
+async fn instance_operation_post(
+    State(state): State<AppState>,
+    Path((ty, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+    body: Bytes,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    match operation.as_str() {
+        "$validate" => validate(&state, rt, Some(&id), &headers, &body, format),
+        "$everything" if rt.as_str() == "Patient" => {
+            Err(FhirError::MethodNotAllowed("Patient/[id]/$everything is GET here".into()).into())
+        }
+        op => Err(unknown_operation(&ty, op).into()),
+    }
+}
+
+/// `GET [base]/[type]/[id]/$op`: `Patient/[id]/$everything`.
+async fn instance_operation_get(
+    State(state): State<AppState>,
+    Granted(access): Granted,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    Path((ty, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(query): QueryPairs,
+) -> FhirResult {
+    let format = negotiate(&headers, &query)?;
+    let rt = resource_type(&ty)?;
+    match (rt.as_str(), operation.as_str()) {
+        ("Patient", "$everything") => {}
+        (_, "$validate") => {
+            return Err(FhirError::MethodNotAllowed("$validate is POST here".into()).into());
+        }
+        (_, op) => return Err(unknown_operation(&ty, op).into()),
+    }
+    // Each type is returned only as far as a search of it would be allowed; the
+    // Patient itself as far as a read of it would be.
+    let patient_id = id.clone();
+    let type_access = move |t: crate::fhir::ResourceType| match &caller {
+        Some(axum::Extension(caller)) => {
+            let path = if t.as_str() == "Patient" {
+                format!("/Patient/{patient_id}")
+            } else {
+                format!("/{t}")
+            };
+            caller.decide(&super::resource_server::classify(
+                &axum::http::Method::GET,
+                &path,
+                &[],
+                &caller.base_url,
+            ))
+        }
+        None => Ok(Access::Unrestricted),
+    };
+    let bundle = state
+        .fhir()
+        .everything(&id, &query, &access, &type_access)
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+fn unknown_operation(ty: &str, op: &str) -> FhirError {
+    FhirError::NotFound(format!(
+        "the operation {op} on {ty} is not supported (this server has $validate and Patient/[id]/$everything)"
+    ))
+}
+
+/// `$validate`: 200 with the OperationOutcome, valid or not (see
+/// `Repository::validate_operation`).
+fn validate(
+    state: &AppState,
+    rt: crate::fhir::ResourceType,
+    id: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    format: Format,
+) -> FhirResult {
+    check_content_type(headers, RESOURCE_TYPES_IN)?;
+    let issues = state.fhir().validate_operation(rt, id, body)?;
+    Ok(fhir_json(
+        StatusCode::OK,
+        &operation_outcome(&issues),
+        format.pretty,
+    ))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> FhirResult {

@@ -586,7 +586,7 @@ pub fn write_allowed(
 pub fn entry_check(
     caller: &Caller,
     entry: &crate::fhir::bundle::EntryRequest,
-) -> Result<(), FhirError> {
+) -> Result<Access, FhirError> {
     let method = Method::from_bytes(entry.method.as_str().as_bytes()).unwrap_or(Method::GET);
     let path = entry.url.split('?').next().unwrap_or("");
     let mut request = classify(
@@ -602,7 +602,7 @@ pub fn entry_check(
         .decide(&request)
         .map_err(|e| FhirError::Forbidden(format!("entry {}: {e}", entry.index)))?;
     if access.is_unrestricted() {
-        return Ok(());
+        return Ok(access);
     }
     let refuse = |why: String| {
         FhirError::Forbidden(format!(
@@ -623,7 +623,8 @@ pub fn entry_check(
                 ));
             }
             let resource = entry.resource.clone().map(serde_json::Value::Object);
-            write_allowed(request.interaction, ty, entry.id.as_deref(), resource.as_ref(), &access).map_err(refuse)
+            write_allowed(request.interaction, ty, entry.id.as_deref(), resource.as_ref(), &access).map_err(refuse)?;
+            Ok(access)
         }
         _ => Err(refuse(
             "reads under a patient- or query-restricted scope inside a Bundle are not supported; send the read on its own".into(),

@@ -711,32 +711,45 @@ impl Store {
         offset: i64,
         count: i64,
     ) -> Result<Vec<Found>> {
-        let mut sql = Sql::new(spec.access, spec.base_url);
-        let where_clause = sql.search_where(spec)?;
-        let mut columns = Vec::new();
-        let mut order = Vec::new();
-        for (n, key) in spec.sort.iter().enumerate() {
-            columns.push(format!("{} AS s{n}", sql.sort_value(key, "r")));
-            let direction = if key.descending { "DESC" } else { "ASC" };
-            order.push(format!("(q.s{n} IS NULL) ASC, q.s{n} {direction}"));
-        }
-        order.push("q.resource_type ASC, q.id ASC".into());
-        let extra = columns.iter().map(|c| format!(", {c}")).collect::<String>();
-        let text = format!(
-            "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content FROM (\
+        let mut conn = self.pool().acquire().await?;
+        search_page_in(&mut conn, spec, offset, count).await
+    }
+}
+
+/// [`Store::search_page`] on `conn` (inside its transaction: it sees the transaction's writes).
+pub async fn search_page_in(
+    conn: &mut sqlx::AnyConnection,
+    spec: &SearchSpec<'_>,
+    offset: i64,
+    count: i64,
+) -> Result<Vec<Found>> {
+    let mut sql = Sql::new(spec.access, spec.base_url);
+    let where_clause = sql.search_where(spec)?;
+    let mut columns = Vec::new();
+    let mut order = Vec::new();
+    for (n, key) in spec.sort.iter().enumerate() {
+        columns.push(format!("{} AS s{n}", sql.sort_value(key, "r")));
+        let direction = if key.descending { "DESC" } else { "ASC" };
+        order.push(format!("(q.s{n} IS NULL) ASC, q.s{n} {direction}"));
+    }
+    order.push("q.resource_type ASC, q.id ASC".into());
+    let extra = columns.iter().map(|c| format!(", {c}")).collect::<String>();
+    let text = format!(
+        "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content FROM (\
              SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content{extra} \
              FROM fhir_resources r WHERE {where_clause}) q ORDER BY {} LIMIT {} OFFSET {}",
-            order.join(", "),
-            count.max(0),
-            offset.max(0)
-        );
-        let rows = sql.run(&text).fetch_all(self.pool()).await?;
-        Ok(rows
-            .iter()
-            .map(found_from_row)
-            .collect::<std::result::Result<_, _>>()?)
-    }
+        order.join(", "),
+        count.max(0),
+        offset.max(0)
+    );
+    let rows = sql.run(&text).fetch_all(&mut *conn).await?;
+    Ok(rows
+        .iter()
+        .map(found_from_row)
+        .collect::<std::result::Result<_, _>>()?)
+}
 
+impl Store {
     /// How many resources match (what `_total=accurate` reports).
     pub async fn search_count(&self, spec: &SearchSpec<'_>) -> Result<i64> {
         let mut sql = Sql::new(spec.access, spec.base_url);

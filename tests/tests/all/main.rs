@@ -1,6 +1,7 @@
 //! One integration-test binary, with a module per area.
 
 mod fhir;
+mod fhir_ops;
 mod foundation;
 mod journey;
 mod oauth;
