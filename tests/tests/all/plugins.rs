@@ -746,13 +746,17 @@ fn compiled_code_is_cached_on_disk() {
     assert_eq!(walk(cache.path()), files);
 }
 
+/// The compiled artifacts in a cache directory; wasmtime's cache worker also writes usage
+/// statistics (`*.stats`) and cleanup markers (`.cleanup*`) in the background, which are
+/// not compiled code.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
             files.extend(walk(&path));
-        } else {
+        } else if !name.ends_with(".stats") && !name.starts_with(".cleanup") {
             files.push(path);
         }
     }
