@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::definitions::ResourceType;
+use super::repository::now_ms;
 
 /// The authorization server's endpoints, for the SMART security extension.
 #[derive(Debug, Clone)]
@@ -63,7 +64,8 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-28",
+        // When this statement was generated (it is built once per server start).
+        "date": super::search::value::format_instant(now_ms()).get(..10).unwrap_or("1970-01-01"),
         "publisher": "Hestia",
         "kind": "instance",
         "software": {"name": "Hestia", "version": env!("CARGO_PKG_VERSION")},

@@ -175,7 +175,8 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch: the one clock of the FHIR layer.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

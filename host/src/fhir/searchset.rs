@@ -17,6 +17,7 @@ use super::access::{Access, AccessConstraint, Visible};
 use super::definitions::{ResourceType, is_data_type_name};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::FhirError;
+use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{Criterion, Include, SearchError, SearchQuery, Summary, Total};
 use crate::store::Store;
@@ -808,13 +809,6 @@ fn subsetted(object: &mut Map<String, Value>) {
             }));
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `a=1&b=x%7Cy`: percent-encodes everything but RFC 3986 unreserved characters.

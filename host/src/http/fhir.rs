@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::fhir::access::Access;
 use crate::fhir::outcome::{Issue, operation_outcome};
+use crate::fhir::repository::now_ms;
 use crate::fhir::repository::{Conditional, FhirError, Written, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
 use crate::fhir::searchset::{Handling, SearchScope, decode_query};
@@ -667,13 +668,6 @@ async fn history_bundle(
         "entry": entries,
     });
     Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Under constraints, the versions of a resource are visible when its current version
