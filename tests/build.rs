@@ -1,9 +1,12 @@
-//! Builds the test guest plugins (`guests/`, their own workspace) for wasm32-wasip2 and
-//! writes `guests.rs` into OUT_DIR: one path constant per guest (`allow-all` → `ALLOW_ALL`),
-//! which the tests include. Like wasmtime's `crates/test-programs/artifacts/build.rs`.
-//!
-//! The nested cargo gets its own target directory (the outer one is locked by the running
-//! build), and none of the flags or wrappers meant for the host.
+// (Plain comments, not `//!`: `include!` does not take inner doc comments.)
+// Builds the test guest plugins (`tests/guests/`, their own workspace) for wasm32-wasip2
+// and writes `guests.rs` into OUT_DIR: one path constant per guest (`allow-all` →
+// `ALLOW_ALL`), which the tests include. Like wasmtime's
+// `crates/test-programs/artifacts/build.rs`. `bench/build.rs` is this file too (it
+// `include!`s it), so paths are taken from the workspace root, not this crate.
+//
+// The nested cargo gets its own target directory (the outer one is locked by the running
+// build), and none of the flags or wrappers meant for the host.
 
 use std::env;
 use std::fmt::Write as _;
@@ -13,15 +16,16 @@ use std::process::Command;
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it"));
-    let guests = manifest_dir.join("guests");
-    let wit = manifest_dir
+    let root = manifest_dir
         .parent()
-        .expect("tests/ is in the workspace")
-        .join("wit");
+        .expect("the crate is in the workspace");
+    let guests = root.join("tests").join("guests");
+    let wit = root.join("wit");
     println!("cargo:rerun-if-changed=build.rs");
     rerun_if_changed(&guests);
     rerun_if_changed(&wit);
 
+    // Beside the crate's own OUT_DIR, shared by every crate that builds the guests.
     let target_dir = out_dir.join("../../../test-guests-wasm");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

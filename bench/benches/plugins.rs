@@ -14,6 +14,8 @@ use hestia::plugins::{
     default_builtins,
 };
 
+/// Every test guest's path; the benchmarks use a few of them.
+#[allow(dead_code)]
 mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
