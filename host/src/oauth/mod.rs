@@ -22,7 +22,7 @@ use base64::Engine;
 use rand::RngCore;
 
 pub use errors::{ErrorCode, OAuthError};
-pub use policy::{DefaultPolicy, TokenPolicy};
+pub use policy::{NoPolicy, TokenPolicy};
 pub use tokens::{AccessClaims, TokenError};
 
 use crate::config::{OauthSettings, Settings};
@@ -152,7 +152,7 @@ impl AuthServer {
             issuer: settings.public_url.clone(),
             fhir_base: settings.fhir_base_url(),
             config: settings.oauth.clone(),
-            policy: Arc::new(DefaultPolicy),
+            policy: Arc::new(NoPolicy),
             clock: Clock::system(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(5))

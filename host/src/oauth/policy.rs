@@ -1,8 +1,6 @@
 //! Scope and audience decisions at token time, behind a trait so that the WebAssembly
 //! plugin host (scope-policy `grant`, audience-rule `resolve`) can take over through an
-//! adapter. [`DefaultPolicy`] is the built-in behaviour of the default plugins.
-
-use super::scopes;
+//! adapter (`policy::PluginTokenPolicy`); [`NoPolicy`] fails closed when none is given.
 
 /// What is asked at token time (authorize, client_credentials, refresh).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,136 +45,61 @@ pub trait TokenPolicy: Send + Sync {
     fn resolve_audience(&self, q: &AudienceQuery) -> Result<Vec<String>, String>;
 }
 
-/// Scopes granted when covered by the client's registration (SMART-aware); audience one
-/// of the known resource servers, by default this server's FHIR base URL.
+/// The policy of an [`super::AuthServer`] that was given none: it grants nothing and names
+/// why. Scope and audience decisions belong to the scope-policy and audience-rule plugins
+/// (`policy::PluginTokenPolicy`, which `hestia serve` always installs); a server built
+/// without them fails closed rather than deciding with a second, diverging copy of them.
 #[derive(Debug, Clone, Default)]
-pub struct DefaultPolicy;
+pub struct NoPolicy;
 
-impl TokenPolicy for DefaultPolicy {
+const NO_POLICY: &str = "this authorization server has no token policy configured (no scope-policy or audience-rule plugins)";
+
+impl TokenPolicy for NoPolicy {
     fn grant(&self, req: &GrantRequest) -> GrantOutcome {
-        let mut out = GrantOutcome::default();
-        for scope in &req.requested_scopes {
-            if !scopes::is_recognised(scope) {
-                out.refused
-                    .push((scope.clone(), "this server does not know the scope".into()));
-            } else if req
-                .registered_scopes
+        GrantOutcome {
+            granted: Vec::new(),
+            refused: req
+                .requested_scopes
                 .iter()
-                .any(|r| scopes::covers(r, scope))
-            {
-                out.granted.push(scope.clone());
-            } else {
-                out.refused.push((
-                    scope.clone(),
-                    format!(
-                        "not allowed for client {} (registered scopes: {})",
-                        req.client_id,
-                        if req.registered_scopes.is_empty() {
-                            "none".to_string()
-                        } else {
-                            req.registered_scopes.join(" ")
-                        }
-                    ),
-                ));
-            }
+                .map(|s| (s.clone(), NO_POLICY.to_string()))
+                .collect(),
         }
-        out
     }
 
-    fn resolve_audience(&self, q: &AudienceQuery) -> Result<Vec<String>, String> {
-        if q.requested.is_empty() {
-            return match q.client_audiences.first().or(q.known.first()) {
-                Some(default) => Ok(vec![default.clone()]),
-                None => Err("no audience was requested and there is no default".into()),
-            };
-        }
-        for aud in &q.requested {
-            let known = q.known.iter().any(|k| same_url(k, aud));
-            if !known {
-                return Err(format!(
-                    "audience {aud} is not a resource server known to this authorization server; known: {}",
-                    q.known.join(", ")
-                ));
-            }
-            if !q.client_audiences.is_empty()
-                && !q.client_audiences.iter().any(|k| same_url(k, aud))
-            {
-                return Err(format!(
-                    "client {} may not ask for audience {aud}; its audiences: {}",
-                    q.client_id,
-                    q.client_audiences.join(", ")
-                ));
-            }
-        }
-        Ok(q.requested
-            .iter()
-            .map(|a| a.trim_end_matches('/').to_string())
-            .collect())
+    fn resolve_audience(&self, _: &AudienceQuery) -> Result<Vec<String>, String> {
+        Err(NO_POLICY.to_string())
     }
-}
-
-/// URLs compare without a trailing slash.
-fn same_url(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(registered: &str, requested: &str) -> GrantRequest {
-        GrantRequest {
+    #[test]
+    fn without_a_policy_nothing_is_granted() {
+        let out = NoPolicy.grant(&GrantRequest {
             client_id: "c1".into(),
-            grant_type: "authorization_code".into(),
-            requested_scopes: scopes::split(requested),
-            registered_scopes: scopes::split(registered),
+            grant_type: "client_credentials".into(),
+            requested_scopes: vec!["system/*.read".into()],
+            registered_scopes: vec!["system/*.read".into()],
             subject: None,
             fhir_user: None,
             patient: None,
-        }
-    }
-
-    #[test]
-    fn grants_what_the_registration_covers() {
-        let out = DefaultPolicy.grant(&req(
-            "openid patient/*.read",
-            "openid patient/Observation.rs user/Patient.read bogus",
-        ));
-        assert_eq!(out.granted, vec!["openid", "patient/Observation.rs"]);
-        assert_eq!(out.refused.len(), 2);
+        });
+        assert!(out.granted.is_empty());
         assert!(
-            out.refused[0]
-                .1
-                .contains("registered scopes: openid patient/*.read")
+            out.refused[0].1.contains("no token policy"),
+            "{:?}",
+            out.refused
         );
-        assert!(out.refused[1].1.contains("does not know"));
-    }
-
-    #[test]
-    fn audiences() {
-        let q = |requested: &[&str], client: &[&str]| AudienceQuery {
-            client_id: "c1".into(),
-            requested: requested.iter().map(|s| s.to_string()).collect(),
-            client_audiences: client.iter().map(|s| s.to_string()).collect(),
-            known: vec!["https://h/fhir/r4".into(), "https://other/fhir".into()],
-        };
-        assert_eq!(
-            DefaultPolicy.resolve_audience(&q(&[], &[])).unwrap(),
-            vec!["https://h/fhir/r4"]
-        );
-        assert_eq!(
-            DefaultPolicy
-                .resolve_audience(&q(&["https://other/fhir/"], &[]))
-                .unwrap(),
-            vec!["https://other/fhir"]
-        );
-        let err = DefaultPolicy
-            .resolve_audience(&q(&["https://evil/"], &[]))
+        let err = NoPolicy
+            .resolve_audience(&AudienceQuery {
+                client_id: "c1".into(),
+                requested: vec![],
+                client_audiences: vec![],
+                known: vec!["https://h/fhir/r4".into()],
+            })
             .unwrap_err();
-        assert!(err.contains("https://evil/") && err.contains("known: https://h/fhir/r4"));
-        let err = DefaultPolicy
-            .resolve_audience(&q(&["https://other/fhir"], &["https://h/fhir/r4"]))
-            .unwrap_err();
-        assert!(err.contains("may not ask"), "{err}");
+        assert!(err.contains("no token policy"), "{err}");
     }
 }

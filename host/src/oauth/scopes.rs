@@ -104,34 +104,6 @@ impl SmartScope {
             query,
         })
     }
-
-    /// Whether this (registered or granted) scope allows everything `other` asks for.
-    pub fn covers(&self, other: &SmartScope) -> bool {
-        self.context == other.context
-            && (self.resource == "*" || self.resource == other.resource)
-            && other.perms & !self.perms == 0
-            && match &self.query {
-                None => true,
-                Some(q) => other.query.as_deref() == Some(q.as_str()),
-            }
-    }
-}
-
-/// Whether a registered scope allows a requested one: SMART-aware for resource scopes,
-/// exact for every other scope.
-pub fn covers(registered: &str, requested: &str) -> bool {
-    if registered == requested {
-        return true;
-    }
-    match (SmartScope::parse(registered), SmartScope::parse(requested)) {
-        (Some(r), Some(q)) => r.covers(&q),
-        _ => false,
-    }
-}
-
-/// Whether a scope is well-formed enough to be asked for.
-pub fn is_recognised(scope: &str) -> bool {
-    KNOWN.contains(&scope) || SmartScope::parse(scope).is_some() || scope.starts_with("launch")
 }
 
 /// The scope in plain words, for the consent page.
@@ -194,41 +166,6 @@ pub fn describe(scope: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn coverage_cases() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("patient/*.read", "patient/Observation.read", true),
-            ("patient/*.read", "patient/Observation.rs", true),
-            ("patient/*.read", "patient/Observation.r", true),
-            ("patient/*.read", "patient/Observation.cruds", false),
-            ("patient/*.read", "user/Observation.read", false),
-            ("patient/*.*", "patient/Patient.write", true),
-            ("patient/Observation.rs", "patient/Observation.read", true),
-            ("patient/Observation.rs", "patient/Condition.rs", false),
-            (
-                "patient/*.rs",
-                "patient/Observation.rs?category=laboratory",
-                true,
-            ),
-            (
-                "patient/Observation.rs?category=laboratory",
-                "patient/Observation.rs",
-                false,
-            ),
-            ("user/*.cruds", "user/Encounter.write", true),
-            ("openid", "openid", true),
-            ("openid", "fhirUser", false),
-            ("system/*.read", "system/Patient.rs", true),
-        ];
-        for (registered, requested, expected) in cases {
-            assert_eq!(
-                covers(registered, requested),
-                *expected,
-                "{registered} covers {requested}"
-            );
-        }
-    }
 
     #[test]
     fn malformed_scopes_are_not_smart() {
