@@ -1,5 +1,5 @@
 # A private PostgreSQL cluster for tests and benchmarks: trust authentication on loopback,
-# data under the cargo target directory, never the system's cluster. Source this file,
+# data under the temporary directory, never the system's cluster. Source this file,
 # then call start_private_postgres (exports HESTIA_TEST_POSTGRES_URL) and
 # stop_private_postgres.
 
@@ -37,11 +37,11 @@ as_pg_user() {
 
 start_private_postgres() {
   ensure_postgres_installed
-  local bindir target
+  local bindir
   bindir=$(pg_bindir)
-  target=${CARGO_TARGET_DIR:-$PWD/target}
-  mkdir -p "$target"
-  PG_PRIVATE_DIR=$(mktemp -d "$target/pg-test.XXXXXX")
+  # Under the temporary directory, not the target directory: when we are root, the cluster
+  # runs as the postgres user, who cannot traverse a home such as /root (mode 700).
+  PG_PRIVATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/hestia-pg.XXXXXX")
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
     chown postgres "$PG_PRIVATE_DIR"
