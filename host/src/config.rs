@@ -104,6 +104,19 @@ pub struct ServeFlags {
     /// Log format: text or json.
     #[arg(long, env = "HESTIA_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Trust this remote authorization server (its issuer URL) instead of serving one: the
+    /// FHIR server only, registered at the issuer as a resource server.
+    #[arg(long, env = "HESTIA_ISSUER", value_name = "URL")]
+    pub issuer: Option<String>,
+    /// CA certificate (PEM) of the issuer's TLS certificate, when a private CA signed it.
+    #[arg(long, env = "HESTIA_ISSUER_CA", value_name = "PEM")]
+    pub issuer_ca: Option<PathBuf>,
+    /// Initial access token for the first registration at the issuer (RFC 7591).
+    #[arg(long, env = "HESTIA_REGISTRATION_TOKEN", value_name = "TOKEN")]
+    pub registration_token: Option<String>,
+    /// Serve the authorization server only, without the FHIR routes.
+    #[arg(long, env = "HESTIA_NO_FHIR", conflicts_with = "issuer")]
+    pub no_fhir: bool,
 }
 
 /// `hestia.toml`, as written. Unknown keys are an error, so typos do not pass silently.
@@ -124,6 +137,21 @@ pub struct FileConfig {
     pub oauth: FileOauth,
     #[serde(default)]
     pub plugins: FilePlugins,
+    #[serde(default)]
+    pub issuer: FileIssuer,
+}
+
+/// `[issuer]`: a remote authorization server this FHIR server trusts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIssuer {
+    pub url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub registration_token: Option<String>,
+    /// `opaque-only` (default) or `always`.
+    pub introspect: Option<String>,
+    pub introspection_cache_secs: Option<u64>,
+    pub jwks_refetch_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -137,6 +165,8 @@ pub struct FileTls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileFhir {
+    /// `false`: the authorization server only, no FHIR routes.
+    pub enabled: Option<bool>,
     pub base_path: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub create_on_update: Option<bool>,
@@ -252,10 +282,37 @@ pub struct Settings {
     pub fhir: FhirSettings,
     pub oauth: OauthSettings,
     pub plugins: PluginLimits,
+    /// A remote authorization server to trust; `None`: this server is its own issuer.
+    pub issuer: Option<IssuerSettings>,
+}
+
+/// Which tokens the FHIR server checks through the issuer's introspection endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntrospectMode {
+    /// Opaque tokens only; JWTs are verified locally against the issuer's JWKS.
+    OpaqueOnly,
+    /// Every token, JWTs too (after their signature is verified): a revocation at the
+    /// issuer is seen within the cache time.
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// The issuer URL, without a trailing slash.
+    pub url: String,
+    pub ca: Option<PathBuf>,
+    pub registration_token: Option<String>,
+    pub introspect: IntrospectMode,
+    /// How long an introspection answer is reused (never beyond the token's `exp`).
+    pub introspection_cache: Duration,
+    /// At most one JWKS refetch for an unknown `kid` per this interval.
+    pub jwks_refetch_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct FhirSettings {
+    /// False: the FHIR routes are not served (an authorization server only).
+    pub enabled: bool,
     /// Path of the FHIR base under the public URL, starting with `/`, no trailing slash.
     pub base_path: String,
     pub max_body_bytes: usize,
@@ -527,6 +584,18 @@ impl RawConfig {
             ));
         }
 
+        let fhir_enabled = if f.no_fhir {
+            false
+        } else {
+            file.fhir.enabled.unwrap_or(true)
+        };
+        let issuer = self.resolve_issuer()?;
+        if issuer.is_some() && !fhir_enabled {
+            return Err(ConfigError::Conflict(
+                "an issuer is set (remote authorization server) and the FHIR server is disabled (`--no-fhir` / `fhir.enabled = false`): there would be nothing to serve; choose one".into(),
+            ));
+        }
+
         Ok(Settings {
             listen,
             public_url,
@@ -537,6 +606,7 @@ impl RawConfig {
             tls,
             log_format,
             fhir: FhirSettings {
+                enabled: fhir_enabled,
                 base_path,
                 max_body_bytes: max_body_bytes as usize,
                 create_on_update: file.fhir.create_on_update.unwrap_or(true),
@@ -550,7 +620,60 @@ impl RawConfig {
                 memory_bytes: (memory_mib as usize) * 1024 * 1024,
                 watch: file.plugins.watch.unwrap_or(true),
             },
+            issuer,
         })
+    }
+
+    /// The `[issuer]` settings: flag (or `HESTIA_*`) over file, and only with an issuer URL.
+    fn resolve_issuer(&self) -> Result<Option<IssuerSettings>, ConfigError> {
+        let f = &self.flags;
+        let file = &self.file.issuer;
+        let (url, src) = match (&f.issuer, &file.url) {
+            (Some(url), _) => (url.clone(), Source::Flag),
+            (None, Some(url)) => (url.clone(), Source::File),
+            (None, None) => {
+                if f.issuer_ca.is_some() || f.registration_token.is_some() {
+                    return Err(ConfigError::Conflict(
+                        "--issuer-ca and --registration-token need --issuer URL (the remote authorization server)".into(),
+                    ));
+                }
+                if file.ca.is_some() || file.registration_token.is_some() {
+                    return Err(ConfigError::Conflict(
+                        "`issuer.ca` and `issuer.registration_token` need `issuer.url` (the remote authorization server)".into(),
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        let url =
+            check_public_url(&url).map_err(|reason| invalid("issuer.url", src, &url, reason))?;
+        let introspect = match file.introspect.as_deref() {
+            None | Some("opaque-only") => IntrospectMode::OpaqueOnly,
+            Some("always") => IntrospectMode::Always,
+            Some(other) => {
+                return Err(invalid(
+                    "issuer.introspect",
+                    Source::File,
+                    other,
+                    "expected `opaque-only` or `always`",
+                ));
+            }
+        };
+        Ok(Some(IssuerSettings {
+            url,
+            ca: f.issuer_ca.clone().or_else(|| file.ca.clone()),
+            registration_token: f
+                .registration_token
+                .clone()
+                .or_else(|| file.registration_token.clone()),
+            introspect,
+            introspection_cache: Duration::from_secs(
+                file.introspection_cache_secs.unwrap_or(30).min(3600),
+            ),
+            jwks_refetch_interval: Duration::from_secs(
+                file.jwks_refetch_secs.unwrap_or(10).min(3600),
+            ),
+        }))
     }
 }
 
@@ -697,6 +820,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn issuer_flags_beat_the_file_and_need_a_url() {
+        let file = "[issuer]\nurl = \"https://as.example/\"\nintrospect = \"always\"\nintrospection_cache_secs = 5\n";
+        let s = raw(ServeFlags::default(), file).resolve().unwrap();
+        let issuer = s.issuer.unwrap();
+        assert_eq!(issuer.url, "https://as.example");
+        assert_eq!(issuer.introspect, IntrospectMode::Always);
+        assert_eq!(issuer.introspection_cache, Duration::from_secs(5));
+        assert_eq!(issuer.jwks_refetch_interval, Duration::from_secs(10));
+        let flags = ServeFlags {
+            issuer: Some("https://other.example".into()),
+            registration_token: Some("t".into()),
+            ..Default::default()
+        };
+        let s = raw(flags, file).resolve().unwrap();
+        let issuer = s.issuer.unwrap();
+        assert_eq!(issuer.url, "https://other.example");
+        assert_eq!(issuer.registration_token.as_deref(), Some("t"));
+        assert!(s.fhir.enabled);
+
+        let flags = ServeFlags {
+            issuer_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let err = raw(flags, "").resolve().unwrap_err().to_string();
+        assert!(err.contains("--issuer URL"), "{err}");
+        let err = raw(ServeFlags::default(), "[issuer]\nurl = \"as.example\"")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`issuer.url`") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = raw(
+            ServeFlags::default(),
+            "[issuer]\nurl = \"https://a.example\"\nintrospect = \"never\"",
+        )
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`issuer.introspect`") && err.contains("\"never\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fhir_can_be_disabled_but_not_together_with_an_issuer() {
+        let s = raw(ServeFlags::default(), "[fhir]\nenabled = false")
+            .resolve()
+            .unwrap();
+        assert!(!s.fhir.enabled);
+        let flags = ServeFlags {
+            no_fhir: true,
+            ..Default::default()
+        };
+        assert!(!raw(flags, "").resolve().unwrap().fhir.enabled);
+        let err = raw(
+            ServeFlags::default(),
+            "[fhir]\nenabled = false\n[issuer]\nurl = \"https://as.example\"",
+        )
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nothing to serve"), "{err}");
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod policy;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod verifier;

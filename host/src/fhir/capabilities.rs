@@ -61,6 +61,18 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
             })
         })
         .collect();
+    // An endpoint the authorization server does not have is left out.
+    let oauth_uris: Vec<Value> = [
+        ("authorize", &options.oauth.authorize),
+        ("token", &options.oauth.token),
+        ("register", &options.oauth.register),
+        ("introspect", &options.oauth.introspect),
+        ("revoke", &options.oauth.revoke),
+    ]
+    .into_iter()
+    .filter(|(_, uri)| !uri.is_empty())
+    .map(|(url, uri)| json!({"url": url, "valueUri": uri}))
+    .collect();
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -85,13 +97,7 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
                 }],
                 "extension": [{
                     "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                    "extension": [
-                        {"url": "authorize", "valueUri": options.oauth.authorize},
-                        {"url": "token", "valueUri": options.oauth.token},
-                        {"url": "register", "valueUri": options.oauth.register},
-                        {"url": "introspect", "valueUri": options.oauth.introspect},
-                        {"url": "revoke", "valueUri": options.oauth.revoke},
-                    ],
+                    "extension": oauth_uris,
                 }],
             },
             "resource": resources,

@@ -1,7 +1,8 @@
 //! Operator endpoints under `/admin`. They take a bearer access token issued by this server
-//! that carries the scope [`ADMIN_SCOPE`]; only a client registered for that scope gets it
-//! (the host grants it itself, the scope-policy plugins never see it). 401 for a missing or
-//! invalid token, 403 for a token without the scope; `WWW-Authenticate` names the cause.
+//! (in remote mode: by the issuer it trusts) that carries the scope [`ADMIN_SCOPE`]; only
+//! a client registered for that scope gets it (the host grants it itself, the scope-policy
+//! plugins never see it). 401 for a missing or invalid token, 403 for a token without the
+//! scope; `WWW-Authenticate` names the cause.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -59,13 +60,14 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Admin
             description: "an admin request needs an Authorization: Bearer access token".into(),
         })?;
     let claims = state
-        .oauth()
-        .verify_access_token_with_leeway(token, 30)
+        .verifier()
+        .verify(token, 30)
         .await
         .map_err(|e| AdminError::Unauthorized {
             error: Some("invalid_token"),
             description: e.to_string(),
-        })?;
+        })?
+        .claims;
     if claims.has_scope(ADMIN_SCOPE) {
         Ok(())
     } else {

@@ -13,10 +13,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::fhir::{FhirResponseError, fhir_json, negotiate};
 use crate::fhir::capabilities::{CapabilityOptions, OauthUris, capability_statement};
-use crate::oauth::{
-    AUTHORIZE_PATH, INTROSPECT_PATH, JWKS_PATH, REGISTER_PATH, REVOKE_PATH, TOKEN_PATH,
-    USERINFO_PATH,
-};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -30,77 +26,108 @@ async fn metadata(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirResponseError> {
     let format = negotiate(&headers, &query)?;
-    // The statement depends only on the settings and the compiled-in definitions.
+    // The statement depends only on the settings, the compiled-in definitions and the
+    // issuer's metadata (fetched before the server is ready).
     static STATEMENT: OnceLock<(String, Value)> = OnceLock::new();
     let settings = state.settings();
     let base = settings.fhir_base_url();
-    let url = |path: &str| format!("{}{path}", settings.public_url);
-    let (cached_base, statement) = STATEMENT.get_or_init(|| {
-        let statement = capability_statement(&CapabilityOptions {
+    let build = || {
+        let meta = state.verifier().metadata();
+        let uri = |field: &str| meta[field].as_str().unwrap_or_default().to_string();
+        capability_statement(&CapabilityOptions {
             base_url: base.clone(),
             create_on_update: settings.fhir.create_on_update,
             oauth: OauthUris {
-                authorize: url(AUTHORIZE_PATH),
-                token: url(TOKEN_PATH),
-                register: url(REGISTER_PATH),
-                introspect: url(INTROSPECT_PATH),
-                revoke: url(REVOKE_PATH),
+                authorize: uri("authorization_endpoint"),
+                token: uri("token_endpoint"),
+                register: uri("registration_endpoint"),
+                introspect: uri("introspection_endpoint"),
+                revoke: uri("revocation_endpoint"),
             },
-        });
-        (base.clone(), statement)
-    });
+        })
+    };
+    let (cached_base, statement) = STATEMENT.get_or_init(|| (base.clone(), build()));
     if *cached_base == base {
         return Ok(fhir_json(StatusCode::OK, statement, format.pretty));
     }
     // Another server in the same process (tests): build its own.
-    let statement = capability_statement(&CapabilityOptions {
-        base_url: base,
-        create_on_update: settings.fhir.create_on_update,
-        oauth: OauthUris {
-            authorize: url(AUTHORIZE_PATH),
-            token: url(TOKEN_PATH),
-            register: url(REGISTER_PATH),
-            introspect: url(INTROSPECT_PATH),
-            revoke: url(REVOKE_PATH),
-        },
-    });
-    Ok(fhir_json(StatusCode::OK, &statement, format.pretty))
+    Ok(fhir_json(StatusCode::OK, &build(), format.pretty))
 }
 
-/// SMART App Launch 2 discovery, truthful about what the authorization server does.
+/// The SMART capabilities this deployment has: the authorization server's, read from its
+/// metadata (this server's own, or the remote issuer's), and the resource server's.
+fn capabilities(meta: &Value) -> Vec<&'static str> {
+    let has = |field: &str, value: &str| {
+        meta[field]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == value))
+    };
+    let mut out = Vec::new();
+    if meta["authorization_endpoint"].is_string() {
+        out.push("launch-standalone");
+    }
+    if has("token_endpoint_auth_methods_supported", "none") {
+        out.push("client-public");
+    }
+    if has(
+        "token_endpoint_auth_methods_supported",
+        "client_secret_basic",
+    ) || has(
+        "token_endpoint_auth_methods_supported",
+        "client_secret_post",
+    ) {
+        out.push("client-confidential-symmetric");
+    }
+    if has("token_endpoint_auth_methods_supported", "private_key_jwt") {
+        out.push("client-confidential-asymmetric");
+    }
+    if has("scopes_supported", "launch/patient") {
+        out.push("context-standalone-patient");
+    }
+    if has("scopes_supported", "openid") && has("scopes_supported", "fhirUser") {
+        out.push("sso-openid-connect");
+    }
+    if has("scopes_supported", "offline_access") {
+        out.push("permission-offline");
+    }
+    if has("scopes_supported", "online_access") {
+        out.push("permission-online");
+    }
+    // Enforced here, by the scope-policy plugins, whoever issued the token.
+    out.extend([
+        "permission-patient",
+        "permission-user",
+        "permission-v1",
+        "permission-v2",
+    ]);
+    out
+}
+
+/// SMART App Launch 2 discovery, truthful about what the authorization server does: this
+/// server's own, or in remote mode the issuer's endpoints from its discovery document.
 async fn smart_configuration(State(state): State<AppState>) -> Response {
-    let meta = state.oauth().metadata();
-    let url = |path: &str| format!("{}{path}", state.settings().public_url);
-    let body = json!({
-        "issuer": meta["issuer"],
-        "jwks_uri": url(JWKS_PATH),
-        "authorization_endpoint": url(AUTHORIZE_PATH),
-        "grant_types_supported": meta["grant_types_supported"],
-        "token_endpoint": url(TOKEN_PATH),
-        "token_endpoint_auth_methods_supported": meta["token_endpoint_auth_methods_supported"],
-        "token_endpoint_auth_signing_alg_values_supported": meta["token_endpoint_auth_signing_alg_values_supported"],
-        "registration_endpoint": url(REGISTER_PATH),
-        "userinfo_endpoint": url(USERINFO_PATH),
-        "introspection_endpoint": url(INTROSPECT_PATH),
-        "revocation_endpoint": url(REVOKE_PATH),
-        "scopes_supported": meta["scopes_supported"],
-        "response_types_supported": meta["response_types_supported"],
-        "code_challenge_methods_supported": meta["code_challenge_methods_supported"],
-        "capabilities": [
-            "launch-standalone",
-            "client-public",
-            "client-confidential-symmetric",
-            "client-confidential-asymmetric",
-            "context-standalone-patient",
-            "sso-openid-connect",
-            "permission-offline",
-            "permission-online",
-            "permission-patient",
-            "permission-user",
-            "permission-v1",
-            "permission-v2",
-        ],
-    });
+    let meta = state.verifier().metadata();
+    let mut body = json!({"capabilities": capabilities(&meta)});
+    for field in [
+        "issuer",
+        "jwks_uri",
+        "authorization_endpoint",
+        "grant_types_supported",
+        "token_endpoint",
+        "token_endpoint_auth_methods_supported",
+        "token_endpoint_auth_signing_alg_values_supported",
+        "registration_endpoint",
+        "userinfo_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "scopes_supported",
+        "response_types_supported",
+        "code_challenge_methods_supported",
+    ] {
+        if let Some(value) = meta.get(field).filter(|v| !v.is_null()) {
+            body[field] = value.clone();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         axum::Json(body),

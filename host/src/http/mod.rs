@@ -28,6 +28,7 @@ use crate::oauth::AuthServer;
 use crate::plugins::PluginHost;
 use crate::policy::PluginValidator;
 use crate::store::Store;
+use crate::verifier::TokenVerifier;
 
 /// The header that carries the request id, set when the client did not send one.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -44,15 +45,29 @@ struct Inner {
     fhir: Repository,
     plugins: Arc<PluginHost>,
     oauth: Arc<AuthServer>,
+    verifier: TokenVerifier,
     ready: AtomicBool,
 }
 
 impl AppState {
+    /// The state of a server that verifies tokens with its own authorization server.
     pub fn new(
         settings: Settings,
         store: Store,
         plugins: Arc<PluginHost>,
         oauth: Arc<AuthServer>,
+    ) -> Self {
+        let verifier = TokenVerifier::Local(oauth.clone());
+        Self::with_verifier(settings, store, plugins, oauth, verifier)
+    }
+
+    /// The state of a server whose FHIR routes accept the tokens `verifier` accepts.
+    pub fn with_verifier(
+        settings: Settings,
+        store: Store,
+        plugins: Arc<PluginHost>,
+        oauth: Arc<AuthServer>,
+        verifier: TokenVerifier,
     ) -> Self {
         let fhir = Repository::new(
             store.clone(),
@@ -70,6 +85,7 @@ impl AppState {
                 fhir,
                 plugins,
                 oauth,
+                verifier,
                 ready: AtomicBool::new(false),
             }),
         }
@@ -96,6 +112,11 @@ impl AppState {
         &self.inner.oauth
     }
 
+    /// What the FHIR routes (and `/admin`) verify access tokens with.
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.inner.verifier
+    }
+
     /// Marks the server ready: the database answered and the schema is migrated.
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
@@ -112,15 +133,22 @@ pub fn app(state: AppState) -> Router {
     let fhir_base = state.settings().fhir.base_path.clone();
     // Install the recorder before the first request is counted.
     crate::telemetry::metrics_handle();
-    Router::new()
-        .merge(health::routes())
-        .nest(
+    let mut router = Router::new().merge(health::routes());
+    // Two deployment shapes besides the co-located one: an authorization server without
+    // FHIR routes (`fhir.enabled = false`), and a FHIR server that trusts a remote issuer
+    // (`--issuer`), which serves no authorization-server endpoints of its own.
+    if state.settings().fhir.enabled {
+        router = router.nest(
             &fhir_base,
-            fhir::routes(max_body)
-                .merge(fhir_meta::routes())
-                .layer(middleware::from_fn_with_state(state.clone(), resource_server::authorize)),
-        )
-        .merge(oauth::routes())
+            fhir::routes(max_body).merge(fhir_meta::routes()).layer(
+                middleware::from_fn_with_state(state.clone(), resource_server::authorize),
+            ),
+        );
+    }
+    if !state.verifier().is_remote() {
+        router = router.merge(oauth::routes());
+    }
+    router
         .merge(admin::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

@@ -225,20 +225,6 @@ fn plugin_claims(c: &AccessClaims, raw: &str) -> Claims {
     }
 }
 
-/// The JSON of a JWT's payload (already verified), for plugins that read other claims.
-fn payload_json(token: &str) -> String {
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| "{}".into())
-}
-
 /// Paths under the FHIR base that answer without a token: discovery documents.
 fn is_public(method: &Method, path: &str) -> bool {
     method == Method::GET
@@ -389,12 +375,14 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
         }
     };
 
-    // 2. Verify it: signature, kid, issuer, expiry (with leeway), revocation.
-    let claims = state
-        .oauth()
-        .verify_access_token_with_leeway(&token, settings.fhir.clock_skew_secs)
+    // 2. Verify it: signature, kid, issuer, expiry (with leeway), revocation — against
+    //    this server's own keys, or the remote issuer's (JWKS, introspection).
+    let verified = state
+        .verifier()
+        .verify(&token, settings.fhir.clock_skew_secs)
         .await
         .map_err(|e| AuthFailure::unauthorized(Some("invalid_token"), e.to_string()))?;
+    let claims = verified.claims;
 
     // 3. Compatibility mode: Basic credentials must be valid and name the token's subject.
     if settings.fhir.require_basic_auth {
@@ -444,7 +432,7 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
         .unwrap_or_default();
     let request = classify(&parts.method, &path, &query, &base_url);
     let caller = Caller {
-        claims: plugin_claims(&claims, &payload_json(&token)),
+        claims: plugin_claims(&claims, &verified.raw_json),
         plugins: state.plugins().clone(),
         base_url,
     };

@@ -10,11 +10,12 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use super::{AppState, app};
 use crate::config::{Settings, TlsMode, url_host};
-use crate::oauth::AuthServer;
+use crate::oauth::{AuthServer, Clock};
 use crate::plugins::{PluginHost, PluginSettings, WasiAllowances};
 use crate::policy::PluginTokenPolicy;
 use crate::store::{Store, redact};
 use crate::tls;
+use crate::verifier::{RemoteIssuer, TokenVerifier};
 
 /// How long requests in flight may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -65,6 +66,21 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         }
     };
 
+    // Remote mode: the issuer's discovery and keys before anything else, so that a wrong
+    // URL, an untrusted CA or a certificate for other names stops the start with a
+    // message that says what to do.
+    let remote = match &settings.issuer {
+        Some(issuer) => {
+            let remote = RemoteIssuer::new(&settings, Clock::system())?;
+            remote
+                .discover()
+                .await
+                .with_context(|| format!("cannot use the issuer {}", issuer.url))?;
+            Some(Arc::new(remote))
+        }
+        None => None,
+    };
+
     let store = Store::connect(&settings.database_url).await?;
     crate::telemetry::metrics_handle();
     let plugins = PluginHost::start(PluginSettings {
@@ -82,7 +98,17 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         AuthServer::new(store.clone(), &settings)
             .with_policy(Arc::new(PluginTokenPolicy(plugins.clone()))),
     );
-    let state = AppState::new(settings.clone(), store.clone(), plugins, auth.clone());
+    let verifier = match &remote {
+        Some(remote) => TokenVerifier::Remote(remote.clone()),
+        None => TokenVerifier::Local(auth.clone()),
+    };
+    let state = AppState::with_verifier(
+        settings.clone(),
+        store.clone(),
+        plugins,
+        auth.clone(),
+        verifier,
+    );
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -104,14 +130,40 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
             redact(&settings.database_url)
         )
     })?;
-    auth.ensure_keys()
-        .await
-        .context("cannot prepare the signing keys")?;
+    let role = match &remote {
+        Some(remote) => {
+            let outcome = remote.ensure_registration(&store).await.with_context(|| {
+                format!(
+                    "cannot register this FHIR server at the issuer {}",
+                    remote.issuer()
+                )
+            })?;
+            let client = remote
+                .credentials()
+                .map(|c| c.client_id)
+                .unwrap_or_default();
+            format!(
+                "issuer {} (client {client}, {})",
+                remote.issuer(),
+                format!("{outcome:?}").to_lowercase()
+            )
+        }
+        None => {
+            auth.ensure_keys()
+                .await
+                .context("cannot prepare the signing keys")?;
+            format!("issuer {} (this server)", auth.issuer())
+        }
+    };
     state.set_ready();
+    let fhir = if settings.fhir.enabled {
+        format!("FHIR base {}", settings.fhir_base_url())
+    } else {
+        "FHIR disabled (authorization server only)".to_string()
+    };
     println!(
-        "hestia: listening on {bound}; public URL {}; FHIR base {}; database {}",
+        "hestia: listening on {bound}; public URL {}; {fhir}; database {}; {role}",
         settings.public_url,
-        settings.fhir_base_url(),
         redact(&settings.database_url)
     );
     tracing::info!(%bound, public_url = %settings.public_url, "ready");

@@ -166,12 +166,14 @@ impl AuthServer {
 
     /// `hestia keys rotate`.
     pub async fn rotate_keys(&self) -> Result<Vec<keys::Rotation>, keys::KeyError> {
-        keys::rotate(
+        let rotations = keys::rotate(
             self.store(),
             self.now(),
             self.config().key_rotation_overlap.as_secs() as i64,
             self.config().access_token_lifetime.as_secs() as i64,
         )
-        .await
+        .await;
+        self.forget_cached_keys();
+        rotations
     }
 }

@@ -169,13 +169,20 @@ pub async fn rotate(
 
 /// The public keys of every published key (RFC 7517 JWK Set).
 pub async fn jwks(store: &Store, now: i64) -> Result<JwkSet, KeyError> {
+    Ok(jwks_until(store, now).await?.0)
+}
+
+/// [`jwks`], and the earliest time one of its keys retires (when the set changes
+/// without a new key being added), for caches.
+pub async fn jwks_until(store: &Store, now: i64) -> Result<(JwkSet, Option<i64>), KeyError> {
     let rows = store.signing_keys().await?;
-    let keys = rows
+    let published: Vec<&KeyRow> = rows.iter().filter(|r| is_published(r, now)).collect();
+    let keys = published
         .iter()
-        .filter(|r| is_published(r, now))
         .map(|r| serde_json::from_str::<Jwk>(&r.public_jwk).map_err(crypto))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(JwkSet { keys })
+    let retires = published.iter().filter_map(|r| r.retire_after).min();
+    Ok((JwkSet { keys }, retires))
 }
 
 /// The key that signs `alg` tokens now: the newest whose `sign_from` has come.

@@ -134,14 +134,29 @@ pub const LIFETIME_FIELDS: [&str; 3] = [
     "hestia_code_lifetime",
 ];
 
+/// How long the verifier's copy of the published keys is used before it is read again
+/// from the database (it is also read at once for an unknown `kid`, after a rotation by
+/// this process, and when one of its keys retires): a `hestia keys rotate` of another
+/// process is seen within this time.
+pub const LOCAL_JWKS_MAX_AGE_SECS: i64 = 60;
+
+/// The published keys as the verifier last read them.
+struct CachedJwks {
+    set: Arc<jsonwebtoken::jwk::JwkSet>,
+    /// Read again from this time on.
+    valid_until: i64,
+}
+
 pub struct AuthServer {
     store: Store,
     issuer: String,
-    fhir_base: String,
+    /// This server's FHIR base; `None` when it serves no FHIR (authorization server only).
+    fhir_base: Option<String>,
     config: OauthSettings,
     policy: Arc<dyn TokenPolicy>,
     clock: Arc<Clock>,
     http: reqwest::Client,
+    jwks_cache: std::sync::RwLock<Option<CachedJwks>>,
 }
 
 impl AuthServer {
@@ -150,7 +165,7 @@ impl AuthServer {
         Self {
             store,
             issuer: settings.public_url.clone(),
-            fhir_base: settings.fhir_base_url(),
+            fhir_base: settings.fhir.enabled.then(|| settings.fhir_base_url()),
             config: settings.oauth.clone(),
             policy: Arc::new(NoPolicy),
             clock: Clock::system(),
@@ -158,6 +173,7 @@ impl AuthServer {
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            jwks_cache: std::sync::RwLock::new(None),
         }
     }
 
@@ -194,7 +210,47 @@ impl AuthServer {
 
     /// Creates the signing keys on first start.
     pub async fn ensure_keys(&self) -> Result<(), keys::KeyError> {
-        keys::ensure(&self.store, self.now()).await
+        let result = keys::ensure(&self.store, self.now()).await;
+        self.forget_cached_keys();
+        result
+    }
+
+    /// Makes the next verification read the published keys from the database.
+    pub fn forget_cached_keys(&self) {
+        if let Ok(mut cache) = self.jwks_cache.write() {
+            *cache = None;
+        }
+    }
+
+    /// The published keys for verifying a token signed by `kid`: the cached copy while it
+    /// is fresh and knows `kid`, otherwise read from the database (which is as cheap as
+    /// the per-request read this cache replaces, so an unknown `kid` needs no rate limit).
+    async fn verification_keys(
+        &self,
+        kid: Option<&str>,
+    ) -> Result<Arc<jsonwebtoken::jwk::JwkSet>, keys::KeyError> {
+        let now = self.now();
+        let fresh = self.jwks_cache.read().ok().and_then(|cache| {
+            cache
+                .as_ref()
+                .filter(|c| now < c.valid_until && kid.is_none_or(|k| c.set.find(k).is_some()))
+                .map(|c| c.set.clone())
+        });
+        if let Some(set) = fresh {
+            return Ok(set);
+        }
+        let (set, retires) = keys::jwks_until(&self.store, now).await?;
+        let set = Arc::new(set);
+        let valid_until = retires.map_or(now + LOCAL_JWKS_MAX_AGE_SECS, |r| {
+            r.min(now + LOCAL_JWKS_MAX_AGE_SECS)
+        });
+        if let Ok(mut cache) = self.jwks_cache.write() {
+            *cache = Some(CachedJwks {
+                set: set.clone(),
+                valid_until,
+            });
+        }
+        Ok(set)
     }
 
     /// The published keys (JWKS).
@@ -212,7 +268,9 @@ impl AuthServer {
         token: &str,
         leeway: i64,
     ) -> Result<AccessClaims, TokenError> {
-        let jwks = keys::jwks(&self.store, self.now())
+        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
+        let jwks = self
+            .verification_keys(kid.as_deref())
             .await
             .map_err(|e| TokenError::Unavailable(e.to_string()))?;
         let claims =
@@ -236,9 +294,10 @@ impl AuthServer {
         self.verify_access_token_with_leeway(token, 0).await
     }
 
-    /// This server's FHIR base, then the audiences of registered resource servers.
+    /// This server's FHIR base (when it serves FHIR), then the audiences of registered
+    /// resource servers.
     pub async fn known_audiences(&self) -> Result<Vec<String>, OAuthError> {
-        let mut known = vec![self.fhir_base.clone()];
+        let mut known: Vec<String> = self.fhir_base.iter().cloned().collect();
         for client in self.store.list_clients().await? {
             if client.kind == crate::store::ClientKind::ResourceServer {
                 for aud in client.audiences {

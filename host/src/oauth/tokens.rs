@@ -118,6 +118,12 @@ pub enum TokenError {
     NotYetValid { nbf: i64, now: i64 },
     #[error("revoked: {reason}")]
     Revoked { reason: String },
+    #[error(
+        "not active at issuer {issuer}: its introspection endpoint answers active=false (expired, revoked or unknown there)"
+    )]
+    Inactive { issuer: String },
+    #[error("issuer {issuer} says this is a {token_type}, not an access token")]
+    NotAccessToken { issuer: String, token_type: String },
     #[error("the authorization server cannot check the token: {0}")]
     Unavailable(String),
 }

@@ -7,11 +7,13 @@
 
 mod clients;
 pub mod fhir;
+mod issuer;
 mod oauth;
 pub mod search;
 mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
+pub use issuer::IssuerRegistration;
 pub use oauth::{AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, RefreshRow, Revocation};
 pub use users::{NewUser, User};
 

@@ -7,6 +7,7 @@ mod journey;
 mod oauth;
 mod plugin_cli;
 mod plugins;
+mod remote;
 mod resource_server;
 mod search;
 mod store;

@@ -1,0 +1,85 @@
+//! Token verification for the resource server, in one of two modes: `Local`, against this
+//! process's own authorization server (its keys in the database, cached; revocation by
+//! `jti`), or `Remote`, against an issuer elsewhere (`--issuer URL`): discovery, its JWKS
+//! cached, introspection with this server's own registration. The audience is not
+//! checked here: that is the audience-rule plugins' decision.
+
+pub mod diagnose;
+mod register;
+pub mod remote;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::Value;
+
+pub use register::RegistrationOutcome;
+pub use remote::{Credentials, Discovery, RemoteIssuer};
+
+use crate::oauth::{AccessClaims, AuthServer, TokenError};
+
+/// A failure toward the remote issuer, as a sentence that says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct IssuerError(pub String);
+
+/// A token accepted by the verifier: its claims, and their JSON for plugins that read
+/// other claims (the JWT payload, or the introspection answer).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: AccessClaims,
+    pub raw_json: String,
+}
+
+/// Whose tokens the FHIR server accepts.
+#[derive(Clone)]
+pub enum TokenVerifier {
+    Local(Arc<AuthServer>),
+    Remote(Arc<RemoteIssuer>),
+}
+
+impl TokenVerifier {
+    /// Verifies `token` with `leeway` seconds for `exp` and `nbf`.
+    pub async fn verify(&self, token: &str, leeway: i64) -> Result<Verified, TokenError> {
+        match self {
+            TokenVerifier::Local(auth) => {
+                let claims = auth.verify_access_token_with_leeway(token, leeway).await?;
+                Ok(Verified {
+                    claims,
+                    raw_json: payload_json(token),
+                })
+            }
+            TokenVerifier::Remote(remote) => remote.verify(token, leeway).await,
+        }
+    }
+
+    /// The issuer's metadata (RFC 8414): this server's own, or the remote issuer's from
+    /// discovery (`Null` before discovery).
+    pub fn metadata(&self) -> Value {
+        match self {
+            TokenVerifier::Local(auth) => auth.metadata(),
+            TokenVerifier::Remote(remote) => remote
+                .discovery()
+                .map(|d| d.metadata.clone())
+                .unwrap_or(Value::Null),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, TokenVerifier::Remote(_))
+    }
+}
+
+/// The JSON of a JWT's payload (already verified), for plugins that read other claims.
+pub fn payload_json(token: &str) -> String {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| "{}".into())
+}

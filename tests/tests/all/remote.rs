@@ -1,0 +1,627 @@
+//! The two-host deployment: an authorization server only (`--no-fhir`) and a FHIR server
+//! only (`--issuer`), real processes on loopback, the issuer over HTTPS with its
+//! development CA. The FHIR server registers itself (RFC 7591) with an initial access
+//! token, keeps its registration current (RFC 7592) across restarts, verifies JWTs
+//! against the issuer's JWKS (refetched on an unknown kid) and checks opaque tokens (and,
+//! with `introspect = "always"`, every token) through introspection. Start-up failures
+//! toward the issuer are explained. In-process, with a clock the test moves: the JWKS
+//! refetch rate limit and the introspection cache.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, TestDb, client_trusting, hestia, hestia_bin, raw_app_on};
+
+/// An authorization server only, HTTPS with its development certificate; new signing keys
+/// sign at once after `hestia keys rotate`.
+fn start_issuer(dir: &Path, args: &[&str]) -> Server {
+    std::fs::write(
+        dir.join("hestia.toml"),
+        "[oauth]\nkey_rotation_overlap_secs = 0\n",
+    )
+    .unwrap();
+    let mut all = vec!["--no-fhir"];
+    all.extend_from_slice(args);
+    Server::start(dir, &all)
+}
+
+fn registration_token(issuer_dir: &Path) -> String {
+    let (ok, out, err) = hestia(issuer_dir, &["registration-token", "create"], "");
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["initial_access_token"].as_str().unwrap().to_string()
+}
+
+fn clients(issuer_dir: &Path) -> Vec<Value> {
+    let (ok, out, err) = hestia(issuer_dir, &["client", "list"], "");
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Runs `hestia serve ARGS` that must fail at start-up; its standard error.
+fn serve_fails(dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(hestia_bin())
+        .current_dir(dir)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--insecure-http"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hestia serve {args:?} did not stop; it should have failed at start-up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "hestia serve {args:?} should fail; stderr: {stderr}"
+    );
+    stderr
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = http.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn token(
+    http: &reqwest::Client,
+    endpoint: &str,
+    client: &(String, String),
+    aud: &str,
+) -> String {
+    let answer: Value = http
+        .post(endpoint)
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.read system/*.write"),
+            ("aud", aud),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {answer}"))
+        .to_string()
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// 401 with `WWW-Authenticate` and an OperationOutcome naming the cause; the description.
+async fn refused(http: &reqwest::Client, url: &str, bearer: &str) -> String {
+    let r = http.get(url).bearer_auth(bearer).send().await.unwrap();
+    assert_eq!(r.status(), 401, "{url}");
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    let text = outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    text
+}
+
+async fn two_hosts(db: TestDb) {
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let issuer = start_issuer(issuer_dir.path(), &[]);
+    let ca = issuer.data_dir.join("tls").join("ca.pem");
+    let http = client_trusting(&ca);
+    let meta: Value = get_json(
+        &http,
+        &format!("{}/.well-known/openid-configuration", issuer.url),
+    )
+    .await
+    .1;
+    let token_endpoint = meta["token_endpoint"].as_str().unwrap().to_string();
+    let (status, _) = get_json(&http, &format!("{}/fhir/r4/metadata", issuer.url)).await;
+    assert_eq!(status, 404, "the authorization server alone serves no FHIR");
+
+    // The FHIR server registers itself at the issuer with an initial access token.
+    let initial = registration_token(issuer_dir.path());
+    let fhir_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fhir_dir.path().join("hestia.toml"),
+        "[issuer]\njwks_refetch_secs = 0\n",
+    )
+    .unwrap();
+    let ca_arg = ca.display().to_string();
+    let args = [
+        "--insecure-http",
+        "--issuer",
+        issuer.url.as_str(),
+        "--issuer-ca",
+        ca_arg.as_str(),
+        "--registration-token",
+        initial.as_str(),
+        "--database-url",
+        db.url.as_str(),
+    ];
+    let mut fhir = Server::start(fhir_dir.path(), &args);
+    let announced = fhir.stdout_lines.join("\n");
+    assert!(
+        announced.contains("(client ") && announced.contains("registered"),
+        "{announced}"
+    );
+    let base = format!("{}/fhir/r4", fhir.url);
+    let registered: Vec<Value> = clients(issuer_dir.path())
+        .into_iter()
+        .filter(|c| c["kind"] == "resource-server")
+        .collect();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0]["audiences"], json!([base]));
+    let fhir_client_id = registered[0]["client_id"].clone();
+
+    // The FHIR server has no authorization-server endpoints; its discovery names the issuer's.
+    let plain = reqwest::Client::new();
+    let (status, _) = get_json(
+        &plain,
+        &format!("{}/.well-known/openid-configuration", fhir.url),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, smart) =
+        get_json(&plain, &format!("{base}/.well-known/smart-configuration")).await;
+    assert_eq!(status, 200);
+    assert_eq!(smart["issuer"], issuer.url.as_str());
+    assert_eq!(smart["token_endpoint"], token_endpoint.as_str());
+    assert_eq!(smart["jwks_uri"], meta["jwks_uri"]);
+    let (_, statement) = get_json(&plain, &format!("{base}/metadata")).await;
+    let uris = &statement["rest"][0]["security"]["extension"][0]["extension"];
+    assert!(
+        uris.as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["url"] == "token" && u["valueUri"] == token_endpoint.as_str()),
+        "{uris}"
+    );
+
+    // The reference journey: a client of the issuer, a token for the FHIR server.
+    let (ok, out, err) = hestia(
+        issuer_dir.path(),
+        &[
+            "client",
+            "add",
+            "--name",
+            "app",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "system/*.read system/*.write",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let app: Value = serde_json::from_str(&out).unwrap();
+    let app = (
+        app["client_id"].as_str().unwrap().to_string(),
+        app["client_secret"].as_str().unwrap().to_string(),
+    );
+    let access = token(&http, &token_endpoint, &app, &base).await;
+    let created = plain
+        .post(format!("{base}/Patient"))
+        .bearer_auth(&access)
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient", "name": [{"family": "Remote"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let bundle: Value = plain
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        bundle["entry"][0]["resource"]["name"][0]["family"], "Remote",
+        "{bundle}"
+    );
+    let by_query = plain
+        .get(format!("{base}/Patient?access_token={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_query.status(), 200);
+
+    // A token for another resource server of the same issuer: 401 naming both audiences.
+    let other_initial = registration_token(issuer_dir.path());
+    let other = http
+        .post(meta["registration_endpoint"].as_str().unwrap())
+        .bearer_auth(&other_initial)
+        .json(&json!({"hestia_client_kind": "resource-server", "hestia_audiences": ["https://other.example/fhir"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    let elsewhere = token(&http, &token_endpoint, &app, "https://other.example/fhir").await;
+    let why = refused(&plain, &format!("{base}/Patient"), &elsewhere).await;
+    assert!(
+        why.contains("audience [https://other.example/fhir] does not include")
+            && why.contains(&base),
+        "{why}"
+    );
+
+    // A token signed by a key the issuer never published.
+    let (kid, pem, _) = hestia::oauth::keys::generate("ES256").unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.clone());
+    header.typ = Some("at+jwt".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let forged = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": issuer.url, "sub": "x", "aud": base, "client_id": "x", "scope": "system/*.read", "exp": now + 300, "iat": now, "jti": "forged"}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let why = refused(&plain, &format!("{base}/Patient"), &forged).await;
+    assert!(
+        why.contains(&format!("unknown kid {kid} at issuer {}", issuer.url)),
+        "{why}"
+    );
+
+    // Key rotation at the issuer: a token signed by the new key is accepted (JWKS refetched).
+    let (ok, _, err) = hestia(issuer_dir.path(), &["keys", "rotate"], "");
+    assert!(ok, "{err}");
+    let rotated = token(&http, &token_endpoint, &app, &base).await;
+    assert_ne!(
+        kid_of(&rotated),
+        kid_of(&access),
+        "the issuer signs with its new key"
+    );
+    let r = plain
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&rotated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An opaque token goes to the issuer's introspection endpoint, with this server's
+    // registered credentials (a wrong credential would be an error, not "not active").
+    let why = refused(
+        &plain,
+        &format!("{base}/Patient"),
+        "an-opaque-token-the-issuer-never-issued",
+    )
+    .await;
+    assert!(
+        why.contains(&format!("not active at issuer {}", issuer.url)),
+        "{why}"
+    );
+    // Without introspection, a revoked JWT is still accepted until it expires.
+    let revoked = token(&http, &token_endpoint, &app, &base).await;
+    let r = http
+        .post(meta["revocation_endpoint"].as_str().unwrap())
+        .basic_auth(&app.0, Some(&app.1))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = plain
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&revoked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "introspect = opaque-only: the JWT's signature is enough"
+    );
+
+    // Restart with `introspect = "always"`: the stored registration is reused and, since the
+    // FHIR base changed (a new port), updated through RFC 7592 — no second registration.
+    assert!(fhir.terminate().success());
+    std::fs::write(
+        fhir_dir.path().join("hestia.toml"),
+        "[issuer]\njwks_refetch_secs = 0\nintrospect = \"always\"\n",
+    )
+    .unwrap();
+    let fhir = Server::start(fhir_dir.path(), &args);
+    let announced = fhir.stdout_lines.join("\n");
+    assert!(announced.contains("updated"), "{announced}");
+    let base = format!("{}/fhir/r4", fhir.url);
+    let registered: Vec<Value> = clients(issuer_dir.path())
+        .into_iter()
+        .filter(|c| {
+            c["kind"] == "resource-server"
+                && c["audiences"] != json!(["https://other.example/fhir"])
+        })
+        .collect();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0]["client_id"], fhir_client_id);
+    assert_eq!(registered[0]["audiences"], json!([base]));
+    let fresh = token(&http, &token_endpoint, &app, &base).await;
+    let r = plain
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked = token(&http, &token_endpoint, &app, &base).await;
+    let r = http
+        .post(meta["revocation_endpoint"].as_str().unwrap())
+        .basic_auth(&app.0, Some(&app.1))
+        .form(&[("token", revoked.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let why = refused(&plain, &format!("{base}/Patient"), &revoked).await;
+    assert!(
+        why.contains(&format!("not active at issuer {}", issuer.url)),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn two_hosts_fhir_on_sqlite() {
+    two_hosts(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn two_hosts_fhir_on_postgres() {
+    two_hosts(TestDb::postgres().await).await;
+}
+
+#[tokio::test]
+async fn start_up_failures_toward_the_issuer_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // An issuer whose certificate names another host.
+    let (ok, out, err) = hestia(
+        dir.path(),
+        &[
+            "dev-cert",
+            "--hostname",
+            "wrong.example",
+            "--out",
+            "wrong-tls",
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    let wrong = dir.path().join("wrong-tls");
+    let cert = wrong.join("cert.pem").display().to_string();
+    let key = wrong.join("key.pem").display().to_string();
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let issuer = start_issuer(issuer_dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let fhir = tempfile::tempdir().unwrap();
+
+    let err = serve_fails(fhir.path(), &["--issuer", &issuer.url]);
+    assert!(
+        err.contains("unknown CA") && err.contains("--issuer-ca FILE"),
+        "{err}"
+    );
+
+    let ca = wrong.join("ca.pem").display().to_string();
+    let err = serve_fails(fhir.path(), &["--issuer", &issuer.url, "--issuer-ca", &ca]);
+    assert!(
+        err.contains("not valid for the host name localhost")
+            && err.contains("wrong.example")
+            && err.contains("hestia dev-cert --hostname localhost"),
+        "{err}"
+    );
+
+    let err = serve_fails(fhir.path(), &["--issuer", "https://no-such-host.invalid"]);
+    assert!(
+        err.contains("the host name no-such-host.invalid does not resolve"),
+        "{err}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = serve_fails(
+        fhir.path(),
+        &["--issuer", &format!("http://127.0.0.1:{port}")],
+    );
+    assert!(err.contains(&format!("port {port} was refused")), "{err}");
+
+    // A reachable issuer that wants an initial access token: its RFC 6749 error is shown.
+    let good_dir = tempfile::tempdir().unwrap();
+    let good = start_issuer(good_dir.path(), &[]);
+    let good_ca = good
+        .data_dir
+        .join("tls")
+        .join("ca.pem")
+        .display()
+        .to_string();
+    let err = serve_fails(
+        fhir.path(),
+        &["--issuer", &good.url, "--issuer-ca", &good_ca],
+    );
+    assert!(
+        err.contains("refused the registration")
+            && err.contains("\"error\":\"invalid_token\"")
+            && err.contains("--registration-token"),
+        "{err}"
+    );
+    let err = serve_fails(
+        fhir.path(),
+        &[
+            "--issuer",
+            &good.url,
+            "--issuer-ca",
+            &good_ca,
+            "--registration-token",
+            "made-up",
+        ],
+    );
+    assert!(err.contains("unknown, expired or used up"), "{err}");
+    // The issuer URL must be the issuer's own (its metadata names it).
+    let alias = good.url.replace("localhost", "127.0.0.1");
+    let err = serve_fails(fhir.path(), &["--issuer", &alias, "--issuer-ca", &good_ca]);
+    assert!(err.contains(&format!("use --issuer {}", good.url)), "{err}");
+}
+
+/// Signs access-token claims with `key` and records the token at the issuer (as its
+/// token endpoint does), so that revocation and introspection know it.
+async fn issue_with(
+    state: &hestia::http::AppState,
+    key: &hestia::store::KeyRow,
+    jti: &str,
+) -> String {
+    let auth = state.oauth();
+    let now = auth.now();
+    let claims = json!({
+        "iss": auth.issuer(), "sub": "app", "aud": "http://fhir.test/fhir/r4", "client_id": "app",
+        "scope": "system/*.read", "exp": now + 600, "iat": now, "nbf": now, "jti": jti,
+    });
+    auth.store()
+        .record_access_token(jti, "grant", "app", now + 600)
+        .await
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
+    use hestia::oauth::{Clock, TokenError};
+    use hestia::verifier::{RegistrationOutcome, RemoteIssuer};
+    for db in TestDb::all().await {
+        // The issuer, in-process on a loopback port, with open registration.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let issuer_db = TestDb::sqlite();
+        let (app, issuer) = raw_app_on(
+            &issuer_db,
+            &format!("public_url = \"{issuer_url}\"\n[fhir]\nenabled = false\n[oauth]\nopen_registration = true\n"),
+        )
+        .await;
+        issuer.oauth().ensure_keys().await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let settings = hestia::config::RawConfig {
+            flags: hestia::config::ServeFlags {
+                insecure_http: true,
+                listen: Some("127.0.0.1:9".into()),
+                public_url: Some("http://fhir.test".into()),
+                issuer: Some(issuer_url.clone()),
+                ..Default::default()
+            },
+            file: toml::from_str(
+                "[issuer]\nintrospect = \"always\"\njwks_refetch_secs = 10\nintrospection_cache_secs = 30\n",
+            )
+            .unwrap(),
+            file_path: None,
+        }
+        .resolve()
+        .unwrap();
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        let clock = Clock::system();
+        let remote = RemoteIssuer::new(&settings, clock.clone()).unwrap();
+        remote.discover().await.unwrap();
+        assert_eq!(remote.jwks_fetches(), 1);
+        assert_eq!(
+            remote.ensure_registration(&store).await.unwrap(),
+            RegistrationOutcome::Registered,
+            "{}",
+            db.backend
+        );
+        let again = RemoteIssuer::new(&settings, clock.clone()).unwrap();
+        again.discover().await.unwrap();
+        assert_eq!(
+            again.ensure_registration(&store).await.unwrap(),
+            RegistrationOutcome::Reused
+        );
+        assert_eq!(
+            again.credentials().unwrap().client_id,
+            remote.credentials().unwrap().client_id
+        );
+
+        // A new key at the issuer: not seen before the refetch interval has passed.
+        let now = issuer.oauth().now();
+        let key = hestia::oauth::keys::create(issuer.oauth().store(), "RS256", now, now)
+            .await
+            .unwrap();
+        let token = issue_with(&issuer, &key, "t-1").await;
+        let err = remote.verify(&token, 0).await.unwrap_err();
+        assert!(matches!(err, TokenError::UnknownKid { .. }), "{err}");
+        assert_eq!(remote.jwks_fetches(), 1, "rate-limited: no refetch yet");
+        clock.advance(10);
+        let verified = remote.verify(&token, 0).await.unwrap();
+        assert_eq!(verified.claims.jti, "t-1");
+        assert_eq!(remote.jwks_fetches(), 2);
+        assert_eq!(remote.introspections(), 1, "introspect = always");
+        let (other_kid, _, _) = hestia::oauth::keys::generate("RS256").unwrap();
+        let mut forged = jsonwebtoken::decode_header(&token).unwrap();
+        forged.kid = Some(other_kid.clone());
+        let forged = jsonwebtoken::encode(
+            &forged,
+            &json!({"iss": issuer_url}),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let err = remote.verify(&forged, 0).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("unknown kid {other_kid} at issuer {issuer_url}")),
+            "{err}"
+        );
+        assert_eq!(remote.jwks_fetches(), 2, "one refetch per interval");
+
+        // Introspection answers are reused for the cache time: a revocation is seen after it.
+        remote.verify(&token, 0).await.unwrap();
+        assert_eq!(remote.introspections(), 1);
+        issuer
+            .oauth()
+            .store()
+            .revoke_access_token("t-1", now)
+            .await
+            .unwrap();
+        remote.verify(&token, 0).await.unwrap();
+        clock.advance(30);
+        let err = remote.verify(&token, 0).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("not active at issuer {issuer_url}")),
+            "{err}"
+        );
+        assert_eq!(remote.introspections(), 2);
+        // Opaque tokens: introspection only.
+        let err = remote.verify("opaque", 0).await.unwrap_err();
+        assert!(matches!(err, TokenError::Inactive { .. }), "{err}");
+        assert_eq!(remote.introspections(), 3);
+        store.close().await;
+    }
+}
