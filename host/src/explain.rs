@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use base64::Engine;
 use serde_json::Value;
 
@@ -11,6 +12,7 @@ use crate::http::resource_server::{Caller, classify};
 use crate::oauth::AuthServer;
 use crate::plugins::{Claims, PluginHost, PluginSettings};
 use crate::store::Store;
+use crate::verifier::{RemoteIssuer, TokenVerifier};
 
 /// What the server would answer, and why.
 #[derive(Debug, Clone)]
@@ -65,10 +67,24 @@ pub async fn explain(
     ));
 
     let store = Store::open(&settings.database_url).await?;
-    let auth = AuthServer::new(store, settings);
-    let claims = match auth
-        .verify_access_token_with_leeway(token, settings.fhir.clock_skew_secs)
+    // The same verifier as the server: this server's own keys, or the remote issuer's
+    // (discovery and JWKS fetched now; introspection with the stored registration).
+    let verifier = match &settings.issuer {
+        Some(issuer) => {
+            let remote = RemoteIssuer::new(settings, crate::oauth::Clock::system())?;
+            remote
+                .discover()
+                .await
+                .with_context(|| format!("cannot use the issuer {}", issuer.url))?;
+            remote.load_credentials(&store).await?;
+            TokenVerifier::Remote(Arc::new(remote))
+        }
+        None => TokenVerifier::Local(Arc::new(AuthServer::new(store, settings))),
+    };
+    let claims = match verifier
+        .verify(token, settings.fhir.clock_skew_secs)
         .await
+        .map(|v| v.claims)
     {
         Ok(claims) => claims,
         Err(e) => {

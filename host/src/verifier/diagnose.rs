@@ -80,7 +80,7 @@ fn classify_chain(err: &reqwest::Error) -> (Option<Failure>, String) {
                 rustls::Error::InvalidCertificate(C::NotValidForNameContext {
                     presented, ..
                 }) => Failure::WrongName {
-                    presented: presented.clone(),
+                    presented: presented.iter().map(|n| bare_name(n)).collect(),
                 },
                 rustls::Error::InvalidCertificate(C::NotValidForName) => Failure::WrongName {
                     presented: Vec::new(),
@@ -103,6 +103,17 @@ fn classify_chain(err: &reqwest::Error) -> (Option<Failure>, String) {
         }
     }
     (None, unique.join(": "))
+}
+
+/// `DnsName("a.example")` → `a.example`, `IpAddress(10.0.0.1)` → `10.0.0.1`: rustls gives
+/// the certificate's names in their `Debug` form.
+fn bare_name(presented: &str) -> String {
+    match presented.split_once('(') {
+        Some((kind, rest)) if kind.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            rest.trim_end_matches(')').trim_matches('"').to_string()
+        }
+        _ => presented.to_string(),
+    }
 }
 
 /// The sentence for an operator: what failed toward `url`, and what to do.
@@ -137,5 +148,36 @@ pub async fn describe(url: &str, err: &reqwest::Error) -> String {
     match url::Url::parse(url) {
         Ok(parsed) => explain(&parsed, &classify(&parsed, err).await),
         Err(_) => format!("cannot reach {url}: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_are_shown_bare() {
+        assert_eq!(bare_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(bare_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(bare_name("plain.example"), "plain.example");
+    }
+
+    #[test]
+    fn explanations_name_the_fix() {
+        let url = url::Url::parse("https://as.example:8443/x").unwrap();
+        let text = explain(
+            &url,
+            &Failure::WrongName {
+                presented: vec!["other.example".into()],
+            },
+        );
+        assert!(
+            text.contains("not valid for the host name as.example")
+                && text.contains("other.example")
+                && text.contains("hestia dev-cert --hostname as.example"),
+            "{text}"
+        );
+        assert!(explain(&url, &Failure::UnknownCa).contains("--issuer-ca FILE"));
+        assert!(explain(&url, &Failure::Refused).contains("port 8443 was refused"));
     }
 }

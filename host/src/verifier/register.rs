@@ -99,6 +99,26 @@ impl RemoteIssuer {
         Ok(outcome)
     }
 
+    /// Uses the registration stored in `store` without contacting the issuer (for
+    /// `hestia token explain`); false when there is none.
+    pub async fn load_credentials(&self, store: &Store) -> Result<bool, IssuerError> {
+        let stored = store
+            .issuer_registration(self.issuer())
+            .await
+            .map_err(store_err)?;
+        let Some((client_id, Some(client_secret))) = stored.map(|r| (r.client_id, r.client_secret))
+        else {
+            return Ok(false);
+        };
+        if let Ok(mut credentials) = self.credentials.write() {
+            *credentials = Some(Credentials {
+                client_id,
+                client_secret,
+            });
+        }
+        Ok(true)
+    }
+
     /// RFC 7591: a new registration, stored. When another host of a cluster stored one
     /// first, this one is withdrawn (RFC 7592 DELETE) and the stored one used.
     async fn register(

@@ -429,7 +429,7 @@ async fn start_up_failures_toward_the_issuer_say_what_to_do() {
     let err = serve_fails(fhir.path(), &["--issuer", &issuer.url, "--issuer-ca", &ca]);
     assert!(
         err.contains("not valid for the host name localhost")
-            && err.contains("wrong.example")
+            && err.contains("(the certificate's names: wrong.example)")
             && err.contains("hestia dev-cert --hostname localhost"),
         "{err}"
     );
