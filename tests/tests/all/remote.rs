@@ -491,11 +491,10 @@ async fn start_up_failures_toward_the_issuer_say_what_to_do() {
 /// Signs access-token claims with `key` and records the token at the issuer (as its
 /// token endpoint does), so that revocation and introspection know it.
 async fn issue_with(
-    state: &hestia::http::AppState,
+    auth: &hestia::oauth::AuthServer,
     key: &hestia::store::KeyRow,
     jti: &str,
 ) -> String {
-    let auth = state.oauth();
     let now = auth.now();
     let claims = json!({
         "iss": auth.issuer(), "sub": "app", "aud": "http://fhir.test/fhir/r4", "client_id": "app",
@@ -514,6 +513,57 @@ async fn issue_with(
         &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
     )
     .unwrap()
+}
+
+/// Co-located mode keeps the published keys in memory: a key added by another process
+/// (`hestia keys rotate`) is read at its first token, a retirement scheduled elsewhere is
+/// seen within the cache's age, and revocation is still checked on every request.
+#[tokio::test]
+async fn local_key_cache_sees_new_keys_retirements_and_revocations() {
+    use hestia::oauth::{AuthServer, Clock, LOCAL_JWKS_MAX_AGE_SECS, TokenError, keys};
+    for db in TestDb::all().await {
+        let (_, state) = raw_app_on(&db, "").await;
+        let clock = Clock::system();
+        let auth =
+            AuthServer::new(state.store().clone(), state.settings()).with_clock(clock.clone());
+        auth.ensure_keys().await.unwrap();
+        let store = auth.store().clone();
+        let now = auth.now();
+        let first = keys::create(&store, "RS256", now, now).await.unwrap();
+        let one = issue_with(&auth, &first, "one").await;
+        assert_eq!(auth.verify_access_token(&one).await.unwrap().jti, "one");
+
+        // Another process publishes a key: its first token makes the cache read again.
+        let second = keys::create(&store, "RS256", now, now).await.unwrap();
+        let two = issue_with(&auth, &second, "two").await;
+        assert_eq!(
+            auth.verify_access_token(&two).await.unwrap().jti,
+            "two",
+            "{}",
+            db.backend
+        );
+
+        // Revocation is per request, whatever the cache holds.
+        store.revoke_access_token("one", now).await.unwrap();
+        let err = auth.verify_access_token(&one).await.unwrap_err();
+        assert!(matches!(err, TokenError::Revoked { .. }), "{err}");
+
+        // Another process schedules the first key's retirement: seen once the copy is
+        // older than its maximum age, and the key stops verifying when it retires.
+        let three = issue_with(&auth, &first, "three").await;
+        auth.verify_access_token(&three).await.unwrap();
+        let retire = now + LOCAL_JWKS_MAX_AGE_SECS + 30;
+        store
+            .schedule_key_retirement("RS256", &second.kid, retire)
+            .await
+            .unwrap();
+        clock.advance(LOCAL_JWKS_MAX_AGE_SECS);
+        auth.verify_access_token(&three).await.unwrap();
+        clock.advance(30);
+        let err = auth.verify_access_token(&three).await.unwrap_err();
+        assert!(matches!(err, TokenError::UnknownKid { .. }), "{err}");
+        auth.verify_access_token(&two).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -576,7 +626,7 @@ async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
         let key = hestia::oauth::keys::create(issuer.oauth().store(), "RS256", now, now)
             .await
             .unwrap();
-        let token = issue_with(&issuer, &key, "t-1").await;
+        let token = issue_with(issuer.oauth(), &key, "t-1").await;
         let err = remote.verify(&token, 0).await.unwrap_err();
         assert!(matches!(err, TokenError::UnknownKid { .. }), "{err}");
         assert_eq!(remote.jwks_fetches(), 1, "rate-limited: no refetch yet");
