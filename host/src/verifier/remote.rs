@@ -2,7 +2,8 @@
 //! Discovery, then RFC 8414), its JWKS cached in memory and refetched for an unknown `kid`
 //! (at most once per `issuer.jwks_refetch_secs`), and RFC 7662 introspection with this
 //! server's own client credentials, cached for `issuer.introspection_cache_secs` (never
-//! beyond the token's `exp`).
+//! beyond the token's `exp`). RFC 9068 JWTs (`typ: at+jwt`) are verified locally; other
+//! tokens, opaque or JWTs of other profiles, go to introspection.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,6 +27,8 @@ const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 /// What discovery found.
 #[derive(Debug, Clone)]
 pub struct Discovery {
+    /// The issuer as its metadata names it (tokens' `iss` must be exactly this).
+    pub issuer: String,
     /// The issuer's metadata document, as served.
     pub metadata: Value,
     pub jwks_uri: String,
@@ -215,6 +218,7 @@ impl RemoteIssuer {
             ))
         })?;
         let discovery = Discovery {
+            issuer: named,
             jwks_uri,
             introspection_endpoint: text(&metadata, "introspection_endpoint"),
             registration_endpoint: text(&metadata, "registration_endpoint"),
@@ -306,20 +310,30 @@ impl RemoteIssuer {
     /// signature, `iss`, `exp`/`nbf` with `leeway`), then, with `introspect = "always"`,
     /// through introspection; an opaque token through introspection only.
     pub async fn verify(&self, token: &str, leeway: i64) -> Result<Verified, TokenError> {
-        if self.discovery.get().is_none() {
+        let Some(discovery) = self.discovery.get() else {
             return Err(TokenError::Unavailable(format!(
                 "the issuer {} has not been reached yet (the server is starting)",
                 self.issuer()
             )));
-        }
+        };
         let now = self.clock.now();
-        if token.split('.').count() == 3 {
-            let header = jsonwebtoken::decode_header(token)
-                .map_err(|e| TokenError::Malformed(e.to_string()))?;
+        // An RFC 9068 JWT is verified here; anything else (opaque, or a JWT of another
+        // profile this server cannot judge alone) is the issuer's to say.
+        let header = (token.split('.').count() == 3)
+            .then(|| jsonwebtoken::decode_header(token))
+            .transpose()
+            .map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let rfc9068 = header.as_ref().is_some_and(|h| {
+            h.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case(tokens::ACCESS_TOKEN_TYP)
+                    || t.eq_ignore_ascii_case("application/at+jwt")
+            })
+        });
+        if let Some(header) = header.filter(|_| rfc9068) {
             let kid = header.kid.ok_or(TokenError::MissingKid)?;
             let keys = self.keys_for(&kid).await?;
             let claims =
-                tokens::verify_access_token(token, &keys, self.issuer(), Some(now), leeway)?;
+                tokens::verify_access_token(token, &keys, &discovery.issuer, Some(now), leeway)?;
             if self.settings.introspect == IntrospectMode::Always {
                 self.introspect(token, now).await?;
             }

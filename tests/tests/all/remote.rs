@@ -672,6 +672,18 @@ async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
         let err = remote.verify("opaque", 0).await.unwrap_err();
         assert!(matches!(err, TokenError::Inactive { .. }), "{err}");
         assert_eq!(remote.introspections(), 3);
+        // A JWT of another profile than RFC 9068 is the issuer's to judge, too.
+        let mut other_profile = jsonwebtoken::decode_header(&token).unwrap();
+        other_profile.typ = Some("JWT".into());
+        let other_profile = jsonwebtoken::encode(
+            &other_profile,
+            &json!({"iss": issuer_url, "sub": "x"}),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let err = remote.verify(&other_profile, 0).await.unwrap_err();
+        assert!(matches!(err, TokenError::Inactive { .. }), "{err}");
+        assert_eq!(remote.introspections(), 4);
         store.close().await;
     }
 }
