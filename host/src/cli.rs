@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (default: SQLite in ./hestia-data, HTTPS on 127.0.0.1:8443 with a development certificate).
-    Serve(ServeFlags),
+    Serve(ServeArgs),
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -46,6 +46,15 @@ pub enum Command {
     /// Write, check, test and list WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub flags: ServeFlags,
+    /// Create (once) a demo user, a Postman client and sample patients; print their credentials and the Postman collection's path.
+    #[arg(long, env = "HESTIA_DEMO")]
+    pub demo: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,9 +251,13 @@ pub fn main() -> std::process::ExitCode {
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(flags) => {
+        Command::Serve(ServeArgs { flags, demo }) => {
             let settings = RawConfig::load(flags)?.resolve()?;
             crate::telemetry::init_logging(settings.log_format);
+            if demo {
+                let demo = crate::demo::ensure(&settings).await?;
+                println!("{}", demo.describe(&settings));
+            }
             crate::http::server::serve(settings).await
         }
         Command::User(UserCommand::Add {

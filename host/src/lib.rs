@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod explain;
 pub mod fhir;
 pub mod http;

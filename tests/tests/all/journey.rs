@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, client_trusting, hestia};
+use crate::support::{Server, TestDb, client_trusting, hestia};
 
 #[tokio::test]
 async fn token_then_fhir_over_tls_with_the_real_binary() {
@@ -204,4 +204,131 @@ async fn token_then_fhir_over_tls_with_the_real_binary() {
         "{denied}"
     );
     assert!(server.terminate().success());
+}
+
+/// The value after `label` on the line of the demo block that has it.
+fn demo_value(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {label:?} in {lines:#?}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `serve --demo`: the demo user, the Postman client and the sample patients are created on
+/// the first start and kept on the next; every start prints working credentials.
+#[tokio::test]
+async fn demo_is_created_once_and_its_credentials_work() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["--demo", "--database-url", db.url.as_str()];
+        let mut first = Server::start(dir.path(), &args);
+        let lines = first.stdout_lines.clone();
+        let password = demo_value(&lines, "user:          demo / ");
+        let client_id = demo_value(&lines, "client_id ");
+        let secret = demo_value(&lines, "client_secret ");
+        assert!(password.len() >= 20, "a random password: {password}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("redirect URI https://oauth.pstmn.io/v1/callback")),
+            "{lines:#?}"
+        );
+        let environment = first
+            .data_dir
+            .join("postman")
+            .join("Hestia.postman_environment.json");
+        let env: Value =
+            serde_json::from_str(&std::fs::read_to_string(&environment).unwrap()).unwrap();
+        let value = |key: &str| {
+            env["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["key"] == key)
+                .unwrap_or_else(|| panic!("no {key} in {env}"))["value"]
+                .clone()
+        };
+        assert_eq!(value("client_secret"), secret.as_str());
+        assert_eq!(value("password"), password.as_str());
+        assert!(
+            first
+                .data_dir
+                .join("postman")
+                .join("Hestia.postman_collection.json")
+                .is_file()
+        );
+
+        let http = client_trusting(&first.data_dir.join("tls").join("ca.pem"));
+        let count_patients = |url: String| {
+            let http = http.clone();
+            let (id, secret) = (client_id.clone(), secret.clone());
+            async move {
+                let base = format!("{url}/fhir/r4");
+                let token: Value = http
+                    .post(format!("{url}/oauth2/token"))
+                    .basic_auth(&id, Some(&secret))
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("scope", "system/*.read"),
+                        ("aud", base.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let access = token["access_token"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{token}"))
+                    .to_string();
+                let bundle: Value = http
+                    .get(format!("{base}/Patient?_total=accurate"))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let amy = http
+                    .get(format!("{base}/Observation?subject=Patient/demo-amy"))
+                    .bearer_auth(&access)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(amy.status(), 200);
+                let amy: Value = amy.json().await.unwrap();
+                (
+                    bundle["total"].as_i64().unwrap(),
+                    amy["entry"].as_array().map_or(0, Vec::len),
+                )
+            }
+        };
+        assert_eq!(
+            count_patients(first.url.clone()).await,
+            (3, 2),
+            "{}",
+            db.backend
+        );
+        assert!(first.terminate().success());
+
+        // The second start finds everything and prints the same credentials.
+        let mut second = Server::start(dir.path(), &args);
+        let again = second.stdout_lines.clone();
+        assert_eq!(demo_value(&again, "user:          demo / "), password);
+        assert_eq!(demo_value(&again, "client_id "), client_id);
+        assert_eq!(demo_value(&again, "client_secret "), secret);
+        assert_eq!(
+            count_patients(second.url.clone()).await,
+            (3, 2),
+            "{}",
+            db.backend
+        );
+        assert!(second.terminate().success());
+    }
 }

@@ -567,6 +567,33 @@ fn audience_rules_resolve_and_accept() {
     );
 }
 
+/// The broken audience rule of `tests/clients/run --broken` mints tokens that this server
+/// then refuses: the negative run of the client tests fails for that reason, not another.
+#[test]
+fn the_wrong_audience_guest_mints_audiences_it_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "audience", guests::WRONG_AUDIENCE);
+    let host = start(dir.path());
+    let base = "https://ehr.example/fhir/r4".to_string();
+    let minted = host
+        .resolve_audience(&AudienceRequest {
+            client_id: "postman".into(),
+            requested: vec![base.clone()],
+            known: vec![base.clone()],
+        })
+        .unwrap();
+    assert_eq!(minted, vec![format!("{base}/elsewhere")]);
+    let refused = host.accept_audience(&minted, &base).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!("plugin audience denied: audience [{base}/elsewhere] does not include {base}")
+    );
+    assert_eq!(
+        host.accept_audience(std::slice::from_ref(&base), &base),
+        Ok(())
+    );
+}
+
 #[test]
 fn isolation_gives_a_fresh_instance_per_call() {
     let dir = tempfile::tempdir().unwrap();
