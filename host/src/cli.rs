@@ -255,10 +255,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = RawConfig::load(flags)?.resolve()?;
             crate::telemetry::init_logging(settings.log_format);
             if demo {
-                let demo = crate::demo::ensure(&settings).await?;
-                println!("{}", demo.describe(&settings));
+                // The demo is the co-located journey: its user and client live in this
+                // server's authorization server, its patients in this server's FHIR store.
+                if settings.issuer.is_some() {
+                    anyhow::bail!(
+                        "--demo needs this server's own authorization server; with --issuer the users and clients live at the issuer (create them there)"
+                    );
+                }
+                if !settings.fhir.enabled {
+                    anyhow::bail!(
+                        "--demo needs the FHIR server for its sample patients; drop --no-fhir (fhir.enabled = false)"
+                    );
+                }
             }
-            crate::http::server::serve(settings).await
+            crate::http::server::serve(settings, demo).await
         }
         Command::User(UserCommand::Add {
             username,

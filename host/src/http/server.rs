@@ -20,8 +20,10 @@ use crate::verifier::{RemoteIssuer, TokenVerifier};
 /// How long requests in flight may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish.
-pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish. With
+/// `demo`, first creates (once) the demo data and prints its credentials, once the public
+/// URL is known (with `--listen …:0` only after the port is bound).
+pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Listen for signals before anything can be announced, so that a SIGTERM that follows
     // the "listening" line is always a graceful shutdown and never the default kill.
     let shutdown = shutdown_signal()?;
@@ -41,6 +43,10 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
             .unwrap_or(("http", ""));
         let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
         settings.public_url = format!("{scheme}://{host}:{}", bound.port());
+    }
+    if demo {
+        let demo = crate::demo::ensure(&settings).await?;
+        println!("{}", demo.describe(&settings));
     }
 
     let rustls = match &settings.tls {

@@ -252,6 +252,14 @@ async fn demo_is_created_once_and_its_credentials_work() {
                 .unwrap_or_else(|| panic!("no {key} in {env}"))["value"]
                 .clone()
         };
+        // Started on port 0: the environment names the port the server really listens on.
+        assert_eq!(value("baseUrl"), first.url.as_str());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("{}/fhir/r4", first.url))),
+            "the printed FHIR base names the bound port: {lines:#?}"
+        );
         assert_eq!(value("client_secret"), secret.as_str());
         assert_eq!(value("password"), password.as_str());
         assert!(
