@@ -8,6 +8,7 @@ mod oauth;
 mod plugin_cli;
 mod plugins;
 mod resource_server;
+mod scope_matrix;
 mod search;
 mod store;
 mod support;
