@@ -49,10 +49,16 @@ fn check_names_the_world_or_the_problem() {
 /// `cargo build --release --target wasm32-wasip2` of a generated crate, into a target
 /// directory shared by the tests (so the SDK and its dependencies compile once).
 fn cargo_build(crate_dir: &Path) -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
+    cargo_build_in(crate_dir, "plugin-new", &[])
+}
+
+/// `cargo build --release --target wasm32-wasip2 ARGS` in `dir`, into the test target
+/// directory `target_name`; returns the folder of the built components.
+fn cargo_build_in(dir: &Path, target_name: &str, args: &[&str]) -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(target_name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate_dir)
+    cmd.current_dir(dir)
         .args([
             "build",
             "--release",
@@ -60,7 +66,8 @@ fn cargo_build(crate_dir: &Path) -> PathBuf {
             "wasm32-wasip2",
             "--target-dir",
         ])
-        .arg(&target);
+        .arg(&target)
+        .args(args);
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
@@ -76,7 +83,7 @@ fn cargo_build(crate_dir: &Path) -> PathBuf {
     assert!(
         out.status.success(),
         "cargo build in {} failed:\n{}",
-        crate_dir.display(),
+        dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     target.join("wasm32-wasip2").join("release")
@@ -159,36 +166,7 @@ fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
         assert!(!out.contains("FAIL"), "{out}");
 
         // Each generated case, with the opposite decision expected, fails.
-        let cases: Vec<serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(crate_dir.join("cases.json")).unwrap())
-                .unwrap();
-        let flipped: Vec<serde_json::Value> = cases
-            .iter()
-            .filter(|c| c["expect"]["decision"].is_string())
-            .map(|c| {
-                let mut c = c.clone();
-                let opposite = if c["expect"]["decision"] == "deny" {
-                    "allow"
-                } else {
-                    "deny"
-                };
-                c["expect"] = json!({"decision": opposite});
-                c
-            })
-            .collect();
-        assert!(!flipped.is_empty(), "{name}: no case expects a decision");
-        std::fs::write(
-            crate_dir.join("wrong.json"),
-            serde_json::to_string(&flipped).unwrap(),
-        )
-        .unwrap();
-        let (ok, out, err) = test("wrong.json");
-        assert!(!ok, "{name}: wrong cases passed: {out}");
-        assert_eq!(out.matches("FAIL").count(), flipped.len(), "{out}");
-        assert!(
-            err.contains(&format!("{0} of {0} cases failed", flipped.len())),
-            "{err}"
-        );
+        assert_flipped_cases_fail(&crate_dir, "cases.json", &test);
 
         // A case of another world is a failure, not a silent allow.
         let other = if kind == "scope-policy" {
@@ -199,6 +177,118 @@ fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
         std::fs::write(crate_dir.join("other.json"), other.to_string()).unwrap();
         let (ok, out, _) = test("other.json");
         assert!(!ok && out.contains("but this plugin is a"), "{out}");
+    }
+}
+
+/// Rewrites every case of `cases` that expects a decision to expect the opposite one, and
+/// checks that `hestia plugin test` fails each of them: the cases can fail.
+fn assert_flipped_cases_fail(
+    dir: &Path,
+    cases: &str,
+    test: &dyn Fn(&str) -> (bool, String, String),
+) {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(cases)).unwrap()).unwrap();
+    let flipped: Vec<serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["expect"]["decision"].is_string())
+        .map(|c| {
+            let mut c = c.clone();
+            let opposite = if c["expect"]["decision"] == "deny" {
+                "allow"
+            } else {
+                "deny"
+            };
+            c["expect"] = json!({"decision": opposite});
+            c
+        })
+        .collect();
+    assert!(
+        !flipped.is_empty(),
+        "{}: no case expects a decision",
+        dir.display()
+    );
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), serde_json::to_string(&flipped).unwrap()).unwrap();
+    let (ok, out, err) = test(wrong.path().to_str().unwrap());
+    assert!(!ok, "{}: wrong cases passed: {out}", dir.display());
+    assert_eq!(out.matches("FAIL").count(), flipped.len(), "{out}");
+    assert!(
+        err.contains(&format!("{0} of {0} cases failed", flipped.len())),
+        "{err}"
+    );
+}
+
+/// The example plugins of `plugins/examples/`, built as the components they ship as, pass
+/// their `cases.json` through `hestia plugin test` with their manifests (the same check
+/// an author runs in CI); every case that expects a decision can fail.
+#[test]
+fn example_plugins_pass_their_cases_as_built_components() {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("plugins");
+    let examples = [
+        ("tenant-isolation", "scope-policy"),
+        ("trusted-audiences", "audience-rule"),
+        ("us-core-validator", "resource-validator"),
+        ("consent-labels", "scope-policy"),
+    ];
+    let mut args = vec!["--manifest-path", "Cargo.toml"];
+    for (name, _) in examples {
+        args.extend(["-p", name]);
+    }
+    let built = cargo_build_in(&plugins, "plugin-examples", &args);
+    for (name, kind) in examples {
+        let dir = plugins.join("examples").join(name);
+        let wasm = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let wasm = wasm.to_str().unwrap();
+        let manifest = format!("{name}.toml");
+        let test = |cases: &str| {
+            hestia(
+                &dir,
+                &[
+                    "plugin",
+                    "test",
+                    wasm,
+                    "--manifest",
+                    &manifest,
+                    "--cases",
+                    cases,
+                ],
+                "",
+            )
+        };
+        let (ok, out, err) = test("cases.json");
+        let cases: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap())
+                .unwrap();
+        assert!(ok, "{name}: {out}{err}");
+        assert!(
+            out.contains(&format!(
+                "{name} ({kind}): {} passed, 0 failed",
+                cases.len()
+            )),
+            "{out}"
+        );
+        // Allow, deny with its reason, and constraints (for scope policies) are all covered.
+        let expects =
+            |f: &dyn Fn(&serde_json::Value) -> bool| cases.iter().any(|c| f(&c["expect"]));
+        assert!(
+            expects(&|e| e["decision"] == "allow"),
+            "{name}: no allow case"
+        );
+        assert!(
+            expects(&|e| e["decision"] == "deny" && e["reason_contains"].is_string()),
+            "{name}: no deny case with its reason"
+        );
+        if kind == "scope-policy" {
+            assert!(
+                expects(&|e| e["constraints"].is_array()),
+                "{name}: no case with constraints"
+            );
+        }
+        assert_flipped_cases_fail(&dir, "cases.json", &test);
     }
 }
 
