@@ -354,3 +354,164 @@ async fn admin_plugins_needs_the_admin_scope() {
     assert_eq!(first["source"], "builtin");
     assert_eq!(first["state"], "active");
 }
+
+/// The ```` ```sh ```` blocks of `docs/plugins.md`, in order.
+fn sh_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `docs/plugins.md` runs as written: every `sh` block, in order, in one empty directory
+/// (one bash per block; the working directory and the variables a block sets carry over
+/// to the next), with `hestia` on the PATH. Replaced: `path/to/hestia/sdk` by the
+/// checkout's `sdk/`, port 8080 by a free one. The block starting with `# In another
+/// terminal` runs in the background until the end. One arrangement that is not in the
+/// page: the generated crate's `target/` links to a directory kept between test runs, so
+/// that the SDK compiles once.
+#[test]
+fn tutorial_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("docs/plugins.md");
+    let port = free_port().to_string();
+    let blocks: Vec<String> = sh_blocks(&std::fs::read_to_string(&doc).unwrap())
+        .into_iter()
+        .map(|b| {
+            b.replace("path/to/hestia/sdk", sdk_dir().to_str().unwrap())
+                .replace("localhost:8080", &format!("localhost:{port}"))
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    assert!(blocks.len() >= 8, "{} sh blocks", blocks.len());
+
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join(".bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::support::hestia_bin(), bin.join("hestia")).unwrap();
+    let state = work.path().join(".state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("cwd"), work.path().to_str().unwrap()).unwrap();
+    std::fs::write(state.join("env"), "").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bash = |script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("PATH", &path)
+            .env("RUST_LOG", "warn")
+            .current_dir(work.path());
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+
+    struct Background(std::process::Child);
+    impl Drop for Background {
+        fn drop(&mut self) {
+            // The whole process group: bash and the hestia it started.
+            // `kill -TERM -PGID` is not a group kill for procps' kill; `-s TERM -- -PGID` is.
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--"])
+                .arg(format!("-{}", self.0.id()))
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server: Option<Background> = None;
+    let mut transcript = String::new();
+    for (n, block) in blocks.iter().enumerate() {
+        if block.starts_with("# In another terminal") {
+            let mut child = bash(block)
+                .stdout(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            server = Some(Background(child));
+            use std::io::BufRead;
+            let listening = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.starts_with("hestia: listening on"));
+            assert!(listening, "block {n} did not start a server:\n{block}");
+            continue;
+        }
+        // `set -a` exports every variable the block sets, so that the next block sees it.
+        let script = format!(
+            "set -euo pipefail\ncd \"$(cat {state}/cwd)\"\nsource {state}/env\nset -a\n{block}\n\
+             pwd > {state}/cwd\nexport -p | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_)=' > {state}/env\n",
+            state = state.display()
+        );
+        let out = bash(&script).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "block {n} failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        transcript.push_str(&stdout);
+        // After `hestia plugin new`, keep the crate's builds between test runs.
+        let crate_dir = work.path().join("no-deletes");
+        if crate_dir.is_dir() && !crate_dir.join("target").exists() {
+            let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tutorial-target");
+            std::fs::create_dir_all(&cache).unwrap();
+            std::os::unix::fs::symlink(&cache, crate_dir.join("target")).unwrap();
+        }
+    }
+    assert!(server.is_some(), "the tutorial starts no server");
+    // What the page says comes back, in this order.
+    let mut rest = transcript.as_str();
+    for expected in [
+        "204",
+        "world    scope-policy",
+        ", 0 failed",
+        "plugin no-deletes denied: deletes are disabled on this server",
+        "403",
+        "no-deletes            scope-policy        10",
+        "active  ../hestia-data/plugins/no-deletes.wasm",
+        "plugin no-deletes denied: deletes are switched off here",
+        "403",
+    ] {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("{expected:?} missing (in order) from:\n{transcript}"));
+        rest = &rest[at + expected.len()..];
+    }
+}
