@@ -173,6 +173,9 @@ pub struct FileFhir {
     pub access_token_in_query: Option<bool>,
     pub require_basic_auth: Option<bool>,
     pub clock_skew_secs: Option<u64>,
+    /// What a read of a resource the token may not see answers: "forbidden" (403) or
+    /// "not-found" (404).
+    pub hidden_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -326,6 +329,9 @@ pub struct FhirSettings {
     pub require_basic_auth: bool,
     /// Leeway for `exp` and `nbf`, in seconds.
     pub clock_skew_secs: i64,
+    /// A read of a resource outside the token's access answers 404 (as if it did not
+    /// exist) instead of 403 naming the constraint (`fhir.hidden_as = "not-found"`).
+    pub hidden_as_not_found: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -565,6 +571,19 @@ impl RawConfig {
             },
         };
 
+        let hidden_as_not_found = match file.fhir.hidden_as.as_deref() {
+            None | Some("forbidden") => false,
+            Some("not-found") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "fhir.hidden_as",
+                    Source::File,
+                    other,
+                    "expected \"forbidden\" (403) or \"not-found\" (404)",
+                ));
+            }
+        };
+
         let deadline_ms = file.plugins.deadline_ms.unwrap_or(20);
         if deadline_ms == 0 || deadline_ms > 60_000 {
             return Err(invalid(
@@ -613,6 +632,7 @@ impl RawConfig {
                 access_token_in_query: file.fhir.access_token_in_query.unwrap_or(true),
                 require_basic_auth: file.fhir.require_basic_auth.unwrap_or(false),
                 clock_skew_secs: file.fhir.clock_skew_secs.unwrap_or(30).min(3600) as i64,
+                hidden_as_not_found,
             },
             oauth,
             plugins: PluginLimits {
@@ -799,6 +819,11 @@ mod tests {
                 ServeFlags::default(),
                 "[fhir]\nbase_path = \"fhir/r4/\"",
                 &["`fhir.base_path`", "\"fhir/r4/\""],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nhidden_as = \"hide\"",
+                &["`fhir.hidden_as`", "\"hide\"", "not-found"],
             ),
             (
                 ServeFlags::default(),

@@ -17,7 +17,7 @@ use super::outcome::{Issue, operation_outcome};
 use super::repository::Conditional;
 use super::repository::{FhirError, Repository, check_id, new_id};
 use super::search::value::format_instant;
-use super::searchset::{Handling, SearchScope, decode_query};
+use super::searchset::{Handling, SearchScope, TypeAccess, decode_query};
 use crate::store::StoreError;
 use crate::store::fhir::StoredVersion;
 
@@ -400,13 +400,17 @@ fn patch_document(entry: &EntryRequest) -> Result<Vec<u8>, FhirError> {
 }
 
 impl Repository {
-    /// Runs one entry inside `conn`'s transaction.
+    /// Runs one entry inside `conn`'s transaction, under its `access` as a request of its
+    /// own would run: reads of resources outside it are refused (403, or 404 with
+    /// `hidden_as_not_found`), searches see only what it lets through, and updates, patches
+    /// and deletes need the current version inside it.
     async fn run_entry(
         &self,
         conn: &mut sqlx::AnyConnection,
         entry: &EntryRequest,
         new_ids: &HashMap<usize, String>,
         access: &Access,
+        type_access: TypeAccess<'_>,
     ) -> Result<EntryResult, FhirError> {
         let done = |status: u16, v: StoredVersion| -> Result<EntryResult, FhirError> {
             let resource = content(&v)?;
@@ -425,7 +429,7 @@ impl Repository {
                     // committed database, not this transaction's own writes.
                     let scope = ty.map_or(SearchScope::System, SearchScope::Type);
                     let bundle = self
-                        .search(scope, &entry.query, Handling::Strict, access)
+                        .search(scope, &entry.query, Handling::Strict, access, type_access)
                         .await?;
                     return Ok(EntryResult {
                         status: 200,
@@ -437,8 +441,11 @@ impl Repository {
                 let ty =
                     ty.ok_or_else(|| entry_error(entry.index, "a read needs a resource type"))?;
                 let v = match &entry.version {
-                    Some(vid) => self.vread_in(conn, ty, id, vid).await?,
-                    None => self.read_in(conn, ty, id).await?,
+                    Some(vid) => {
+                        self.check_history_visible_in(conn, ty, id, access).await?;
+                        self.vread_in(conn, ty, id, vid).await?
+                    }
+                    None => self.read_with_in(conn, ty, id, access).await?,
                 };
                 done(200, v)
             }
@@ -475,6 +482,7 @@ impl Repository {
                         .await?;
                     return done(if w.created { 201 } else { 200 }, w.version);
                 };
+                self.check_write_target_in(conn, ty, id, access).await?;
                 let w = self
                     .update_in(
                         conn,
@@ -494,6 +502,7 @@ impl Repository {
                     ));
                 };
                 let doc = patch_document(entry)?;
+                self.check_write_target_in(conn, ty, id, access).await?;
                 let w = self.patch_in(conn, ty, id, &doc, entry.if_match).await?;
                 done(200, w.version)
             }
@@ -501,7 +510,10 @@ impl Repository {
                 let ty =
                     ty.ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
                 let v = match &entry.id {
-                    Some(id) => self.delete_in(conn, ty, id, entry.if_match).await?,
+                    Some(id) => {
+                        self.check_write_target_in(conn, ty, id, access).await?;
+                        self.delete_in(conn, ty, id, entry.if_match).await?
+                    }
                     None => {
                         self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, access)
                             .await?
@@ -517,12 +529,14 @@ impl Repository {
         }
     }
 
-    /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs.
+    /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs,
+    /// `type_access` restricts what searches inside it include (see [`Self::search`]).
     /// Returns the response Bundle.
     pub async fn process_bundle(
         &self,
         bundle: &Map<String, Value>,
         check: EntryCheck<'_>,
+        type_access: TypeAccess<'_>,
         return_resources: bool,
     ) -> Result<Value, FhirError> {
         let (kind, mut entries) = parse_bundle(bundle)?;
@@ -536,7 +550,13 @@ impl Repository {
                             let run = async {
                                 let mut tx = self.store().begin().await?;
                                 let r = self
-                                    .run_entry(&mut tx, entry, &HashMap::new(), &access)
+                                    .run_entry(
+                                        &mut tx,
+                                        entry,
+                                        &HashMap::new(),
+                                        &access,
+                                        type_access,
+                                    )
                                     .await?;
                                 tx.commit().await.map_err(StoreError::from)?;
                                 Ok::<_, FhirError>(r)
@@ -600,7 +620,7 @@ impl Repository {
                 for entry in order {
                     let access = granted.get(&entry.index).cloned().unwrap_or_default();
                     let result = self
-                        .run_entry(&mut tx, entry, &new_ids, &access)
+                        .run_entry(&mut tx, entry, &new_ids, &access, type_access)
                         .await
                         .map_err(|err| in_entry(err, entry))?;
                     results[entry.index] = Some(result);

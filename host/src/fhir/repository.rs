@@ -47,6 +47,11 @@ pub struct RepositoryOptions {
     pub hidden_as_not_found: bool,
 }
 
+/// A resource that exists but that the caller's access does not let through: why (the
+/// refusal naming the constraint) and which (`Type/id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hidden(pub String, pub String);
+
 /// Errors of FHIR interactions; each maps to one HTTP status and an OperationOutcome.
 #[derive(Debug, thiserror::Error)]
 pub enum FhirError {
@@ -566,30 +571,156 @@ impl Repository {
         id: &str,
         access: &Access,
     ) -> Result<StoredVersion, FhirError> {
-        let version = self.read(resource_type, id).await?;
-        if self
-            .store
-            .is_visible(resource_type, id, access, &self.options.base_url)
+        self.read_visible(resource_type, id, access)
             .await?
+            .map_err(|hidden| self.refuse_hidden(hidden))
+    }
+
+    /// [`Self::read_with`] inside `conn`'s transaction.
+    pub async fn read_with_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<StoredVersion, FhirError> {
+        self.read_visible_in(conn, resource_type, id, access)
+            .await?
+            .map_err(|hidden| self.refuse_hidden(hidden))
+    }
+
+    /// The current version, or [`Hidden`] when `access` does not let it through; the
+    /// caller decides what a hidden resource answers (writes always refuse with 403,
+    /// reads follow `hidden_as_not_found` through [`Self::refuse_hidden`]).
+    pub async fn read_visible(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        self.read_visible_in(&mut conn, resource_type, id, access)
+            .await
+    }
+
+    /// [`Self::read_visible`] inside `conn`'s transaction.
+    pub async fn read_visible_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
+        let version = self.read_in(&mut *conn, resource_type, id).await?;
+        if crate::store::search::is_visible_in(
+            conn,
+            resource_type,
+            id,
+            access,
+            &self.options.base_url,
+        )
+        .await?
         {
-            return Ok(version);
+            return Ok(Ok(version));
         }
-        Err(if self.options.hidden_as_not_found {
-            FhirError::NotFound(format!("{resource_type}/{id} is not known"))
+        Ok(Err(Hidden(
+            access.refusal(resource_type, id),
+            format!("{resource_type}/{id}"),
+        )))
+    }
+
+    /// Under constraints, the versions of a resource are visible when its current version
+    /// is: a vread or instance history of a resource outside the access is refused like
+    /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no index
+    /// rows to judge it by, so its history is refused too (fail closed). A resource that
+    /// never existed passes (its history or vread answers 404 on its own).
+    pub async fn check_history_visible_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<(), FhirError> {
+        if access.is_unrestricted() {
+            return Ok(());
+        }
+        match self.read_visible_in(conn, resource_type, id, access).await {
+            Ok(Ok(_)) | Err(FhirError::NotFound(_)) => Ok(()),
+            Ok(Err(hidden)) => Err(self.refuse_hidden(hidden)),
+            Err(FhirError::Gone(_)) => Err(FhirError::Forbidden(format!(
+                "{resource_type}/{id} is deleted: its history cannot be checked against the token's constraints"
+            ))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// [`Self::check_history_visible_in`] on a connection of its own.
+    pub async fn check_history_visible(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<(), FhirError> {
+        if access.is_unrestricted() {
+            return Ok(());
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?;
+        self.check_history_visible_in(&mut conn, resource_type, id, access)
+            .await
+    }
+
+    /// Under constraints, an update, patch or delete of `Type/id` needs its current version
+    /// visible (403 naming the constraint otherwise, whatever `hidden_as_not_found` says:
+    /// a write is not a read). A resource that does not exist or was deleted passes: an
+    /// update then creates it, with content the caller checked against the constraints.
+    pub async fn check_write_target_in(
+        &self,
+        conn: &mut AnyConnection,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<(), FhirError> {
+        if access.is_unrestricted() {
+            return Ok(());
+        }
+        match self.read_visible_in(conn, resource_type, id, access).await {
+            Ok(Ok(_)) | Err(FhirError::NotFound(_)) | Err(FhirError::Gone(_)) => Ok(()),
+            Ok(Err(hidden)) => Err(FhirError::Forbidden(hidden.0)),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// What a read of a hidden resource answers: 403 naming the constraint, or with
+    /// `hidden_as_not_found` the 404 of a resource that does not exist.
+    pub fn refuse_hidden(&self, hidden: Hidden) -> FhirError {
+        if self.options.hidden_as_not_found {
+            FhirError::NotFound(format!("{} is not known", hidden.1))
         } else {
-            FhirError::Forbidden(access.refusal(resource_type, id))
-        })
+            FhirError::Forbidden(hidden.0)
+        }
     }
 
     /// A search (type or system), answered as a `searchset` Bundle. `params` are the
     /// query-string pairs (and a `_search` form body), decoded, in order. Every match,
-    /// count, include and page is restricted by `access` inside the store query.
+    /// count, include and page is restricted by `access` inside the store query; an
+    /// included resource also by its type's `type_access` ([`searchset::search`]).
     pub async fn search(
         &self,
         scope: SearchScope,
         params: &[(String, String)],
         handling: Handling,
         access: &Access,
+        type_access: searchset::TypeAccess<'_>,
     ) -> Result<Value, FhirError> {
         searchset::search(
             &self.store,
@@ -598,6 +729,7 @@ impl Repository {
             params,
             handling,
             access,
+            type_access,
         )
         .await
     }

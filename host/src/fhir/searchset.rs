@@ -280,7 +280,10 @@ pub async fn matching(
     Ok(crate::store::search::search_page_in(conn, &spec, 0, limit).await?)
 }
 
-/// Runs a search and answers the `searchset` Bundle.
+/// Runs a search and answers the `searchset` Bundle. Matches are restricted by `access`
+/// (the decision on the search); a resource `_include`d or `_revinclude`d of type T also
+/// by `type_access(T)` (what a search of T would be allowed), and is left out when that
+/// is refused: an include never shows a type the caller's scopes do not cover.
 pub async fn search(
     store: &Store,
     base_url: &str,
@@ -288,6 +291,7 @@ pub async fn search(
     params: &[(String, String)],
     handling: Handling,
     access: &Access,
+    type_access: TypeAccess<'_>,
 ) -> Result<Value, FhirError> {
     let plan = parse_plan(scope, params, handling, access)?;
     let result = &plan.query.result;
@@ -321,6 +325,7 @@ pub async fn search(
             &result.include,
             &result.revinclude,
             access,
+            type_access,
         )
         .await?
     };
@@ -660,8 +665,8 @@ fn parse_found(found: &Found) -> Result<Value, FhirError> {
 }
 
 /// Follows `_include` and `_revinclude` from the page's matches; `:iterate` directives
-/// also from what they included, round after round. Every included resource passes the
-/// same access check as a match of its type.
+/// also from what they included, round after round. Every included resource passes
+/// `access` and its own type's `type_access`, as a match of a search of its type would.
 async fn includes(
     store: &Store,
     base_url: &str,
@@ -669,6 +674,7 @@ async fn includes(
     include: &[Include],
     revinclude: &[Include],
     access: &Access,
+    type_access: TypeAccess<'_>,
 ) -> Result<Vec<Found>, FhirError> {
     if include.is_empty() && revinclude.is_empty() {
         return Ok(Vec::new());
@@ -717,8 +723,17 @@ async fn includes(
             let Some(rt) = ResourceType::parse(&t) else {
                 continue;
             };
+            let visible_under = match type_access(rt) {
+                Ok(own) => access.clone().and(own),
+                Err(FhirError::Forbidden(_)) => continue,
+                Err(other) => return Err(other),
+            };
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            fresh.extend(store.fetch_visible(rt, &ids, access, base_url).await?);
+            fresh.extend(
+                store
+                    .fetch_visible(rt, &ids, &visible_under, base_url)
+                    .await?,
+            );
         }
         if fresh.is_empty() {
             break;

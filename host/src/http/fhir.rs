@@ -123,7 +123,17 @@ impl IntoResponse for FhirResponseError {
         if let FhirError::Internal(cause) = &self.0 {
             tracing::error!(%cause, "FHIR request failed");
         }
-        fhir_json(status, &operation_outcome(&self.0.issues()), false)
+        let issues = self.0.issues();
+        let mut response = fhir_json(status, &operation_outcome(&issues), false);
+        // Every 403 says why in WWW-Authenticate too, as the resource server's own do.
+        if status == StatusCode::FORBIDDEN {
+            let why: Vec<&str> = issues.iter().map(|i| i.diagnostics.as_str()).collect();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                super::resource_server::challenge(Some("insufficient_scope"), &why.join("; ")),
+            );
+        }
+        response
     }
 }
 
@@ -670,26 +680,15 @@ async fn history_bundle(
     Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
 }
 
-/// Under constraints, the versions of a resource are visible when its current version
-/// is: a vread or instance history of a resource outside the access is refused like a
-/// read (403, or 404 with `hidden_as_not_found`). A deleted resource has no index rows to
-/// judge it by, so its history is refused too (fail closed).
+/// Under constraints, a vread or instance history needs the current version visible
+/// ([`crate::fhir::repository::Repository::check_history_visible`]).
 async fn check_history_access(
     state: &AppState,
     rt: crate::fhir::ResourceType,
     id: &str,
     access: &Access,
 ) -> Result<(), FhirError> {
-    if access.is_unrestricted() {
-        return Ok(());
-    }
-    match state.fhir().read_with(rt, id, access).await {
-        Ok(_) | Err(FhirError::NotFound(_)) => Ok(()),
-        Err(FhirError::Gone(_)) => Err(FhirError::Forbidden(format!(
-            "{rt}/{id} is deleted: its history cannot be checked against the token's constraints"
-        ))),
-        Err(other) => Err(other),
-    }
+    state.fhir().check_history_visible(rt, id, access).await
 }
 
 /// Type and system history cannot be filtered by the access constraints (past versions
@@ -785,13 +784,17 @@ async fn batch_or_transaction(
     let Some(axum::Extension(caller)) = caller else {
         return Err(FhirError::Forbidden("no authorized caller for this Bundle".into()).into());
     };
+    let type_access = {
+        let caller = caller.clone();
+        move |t: crate::fhir::ResourceType| caller.search_access(t)
+    };
     let check = move |entry: &crate::fhir::bundle::EntryRequest| {
         super::resource_server::entry_check(&caller, entry)
     };
     let return_resources = prefer_return(&headers) == Return::Representation;
     let response = state
         .fhir()
-        .process_bundle(&bundle, &check, return_resources)
+        .process_bundle(&bundle, &check, &type_access, return_resources)
         .await?;
     Ok(fhir_json(StatusCode::OK, &response, format.pretty))
 }
@@ -800,18 +803,28 @@ async fn batch_or_transaction(
 async fn search_type(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let rt = resource_type(&ty)?;
-    search(&state, &access, SearchScope::Type(rt), &headers, query).await
+    search(
+        &state,
+        &access,
+        caller,
+        SearchScope::Type(rt),
+        &headers,
+        query,
+    )
+    .await
 }
 
 /// `POST [base]/[type]/_search` with a form body (merged after the query string).
 async fn search_type_post(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -819,29 +832,55 @@ async fn search_type_post(
 ) -> FhirResult {
     let rt = resource_type(&ty)?;
     let params = with_form_body(&headers, query, &body)?;
-    search(&state, &access, SearchScope::Type(rt), &headers, params).await
+    search(
+        &state,
+        &access,
+        caller,
+        SearchScope::Type(rt),
+        &headers,
+        params,
+    )
+    .await
 }
 
 /// `GET [base]?_type=...&params`.
 async fn search_system(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
-    search(&state, &access, SearchScope::System, &headers, query).await
+    search(
+        &state,
+        &access,
+        caller,
+        SearchScope::System,
+        &headers,
+        query,
+    )
+    .await
 }
 
 /// `POST [base]/_search`.
 async fn search_system_post(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     headers: HeaderMap,
     Query(query): QueryPairs,
     body: Bytes,
 ) -> FhirResult {
     let params = with_form_body(&headers, query, &body)?;
-    search(&state, &access, SearchScope::System, &headers, params).await
+    search(
+        &state,
+        &access,
+        caller,
+        SearchScope::System,
+        &headers,
+        params,
+    )
+    .await
 }
 
 fn with_form_body(
@@ -862,14 +901,26 @@ fn with_form_body(
 async fn search(
     state: &AppState,
     access: &Access,
+    caller: Option<axum::Extension<super::resource_server::Caller>>,
     scope: SearchScope,
     headers: &HeaderMap,
     params: Vec<(String, String)>,
 ) -> FhirResult {
     let format = negotiate(headers, &params)?;
+    // Included resources of each type only as far as a search of that type is allowed.
+    let type_access = move |t: crate::fhir::ResourceType| match &caller {
+        Some(axum::Extension(caller)) => caller.search_access(t),
+        None => Ok(Access::Unrestricted),
+    };
     let bundle = state
         .fhir()
-        .search(scope, &params, prefer_handling(headers), access)
+        .search(
+            scope,
+            &params,
+            prefer_handling(headers),
+            access,
+            &type_access,
+        )
         .await?;
     Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
 }

@@ -75,7 +75,7 @@ impl AppState {
             RepositoryOptions {
                 base_url: settings.fhir_base_url(),
                 create_on_update: settings.fhir.create_on_update,
-                hidden_as_not_found: false,
+                hidden_as_not_found: settings.fhir.hidden_as_not_found,
             },
         );
         Self {

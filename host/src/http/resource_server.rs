@@ -56,6 +56,17 @@ impl Caller {
             Decision::Deny(denial) => Err(FhirError::Forbidden(denial.to_string())),
         }
     }
+
+    /// What a search of `resource_type` would be allowed: how far resources of that type
+    /// may be included into another search's results.
+    pub fn search_access(&self, resource_type: ResourceType) -> Result<Access, FhirError> {
+        self.decide(&classify(
+            &Method::GET,
+            &format!("/{resource_type}"),
+            &[],
+            &self.base_url,
+        ))
+    }
 }
 
 /// Why a request was not authenticated: 401 with `WWW-Authenticate`, or 400 for a
@@ -85,7 +96,7 @@ impl AuthFailure {
 }
 
 /// The `WWW-Authenticate` challenge; quotes and backslashes are escaped (RFC 7235 quoted-string).
-fn challenge(error: Option<&str>, description: &str) -> HeaderValue {
+pub(crate) fn challenge(error: Option<&str>, description: &str) -> HeaderValue {
     let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut value = String::from("Bearer realm=\"hestia\"");
     if let Some(error) = error {
@@ -482,8 +493,11 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
         )
         .map_err(AuthFailure::forbidden)?;
         if let (Some(id), true) = (&request.id, request.interaction != Interaction::Create) {
-            match state.fhir().read_with(resource_type, id, &access).await {
-                Ok(_) | Err(FhirError::NotFound(_)) | Err(FhirError::Gone(_)) => {}
+            // Not read_with: under `fhir.hidden_as = "not-found"` that answers NotFound for
+            // a hidden resource, which must not let the write through.
+            match state.fhir().read_visible(resource_type, id, &access).await {
+                Ok(Ok(_)) | Err(FhirError::NotFound(_)) | Err(FhirError::Gone(_)) => {}
+                Ok(Err(hidden)) => return Err(AuthFailure::forbidden(hidden.0).into()),
                 Err(FhirError::Forbidden(why)) => return Err(AuthFailure::forbidden(why).into()),
                 Err(other) => return Err(Rejection::Fhir(other)),
             }
@@ -605,17 +619,21 @@ pub fn entry_check(
             let Some(ty) = entry.resource_type else {
                 return Err(refuse("no resource type".into()));
             };
-            if request.interaction != Interaction::Create && ty.as_str() != "Patient" {
-                return Err(refuse(
-                    "changing existing resources under a patient- or query-restricted scope inside a Bundle is not supported; send the request on its own".into(),
-                ));
-            }
+            // The new content is checked here; the current version of an update, patch or
+            // delete inside the Bundle's transaction (`Repository::check_write_target_in`).
             let resource = entry.resource.clone().map(serde_json::Value::Object);
-            write_allowed(request.interaction, ty, entry.id.as_deref(), resource.as_ref(), &access).map_err(refuse)?;
+            write_allowed(
+                request.interaction,
+                ty,
+                entry.id.as_deref(),
+                resource.as_ref(),
+                &access,
+            )
+            .map_err(refuse)?;
             Ok(access)
         }
-        _ => Err(refuse(
-            "reads under a patient- or query-restricted scope inside a Bundle are not supported; send the read on its own".into(),
-        )),
+        // Reads, vreads and searches run under the access inside the store query, as on
+        // their own (`Repository::run_entry`).
+        _ => Ok(access),
     }
 }

@@ -853,21 +853,8 @@ impl Store {
         access: &Access,
         base_url: &str,
     ) -> Result<Vec<Found>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut sql = Sql::new(access, base_url);
-        let typed = sql.typed(rt, &[], "r", 0)?;
-        let text = format!(
-            "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM fhir_resources r \
-             WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id",
-            sql.texts(ids.iter().copied())
-        );
-        let rows = sql.run(&text).fetch_all(self.pool()).await?;
-        Ok(rows
-            .iter()
-            .map(found_from_row)
-            .collect::<std::result::Result<_, _>>()?)
+        let mut conn = self.pool().acquire().await?;
+        fetch_visible_in(&mut conn, rt, ids, access, base_url).await
     }
 
     /// Whether `rt/id` (current, not deleted) is visible under the access.
@@ -881,10 +868,8 @@ impl Store {
         if access.is_unrestricted() {
             return Ok(true);
         }
-        Ok(!self
-            .fetch_visible(rt, &[id], access, base_url)
-            .await?
-            .is_empty())
+        let mut conn = self.pool().acquire().await?;
+        is_visible_in(&mut conn, rt, id, access, base_url).await
     }
 
     /// The backend's name for logs and benchmarks.
@@ -894,6 +879,47 @@ impl Store {
             Backend::Postgres => "postgres",
         }
     }
+}
+
+/// [`Store::fetch_visible`] on `conn` (inside its transaction: it sees the transaction's writes).
+pub async fn fetch_visible_in(
+    conn: &mut sqlx::AnyConnection,
+    rt: ResourceType,
+    ids: &[&str],
+    access: &Access,
+    base_url: &str,
+) -> Result<Vec<Found>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::new(access, base_url);
+    let typed = sql.typed(rt, &[], "r", 0)?;
+    let text = format!(
+        "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM fhir_resources r \
+         WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id",
+        sql.texts(ids.iter().copied())
+    );
+    let rows = sql.run(&text).fetch_all(&mut *conn).await?;
+    Ok(rows
+        .iter()
+        .map(found_from_row)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// [`Store::is_visible`] on `conn`.
+pub async fn is_visible_in(
+    conn: &mut sqlx::AnyConnection,
+    rt: ResourceType,
+    id: &str,
+    access: &Access,
+    base_url: &str,
+) -> Result<bool> {
+    if access.is_unrestricted() {
+        return Ok(true);
+    }
+    Ok(!fetch_visible_in(conn, rt, &[id], access, base_url)
+        .await?
+        .is_empty())
 }
 
 fn keys(rows: Vec<AnyRow>) -> Result<Vec<(String, String)>> {

@@ -49,10 +49,16 @@ fn check_names_the_world_or_the_problem() {
 /// `cargo build --release --target wasm32-wasip2` of a generated crate, into a target
 /// directory shared by the tests (so the SDK and its dependencies compile once).
 fn cargo_build(crate_dir: &Path) -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
+    cargo_build_in(crate_dir, "plugin-new", &[])
+}
+
+/// `cargo build --release --target wasm32-wasip2 ARGS` in `dir`, into the test target
+/// directory `target_name`; returns the folder of the built components.
+fn cargo_build_in(dir: &Path, target_name: &str, args: &[&str]) -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(target_name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(crate_dir)
+    cmd.current_dir(dir)
         .args([
             "build",
             "--release",
@@ -60,7 +66,8 @@ fn cargo_build(crate_dir: &Path) -> PathBuf {
             "wasm32-wasip2",
             "--target-dir",
         ])
-        .arg(&target);
+        .arg(&target)
+        .args(args);
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
         "RUSTFLAGS",
@@ -76,7 +83,7 @@ fn cargo_build(crate_dir: &Path) -> PathBuf {
     assert!(
         out.status.success(),
         "cargo build in {} failed:\n{}",
-        crate_dir.display(),
+        dir.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     target.join("wasm32-wasip2").join("release")
@@ -159,36 +166,7 @@ fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
         assert!(!out.contains("FAIL"), "{out}");
 
         // Each generated case, with the opposite decision expected, fails.
-        let cases: Vec<serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(crate_dir.join("cases.json")).unwrap())
-                .unwrap();
-        let flipped: Vec<serde_json::Value> = cases
-            .iter()
-            .filter(|c| c["expect"]["decision"].is_string())
-            .map(|c| {
-                let mut c = c.clone();
-                let opposite = if c["expect"]["decision"] == "deny" {
-                    "allow"
-                } else {
-                    "deny"
-                };
-                c["expect"] = json!({"decision": opposite});
-                c
-            })
-            .collect();
-        assert!(!flipped.is_empty(), "{name}: no case expects a decision");
-        std::fs::write(
-            crate_dir.join("wrong.json"),
-            serde_json::to_string(&flipped).unwrap(),
-        )
-        .unwrap();
-        let (ok, out, err) = test("wrong.json");
-        assert!(!ok, "{name}: wrong cases passed: {out}");
-        assert_eq!(out.matches("FAIL").count(), flipped.len(), "{out}");
-        assert!(
-            err.contains(&format!("{0} of {0} cases failed", flipped.len())),
-            "{err}"
-        );
+        assert_flipped_cases_fail(&crate_dir, "cases.json", &test);
 
         // A case of another world is a failure, not a silent allow.
         let other = if kind == "scope-policy" {
@@ -199,6 +177,118 @@ fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
         std::fs::write(crate_dir.join("other.json"), other.to_string()).unwrap();
         let (ok, out, _) = test("other.json");
         assert!(!ok && out.contains("but this plugin is a"), "{out}");
+    }
+}
+
+/// Rewrites every case of `cases` that expects a decision to expect the opposite one, and
+/// checks that `hestia plugin test` fails each of them: the cases can fail.
+fn assert_flipped_cases_fail(
+    dir: &Path,
+    cases: &str,
+    test: &dyn Fn(&str) -> (bool, String, String),
+) {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(cases)).unwrap()).unwrap();
+    let flipped: Vec<serde_json::Value> = cases
+        .iter()
+        .filter(|c| c["expect"]["decision"].is_string())
+        .map(|c| {
+            let mut c = c.clone();
+            let opposite = if c["expect"]["decision"] == "deny" {
+                "allow"
+            } else {
+                "deny"
+            };
+            c["expect"] = json!({"decision": opposite});
+            c
+        })
+        .collect();
+    assert!(
+        !flipped.is_empty(),
+        "{}: no case expects a decision",
+        dir.display()
+    );
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), serde_json::to_string(&flipped).unwrap()).unwrap();
+    let (ok, out, err) = test(wrong.path().to_str().unwrap());
+    assert!(!ok, "{}: wrong cases passed: {out}", dir.display());
+    assert_eq!(out.matches("FAIL").count(), flipped.len(), "{out}");
+    assert!(
+        err.contains(&format!("{0} of {0} cases failed", flipped.len())),
+        "{err}"
+    );
+}
+
+/// The example plugins of `plugins/examples/`, built as the components they ship as, pass
+/// their `cases.json` through `hestia plugin test` with their manifests (the same check
+/// an author runs in CI); every case that expects a decision can fail.
+#[test]
+fn example_plugins_pass_their_cases_as_built_components() {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("plugins");
+    let examples = [
+        ("tenant-isolation", "scope-policy"),
+        ("trusted-audiences", "audience-rule"),
+        ("us-core-validator", "resource-validator"),
+        ("consent-labels", "scope-policy"),
+    ];
+    let mut args = vec!["--manifest-path", "Cargo.toml"];
+    for (name, _) in examples {
+        args.extend(["-p", name]);
+    }
+    let built = cargo_build_in(&plugins, "plugin-examples", &args);
+    for (name, kind) in examples {
+        let dir = plugins.join("examples").join(name);
+        let wasm = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let wasm = wasm.to_str().unwrap();
+        let manifest = format!("{name}.toml");
+        let test = |cases: &str| {
+            hestia(
+                &dir,
+                &[
+                    "plugin",
+                    "test",
+                    wasm,
+                    "--manifest",
+                    &manifest,
+                    "--cases",
+                    cases,
+                ],
+                "",
+            )
+        };
+        let (ok, out, err) = test("cases.json");
+        let cases: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap())
+                .unwrap();
+        assert!(ok, "{name}: {out}{err}");
+        assert!(
+            out.contains(&format!(
+                "{name} ({kind}): {} passed, 0 failed",
+                cases.len()
+            )),
+            "{out}"
+        );
+        // Allow, deny with its reason, and constraints (for scope policies) are all covered.
+        let expects =
+            |f: &dyn Fn(&serde_json::Value) -> bool| cases.iter().any(|c| f(&c["expect"]));
+        assert!(
+            expects(&|e| e["decision"] == "allow"),
+            "{name}: no allow case"
+        );
+        assert!(
+            expects(&|e| e["decision"] == "deny" && e["reason_contains"].is_string()),
+            "{name}: no deny case with its reason"
+        );
+        if kind == "scope-policy" {
+            assert!(
+                expects(&|e| e["constraints"].is_array()),
+                "{name}: no case with constraints"
+            );
+        }
+        assert_flipped_cases_fail(&dir, "cases.json", &test);
     }
 }
 
@@ -263,4 +353,165 @@ async fn admin_plugins_needs_the_admin_scope() {
     }
     assert_eq!(first["source"], "builtin");
     assert_eq!(first["state"], "active");
+}
+
+/// The ```` ```sh ```` blocks of `docs/plugins.md`, in order.
+fn sh_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `docs/plugins.md` runs as written: every `sh` block, in order, in one empty directory
+/// (one bash per block; the working directory and the variables a block sets carry over
+/// to the next), with `hestia` on the PATH. Replaced: `path/to/hestia/sdk` by the
+/// checkout's `sdk/`, port 8080 by a free one. The block starting with `# In another
+/// terminal` runs in the background until the end. One arrangement that is not in the
+/// page: the generated crate's `target/` links to a directory kept between test runs, so
+/// that the SDK compiles once.
+#[test]
+fn tutorial_runs_as_written() {
+    use std::os::unix::process::CommandExt;
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("docs/plugins.md");
+    let port = free_port().to_string();
+    let blocks: Vec<String> = sh_blocks(&std::fs::read_to_string(&doc).unwrap())
+        .into_iter()
+        .map(|b| {
+            b.replace("path/to/hestia/sdk", sdk_dir().to_str().unwrap())
+                .replace("localhost:8080", &format!("localhost:{port}"))
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        })
+        .collect();
+    assert!(blocks.len() >= 8, "{} sh blocks", blocks.len());
+
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join(".bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::support::hestia_bin(), bin.join("hestia")).unwrap();
+    let state = work.path().join(".state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("cwd"), work.path().to_str().unwrap()).unwrap();
+    std::fs::write(state.join("env"), "").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bash = |script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .env("PATH", &path)
+            .env("RUST_LOG", "warn")
+            .current_dir(work.path());
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_PRIMARY_PACKAGE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+
+    struct Background(std::process::Child);
+    impl Drop for Background {
+        fn drop(&mut self) {
+            // The whole process group: bash and the hestia it started.
+            // `kill -TERM -PGID` is not a group kill for procps' kill; `-s TERM -- -PGID` is.
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--"])
+                .arg(format!("-{}", self.0.id()))
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server: Option<Background> = None;
+    let mut transcript = String::new();
+    for (n, block) in blocks.iter().enumerate() {
+        if block.starts_with("# In another terminal") {
+            let mut child = bash(block)
+                .stdout(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            server = Some(Background(child));
+            use std::io::BufRead;
+            let listening = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.starts_with("hestia: listening on"));
+            assert!(listening, "block {n} did not start a server:\n{block}");
+            continue;
+        }
+        // `set -a` exports every variable the block sets, so that the next block sees it.
+        let script = format!(
+            "set -euo pipefail\ncd \"$(cat {state}/cwd)\"\nsource {state}/env\nset -a\n{block}\n\
+             pwd > {state}/cwd\nexport -p | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_)=' > {state}/env\n",
+            state = state.display()
+        );
+        let out = bash(&script).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "block {n} failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        transcript.push_str(&stdout);
+        // After `hestia plugin new`, keep the crate's builds between test runs.
+        let crate_dir = work.path().join("no-deletes");
+        if crate_dir.is_dir() && !crate_dir.join("target").exists() {
+            let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tutorial-target");
+            std::fs::create_dir_all(&cache).unwrap();
+            std::os::unix::fs::symlink(&cache, crate_dir.join("target")).unwrap();
+        }
+    }
+    assert!(server.is_some(), "the tutorial starts no server");
+    // What the page says comes back, in this order.
+    let mut rest = transcript.as_str();
+    for expected in [
+        "204",
+        "world    scope-policy",
+        ", 0 failed",
+        "plugin no-deletes denied: deletes are disabled on this server",
+        "403",
+        "no-deletes            scope-policy        10",
+        "active  ../hestia-data/plugins/no-deletes.wasm",
+        "plugin no-deletes denied: deletes are switched off here",
+        "403",
+    ] {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("{expected:?} missing (in order) from:\n{transcript}"));
+        rest = &rest[at + expected.len()..];
+    }
 }
