@@ -92,6 +92,15 @@ pub async fn explain(
     };
     let verified = match verifier.verify(token, settings.fhir.clock_skew_secs).await {
         Ok(verified) => verified,
+        Err(e @ crate::oauth::TokenError::Unavailable(_)) => {
+            lines.push(format!(
+                "not checked: 503 (the server would answer the same): {e}"
+            ));
+            return Ok(Explanation {
+                accepted: false,
+                lines,
+            });
+        }
         Err(e) => {
             lines.push(format!("refused: 401 invalid_token: {e}"));
             return Ok(Explanation {

@@ -19,7 +19,7 @@ use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::FhirError;
-use crate::oauth::tokens::AccessClaims;
+use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
 
 /// The caller of an authorized request: what Bundle entries are authorized against.
@@ -377,11 +377,24 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
 
     // 2. Verify it: signature, kid, issuer, expiry (with leeway), revocation — against
     //    this server's own keys, or the remote issuer's (JWKS, introspection).
-    let verified = state
+    //    When the check itself cannot run (the issuer or the database does not answer),
+    //    the token may well be good: 503, so that a client retries instead of dropping it.
+    let verified = match state
         .verifier()
         .verify(&token, settings.fhir.clock_skew_secs)
         .await
-        .map_err(|e| AuthFailure::unauthorized(Some("invalid_token"), e.to_string()))?;
+    {
+        Ok(verified) => verified,
+        Err(e @ TokenError::Unavailable(_)) => {
+            return Err(Rejection::Fhir(FhirError::WithStatus(
+                503,
+                vec![Issue::error("transient", e.to_string())],
+            )));
+        }
+        Err(e) => {
+            return Err(AuthFailure::unauthorized(Some("invalid_token"), e.to_string()).into());
+        }
+    };
     let claims = verified.claims;
 
     // 3. Compatibility mode: Basic credentials must be valid and name the token's subject.

@@ -1163,6 +1163,25 @@ async fn journey_across_two_hosts(db: TestDb) {
         )) && why.contains("names no username"),
         "{why}"
     );
+
+    // The issuer stops: a token that needs it cannot be checked, which is not the token's
+    // fault: 503 naming the cause (not a 401 that would make the client drop the token).
+    let mut issuer = issuer;
+    assert!(issuer.terminate().success());
+    let r = with_basic("alice", PASSWORD, "opaque-while-the-issuer-is-down")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("www-authenticate").is_none());
+    let outcome: Value = r.json().await.unwrap();
+    let why = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        why.contains("cannot check the token")
+            && why.contains("introspection at issuer")
+            && why.contains("was refused"),
+        "{why}"
+    );
+    assert_eq!(outcome["issue"][0]["code"], "transient");
 }
 
 #[tokio::test]
