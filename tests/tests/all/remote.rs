@@ -1044,6 +1044,33 @@ async fn journey_across_two_hosts(db: TestDb) {
         )),
         "{out}"
     );
+    // Against a database without this server's registration, an opaque token cannot be
+    // checked at all: the server would answer 503, and explain says so.
+    let unregistered = TestDb::sqlite();
+    let (ok, out, _) = hestia(
+        fhir_dir.path(),
+        &[
+            "token",
+            "explain",
+            "never-issued",
+            "--issuer",
+            issuer.url.as_str(),
+            "--issuer-ca",
+            ca_arg.as_str(),
+            "--database-url",
+            unregistered.url.as_str(),
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("not checked: 503")
+            && out.contains(&format!(
+                "this server has no client credentials at issuer {}",
+                issuer.url
+            )),
+        "{out}"
+    );
     let (ok, out, err) = explain(&access2, &["--request", "GET Observation"]);
     assert!(ok, "{out}{err}");
     assert!(
