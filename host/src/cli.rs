@@ -71,6 +71,14 @@ pub enum TokenCommand {
         /// The server's public URL (its issuer), when not in the configuration.
         #[arg(long, env = "HESTIA_PUBLIC_URL", value_name = "URL")]
         public_url: Option<String>,
+        /// The remote authorization server the FHIR server trusts, when not in the
+        /// configuration (as `serve --issuer`): its JWKS, and its introspection endpoint with
+        /// the FHIR server's stored registration.
+        #[arg(long, env = "HESTIA_ISSUER", value_name = "URL")]
+        issuer: Option<String>,
+        /// CA certificate (PEM) of the issuer's TLS certificate (as `serve --issuer-ca`).
+        #[arg(long, env = "HESTIA_ISSUER_CA", value_name = "PEM")]
+        issuer_ca: Option<PathBuf>,
         #[command(flatten)]
         store: StoreFlags,
     },
@@ -356,10 +364,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             resource,
             request,
             public_url,
+            issuer,
+            issuer_ca,
             store,
         }) => {
             let mut raw = RawConfig::load_store(store)?;
             raw.flags.public_url = public_url.or(raw.flags.public_url);
+            raw.flags.issuer = issuer;
+            raw.flags.issuer_ca = issuer_ca;
             let settings = raw.resolve()?;
             let explanation = crate::explain::explain(
                 &settings,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::config::Settings;
+use crate::config::{IntrospectMode, Settings};
 use crate::http::resource_server::{Caller, classify};
 use crate::oauth::AuthServer;
 use crate::plugins::{Claims, PluginHost, PluginSettings};
@@ -40,31 +40,40 @@ pub async fn explain(
     request: Option<&str>,
 ) -> anyhow::Result<Explanation> {
     let mut lines = Vec::new();
-    let (Some(header), Some(payload)) = (decode_part(token, 0), decode_part(token, 1)) else {
-        lines.push(
-            "refused: 401 invalid_token: the token is not a JWT (three base64url parts of JSON)"
-                .into(),
-        );
-        return Ok(Explanation {
-            accepted: false,
-            lines,
-        });
-    };
-    lines.push(format!(
-        "token: kid {} alg {} typ {}; iss {}; sub {}; client_id {}; aud {}; scope {:?}; exp {}",
-        header["kid"],
-        header["alg"],
-        header["typ"],
-        payload["iss"],
-        payload["sub"],
-        payload["client_id"],
-        payload["aud"],
-        payload["scope"].as_str().unwrap_or(""),
-        payload["exp"]
-            .as_i64()
-            .map(crate::oauth::tokens::utc)
-            .unwrap_or_else(|| "missing".into()),
-    ));
+    let jwt = decode_part(token, 0).zip(decode_part(token, 1));
+    match (&jwt, &settings.issuer) {
+        (Some((header, payload)), _) => lines.push(format!(
+            "token: kid {} alg {} typ {}; iss {}; sub {}; client_id {}; aud {}; scope {:?}; exp {}",
+            header["kid"],
+            header["alg"],
+            header["typ"],
+            payload["iss"],
+            payload["sub"],
+            payload["client_id"],
+            payload["aud"],
+            payload["scope"].as_str().unwrap_or(""),
+            payload["exp"]
+                .as_i64()
+                .map(crate::oauth::tokens::utc)
+                .unwrap_or_else(|| "missing".into()),
+        )),
+        // A remote issuer may issue opaque tokens: the server asks its introspection
+        // endpoint, and so does this.
+        (None, Some(issuer)) => lines.push(format!(
+            "token: opaque (not a JWT): asking the introspection endpoint of issuer {} with this server's registration, as the server does",
+            issuer.url
+        )),
+        (None, None) => {
+            lines.push(
+                "refused: 401 invalid_token: the token is not a JWT (three base64url parts of JSON), and this server issues only JWT access tokens"
+                    .into(),
+            );
+            return Ok(Explanation {
+                accepted: false,
+                lines,
+            });
+        }
+    }
 
     let store = Store::open(&settings.database_url).await?;
     // The same verifier as the server: this server's own keys, or the remote issuer's
@@ -81,12 +90,17 @@ pub async fn explain(
         }
         None => TokenVerifier::Local(Arc::new(AuthServer::new(store, settings))),
     };
-    let claims = match verifier
-        .verify(token, settings.fhir.clock_skew_secs)
-        .await
-        .map(|v| v.claims)
-    {
-        Ok(claims) => claims,
+    let verified = match verifier.verify(token, settings.fhir.clock_skew_secs).await {
+        Ok(verified) => verified,
+        Err(e @ crate::oauth::TokenError::Unavailable(_)) => {
+            lines.push(format!(
+                "not checked: 503 (the server would answer the same): {e}"
+            ));
+            return Ok(Explanation {
+                accepted: false,
+                lines,
+            });
+        }
         Err(e) => {
             lines.push(format!("refused: 401 invalid_token: {e}"));
             return Ok(Explanation {
@@ -95,7 +109,26 @@ pub async fn explain(
             });
         }
     };
-    lines.push("signature, kid, issuer, expiry and revocation: valid".into());
+    let claims = verified.claims;
+    if jwt.is_some() {
+        lines.push(match &settings.issuer {
+            None => "signature, kid, issuer, expiry and revocation: valid".into(),
+            Some(issuer) if issuer.introspect == IntrospectMode::Always => {
+                "signature, kid, issuer and expiry: valid; active at the issuer's introspection endpoint".into()
+            }
+            Some(_) => "signature, kid, issuer and expiry: valid (a revocation at the issuer is not seen: issuer.introspect = \"opaque-only\")".into(),
+        });
+    } else {
+        lines.push(format!(
+            "introspection: active; iss {}; sub {}; client_id {}; aud {:?}; scope {:?}; exp {}",
+            claims.iss,
+            claims.sub,
+            claims.client_id,
+            claims.aud.0,
+            claims.scope,
+            crate::oauth::tokens::utc(claims.exp),
+        ));
+    }
 
     let plugins: Arc<PluginHost> = PluginHost::start(PluginSettings {
         dir: Some(settings.plugins_dir.clone()),
@@ -137,7 +170,7 @@ pub async fn explain(
                 fhir_user: claims.fhir_user.clone(),
                 patient: claims.patient.clone(),
                 expires_at: claims.exp.max(0) as u64,
-                raw_json: payload.to_string(),
+                raw_json: verified.raw_json,
             },
             plugins,
             base_url: base,

@@ -19,7 +19,7 @@ use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::FhirError;
-use crate::oauth::tokens::AccessClaims;
+use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
 
 /// The caller of an authorized request: what Bundle entries are authorized against.
@@ -388,44 +388,29 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
 
     // 2. Verify it: signature, kid, issuer, expiry (with leeway), revocation — against
     //    this server's own keys, or the remote issuer's (JWKS, introspection).
-    let verified = state
+    //    When the check itself cannot run (the issuer or the database does not answer),
+    //    the token may well be good: 503, so that a client retries instead of dropping it.
+    let verified = match state
         .verifier()
         .verify(&token, settings.fhir.clock_skew_secs)
         .await
-        .map_err(|e| AuthFailure::unauthorized(Some("invalid_token"), e.to_string()))?;
+    {
+        Ok(verified) => verified,
+        Err(e @ TokenError::Unavailable(_)) => {
+            return Err(Rejection::Fhir(FhirError::WithStatus(
+                503,
+                vec![Issue::error("transient", e.to_string())],
+            )));
+        }
+        Err(e) => {
+            return Err(AuthFailure::unauthorized(Some("invalid_token"), e.to_string()).into());
+        }
+    };
     let claims = verified.claims;
 
     // 3. Compatibility mode: Basic credentials must be valid and name the token's subject.
     if settings.fhir.require_basic_auth {
-        let Some((user, password)) = basic else {
-            return Err(AuthFailure::unauthorized(
-                Some("invalid_request"),
-                "this server also requires HTTP Basic credentials of the token's user (fhir.require_basic_auth = true); send the token as access_token in the query",
-            )
-            .into());
-        };
-        let account = state
-            .store()
-            .verify_user(&user, &password)
-            .await
-            .map_err(|e| Rejection::Fhir(FhirError::Internal(e.to_string())))?;
-        match account {
-            None => {
-                return Err(AuthFailure::unauthorized(
-                    Some("invalid_token"),
-                    format!("Basic user {user} is unknown or the password is wrong"),
-                )
-                .into());
-            }
-            Some(account) if account.id != claims.sub && account.username != claims.sub => {
-                return Err(AuthFailure::unauthorized(
-                    Some("invalid_token"),
-                    format!("Basic user {user} is not the token's sub {}", claims.sub),
-                )
-                .into());
-            }
-            Some(_) => {}
-        }
+        check_basic(state, basic, &claims, &token).await?;
     }
 
     // 4. Audience: the audience-rule plugins decide whether this server is addressed.
@@ -511,6 +496,73 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
     parts.extensions.insert(access);
     parts.extensions.insert(caller);
     Ok(Request::from_parts(parts, body))
+}
+
+/// Compatibility mode (`fhir.require_basic_auth`): the Basic credentials are those of an
+/// account of this server (`hestia user add`, also on a FHIR server whose issuer is
+/// remote: it has no other users), and that account is the token's user: its id or
+/// username is the token's `sub`, or, with a remote issuer, its username is the one the
+/// issuer's introspection answer names for the token (RFC 7662 `username`; cached).
+async fn check_basic(
+    state: &AppState,
+    basic: Option<(String, String)>,
+    claims: &AccessClaims,
+    token: &str,
+) -> Result<(), Rejection> {
+    let Some((user, password)) = basic else {
+        return Err(AuthFailure::unauthorized(
+            Some("invalid_request"),
+            "this server also requires HTTP Basic credentials of the token's user (fhir.require_basic_auth = true); send the token as access_token in the query",
+        )
+        .into());
+    };
+    let account = state
+        .store()
+        .verify_user(&user, &password)
+        .await
+        .map_err(|e| Rejection::Fhir(FhirError::Internal(e.to_string())))?;
+    let remote = match state.verifier() {
+        crate::verifier::TokenVerifier::Remote(remote) => Some(remote),
+        crate::verifier::TokenVerifier::Local(_) => None,
+    };
+    let Some(account) = account else {
+        let whose = if remote.is_some() {
+            " (Basic users are this FHIR server's own accounts, made with `hestia user add` on it, not the issuer's)"
+        } else {
+            ""
+        };
+        return Err(AuthFailure::unauthorized(
+            Some("invalid_token"),
+            format!("Basic user {user} is unknown or the password is wrong{whose}"),
+        )
+        .into());
+    };
+    if account.id == claims.sub || account.username == claims.sub {
+        return Ok(());
+    }
+    let named = match remote {
+        None => String::new(),
+        Some(remote) => match remote.introspected_username(token).await {
+            Ok(Some(username)) if username == account.username => return Ok(()),
+            Ok(Some(username)) => format!(
+                " (issuer {} names the token's user {username})",
+                remote.issuer()
+            ),
+            Ok(None) => format!(
+                " (issuer {} names no username for the token)",
+                remote.issuer()
+            ),
+            Err(e) => format!(" (the issuer's introspection cannot name its user: {e})"),
+        },
+    };
+    Err(AuthFailure::unauthorized(
+        Some("invalid_token"),
+        format!(
+            "Basic user {user} is not the token's sub {}{named}",
+            claims.sub
+        ),
+    )
+    .into())
 }
 
 /// Whether a write may happen under `access`, judged on what is known before it runs:

@@ -26,7 +26,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     // Listen for signals before anything can be announced, so that a SIGTERM that follows
     // the "listening" line is always a graceful shutdown and never the default kill.
-    let shutdown = shutdown_signal()?;
+    // Start-up steps that wait on the network or the database (discovery, connection,
+    // migrations, registration) give way to the signal at once: a stop asked for during
+    // start-up must not wait for their timeouts.
+    let mut shutdown = Box::pin(shutdown_signal()?);
     let listener = TcpListener::bind(settings.listen).with_context(|| {
         format!(
             "cannot listen on {} (is another server using the port?)",
@@ -78,16 +81,25 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     let remote = match &settings.issuer {
         Some(issuer) => {
             let remote = RemoteIssuer::new(&settings, Clock::system())?;
-            remote
-                .discover()
-                .await
-                .with_context(|| format!("cannot use the issuer {}", issuer.url))?;
+            tokio::select! {
+                found = remote.discover() => {
+                    found.with_context(|| format!("cannot use the issuer {}", issuer.url))?;
+                }
+                signal = &mut shutdown => {
+                    return stopped(signal, &format!("discovery of the issuer {}", issuer.url));
+                }
+            }
             Some(Arc::new(remote))
         }
         None => None,
     };
 
-    let store = Store::connect(&settings.database_url).await?;
+    let store = tokio::select! {
+        store = Store::connect(&settings.database_url) => store?,
+        signal = &mut shutdown => {
+            return stopped(signal, &format!("the connection to the database {}", redact(&settings.database_url)));
+        }
+    };
     crate::telemetry::metrics_handle();
     let plugins = PluginHost::start(PluginSettings {
         dir: Some(settings.plugins_dir.clone()),
@@ -130,20 +142,35 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     };
 
-    store.migrate().await.with_context(|| {
-        format!(
-            "cannot prepare the database {}",
-            redact(&settings.database_url)
-        )
-    })?;
+    tokio::select! {
+        migrated = store.migrate() => migrated.with_context(|| {
+            format!(
+                "cannot prepare the database {}",
+                redact(&settings.database_url)
+            )
+        })?,
+        signal = &mut shutdown => {
+            return stopped(signal, "the database migrations");
+        }
+    }
     let role = match &remote {
         Some(remote) => {
-            let outcome = remote.ensure_registration(&store).await.with_context(|| {
-                format!(
-                    "cannot register this FHIR server at the issuer {}",
-                    remote.issuer()
-                )
-            })?;
+            let outcome = tokio::select! {
+                outcome = remote.ensure_registration(&store) => outcome.with_context(|| {
+                    format!(
+                        "cannot register this FHIR server at the issuer {}",
+                        remote.issuer()
+                    )
+                })?,
+                signal = &mut shutdown => {
+                    return stopped(signal, &format!("the registration at the issuer {}", remote.issuer()));
+                }
+            };
+            if settings.fhir.require_basic_auth && store.count_users().await.unwrap_or(0) == 0 {
+                tracing::warn!(
+                    "fhir.require_basic_auth = true, and this FHIR server has no accounts: Basic credentials are checked against its own users (not the issuer's), so every request is refused until `hestia user add NAME --password-stdin` runs against this server's database"
+                );
+            }
             let client = remote
                 .credentials()
                 .map(|c| c.client_id)
@@ -176,8 +203,8 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
 
     let shutdown_handle = handle.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing requests in flight");
+        let signal = shutdown.await;
+        tracing::info!(%signal, "shutting down: finishing requests in flight");
         shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
     server.await.context("the server task failed")??;
@@ -186,8 +213,16 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// A stop asked for during start-up (before the server was ready): said on standard
+/// error, and a success, since stopping is what was asked.
+fn stopped(signal: &str, step: &str) -> anyhow::Result<()> {
+    tracing::info!(%signal, %step, "stopped during start-up");
+    eprintln!("hestia: stopped by {signal} during {step}; the server did not start");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C), with the signal's name.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str> + Send> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -195,8 +230,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
         Ok(async move {
             tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
             }
         })
     }
@@ -204,6 +239,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         })
     }
 }

@@ -191,7 +191,9 @@ pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKe
     let row = rows
         .iter()
         .filter(|r| r.alg == alg && r.sign_from <= now && is_published(r, now))
-        .max_by_key(|r| (r.sign_from, r.created_at));
+        // Within one second a rotated key and the key it replaces can tie on both times;
+        // the replaced one is the one scheduled to retire.
+        .max_by_key(|r| (r.sign_from, r.created_at, r.retire_after.is_none()));
     let row = match row {
         Some(row) => row.clone(),
         // First use on a fresh database that no `serve` has prepared yet.

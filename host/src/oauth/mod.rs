@@ -268,6 +268,7 @@ impl AuthServer {
         token: &str,
         leeway: i64,
     ) -> Result<AccessClaims, TokenError> {
+        tokens::check_claimed_issuer(token, &self.issuer)?;
         let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
         let jwks = self
             .verification_keys(kid.as_deref())

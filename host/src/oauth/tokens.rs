@@ -110,7 +110,9 @@ pub enum TokenError {
     },
     #[error("signature invalid (key {kid})")]
     SignatureInvalid { kid: String },
-    #[error("wrong issuer: the token's iss is {found:?}, expected {expected:?}")]
+    #[error(
+        "wrong issuer: issuer {found:?} is not trusted here (this server accepts tokens of {expected:?})"
+    )]
     WrongIssuer { found: String, expected: String },
     #[error("expired at {} (exp {exp}; now {})", utc(*exp), utc(*now))]
     Expired { exp: i64, now: i64 },
@@ -136,6 +138,31 @@ pub fn sign<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> Result<Str
     jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| e.to_string())
 }
 
+/// Refuses a JWT whose (not yet verified) `iss` names another issuer than `issuer`,
+/// before any key is looked up: a token of an issuer this server does not trust is
+/// refused as such, not as an unknown key of its own issuer, and costs no key fetch.
+/// Only ever refuses; acceptance still needs the verified claims.
+pub fn check_claimed_issuer(token: &str, issuer: &str) -> Result<(), TokenError> {
+    use base64::Engine;
+    let claimed = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("iss").and_then(|i| i.as_str()).map(str::to_string));
+    match claimed {
+        Some(found) if found != issuer => Err(TokenError::WrongIssuer {
+            found,
+            expected: issuer.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Verifies an access token's header, signature, issuer and times against a JWK Set.
 /// Revocation is not checked here (it needs the store): see `AuthServer::verify_access_token`.
 /// With `now = None` the times are not checked (revocation accepts expired tokens).
@@ -155,6 +182,7 @@ pub fn verify_access_token(
         return Err(TokenError::WrongType(typ));
     }
     let kid = header.kid.clone().ok_or(TokenError::MissingKid)?;
+    check_claimed_issuer(token, issuer)?;
     let jwk = jwks.find(&kid).ok_or_else(|| TokenError::UnknownKid {
         kid: kid.clone(),
         issuer: issuer.to_string(),

@@ -113,6 +113,14 @@ impl Store {
         Ok(user)
     }
 
+    /// How many accounts there are.
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     pub async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(
             "SELECT id, username, fhir_user, created_at FROM users WHERE username = $1",

@@ -331,6 +331,7 @@ impl RemoteIssuer {
         });
         if let Some(header) = header.filter(|_| rfc9068) {
             let kid = header.kid.ok_or(TokenError::MissingKid)?;
+            tokens::check_claimed_issuer(token, &discovery.issuer)?;
             let keys = self.keys_for(&kid).await?;
             let claims =
                 tokens::verify_access_token(token, &keys, &discovery.issuer, Some(now), leeway)?;
@@ -356,6 +357,16 @@ impl RemoteIssuer {
             });
         }
         Ok(Verified { claims, raw_json })
+    }
+
+    /// The user name the issuer's introspection answer gives for `token` (RFC 7662
+    /// `username`): the Basic compatibility mode's link between the issuer's `sub` and
+    /// this server's accounts. Cached like every introspection answer.
+    pub async fn introspected_username(&self, token: &str) -> Result<Option<String>, TokenError> {
+        let (_, raw) = self.introspect(token, self.clock.now()).await?;
+        Ok(serde_json::from_str::<Value>(&raw)
+            .ok()
+            .and_then(|answer| text(&answer, "username")))
     }
 
     /// The issuer's answer on `token` (cached), as access-token claims.

@@ -13,14 +13,14 @@ use hestia::oauth::{AuthServer, Clock};
 use hestia::store::{ClientKind, NewClient, NewUser, Store};
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::support::{TestDb, hestia};
+use crate::support::{
+    CALLBACK, PASSWORD, TestDb, approve, browser, code_flow, hestia, hidden, open_authorize, pkce,
+    query_of, sign_in,
+};
 
 /// Status, headers and JSON body of a response.
 type Reply = (u16, reqwest::header::HeaderMap, Value);
-
-const CALLBACK: &str = "https://oauth.pstmn.io/v1/callback";
 
 struct Env {
     url: String,
@@ -83,19 +83,11 @@ async fn start(db: TestDb, oauth: FileOauth) -> Env {
     }
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 async fn user(env: &Env, name: &str, fhir_user: Option<&str>) {
     env.store
         .create_user(NewUser {
             username: name.into(),
-            password: "correct horse battery".into(),
+            password: PASSWORD.into(),
             fhir_user: fhir_user.map(str::to_string),
         })
         .await
@@ -118,141 +110,6 @@ async fn app_client(env: &Env, public: bool, scope: &str, grants: &[&str]) -> (S
         .await
         .unwrap();
     (client.client_id, secret.map(|s| s.0).unwrap_or_default())
-}
-
-fn pkce() -> (String, String) {
-    let verifier = format!("{}{}", uuid_ish(), uuid_ish());
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
-}
-
-fn uuid_ish() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::thread_rng().r#gen();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The value of a hidden input in a page.
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
-}
-
-fn query_of(location: &str) -> std::collections::HashMap<String, String> {
-    let url = reqwest::Url::parse(location).unwrap();
-    url.query_pairs().into_owned().collect()
-}
-
-/// Opens /authorize with these parameters; returns the response.
-async fn open_authorize(
-    env: &Env,
-    b: &reqwest::Client,
-    params: &[(&str, &str)],
-) -> reqwest::Response {
-    let url =
-        reqwest::Url::parse_with_params(&format!("{}/oauth2/authorize", env.url), params).unwrap();
-    b.get(url).send().await.unwrap()
-}
-
-/// Signs in on the login page; returns the consent page's HTML.
-async fn sign_in(env: &Env, b: &reqwest::Client, login_html: &str, username: &str) -> String {
-    let resp = b
-        .post(format!("{}/oauth2/login", env.url))
-        .form(&[
-            ("request_id", hidden(login_html, "request_id")),
-            ("csrf", hidden(login_html, "csrf")),
-            ("username", username.into()),
-            ("password", "correct horse battery".into()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(
-        location.starts_with("/oauth2/consent?request_id="),
-        "{location}"
-    );
-    let consent = b
-        .get(format!("{}{location}", env.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), 200);
-    consent.text().await.unwrap()
-}
-
-/// Submits the consent form with all offered scopes but `untick`.
-async fn approve(
-    env: &Env,
-    b: &reqwest::Client,
-    consent_html: &str,
-    untick: &[&str],
-    patient: Option<&str>,
-) -> reqwest::Response {
-    let mut form = vec![
-        ("request_id".to_string(), hidden(consent_html, "request_id")),
-        ("csrf".to_string(), hidden(consent_html, "csrf")),
-        ("decision".to_string(), "approve".to_string()),
-    ];
-    for part in consent_html.split("name=\"scope\"").skip(1) {
-        let value = part
-            .split("value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let value = value.replace("&amp;", "&");
-        if !untick.contains(&value.as_str()) {
-            form.push(("scope".into(), value));
-        }
-    }
-    if let Some(p) = patient {
-        form.push(("patient".into(), p.into()));
-    }
-    b.post(format!("{}/oauth2/consent", env.url))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// The whole browser part of the code flow; returns the redirect's query.
-async fn code_flow(
-    env: &Env,
-    client_id: &str,
-    username: &str,
-    scope: &str,
-    challenge: &str,
-    extra: &[(&str, &str)],
-    untick: &[&str],
-) -> std::collections::HashMap<String, String> {
-    let b = browser();
-    let mut params = vec![
-        ("response_type", "code"),
-        ("client_id", client_id),
-        ("redirect_uri", CALLBACK),
-        ("scope", scope),
-        ("state", "st-1"),
-        ("code_challenge", challenge),
-        ("code_challenge_method", "S256"),
-    ];
-    params.extend_from_slice(extra);
-    let login = open_authorize(env, &b, &params).await;
-    assert_eq!(login.status(), 200);
-    let login = login.text().await.unwrap();
-    let consent = sign_in(env, &b, &login, username).await;
-    let resp = approve(env, &b, &consent, untick, None).await;
-    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with(CALLBACK), "{location}");
-    query_of(&location)
 }
 
 /// POSTs a form to the token-like endpoint `path`; returns status, headers and JSON.
@@ -416,7 +273,7 @@ async fn code_flow_with_pkce_login_consent_and_code_reuse() {
         let b = browser();
         let scope = "openid fhirUser launch/patient offline_access patient/Observation.rs patient/Patient.read";
         let login = open_authorize(
-            &env,
+            &env.url,
             &b,
             &[
                 ("response_type", "code"),
@@ -467,7 +324,7 @@ async fn code_flow_with_pkce_login_consent_and_code_reuse() {
                 ("request_id", hidden(&login, "request_id")),
                 ("csrf", "forged".into()),
                 ("username", "alice".into()),
-                ("password", "correct horse battery".into()),
+                ("password", PASSWORD.into()),
             ])
             .send()
             .await
@@ -475,13 +332,13 @@ async fn code_flow_with_pkce_login_consent_and_code_reuse() {
         assert_eq!(forged.status(), 400);
         assert!(forged.text().await.unwrap().contains("anti-forgery"));
 
-        let consent = sign_in(&env, &b, &login, "alice").await;
+        let consent = sign_in(&env.url, &b, &login, "alice").await;
         assert!(consent.contains("Read and search Observation records of the selected patient"));
         assert!(
             !consent.contains("name=\"patient\""),
             "a patient needs no picker"
         );
-        let resp = approve(&env, &b, &consent, &["patient/Patient.read"], None).await;
+        let resp = approve(&env.url, &b, &consent, &["patient/Patient.read"], None).await;
         assert_eq!(resp.status(), 303);
         let q = query_of(resp.headers()["location"].to_str().unwrap());
         assert_eq!(q["state"], "xyz");
@@ -505,7 +362,8 @@ async fn code_flow_with_pkce_login_consent_and_code_reuse() {
 
         // The code was spent by the failed attempt; a fresh one for the real exchange.
         let q = code_flow(
-            &env,
+            &env.url,
+            &browser(),
             &id,
             "alice",
             scope,
@@ -638,7 +496,7 @@ async fn public_client_resource_parameter_and_patient_picker() {
         // A public client must use PKCE: an error redirect to the validated redirect URI.
         let b = browser();
         let resp = open_authorize(
-            &env,
+            &env.url,
             &b,
             &[
                 ("response_type", "code"),
@@ -657,7 +515,7 @@ async fn public_client_resource_parameter_and_patient_picker() {
 
         let (verifier, challenge) = pkce();
         let login = open_authorize(
-            &env,
+            &env.url,
             &b,
             &[
                 ("response_type", "code"),
@@ -672,16 +530,16 @@ async fn public_client_resource_parameter_and_patient_picker() {
         .text()
         .await
         .unwrap();
-        let consent = sign_in(&env, &b, &login, "drsmith").await;
+        let consent = sign_in(&env.url, &b, &login, "drsmith").await;
         assert!(
             consent.contains("name=\"patient\""),
             "a practitioner picks a patient"
         );
-        let again = approve(&env, &b, &consent, &[], None).await;
+        let again = approve(&env.url, &b, &consent, &[], None).await;
         assert_eq!(again.status(), 400);
         let again = again.text().await.unwrap();
         assert!(again.contains("Choose the patient"), "{again}");
-        let resp = approve(&env, &b, &again, &[], Some("456")).await;
+        let resp = approve(&env.url, &b, &again, &[], Some("456")).await;
         assert_eq!(resp.status(), 303);
         let q = query_of(resp.headers()["location"].to_str().unwrap());
         assert!(!q.contains_key("state"));
@@ -922,7 +780,17 @@ async fn token_endpoint_errors_name_their_cause() {
 
         // An expired code, and a redirect_uri that differs from the authorization request's.
         let (verifier, challenge) = pkce();
-        let q = code_flow(&env, &id, "alice", "openid", &challenge, &[], &[]).await;
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "alice",
+            "openid",
+            &challenge,
+            &[],
+            &[],
+        )
+        .await;
         env.clock.advance(61);
         let expired = post_form(
             &env,
@@ -937,7 +805,17 @@ async fn token_endpoint_errors_name_their_cause() {
         )
         .await;
         assert_error(&expired, 400, "invalid_grant", "expired at");
-        let q = code_flow(&env, &id, "alice", "openid", &challenge, &[], &[]).await;
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "alice",
+            "openid",
+            &challenge,
+            &[],
+            &[],
+        )
+        .await;
         let wrong_uri = post_form(
             &env,
             token,
@@ -1067,7 +945,8 @@ async fn refresh_rotation_grace_and_reuse_detection() {
         .await;
         let (verifier, challenge) = pkce();
         let q = code_flow(
-            &env,
+            &env.url,
+            &browser(),
             &id,
             "alice",
             "offline_access patient/*.read",
@@ -1509,7 +1388,7 @@ async fn login_is_rate_limited_per_account() {
         let (id, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
         let b = browser();
         let login = open_authorize(
-            &env,
+            &env.url,
             &b,
             &[
                 ("response_type", "code"),
@@ -1549,13 +1428,33 @@ async fn login_is_rate_limited_per_account() {
                 ("request_id", hidden(&login, "request_id")),
                 ("csrf", hidden(&login, "csrf")),
                 ("username", "bob".into()),
-                ("password", "correct horse battery".into()),
+                ("password", PASSWORD.into()),
             ])
             .send()
             .await
             .unwrap();
         assert_eq!(right.status(), 401);
         assert!(right.text().await.unwrap().contains("Try again in"));
+    }
+}
+
+/// `hestia keys rotate` without overlap in the second the previous key was made: the new
+/// key signs (the two tie on their times; the one scheduled to retire is the old one).
+#[tokio::test]
+async fn a_key_rotated_in_its_predecessors_second_signs_at_once() {
+    use hestia::oauth::keys;
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let now = 1_700_000_000;
+        // The kids are random, so an unbroken tie would pick either: try several times.
+        for round in 0..8 {
+            keys::create(&store, "RS256", now, now).await.unwrap();
+            let rotated = keys::rotate(&store, now, 0, 3600).await.unwrap();
+            let new = rotated.iter().find(|r| r.alg == "RS256").unwrap();
+            let signing = keys::signing_key(&store, "RS256", now).await.unwrap();
+            assert_eq!(signing.kid, new.kid, "{} round {round}", db.backend);
+        }
+        store.close().await;
     }
 }
 

@@ -4,7 +4,10 @@
 //! token, keeps its registration current (RFC 7592) across restarts, verifies JWTs
 //! against the issuer's JWKS (refetched on an unknown kid) and checks opaque tokens (and,
 //! with `introspect = "always"`, every token) through introspection. Start-up failures
-//! toward the issuer are explained. In-process, with a clock the test moves: the JWKS
+//! toward the issuer are explained, and a stop during them ends the start at once. The
+//! reference journey (code + PKCE through the login and consent pages, SMART v1 and v2
+//! scopes, refresh) runs across the two hosts, with `token explain` and the Basic
+//! compatibility mode on the FHIR host. In-process, with a clock the test moves: the JWKS
 //! refetch rate limit and the introspection cache.
 
 use std::path::Path;
@@ -13,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, TestDb, client_trusting, hestia, hestia_bin, raw_app_on};
+use crate::support::{
+    CALLBACK, PASSWORD, Server, TestDb, browser_trusting, client_trusting, code_flow, hestia,
+    hestia_bin, pkce, raw_app_on,
+};
 
 /// An authorization server only, HTTPS with its development certificate; new signing keys
 /// sign at once after `hestia keys rotate`.
@@ -686,4 +692,575 @@ async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
         assert_eq!(remote.introspections(), 4);
         store.close().await;
     }
+}
+
+/// `hestia client add ARGS` at `dir`: (client_id, client_secret).
+fn add_client(dir: &Path, args: &[&str]) -> (String, String) {
+    let mut all = vec!["client", "add"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = hestia(dir, &all, "");
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    (
+        v["client_id"].as_str().unwrap().to_string(),
+        v["client_secret"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// `hestia user add NAME --password-stdin ARGS` at `dir` (password [`PASSWORD`]).
+fn add_user(dir: &Path, name: &str, args: &[&str]) {
+    let mut all = vec!["user", "add", name, "--password-stdin"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = hestia(dir, &all, &format!("{PASSWORD}\n"));
+    assert!(ok, "{out}{err}");
+}
+
+/// `Type/id` of every entry of a searchset, sorted.
+fn entries(bundle: &Value) -> Vec<String> {
+    assert_eq!(bundle["resourceType"], "Bundle", "{bundle}");
+    let mut ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// GET `url` with the token as Bearer and, again, as the access_token query parameter:
+/// both answer 200 with the same entries, which are returned.
+async fn search_both_ways(http: &reqwest::Client, url: &str, token: &str) -> Vec<String> {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}: {}", r.text().await.unwrap());
+    let by_header = entries(&r.json().await.unwrap());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = http
+        .get(format!("{url}{sep}access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{url} with access_token");
+    assert_eq!(entries(&r.json().await.unwrap()), by_header, "{url}");
+    by_header
+}
+
+/// A 403 (insufficient_scope when the plugins refused) with an OperationOutcome; its text.
+async fn forbidden(http: &reqwest::Client, url: &str, token: &str) -> String {
+    let r = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 403, "{url}");
+    let challenge = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    format!("{challenge} {}", outcome["issue"][0]["diagnostics"])
+}
+
+/// The authorization code for `verifier`'s challenge exchanged at the issuer.
+async fn exchange(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    app: &(String, String),
+    code: &str,
+    verifier: &str,
+) -> Value {
+    let r = http
+        .post(token_endpoint)
+        .basic_auth(&app.0, Some(&app.1))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+const LAB: &str = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
+
+/// The reference journey of the design across two hosts: a person signs in on the login
+/// page of the authorization server (`--no-fhir`), approves scopes on its consent page,
+/// and the app's token (authorization code + PKCE, `aud=` then `resource=` naming the
+/// FHIR server's base, SMART `launch/patient`) reads from the FHIR server (`--issuer`),
+/// as Bearer and as the access_token query; what comes back is what the approved scopes
+/// allow (v1 `patient/*.read`: the patient's compartment; v2
+/// `patient/Observation.rs?category=…`: those Observations). A refresh at the issuer gives
+/// a token the FHIR server takes; `hestia token explain` on the FHIR host introspects an
+/// opaque token and says what the server says; the Basic compatibility mode checks the
+/// FHIR host's own accounts against the issuer's user.
+async fn journey_across_two_hosts(db: TestDb) {
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let issuer = start_issuer(issuer_dir.path(), &[]);
+    let ca = issuer.data_dir.join("tls").join("ca.pem");
+    let http = client_trusting(&ca);
+    let meta = get_json(
+        &http,
+        &format!("{}/.well-known/openid-configuration", issuer.url),
+    )
+    .await
+    .1;
+    let token_endpoint = meta["token_endpoint"].as_str().unwrap().to_string();
+
+    let initial = registration_token(issuer_dir.path());
+    let fhir_dir = tempfile::tempdir().unwrap();
+    let ca_arg = ca.display().to_string();
+    let args = [
+        "--insecure-http",
+        "--issuer",
+        issuer.url.as_str(),
+        "--issuer-ca",
+        ca_arg.as_str(),
+        "--registration-token",
+        initial.as_str(),
+        "--database-url",
+        db.url.as_str(),
+    ];
+    let mut fhir = Server::start(fhir_dir.path(), &args);
+    let base = format!("{}/fhir/r4", fhir.url);
+    let plain = reqwest::Client::new();
+
+    // Data, written with a backend-service token of the issuer.
+    let loader = add_client(
+        issuer_dir.path(),
+        &[
+            "--name",
+            "loader",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "system/*.read system/*.write",
+        ],
+    );
+    let system = token(&http, &token_endpoint, &loader, &base).await;
+    let observation = |id: &str, patient: &str, category: &str| {
+        json!({
+            "resourceType": "Observation", "id": id, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": category}]}],
+            "code": {"text": id}, "subject": {"reference": format!("Patient/{patient}")},
+        })
+    };
+    for resource in [
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]}),
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Two"}]}),
+        observation("o1-lab", "p1", "laboratory"),
+        observation("o1-vital", "p1", "vital-signs"),
+        observation("o2-lab", "p2", "laboratory"),
+    ] {
+        let url = format!(
+            "{base}/{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let r = plain
+            .put(&url)
+            .bearer_auth(&system)
+            .header("content-type", "application/fhir+json")
+            .body(resource.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{url}: {}", r.text().await.unwrap());
+    }
+
+    // A person of the issuer (the patient p1) and Postman, a confidential app there.
+    add_user(issuer_dir.path(), "alice", &["--fhir-user", "Patient/p1"]);
+    let app = add_client(
+        issuer_dir.path(),
+        &[
+            "--name",
+            "Postman",
+            "--redirect-uri",
+            CALLBACK,
+            "--scope",
+            "openid fhirUser launch/patient offline_access patient/*.read",
+        ],
+    );
+
+    // Round 1: SMART v1 `patient/*.read`, the audience named with `aud=`.
+    let b = browser_trusting(&ca);
+    let (verifier, challenge) = pkce();
+    let q = code_flow(
+        &issuer.url,
+        &b,
+        &app.0,
+        "alice",
+        "openid fhirUser launch/patient offline_access patient/*.read",
+        &challenge,
+        &[("aud", base.as_str())],
+        &[],
+    )
+    .await;
+    assert_eq!(q["iss"], issuer.url);
+    let t = exchange(&http, &token_endpoint, &app, &q["code"], &verifier).await;
+    assert_eq!(t["patient"], "p1", "{t}");
+    let access = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(claims_of(&access)["aud"], base.as_str());
+    assert_eq!(
+        search_both_ways(&plain, &format!("{base}/Patient"), &access).await,
+        ["Patient/p1"],
+        "{}: only the patient's own record",
+        db.backend
+    );
+    assert_eq!(
+        search_both_ways(&plain, &format!("{base}/Observation"), &access).await,
+        ["Observation/o1-lab", "Observation/o1-vital"],
+        "{}: the patient's compartment",
+        db.backend
+    );
+    let why = forbidden(&plain, &format!("{base}/Patient/p2"), &access).await;
+    assert!(why.contains("Patient/p1"), "{why}");
+    let r = plain
+        .get(format!("{base}/Patient/p1"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Round 2: SMART v2 with a query, the audience named with `resource=` (RFC 8707); the
+    // person unticks patient/Patient.rs on the consent page.
+    let v2 = format!("patient/Observation.rs?category={LAB}");
+    let (verifier2, challenge2) = pkce();
+    let q = code_flow(
+        &issuer.url,
+        &b,
+        &app.0,
+        "alice",
+        &format!("launch/patient patient/Patient.rs {v2}"),
+        &challenge2,
+        &[("resource", base.as_str())],
+        &["patient/Patient.rs"],
+    )
+    .await;
+    let t2 = exchange(&http, &token_endpoint, &app, &q["code"], &verifier2).await;
+    assert_eq!(t2["scope"], format!("launch/patient {v2}"), "{t2}");
+    let access2 = t2["access_token"].as_str().unwrap().to_string();
+    assert_eq!(claims_of(&access2)["aud"], base.as_str());
+    assert_eq!(
+        search_both_ways(&plain, &format!("{base}/Observation"), &access2).await,
+        ["Observation/o1-lab"],
+        "{}: the v2 query and the patient's compartment",
+        db.backend
+    );
+    let why = forbidden(&plain, &format!("{base}/Patient"), &access2).await;
+    assert!(
+        why.contains("insufficient_scope")
+            && why.contains("no granted scope permits search of Patient"),
+        "{why}"
+    );
+
+    // A refresh at the issuer: the new token reads at the FHIR server as the first did.
+    let refreshed: Value = http
+        .post(&token_endpoint)
+        .basic_auth(&app.0, Some(&app.1))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access3 = refreshed["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{refreshed}"))
+        .to_string();
+    assert_ne!(access3, access);
+    assert_eq!(claims_of(&access3)["aud"], base.as_str());
+    assert_eq!(
+        search_both_ways(&plain, &format!("{base}/Observation"), &access3).await,
+        ["Observation/o1-lab", "Observation/o1-vital"]
+    );
+
+    // `hestia token explain` on the FHIR host: the same verifier as the server. An opaque
+    // token (the new refresh token) is introspected with the stored registration.
+    let refresh = refreshed["refresh_token"].as_str().unwrap().to_string();
+    let explain = |token: &str, extra: &[&str]| {
+        let mut all = vec![
+            "token",
+            "explain",
+            token,
+            "--issuer",
+            issuer.url.as_str(),
+            "--issuer-ca",
+            ca_arg.as_str(),
+            "--database-url",
+            db.url.as_str(),
+            "--public-url",
+            fhir.url.as_str(),
+        ];
+        all.extend_from_slice(extra);
+        hestia(fhir_dir.path(), &all, "")
+    };
+    let (ok, out, err) = explain(&refresh, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("token: opaque (not a JWT)"), "{out}{err}");
+    let said = refused(&plain, &format!("{base}/Patient"), &refresh).await;
+    assert!(
+        said.contains(&format!(
+            "issuer {} says this is a refresh_token",
+            issuer.url
+        )),
+        "{said}"
+    );
+    assert!(
+        out.contains(&format!("refused: 401 invalid_token: {said}")),
+        "the server's words: {said}\nexplain: {out}"
+    );
+    let (ok, out, _) = explain("never-issued", &[]);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "refused: 401 invalid_token: not active at issuer {}",
+            issuer.url
+        )),
+        "{out}"
+    );
+    // Against a database without this server's registration, an opaque token cannot be
+    // checked at all: the server would answer 503, and explain says so.
+    let unregistered = TestDb::sqlite();
+    let (ok, out, _) = hestia(
+        fhir_dir.path(),
+        &[
+            "token",
+            "explain",
+            "never-issued",
+            "--issuer",
+            issuer.url.as_str(),
+            "--issuer-ca",
+            ca_arg.as_str(),
+            "--database-url",
+            unregistered.url.as_str(),
+        ],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("not checked: 503")
+            && out.contains(&format!(
+                "this server has no client credentials at issuer {}",
+                issuer.url
+            )),
+        "{out}"
+    );
+    let (ok, out, err) = explain(&access2, &["--request", "GET Observation"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("revocation at the issuer is not seen")
+            && out.contains(&format!("audience: accepted for {base}"))
+            && out.contains("GET Observation: allowed within")
+            && out.contains("laboratory"),
+        "{out}"
+    );
+
+    // A token of an issuer this server does not trust is refused as such (and its key is
+    // not looked for at the trusted issuer).
+    let (kid, pem, _) = hestia::oauth::keys::generate("ES256").unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid);
+    header.typ = Some("at+jwt".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let foreign = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": "https://foreign.example", "sub": "x", "aud": base, "client_id": "x", "scope": "system/*.read", "exp": now + 300, "iat": now, "jti": "f"}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let why = refused(&plain, &format!("{base}/Patient"), &foreign).await;
+    assert!(
+        why.contains("issuer \"https://foreign.example\" is not trusted")
+            && why.contains(&issuer.url),
+        "{why}"
+    );
+
+    // Basic compatibility mode on the FHIR host: its own accounts (it has no others), and
+    // the account must be the token's user as the issuer names it.
+    add_user(
+        fhir_dir.path(),
+        "alice",
+        &["--database-url", db.url.as_str()],
+    );
+    add_user(fhir_dir.path(), "bob", &["--database-url", db.url.as_str()]);
+    assert!(fhir.terminate().success());
+    std::fs::write(
+        fhir_dir.path().join("hestia.toml"),
+        "[fhir]\nrequire_basic_auth = true\n",
+    )
+    .unwrap();
+    let fhir = Server::start(fhir_dir.path(), &args);
+    let base = format!("{}/fhir/r4", fhir.url);
+    let (verifier, challenge) = pkce();
+    let q = code_flow(
+        &issuer.url,
+        &b,
+        &app.0,
+        "alice",
+        "launch/patient patient/*.read",
+        &challenge,
+        &[("aud", base.as_str())],
+        &[],
+    )
+    .await;
+    let t = exchange(&http, &token_endpoint, &app, &q["code"], &verifier).await;
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let sub = claims_of(&access)["sub"].as_str().unwrap().to_string();
+    let with_basic = |user: &str, password: &str, token: &str| {
+        plain
+            .get(format!("{base}/Patient?access_token={token}"))
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    let r = with_basic("alice", PASSWORD, &access).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(entries(&r.json().await.unwrap()), ["Patient/p1"]);
+    let challenge_of = |r: &reqwest::Response| {
+        assert_eq!(r.status(), 401);
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = plain
+        .get(format!("{base}/Patient"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    let why = challenge_of(&r);
+    assert!(
+        why.contains("also requires HTTP Basic credentials"),
+        "{why}"
+    );
+    let r = with_basic("bob", PASSWORD, &access).await.unwrap();
+    let why = challenge_of(&r);
+    assert!(
+        why.contains(&format!(
+            "Basic user bob is not the token's sub {sub} (issuer {} names the token's user alice)",
+            issuer.url
+        )),
+        "{why}"
+    );
+    let r = with_basic("alice", "not the password", &access)
+        .await
+        .unwrap();
+    let why = challenge_of(&r);
+    assert!(
+        why.contains("Basic user alice is unknown or the password is wrong")
+            && why.contains("this FHIR server's own accounts"),
+        "{why}"
+    );
+    let system = token(&http, &token_endpoint, &loader, &base).await;
+    let r = with_basic("alice", PASSWORD, &system).await.unwrap();
+    let why = challenge_of(&r);
+    assert!(
+        why.contains(&format!(
+            "Basic user alice is not the token's sub {}",
+            loader.0
+        )) && why.contains("names no username"),
+        "{why}"
+    );
+
+    // The issuer stops: a token that needs it cannot be checked, which is not the token's
+    // fault: 503 naming the cause (not a 401 that would make the client drop the token).
+    let mut issuer = issuer;
+    assert!(issuer.terminate().success());
+    let r = with_basic("alice", PASSWORD, "opaque-while-the-issuer-is-down")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("www-authenticate").is_none());
+    let outcome: Value = r.json().await.unwrap();
+    let why = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        why.contains("cannot check the token")
+            && why.contains("introspection at issuer")
+            && why.contains("was refused"),
+        "{why}"
+    );
+    assert_eq!(outcome["issue"][0]["code"], "transient");
+}
+
+#[tokio::test]
+async fn journey_across_two_hosts_on_sqlite() {
+    journey_across_two_hosts(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn journey_across_two_hosts_on_postgres() {
+    journey_across_two_hosts(TestDb::postgres().await).await;
+}
+
+/// A stop asked for while the issuer's discovery waits for an answer ends the start at
+/// once, saying so (the issuer here accepts connections and never answers).
+#[tokio::test]
+async fn a_stop_during_discovery_ends_the_start_at_once() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(hestia_bin())
+        .current_dir(dir.path())
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--insecure-http"])
+        .args(["--issuer", &format!("http://127.0.0.1:{port}")])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server is in discovery once its request has arrived (and is left unanswered).
+    let (mut connection, _) = silent.accept().unwrap();
+    let mut head = [0u8; 64];
+    let n = std::io::Read::read(&mut connection, &mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("GET /.well-known/openid-configuration"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "hestia: stopped by SIGTERM during discovery of the issuer http://127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    drop(connection);
 }

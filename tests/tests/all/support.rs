@@ -389,3 +389,187 @@ pub fn default_plugins() -> std::sync::Arc<hestia::plugins::PluginHost> {
     })
     .clone()
 }
+
+// The browser part of the authorization code flow, over HTTP against a running
+// authorization server (in-process or the real binary): the login and consent forms as a
+// person fills them in.
+
+/// The redirect URI of the test apps (Postman's).
+pub const CALLBACK: &str = "https://oauth.pstmn.io/v1/callback";
+/// The password of the users the tests make.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A browser: keeps cookies, does not follow redirects (the tests read them).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A browser that trusts exactly the given CA certificate (PEM).
+pub fn browser_trusting(ca_pem: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca_pem).expect("read CA");
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+        .build()
+        .unwrap()
+}
+
+/// A PKCE pair: (code_verifier, S256 code_challenge).
+pub fn pkce() -> (String, String) {
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = format!("{}{}", random_text(), random_text());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// 32 random URL-safe characters.
+pub fn random_text() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::thread_rng().r#gen();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The value of a hidden input in a page.
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// The query parameters of a (redirect) URL.
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+    let url = reqwest::Url::parse(location).unwrap();
+    url.query_pairs().into_owned().collect()
+}
+
+/// Opens `/oauth2/authorize` of the authorization server at `as_url` with these parameters.
+pub async fn open_authorize(
+    as_url: &str,
+    b: &reqwest::Client,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    let url =
+        reqwest::Url::parse_with_params(&format!("{as_url}/oauth2/authorize"), params).unwrap();
+    b.get(url).send().await.unwrap()
+}
+
+/// Signs in on the login page (password [`PASSWORD`]); returns the consent page's HTML.
+pub async fn sign_in(
+    as_url: &str,
+    b: &reqwest::Client,
+    login_html: &str,
+    username: &str,
+) -> String {
+    let resp = b
+        .post(format!("{as_url}/oauth2/login"))
+        .form(&[
+            ("request_id", hidden(login_html, "request_id")),
+            ("csrf", hidden(login_html, "csrf")),
+            ("username", username.into()),
+            ("password", PASSWORD.into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/oauth2/consent?request_id="),
+        "{location}"
+    );
+    let consent = b.get(format!("{as_url}{location}")).send().await.unwrap();
+    assert_eq!(consent.status(), 200);
+    consent.text().await.unwrap()
+}
+
+/// The scopes a consent page offers (the values of its `scope` checkboxes).
+pub fn offered_scopes(consent_html: &str) -> Vec<String> {
+    consent_html
+        .split("name=\"scope\"")
+        .skip(1)
+        .map(|part| {
+            part.split("value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&")
+        })
+        .collect()
+}
+
+/// Submits the consent form with all offered scopes but `untick`.
+pub async fn approve(
+    as_url: &str,
+    b: &reqwest::Client,
+    consent_html: &str,
+    untick: &[&str],
+    patient: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("request_id".to_string(), hidden(consent_html, "request_id")),
+        ("csrf".to_string(), hidden(consent_html, "csrf")),
+        ("decision".to_string(), "approve".to_string()),
+    ];
+    for value in offered_scopes(consent_html) {
+        if !untick.contains(&value.as_str()) {
+            form.push(("scope".into(), value));
+        }
+    }
+    if let Some(p) = patient {
+        form.push(("patient".into(), p.into()));
+    }
+    b.post(format!("{as_url}/oauth2/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The whole browser part of the code flow with `b`: authorize (redirect URI
+/// [`CALLBACK`], state `st-1`, the PKCE `challenge`, `extra` parameters), login, consent
+/// without `untick`; returns the redirect's query.
+#[allow(clippy::too_many_arguments)]
+pub async fn code_flow(
+    as_url: &str,
+    b: &reqwest::Client,
+    client_id: &str,
+    username: &str,
+    scope: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+    untick: &[&str],
+) -> std::collections::HashMap<String, String> {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", CALLBACK),
+        ("scope", scope),
+        ("state", "st-1"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend_from_slice(extra);
+    let login = open_authorize(as_url, b, &params).await;
+    assert_eq!(login.status(), 200);
+    let login = login.text().await.unwrap();
+    let consent = sign_in(as_url, b, &login, username).await;
+    let resp = approve(as_url, b, &consent, untick, None).await;
+    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(CALLBACK), "{location}");
+    query_of(&location)
+}
