@@ -1108,6 +1108,51 @@ mod tests {
         assert!(!text.contains(&format!("${}", binds + 1)), "{text}");
     }
 
+    fn chain_where(reach: &Reach) -> Result<String> {
+        let rt = ResourceType::parse("Observation").unwrap();
+        let q = SearchQuery::parse(rt, [("subject:Patient.name", "x")]).unwrap();
+        let branches = [Branch {
+            resource_type: Some(rt),
+            criteria: q.criteria,
+        }];
+        let access = Access::Unrestricted;
+        let spec = SearchSpec {
+            branches: &branches,
+            sort: &[],
+            snapshot: 0,
+            access: &access,
+            reach,
+            base_url: "http://h/fhir",
+        };
+        Sql::new(&access, reach, "http://h/fhir").search_where(&spec)
+    }
+
+    #[test]
+    fn chains_reach_only_as_far_as_decided() {
+        let patient = ResourceType::parse("Patient").unwrap();
+        // No decision for the target type: refused, not compiled without one.
+        assert!(matches!(
+            chain_where(&Reach::new()),
+            Err(SearchStoreError::Access(_))
+        ));
+        // Decided as out of reach: the chain matches nothing.
+        let text = chain_where(&Reach::from([(patient, None)])).unwrap();
+        assert!(
+            text.contains("1 = 0") && !text.contains("fhir_idx_string"),
+            "{text}"
+        );
+        // Within the target's own access: its constraint is inside the subquery.
+        let within = Access::Within(vec![crate::fhir::access::AccessConstraint::Search {
+            resource_type: patient,
+            params: vec![("gender".into(), "female".into())],
+        }]);
+        let text = chain_where(&Reach::from([(patient, Some(within))])).unwrap();
+        assert!(
+            text.contains("fhir_idx_string") && text.contains("fhir_idx_token"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn like_patterns_are_escaped() {
         assert_eq!(like_escape(r"50%_a\b"), r"50\%\_a\\b");

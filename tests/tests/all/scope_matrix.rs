@@ -665,6 +665,20 @@ fn reach_rows() -> Vec<Row> {
             "GET Observation?subject:Patient.name=Smith,Jones&_count=1",
             Pages(1, &["Observation/o2-lab"]),
         ),
+        // Without a type modifier a chain keeps to the target types in reach (Patient here;
+        // not Group or Location), and is refused when none is.
+        row(
+            "user/Observation.rs user/Patient.rs",
+            None,
+            "GET Observation?subject.name=Smith",
+            Search(2, P1_OBS),
+        ),
+        row(
+            "user/Observation.rs",
+            None,
+            "GET Observation?subject.name=Smith",
+            Refused("which this token may not search: plugin smart-scopes denied"),
+        ),
         row(
             "user/Observation.rs user/Patient.rs",
             None,
@@ -1464,5 +1478,125 @@ async fn constrained_entries_inside_bundles() {
             assert_eq!(lab.status, 200, "{b}");
             assert_eq!(lab.body["meta"]["versionId"], "1", "{b}: o2-lab untouched");
         }
+    }
+}
+
+/// Conditional interactions and Bundle entries decide on search criteria too: a chain or
+/// `_has` in them reaches into another type only as far as the token may search it, so
+/// that the outcome (created or existing, updated, deleted) cannot reveal what the token
+/// may not see.
+#[tokio::test]
+async fn chains_in_conditional_and_bundle_criteria() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, state) = raw_app_on(&db, "").await;
+        seed(&app, &state).await;
+        let token = mint(&state, json!({"scope": "user/Observation.cruds"})).await;
+        let auth = format!("Bearer {token}");
+        let json_headers = [
+            ("content-type", "application/fhir+json"),
+            ("authorization", auth.as_str()),
+        ];
+        let needle = "subject:Patient.name reaches into Patient, which this token may not search";
+
+        // If-None-Exist with a chain: neither 200 (exists) nor 412 (several) nor 201.
+        let mut headers = json_headers.to_vec();
+        headers.push(("if-none-exist", "subject:Patient.name=Smith"));
+        let reply = call(
+            &app,
+            "POST",
+            "/fhir/r4/Observation",
+            &headers,
+            observation(None, "p1", "laboratory").to_string(),
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional create"));
+
+        let reply = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Observation?subject:Patient.name=Smith",
+            &json_headers,
+            observation(None, "p1", "laboratory").to_string(),
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional update"));
+
+        let reply = call(
+            &app,
+            "DELETE",
+            "/fhir/r4/Observation?subject:Patient.name=Jones",
+            &[("authorization", auth.as_str())],
+            "",
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional delete"));
+
+        // A search entry of a batch, and a conditional create of a transaction.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            get_entry("Observation?subject:Patient.name=Smith"),
+            get_entry("Observation?subject=Patient/p2"),
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &json_headers, batch.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let got = entries(&reply);
+        assert_eq!(got[0].0, "403 Forbidden", "{b}: {:?}", got[0].1);
+        assert!(
+            diagnostics(&got[0].1).contains(needle),
+            "{b}: {:?}",
+            got[0].1
+        );
+        assert_eq!(searchset_ids(&got[1].1), ["Observation/o2-lab"], "{b}");
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+            "fullUrl": "urn:uuid:0b0a6b4e-8f4e-4a8e-9a57-0e3f1e0c0001",
+            "resource": observation(None, "p1", "laboratory"),
+            "request": {"method": "POST", "url": "Observation",
+                        "ifNoneExist": "subject:Patient.name=Smith"},
+        }]});
+        let reply = call(&app, "POST", "/fhir/r4", &json_headers, tx.to_string()).await;
+        assert_forbidden(&reply, needle, &format!("{b}: transaction"));
+
+        // Nothing was written or deleted: still the three seeded Observations.
+        let admin = mint(&state, json!({"scope": "system/*.rs"})).await;
+        let admin = format!("Bearer {admin}");
+        let all = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", admin.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(searchset_ids(&all.body), ALL_OBS, "{b}");
+
+        // With Patient search access the same conditional requests run, within it.
+        let both = mint(
+            &state,
+            json!({"scope": "user/Observation.cruds user/Patient.rs?name=Jones"}),
+        )
+        .await;
+        let both = format!("Bearer {both}");
+        let reply = call(
+            &app,
+            "DELETE",
+            "/fhir/r4/Observation?subject:Patient.name=Smith,Jones",
+            &[("authorization", both.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(
+            reply.status, 204,
+            "{b}: only o2-lab matches within name=Jones: {:?}",
+            reply.body
+        );
+        let all = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", admin.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(searchset_ids(&all.body), P1_OBS, "{b}: o2-lab deleted");
     }
 }
