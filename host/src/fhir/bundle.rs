@@ -17,7 +17,7 @@ use super::outcome::{Issue, operation_outcome};
 use super::repository::Conditional;
 use super::repository::{FhirError, Repository, check_id, new_id};
 use super::search::value::format_instant;
-use super::searchset::{Handling, SearchScope, TypeAccess, decode_query};
+use super::searchset::{Allowed, Handling, SearchScope, TypeAccess, decode_query};
 use crate::store::StoreError;
 use crate::store::fhir::StoredVersion;
 
@@ -422,6 +422,10 @@ impl Repository {
             })
         };
         let ty = entry.resource_type;
+        let allowed = Allowed {
+            access,
+            type_access,
+        };
         match entry.method {
             EntryMethod::Get | EntryMethod::Head => {
                 let Some(id) = &entry.id else {
@@ -457,7 +461,7 @@ impl Repository {
                 if let Some(criteria) = &entry.if_none_exist {
                     let criteria = decode_query(criteria);
                     return match self
-                        .conditional_create_in(conn, ty, id, resource, &criteria, access)
+                        .conditional_create_in(conn, ty, id, resource, &criteria, allowed)
                         .await?
                     {
                         Conditional::Written(w) => done(201, w.version),
@@ -477,7 +481,7 @@ impl Repository {
                             entry.resource.clone().unwrap_or_default(),
                             &entry.query,
                             entry.if_match,
-                            access,
+                            allowed,
                         )
                         .await?;
                     return done(if w.created { 201 } else { 200 }, w.version);
@@ -515,7 +519,7 @@ impl Repository {
                         self.delete_in(conn, ty, id, entry.if_match).await?
                     }
                     None => {
-                        self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, access)
+                        self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, allowed)
                             .await?
                     }
                 };
@@ -584,7 +588,15 @@ impl Repository {
                         {
                             let access = check(entry).map_err(|err| in_entry(err, entry))?;
                             let found = self
-                                .matching(&mut tx, ty, &decode_query(criteria), &access)
+                                .matching(
+                                    &mut tx,
+                                    ty,
+                                    &decode_query(criteria),
+                                    Allowed {
+                                        access: &access,
+                                        type_access,
+                                    },
+                                )
                                 .await
                                 .map_err(|err| in_entry(err, entry))?;
                             if let [one] = found.as_slice() {

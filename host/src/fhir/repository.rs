@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::access::Access;
+use super::access::{Access, Visible};
 use super::definitions::ResourceType;
 use super::outcome::Issue;
 use super::search::extract;
 use super::search::value::{format_instant, is_valid_id};
-use super::searchset::{self, Handling, SearchScope};
+use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
     HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_version, fhir_write,
 };
@@ -742,11 +742,18 @@ impl Repository {
         resource_type: ResourceType,
         resource: Map<String, Value>,
         criteria: &[(String, String)],
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Conditional, FhirError> {
         let mut tx = self.store.begin().await?;
         let result = self
-            .conditional_create_in(&mut tx, resource_type, new_id(), resource, criteria, access)
+            .conditional_create_in(
+                &mut tx,
+                resource_type,
+                new_id(),
+                resource,
+                criteria,
+                allowed,
+            )
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
@@ -760,10 +767,10 @@ impl Repository {
         id: String,
         resource: Map<String, Value>,
         criteria: &[(String, String)],
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Conditional, FhirError> {
         let found = self
-            .matching(&mut *conn, resource_type, criteria, access)
+            .matching(&mut *conn, resource_type, criteria, allowed)
             .await?;
         match found.as_slice() {
             [] => Ok(Conditional::Written(
@@ -785,11 +792,18 @@ impl Repository {
         resource: Map<String, Value>,
         criteria: &[(String, String)],
         if_match: Option<i64>,
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Written, FhirError> {
         let mut tx = self.store.begin().await?;
         let result = self
-            .conditional_update_in(&mut tx, resource_type, resource, criteria, if_match, access)
+            .conditional_update_in(
+                &mut tx,
+                resource_type,
+                resource,
+                criteria,
+                if_match,
+                allowed,
+            )
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
@@ -803,10 +817,10 @@ impl Repository {
         mut resource: Map<String, Value>,
         criteria: &[(String, String)],
         if_match: Option<i64>,
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Written, FhirError> {
         let found = self
-            .matching(&mut *conn, resource_type, criteria, access)
+            .matching(&mut *conn, resource_type, criteria, allowed)
             .await?;
         let body_id = match resource.get("id") {
             None => None,
@@ -862,11 +876,11 @@ impl Repository {
         resource_type: ResourceType,
         criteria: &[(String, String)],
         if_match: Option<i64>,
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Option<StoredVersion>, FhirError> {
         let mut tx = self.store.begin().await?;
         let result = self
-            .conditional_delete_in(&mut tx, resource_type, criteria, if_match, access)
+            .conditional_delete_in(&mut tx, resource_type, criteria, if_match, allowed)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
@@ -879,10 +893,10 @@ impl Repository {
         resource_type: ResourceType,
         criteria: &[(String, String)],
         if_match: Option<i64>,
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Option<StoredVersion>, FhirError> {
         let found = self
-            .matching(&mut *conn, resource_type, criteria, access)
+            .matching(&mut *conn, resource_type, criteria, allowed)
             .await?;
         match found.as_slice() {
             [] => Ok(None),
@@ -898,30 +912,74 @@ impl Repository {
         conn: &mut AnyConnection,
         resource_type: ResourceType,
         criteria: &[(String, String)],
-        access: &Access,
+        allowed: Allowed<'_>,
     ) -> Result<Vec<String>, FhirError> {
         let found = searchset::matching(
             conn,
             &self.options.base_url,
             resource_type,
             criteria,
-            access,
+            allowed,
             2,
         )
         .await?;
         Ok(found.into_iter().map(|f| f.id).collect())
     }
 
-    /// A history page, newest first, with the total count.
+    /// A history page, newest first, with the total count. An instance's history is
+    /// checked against the access by the caller ([`Self::check_history_visible`]); a type's
+    /// or the system's is filtered inside the store query: only versions of resources the
+    /// access lets through (judged by their current version, deleted ones left out), of
+    /// the types a search of which `allowed.type_access` allows (system history). A type
+    /// the access excludes altogether is refused, as a search of it is.
     pub async fn history(
         &self,
         scope: HistoryScope<'_>,
         filter: &HistoryFilter,
+        allowed: Allowed<'_>,
     ) -> Result<(Vec<StoredVersion>, i64), FhirError> {
-        if let HistoryScope::Instance(_, id) = scope {
-            check_id(id)?;
-        }
-        Ok(self.store.fhir_history(scope, filter).await?)
+        let access = allowed.access;
+        let visible = match scope {
+            HistoryScope::Instance(_, id) => {
+                check_id(id)?;
+                return Ok(self.store.fhir_history(scope, filter).await?);
+            }
+            _ if access.is_unrestricted() => {
+                return Ok(self.store.fhir_history(scope, filter).await?);
+            }
+            HistoryScope::Type(ty) => {
+                let rt = resource_type(ty)?;
+                match access.visible(rt) {
+                    Ok(Visible::Nothing(why)) => return Err(FhirError::Forbidden(why)),
+                    Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+                    Ok(_) => vec![(rt, access.clone())],
+                }
+            }
+            HistoryScope::System => {
+                let mut visible = Vec::new();
+                for rt in ResourceType::all() {
+                    if matches!(access.visible(rt), Ok(Visible::Nothing(_))) {
+                        continue;
+                    }
+                    let own = match (allowed.type_access)(rt, Via::Search) {
+                        Ok(own) => own,
+                        Err(FhirError::Forbidden(_)) => continue,
+                        Err(other) => return Err(other),
+                    };
+                    let combined = access.clone().and(own);
+                    match combined.visible(rt) {
+                        Ok(Visible::Nothing(_)) => {}
+                        Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+                        Ok(_) => visible.push((rt, combined)),
+                    }
+                }
+                visible
+            }
+        };
+        Ok(self
+            .store
+            .history_visible(&visible, filter, &self.options.base_url)
+            .await?)
     }
 }
 

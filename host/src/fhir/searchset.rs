@@ -21,7 +21,7 @@ use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{Criterion, Include, SearchError, SearchQuery, Summary, Total};
 use crate::store::Store;
-use crate::store::search::{Branch, Follow, Found, SearchSpec, SearchStoreError};
+use crate::store::search::{Branch, Follow, Found, Reach, SearchSpec, SearchStoreError};
 
 /// The page size when `_count` is not given, and the largest one served.
 pub const DEFAULT_COUNT: u32 = 20;
@@ -253,37 +253,47 @@ fn type_specific(c: &Criterion) -> Option<&str> {
     }
 }
 
-/// The resources (at most `limit`) of `rt` that match `params`, under `access`: what the
-/// conditional interactions decide on, read on `conn` (inside the interaction's
+/// The resources (at most `limit`) of `rt` that match `params`, under `allowed` (the
+/// access, and for chains and `_has` each other type's): what the conditional
+/// interactions decide on, read on `conn` (inside the interaction's
 /// transaction). Parameters are parsed strictly.
 pub async fn matching(
     conn: &mut sqlx::AnyConnection,
     base_url: &str,
     rt: ResourceType,
     params: &[(String, String)],
-    access: &Access,
+    allowed: Allowed<'_>,
     limit: i64,
 ) -> Result<Vec<Found>, FhirError> {
+    let Allowed {
+        access,
+        type_access,
+    } = allowed;
     let plan = parse_plan(SearchScope::Type(rt), params, Handling::Strict, access)?;
     if plan.branches.iter().all(|b| b.criteria.is_empty()) {
         return Err(FhirError::invalid(
             "a conditional interaction needs search criteria that select the resource",
         ));
     }
+    let reach = reach(&plan.branches, access, type_access)?;
     let spec = SearchSpec {
         branches: &plan.branches,
         sort: &[],
         snapshot: i64::MAX,
         access,
+        reach: &reach,
         base_url,
     };
     Ok(crate::store::search::search_page_in(conn, &spec, 0, limit).await?)
 }
 
 /// Runs a search and answers the `searchset` Bundle. Matches are restricted by `access`
-/// (the decision on the search); a resource `_include`d or `_revinclude`d of type T also
-/// by `type_access(T)` (what a search of T would be allowed), and is left out when that
-/// is refused: an include never shows a type the caller's scopes do not cover.
+/// (the decision on the search); a chain target or `_has` source of type T also by
+/// `type_access(T, Via::Search)` (what a search of T would be allowed; a chain or `_has`
+/// into a type the caller may not search is refused, naming the reason); a resource
+/// `_include`d of type T by `type_access(T, Via::Reference)`, one `_revinclude`d by
+/// `type_access(T, Via::Search)`, and is left out when that is refused: an include never
+/// shows a type the caller's scopes do not cover.
 pub async fn search(
     store: &Store,
     base_url: &str,
@@ -297,11 +307,13 @@ pub async fn search(
     let result = &plan.query.result;
     let count = i64::from(result.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT));
     let snapshot = plan.snapshot.unwrap_or_else(now_ms);
+    let reach = reach(&plan.branches, access, type_access)?;
     let spec = SearchSpec {
         branches: &plan.branches,
         sort: &result.sort,
         snapshot,
         access,
+        reach: &reach,
         base_url,
     };
     let summary_count = result.summary == Some(Summary::Count);
@@ -393,9 +405,181 @@ pub async fn search(
     Ok(bundle)
 }
 
-/// The access a caller has to search one resource type: an `Err(Forbidden)` leaves the
-/// type out (the authorization layer asks the scope-policy plugins, type by type).
-pub type TypeAccess<'a> = &'a (dyn Fn(ResourceType) -> Result<Access, FhirError> + Send + Sync);
+/// How a request reaches resources of a type other than (or besides) the one it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A search of the type: chain targets, `_has` sources, `_revinclude`d resources,
+    /// the compartment types of `$everything` (SMART `s`).
+    Search,
+    /// Following a reference to it from a resource the caller sees: `_include` and the
+    /// referenced resources of `$everything`. Reading the referenced resource (SMART `r`)
+    /// or searching its type for it (`s`, `Type?_id=`) would show it as well, so either
+    /// suffices.
+    Reference,
+}
+
+/// The access a caller has to one resource type, reached `via` a search or a reference:
+/// an `Err(Forbidden)` leaves the type out (the authorization layer asks the
+/// scope-policy plugins, type by type).
+pub type TypeAccess<'a> =
+    &'a (dyn Fn(ResourceType, Via) -> Result<Access, FhirError> + Send + Sync);
+
+/// What a caller may see: the decision on its request and, per other type, what reaching
+/// into that type would be allowed (criteria of conditional interactions use both).
+#[derive(Clone, Copy)]
+pub struct Allowed<'a> {
+    pub access: &'a Access,
+    pub type_access: TypeAccess<'a>,
+}
+
+impl Allowed<'static> {
+    /// No restriction at all (no authorization layer).
+    pub fn unrestricted() -> Self {
+        static UNRESTRICTED: Access = Access::Unrestricted;
+        Allowed {
+            access: &UNRESTRICTED,
+            type_access: &|_, _| Ok(Access::Unrestricted),
+        }
+    }
+}
+
+/// What the caller may see of each type the criteria of `branches` reach into (chain
+/// targets, `_has` sources, at any depth): the search's `access` and a search of that
+/// type's own access, both. A chain or `_has` whose every type is out of reach is
+/// refused, naming the parameter, the type and why; a chain without a type modifier
+/// keeps to the target types in reach and matches nothing through the others.
+fn reach(
+    branches: &[Branch],
+    access: &Access,
+    type_access: TypeAccess<'_>,
+) -> Result<Reach, FhirError> {
+    let mut reach = Reach::new();
+    let mut why_not: HashMap<ResourceType, String> = HashMap::new();
+    for branch in branches {
+        reach_criteria(
+            &branch.criteria,
+            access,
+            type_access,
+            &mut reach,
+            &mut why_not,
+        )?;
+    }
+    Ok(reach)
+}
+
+fn reach_criteria(
+    criteria: &[Criterion],
+    access: &Access,
+    type_access: TypeAccess<'_>,
+    reach: &mut Reach,
+    why_not: &mut HashMap<ResourceType, String>,
+) -> Result<(), FhirError> {
+    // Decides one type once: its access, or why there is none (kept for the refusal).
+    let decide = |t: ResourceType,
+                  reach: &mut Reach,
+                  why_not: &mut HashMap<ResourceType, String>|
+     -> Result<bool, FhirError> {
+        if let Some(decided) = reach.get(&t) {
+            return Ok(decided.is_some());
+        }
+        let seen = match type_access(t, Via::Search) {
+            Ok(own) => {
+                let combined = access.clone().and(own);
+                match combined.visible(t) {
+                    Ok(Visible::Nothing(why)) => Err(why),
+                    Ok(_) => Ok(combined),
+                    Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+                }
+            }
+            Err(FhirError::Forbidden(why)) => Err(why),
+            Err(other) => return Err(other),
+        };
+        Ok(match seen {
+            Ok(combined) => {
+                reach.insert(t, Some(combined));
+                true
+            }
+            Err(why) => {
+                reach.insert(t, None);
+                why_not.insert(t, why);
+                false
+            }
+        })
+    };
+    let refuse = |label: String, t: ResourceType, why_not: &HashMap<ResourceType, String>| {
+        FhirError::Forbidden(format!(
+            "{label} reaches into {t}, which this token may not search: {}",
+            why_not.get(&t).map_or("no access", String::as_str)
+        ))
+    };
+    for c in criteria {
+        match c {
+            Criterion::Chain { param, targets } => {
+                let mut any = false;
+                for target in targets {
+                    any |= decide(target.resource_type, reach, why_not)?;
+                }
+                if !any && let Some(first) = targets.first() {
+                    let label = format!(
+                        "{}:{}.{}",
+                        param.code,
+                        first.resource_type,
+                        criterion_label(&first.criterion)
+                    );
+                    return Err(refuse(label, first.resource_type, why_not));
+                }
+                for target in targets {
+                    if reach
+                        .get(&target.resource_type)
+                        .is_some_and(Option::is_some)
+                    {
+                        reach_criteria(
+                            std::slice::from_ref(&target.criterion),
+                            access,
+                            type_access,
+                            reach,
+                            why_not,
+                        )?;
+                    }
+                }
+            }
+            Criterion::Has {
+                source_type,
+                reference,
+                criterion,
+            } => {
+                if !decide(*source_type, reach, why_not)? {
+                    let label = format!(
+                        "_has:{source_type}:{}:{}",
+                        reference.code,
+                        criterion_label(criterion)
+                    );
+                    return Err(refuse(label, *source_type, why_not));
+                }
+                reach_criteria(
+                    std::slice::from_ref(criterion.as_ref()),
+                    access,
+                    type_access,
+                    reach,
+                    why_not,
+                )?;
+            }
+            Criterion::AnyOf(inner) => {
+                reach_criteria(inner, access, type_access, reach, why_not)?;
+            }
+            Criterion::Match { .. } | Criterion::Missing { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parameter a criterion is about, for messages.
+fn criterion_label(c: &Criterion) -> &str {
+    match c {
+        Criterion::AnyOf(inner) => inner.first().map_or("?", criterion_label),
+        other => criterion_code(other).unwrap_or("?"),
+    }
+}
 
 /// `Patient/[id]/$everything`: a page of the resources in the Patient compartment of
 /// `patient` (the Patient itself and every resource whose compartment parameters refer
@@ -495,7 +679,7 @@ pub async fn everything(
             left_out.push(format!("{t} (not in the Patient compartment)"));
             continue;
         }
-        match type_access(t) {
+        match type_access(t, Via::Search) {
             Ok(a) => {
                 combined = combined.and(a);
                 allowed.push(t);
@@ -535,6 +719,8 @@ pub async fn everything(
             sort: &[],
             snapshot,
             access: &combined,
+            // Only `_lastUpdated` criteria: nothing reaches into another type.
+            reach: &Reach::new(),
             base_url,
         };
         (
@@ -631,7 +817,7 @@ async fn referenced(
         let Some(rt) = ResourceType::parse(&t) else {
             continue;
         };
-        let type_access = match type_access(rt) {
+        let type_access = match type_access(rt, Via::Reference) {
             Ok(a) => a,
             Err(FhirError::Forbidden(_)) => continue,
             Err(other) => return Err(other),
@@ -666,7 +852,8 @@ fn parse_found(found: &Found) -> Result<Value, FhirError> {
 
 /// Follows `_include` and `_revinclude` from the page's matches; `:iterate` directives
 /// also from what they included, round after round. Every included resource passes
-/// `access` and its own type's `type_access`, as a match of a search of its type would.
+/// `access` and its own type's `type_access`: reached by reference for `_include`
+/// ([`Via::Reference`]), by a search of its type for `_revinclude` ([`Via::Search`]).
 async fn includes(
     store: &Store,
     base_url: &str,
@@ -687,7 +874,7 @@ async fn includes(
     let mut sources: Vec<(String, String)> = seen.iter().cloned().collect();
     sources.sort();
     for round in 0..=MAX_ITERATE_ROUNDS {
-        let mut candidates: Vec<(String, String)> = Vec::new();
+        let mut candidates: Vec<(Via, (String, String))> = Vec::new();
         for inc in include.iter().filter(|i| round == 0 || i.iterate) {
             let ids: Vec<&str> = sources
                 .iter()
@@ -699,7 +886,13 @@ async fn includes(
                 param: inc.param.map(|p| p.code.as_str()),
                 target_type: inc.target_type,
             };
-            candidates.extend(store.referenced_keys(&ids, follow).await?);
+            candidates.extend(
+                store
+                    .referenced_keys(&ids, follow)
+                    .await?
+                    .into_iter()
+                    .map(|key| (Via::Reference, key)),
+            );
         }
         for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
             let follow = Follow {
@@ -707,23 +900,38 @@ async fn includes(
                 param: inc.param.map(|p| p.code.as_str()),
                 target_type: inc.target_type,
             };
-            candidates.extend(store.referring_keys(&sources, follow).await?);
+            candidates.extend(
+                store
+                    .referring_keys(&sources, follow)
+                    .await?
+                    .into_iter()
+                    .map(|key| (Via::Search, key)),
+            );
         }
-        let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
-        for key in candidates {
+        // Included and reverse-included in one round: the include (listed first) decides.
+        let mut by_type: HashMap<(String, bool), Vec<String>> = HashMap::new();
+        for (via, key) in candidates {
             if !seen.contains(&key) {
                 seen.insert(key.clone());
-                by_type.entry(key.0).or_default().push(key.1);
+                by_type
+                    .entry((key.0, via == Via::Reference))
+                    .or_default()
+                    .push(key.1);
             }
         }
         let mut types: Vec<_> = by_type.into_iter().collect();
         types.sort();
         let mut fresh = Vec::new();
-        for (t, ids) in types {
+        for ((t, by_reference), ids) in types {
             let Some(rt) = ResourceType::parse(&t) else {
                 continue;
             };
-            let visible_under = match type_access(rt) {
+            let via = if by_reference {
+                Via::Reference
+            } else {
+                Via::Search
+            };
+            let visible_under = match type_access(rt, via) {
                 Ok(own) => access.clone().and(own),
                 Err(FhirError::Forbidden(_)) => continue,
                 Err(other) => return Err(other),

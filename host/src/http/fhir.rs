@@ -17,7 +17,7 @@ use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::now_ms;
 use crate::fhir::repository::{Conditional, FhirError, Written, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
-use crate::fhir::searchset::{Handling, SearchScope, decode_query};
+use crate::fhir::searchset::{Allowed, Handling, SearchScope, Via, decode_query};
 use crate::store::fhir::{HistoryFilter, HistoryScope, StoredVersion};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
@@ -367,6 +367,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Granted {
     }
 }
 
+/// The caller the authorization layer left in the request's extensions, if any.
+type CallerExt = Option<axum::Extension<super::resource_server::Caller>>;
+
+/// What reaching into a type other than the request's is allowed for its caller
+/// ([`super::resource_server::Caller::type_access`]); everything when no authorization
+/// layer decided anything.
+fn type_access_of(
+    caller: CallerExt,
+) -> impl Fn(crate::fhir::ResourceType, Via) -> Result<Access, FhirError> + Send + Sync {
+    move |t, via| match &caller {
+        Some(axum::Extension(caller)) => caller.type_access(t, via),
+        None => Ok(Access::Unrestricted),
+    }
+}
+
 /// `Prefer: handling=lenient` (anything else is strict).
 fn prefer_handling(headers: &HeaderMap) -> Handling {
     let lenient = headers
@@ -418,6 +433,7 @@ async fn vread(
 async fn create(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -436,7 +452,15 @@ async fn create(
     })?);
     match state
         .fhir()
-        .conditional_create(rt, resource, &criteria, &access)
+        .conditional_create(
+            rt,
+            resource,
+            &criteria,
+            Allowed {
+                access: &access,
+                type_access: &type_access_of(caller),
+            },
+        )
         .await?
     {
         Conditional::Written(written) => written_response(&state, &written, &headers, format),
@@ -448,6 +472,7 @@ async fn create(
 async fn conditional_update(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -459,7 +484,16 @@ async fn conditional_update(
     let resource = parse_resource(&body, rt)?;
     let written = state
         .fhir()
-        .conditional_update(rt, resource, &query, if_match(&headers)?, &access)
+        .conditional_update(
+            rt,
+            resource,
+            &query,
+            if_match(&headers)?,
+            Allowed {
+                access: &access,
+                type_access: &type_access_of(caller),
+            },
+        )
         .await?;
     written_response(&state, &written, &headers, format)
 }
@@ -468,6 +502,7 @@ async fn conditional_update(
 async fn conditional_delete(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -476,7 +511,15 @@ async fn conditional_delete(
     let rt = resource_type(&ty)?;
     let deleted = state
         .fhir()
-        .conditional_delete(rt, &query, if_match(&headers)?, &access)
+        .conditional_delete(
+            rt,
+            &query,
+            if_match(&headers)?,
+            Allowed {
+                access: &access,
+                type_access: &type_access_of(caller),
+            },
+        )
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(v) = deleted {
@@ -629,16 +672,19 @@ pub fn urlencode(text: &str) -> String {
     out
 }
 
-/// A history Bundle: newest first; deletions without a resource; request and response per entry.
+/// A history Bundle: newest first; deletions without a resource; request and response per
+/// entry. Type and system history keep to what `allowed` lets through
+/// ([`crate::fhir::repository::Repository::history`]).
 async fn history_bundle(
     state: &AppState,
     scope: HistoryScope<'_>,
     self_url: String,
     query: &[(String, String)],
     format: Format,
+    allowed: Allowed<'_>,
 ) -> FhirResult {
     let filter = history_filter(query)?;
-    let (versions, total) = state.fhir().history(scope, &filter).await?;
+    let (versions, total) = state.fhir().history(scope, &filter, allowed).await?;
     let base = state.settings().fhir_base_url();
     let mut entries = Vec::with_capacity(versions.len());
     for v in &versions {
@@ -691,17 +737,6 @@ async fn check_history_access(
     state.fhir().check_history_visible(rt, id, access).await
 }
 
-/// Type and system history cannot be filtered by the access constraints (past versions
-/// have no index rows); under constraints they are refused.
-fn refuse_constrained_history(access: &Access, what: &str) -> Result<(), FhirError> {
-    if access.is_unrestricted() {
-        return Ok(());
-    }
-    Err(FhirError::Forbidden(format!(
-        "{what} history is not available under a patient- or query-restricted token: it cannot be limited to what the token may see; use search, or the history of one resource"
-    )))
-}
-
 async fn history_instance(
     State(state): State<AppState>,
     Granted(access): Granted,
@@ -730,6 +765,10 @@ async fn history_instance(
         self_url,
         &query,
         format,
+        Allowed {
+            access: &access,
+            type_access: &type_access_of(None),
+        },
     )
     .await
 }
@@ -737,13 +776,13 @@ async fn history_instance(
 async fn history_type(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
-    refuse_constrained_history(&access, &format!("{rt} type"))?;
     let self_url = format!("{}/{ty}/_history", state.settings().fhir_base_url());
     history_bundle(
         &state,
@@ -751,6 +790,10 @@ async fn history_type(
         self_url,
         &query,
         format,
+        Allowed {
+            access: &access,
+            type_access: &type_access_of(caller),
+        },
     )
     .await
 }
@@ -758,19 +801,30 @@ async fn history_type(
 async fn history_system(
     State(state): State<AppState>,
     Granted(access): Granted,
+    caller: CallerExt,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
-    refuse_constrained_history(&access, "system")?;
     let self_url = format!("{}/_history", state.settings().fhir_base_url());
-    history_bundle(&state, HistoryScope::System, self_url, &query, format).await
+    history_bundle(
+        &state,
+        HistoryScope::System,
+        self_url,
+        &query,
+        format,
+        Allowed {
+            access: &access,
+            type_access: &type_access_of(caller),
+        },
+    )
+    .await
 }
 
 /// `POST [base]` with a batch or transaction Bundle.
 async fn batch_or_transaction(
     State(state): State<AppState>,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     headers: HeaderMap,
     Query(query): QueryPairs,
     body: Bytes,
@@ -784,10 +838,7 @@ async fn batch_or_transaction(
     let Some(axum::Extension(caller)) = caller else {
         return Err(FhirError::Forbidden("no authorized caller for this Bundle".into()).into());
     };
-    let type_access = {
-        let caller = caller.clone();
-        move |t: crate::fhir::ResourceType| caller.search_access(t)
-    };
+    let type_access = type_access_of(Some(axum::Extension(caller.clone())));
     let check = move |entry: &crate::fhir::bundle::EntryRequest| {
         super::resource_server::entry_check(&caller, entry)
     };
@@ -803,7 +854,7 @@ async fn batch_or_transaction(
 async fn search_type(
     State(state): State<AppState>,
     Granted(access): Granted,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -824,7 +875,7 @@ async fn search_type(
 async fn search_type_post(
     State(state): State<AppState>,
     Granted(access): Granted,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     Path(ty): Path<String>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -847,7 +898,7 @@ async fn search_type_post(
 async fn search_system(
     State(state): State<AppState>,
     Granted(access): Granted,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
@@ -866,7 +917,7 @@ async fn search_system(
 async fn search_system_post(
     State(state): State<AppState>,
     Granted(access): Granted,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     headers: HeaderMap,
     Query(query): QueryPairs,
     body: Bytes,
@@ -901,17 +952,15 @@ fn with_form_body(
 async fn search(
     state: &AppState,
     access: &Access,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     scope: SearchScope,
     headers: &HeaderMap,
     params: Vec<(String, String)>,
 ) -> FhirResult {
     let format = negotiate(headers, &params)?;
-    // Included resources of each type only as far as a search of that type is allowed.
-    let type_access = move |t: crate::fhir::ResourceType| match &caller {
-        Some(axum::Extension(caller)) => caller.search_access(t),
-        None => Ok(Access::Unrestricted),
-    };
+    // Chains, `_has` and included resources of each type only as far as reaching into
+    // that type is allowed.
+    let type_access = type_access_of(caller);
     let bundle = state
         .fhir()
         .search(
@@ -975,7 +1024,7 @@ async fn instance_operation_post(
 async fn instance_operation_get(
     State(state): State<AppState>,
     Granted(access): Granted,
-    caller: Option<axum::Extension<super::resource_server::Caller>>,
+    caller: CallerExt,
     Path((ty, id, operation)): Path<(String, String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -989,23 +1038,19 @@ async fn instance_operation_get(
         }
         (_, op) => return Err(unknown_operation(&ty, op).into()),
     }
-    // Each type is returned only as far as a search of it would be allowed; the
-    // Patient itself as far as a read of it would be.
+    // Each compartment type is returned only as far as a search of it would be allowed,
+    // the Patient itself as far as a read of it would be, and the resources they refer
+    // to as far as an include of them would be.
     let patient_id = id.clone();
-    let type_access = move |t: crate::fhir::ResourceType| match &caller {
-        Some(axum::Extension(caller)) => {
-            let path = if t.as_str() == "Patient" {
-                format!("/Patient/{patient_id}")
-            } else {
-                format!("/{t}")
-            };
-            caller.decide(&super::resource_server::classify(
+    let type_access = move |t: crate::fhir::ResourceType, via: Via| match &caller {
+        Some(axum::Extension(caller)) if t.as_str() == "Patient" && via == Via::Search => caller
+            .decide(&super::resource_server::classify(
                 &axum::http::Method::GET,
-                &path,
+                &format!("/Patient/{patient_id}"),
                 &[],
                 &caller.base_url,
-            ))
-        }
+            )),
+        Some(axum::Extension(caller)) => caller.type_access(t, via),
         None => Ok(Access::Unrestricted),
     };
     let bundle = state

@@ -19,6 +19,7 @@ use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::FhirError;
+use crate::fhir::searchset::Via;
 use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
 
@@ -57,8 +58,7 @@ impl Caller {
         }
     }
 
-    /// What a search of `resource_type` would be allowed: how far resources of that type
-    /// may be included into another search's results.
+    /// What a search of `resource_type` would be allowed.
     pub fn search_access(&self, resource_type: ResourceType) -> Result<Access, FhirError> {
         self.decide(&classify(
             &Method::GET,
@@ -66,6 +66,32 @@ impl Caller {
             &[],
             &self.base_url,
         ))
+    }
+
+    /// What a read of a resource of `resource_type` (any id) would be allowed.
+    pub fn read_access(&self, resource_type: ResourceType) -> Result<Access, FhirError> {
+        let mut request = classify(
+            &Method::GET,
+            &format!("/{resource_type}"),
+            &[],
+            &self.base_url,
+        );
+        request.interaction = Interaction::Read;
+        self.decide(&request)
+    }
+
+    /// How far a request of this caller may reach into resources of `resource_type`
+    /// besides the ones it names: a search of the type for chain targets, `_has` sources
+    /// and `_revinclude`; for `_include` (following a reference) a read, or else a search
+    /// (`Type?_id=` would show the resource just the same).
+    pub fn type_access(&self, resource_type: ResourceType, via: Via) -> Result<Access, FhirError> {
+        match via {
+            Via::Search => self.search_access(resource_type),
+            Via::Reference => match self.read_access(resource_type) {
+                Err(FhirError::Forbidden(_)) => self.search_access(resource_type),
+                read => read,
+            },
+        }
     }
 }
 

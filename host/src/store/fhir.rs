@@ -63,7 +63,7 @@ pub struct HistoryFilter {
     pub count: i64,
 }
 
-fn version_from_row(row: &AnyRow) -> Result<StoredVersion, sqlx::Error> {
+pub(super) fn version_from_row(row: &AnyRow) -> Result<StoredVersion, sqlx::Error> {
     Ok(StoredVersion {
         resource_type: row.try_get("resource_type")?,
         id: row.try_get("id")?,

@@ -27,9 +27,12 @@
 //! afterwards do not shift the pages; the order always ends in `(resource_type, id)`,
 //! which makes it total and therefore stable.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
+use super::fhir::{HistoryFilter, StoredVersion};
 use super::{Backend, Store, StoreError};
 use crate::fhir::access::{Access, AccessError, Visible};
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
@@ -56,6 +59,12 @@ pub struct Branch {
     pub criteria: Vec<Criterion>,
 }
 
+/// Per resource type, what the caller may see of it where a search reaches into it: the
+/// targets of chained parameters and the sources of `_has`; `None`: nothing (a chain
+/// without a type modifier may name target types the caller has no access to). A search
+/// whose criteria reach into a type missing here is refused (fail closed).
+pub type Reach = HashMap<ResourceType, Option<Access>>;
+
 /// What a search asks of the database.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchSpec<'a> {
@@ -64,7 +73,10 @@ pub struct SearchSpec<'a> {
     pub sort: &'a [SortKey],
     /// Only resources whose current version is at or before this time (ms).
     pub snapshot: i64,
+    /// What the searched types' matches must be within.
     pub access: &'a Access,
+    /// What chain targets and `_has` sources of the criteria must be within.
+    pub reach: &'a Reach,
     /// The server's FHIR base URL: absolute references to it match by type and id.
     pub base_url: &'a str,
 }
@@ -98,21 +110,54 @@ enum Bind {
     Float(f64),
 }
 
+/// Whose criteria are being compiled, which decides what a chain or `_has` inside them
+/// reaches into.
+#[derive(Debug, Clone, Copy)]
+enum Mode<'a> {
+    /// The request's own: another type is seen only as far as [`Reach`] says, so that a
+    /// criterion cannot test resources the caller may not see.
+    Query,
+    /// An access decision's (a scope query such as `category=laboratory`): part of
+    /// what the grant defines, evaluated under the access it came from.
+    Grant(&'a Access),
+}
+
 /// A query under construction: its bind values and an alias counter.
 struct Sql<'a> {
     binds: Vec<Bind>,
     aliases: usize,
     access: &'a Access,
+    reach: &'a Reach,
     base_url: &'a str,
 }
 
+/// For queries whose criteria have no chain or `_has` of the caller's.
+static NO_REACH: std::sync::LazyLock<Reach> = std::sync::LazyLock::new(Reach::new);
+
 impl<'a> Sql<'a> {
-    fn new(access: &'a Access, base_url: &'a str) -> Self {
+    fn new(access: &'a Access, reach: &'a Reach, base_url: &'a str) -> Self {
         Sql {
             binds: Vec::new(),
             aliases: 0,
             access,
+            reach,
             base_url,
+        }
+    }
+
+    /// The access a chain target or `_has` source of type `rt` is seen under (`None`:
+    /// none of it is).
+    fn reach_of(&self, mode: Mode<'a>, rt: ResourceType) -> Result<Option<&'a Access>> {
+        match mode {
+            Mode::Grant(access) => Ok(Some(access)),
+            Mode::Query => {
+                let reach: &'a Reach = self.reach;
+                reach.get(&rt).map(Option::as_ref).ok_or_else(|| {
+                    SearchStoreError::Access(AccessError(format!(
+                        "no access was decided for {rt}, which the search reaches into"
+                    )))
+                })
+            }
         }
     }
 
@@ -144,34 +189,42 @@ impl<'a> Sql<'a> {
             .join(", ")
     }
 
-    /// The condition that a resource `r` of type `rt` is visible under the access.
-    fn visible(&mut self, rt: ResourceType, r: &str, depth: usize) -> Result<Option<String>> {
-        match self.access.visible(rt)? {
+    /// The condition that a resource `r` of type `rt` is visible under `access`.
+    fn visible(
+        &mut self,
+        access: &'a Access,
+        rt: ResourceType,
+        r: &str,
+        depth: usize,
+    ) -> Result<Option<String>> {
+        match access.visible(rt)? {
             Visible::All => Ok(None),
             Visible::Nothing(_) => Ok(Some("1 = 0".into())),
             Visible::Matching(criteria) => {
                 let parts = criteria
                     .iter()
-                    .map(|c| self.criterion(Some(rt), c, r, depth + 1))
+                    .map(|c| self.criterion(Some(rt), c, r, depth + 1, Mode::Grant(access)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Some(and(parts)))
             }
         }
     }
 
-    /// `r.resource_type = T AND criteria AND visible(T)` for one type.
+    /// `r.resource_type = T AND criteria AND visible(T)` for one type, seen under `access`.
     fn typed(
         &mut self,
+        access: &'a Access,
         rt: ResourceType,
         criteria: &[Criterion],
         r: &str,
         depth: usize,
+        mode: Mode<'a>,
     ) -> Result<String> {
         let mut parts = vec![format!("{r}.resource_type = {}", self.text(rt.as_str()))];
         for c in criteria {
-            parts.push(self.criterion(Some(rt), c, r, depth)?);
+            parts.push(self.criterion(Some(rt), c, r, depth, mode)?);
         }
-        parts.extend(self.visible(rt, r, depth)?);
+        parts.extend(self.visible(access, rt, r, depth)?);
         Ok(and(parts))
     }
 
@@ -181,6 +234,7 @@ impl<'a> Sql<'a> {
         criterion: &Criterion,
         r: &str,
         depth: usize,
+        mode: Mode<'a>,
     ) -> Result<String> {
         if depth > MAX_DEPTH {
             return Err(SearchStoreError::Unsupported(format!(
@@ -214,11 +268,16 @@ impl<'a> Sql<'a> {
                 let code = self.text(param.code.as_str());
                 let mut alternatives = Vec::new();
                 for target in targets {
+                    let Some(seen_under) = self.reach_of(mode, target.resource_type)? else {
+                        continue;
+                    };
                     alternatives.push(self.typed(
+                        seen_under,
                         target.resource_type,
                         std::slice::from_ref(&target.criterion),
                         &t,
                         depth + 1,
+                        mode,
                     )?);
                 }
                 Ok(self.semi_join(
@@ -243,12 +302,17 @@ impl<'a> Sql<'a> {
             } => {
                 let h = self.alias("h");
                 let s = self.alias("s");
+                let Some(seen_under) = self.reach_of(mode, *source_type)? else {
+                    return Ok("1 = 0".into());
+                };
                 let code = self.text(reference.code.as_str());
                 let source = self.typed(
+                    seen_under,
                     *source_type,
                     std::slice::from_ref(criterion.as_ref()),
                     &s,
                     depth + 1,
+                    mode,
                 )?;
                 Ok(self.semi_join(
                     rt,
@@ -268,7 +332,7 @@ impl<'a> Sql<'a> {
             Criterion::AnyOf(criteria) => {
                 let parts = criteria
                     .iter()
-                    .map(|c| self.criterion(rt, c, r, depth))
+                    .map(|c| self.criterion(rt, c, r, depth, mode))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(or(parts))
             }
@@ -589,7 +653,14 @@ impl<'a> Sql<'a> {
         let mut branches = Vec::new();
         for branch in spec.branches {
             match branch.resource_type {
-                Some(rt) => branches.push(self.typed(rt, &branch.criteria, "r", 0)?),
+                Some(rt) => branches.push(self.typed(
+                    self.access,
+                    rt,
+                    &branch.criteria,
+                    "r",
+                    0,
+                    Mode::Query,
+                )?),
                 None => {
                     if !self.access.is_unrestricted() {
                         return Err(SearchStoreError::Unsupported(
@@ -599,7 +670,7 @@ impl<'a> Sql<'a> {
                     }
                     let mut parts = Vec::new();
                     for c in &branch.criteria {
-                        parts.push(self.criterion(None, c, "r", 0)?);
+                        parts.push(self.criterion(None, c, "r", 0, Mode::Query)?);
                     }
                     branches.push(and(parts));
                 }
@@ -612,9 +683,9 @@ impl<'a> Sql<'a> {
         ))
     }
 
-    fn run<'q>(self, sql: &'q str) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    fn run<'q>(&self, sql: &'q str) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
         let mut query = sqlx::query(sql);
-        for bind in self.binds {
+        for bind in self.binds.iter().cloned() {
             query = match bind {
                 Bind::Text(v) => query.bind(v),
                 Bind::Int(v) => query.bind(v),
@@ -723,7 +794,7 @@ pub async fn search_page_in(
     offset: i64,
     count: i64,
 ) -> Result<Vec<Found>> {
-    let mut sql = Sql::new(spec.access, spec.base_url);
+    let mut sql = Sql::new(spec.access, spec.reach, spec.base_url);
     let where_clause = sql.search_where(spec)?;
     let mut columns = Vec::new();
     let mut order = Vec::new();
@@ -752,7 +823,7 @@ pub async fn search_page_in(
 impl Store {
     /// How many resources match (what `_total=accurate` reports).
     pub async fn search_count(&self, spec: &SearchSpec<'_>) -> Result<i64> {
-        let mut sql = Sql::new(spec.access, spec.base_url);
+        let mut sql = Sql::new(spec.access, spec.reach, spec.base_url);
         let where_clause = sql.search_where(spec)?;
         let text = format!("SELECT COUNT(*) AS n FROM fhir_resources r WHERE {where_clause}");
         let row = sql.run(&text).fetch_one(self.pool()).await?;
@@ -770,7 +841,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let access = Access::Unrestricted;
-        let mut sql = Sql::new(&access, "");
+        let mut sql = Sql::new(&access, &NO_REACH, "");
         let mut parts = vec![
             format!(
                 "f.resource_type = {}",
@@ -803,7 +874,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let access = Access::Unrestricted;
-        let mut sql = Sql::new(&access, "");
+        let mut sql = Sql::new(&access, &NO_REACH, "");
         let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
         for (t, id) in targets {
             if let Some(wanted) = follow.target_type
@@ -892,8 +963,8 @@ pub async fn fetch_visible_in(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::new(access, base_url);
-    let typed = sql.typed(rt, &[], "r", 0)?;
+    let mut sql = Sql::new(access, &NO_REACH, base_url);
+    let typed = sql.typed(access, rt, &[], "r", 0, Mode::Query)?;
     let text = format!(
         "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM fhir_resources r \
          WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id",
@@ -922,6 +993,73 @@ pub async fn is_visible_in(
         .is_empty())
 }
 
+impl Store {
+    /// Type or system history under access constraints: the versions, newest first, of
+    /// the resources of `visible`'s types whose current version the type's access lets
+    /// through, and how many such versions the filter selects. Past versions have no index
+    /// rows; a resource is judged by its current version, as a read of it would be, and
+    /// a deleted resource, with nothing left to judge, is left out (fail closed).
+    pub async fn history_visible(
+        &self,
+        visible: &[(ResourceType, Access)],
+        filter: &HistoryFilter,
+        base_url: &str,
+    ) -> Result<(Vec<StoredVersion>, i64)> {
+        if visible.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let mut sql = Sql::new(&Access::Unrestricted, &NO_REACH, base_url);
+        // Types seen whole need no look at their current version.
+        let mut whole = Vec::new();
+        let mut branches = Vec::new();
+        for (rt, access) in visible {
+            match access.visible(*rt)? {
+                Visible::All => whole.push(rt.as_str()),
+                Visible::Nothing(_) => {}
+                Visible::Matching(_) => {
+                    let t = sql.text(rt.as_str());
+                    let typed = sql.typed(access, *rt, &[], "r", 0, Mode::Query)?;
+                    branches.push(format!(
+                        "(hv.resource_type = {t} AND EXISTS (SELECT 1 FROM fhir_resources r \
+                         WHERE r.resource_type = hv.resource_type AND r.id = hv.id \
+                         AND r.deleted = 0 AND {typed}))"
+                    ));
+                }
+            }
+        }
+        if !whole.is_empty() {
+            branches.push(format!("hv.resource_type IN ({})", sql.texts(whole)));
+        }
+        let mut conditions = vec![or(branches)];
+        if let Some(since) = filter.since {
+            conditions.push(format!("hv.last_updated >= {}", sql.int(since)));
+        }
+        if let Some(at) = filter.at {
+            conditions.push(format!("hv.last_updated <= {}", sql.int(at)));
+        }
+        let where_clause = and(conditions);
+        let count_text = format!("SELECT COUNT(*) AS n FROM fhir_history hv WHERE {where_clause}");
+        let page_text = format!(
+            "SELECT hv.resource_type, hv.id, hv.version_id, hv.last_updated, hv.deleted, hv.content, hv.method \
+             FROM fhir_history hv WHERE {where_clause} \
+             ORDER BY hv.last_updated DESC, hv.resource_type, hv.id, hv.version_id DESC LIMIT {} OFFSET {}",
+            filter.count.max(0),
+            filter.offset.max(0)
+        );
+        let total: i64 = sql
+            .run(&count_text)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        let rows = sql.run(&page_text).fetch_all(self.pool()).await?;
+        let versions = rows
+            .iter()
+            .map(super::fhir::version_from_row)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok((versions, total))
+    }
+}
+
 fn keys(rows: Vec<AnyRow>) -> Result<Vec<(String, String)>> {
     Ok(rows
         .iter()
@@ -947,14 +1085,16 @@ mod tests {
             criteria: q.criteria,
         }];
         let access = Access::Unrestricted;
+        let reach = Reach::new();
         let spec = SearchSpec {
             branches: &branches,
             sort: &[],
             snapshot: 0,
             access: &access,
+            reach: &reach,
             base_url: "http://h/fhir",
         };
-        let mut sql = Sql::new(&access, "http://h/fhir");
+        let mut sql = Sql::new(&access, &reach, "http://h/fhir");
         let text = sql.search_where(&spec).unwrap();
         (text, sql.binds.len())
     }
@@ -966,6 +1106,51 @@ mod tests {
             assert!(text.contains(&format!("${n}")), "{text}");
         }
         assert!(!text.contains(&format!("${}", binds + 1)), "{text}");
+    }
+
+    fn chain_where(reach: &Reach) -> Result<String> {
+        let rt = ResourceType::parse("Observation").unwrap();
+        let q = SearchQuery::parse(rt, [("subject:Patient.name", "x")]).unwrap();
+        let branches = [Branch {
+            resource_type: Some(rt),
+            criteria: q.criteria,
+        }];
+        let access = Access::Unrestricted;
+        let spec = SearchSpec {
+            branches: &branches,
+            sort: &[],
+            snapshot: 0,
+            access: &access,
+            reach,
+            base_url: "http://h/fhir",
+        };
+        Sql::new(&access, reach, "http://h/fhir").search_where(&spec)
+    }
+
+    #[test]
+    fn chains_reach_only_as_far_as_decided() {
+        let patient = ResourceType::parse("Patient").unwrap();
+        // No decision for the target type: refused, not compiled without one.
+        assert!(matches!(
+            chain_where(&Reach::new()),
+            Err(SearchStoreError::Access(_))
+        ));
+        // Decided as out of reach: the chain matches nothing.
+        let text = chain_where(&Reach::from([(patient, None)])).unwrap();
+        assert!(
+            text.contains("1 = 0") && !text.contains("fhir_idx_string"),
+            "{text}"
+        );
+        // Within the target's own access: its constraint is inside the subquery.
+        let within = Access::Within(vec![crate::fhir::access::AccessConstraint::Search {
+            resource_type: patient,
+            params: vec![("gender".into(), "female".into())],
+        }]);
+        let text = chain_where(&Reach::from([(patient, Some(within))])).unwrap();
+        assert!(
+            text.contains("fhir_idx_string") && text.contains("fhir_idx_token"),
+            "{text}"
+        );
     }
 
     #[test]

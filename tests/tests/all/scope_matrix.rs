@@ -21,6 +21,10 @@ enum Expect {
     Total(i64),
     /// A history Bundle with exactly these entries (`Type/id`, sorted; total = count).
     History(&'static [&'static str]),
+    /// A searchset or history read page by page through its `next` links: every page
+    /// reports this total, a page past the last one is never offered, `previous` links
+    /// go back, and the pages' matches (`Type/id`, sorted) are exactly these.
+    Pages(i64, &'static [&'static str]),
     /// This status, nothing else asserted (a successful write, a 410).
     Status(u16),
     /// 403 whose `WWW-Authenticate` and OperationOutcome contain the text.
@@ -106,8 +110,9 @@ async fn seed(app: &axum::Router, state: &hestia::http::AppState) {
     o1_lab["performer"] = json!([{"reference": "Practitioner/dr1"}]);
     let resources = [
         json!({"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Who"}]}),
-        json!({"resourceType": "Patient", "id": "p1", "generalPractitioner": [{"reference": "Practitioner/dr1"}]}),
-        json!({"resourceType": "Patient", "id": "p2"}),
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Smith"}],
+               "generalPractitioner": [{"reference": "Practitioner/dr1"}]}),
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Jones"}]}),
         o1_lab,
         observation(Some("o1-vital"), "p1", "vital-signs"),
         observation(Some("o2-lab"), "p2", "laboratory"),
@@ -253,19 +258,55 @@ fn read_rows() -> Vec<Row> {
             "GET Observation/o2-lab/_history/1",
             Hidden(compartment),
         ),
+        // Type and system history: versions of the resources the token may see, only.
         row(
             "patient/*.read",
             p1,
             "GET Observation/_history",
-            Refused(
-                "Observation type history is not available under a patient- or query-restricted token",
-            ),
+            History(P1_OBS),
         ),
         row(
             "patient/*.read",
             p1,
             "GET _history",
-            Refused("system history is not available under a patient- or query-restricted token"),
+            History(&[
+                "Condition/c1",
+                "Observation/o1-lab",
+                "Observation/o1-vital",
+                "Patient/p1",
+            ]),
+        ),
+        row(
+            "patient/*.read",
+            p1,
+            "GET Observation/_history?_count=1",
+            Pages(2, P1_OBS),
+        ),
+        row(
+            "patient/*.read",
+            p1,
+            "GET _history?_count=1&_since=2000-01-01",
+            Pages(
+                4,
+                &[
+                    "Condition/c1",
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Patient/p1",
+                ],
+            ),
+        ),
+        row(
+            "patient/*.read",
+            p1,
+            "GET Observation/_history?_since=2999-01-01",
+            History(&[]),
+        ),
+        row(
+            "patient/*.read",
+            p1,
+            "GET Practitioner/_history",
+            Refused("Practitioner resources are outside the patient compartment of Patient/p1"),
         ),
         row(
             "patient/*.read",
@@ -412,7 +453,7 @@ fn read_rows() -> Vec<Row> {
             "patient/Observation.rs",
             p1,
             "GET Observation/_history",
-            Refused("Observation type history is not available"),
+            History(P1_OBS),
         ),
         row(
             "patient/Observation.r",
@@ -534,7 +575,13 @@ fn read_rows() -> Vec<Row> {
             "user/Observation.rs?category=laboratory",
             None,
             "GET Observation/_history",
-            Refused("Observation type history is not available"),
+            History(&["Observation/o1-lab", "Observation/o2-lab"]),
+        ),
+        row(
+            "patient/Observation.rs?category=laboratory",
+            p1,
+            "GET Observation/_history",
+            History(&["Observation/o1-lab"]),
         ),
         // user/*.rs and system/*.rs: everything to read, including across types.
         row(
@@ -579,6 +626,241 @@ fn read_rows() -> Vec<Row> {
             ),
         ),
         row("system/*.rs", None, "GET _history", History(ALL_SEEDED)),
+    ]
+    .into_iter()
+    .chain(reach_rows())
+    .collect()
+}
+
+/// Chains, `_has`, includes, `$everything`, totals and pages: what a request reaches
+/// beyond its own resource type stays within the token's access to that other type.
+fn reach_rows() -> Vec<Row> {
+    let p1 = Some("p1");
+    let lab_and_p1 = &["Observation/o1-lab", "Patient/p1"];
+    vec![
+        // ---- Chains and _has: the other type's own access applies inside them ----
+        row(
+            "system/*.rs",
+            None,
+            "GET Observation?subject:Patient.name=Smith",
+            Search(2, P1_OBS),
+        ),
+        row(
+            "user/Observation.rs",
+            None,
+            "GET Observation?subject:Patient.name=Smith",
+            Refused(
+                "subject:Patient.name reaches into Patient, which this token may not search: plugin smart-scopes denied: no granted scope permits search of Patient",
+            ),
+        ),
+        row(
+            "user/Observation.rs user/Patient.rs?name=Jones",
+            None,
+            "GET Observation?subject:Patient.name=Smith",
+            Search(0, &[]),
+        ),
+        row(
+            "user/Observation.rs user/Patient.rs?name=Jones",
+            None,
+            "GET Observation?subject:Patient.name=Smith,Jones&_count=1",
+            Pages(1, &["Observation/o2-lab"]),
+        ),
+        // Without a type modifier a chain keeps to the target types in reach (Patient here;
+        // not Group or Location), and is refused when none is.
+        row(
+            "user/Observation.rs user/Patient.rs",
+            None,
+            "GET Observation?subject.name=Smith",
+            Search(2, P1_OBS),
+        ),
+        row(
+            "user/Observation.rs",
+            None,
+            "GET Observation?subject.name=Smith",
+            Refused("which this token may not search: plugin smart-scopes denied"),
+        ),
+        row(
+            "user/Observation.rs user/Patient.rs",
+            None,
+            "GET Observation?subject:Patient.general-practitioner:Practitioner.name=Who",
+            Refused(
+                "general-practitioner:Practitioner.name reaches into Practitioner, which this token may not search",
+            ),
+        ),
+        row(
+            "patient/*.rs",
+            p1,
+            "GET Observation?performer:Practitioner.name=Who",
+            Refused(
+                "performer:Practitioner.name reaches into Practitioner, which this token may not search: Practitioner resources are outside the patient compartment of Patient/p1",
+            ),
+        ),
+        row(
+            "patient/Patient.rs",
+            p1,
+            "GET Patient?_has:Observation:patient:category=laboratory",
+            Refused(
+                "_has:Observation:patient:category reaches into Observation, which this token may not search: plugin smart-scopes denied: no granted scope permits search of Observation",
+            ),
+        ),
+        row(
+            "patient/Patient.rs patient/Observation.rs?category=vital-signs",
+            p1,
+            "GET Patient?_has:Observation:patient:category=laboratory",
+            Search(0, &[]),
+        ),
+        row(
+            "patient/Patient.rs patient/Observation.rs?category=vital-signs",
+            p1,
+            "GET Patient?_has:Observation:patient:category=vital-signs",
+            Search(1, &["Patient/p1"]),
+        ),
+        row(
+            "user/Patient.rs user/Observation.rs?category=vital-signs",
+            None,
+            "GET Patient?_has:Observation:patient:category=laboratory&_total=accurate",
+            Search(0, &[]),
+        ),
+        row(
+            "user/Patient.rs user/Observation.rs?category=vital-signs",
+            None,
+            "GET Patient?_has:Observation:patient:category=vital-signs,laboratory&_total=accurate&_count=1",
+            Pages(1, &["Patient/p1"]),
+        ),
+        // ---- Includes: `_include` follows a reference, which a read (r) or a search (s)
+        // of the target type allows; `_revinclude` is a search of the source type (s).
+        row(
+            "user/Observation.rs user/Patient.r",
+            None,
+            OBS_INCLUDE_SUBJECT,
+            Search(
+                3,
+                &[
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Observation/o2-lab",
+                    "+Patient/p1",
+                    "+Patient/p2",
+                ],
+            ),
+        ),
+        row(
+            "user/Observation.rs user/Patient.s",
+            None,
+            OBS_INCLUDE_SUBJECT,
+            Search(
+                3,
+                &[
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Observation/o2-lab",
+                    "+Patient/p1",
+                    "+Patient/p2",
+                ],
+            ),
+        ),
+        row(
+            "patient/Observation.rs patient/Patient.r",
+            p1,
+            OBS_INCLUDE_SUBJECT,
+            Search(
+                2,
+                &["Observation/o1-lab", "Observation/o1-vital", "+Patient/p1"],
+            ),
+        ),
+        row(
+            "user/Observation.rs user/Patient.r",
+            None,
+            "GET Observation?_include=Observation:subject&_include:iterate=Patient:general-practitioner",
+            Search(
+                3,
+                &[
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Observation/o2-lab",
+                    "+Patient/p1",
+                    "+Patient/p2",
+                ],
+            ),
+        ),
+        row(
+            "user/Patient.rs user/Observation.r",
+            None,
+            PATIENT_REVINCLUDE_OBS,
+            Search(2, &["Patient/p1", "Patient/p2"]),
+        ),
+        // ---- $everything: the compartment, within each type's access ----
+        row(
+            "patient/*.rs",
+            p1,
+            "GET Patient/p1/$everything",
+            Search(
+                4,
+                &[
+                    "Condition/c1",
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Patient/p1",
+                ],
+            ),
+        ),
+        row(
+            "patient/*.rs",
+            p1,
+            "GET Patient/p1/$everything?_count=1",
+            Pages(
+                4,
+                &[
+                    "Condition/c1",
+                    "Observation/o1-lab",
+                    "Observation/o1-vital",
+                    "Patient/p1",
+                ],
+            ),
+        ),
+        row(
+            "patient/*.rs",
+            p1,
+            "GET Patient/p2/$everything",
+            Hidden("Patient/p2 is outside the patient compartment of Patient/p1"),
+        ),
+        row(
+            "patient/Patient.r patient/Observation.rs?category=laboratory",
+            p1,
+            "GET Patient/p1/$everything",
+            Search(2, lab_and_p1),
+        ),
+        row(
+            "patient/Patient.r patient/Observation.rs?category=laboratory",
+            p1,
+            "GET Patient/p1/$everything?_count=1",
+            Pages(2, lab_and_p1),
+        ),
+        row(
+            "user/Patient.r user/Observation.rs?category=laboratory user/Practitioner.r",
+            None,
+            "GET Patient/p1/$everything",
+            Search(
+                2,
+                &["Observation/o1-lab", "Patient/p1", "+Practitioner/dr1"],
+            ),
+        ),
+        // ---- Totals and pages of searches never count what the token may not see ----
+        row(
+            "patient/Observation.rs?category=laboratory",
+            p1,
+            "GET Observation?_total=accurate&_count=1",
+            Pages(1, &["Observation/o1-lab"]),
+        ),
+        row(
+            "patient/*.rs",
+            p1,
+            "GET ?_type=Observation,Patient&_count=2&_total=accurate",
+            Pages(
+                3,
+                &["Observation/o1-lab", "Observation/o1-vital", "Patient/p1"],
+            ),
+        ),
     ]
 }
 
@@ -736,6 +1018,9 @@ fn write_rows() -> Vec<Row> {
         // The two created Observations are all that is left: no refused write happened.
         row("system/*.rs", None, OBS, Total(2)),
         row("system/*.rs", None, "GET Patient", Total(2)),
+        // Deleted resources have no current version to judge: a restricted type history
+        // leaves them out; p1's one remaining Observation is the one it created.
+        row("patient/*.read", p1, "GET Observation/_history", Total(1)),
     ]
 }
 
@@ -781,8 +1066,80 @@ pub fn assert_forbidden(reply: &Reply, needle: &str, what: &str) {
     );
 }
 
-fn check(reply: &Reply, expect: Expect, hidden_as_not_found: bool, what: &str) {
+/// The `Type/id` of each entry that is a match (searchset) or a version (history).
+fn page_keys(body: &Value) -> Vec<String> {
+    body["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| !matches!(e["search"]["mode"].as_str(), Some("include" | "outcome")))
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap_or("?"),
+                        e["resource"]["id"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn link(body: &Value, relation: &str) -> Option<String> {
+    body["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)
+        .and_then(|l| l["url"].as_str())
+        .map(|u| u.trim_start_matches("http://localhost:8080").to_owned())
+}
+
+/// Reads every page through `next`, checking each page's total and links.
+async fn check_pages(
+    app: &axum::Router,
+    auth: &str,
+    first: &Reply,
+    total: i64,
+    ids: &[&str],
+    what: &str,
+) {
+    let (mut status, mut body) = (first.status, first.body.clone());
+    let mut got: Vec<String> = Vec::new();
+    for page in 0.. {
+        assert!(page < 20, "{what}: more pages than matches");
+        assert_eq!(status, 200, "{what}: page {page}: {body:?}");
+        assert_eq!(body["total"], total, "{what}: page {page}");
+        assert_eq!(
+            link(&body, "previous").is_some(),
+            page > 0,
+            "{what}: page {page}: a previous link exactly after the first page"
+        );
+        let keys = page_keys(&body);
+        assert!(!keys.is_empty(), "{what}: page {page} is empty");
+        got.extend(keys);
+        let Some(next) = link(&body, "next") else {
+            break;
+        };
+        let reply = call(app, "GET", &next, &[("authorization", auth)], "").await;
+        (status, body) = (reply.status, reply.body);
+    }
+    got.sort();
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want, "{what}: the matches of all pages");
+}
+
+async fn check(
+    app: &axum::Router,
+    auth: &str,
+    reply: &Reply,
+    expect: Expect,
+    hidden_as_not_found: bool,
+    what: &str,
+) {
     match expect {
+        Pages(total, ids) => check_pages(app, auth, reply, total, ids, what).await,
         Read(key) => {
             assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
             let got = format!(
@@ -848,6 +1205,7 @@ const HIDDEN_AS: [(&str, bool); 2] = [("", false), ("[fhir]\nhidden_as = \"not-f
 
 #[tokio::test]
 async fn smart_scope_matrix() {
+    let mut failed: Vec<String> = Vec::new();
     for (toml, hidden_as_not_found) in HIDDEN_AS {
         for db in TestDb::all().await {
             let (app, state) = raw_app_on(&db, toml).await;
@@ -874,10 +1232,28 @@ async fn smart_scope_matrix() {
                     "{} (hidden_as_not_found={hidden_as_not_found}): [{}] patient={:?}: {}",
                     db.backend, r.scope, r.patient, r.request
                 );
-                check(&reply, r.expect, hidden_as_not_found, &what);
+                // Each row is checked in a task of its own so that one run names every
+                // failing row (the panic of each is printed), not just the first.
+                let (app, expect) = (app.clone(), r.expect);
+                let checked = tokio::spawn(async move {
+                    check(&app, &auth, &reply, expect, hidden_as_not_found, &what).await;
+                })
+                .await;
+                if checked.is_err() {
+                    failed.push(format!(
+                        "{} (hidden_as_not_found={hidden_as_not_found}): [{}] {}",
+                        db.backend, r.scope, r.request
+                    ));
+                }
             }
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{} rows failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// The response entries of a batch or transaction: `(status, body)` where the body is
@@ -1102,5 +1478,125 @@ async fn constrained_entries_inside_bundles() {
             assert_eq!(lab.status, 200, "{b}");
             assert_eq!(lab.body["meta"]["versionId"], "1", "{b}: o2-lab untouched");
         }
+    }
+}
+
+/// Conditional interactions and Bundle entries decide on search criteria too: a chain or
+/// `_has` in them reaches into another type only as far as the token may search it, so
+/// that the outcome (created or existing, updated, deleted) cannot reveal what the token
+/// may not see.
+#[tokio::test]
+async fn chains_in_conditional_and_bundle_criteria() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, state) = raw_app_on(&db, "").await;
+        seed(&app, &state).await;
+        let token = mint(&state, json!({"scope": "user/Observation.cruds"})).await;
+        let auth = format!("Bearer {token}");
+        let json_headers = [
+            ("content-type", "application/fhir+json"),
+            ("authorization", auth.as_str()),
+        ];
+        let needle = "subject:Patient.name reaches into Patient, which this token may not search";
+
+        // If-None-Exist with a chain: neither 200 (exists) nor 412 (several) nor 201.
+        let mut headers = json_headers.to_vec();
+        headers.push(("if-none-exist", "subject:Patient.name=Smith"));
+        let reply = call(
+            &app,
+            "POST",
+            "/fhir/r4/Observation",
+            &headers,
+            observation(None, "p1", "laboratory").to_string(),
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional create"));
+
+        let reply = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Observation?subject:Patient.name=Smith",
+            &json_headers,
+            observation(None, "p1", "laboratory").to_string(),
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional update"));
+
+        let reply = call(
+            &app,
+            "DELETE",
+            "/fhir/r4/Observation?subject:Patient.name=Jones",
+            &[("authorization", auth.as_str())],
+            "",
+        )
+        .await;
+        assert_forbidden(&reply, needle, &format!("{b}: conditional delete"));
+
+        // A search entry of a batch, and a conditional create of a transaction.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            get_entry("Observation?subject:Patient.name=Smith"),
+            get_entry("Observation?subject=Patient/p2"),
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &json_headers, batch.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let got = entries(&reply);
+        assert_eq!(got[0].0, "403 Forbidden", "{b}: {:?}", got[0].1);
+        assert!(
+            diagnostics(&got[0].1).contains(needle),
+            "{b}: {:?}",
+            got[0].1
+        );
+        assert_eq!(searchset_ids(&got[1].1), ["Observation/o2-lab"], "{b}");
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+            "fullUrl": "urn:uuid:0b0a6b4e-8f4e-4a8e-9a57-0e3f1e0c0001",
+            "resource": observation(None, "p1", "laboratory"),
+            "request": {"method": "POST", "url": "Observation",
+                        "ifNoneExist": "subject:Patient.name=Smith"},
+        }]});
+        let reply = call(&app, "POST", "/fhir/r4", &json_headers, tx.to_string()).await;
+        assert_forbidden(&reply, needle, &format!("{b}: transaction"));
+
+        // Nothing was written or deleted: still the three seeded Observations.
+        let admin = mint(&state, json!({"scope": "system/*.rs"})).await;
+        let admin = format!("Bearer {admin}");
+        let all = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", admin.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(searchset_ids(&all.body), ALL_OBS, "{b}");
+
+        // With Patient search access the same conditional requests run, within it.
+        let both = mint(
+            &state,
+            json!({"scope": "user/Observation.cruds user/Patient.rs?name=Jones"}),
+        )
+        .await;
+        let both = format!("Bearer {both}");
+        let reply = call(
+            &app,
+            "DELETE",
+            "/fhir/r4/Observation?subject:Patient.name=Smith,Jones",
+            &[("authorization", both.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(
+            reply.status, 204,
+            "{b}: only o2-lab matches within name=Jones: {:?}",
+            reply.body
+        );
+        let all = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", admin.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(searchset_ids(&all.body), P1_OBS, "{b}: o2-lab deleted");
     }
 }
