@@ -236,6 +236,7 @@ pub struct DevCertArgs {
 
 /// Parses the command line, runs the command, and turns an error into a message and exit code 1.
 pub fn main() -> std::process::ExitCode {
+    crate::jwt_crypto::install();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod explain;
 pub mod fhir;
 pub mod http;
+pub mod jwt_crypto;
 pub mod oauth;
 pub mod plugins;
 pub mod policy;

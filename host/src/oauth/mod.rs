@@ -162,6 +162,7 @@ pub struct AuthServer {
 impl AuthServer {
     /// The authorization server of these settings, with the built-in policy and the system clock.
     pub fn new(store: Store, settings: &Settings) -> Self {
+        crate::jwt_crypto::install();
         Self {
             store,
             issuer: settings.public_url.clone(),

@@ -85,11 +85,59 @@ const INDEX_TABLES: &[&str] = &[
     "fhir_idx_uri",
 ];
 
+/// How long [`Store::begin`] waits for its turn on SQLite: the `busy_timeout` of its connections.
+const WRITE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A write transaction from [`Store::begin`]: use it as the connection (`&mut tx`), then
+/// [`WriteTx::commit`]; dropped without a commit, it rolls back. On SQLite it holds the
+/// write turn until then.
+pub struct WriteTx {
+    // Dropped first: the rollback is queued before the turn passes on.
+    tx: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
 impl Store {
     /// Begins a write transaction; every write of one interaction (or one transaction
-    /// Bundle) goes through one.
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.pool().begin().await?)
+    /// Bundle) goes through one. On SQLite it first waits for the process's write turn
+    /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout.
+    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(
+                tokio::time::timeout(WRITE_TURN_TIMEOUT, turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Busy(format!(
+                            "no turn to write within {} s",
+                            WRITE_TURN_TIMEOUT.as_secs()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool().begin().await?,
+            _turn: turn,
+        })
     }
 
     /// The current version of a resource (deleted or not), outside a transaction.

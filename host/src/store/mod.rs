@@ -19,6 +19,7 @@ pub use users::{NewUser, User};
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -45,6 +46,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("the database is busy: {0}")]
+    Busy(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -57,6 +60,13 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: whose turn it is to run a write transaction ([`Store::begin`]).
+    /// SQLite has one writer at a time; a transaction that has read and then finds another
+    /// connection's write in its way fails at once with "database is locked" (its snapshot
+    /// is stale, so the busy timeout cannot help), and plain lock waits back off in sleeps of
+    /// up to 100 ms. Taking turns in the process avoids both; other processes (`hestia user
+    /// add` while `serve` runs) still meet the busy timeout.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// Seconds since the Unix epoch, the one time representation in the schema.
@@ -108,7 +118,12 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        Ok(Self { pool, backend })
+        let write_turn = (backend == Backend::Sqlite).then(Default::default);
+        Ok(Self {
+            pool,
+            backend,
+            write_turn,
+        })
     }
 
     /// Brings the schema up to date; safe to run from several processes at once.

@@ -171,3 +171,68 @@ async fn clients_on_both_databases() {
         store.close().await;
     }
 }
+
+/// Writes from many requests at once all succeed: on SQLite an update reads the current
+/// version and then writes, and without taking turns a concurrent writer made it fail with
+/// "database is locked" (a 500) instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_all_succeed_on_both_databases() {
+    for db in TestDb::all().await {
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let app = app.clone();
+            tasks.spawn(async move {
+                let mut statuses = Vec::new();
+                for version in 1..=4 {
+                    let body = serde_json::json!({
+                        "resourceType": "Patient", "id": format!("c{i}"),
+                        "name": [{"family": format!("Version{version}")}]
+                    });
+                    let put = crate::support::call(
+                        &app,
+                        "PUT",
+                        &format!("/fhir/r4/Patient/c{i}"),
+                        &[("content-type", "application/fhir+json")],
+                        body.to_string(),
+                    )
+                    .await;
+                    statuses.push((put.status, put.diagnostics()));
+                    let post = crate::support::call(
+                        &app,
+                        "POST",
+                        "/fhir/r4/Patient",
+                        &[("content-type", "application/fhir+json")],
+                        r#"{"resourceType":"Patient","active":true}"#,
+                    )
+                    .await;
+                    statuses.push((post.status, post.diagnostics()));
+                }
+                statuses
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(statuses) = tasks.join_next().await {
+            failures.extend(
+                statuses
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(status, _)| !matches!(status, 200 | 201)),
+            );
+        }
+        assert!(failures.is_empty(), "{}: {failures:?}", db.backend);
+        for i in 0..16 {
+            let read =
+                crate::support::call(&app, "GET", &format!("/fhir/r4/Patient/c{i}"), &[], "").await;
+            assert_eq!(
+                read.body["meta"]["versionId"], "4",
+                "{}: Patient/c{i}",
+                db.backend
+            );
+            assert_eq!(read.body["name"][0]["family"], "Version4", "{}", db.backend);
+        }
+        let all =
+            crate::support::call(&app, "GET", "/fhir/r4/Patient?_summary=count", &[], "").await;
+        assert_eq!(all.body["total"], 16 + 16 * 4, "{}", db.backend);
+    }
+}

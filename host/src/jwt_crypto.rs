@@ -1,0 +1,256 @@
+//! RSA for `jsonwebtoken` through ring: the process-wide `jsonwebtoken` crypto provider.
+//!
+//! Why: `jsonwebtoken`'s `rust_crypto` backend does RSA with the `rsa` crate, whose
+//! arithmetic (`num-bigint-dig`) took about half of the token endpoint's CPU (RS256
+//! signatures, the key also re-parsed from DER for every one) and a third of an
+//! authenticated FHIR read's (signature checks) under `bench/peers/run`. ring, already
+//! linked for rustls, does the same RSA PKCS#1 v1.5 operations in assembly. Everything
+//! else (ES256/ES384, PSS, HMAC, EdDSA, JWK utilities) stays with `rust_crypto`, and so do
+//! RSA public keys outside ring's 2048..=8192-bit range, so which tokens verify does not
+//! change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, rust_crypto};
+use jsonwebtoken::errors::{ErrorKind, Result as JwtResult};
+use jsonwebtoken::signature;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
+use ring::rand::SystemRandom;
+use ring::signature::{self as rs, RsaKeyPair, RsaPublicKeyComponents};
+
+static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
+    signer_factory: new_signer,
+    verifier_factory: new_verifier,
+    jwk_utils: rust_crypto::DEFAULT_PROVIDER.jwk_utils.clone(),
+});
+
+/// Makes this the provider of `jsonwebtoken` for the process. Call before the first JWT
+/// operation (the CLI does, first thing); later calls do nothing.
+pub fn install() {
+    // Err means a provider is already installed: this one (a second call), or none at all
+    // could be, since jsonwebtoken picks its default at first use, which `cli::main` precedes.
+    let _ = PROVIDER.install_default();
+}
+
+/// Parsed private keys by their PKCS#1 DER: ring's parsing checks the key, which costs
+/// about as much as a signature, and the signing keys change only on rotation.
+static KEY_PAIRS: LazyLock<Mutex<HashMap<Vec<u8>, Arc<RsaKeyPair>>>> =
+    LazyLock::new(Default::default);
+const MAX_CACHED_KEYS: usize = 16;
+
+fn key_pair(der: &[u8]) -> JwtResult<Arc<RsaKeyPair>> {
+    if let Some(pair) = KEY_PAIRS.lock().expect("not poisoned").get(der) {
+        return Ok(pair.clone());
+    }
+    let pair =
+        Arc::new(RsaKeyPair::from_der(der).map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?);
+    let mut cache = KEY_PAIRS.lock().expect("not poisoned");
+    if cache.len() >= MAX_CACHED_KEYS {
+        cache.clear();
+    }
+    cache.insert(der.to_vec(), pair.clone());
+    Ok(pair)
+}
+
+fn rsa_encoding(alg: &Algorithm) -> Option<&'static dyn rs::RsaEncoding> {
+    match alg {
+        Algorithm::RS256 => Some(&rs::RSA_PKCS1_SHA256),
+        Algorithm::RS384 => Some(&rs::RSA_PKCS1_SHA384),
+        Algorithm::RS512 => Some(&rs::RSA_PKCS1_SHA512),
+        _ => None,
+    }
+}
+
+fn rsa_parameters(alg: &Algorithm) -> Option<&'static rs::RsaParameters> {
+    match alg {
+        Algorithm::RS256 => Some(&rs::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Some(&rs::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Some(&rs::RSA_PKCS1_2048_8192_SHA512),
+        _ => None,
+    }
+}
+
+struct RingRsaSigner {
+    alg: Algorithm,
+    encoding: &'static dyn rs::RsaEncoding,
+    key: Arc<RsaKeyPair>,
+}
+
+impl signature::Signer<Vec<u8>> for RingRsaSigner {
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        let mut sig = vec![0; self.key.public().modulus_len()];
+        self.key
+            .sign(self.encoding, &SystemRandom::new(), msg, &mut sig)
+            .map_err(|_| signature::Error::new())?;
+        Ok(sig)
+    }
+}
+
+impl JwtSigner for RingRsaSigner {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+struct RingRsaVerifier {
+    alg: Algorithm,
+    params: &'static rs::RsaParameters,
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for RingRsaVerifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(self.params, msg, sig)
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingRsaVerifier {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+fn new_signer(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSigner>> {
+    if let Some(encoding) = rsa_encoding(alg)
+        && key.family() == AlgorithmFamily::Rsa
+        // A key ring refuses (under 2048 bits, say) is signed with as before.
+        && let Ok(key) = key_pair(key.inner())
+    {
+        return Ok(Box::new(RingRsaSigner {
+            alg: *alg,
+            encoding,
+            key,
+        }));
+    }
+    (rust_crypto::DEFAULT_PROVIDER.signer_factory)(alg, key)
+}
+
+/// Bits of a big-endian unsigned integer.
+fn bit_len(n: &[u8]) -> usize {
+    match n.iter().position(|b| *b != 0) {
+        Some(i) => (n.len() - i) * 8 - n[i].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> JwtResult<Box<dyn JwtVerifier>> {
+    if let (Some(params), DecodingKeyKind::RsaModulusExponent { n, e }) =
+        (rsa_parameters(alg), key.kind())
+        && (2048..=8192).contains(&bit_len(n))
+    {
+        return Ok(Box::new(RingRsaVerifier {
+            alg: *alg,
+            params,
+            n: n.clone(),
+            e: e.clone(),
+        }));
+    }
+    (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(alg, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+
+    fn rsa_key(bits: usize) -> (EncodingKey, DecodingKey) {
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).unwrap();
+        let der = key.to_pkcs1_der().unwrap();
+        let public = key.to_public_key();
+        let decoding = DecodingKey::from_rsa_raw_components(
+            &public.n().to_bytes_be(),
+            &public.e().to_bytes_be(),
+        );
+        (EncodingKey::from_rsa_der(der.as_bytes()), decoding)
+    }
+
+    fn sign_with(p: &CryptoProvider, alg: Algorithm, key: &EncodingKey, msg: &[u8]) -> Vec<u8> {
+        (p.signer_factory)(&alg, key)
+            .unwrap()
+            .try_sign(msg)
+            .unwrap()
+    }
+
+    fn verifies(
+        p: &CryptoProvider,
+        alg: Algorithm,
+        key: &DecodingKey,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> bool {
+        (p.verifier_factory)(&alg, key)
+            .unwrap()
+            .verify(msg, &sig.to_vec())
+            .is_ok()
+    }
+
+    #[test]
+    fn ring_and_rust_crypto_accept_each_others_rsa_signatures_and_refuse_altered_ones() {
+        let theirs = &rust_crypto::DEFAULT_PROVIDER;
+        let (enc, dec) = rsa_key(2048);
+        for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512] {
+            let msg = b"header.claims";
+            let ours_sig = sign_with(&PROVIDER, alg, &enc, msg);
+            assert!(
+                verifies(theirs, alg, &dec, msg, &ours_sig),
+                "{alg:?}: ring's signature"
+            );
+            assert!(
+                verifies(&PROVIDER, alg, &dec, msg, &ours_sig),
+                "{alg:?}: ring verifies ring"
+            );
+            let their_sig = sign_with(theirs, alg, &enc, msg);
+            assert!(
+                verifies(&PROVIDER, alg, &dec, msg, &their_sig),
+                "{alg:?}: rsa crate's signature"
+            );
+            // PKCS#1 v1.5 is deterministic: both implementations give the same bytes.
+            assert_eq!(ours_sig, their_sig, "{alg:?}");
+            let mut altered = ours_sig.clone();
+            altered[10] ^= 1;
+            assert!(
+                !verifies(&PROVIDER, alg, &dec, msg, &altered),
+                "{alg:?}: altered signature"
+            );
+            assert!(
+                !verifies(&PROVIDER, alg, &dec, b"header.claimz", &ours_sig),
+                "{alg:?}: altered message"
+            );
+        }
+        // A signature made for another hash does not pass as RS256.
+        let sig = sign_with(&PROVIDER, Algorithm::RS384, &enc, b"m");
+        assert!(!verifies(&PROVIDER, Algorithm::RS256, &dec, b"m", &sig));
+    }
+
+    #[test]
+    fn keys_outside_rings_range_and_other_algorithms_keep_the_rust_crypto_behaviour() {
+        // A 1024-bit key: ring refuses it, the rsa crate accepts it (to sign and to verify);
+        // so do we, as before.
+        let (enc, dec) = rsa_key(1024);
+        let sig = sign_with(&PROVIDER, Algorithm::RS256, &enc, b"m");
+        assert!(verifies(&PROVIDER, Algorithm::RS256, &dec, b"m", &sig));
+        assert!(!verifies(&PROVIDER, Algorithm::RS256, &dec, b"n", &sig));
+        // ES256 goes to rust_crypto unchanged.
+        let (_, pem, jwk) = crate::oauth::keys::generate("ES256").unwrap();
+        let enc = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+        let dec = DecodingKey::from_jwk(&jwk).unwrap();
+        let sig = sign_with(&PROVIDER, Algorithm::ES256, &enc, b"m");
+        assert!(verifies(&PROVIDER, Algorithm::ES256, &dec, b"m", &sig));
+        assert!(!verifies(&PROVIDER, Algorithm::ES256, &dec, b"n", &sig));
+    }
+
+    #[test]
+    fn bit_length_ignores_leading_zero_bytes() {
+        assert_eq!(bit_len(&[0, 0, 0x01, 0]), 9);
+        assert_eq!(bit_len(&[0x80; 256]), 2048);
+        assert_eq!(bit_len(&[0, 0]), 0);
+    }
+}
