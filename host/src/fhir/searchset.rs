@@ -432,17 +432,6 @@ pub struct Allowed<'a> {
     pub type_access: TypeAccess<'a>,
 }
 
-impl Allowed<'static> {
-    /// No restriction at all (no authorization layer).
-    pub fn unrestricted() -> Self {
-        static UNRESTRICTED: Access = Access::Unrestricted;
-        Allowed {
-            access: &UNRESTRICTED,
-            type_access: &|_, _| Ok(Access::Unrestricted),
-        }
-    }
-}
-
 /// What the caller may see of each type the criteria of `branches` reach into (chain
 /// targets, `_has` sources, at any depth): the search's `access` and a search of that
 /// type's own access, both. A chain or `_has` whose every type is out of reach is

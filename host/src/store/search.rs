@@ -1017,12 +1017,13 @@ impl Store {
                 Visible::All => whole.push(rt.as_str()),
                 Visible::Nothing(_) => {}
                 Visible::Matching(_) => {
+                    // Uncorrelated, so that both planners compute the visible ids once
+                    // (a correlated EXISTS per history row took PostgreSQL seconds).
                     let t = sql.text(rt.as_str());
                     let typed = sql.typed(access, *rt, &[], "r", 0, Mode::Query)?;
                     branches.push(format!(
-                        "(hv.resource_type = {t} AND EXISTS (SELECT 1 FROM fhir_resources r \
-                         WHERE r.resource_type = hv.resource_type AND r.id = hv.id \
-                         AND r.deleted = 0 AND {typed}))"
+                        "(hv.resource_type = {t} AND hv.id IN (SELECT r.id FROM fhir_resources r \
+                         WHERE r.deleted = 0 AND {typed}))"
                     ));
                 }
             }
