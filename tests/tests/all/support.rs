@@ -383,6 +383,10 @@ pub fn default_plugins() -> std::sync::Arc<hestia::plugins::PluginHost> {
         hestia::plugins::PluginHost::start(hestia::plugins::PluginSettings {
             dir: None,
             watch: false,
+            // The tests run in parallel on few cores, debug-built: a thread descheduled for
+            // longer than the production default (20 ms) would fail a call that is not
+            // slow. The deadline itself is tested with its own host (plugins.rs).
+            deadline: std::time::Duration::from_secs(2),
             ..Default::default()
         })
         .expect("the built-in plugins load")
