@@ -5,9 +5,14 @@ M observations each, then times each query (median and p95 of R runs, one client
 
 Usage: python3 bench/search_latency.py [--bin PATH] [--patients 500] [--obs 5]
                                        [--runs 30] [--database-url URL]
+Every request carries an access token: a client_credentials client is added with
+`hestia client add` (scope `system/*.*`, or --scope), and its token names the FHIR base as
+audience, so each query runs through the full resource-server path (token check, audience
+and scope-policy plugins, the decision's constraints in the SQL).
 Standard library only; talks to 127.0.0.1 only; stops the server when done.
 """
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -40,6 +45,8 @@ def main():
     ap.add_argument("--obs", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--database-url")
+    ap.add_argument("--scope", default="system/*.*",
+                    help="scope of the benchmark client's token (default system/*.*)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [args.bin, "serve", "--insecure-http", "--listen", "127.0.0.1:0",
@@ -58,14 +65,45 @@ def main():
                 raise SystemExit("hestia did not start")
             host, port = bound.rsplit(":", 1)
             conn = http.client.HTTPConnection(host, int(port))
+            token = get_token(conn, args, tmp, base)
+            HEADERS["authorization"] = f"Bearer {token}"
             run(conn, urllib.parse.urlparse(base).path, args)
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
+HEADERS = {}
+
+
+def get_token(conn, args, data_dir, fhir_base):
+    """A client_credentials token for the FHIR base, from a client made with the CLI."""
+    store = ["--data-dir", data_dir]
+    if args.database_url:
+        store += ["--database-url", args.database_url]
+    out = subprocess.run(
+        [args.bin, "client", "add", "--name", "search-latency", "--grant-type",
+         "client_credentials", "--scope", args.scope, *store],
+        check=True, capture_output=True, text=True).stdout
+    client = json.loads(out)
+    basic = base64.b64encode(
+        f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+    form = urllib.parse.urlencode({"grant_type": "client_credentials",
+                                   "scope": args.scope, "aud": fhir_base})
+    conn.request("POST", "/oauth2/token", body=form, headers={
+        "authorization": f"Basic {basic}",
+        "content-type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise SystemExit(f"token: {response.status} {data[:300]!r}")
+    return json.loads(data)["access_token"]
+
+
 def request(conn, method, path, body=None):
-    headers = {"content-type": "application/fhir+json"} if body else {}
+    headers = dict(HEADERS)
+    if body:
+        headers["content-type"] = "application/fhir+json"
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     data = response.read()
