@@ -266,18 +266,23 @@ impl Repository {
         Ok(())
     }
 
+    /// A pooled connection, for the reads that run outside a transaction of their own.
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, FhirError> {
+        Ok(self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::from)?)
+    }
+
     /// The current version; 404 when it never existed, 410 when deleted.
     pub async fn read(
         &self,
         resource_type: ResourceType,
         id: &str,
     ) -> Result<StoredVersion, FhirError> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.connection().await?;
         self.read_in(&mut conn, resource_type, id).await
     }
 
@@ -307,12 +312,7 @@ impl Repository {
         id: &str,
         version: &str,
     ) -> Result<StoredVersion, FhirError> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.connection().await?;
         self.vread_in(&mut conn, resource_type, id, version).await
     }
 
@@ -598,12 +598,7 @@ impl Repository {
         id: &str,
         access: &Access,
     ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.connection().await?;
         self.read_visible_in(&mut conn, resource_type, id, access)
             .await
     }
@@ -669,12 +664,7 @@ impl Repository {
         if access.is_unrestricted() {
             return Ok(());
         }
-        let mut conn = self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?;
+        let mut conn = self.connection().await?;
         self.check_history_visible_in(&mut conn, resource_type, id, access)
             .await
     }
