@@ -319,106 +319,104 @@ pub async fn fhir_write(
         .execute(&mut *conn)
         .await?;
     }
-    replace_index(conn, &version.resource_type, &version.id, index).await
+    replace_index(conn, version, index).await
 }
 
 async fn replace_index(
     conn: &mut AnyConnection,
-    resource_type: &str,
-    id: &str,
+    version: &StoredVersion,
     index: Option<&IndexRows>,
 ) -> Result<(), StoreError> {
-    for table in INDEX_TABLES {
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
-        ))
-        .bind(resource_type)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    let (resource_type, id) = (version.resource_type.as_str(), version.id.as_str());
+    // A first version has no earlier index rows to remove: a deleted resource keeps none,
+    // and a re-created one continues its version numbers.
+    if version.version_id > 1 {
+        for table in INDEX_TABLES {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+            ))
+            .bind(resource_type)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     let Some(rows) = index else { return Ok(()) };
-    for r in &rows.strings {
-        sqlx::query("INSERT INTO fhir_idx_string (resource_type, id, param, normalized, exact) VALUES ($1, $2, $3, $4, $5)")
-            .bind(resource_type)
-            .bind(id)
-            .bind(r.param)
-            .bind(&r.normalized)
-            .bind(&r.exact)
-            .execute(&mut *conn)
-            .await?;
+    // One multi-row INSERT per index table (a handful of statements per write instead of
+    // one per index row); `insert_rows!` binds the key columns, then each row's own.
+    macro_rules! insert_rows {
+        ($table:literal, [$($column:literal),+], $rows:expr, |$r:ident| [$($value:expr),+]) => {
+            for chunk in $rows.chunks(ROWS_PER_INSERT) {
+                let columns: &[&str] = &["resource_type", "id", $($column),+];
+                let sql = multi_row_insert($table, columns, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for $r in chunk {
+                    query = query.bind(resource_type).bind(id)$(.bind($value))+;
+                }
+                query.execute(&mut *conn).await?;
+            }
+        };
     }
-    for r in &rows.tokens {
-        sqlx::query("INSERT INTO fhir_idx_token (resource_type, id, param, system, code, text) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(resource_type)
-            .bind(id)
-            .bind(r.param)
-            .bind(&r.system)
-            .bind(&r.code)
-            .bind(&r.text)
-            .execute(&mut *conn)
-            .await?;
-    }
-    for r in &rows.references {
-        sqlx::query(
-            "INSERT INTO fhir_idx_reference (resource_type, id, param, target_type, target_id, version, url) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(r.param)
-        .bind(r.target_type.map(|t| t.as_str()))
-        .bind(&r.target_id)
-        .bind(&r.version)
-        .bind(&r.url)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for r in &rows.dates {
-        sqlx::query("INSERT INTO fhir_idx_date (resource_type, id, param, low, high) VALUES ($1, $2, $3, $4, $5)")
-            .bind(resource_type)
-            .bind(id)
-            .bind(r.param)
-            .bind(r.low)
-            .bind(r.high)
-            .execute(&mut *conn)
-            .await?;
-    }
-    for r in &rows.numbers {
-        sqlx::query(
-            "INSERT INTO fhir_idx_number (resource_type, id, param, value) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(r.param)
-        .bind(r.value)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for r in &rows.quantities {
-        sqlx::query(
-            "INSERT INTO fhir_idx_quantity (resource_type, id, param, value, system, code, unit) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(r.param)
-        .bind(r.value)
-        .bind(&r.system)
-        .bind(&r.code)
-        .bind(&r.unit)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for r in &rows.uris {
-        sqlx::query(
-            "INSERT INTO fhir_idx_uri (resource_type, id, param, value) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(resource_type)
-        .bind(id)
-        .bind(r.param)
-        .bind(&r.value)
-        .execute(&mut *conn)
-        .await?;
-    }
+    insert_rows!(
+        "fhir_idx_string",
+        ["param", "normalized", "exact"],
+        rows.strings,
+        |r| [r.param, &r.normalized, &r.exact]
+    );
+    insert_rows!(
+        "fhir_idx_token",
+        ["param", "system", "code", "text"],
+        rows.tokens,
+        |r| [r.param, &r.system, &r.code, &r.text]
+    );
+    insert_rows!(
+        "fhir_idx_reference",
+        ["param", "target_type", "target_id", "version", "url"],
+        rows.references,
+        |r| [
+            r.param,
+            r.target_type.map(|t| t.as_str()),
+            &r.target_id,
+            &r.version,
+            &r.url
+        ]
+    );
+    insert_rows!("fhir_idx_date", ["param", "low", "high"], rows.dates, |r| [
+        r.param, r.low, r.high
+    ]);
+    insert_rows!("fhir_idx_number", ["param", "value"], rows.numbers, |r| [
+        r.param, r.value
+    ]);
+    insert_rows!(
+        "fhir_idx_quantity",
+        ["param", "value", "system", "code", "unit"],
+        rows.quantities,
+        |r| [r.param, r.value, &r.system, &r.code, &r.unit]
+    );
+    insert_rows!("fhir_idx_uri", ["param", "value"], rows.uris, |r| [
+        r.param, &r.value
+    ]);
     Ok(())
+}
+
+/// Rows per INSERT statement: at most 7 columns each, so 7 × 500 = 3,500 bound values, well
+/// under SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `INSERT INTO table (columns) VALUES ($1, …), ($n+1, …), …` for `rows` rows. Written here
+/// rather than with sqlx's `QueryBuilder` because over the `Any` driver that writes `?`
+/// placeholders, which PostgreSQL does not accept; `$n` works on both backends.
+fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns.len() {
+            n += 1;
+            let _ = write!(sql, "{}${n}", if column == 0 { "" } else { ", " });
+        }
+        sql.push(')');
+    }
+    sql
 }
