@@ -98,9 +98,18 @@ pub struct ServeFlags {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
-    /// Serve plain HTTP (loopback and tests).
-    #[arg(long, env = "HESTIA_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key"])]
-    pub insecure_http: bool,
+    /// Serve plain HTTP (loopback and tests). `--insecure-http=false` (or
+    /// `HESTIA_INSECURE_HTTP=false`) overrides a configuration file's `tls.insecure_http`.
+    #[arg(
+        long,
+        env = "HESTIA_INSECURE_HTTP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure_http: Option<bool>,
     /// Log format: text or json.
     #[arg(long, env = "HESTIA_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -114,9 +123,18 @@ pub struct ServeFlags {
     /// Initial access token for the first registration at the issuer (RFC 7591).
     #[arg(long, env = "HESTIA_REGISTRATION_TOKEN", value_name = "TOKEN")]
     pub registration_token: Option<String>,
-    /// Serve the authorization server only, without the FHIR routes.
-    #[arg(long, env = "HESTIA_NO_FHIR", conflicts_with = "issuer")]
-    pub no_fhir: bool,
+    /// Serve the authorization server only, without the FHIR routes (`--no-fhir=false`
+    /// overrides a configuration file's `fhir.enabled = false`).
+    #[arg(
+        long,
+        env = "HESTIA_NO_FHIR",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_fhir: Option<bool>,
 }
 
 /// `hestia.toml`, as written. Unknown keys are an error, so typos do not pass silently.
@@ -421,14 +439,21 @@ impl RawConfig {
             data_dir.join("plugins")
         });
 
-        let tls = if f.insecure_http {
+        // Flag or environment first (`Some(false)` switches the file's setting off), then
+        // the file.
+        let tls = if f.insecure_http == Some(true) {
+            if f.tls_cert.is_some() || f.tls_key.is_some() {
+                return Err(ConfigError::Conflict(
+                    "--insecure-http (HESTIA_INSECURE_HTTP) is set together with --tls-cert/--tls-key (HESTIA_TLS_CERT/HESTIA_TLS_KEY); choose one".into(),
+                ));
+            }
             TlsMode::Insecure
         } else if let (Some(cert), Some(key)) = (&f.tls_cert, &f.tls_key) {
             TlsMode::Files {
                 cert: cert.clone(),
                 key: key.clone(),
             }
-        } else if file.tls.insecure_http == Some(true) {
+        } else if f.insecure_http.is_none() && file.tls.insecure_http == Some(true) {
             if file.tls.cert.is_some() || file.tls.key.is_some() {
                 return Err(ConfigError::Conflict(
                     "the configuration file sets both `tls.insecure_http = true` and `tls.cert`/`tls.key`; choose one".into(),
@@ -603,10 +628,9 @@ impl RawConfig {
             ));
         }
 
-        let fhir_enabled = if f.no_fhir {
-            false
-        } else {
-            file.fhir.enabled.unwrap_or(true)
+        let fhir_enabled = match f.no_fhir {
+            Some(no_fhir) => !no_fhir,
+            None => file.fhir.enabled.unwrap_or(true),
         };
         let issuer = self.resolve_issuer()?;
         if issuer.is_some() && !fhir_enabled {
@@ -775,7 +799,7 @@ mod tests {
     #[test]
     fn insecure_http_changes_default_public_url() {
         let flags = ServeFlags {
-            insecure_http: true,
+            insecure_http: Some(true),
             listen: Some("0.0.0.0:8080".into()),
             ..Default::default()
         };
@@ -901,7 +925,7 @@ mod tests {
             .unwrap();
         assert!(!s.fhir.enabled);
         let flags = ServeFlags {
-            no_fhir: true,
+            no_fhir: Some(true),
             ..Default::default()
         };
         assert!(!raw(flags, "").resolve().unwrap().fhir.enabled);

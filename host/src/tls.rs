@@ -249,6 +249,13 @@ pub fn server_config(
 }
 
 /// The names a development certificate gets by default: the public URL's host, plus loopback.
+/// The names of the development certificate already in `dir` (none when there is none).
+pub fn existing_dev_names(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(DevCertFiles::in_dir(dir).names_file)
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 pub fn default_dev_names(public_host: Option<&str>) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),

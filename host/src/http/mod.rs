@@ -150,16 +150,82 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .merge(admin::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), until_ready))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_failure(log_failure),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Until start-up has finished (migrations, keys, registration at a remote issuer), every
+/// route but the health and metrics ones answers 503 with `Retry-After`, in the error shape
+/// of the protocol the client speaks: it would otherwise meet a schema that is not there yet.
+async fn until_ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    if state.is_ready() || path.starts_with("/health/") || path == "/metrics" {
+        return next.run(req).await;
+    }
+    let why = "Hestia is starting: the database migrations and signing keys are not ready yet; retry in a moment";
+    let base = &state.settings().fhir.base_path;
+    let fhir = state.settings().fhir.enabled
+        && (path == base
+            || path
+                .strip_prefix(base.as_str())
+                .is_some_and(|r| r.starts_with('/')));
+    let (content_type, body) = if fhir {
+        let outcome =
+            crate::fhir::outcome::operation_outcome(&[crate::fhir::outcome::Issue::error(
+                "transient",
+                why,
+            )]);
+        ("application/fhir+json", outcome)
+    } else {
+        (
+            "application/json",
+            serde_json::json!({"error": "temporarily_unavailable", "error_description": why}),
+        )
+    };
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::RETRY_AFTER, "1"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// 5xx answers are logged at ERROR, except 503, which says "not now" (starting up, the
+/// database gone away, a plugin host that refuses) and is logged at WARN.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass;
+    let ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(status)
+            if status == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            tracing::warn!(%status, latency_ms = %ms, "service unavailable");
+        }
+        other => tracing::error!(classification = %other, latency_ms = %ms, "response failed"),
+    }
 }
 
 /// Counts requests and records their latency per route template (never per raw path,

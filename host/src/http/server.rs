@@ -62,6 +62,13 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
             if !settings.listen.ip().is_unspecified() && !names.contains(&listen_ip) {
                 names.push(listen_ip);
             }
+            // Keep the names `hestia dev-cert --hostname …` put there: the certificate is
+            // reissued only when it lacks a name this start needs.
+            for name in tls::existing_dev_names(&dir) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
             let (files, outcome) = tls::ensure_dev_cert(&dir, &names)?;
             tracing::info!(?outcome, cert = %files.cert.display(), "development TLS certificate for {}", names.join(", "));
             println!(

@@ -1,7 +1,7 @@
 //! The real binary: TLS with the development certificate, health, metrics, commands
 //! against a running server, configuration precedence and errors, graceful shutdown.
 
-use crate::support::{Server, TestDb, client_trusting, hestia};
+use crate::support::{Server, TestDb, call, client_trusting, hestia, starting_app_on};
 
 #[tokio::test]
 async fn serve_with_development_certificate_answers_ready_over_tls() {
@@ -225,7 +225,37 @@ async fn configuration_precedence_is_flag_then_env_then_file() {
         err.contains("`listen`") && err.contains("not-an-address"),
         "{err}"
     );
+
+    // A flag beats the environment (Server::start_with passes --listen 127.0.0.1:0).
+    let mut server = Server::start_with(
+        dir.path(),
+        &[],
+        &[("HESTIA_LISTEN", "not-an-address")],
+        None,
+    );
+    assert!(server.terminate().success());
+
+    // Booleans too: the environment's `false` beats the file's `true`, and a flag's
+    // `false` beats the environment's `1`.
+    let mut server =
+        Server::start_with(dir.path(), &[], &[("HESTIA_INSECURE_HTTP", "false")], None);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    assert!(server.terminate().success());
+    let mut server = Server::start_with(
+        dir.path(),
+        &["--insecure-http=false"],
+        &[("HESTIA_INSECURE_HTTP", "1")],
+        None,
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    assert!(server.terminate().success());
     drop(busy);
+
+    // Without a file, HESTIA_INSECURE_HTTP=1 (or yes/on/true) alone means plain HTTP.
+    let bare = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(bare.path(), &[], &[("HESTIA_INSECURE_HTTP", "1")], None);
+    assert!(server.url.starts_with("http://"), "{}", server.url);
+    assert!(server.terminate().success());
 }
 
 #[test]
@@ -263,8 +293,8 @@ fn bad_configuration_names_the_key_and_value() {
     );
 }
 
-#[test]
-fn dev_cert_command_writes_names_that_match() {
+#[tokio::test]
+async fn dev_cert_command_writes_names_that_match() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, out, err) = hestia(
         dir.path(),
@@ -290,4 +320,200 @@ fn dev_cert_command_writes_names_that_match() {
         "",
     );
     assert!(!ok && err.contains("bad host!"), "{err}");
+
+    // The certificate answers a handshake for the names it was made for, and only them.
+    let mut server = Server::start(
+        dir.path(),
+        &["--tls-cert", "certs/cert.pem", "--tls-key", "certs/key.pem"],
+    );
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let ca = dir.path().join("certs").join("ca.pem");
+    assert_eq!(handshake(&ca, "fhir.example.test", &port).await, Ok(200));
+    let other = handshake(&ca, "localhost", &port).await;
+    assert!(
+        other.as_ref().is_err_and(|e| e.contains("certificate")),
+        "a name the certificate lacks is refused: {other:?}"
+    );
+    assert!(server.terminate().success());
+
+    // `serve` without TLS flags keeps the names dev-cert put in its directory, and adds
+    // its own.
+    let (ok, _, err) = hestia(
+        dir.path(),
+        &["dev-cert", "--hostname", "fhir.example.test"],
+        "",
+    );
+    assert!(ok, "{err}");
+    let mut server = Server::start(dir.path(), &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let ca = dir.path().join("hestia-data").join("tls").join("ca.pem");
+    assert_eq!(handshake(&ca, "fhir.example.test", &port).await, Ok(200));
+    assert_eq!(handshake(&ca, "localhost", &port).await, Ok(200));
+    assert!(server.terminate().success());
+}
+
+/// `GET https://NAME:PORT/health/ready` with NAME resolved to 127.0.0.1, trusting `ca`:
+/// the status, or the error chain as text.
+async fn handshake(ca: &std::path::Path, name: &str, port: &str) -> Result<u16, String> {
+    let pem = std::fs::read(ca).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .resolve(name, format!("127.0.0.1:{port}").parse().unwrap())
+        .build()
+        .unwrap();
+    match client
+        .get(format!("https://{name}:{port}/health/ready"))
+        .send()
+        .await
+    {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            Err(text.to_lowercase())
+        }
+    }
+}
+
+/// Until start-up has finished, every route but health and metrics answers 503 in its
+/// protocol's error shape; readiness follows the database afterwards.
+#[tokio::test]
+async fn routes_wait_for_start_up_and_readiness_follows_the_database() {
+    for db in TestDb::all().await {
+        let (app, state) = starting_app_on(&db, "").await;
+        let ready = call(&app, "GET", "/health/ready", &[], "").await;
+        assert_eq!(ready.status, 503, "{}", db.backend);
+        assert_eq!(ready.body["status"], "starting");
+        assert_eq!(call(&app, "GET", "/health/live", &[], "").await.status, 200);
+
+        let fhir = call(&app, "GET", "/fhir/r4/Patient", &[], "").await;
+        assert_eq!(fhir.status, 503);
+        assert_eq!(fhir.header("retry-after"), "1");
+        assert_eq!(fhir.body["resourceType"], "OperationOutcome");
+        assert_eq!(fhir.body["issue"][0]["code"], "transient");
+        assert!(fhir.diagnostics().contains("starting"), "{:?}", fhir.body);
+
+        let token = call(
+            &app,
+            "POST",
+            "/oauth2/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "grant_type=client_credentials",
+        )
+        .await;
+        assert_eq!(token.status, 503);
+        assert_eq!(token.body["error"], "temporarily_unavailable");
+        assert!(
+            token.body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("starting")
+        );
+
+        state.store().migrate().await.unwrap();
+        state.set_ready();
+        assert_eq!(
+            call(&app, "GET", "/health/ready", &[], "").await.status,
+            200
+        );
+        let fhir = call(&app, "GET", "/fhir/r4/Patient", &[], "").await;
+        assert_eq!(fhir.status, 401, "past start-up the token is asked for");
+
+        state.store().close().await;
+        let gone = call(&app, "GET", "/health/ready", &[], "").await;
+        assert_eq!(gone.status, 503);
+        assert_eq!(gone.body["status"], "unavailable");
+        assert!(
+            gone.body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("database does not answer")
+        );
+    }
+}
+
+/// SIGTERM and SIGINT let a request in flight finish (its body arrives after the signal)
+/// before the process exits with success.
+#[test]
+fn shutdown_lets_requests_in_flight_finish() {
+    use std::io::{Read, Write};
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(dir.path(), &["--insecure-http"]);
+        let port = server.url.rsplit(':').next().unwrap().to_string();
+        let mut conn = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let body = "grant_type=client_credentials&client_id=nobody-at-all";
+        let (first, rest) = body.split_at(10);
+        write!(
+            conn,
+            "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+            body.len()
+        )
+        .unwrap();
+        conn.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        server.signal(signal);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "SIG{signal}: the process waits for the request in flight"
+        );
+        conn.write_all(rest.as_bytes()).unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 401"),
+            "SIG{signal}: the request in flight is answered: {response}"
+        );
+        assert!(response.contains("invalid_client"), "{response}");
+        assert!(server.wait_for_exit().success(), "SIG{signal}");
+    }
+}
+
+/// `--log-format json`: every line is a JSON object, and a request's lines carry its id.
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut server = Server::start_with(
+        dir.path(),
+        &["--insecure-http", "--log-format", "json"],
+        &[("RUST_LOG", "info,tower_http=debug")],
+        Some(&log),
+    );
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-H", "x-request-id: log-me-42"])
+        .arg(format!("{}/fhir/r4/Patient", server.url))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{text}");
+    let of_request: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["id"] == "log-me-42")
+        .collect();
+    assert!(
+        of_request.len() >= 2,
+        "the request's start and finish lines carry its id: {text}"
+    );
+    assert!(
+        of_request.iter().any(|l| l["status"] == 401),
+        "the response line says the status: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal colour codes in a file"
+    );
 }

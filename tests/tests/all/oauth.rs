@@ -42,7 +42,7 @@ async fn start(db: TestDb, oauth: FileOauth) -> Env {
                 ..Default::default()
             },
             public_url: Some(format!("http://127.0.0.1:{port}")),
-            insecure_http: true,
+            insecure_http: Some(true),
             ..Default::default()
         },
         file: FileConfig {

@@ -591,7 +591,7 @@ async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
 
         let settings = hestia::config::RawConfig {
             flags: hestia::config::ServeFlags {
-                insecure_http: true,
+                insecure_http: Some(true),
                 listen: Some("127.0.0.1:9".into()),
                 public_url: Some("http://fhir.test".into()),
                 issuer: Some(issuer_url.clone()),

@@ -31,6 +31,24 @@ async fn users_on_both_databases() {
             .await
             .unwrap();
         assert_eq!(user.fhir_user.as_deref(), Some("Patient/123"));
+        // At rest: an argon2id hash (PHC string), never the password.
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let hash: String =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE username = $1")
+                .bind("alice")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{}: {hash}", db.backend);
+        assert!(!hash.contains("correct horse"));
+        if db.backend == "sqlite" {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal", "SQLite runs in WAL mode");
+        }
+        raw.close().await;
         let found = store.verify_user("alice", "correct horse").await.unwrap();
         assert_eq!(
             found.as_ref().map(|u| &u.id),
@@ -121,6 +139,25 @@ async fn clients_on_both_databases() {
             "{}",
             db.backend
         );
+
+        // At rest: the secret's SHA-256, never the secret.
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT secret_hash FROM clients WHERE client_id = $1")
+                .bind(&client.client_id)
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+        let stored = stored.expect("a confidential client has a secret hash");
+        assert!(!stored.contains(&secret), "{}", db.backend);
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(secret.as_bytes());
+        assert_eq!(
+            stored,
+            hex(&digest),
+            "the stored value is the secret's SHA-256"
+        );
+        raw.close().await;
 
         let (public, none) = store.create_client(app_client(true)).await.unwrap();
         assert!(none.is_none());
@@ -235,4 +272,8 @@ async fn concurrent_writes_all_succeed_on_both_databases() {
             crate::support::call(&app, "GET", "/fhir/r4/Patient?_summary=count", &[], "").await;
         assert_eq!(all.body["total"], 16 + 16 * 4, "{}", db.backend);
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

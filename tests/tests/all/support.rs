@@ -94,14 +94,30 @@ pub struct Server {
 impl Server {
     /// Starts `hestia serve --listen 127.0.0.1:0 ARGS` in `dir` and waits until it listens.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_with(dir, args, &[], None)
+    }
+
+    /// [`Server::start`] with extra environment variables (`RUST_LOG` defaults to `warn`),
+    /// and standard error written to `stderr_to` when given.
+    pub fn start_with(
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr_to: Option<&Path>,
+    ) -> Self {
+        let stderr = match stderr_to {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("stderr file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(hestia_bin())
             .current_dir(dir)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start hestia serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -146,10 +162,20 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_for_exit()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, …) without waiting.
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Waits (at most 40 s) for the process to exit.
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -157,7 +183,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("hestia did not stop within 40 s of SIGTERM");
+                panic!("hestia did not stop within 40 s of the signal");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -280,9 +306,17 @@ pub async fn mint(state: &hestia::http::AppState, overrides: serde_json::Value) 
 
 /// The application without any test token: every request is authorized for real.
 pub async fn raw_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
+    let (app, state) = starting_app_on(db, toml).await;
+    state.set_ready();
+    (app, state)
+}
+
+/// [`raw_app_on`] before start-up has finished: the state is not marked ready and the
+/// database is not migrated by this call (it may be, by an earlier test).
+pub async fn starting_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
     let raw = hestia::config::RawConfig {
         flags: hestia::config::ServeFlags {
-            insecure_http: true,
+            insecure_http: Some(true),
             listen: Some("127.0.0.1:8080".into()),
             store: hestia::config::StoreFlags {
                 database_url: Some(db.url.clone()),
@@ -304,7 +338,6 @@ pub async fn raw_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http:
         )),
     );
     let state = hestia::http::AppState::new(settings, store, plugins, auth);
-    state.set_ready();
     (hestia::http::app(state.clone()), state)
 }
 
