@@ -284,7 +284,12 @@ async fn consent_get(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
     };
     let browser = browser_cookie(req.headers());
-    match state.oauth().consent_page(&id, browser.as_deref()).await {
+    let search = params.get("patient_search").ok().flatten();
+    match state
+        .oauth()
+        .consent_page(&id, browser.as_deref(), search)
+        .await
+    {
         Ok(page) => html(StatusCode::OK, pages::consent(&page)),
         Err(e) => authorize_error(e),
     }
