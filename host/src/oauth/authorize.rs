@@ -134,7 +134,7 @@ pub enum LoginOutcome {
 
 pub enum ConsentOutcome {
     Redirect(String),
-    Retry(ConsentPage),
+    Retry(Box<ConsentPage>),
 }
 
 /// The URL of a redirect back to the client (RFC 9207 `iss` included).
@@ -491,7 +491,10 @@ impl AuthServer {
             let prefix = crate::fhir::search::value::normalize_string(&search);
             let (rows, total) = self
                 .store()
-                .picker_patients((!prefix.is_empty()).then_some(prefix.as_str()), PICKER_LIMIT)
+                .picker_patients(
+                    (!prefix.is_empty()).then_some(prefix.as_str()),
+                    PICKER_LIMIT,
+                )
                 .await
                 .map_err(OAuthError::from)?;
             let patients = rows
@@ -588,7 +591,8 @@ impl AuthServer {
                         .map(|p| p.trim().trim_start_matches("Patient/"));
                     let problem = match chosen {
                         None | Some("") => Some(if self.holds_patients() {
-                            "Choose the patient this app will work with, or untick that permission.".to_string()
+                            "Choose the patient this app will work with, or untick that permission."
+                                .to_string()
                         } else {
                             "Choose the patient this app will work with (enter the patient's id), or untick that permission.".to_string()
                         }),
@@ -620,7 +624,7 @@ impl AuthServer {
                                 Some(error),
                             )
                             .await?;
-                        return Ok(ConsentOutcome::Retry(page));
+                        return Ok(ConsentOutcome::Retry(Box::new(page)));
                     }
                     chosen.map(str::to_string)
                 }

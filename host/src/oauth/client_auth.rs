@@ -20,8 +20,11 @@ pub const METHODS: &[&str] = &[
 /// Methods of the introspection endpoint: every method but `none`. A public client proves
 /// nothing but a client id anyone can read, so it may not learn about tokens (RFC 7662 §4:
 /// the endpoint must be protected); revocation (RFC 7009) allows it, for its own tokens.
-pub const INTROSPECTION_METHODS: &[&str] =
-    &["client_secret_basic", "client_secret_post", "private_key_jwt"];
+pub const INTROSPECTION_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 /// Algorithms accepted for client assertions (SMART Backend Services).
 pub const ASSERTION_ALGS: &[&str] = &["RS384", "ES384"];
 /// The longest an assertion may live (`exp` at most five minutes ahead).
@@ -235,7 +238,10 @@ impl AuthServer {
                 },
             );
         }
-        Ok((fetched, format!("the client's JWKS from {uri} (fetched just now)")))
+        Ok((
+            fetched,
+            format!("the client's JWKS from {uri} (fetched just now)"),
+        ))
     }
 
     /// Verifies a `private_key_jwt` client assertion (RFC 7523, SMART Backend Services).

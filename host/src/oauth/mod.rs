@@ -158,7 +158,8 @@ pub struct AuthServer {
     http: reqwest::Client,
     jwks_cache: std::sync::RwLock<Option<CachedJwks>>,
     /// Client JWKS fetched from their `jwks_uri`, by client id (see `client_auth`).
-    client_jwks_cache: std::sync::Mutex<std::collections::HashMap<String, client_auth::FetchedJwks>>,
+    client_jwks_cache:
+        std::sync::Mutex<std::collections::HashMap<String, client_auth::FetchedJwks>>,
 }
 
 impl AuthServer {

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 
 use super::errors::ErrorCode;
 use super::{
-    AuthServer, OAuthError, REGISTER_PATH, client_auth, grants, hash_token, keys,
-    random_token,
+    AuthServer, OAuthError, REGISTER_PATH, client_auth, grants, hash_token, keys, random_token,
 };
 use crate::store::{Client, ClientKind, NewClient, StoreError, constant_time_eq};
 

@@ -690,9 +690,7 @@ impl Store {
                     .bind(i64::from(success))
                     .bind(marker)
             }
-            None => {
-                sqlx::query("DELETE FROM oauth_login_attempts WHERE success = $1").bind(marker)
-            }
+            None => sqlx::query("DELETE FROM oauth_login_attempts WHERE success = $1").bind(marker),
         };
         query.execute(self.pool()).await?;
         Ok(())
