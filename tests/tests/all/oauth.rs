@@ -1795,19 +1795,34 @@ async fn try_login(
     username: &str,
     password: &str,
 ) -> String {
-    b.post(format!("{}/oauth2/login", env.url))
-        .form(&[
-            ("request_id", hidden(login_html, "request_id")),
-            ("csrf", hidden(login_html, "csrf")),
-            ("username", username.into()),
-            ("password", password.into()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    try_login_via(env, b, login_html, username, password, None).await
+}
+
+/// [`try_login`] with an `X-Forwarded-For` header.
+async fn try_login_via(
+    env: &Env,
+    b: &reqwest::Client,
+    login_html: &str,
+    username: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> String {
+    let mut req = b.post(format!("{}/oauth2/login", env.url));
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
+    }
+    req.form(&[
+        ("request_id", hidden(login_html, "request_id")),
+        ("csrf", hidden(login_html, "csrf")),
+        ("username", username.into()),
+        ("password", password.into()),
+    ])
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
 }
 
 async fn login_page(env: &Env, b: &reqwest::Client, client: &str) -> String {
@@ -1834,8 +1849,11 @@ async fn login_is_rate_limited_per_address_even_in_parallel() {
         let (id, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
         let b = browser();
         let login = login_page(&env, &b, &id).await;
+        // X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
         for i in 0..20 {
-            let page = try_login(&env, &b, &login, &format!("user{i}"), "guess").await;
+            let xff = format!("198.51.100.{i}");
+            let page =
+                try_login_via(&env, &b, &login, &format!("user{i}"), "guess", Some(&xff)).await;
             assert!(page.contains("Wrong username or password"), "{i}: {page}");
         }
         let page = try_login(&env, &b, &login, "user20", "guess").await;
@@ -2858,5 +2876,36 @@ async fn removing_a_client_revokes_what_it_was_issued() {
         // The other client's tokens are untouched.
         let mine = client_credentials(&env, &rs, &rs_secret, &[]).await;
         assert_eq!(active(text(&mine, "access_token")).await, true);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    for db in TestDb::all().await {
+        let env = start(
+            db,
+            FileOauth {
+                trusted_proxies: Some(vec!["127.0.0.0/8".into()]),
+                ..Default::default()
+            },
+        )
+        .await;
+        let (id, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
+        let b = browser();
+        let login = login_page(&env, &b, &id).await;
+        let far = "203.0.113.5, 127.0.0.1";
+        for i in 0..20 {
+            let page =
+                try_login_via(&env, &b, &login, &format!("user{i}"), "guess", Some(far)).await;
+            assert!(page.contains("Wrong username or password"), "{i}: {page}");
+        }
+        let page = try_login_via(&env, &b, &login, "user20", "guess", Some(far)).await;
+        assert!(
+            page.contains("Too many failed sign-ins from your address (203.0.113.5): 20"),
+            "{page}"
+        );
+        // Another client behind the same proxy is not held back.
+        let page = try_login_via(&env, &b, &login, "user20", "guess", Some("203.0.113.6")).await;
+        assert!(page.contains("Wrong username or password"), "{page}");
     }
 }
