@@ -2293,6 +2293,34 @@ async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
         assert_eq!(reg.0, 201, "{}", reg.2);
         assert_eq!(reg.2["hestia_code_lifetime"], 5, "echoed as registered");
         let (id, secret) = (text(&reg.2, "client_id"), text(&reg.2, "client_secret"));
+        // RFC 7592 update: the same rule, and nothing changes.
+        let mut update = reg.2.clone();
+        for field in [
+            "registration_access_token",
+            "client_secret",
+            "client_secret_expires_at",
+        ] {
+            update.as_object_mut().unwrap().remove(field);
+        }
+        update["hestia_code_lifetime"] = 600.into();
+        let put = http
+            .put(text(&reg.2, "registration_client_uri"))
+            .bearer_auth(text(&reg.2, "registration_access_token"))
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        let put: Reply = (
+            put.status().as_u16(),
+            put.headers().clone(),
+            put.json().await.unwrap(),
+        );
+        assert_error(
+            &put,
+            400,
+            "invalid_client_metadata",
+            "hestia_code_lifetime is 600 s, above this server's maximum of 60 s",
+        );
 
         // A code older than the client's 5 s (the server's is 60 s) is refused.
         let (verifier, challenge) = pkce();
