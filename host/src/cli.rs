@@ -220,6 +220,15 @@ pub struct ClientAddArgs {
     /// Audiences (resource servers' FHIR base URLs) this client may ask tokens for (repeat).
     #[arg(long = "audience", value_name = "URL")]
     pub audiences: Vec<String>,
+    /// This client's access-token lifetime in seconds (at most the server's oauth.access_token_lifetime_secs).
+    #[arg(long, value_name = "SECS")]
+    pub access_token_lifetime: Option<i64>,
+    /// This client's refresh-token lifetime in seconds (at most the server's oauth.refresh_token_lifetime_secs).
+    #[arg(long, value_name = "SECS")]
+    pub refresh_token_lifetime: Option<i64>,
+    /// This client's authorization-code lifetime in seconds (at most the server's oauth.code_lifetime_secs).
+    #[arg(long, value_name = "SECS")]
+    pub code_lifetime: Option<i64>,
     #[command(flatten)]
     pub store: StoreFlags,
 }
@@ -305,7 +314,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Client(ClientCommand::Add(args)) => {
-            let store = open_store(args.store).await?;
+            let auth = open_auth(args.store).await?;
+            let mut metadata = serde_json::Map::new();
+            for (field, value) in crate::oauth::LIFETIME_FIELDS.iter().zip([
+                args.access_token_lifetime,
+                args.refresh_token_lifetime,
+                args.code_lifetime,
+            ]) {
+                if let Some(v) = value {
+                    metadata.insert(field.to_string(), v.into());
+                }
+            }
+            let metadata = serde_json::Value::Object(metadata);
+            if let Err(e) = auth.check_client_lifetimes(&metadata) {
+                bail!(
+                    "{}",
+                    e.description
+                        .replace("hestia_access_token_lifetime", "--access-token-lifetime")
+                        .replace("hestia_refresh_token_lifetime", "--refresh-token-lifetime")
+                        .replace("hestia_code_lifetime", "--code-lifetime")
+                );
+            }
+            let store = auth.store().clone();
             let grant_types = if args.grant_types.is_empty() {
                 let mut g = vec![
                     "authorization_code".to_string(),
@@ -327,7 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     grant_types,
                     scope: args.scope,
                     audiences: args.audiences,
-                    metadata: serde_json::json!({}),
+                    metadata,
                 })
                 .await?;
             let mut out = client.to_json();

@@ -210,6 +210,9 @@ pub struct FileOauth {
     pub open_registration: Option<bool>,
     /// Algorithm of access tokens and (by default) id_tokens: RS256 or ES256.
     pub signing_alg: Option<String>,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` names the
+    /// client address that sign-in rate limits count.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -362,6 +365,8 @@ pub struct OauthSettings {
     pub open_registration: bool,
     /// `RS256` or `ES256`.
     pub signing_alg: String,
+    /// Proxies whose `X-Forwarded-For` is believed (`oauth.trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -594,6 +599,25 @@ impl RawConfig {
                     ));
                 }
             },
+            trusted_proxies: file
+                .oauth
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .map(|text| {
+                    let text = text.trim();
+                    text.parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            invalid(
+                                "oauth.trusted_proxies",
+                                Source::File,
+                                text,
+                                "expected an IP address or a CIDR range such as 10.0.0.0/8",
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let hidden_as_not_found = match file.fhir.hidden_as.as_deref() {
@@ -775,6 +799,34 @@ mod tests {
         );
         assert_eq!(s.plugins_dir, Path::new("hestia-data").join("plugins"));
         assert_eq!(s.fhir_base_url(), "https://localhost:8443/fhir/r4");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let s = raw(
+            ServeFlags::default(),
+            "[oauth]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.oauth.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        let err = raw(
+            ServeFlags::default(),
+            "[oauth]\ntrusted_proxies = [\"proxy.local\"]\n",
+        )
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`oauth.trusted_proxies`") && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 
     #[test]

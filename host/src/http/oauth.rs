@@ -241,11 +241,53 @@ async fn authorize_post(
     }
 }
 
+/// The address sign-in limits count: the TCP peer's, unless the peer is a trusted proxy;
+/// then `X-Forwarded-For` is read from the right (each proxy appends the address it saw),
+/// skipping trusted proxies, and the first address that is not one is the client. An
+/// entry that is not an IP address stops the walk at the last address known to be real.
+fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .collect();
+    let mut client = peer;
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 async fn login(State(state): State<AppState>, req: Request) -> Response {
     let address = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| {
+            client_address(
+                c.0.ip(),
+                req.headers(),
+                &state.oauth().config().trusted_proxies,
+            )
+            .to_string()
+        })
         .unwrap_or_else(|| "unknown".into());
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
@@ -284,7 +326,12 @@ async fn consent_get(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
     };
     let browser = browser_cookie(req.headers());
-    match state.oauth().consent_page(&id, browser.as_deref()).await {
+    let search = params.get("patient_search").ok().flatten();
+    match state
+        .oauth()
+        .consent_page(&id, browser.as_deref(), search)
+        .await
+    {
         Ok(page) => html(StatusCode::OK, pages::consent(&page)),
         Err(e) => authorize_error(e),
     }
@@ -404,4 +451,47 @@ async fn registration_delete(
         .registration_delete(&client_id, bearer_of(&headers))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Not a trusted proxy: its header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &xff(&["198.51.100.1"]), &trusted),
+            ip("203.0.113.9")
+        );
+        // A trusted proxy: the rightmost address that is not a trusted proxy.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &xff(&["6.6.6.6, 198.51.100.1", "10.0.0.7"]),
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+        // Garbage stops the walk at the last real address.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &xff(&["nonsense, 10.0.0.3"]), &trusted),
+            ip("10.0.0.3")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
+    }
 }

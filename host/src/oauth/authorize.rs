@@ -70,7 +70,59 @@ pub struct ConsentPage {
     pub audiences: Vec<String>,
     /// True when `launch/patient` is asked and the user is not a patient.
     pub patient_picker: bool,
+    /// The patients to pick from, when this server holds the FHIR data (`None`: it serves
+    /// no FHIR, so the patient's id is typed in).
+    pub patients: Option<PatientList>,
     pub error: Option<String>,
+}
+
+/// The patient picker's choices: this server's Patients, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PatientList {
+    /// The name search that chose them (`patient_search`), empty for all.
+    pub search: String,
+    pub patients: Vec<PatientChoice>,
+    /// How many match in all (more than shown when above [`PICKER_LIMIT`]).
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientChoice {
+    pub id: String,
+    pub name: String,
+    pub birth_date: Option<String>,
+}
+
+/// The most patients the picker lists at once; a name search narrows the list.
+pub const PICKER_LIMIT: i64 = 50;
+
+/// A person's name as the picker shows it: `text`, else given names and family.
+fn display_name(patient: &serde_json::Value) -> String {
+    let names = patient["name"].as_array().cloned().unwrap_or_default();
+    let name = names
+        .iter()
+        .find(|n| n["use"] == "official")
+        .or_else(|| names.first());
+    let Some(name) = name else {
+        return "(no name)".into();
+    };
+    if let Some(text) = name["text"].as_str().filter(|t| !t.trim().is_empty()) {
+        return text.to_string();
+    }
+    let mut parts: Vec<&str> = name["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str())
+        .collect();
+    if let Some(family) = name["family"].as_str() {
+        parts.push(family);
+    }
+    if parts.is_empty() {
+        "(no name)".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 pub enum LoginOutcome {
@@ -82,7 +134,7 @@ pub enum LoginOutcome {
 
 pub enum ConsentOutcome {
     Redirect(String),
-    Retry(ConsentPage),
+    Retry(Box<ConsentPage>),
 }
 
 /// The URL of a redirect back to the client (RFC 9207 `iss` included).
@@ -350,35 +402,44 @@ impl AuthServer {
         }
         let now = self.now();
         let store = self.store();
+        // Recorded before the check, so that parallel guesses cannot all pass the limit.
+        let marker = (rand::random::<u64>() >> 2) as i64 + 2;
         let (user_failures, user_first, addr_failures, addr_first) = store
-            .login_failures(&username, address, now - LOGIN_WINDOW)
+            .begin_login_attempt(&username, address, now, now - LOGIN_WINDOW, marker)
             .await
             .map_err(OAuthError::from)?;
         let minutes = |first: i64| ((first + LOGIN_WINDOW - now).max(60) + 59) / 60;
-        if user_failures >= MAX_FAILURES_PER_USER {
-            return Ok(retry(format!(
-                "Too many failed sign-ins for account “{username}”: {user_failures} in the last {} minutes. Try again in {} minutes.",
+        let refusal = if user_failures > MAX_FAILURES_PER_USER {
+            Some(format!(
+                "Too many failed sign-ins for account “{username}”: {} in the last {} minutes. Try again in {} minutes.",
+                user_failures - 1,
                 LOGIN_WINDOW / 60,
                 minutes(user_first)
-            )));
-        }
-        if addr_failures >= MAX_FAILURES_PER_ADDRESS {
-            return Ok(retry(format!(
-                "Too many failed sign-ins from your address ({address}): {addr_failures} in the last {} minutes. Try again in {} minutes.",
+            ))
+        } else if addr_failures > MAX_FAILURES_PER_ADDRESS {
+            Some(format!(
+                "Too many failed sign-ins from your address ({address}): {} in the last {} minutes. Try again in {} minutes.",
+                addr_failures - 1,
                 LOGIN_WINDOW / 60,
                 minutes(addr_first)
-            )));
+            ))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            store
+                .finish_login_attempt(marker, None)
+                .await
+                .map_err(OAuthError::from)?;
+            return Ok(retry(refusal));
         }
-        let user = store
-            .verify_user(&username, password)
-            .await
-            .map_err(OAuthError::from)?;
+        let user = store.verify_user(&username, password).await;
         store
-            .record_login_attempt(&username, address, now, user.is_some())
+            .finish_login_attempt(marker, Some(matches!(user, Ok(Some(_)))))
             .await
             .map_err(OAuthError::from)?;
-        let Some(user) = user else {
-            let left = MAX_FAILURES_PER_USER - user_failures - 1;
+        let Some(user) = user.map_err(OAuthError::from)? else {
+            let left = MAX_FAILURES_PER_USER - user_failures;
             return Ok(retry(format!(
                 "Wrong username or password. {left} more attempt{} before this account is paused for {} minutes.",
                 if left == 1 { "" } else { "s" },
@@ -406,18 +467,57 @@ impl AuthServer {
             .ok_or_else(|| AuthorizeError::Page("the signed-in account no longer exists".into()))
     }
 
-    fn consent_view(
+    /// Whether this server holds the FHIR data its patient ids refer to.
+    fn holds_patients(&self) -> bool {
+        self.fhir_base.is_some()
+    }
+
+    async fn consent_view(
+        &self,
         row: &AuthRequestRow,
         req: &AuthorizeRequest,
         client: &Client,
         user: &User,
+        patient_search: Option<&str>,
         error: Option<String>,
-    ) -> ConsentPage {
+    ) -> Result<ConsentPage, AuthorizeError> {
         let is_patient = user
             .fhir_user
             .as_deref()
             .is_some_and(|f| f.starts_with("Patient/"));
-        ConsentPage {
+        let patient_picker = req.scopes.iter().any(|s| s == "launch/patient") && !is_patient;
+        let patients = if patient_picker && self.holds_patients() {
+            let search = patient_search.unwrap_or_default().trim().to_string();
+            let prefix = crate::fhir::search::value::normalize_string(&search);
+            let (rows, total) = self
+                .store()
+                .picker_patients(
+                    (!prefix.is_empty()).then_some(prefix.as_str()),
+                    PICKER_LIMIT,
+                )
+                .await
+                .map_err(OAuthError::from)?;
+            let patients = rows
+                .into_iter()
+                .map(|(id, content)| {
+                    let json: serde_json::Value =
+                        serde_json::from_str(&content).unwrap_or_default();
+                    PatientChoice {
+                        name: display_name(&json),
+                        birth_date: json["birthDate"].as_str().map(str::to_string),
+                        id,
+                    }
+                })
+                .collect();
+            Some(PatientList {
+                search,
+                patients,
+                total,
+            })
+        } else {
+            None
+        };
+        Ok(ConsentPage {
             request_id: row.id.clone(),
             csrf: row.csrf.clone(),
             client_name: client.client_name.clone(),
@@ -428,20 +528,24 @@ impl AuthServer {
                 .map(|s| (s.clone(), scopes::describe(s)))
                 .collect(),
             audiences: req.audiences.clone(),
-            patient_picker: req.scopes.iter().any(|s| s == "launch/patient") && !is_patient,
+            patient_picker,
+            patients,
             error,
-        }
+        })
     }
 
-    /// `GET /consent`: what the signed-in user is asked to approve.
+    /// `GET /consent`: what the signed-in user is asked to approve; `patient_search`
+    /// narrows the patient picker by name.
     pub async fn consent_page(
         &self,
         request_id: &str,
         browser: Option<&str>,
+        patient_search: Option<&str>,
     ) -> Result<ConsentPage, AuthorizeError> {
         let (row, req, client) = self.load_request(request_id, browser, None).await?;
         let user = self.signed_in_user(&row).await?;
-        Ok(Self::consent_view(&row, &req, &client, &user, None))
+        self.consent_view(&row, &req, &client, &user, patient_search, None)
+            .await
     }
 
     /// `POST /consent`: approve (some of) the scopes, or deny; issues the code.
@@ -481,24 +585,49 @@ impl AuthServer {
                 .and_then(|f| f.strip_prefix("Patient/"))
             {
                 Some(own) => Some(own.to_string()),
-                None => match form.get("patient")?.map(str::trim) {
-                    Some(p) if patient_id_ok(p.trim_start_matches("Patient/")) => {
-                        Some(p.trim_start_matches("Patient/").to_string())
+                None => {
+                    let chosen = form
+                        .get("patient")?
+                        .map(|p| p.trim().trim_start_matches("Patient/"));
+                    let problem = match chosen {
+                        None | Some("") => Some(if self.holds_patients() {
+                            "Choose the patient this app will work with, or untick that permission."
+                                .to_string()
+                        } else {
+                            "Choose the patient this app will work with (enter the patient's id), or untick that permission.".to_string()
+                        }),
+                        Some(p) if !patient_id_ok(p) => Some(format!(
+                            "“{p}” is not a patient id (letters, digits, - and . only)."
+                        )),
+                        Some(p)
+                            if self.holds_patients()
+                                && !self
+                                    .store()
+                                    .patient_exists(p)
+                                    .await
+                                    .map_err(OAuthError::from)? =>
+                        {
+                            Some(format!(
+                                "There is no patient with id “{p}” on this server; choose one from the list."
+                            ))
+                        }
+                        Some(_) => None,
+                    };
+                    if let Some(error) = problem {
+                        let page = self
+                            .consent_view(
+                                &row,
+                                &req,
+                                &client,
+                                &user,
+                                form.get("patient_search")?,
+                                Some(error),
+                            )
+                            .await?;
+                        return Ok(ConsentOutcome::Retry(Box::new(page)));
                     }
-                    other => {
-                        let error = match other {
-                            Some(p) => format!("“{p}” is not a patient id (letters, digits, - and . only)."),
-                            None => "Choose the patient this app will work with (enter the patient's id), or untick that permission.".into(),
-                        };
-                        return Ok(ConsentOutcome::Retry(Self::consent_view(
-                            &row,
-                            &req,
-                            &client,
-                            &user,
-                            Some(error),
-                        )));
-                    }
-                },
+                    chosen.map(str::to_string)
+                }
             }
         } else {
             None

@@ -17,10 +17,34 @@ pub const METHODS: &[&str] = &[
     "private_key_jwt",
     "none",
 ];
+/// Methods of the introspection endpoint: every method but `none`. A public client proves
+/// nothing but a client id anyone can read, so it may not learn about tokens (RFC 7662 §4:
+/// the endpoint must be protected); revocation (RFC 7009) allows it, for its own tokens.
+pub const INTROSPECTION_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+];
 /// Algorithms accepted for client assertions (SMART Backend Services).
 pub const ASSERTION_ALGS: &[&str] = &["RS384", "ES384"];
 /// The longest an assertion may live (`exp` at most five minutes ahead).
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
+
+/// How long keys fetched from a client's `jwks_uri` are used before they are fetched again.
+pub const JWKS_URI_CACHE_SECS: i64 = 300;
+/// At most one fetch per client within this time for a `kid` the cached keys lack (so that
+/// assertions with made-up `kid`s cannot make this server hammer the client's host).
+pub const JWKS_URI_REFETCH_SECS: i64 = 10;
+/// The longest a `jwks_uri` fetch may take (connecting, and in all).
+pub const JWKS_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keys fetched from a client's `jwks_uri`.
+#[derive(Debug, Clone)]
+pub struct FetchedJwks {
+    uri: String,
+    set: JwkSet,
+    fetched_at: i64,
+}
 
 /// The credentials of an HTTP `Authorization: Basic` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,14 +174,23 @@ impl AuthServer {
         Ok(client)
     }
 
-    async fn client_jwks(&self, client: &Client) -> Result<JwkSet, OAuthError> {
+    /// The client's public keys: its registered `jwks`, or those at its `jwks_uri` (cached
+    /// for [`JWKS_URI_CACHE_SECS`]; fetched again at once for a `kid` the cached copy lacks,
+    /// at most once per [`JWKS_URI_REFETCH_SECS`]). Whether the keys came from the cache
+    /// is part of the answer, for the error that names a missing `kid`.
+    async fn client_jwks(
+        &self,
+        client: &Client,
+        kid: Option<&str>,
+    ) -> Result<(JwkSet, String), OAuthError> {
         if let Some(jwks) = client.metadata.get("jwks") {
-            return serde_json::from_value(jwks.clone()).map_err(|e| {
+            let set = serde_json::from_value(jwks.clone()).map_err(|e| {
                 OAuthError::invalid_client(format!(
                     "the registered jwks of client {} cannot be read: {e}",
                     client.client_id
                 ))
-            });
+            })?;
+            return Ok((set, "the client's registered JWKS".into()));
         }
         let Some(uri) = client.metadata.get("jwks_uri").and_then(|v| v.as_str()) else {
             return Err(OAuthError::invalid_client(format!(
@@ -165,17 +198,50 @@ impl AuthServer {
                 client.client_id
             )));
         };
+        let now = self.now();
+        let cached = self
+            .client_jwks_cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&client.client_id).cloned())
+            .filter(|c| c.uri == uri && now < c.fetched_at + JWKS_URI_CACHE_SECS);
+        if let Some(c) = &cached {
+            let knows_kid = kid.is_none_or(|k| c.set.find(k).is_some());
+            if knows_kid || now < c.fetched_at + JWKS_URI_REFETCH_SECS {
+                return Ok((
+                    c.set.clone(),
+                    format!(
+                        "the client's JWKS from {uri} (fetched at {})",
+                        super::tokens::utc(c.fetched_at)
+                    ),
+                ));
+            }
+        }
         let fetched = async {
             let resp = self.http.get(uri).send().await?.error_for_status()?;
             resp.json::<JwkSet>().await
         }
-        .await;
-        fetched.map_err(|e| {
+        .await
+        .map_err(|e| {
             OAuthError::invalid_client(format!(
                 "cannot fetch the jwks_uri {uri} of client {}: {e}",
                 client.client_id
             ))
-        })
+        })?;
+        if let Ok(mut cache) = self.client_jwks_cache.lock() {
+            cache.insert(
+                client.client_id.clone(),
+                FetchedJwks {
+                    uri: uri.to_string(),
+                    set: fetched.clone(),
+                    fetched_at: now,
+                },
+            );
+        }
+        Ok((
+            fetched,
+            format!("the client's JWKS from {uri} (fetched just now)"),
+        ))
     }
 
     /// Verifies a `private_key_jwt` client assertion (RFC 7523, SMART Backend Services).
@@ -222,14 +288,14 @@ impl AuthServer {
                 client.token_endpoint_auth_method
             )));
         }
-        let jwks = self.client_jwks(&client).await?;
+        let (jwks, source) = self.client_jwks(&client, header.kid.as_deref()).await?;
         let candidates: Vec<_> = match &header.kid {
             Some(kid) => jwks.find(kid).into_iter().collect(),
             None => jwks.keys.iter().collect(),
         };
         if candidates.is_empty() {
             return Err(bad(format!(
-                "no key {} in the client's registered JWKS",
+                "no key {} in {source}",
                 header.kid.as_deref().unwrap_or("(no kid)")
             )));
         }
@@ -245,7 +311,7 @@ impl AuthServer {
         });
         if !verified {
             return Err(bad(format!(
-                "signature invalid for the client's registered keys ({} with {alg_name})",
+                "signature invalid for the keys of {source} ({} with {alg_name})",
                 header.kid.as_deref().unwrap_or("no kid")
             )));
         }

@@ -21,7 +21,7 @@ impl AuthServer {
             "subject_types_supported": ["public"],
             "token_endpoint_auth_methods_supported": client_auth::METHODS,
             "token_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,
-            "introspection_endpoint_auth_methods_supported": client_auth::METHODS,
+            "introspection_endpoint_auth_methods_supported": client_auth::INTROSPECTION_METHODS,
             "introspection_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,
             "revocation_endpoint_auth_methods_supported": client_auth::METHODS,
             "revocation_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,

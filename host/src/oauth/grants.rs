@@ -292,23 +292,13 @@ impl AuthServer {
                 utc(row.expires_at)
             )));
         }
-        if !self.store().use_refresh_token(&hash, now).await? {
-            let used_at = self
-                .store()
-                .get_refresh_token(&hash)
-                .await?
-                .and_then(|r| r.used_at)
-                .unwrap_or(now);
-            let grace = self.config().refresh_grace.as_secs() as i64;
-            if now - used_at > grace {
-                self.store()
-                    .revoke_grant(&row.grant_id, now, "a spent refresh token was used again")
-                    .await?;
-                return Err(OAuthError::invalid_grant(format!(
-                    "refresh token reuse detected: it was already exchanged at {} (more than {grace} s ago); every token of this grant is now revoked",
-                    utc(used_at)
-                )));
-            }
+        // Reuse of a token spent longer ago than the grace window is detected first, even
+        // when the request is wrong in other ways (it costs the thief nothing to fix those).
+        let grace = self.config().refresh_grace.as_secs() as i64;
+        if let Some(used_at) = row.used_at
+            && now - used_at > grace
+        {
+            return Err(self.refresh_reuse(&row, used_at, now).await?);
         }
         let original = scopes::split(&row.scope);
         let requested = match params.get("scope")? {
@@ -331,6 +321,19 @@ impl AuthServer {
             None => None,
         };
         let granted = self.decide_scopes(client, "refresh_token", requested, user.as_ref())?;
+        // Spent only once every check passed: a refused request leaves the token as it was.
+        if !self.store().use_refresh_token(&hash, now).await? {
+            // Spent by a concurrent request since it was read above.
+            let used_at = self
+                .store()
+                .get_refresh_token(&hash)
+                .await?
+                .and_then(|r| r.used_at)
+                .unwrap_or(now);
+            if now - used_at > grace {
+                return Err(self.refresh_reuse(&row, used_at, now).await?);
+            }
+        }
         self.issue(Issue {
             client,
             grant_id: &row.grant_id,
@@ -343,6 +346,23 @@ impl AuthServer {
             refresh: true,
         })
         .await
+    }
+
+    /// Revokes the family of a refresh token spent at `used_at` and used again; the error to answer.
+    async fn refresh_reuse(
+        &self,
+        row: &RefreshRow,
+        used_at: i64,
+        now: i64,
+    ) -> Result<OAuthError, OAuthError> {
+        let grace = self.config().refresh_grace.as_secs() as i64;
+        self.store()
+            .revoke_grant(&row.grant_id, now, "a spent refresh token was used again")
+            .await?;
+        Ok(OAuthError::invalid_grant(format!(
+            "refresh token reuse detected: it was already exchanged at {} (more than {grace} s ago); every token of this grant is now revoked",
+            utc(used_at)
+        )))
     }
 
     /// Signs the access token (and id_token), records it, and mints a refresh token.

@@ -13,7 +13,14 @@ impl AuthServer {
         params: &Params,
         basic: Option<&BasicCredentials>,
     ) -> Result<Value, OAuthError> {
-        let _caller = self.authenticate_client(params, basic).await?;
+        let caller = self.authenticate_client(params, basic).await?;
+        if caller.is_public() {
+            return Err(OAuthError::invalid_client(format!(
+                "client {} is a public client (no credentials, only its client_id), and public clients may not introspect tokens; introspect as a confidential client or a resource server ({})",
+                caller.client_id,
+                super::client_auth::INTROSPECTION_METHODS.join(", ")
+            )));
+        }
         let token = params.require("token")?;
         let hint = params.get("token_type_hint")?;
         let inactive = json!({"active": false});

@@ -118,8 +118,8 @@ pub fn hash_token(token: &str) -> String {
 
 /// Lifetimes that apply to one client: the server's, overridden by registration metadata
 /// (`hestia_access_token_lifetime`, `hestia_refresh_token_lifetime`, `hestia_code_lifetime`,
-/// in seconds). An access token never outlives the server's access-token lifetime, which
-/// is what key rotation counts on.
+/// in seconds), which may only shorten them. An access token never outlives the server's
+/// access-token lifetime, which is what key rotation counts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     pub access: i64,
@@ -157,6 +157,9 @@ pub struct AuthServer {
     clock: Arc<Clock>,
     http: reqwest::Client,
     jwks_cache: std::sync::RwLock<Option<CachedJwks>>,
+    /// Client JWKS fetched from their `jwks_uri`, by client id (see `client_auth`).
+    client_jwks_cache:
+        std::sync::Mutex<std::collections::HashMap<String, client_auth::FetchedJwks>>,
 }
 
 impl AuthServer {
@@ -171,10 +174,12 @@ impl AuthServer {
             policy: Arc::new(NoPolicy),
             clock: Clock::system(),
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
+                .connect_timeout(client_auth::JWKS_FETCH_TIMEOUT)
+                .timeout(client_auth::JWKS_FETCH_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
             jwks_cache: std::sync::RwLock::new(None),
+            client_jwks_cache: Default::default(),
         }
     }
 
@@ -312,12 +317,54 @@ impl AuthServer {
         Ok(known)
     }
 
-    pub fn lifetimes(&self, client: &Client) -> Lifetimes {
-        let server = Lifetimes {
+    /// The server's lifetimes: the defaults, and the most a client may be given.
+    pub fn server_lifetimes(&self) -> Lifetimes {
+        Lifetimes {
             access: self.config.access_token_lifetime.as_secs() as i64,
             refresh: self.config.refresh_token_lifetime.as_secs() as i64,
             code: self.config.code_lifetime.as_secs() as i64,
-        };
+        }
+    }
+
+    /// Checks per-client lifetimes in client metadata: positive whole seconds, at most the
+    /// server's (refused rather than capped, so what a client registers is what it gets).
+    pub fn check_client_lifetimes(&self, metadata: &serde_json::Value) -> Result<(), OAuthError> {
+        let server = self.server_lifetimes();
+        for (field, max) in LIFETIME_FIELDS
+            .iter()
+            .zip([server.access, server.refresh, server.code])
+        {
+            let Some(v) = metadata.get(field).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let n = v.as_i64().filter(|n| *n > 0).ok_or_else(|| {
+                OAuthError::new(
+                    ErrorCode::InvalidClientMetadata,
+                    format!("{field} must be a positive whole number of seconds, not {v}"),
+                )
+            })?;
+            if n > max {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidClientMetadata,
+                    format!(
+                        "{field} is {n} s, above this server's maximum of {max} s (its oauth.{} setting)",
+                        match *field {
+                            "hestia_access_token_lifetime" => "access_token_lifetime_secs",
+                            "hestia_refresh_token_lifetime" => "refresh_token_lifetime_secs",
+                            _ => "code_lifetime_secs",
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The lifetimes of one client: its own where registered, else the server's. They are
+    /// checked against the server's at registration; should the server's be lowered later,
+    /// the server's still bound them (key rotation counts on the access-token one).
+    pub fn lifetimes(&self, client: &Client) -> Lifetimes {
+        let server = self.server_lifetimes();
         let get = |name: &str, default: i64| {
             client
                 .metadata
@@ -328,8 +375,8 @@ impl AuthServer {
         };
         Lifetimes {
             access: get(LIFETIME_FIELDS[0], server.access).min(server.access),
-            refresh: get(LIFETIME_FIELDS[1], server.refresh),
-            code: get(LIFETIME_FIELDS[2], server.code),
+            refresh: get(LIFETIME_FIELDS[1], server.refresh).min(server.refresh),
+            code: get(LIFETIME_FIELDS[2], server.code).min(server.code),
         }
     }
 }

@@ -6,14 +6,14 @@
 //! - `hestia_audiences`: for a resource server, its base URL(s) — they become known
 //!   audiences that apps may ask tokens for; for an app, the audiences it may ask for;
 //! - `hestia_access_token_lifetime`, `hestia_refresh_token_lifetime`, `hestia_code_lifetime`:
-//!   per-client lifetimes in seconds.
+//!   per-client lifetimes in seconds, at most the server's (a longer one is refused with
+//!   `invalid_client_metadata` naming the field and the maximum).
 
 use serde_json::{Value, json};
 
 use super::errors::ErrorCode;
 use super::{
-    AuthServer, LIFETIME_FIELDS, OAuthError, REGISTER_PATH, client_auth, grants, hash_token, keys,
-    random_token,
+    AuthServer, OAuthError, REGISTER_PATH, client_auth, grants, hash_token, keys, random_token,
 };
 use crate::store::{Client, ClientKind, NewClient, StoreError, constant_time_eq};
 
@@ -141,15 +141,6 @@ fn plan(body: &Value) -> Result<Plan, OAuthError> {
         let uri = body["jwks_uri"].as_str().unwrap_or_default();
         if !uri.starts_with("https://") && !uri.starts_with("http://") {
             return Err(meta_err("jwks_uri must be an http(s) URL"));
-        }
-    }
-    for field in LIFETIME_FIELDS {
-        if let Some(v) = body.get(field)
-            && v.as_i64().is_none_or(|n| n <= 0)
-        {
-            return Err(meta_err(format!(
-                "{field} must be a positive number of seconds"
-            )));
         }
     }
     if let Some(alg) = body.get("id_token_signed_response_alg") {
@@ -286,6 +277,7 @@ impl AuthServer {
             }
         }
         let plan = plan(body)?;
+        self.check_client_lifetimes(&plan.new.metadata)?;
         let (client, secret) = self
             .store()
             .create_client(plan.new)
@@ -371,6 +363,7 @@ impl AuthServer {
             ));
         }
         let plan = plan(body)?;
+        self.check_client_lifetimes(&plan.new.metadata)?;
         let secret_based = plan.auth_method.starts_with("client_secret");
         if secret_based && !self.store().client_has_secret(client_id).await? {
             return Err(meta_err(format!(

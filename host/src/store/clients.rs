@@ -253,15 +253,30 @@ impl Store {
         rows.iter().map(client_from_row).collect()
     }
 
-    /// Removes a client; `NotFound` when there was none.
+    /// Removes a client and revokes everything issued to it (its grants, so its refresh
+    /// tokens, and its access tokens), in one transaction; `NotFound` when there was none.
     pub async fn remove_client(&self, client_id: &str) -> Result<(), StoreError> {
+        let now = super::now_secs();
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {client_id:?}")));
         }
+        sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE client_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(format!("its client {client_id} was removed"))
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE oauth_access_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -300,14 +300,15 @@ impl Store {
         let own: Option<i64> = row.try_get("revoked_at")?;
         let grant: Option<i64> = row.try_get("grant_revoked_at")?;
         let reason: Option<String> = row.try_get("revoked_reason")?;
+        // The grant's reason says more (code reuse, refresh reuse, client removed).
         let revoked = match (own, grant) {
-            (Some(at), _) => Some(Revocation {
-                at,
-                reason: "the token was revoked".into(),
-            }),
-            (None, Some(at)) => Some(Revocation {
+            (_, Some(at)) => Some(Revocation {
                 at,
                 reason: reason.unwrap_or_default(),
+            }),
+            (Some(at), None) => Some(Revocation {
+                at,
+                reason: "the token was revoked".into(),
             }),
             (None, None) => None,
         };
@@ -630,38 +631,39 @@ impl Store {
         }))
     }
 
-    pub async fn record_login_attempt(
+    /// Records a sign-in attempt before its password is checked, so that parallel guesses
+    /// count against each other: each one sees at least every attempt recorded before it.
+    /// Attempts older than `since` are deleted on the way. The row's `success` column holds
+    /// `marker` (a random number above 1) until [`Self::finish_login_attempt`] sets 0 or 1;
+    /// an attempt in progress counts as a failure. Returns the failures since `since`,
+    /// this one included: (for this username, its oldest, from this address, its oldest).
+    pub async fn begin_login_attempt(
         &self,
         username: &str,
         address: &str,
         now: i64,
-        success: bool,
-    ) -> Result<(), StoreError> {
+        since: i64,
+        marker: i64,
+    ) -> Result<(i64, i64, i64, i64), StoreError> {
+        sqlx::query("DELETE FROM oauth_login_attempts WHERE at < $1")
+            .bind(since)
+            .execute(self.pool())
+            .await?;
         sqlx::query(
             "INSERT INTO oauth_login_attempts (username, address, at, success) VALUES ($1, $2, $3, $4)",
         )
         .bind(username)
         .bind(address)
         .bind(now)
-        .bind(i64::from(success))
+        .bind(marker)
         .execute(self.pool())
         .await?;
-        Ok(())
-    }
-
-    /// Failed sign-ins since `since`: (for this username, from this address, oldest of them).
-    pub async fn login_failures(
-        &self,
-        username: &str,
-        address: &str,
-        since: i64,
-    ) -> Result<(i64, i64, i64, i64), StoreError> {
-        let user = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS first FROM oauth_login_attempts WHERE username = $1 AND at >= $2 AND success = 0")
+        let user = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS first FROM oauth_login_attempts WHERE username = $1 AND at >= $2 AND success <> 1")
             .bind(username)
             .bind(since)
             .fetch_one(self.pool())
             .await?;
-        let addr = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS first FROM oauth_login_attempts WHERE address = $1 AND at >= $2 AND success = 0")
+        let addr = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS first FROM oauth_login_attempts WHERE address = $1 AND at >= $2 AND success <> 1")
             .bind(address)
             .bind(since)
             .fetch_one(self.pool())
@@ -672,5 +674,90 @@ impl Store {
             addr.try_get("n")?,
             addr.try_get::<Option<i64>, _>("first")?.unwrap_or(since),
         ))
+    }
+
+    /// Settles an attempt of [`Self::begin_login_attempt`]: `Some(success)` records the
+    /// outcome of the password check, `None` forgets an attempt refused by the rate limit
+    /// before its password was checked (so waiting is not prolonged by trying).
+    pub async fn finish_login_attempt(
+        &self,
+        marker: i64,
+        outcome: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let query = match outcome {
+            Some(success) => {
+                sqlx::query("UPDATE oauth_login_attempts SET success = $1 WHERE success = $2")
+                    .bind(i64::from(success))
+                    .bind(marker)
+            }
+            None => sqlx::query("DELETE FROM oauth_login_attempts WHERE success = $1").bind(marker),
+        };
+        query.execute(self.pool()).await?;
+        Ok(())
+    }
+
+    // ---- the consent page's patient picker (this server's FHIR data) ----
+
+    /// Current (not deleted) Patients for the picker, ordered by family name then id:
+    /// at most `limit` of them, and how many match in all. `name_prefix` (already
+    /// normalized as string search normalizes) keeps those with a name part starting with
+    /// it, as FHIR `Patient?name=` does. Returns (id, resource JSON) pairs.
+    pub async fn picker_patients(
+        &self,
+        name_prefix: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<(String, String)>, i64), StoreError> {
+        let filter = if name_prefix.is_some() {
+            " AND EXISTS (SELECT 1 FROM fhir_idx_string s WHERE s.resource_type = 'Patient' AND s.id = r.id \
+               AND s.param = 'name' AND s.normalized LIKE $1 ESCAPE '\\')"
+        } else {
+            ""
+        };
+        let pattern = name_prefix.map(|p| {
+            let escaped: String = p
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("{escaped}%")
+        });
+        let from = format!(
+            "FROM fhir_resources r WHERE r.resource_type = 'Patient' AND r.deleted = 0{filter}"
+        );
+        let limit_param = if pattern.is_some() { "$2" } else { "$1" };
+        let family = "(SELECT MIN(f.normalized) FROM fhir_idx_string f \
+               WHERE f.resource_type = 'Patient' AND f.id = r.id AND f.param = 'family')";
+        // Patients without a family name last, on both backends (their NULL order differs).
+        let list_sql = format!(
+            "SELECT r.id, r.content, {family} AS family {from} \
+             ORDER BY CASE WHEN {family} IS NULL THEN 1 ELSE 0 END, family, r.id LIMIT {limit_param}"
+        );
+        let count_sql = format!("SELECT COUNT(*) AS n {from}");
+        let mut list = sqlx::query(&list_sql);
+        let mut count = sqlx::query(&count_sql);
+        if let Some(p) = &pattern {
+            list = list.bind(p.clone());
+            count = count.bind(p.clone());
+        }
+        let rows = list.bind(limit).fetch_all(self.pool()).await?;
+        let total: i64 = count.fetch_one(self.pool()).await?.try_get("n")?;
+        let patients = rows
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("content")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((patients, total))
+    }
+
+    /// Whether a current (not deleted) Patient with this id exists in this server's FHIR data.
+    pub async fn patient_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM fhir_resources WHERE resource_type = 'Patient' AND id = $1 AND deleted = 0",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.is_some())
     }
 }

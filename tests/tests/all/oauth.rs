@@ -28,12 +28,31 @@ struct Env {
     auth: Arc<AuthServer>,
     clock: Arc<Clock>,
     store: Store,
+    state: AppState,
     db: TestDb,
     backend: &'static str,
+    port: u16,
+    file: FileConfig,
+    server: tokio::task::JoinHandle<()>,
 }
 
 async fn start(db: TestDb, oauth: FileOauth) -> Env {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_with(
+        db,
+        FileConfig {
+            oauth,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+}
+
+/// The application on `db` with `file` settings, served on `port` (a free one when `None`).
+async fn start_with(db: TestDb, file: FileConfig, port: Option<u16>) -> Env {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let raw = RawConfig {
         flags: ServeFlags {
@@ -45,10 +64,7 @@ async fn start(db: TestDb, oauth: FileOauth) -> Env {
             insecure_http: Some(true),
             ..Default::default()
         },
-        file: FileConfig {
-            oauth,
-            ..Default::default()
-        },
+        file: file.clone(),
         file_path: None,
     };
     let settings = raw.resolve().unwrap();
@@ -63,8 +79,8 @@ async fn start(db: TestDb, oauth: FileOauth) -> Env {
     auth.ensure_keys().await.unwrap();
     let state = AppState::new(settings.clone(), store.clone(), plugins, auth.clone());
     state.set_ready();
-    let app = hestia::http::app(state);
-    tokio::spawn(async move {
+    let app = hestia::http::app(state.clone());
+    let server = tokio::spawn(async move {
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -78,11 +94,34 @@ async fn start(db: TestDb, oauth: FileOauth) -> Env {
         auth,
         clock,
         store,
+        state,
         backend: db.backend,
         db,
+        port,
+        file,
+        server,
     }
 }
 
+/// Stops the server, drops its authorization server and store, and starts a new one on
+/// the same database, port and settings: what a restart of the process keeps.
+async fn restart(env: Env) -> Env {
+    let Env {
+        db,
+        port,
+        file,
+        server,
+        store,
+        auth,
+        state,
+        ..
+    } = env;
+    server.abort();
+    let _ = server.await;
+    drop((auth, state));
+    store.close().await;
+    start_with(db, file, Some(port)).await
+}
 async fn user(env: &Env, name: &str, fhir_user: Option<&str>) {
     env.store
         .create_user(NewUser {
@@ -90,6 +129,26 @@ async fn user(env: &Env, name: &str, fhir_user: Option<&str>) {
             password: PASSWORD.into(),
             fhir_user: fhir_user.map(str::to_string),
         })
+        .await
+        .unwrap();
+}
+
+/// A Patient in the server's FHIR data.
+async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &str) {
+    let resource = json!({
+        "resourceType": "Patient",
+        "id": id,
+        "name": [{"given": [given], "family": family}],
+        "birthDate": birth_date,
+    });
+    env.state
+        .fhir()
+        .update(
+            hestia::fhir::definitions::ResourceType::parse("Patient").unwrap(),
+            id,
+            resource.as_object().unwrap().clone(),
+            None,
+        )
         .await
         .unwrap();
 }
@@ -530,9 +589,10 @@ async fn public_client_resource_parameter_and_patient_picker() {
         .text()
         .await
         .unwrap();
+        patient(&env, "456", "Ann", "Adams", "1980-02-03").await;
         let consent = sign_in(&env.url, &b, &login, "drsmith").await;
         assert!(
-            consent.contains("name=\"patient\""),
+            consent.contains("name=\"patient\" id=\"patient-0\" value=\"456\""),
             "a practitioner picks a patient"
         );
         let again = approve(&env.url, &b, &consent, &[], None).await;
@@ -1544,5 +1604,1336 @@ async fn key_rotation_keeps_old_tokens_verifiable_during_the_overlap() {
             err.contains(&format!("unknown kid {kid1}")) || err.starts_with("expired"),
             "{err}"
         );
+    }
+}
+
+// ---- the audit's cases: each fails without its fix ----
+
+/// Tokens of the code flow for `client` (a public one when `secret` is empty) and `username`.
+async fn tokens_via_code(
+    env: &Env,
+    client: &str,
+    secret: &str,
+    username: &str,
+    scope: &str,
+) -> Value {
+    let (verifier, challenge) = pkce();
+    let q = code_flow(
+        &env.url,
+        &browser(),
+        client,
+        username,
+        scope,
+        &challenge,
+        &[],
+        &[],
+    )
+    .await;
+    let got = exchange(env, client, secret, &q["code"], &verifier).await;
+    assert_eq!(got.0, 200, "{}", got.2);
+    got.2
+}
+
+/// Exchanges a code (public client when `secret` is empty).
+async fn exchange(env: &Env, client: &str, secret: &str, code: &str, verifier: &str) -> Reply {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", CALLBACK),
+        ("code_verifier", verifier),
+    ];
+    if secret.is_empty() {
+        form.push(("client_id", client));
+        post_form(env, "/oauth2/token", &form, None).await
+    } else {
+        post_form(env, "/oauth2/token", &form, Some((client, secret))).await
+    }
+}
+
+async fn refresh_with(
+    env: &Env,
+    client: &str,
+    secret: &str,
+    token: &str,
+    scope: Option<&str>,
+) -> Reply {
+    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    post_form(env, "/oauth2/token", &form, Some((client, secret))).await
+}
+
+fn text(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_refused_refresh_does_not_spend_the_refresh_token() {
+    for db in TestDb::all().await {
+        let env = start(
+            db,
+            FileOauth {
+                refresh_grace_secs: Some(5),
+                ..Default::default()
+            },
+        )
+        .await;
+        user(&env, "alice", None).await;
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "openid offline_access patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let t = tokens_via_code(&env, &id, &secret, "alice", "offline_access patient/*.read").await;
+        let r0 = text(&t, "refresh_token");
+        let wider = refresh_with(&env, &id, &secret, &r0, Some("openid patient/*.read")).await;
+        assert_error(
+            &wider,
+            400,
+            "invalid_scope",
+            "scope openid was not granted originally",
+        );
+        // Past the grace window: had the refused request spent it, this would be a reuse.
+        env.clock.advance(6);
+        let ok = refresh_with(&env, &id, &secret, &r0, Some("patient/*.read")).await;
+        assert_eq!(ok.0, 200, "{} {}", env.backend, ok.2);
+        assert_eq!(ok.2["scope"], "patient/*.read");
+        // Now it is spent: past the window again, a reuse revokes the family.
+        env.clock.advance(6);
+        let reuse = refresh_with(&env, &id, &secret, &r0, None).await;
+        assert_error(&reuse, 400, "invalid_grant", "refresh token reuse detected");
+    }
+}
+
+#[tokio::test]
+async fn public_clients_may_not_introspect_but_may_revoke_their_own_tokens() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let (rs, rs_secret) =
+            app_client(&env, false, "system/*.read", &["client_credentials"]).await;
+        let (public, _) = app_client(
+            &env,
+            true,
+            "offline_access patient/*.read",
+            &["authorization_code", "refresh_token"],
+        )
+        .await;
+        let other = client_credentials(&env, &rs, &rs_secret, &[]).await;
+        let own =
+            tokens_via_code(&env, &public, "", "alice", "offline_access patient/*.read").await;
+        for token in [text(&other, "access_token"), text(&own, "access_token")] {
+            let got = post_form(
+                &env,
+                "/oauth2/introspect",
+                &[("token", &token), ("client_id", &public)],
+                None,
+            )
+            .await;
+            assert_error(
+                &got,
+                401,
+                "invalid_client",
+                "public clients may not introspect",
+            );
+            assert!(got.2.get("active").is_none(), "{}", got.2);
+        }
+        // Revoking another client's token is refused, and it stays valid.
+        let refused = post_form(
+            &env,
+            "/oauth2/revoke",
+            &[
+                ("token", &text(&other, "access_token")),
+                ("client_id", &public),
+            ],
+            None,
+        )
+        .await;
+        assert_error(
+            &refused,
+            400,
+            "unauthorized_client",
+            "only its client may revoke it",
+        );
+        assert_eq!(
+            introspect(&env, &rs, &rs_secret, &text(&other, "access_token")).await["active"],
+            true
+        );
+        // RFC 7009: a public client revokes its own refresh token with its client_id.
+        let refresh = text(&own, "refresh_token");
+        let (status, _, _) = post_form(
+            &env,
+            "/oauth2/revoke",
+            &[("token", &refresh), ("client_id", &public)],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            introspect(&env, &rs, &rs_secret, &refresh).await["active"],
+            false
+        );
+        assert_eq!(
+            introspect(&env, &rs, &rs_secret, &text(&own, "access_token")).await["active"],
+            false,
+            "the family's access token goes with it"
+        );
+    }
+}
+
+/// One sign-in attempt on the login page `login_html`; the page that answers.
+async fn try_login(
+    env: &Env,
+    b: &reqwest::Client,
+    login_html: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    try_login_via(env, b, login_html, username, password, None).await
+}
+
+/// [`try_login`] with an `X-Forwarded-For` header.
+async fn try_login_via(
+    env: &Env,
+    b: &reqwest::Client,
+    login_html: &str,
+    username: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> String {
+    let mut req = b.post(format!("{}/oauth2/login", env.url));
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
+    }
+    req.form(&[
+        ("request_id", hidden(login_html, "request_id")),
+        ("csrf", hidden(login_html, "csrf")),
+        ("username", username.into()),
+        ("password", password.into()),
+    ])
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
+}
+
+async fn login_page(env: &Env, b: &reqwest::Client, client: &str) -> String {
+    open_authorize(
+        &env.url,
+        b,
+        &[
+            ("response_type", "code"),
+            ("client_id", client),
+            ("scope", "openid"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_per_address_even_in_parallel() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "bob", None).await;
+        let (id, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
+        let b = browser();
+        let login = login_page(&env, &b, &id).await;
+        // X-Forwarded-For from a peer that is not a trusted proxy changes nothing.
+        for i in 0..20 {
+            let xff = format!("198.51.100.{i}");
+            let page =
+                try_login_via(&env, &b, &login, &format!("user{i}"), "guess", Some(&xff)).await;
+            assert!(page.contains("Wrong username or password"), "{i}: {page}");
+        }
+        let page = try_login(&env, &b, &login, "user20", "guess").await;
+        assert!(
+            page.contains(
+                "Too many failed sign-ins from your address (127.0.0.1): 20 in the last 15 minutes"
+            ),
+            "{page}"
+        );
+        // The window passes; old attempts are deleted when the next one is recorded.
+        env.clock
+            .advance(hestia::oauth::authorize::LOGIN_WINDOW + 1);
+        let login = login_page(&env, &b, &id).await;
+        let page = try_login(&env, &b, &login, "user21", "guess").await;
+        assert!(page.contains("Wrong username or password"), "{page}");
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_login_attempts")
+            .fetch_one(env.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            rows, 1,
+            "{}: attempts older than the window are pruned",
+            env.backend
+        );
+
+        // Parallel guesses at one account: no more than the limit get their password checked.
+        let mut guesses = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (b, login, url) = (b.clone(), login.clone(), env.url.clone());
+            guesses.spawn(async move {
+                b.post(format!("{url}/oauth2/login"))
+                    .form(&[
+                        ("request_id", hidden(&login, "request_id")),
+                        ("csrf", hidden(&login, "csrf")),
+                        ("username", "bob".into()),
+                        ("password", "guess".into()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            });
+        }
+        let (mut checked, mut paused) = (0, 0);
+        while let Some(page) = guesses.join_next().await {
+            let page = page.unwrap();
+            if page.contains("Wrong username or password") {
+                checked += 1;
+            } else if page.contains("Too many failed sign-ins for account") {
+                paused += 1;
+            } else {
+                panic!("{page}");
+            }
+        }
+        assert!(
+            checked <= hestia::oauth::authorize::MAX_FAILURES_PER_USER,
+            "{}: {checked} parallel guesses were checked",
+            env.backend
+        );
+        assert_eq!(checked + paused, 12);
+    }
+}
+
+/// A client assertion signed with `key` (`alg`).
+fn assertion_with(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    kid: &str,
+    client_id: &str,
+    aud: &str,
+    jti: &str,
+    now: i64,
+) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        &json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": now + 240, "jti": jti}),
+        key,
+    )
+    .unwrap()
+}
+
+/// An RSA key for RS384 assertions: (encoding key, public JWK with `kid`).
+fn rs384_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    let (_, pem, jwk) = hestia::oauth::keys::generate("RS256").unwrap();
+    let mut jwk = serde_json::to_value(jwk).unwrap();
+    jwk["kid"] = kid.into();
+    jwk["alg"] = "RS384".into();
+    (
+        jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        jwk,
+    )
+}
+
+async fn send_assertion(env: &Env, a: &str) -> Reply {
+    post_form(
+        env,
+        "/oauth2/token",
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", a),
+        ],
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn private_key_jwt_rs384_with_a_cached_jwks_uri() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        // The client's own web server, publishing its keys.
+        let (k1, jwk1) = rs384_key("r1");
+        let served = Arc::new(Mutex::new(json!({"keys": [jwk1.clone()]})));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks_uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get({
+                let (served, fetches) = (served.clone(), fetches.clone());
+                move || {
+                    let (served, fetches) = (served.clone(), fetches.clone());
+                    async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        axum::Json(served.lock().unwrap().clone())
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+        let reg: Value = reqwest::Client::new()
+            .post(format!("{}/oauth2/register", env.url))
+            .bearer_auth(&initial)
+            .json(&json!({
+                "client_name": "Backend service (jwks_uri)",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "grant_types": ["client_credentials"],
+                "scope": "system/*.rs",
+                "jwks_uri": jwks_uri,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = text(&reg, "client_id");
+        let token_url = format!("{}/oauth2/token", env.url);
+        let rs384 = jsonwebtoken::Algorithm::RS384;
+
+        let ok = send_assertion(
+            &env,
+            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a1", env.auth.now()),
+        )
+        .await;
+        assert_eq!(ok.0, 200, "{}", ok.2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let ok = send_assertion(
+            &env,
+            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a2", env.auth.now()),
+        )
+        .await;
+        assert_eq!(ok.0, 200, "{}", ok.2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "the keys are cached");
+
+        // The client adds a key: an unknown kid fetches again (once the rate limit allows).
+        let (k2, jwk2) = rs384_key("r2");
+        *served.lock().unwrap() = json!({"keys": [jwk1, jwk2]});
+        env.clock
+            .advance(hestia::oauth::client_auth::JWKS_URI_REFETCH_SECS + 1);
+        let ok = send_assertion(
+            &env,
+            &assertion_with(rs384, &k2, "r2", &id, &token_url, "a3", env.auth.now()),
+        )
+        .await;
+        assert_eq!(ok.0, 200, "{}", ok.2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // A made-up kid right after: refused from the cached keys, without another fetch.
+        let unknown = send_assertion(
+            &env,
+            &assertion_with(rs384, &k2, "r9", &id, &token_url, "a4", env.auth.now()),
+        )
+        .await;
+        assert_error(
+            &unknown,
+            401,
+            "invalid_client",
+            "no key r9 in the client's JWKS from",
+        );
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "refetches are rate-limited"
+        );
+        // After the cache time, the keys are fetched again.
+        env.clock
+            .advance(hestia::oauth::client_auth::JWKS_URI_CACHE_SECS + 1);
+        let ok = send_assertion(
+            &env,
+            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a5", env.auth.now()),
+        )
+        .await;
+        assert_eq!(ok.0, 200, "{}", ok.2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        // An RS256 assertion is refused (SMART Backend Services: RS384 or ES384).
+        let rs256 = send_assertion(
+            &env,
+            &assertion_with(
+                jsonwebtoken::Algorithm::RS256,
+                &k1,
+                "r1",
+                &id,
+                &token_url,
+                "a6",
+                env.auth.now(),
+            ),
+        )
+        .await;
+        assert_error(&rs256, 401, "invalid_client", "alg RS256 is not accepted");
+    }
+}
+
+/// Opens the code flow as a practitioner up to the consent page; returns (browser, html).
+async fn practitioner_consent(
+    env: &Env,
+    client: &str,
+    challenge: &str,
+) -> (reqwest::Client, String) {
+    let b = browser();
+    let login = open_authorize(
+        &env.url,
+        &b,
+        &[
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", CALLBACK),
+            ("scope", "launch/patient patient/*.read"),
+            ("state", "st-1"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let consent = sign_in(&env.url, &b, &login, "drsmith").await;
+    (b, consent)
+}
+
+#[tokio::test]
+async fn patient_picker_lists_this_servers_patients_and_refuses_unknown_ids() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "drsmith", Some("Practitioner/7")).await;
+        patient(&env, "p-zeta", "Zoe", "Zeta", "1990-01-01").await;
+        patient(&env, "p-adams", "Ann", "Adams", "1980-02-03").await;
+        patient(&env, "p-muller", "Max", "Müller", "1970-03-04").await;
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "launch/patient patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let (verifier, challenge) = pkce();
+        let (b, consent) = practitioner_consent(&env, &id, &challenge).await;
+        assert!(
+            !consent.contains("type=\"text\" id=\"patient\""),
+            "a list, not a text box"
+        );
+        let at = |needle: &str| {
+            consent
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {consent}"))
+        };
+        assert!(at("value=\"p-adams\"") < at("value=\"p-muller\""));
+        assert!(
+            at("value=\"p-muller\"") < at("value=\"p-zeta\""),
+            "sorted by name"
+        );
+        assert!(consent.contains("Ann Adams, born 1980-02-03"), "{consent}");
+        assert!(consent.contains("type=\"radio\" name=\"patient\""));
+
+        // A name search narrows the list (diacritics folded, as FHIR string search does).
+        let searched = b
+            .get(format!(
+                "{}/oauth2/consent?request_id={}&patient_search=mull",
+                env.url,
+                hidden(&consent, "request_id")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(searched.contains("value=\"p-muller\""), "{searched}");
+        assert!(!searched.contains("value=\"p-adams\""), "{searched}");
+        assert!(!searched.contains("value=\"p-zeta\""), "{searched}");
+
+        // An id that is no Patient here is refused, with the page shown again.
+        let refused = approve(&env.url, &b, &consent, &[], Some("p-nobody")).await;
+        assert_eq!(refused.status(), 400);
+        let refused = refused.text().await.unwrap();
+        assert!(
+            refused.contains("There is no patient with id “p-nobody” on this server"),
+            "{refused}"
+        );
+        let resp = approve(&env.url, &b, &refused, &[], Some("p-adams")).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        let q = query_of(resp.headers()["location"].to_str().unwrap());
+        let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_eq!(got.0, 200, "{}", got.2);
+        assert_eq!(got.2["patient"], "p-adams");
+        let (_, claims) = verify(&env, got.2["access_token"].as_str().unwrap()).await;
+        assert_eq!(claims["patient"], "p-adams");
+    }
+}
+
+#[tokio::test]
+async fn patient_picker_without_fhir_asks_for_an_id() {
+    for db in TestDb::all().await {
+        let mut file = FileConfig::default();
+        file.fhir.enabled = Some(false);
+        let env = start_with(db, file, None).await;
+        env.store
+            .create_client(NewClient {
+                client_name: "The FHIR server".into(),
+                kind: ClientKind::ResourceServer,
+                public: false,
+                redirect_uris: vec![],
+                grant_types: vec![],
+                scope: String::new(),
+                audiences: vec!["https://fhir.example/r4".into()],
+                metadata: json!({}),
+            })
+            .await
+            .unwrap();
+        user(&env, "drsmith", Some("Practitioner/7")).await;
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "launch/patient patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let (verifier, challenge) = pkce();
+        let (b, consent) = practitioner_consent(&env, &id, &challenge).await;
+        assert!(
+            consent.contains("type=\"text\" id=\"patient\""),
+            "{consent}"
+        );
+        assert!(
+            consent.contains("This server does not hold the patient records"),
+            "{consent}"
+        );
+        let resp = approve(&env.url, &b, &consent, &[], Some("elsewhere-1")).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        let q = query_of(resp.headers()["location"].to_str().unwrap());
+        let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_eq!(got.0, 200, "{}", got.2);
+        assert_eq!(got.2["patient"], "elsewhere-1");
+    }
+}
+
+#[tokio::test]
+async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let http = reqwest::Client::new();
+        let register = |body: Value| {
+            let (http, url, env) = (http.clone(), format!("{}/oauth2/register", env.url), &env);
+            async move {
+                let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+                let resp = http
+                    .post(url)
+                    .bearer_auth(initial)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                (status, headers, resp.json::<Value>().await.unwrap())
+            }
+        };
+        let base = json!({
+            "client_name": "Short-lived",
+            "redirect_uris": [CALLBACK],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "scope": "offline_access patient/*.read",
+        });
+        for (field, value, needle) in [
+            (
+                "hestia_refresh_token_lifetime",
+                2_592_001,
+                "hestia_refresh_token_lifetime is 2592001 s, above this server's maximum of 2592000 s",
+            ),
+            (
+                "hestia_code_lifetime",
+                61,
+                "hestia_code_lifetime is 61 s, above this server's maximum of 60 s",
+            ),
+            (
+                "hestia_access_token_lifetime",
+                3601,
+                "hestia_access_token_lifetime is 3601 s, above this server's maximum of 3600 s",
+            ),
+        ] {
+            let mut body = base.clone();
+            body[field] = value.into();
+            assert_error(
+                &register(body).await,
+                400,
+                "invalid_client_metadata",
+                needle,
+            );
+        }
+        let mut body = base.clone();
+        body["hestia_refresh_token_lifetime"] = 100.into();
+        body["hestia_code_lifetime"] = 5.into();
+        let reg = register(body).await;
+        assert_eq!(reg.0, 201, "{}", reg.2);
+        assert_eq!(reg.2["hestia_code_lifetime"], 5, "echoed as registered");
+        let (id, secret) = (text(&reg.2, "client_id"), text(&reg.2, "client_secret"));
+        // RFC 7592 update: the same rule, and nothing changes.
+        let mut update = reg.2.clone();
+        for field in [
+            "registration_access_token",
+            "client_secret",
+            "client_secret_expires_at",
+        ] {
+            update.as_object_mut().unwrap().remove(field);
+        }
+        update["hestia_code_lifetime"] = 600.into();
+        let put = http
+            .put(text(&reg.2, "registration_client_uri"))
+            .bearer_auth(text(&reg.2, "registration_access_token"))
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        let put: Reply = (
+            put.status().as_u16(),
+            put.headers().clone(),
+            put.json().await.unwrap(),
+        );
+        assert_error(
+            &put,
+            400,
+            "invalid_client_metadata",
+            "hestia_code_lifetime is 600 s, above this server's maximum of 60 s",
+        );
+
+        // A code older than the client's 5 s (the server's is 60 s) is refused.
+        let (verifier, challenge) = pkce();
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "alice",
+            "offline_access patient/*.read",
+            &challenge,
+            &[],
+            &[],
+        )
+        .await;
+        env.clock.advance(6);
+        let late = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_error(&late, 400, "invalid_grant", "codes live 5 s");
+
+        // The refresh token lives the client's 100 s.
+        let t = tokens_via_code(&env, &id, &secret, "alice", "offline_access patient/*.read").await;
+        let r0 = text(&t, "refresh_token");
+        let seen = introspect(&env, &id, &secret, &r0).await;
+        assert_eq!(
+            seen["exp"].as_i64().unwrap() - seen["iat"].as_i64().unwrap(),
+            100
+        );
+        env.clock.advance(101);
+        assert_eq!(introspect(&env, &id, &secret, &r0).await["active"], false);
+        let expired = refresh_with(&env, &id, &secret, &r0, None).await;
+        assert_error(
+            &expired,
+            400,
+            "invalid_grant",
+            "the refresh token expired at",
+        );
+
+        // hestia client add: the same rule, in the flags' words.
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, _, err) = hestia(
+            dir.path(),
+            &[
+                "client",
+                "add",
+                "--name",
+                "cli",
+                "--grant-type",
+                "client_credentials",
+                "--refresh-token-lifetime",
+                "9999999999",
+                "--database-url",
+                &env.db.url,
+            ],
+            "",
+        );
+        assert!(!ok);
+        assert!(
+            err.contains(
+                "--refresh-token-lifetime is 9999999999 s, above this server's maximum of 2592000 s"
+            ),
+            "{err}"
+        );
+        let (ok, out, err) = hestia(
+            dir.path(),
+            &[
+                "client",
+                "add",
+                "--name",
+                "cli",
+                "--grant-type",
+                "client_credentials",
+                "--scope",
+                "system/*.read",
+                "--access-token-lifetime",
+                "120",
+                "--database-url",
+                &env.db.url,
+            ],
+            "",
+        );
+        assert!(ok, "{err}");
+        let added: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(added["metadata"]["hestia_access_token_lifetime"], 120);
+        let t = client_credentials(
+            &env,
+            &text(&added, "client_id"),
+            &text(&added, "client_secret"),
+            &[],
+        )
+        .await;
+        assert_eq!(t["expires_in"], 120);
+    }
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_of_refresh_token_families() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "offline_access patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let (rs, rs_secret) =
+            app_client(&env, false, "system/*.read", &["client_credentials"]).await;
+        let active = |token: String| {
+            let (env, rs, rs_secret) = (&env, rs.clone(), rs_secret.clone());
+            async move { introspect(env, &rs, &rs_secret, &token).await["active"].clone() }
+        };
+        let scope = "offline_access patient/*.read";
+
+        // Revoking a refresh token revokes its family: every refresh and access token of it.
+        let t0 = tokens_via_code(&env, &id, &secret, "alice", scope).await;
+        let t1 = refresh_with(&env, &id, &secret, &text(&t0, "refresh_token"), None)
+            .await
+            .2;
+        let (s, _, _) = post_form(
+            &env,
+            "/oauth2/revoke",
+            &[
+                ("token", &text(&t1, "refresh_token")),
+                ("token_type_hint", "refresh_token"),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+        assert_eq!(s, 200);
+        for token in [&t0, &t1] {
+            assert_eq!(active(text(token, "refresh_token")).await, false);
+            assert_eq!(active(text(token, "access_token")).await, false);
+        }
+        let after = refresh_with(&env, &id, &secret, &text(&t1, "refresh_token"), None).await;
+        assert_error(&after, 400, "invalid_grant", "revoked");
+
+        // Another client may not revoke this client's tokens; they stay valid.
+        let t2 = tokens_via_code(&env, &id, &secret, "alice", scope).await;
+        for field in ["refresh_token", "access_token"] {
+            let refused = post_form(
+                &env,
+                "/oauth2/revoke",
+                &[("token", &text(&t2, field))],
+                Some((&rs, &rs_secret)),
+            )
+            .await;
+            assert_error(
+                &refused,
+                400,
+                "unauthorized_client",
+                &format!("issued to client {id}"),
+            );
+            assert_eq!(active(text(&t2, field)).await, true, "{field}");
+        }
+
+        // Spent, past the grace window: inactive (its successor is active).
+        let r2 = text(&t2, "refresh_token");
+        let t3 = refresh_with(&env, &id, &secret, &r2, None).await.2;
+        assert_eq!(active(r2.clone()).await, true, "within the grace window");
+        env.clock.advance(11);
+        assert_eq!(active(r2).await, false, "spent past the grace window");
+        assert_eq!(active(text(&t3, "refresh_token")).await, true);
+
+        // Expired.
+        env.clock.advance(2_592_000);
+        assert_eq!(active(text(&t3, "refresh_token")).await, false);
+        assert_eq!(active(text(&t3, "access_token")).await, false);
+    }
+}
+
+/// Posts a consent form with these fields through `b`.
+async fn post_consent(
+    env: &Env,
+    b: &reqwest::Client,
+    fields: &[(&str, String)],
+) -> reqwest::Response {
+    b.post(format!("{}/oauth2/consent", env.url))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn consent_refuses_forgery_and_other_browsers_and_reports_denials() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let (id, _) = app_client(
+            &env,
+            false,
+            "openid patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let open = |b: reqwest::Client| {
+            let (env, id) = (&env, id.clone());
+            async move {
+                let login = open_authorize(
+                    &env.url,
+                    &b,
+                    &[
+                        ("response_type", "code"),
+                        ("client_id", &id),
+                        ("redirect_uri", CALLBACK),
+                        ("scope", "openid patient/*.read"),
+                        ("state", "st-9"),
+                    ],
+                )
+                .await
+                .text()
+                .await
+                .unwrap();
+                sign_in(&env.url, &b, &login, "alice").await
+            }
+        };
+        let b = browser();
+        let consent = open(b.clone()).await;
+        let form = |csrf: String, decision: &str, scopes: &[&str]| {
+            let mut f = vec![
+                ("request_id", hidden(&consent, "request_id")),
+                ("csrf", csrf),
+                ("decision", decision.to_string()),
+            ];
+            f.extend(scopes.iter().map(|s| ("scope", s.to_string())));
+            f
+        };
+        let all = ["openid", "patient/*.read"];
+
+        let forged = post_consent(&env, &b, &form("forged".into(), "approve", &all)).await;
+        assert_eq!(forged.status(), 400);
+        assert!(
+            forged
+                .text()
+                .await
+                .unwrap()
+                .contains("anti-forgery token is wrong")
+        );
+
+        // The right form from another browser (its own cookie, or none) is refused.
+        let other = browser();
+        let _ = open(other.clone()).await;
+        for b2 in [other, browser()] {
+            let resp =
+                post_consent(&env, &b2, &form(hidden(&consent, "csrf"), "approve", &all)).await;
+            assert_eq!(resp.status(), 400);
+            assert!(
+                resp.text()
+                    .await
+                    .unwrap()
+                    .contains("was not opened in this browser"),
+                "browser binding"
+            );
+        }
+
+        // Deny: back to the app with access_denied and the state.
+        let denied = post_consent(&env, &b, &form(hidden(&consent, "csrf"), "deny", &all)).await;
+        assert_eq!(denied.status(), 303);
+        let q = query_of(denied.headers()["location"].to_str().unwrap());
+        assert_eq!(q["error"], "access_denied");
+        assert_eq!(q["state"], "st-9");
+        assert!(q["error_description"].contains("denied"), "{q:?}");
+
+        // Approving with every scope unticked is a denial too.
+        let consent2 = open(b.clone()).await;
+        let none = post_consent(
+            &env,
+            &b,
+            &[
+                ("request_id", hidden(&consent2, "request_id")),
+                ("csrf", hidden(&consent2, "csrf")),
+                ("decision", "approve".into()),
+            ],
+        )
+        .await;
+        assert_eq!(none.status(), 303);
+        let q = query_of(none.headers()["location"].to_str().unwrap());
+        assert_eq!(q["error"], "access_denied");
+        assert_eq!(q["state"], "st-9");
+        assert!(q["error_description"].contains("approved none"), "{q:?}");
+    }
+}
+
+#[tokio::test]
+async fn codes_refresh_tokens_and_assertion_jtis_survive_a_restart() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "offline_access patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let scope = "offline_access patient/*.read";
+        let t = tokens_via_code(&env, &id, &secret, "alice", scope).await;
+        let (verifier, challenge) = pkce();
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "alice",
+            scope,
+            &challenge,
+            &[],
+            &[],
+        )
+        .await;
+        let (pem, jwk) = es384_key("k1");
+        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+        let reg: Value = reqwest::Client::new()
+            .post(format!("{}/oauth2/register", env.url))
+            .bearer_auth(&initial)
+            .json(&json!({
+                "token_endpoint_auth_method": "private_key_jwt",
+                "grant_types": ["client_credentials"],
+                "scope": "system/*.rs",
+                "jwks": {"keys": [jwk]},
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let backend = text(&reg, "client_id");
+        let a = assertion(
+            &pem,
+            "k1",
+            &backend,
+            &format!("{}/oauth2/token", env.url),
+            240,
+            "once",
+        );
+        assert_eq!(send_assertion(&env, &a).await.0, 200);
+
+        let env = restart(env).await;
+        let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_eq!(
+            got.0, 200,
+            "{}: the code outlives the process: {}",
+            env.backend, got.2
+        );
+        let replay = send_assertion(&env, &a).await;
+        assert_error(
+            &replay,
+            401,
+            "invalid_client",
+            "jti \"once\" was already used (replay)",
+        );
+        let refreshed = refresh_with(&env, &id, &secret, &text(&t, "refresh_token"), None).await;
+        assert_eq!(refreshed.0, 200, "{}", refreshed.2);
+        assert_eq!(
+            env.auth
+                .verify_access_token(&text(&t, "access_token"))
+                .await
+                .unwrap()
+                .client_id,
+            id,
+            "an access token of before still verifies"
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_lists_exactly_what_is_supported() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        let doc: Value = reqwest::get(format!("{}/.well-known/openid-configuration", env.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut fields: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "authorization_endpoint",
+                "authorization_response_iss_parameter_supported",
+                "claims_parameter_supported",
+                "claims_supported",
+                "code_challenge_methods_supported",
+                "grant_types_supported",
+                "id_token_signing_alg_values_supported",
+                "introspection_endpoint",
+                "introspection_endpoint_auth_methods_supported",
+                "introspection_endpoint_auth_signing_alg_values_supported",
+                "issuer",
+                "jwks_uri",
+                "prompt_values_supported",
+                "registration_endpoint",
+                "request_parameter_supported",
+                "request_uri_parameter_supported",
+                "response_modes_supported",
+                "response_types_supported",
+                "revocation_endpoint",
+                "revocation_endpoint_auth_methods_supported",
+                "revocation_endpoint_auth_signing_alg_values_supported",
+                "scopes_supported",
+                "subject_types_supported",
+                "token_endpoint",
+                "token_endpoint_auth_methods_supported",
+                "token_endpoint_auth_signing_alg_values_supported",
+                "userinfo_endpoint",
+            ]
+        );
+        let expect = [
+            (
+                "grant_types_supported",
+                json!(["authorization_code", "client_credentials", "refresh_token"]),
+            ),
+            (
+                "token_endpoint_auth_methods_supported",
+                json!([
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "none"
+                ]),
+            ),
+            (
+                "introspection_endpoint_auth_methods_supported",
+                json!([
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "private_key_jwt"
+                ]),
+            ),
+            (
+                "revocation_endpoint_auth_methods_supported",
+                json!([
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "none"
+                ]),
+            ),
+            (
+                "token_endpoint_auth_signing_alg_values_supported",
+                json!(["RS384", "ES384"]),
+            ),
+            (
+                "introspection_endpoint_auth_signing_alg_values_supported",
+                json!(["RS384", "ES384"]),
+            ),
+            (
+                "revocation_endpoint_auth_signing_alg_values_supported",
+                json!(["RS384", "ES384"]),
+            ),
+            (
+                "scopes_supported",
+                json!([
+                    "openid",
+                    "fhirUser",
+                    "launch/patient",
+                    "offline_access",
+                    "online_access",
+                    "patient/*.read",
+                    "patient/*.rs",
+                    "user/*.read",
+                    "user/*.rs",
+                    "system/*.read",
+                    "system/*.rs"
+                ]),
+            ),
+            ("code_challenge_methods_supported", json!(["S256"])),
+            ("response_types_supported", json!(["code"])),
+            ("response_modes_supported", json!(["query"])),
+            ("subject_types_supported", json!(["public"])),
+            (
+                "id_token_signing_alg_values_supported",
+                json!(["RS256", "ES256"]),
+            ),
+            (
+                "prompt_values_supported",
+                json!(["none", "login", "consent"]),
+            ),
+            (
+                "claims_supported",
+                json!([
+                    "iss",
+                    "sub",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "auth_time",
+                    "nonce",
+                    "fhirUser",
+                    "preferred_username"
+                ]),
+            ),
+            ("claims_parameter_supported", json!(false)),
+            ("request_parameter_supported", json!(false)),
+            ("request_uri_parameter_supported", json!(false)),
+            (
+                "authorization_response_iss_parameter_supported",
+                json!(true),
+            ),
+        ];
+        for (field, value) in expect {
+            assert_eq!(doc[field], value, "{field}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn removing_a_client_revokes_what_it_was_issued() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let (rs, rs_secret) =
+            app_client(&env, false, "system/*.read", &["client_credentials"]).await;
+        let active = |token: String| {
+            let (env, rs, rs_secret) = (&env, rs.clone(), rs_secret.clone());
+            async move { introspect(env, &rs, &rs_secret, &token).await["active"].clone() }
+        };
+
+        // `hestia client remove`.
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "offline_access patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let t = tokens_via_code(&env, &id, &secret, "alice", "offline_access patient/*.read").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, _, err) = hestia(
+            dir.path(),
+            &["client", "remove", &id, "--database-url", &env.db.url],
+            "",
+        );
+        assert!(ok, "{err}");
+        assert_eq!(active(text(&t, "access_token")).await, false);
+        assert_eq!(active(text(&t, "refresh_token")).await, false);
+        let err = env
+            .auth
+            .verify_access_token(&text(&t, "access_token"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("its client {id} was removed")),
+            "{err}"
+        );
+        let refresh = refresh_with(&env, &id, &secret, &text(&t, "refresh_token"), None).await;
+        assert_error(&refresh, 401, "invalid_client", "unknown client");
+
+        // RFC 7592 DELETE.
+        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+        let http = reqwest::Client::new();
+        let reg: Value = http
+            .post(format!("{}/oauth2/register", env.url))
+            .bearer_auth(&initial)
+            .json(&json!({"grant_types": ["client_credentials"], "scope": "system/*.read"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (cid, csecret) = (text(&reg, "client_id"), text(&reg, "client_secret"));
+        let c = client_credentials(&env, &cid, &csecret, &[]).await;
+        assert_eq!(active(text(&c, "access_token")).await, true);
+        let deleted = http
+            .delete(text(&reg, "registration_client_uri"))
+            .bearer_auth(text(&reg, "registration_access_token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204);
+        assert_eq!(active(text(&c, "access_token")).await, false);
+        // The other client's tokens are untouched.
+        let mine = client_credentials(&env, &rs, &rs_secret, &[]).await;
+        assert_eq!(active(text(&mine, "access_token")).await, true);
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    for db in TestDb::all().await {
+        let env = start(
+            db,
+            FileOauth {
+                trusted_proxies: Some(vec!["127.0.0.0/8".into()]),
+                ..Default::default()
+            },
+        )
+        .await;
+        let (id, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
+        let b = browser();
+        let login = login_page(&env, &b, &id).await;
+        let far = "203.0.113.5, 127.0.0.1";
+        for i in 0..20 {
+            let page =
+                try_login_via(&env, &b, &login, &format!("user{i}"), "guess", Some(far)).await;
+            assert!(page.contains("Wrong username or password"), "{i}: {page}");
+        }
+        let page = try_login_via(&env, &b, &login, "user20", "guess", Some(far)).await;
+        assert!(
+            page.contains("Too many failed sign-ins from your address (203.0.113.5): 20"),
+            "{page}"
+        );
+        // Another client behind the same proxy is not held back.
+        let page = try_login_via(&env, &b, &login, "user20", "guess", Some("203.0.113.6")).await;
+        assert!(page.contains("Wrong username or password"), "{page}");
     }
 }

@@ -78,12 +78,63 @@ pub fn consent(p: &ConsentPage) -> String {
             w = escape(words),
         ));
     }
-    let picker = if p.patient_picker {
-        "<label for=\"patient\">Patient (id of the patient record this app will work with)</label>\
-<input type=\"text\" id=\"patient\" name=\"patient\" placeholder=\"e.g. 123\">"
-            .to_string()
-    } else {
-        String::new()
+    let (search_form, picker) = match (&p.patients, p.patient_picker) {
+        (_, false) => (String::new(), String::new()),
+        (None, true) => (
+            String::new(),
+            "<label for=\"patient\">Patient (id of the patient record this app will work with)</label>\
+<input type=\"text\" id=\"patient\" name=\"patient\" placeholder=\"e.g. 123\">\
+<p class=\"muted\" id=\"patient-note\">This server does not hold the patient records (it serves no FHIR), so it cannot list them or check the id: enter it as the FHIR server knows it.</p>"
+                .to_string(),
+        ),
+        (Some(list), true) => {
+            let search_form = format!(
+                "<form method=\"get\" action=\"{CONSENT_PATH}\" id=\"patient-search\">\
+<input type=\"hidden\" name=\"request_id\" value=\"{rid}\">\
+<label for=\"patient_search\">Find a patient by name</label>\
+<input type=\"text\" id=\"patient_search\" name=\"patient_search\" value=\"{search}\">\
+<button type=\"submit\" id=\"search\">Search</button></form>",
+                rid = escape(&p.request_id),
+                search = escape(&list.search),
+            );
+            let mut picker = String::from(
+                "<fieldset id=\"patients\"><legend>Patient this app will work with</legend>",
+            );
+            for (i, patient) in list.patients.iter().enumerate() {
+                picker.push_str(&format!(
+                    "<div class=\"scope\"><input type=\"radio\" name=\"patient\" id=\"patient-{i}\" value=\"{id}\">\
+<label for=\"patient-{i}\" style=\"margin:0\">{name}{born}<br><code>Patient/{id}</code></label></div>",
+                    id = escape(&patient.id),
+                    name = escape(&patient.name),
+                    born = patient
+                        .birth_date
+                        .as_ref()
+                        .map(|b| format!(", born {}", escape(b)))
+                        .unwrap_or_default(),
+                ));
+            }
+            let shown = list.patients.len() as i64;
+            if shown == 0 {
+                picker.push_str(&if list.search.is_empty() {
+                    "<p class=\"muted\">This server holds no patients.</p>".to_string()
+                } else {
+                    format!(
+                        "<p class=\"muted\">No patient's name starts with “{}”.</p>",
+                        escape(&list.search)
+                    )
+                });
+            } else if list.total > shown {
+                picker.push_str(&format!(
+                    "<p class=\"muted\">Showing {shown} of {} patients, by name; search by name to find others.</p>",
+                    list.total
+                ));
+            }
+            picker.push_str(&format!(
+                "<input type=\"hidden\" name=\"patient_search\" value=\"{}\"></fieldset>",
+                escape(&list.search)
+            ));
+            (search_form, picker)
+        }
     };
     let audiences = p
         .audiences
@@ -94,7 +145,7 @@ pub fn consent(p: &ConsentPage) -> String {
     layout(
         "Allow access",
         &format!(
-            "<h1>Allow {client} to:</h1><p class=\"muted\">Signed in as {user}. Untick anything you do not want to allow.</p>{error}\
+            "<h1>Allow {client} to:</h1><p class=\"muted\">Signed in as {user}. Untick anything you do not want to allow.</p>{error}{search_form}\
 <form method=\"post\" action=\"{CONSENT_PATH}\" id=\"consent\">\
 <input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 {scopes}{picker}<p class=\"muted\">Data served by: {audiences}</p>\
