@@ -263,7 +263,10 @@ pub async fn fhir_current(
 }
 
 /// Writes a new version: the current row, a history row, and (unless it is a deletion)
-/// fresh index rows. The caller has checked preconditions inside the same transaction.
+/// fresh index rows. A deletion keeps the index rows of the last content: searches skip
+/// deleted resources, except that a later page of a search paged before the deletion
+/// still finds it there (see `store::search`). The caller has checked preconditions
+/// inside the same transaction.
 pub async fn fhir_write(
     conn: &mut AnyConnection,
     version: &StoredVersion,
@@ -328,8 +331,11 @@ async fn replace_index(
     index: Option<&IndexRows>,
 ) -> Result<(), StoreError> {
     let (resource_type, id) = (version.resource_type.as_str(), version.id.as_str());
-    // A first version has no earlier index rows to remove: a deleted resource keeps none,
-    // and a re-created one continues its version numbers.
+    if version.deleted {
+        return Ok(());
+    }
+    // A first version has no earlier index rows to remove (a re-created resource
+    // continues its version numbers, so this is its first creation).
     if version.version_id > 1 {
         for table in INDEX_TABLES {
             sqlx::query(&format!(

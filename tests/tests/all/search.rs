@@ -679,6 +679,135 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
     }
 }
 
+/// The match ids and their `meta.versionId`s of a page.
+fn versions(body: &Value) -> Vec<(String, String)> {
+    body["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| {
+            (
+                e["resource"]["id"].as_str().unwrap_or("").to_owned(),
+                e["resource"]["meta"]["versionId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let put = |id: String, text: &'static str| {
+            let app = app.clone();
+            async move {
+                let body = json!({"resourceType": "Basic", "id": id, "code": {"text": text}});
+                call(
+                    &app,
+                    "PUT",
+                    &format!("{BASE}/Basic/{id}"),
+                    &[JSON],
+                    body.to_string(),
+                )
+                .await
+            }
+        };
+        for n in 0..6 {
+            assert!(put(format!("pg{n}"), "one").await.status < 300, "{b}");
+        }
+        for query in [
+            "Basic?_sort=_id&_count=2",
+            "Basic?_count=2",
+            "Basic?_sort=-_id&_count=2",
+        ] {
+            let descending = query.contains("-_id");
+            let order: Vec<String> = if descending {
+                (0..6).rev().map(|n| format!("pg{n}")).collect()
+            } else {
+                (0..6).map(|n| format!("pg{n}")).collect()
+            };
+            let first = get(&app, query).await;
+            assert_eq!(entries(&first.body).0, order[..2], "{b}: {query}");
+            // Between pages: the first page's first row updated, a row not yet paged
+            // updated, another deleted, and a new one created.
+            let (seen, later, gone) = (&order[0], &order[3], &order[4]);
+            let mut then = std::collections::HashMap::new();
+            for id in [later, gone] {
+                let read = call(&app, "GET", &format!("{BASE}/Basic/{id}"), &[], "").await;
+                then.insert(id.clone(), read.body["meta"]["versionId"].clone());
+            }
+            assert_eq!(put(seen.clone(), "two").await.status, 200, "{b}");
+            assert_eq!(put(later.clone(), "two").await.status, 200, "{b}");
+            let deleted = call(&app, "DELETE", &format!("{BASE}/Basic/{gone}"), &[], "").await;
+            assert!(deleted.status < 300, "{b}: {:?}", deleted.body);
+            assert_eq!(put("pg9".into(), "new").await.status, 201, "{b}");
+
+            let mut pages = vec![first.body.clone()];
+            let mut next = link(&first.body, "next");
+            while let Some(url) = next {
+                let page = call(&app, "GET", &relative(&url), &[], "").await;
+                assert_eq!(page.status, 200, "{b}: {url}: {:?}", page.body);
+                next = link(&page.body, "next");
+                pages.push(page.body);
+                assert!(pages.len() < 10, "{b}: paging does not end");
+            }
+            let ids: Vec<String> = pages.iter().flat_map(|p| entries(p).0).collect();
+            assert_eq!(
+                ids, order,
+                "{b}: {query}: each resource of the snapshot exactly once, in order"
+            );
+            for page in &pages {
+                assert_eq!(page["total"], 6, "{b}: {query}: the snapshot's total");
+                for (id, version) in versions(page) {
+                    // Answered as they were at the snapshot.
+                    if let Some(want) = then.get(&id) {
+                        assert_eq!(version, want.as_str().unwrap(), "{b}: {query}: {id}");
+                    }
+                }
+            }
+            // previous links walk back over the same set.
+            let mut back = Vec::new();
+            let mut page = pages.last().cloned().unwrap();
+            back.splice(0..0, entries(&page).0);
+            while let Some(url) = link(&page, "previous") {
+                let reply = call(&app, "GET", &relative(&url), &[], "").await;
+                assert_eq!(reply.status, 200, "{b}: {url}: {:?}", reply.body);
+                page = reply.body;
+                back.splice(0..0, entries(&page).0);
+                assert!(back.len() < 20, "{b}: previous does not end");
+            }
+            assert_eq!(back, order, "{b}: {query}: previous links");
+
+            // A fresh search sees the present: the new one in, the deleted one out.
+            let now = entries(&get(&app, "Basic?_sort=_id&_count=50").await.body).0;
+            assert!(
+                now.contains(&"pg9".to_owned()) && !now.contains(gone),
+                "{b}: {now:?}"
+            );
+            // Put things back for the next query.
+            call(&app, "DELETE", &format!("{BASE}/Basic/pg9"), &[], "").await;
+            assert_eq!(put(gone.clone(), "one").await.status, 201, "{b}");
+        }
+
+        // A cursor that is not ours, or of another sort order, is a 400.
+        let bad = get(&app, "Basic?_count=2&_after=not-a-cursor").await;
+        assert_eq!(bad.status, 400, "{b}: {:?}", bad.body);
+        let first = get(&app, "Basic?_sort=_id&_count=2").await;
+        let next = relative(&link(&first.body, "next").unwrap());
+        let other = get(
+            &app,
+            &next.replace("_sort=_id&", "_sort=_id,_lastUpdated&")[BASE.len() + 1..],
+        )
+        .await;
+        assert_eq!(other.status, 400, "{b}: {:?}", other.body);
+    }
+}
+
 #[tokio::test]
 async fn totals_summaries_elements_and_post_search() {
     for db in TestDb::all().await {
