@@ -631,8 +631,8 @@ impl Repository {
 
     /// Under constraints, the versions of a resource are visible when its current version
     /// is: a vread or instance history of a resource outside the access is refused like
-    /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no index
-    /// rows to judge it by, so its history is refused too (fail closed). A resource that
+    /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no current
+    /// version to judge it by, so its history is refused too (fail closed). A resource that
     /// never existed passes (its history or vread answers 404 on its own).
     pub async fn check_history_visible_in(
         &self,

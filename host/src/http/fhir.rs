@@ -623,11 +623,9 @@ fn history_filter(query: &[(String, String)]) -> Result<HistoryFilter, FhirError
                 );
             }
             "_at" => {
-                filter.at = Some(
-                    parse_date(v)
-                        .map_err(|e| FhirError::invalid(format!("_at={v}: {e}")))?
-                        .high,
-                );
+                let range =
+                    parse_date(v).map_err(|e| FhirError::invalid(format!("_at={v}: {e}")))?;
+                filter.at = Some((range.low, range.high));
             }
             "_offset" => {
                 filter.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {

@@ -57,8 +57,10 @@ pub enum HistoryScope<'a> {
 pub struct HistoryFilter {
     /// Only versions updated at or after this time (ms), `_since`.
     pub since: Option<i64>,
-    /// Only versions updated at or before this time (ms), `_at` (upper bound of its range).
-    pub at: Option<i64>,
+    /// `_at`: only versions that were current at some moment of this range (ms, both
+    /// ends inclusive): updated at or before its end, and not replaced by a next version
+    /// at or before its start.
+    pub at: Option<(i64, i64)>,
     pub offset: i64,
     pub count: i64,
 }
@@ -172,13 +174,13 @@ impl Store {
         match scope {
             HistoryScope::Instance(ty, id) => {
                 binds.push(ty.to_string());
-                conditions.push(format!("resource_type = ${}", binds.len()));
+                conditions.push(format!("h.resource_type = ${}", binds.len()));
                 binds.push(id.to_string());
-                conditions.push(format!("id = ${}", binds.len()));
+                conditions.push(format!("h.id = ${}", binds.len()));
             }
             HistoryScope::Type(ty) => {
                 binds.push(ty.to_string());
-                conditions.push(format!("resource_type = ${}", binds.len()));
+                conditions.push(format!("h.resource_type = ${}", binds.len()));
             }
             HistoryScope::System => {}
         }
@@ -186,21 +188,30 @@ impl Store {
         let mut numbers = Vec::new();
         if let Some(since) = filter.since {
             numbers.push(since);
-            conditions.push(format!("last_updated >= ${}", binds.len() + numbers.len()));
+            conditions.push(format!(
+                "h.last_updated >= ${}",
+                binds.len() + numbers.len()
+            ));
         }
-        if let Some(at) = filter.at {
-            numbers.push(at);
-            conditions.push(format!("last_updated <= ${}", binds.len() + numbers.len()));
+        if let Some((start, end)) = filter.at {
+            numbers.push(end);
+            conditions.push(format!(
+                "h.last_updated <= ${}",
+                binds.len() + numbers.len()
+            ));
+            numbers.push(start);
+            conditions.push(replaced_by_start("h", binds.len() + numbers.len()));
         }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let count_sql = format!("SELECT COUNT(*) AS n FROM fhir_history {where_clause}");
+        let count_sql = format!("SELECT COUNT(*) AS n FROM fhir_history h {where_clause}");
         let page_sql = format!(
-            "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history {where_clause} \
-             ORDER BY last_updated DESC, resource_type, id, version_id DESC LIMIT {} OFFSET {}",
+            "SELECT h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.content, h.method \
+             FROM fhir_history h {where_clause} \
+             ORDER BY h.last_updated DESC, h.resource_type, h.id, h.version_id DESC LIMIT {} OFFSET {}",
             filter.count.max(0),
             filter.offset.max(0)
         );
@@ -222,6 +233,16 @@ impl Store {
             .collect::<Result<_, _>>()?;
         Ok((versions, total))
     }
+}
+
+/// The `_at` condition that the version `h` was not replaced by a next version at or
+/// before the start of the range (placeholder `$start`): it was still current then, or
+/// became current within the range.
+pub(super) fn replaced_by_start(h: &str, start: usize) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM fhir_history nv WHERE nv.resource_type = {h}.resource_type \
+         AND nv.id = {h}.id AND nv.version_id = {h}.version_id + 1 AND nv.last_updated <= ${start})"
+    )
 }
 
 /// One version from history, inside a transaction.

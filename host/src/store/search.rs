@@ -1257,8 +1257,10 @@ impl Store {
         if let Some(since) = filter.since {
             conditions.push(format!("hv.last_updated >= {}", sql.int(since)));
         }
-        if let Some(at) = filter.at {
-            conditions.push(format!("hv.last_updated <= {}", sql.int(at)));
+        if let Some((start, end)) = filter.at {
+            conditions.push(format!("hv.last_updated <= {}", sql.int(end)));
+            sql.int(start);
+            conditions.push(super::fhir::replaced_by_start("hv", sql.binds.len()));
         }
         let where_clause = and(conditions);
         let count_text = format!("SELECT COUNT(*) AS n FROM fhir_history hv WHERE {where_clause}");

@@ -534,6 +534,122 @@ async fn history_paging_and_since() {
     }
 }
 
+/// `(id, versionId)` of each entry of a history Bundle.
+fn history_versions(body: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = body["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let url = e["fullUrl"].as_str().unwrap_or("");
+            let id = url.rsplit('/').next().unwrap_or("").to_owned();
+            let version = e["resource"]["meta"]["versionId"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| {
+                    e["response"]["etag"]
+                        .as_str()
+                        .map(|t| t.trim_start_matches("W/").trim_matches('"').to_owned())
+                })
+                .unwrap_or_default();
+            (id, version)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn history_at_keeps_the_versions_current_within_the_range() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        // `early` is created first and never changed; `late` after everything else.
+        let early = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/early",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "early"}).to_string(),
+        )
+        .await;
+        assert_eq!(early.status, 201, "{b}");
+        let mut stamps = Vec::new();
+        for family in ["V1", "V2", "V3"] {
+            // Versions a few milliseconds apart, so that each has its own instant.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let body = json!({"resourceType": "Patient", "id": "x", "name": [{"family": family}]});
+            let r = call(&app, "PUT", "/fhir/r4/Patient/x", &[JSON], body.to_string()).await;
+            assert!(r.status < 300, "{b}: {:?}", r.body);
+            stamps.push(r.body["meta"]["lastUpdated"].as_str().unwrap().to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let late = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/late",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "late"}).to_string(),
+        )
+        .await;
+        assert_eq!(late.status, 201, "{b}");
+
+        let at = |path: &str, when: &str| {
+            let app = app.clone();
+            let url = format!("/fhir/r4/{path}?_at={}", when.replace('+', "%2B"));
+            async move {
+                let r = call(&app, "GET", &url, &[], "").await;
+                assert_eq!(r.status, 200, "{url}: {:?}", r.body);
+                r.body
+            }
+        };
+        let pair = |id: &str, v: &str| (id.to_owned(), v.to_owned());
+        // The instant of v2: v2 was current then; v1 had been replaced, v3 was not yet.
+        let v2 = &stamps[1];
+        let instance = at("Patient/x/_history", v2).await;
+        assert_eq!(
+            history_versions(&instance),
+            vec![pair("x", "2")],
+            "{b}: {instance}"
+        );
+        assert_eq!(instance["total"], 1, "{b}");
+        let want = vec![pair("early", "1"), pair("x", "2")];
+        assert_eq!(
+            history_versions(&at("Patient/_history", v2).await),
+            want,
+            "{b}: type"
+        );
+        assert_eq!(
+            history_versions(&at("_history", v2).await),
+            want,
+            "{b}: system"
+        );
+        // Before the first version: nothing of x.
+        let before = at("Patient/x/_history", "2000-01-01").await;
+        assert_eq!(before["total"], 0, "{b}");
+        // A day (or, across midnight, a year) covering all of it: every version.
+        let day = if stamps[0][..10] == late.body["meta"]["lastUpdated"].as_str().unwrap()[..10]
+            && early.body["meta"]["lastUpdated"].as_str().unwrap()[..10] == stamps[0][..10]
+        {
+            stamps[0][..10].to_owned()
+        } else {
+            stamps[0][..4].to_owned()
+        };
+        let all = at("_history", &day).await;
+        assert_eq!(
+            history_versions(&all),
+            vec![
+                pair("early", "1"),
+                pair("late", "1"),
+                pair("x", "1"),
+                pair("x", "2"),
+                pair("x", "3")
+            ],
+            "{b}: {all}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn transactions_are_atomic_and_rewrite_urn_uuids() {
     for db in TestDb::all().await {
