@@ -5,8 +5,14 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
+use std::borrow::Cow;
+
 use super::{Store, StoreError};
-use crate::fhir::search::IndexRows;
+use crate::fhir::search::extract::composite_row_param;
+use crate::fhir::search::{
+    DateIndex, IndexRows, NumberIndex, QuantityIndex, ReferenceIndex, StringIndex, TokenIndex,
+    UriIndex,
+};
 
 /// One version of a resource, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -369,16 +375,34 @@ async fn replace_index(
         }
     }
     let Some(rows) = index else { return Ok(()) };
+    // Each table's rows with the `param` they are stored under: their own, or for the
+    // components of a composite's element `composite$component$element`.
+    let mut batches = Batches::default();
+    batches.add(rows, |p| Cow::Borrowed(p));
+    for composite in &rows.composites {
+        batches.add(&composite.rows, |p| {
+            Cow::Owned(composite_row_param(composite.param, p, composite.element))
+        });
+    }
+    let Batches {
+        strings,
+        tokens,
+        references,
+        dates,
+        numbers,
+        quantities,
+        uris,
+    } = batches;
     // One multi-row INSERT per index table (a handful of statements per write instead of
     // one per index row); `insert_rows!` binds the key columns, then each row's own.
     macro_rules! insert_rows {
-        ($table:literal, [$($column:literal),+], $rows:expr, |$r:ident| [$($value:expr),+]) => {
+        ($table:literal, [$($column:literal),+], $rows:expr, |$p:ident, $r:ident| [$($value:expr),+]) => {
             for chunk in $rows.chunks(ROWS_PER_INSERT) {
-                let columns: &[&str] = &["resource_type", "id", $($column),+];
+                let columns: &[&str] = &["resource_type", "id", "param", $($column),+];
                 let sql = multi_row_insert($table, columns, chunk.len());
                 let mut query = sqlx::query(&sql);
-                for $r in chunk {
-                    query = query.bind(resource_type).bind(id)$(.bind($value))+;
+                for ($p, $r) in chunk {
+                    query = query.bind(resource_type).bind(id).bind($p.as_ref())$(.bind($value))+;
                 }
                 query.execute(&mut *conn).await?;
             }
@@ -386,44 +410,71 @@ async fn replace_index(
     }
     insert_rows!(
         "fhir_idx_string",
-        ["param", "normalized", "exact"],
-        rows.strings,
-        |r| [r.param, &r.normalized, &r.exact]
+        ["normalized", "exact"],
+        strings,
+        |p, r| [&r.normalized, &r.exact]
     );
     insert_rows!(
         "fhir_idx_token",
-        ["param", "system", "code", "text"],
-        rows.tokens,
-        |r| [r.param, &r.system, &r.code, &r.text]
+        ["system", "code", "text"],
+        tokens,
+        |p, r| [&r.system, &r.code, &r.text]
     );
     insert_rows!(
         "fhir_idx_reference",
-        ["param", "target_type", "target_id", "version", "url"],
-        rows.references,
-        |r| [
-            r.param,
+        ["target_type", "target_id", "version", "url"],
+        references,
+        |p, r| [
             r.target_type.map(|t| t.as_str()),
             &r.target_id,
             &r.version,
             &r.url
         ]
     );
-    insert_rows!("fhir_idx_date", ["param", "low", "high"], rows.dates, |r| [
-        r.param, r.low, r.high
+    insert_rows!("fhir_idx_date", ["low", "high"], dates, |p, r| [
+        r.low, r.high
     ]);
-    insert_rows!("fhir_idx_number", ["param", "value"], rows.numbers, |r| [
-        r.param, r.value
-    ]);
+    insert_rows!("fhir_idx_number", ["value"], numbers, |p, r| [r.value]);
     insert_rows!(
         "fhir_idx_quantity",
-        ["param", "value", "system", "code", "unit"],
-        rows.quantities,
-        |r| [r.param, r.value, &r.system, &r.code, &r.unit]
+        ["value", "system", "code", "unit"],
+        quantities,
+        |p, r| [r.value, &r.system, &r.code, &r.unit]
     );
-    insert_rows!("fhir_idx_uri", ["param", "value"], rows.uris, |r| [
-        r.param, &r.value
-    ]);
+    insert_rows!("fhir_idx_uri", ["value"], uris, |p, r| [&r.value]);
     Ok(())
+}
+
+/// Each index table's rows with the `param` they are stored under: their own, or for the
+/// components of a composite's element `composite$component$element`.
+#[derive(Default)]
+struct Batches<'a> {
+    strings: Vec<(Cow<'static, str>, &'a StringIndex)>,
+    tokens: Vec<(Cow<'static, str>, &'a TokenIndex)>,
+    references: Vec<(Cow<'static, str>, &'a ReferenceIndex)>,
+    dates: Vec<(Cow<'static, str>, &'a DateIndex)>,
+    numbers: Vec<(Cow<'static, str>, &'a NumberIndex)>,
+    quantities: Vec<(Cow<'static, str>, &'a QuantityIndex)>,
+    uris: Vec<(Cow<'static, str>, &'a UriIndex)>,
+}
+
+impl<'a> Batches<'a> {
+    fn add(&mut self, rows: &'a IndexRows, name: impl Fn(&'static str) -> Cow<'static, str>) {
+        self.strings
+            .extend(rows.strings.iter().map(|r| (name(r.param), r)));
+        self.tokens
+            .extend(rows.tokens.iter().map(|r| (name(r.param), r)));
+        self.references
+            .extend(rows.references.iter().map(|r| (name(r.param), r)));
+        self.dates
+            .extend(rows.dates.iter().map(|r| (name(r.param), r)));
+        self.numbers
+            .extend(rows.numbers.iter().map(|r| (name(r.param), r)));
+        self.quantities
+            .extend(rows.quantities.iter().map(|r| (name(r.param), r)));
+        self.uris
+            .extend(rows.uris.iter().map(|r| (name(r.param), r)));
+    }
 }
 
 /// Rows per INSERT statement: at most 7 columns each, so 7 × 500 = 3,500 bound values, well

@@ -44,6 +44,7 @@ use super::fhir::{HistoryFilter, StoredVersion};
 use super::{Backend, Store, StoreError};
 use crate::fhir::access::{Access, AccessError, Visible};
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
+use crate::fhir::search::extract::composite_row_prefix;
 use crate::fhir::search::{
     Bound, CompareOp, Criterion, RangePredicate, SearchValue, SortKey, StringMatch, TokenSystem,
     TokenValue, UriMatch,
@@ -464,11 +465,51 @@ impl<'a> Sql<'a> {
             let components = param.component_params().ok_or_else(|| {
                 SearchStoreError::Unsupported(format!("composite parameter '{}'", param.code))
             })?;
-            let mut all = Vec::new();
-            for (component, part) in components.into_iter().zip(parts) {
-                all.push(self.one_value(rt, component, part, r)?);
+            // The components' rows of one element (see `extract::composite_row_param`):
+            // the first component's rows by prefix, the others joined on the same
+            // element number.
+            let mut from = String::new();
+            let mut conditions = Vec::new();
+            let mut first: Option<(String, usize)> = None;
+            for ((component, def), part) in param.components.iter().zip(components).zip(parts) {
+                let table = table_of(def.kind).ok_or_else(|| {
+                    SearchStoreError::Unsupported(format!(
+                        "the {} component '{}' of '{}'",
+                        def.kind, component.code, param.code
+                    ))
+                })?;
+                let k = self.alias("k");
+                let prefix = composite_row_prefix(&param.code, &component.code);
+                match &first {
+                    None => {
+                        from = format!("{table} {k}");
+                        conditions.push(format!(
+                            "{k}.param LIKE {} ESCAPE '\\'",
+                            self.text(format!("{}%", like_escape(&prefix)))
+                        ));
+                        first = Some((k.clone(), prefix.len()));
+                    }
+                    Some((f, len)) => {
+                        let own = self.text(prefix);
+                        from.push_str(&format!(
+                            " JOIN {table} {k} ON {k}.resource_type = {f}.resource_type \
+                             AND {k}.id = {f}.id AND {k}.param = {own} || substr({f}.param, {})",
+                            len + 1
+                        ));
+                    }
+                }
+                conditions.push(self.value_condition(part, &k)?);
             }
-            return Ok(and(all));
+            let Some((f, _)) = first else {
+                return Ok("1 = 0".into());
+            };
+            return Ok(self.semi_join(
+                rt,
+                r,
+                (&format!("{f}.resource_type"), &format!("{f}.id")),
+                &from,
+                conditions,
+            ));
         }
         let table = match value {
             SearchValue::ReferenceIdentifier(_) => "fhir_idx_token",

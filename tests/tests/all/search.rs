@@ -449,6 +449,95 @@ const CASES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Composite parameters over `tests/fixtures/search-composites.json`: blood pressures
+/// with two (or three) components; each case needs its components within one element.
+const COMPOSITE_CASES: &[(&str, &[&str])] = &[
+    // bp1: systolic 90, diastolic 110; a match across its components would be wrong.
+    (
+        "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt100",
+        &["bp2", "bp3"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$gt100",
+        &["bp2", "bp3"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8462-4$gt100",
+        &["bp1"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$lt100",
+        &["bp1"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$gt125",
+        &["bp2"],
+    ),
+    ("Observation?component-code-value-quantity=8480-6$85", &[]),
+    (
+        "Observation?component-code-value-quantity=8462-4$85",
+        &["bp2"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8462-4$110",
+        &["bp1"],
+    ),
+    ("Observation?component-code-value-quantity=8480-6$110", &[]),
+    (
+        "Observation?component-code-value-quantity=8480-6$gt100%7Chttp://unitsofmeasure.org%7Cmm%5BHg%5D",
+        &["bp2", "bp3"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$gt100%7Chttp://unitsofmeasure.org%7Cmg",
+        &[],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$gt125,8462-4$gt100",
+        &["bp1", "bp2"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$lt100&component-code-value-quantity=8462-4$gt100",
+        &["bp1"],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$lt100&component-code-value-quantity=8462-4$lt100",
+        &[],
+    ),
+    (
+        "Observation?component-code-value-quantity=8480-6$ge120",
+        &["bp2", "bp3"],
+    ),
+    (
+        "Observation?component-code-value-concept=cuff-site$left-arm",
+        &["bp3"],
+    ),
+    (
+        "Observation?component-code-value-concept=http://example.org/bp|cuff-site$http://example.org/site|right-arm",
+        &["bp2"],
+    ),
+    (
+        "Observation?component-code-value-concept=8480-6$left-arm",
+        &[],
+    ),
+    // combo: the Observation's own code and value, or a component's.
+    (
+        "Observation?combo-code-value-quantity=8480-6$gt100",
+        &["bp2", "bp3"],
+    ),
+    (
+        "Observation?combo-code-value-quantity=8867-4$gt100",
+        &["hr1"],
+    ),
+    (
+        "Observation?combo-code-value-quantity=8462-4$gt100",
+        &["bp1"],
+    ),
+    // code-value-quantity: the Observation's own code with its own value only.
+    ("Observation?code-value-quantity=8867-4$110", &["hr1"]),
+    ("Observation?code-value-quantity=85354-9$gt0", &[]),
+    ("Observation?code-value-quantity=8462-4$110", &[]),
+];
+
 fn rt(name: &str) -> ResourceType {
     ResourceType::parse(name).expect("resource type")
 }
@@ -460,7 +549,11 @@ fn fixture() -> Vec<Value> {
 
 /// Loads the fixture with `PUT` (create-on-update keeps the ids), in file order.
 async fn load(app: &axum::Router, b: &str) {
-    for resource in fixture() {
+    load_resources(app, b, fixture()).await
+}
+
+async fn load_resources(app: &axum::Router, b: &str, resources: Vec<Value>) {
+    for resource in resources {
         let url = format!(
             "{BASE}/{}/{}",
             resource["resourceType"].as_str().unwrap(),
@@ -495,9 +588,9 @@ async fn get(app: &axum::Router, query: &str) -> Reply {
 }
 
 /// Runs every case; returns the descriptions of those that failed.
-async fn run_cases(app: &axum::Router) -> Vec<String> {
+async fn run_cases(app: &axum::Router, cases: &[(&str, &[&str])]) -> Vec<String> {
     let mut failures = Vec::new();
-    for (query, expected) in CASES {
+    for (query, expected) in cases {
         let reply = get(app, query).await;
         if reply.status != 200 {
             failures.push(format!(
@@ -544,13 +637,29 @@ async fn data_driven_search_suite_on_both_databases() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
         load(&app, db.backend).await;
-        let failures = run_cases(&app).await;
+        let failures = run_cases(&app, CASES).await;
         assert!(
             failures.is_empty(),
             "{}: {} of {} cases failed:\n{}",
             db.backend,
             failures.len(),
             CASES.len(),
+            failures.join("\n")
+        );
+    }
+    let composites: Vec<Value> =
+        serde_json::from_str(include_str!("../../fixtures/search-composites.json"))
+            .expect("fixture is JSON");
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        load_resources(&app, db.backend, composites.clone()).await;
+        let failures = run_cases(&app, COMPOSITE_CASES).await;
+        assert!(
+            failures.is_empty(),
+            "{}: {} of {} composite cases failed:\n{}",
+            db.backend,
+            failures.len(),
+            COMPOSITE_CASES.len(),
             failures.join("\n")
         );
     }
