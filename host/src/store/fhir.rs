@@ -378,7 +378,7 @@ async fn replace_index(
     // Each table's rows with the `param` they are stored under: their own, or for the
     // components of a composite's element `composite$component$element`.
     let mut batches = Batches::default();
-    batches.add(rows, |p| Cow::Borrowed(p));
+    batches.add(rows, Cow::Borrowed);
     for composite in &rows.composites {
         batches.add(&composite.rows, |p| {
             Cow::Owned(composite_row_param(composite.param, p, composite.element))
