@@ -650,6 +650,183 @@ async fn history_at_keeps_the_versions_current_within_the_range() {
     }
 }
 
+/// The number of versions of `path` (`Type/id`).
+async fn version_count(app: &axum::Router, path: &str) -> u64 {
+    let r = call(app, "GET", &format!("/fhir/r4/{path}/_history"), &[], "").await;
+    assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    r.body["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn validators_refuse_invalid_updates_patches_and_transaction_entries() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let valid = json!({"resourceType": "Patient", "id": "v", "gender": "female"});
+        let invalid = json!({"resourceType": "Patient", "id": "v", "gender": 42});
+        let put = |body: serde_json::Value| {
+            let app = app.clone();
+            async move { call(&app, "PUT", "/fhir/r4/Patient/v", &[JSON], body.to_string()).await }
+        };
+        assert_eq!(put(valid.clone()).await.status, 201, "{b}");
+        // What the validator plugin says of the invalid resource.
+        let validated = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient/$validate",
+            &[JSON],
+            invalid.to_string(),
+        )
+        .await;
+        assert_eq!(validated.status, 200, "{b}: {:?}", validated.body);
+        assert!(
+            validated.diagnostics().contains("gender"),
+            "{b}: {:?}",
+            validated.body
+        );
+        let refusal = |r: &crate::support::Reply, what: &str| {
+            assert_eq!(r.status, 422, "{b}: {what}: {:?}", r.body);
+            assert_eq!(r.body["resourceType"], "OperationOutcome", "{b}: {what}");
+            assert!(
+                r.diagnostics().contains(&validated.diagnostics()),
+                "{b}: {what}: the plugin's issues: {:?}",
+                r.body
+            );
+        };
+
+        // update (PUT)
+        refusal(&put(invalid.clone()).await, "PUT");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        // PATCH
+        let patch = call(
+            &app,
+            "PATCH",
+            "/fhir/r4/Patient/v",
+            &[("content-type", "application/json-patch+json")],
+            json!([{"op": "replace", "path": "/gender", "value": 42}]).to_string(),
+        )
+        .await;
+        refusal(&patch, "PATCH");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        // A transaction entry: the whole transaction is rolled back.
+        let patients = |app: axum::Router| async move {
+            call(&app, "GET", "/fhir/r4/Patient?_summary=count", &[], "")
+                .await
+                .body["total"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = patients(app.clone()).await;
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "name": [{"family": "Fine"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "id": "w"},
+             "request": {"method": "PUT", "url": "Patient/w"}},
+            {"resource": invalid, "request": {"method": "PUT", "url": "Patient/v"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        refusal(&reply, "transaction");
+        assert_eq!(patients(app.clone()).await, before, "{b}: nothing created");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        let w = call(&app, "GET", "/fhir/r4/Patient/w", &[], "").await;
+        assert_eq!(w.status, 404, "{b}: rolled back");
+        // A transaction PATCH entry too.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                          "data": base64_json(&json!([{"op": "replace", "path": "/gender", "value": 42}]))},
+             "request": {"method": "PATCH", "url": "Patient/v"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        refusal(&reply, "transaction PATCH");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+    }
+}
+
+fn base64_json(value: &serde_json::Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn transactions_follow_the_processing_order() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let x = json!({"resourceType": "Patient", "id": "x"}).to_string();
+        assert_eq!(
+            call(&app, "PUT", "/fhir/r4/Patient/x", &[JSON], x)
+                .await
+                .status,
+            201
+        );
+        // GET listed before DELETE: the DELETE runs first, so the read finds it deleted
+        // and the transaction fails as a whole.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "GET", "url": "Patient/x"}},
+            {"request": {"method": "DELETE", "url": "Patient/x"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert!(
+            [404, 410].contains(&reply.status),
+            "{b}: the GET saw the DELETE: {:?}",
+            reply.body
+        );
+        let still = call(&app, "GET", "/fhir/r4/Patient/x", &[], "").await;
+        assert_eq!(still.status, 200, "{b}: rolled back");
+        // The same as a batch: each entry on its own, in order; the read sees x.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/x"}},
+            {"request": {"method": "DELETE", "url": "Patient/x"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], batch.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        assert_eq!(
+            reply.body["entry"][0]["response"]["status"], "200 OK",
+            "{b}"
+        );
+
+        // A PUT referring to a POST's urn:uuid listed after it: rewritten to the new id.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o", "status": "final",
+                          "code": {"text": "x"},
+                          "subject": {"reference": "urn:uuid:5e8d6bd6-3f7c-4bbb-9d61-2d3a7ba1c111"}},
+             "request": {"method": "PUT", "url": "Observation/o"}},
+            {"fullUrl": "urn:uuid:5e8d6bd6-3f7c-4bbb-9d61-2d3a7ba1c111",
+             "resource": {"resourceType": "Patient", "name": [{"family": "Later"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let location = reply.body["entry"][1]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let new_id = location.split('/').nth_back(2).unwrap();
+        let o = call(&app, "GET", "/fhir/r4/Observation/o", &[], "").await;
+        assert_eq!(
+            o.body["subject"]["reference"],
+            format!("Patient/{new_id}"),
+            "{b}: {:?}",
+            o.body
+        );
+    }
+}
+
 #[tokio::test]
 async fn transactions_are_atomic_and_rewrite_urn_uuids() {
     for db in TestDb::all().await {
