@@ -828,6 +828,79 @@ async fn transactions_follow_the_processing_order() {
 }
 
 #[tokio::test]
+async fn transactions_rewrite_urn_uuids_in_nested_references_uris_and_narrative() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let urn = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6c8";
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {
+                "resourceType": "Provenance",
+                "text": {"status": "generated",
+                         "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">About <a href=\"{urn}\">the patient</a></div>")},
+                "target": [{"reference": urn}],
+                "recorded": "2024-01-01T00:00:00Z",
+                "policy": [urn, "http://example.org/policy"],
+                "agent": [{"who": {"display": "x"},
+                           "extension": [
+                               {"url": "http://example.org/ext/subject", "valueReference": {"reference": urn}},
+                               {"url": "http://example.org/ext/source", "valueUri": urn}]}],
+                "contained": [{"resourceType": "Basic", "id": "c", "code": {"text": "c"},
+                               "subject": {"reference": urn}}],
+                "entity": [{"role": "source", "what": {"reference": "#c"}}],
+                "signature": [{"type": [{"code": "1.2.840.10065.1.12.1.1", "system": "urn:iso-astm:E1762-95:2013"}],
+                               "when": "2024-01-01T00:00:00Z", "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": urn}}}]},
+             "request": {"method": "POST", "url": "Provenance"}},
+            {"fullUrl": urn,
+             "resource": {"resourceType": "Patient", "name": [{"family": "Target"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let location = reply.body["entry"][1]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let patient = format!("Patient/{}", location.split('/').nth_back(2).unwrap());
+        let provenance = reply.body["entry"][0]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let path = provenance.split("/_history").next().unwrap();
+        let p = call(&app, "GET", &format!("/fhir/r4/{path}"), &[], "")
+            .await
+            .body;
+        assert_eq!(p["target"][0]["reference"], patient.as_str(), "{b}");
+        assert_eq!(
+            p["policy"],
+            json!([patient, "http://example.org/policy"]),
+            "{b}: uri elements"
+        );
+        let ext = &p["agent"][0]["extension"];
+        assert_eq!(
+            ext[0]["valueReference"]["reference"],
+            patient.as_str(),
+            "{b}: in an extension"
+        );
+        assert_eq!(ext[1]["valueUri"], patient.as_str(), "{b}: a valueUri");
+        assert_eq!(
+            p["contained"][0]["subject"]["reference"],
+            patient.as_str(),
+            "{b}: contained"
+        );
+        assert_eq!(
+            p["entity"][0]["what"]["reference"], "#c",
+            "{b}: local references stay"
+        );
+        let div = p["text"]["div"].as_str().unwrap();
+        assert!(
+            div.contains(&format!("href=\"{patient}\"")) && !div.contains(urn),
+            "{b}: {div}"
+        );
+        // An identifier's value is a name, not a reference to the entry: kept.
+        assert_eq!(p["signature"][0]["who"]["identifier"]["value"], urn, "{b}");
+    }
+}
+
+#[tokio::test]
 async fn transactions_are_atomic_and_rewrite_urn_uuids() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
