@@ -900,6 +900,92 @@ async fn transactions_rewrite_urn_uuids_in_nested_references_uris_and_narrative(
     }
 }
 
+/// The body of a GET as text, for what the JSON value hides (indentation).
+async fn raw_text(app: &axum::Router, uri: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .uri(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn formats_json_only_as_the_capability_statement_says() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let meta = call(&app, "GET", "/fhir/r4/metadata", &[], "").await;
+        assert_eq!(meta.status, 200, "{b}");
+        assert_eq!(
+            meta.body["format"],
+            json!(["application/fhir+json", "json"]),
+            "{b}: JSON forms only"
+        );
+        let doc = meta.body["rest"][0]["documentation"].as_str().unwrap();
+        assert!(
+            doc.contains("XML and _format=xml are answered with 415")
+                && doc.contains("application/fhir+xml) with 406"),
+            "{b}: {doc}"
+        );
+        // What it says holds.
+        let xml = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient",
+            &[("content-type", "application/fhir+xml")],
+            "<Patient xmlns=\"http://hl7.org/fhir\"/>",
+        )
+        .await;
+        assert_eq!(xml.status, 415, "{b}");
+        let format_xml = call(&app, "GET", "/fhir/r4/metadata?_format=xml", &[], "").await;
+        assert_eq!(format_xml.status, 415, "{b}");
+        let accept_xml = call(
+            &app,
+            "GET",
+            "/fhir/r4/metadata",
+            &[("accept", "application/fhir+xml")],
+            "",
+        )
+        .await;
+        assert_eq!(accept_xml.status, 406, "{b}");
+        for r in [&xml, &format_xml, &accept_xml] {
+            assert_eq!(r.body["resourceType"], "OperationOutcome", "{b}");
+        }
+
+        let put = json!({"resourceType": "Patient", "id": "f", "gender": "other"}).to_string();
+        assert_eq!(
+            call(&app, "PUT", "/fhir/r4/Patient/f", &[JSON], put)
+                .await
+                .status,
+            201
+        );
+        let (status, compact) = raw_text(&app, "/fhir/r4/Patient/f?_format=json").await;
+        assert_eq!(status, 200, "{b}: _format=json");
+        assert!(
+            !compact.contains('\n'),
+            "{b}: compact by default: {compact}"
+        );
+        let (status, pretty) = raw_text(&app, "/fhir/r4/Patient/f?_format=json&_pretty=true").await;
+        assert_eq!(status, 200, "{b}");
+        assert!(
+            pretty.contains("\n  \"resourceType\": \"Patient\""),
+            "{b}: indented: {pretty}"
+        );
+        let a: serde_json::Value = serde_json::from_str(&compact).unwrap();
+        let c: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(a, c, "{b}: the same resource");
+        let (status, _) =
+            raw_text(&app, "/fhir/r4/Patient/f?_format=application/fhir%2Bjson").await;
+        assert_eq!(status, 200, "{b}");
+    }
+}
+
 #[tokio::test]
 async fn transactions_are_atomic_and_rewrite_urn_uuids() {
     for db in TestDb::all().await {
