@@ -510,7 +510,6 @@ impl Repository {
                         .await?;
                     return done(if w.created { 201 } else { 200 }, w.version);
                 };
-                self.check_write_target_in(conn, ty, id, access).await?;
                 let w = self
                     .update_in(
                         conn,
@@ -518,6 +517,7 @@ impl Repository {
                         id,
                         entry.resource.clone().unwrap_or_default(),
                         entry.if_match,
+                        access,
                     )
                     .await?;
                 done(if w.created { 201 } else { 200 }, w.version)
@@ -530,18 +530,16 @@ impl Repository {
                     ));
                 };
                 let doc = patch_document(entry)?;
-                self.check_write_target_in(conn, ty, id, access).await?;
-                let w = self.patch_in(conn, ty, id, &doc, entry.if_match).await?;
+                let w = self
+                    .patch_in(conn, ty, id, &doc, entry.if_match, access)
+                    .await?;
                 done(200, w.version)
             }
             EntryMethod::Delete => {
                 let ty =
                     ty.ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
                 let v = match &entry.id {
-                    Some(id) => {
-                        self.check_write_target_in(conn, ty, id, access).await?;
-                        self.delete_in(conn, ty, id, entry.if_match).await?
-                    }
+                    Some(id) => self.delete_in(conn, ty, id, entry.if_match, access).await?,
                     None => {
                         self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, allowed)
                             .await?

@@ -532,6 +532,7 @@ async fn conditional_delete(
 
 async fn update(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -543,13 +544,14 @@ async fn update(
     let resource = parse_resource(&body, rt)?;
     let written = state
         .fhir()
-        .update(rt, &id, resource, if_match(&headers)?)
+        .update(rt, &id, resource, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
 
 async fn patch(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -560,20 +562,24 @@ async fn patch(
     let rt = resource_type(&ty)?;
     let written = state
         .fhir()
-        .patch(rt, &id, &body, if_match(&headers)?)
+        .patch(rt, &id, &body, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
-    let deleted = state.fhir().delete(rt, &id, if_match(&headers)?).await?;
+    let deleted = state
+        .fhir()
+        .delete(rt, &id, if_match(&headers)?, &access)
+        .await?;
     let mut response = match prefer_return(&headers) {
         Return::OperationOutcome => fhir_json(
             StatusCode::OK,

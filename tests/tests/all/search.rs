@@ -1289,7 +1289,15 @@ async fn hidden_reads_can_answer_404() {
         o.insert("status".into(), json!("final"));
         o.insert("code".into(), json!({"text": "t"}));
         o.insert("subject".into(), json!({"reference": "Patient/a"}));
-        repo.update(rt("Observation"), "x1", o, None).await.unwrap();
+        repo.update(
+            rt("Observation"),
+            "x1",
+            o.clone(),
+            None,
+            &Access::Unrestricted,
+        )
+        .await
+        .unwrap();
         let err = repo
             .read_with(rt("Observation"), "x1", &compartment("b"))
             .await
@@ -1303,6 +1311,57 @@ async fn hidden_reads_can_answer_404() {
             .read_with(rt("Observation"), "x1", &compartment("a"))
             .await;
         assert!(ok.is_ok(), "{}", db.backend);
+
+        // Writes take the access decision and check it in their own transaction: outside
+        // it, 403 (a write is not a read, whatever hidden_as says) and nothing stored.
+        let b = db.backend;
+        let forbidden = |r: Result<_, hestia::fhir::repository::FhirError>, what: &str| match r {
+            Err(hestia::fhir::repository::FhirError::Forbidden(_)) => {}
+            other => panic!("{b}: {what}: {other:?}"),
+        };
+        let mut changed = o.clone();
+        changed.insert("status".into(), json!("amended"));
+        forbidden(
+            repo.update(
+                rt("Observation"),
+                "x1",
+                changed.clone(),
+                None,
+                &compartment("b"),
+            )
+            .await
+            .map(|_| ()),
+            "update",
+        );
+        let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string();
+        forbidden(
+            repo.patch(
+                rt("Observation"),
+                "x1",
+                patch.as_bytes(),
+                None,
+                &compartment("b"),
+            )
+            .await
+            .map(|_| ()),
+            "patch",
+        );
+        forbidden(
+            repo.delete(rt("Observation"), "x1", None, &compartment("b"))
+                .await
+                .map(|_| ()),
+            "delete",
+        );
+        let current = repo.read(rt("Observation"), "x1").await.unwrap();
+        assert_eq!(current.version_id, 1, "{b}: nothing stored");
+        let written = repo
+            .update(rt("Observation"), "x1", changed, None, &compartment("a"))
+            .await
+            .unwrap();
+        assert_eq!(written.version.version_id, 2, "{b}: within the access");
+        repo.delete(rt("Observation"), "x1", None, &compartment("a"))
+            .await
+            .unwrap();
     }
 }
 
