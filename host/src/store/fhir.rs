@@ -67,6 +67,9 @@ pub struct HistoryFilter {
     /// ends inclusive): updated at or before its end, and not replaced by a next version
     /// at or before its start.
     pub at: Option<(i64, i64)>,
+    /// Only versions written at or before this time (ms): the first page's time, which
+    /// later pages' links carry, so that new versions do not shift their offsets.
+    pub until: Option<i64>,
     pub offset: i64,
     pub count: i64,
 }
@@ -196,6 +199,13 @@ impl Store {
             numbers.push(since);
             conditions.push(format!(
                 "h.last_updated >= ${}",
+                binds.len() + numbers.len()
+            ));
+        }
+        if let Some(until) = filter.until {
+            numbers.push(until);
+            conditions.push(format!(
+                "h.last_updated <= ${}",
                 binds.len() + numbers.len()
             ));
         }

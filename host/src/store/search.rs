@@ -1298,6 +1298,9 @@ impl Store {
         if let Some(since) = filter.since {
             conditions.push(format!("hv.last_updated >= {}", sql.int(since)));
         }
+        if let Some(until) = filter.until {
+            conditions.push(format!("hv.last_updated <= {}", sql.int(until)));
+        }
         if let Some((start, end)) = filter.at {
             conditions.push(format!("hv.last_updated <= {}", sql.int(end)));
             sql.int(start);

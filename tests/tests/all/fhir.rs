@@ -560,6 +560,49 @@ fn history_versions(body: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+async fn history_pages_are_not_shifted_by_new_versions() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        for n in 0..6 {
+            let body = json!({"resourceType": "Patient", "id": "h", "name": [{"family": format!("V{n}")}]});
+            let r = call(&app, "PUT", "/fhir/r4/Patient/h", &[JSON], body.to_string()).await;
+            assert!(r.status < 300, "{b}");
+        }
+        let first = call(&app, "GET", "/fhir/r4/Patient/h/_history?_count=2", &[], "").await;
+        let mut versions = history_versions(&first.body);
+        // Two new versions between pages: newest first, they would shift later pages.
+        // (A millisecond later at least: the snapshot is the first page's millisecond.)
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        for n in 6..8 {
+            let body = json!({"resourceType": "Patient", "id": "h", "name": [{"family": format!("V{n}")}]});
+            call(&app, "PUT", "/fhir/r4/Patient/h", &[JSON], body.to_string()).await;
+        }
+        let mut page = first.body;
+        while let Some(next) = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+        {
+            let path = next.trim_start_matches("http://localhost:8080");
+            page = call(&app, "GET", path, &[], "").await.body;
+            assert_eq!(page["total"], 6, "{b}: the snapshot's total");
+            versions.extend(history_versions(&page));
+            assert!(versions.len() < 20, "{b}: paging does not end");
+        }
+        let mut numbers: Vec<u32> = versions.iter().map(|(_, v)| v.parse().unwrap()).collect();
+        numbers.sort();
+        assert_eq!(
+            numbers,
+            [1, 2, 3, 4, 5, 6],
+            "{b}: each version of the snapshot once"
+        );
+    }
+}
+
+#[tokio::test]
 async fn history_at_keeps_the_versions_current_within_the_range() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;

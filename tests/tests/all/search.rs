@@ -751,6 +751,7 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
 
         // Resources written after the first page do not shift the next pages.
         let first = get(&app, "Observation?_sort=-date&_count=3").await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let created = call(
             &app,
             "POST",
@@ -842,8 +843,10 @@ async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes(
             };
             let first = get(&app, query).await;
             assert_eq!(entries(&first.body).0, order[..2], "{b}: {query}");
-            // Between pages: the first page's first row updated, a row not yet paged
-            // updated, another deleted, and a new one created.
+            // Between pages (a millisecond later at least: the snapshot is the first
+            // page's millisecond): the first page's first row updated, a row not yet
+            // paged updated, another deleted, and a new one created.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             let (seen, later, gone) = (&order[0], &order[3], &order[4]);
             let mut then = std::collections::HashMap::new();
             for id in [later, gone] {
