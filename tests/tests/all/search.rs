@@ -744,6 +744,26 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
         let sorted = entries(&get(&app, "Patient?_sort=gender,-birthdate").await.body).0;
         let (paged, _, _) = follow_pages(&app, "Patient?_sort=gender,-birthdate&_count=2").await;
         assert_eq!(paged, sorted, "{b}");
+        // Decimal sort keys, with resources that have none (NULLs last), both ways.
+        for sort in ["value-quantity", "-value-quantity", "code,-value-quantity"] {
+            let sorted = entries(&get(&app, &format!("Observation?_sort={sort}")).await.body).0;
+            assert_eq!(sorted.len(), 9, "{b}");
+            for count in [1, 2, 4] {
+                let (paged, _, bodies) =
+                    follow_pages(&app, &format!("Observation?_sort={sort}&_count={count}")).await;
+                assert_eq!(paged, sorted, "{b}: _sort={sort}&_count={count}");
+                // And back from the last page by previous links.
+                let mut back = Vec::new();
+                let mut page = bodies.last().cloned().unwrap();
+                back.splice(0..0, entries(&page).0);
+                while let Some(url) = link(&page, "previous") {
+                    page = call(&app, "GET", &relative(&url), &[], "").await.body;
+                    back.splice(0..0, entries(&page).0);
+                    assert!(back.len() <= 9, "{b}: {sort}: previous does not end");
+                }
+                assert_eq!(back, sorted, "{b}: _sort={sort}&_count={count}: previous");
+            }
+        }
         // Default order (no _sort) is stable too.
         let (unsorted, _, _) = follow_pages(&app, "Observation?_count=3").await;
         let set: BTreeSet<_> = unsorted.iter().cloned().collect();
