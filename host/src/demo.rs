@@ -300,9 +300,15 @@ async fn ensure_samples(store: &Store, settings: &Settings) -> anyhow::Result<Ve
         }
         match repo.read(resource_type, &id).await {
             Err(FhirError::NotFound(_)) => {
-                repo.update(resource_type, &id, resource.clone(), None)
-                    .await
-                    .with_context(|| format!("cannot create the sample {type_name}/{id}"))?;
+                repo.update(
+                    resource_type,
+                    &id,
+                    resource.clone(),
+                    None,
+                    &crate::fhir::access::Access::Unrestricted,
+                )
+                .await
+                .with_context(|| format!("cannot create the sample {type_name}/{id}"))?;
             }
             Ok(_) | Err(FhirError::Gone(_)) => {}
             Err(e) => return Err(e).context(format!("cannot read {type_name}/{id}")),

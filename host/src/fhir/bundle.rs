@@ -309,22 +309,46 @@ fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
 }
 
-/// Replaces every `reference` that names a key of `ids` (a `urn:uuid:` fullUrl) with its new `Type/id`.
+/// Rewrites what refers to a key of `ids` (a `urn:uuid:`/`urn:oid:` fullUrl of the Bundle)
+/// to its new `Type/id`, anywhere in the resource (extensions and contained resources
+/// included): a `reference`, any other element whose whole string value is that fullUrl
+/// (the uri, url and canonical elements such as `Provenance.policy` or an extension's
+/// `valueUri`), and `href`/`src` attributes naming it in a narrative `div`.
+///
+/// Without a table of element types, `value` keys are left alone: they are the plain
+/// strings of `Identifier.value` and `ContactPoint.value` (an identifier whose value is a
+/// `urn:uuid:` names something, it does not refer to this Bundle's entry); every other
+/// string element that can hold such a URN is a uri, url, canonical or reference.
 fn rewrite_references(value: &mut Value, ids: &HashMap<String, String>) {
+    rewrite_under("", value, ids);
+}
+
+/// [`rewrite_references`] of `value`, the value (or an item of the array) of `key`.
+fn rewrite_under(key: &str, value: &mut Value, ids: &HashMap<String, String>) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                match v {
-                    Value::String(s) if key == "reference" => {
-                        if let Some(new) = ids.get(s.as_str()) {
-                            *s = new.clone();
-                        }
+                rewrite_under(key, v, ids);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_under(key, v, ids)),
+        Value::String(s) if key == "div" => {
+            for (urn, new) in ids {
+                if s.contains(urn.as_str()) {
+                    for quote in ['"', '\''] {
+                        *s = s.replace(
+                            &format!("={quote}{urn}{quote}"),
+                            &format!("={quote}{new}{quote}"),
+                        );
                     }
-                    other => rewrite_references(other, ids),
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, ids)),
+        Value::String(s) if key != "value" => {
+            if let Some(new) = ids.get(s.as_str()) {
+                *s = new.clone();
+            }
+        }
         _ => {}
     }
 }
@@ -486,7 +510,6 @@ impl Repository {
                         .await?;
                     return done(if w.created { 201 } else { 200 }, w.version);
                 };
-                self.check_write_target_in(conn, ty, id, access).await?;
                 let w = self
                     .update_in(
                         conn,
@@ -494,6 +517,7 @@ impl Repository {
                         id,
                         entry.resource.clone().unwrap_or_default(),
                         entry.if_match,
+                        access,
                     )
                     .await?;
                 done(if w.created { 201 } else { 200 }, w.version)
@@ -506,18 +530,16 @@ impl Repository {
                     ));
                 };
                 let doc = patch_document(entry)?;
-                self.check_write_target_in(conn, ty, id, access).await?;
-                let w = self.patch_in(conn, ty, id, &doc, entry.if_match).await?;
+                let w = self
+                    .patch_in(conn, ty, id, &doc, entry.if_match, access)
+                    .await?;
                 done(200, w.version)
             }
             EntryMethod::Delete => {
                 let ty =
                     ty.ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
                 let v = match &entry.id {
-                    Some(id) => {
-                        self.check_write_target_in(conn, ty, id, access).await?;
-                        self.delete_in(conn, ty, id, entry.if_match).await?
-                    }
+                    Some(id) => self.delete_in(conn, ty, id, entry.if_match, access).await?,
                     None => {
                         self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, allowed)
                             .await?

@@ -83,12 +83,12 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
         "software": {"name": "Hestia", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "Hestia FHIR R4 server", "url": options.base_url},
         "fhirVersion": "4.0.1",
-        // XML is answered with 415 Unsupported Media Type; JSON is the only format.
+        // JSON is the only format: XML bodies and _format=xml get 415, Accept without JSON 406.
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "JSON only: XML requests and _format=xml are answered with 415. Every interaction needs an OAuth2 access token (SMART App Launch 2) whose audience is this base URL.",
+            "documentation": "JSON only (application/fhir+json; _format=json and _pretty=true are accepted): a request body in XML and _format=xml are answered with 415 Unsupported Media Type, an Accept header that allows no JSON (application/fhir+xml) with 406 Not Acceptable. Every interaction needs an OAuth2 access token (SMART App Launch 2) whose audience is this base URL.",
             "security": {
                 "cors": false,
                 "service": [{

@@ -198,11 +198,20 @@ impl SearchParamDef {
 
     /// `Ok` when a search on this parameter can be answered from index rows: it is
     /// indexed itself, or it is a composite whose components are indexed parameters
-    /// of the same type (matched on the same resource, not necessarily within the
-    /// same element).
+    /// of the same type (writes then add the components' rows per element the
+    /// composite selects, and a search matches all components within one element).
     pub fn searchable(&'static self) -> Result<(), String> {
         if self.kind != SearchParamType::Composite {
             return self.indexing();
+        }
+        if let Err(e) = self.compiled() {
+            return Err(format!("expression not supported: {e}"));
+        }
+        if let Some(c) = self.components.iter().find(|c| c.compiled().is_err()) {
+            return Err(format!(
+                "the expression of the component '{}' is not supported",
+                c.code
+            ));
         }
         match self.component_params() {
             Some(params) if params.iter().all(|p| p.indexing().is_ok()) => Ok(()),

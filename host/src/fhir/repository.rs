@@ -380,7 +380,9 @@ impl Repository {
     }
 
     /// Updates (or, when allowed, creates) the resource with the client's id.
-    /// `if_match` is the version the client last saw (`If-Match: W/"n"`).
+    /// `if_match` is the version the client last saw (`If-Match: W/"n"`); `access` the
+    /// caller's decision, which the current version must be within
+    /// ([`Self::check_write_target_in`], in the write's transaction).
     /// [`Self::update_in`] in its own transaction.
     pub async fn update(
         &self,
@@ -388,10 +390,11 @@ impl Repository {
         id: &str,
         resource: Map<String, Value>,
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Written, FhirError> {
         let mut tx = self.store.begin().await?;
         let result = self
-            .update_in(&mut tx, resource_type, id, resource, if_match)
+            .update_in(&mut tx, resource_type, id, resource, if_match, access)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
@@ -404,8 +407,11 @@ impl Repository {
         id: &str,
         resource: Map<String, Value>,
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Written, FhirError> {
         check_id(id)?;
+        self.check_write_target_in(&mut *conn, resource_type, id, access)
+            .await?;
         match resource.get("id") {
             Some(Value::String(body_id)) if body_id == id => {}
             Some(Value::String(body_id)) => {
@@ -456,15 +462,17 @@ impl Repository {
         id: &str,
         patch: &[u8],
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Written, FhirError> {
         let mut tx = self.store.begin().await?;
         let result = self
-            .patch_in(&mut tx, resource_type, id, patch, if_match)
+            .patch_in(&mut tx, resource_type, id, patch, if_match, access)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
     }
 
+    /// [`Self::patch`] on `conn`; the current version must be within `access`.
     pub async fn patch_in(
         &self,
         conn: &mut AnyConnection,
@@ -472,8 +480,11 @@ impl Repository {
         id: &str,
         patch: &[u8],
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Written, FhirError> {
         check_id(id)?;
+        self.check_write_target_in(&mut *conn, resource_type, id, access)
+            .await?;
         let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
             FhirError::invalid(format!("the body is not a JSON Patch document: {e}"))
         })?;
@@ -520,17 +531,21 @@ impl Repository {
         Ok(written)
     }
 
-    /// Deletes a resource: a new version marked deleted; its index rows go. Deleting
-    /// something absent or already deleted succeeds and changes nothing (idempotent).
-    /// [`Self::delete_in`] in its own transaction.
+    /// Deletes a resource: a new version marked deleted (its index rows stay for
+    /// searches paged before it; see `store::search`). Deleting something absent or
+    /// already deleted succeeds and changes nothing (idempotent). The current version must
+    /// be within `access`. [`Self::delete_in`] in its own transaction.
     pub async fn delete(
         &self,
         resource_type: ResourceType,
         id: &str,
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Option<StoredVersion>, FhirError> {
         let mut tx = self.store.begin().await?;
-        let result = self.delete_in(&mut tx, resource_type, id, if_match).await?;
+        let result = self
+            .delete_in(&mut tx, resource_type, id, if_match, access)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(result)
     }
@@ -541,8 +556,11 @@ impl Repository {
         resource_type: ResourceType,
         id: &str,
         if_match: Option<i64>,
+        access: &Access,
     ) -> Result<Option<StoredVersion>, FhirError> {
         check_id(id)?;
+        self.check_write_target_in(&mut *conn, resource_type, id, access)
+            .await?;
         let ty = resource_type.as_str();
         let current = fhir_current(&mut *conn, ty, id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
@@ -631,8 +649,8 @@ impl Repository {
 
     /// Under constraints, the versions of a resource are visible when its current version
     /// is: a vread or instance history of a resource outside the access is refused like
-    /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no index
-    /// rows to judge it by, so its history is refused too (fail closed). A resource that
+    /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no current
+    /// version to judge it by, so its history is refused too (fail closed). A resource that
     /// never existed passes (its history or vread answers 404 on its own).
     pub async fn check_history_visible_in(
         &self,
@@ -829,7 +847,7 @@ impl Repository {
                             "{resource_type}/{id} exists but does not match the update's criteria"
                         )));
                     }
-                    self.update_in(conn, resource_type, &id, resource, if_match)
+                    self.update_in(conn, resource_type, &id, resource, if_match, allowed.access)
                         .await
                 }
                 None => {
@@ -852,7 +870,7 @@ impl Repository {
                     ]));
                 }
                 resource.insert("id".into(), Value::String(one.clone()));
-                self.update_in(conn, resource_type, one, resource, if_match)
+                self.update_in(conn, resource_type, one, resource, if_match, allowed.access)
                     .await
             }
             _ => Err(several(resource_type, criteria, "the conditional update")),
@@ -890,7 +908,10 @@ impl Repository {
             .await?;
         match found.as_slice() {
             [] => Ok(None),
-            [one] => self.delete_in(conn, resource_type, one, if_match).await,
+            [one] => {
+                self.delete_in(conn, resource_type, one, if_match, allowed.access)
+                    .await
+            }
             _ => Err(several(resource_type, criteria, "the conditional delete")),
         }
     }

@@ -3,9 +3,10 @@
 //! the total, `_include`/`_revinclude` (with `:iterate`), `_summary` and `_elements`,
 //! and `self`/`next`/`previous` links that reproduce the query.
 //!
-//! The paging cursor is `_offset` plus `_snapshot` (the time, in ms, of the first page):
-//! see `store::search` for why that is stable. Both are Hestia's own parameters; links
-//! carry them, clients need not know them.
+//! The paging cursor is `_snapshot` (the time, in ms, of the first page) plus `_after`
+//! or `_before` (the [`Position`] of the row a page continues from): see `store::search`
+//! for why that is stable. They are Hestia's own parameters; links carry them, clients
+//! need not know them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -21,7 +22,9 @@ use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{Criterion, Include, SearchError, SearchQuery, Summary, Total};
 use crate::store::Store;
-use crate::store::search::{Branch, Follow, Found, Reach, SearchSpec, SearchStoreError};
+use crate::store::search::{
+    Branch, Follow, Found, Page, PageFrom, Position, Reach, SearchSpec, SearchStoreError,
+};
 
 /// The page size when `_count` is not given, and the largest one served.
 pub const DEFAULT_COUNT: u32 = 20;
@@ -82,8 +85,94 @@ struct Plan {
     warnings: Vec<SearchError>,
     /// The parameters as given, minus the cursor and minus rejected ones: what links repeat.
     link_params: Vec<(String, String)>,
-    offset: i64,
+    cursor: Cursor,
+}
+
+/// Where a page of a search or `$everything` continues: `_snapshot` with `_after` or
+/// `_before` (none of them on a first page).
+#[derive(Debug, Clone, Default)]
+struct Cursor {
     snapshot: Option<i64>,
+    from: Option<PageFrom>,
+}
+
+impl Cursor {
+    /// Takes `k=v` when it is a cursor parameter (`true`), or leaves it (`false`).
+    fn take(&mut self, k: &str, v: &str) -> Result<bool, FhirError> {
+        let not_ours =
+            || FhirError::invalid(format!("{k}={v} is not a paging cursor of this server"));
+        match k {
+            "_snapshot" => self.snapshot = Some(v.parse::<i64>().map_err(|_| not_ours())?),
+            "_after" | "_before" => {
+                let position = Position::decode(v).ok_or_else(not_ours)?;
+                if self.from.is_some() {
+                    return Err(FhirError::invalid(
+                        "a paging cursor takes one of _after and _before",
+                    ));
+                }
+                self.from = Some(if k == "_after" {
+                    PageFrom::After(position)
+                } else {
+                    PageFrom::Before(position)
+                });
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn from(&self) -> PageFrom {
+        self.from.clone().unwrap_or(PageFrom::First)
+    }
+
+    /// Checks that a position has one key per sort key of the query it is used with.
+    fn check(&self, sort_keys: usize) -> Result<(), FhirError> {
+        match &self.from {
+            Some(PageFrom::After(p) | PageFrom::Before(p)) if p.keys.len() != sort_keys => Err(
+                FhirError::invalid("the paging cursor belongs to a search with another _sort"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `self`, `next` and `previous` links of a page read from `from`; `url(None)` is a
+/// first page (of the snapshot), `url(Some((name, position)))` continues from a position.
+fn page_links(
+    url: impl Fn(Option<(&str, &Position)>) -> String,
+    from: &PageFrom,
+    page: &Page,
+    count: i64,
+) -> Vec<Value> {
+    let own = match from {
+        PageFrom::First => url(None),
+        PageFrom::After(p) => url(Some(("_after", p))),
+        PageFrom::Before(p) => url(Some(("_before", p))),
+    };
+    let mut links = vec![json!({"relation": "self", "url": own})];
+    let next = match from {
+        PageFrom::First | PageFrom::After(_) if page.more && count > 0 => {
+            page.last.as_ref().map(|p| url(Some(("_after", p))))
+        }
+        PageFrom::Before(_) => Some(match &page.last {
+            Some(p) => url(Some(("_after", p))),
+            None => url(None),
+        }),
+        _ => None,
+    };
+    let previous = match from {
+        PageFrom::First => None,
+        PageFrom::After(at) => Some(url(Some(("_before", page.first.as_ref().unwrap_or(at))))),
+        PageFrom::Before(_) if page.more => page.first.as_ref().map(|p| url(Some(("_before", p)))),
+        PageFrom::Before(_) => None,
+    };
+    if let Some(next) = next {
+        links.push(json!({"relation": "next", "url": next}));
+    }
+    if let Some(previous) = previous {
+        links.push(json!({"relation": "previous", "url": previous}));
+    }
+    links
 }
 
 fn parse_plan(
@@ -92,26 +181,16 @@ fn parse_plan(
     handling: Handling,
     access: &Access,
 ) -> Result<Plan, FhirError> {
-    let mut offset = 0;
-    let mut snapshot = None;
+    let mut cursor = Cursor::default();
     let mut types: Option<Vec<ResourceType>> = None;
     let mut criteria_params = Vec::new();
     let mut errors: Vec<SearchError> = Vec::new();
     let mut link_params = Vec::new();
     for (k, v) in params {
+        if cursor.take(k, v)? {
+            continue;
+        }
         match k.as_str() {
-            "_offset" => {
-                offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    FhirError::invalid(format!("_offset={v} must be a non-negative number"))
-                })?;
-            }
-            "_snapshot" => {
-                snapshot = Some(v.parse::<i64>().map_err(|_| {
-                    FhirError::invalid(format!(
-                        "_snapshot={v} is not a paging cursor of this server"
-                    ))
-                })?);
-            }
             "_type" if scope == SearchScope::System => {
                 let mut list = types.take().unwrap_or_default();
                 for name in v.split(',').filter(|n| !n.is_empty()) {
@@ -225,8 +304,7 @@ fn parse_plan(
         query,
         warnings: errors,
         link_params,
-        offset,
-        snapshot,
+        cursor,
     })
 }
 
@@ -280,11 +358,16 @@ pub async fn matching(
         branches: &plan.branches,
         sort: &[],
         snapshot: i64::MAX,
+        as_of_snapshot: false,
         access,
         reach: &reach,
         base_url,
     };
-    Ok(crate::store::search::search_page_in(conn, &spec, 0, limit).await?)
+    Ok(
+        crate::store::search::search_page_in(conn, &spec, &PageFrom::First, limit)
+            .await?
+            .rows,
+    )
 }
 
 /// Runs a search and answers the `searchset` Bundle. Matches are restricted by `access`
@@ -306,12 +389,15 @@ pub async fn search(
     let plan = parse_plan(scope, params, handling, access)?;
     let result = &plan.query.result;
     let count = i64::from(result.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT));
-    let snapshot = plan.snapshot.unwrap_or_else(now_ms);
+    plan.cursor.check(result.sort.len())?;
+    let snapshot = plan.cursor.snapshot.unwrap_or_else(now_ms);
+    let from = plan.cursor.from();
     let reach = reach(&plan.branches, access, type_access)?;
     let spec = SearchSpec {
         branches: &plan.branches,
         sort: &result.sort,
         snapshot,
+        as_of_snapshot: plan.cursor.snapshot.is_some(),
         access,
         reach: &reach,
         base_url,
@@ -322,18 +408,19 @@ pub async fn search(
     } else {
         Some(store.search_count(&spec).await?)
     };
-    let matches = if summary_count {
-        Vec::new()
+    let page = if summary_count {
+        Page::default()
     } else {
-        store.search_page(&spec, plan.offset, count).await?
+        store.search_page(&spec, &from, count).await?
     };
+    let matches = &page.rows;
     let included = if matches.is_empty() {
         Vec::new()
     } else {
         includes(
             store,
             base_url,
-            &matches,
+            matches,
             &result.include,
             &result.revinclude,
             access,
@@ -346,28 +433,22 @@ pub async fn search(
         SearchScope::Type(t) => format!("{base_url}/{t}"),
         SearchScope::System => base_url.to_owned(),
     };
-    let link = |offset: i64| {
+    let link = |at: Option<(&str, &Position)>| {
         let mut pairs = plan.link_params.clone();
         pairs.push(("_snapshot".into(), snapshot.to_string()));
-        pairs.push(("_offset".into(), offset.to_string()));
+        if let Some((name, position)) = at {
+            pairs.push((name.into(), position.encode()));
+        }
         format!("{self_path}?{}", encode_query(&pairs))
     };
-    let mut links = vec![json!({"relation": "self", "url": link(plan.offset)})];
-    let has_next = match total {
-        Some(total) => plan.offset + count < total,
-        None => matches.len() as i64 == count,
+    let links = if summary_count {
+        vec![json!({"relation": "self", "url": link(None)})]
+    } else {
+        page_links(link, &from, &page, count)
     };
-    if has_next && count > 0 && !summary_count {
-        links.push(json!({"relation": "next", "url": link(plan.offset + count)}));
-    }
-    if plan.offset > 0 && !summary_count {
-        links.push(
-            json!({"relation": "previous", "url": link((plan.offset - count.max(1)).max(0))}),
-        );
-    }
 
     let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
-    for found in &matches {
+    for found in matches {
         let mut resource = parse_found(found)?;
         shape(&mut resource, found, result.summary, &result.elements);
         entries.push(entry(base_url, found, resource, "match"));
@@ -580,7 +661,7 @@ fn criterion_label(c: &Criterion) -> &str {
 /// `type_access(type)` (what a search of that type would be allowed): a type the caller
 /// may not search is left out, with a warning naming it. Every constraint is applied
 /// inside the store query, so counts and pages see only what is returned. The cursor
-/// (`_offset`, `_snapshot`) is the one of search.
+/// (`_snapshot`, `_after`, `_before`) is the one of search.
 pub async fn everything(
     store: &Store,
     base_url: &str,
@@ -590,12 +671,14 @@ pub async fn everything(
     type_access: TypeAccess<'_>,
 ) -> Result<Value, FhirError> {
     let mut count = i64::from(DEFAULT_COUNT);
-    let mut offset = 0;
-    let mut snapshot = None;
+    let mut cursor = Cursor::default();
     let mut since: Option<String> = None;
     let mut types: Option<Vec<ResourceType>> = None;
     let mut link_params = Vec::new();
     for (k, v) in params {
+        if cursor.take(k, v)? {
+            continue;
+        }
         match k.as_str() {
             "_count" => {
                 count = v
@@ -621,18 +704,6 @@ pub async fn everything(
                     }
                 }
                 link_params.push((k.clone(), v.clone()));
-            }
-            "_offset" => {
-                offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    FhirError::invalid(format!("_offset={v} must be a non-negative number"))
-                })?;
-            }
-            "_snapshot" => {
-                snapshot = Some(v.parse::<i64>().map_err(|_| {
-                    FhirError::invalid(format!(
-                        "_snapshot={v} is not a paging cursor of this server"
-                    ))
-                })?);
             }
             "_format" | "_pretty" => {}
             other => {
@@ -699,14 +770,17 @@ pub async fn everything(
             }
         }
     }
-    let snapshot = snapshot.unwrap_or_else(now_ms);
-    let (total, matches) = if branches.is_empty() {
-        (0, Vec::new())
+    cursor.check(0)?;
+    let snapshot = cursor.snapshot.unwrap_or_else(now_ms);
+    let from = cursor.from();
+    let (total, page) = if branches.is_empty() {
+        (0, Page::default())
     } else {
         let spec = SearchSpec {
             branches: &branches,
             sort: &[],
             snapshot,
+            as_of_snapshot: cursor.snapshot.is_some(),
             access: &combined,
             // Only `_lastUpdated` criteria: nothing reaches into another type.
             reach: &Reach::new(),
@@ -714,27 +788,24 @@ pub async fn everything(
         };
         (
             store.search_count(&spec).await?,
-            store.search_page(&spec, offset, count).await?,
+            store.search_page(&spec, &from, count).await?,
         )
     };
-    let included = referenced(store, base_url, &matches, access, type_access).await?;
+    let matches = &page.rows;
+    let included = referenced(store, base_url, matches, access, type_access).await?;
 
     let self_path = format!("{base_url}/Patient/{patient}/$everything");
-    let link = |offset: i64| {
+    let link = |at: Option<(&str, &Position)>| {
         let mut pairs = link_params.clone();
         pairs.push(("_snapshot".into(), snapshot.to_string()));
-        pairs.push(("_offset".into(), offset.to_string()));
+        if let Some((name, position)) = at {
+            pairs.push((name.into(), position.encode()));
+        }
         format!("{self_path}?{}", encode_query(&pairs))
     };
-    let mut links = vec![json!({"relation": "self", "url": link(offset)})];
-    if count > 0 && offset + count < total {
-        links.push(json!({"relation": "next", "url": link(offset + count)}));
-    }
-    if offset > 0 {
-        links.push(json!({"relation": "previous", "url": link((offset - count.max(1)).max(0))}));
-    }
+    let links = page_links(link, &from, &page, count);
     let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
-    for found in &matches {
+    for found in matches {
         entries.push(entry(base_url, found, parse_found(found)?, "match"));
     }
     for found in &included {

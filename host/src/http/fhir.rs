@@ -532,6 +532,7 @@ async fn conditional_delete(
 
 async fn update(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -543,13 +544,14 @@ async fn update(
     let resource = parse_resource(&body, rt)?;
     let written = state
         .fhir()
-        .update(rt, &id, resource, if_match(&headers)?)
+        .update(rt, &id, resource, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
 
 async fn patch(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
@@ -560,20 +562,24 @@ async fn patch(
     let rt = resource_type(&ty)?;
     let written = state
         .fhir()
-        .patch(rt, &id, &body, if_match(&headers)?)
+        .patch(rt, &id, &body, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Granted(access): Granted,
     Path((ty, id)): Path<(String, String)>,
     headers: HeaderMap,
     Query(query): QueryPairs,
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
-    let deleted = state.fhir().delete(rt, &id, if_match(&headers)?).await?;
+    let deleted = state
+        .fhir()
+        .delete(rt, &id, if_match(&headers)?, &access)
+        .await?;
     let mut response = match prefer_return(&headers) {
         Return::OperationOutcome => fhir_json(
             StatusCode::OK,
@@ -623,16 +629,21 @@ fn history_filter(query: &[(String, String)]) -> Result<HistoryFilter, FhirError
                 );
             }
             "_at" => {
-                filter.at = Some(
-                    parse_date(v)
-                        .map_err(|e| FhirError::invalid(format!("_at={v}: {e}")))?
-                        .high,
-                );
+                let range =
+                    parse_date(v).map_err(|e| FhirError::invalid(format!("_at={v}: {e}")))?;
+                filter.at = Some((range.low, range.high));
             }
             "_offset" => {
                 filter.offset = v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
                     FhirError::invalid(format!("_offset={v} must be a non-negative number"))
                 })?;
+            }
+            "_snapshot" => {
+                filter.until = Some(v.parse::<i64>().map_err(|_| {
+                    FhirError::invalid(format!(
+                        "_snapshot={v} is not a paging cursor of this server"
+                    ))
+                })?);
             }
             "_format" | "_pretty" => {}
             other => {
@@ -645,12 +656,15 @@ fn history_filter(query: &[(String, String)]) -> Result<HistoryFilter, FhirError
     Ok(filter)
 }
 
-fn page_url(self_url: &str, query: &[(String, String)], offset: i64) -> String {
+/// A history page's link: the query, the snapshot (versions written after the first page
+/// are left out, so that the offsets of later pages do not shift) and the offset.
+fn page_url(self_url: &str, query: &[(String, String)], snapshot: i64, offset: i64) -> String {
     let mut pairs: Vec<(String, String)> = query
         .iter()
-        .filter(|(k, _)| k != "_offset")
+        .filter(|(k, _)| k != "_offset" && k != "_snapshot")
         .cloned()
         .collect();
+    pairs.push(("_snapshot".into(), snapshot.to_string()));
     pairs.push(("_offset".into(), offset.to_string()));
     let qs: Vec<String> = pairs
         .iter()
@@ -683,7 +697,10 @@ async fn history_bundle(
     format: Format,
     allowed: Allowed<'_>,
 ) -> FhirResult {
-    let filter = history_filter(query)?;
+    let mut filter = history_filter(query)?;
+    let snapshot = *filter
+        .until
+        .get_or_insert_with(crate::fhir::repository::now_ms);
     let (versions, total) = state.fhir().history(scope, &filter, allowed).await?;
     let base = state.settings().fhir_base_url();
     let mut entries = Vec::with_capacity(versions.len());
@@ -706,13 +723,14 @@ async fn history_bundle(
         }
         entries.push(entry);
     }
-    let mut links =
-        vec![json!({"relation": "self", "url": page_url(&self_url, query, filter.offset)})];
+    let mut links = vec![
+        json!({"relation": "self", "url": page_url(&self_url, query, snapshot, filter.offset)}),
+    ];
     if filter.offset + filter.count < total && filter.count > 0 {
-        links.push(json!({"relation": "next", "url": page_url(&self_url, query, filter.offset + filter.count)}));
+        links.push(json!({"relation": "next", "url": page_url(&self_url, query, snapshot, filter.offset + filter.count)}));
     }
     if filter.offset > 0 {
-        links.push(json!({"relation": "previous", "url": page_url(&self_url, query, (filter.offset - filter.count).max(0))}));
+        links.push(json!({"relation": "previous", "url": page_url(&self_url, query, snapshot, (filter.offset - filter.count).max(0))}));
     }
     let bundle = json!({
         "resourceType": "Bundle",

@@ -5,8 +5,14 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
+use std::borrow::Cow;
+
 use super::{Store, StoreError};
-use crate::fhir::search::IndexRows;
+use crate::fhir::search::extract::composite_row_param;
+use crate::fhir::search::{
+    DateIndex, IndexRows, NumberIndex, QuantityIndex, ReferenceIndex, StringIndex, TokenIndex,
+    UriIndex,
+};
 
 /// One version of a resource, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +63,13 @@ pub enum HistoryScope<'a> {
 pub struct HistoryFilter {
     /// Only versions updated at or after this time (ms), `_since`.
     pub since: Option<i64>,
-    /// Only versions updated at or before this time (ms), `_at` (upper bound of its range).
-    pub at: Option<i64>,
+    /// `_at`: only versions that were current at some moment of this range (ms, both
+    /// ends inclusive): updated at or before its end, and not replaced by a next version
+    /// at or before its start.
+    pub at: Option<(i64, i64)>,
+    /// Only versions written at or before this time (ms): the first page's time, which
+    /// later pages' links carry, so that new versions do not shift their offsets.
+    pub until: Option<i64>,
     pub offset: i64,
     pub count: i64,
 }
@@ -181,13 +192,13 @@ impl Store {
         match scope {
             HistoryScope::Instance(ty, id) => {
                 binds.push(ty.to_string());
-                conditions.push(format!("resource_type = ${}", binds.len()));
+                conditions.push(format!("h.resource_type = ${}", binds.len()));
                 binds.push(id.to_string());
-                conditions.push(format!("id = ${}", binds.len()));
+                conditions.push(format!("h.id = ${}", binds.len()));
             }
             HistoryScope::Type(ty) => {
                 binds.push(ty.to_string());
-                conditions.push(format!("resource_type = ${}", binds.len()));
+                conditions.push(format!("h.resource_type = ${}", binds.len()));
             }
             HistoryScope::System => {}
         }
@@ -195,21 +206,37 @@ impl Store {
         let mut numbers = Vec::new();
         if let Some(since) = filter.since {
             numbers.push(since);
-            conditions.push(format!("last_updated >= ${}", binds.len() + numbers.len()));
+            conditions.push(format!(
+                "h.last_updated >= ${}",
+                binds.len() + numbers.len()
+            ));
         }
-        if let Some(at) = filter.at {
-            numbers.push(at);
-            conditions.push(format!("last_updated <= ${}", binds.len() + numbers.len()));
+        if let Some(until) = filter.until {
+            numbers.push(until);
+            conditions.push(format!(
+                "h.last_updated <= ${}",
+                binds.len() + numbers.len()
+            ));
+        }
+        if let Some((start, end)) = filter.at {
+            numbers.push(end);
+            conditions.push(format!(
+                "h.last_updated <= ${}",
+                binds.len() + numbers.len()
+            ));
+            numbers.push(start);
+            conditions.push(replaced_by_start("h", binds.len() + numbers.len()));
         }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let count_sql = format!("SELECT COUNT(*) AS n FROM fhir_history {where_clause}");
+        let count_sql = format!("SELECT COUNT(*) AS n FROM fhir_history h {where_clause}");
         let page_sql = format!(
-            "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history {where_clause} \
-             ORDER BY last_updated DESC, resource_type, id, version_id DESC LIMIT {} OFFSET {}",
+            "SELECT h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.content, h.method \
+             FROM fhir_history h {where_clause} \
+             ORDER BY h.last_updated DESC, h.resource_type, h.id, h.version_id DESC LIMIT {} OFFSET {}",
             filter.count.max(0),
             filter.offset.max(0)
         );
@@ -231,6 +258,16 @@ impl Store {
             .collect::<Result<_, _>>()?;
         Ok((versions, total))
     }
+}
+
+/// The `_at` condition that the version `h` was not replaced by a next version at or
+/// before the start of the range (placeholder `$start`): it was still current then, or
+/// became current within the range.
+pub(super) fn replaced_by_start(h: &str, start: usize) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM fhir_history nv WHERE nv.resource_type = {h}.resource_type \
+         AND nv.id = {h}.id AND nv.version_id = {h}.version_id + 1 AND nv.last_updated <= ${start})"
+    )
 }
 
 /// One version from history, inside a transaction.
@@ -272,7 +309,10 @@ pub async fn fhir_current(
 }
 
 /// Writes a new version: the current row, a history row, and (unless it is a deletion)
-/// fresh index rows. The caller has checked preconditions inside the same transaction.
+/// fresh index rows. A deletion keeps the index rows of the last content: searches skip
+/// deleted resources, except that a later page of a search paged before the deletion
+/// still finds it there (see `store::search`). The caller has checked preconditions
+/// inside the same transaction.
 pub async fn fhir_write(
     conn: &mut AnyConnection,
     version: &StoredVersion,
@@ -337,8 +377,11 @@ async fn replace_index(
     index: Option<&IndexRows>,
 ) -> Result<(), StoreError> {
     let (resource_type, id) = (version.resource_type.as_str(), version.id.as_str());
-    // A first version has no earlier index rows to remove: a deleted resource keeps none,
-    // and a re-created one continues its version numbers.
+    if version.deleted {
+        return Ok(());
+    }
+    // A first version has no earlier index rows to remove (a re-created resource
+    // continues its version numbers, so this is its first creation).
     if version.version_id > 1 {
         for table in INDEX_TABLES {
             sqlx::query(&format!(
@@ -351,16 +394,34 @@ async fn replace_index(
         }
     }
     let Some(rows) = index else { return Ok(()) };
+    // Each table's rows with the `param` they are stored under: their own, or for the
+    // components of a composite's element `composite$component$element`.
+    let mut batches = Batches::default();
+    batches.add(rows, Cow::Borrowed);
+    for composite in &rows.composites {
+        batches.add(&composite.rows, |p| {
+            Cow::Owned(composite_row_param(composite.param, p, composite.element))
+        });
+    }
+    let Batches {
+        strings,
+        tokens,
+        references,
+        dates,
+        numbers,
+        quantities,
+        uris,
+    } = batches;
     // One multi-row INSERT per index table (a handful of statements per write instead of
     // one per index row); `insert_rows!` binds the key columns, then each row's own.
     macro_rules! insert_rows {
-        ($table:literal, [$($column:literal),+], $rows:expr, |$r:ident| [$($value:expr),+]) => {
+        ($table:literal, [$($column:literal),+], $rows:expr, |$p:ident, $r:ident| [$($value:expr),+]) => {
             for chunk in $rows.chunks(ROWS_PER_INSERT) {
-                let columns: &[&str] = &["resource_type", "id", $($column),+];
+                let columns: &[&str] = &["resource_type", "id", "param", $($column),+];
                 let sql = multi_row_insert($table, columns, chunk.len());
                 let mut query = sqlx::query(&sql);
-                for $r in chunk {
-                    query = query.bind(resource_type).bind(id)$(.bind($value))+;
+                for ($p, $r) in chunk {
+                    query = query.bind(resource_type).bind(id).bind($p.as_ref())$(.bind($value))+;
                 }
                 query.execute(&mut *conn).await?;
             }
@@ -368,44 +429,71 @@ async fn replace_index(
     }
     insert_rows!(
         "fhir_idx_string",
-        ["param", "normalized", "exact"],
-        rows.strings,
-        |r| [r.param, &r.normalized, &r.exact]
+        ["normalized", "exact"],
+        strings,
+        |p, r| [&r.normalized, &r.exact]
     );
     insert_rows!(
         "fhir_idx_token",
-        ["param", "system", "code", "text"],
-        rows.tokens,
-        |r| [r.param, &r.system, &r.code, &r.text]
+        ["system", "code", "text"],
+        tokens,
+        |p, r| [&r.system, &r.code, &r.text]
     );
     insert_rows!(
         "fhir_idx_reference",
-        ["param", "target_type", "target_id", "version", "url"],
-        rows.references,
-        |r| [
-            r.param,
+        ["target_type", "target_id", "version", "url"],
+        references,
+        |p, r| [
             r.target_type.map(|t| t.as_str()),
             &r.target_id,
             &r.version,
             &r.url
         ]
     );
-    insert_rows!("fhir_idx_date", ["param", "low", "high"], rows.dates, |r| [
-        r.param, r.low, r.high
+    insert_rows!("fhir_idx_date", ["low", "high"], dates, |p, r| [
+        r.low, r.high
     ]);
-    insert_rows!("fhir_idx_number", ["param", "value"], rows.numbers, |r| [
-        r.param, r.value
-    ]);
+    insert_rows!("fhir_idx_number", ["value"], numbers, |p, r| [r.value]);
     insert_rows!(
         "fhir_idx_quantity",
-        ["param", "value", "system", "code", "unit"],
-        rows.quantities,
-        |r| [r.param, r.value, &r.system, &r.code, &r.unit]
+        ["value", "system", "code", "unit"],
+        quantities,
+        |p, r| [r.value, &r.system, &r.code, &r.unit]
     );
-    insert_rows!("fhir_idx_uri", ["param", "value"], rows.uris, |r| [
-        r.param, &r.value
-    ]);
+    insert_rows!("fhir_idx_uri", ["value"], uris, |p, r| [&r.value]);
     Ok(())
+}
+
+/// Each index table's rows with the `param` they are stored under: their own, or for the
+/// components of a composite's element `composite$component$element`.
+#[derive(Default)]
+struct Batches<'a> {
+    strings: Vec<(Cow<'static, str>, &'a StringIndex)>,
+    tokens: Vec<(Cow<'static, str>, &'a TokenIndex)>,
+    references: Vec<(Cow<'static, str>, &'a ReferenceIndex)>,
+    dates: Vec<(Cow<'static, str>, &'a DateIndex)>,
+    numbers: Vec<(Cow<'static, str>, &'a NumberIndex)>,
+    quantities: Vec<(Cow<'static, str>, &'a QuantityIndex)>,
+    uris: Vec<(Cow<'static, str>, &'a UriIndex)>,
+}
+
+impl<'a> Batches<'a> {
+    fn add(&mut self, rows: &'a IndexRows, name: impl Fn(&'static str) -> Cow<'static, str>) {
+        self.strings
+            .extend(rows.strings.iter().map(|r| (name(r.param), r)));
+        self.tokens
+            .extend(rows.tokens.iter().map(|r| (name(r.param), r)));
+        self.references
+            .extend(rows.references.iter().map(|r| (name(r.param), r)));
+        self.dates
+            .extend(rows.dates.iter().map(|r| (name(r.param), r)));
+        self.numbers
+            .extend(rows.numbers.iter().map(|r| (name(r.param), r)));
+        self.quantities
+            .extend(rows.quantities.iter().map(|r| (name(r.param), r)));
+        self.uris
+            .extend(rows.uris.iter().map(|r| (name(r.param), r)));
+    }
 }
 
 /// Rows per INSERT statement: at most 7 columns each, so 7 × 500 = 3,500 bound values, well

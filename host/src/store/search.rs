@@ -22,10 +22,18 @@
 //! for chain targets, for `_has` sources and for included resources, so that a resource
 //! outside it is never returned, counted, included, used to match, or paged through.
 //!
-//! Paging is by offset under a snapshot bound: the first page fixes `snapshot` (the
-//! time of the request) and every link carries it, so resources created or updated
-//! afterwards do not shift the pages; the order always ends in `(resource_type, id)`,
-//! which makes it total and therefore stable.
+//! Paging is by keyset under a snapshot: the first page fixes `snapshot` (the time of
+//! the request) and every link carries it with the [`Position`] (sort-key values, type,
+//! id) of the row the page continues after (`next`) or before (`previous`); the order
+//! always ends in `(resource_type, id)`, which makes it total. A later page
+//! ([`SearchSpec::as_of_snapshot`]) takes the resources as they were at the snapshot:
+//! those created since are left out, and those updated or deleted since are still in,
+//! each answered with its version of the snapshot from history (deleted resources keep
+//! their last index rows for this). So writes between pages neither shift the pages nor
+//! lose or repeat a resource. Criteria and sort keys are evaluated on the index rows of
+//! each resource's latest version (past versions have none): a resource changed since the
+//! snapshot in a way that changes whether it matches or where it sorts is judged as it
+//! is now.
 
 use std::collections::HashMap;
 
@@ -36,6 +44,7 @@ use super::fhir::{HistoryFilter, StoredVersion};
 use super::{Backend, Store, StoreError};
 use crate::fhir::access::{Access, AccessError, Visible};
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
+use crate::fhir::search::extract::composite_row_prefix;
 use crate::fhir::search::{
     Bound, CompareOp, Criterion, RangePredicate, SearchValue, SortKey, StringMatch, TokenSystem,
     TokenValue, UriMatch,
@@ -73,6 +82,9 @@ pub struct SearchSpec<'a> {
     pub sort: &'a [SortKey],
     /// Only resources whose current version is at or before this time (ms).
     pub snapshot: i64,
+    /// A later page of a search: resources as they were at `snapshot`, including those
+    /// updated or deleted since (see the module documentation).
+    pub as_of_snapshot: bool,
     /// What the searched types' matches must be within.
     pub access: &'a Access,
     /// What chain targets and `_has` sources of the criteria must be within.
@@ -453,11 +465,51 @@ impl<'a> Sql<'a> {
             let components = param.component_params().ok_or_else(|| {
                 SearchStoreError::Unsupported(format!("composite parameter '{}'", param.code))
             })?;
-            let mut all = Vec::new();
-            for (component, part) in components.into_iter().zip(parts) {
-                all.push(self.one_value(rt, component, part, r)?);
+            // The components' rows of one element (see `extract::composite_row_param`):
+            // the first component's rows by prefix, the others joined on the same
+            // element number.
+            let mut from = String::new();
+            let mut conditions = Vec::new();
+            let mut first: Option<(String, usize)> = None;
+            for ((component, def), part) in param.components.iter().zip(components).zip(parts) {
+                let table = table_of(def.kind).ok_or_else(|| {
+                    SearchStoreError::Unsupported(format!(
+                        "the {} component '{}' of '{}'",
+                        def.kind, component.code, param.code
+                    ))
+                })?;
+                let k = self.alias("k");
+                let prefix = composite_row_prefix(&param.code, &component.code);
+                match &first {
+                    None => {
+                        from = format!("{table} {k}");
+                        conditions.push(format!(
+                            "{k}.param LIKE {} ESCAPE '\\'",
+                            self.text(format!("{}%", like_escape(&prefix)))
+                        ));
+                        first = Some((k.clone(), prefix.len()));
+                    }
+                    Some((f, len)) => {
+                        let own = self.text(prefix);
+                        from.push_str(&format!(
+                            " JOIN {table} {k} ON {k}.resource_type = {f}.resource_type \
+                             AND {k}.id = {f}.id AND {k}.param = {own} || substr({f}.param, {})",
+                            len + 1
+                        ));
+                    }
+                }
+                conditions.push(self.value_condition(part, &k)?);
             }
-            return Ok(and(all));
+            let Some((f, _)) = first else {
+                return Ok("1 = 0".into());
+            };
+            return Ok(self.semi_join(
+                rt,
+                r,
+                (&format!("{f}.resource_type"), &format!("{f}.id")),
+                &from,
+                conditions,
+            ));
         }
         let table = match value {
             SearchValue::ReferenceIdentifier(_) => "fhir_idx_token",
@@ -677,10 +729,77 @@ impl<'a> Sql<'a> {
             }
         }
         let snapshot = self.int(spec.snapshot);
-        Ok(format!(
-            "r.deleted = 0 AND r.last_updated <= {snapshot} AND {}",
-            or(branches)
-        ))
+        let current = format!("r.deleted = 0 AND r.last_updated <= {snapshot}");
+        let existing = if spec.as_of_snapshot {
+            // Changed since: in when its version of the snapshot was not a deletion.
+            let after = self.int(spec.snapshot);
+            let at = self.int(spec.snapshot);
+            format!(
+                "(({current}) OR (r.last_updated > {after} AND (SELECT h.deleted FROM fhir_history h \
+                 WHERE h.resource_type = r.resource_type AND h.id = r.id AND h.last_updated <= {at} \
+                 ORDER BY h.version_id DESC LIMIT 1) = 0))"
+            )
+        } else {
+            current
+        };
+        Ok(format!("{existing} AND {}", or(branches)))
+    }
+
+    /// The rows strictly after (`forward`) or before `position` in the order of `sort`
+    /// then `(resource_type, id)`, over the columns `q.s{n}` of the page query. Each sort
+    /// key is two components, whether it is NULL (NULLs last) and, when the position's
+    /// is not NULL, its value; the condition is the lexicographic comparison spelled out.
+    fn keyset(&mut self, sort: &[SortKey], position: &Position, forward: bool) -> Result<String> {
+        if position.keys.len() != sort.len() {
+            return Err(SearchStoreError::Unsupported(
+                "a paging cursor of another sort order".into(),
+            ));
+        }
+        let mut components: Vec<(String, Bind, bool)> = Vec::new();
+        for (n, (key, value)) in sort.iter().zip(&position.keys).enumerate() {
+            let null = value.is_null();
+            components.push((
+                format!("(CASE WHEN q.s{n} IS NULL THEN 1 ELSE 0 END)"),
+                Bind::Int(i64::from(null)),
+                true,
+            ));
+            if !null {
+                let bind = match value {
+                    serde_json::Value::String(s) => Bind::Text(s.clone()),
+                    serde_json::Value::Number(n) => match n.as_i64() {
+                        Some(i) => Bind::Int(i),
+                        None => Bind::Float(n.as_f64().unwrap_or_default()),
+                    },
+                    _ => {
+                        return Err(SearchStoreError::Unsupported(
+                            "a paging cursor not of this server".into(),
+                        ));
+                    }
+                };
+                components.push((format!("q.s{n}"), bind, !key.descending));
+            }
+        }
+        components.push((
+            "q.resource_type".into(),
+            Bind::Text(position.resource_type.clone()),
+            true,
+        ));
+        components.push(("q.id".into(), Bind::Text(position.id.clone()), true));
+        let mut alternatives = Vec::new();
+        let mut equal: Vec<String> = Vec::new();
+        for (expr, value, ascending) in components {
+            let op = if ascending == forward { ">" } else { "<" };
+            let mut parts = equal.clone();
+            parts.push(format!("{expr} {op} {}", self.bind(value.clone())));
+            alternatives.push(and(parts));
+            equal.push(format!("{expr} = {}", self.bind(value)));
+        }
+        Ok(or(alternatives))
+    }
+
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
     }
 
     fn run<'q>(&self, sql: &'q str) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
@@ -774,16 +893,80 @@ pub struct Follow<'a> {
     pub target_type: Option<ResourceType>,
 }
 
+/// Where a page starts in the order of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageFrom {
+    First,
+    /// Strictly after this row (a `next` link).
+    After(Position),
+    /// Strictly before this row (a `previous` link); the page keeps the search's order.
+    Before(Position),
+}
+
+/// A row's place in the order of a search: its sort-key values (JSON null, number or
+/// text, as the database gave them), then its type and id. What paging links carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub keys: Vec<serde_json::Value>,
+    pub resource_type: String,
+    pub id: String,
+}
+
+impl Position {
+    /// The cursor text of links: base64url of the JSON array `[keys..., type, id]`.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let mut array = self.keys.clone();
+        array.push(self.resource_type.clone().into());
+        array.push(self.id.clone().into());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::Value::Array(array).to_string())
+    }
+
+    /// The inverse of [`Position::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Position> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        let serde_json::Value::Array(mut array) = serde_json::from_slice(&bytes).ok()? else {
+            return None;
+        };
+        let id = array.pop()?.as_str()?.to_owned();
+        let resource_type = array.pop()?.as_str()?.to_owned();
+        array
+            .iter()
+            .all(|v| v.is_null() || v.is_number() || v.is_string())
+            .then_some(Position {
+                keys: array,
+                resource_type,
+                id,
+            })
+    }
+}
+
+/// One page of a search.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub rows: Vec<Found>,
+    /// The positions of the first and last rows.
+    pub first: Option<Position>,
+    pub last: Option<Position>,
+    /// More rows follow in the direction the page was read (after it for
+    /// [`PageFrom::First`] and [`PageFrom::After`], before it for [`PageFrom::Before`]).
+    pub more: bool,
+}
+
 impl Store {
     /// One page of matches, in the requested order.
     pub async fn search_page(
         &self,
         spec: &SearchSpec<'_>,
-        offset: i64,
+        from: &PageFrom,
         count: i64,
-    ) -> Result<Vec<Found>> {
+    ) -> Result<Page> {
         let mut conn = self.pool().acquire().await?;
-        search_page_in(&mut conn, spec, offset, count).await
+        search_page_in(&mut conn, spec, from, count).await
     }
 }
 
@@ -791,33 +974,113 @@ impl Store {
 pub async fn search_page_in(
     conn: &mut sqlx::AnyConnection,
     spec: &SearchSpec<'_>,
-    offset: i64,
+    from: &PageFrom,
     count: i64,
-) -> Result<Vec<Found>> {
+) -> Result<Page> {
     let mut sql = Sql::new(spec.access, spec.reach, spec.base_url);
     let where_clause = sql.search_where(spec)?;
+    let backwards = matches!(from, PageFrom::Before(_));
     let mut columns = Vec::new();
+    let mut outer = String::new();
     let mut order = Vec::new();
     for (n, key) in spec.sort.iter().enumerate() {
         columns.push(format!("{} AS s{n}", sql.sort_value(key, "r")));
-        let direction = if key.descending { "DESC" } else { "ASC" };
-        order.push(format!("(q.s{n} IS NULL) ASC, q.s{n} {direction}"));
+        outer.push_str(&format!(", q.s{n}"));
+        // NULLs last; a backwards page reads the order reversed.
+        let nulls = if backwards { "DESC" } else { "ASC" };
+        let direction = if key.descending != backwards {
+            "DESC"
+        } else {
+            "ASC"
+        };
+        order.push(format!("(q.s{n} IS NULL) {nulls}, q.s{n} {direction}"));
     }
-    order.push("q.resource_type ASC, q.id ASC".into());
+    let tail = if backwards { "DESC" } else { "ASC" };
+    order.push(format!("q.resource_type {tail}, q.id {tail}"));
+    let keyset = match from {
+        PageFrom::First => String::new(),
+        PageFrom::After(p) => format!(" WHERE {}", sql.keyset(spec.sort, p, true)?),
+        PageFrom::Before(p) => format!(" WHERE {}", sql.keyset(spec.sort, p, false)?),
+    };
     let extra = columns.iter().map(|c| format!(", {c}")).collect::<String>();
+    let count = count.max(0);
     let text = format!(
-        "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content FROM (\
+        "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content{outer} FROM (\
              SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content{extra} \
-             FROM fhir_resources r WHERE {where_clause}) q ORDER BY {} LIMIT {} OFFSET {}",
+             FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {} LIMIT {}",
         order.join(", "),
-        count.max(0),
-        offset.max(0)
+        count + 1
     );
     let rows = sql.run(&text).fetch_all(&mut *conn).await?;
-    Ok(rows
-        .iter()
-        .map(found_from_row)
-        .collect::<std::result::Result<_, _>>()?)
+    let more = rows.len() as i64 > count;
+    let mut found = Vec::new();
+    let mut positions = Vec::new();
+    for row in rows.iter().take(count as usize) {
+        let mut f = found_from_row(row)?;
+        let mut keys = Vec::with_capacity(spec.sort.len());
+        for n in 0..spec.sort.len() {
+            keys.push(sort_key_of(row, &format!("s{n}"))?);
+        }
+        positions.push(Position {
+            keys,
+            resource_type: f.resource_type.clone(),
+            id: f.id.clone(),
+        });
+        if f.last_updated > spec.snapshot
+            && let Some(then) = version_at(conn, &f.resource_type, &f.id, spec.snapshot).await?
+        {
+            f = then;
+        }
+        found.push(f);
+    }
+    if backwards {
+        found.reverse();
+        positions.reverse();
+    }
+    Ok(Page {
+        rows: found,
+        first: positions.first().cloned(),
+        last: positions.last().cloned(),
+        more,
+    })
+}
+
+/// A sort-key column as JSON: integers (ids of dates, times), doubles (numbers,
+/// quantities) and text as the database typed them.
+fn sort_key_of(row: &AnyRow, column: &str) -> std::result::Result<serde_json::Value, sqlx::Error> {
+    if let Ok(v) = row.try_get::<Option<i64>, _>(column) {
+        return Ok(v.map_or(serde_json::Value::Null, serde_json::Value::from));
+    }
+    if let Ok(v) = row.try_get::<Option<f64>, _>(column) {
+        return Ok(v
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number));
+    }
+    Ok(row
+        .try_get::<Option<String>, _>(column)?
+        .map_or(serde_json::Value::Null, serde_json::Value::String))
+}
+
+/// The version of a resource that was current at `at` (ms), unless it was a deletion.
+async fn version_at(
+    conn: &mut sqlx::AnyConnection,
+    resource_type: &str,
+    id: &str,
+    at: i64,
+) -> Result<Option<Found>> {
+    let row = sqlx::query(
+        "SELECT resource_type, id, version_id, last_updated, content, deleted FROM fhir_history \
+         WHERE resource_type = $1 AND id = $2 AND last_updated <= $3 ORDER BY version_id DESC LIMIT 1",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) if row.try_get::<i64, _>("deleted")? == 0 => Ok(Some(found_from_row(&row)?)),
+        _ => Ok(None),
+    }
 }
 
 impl Store {
@@ -1035,8 +1298,13 @@ impl Store {
         if let Some(since) = filter.since {
             conditions.push(format!("hv.last_updated >= {}", sql.int(since)));
         }
-        if let Some(at) = filter.at {
-            conditions.push(format!("hv.last_updated <= {}", sql.int(at)));
+        if let Some(until) = filter.until {
+            conditions.push(format!("hv.last_updated <= {}", sql.int(until)));
+        }
+        if let Some((start, end)) = filter.at {
+            conditions.push(format!("hv.last_updated <= {}", sql.int(end)));
+            sql.int(start);
+            conditions.push(super::fhir::replaced_by_start("hv", sql.binds.len()));
         }
         let where_clause = and(conditions);
         let count_text = format!("SELECT COUNT(*) AS n FROM fhir_history hv WHERE {where_clause}");
@@ -1091,6 +1359,7 @@ mod tests {
             branches: &branches,
             sort: &[],
             snapshot: 0,
+            as_of_snapshot: false,
             access: &access,
             reach: &reach,
             base_url: "http://h/fhir",
@@ -1121,6 +1390,7 @@ mod tests {
             branches: &branches,
             sort: &[],
             snapshot: 0,
+            as_of_snapshot: false,
             access: &access,
             reach,
             base_url: "http://h/fhir",

@@ -534,6 +534,501 @@ async fn history_paging_and_since() {
     }
 }
 
+/// `(id, versionId)` of each entry of a history Bundle.
+fn history_versions(body: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = body["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let url = e["fullUrl"].as_str().unwrap_or("");
+            let id = url.rsplit('/').next().unwrap_or("").to_owned();
+            let version = e["resource"]["meta"]["versionId"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| {
+                    e["response"]["etag"]
+                        .as_str()
+                        .map(|t| t.trim_start_matches("W/").trim_matches('"').to_owned())
+                })
+                .unwrap_or_default();
+            (id, version)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn history_pages_are_not_shifted_by_new_versions() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        for n in 0..6 {
+            let body = json!({"resourceType": "Patient", "id": "h", "name": [{"family": format!("V{n}")}]});
+            let r = call(&app, "PUT", "/fhir/r4/Patient/h", &[JSON], body.to_string()).await;
+            assert!(r.status < 300, "{b}");
+        }
+        let first = call(&app, "GET", "/fhir/r4/Patient/h/_history?_count=2", &[], "").await;
+        let mut versions = history_versions(&first.body);
+        // Two new versions between pages: newest first, they would shift later pages.
+        // (A millisecond later at least: the snapshot is the first page's millisecond.)
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        for n in 6..8 {
+            let body = json!({"resourceType": "Patient", "id": "h", "name": [{"family": format!("V{n}")}]});
+            call(&app, "PUT", "/fhir/r4/Patient/h", &[JSON], body.to_string()).await;
+        }
+        let mut page = first.body;
+        while let Some(next) = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+        {
+            let path = next.trim_start_matches("http://localhost:8080");
+            page = call(&app, "GET", path, &[], "").await.body;
+            assert_eq!(page["total"], 6, "{b}: the snapshot's total");
+            versions.extend(history_versions(&page));
+            assert!(versions.len() < 20, "{b}: paging does not end");
+        }
+        let mut numbers: Vec<u32> = versions.iter().map(|(_, v)| v.parse().unwrap()).collect();
+        numbers.sort();
+        assert_eq!(
+            numbers,
+            [1, 2, 3, 4, 5, 6],
+            "{b}: each version of the snapshot once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn history_at_keeps_the_versions_current_within_the_range() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        // `early` is created first and never changed; `late` after everything else.
+        let early = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/early",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "early"}).to_string(),
+        )
+        .await;
+        assert_eq!(early.status, 201, "{b}");
+        let mut stamps = Vec::new();
+        for family in ["V1", "V2", "V3"] {
+            // Versions a few milliseconds apart, so that each has its own instant.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let body = json!({"resourceType": "Patient", "id": "x", "name": [{"family": family}]});
+            let r = call(&app, "PUT", "/fhir/r4/Patient/x", &[JSON], body.to_string()).await;
+            assert!(r.status < 300, "{b}: {:?}", r.body);
+            stamps.push(r.body["meta"]["lastUpdated"].as_str().unwrap().to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let late = call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/late",
+            &[JSON],
+            json!({"resourceType": "Patient", "id": "late"}).to_string(),
+        )
+        .await;
+        assert_eq!(late.status, 201, "{b}");
+
+        let at = |path: &str, when: &str| {
+            let app = app.clone();
+            let url = format!("/fhir/r4/{path}?_at={}", when.replace('+', "%2B"));
+            async move {
+                let r = call(&app, "GET", &url, &[], "").await;
+                assert_eq!(r.status, 200, "{url}: {:?}", r.body);
+                r.body
+            }
+        };
+        let pair = |id: &str, v: &str| (id.to_owned(), v.to_owned());
+        // The instant of v2: v2 was current then; v1 had been replaced, v3 was not yet.
+        let v2 = &stamps[1];
+        let instance = at("Patient/x/_history", v2).await;
+        assert_eq!(
+            history_versions(&instance),
+            vec![pair("x", "2")],
+            "{b}: {instance}"
+        );
+        assert_eq!(instance["total"], 1, "{b}");
+        let want = vec![pair("early", "1"), pair("x", "2")];
+        assert_eq!(
+            history_versions(&at("Patient/_history", v2).await),
+            want,
+            "{b}: type"
+        );
+        assert_eq!(
+            history_versions(&at("_history", v2).await),
+            want,
+            "{b}: system"
+        );
+        // Before the first version: nothing of x.
+        let before = at("Patient/x/_history", "2000-01-01").await;
+        assert_eq!(before["total"], 0, "{b}");
+        // A day (or, across midnight, a year) covering all of it: every version.
+        let day = if stamps[0][..10] == late.body["meta"]["lastUpdated"].as_str().unwrap()[..10]
+            && early.body["meta"]["lastUpdated"].as_str().unwrap()[..10] == stamps[0][..10]
+        {
+            stamps[0][..10].to_owned()
+        } else {
+            stamps[0][..4].to_owned()
+        };
+        let all = at("_history", &day).await;
+        assert_eq!(
+            history_versions(&all),
+            vec![
+                pair("early", "1"),
+                pair("late", "1"),
+                pair("x", "1"),
+                pair("x", "2"),
+                pair("x", "3")
+            ],
+            "{b}: {all}"
+        );
+    }
+}
+
+/// The number of versions of `path` (`Type/id`).
+async fn version_count(app: &axum::Router, path: &str) -> u64 {
+    let r = call(app, "GET", &format!("/fhir/r4/{path}/_history"), &[], "").await;
+    assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    r.body["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn validators_refuse_invalid_updates_patches_and_transaction_entries() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let valid = json!({"resourceType": "Patient", "id": "v", "gender": "female"});
+        let invalid = json!({"resourceType": "Patient", "id": "v", "gender": 42});
+        let put = |body: serde_json::Value| {
+            let app = app.clone();
+            async move { call(&app, "PUT", "/fhir/r4/Patient/v", &[JSON], body.to_string()).await }
+        };
+        assert_eq!(put(valid.clone()).await.status, 201, "{b}");
+        // What the validator plugin says of the invalid resource.
+        let validated = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient/$validate",
+            &[JSON],
+            invalid.to_string(),
+        )
+        .await;
+        assert_eq!(validated.status, 200, "{b}: {:?}", validated.body);
+        assert!(
+            validated.diagnostics().contains("gender"),
+            "{b}: {:?}",
+            validated.body
+        );
+        let refusal = |r: &crate::support::Reply, what: &str| {
+            assert_eq!(r.status, 422, "{b}: {what}: {:?}", r.body);
+            assert_eq!(r.body["resourceType"], "OperationOutcome", "{b}: {what}");
+            assert!(
+                r.diagnostics().contains(&validated.diagnostics()),
+                "{b}: {what}: the plugin's issues: {:?}",
+                r.body
+            );
+        };
+
+        // update (PUT)
+        refusal(&put(invalid.clone()).await, "PUT");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        // PATCH
+        let patch = call(
+            &app,
+            "PATCH",
+            "/fhir/r4/Patient/v",
+            &[("content-type", "application/json-patch+json")],
+            json!([{"op": "replace", "path": "/gender", "value": 42}]).to_string(),
+        )
+        .await;
+        refusal(&patch, "PATCH");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        // A transaction entry: the whole transaction is rolled back.
+        let patients = |app: axum::Router| async move {
+            call(&app, "GET", "/fhir/r4/Patient?_summary=count", &[], "")
+                .await
+                .body["total"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = patients(app.clone()).await;
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "name": [{"family": "Fine"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "id": "w"},
+             "request": {"method": "PUT", "url": "Patient/w"}},
+            {"resource": invalid, "request": {"method": "PUT", "url": "Patient/v"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        refusal(&reply, "transaction");
+        assert_eq!(patients(app.clone()).await, before, "{b}: nothing created");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+        let w = call(&app, "GET", "/fhir/r4/Patient/w", &[], "").await;
+        assert_eq!(w.status, 404, "{b}: rolled back");
+        // A transaction PATCH entry too.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                          "data": base64_json(&json!([{"op": "replace", "path": "/gender", "value": 42}]))},
+             "request": {"method": "PATCH", "url": "Patient/v"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        refusal(&reply, "transaction PATCH");
+        assert_eq!(
+            version_count(&app, "Patient/v").await,
+            1,
+            "{b}: nothing stored"
+        );
+    }
+}
+
+fn base64_json(value: &serde_json::Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn transactions_follow_the_processing_order() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let x = json!({"resourceType": "Patient", "id": "x"}).to_string();
+        assert_eq!(
+            call(&app, "PUT", "/fhir/r4/Patient/x", &[JSON], x)
+                .await
+                .status,
+            201
+        );
+        // GET listed before DELETE: the DELETE runs first, so the read finds it deleted
+        // and the transaction fails as a whole.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"request": {"method": "GET", "url": "Patient/x"}},
+            {"request": {"method": "DELETE", "url": "Patient/x"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert!(
+            [404, 410].contains(&reply.status),
+            "{b}: the GET saw the DELETE: {:?}",
+            reply.body
+        );
+        let still = call(&app, "GET", "/fhir/r4/Patient/x", &[], "").await;
+        assert_eq!(still.status, 200, "{b}: rolled back");
+        // The same as a batch: each entry on its own, in order; the read sees x.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/x"}},
+            {"request": {"method": "DELETE", "url": "Patient/x"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], batch.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        assert_eq!(
+            reply.body["entry"][0]["response"]["status"], "200 OK",
+            "{b}"
+        );
+
+        // A PUT referring to a POST's urn:uuid listed after it: rewritten to the new id.
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o", "status": "final",
+                          "code": {"text": "x"},
+                          "subject": {"reference": "urn:uuid:5e8d6bd6-3f7c-4bbb-9d61-2d3a7ba1c111"}},
+             "request": {"method": "PUT", "url": "Observation/o"}},
+            {"fullUrl": "urn:uuid:5e8d6bd6-3f7c-4bbb-9d61-2d3a7ba1c111",
+             "resource": {"resourceType": "Patient", "name": [{"family": "Later"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let location = reply.body["entry"][1]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let new_id = location.split('/').nth_back(2).unwrap();
+        let o = call(&app, "GET", "/fhir/r4/Observation/o", &[], "").await;
+        assert_eq!(
+            o.body["subject"]["reference"],
+            format!("Patient/{new_id}"),
+            "{b}: {:?}",
+            o.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn transactions_rewrite_urn_uuids_in_nested_references_uris_and_narrative() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let urn = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6c8";
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {
+                "resourceType": "Provenance",
+                "text": {"status": "generated",
+                         "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">About <a href=\"{urn}\">the patient</a></div>")},
+                "target": [{"reference": urn}],
+                "recorded": "2024-01-01T00:00:00Z",
+                "policy": [urn, "http://example.org/policy"],
+                "agent": [{"who": {"display": "x"},
+                           "extension": [
+                               {"url": "http://example.org/ext/subject", "valueReference": {"reference": urn}},
+                               {"url": "http://example.org/ext/source", "valueUri": urn}]}],
+                "contained": [{"resourceType": "Basic", "id": "c", "code": {"text": "c"},
+                               "subject": {"reference": urn}}],
+                "entity": [{"role": "source", "what": {"reference": "#c"}}],
+                "signature": [{"type": [{"code": "1.2.840.10065.1.12.1.1", "system": "urn:iso-astm:E1762-95:2013"}],
+                               "when": "2024-01-01T00:00:00Z", "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": urn}}}]},
+             "request": {"method": "POST", "url": "Provenance"}},
+            {"fullUrl": urn,
+             "resource": {"resourceType": "Patient", "name": [{"family": "Target"}]},
+             "request": {"method": "POST", "url": "Patient"}},
+        ]});
+        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let location = reply.body["entry"][1]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let patient = format!("Patient/{}", location.split('/').nth_back(2).unwrap());
+        let provenance = reply.body["entry"][0]["response"]["location"]
+            .as_str()
+            .unwrap();
+        let path = provenance.split("/_history").next().unwrap();
+        let p = call(&app, "GET", &format!("/fhir/r4/{path}"), &[], "")
+            .await
+            .body;
+        assert_eq!(p["target"][0]["reference"], patient.as_str(), "{b}");
+        assert_eq!(
+            p["policy"],
+            json!([patient, "http://example.org/policy"]),
+            "{b}: uri elements"
+        );
+        let ext = &p["agent"][0]["extension"];
+        assert_eq!(
+            ext[0]["valueReference"]["reference"],
+            patient.as_str(),
+            "{b}: in an extension"
+        );
+        assert_eq!(ext[1]["valueUri"], patient.as_str(), "{b}: a valueUri");
+        assert_eq!(
+            p["contained"][0]["subject"]["reference"],
+            patient.as_str(),
+            "{b}: contained"
+        );
+        assert_eq!(
+            p["entity"][0]["what"]["reference"], "#c",
+            "{b}: local references stay"
+        );
+        let div = p["text"]["div"].as_str().unwrap();
+        assert!(
+            div.contains(&format!("href=\"{patient}\"")) && !div.contains(urn),
+            "{b}: {div}"
+        );
+        // An identifier's value is a name, not a reference to the entry: kept.
+        assert_eq!(p["signature"][0]["who"]["identifier"]["value"], urn, "{b}");
+    }
+}
+
+/// The body of a GET as text, for what the JSON value hides (indentation).
+async fn raw_text(app: &axum::Router, uri: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .uri(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn formats_json_only_as_the_capability_statement_says() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let meta = call(&app, "GET", "/fhir/r4/metadata", &[], "").await;
+        assert_eq!(meta.status, 200, "{b}");
+        assert_eq!(
+            meta.body["format"],
+            json!(["application/fhir+json", "json"]),
+            "{b}: JSON forms only"
+        );
+        let doc = meta.body["rest"][0]["documentation"].as_str().unwrap();
+        assert!(
+            doc.contains("XML and _format=xml are answered with 415")
+                && doc.contains("application/fhir+xml) with 406"),
+            "{b}: {doc}"
+        );
+        // What it says holds.
+        let xml = call(
+            &app,
+            "POST",
+            "/fhir/r4/Patient",
+            &[("content-type", "application/fhir+xml")],
+            "<Patient xmlns=\"http://hl7.org/fhir\"/>",
+        )
+        .await;
+        assert_eq!(xml.status, 415, "{b}");
+        let format_xml = call(&app, "GET", "/fhir/r4/metadata?_format=xml", &[], "").await;
+        assert_eq!(format_xml.status, 415, "{b}");
+        let accept_xml = call(
+            &app,
+            "GET",
+            "/fhir/r4/metadata",
+            &[("accept", "application/fhir+xml")],
+            "",
+        )
+        .await;
+        assert_eq!(accept_xml.status, 406, "{b}");
+        for r in [&xml, &format_xml, &accept_xml] {
+            assert_eq!(r.body["resourceType"], "OperationOutcome", "{b}");
+        }
+
+        let put = json!({"resourceType": "Patient", "id": "f", "gender": "other"}).to_string();
+        assert_eq!(
+            call(&app, "PUT", "/fhir/r4/Patient/f", &[JSON], put)
+                .await
+                .status,
+            201
+        );
+        let (status, compact) = raw_text(&app, "/fhir/r4/Patient/f?_format=json").await;
+        assert_eq!(status, 200, "{b}: _format=json");
+        assert!(
+            !compact.contains('\n'),
+            "{b}: compact by default: {compact}"
+        );
+        let (status, pretty) = raw_text(&app, "/fhir/r4/Patient/f?_format=json&_pretty=true").await;
+        assert_eq!(status, 200, "{b}");
+        assert!(
+            pretty.contains("\n  \"resourceType\": \"Patient\""),
+            "{b}: indented: {pretty}"
+        );
+        let a: serde_json::Value = serde_json::from_str(&compact).unwrap();
+        let c: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(a, c, "{b}: the same resource");
+        let (status, _) =
+            raw_text(&app, "/fhir/r4/Patient/f?_format=application/fhir%2Bjson").await;
+        assert_eq!(status, 200, "{b}");
+    }
+}
+
 #[tokio::test]
 async fn transactions_are_atomic_and_rewrite_urn_uuids() {
     for db in TestDb::all().await {

@@ -98,6 +98,34 @@ pub struct IndexRows {
     pub numbers: Vec<NumberIndex>,
     pub quantities: Vec<QuantityIndex>,
     pub uris: Vec<UriIndex>,
+    /// The component rows of composite parameters, one entry per element the
+    /// composite's expression selects, so that a search ties its components to one
+    /// element (`component-code-value-quantity=8480-6$gt100` needs the systolic
+    /// component itself above 100, not any component).
+    pub composites: Vec<CompositeElement>,
+}
+
+/// The rows of one element of a composite parameter: `rows` hold the components' rows
+/// under the components' codes. The store writes them under
+/// [`composite_row_param`]`(param, component, element)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompositeElement {
+    /// The composite parameter's code.
+    pub param: &'static str,
+    /// The element's place among those the composite's expression selects.
+    pub element: usize,
+    pub rows: IndexRows,
+}
+
+/// The `param` of a stored composite component row: `composite$component$element`.
+/// Searches match the components of one element by this text's common prefix and end.
+pub fn composite_row_param(composite: &str, component: &str, element: usize) -> String {
+    format!("{}{element}", composite_row_prefix(composite, component))
+}
+
+/// `composite$component$`: what [`composite_row_param`] puts before the element number.
+pub fn composite_row_prefix(composite: &str, component: &str) -> String {
+    format!("{composite}${component}$")
 }
 
 impl IndexRows {
@@ -113,6 +141,7 @@ impl IndexRows {
             + self.numbers.len()
             + self.quantities.len()
             + self.uris.len()
+            + self.composites.iter().map(|c| c.rows.len()).sum::<usize>()
     }
 }
 
@@ -137,9 +166,62 @@ pub fn extract(resource: &Value) -> Result<IndexRows, ExtractError> {
         .ok_or_else(|| ExtractError::UnknownResourceType(name.to_owned()))?;
     let mut rows = IndexRows::default();
     for param in resource_type.search_params() {
-        extract_param(param, resource, &mut rows);
+        if param.kind == SearchParamType::Composite {
+            composite_rows(param, resource, &mut rows);
+        } else {
+            extract_param(param, resource, &mut rows);
+        }
     }
     Ok(rows)
+}
+
+/// Adds the per-element component rows of a composite parameter whose components can
+/// be searched (see [`SearchParamDef::searchable`]).
+fn composite_rows(param: &'static SearchParamDef, resource: &Value, rows: &mut IndexRows) {
+    if param.searchable().is_err() {
+        return;
+    }
+    let Ok(expr) = param.compiled() else {
+        return;
+    };
+    for (element, item) in fhirpath::evaluate(expr, resource).into_iter().enumerate() {
+        if !matches!(item, Item::Node { .. }) {
+            continue;
+        }
+        let mut own = IndexRows::default();
+        for component in &param.components {
+            let Ok(component_expr) = component.compiled() else {
+                continue;
+            };
+            let code = component.code.as_str();
+            for found in
+                fhirpath::evaluate_on(component_expr, std::slice::from_ref(&item), resource)
+            {
+                match found {
+                    Item::Node { value, type_name } => {
+                        node_rows(component.kind, code, value, type_name, &mut own)
+                    }
+                    Item::Bool(b) if component.kind == SearchParamType::Token => push(
+                        &mut own.tokens,
+                        TokenIndex {
+                            param: code,
+                            system: None,
+                            code: Some(b.to_string()),
+                            text: None,
+                        },
+                    ),
+                    Item::Bool(_) | Item::Resolved(_) => {}
+                }
+            }
+        }
+        if !own.is_empty() {
+            rows.composites.push(CompositeElement {
+                param: param.code.as_str(),
+                element,
+                rows: own,
+            });
+        }
+    }
 }
 
 /// Adds the rows of one parameter to `rows`. Parameters that are not indexed (see
