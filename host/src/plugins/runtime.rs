@@ -37,7 +37,7 @@ use super::{PluginKind, WasiAllowances};
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);
 /// Largest memory a manifest may ask for; the pooling allocator is sized for it.
-pub(crate) const MAX_MEMORY_MIB: u64 = 1024;
+pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Slots of the pooling allocator. Warm instances hold one each while idle.
 const POOL_COMPONENT_INSTANCES: u32 = 512;
 const POOL_CORE_INSTANCES: u32 = 2048;

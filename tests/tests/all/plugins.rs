@@ -501,6 +501,126 @@ fn no_wasi_unless_the_manifest_asks_and_the_settings_allow() {
     );
 }
 
+/// `[plugins.wasi]` in `hestia.toml` is the host's half of the permission, in the settings
+/// that `serve`, `plugin list`, `plugin test` and `token explain` all start their hosts with
+/// (`PluginSettings::configured`): a manifest asking for the clock loads and reads it where
+/// the file allows it, and is refused, saying why, where it does not.
+#[test]
+fn hestia_toml_decides_whether_a_manifest_gets_the_clock() {
+    let work = tempfile::tempdir().unwrap();
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(&plugins, "clock", guests::WASI_CLOCK);
+    manifest(&plugins, "clock", "[wasi]\nclock = true");
+    let cases = work.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[
+          {"name": "a live token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 4000000000}}, "expect": {"decision": "allow"}},
+          {"name": "an expired token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 1}}, "expect": {"decision": "deny", "reason_contains": "token expired"}}
+        ]"#,
+    )
+    .unwrap();
+    let refusal = "the manifest asks for WASI clock, which the host's settings do not allow";
+    for allowed in [false, true] {
+        let toml = format!(
+            "plugins_dir = \"plugins\"\n[plugins]\nwatch = false\n[plugins.wasi]\nclock = {allowed}\n"
+        );
+        std::fs::write(work.path().join("hestia.toml"), &toml).unwrap();
+
+        // In-process: the settings the server resolves, through the same constructor.
+        let settings = hestia::config::RawConfig {
+            flags: hestia::config::ServeFlags {
+                plugins_dir: Some(plugins.clone()),
+                store: hestia::config::StoreFlags {
+                    data_dir: Some(work.path().join("hestia-data")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            file: toml::from_str(&toml).unwrap(),
+            file_path: None,
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.plugins.allow_wasi.clock, allowed);
+        let host = PluginHost::start(PluginSettings {
+            builtins: Vec::new(),
+            deadline: Duration::from_secs(2),
+            ..PluginSettings::configured(&settings).unwrap()
+        })
+        .unwrap();
+        let p = info(&host, "clock");
+        let expired = Claims {
+            expires_at: 1,
+            ..claims()
+        };
+        if allowed {
+            assert_eq!((p.state, p.last_error), (PluginStatus::Active, None));
+            assert_eq!(authorize(&host), Decision::Allow);
+            assert_eq!(
+                denial_of(host.authorize(&read("Patient"), &expired)).reason,
+                "token expired"
+            );
+        } else {
+            assert_eq!(
+                (p.state, p.last_error.as_deref()),
+                (PluginStatus::Failed, Some(refusal))
+            );
+            assert_eq!(
+                denial(&host),
+                Denial {
+                    plugin: "clock".into(),
+                    reason: format!("not loaded: {refusal}")
+                }
+            );
+        }
+
+        // The commands read the same file (./hestia.toml).
+        let (ok, out, err) = crate::support::hestia(work.path(), &["plugin", "list"], "");
+        assert!(ok, "{out}{err}");
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("clock "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let state = if allowed { "active" } else { "failed" };
+        assert!(row.contains(state), "{out}");
+        assert_eq!(
+            out.contains(&format!("clock: {refusal}")),
+            !allowed,
+            "{out}"
+        );
+        let wasm = plugins.join("clock.wasm");
+        let (ok, out, err) = crate::support::hestia(
+            work.path(),
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().unwrap(),
+                "--cases",
+                cases.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert_eq!(ok, allowed, "{out}{err}");
+        if !allowed {
+            assert!(err.contains(refusal), "{err}");
+        }
+        // They share the server's compiled-code cache.
+        let cache = work.path().join("hestia-data").join("plugin-cache");
+        within(Duration::from_secs(10), "compiled code is cached", || {
+            cache.is_dir() && !walk(&cache).is_empty()
+        });
+    }
+}
+
+fn denial_of(decision: Decision) -> Denial {
+    match decision {
+        Decision::Deny(denial) => denial,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
 #[test]
 fn validators_report_issues() {
     let dir = tempfile::tempdir().unwrap();
