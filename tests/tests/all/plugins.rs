@@ -942,6 +942,85 @@ fn check_names_world_version_and_imports() {
     }
 }
 
+/// The host binds every supported contract version: a plugin built against 0.1.0 and one
+/// built against 0.2.0 (which adds `host.now()`) load into one host, chain, and answer; each
+/// is run by the bindings of the version its imports name, as `plugin check` reports.
+#[test]
+fn plugins_of_each_contract_version_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "old", guests::ALLOW_ALL);
+    install(dir.path(), "new", guests::HOST_CLOCK);
+    let host = start(dir.path());
+    for name in ["old", "new"] {
+        let p = info(&host, name);
+        assert_eq!(
+            (p.state, p.last_error),
+            (PluginStatus::Active, None),
+            "{name}"
+        );
+    }
+    assert_eq!(authorize(&host), Decision::Allow);
+    let d = denial_of(host.authorize(
+        &read("Patient"),
+        &Claims {
+            expires_at: 1,
+            ..claims()
+        },
+    ));
+    assert_eq!(d.plugin, "new");
+    assert!(
+        d.reason.starts_with("token expired at 1 (host clock "),
+        "{}",
+        d.reason
+    );
+    let granted = host.grant(&token_request(&["patient/*.rs", "openid"], &[]));
+    assert_eq!(granted.granted, ["patient/*.rs", "openid"]);
+
+    for (guest, package) in [
+        (guests::ALLOW_ALL, "hestia:plugin@0.1.0"),
+        (guests::HOST_CLOCK, "hestia:plugin@0.2.0"),
+    ] {
+        let report = cli::check(Path::new(guest)).unwrap();
+        assert_eq!(report.package, package);
+        assert!(report.to_string().contains(&format!("package  {package}")));
+    }
+    let report = cli::check(Path::new(guests::HOST_CLOCK)).unwrap();
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|(name, p)| name == "hestia:plugin/host@0.2.0" && *p == Provision::Host),
+        "{report}"
+    );
+}
+
+/// A component built against a contract version the host does not bind is refused, naming
+/// its version and the supported ones; it is not run through another version's bindings.
+#[test]
+fn an_unknown_contract_version_is_refused_by_name() {
+    let reason = "built against hestia:plugin@0.9.0, which this host does not support \
+                  (supported: 0.1.0, 0.2.0)";
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "future", guests::FUTURE_CONTRACT);
+    let host = start(dir.path());
+    let p = info(&host, "future");
+    assert_eq!(
+        (p.state, p.last_error.as_deref()),
+        (PluginStatus::Failed, Some(reason))
+    );
+    assert_eq!(
+        denial(&host),
+        Denial {
+            plugin: "future".into(),
+            reason: format!("not loaded: {reason}")
+        }
+    );
+    let err = cli::check(Path::new(guests::FUTURE_CONTRACT))
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with(reason), "{err}");
+}
+
 #[test]
 fn check_refuses_what_is_not_a_plugin() {
     let dir = tempfile::tempdir().unwrap();
@@ -960,7 +1039,7 @@ fn check_refuses_what_is_not_a_plugin() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "exports [] match no world of hestia:plugin@0.1.0",
+            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0)",
         ),
     ];
     for (file, bytes, reason) in cases {
