@@ -1129,6 +1129,49 @@ fn the_default_builtins_load() {
     }
 }
 
+/// The built-in structural validator checks nested elements (backbone elements and
+/// datatypes) from the R4 definitions, each issue at its FHIRPath-like location.
+#[test]
+fn the_builtin_validator_checks_nested_elements() {
+    let host = PluginHost::start(PluginSettings::default()).unwrap();
+    let patient = r#"{"resourceType":"Patient","identifier":[{"system":"not a uri"}],
+        "contact":[{"period":{"start":"yesterday"}}]}"#;
+    let found: Vec<(Severity, String, Option<String>)> = host
+        .validate("Patient", patient)
+        .into_iter()
+        .map(|i| (i.severity, i.code, i.expression))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Severity::Error,
+                "value".to_string(),
+                Some("Patient.contact[0].period.start".to_string())
+            ),
+            (
+                Severity::Error,
+                "value".to_string(),
+                Some("Patient.identifier[0].system".to_string())
+            ),
+        ]
+    );
+    let observation = r#"{"resourceType":"Observation","status":"final","code":{"text":"bp"},
+        "component":[{"code":{"text":"systolic"},"valueQuantity":{"value":"120"}}]}"#;
+    let issues = host.validate("Observation", observation);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(
+        issues[0].expression.as_deref(),
+        Some("Observation.component[0].valueQuantity.value")
+    );
+    assert!(
+        issues[0]
+            .diagnostics
+            .ends_with("\"120\" is not a JSON number"),
+        "{issues:?}"
+    );
+}
+
 /// The value of the Prometheus sample `name{labels…}` in `text`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {
