@@ -95,7 +95,7 @@ pub(crate) enum Verdict {
 macro_rules! contract {
     ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal) => {
         use wasmtime::Store;
-        use wasmtime::component::{HasSelf, InstancePre, Linker};
+        use wasmtime::component::{ComponentType, Func, HasSelf, InstancePre, Linker, Lower};
 
         use super::Verdict;
         use $crate::plugins::PluginKind;
@@ -179,7 +179,14 @@ macro_rules! contract {
                 store: &mut Store<HostState>,
             ) -> wasmtime::Result<Bound> {
                 Ok(match self {
-                    Pre::ScopePolicy(pre) => Bound::ScopePolicy(pre.instantiate(store)?),
+                    Pre::ScopePolicy(pre) => {
+                        let instance = pre.instance_pre().instantiate(&mut *store)?;
+                        let bound = scope_policy::ScopePolicy::new(&mut *store, &instance)?;
+                        let authorize = instance
+                            .get_func(&mut *store, "authorize")
+                            .ok_or_else(|| wasmtime::Error::msg("no `authorize` export"))?;
+                        Bound::ScopePolicy(bound, authorize)
+                    }
                     Pre::AudienceRule(pre) => Bound::AudienceRule(pre.instantiate(store)?),
                     Pre::ResourceValidator(pre) => {
                         Bound::ResourceValidator(pre.instantiate(store)?)
@@ -191,7 +198,8 @@ macro_rules! contract {
         /// One instance's exports. Each call answers `Ok(None)` when the instance is of
         /// another world.
         pub(crate) enum Bound {
-            ScopePolicy(scope_policy::ScopePolicy),
+            /// With `authorize` as a plain function, called with borrowed records.
+            ScopePolicy(scope_policy::ScopePolicy, Func),
             AudienceRule(audience_rule::AudienceRule),
             ResourceValidator(resource_validator::ResourceValidator),
         }
@@ -202,7 +210,7 @@ macro_rules! contract {
                 store: &mut Store<HostState>,
                 req: &plain::TokenRequest,
             ) -> wasmtime::Result<Option<plain::Grant>> {
-                let Bound::ScopePolicy(p) = self else {
+                let Bound::ScopePolicy(p, _) = self else {
                     return Ok(None);
                 };
                 let g = p.call_grant(store, &token_request(req))?;
@@ -218,10 +226,14 @@ macro_rules! contract {
                 req: &plain::FhirRequest,
                 claims: &plain::Claims,
             ) -> wasmtime::Result<Option<Verdict>> {
-                let Bound::ScopePolicy(p) = self else {
+                let Bound::ScopePolicy(_, authorize) = self else {
                     return Ok(None);
                 };
-                let d = p.call_authorize(store, &fhir_request(req), &self::claims(claims))?;
+                // The type check is a walk over the two records' field names, cheaper than
+                // the copies it saves (and the same check bindgen's `Pre::new` made).
+                let f = authorize
+                    .typed::<(FhirRequestRef<'_>, ClaimsRef<'_>), (wit::Decision,)>(&*store)?;
+                let (d,) = f.call(&mut *store, (fhir_request(req), self::claims(claims)))?;
                 Ok(Some(match d {
                     wit::Decision::Allow => Verdict::Allow,
                     wit::Decision::AllowWithin(c) => {
@@ -273,17 +285,54 @@ macro_rules! contract {
             }
         }
 
-        fn claims(c: &plain::Claims) -> wit::Claims {
-            wit::Claims {
-                issuer: c.issuer.clone(),
-                subject: c.subject.clone(),
-                client_id: c.client_id.clone(),
-                audiences: c.audiences.clone(),
-                scopes: c.scopes.clone(),
-                fhir_user: c.fhir_user.clone(),
-                patient: c.patient.clone(),
+        /// `claims` borrowed from the plain type: wasmtime lowers it straight into the
+        /// guest's memory, where the generated record (which owns its strings) would first
+        /// copy every string of it. `authorize` runs on every FHIR request.
+        #[derive(ComponentType, Lower)]
+        #[component(record)]
+        struct ClaimsRef<'a> {
+            issuer: &'a str,
+            subject: &'a str,
+            #[component(name = "client-id")]
+            client_id: &'a str,
+            audiences: &'a [String],
+            scopes: &'a [String],
+            #[component(name = "fhir-user")]
+            fhir_user: Option<&'a str>,
+            patient: Option<&'a str>,
+            #[component(name = "expires-at")]
+            expires_at: u64,
+            #[component(name = "raw-json")]
+            raw_json: &'a str,
+        }
+
+        /// `fhir-request` borrowed from the plain type, as [`ClaimsRef`].
+        #[derive(ComponentType, Lower)]
+        #[component(record)]
+        struct FhirRequestRef<'a> {
+            interaction: wit::Interaction,
+            #[component(name = "resource-type")]
+            resource_type: Option<&'a str>,
+            id: Option<&'a str>,
+            operation: Option<&'a str>,
+            parameters: &'a [(String, String)],
+            #[component(name = "body-json")]
+            body_json: Option<&'a str>,
+            #[component(name = "base-url")]
+            base_url: &'a str,
+        }
+
+        fn claims(c: &plain::Claims) -> ClaimsRef<'_> {
+            ClaimsRef {
+                issuer: &c.issuer,
+                subject: &c.subject,
+                client_id: &c.client_id,
+                audiences: &c.audiences,
+                scopes: &c.scopes,
+                fhir_user: c.fhir_user.as_deref(),
+                patient: c.patient.as_deref(),
                 expires_at: c.expires_at,
-                raw_json: c.raw_json.clone(),
+                raw_json: &c.raw_json,
             }
         }
 
@@ -308,15 +357,15 @@ macro_rules! contract {
             }
         }
 
-        fn fhir_request(r: &plain::FhirRequest) -> wit::FhirRequest {
-            wit::FhirRequest {
+        fn fhir_request(r: &plain::FhirRequest) -> FhirRequestRef<'_> {
+            FhirRequestRef {
                 interaction: interaction(r.interaction),
-                resource_type: r.resource_type.clone(),
-                id: r.id.clone(),
-                operation: r.operation.clone(),
-                parameters: r.parameters.clone(),
-                body_json: r.body_json.clone(),
-                base_url: r.base_url.clone(),
+                resource_type: r.resource_type.as_deref(),
+                id: r.id.as_deref(),
+                operation: r.operation.as_deref(),
+                parameters: &r.parameters,
+                body_json: r.body_json.as_deref(),
+                base_url: &r.base_url,
             }
         }
 

@@ -2,6 +2,7 @@
 //! `tests/build.rs`): chaining, faults, limits, configuration, pins, WASI, hot reload.
 
 use std::borrow::Cow;
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -875,22 +876,42 @@ fn compiled_code_is_cached_on_disk() {
     let host = PluginHost::start(with_cache()).unwrap();
     assert_eq!(authorize(&host), Decision::Allow);
     // The cache file may land a moment after compilation (written off the calling thread).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut files = walk(cache.path());
-    while files.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        files = walk(cache.path());
-    }
-    assert!(
-        !files.is_empty(),
-        "nothing cached in {}",
-        cache.path().display()
-    );
+    within(Duration::from_secs(10), "compiled code is cached", || {
+        !walk(cache.path()).is_empty()
+    });
+    let entries = cached(cache.path());
     drop(host);
-    // A restart finds the same entries and writes no new one.
+    // A restart reads the entries and compiles nothing: no entry is added or rewritten
+    // (same contents, same modification times).
     let host = PluginHost::start(with_cache()).unwrap();
     assert_eq!(authorize(&host), Decision::Allow);
-    assert_eq!(walk(cache.path()), files);
+    assert_eq!(cached(cache.path()), entries);
+
+    // A changed component is compiled once more, into an entry of its own.
+    install(dir.path(), "p", guests::DENY_ALL);
+    host.reload();
+    assert_eq!(denial(&host).plugin, "p");
+    within(
+        Duration::from_secs(10),
+        "the new component is cached",
+        || walk(cache.path()).len() > entries.len(),
+    );
+    let after = cached(cache.path());
+    for entry in &entries {
+        assert!(after.contains(entry), "{entry:?} changed");
+    }
+}
+
+/// Each compiled artifact of the cache: path, modification time and contents' hash.
+fn cached(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime, String)> {
+    walk(dir)
+        .into_iter()
+        .map(|path| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let hash = content_hash(&std::fs::read(&path).unwrap());
+            (path, modified, hash)
+        })
+        .collect()
 }
 
 /// The compiled artifacts in a cache directory; wasmtime's cache worker also writes usage
@@ -1239,4 +1260,309 @@ fn calls_are_counted_per_plugin_and_outcome() {
         ),
         Some(1.0)
     );
+
+    // A trap is counted as one.
+    let other = tempfile::tempdir().unwrap();
+    install(other.path(), "metered-panic", guests::PANIC);
+    let host = start(other.path());
+    assert!(denial(&host).reason.starts_with("trapped: "));
+    let text = metrics.render();
+    let panicking = [("plugin", "metered-panic"), ("kind", "scope-policy")];
+    assert_eq!(
+        sample(&text, "hestia_plugin_traps_total", &panicking),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, calls, &[panicking[0], ("outcome", "trap")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_traps_total", &allow).unwrap_or(0.0),
+        0.0
+    );
+}
+
+/// The application in-process, as `support::raw_app_on` builds it, but with `plugins` as its
+/// plugin host.
+async fn app_with(
+    db: &crate::support::TestDb,
+    plugins: Arc<PluginHost>,
+) -> (axum::Router, hestia::http::AppState) {
+    let raw = hestia::config::RawConfig {
+        flags: hestia::config::ServeFlags {
+            insecure_http: true,
+            listen: Some("127.0.0.1:8080".into()),
+            store: hestia::config::StoreFlags {
+                database_url: Some(db.url.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        file: Default::default(),
+        file_path: None,
+    };
+    let settings = raw.resolve().unwrap();
+    let store = hestia::store::Store::open(&db.url).await.unwrap();
+    let auth = Arc::new(
+        hestia::oauth::AuthServer::new(store.clone(), &settings)
+            .with_policy(Arc::new(hestia::policy::PluginTokenPolicy(plugins.clone()))),
+    );
+    let state = hestia::http::AppState::new(settings, store, plugins, auth);
+    state.set_ready();
+    (hestia::http::app(state.clone()), state)
+}
+
+/// The default plugins plus the plugin directory `dir`, watched, with a generous deadline.
+fn host_with_builtins(dir: &Path, watch: bool) -> Arc<PluginHost> {
+    PluginHost::start(PluginSettings {
+        dir: Some(dir.to_path_buf()),
+        watch,
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::default()
+    })
+    .unwrap()
+}
+
+fn narrow_manifest(answer: &str, spins: u64) -> String {
+    format!("[config]\nanswer = \"{answer}\"\nspins = {spins}\n[limits]\ndeadline_ms = 10000\n")
+}
+
+/// Plugin files replaced through the watcher many times while HTTP clients keep searching
+/// a real server (the application on a TCP socket): no request fails, and the responses
+/// switch to each new version's behaviour (`narrow` lets a search see only the family its
+/// manifest names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_swaps_under_http_load_fail_no_request() {
+    use crate::support::{TestDb, call, mint};
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = host_with_builtins(dir.path(), true);
+        let (app, state) = app_with(&db, plugins).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let bearer = format!("Bearer {token}");
+        for family in ["Alpha", "Beta"] {
+            let body = serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]});
+            let created = call(
+                &app,
+                "POST",
+                "/fhir/r4/Patient",
+                &[
+                    ("authorization", &bearer),
+                    ("content-type", "application/fhir+json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+            assert_eq!(created.status, 201, "{}", created.body);
+        }
+        // The plugin comes after the data (its constraint makes writes read-only).
+        manifest(dir.path(), "narrow", &narrow_manifest("Alpha", 0));
+        install(dir.path(), "narrow", guests::NARROW);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/fhir/r4/Patient?_count=10",
+            listener.local_addr().unwrap()
+        );
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
+        let client = reqwest::Client::new();
+        // What one search shows: the families it found, or why it failed.
+        let search = {
+            let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+            move || {
+                let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+                async move {
+                    let response = client
+                        .get(&url)
+                        .header("authorization", &bearer)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value =
+                        response.json().await.map_err(|e| e.to_string())?;
+                    if status != 200 {
+                        return Err(format!("{status}: {body}"));
+                    }
+                    let families: Vec<String> = body["entry"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["resource"]["name"][0]["family"].as_str())
+                        .map(String::from)
+                        .collect();
+                    Ok::<Vec<String>, String>(families)
+                }
+            }
+        };
+        let start = Instant::now();
+        while search().await != Ok(vec!["Alpha".to_string()]) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "narrow never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (search, stop) = (search.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        answers.push(search().await);
+                    }
+                    answers
+                })
+            })
+            .collect();
+
+        for round in 1..=12 {
+            let family = if round % 2 == 0 { "Alpha" } else { "Beta" };
+            manifest(dir.path(), "narrow", &narrow_manifest(family, round));
+            let start = Instant::now();
+            loop {
+                if search().await == Ok(vec![family.to_string()]) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{}: swap {round} to {family} not served",
+                    db.backend
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for client in clients {
+            for answer in client.await.unwrap() {
+                total += 1;
+                let families =
+                    answer.unwrap_or_else(|e| panic!("{}: a request failed: {e}", db.backend));
+                assert!(
+                    families == ["Alpha"] || families == ["Beta"],
+                    "{}: {families:?} is neither version's answer",
+                    db.backend
+                );
+            }
+        }
+        assert!(total > 0, "the clients made no request");
+        server.abort();
+    }
+}
+
+/// A call in flight when its plugin is swapped finishes on the version it started with;
+/// the next call gets the new one. The slow version logs (with its name, in the host log)
+/// before it spins, which is how the test knows the call is in flight.
+#[test]
+fn a_call_in_flight_finishes_on_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "narrow", guests::NARROW);
+    manifest(dir.path(), "narrow", &narrow_manifest("Old", 300_000_000));
+    let host = start(dir.path());
+    let (logs, lines) = LogLines::new();
+    let caller = {
+        let host = host.clone();
+        thread::spawn(move || {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(logs)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || authorize(&host))
+        })
+    };
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the slow version logs before it spins");
+    assert!(line.contains("narrowing to Old"), "{line}");
+    assert!(
+        line.contains("plugin=\"narrow\"") || line.contains("plugin=narrow"),
+        "{line}"
+    );
+    manifest(dir.path(), "narrow", &narrow_manifest("New", 0));
+    host.reload();
+    let family = |decision: Decision| match decision {
+        Decision::AllowWithin(c) => match &c[..] {
+            [Constraint::Search(s)] => s.parameters[0].1.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(family(authorize(&host)), "New");
+    assert_eq!(family(caller.join().unwrap()), "Old");
+}
+
+/// A `tracing` writer that sends each line written to a channel.
+#[derive(Clone)]
+struct LogLines(std::sync::mpsc::Sender<String>);
+
+impl LogLines {
+    fn new() -> (LogLines, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (LogLines(tx), rx)
+    }
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogLines {
+    type Writer = LogLines;
+
+    fn make_writer(&'a self) -> LogLines {
+        self.clone()
+    }
+}
+
+/// A plugin that never returns, in the plugin directory of a real application: the FHIR
+/// request it decides is refused (403) naming the plugin and the cause, the server stays
+/// ready, and once the file is gone the next request is served.
+#[tokio::test]
+async fn a_faulting_plugin_over_http_is_a_named_denial() {
+    use crate::support::{TestDb, call, mint};
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "spin", guests::INFINITE_LOOP);
+        manifest(dir.path(), "spin", "[limits]\ndeadline_ms = 20");
+        let plugins = host_with_builtins(dir.path(), false);
+        let (app, state) = app_with(&db, plugins.clone()).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str())];
+        let refused = call(&app, "GET", "/fhir/r4/Patient", &headers, "").await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        assert!(
+            refused
+                .diagnostics()
+                .contains("plugin spin denied: timed out after 20 ms"),
+            "{}: {}",
+            db.backend,
+            refused.body
+        );
+        let ready = call(&app, "GET", "/health/ready", &[], "").await;
+        assert_eq!(ready.status, 200);
+        // The metrics page counts the timeout.
+        let metrics = call(&app, "GET", "/metrics", &[], "").await;
+        let text = metrics.body.as_str().unwrap_or_default().to_string();
+        assert!(
+            sample(&text, "hestia_plugin_timeouts_total", &[("plugin", "spin")])
+                .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+
+        std::fs::remove_file(dir.path().join("spin.wasm")).unwrap();
+        plugins.reload();
+        let served = call(&app, "GET", "/fhir/r4/Patient", &headers, "").await;
+        assert_eq!(served.status, 200, "{}: {}", db.backend, served.body);
+    }
 }
