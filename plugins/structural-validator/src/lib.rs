@@ -167,10 +167,26 @@ impl Walk {
         self.issues.push(issue);
     }
 
-    /// Runs `f` with `.key` (or `[i]`) appended to the path.
-    fn at(&mut self, step: std::fmt::Arguments<'_>, f: impl FnOnce(&mut Walk)) {
+    /// Runs `f` with `.key` appended to the path. (`push_str`, not `write!`: the
+    /// formatting machinery cost more than the rest of a small resource's walk.)
+    fn at(&mut self, key: &str, f: impl FnOnce(&mut Walk)) {
         let len = self.path.len();
-        std::fmt::Write::write_fmt(&mut self.path, step).expect("writing to a String");
+        self.path.push('.');
+        self.path.push_str(key);
+        f(self);
+        self.path.truncate(len);
+    }
+
+    /// Runs `f` with `[i]` appended to the path.
+    fn at_index(&mut self, i: usize, f: impl FnOnce(&mut Walk)) {
+        let len = self.path.len();
+        self.path.push('[');
+        if i < 10 {
+            self.path.push(char::from(b'0' + i as u8));
+        } else {
+            self.path.push_str(&i.to_string());
+        }
+        self.path.push(']');
         f(self);
         self.path.truncate(len);
     }
@@ -194,13 +210,13 @@ impl Walk {
             };
             let Some((element, ty)) = element_of(elements, name) else {
                 let owner = self.path.clone();
-                self.at(format_args!(".{key}"), |w| {
+                self.at(key, |w| {
                     w.error("structure", format!("{owner} has no element `{name}`"));
                 });
                 continue;
             };
             if companion {
-                self.at(format_args!(".{key}"), |w| w.companion(element, ty, value));
+                self.at(key, |w| w.companion(element, ty, value));
                 continue;
             }
             if element.choice {
@@ -212,11 +228,11 @@ impl Walk {
                         "only one of {}.{}[x] may be present, not {other} and {key}",
                         self.path, element.name
                     );
-                    self.at(format_args!(".{key}"), |w| w.error("structure", message));
+                    self.at(key, |w| w.error("structure", message));
                 }
                 choices_seen.push((element.name, key));
             }
-            self.at(format_args!(".{key}"), |w| {
+            self.at(key, |w| {
                 w.value(element, ty, value, || object.get(&format!("_{key}")));
             });
         }
@@ -254,7 +270,7 @@ impl Walk {
                     if item.is_null() && companion().is_some() {
                         continue;
                     }
-                    self.at(format_args!("[{i}]"), |w| w.item(element, ty, item));
+                    self.at_index(i, |w| w.item(element, ty, item));
                 }
             }
             (true, _) => {
