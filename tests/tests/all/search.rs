@@ -1255,9 +1255,17 @@ async fn conditional_create_update_and_delete() {
     }
 }
 
+/// Examples of the package that the R4 definitions themselves make invalid: the structural
+/// validator refuses them (422), naming why. `Questionnaire/qs1` nests items without their
+/// required `linkId` (1..1).
+const INVALID_EXAMPLES: &[(&str, &str)] = &[(
+    "Questionnaire/qs1",
+    "Questionnaire.item[0].item[0].linkId is required",
+)];
+
 /// The acceptance test of the FHIR core: every non-Bundle example of
 /// `hl7.fhir.r4.examples@4.0.1` (selected by `tools/fhir-defs/examples.py`) is created
-/// with `PUT` and read back equal apart from `meta`.
+/// with `PUT` and read back equal apart from `meta`, but for the [`INVALID_EXAMPLES`].
 #[tokio::test]
 async fn every_r4_example_round_trips() {
     let packed = include_bytes!("../../fixtures/r4-examples.json.zst");
@@ -1273,6 +1281,19 @@ async fn every_r4_example_round_trips() {
             let id = example["id"].as_str().unwrap();
             let url = format!("{BASE}/{ty}/{id}");
             let put = call(&app, "PUT", &url, &[JSON], example.to_string()).await;
+            if let Some((_, why)) = INVALID_EXAMPLES
+                .iter()
+                .find(|(e, _)| *e == format!("{ty}/{id}"))
+            {
+                if put.status != 422 || !put.diagnostics().contains(why) {
+                    failures.push(format!(
+                        "PUT {url}: {} {}, expected 422 naming {why}",
+                        put.status,
+                        put.diagnostics()
+                    ));
+                }
+                continue;
+            }
             if put.status != 201 {
                 failures.push(format!("PUT {url}: {} {}", put.status, put.diagnostics()));
                 continue;
