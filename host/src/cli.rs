@@ -124,6 +124,9 @@ pub enum PluginCommand {
         /// The plugin's manifest. Default: FILE with the extension .toml, when it exists.
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
+        /// The configuration gives the limits, `[plugins.wasi]` and the compiled-code cache.
+        #[command(flatten)]
+        store: StoreFlags,
     },
 }
 
@@ -489,10 +492,7 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
                 ..ServeFlags::default()
             })?
             .resolve()?;
-            let table = plugin_cli::list(PluginSettings {
-                dir: Some(settings.plugins_dir),
-                ..PluginSettings::default()
-            })?;
+            let table = plugin_cli::list(PluginSettings::configured(&settings)?)?;
             print!("{table}");
         }
         PluginCommand::New {
@@ -528,8 +528,16 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             file,
             cases,
             manifest,
+            store,
         } => {
-            let report = plugin_cli::test(&file, &cases, manifest.as_deref())?;
+            // The configuration's limits, WASI permissions and cache, as the server would.
+            let settings = RawConfig::load(ServeFlags {
+                store,
+                ..ServeFlags::default()
+            })?
+            .resolve()?;
+            let host = PluginSettings::configured(&settings)?;
+            let report = plugin_cli::test(&file, &cases, manifest.as_deref(), host)?;
             print!("{report}");
             if report.failures() > 0 {
                 bail!(

@@ -221,6 +221,19 @@ pub struct FilePlugins {
     pub deadline_ms: Option<u64>,
     pub memory_mib: Option<u64>,
     pub watch: Option<bool>,
+    #[serde(default)]
+    pub wasi: FilePluginsWasi,
+}
+
+/// `[plugins.wasi]`: which WASI interfaces a plugin's manifest may ask for (`[wasi]` in
+/// `NAME.toml`). A plugin gets one only when both say yes. Default: none.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePluginsWasi {
+    /// `wasi:clocks/wall-clock` and `wasi:clocks/monotonic-clock`.
+    pub clock: Option<bool>,
+    /// `wasi:random/random` and `wasi:random/insecure`.
+    pub random: Option<bool>,
 }
 
 /// Stage one: everything the user said, not yet interpreted.
@@ -374,6 +387,8 @@ pub struct PluginLimits {
     pub deadline: Duration,
     pub memory_bytes: usize,
     pub watch: bool,
+    /// What plugin manifests may ask of WASI (`[plugins.wasi]`).
+    pub allow_wasi: crate::plugins::WasiAllowances,
 }
 
 impl Settings {
@@ -643,12 +658,13 @@ impl RawConfig {
             ));
         }
         let memory_mib = file.plugins.memory_mib.unwrap_or(16);
-        if memory_mib == 0 || memory_mib > 4096 {
+        let max_mib = crate::plugins::MAX_MEMORY_MIB;
+        if memory_mib == 0 || memory_mib > max_mib {
             return Err(invalid(
                 "plugins.memory_mib",
                 Source::File,
                 memory_mib.to_string(),
-                "expected 1 to 4096 MiB",
+                format!("expected 1 to {max_mib} MiB (the plugin instance pool's maximum)"),
             ));
         }
 
@@ -687,6 +703,10 @@ impl RawConfig {
                 deadline: Duration::from_millis(deadline_ms),
                 memory_bytes: (memory_mib as usize) * 1024 * 1024,
                 watch: file.plugins.watch.unwrap_or(true),
+                allow_wasi: crate::plugins::WasiAllowances {
+                    clock: file.plugins.wasi.clock.unwrap_or(false),
+                    random: file.plugins.wasi.random.unwrap_or(false),
+                },
             },
             issuer,
         })
@@ -908,6 +928,11 @@ mod tests {
             ),
             (
                 ServeFlags::default(),
+                "[plugins]\nmemory_mib = 2048",
+                &["`plugins.memory_mib`", "\"2048\"", "1 to 1024 MiB"],
+            ),
+            (
+                ServeFlags::default(),
                 "[tls]\ncert = \"a.pem\"",
                 &["`tls.key`"],
             ),
@@ -921,6 +946,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn plugin_wasi_is_off_unless_the_file_allows_it() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(
+            s.plugins.allow_wasi,
+            crate::plugins::WasiAllowances::default()
+        );
+        let s = raw(ServeFlags::default(), "[plugins.wasi]\nclock = true\n")
+            .resolve()
+            .unwrap();
+        assert!(s.plugins.allow_wasi.clock && !s.plugins.allow_wasi.random);
+        assert!(
+            toml::from_str::<FileConfig>("[plugins.wasi]\nnetwork = true\n").is_err(),
+            "an unknown WASI permission is a typo, not a default"
+        );
     }
 
     #[test]

@@ -131,11 +131,8 @@ pub async fn explain(
     }
 
     let plugins: Arc<PluginHost> = PluginHost::start(PluginSettings {
-        dir: Some(settings.plugins_dir.clone()),
-        deadline: settings.plugins.deadline,
-        memory_limit: settings.plugins.memory_bytes,
         watch: false,
-        ..PluginSettings::default()
+        ..PluginSettings::configured(settings)?
     })?;
     let base = resource
         .map(|r| r.trim_end_matches('/').to_string())

@@ -11,7 +11,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use super::{AppState, app};
 use crate::config::{Settings, TlsMode, url_host};
 use crate::oauth::{AuthServer, Clock};
-use crate::plugins::{PluginHost, PluginSettings, WasiAllowances};
+use crate::plugins::{PluginHost, PluginSettings};
 use crate::policy::PluginTokenPolicy;
 use crate::store::{Store, redact};
 use crate::tls;
@@ -108,17 +108,8 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     };
     crate::telemetry::metrics_handle();
-    let plugins = PluginHost::start(PluginSettings {
-        dir: Some(settings.plugins_dir.clone()),
-        // wasmtime's cache wants an absolute path; the data directory may be relative.
-        cache_dir: Some(std::path::absolute(settings.data_dir.join("plugin-cache"))?),
-        deadline: settings.plugins.deadline,
-        memory_limit: settings.plugins.memory_bytes,
-        allow_wasi: WasiAllowances::default(),
-        watch: settings.plugins.watch,
-        ..PluginSettings::default()
-    })
-    .context("cannot start the plugin host")?;
+    let plugins = PluginHost::start(PluginSettings::configured(&settings)?)
+        .context("cannot start the plugin host")?;
     let auth = Arc::new(
         AuthServer::new(store.clone(), &settings)
             .with_policy(Arc::new(PluginTokenPolicy(plugins.clone()))),

@@ -1,71 +1,342 @@
-//! Host bindings generated from the WIT contract, one module per supported package version,
-//! so that a plugin built against an older version keeps working beside newer ones. The
-//! conversions between these generated types and the plain types of [`super::types`] live
-//! here too: nothing outside `plugins/` ever sees a generated type.
+//! Host bindings generated from the WIT contract, one module per supported package version
+//! (`v0_1_0`, `v0_2_0`), so that a plugin built against an older version keeps working beside
+//! newer ones. A component's version is read from its `hestia:plugin/*@X` imports
+//! ([`Version::of_component`]); [`Pre`] and [`Bound`] dispatch each call to that version's
+//! bindings, which convert the plain types of [`super::types`] to their records and back.
+//! Nothing outside `plugins/` ever sees a generated type.
+//!
+//! Adding a version: its folder in `wit/`, a module here (the [`contract!`] macro when its
+//! records are those of the previous version, with hand-written conversions otherwise), a
+//! variant of [`Version`], [`Pre`] and [`Bound`], and its `host` functions on `HostState`.
 
-pub(crate) mod v0_1_0 {
-    //! `hestia:plugin@0.1.0`.
+use std::fmt;
 
-    /// The scope-policy world; it also generates the shared `types` and `host` interfaces,
-    /// which the other two worlds reuse so that there is one `Host` trait to implement.
-    pub(crate) mod scope_policy {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "hestia:plugin/scope-policy@0.1.0",
-        });
-    }
+use wasmtime::Store;
+use wasmtime::component::{InstancePre, Linker};
 
-    pub(crate) mod audience_rule {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "hestia:plugin/audience-rule@0.1.0",
-            with: {
-                "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
-                "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
-            },
-        });
-    }
+use super::PluginKind;
+use super::runtime::HostState;
+use super::types as plain;
 
-    pub(crate) mod resource_validator {
-        wasmtime::component::bindgen!({
-            path: "../wit/v0.1.0",
-            world: "hestia:plugin/resource-validator@0.1.0",
-            with: {
-                "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
-                "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
-            },
-        });
-    }
-
-    pub(crate) use audience_rule::{AudienceRule, AudienceRulePre};
-    pub(crate) use resource_validator::{ResourceValidator, ResourceValidatorPre};
-    pub(crate) use scope_policy::hestia::plugin::{host, types as wit};
-    pub(crate) use scope_policy::{ScopePolicy, ScopePolicyPre};
+/// A contract version this host binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V0_1_0,
+    V0_2_0,
 }
 
-/// Conversions between the plain types and the `0.1.0` records.
-mod v0_1_0_convert {
-    use super::super::types as plain;
-    use super::v0_1_0::wit;
+impl Version {
+    /// Every version the host binds, oldest first.
+    pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
 
-    impl From<&plain::Claims> for wit::Claims {
-        fn from(c: &plain::Claims) -> Self {
-            wit::Claims {
-                issuer: c.issuer.clone(),
-                subject: c.subject.clone(),
-                client_id: c.client_id.clone(),
-                audiences: c.audiences.clone(),
-                scopes: c.scopes.clone(),
-                fhir_user: c.fhir_user.clone(),
-                patient: c.patient.clone(),
-                expires_at: c.expires_at,
-                raw_json: c.raw_json.clone(),
-            }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V0_1_0 => "0.1.0",
+            Version::V0_2_0 => "0.2.0",
         }
     }
 
-    impl From<plain::Interaction> for wit::Interaction {
-        fn from(i: plain::Interaction) -> Self {
+    /// `0.1.0, 0.2.0`, for messages.
+    pub fn supported() -> String {
+        Version::ALL.map(Version::as_str).join(", ")
+    }
+
+    /// The contract version a component was built against, from the versions of the
+    /// `hestia:plugin/…@X` interfaces it imports (every world imports `types`; a component
+    /// that imports none of them yields `Ok(None)`, and each supported version is tried).
+    /// An unknown version or a mix of versions is an error that names them.
+    pub(crate) fn of_component(imports: &[String]) -> Result<Option<Version>, String> {
+        let mut found: Vec<&str> = imports
+            .iter()
+            .filter_map(|i| i.strip_prefix("hestia:plugin/"))
+            .filter_map(|i| i.split_once('@').map(|(_, v)| v))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        match found[..] {
+            [] => Ok(None),
+            [one] => Version::ALL
+                .into_iter()
+                .find(|v| v.as_str() == one)
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "built against hestia:plugin@{one}, which this host does not support \
+                         (supported: {})",
+                        Version::supported()
+                    )
+                }),
+            _ => Err(format!(
+                "imports several versions of hestia:plugin ({}); a plugin is built against one",
+                found.join(", ")
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hestia:plugin@{}", self.as_str())
+    }
+}
+
+/// A plugin's verdict before the chain turns it into a [`plain::Decision`]: a denial
+/// needs the plugin's name, which only the chain knows.
+pub(crate) enum Verdict {
+    Allow,
+    AllowWithin(Vec<plain::Constraint>),
+    Deny(String),
+}
+
+/// The bindings of one contract version whose records are those of 0.1.0: the three worlds
+/// (sharing one `types` and one `host` interface), the conversions, and the per-world
+/// pre-instantiated and instantiated exports. The `host` functions are implemented beside
+/// each use, since they are what versions add.
+macro_rules! contract {
+    ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal) => {
+        use wasmtime::Store;
+        use wasmtime::component::{ComponentType, Func, HasSelf, InstancePre, Linker, Lower};
+
+        use super::Verdict;
+        use $crate::plugins::PluginKind;
+        use $crate::plugins::runtime::HostState;
+        use $crate::plugins::types as plain;
+
+        /// The scope-policy world; it also generates the shared `types` and `host`
+        /// interfaces, which the other two worlds reuse so that there is one `Host` trait.
+        pub(crate) mod scope_policy {
+            wasmtime::component::bindgen!({ path: $path, world: $scope_policy });
+        }
+
+        pub(crate) mod audience_rule {
+            wasmtime::component::bindgen!({
+                path: $path,
+                world: $audience_rule,
+                with: {
+                    "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
+                    "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
+                },
+            });
+        }
+
+        pub(crate) mod resource_validator {
+            wasmtime::component::bindgen!({
+                path: $path,
+                world: $resource_validator,
+                with: {
+                    "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
+                    "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
+                },
+            });
+        }
+
+        pub(crate) use scope_policy::hestia::plugin::{host, types as wit};
+
+        impl wit::Host for HostState {}
+
+        fn level(l: wit::LogLevel) -> tracing::Level {
+            match l {
+                wit::LogLevel::Trace => tracing::Level::TRACE,
+                wit::LogLevel::Debug => tracing::Level::DEBUG,
+                wit::LogLevel::Info => tracing::Level::INFO,
+                wit::LogLevel::Warn => tracing::Level::WARN,
+                wit::LogLevel::Error => tracing::Level::ERROR,
+            }
+        }
+
+        pub(crate) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            host::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)?;
+            wit::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+        }
+
+        pub(crate) enum Pre {
+            ScopePolicy(scope_policy::ScopePolicyPre<HostState>),
+            AudienceRule(audience_rule::AudienceRulePre<HostState>),
+            ResourceValidator(resource_validator::ResourceValidatorPre<HostState>),
+        }
+
+        impl Pre {
+            /// Checks the exports' types against the world of `kind` in this version.
+            pub(crate) fn new(
+                kind: PluginKind,
+                pre: InstancePre<HostState>,
+            ) -> wasmtime::Result<Pre> {
+                Ok(match kind {
+                    PluginKind::ScopePolicy => {
+                        Pre::ScopePolicy(scope_policy::ScopePolicyPre::new(pre)?)
+                    }
+                    PluginKind::AudienceRule => {
+                        Pre::AudienceRule(audience_rule::AudienceRulePre::new(pre)?)
+                    }
+                    PluginKind::ResourceValidator => Pre::ResourceValidator(
+                        resource_validator::ResourceValidatorPre::new(pre)?,
+                    ),
+                })
+            }
+
+            pub(crate) fn instantiate(
+                &self,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Bound> {
+                Ok(match self {
+                    Pre::ScopePolicy(pre) => {
+                        let instance = pre.instance_pre().instantiate(&mut *store)?;
+                        let bound = scope_policy::ScopePolicy::new(&mut *store, &instance)?;
+                        let authorize = instance
+                            .get_func(&mut *store, "authorize")
+                            .ok_or_else(|| wasmtime::Error::msg("no `authorize` export"))?;
+                        Bound::ScopePolicy(bound, authorize)
+                    }
+                    Pre::AudienceRule(pre) => Bound::AudienceRule(pre.instantiate(store)?),
+                    Pre::ResourceValidator(pre) => {
+                        Bound::ResourceValidator(pre.instantiate(store)?)
+                    }
+                })
+            }
+        }
+
+        /// One instance's exports. Each call answers `Ok(None)` when the instance is of
+        /// another world.
+        pub(crate) enum Bound {
+            /// With `authorize` as a plain function, called with borrowed records.
+            ScopePolicy(scope_policy::ScopePolicy, Func),
+            AudienceRule(audience_rule::AudienceRule),
+            ResourceValidator(resource_validator::ResourceValidator),
+        }
+
+        impl Bound {
+            pub(crate) fn grant(
+                &self,
+                store: &mut Store<HostState>,
+                req: &plain::TokenRequest,
+            ) -> wasmtime::Result<Option<plain::Grant>> {
+                let Bound::ScopePolicy(p, _) = self else {
+                    return Ok(None);
+                };
+                let g = p.call_grant(store, &token_request(req))?;
+                Ok(Some(plain::Grant {
+                    granted: g.granted,
+                    refused: g.refused,
+                }))
+            }
+
+            pub(crate) fn authorize(
+                &self,
+                store: &mut Store<HostState>,
+                req: &plain::FhirRequest,
+                claims: &plain::Claims,
+            ) -> wasmtime::Result<Option<Verdict>> {
+                let Bound::ScopePolicy(_, authorize) = self else {
+                    return Ok(None);
+                };
+                // The type check is a walk over the two records' field names, cheaper than
+                // the copies it saves (and the same check bindgen's `Pre::new` made).
+                let f = authorize
+                    .typed::<(FhirRequestRef<'_>, ClaimsRef<'_>), (wit::Decision,)>(&*store)?;
+                let (d,) = f.call(&mut *store, (fhir_request(req), self::claims(claims)))?;
+                Ok(Some(match d {
+                    wit::Decision::Allow => Verdict::Allow,
+                    wit::Decision::AllowWithin(c) => {
+                        Verdict::AllowWithin(c.into_iter().map(constraint).collect())
+                    }
+                    wit::Decision::Deny(reason) => Verdict::Deny(reason),
+                }))
+            }
+
+            pub(crate) fn resolve(
+                &self,
+                store: &mut Store<HostState>,
+                req: &plain::AudienceRequest,
+            ) -> wasmtime::Result<Option<Result<Vec<String>, String>>> {
+                let Bound::AudienceRule(p) = self else {
+                    return Ok(None);
+                };
+                let req = wit::AudienceRequest {
+                    client_id: req.client_id.clone(),
+                    requested: req.requested.clone(),
+                    known: req.known.clone(),
+                };
+                p.call_resolve(store, &req).map(Some)
+            }
+
+            pub(crate) fn accept(
+                &self,
+                store: &mut Store<HostState>,
+                audiences: &[String],
+                base_url: &str,
+            ) -> wasmtime::Result<Option<Result<(), String>>> {
+                let Bound::AudienceRule(p) = self else {
+                    return Ok(None);
+                };
+                p.call_accept(store, audiences, base_url).map(Some)
+            }
+
+            pub(crate) fn validate(
+                &self,
+                store: &mut Store<HostState>,
+                resource_type: &str,
+                resource_json: &str,
+            ) -> wasmtime::Result<Option<Vec<plain::Issue>>> {
+                let Bound::ResourceValidator(p) = self else {
+                    return Ok(None);
+                };
+                let issues = p.call_validate(store, resource_type, resource_json)?;
+                Ok(Some(issues.into_iter().map(issue).collect()))
+            }
+        }
+
+        /// `claims` borrowed from the plain type: wasmtime lowers it straight into the
+        /// guest's memory, where the generated record (which owns its strings) would first
+        /// copy every string of it. `authorize` runs on every FHIR request.
+        #[derive(ComponentType, Lower)]
+        #[component(record)]
+        struct ClaimsRef<'a> {
+            issuer: &'a str,
+            subject: &'a str,
+            #[component(name = "client-id")]
+            client_id: &'a str,
+            audiences: &'a [String],
+            scopes: &'a [String],
+            #[component(name = "fhir-user")]
+            fhir_user: Option<&'a str>,
+            patient: Option<&'a str>,
+            #[component(name = "expires-at")]
+            expires_at: u64,
+            #[component(name = "raw-json")]
+            raw_json: &'a str,
+        }
+
+        /// `fhir-request` borrowed from the plain type, as [`ClaimsRef`].
+        #[derive(ComponentType, Lower)]
+        #[component(record)]
+        struct FhirRequestRef<'a> {
+            interaction: wit::Interaction,
+            #[component(name = "resource-type")]
+            resource_type: Option<&'a str>,
+            id: Option<&'a str>,
+            operation: Option<&'a str>,
+            parameters: &'a [(String, String)],
+            #[component(name = "body-json")]
+            body_json: Option<&'a str>,
+            #[component(name = "base-url")]
+            base_url: &'a str,
+        }
+
+        fn claims(c: &plain::Claims) -> ClaimsRef<'_> {
+            ClaimsRef {
+                issuer: &c.issuer,
+                subject: &c.subject,
+                client_id: &c.client_id,
+                audiences: &c.audiences,
+                scopes: &c.scopes,
+                fhir_user: c.fhir_user.as_deref(),
+                patient: c.patient.as_deref(),
+                expires_at: c.expires_at,
+                raw_json: &c.raw_json,
+            }
+        }
+
+        fn interaction(i: plain::Interaction) -> wit::Interaction {
             use plain::Interaction as P;
             match i {
                 P::Read => wit::Interaction::Read,
@@ -85,24 +356,20 @@ mod v0_1_0_convert {
                 P::Operation => wit::Interaction::Operation,
             }
         }
-    }
 
-    impl From<&plain::FhirRequest> for wit::FhirRequest {
-        fn from(r: &plain::FhirRequest) -> Self {
-            wit::FhirRequest {
-                interaction: r.interaction.into(),
-                resource_type: r.resource_type.clone(),
-                id: r.id.clone(),
-                operation: r.operation.clone(),
-                parameters: r.parameters.clone(),
-                body_json: r.body_json.clone(),
-                base_url: r.base_url.clone(),
+        fn fhir_request(r: &plain::FhirRequest) -> FhirRequestRef<'_> {
+            FhirRequestRef {
+                interaction: interaction(r.interaction),
+                resource_type: r.resource_type.as_deref(),
+                id: r.id.as_deref(),
+                operation: r.operation.as_deref(),
+                parameters: &r.parameters,
+                body_json: r.body_json.as_deref(),
+                base_url: &r.base_url,
             }
         }
-    }
 
-    impl From<&plain::TokenRequest> for wit::TokenRequest {
-        fn from(r: &plain::TokenRequest) -> Self {
+        fn token_request(r: &plain::TokenRequest) -> wit::TokenRequest {
             wit::TokenRequest {
                 client_id: r.client_id.clone(),
                 grant_type: r.grant_type.clone(),
@@ -114,20 +381,8 @@ mod v0_1_0_convert {
                 audiences: r.audiences.clone(),
             }
         }
-    }
 
-    impl From<&plain::AudienceRequest> for wit::AudienceRequest {
-        fn from(r: &plain::AudienceRequest) -> Self {
-            wit::AudienceRequest {
-                client_id: r.client_id.clone(),
-                requested: r.requested.clone(),
-                known: r.known.clone(),
-            }
-        }
-    }
-
-    impl From<wit::Constraint> for plain::Constraint {
-        fn from(c: wit::Constraint) -> Self {
+        fn constraint(c: wit::Constraint) -> plain::Constraint {
             match c {
                 wit::Constraint::PatientCompartment(p) => plain::Constraint::PatientCompartment(p),
                 wit::Constraint::Search(s) => plain::Constraint::Search(plain::SearchConstraint {
@@ -136,58 +391,161 @@ mod v0_1_0_convert {
                 }),
             }
         }
-    }
 
-    impl From<wit::Grant> for plain::Grant {
-        fn from(g: wit::Grant) -> Self {
-            plain::Grant {
-                granted: g.granted,
-                refused: g.refused,
-            }
-        }
-    }
-
-    impl From<wit::Severity> for plain::Severity {
-        fn from(s: wit::Severity) -> Self {
-            match s {
-                wit::Severity::Fatal => plain::Severity::Fatal,
-                wit::Severity::Error => plain::Severity::Error,
-                wit::Severity::Warning => plain::Severity::Warning,
-                wit::Severity::Information => plain::Severity::Information,
-            }
-        }
-    }
-
-    impl From<wit::Issue> for plain::Issue {
-        fn from(i: wit::Issue) -> Self {
+        fn issue(i: wit::Issue) -> plain::Issue {
             plain::Issue {
-                severity: i.severity.into(),
+                severity: match i.severity {
+                    wit::Severity::Fatal => plain::Severity::Fatal,
+                    wit::Severity::Error => plain::Severity::Error,
+                    wit::Severity::Warning => plain::Severity::Warning,
+                    wit::Severity::Information => plain::Severity::Information,
+                },
                 code: i.code,
                 expression: i.expression,
                 diagnostics: i.diagnostics,
             }
         }
-    }
+    };
+}
 
-    /// A plugin's verdict before the chain turns it into a [`plain::Decision`]: a denial
-    /// needs the plugin's name, which only the chain knows.
-    pub(crate) enum Verdict {
-        Allow,
-        AllowWithin(Vec<plain::Constraint>),
-        Deny(String),
-    }
+pub(crate) mod v0_1_0 {
+    //! `hestia:plugin@0.1.0`: `host` has `log` and `config`.
+    contract!(
+        "../wit/v0.1.0",
+        "hestia:plugin/scope-policy@0.1.0",
+        "hestia:plugin/audience-rule@0.1.0",
+        "hestia:plugin/resource-validator@0.1.0"
+    );
 
-    impl From<wit::Decision> for Verdict {
-        fn from(d: wit::Decision) -> Self {
-            match d {
-                wit::Decision::Allow => Verdict::Allow,
-                wit::Decision::AllowWithin(c) => {
-                    Verdict::AllowWithin(c.into_iter().map(Into::into).collect())
-                }
-                wit::Decision::Deny(reason) => Verdict::Deny(reason),
-            }
+    impl host::Host for HostState {
+        fn log(&mut self, l: wit::LogLevel, message: String) {
+            self.log_line(level(l), &message);
+        }
+
+        fn config(&mut self) -> String {
+            self.config_json()
         }
     }
 }
 
-pub(crate) use v0_1_0_convert::Verdict;
+pub(crate) mod v0_2_0 {
+    //! `hestia:plugin@0.2.0`: 0.1.0 plus `host.now()`.
+    contract!(
+        "../wit/v0.2.0",
+        "hestia:plugin/scope-policy@0.2.0",
+        "hestia:plugin/audience-rule@0.2.0",
+        "hestia:plugin/resource-validator@0.2.0"
+    );
+
+    impl host::Host for HostState {
+        fn log(&mut self, l: wit::LogLevel, message: String) {
+            self.log_line(level(l), &message);
+        }
+
+        fn config(&mut self) -> String {
+            self.config_json()
+        }
+
+        fn now(&mut self) -> u64 {
+            HostState::now()
+        }
+    }
+}
+
+/// Every supported version's `host` and `types`: each plugin imports the ones of its version.
+pub(crate) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    v0_1_0::add_to_linker(l)?;
+    v0_2_0::add_to_linker(l)
+}
+
+/// The pre-instantiated exports of one plugin version, in its contract version's bindings.
+pub(crate) enum Pre {
+    V0_1_0(v0_1_0::Pre),
+    V0_2_0(v0_2_0::Pre),
+}
+
+/// One instance's exports; each call converts to and from that version's records.
+pub(crate) enum Bound {
+    V0_1_0(v0_1_0::Bound),
+    V0_2_0(v0_2_0::Bound),
+}
+
+impl Pre {
+    pub(crate) fn new(
+        version: Version,
+        kind: PluginKind,
+        pre: InstancePre<HostState>,
+    ) -> wasmtime::Result<Pre> {
+        Ok(match version {
+            Version::V0_1_0 => Pre::V0_1_0(v0_1_0::Pre::new(kind, pre)?),
+            Version::V0_2_0 => Pre::V0_2_0(v0_2_0::Pre::new(kind, pre)?),
+        })
+    }
+
+    pub(crate) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bound> {
+        Ok(match self {
+            Pre::V0_1_0(pre) => Bound::V0_1_0(pre.instantiate(store)?),
+            Pre::V0_2_0(pre) => Bound::V0_2_0(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Bound {
+    pub(crate) fn grant(
+        &self,
+        store: &mut Store<HostState>,
+        req: &plain::TokenRequest,
+    ) -> wasmtime::Result<Option<plain::Grant>> {
+        match self {
+            Bound::V0_1_0(b) => b.grant(store, req),
+            Bound::V0_2_0(b) => b.grant(store, req),
+        }
+    }
+
+    pub(crate) fn authorize(
+        &self,
+        store: &mut Store<HostState>,
+        req: &plain::FhirRequest,
+        claims: &plain::Claims,
+    ) -> wasmtime::Result<Option<Verdict>> {
+        match self {
+            Bound::V0_1_0(b) => b.authorize(store, req, claims),
+            Bound::V0_2_0(b) => b.authorize(store, req, claims),
+        }
+    }
+
+    pub(crate) fn resolve(
+        &self,
+        store: &mut Store<HostState>,
+        req: &plain::AudienceRequest,
+    ) -> wasmtime::Result<Option<Result<Vec<String>, String>>> {
+        match self {
+            Bound::V0_1_0(b) => b.resolve(store, req),
+            Bound::V0_2_0(b) => b.resolve(store, req),
+        }
+    }
+
+    pub(crate) fn accept(
+        &self,
+        store: &mut Store<HostState>,
+        audiences: &[String],
+        base_url: &str,
+    ) -> wasmtime::Result<Option<Result<(), String>>> {
+        match self {
+            Bound::V0_1_0(b) => b.accept(store, audiences, base_url),
+            Bound::V0_2_0(b) => b.accept(store, audiences, base_url),
+        }
+    }
+
+    pub(crate) fn validate(
+        &self,
+        store: &mut Store<HostState>,
+        resource_type: &str,
+        resource_json: &str,
+    ) -> wasmtime::Result<Option<Vec<plain::Issue>>> {
+        match self {
+            Bound::V0_1_0(b) => b.validate(store, resource_type, resource_json),
+            Bound::V0_2_0(b) => b.validate(store, resource_type, resource_json),
+        }
+    }
+}

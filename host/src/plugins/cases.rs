@@ -225,8 +225,14 @@ impl fmt::Display for TestReport {
 }
 
 /// Loads `wasm` (with `manifest`, or `NAME.toml` beside it when there is one) into a host of
-/// its own and runs every case of `cases`.
-pub fn run(wasm: &Path, cases: &Path, manifest: Option<&Path>) -> Result<TestReport, PluginError> {
+/// its own, with the limits, WASI permissions and cache of `settings` (no built-ins, no
+/// other plugin, no watcher), and runs every case of `cases`.
+pub fn run(
+    wasm: &Path,
+    cases: &Path,
+    manifest: Option<&Path>,
+    settings: PluginSettings,
+) -> Result<TestReport, PluginError> {
     let fail = |path: &Path, reason: String| PluginError::Check {
         path: path.to_path_buf(),
         reason,
@@ -255,7 +261,7 @@ pub fn run(wasm: &Path, cases: &Path, manifest: Option<&Path>) -> Result<TestRep
         builtins: Vec::new(),
         dir: Some(dir.0.clone()),
         watch: false,
-        ..PluginSettings::default()
+        ..settings
     })?;
     let info = host
         .list()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 pub use super::cases::{BASE_URL, TestReport, run as test};
 pub use super::scaffold::{NewPlugin, SdkSource, new};
 
-use super::runtime::{self, CONTRACT_VERSION, Provision};
+use super::runtime::{self, Provision};
 use super::{PluginError, PluginHost, PluginInfo, PluginKind, PluginSettings, content_hash};
 
 /// What `hestia plugin check FILE.wasm` found.
@@ -45,7 +45,7 @@ pub fn check(path: &Path) -> Result<CheckReport, PluginError> {
             random: true,
         },
     };
-    runtime::Plugin::new(&engine, "check", &compiled, settings).map_err(fail)?;
+    let plugin = runtime::Plugin::new(&engine, "check", &compiled, settings).map_err(fail)?;
     let imports = compiled
         .imports
         .iter()
@@ -54,7 +54,7 @@ pub fn check(path: &Path) -> Result<CheckReport, PluginError> {
     Ok(CheckReport {
         path: path.to_path_buf(),
         kind: compiled.kind,
-        package: format!("hestia:plugin@{CONTRACT_VERSION}"),
+        package: plugin.version().to_string(),
         sha256: content_hash(&bytes),
         imports,
     })

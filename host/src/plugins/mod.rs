@@ -38,7 +38,7 @@ use self::runtime::{Fault, Plugin, Ticker};
 
 pub use self::manifest::{Manifest, WasiAsk};
 pub use self::registry::content_hash;
-pub use self::runtime::Provision;
+pub use self::runtime::{MAX_MEMORY_MIB, Provision};
 pub use self::types::{
     AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
     SearchConstraint, Severity, TokenRequest,
@@ -148,6 +148,25 @@ impl Default for PluginSettings {
             allow_wasi: WasiAllowances::default(),
             watch: false,
         }
+    }
+}
+
+impl PluginSettings {
+    /// The plugin host of a server with these settings: its plugin directory, limits, WASI
+    /// permissions and compiled-code cache (`DATA_DIR/plugin-cache`). `hestia serve`, `plugin
+    /// list`, `plugin test` and `token explain` all start from this, so that they load
+    /// plugins alike and share the cache.
+    pub fn configured(settings: &crate::config::Settings) -> std::io::Result<PluginSettings> {
+        Ok(PluginSettings {
+            dir: Some(settings.plugins_dir.clone()),
+            // wasmtime's cache wants an absolute path; the data directory may be relative.
+            cache_dir: Some(std::path::absolute(settings.data_dir.join("plugin-cache"))?),
+            deadline: settings.plugins.deadline,
+            memory_limit: settings.plugins.memory_bytes,
+            allow_wasi: settings.plugins.allow_wasi,
+            watch: settings.plugins.watch,
+            ..PluginSettings::default()
+        })
     }
 }
 

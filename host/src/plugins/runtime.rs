@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
-    Component, HasData, HasSelf, InstancePre, Linker, LinkerInstance, ResourceTable, ResourceType,
+    Component, HasData, InstancePre, Linker, LinkerInstance, ResourceTable, ResourceType,
 };
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -30,21 +30,19 @@ use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
 use wasmtime_wasi::p2::bindings::sync as wasi;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 
-use super::bindings::{Verdict, v0_1_0};
+use super::bindings::{self, Bound, Pre, Verdict, Version};
 use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
 use super::{PluginKind, WasiAllowances};
 
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);
 /// Largest memory a manifest may ask for; the pooling allocator is sized for it.
-pub(crate) const MAX_MEMORY_MIB: u64 = 1024;
+pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Slots of the pooling allocator. Warm instances hold one each while idle.
 const POOL_COMPONENT_INSTANCES: u32 = 512;
 const POOL_CORE_INSTANCES: u32 = 2048;
 const POOL_MEMORIES: u32 = 1024;
 const POOL_TABLES: u32 = 2048;
-/// The contract version whose bindings accept the components loaded here (the only one so far).
-pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Builds the engine every plugin of one host shares.
 pub(crate) fn engine(cache_dir: Option<&std::path::Path>) -> Result<Engine, String> {
@@ -192,25 +190,31 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-impl v0_1_0::host::Host for HostState {
-    fn log(&mut self, level: v0_1_0::wit::LogLevel, message: String) {
-        use v0_1_0::wit::LogLevel;
+/// What the `host` interface of every contract version does (`bindings` calls these).
+impl HostState {
+    /// A guest's log line, in the host's log with the plugin's name.
+    pub(crate) fn log_line(&self, level: tracing::Level, message: &str) {
         let plugin = &*self.name;
         match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
         }
     }
 
-    fn config(&mut self) -> String {
+    pub(crate) fn config_json(&self) -> String {
         self.config.to_string()
     }
-}
 
-impl v0_1_0::wit::Host for HostState {}
+    /// Seconds since the Unix epoch (0.2.0's `host.now()`).
+    pub(crate) fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
 
 struct Table;
 
@@ -291,8 +295,7 @@ fn linker(
     wasi_granted: WasiAllowances,
 ) -> wasmtime::Result<Linker<HostState>> {
     let mut l = Linker::new(engine);
-    v0_1_0::host::add_to_linker::<_, HasSelf<HostState>>(&mut l, |s| s)?;
-    v0_1_0::wit::add_to_linker::<_, HasSelf<HostState>>(&mut l, |s| s)?;
+    bindings::add_to_linker(&mut l)?;
     wasi::io::error::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
     wasi::io::poll::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
     wasi::io::streams::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
@@ -365,15 +368,19 @@ fn stub(
     }
 }
 
-/// A component that compiled, with the world it exports.
+/// A component that compiled, with the world it exports and the contract version it was
+/// built against.
 #[derive(Clone)]
 pub(crate) struct Compiled {
     pub component: Component,
     pub kind: PluginKind,
+    /// `None` when it imports no `hestia:plugin` interface to tell (each version is tried).
+    pub version: Option<Version>,
     pub imports: Vec<String>,
 }
 
-/// Compiles `bytes` and detects the world from the component's exports.
+/// Compiles `bytes`, reads the contract version from the component's `hestia:plugin`
+/// imports and detects the world from its exports.
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String> {
     if is_core_module(bytes) {
         return Err("this is a core WebAssembly module, not a component \
@@ -391,10 +398,12 @@ pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String>
         .imports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
+    let version = Version::of_component(&imports)?;
     let kind = detect_world(&exports)?;
     Ok(Compiled {
         component,
         kind,
+        version,
         imports,
     })
 }
@@ -414,25 +423,13 @@ fn detect_world(exports: &[String]) -> Result<PluginKind, String> {
         Ok(PluginKind::ResourceValidator)
     } else {
         Err(format!(
-            "exports [{}] match no world of hestia:plugin@{CONTRACT_VERSION} \
+            "exports [{}] match no world of hestia:plugin ({}) \
              (scope-policy: grant, authorize; audience-rule: resolve, accept; \
              resource-validator: validate)",
-            exports.join(", ")
+            exports.join(", "),
+            Version::supported()
         ))
     }
-}
-
-/// The pre-instantiated exports of one plugin version, per world and contract version.
-enum Pre {
-    ScopePolicy(v0_1_0::ScopePolicyPre<HostState>),
-    AudienceRule(v0_1_0::AudienceRulePre<HostState>),
-    ResourceValidator(v0_1_0::ResourceValidatorPre<HostState>),
-}
-
-enum Bound {
-    ScopePolicy(v0_1_0::ScopePolicy),
-    AudienceRule(v0_1_0::AudienceRule),
-    ResourceValidator(v0_1_0::ResourceValidator),
 }
 
 struct Warm {
@@ -453,6 +450,7 @@ pub(crate) struct RunSettings {
 pub(crate) struct Plugin {
     name: Arc<str>,
     kind: PluginKind,
+    version: Version,
     engine: Engine,
     config: Arc<str>,
     settings: RunSettings,
@@ -474,29 +472,33 @@ impl Plugin {
         let instance_pre: InstancePre<HostState> = linker
             .instantiate_pre(&compiled.component)
             .map_err(|e| format!("cannot link: {e:#}"))?;
-        let pre = match compiled.kind {
-            PluginKind::ScopePolicy => {
-                v0_1_0::ScopePolicyPre::new(instance_pre).map(Pre::ScopePolicy)
-            }
-            PluginKind::AudienceRule => {
-                v0_1_0::AudienceRulePre::new(instance_pre).map(Pre::AudienceRule)
-            }
-            PluginKind::ResourceValidator => {
-                v0_1_0::ResourceValidatorPre::new(instance_pre).map(Pre::ResourceValidator)
+        // The version its imports name; without one, the newest whose world its exports match.
+        let candidates = match compiled.version {
+            Some(version) => vec![version],
+            None => Version::ALL.into_iter().rev().collect(),
+        };
+        let mut bound = Err(String::new());
+        for version in candidates {
+            bound = Pre::new(version, compiled.kind, instance_pre.clone())
+                .map(|pre| (version, pre))
+                .map_err(|e| {
+                    format!(
+                        "exports do not match the {} world of {version}: {e:#}",
+                        compiled.kind
+                    )
+                });
+            if bound.is_ok() {
+                break;
             }
         }
-        .map_err(|e| {
-            format!(
-                "exports do not match the {} world of hestia:plugin@{CONTRACT_VERSION}: {e:#}",
-                compiled.kind
-            )
-        })?;
+        let (version, pre) = bound?;
         let max_idle = thread::available_parallelism()
             .map_or(4, |n| n.get() * 2)
             .clamp(2, 16);
         let plugin = Plugin {
             name: name.into(),
             kind: compiled.kind,
+            version,
             engine: engine.clone(),
             config: settings.config_json.as_str().into(),
             settings,
@@ -514,6 +516,11 @@ impl Plugin {
                 .push(warm);
         }
         Ok(plugin)
+    }
+
+    /// The contract version whose bindings run this plugin.
+    pub(crate) fn version(&self) -> Version {
+        self.version
     }
 
     pub(crate) fn limits(&self) -> Limits {
@@ -544,14 +551,7 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.ticks());
-        let bound = match &self.pre {
-            Pre::ScopePolicy(pre) => pre.instantiate(&mut store).map(Bound::ScopePolicy),
-            Pre::AudienceRule(pre) => pre.instantiate(&mut store).map(Bound::AudienceRule),
-            Pre::ResourceValidator(pre) => {
-                pre.instantiate(&mut store).map(Bound::ResourceValidator)
-            }
-        };
-        match bound {
+        match self.pre.instantiate(&mut store) {
             Ok(bound) => Ok(Warm { store, bound }),
             Err(e) => Err(match self.classify(e, &store) {
                 Fault::Trap(msg) => Fault::Instantiate(msg),
@@ -613,33 +613,18 @@ impl Plugin {
     }
 
     pub(crate) fn grant(&self, req: &TokenRequest) -> Result<Grant, Fault> {
-        let req = v0_1_0::wit::TokenRequest::from(req);
-        self.run(|store, bound| match bound {
-            Bound::ScopePolicy(p) => p.call_grant(store, &req).map(Some),
-            _ => Ok(None),
-        })
-        .map(Into::into)
+        self.run(|store, bound| bound.grant(store, req))
     }
 
     pub(crate) fn authorize(&self, req: &FhirRequest, claims: &Claims) -> Result<Verdict, Fault> {
-        let req = v0_1_0::wit::FhirRequest::from(req);
-        let claims = v0_1_0::wit::Claims::from(claims);
-        self.run(|store, bound| match bound {
-            Bound::ScopePolicy(p) => p.call_authorize(store, &req, &claims).map(Some),
-            _ => Ok(None),
-        })
-        .map(Into::into)
+        self.run(|store, bound| bound.authorize(store, req, claims))
     }
 
     pub(crate) fn resolve(
         &self,
         req: &AudienceRequest,
     ) -> Result<Result<Vec<String>, String>, Fault> {
-        let req = v0_1_0::wit::AudienceRequest::from(req);
-        self.run(|store, bound| match bound {
-            Bound::AudienceRule(p) => p.call_resolve(store, &req).map(Some),
-            _ => Ok(None),
-        })
+        self.run(|store, bound| bound.resolve(store, req))
     }
 
     pub(crate) fn accept(
@@ -647,10 +632,7 @@ impl Plugin {
         audiences: &[String],
         base_url: &str,
     ) -> Result<Result<(), String>, Fault> {
-        self.run(|store, bound| match bound {
-            Bound::AudienceRule(p) => p.call_accept(store, audiences, base_url).map(Some),
-            _ => Ok(None),
-        })
+        self.run(|store, bound| bound.accept(store, audiences, base_url))
     }
 
     pub(crate) fn validate(
@@ -658,12 +640,6 @@ impl Plugin {
         resource_type: &str,
         resource_json: &str,
     ) -> Result<Vec<Issue>, Fault> {
-        self.run(|store, bound| match bound {
-            Bound::ResourceValidator(p) => p
-                .call_validate(store, resource_type, resource_json)
-                .map(Some),
-            _ => Ok(None),
-        })
-        .map(|issues| issues.into_iter().map(Into::into).collect())
+        self.run(|store, bound| bound.validate(store, resource_type, resource_json))
     }
 }

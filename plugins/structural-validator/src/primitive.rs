@@ -3,43 +3,98 @@
 
 use hestia_sdk::Value;
 
-type Check = fn(&Value) -> Result<(), String>;
+pub type Check = fn(&Value) -> Result<(), String>;
 
-/// The check for a primitive type code, `None` for complex types.
-pub fn check(ty: &str) -> Option<Check> {
-    let check: Check = match ty {
-        "boolean" => |v| expect(v.is_boolean(), v, "a JSON boolean"),
-        "integer" => |v| integer(v, i64::from(i32::MIN), "an integer"),
-        "unsignedInt" => |v| integer(v, 0, "an integer ≥ 0"),
-        "positiveInt" => |v| integer(v, 1, "an integer ≥ 1"),
-        "decimal" => |v| expect(v.is_number(), v, "a JSON number"),
-        "string" | "markdown" => |v| text(v, |s| !s.is_empty(), "a non-empty string"),
-        "code" => |v| {
-            text(
-                v,
-                is_code,
-                "a code (no leading, trailing or double whitespace)",
-            )
-        },
-        "id" => |v| text(v, is_id, "an id ([A-Za-z0-9-.]{1,64})"),
-        "uri" | "url" | "canonical" => |v| text(v, is_uri, "a URI without whitespace"),
-        "oid" => |v| text(v, is_oid, "an OID (urn:oid:1.2.3)"),
-        "uuid" => |v| text(v, is_uuid, "a UUID (urn:uuid:…, lower case)"),
-        "date" => |v| text(v, is_date, "a date (YYYY, YYYY-MM or YYYY-MM-DD)"),
-        "dateTime" => |v| text(v, is_date_time, DATE_TIME),
-        "instant" => |v| {
-            text(
-                v,
-                is_instant,
-                "an instant (YYYY-MM-DDThh:mm:ss(.sss)Z or ±hh:mm)",
-            )
-        },
-        "time" => |v| text(v, is_time, "a time (hh:mm:ss)"),
-        "base64Binary" => |v| text(v, is_base64, "base64"),
-        "xhtml" => |v| text(v, |s| !s.is_empty(), "XHTML"),
-        _ => return None,
-    };
-    Some(check)
+/// The R4 primitive types the validator checks. The generated tables name them by variant,
+/// so that a check costs no string comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prim {
+    Boolean,
+    Integer,
+    UnsignedInt,
+    PositiveInt,
+    Decimal,
+    String,
+    Markdown,
+    Code,
+    Id,
+    Uri,
+    Url,
+    Canonical,
+    Oid,
+    Uuid,
+    Date,
+    DateTime,
+    Instant,
+    Time,
+    Base64Binary,
+    Xhtml,
+}
+
+impl Prim {
+    /// The primitive type of a type code, `None` for complex types.
+    pub fn of(ty: &str) -> Option<Prim> {
+        Some(match ty {
+            "boolean" => Prim::Boolean,
+            "integer" => Prim::Integer,
+            "unsignedInt" => Prim::UnsignedInt,
+            "positiveInt" => Prim::PositiveInt,
+            "decimal" => Prim::Decimal,
+            "string" => Prim::String,
+            "markdown" => Prim::Markdown,
+            "code" => Prim::Code,
+            "id" => Prim::Id,
+            "uri" => Prim::Uri,
+            "url" => Prim::Url,
+            "canonical" => Prim::Canonical,
+            "oid" => Prim::Oid,
+            "uuid" => Prim::Uuid,
+            "date" => Prim::Date,
+            "dateTime" => Prim::DateTime,
+            "instant" => Prim::Instant,
+            "time" => Prim::Time,
+            "base64Binary" => Prim::Base64Binary,
+            "xhtml" => Prim::Xhtml,
+            _ => return None,
+        })
+    }
+
+    /// The JSON type and format check of this type.
+    pub fn check(self) -> Check {
+        match self {
+            Prim::Boolean => |v| expect(v.is_boolean(), v, "a JSON boolean"),
+            Prim::Integer => |v| integer(v, i64::from(i32::MIN), "an integer"),
+            Prim::UnsignedInt => |v| integer(v, 0, "an integer ≥ 0"),
+            Prim::PositiveInt => |v| integer(v, 1, "an integer ≥ 1"),
+            Prim::Decimal => |v| expect(v.is_number(), v, "a JSON number"),
+            Prim::String | Prim::Markdown => |v| text(v, |s| !s.is_empty(), "a non-empty string"),
+            Prim::Code => |v| {
+                text(
+                    v,
+                    is_code,
+                    "a code (no leading, trailing or double whitespace)",
+                )
+            },
+            Prim::Id => |v| text(v, is_id, "an id ([A-Za-z0-9-.]{1,64})"),
+            Prim::Uri | Prim::Url | Prim::Canonical => {
+                |v| text(v, is_uri, "a URI without whitespace")
+            }
+            Prim::Oid => |v| text(v, is_oid, "an OID (urn:oid:1.2.3)"),
+            Prim::Uuid => |v| text(v, is_uuid, "a UUID (urn:uuid:…, lower case)"),
+            Prim::Date => |v| text(v, is_date, "a date (YYYY, YYYY-MM or YYYY-MM-DD)"),
+            Prim::DateTime => |v| text(v, is_date_time, DATE_TIME),
+            Prim::Instant => |v| {
+                text(
+                    v,
+                    is_instant,
+                    "an instant (YYYY-MM-DDThh:mm:ss(.sss)Z or ±hh:mm)",
+                )
+            },
+            Prim::Time => |v| text(v, is_time, "a time (hh:mm:ss)"),
+            Prim::Base64Binary => |v| text(v, is_base64, "base64"),
+            Prim::Xhtml => |v| text(v, |s| !s.is_empty(), "XHTML"),
+        }
+    }
 }
 
 fn expect(ok: bool, value: &Value, what: &str) -> Result<(), String> {
@@ -208,7 +263,12 @@ fn is_base64(s: &str) -> bool {
 mod tests {
     use hestia_sdk::json;
 
-    use super::check;
+    use super::{Check, Prim};
+
+    /// The check for a primitive type code, `None` for complex types.
+    fn check(ty: &str) -> Option<Check> {
+        Prim::of(ty).map(Prim::check)
+    }
 
     fn check_value(ty: &str, value: hestia_sdk::Value, ok: bool) {
         let result = check(ty).expect("a primitive type")(&value);

@@ -214,6 +214,54 @@ fn structure() {
     );
 }
 
+/// Backbone elements and complex datatypes are checked like the resource, at any depth,
+/// each issue at its FHIRPath-like location.
+#[test]
+fn nested_elements() {
+    check(
+        json!({"resourceType": "Patient",
+               "identifier": [{"system": "urn:oid:1.2.3", "value": "1"}, {"system": "not a uri", "value": "2"}],
+               "contact": [{"period": {"start": "yesterday"}}],
+               "name": [{"famly": "Doe"}]}),
+        &[
+            "error value Patient.contact[0].period.start: Patient.contact[0].period.start: \"yesterday\" is not a dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)",
+            "error value Patient.identifier[1].system: Patient.identifier[1].system: \"not a uri\" is not a URI without whitespace",
+            "error structure Patient.name[0].famly: Patient.name[0] has no element `famly`",
+        ],
+    );
+    check(
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+        "component": [
+            {"code": {"text": "systolic"}, "valueQuantity": {"value": 120, "unit": "mm[Hg]"}},
+            {"code": {"text": "diastolic"}, "valueQuantity": {"value": "80"}},
+            {"valueString": "x"}
+        ]}),
+        &[
+            "error value Observation.component[1].valueQuantity.value: Observation.component[1].valueQuantity.value: \"80\" is not a JSON number",
+            "error required Observation.component[2].code: Observation.component[2].code is required",
+        ],
+    );
+    // Extensions are a datatype too (`url` is required), and recursive definitions
+    // (`Questionnaire.item.item`) are followed.
+    check(
+        json!({"resourceType": "Questionnaire", "status": "draft",
+               "extension": [{"valueBoolean": true}],
+               "item": [{"linkId": "1", "type": "group", "item": [{"type": "string", "text": "name"}]}]}),
+        &[
+            "error required Questionnaire.extension[0].url: Questionnaire.extension[0].url is required",
+            "error required Questionnaire.item[0].item[0].linkId: Questionnaire.item[0].item[0].linkId is required",
+        ],
+    );
+    check(
+        json!({"resourceType": "Patient", "communication": [{"preferred": true}],
+               "contact": [{"name": {"family": ["Doe"]}}]}),
+        &[
+            "error required Patient.communication[0].language: Patient.communication[0].language is required",
+            "error structure Patient.contact[0].name.family: Patient.contact[0].name.family does not repeat, so it must not be an array",
+        ],
+    );
+}
+
 #[test]
 fn not_json_objects() {
     let render_json = |text: &str| {

@@ -244,6 +244,10 @@ fn example_plugins_pass_their_cases_as_built_components() {
         let wasm = built.join(format!("{}.wasm", name.replace('-', "_")));
         let wasm = wasm.to_str().unwrap();
         let manifest = format!("{name}.toml");
+        // `plugin test` caches compiled code in the configuration's data directory: not in
+        // the source tree.
+        let data = tempfile::tempdir().unwrap();
+        let data = data.path().to_str().unwrap().to_string();
         let test = |cases: &str| {
             hestia(
                 &dir,
@@ -255,6 +259,8 @@ fn example_plugins_pass_their_cases_as_built_components() {
                     &manifest,
                     "--cases",
                     cases,
+                    "--data-dir",
+                    &data,
                 ],
                 "",
             )

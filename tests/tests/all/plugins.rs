@@ -2,6 +2,7 @@
 //! `tests/build.rs`): chaining, faults, limits, configuration, pins, WASI, hot reload.
 
 use std::borrow::Cow;
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -501,6 +502,126 @@ fn no_wasi_unless_the_manifest_asks_and_the_settings_allow() {
     );
 }
 
+/// `[plugins.wasi]` in `hestia.toml` is the host's half of the permission, in the settings
+/// that `serve`, `plugin list`, `plugin test` and `token explain` all start their hosts with
+/// (`PluginSettings::configured`): a manifest asking for the clock loads and reads it where
+/// the file allows it, and is refused, saying why, where it does not.
+#[test]
+fn hestia_toml_decides_whether_a_manifest_gets_the_clock() {
+    let work = tempfile::tempdir().unwrap();
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(&plugins, "clock", guests::WASI_CLOCK);
+    manifest(&plugins, "clock", "[wasi]\nclock = true");
+    let cases = work.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        r#"[
+          {"name": "a live token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 4000000000}}, "expect": {"decision": "allow"}},
+          {"name": "an expired token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 1}}, "expect": {"decision": "deny", "reason_contains": "token expired"}}
+        ]"#,
+    )
+    .unwrap();
+    let refusal = "the manifest asks for WASI clock, which the host's settings do not allow";
+    for allowed in [false, true] {
+        let toml = format!(
+            "plugins_dir = \"plugins\"\n[plugins]\nwatch = false\n[plugins.wasi]\nclock = {allowed}\n"
+        );
+        std::fs::write(work.path().join("hestia.toml"), &toml).unwrap();
+
+        // In-process: the settings the server resolves, through the same constructor.
+        let settings = hestia::config::RawConfig {
+            flags: hestia::config::ServeFlags {
+                plugins_dir: Some(plugins.clone()),
+                store: hestia::config::StoreFlags {
+                    data_dir: Some(work.path().join("hestia-data")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            file: toml::from_str(&toml).unwrap(),
+            file_path: None,
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(settings.plugins.allow_wasi.clock, allowed);
+        let host = PluginHost::start(PluginSettings {
+            builtins: Vec::new(),
+            deadline: Duration::from_secs(2),
+            ..PluginSettings::configured(&settings).unwrap()
+        })
+        .unwrap();
+        let p = info(&host, "clock");
+        let expired = Claims {
+            expires_at: 1,
+            ..claims()
+        };
+        if allowed {
+            assert_eq!((p.state, p.last_error), (PluginStatus::Active, None));
+            assert_eq!(authorize(&host), Decision::Allow);
+            assert_eq!(
+                denial_of(host.authorize(&read("Patient"), &expired)).reason,
+                "token expired"
+            );
+        } else {
+            assert_eq!(
+                (p.state, p.last_error.as_deref()),
+                (PluginStatus::Failed, Some(refusal))
+            );
+            assert_eq!(
+                denial(&host),
+                Denial {
+                    plugin: "clock".into(),
+                    reason: format!("not loaded: {refusal}")
+                }
+            );
+        }
+
+        // The commands read the same file (./hestia.toml).
+        let (ok, out, err) = crate::support::hestia(work.path(), &["plugin", "list"], "");
+        assert!(ok, "{out}{err}");
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("clock "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let state = if allowed { "active" } else { "failed" };
+        assert!(row.contains(state), "{out}");
+        assert_eq!(
+            out.contains(&format!("clock: {refusal}")),
+            !allowed,
+            "{out}"
+        );
+        let wasm = plugins.join("clock.wasm");
+        let (ok, out, err) = crate::support::hestia(
+            work.path(),
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().unwrap(),
+                "--cases",
+                cases.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert_eq!(ok, allowed, "{out}{err}");
+        if !allowed {
+            assert!(err.contains(refusal), "{err}");
+        }
+        // They share the server's compiled-code cache.
+        let cache = work.path().join("hestia-data").join("plugin-cache");
+        within(Duration::from_secs(10), "compiled code is cached", || {
+            cache.is_dir() && !walk(&cache).is_empty()
+        });
+    }
+}
+
+fn denial_of(decision: Decision) -> Denial {
+    match decision {
+        Decision::Deny(denial) => denial,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
 #[test]
 fn validators_report_issues() {
     let dir = tempfile::tempdir().unwrap();
@@ -755,22 +876,42 @@ fn compiled_code_is_cached_on_disk() {
     let host = PluginHost::start(with_cache()).unwrap();
     assert_eq!(authorize(&host), Decision::Allow);
     // The cache file may land a moment after compilation (written off the calling thread).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut files = walk(cache.path());
-    while files.is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        files = walk(cache.path());
-    }
-    assert!(
-        !files.is_empty(),
-        "nothing cached in {}",
-        cache.path().display()
-    );
+    within(Duration::from_secs(10), "compiled code is cached", || {
+        !walk(cache.path()).is_empty()
+    });
+    let entries = cached(cache.path());
     drop(host);
-    // A restart finds the same entries and writes no new one.
+    // A restart reads the entries and compiles nothing: no entry is added or rewritten
+    // (same contents, same modification times).
     let host = PluginHost::start(with_cache()).unwrap();
     assert_eq!(authorize(&host), Decision::Allow);
-    assert_eq!(walk(cache.path()), files);
+    assert_eq!(cached(cache.path()), entries);
+
+    // A changed component is compiled once more, into an entry of its own.
+    install(dir.path(), "p", guests::DENY_ALL);
+    host.reload();
+    assert_eq!(denial(&host).plugin, "p");
+    within(
+        Duration::from_secs(10),
+        "the new component is cached",
+        || walk(cache.path()).len() > entries.len(),
+    );
+    let after = cached(cache.path());
+    for entry in &entries {
+        assert!(after.contains(entry), "{entry:?} changed");
+    }
+}
+
+/// Each compiled artifact of the cache: path, modification time and contents' hash.
+fn cached(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime, String)> {
+    walk(dir)
+        .into_iter()
+        .map(|path| {
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let hash = content_hash(&std::fs::read(&path).unwrap());
+            (path, modified, hash)
+        })
+        .collect()
 }
 
 /// The compiled artifacts in a cache directory; wasmtime's cache worker also writes usage
@@ -822,6 +963,85 @@ fn check_names_world_version_and_imports() {
     }
 }
 
+/// The host binds every supported contract version: a plugin built against 0.1.0 and one
+/// built against 0.2.0 (which adds `host.now()`) load into one host, chain, and answer; each
+/// is run by the bindings of the version its imports name, as `plugin check` reports.
+#[test]
+fn plugins_of_each_contract_version_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "old", guests::ALLOW_ALL);
+    install(dir.path(), "new", guests::HOST_CLOCK);
+    let host = start(dir.path());
+    for name in ["old", "new"] {
+        let p = info(&host, name);
+        assert_eq!(
+            (p.state, p.last_error),
+            (PluginStatus::Active, None),
+            "{name}"
+        );
+    }
+    assert_eq!(authorize(&host), Decision::Allow);
+    let d = denial_of(host.authorize(
+        &read("Patient"),
+        &Claims {
+            expires_at: 1,
+            ..claims()
+        },
+    ));
+    assert_eq!(d.plugin, "new");
+    assert!(
+        d.reason.starts_with("token expired at 1 (host clock "),
+        "{}",
+        d.reason
+    );
+    let granted = host.grant(&token_request(&["patient/*.rs", "openid"], &[]));
+    assert_eq!(granted.granted, ["patient/*.rs", "openid"]);
+
+    for (guest, package) in [
+        (guests::ALLOW_ALL, "hestia:plugin@0.1.0"),
+        (guests::HOST_CLOCK, "hestia:plugin@0.2.0"),
+    ] {
+        let report = cli::check(Path::new(guest)).unwrap();
+        assert_eq!(report.package, package);
+        assert!(report.to_string().contains(&format!("package  {package}")));
+    }
+    let report = cli::check(Path::new(guests::HOST_CLOCK)).unwrap();
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|(name, p)| name == "hestia:plugin/host@0.2.0" && *p == Provision::Host),
+        "{report}"
+    );
+}
+
+/// A component built against a contract version the host does not bind is refused, naming
+/// its version and the supported ones; it is not run through another version's bindings.
+#[test]
+fn an_unknown_contract_version_is_refused_by_name() {
+    let reason = "built against hestia:plugin@0.9.0, which this host does not support \
+                  (supported: 0.1.0, 0.2.0)";
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "future", guests::FUTURE_CONTRACT);
+    let host = start(dir.path());
+    let p = info(&host, "future");
+    assert_eq!(
+        (p.state, p.last_error.as_deref()),
+        (PluginStatus::Failed, Some(reason))
+    );
+    assert_eq!(
+        denial(&host),
+        Denial {
+            plugin: "future".into(),
+            reason: format!("not loaded: {reason}")
+        }
+    );
+    let err = cli::check(Path::new(guests::FUTURE_CONTRACT))
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with(reason), "{err}");
+}
+
 #[test]
 fn check_refuses_what_is_not_a_plugin() {
     let dir = tempfile::tempdir().unwrap();
@@ -840,7 +1060,7 @@ fn check_refuses_what_is_not_a_plugin() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "exports [] match no world of hestia:plugin@0.1.0",
+            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0)",
         ),
     ];
     for (file, bytes, reason) in cases {
@@ -930,6 +1150,49 @@ fn the_default_builtins_load() {
     }
 }
 
+/// The built-in structural validator checks nested elements (backbone elements and
+/// datatypes) from the R4 definitions, each issue at its FHIRPath-like location.
+#[test]
+fn the_builtin_validator_checks_nested_elements() {
+    let host = PluginHost::start(PluginSettings::default()).unwrap();
+    let patient = r#"{"resourceType":"Patient","identifier":[{"system":"not a uri"}],
+        "contact":[{"period":{"start":"yesterday"}}]}"#;
+    let found: Vec<(Severity, String, Option<String>)> = host
+        .validate("Patient", patient)
+        .into_iter()
+        .map(|i| (i.severity, i.code, i.expression))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Severity::Error,
+                "value".to_string(),
+                Some("Patient.contact[0].period.start".to_string())
+            ),
+            (
+                Severity::Error,
+                "value".to_string(),
+                Some("Patient.identifier[0].system".to_string())
+            ),
+        ]
+    );
+    let observation = r#"{"resourceType":"Observation","status":"final","code":{"text":"bp"},
+        "component":[{"code":{"text":"systolic"},"valueQuantity":{"value":"120"}}]}"#;
+    let issues = host.validate("Observation", observation);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(
+        issues[0].expression.as_deref(),
+        Some("Observation.component[0].valueQuantity.value")
+    );
+    assert!(
+        issues[0]
+            .diagnostics
+            .ends_with("\"120\" is not a JSON number"),
+        "{issues:?}"
+    );
+}
+
 /// The value of the Prometheus sample `name{labels…}` in `text`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {
@@ -997,4 +1260,309 @@ fn calls_are_counted_per_plugin_and_outcome() {
         ),
         Some(1.0)
     );
+
+    // A trap is counted as one.
+    let other = tempfile::tempdir().unwrap();
+    install(other.path(), "metered-panic", guests::PANIC);
+    let host = start(other.path());
+    assert!(denial(&host).reason.starts_with("trapped: "));
+    let text = metrics.render();
+    let panicking = [("plugin", "metered-panic"), ("kind", "scope-policy")];
+    assert_eq!(
+        sample(&text, "hestia_plugin_traps_total", &panicking),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, calls, &[panicking[0], ("outcome", "trap")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "hestia_plugin_traps_total", &allow).unwrap_or(0.0),
+        0.0
+    );
+}
+
+/// The application in-process, as `support::raw_app_on` builds it, but with `plugins` as its
+/// plugin host.
+async fn app_with(
+    db: &crate::support::TestDb,
+    plugins: Arc<PluginHost>,
+) -> (axum::Router, hestia::http::AppState) {
+    let raw = hestia::config::RawConfig {
+        flags: hestia::config::ServeFlags {
+            insecure_http: true,
+            listen: Some("127.0.0.1:8080".into()),
+            store: hestia::config::StoreFlags {
+                database_url: Some(db.url.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        file: Default::default(),
+        file_path: None,
+    };
+    let settings = raw.resolve().unwrap();
+    let store = hestia::store::Store::open(&db.url).await.unwrap();
+    let auth = Arc::new(
+        hestia::oauth::AuthServer::new(store.clone(), &settings)
+            .with_policy(Arc::new(hestia::policy::PluginTokenPolicy(plugins.clone()))),
+    );
+    let state = hestia::http::AppState::new(settings, store, plugins, auth);
+    state.set_ready();
+    (hestia::http::app(state.clone()), state)
+}
+
+/// The default plugins plus the plugin directory `dir`, watched, with a generous deadline.
+fn host_with_builtins(dir: &Path, watch: bool) -> Arc<PluginHost> {
+    PluginHost::start(PluginSettings {
+        dir: Some(dir.to_path_buf()),
+        watch,
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::default()
+    })
+    .unwrap()
+}
+
+fn narrow_manifest(answer: &str, spins: u64) -> String {
+    format!("[config]\nanswer = \"{answer}\"\nspins = {spins}\n[limits]\ndeadline_ms = 10000\n")
+}
+
+/// Plugin files replaced through the watcher many times while HTTP clients keep searching
+/// a real server (the application on a TCP socket): no request fails, and the responses
+/// switch to each new version's behaviour (`narrow` lets a search see only the family its
+/// manifest names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_swaps_under_http_load_fail_no_request() {
+    use crate::support::{TestDb, call, mint};
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = host_with_builtins(dir.path(), true);
+        let (app, state) = app_with(&db, plugins).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let bearer = format!("Bearer {token}");
+        for family in ["Alpha", "Beta"] {
+            let body = serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]});
+            let created = call(
+                &app,
+                "POST",
+                "/fhir/r4/Patient",
+                &[
+                    ("authorization", &bearer),
+                    ("content-type", "application/fhir+json"),
+                ],
+                body.to_string(),
+            )
+            .await;
+            assert_eq!(created.status, 201, "{}", created.body);
+        }
+        // The plugin comes after the data (its constraint makes writes read-only).
+        manifest(dir.path(), "narrow", &narrow_manifest("Alpha", 0));
+        install(dir.path(), "narrow", guests::NARROW);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/fhir/r4/Patient?_count=10",
+            listener.local_addr().unwrap()
+        );
+        let server = tokio::spawn(axum::serve(listener, app).into_future());
+        let client = reqwest::Client::new();
+        // What one search shows: the families it found, or why it failed.
+        let search = {
+            let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+            move || {
+                let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+                async move {
+                    let response = client
+                        .get(&url)
+                        .header("authorization", &bearer)
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value =
+                        response.json().await.map_err(|e| e.to_string())?;
+                    if status != 200 {
+                        return Err(format!("{status}: {body}"));
+                    }
+                    let families: Vec<String> = body["entry"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["resource"]["name"][0]["family"].as_str())
+                        .map(String::from)
+                        .collect();
+                    Ok::<Vec<String>, String>(families)
+                }
+            }
+        };
+        let start = Instant::now();
+        while search().await != Ok(vec!["Alpha".to_string()]) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "narrow never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (search, stop) = (search.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        answers.push(search().await);
+                    }
+                    answers
+                })
+            })
+            .collect();
+
+        for round in 1..=12 {
+            let family = if round % 2 == 0 { "Alpha" } else { "Beta" };
+            manifest(dir.path(), "narrow", &narrow_manifest(family, round));
+            let start = Instant::now();
+            loop {
+                if search().await == Ok(vec![family.to_string()]) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{}: swap {round} to {family} not served",
+                    db.backend
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for client in clients {
+            for answer in client.await.unwrap() {
+                total += 1;
+                let families =
+                    answer.unwrap_or_else(|e| panic!("{}: a request failed: {e}", db.backend));
+                assert!(
+                    families == ["Alpha"] || families == ["Beta"],
+                    "{}: {families:?} is neither version's answer",
+                    db.backend
+                );
+            }
+        }
+        assert!(total > 0, "the clients made no request");
+        server.abort();
+    }
+}
+
+/// A call in flight when its plugin is swapped finishes on the version it started with;
+/// the next call gets the new one. The slow version logs (with its name, in the host log)
+/// before it spins, which is how the test knows the call is in flight.
+#[test]
+fn a_call_in_flight_finishes_on_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "narrow", guests::NARROW);
+    manifest(dir.path(), "narrow", &narrow_manifest("Old", 300_000_000));
+    let host = start(dir.path());
+    let (logs, lines) = LogLines::new();
+    let caller = {
+        let host = host.clone();
+        thread::spawn(move || {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(logs)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || authorize(&host))
+        })
+    };
+    let line = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the slow version logs before it spins");
+    assert!(line.contains("narrowing to Old"), "{line}");
+    assert!(
+        line.contains("plugin=\"narrow\"") || line.contains("plugin=narrow"),
+        "{line}"
+    );
+    manifest(dir.path(), "narrow", &narrow_manifest("New", 0));
+    host.reload();
+    let family = |decision: Decision| match decision {
+        Decision::AllowWithin(c) => match &c[..] {
+            [Constraint::Search(s)] => s.parameters[0].1.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(family(authorize(&host)), "New");
+    assert_eq!(family(caller.join().unwrap()), "Old");
+}
+
+/// A `tracing` writer that sends each line written to a channel.
+#[derive(Clone)]
+struct LogLines(std::sync::mpsc::Sender<String>);
+
+impl LogLines {
+    fn new() -> (LogLines, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (LogLines(tx), rx)
+    }
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogLines {
+    type Writer = LogLines;
+
+    fn make_writer(&'a self) -> LogLines {
+        self.clone()
+    }
+}
+
+/// A plugin that never returns, in the plugin directory of a real application: the FHIR
+/// request it decides is refused (403) naming the plugin and the cause, the server stays
+/// ready, and once the file is gone the next request is served.
+#[tokio::test]
+async fn a_faulting_plugin_over_http_is_a_named_denial() {
+    use crate::support::{TestDb, call, mint};
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "spin", guests::INFINITE_LOOP);
+        manifest(dir.path(), "spin", "[limits]\ndeadline_ms = 20");
+        let plugins = host_with_builtins(dir.path(), false);
+        let (app, state) = app_with(&db, plugins.clone()).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str())];
+        let refused = call(&app, "GET", "/fhir/r4/Patient", &headers, "").await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        assert!(
+            refused
+                .diagnostics()
+                .contains("plugin spin denied: timed out after 20 ms"),
+            "{}: {}",
+            db.backend,
+            refused.body
+        );
+        let ready = call(&app, "GET", "/health/ready", &[], "").await;
+        assert_eq!(ready.status, 200);
+        // The metrics page counts the timeout.
+        let metrics = call(&app, "GET", "/metrics", &[], "").await;
+        let text = metrics.body.as_str().unwrap_or_default().to_string();
+        assert!(
+            sample(&text, "hestia_plugin_timeouts_total", &[("plugin", "spin")])
+                .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+
+        std::fs::remove_file(dir.path().join("spin.wasm")).unwrap();
+        plugins.reload();
+        let served = call(&app, "GET", "/fhir/r4/Patient", &headers, "").await;
+        assert_eq!(served.status, 200, "{}: {}", db.backend, served.body);
+    }
 }

@@ -1635,6 +1635,12 @@ const REFUSED_EXAMPLES: &[(&str, u16, &str)] = &[
         400,
         "is not a valid resource id",
     ),
+    // Not valid R4: nested items without their required `linkId` (1..1).
+    (
+        "Questionnaire/qs1",
+        422,
+        "Questionnaire.item[0].item[0].linkId is required",
+    ),
     // 2.7 MB of JSON: more than the structural validator can parse within the default
     // plugin memory cap (`plugins.memory_mib` = 16), and the write is refused, naming it.
     (
