@@ -126,6 +126,22 @@ pub(crate) struct Loader {
     files: BTreeMap<String, FileSlot>,
 }
 
+/// Memory of the built-in resource validator: it parses whole resources, and a valid one
+/// may be as large as a request body (16 MiB by default; the R4 `ImplementationGuide/fhir`
+/// example is 2.7 MB and its parse takes more than the 16 MiB every other plugin gets).
+pub(crate) const BUILTIN_VALIDATOR_MEMORY_MIB: u64 = 256;
+
+/// What the built-ins run with: the host's limits, except that a resource validator gets at
+/// least [`BUILTIN_VALIDATOR_MEMORY_MIB`].
+fn builtin_manifest(kind: PluginKind, host_memory: usize) -> Manifest {
+    let mut manifest = Manifest::default();
+    if kind == PluginKind::ResourceValidator {
+        let host_mib = (host_memory >> 20) as u64;
+        manifest.limits.memory_mib = Some(host_mib.max(BUILTIN_VALIDATOR_MEMORY_MIB));
+    }
+    manifest
+}
+
 impl Loader {
     /// Compiles the built-ins. They are part of the binary, so a failure here is a bug
     /// and stops the start.
@@ -141,7 +157,10 @@ impl Loader {
         };
         for builtin in &settings.builtins {
             let serving = loader
-                .load_builtin(builtin, &Manifest::default())
+                .load_builtin(
+                    builtin,
+                    &builtin_manifest(builtin.kind, settings.memory_limit),
+                )
                 .map_err(|reason| PluginError::Builtin {
                     name: builtin.name.to_string(),
                     reason,

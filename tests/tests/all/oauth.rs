@@ -148,6 +148,7 @@ async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &st
             id,
             resource.as_object().unwrap().clone(),
             None,
+            &hestia::fhir::access::Access::Unrestricted,
         )
         .await
         .unwrap();

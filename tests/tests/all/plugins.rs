@@ -1291,7 +1291,7 @@ async fn app_with(
 ) -> (axum::Router, hestia::http::AppState) {
     let raw = hestia::config::RawConfig {
         flags: hestia::config::ServeFlags {
-            insecure_http: true,
+            insecure_http: Some(true),
             listen: Some("127.0.0.1:8080".into()),
             store: hestia::config::StoreFlags {
                 database_url: Some(db.url.clone()),

@@ -1641,13 +1641,6 @@ const REFUSED_EXAMPLES: &[(&str, u16, &str)] = &[
         422,
         "Questionnaire.item[0].item[0].linkId is required",
     ),
-    // 2.7 MB of JSON: more than the structural validator can parse within the default
-    // plugin memory cap (`plugins.memory_mib` = 16), and the write is refused, naming it.
-    (
-        "ImplementationGuide/fhir",
-        422,
-        "exceeded memory limit 16 MiB",
-    ),
 ];
 
 /// The acceptance test of the FHIR core: every non-Bundle resource of
