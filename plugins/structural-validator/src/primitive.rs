@@ -130,14 +130,17 @@ fn short(value: &Value) -> String {
 
 const DATE_TIME: &str = "a dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)";
 
+// Whitespace as the R4 regular expressions mean it (`\s` of XML Schema and Java: space, tab,
+// line feed, form feed, carriage return), not Unicode's: a no-break space (U+00A0) is
+// part of a code, as in the R4 `CodeSystem/v2-0550` codes `CHEST\u{a0}`.
 fn is_uri(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(char::is_whitespace)
+    !s.is_empty() && !s.chars().any(|c| c.is_ascii_whitespace())
 }
 
 fn is_code(s: &str) -> bool {
     !s.is_empty()
         && s.split(' ')
-            .all(|w| !w.is_empty() && !w.chars().any(char::is_whitespace))
+            .all(|w| !w.is_empty() && !w.chars().any(|c| c.is_ascii_whitespace()))
 }
 
 pub fn is_id(s: &str) -> bool {

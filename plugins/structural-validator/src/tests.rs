@@ -160,6 +160,18 @@ fn primitive_formats() {
             "error value Patient.implicitRules: Patient.implicitRules: \"http://example.org/rules x\" is not a URI without whitespace",
         ],
     );
+    // A no-break space is not whitespace to the R4 expressions (R4 CodeSystem/v2-0550 has
+    // such codes); a tab is.
+    check(
+        json!({"resourceType": "Observation", "status": "final\u{a0}", "code": {}}),
+        &[],
+    );
+    check(
+        json!({"resourceType": "Observation", "status": "fi\tnal", "code": {}}),
+        &[
+            "error value Observation.status: Observation.status: \"fi\\tnal\" is not a code (no leading, trailing or double whitespace)",
+        ],
+    );
 }
 
 #[test]

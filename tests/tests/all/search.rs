@@ -1635,6 +1635,13 @@ const REFUSED_EXAMPLES: &[(&str, u16, &str)] = &[
         400,
         "is not a valid resource id",
     ),
+    // Not valid R4: ImplementationGuide.name and .status are 1..1 and the package's own
+    // guide (two files of the same id) has neither.
+    (
+        "ImplementationGuide/fhir",
+        422,
+        "ImplementationGuide.name is required",
+    ),
     // Not valid R4: nested items without their required `linkId` (1..1).
     (
         "Questionnaire/qs1",
