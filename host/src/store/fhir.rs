@@ -132,32 +132,23 @@ impl Store {
     /// Bundle) goes through one. On SQLite it first waits for the process's write turn
     /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout.
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let turn = self.turn().await?;
+        let turn = match &self.write_turn {
+            Some(turn) => Some(
+                tokio::time::timeout(WRITE_TURN_TIMEOUT, turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Busy(format!(
+                            "no turn to write within {} s",
+                            WRITE_TURN_TIMEOUT.as_secs()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         Ok(WriteTx {
             tx: self.pool().begin().await?,
             _turn: turn,
         })
-    }
-
-    /// On SQLite, waits (at most as long as SQLite's own busy timeout) for the process's
-    /// write turn, held until the guard drops; `None` at once on PostgreSQL. Every write
-    /// takes it, single statements too: waiting in line here is a wake-up, where meeting
-    /// another connection's write lock is a busy-handler sleep of up to 100 ms.
-    pub(crate) async fn turn(
-        &self,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, StoreError> {
-        match &self.write_turn {
-            Some(turn) => tokio::time::timeout(WRITE_TURN_TIMEOUT, turn.clone().lock_owned())
-                .await
-                .map(Some)
-                .map_err(|_| {
-                    StoreError::Busy(format!(
-                        "no turn to write within {} s",
-                        WRITE_TURN_TIMEOUT.as_secs()
-                    ))
-                }),
-            None => Ok(None),
-        }
     }
 
     /// The current version of a resource (deleted or not), outside a transaction.

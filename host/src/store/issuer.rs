@@ -58,7 +58,6 @@ impl Store {
         &self,
         r: &IssuerRegistration,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query(&format!(
             "INSERT INTO issuer_registrations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
@@ -81,7 +80,6 @@ impl Store {
         &self,
         r: &IssuerRegistration,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query(
             "UPDATE issuer_registrations SET client_id = $2, client_secret = $3, registration_access_token = $4, registration_client_uri = $5, metadata = $6, updated_at = $7 WHERE issuer = $1",
         )
@@ -99,7 +97,6 @@ impl Store {
 
     /// Forgets the registration at `issuer` (it was removed there).
     pub async fn delete_issuer_registration(&self, issuer: &str) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("DELETE FROM issuer_registrations WHERE issuer = $1")
             .bind(issuer)
             .execute(self.pool())

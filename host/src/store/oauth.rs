@@ -165,7 +165,6 @@ impl Store {
     // ---- signing keys ----
 
     pub async fn insert_signing_key(&self, key: &KeyRow) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at, sign_from, retire_after) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&key.kid)
             .bind(&key.alg)
@@ -195,7 +194,6 @@ impl Store {
         keep: &str,
         retire_after: i64,
     ) -> Result<u64, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query("UPDATE signing_keys SET retire_after = $1 WHERE alg = $2 AND kid <> $3 AND retire_after IS NULL")
             .bind(retire_after)
             .bind(alg)
@@ -206,7 +204,6 @@ impl Store {
     }
 
     pub async fn delete_retired_keys(&self, now: i64) -> Result<u64, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query(
             "DELETE FROM signing_keys WHERE retire_after IS NOT NULL AND retire_after < $1",
         )
@@ -225,7 +222,6 @@ impl Store {
         user_id: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO oauth_grants (grant_id, client_id, user_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(grant_id)
             .bind(client_id)
@@ -243,7 +239,6 @@ impl Store {
         now: i64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE grant_id = $3 AND revoked_at IS NULL")
             .bind(now)
             .bind(reason)
@@ -280,7 +275,6 @@ impl Store {
         client_id: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(jti)
             .bind(grant_id)
@@ -326,7 +320,6 @@ impl Store {
     }
 
     pub async fn revoke_access_token(&self, jti: &str, now: i64) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query(
             "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL",
         )
@@ -340,7 +333,6 @@ impl Store {
     // ---- authorization requests ----
 
     pub async fn create_auth_request(&self, r: &AuthRequestRow) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("DELETE FROM oauth_auth_requests WHERE expires_at < $1")
             .bind(r.created_at)
             .execute(self.pool())
@@ -375,7 +367,6 @@ impl Store {
         auth_time: i64,
         csrf: &str,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query(
             "UPDATE oauth_auth_requests SET user_id = $1, auth_time = $2, csrf = $3 WHERE id = $4",
         )
@@ -390,7 +381,6 @@ impl Store {
 
     /// Deletes a request; true for the one caller that deleted it (single use).
     pub async fn take_auth_request(&self, id: &str) -> Result<bool, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query("DELETE FROM oauth_auth_requests WHERE id = $1")
             .bind(id)
             .execute(self.pool())
@@ -401,7 +391,6 @@ impl Store {
     // ---- authorization codes ----
 
     pub async fn insert_code(&self, c: &CodeRow) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO oauth_codes (code_hash, grant_id, client_id, user_id, redirect_uri, redirect_uri_given, scope, audiences, patient, fhir_user, nonce, code_challenge, code_challenge_method, auth_time, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
             .bind(&c.code_hash)
@@ -431,7 +420,6 @@ impl Store {
         code_hash: &str,
         now: i64,
     ) -> Result<Option<(CodeRow, bool)>, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query(
             "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL",
         )
@@ -450,7 +438,6 @@ impl Store {
     // ---- refresh tokens ----
 
     pub async fn insert_refresh_token(&self, r: &RefreshRow) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, client_id, user_id, scope, audiences, patient, fhir_user, auth_time, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(&r.token_hash)
@@ -479,7 +466,6 @@ impl Store {
 
     /// Marks a refresh token used; true for the one caller that did it.
     pub async fn use_refresh_token(&self, hash: &str, now: i64) -> Result<bool, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query(
             "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
         )
@@ -500,7 +486,6 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("DELETE FROM oauth_used_assertions WHERE expires_at < $1")
             .bind(now)
             .execute(self.pool())
@@ -531,7 +516,6 @@ impl Store {
         expires_at: i64,
         uses: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("INSERT INTO oauth_registration_tokens (token_hash, created_at, expires_at, uses_left) VALUES ($1, $2, $3, $4)")
             .bind(hash)
             .bind(now)
@@ -548,7 +532,6 @@ impl Store {
         hash: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let _turn = self.turn().await?;
         let done = sqlx::query("UPDATE oauth_registration_tokens SET uses_left = uses_left - 1 WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2")
             .bind(hash)
             .bind(now)
@@ -566,7 +549,6 @@ impl Store {
         registration_token_hash: Option<&str>,
         keep_secret: bool,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         let sql = if keep_secret {
             "UPDATE clients SET token_endpoint_auth_method = $1, registration_token_hash = $2 WHERE client_id = $3"
         } else {
@@ -597,7 +579,6 @@ impl Store {
 
     /// Replaces a client's metadata (RFC 7592 PUT); the id, secret and creation time stay.
     pub async fn update_client(&self, c: &Client, keep_secret: bool) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         let sql = if keep_secret {
             "UPDATE clients SET client_name = $1, kind = $2, token_endpoint_auth_method = $3, redirect_uris = $4, grant_types = $5, scope = $6, audiences = $7, metadata = $8 WHERE client_id = $9"
         } else {
@@ -664,7 +645,6 @@ impl Store {
         since: i64,
         marker: i64,
     ) -> Result<(i64, i64, i64, i64), StoreError> {
-        let _turn = self.turn().await?;
         sqlx::query("DELETE FROM oauth_login_attempts WHERE at < $1")
             .bind(since)
             .execute(self.pool())
@@ -704,7 +684,6 @@ impl Store {
         marker: i64,
         outcome: Option<bool>,
     ) -> Result<(), StoreError> {
-        let _turn = self.turn().await?;
         let query = match outcome {
             Some(success) => {
                 sqlx::query("UPDATE oauth_login_attempts SET success = $1 WHERE success = $2")

@@ -89,7 +89,6 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
 impl Store {
     /// Creates an account; the password is stored only as an argon2id hash.
     pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        let _turn = self.turn().await?;
         new.check()?;
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
