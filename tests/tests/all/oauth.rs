@@ -154,6 +154,21 @@ async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &st
         .unwrap();
 }
 
+/// Registers a client (RFC 7591) with a fresh single-use initial access token; the answer.
+async fn register(env: &Env, metadata: Value) -> Value {
+    let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/oauth2/register", env.url))
+        .bearer_auth(&initial)
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn app_client(env: &Env, public: bool, scope: &str, grants: &[&str]) -> (String, String) {
     let (client, secret) = env
         .store
@@ -1126,23 +1141,17 @@ async fn private_key_jwt_backend_services() {
     for db in TestDb::all().await {
         let env = start(db, FileOauth::default()).await;
         let (pem, jwk) = es384_key("k1");
-        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
-        let reg: Value = reqwest::Client::new()
-            .post(format!("{}/oauth2/register", env.url))
-            .bearer_auth(&initial)
-            .json(&json!({
+        let reg = register(
+            &env,
+            json!({
                 "client_name": "Backend service",
                 "token_endpoint_auth_method": "private_key_jwt",
                 "grant_types": ["client_credentials"],
                 "scope": "system/*.rs",
                 "jwks": {"keys": [jwk]},
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            }),
+        )
+        .await;
         let id = reg["client_id"].as_str().unwrap().to_string();
         assert!(reg.get("client_secret").is_none(), "{reg}");
         let token_url = format!("{}/oauth2/token", env.url);
@@ -1996,23 +2005,17 @@ async fn private_key_jwt_rs384_with_a_cached_jwks_uri() {
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
-        let reg: Value = reqwest::Client::new()
-            .post(format!("{}/oauth2/register", env.url))
-            .bearer_auth(&initial)
-            .json(&json!({
+        let reg = register(
+            &env,
+            json!({
                 "client_name": "Backend service (jwks_uri)",
                 "token_endpoint_auth_method": "private_key_jwt",
                 "grant_types": ["client_credentials"],
                 "scope": "system/*.rs",
                 "jwks_uri": jwks_uri,
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            }),
+        )
+        .await;
         let id = text(&reg, "client_id");
         let token_url = format!("{}/oauth2/token", env.url);
         let rs384 = jsonwebtoken::Algorithm::RS384;
@@ -2632,22 +2635,16 @@ async fn codes_refresh_tokens_and_assertion_jtis_survive_a_restart() {
         )
         .await;
         let (pem, jwk) = es384_key("k1");
-        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
-        let reg: Value = reqwest::Client::new()
-            .post(format!("{}/oauth2/register", env.url))
-            .bearer_auth(&initial)
-            .json(&json!({
+        let reg = register(
+            &env,
+            json!({
                 "token_endpoint_auth_method": "private_key_jwt",
                 "grant_types": ["client_credentials"],
                 "scope": "system/*.rs",
                 "jwks": {"keys": [jwk]},
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            }),
+        )
+        .await;
         let backend = text(&reg, "client_id");
         let a = assertion(
             &pem,
@@ -2879,18 +2876,12 @@ async fn removing_a_client_revokes_what_it_was_issued() {
         assert_error(&refresh, 401, "invalid_client", "unknown client");
 
         // RFC 7592 DELETE.
-        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
         let http = reqwest::Client::new();
-        let reg: Value = http
-            .post(format!("{}/oauth2/register", env.url))
-            .bearer_auth(&initial)
-            .json(&json!({"grant_types": ["client_credentials"], "scope": "system/*.read"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reg = register(
+            &env,
+            json!({"grant_types": ["client_credentials"], "scope": "system/*.read"}),
+        )
+        .await;
         let (cid, csecret) = (text(&reg, "client_id"), text(&reg, "client_secret"));
         let c = client_credentials(&env, &cid, &csecret, &[]).await;
         assert_eq!(active(text(&c, "access_token")).await, true);
