@@ -121,7 +121,13 @@ pub struct ServeFlags {
     #[arg(long, env = "HESTIA_ISSUER_CA", value_name = "PEM")]
     pub issuer_ca: Option<PathBuf>,
     /// Initial access token for the first registration at the issuer (RFC 7591).
-    #[arg(long, env = "HESTIA_REGISTRATION_TOKEN", value_name = "TOKEN")]
+    /// (Tokens are base64url and may begin with `-`: taken as the value, not as a flag.)
+    #[arg(
+        long,
+        env = "HESTIA_REGISTRATION_TOKEN",
+        value_name = "TOKEN",
+        allow_hyphen_values = true
+    )]
     pub registration_token: Option<String>,
     /// Serve the authorization server only, without the FHIR routes (`--no-fhir=false`
     /// overrides a configuration file's `fhir.enabled = false`).
@@ -795,6 +801,24 @@ pub fn url_host(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_token_may_begin_with_a_hyphen() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: ServeFlags,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "serve",
+            "--registration-token",
+            "-Uq3x_token",
+            "--insecure-http",
+        ])
+        .unwrap();
+        assert_eq!(cli.flags.registration_token.as_deref(), Some("-Uq3x_token"));
+        assert_eq!(cli.flags.insecure_http, Some(true));
+    }
 
     fn raw(flags: ServeFlags, file: &str) -> RawConfig {
         RawConfig {
