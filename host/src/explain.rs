@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine;
-use serde_json::Value;
 
 use crate::config::{IntrospectMode, Settings};
 use crate::http::resource_server::{Caller, classify};
@@ -23,14 +21,6 @@ pub struct Explanation {
     pub lines: Vec<String>,
 }
 
-fn decode_part(token: &str, index: usize) -> Option<Value> {
-    let part = token.split('.').nth(index)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// Explains `token` for the FHIR base `resource` (default: this server's), and, when
 /// `request` is given (`"GET Patient/123"`), the scope-policy decision on it.
 pub async fn explain(
@@ -40,7 +30,8 @@ pub async fn explain(
     request: Option<&str>,
 ) -> anyhow::Result<Explanation> {
     let mut lines = Vec::new();
-    let jwt = decode_part(token, 0).zip(decode_part(token, 1));
+    let jwt = crate::oauth::tokens::unverified_part(token, 0)
+        .zip(crate::oauth::tokens::unverified_part(token, 1));
     match (&jwt, &settings.issuer) {
         (Some((header, payload)), _) => lines.push(format!(
             "token: kid {} alg {} typ {}; iss {}; sub {}; client_id {}; aud {}; scope {:?}; exp {}",

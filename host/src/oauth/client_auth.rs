@@ -261,15 +261,7 @@ impl AuthServer {
             )));
         }
         // Who claims to be speaking, before the signature can be checked with their key.
-        let payload = assertion
-            .split('.')
-            .nth(1)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        let payload = super::tokens::unverified_part(assertion, 1)
             .ok_or_else(|| bad("the payload is not base64url JSON".into()))?;
         let iss = payload["iss"].as_str().unwrap_or_default();
         let sub = payload["sub"].as_str().unwrap_or_default();

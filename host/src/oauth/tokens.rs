@@ -138,21 +138,23 @@ pub fn sign<T: Serialize>(key: &SigningKey, typ: &str, claims: &T) -> Result<Str
     jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| e.to_string())
 }
 
+/// Part `index` of a compact JWT (0 the header, 1 the payload) as JSON, NOT verified: for
+/// deciding which key or issuer to verify with, and for explaining a token.
+pub fn unverified_part(token: &str, index: usize) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let part = token.split('.').nth(index)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Refuses a JWT whose (not yet verified) `iss` names another issuer than `issuer`,
 /// before any key is looked up: a token of an issuer this server does not trust is
 /// refused as such, not as an unknown key of its own issuer, and costs no key fetch.
 /// Only ever refuses; acceptance still needs the verified claims.
 pub fn check_claimed_issuer(token: &str, issuer: &str) -> Result<(), TokenError> {
-    use base64::Engine;
-    let claimed = token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    let claimed = unverified_part(token, 1)
         .and_then(|v| v.get("iss").and_then(|i| i.as_str()).map(str::to_string));
     match claimed {
         Some(found) if found != issuer => Err(TokenError::WrongIssuer {
