@@ -65,12 +65,18 @@ fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
             manifest.display()
         );
     }
-    for watched in [plugins.clone(), root.join("sdk"), root.join("wit")] {
-        rerun_if_changed(&watched);
+    // Relative to host/ (a build script runs there, and cargo reads relative paths from
+    // there): checkouts sharing one target directory then share this script's fingerprint,
+    // and with absolute paths one checkout's build would watch another checkout's files,
+    // never rerun and embed stale plugins.
+    for watched in ["../plugins", "../sdk", "../wit"] {
+        rerun_if_changed(Path::new(watched));
     }
-    // Beside the profile directory, so that it survives `cargo clean -p hestia` and is
-    // shared by every build of the host.
-    let target_dir = out_dir.join("../../../plugins-wasm");
+    // Beside the profile directory, so that it survives `cargo clean -p hestia`; one per
+    // checkout, or checkouts sharing a target directory would embed each other's plugins.
+    let target_dir = out_dir
+        .join("../../../plugins-wasm")
+        .join(checkout_key(root));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -103,6 +109,14 @@ fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
         );
     }
     target_dir.join("wasm32-wasip2").join("release")
+}
+
+/// A short name for the checkout at `root`, stable across builds.
+fn checkout_key(root: &Path) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    root.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// Sources only: the guest workspace's own `target/` must not retrigger this script.

@@ -20,13 +20,17 @@ fn main() {
         .parent()
         .expect("the crate is in the workspace");
     let guests = root.join("tests").join("guests");
-    let wit = root.join("wit");
     println!("cargo:rerun-if-changed=build.rs");
-    rerun_if_changed(&guests);
-    rerun_if_changed(&wit);
+    // Relative to the crate (where a build script runs, and where cargo resolves relative
+    // paths), so that checkouts sharing a target directory each watch their own files.
+    rerun_if_changed(Path::new("../tests/guests"));
+    rerun_if_changed(Path::new("../wit"));
 
-    // Beside the crate's own OUT_DIR, shared by every crate that builds the guests.
-    let target_dir = out_dir.join("../../../test-guests-wasm");
+    // Beside the crate's own OUT_DIR, shared by every crate that builds the guests; one per
+    // checkout, so that checkouts sharing a target directory never use each other's guests.
+    let target_dir = out_dir
+        .join("../../../test-guests-wasm")
+        .join(checkout_key(root));
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -58,6 +62,11 @@ fn main() {
         guests.display()
     );
 
+    // Which checkout these guests are of, for scripts that look for one (tests/clients/run).
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    std::fs::write(target_dir.join("checkout"), canonical.display().to_string())
+        .expect("write checkout");
+
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
     let mut members: Vec<String> = std::fs::read_dir(&guests)
         .expect("read guests/")
@@ -83,6 +92,14 @@ fn main() {
         .expect("write to a String");
     }
     std::fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
+}
+
+/// A short name for the checkout at `root`, stable across builds.
+fn checkout_key(root: &Path) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    root.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// Sources only: a `target/` inside must not retrigger this script.
