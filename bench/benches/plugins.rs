@@ -3,6 +3,12 @@
 //! for every default plugin built into the binary.
 //!
 //! Run: `cargo bench -p hestia-bench --bench plugins`.
+//!
+//! `HESTIA_BENCH_PLUGINS=DIR`: a `NAME.wasm` in DIR replaces the plugin of that name, as a
+//! file in a plugin directory overrides a built-in. That measures a change to a default
+//! plugin (`cargo build --release --target wasm32-wasip2` in `plugins/`) without rebuilding
+//! the host, and with the guest's symbols kept (`CARGO_PROFILE_RELEASE_STRIP=false`)
+//! `perf` can name its functions (`HESTIA_PLUGIN_PROFILER=perfmap`).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -53,6 +59,13 @@ const PATIENT: &str = r#"{"resourceType":"Patient","id":"p1","active":true,"birt
 /// A host whose only plugin is `plugin`, served as a built-in; `fresh` adds a manifest that
 /// asks for isolation.
 fn host(plugin: BuiltinPlugin, fresh: bool, dir: &Path) -> Arc<PluginHost> {
+    if let Some(overrides) = std::env::var_os("HESTIA_BENCH_PLUGINS") {
+        let file = format!("{}.wasm", plugin.name);
+        let source = Path::new(&overrides).join(&file);
+        if source.is_file() {
+            std::fs::copy(&source, dir.join(&file)).unwrap();
+        }
+    }
     if fresh {
         std::fs::write(
             dir.join(format!("{}.toml", plugin.name)),

@@ -95,7 +95,7 @@ pub(crate) enum Verdict {
 macro_rules! contract {
     ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal) => {
         use wasmtime::Store;
-        use wasmtime::component::{ComponentType, Func, HasSelf, InstancePre, Linker, Lower};
+        use wasmtime::component::{ComponentType, HasSelf, InstancePre, Linker, Lower, TypedFunc};
 
         use super::Verdict;
         use $crate::plugins::PluginKind;
@@ -182,9 +182,12 @@ macro_rules! contract {
                     Pre::ScopePolicy(pre) => {
                         let instance = pre.instance_pre().instantiate(&mut *store)?;
                         let bound = scope_policy::ScopePolicy::new(&mut *store, &instance)?;
+                        // Type-checked once per instance: the check walks both records'
+                        // field names, which would cost more than a warm call's lowering.
                         let authorize = instance
                             .get_func(&mut *store, "authorize")
-                            .ok_or_else(|| wasmtime::Error::msg("no `authorize` export"))?;
+                            .ok_or_else(|| wasmtime::Error::msg("no `authorize` export"))?
+                            .typed::<Authorize<'static>, (wit::Decision,)>(&*store)?;
                         Bound::ScopePolicy(bound, authorize)
                     }
                     Pre::AudienceRule(pre) => Bound::AudienceRule(pre.instantiate(store)?),
@@ -198,8 +201,13 @@ macro_rules! contract {
         /// One instance's exports. Each call answers `Ok(None)` when the instance is of
         /// another world.
         pub(crate) enum Bound {
-            /// With `authorize` as a plain function, called with borrowed records.
-            ScopePolicy(scope_policy::ScopePolicy, Func),
+            /// With `authorize` typed for borrowed records. `TypedFunc` is covariant in
+            /// its parameters (wasmtime copies them into the guest during the call and keeps
+            /// nothing), so the `'static` one takes records borrowed for any lifetime.
+            ScopePolicy(
+                scope_policy::ScopePolicy,
+                TypedFunc<Authorize<'static>, (wit::Decision,)>,
+            ),
             AudienceRule(audience_rule::AudienceRule),
             ResourceValidator(resource_validator::ResourceValidator),
         }
@@ -229,11 +237,7 @@ macro_rules! contract {
                 let Bound::ScopePolicy(_, authorize) = self else {
                     return Ok(None);
                 };
-                // The type check is a walk over the two records' field names, cheaper than
-                // the copies it saves (and the same check bindgen's `Pre::new` made).
-                let f = authorize
-                    .typed::<(FhirRequestRef<'_>, ClaimsRef<'_>), (wit::Decision,)>(&*store)?;
-                let (d,) = f.call(&mut *store, (fhir_request(req), self::claims(claims)))?;
+                let (d,) = authorize.call(&mut *store, (fhir_request(req), self::claims(claims)))?;
                 Ok(Some(match d {
                     wit::Decision::Allow => Verdict::Allow,
                     wit::Decision::AllowWithin(c) => {
@@ -285,12 +289,15 @@ macro_rules! contract {
             }
         }
 
+        /// The parameters of `authorize`, borrowed from the plain types.
+        pub(crate) type Authorize<'a> = (FhirRequestRef<'a>, ClaimsRef<'a>);
+
         /// `claims` borrowed from the plain type: wasmtime lowers it straight into the
         /// guest's memory, where the generated record (which owns its strings) would first
         /// copy every string of it. `authorize` runs on every FHIR request.
         #[derive(ComponentType, Lower)]
         #[component(record)]
-        struct ClaimsRef<'a> {
+        pub(crate) struct ClaimsRef<'a> {
             issuer: &'a str,
             subject: &'a str,
             #[component(name = "client-id")]
@@ -309,7 +316,7 @@ macro_rules! contract {
         /// `fhir-request` borrowed from the plain type, as [`ClaimsRef`].
         #[derive(ComponentType, Lower)]
         #[component(record)]
-        struct FhirRequestRef<'a> {
+        pub(crate) struct FhirRequestRef<'a> {
             interaction: wit::Interaction,
             #[component(name = "resource-type")]
             resource_type: Option<&'a str>,

@@ -50,6 +50,11 @@ pub(crate) fn engine(cache_dir: Option<&std::path::Path>) -> Result<Engine, Stri
     // The async component model machinery costs about 0.4 µs per synchronous call.
     config.concurrency_support(false);
     config.epoch_interruption(true);
+    // For plugin authors profiling with `perf`: `HESTIA_PLUGIN_PROFILER=perfmap` writes
+    // /tmp/perf-PID.map, so that samples in guest code carry the guest's function names.
+    if std::env::var_os("HESTIA_PLUGIN_PROFILER").is_some_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_COMPONENT_INSTANCES)
         .total_core_instances(POOL_CORE_INSTANCES)
