@@ -50,6 +50,19 @@ impl Issue {
         Issue::error("required", format!("{expression} is required")).at(expression)
     }
 
+    /// The body is not JSON: code `structure`, with the parser's message.
+    pub fn not_json(error: &serde_json::Error) -> Issue {
+        Issue::error(
+            "structure",
+            format!("the resource is not valid JSON: {error}"),
+        )
+    }
+
+    /// The body is JSON, but not an object: code `structure`.
+    pub fn not_an_object() -> Issue {
+        Issue::error("structure", "a resource must be a JSON object")
+    }
+
     /// Where the finding is, as FHIRPath (`Patient.birthDate`).
     #[must_use]
     pub fn at(mut self, expression: impl Into<String>) -> Issue {

@@ -23,29 +23,39 @@
 //! terminology bindings and invariants are not checked. The tables of resource types and
 //! datatypes are generated (`gen/`).
 //!
-//! Speed: this runs on every write. The path of an element is kept in one buffer that
-//! grows and shrinks as the walk goes (no string per element), and strings are built only
-//! for issues.
+//! Speed: this runs on every write. The body is parsed into a tree that borrows its
+//! strings from the text ([`json`]), not into a `serde_json::Value`. The path of an element
+//! is kept in one buffer that grows and shrinks as the walk goes (no string per element),
+//! and strings are built only for issues. Issues come in document order.
 
-use hestia_sdk::serde_json::Map;
 use hestia_sdk::{Issue, ResourceValidator, Value};
+use json::{Json, Members};
 use primitive::Prim;
 
 #[rustfmt::skip]
 mod r4;
+pub mod json;
 mod primitive;
 
 pub struct StructuralValidator;
 
 impl ResourceValidator for StructuralValidator {
     fn validate(resource_type: &str, resource: &Value) -> Vec<Issue> {
-        match resource.as_object() {
-            Some(object) => validate(resource_type, object),
-            None => vec![Issue::error(
-                "structure",
-                "a resource must be a JSON object",
-            )],
+        validate_tree(resource_type, &Json::from(resource))
+    }
+
+    fn validate_json(resource_type: &str, resource_json: &str) -> Vec<Issue> {
+        match Json::parse(resource_json) {
+            Ok(resource) => validate_tree(resource_type, &resource),
+            Err(e) => vec![hestia_sdk::Issue::not_json(&e)],
         }
+    }
+}
+
+fn validate_tree(resource_type: &str, resource: &Json<'_>) -> Vec<Issue> {
+    match resource.as_object() {
+        Some(members) => validate(resource_type, members),
+        None => vec![Issue::not_an_object()],
     }
 }
 
@@ -147,10 +157,10 @@ fn capitalized_eq(ty: &str, suffix: &str) -> bool {
     }
 }
 
-fn validate(expected_type: &str, resource: &Map<String, Value>) -> Vec<Issue> {
-    let resource_type = match resource.get("resourceType") {
+fn validate(expected_type: &str, resource: &Members<'_>) -> Vec<Issue> {
+    let resource_type = match json::get(resource, "resourceType") {
         None => return vec![Issue::required("resourceType")],
-        Some(Value::String(t)) => t.as_str(),
+        Some(Json::String(t)) => t.as_ref(),
         Some(_) => {
             return vec![
                 Issue::error("structure", "resourceType must be a string").at("resourceType"),
@@ -225,20 +235,16 @@ impl Walk {
 
     /// The elements of one object (the resource, a backbone element, a datatype value)
     /// against their definitions; `resource` skips `resourceType`.
-    fn object(
-        &mut self,
-        elements: &'static [Element],
-        object: &Map<String, Value>,
-        resource: bool,
-    ) {
+    fn object(&mut self, elements: &'static [Element], object: &Members<'_>, resource: bool) {
         let mut choices_seen: Vec<(&str, &str)> = Vec::new();
         for (key, value) in object {
+            let key = key.as_ref();
             if resource && key == "resourceType" {
                 continue;
             }
             let (companion, name) = match key.strip_prefix('_') {
                 Some(base) => (true, base),
-                None => (false, key.as_str()),
+                None => (false, key),
             };
             let Some((element, ty)) = element_of(elements, name) else {
                 let owner = self.path.clone();
@@ -254,7 +260,7 @@ impl Walk {
             if element.choice {
                 if let Some((_, other)) = choices_seen
                     .iter()
-                    .find(|(n, k)| *n == element.name && k != key)
+                    .find(|(n, k)| *n == element.name && *k != key)
                 {
                     let message = format!(
                         "only one of {}.{}[x] may be present, not {other} and {key}",
@@ -265,12 +271,17 @@ impl Walk {
                 choices_seen.push((element.name, key));
             }
             self.at(key, |w| {
-                w.value(element, ty, value, || object.get(&format!("_{key}")));
+                w.value(element, ty, value, || {
+                    object
+                        .iter()
+                        .find(|(k, _)| k.strip_prefix('_') == Some(key))
+                        .map(|(_, v)| v)
+                });
             });
         }
 
         for element in elements.iter().filter(|e| e.min > 0) {
-            let present = object.keys().any(|key| {
+            let present = object.iter().any(|(key, _)| {
                 let name = key.strip_prefix('_').unwrap_or(key);
                 element_of(elements, name).is_some_and(|(e, _)| std::ptr::eq(e, element))
             });
@@ -288,15 +299,15 @@ impl Walk {
         &mut self,
         element: &'static Element,
         ty: &'static Type,
-        value: &'v Value,
-        companion: impl Fn() -> Option<&'v Value>,
+        value: &'v Json<'v>,
+        companion: impl Fn() -> Option<&'v Json<'v>>,
     ) {
         match (element.many, value) {
-            (true, Value::Array(items)) if items.is_empty() => {
+            (true, Json::Array(items)) if items.is_empty() => {
                 let message = format!("{} must not be an empty array", self.path);
                 self.error("structure", message);
             }
-            (true, Value::Array(items)) => {
+            (true, Json::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     // A null keeps the place of an item that only has an extension (`_name`).
                     if item.is_null() && companion().is_some() {
@@ -309,7 +320,7 @@ impl Walk {
                 let message = format!("{} repeats, so it must be an array", self.path);
                 self.error("structure", message);
             }
-            (false, Value::Array(_)) => {
+            (false, Json::Array(_)) => {
                 let message = format!("{} does not repeat, so it must not be an array", self.path);
                 self.error("structure", message);
             }
@@ -317,7 +328,7 @@ impl Walk {
         }
     }
 
-    fn item(&mut self, ty: &'static Type, value: &Value) {
+    fn item(&mut self, ty: &'static Type, value: &Json<'_>) {
         if let Kind::Primitive(prim) = ty.kind {
             if let Err(problem) = prim.check()(value) {
                 let message = format!("{}: {problem}", self.path);
@@ -325,7 +336,7 @@ impl Walk {
             }
             return;
         }
-        let Value::Object(object) = value else {
+        let Json::Object(object) = value else {
             let message = format!(
                 "{} is a {}, so it must be a JSON object",
                 self.path, ty.name
@@ -340,7 +351,7 @@ impl Walk {
 
     /// `_birthDate`: the id and extensions of a primitive, an object (or an array of
     /// objects and nulls for a repeating element).
-    fn companion(&mut self, element: &Element, ty: &Type, value: &Value) {
+    fn companion(&mut self, element: &Element, ty: &Type, value: &Json<'_>) {
         if !matches!(ty.kind, Kind::Primitive(_)) {
             let message = format!(
                 "{}: only primitive elements have a `_` companion",
@@ -350,8 +361,8 @@ impl Walk {
             return;
         }
         let ok = match value {
-            Value::Object(_) => !element.many,
-            Value::Array(items) => {
+            Json::Object(_) => !element.many,
+            Json::Array(items) => {
                 element.many && items.iter().all(|i| i.is_object() || i.is_null())
             }
             _ => false,

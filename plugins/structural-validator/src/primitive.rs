@@ -1,9 +1,9 @@
 //! JSON type and format of the FHIR R4 primitive types, after the regular expressions of
 //! the R4 specification (written out by hand: no regex engine in the plugin).
 
-use hestia_sdk::Value;
+use crate::json::Json;
 
-pub type Check = fn(&Value) -> Result<(), String>;
+pub type Check = fn(&Json<'_>) -> Result<(), String>;
 
 /// The R4 primitive types the validator checks. The generated tables name them by variant,
 /// so that a check costs no string comparison.
@@ -97,7 +97,7 @@ impl Prim {
     }
 }
 
-fn expect(ok: bool, value: &Value, what: &str) -> Result<(), String> {
+fn expect(ok: bool, value: &Json<'_>, what: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
@@ -105,14 +105,14 @@ fn expect(ok: bool, value: &Value, what: &str) -> Result<(), String> {
     }
 }
 
-fn text(value: &Value, valid: fn(&str) -> bool, what: &str) -> Result<(), String> {
+fn text(value: &Json<'_>, valid: fn(&str) -> bool, what: &str) -> Result<(), String> {
     match value.as_str() {
         Some(s) if valid(s) => Ok(()),
         _ => Err(format!("{} is not {what}", short(value))),
     }
 }
 
-fn integer(value: &Value, min: i64, what: &str) -> Result<(), String> {
+fn integer(value: &Json<'_>, min: i64, what: &str) -> Result<(), String> {
     let ok = value
         .as_i64()
         .is_some_and(|n| n >= min && n <= i64::from(i32::MAX));
@@ -120,8 +120,8 @@ fn integer(value: &Value, min: i64, what: &str) -> Result<(), String> {
 }
 
 /// The value for a message, cut short.
-fn short(value: &Value) -> String {
-    let s = value.to_string();
+fn short(value: &Json<'_>) -> String {
+    let s = value.to_value().to_string();
     match s.char_indices().nth(60) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
@@ -274,7 +274,7 @@ mod tests {
     }
 
     fn check_value(ty: &str, value: hestia_sdk::Value, ok: bool) {
-        let result = check(ty).expect("a primitive type")(&value);
+        let result = check(ty).expect("a primitive type")(&crate::json::Json::from(&value));
         assert_eq!(result.is_ok(), ok, "{ty} {value}: {result:?}");
     }
 

@@ -1162,18 +1162,19 @@ fn the_builtin_validator_checks_nested_elements() {
         .into_iter()
         .map(|i| (i.severity, i.code, i.expression))
         .collect();
+    // In document order.
     assert_eq!(
         found,
         [
             (
                 Severity::Error,
                 "value".to_string(),
-                Some("Patient.contact[0].period.start".to_string())
+                Some("Patient.identifier[0].system".to_string())
             ),
             (
                 Severity::Error,
                 "value".to_string(),
-                Some("Patient.identifier[0].system".to_string())
+                Some("Patient.contact[0].period.start".to_string())
             ),
         ]
     );
