@@ -132,18 +132,6 @@ pub fn validate_json<T: ResourceValidator>(resource_type: &str, resource_json: &
     T::validate_json(resource_type, resource_json)
 }
 
-/// The plugin's allocator. A decision's records arrive as a dozen small strings, one
-/// allocation each, and parsing a resource allocates per element: Talc serves that faster
-/// than Rust's default for WebAssembly (dlmalloc). A plugin that brings its own global
-/// allocator turns this off with `default-features = false`.
-#[cfg(all(
-    feature = "talc",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
-#[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bindings::{audience_rule, resource_validator, scope_policy};
