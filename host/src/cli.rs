@@ -61,6 +61,8 @@ pub struct ServeArgs {
 pub enum TokenCommand {
     /// Why a token would be accepted or refused (exit status 1 when refused).
     Explain {
+        /// The token. Opaque tokens of other issuers may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
         token: String,
         /// The FHIR base URL the token is meant for (default: this server's).
         #[arg(long, value_name = "URL")]
@@ -549,4 +551,30 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, TokenCommand};
+
+    /// An opaque token is base64url, so it may begin with `-`, even `-U` or `--x`.
+    #[test]
+    fn token_explain_takes_a_token_beginning_with_a_hyphen() {
+        for token in ["-Uq3x_token", "--abc"] {
+            let cli = Cli::try_parse_from(["hestia", "token", "explain", token, "--resource", "r"])
+                .unwrap();
+            let Command::Token(TokenCommand::Explain {
+                token: parsed,
+                resource,
+                ..
+            }) = cli.command
+            else {
+                panic!("not token explain");
+            };
+            assert_eq!(parsed, token);
+            assert_eq!(resource.as_deref(), Some("r"));
+        }
+    }
 }
