@@ -916,7 +916,8 @@ fn cached(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime, String)> {
 
 /// The compiled artifacts in a cache directory; wasmtime's cache worker also writes usage
 /// statistics (`*.stats`) and cleanup markers (`.cleanup*`) in the background, which are
-/// not compiled code.
+/// not compiled code, and each entry is first written to `*.wip-atomic-write-*` and then
+/// renamed (a listing may see that file just before it disappears).
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -924,7 +925,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
             files.extend(walk(&path));
-        } else if !name.ends_with(".stats") && !name.starts_with(".cleanup") {
+        } else if !name.ends_with(".stats")
+            && !name.starts_with(".cleanup")
+            && !name.contains(".wip-atomic-write")
+        {
             files.push(path);
         }
     }
