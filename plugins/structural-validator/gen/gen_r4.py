@@ -116,8 +116,9 @@ def main(package_dir):
 
     def kind(ty, nested):
         """What a type is, resolved here so that the validator compares no strings: a
-        primitive's check, the elements of a backbone element or datatype, or opaque
-        (`Resource`: contained resources are not looked into)."""
+        primitive's check, the elements of a backbone element or datatype, or a resource
+        of any type (`Resource`: contained resources, Bundle entries), walked by the
+        definition its own `resourceType` names."""
         if ty in PRIMITIVES:
             return f"Kind::Primitive(Prim::{PRIMITIVES[ty]})"
         if nested:
@@ -125,7 +126,7 @@ def main(package_dir):
         if ty in datatype_static:
             return f"Kind::Complex(&{datatype_static[ty]})"
         assert ty in ("Resource",), f"unknown type {ty}"
-        return "Kind::Opaque"
+        return "Kind::Resource"
     versions = sorted({v for _, v, _ in resources + datatypes})
     names = [n for _, _, statics in resources + datatypes for n, _ in statics]
     assert len(names) == len(set(names)), "two element paths give one static name"

@@ -19,8 +19,10 @@
 //!   `xhtml` (code `value`).
 //!
 //! Each issue's location is a FHIRPath-like expression (`Patient.identifier[0].system`).
-//! Contained resources (and other `Resource`-typed elements) beyond being objects,
-//! terminology bindings and invariants are not checked. The tables of resource types and
+//! Contained resources and other `Resource`-typed elements (`Bundle.entry.resource`,
+//! `Parameters.parameter.resource`) are walked by the definition their own `resourceType`
+//! names (`Patient.contained[0].code`). Terminology bindings and invariants are not
+//! checked. The tables of resource types and
 //! datatypes are generated (`gen/`).
 //!
 //! Speed: this runs on every write. The body is parsed into a tree that borrows its
@@ -92,7 +94,10 @@ pub enum Kind {
     /// A backbone element's own elements (or an `Element`-typed group's, `Timing.repeat`),
     /// or a complex datatype's; sorted by name.
     Complex(&'static [Element]),
-    /// A `Resource` (contained resources, Bundle entries): not looked into.
+    /// A resource of any type (contained resources, Bundle entries): walked by the
+    /// definition its `resourceType` names.
+    Resource,
+    /// Not looked into (an element whose definition names no type).
     Opaque,
 }
 
@@ -158,41 +163,11 @@ fn capitalized_eq(ty: &str, suffix: &str) -> bool {
 }
 
 fn validate(expected_type: &str, resource: &Members<'_>) -> Vec<Issue> {
-    let resource_type = match json::get(resource, "resourceType") {
-        None => return vec![Issue::required("resourceType")],
-        Some(Json::String(t)) => t.as_ref(),
-        Some(_) => {
-            return vec![
-                Issue::error("structure", "resourceType must be a string").at("resourceType"),
-            ];
-        }
-    };
-    let Some(def) = resource_def(resource_type) else {
-        return vec![
-            Issue::error(
-                "invalid",
-                format!("unknown resource type `{resource_type}`"),
-            )
-            .at("resourceType"),
-        ];
-    };
     let mut walk = Walk {
         path: String::with_capacity(64),
         issues: Vec::new(),
     };
-    if resource_type != expected_type {
-        walk.issues.push(
-            Issue::error(
-                "invalid",
-                format!(
-                    "resourceType is {resource_type}, but the request is about {expected_type}"
-                ),
-            )
-            .at("resourceType"),
-        );
-    }
-    walk.path.push_str(resource_type);
-    walk.object(def.elements, resource, true);
+    walk.resource(resource, Some(expected_type));
     walk.issues
 }
 
@@ -231,6 +206,48 @@ impl Walk {
         self.path.push(']');
         f(self);
         self.path.truncate(len);
+    }
+
+    /// A resource: the one validated (the path is empty, and becomes its type), or one
+    /// inside it (the path is where it is, `Patient.contained[0]`). Without a known
+    /// `resourceType` its elements cannot be checked.
+    fn resource(&mut self, object: &Members<'_>, expected_type: Option<&str>) {
+        let top = self.path.is_empty();
+        let at = |w: &Walk| {
+            if top {
+                "resourceType".to_string()
+            } else {
+                format!("{}.resourceType", w.path)
+            }
+        };
+        let resource_type = match json::get(object, "resourceType") {
+            Some(Json::String(t)) => t.as_ref(),
+            None => {
+                self.issues.push(Issue::required(at(self)));
+                return;
+            }
+            Some(_) => {
+                let issue = Issue::error("structure", "resourceType must be a string").at(at(self));
+                self.issues.push(issue);
+                return;
+            }
+        };
+        let Some(def) = resource_def(resource_type) else {
+            let message = format!("unknown resource type `{resource_type}`");
+            let issue = Issue::error("invalid", message).at(at(self));
+            self.issues.push(issue);
+            return;
+        };
+        if let Some(expected) = expected_type.filter(|e| *e != resource_type) {
+            let message =
+                format!("resourceType is {resource_type}, but the request is about {expected}");
+            let issue = Issue::error("invalid", message).at(at(self));
+            self.issues.push(issue);
+        }
+        if top {
+            self.path.push_str(resource_type);
+        }
+        self.object(def.elements, object, true);
     }
 
     /// The elements of one object (the resource, a backbone element, a datatype value)
@@ -344,8 +361,10 @@ impl Walk {
             self.error("structure", message);
             return;
         };
-        if let Kind::Complex(elements) = ty.kind {
-            self.object(elements, object, false);
+        match ty.kind {
+            Kind::Complex(elements) => self.object(elements, object, false),
+            Kind::Resource => self.resource(object, None),
+            Kind::Primitive(_) | Kind::Opaque => {}
         }
     }
 

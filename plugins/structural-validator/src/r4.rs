@@ -198,7 +198,7 @@ pub static DATATYPES: &[ResourceDef] = &[
 ];
 
 static R_ACCOUNT: [Element; 19] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "coverage", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_ACCOUNT_COVERAGE) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -239,7 +239,7 @@ static R_ACTIVITYDEFINITION: [Element; 54] = [
     Element { name: "bodySite", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -306,7 +306,7 @@ static R_ACTIVITYDEFINITION_DYNAMICVALUE: [Element; 5] = [
 static R_ADVERSEEVENT: [Element; 28] = [
     Element { name: "actuality", min: 1, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "contributor", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "detected", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
@@ -354,7 +354,7 @@ static R_ALLERGYINTOLERANCE: [Element; 24] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "clinicalStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "criticality", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -392,7 +392,7 @@ static R_APPOINTMENT: [Element; 30] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "cancelationReason", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "end", min: 0, many: false, choice: false, types: &[Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }] },
@@ -433,7 +433,7 @@ static R_APPOINTMENTRESPONSE: [Element; 16] = [
     Element { name: "actor", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "appointment", min: 1, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "end", min: 0, many: false, choice: false, types: &[Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -450,7 +450,7 @@ static R_APPOINTMENTRESPONSE: [Element; 16] = [
 static R_AUDITEVENT: [Element; 19] = [
     Element { name: "action", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "agent", min: 1, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_AUDITEVENT_AGENT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "entity", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_AUDITEVENT_ENTITY) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -523,7 +523,7 @@ static R_AUDITEVENT_ENTITY_DETAIL: [Element; 5] = [
 static R_BASIC: [Element; 13] = [
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -546,7 +546,7 @@ static R_BINARY: [Element; 7] = [
 ];
 static R_BIOLOGICALLYDERIVEDPRODUCT: [Element; 19] = [
     Element { name: "collection", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_BIOLOGICALLYDERIVEDPRODUCT_COLLECTION) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -600,7 +600,7 @@ static R_BIOLOGICALLYDERIVEDPRODUCT_STORAGE: [Element; 7] = [
 ];
 static R_BODYSTRUCTURE: [Element; 16] = [
     Element { name: "active", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -643,7 +643,7 @@ static R_BUNDLE_ENTRY: [Element; 9] = [
     Element { name: "link", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_BUNDLE_LINK) }] },
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "request", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_BUNDLE_ENTRY_REQUEST) }] },
-    Element { name: "resource", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "resource", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "response", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_BUNDLE_ENTRY_RESPONSE) }] },
     Element { name: "search", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_BUNDLE_ENTRY_SEARCH) }] },
 ];
@@ -672,12 +672,12 @@ static R_BUNDLE_ENTRY_RESPONSE: [Element; 8] = [
     Element { name: "lastModified", min: 0, many: false, choice: false, types: &[Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }] },
     Element { name: "location", min: 0, many: false, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
-    Element { name: "outcome", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "outcome", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "status", min: 1, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
 ];
 static R_CAPABILITYSTATEMENT: [Element; 34] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -839,7 +839,7 @@ static R_CAREPLAN: [Element; 31] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "careTeam", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "contributor", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -899,7 +899,7 @@ static R_CAREPLAN_ACTIVITY_DETAIL: [Element; 20] = [
 ];
 static R_CARETEAM: [Element; 21] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -934,7 +934,7 @@ static R_CATALOGENTRY: [Element; 21] = [
     Element { name: "additionalClassification", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "additionalIdentifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
     Element { name: "classification", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -963,7 +963,7 @@ static R_CHARGEITEM: [Element; 34] = [
     Element { name: "account", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "bodysite", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "context", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "costCenter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "definitionCanonical", min: 0, many: true, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
@@ -1007,7 +1007,7 @@ static R_CHARGEITEMDEFINITION: [Element; 31] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "derivedFromUri", min: 0, many: true, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
@@ -1063,7 +1063,7 @@ static R_CLAIM: [Element; 35] = [
     Element { name: "accident", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIM_ACCIDENT) }] },
     Element { name: "billablePeriod", min: 0, many: false, choice: false, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
     Element { name: "careTeam", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIM_CARETEAM) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "diagnosis", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIM_DIAGNOSIS) }] },
     Element { name: "enterer", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -1235,7 +1235,7 @@ static R_CLAIMRESPONSE: [Element; 35] = [
     Element { name: "addItem", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIMRESPONSE_ADDITEM) }] },
     Element { name: "adjudication", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIMRESPONSE_ITEM_ADJUDICATION) }] },
     Element { name: "communicationRequest", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "disposition", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "error", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CLAIMRESPONSE_ERROR) }] },
@@ -1402,7 +1402,7 @@ static R_CLAIMRESPONSE_ERROR: [Element; 7] = [
 static R_CLINICALIMPRESSION: [Element; 28] = [
     Element { name: "assessor", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "effective", min: 0, many: false, choice: true, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }, Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
@@ -1449,7 +1449,7 @@ static R_CODESYSTEM: [Element; 34] = [
     Element { name: "compositional", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "concept", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CODESYSTEM_CONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "content", min: 1, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "count", min: 0, many: false, choice: false, types: &[Type { name: "unsignedInt", kind: Kind::Primitive(Prim::UnsignedInt) }] },
@@ -1528,7 +1528,7 @@ static R_COMMUNICATION: [Element; 31] = [
     Element { name: "about", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -1568,7 +1568,7 @@ static R_COMMUNICATIONREQUEST: [Element; 30] = [
     Element { name: "authoredOn", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "doNotPerform", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -1604,7 +1604,7 @@ static R_COMMUNICATIONREQUEST_PAYLOAD: [Element; 4] = [
 static R_COMPARTMENTDEFINITION: [Element; 22] = [
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "experimental", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
@@ -1638,7 +1638,7 @@ static R_COMPOSITION: [Element; 23] = [
     Element { name: "author", min: 1, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "confidentiality", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "custodian", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -1698,7 +1698,7 @@ static R_COMPOSITION_SECTION: [Element; 13] = [
 ];
 static R_CONCEPTMAP: [Element; 26] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -1779,7 +1779,7 @@ static R_CONDITION: [Element; 25] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "clinicalStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "evidence", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CONDITION_EVIDENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -1816,7 +1816,7 @@ static R_CONDITION_EVIDENCE: [Element; 5] = [
 ];
 static R_CONSENT: [Element; 21] = [
     Element { name: "category", min: 1, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "dateTime", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -1887,7 +1887,7 @@ static R_CONTRACT: [Element; 41] = [
     Element { name: "applies", min: 0, many: false, choice: false, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "authority", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "contentDefinition", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_CONTRACT_CONTENTDEFINITION) }] },
     Element { name: "contentDerivative", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "domain", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -2099,7 +2099,7 @@ static R_CONTRACT_RULE: [Element; 4] = [
 static R_COVERAGE: [Element; 25] = [
     Element { name: "beneficiary", min: 1, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "class", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_COVERAGE_CLASS) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "contract", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "costToBeneficiary", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_COVERAGE_COSTTOBENEFICIARY) }] },
     Element { name: "dependent", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -2147,7 +2147,7 @@ static R_COVERAGE_COSTTOBENEFICIARY_EXCEPTION: [Element; 5] = [
     Element { name: "type", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
 ];
 static R_COVERAGEELIGIBILITYREQUEST: [Element; 22] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "enterer", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2208,7 +2208,7 @@ static R_COVERAGEELIGIBILITYREQUEST_ITEM_DIAGNOSIS: [Element; 4] = [
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
 ];
 static R_COVERAGEELIGIBILITYRESPONSE: [Element; 23] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "disposition", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "error", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_COVERAGEELIGIBILITYRESPONSE_ERROR) }] },
@@ -2277,7 +2277,7 @@ static R_COVERAGEELIGIBILITYRESPONSE_ERROR: [Element; 4] = [
 static R_DETECTEDISSUE: [Element; 20] = [
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "detail", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "evidence", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DETECTEDISSUE_EVIDENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2313,7 +2313,7 @@ static R_DETECTEDISSUE_MITIGATION: [Element; 6] = [
 ];
 static R_DEVICE: [Element; 34] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactPoint", kind: Kind::Complex(&T_CONTACTPOINT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "definition", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "deviceName", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DEVICE_DEVICENAME) }] },
     Element { name: "distinctIdentifier", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -2391,7 +2391,7 @@ static R_DEVICE_PROPERTY: [Element; 6] = [
 static R_DEVICEDEFINITION: [Element; 30] = [
     Element { name: "capability", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DEVICEDEFINITION_CAPABILITY) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactPoint", kind: Kind::Complex(&T_CONTACTPOINT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "deviceName", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DEVICEDEFINITION_DEVICENAME) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -2469,7 +2469,7 @@ static R_DEVICEMETRIC: [Element; 18] = [
     Element { name: "calibration", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DEVICEMETRIC_CALIBRATION) }] },
     Element { name: "category", min: 1, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "color", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -2497,7 +2497,7 @@ static R_DEVICEREQUEST: [Element; 32] = [
     Element { name: "authoredOn", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 1, many: false, choice: true, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }, Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "groupIdentifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -2537,7 +2537,7 @@ static R_DEVICEREQUEST_PARAMETER: [Element; 5] = [
 static R_DEVICEUSESTATEMENT: [Element; 21] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "bodySite", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "derivedFrom", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "device", min: 1, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2563,7 +2563,7 @@ static R_DIAGNOSTICREPORT: [Element; 26] = [
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "conclusion", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "conclusionCode", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "effective", min: 0, many: false, choice: true, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }, Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2594,7 +2594,7 @@ static R_DIAGNOSTICREPORT_MEDIA: [Element; 5] = [
 ];
 static R_DOCUMENTMANIFEST: [Element; 20] = [
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "content", min: 1, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -2625,7 +2625,7 @@ static R_DOCUMENTREFERENCE: [Element; 24] = [
     Element { name: "authenticator", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "content", min: 1, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DOCUMENTREFERENCE_CONTENT) }] },
     Element { name: "context", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_DOCUMENTREFERENCE_CONTEXT) }] },
     Element { name: "custodian", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -2678,7 +2678,7 @@ static R_EFFECTEVIDENCESYNTHESIS: [Element; 41] = [
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "certainty", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EFFECTEVIDENCESYNTHESIS_CERTAINTY) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -2775,7 +2775,7 @@ static R_ENCOUNTER: [Element; 31] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "class", min: 1, many: false, choice: false, types: &[Type { name: "Coding", kind: Kind::Complex(&T_CODING) }] },
     Element { name: "classHistory", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_ENCOUNTER_CLASSHISTORY) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "diagnosis", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_ENCOUNTER_DIAGNOSIS) }] },
     Element { name: "episodeOfCare", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2859,7 +2859,7 @@ static R_ENDPOINT: [Element; 19] = [
     Element { name: "address", min: 1, many: false, choice: false, types: &[Type { name: "url", kind: Kind::Primitive(Prim::Url) }] },
     Element { name: "connectionType", min: 1, many: false, choice: false, types: &[Type { name: "Coding", kind: Kind::Complex(&T_CODING) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactPoint", kind: Kind::Complex(&T_CONTACTPOINT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "header", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -2878,7 +2878,7 @@ static R_ENDPOINT: [Element; 19] = [
 ];
 static R_ENROLLMENTREQUEST: [Element; 15] = [
     Element { name: "candidate", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "coverage", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2894,7 +2894,7 @@ static R_ENROLLMENTREQUEST: [Element; 15] = [
     Element { name: "text", min: 0, many: false, choice: false, types: &[Type { name: "Narrative", kind: Kind::Complex(&T_NARRATIVE) }] },
 ];
 static R_ENROLLMENTRESPONSE: [Element; 16] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "disposition", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -2914,7 +2914,7 @@ static R_ENROLLMENTRESPONSE: [Element; 16] = [
 static R_EPISODEOFCARE: [Element; 20] = [
     Element { name: "account", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "careManager", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "diagnosis", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EPISODEOFCARE_DIAGNOSIS) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -2952,7 +2952,7 @@ static R_EVENTDEFINITION: [Element; 36] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -2990,7 +2990,7 @@ static R_EVIDENCE: [Element; 36] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -3029,7 +3029,7 @@ static R_EVIDENCEVARIABLE: [Element; 35] = [
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "characteristic", min: 1, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EVIDENCEVARIABLE_CHARACTERISTIC) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -3076,7 +3076,7 @@ static R_EVIDENCEVARIABLE_CHARACTERISTIC: [Element; 10] = [
 static R_EXAMPLESCENARIO: [Element; 25] = [
     Element { name: "actor", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EXAMPLESCENARIO_ACTOR) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "experimental", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
@@ -3186,7 +3186,7 @@ static R_EXPLANATIONOFBENEFIT: [Element; 51] = [
     Element { name: "careTeam", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EXPLANATIONOFBENEFIT_CARETEAM) }] },
     Element { name: "claim", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "claimResponse", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "diagnosis", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_EXPLANATIONOFBENEFIT_DIAGNOSIS) }] },
     Element { name: "disposition", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -3477,7 +3477,7 @@ static R_FAMILYMEMBERHISTORY: [Element; 26] = [
     Element { name: "age", min: 0, many: false, choice: true, types: &[Type { name: "Age", kind: Kind::Complex(&T_AGE) }, Type { name: "Range", kind: Kind::Complex(&T_RANGE) }, Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "born", min: 0, many: false, choice: true, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }, Type { name: "date", kind: Kind::Primitive(Prim::Date) }, Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "condition", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_FAMILYMEMBERHISTORY_CONDITION) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "dataAbsentReason", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "deceased", min: 0, many: false, choice: true, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }, Type { name: "Age", kind: Kind::Complex(&T_AGE) }, Type { name: "Range", kind: Kind::Complex(&T_RANGE) }, Type { name: "date", kind: Kind::Primitive(Prim::Date) }, Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -3515,7 +3515,7 @@ static R_FLAG: [Element; 16] = [
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -3533,7 +3533,7 @@ static R_GOAL: [Element; 24] = [
     Element { name: "achievementStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "addresses", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "expressedBy", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -3565,7 +3565,7 @@ static R_GOAL_TARGET: [Element; 6] = [
 ];
 static R_GRAPHDEFINITION: [Element; 23] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "experimental", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
@@ -3624,7 +3624,7 @@ static R_GROUP: [Element; 18] = [
     Element { name: "actual", min: 1, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "characteristic", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_GROUP_CHARACTERISTIC) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -3657,7 +3657,7 @@ static R_GROUP_MEMBER: [Element; 6] = [
     Element { name: "period", min: 0, many: false, choice: false, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
 ];
 static R_GUIDANCERESPONSE: [Element; 23] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "dataRequirement", min: 0, many: true, choice: false, types: &[Type { name: "DataRequirement", kind: Kind::Complex(&T_DATAREQUIREMENT) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "evaluationMessage", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -3690,7 +3690,7 @@ static R_HEALTHCARESERVICE: [Element; 32] = [
     Element { name: "characteristic", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "communication", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "coverageArea", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "eligibility", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_HEALTHCARESERVICE_ELIGIBILITY) }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -3740,7 +3740,7 @@ static R_HEALTHCARESERVICE_NOTAVAILABLE: [Element; 5] = [
 ];
 static R_IMAGINGSTUDY: [Element; 28] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -3802,7 +3802,7 @@ static R_IMAGINGSTUDY_SERIES_INSTANCE: [Element; 7] = [
     Element { name: "uid", min: 1, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
 ];
 static R_IMMUNIZATION: [Element; 36] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "doseQuantity", min: 0, many: false, choice: false, types: &[Type { name: "Quantity", kind: Kind::Complex(&T_QUANTITY) }] },
     Element { name: "education", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_IMMUNIZATION_EDUCATION) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -3875,7 +3875,7 @@ static R_IMMUNIZATION_PROTOCOLAPPLIED: [Element; 8] = [
 ];
 static R_IMMUNIZATIONEVALUATION: [Element; 21] = [
     Element { name: "authority", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "doseNumber", min: 0, many: false, choice: true, types: &[Type { name: "positiveInt", kind: Kind::Primitive(Prim::PositiveInt) }, Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -3898,7 +3898,7 @@ static R_IMMUNIZATIONEVALUATION: [Element; 21] = [
 ];
 static R_IMMUNIZATIONRECOMMENDATION: [Element; 13] = [
     Element { name: "authority", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -3937,7 +3937,7 @@ static R_IMMUNIZATIONRECOMMENDATION_RECOMMENDATION_DATECRITERION: [Element; 5] =
 ];
 static R_IMPLEMENTATIONGUIDE: [Element; 28] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "definition", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_IMPLEMENTATIONGUIDE_DEFINITION) }] },
@@ -4062,7 +4062,7 @@ static R_INSURANCEPLAN: [Element; 22] = [
     Element { name: "administeredBy", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "alias", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_INSURANCEPLAN_CONTACT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "coverage", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_INSURANCEPLAN_COVERAGE) }] },
     Element { name: "coverageArea", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -4160,7 +4160,7 @@ static R_INSURANCEPLAN_PLAN_SPECIFICCOST_BENEFIT_COST: [Element; 7] = [
 static R_INVOICE: [Element; 24] = [
     Element { name: "account", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "cancelledReason", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -4211,7 +4211,7 @@ static R_LIBRARY: [Element; 39] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "content", min: 0, many: true, choice: false, types: &[Type { name: "Attachment", kind: Kind::Complex(&T_ATTACHMENT) }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "dataRequirement", min: 0, many: true, choice: false, types: &[Type { name: "DataRequirement", kind: Kind::Complex(&T_DATAREQUIREMENT) }] },
@@ -4251,7 +4251,7 @@ static R_LIBRARY: [Element; 39] = [
 static R_LINKAGE: [Element; 11] = [
     Element { name: "active", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "implicitRules", min: 0, many: false, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
@@ -4270,7 +4270,7 @@ static R_LINKAGE_ITEM: [Element; 5] = [
 ];
 static R_LIST: [Element; 21] = [
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "emptyReason", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -4304,7 +4304,7 @@ static R_LOCATION: [Element; 25] = [
     Element { name: "address", min: 0, many: false, choice: false, types: &[Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }] },
     Element { name: "alias", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "availabilityExceptions", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -4350,7 +4350,7 @@ static R_MEASURE: [Element; 49] = [
     Element { name: "clinicalRecommendationStatement", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "compositeScoring", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "definition", min: 0, many: true, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -4439,7 +4439,7 @@ static R_MEASURE_SUPPLEMENTALDATA: [Element; 7] = [
     Element { name: "usage", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
 ];
 static R_MEASUREREPORT: [Element; 19] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "evaluatedResource", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -4510,7 +4510,7 @@ static R_MEASUREREPORT_GROUP_STRATIFIER_STRATUM_POPULATION: [Element; 6] = [
 static R_MEDIA: [Element; 30] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "bodySite", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "content", min: 1, many: false, choice: false, types: &[Type { name: "Attachment", kind: Kind::Complex(&T_ATTACHMENT) }] },
     Element { name: "created", min: 0, many: false, choice: true, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }, Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
     Element { name: "device", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -4543,7 +4543,7 @@ static R_MEDICATION: [Element; 16] = [
     Element { name: "amount", min: 0, many: false, choice: false, types: &[Type { name: "Ratio", kind: Kind::Complex(&T_RATIO) }] },
     Element { name: "batch", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICATION_BATCH) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "form", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -4574,7 +4574,7 @@ static R_MEDICATION_BATCH: [Element; 5] = [
 ];
 static R_MEDICATIONADMINISTRATION: [Element; 27] = [
     Element { name: "category", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "context", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "device", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "dosage", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICATIONADMINISTRATION_DOSAGE) }] },
@@ -4622,7 +4622,7 @@ static R_MEDICATIONADMINISTRATION_DOSAGE: [Element; 9] = [
 static R_MEDICATIONDISPENSE: [Element; 32] = [
     Element { name: "authorizingPrescription", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "context", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "daysSupply", min: 0, many: false, choice: false, types: &[Type { name: "Quantity", kind: Kind::Complex(&T_QUANTITY) }] },
     Element { name: "destination", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -4674,7 +4674,7 @@ static R_MEDICATIONKNOWLEDGE: [Element; 30] = [
     Element { name: "amount", min: 0, many: false, choice: false, types: &[Type { name: "Quantity", kind: Kind::Complex(&T_QUANTITY) }] },
     Element { name: "associatedMedication", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "contraindication", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "cost", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICATIONKNOWLEDGE_COST) }] },
     Element { name: "doseForm", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
@@ -4822,7 +4822,7 @@ static R_MEDICATIONREQUEST: [Element; 40] = [
     Element { name: "authoredOn", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "courseOfTherapyType", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "detectedIssue", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "dispenseRequest", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICATIONREQUEST_DISPENSEREQUEST) }] },
@@ -4889,7 +4889,7 @@ static R_MEDICATIONREQUEST_SUBSTITUTION: [Element; 5] = [
 static R_MEDICATIONSTATEMENT: [Element; 25] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "context", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "dateAsserted", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "derivedFrom", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -4919,7 +4919,7 @@ static R_MEDICINALPRODUCT: [Element; 28] = [
     Element { name: "clinicalTrial", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "combinedPharmaceuticalDoseForm", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "crossReference", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
     Element { name: "domain", min: 0, many: false, choice: false, types: &[Type { name: "Coding", kind: Kind::Complex(&T_CODING) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -4990,7 +4990,7 @@ static R_MEDICINALPRODUCT_SPECIALDESIGNATION: [Element; 10] = [
     Element { name: "type", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
 ];
 static R_MEDICINALPRODUCTAUTHORIZATION: [Element; 24] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "country", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "dataExclusivityPeriod", min: 0, many: false, choice: false, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
     Element { name: "dateOfFirstAuthorization", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
@@ -5036,7 +5036,7 @@ static R_MEDICINALPRODUCTAUTHORIZATION_PROCEDURE: [Element; 7] = [
 ];
 static R_MEDICINALPRODUCTCONTRAINDICATION: [Element; 15] = [
     Element { name: "comorbidity", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "disease", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "diseaseStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -5060,7 +5060,7 @@ static R_MEDICINALPRODUCTCONTRAINDICATION_OTHERTHERAPY: [Element; 5] = [
 ];
 static R_MEDICINALPRODUCTINDICATION: [Element; 17] = [
     Element { name: "comorbidity", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "diseaseStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "diseaseSymptomProcedure", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "duration", min: 0, many: false, choice: false, types: &[Type { name: "Quantity", kind: Kind::Complex(&T_QUANTITY) }] },
@@ -5086,7 +5086,7 @@ static R_MEDICINALPRODUCTINDICATION_OTHERTHERAPY: [Element; 5] = [
 ];
 static R_MEDICINALPRODUCTINGREDIENT: [Element; 14] = [
     Element { name: "allergenicIndicator", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -5139,7 +5139,7 @@ static R_MEDICINALPRODUCTINGREDIENT_SUBSTANCE: [Element; 5] = [
     Element { name: "strength", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICINALPRODUCTINGREDIENT_SPECIFIEDSUBSTANCE_STRENGTH) }] },
 ];
 static R_MEDICINALPRODUCTINTERACTION: [Element; 15] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "effect", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -5162,7 +5162,7 @@ static R_MEDICINALPRODUCTINTERACTION_INTERACTANT: [Element; 4] = [
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
 ];
 static R_MEDICINALPRODUCTMANUFACTURED: [Element; 15] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "implicitRules", min: 0, many: false, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
@@ -5180,7 +5180,7 @@ static R_MEDICINALPRODUCTMANUFACTURED: [Element; 15] = [
 ];
 static R_MEDICINALPRODUCTPACKAGED: [Element; 17] = [
     Element { name: "batchIdentifier", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICINALPRODUCTPACKAGED_BATCHIDENTIFIER) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5224,7 +5224,7 @@ static R_MEDICINALPRODUCTPACKAGED_PACKAGEITEM: [Element; 15] = [
 static R_MEDICINALPRODUCTPHARMACEUTICAL: [Element; 15] = [
     Element { name: "administrableDoseForm", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "characteristics", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MEDICINALPRODUCTPHARMACEUTICAL_CHARACTERISTICS) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "device", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5274,7 +5274,7 @@ static R_MEDICINALPRODUCTPHARMACEUTICAL_ROUTEOFADMINISTRATION_TARGETSPECIES_WITH
 ];
 static R_MEDICINALPRODUCTUNDESIRABLEEFFECT: [Element; 13] = [
     Element { name: "classification", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "frequencyOfOccurrence", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5292,7 +5292,7 @@ static R_MESSAGEDEFINITION: [Element; 32] = [
     Element { name: "base", min: 0, many: false, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
     Element { name: "category", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -5339,7 +5339,7 @@ static R_MESSAGEDEFINITION_ALLOWEDRESPONSE: [Element; 5] = [
 ];
 static R_MESSAGEHEADER: [Element; 19] = [
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "definition", min: 0, many: false, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
     Element { name: "destination", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_MESSAGEHEADER_DESTINATION) }] },
     Element { name: "enterer", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -5386,7 +5386,7 @@ static R_MESSAGEHEADER_RESPONSE: [Element; 6] = [
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
 ];
 static R_MOLECULARSEQUENCE: [Element; 24] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "coordinateSystem", min: 1, many: false, choice: false, types: &[Type { name: "integer", kind: Kind::Primitive(Prim::Integer) }] },
     Element { name: "device", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -5505,7 +5505,7 @@ static R_MOLECULARSEQUENCE_STRUCTUREVARIANT_INNER: [Element; 5] = [
 ];
 static R_NAMINGSYSTEM: [Element; 21] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -5538,7 +5538,7 @@ static R_NAMINGSYSTEM_UNIQUEID: [Element; 8] = [
 ];
 static R_NUTRITIONORDER: [Element; 25] = [
     Element { name: "allergyIntolerance", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "dateTime", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "enteralFormula", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_NUTRITIONORDER_ENTERALFORMULA) }] },
@@ -5626,7 +5626,7 @@ static R_OBSERVATION: [Element; 32] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "component", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_OBSERVATION_COMPONENT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "dataAbsentReason", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "derivedFrom", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "device", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -5679,7 +5679,7 @@ static R_OBSERVATIONDEFINITION: [Element; 21] = [
     Element { name: "abnormalCodedValueSet", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "criticalCodedValueSet", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5726,7 +5726,7 @@ static R_OPERATIONDEFINITION: [Element; 34] = [
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "experimental", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
@@ -5794,7 +5794,7 @@ static R_OPERATIONDEFINITION_OVERLOAD: [Element; 5] = [
     Element { name: "parameterName", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
 ];
 static R_OPERATIONOUTCOME: [Element; 9] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "implicitRules", min: 0, many: false, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
@@ -5820,7 +5820,7 @@ static R_ORGANIZATION: [Element; 18] = [
     Element { name: "address", min: 0, many: true, choice: false, types: &[Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }] },
     Element { name: "alias", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_ORGANIZATION_CONTACT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5847,7 +5847,7 @@ static R_ORGANIZATION_CONTACT: [Element; 7] = [
 static R_ORGANIZATIONAFFILIATION: [Element; 20] = [
     Element { name: "active", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "code", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "healthcareService", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -5879,7 +5879,7 @@ static R_PARAMETERS_PARAMETER: [Element; 7] = [
     Element { name: "modifierExtension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "name", min: 1, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "part", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PARAMETERS_PARAMETER) }] },
-    Element { name: "resource", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "resource", min: 0, many: false, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "value", min: 0, many: false, choice: true, types: &[Type { name: "base64Binary", kind: Kind::Primitive(Prim::Base64Binary) }, Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }, Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }, Type { name: "code", kind: Kind::Primitive(Prim::Code) }, Type { name: "date", kind: Kind::Primitive(Prim::Date) }, Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }, Type { name: "decimal", kind: Kind::Primitive(Prim::Decimal) }, Type { name: "id", kind: Kind::Primitive(Prim::Id) }, Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }, Type { name: "integer", kind: Kind::Primitive(Prim::Integer) }, Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }, Type { name: "oid", kind: Kind::Primitive(Prim::Oid) }, Type { name: "positiveInt", kind: Kind::Primitive(Prim::PositiveInt) }, Type { name: "string", kind: Kind::Primitive(Prim::String) }, Type { name: "time", kind: Kind::Primitive(Prim::Time) }, Type { name: "unsignedInt", kind: Kind::Primitive(Prim::UnsignedInt) }, Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }, Type { name: "url", kind: Kind::Primitive(Prim::Url) }, Type { name: "uuid", kind: Kind::Primitive(Prim::Uuid) }, Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }, Type { name: "Age", kind: Kind::Complex(&T_AGE) }, Type { name: "Annotation", kind: Kind::Complex(&T_ANNOTATION) }, Type { name: "Attachment", kind: Kind::Complex(&T_ATTACHMENT) }, Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }, Type { name: "Coding", kind: Kind::Complex(&T_CODING) }, Type { name: "ContactPoint", kind: Kind::Complex(&T_CONTACTPOINT) }, Type { name: "Count", kind: Kind::Complex(&T_COUNT) }, Type { name: "Distance", kind: Kind::Complex(&T_DISTANCE) }, Type { name: "Duration", kind: Kind::Complex(&T_DURATION) }, Type { name: "HumanName", kind: Kind::Complex(&T_HUMANNAME) }, Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }, Type { name: "Money", kind: Kind::Complex(&T_MONEY) }, Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }, Type { name: "Quantity", kind: Kind::Complex(&T_QUANTITY) }, Type { name: "Range", kind: Kind::Complex(&T_RANGE) }, Type { name: "Ratio", kind: Kind::Complex(&T_RATIO) }, Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }, Type { name: "SampledData", kind: Kind::Complex(&T_SAMPLEDDATA) }, Type { name: "Signature", kind: Kind::Complex(&T_SIGNATURE) }, Type { name: "Timing", kind: Kind::Complex(&T_TIMING) }, Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }, Type { name: "Contributor", kind: Kind::Complex(&T_CONTRIBUTOR) }, Type { name: "DataRequirement", kind: Kind::Complex(&T_DATAREQUIREMENT) }, Type { name: "Expression", kind: Kind::Complex(&T_EXPRESSION) }, Type { name: "ParameterDefinition", kind: Kind::Complex(&T_PARAMETERDEFINITION) }, Type { name: "RelatedArtifact", kind: Kind::Complex(&T_RELATEDARTIFACT) }, Type { name: "TriggerDefinition", kind: Kind::Complex(&T_TRIGGERDEFINITION) }, Type { name: "UsageContext", kind: Kind::Complex(&T_USAGECONTEXT) }, Type { name: "Dosage", kind: Kind::Complex(&T_DOSAGE) }, Type { name: "Meta", kind: Kind::Complex(&T_META) }] },
 ];
 static R_PATIENT: [Element; 24] = [
@@ -5888,7 +5888,7 @@ static R_PATIENT: [Element; 24] = [
     Element { name: "birthDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "communication", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PATIENT_COMMUNICATION) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PATIENT_CONTACT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "deceased", min: 0, many: false, choice: true, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }, Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "gender", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
@@ -5936,7 +5936,7 @@ static R_PATIENT_LINK: [Element; 5] = [
 ];
 static R_PAYMENTNOTICE: [Element; 20] = [
     Element { name: "amount", min: 1, many: false, choice: false, types: &[Type { name: "Money", kind: Kind::Complex(&T_MONEY) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -5957,7 +5957,7 @@ static R_PAYMENTNOTICE: [Element; 20] = [
     Element { name: "text", min: 0, many: false, choice: false, types: &[Type { name: "Narrative", kind: Kind::Complex(&T_NARRATIVE) }] },
 ];
 static R_PAYMENTRECONCILIATION: [Element; 23] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "detail", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PAYMENTRECONCILIATION_DETAIL) }] },
     Element { name: "disposition", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -6007,7 +6007,7 @@ static R_PERSON: [Element; 18] = [
     Element { name: "active", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "address", min: 0, many: true, choice: false, types: &[Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }] },
     Element { name: "birthDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "gender", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6035,7 +6035,7 @@ static R_PLANDEFINITION: [Element; 39] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -6157,7 +6157,7 @@ static R_PRACTITIONER: [Element; 18] = [
     Element { name: "address", min: 0, many: true, choice: false, types: &[Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }] },
     Element { name: "birthDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "communication", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "gender", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6186,7 +6186,7 @@ static R_PRACTITIONERROLE: [Element; 22] = [
     Element { name: "availabilityExceptions", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "availableTime", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PRACTITIONERROLE_AVAILABLETIME) }] },
     Element { name: "code", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "endpoint", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "healthcareService", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
@@ -6229,7 +6229,7 @@ static R_PROCEDURE: [Element; 36] = [
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "complication", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "complicationDetail", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "focalDevice", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PROCEDURE_FOCALDEVICE) }] },
@@ -6277,7 +6277,7 @@ static R_PROCEDURE_FOCALDEVICE: [Element; 5] = [
 static R_PROVENANCE: [Element; 18] = [
     Element { name: "activity", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "agent", min: 1, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PROVENANCE_AGENT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "entity", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_PROVENANCE_ENTITY) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6315,7 +6315,7 @@ static R_QUESTIONNAIRE: [Element; 30] = [
     Element { name: "approvalDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "code", min: 0, many: true, choice: false, types: &[Type { name: "Coding", kind: Kind::Complex(&T_CODING) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "derivedFrom", min: 0, many: true, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
@@ -6389,7 +6389,7 @@ static R_QUESTIONNAIRERESPONSE: [Element; 19] = [
     Element { name: "author", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "authored", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6428,7 +6428,7 @@ static R_RELATEDPERSON: [Element; 20] = [
     Element { name: "address", min: 0, many: true, choice: false, types: &[Type { name: "Address", kind: Kind::Complex(&T_ADDRESS) }] },
     Element { name: "birthDate", min: 0, many: false, choice: false, types: &[Type { name: "date", kind: Kind::Primitive(Prim::Date) }] },
     Element { name: "communication", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_RELATEDPERSON_COMMUNICATION) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "gender", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6458,7 +6458,7 @@ static R_REQUESTGROUP: [Element; 26] = [
     Element { name: "authoredOn", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "groupIdentifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -6524,7 +6524,7 @@ static R_RESEARCHDEFINITION: [Element; 42] = [
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "comment", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -6569,7 +6569,7 @@ static R_RESEARCHELEMENTDEFINITION: [Element; 41] = [
     Element { name: "characteristic", min: 1, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_RESEARCHELEMENTDEFINITION_CHARACTERISTIC) }] },
     Element { name: "comment", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -6628,7 +6628,7 @@ static R_RESEARCHSTUDY: [Element; 32] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "condition", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "enrollment", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -6676,7 +6676,7 @@ static R_RESEARCHSUBJECT: [Element; 16] = [
     Element { name: "actualArm", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "assignedArm", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "consent", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -6695,7 +6695,7 @@ static R_RISKASSESSMENT: [Element; 25] = [
     Element { name: "basis", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "condition", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6733,7 +6733,7 @@ static R_RISKEVIDENCESYNTHESIS: [Element; 39] = [
     Element { name: "author", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
     Element { name: "certainty", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_RISKEVIDENCESYNTHESIS_CERTAINTY) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -6818,7 +6818,7 @@ static R_SCHEDULE: [Element; 16] = [
     Element { name: "active", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "actor", min: 1, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: true, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -6839,7 +6839,7 @@ static R_SEARCHPARAMETER: [Element; 34] = [
     Element { name: "comparator", min: 0, many: true, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "component", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SEARCHPARAMETER_COMPONENT) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "derivedFrom", min: 0, many: false, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
     Element { name: "description", min: 1, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -6882,7 +6882,7 @@ static R_SERVICEREQUEST: [Element; 41] = [
     Element { name: "bodySite", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "doNotPerform", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -6921,7 +6921,7 @@ static R_SERVICEREQUEST: [Element; 41] = [
 static R_SLOT: [Element; 19] = [
     Element { name: "appointmentType", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "end", min: 1, many: false, choice: false, types: &[Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6943,7 +6943,7 @@ static R_SPECIMEN: [Element; 21] = [
     Element { name: "accessionIdentifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
     Element { name: "collection", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SPECIMEN_COLLECTION) }] },
     Element { name: "condition", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "container", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SPECIMEN_CONTAINER) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -6996,7 +6996,7 @@ static R_SPECIMEN_CONTAINER: [Element; 9] = [
 ];
 static R_SPECIMENDEFINITION: [Element; 14] = [
     Element { name: "collection", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -7055,7 +7055,7 @@ static R_STRUCTUREDEFINITION: [Element; 35] = [
     Element { name: "abstract", min: 1, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
     Element { name: "baseDefinition", min: 0, many: false, choice: false, types: &[Type { name: "canonical", kind: Kind::Primitive(Prim::Canonical) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "context", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_STRUCTUREDEFINITION_CONTEXT) }] },
     Element { name: "contextInvariant", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -7118,7 +7118,7 @@ static R_STRUCTUREDEFINITION_DIFFERENTIAL: [Element; 4] = [
 ];
 static R_STRUCTUREMAP: [Element; 26] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -7229,7 +7229,7 @@ static R_STRUCTUREMAP_GROUP_RULE_DEPENDENT: [Element; 5] = [
 static R_SUBSCRIPTION: [Element; 15] = [
     Element { name: "channel", min: 1, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SUBSCRIPTION_CHANNEL) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactPoint", kind: Kind::Complex(&T_CONTACTPOINT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "criteria", min: 1, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "end", min: 0, many: false, choice: false, types: &[Type { name: "instant", kind: Kind::Primitive(Prim::Instant) }] },
     Element { name: "error", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
@@ -7255,7 +7255,7 @@ static R_SUBSCRIPTION_CHANNEL: [Element; 7] = [
 static R_SUBSTANCE: [Element; 15] = [
     Element { name: "category", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 1, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -7286,7 +7286,7 @@ static R_SUBSTANCE_INGREDIENT: [Element; 5] = [
 ];
 static R_SUBSTANCENUCLEICACID: [Element; 13] = [
     Element { name: "areaOfHybridisation", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "implicitRules", min: 0, many: false, choice: false, types: &[Type { name: "uri", kind: Kind::Primitive(Prim::Uri) }] },
@@ -7331,7 +7331,7 @@ static R_SUBSTANCENUCLEICACID_SUBUNIT_SUGAR: [Element; 6] = [
 ];
 static R_SUBSTANCEPOLYMER: [Element; 14] = [
     Element { name: "class", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copolymerConnectivity", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "geometry", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
@@ -7396,7 +7396,7 @@ static R_SUBSTANCEPOLYMER_REPEAT_REPEATUNIT_STRUCTURALREPRESENTATION: [Element; 
     Element { name: "type", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
 ];
 static R_SUBSTANCEPROTEIN: [Element; 12] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "disulfideLinkage", min: 0, many: true, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -7425,7 +7425,7 @@ static R_SUBSTANCEPROTEIN_SUBUNIT: [Element; 11] = [
 static R_SUBSTANCEREFERENCEINFORMATION: [Element; 13] = [
     Element { name: "classification", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SUBSTANCEREFERENCEINFORMATION_CLASSIFICATION) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "gene", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SUBSTANCEREFERENCEINFORMATION_GENE) }] },
     Element { name: "geneElement", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SUBSTANCEREFERENCEINFORMATION_GENEELEMENT) }] },
@@ -7476,7 +7476,7 @@ static R_SUBSTANCEREFERENCEINFORMATION_TARGET: [Element; 11] = [
     Element { name: "type", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
 ];
 static R_SUBSTANCESOURCEMATERIAL: [Element; 21] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "countryOfOrigin", min: 0, many: true, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "developmentStage", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -7554,7 +7554,7 @@ static R_SUBSTANCESOURCEMATERIAL_PARTDESCRIPTION: [Element; 5] = [
 static R_SUBSTANCESPECIFICATION: [Element; 27] = [
     Element { name: "code", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_SUBSTANCESPECIFICATION_CODE) }] },
     Element { name: "comment", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "domain", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -7689,7 +7689,7 @@ static R_SUBSTANCESPECIFICATION_RELATIONSHIP: [Element; 10] = [
 ];
 static R_SUPPLYDELIVERY: [Element; 19] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "destination", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
@@ -7718,7 +7718,7 @@ static R_SUPPLYDELIVERY_SUPPLIEDITEM: [Element; 5] = [
 static R_SUPPLYREQUEST: [Element; 23] = [
     Element { name: "authoredOn", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "category", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "deliverFrom", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "deliverTo", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
@@ -7752,7 +7752,7 @@ static R_TASK: [Element; 39] = [
     Element { name: "basedOn", min: 0, many: true, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "businessStatus", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "code", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "string", kind: Kind::Primitive(Prim::String) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
     Element { name: "executionPeriod", min: 0, many: false, choice: false, types: &[Type { name: "Period", kind: Kind::Complex(&T_PERIOD) }] },
@@ -7815,7 +7815,7 @@ static R_TERMINOLOGYCAPABILITIES: [Element; 32] = [
     Element { name: "codeSearch", min: 0, many: false, choice: false, types: &[Type { name: "code", kind: Kind::Primitive(Prim::Code) }] },
     Element { name: "codeSystem", min: 0, many: true, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_TERMINOLOGYCAPABILITIES_CODESYSTEM) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -7920,7 +7920,7 @@ static R_TERMINOLOGYCAPABILITIES_CLOSURE: [Element; 4] = [
     Element { name: "translation", min: 0, many: false, choice: false, types: &[Type { name: "boolean", kind: Kind::Primitive(Prim::Boolean) }] },
 ];
 static R_TESTREPORT: [Element; 20] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "id", min: 0, many: false, choice: false, types: &[Type { name: "id", kind: Kind::Primitive(Prim::Id) }] },
     Element { name: "identifier", min: 0, many: false, choice: false, types: &[Type { name: "Identifier", kind: Kind::Complex(&T_IDENTIFIER) }] },
@@ -8007,7 +8007,7 @@ static R_TESTREPORT_TEARDOWN_ACTION: [Element; 4] = [
 ];
 static R_TESTSCRIPT: [Element; 32] = [
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -8199,7 +8199,7 @@ static R_TESTSCRIPT_TEARDOWN_ACTION: [Element; 4] = [
 static R_VALUESET: [Element; 26] = [
     Element { name: "compose", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_VALUESET_COMPOSE) }] },
     Element { name: "contact", min: 0, many: true, choice: false, types: &[Type { name: "ContactDetail", kind: Kind::Complex(&T_CONTACTDETAIL) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "copyright", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
     Element { name: "date", min: 0, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "description", min: 0, many: false, choice: false, types: &[Type { name: "markdown", kind: Kind::Primitive(Prim::Markdown) }] },
@@ -8300,7 +8300,7 @@ static R_VALUESET_EXPANSION_CONTAINS: [Element; 11] = [
 ];
 static R_VERIFICATIONRESULT: [Element; 22] = [
     Element { name: "attestation", min: 0, many: false, choice: false, types: &[Type { name: "BackboneElement", kind: Kind::Complex(&R_VERIFICATIONRESULT_ATTESTATION) }] },
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "extension", min: 0, many: true, choice: false, types: &[Type { name: "Extension", kind: Kind::Complex(&T_EXTENSION) }] },
     Element { name: "failureAction", min: 0, many: false, choice: false, types: &[Type { name: "CodeableConcept", kind: Kind::Complex(&T_CODEABLECONCEPT) }] },
     Element { name: "frequency", min: 0, many: false, choice: false, types: &[Type { name: "Timing", kind: Kind::Complex(&T_TIMING) }] },
@@ -8356,7 +8356,7 @@ static R_VERIFICATIONRESULT_VALIDATOR: [Element; 6] = [
     Element { name: "organization", min: 1, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },
 ];
 static R_VISIONPRESCRIPTION: [Element; 16] = [
-    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Opaque }] },
+    Element { name: "contained", min: 0, many: true, choice: false, types: &[Type { name: "Resource", kind: Kind::Resource }] },
     Element { name: "created", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "dateWritten", min: 1, many: false, choice: false, types: &[Type { name: "dateTime", kind: Kind::Primitive(Prim::DateTime) }] },
     Element { name: "encounter", min: 0, many: false, choice: false, types: &[Type { name: "Reference", kind: Kind::Complex(&T_REFERENCE) }] },

@@ -274,6 +274,40 @@ fn nested_elements() {
     );
 }
 
+/// Resources inside a resource (contained, Bundle entries) are walked by their own type.
+#[test]
+fn resources_inside_resources() {
+    check(
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/1"}, "medicationReference": {"reference": "#med"},
+               "contained": [{"resourceType": "Medication", "id": "med", "code": {"text": "aspirin"}}]}),
+        &[],
+    );
+    check(
+        json!({"resourceType": "Patient",
+        "contained": [
+            {"resourceType": "Practitioner", "id": "dr", "birthDate": "soon", "nmae": []},
+            {"id": "x"},
+            {"resourceType": "Doctor"},
+            {"resourceType": "Observation", "status": "final"}
+        ]}),
+        &[
+            "error value Patient.contained[0].birthDate: Patient.contained[0].birthDate: \"soon\" is not a date (YYYY, YYYY-MM or YYYY-MM-DD)",
+            "error structure Patient.contained[0].nmae: Patient.contained[0] has no element `nmae`",
+            "error required Patient.contained[1].resourceType: Patient.contained[1].resourceType is required",
+            "error invalid Patient.contained[2].resourceType: unknown resource type `Doctor`",
+            "error required Patient.contained[3].code: Patient.contained[3].code is required",
+        ],
+    );
+    check(
+        json!({"resourceType": "Bundle", "type": "collection",
+               "entry": [{"resource": {"resourceType": "Patient", "gender": " male"}}]}),
+        &[
+            "error value Bundle.entry[0].resource.gender: Bundle.entry[0].resource.gender: \" male\" is not a code (no leading, trailing or double whitespace)",
+        ],
+    );
+}
+
 #[test]
 fn not_json_objects() {
     let render_json = |text: &str| {
