@@ -46,6 +46,22 @@ pub enum Command {
     /// Write, check, test and list WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Maintain the FHIR store.
+    #[command(subcommand)]
+    Fhir(FhirCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FhirCommand {
+    /// Rebuild the search index rows of stored resources from their current content, e.g.
+    /// after an upgrade that indexes more. Safe beside a running server; prints what it did.
+    Reindex {
+        /// Only resources of this type (e.g. Observation).
+        #[arg(long = "type", value_name = "TYPE")]
+        resource_type: Option<String>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -292,6 +308,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             crate::http::server::serve(settings, demo).await
+        }
+        Command::Fhir(FhirCommand::Reindex {
+            resource_type,
+            store,
+        }) => {
+            if let Some(ty) = &resource_type
+                && crate::fhir::ResourceType::parse(ty).is_none()
+            {
+                anyhow::bail!("--type {ty}: not a FHIR R4 resource type");
+            }
+            let store = open_store(store).await?;
+            let report = crate::fhir::reindex::reindex(&store, resource_type.as_deref()).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            if !report.failed.is_empty() {
+                anyhow::bail!(
+                    "{} resource(s) could not be indexed: {}",
+                    report.failed.len(),
+                    report.failed.join("; ")
+                );
+            }
+            Ok(())
         }
         Command::User(UserCommand::Add {
             username,

@@ -9,6 +9,7 @@ pub mod definitions;
 pub mod fhirpath;
 pub mod operations;
 pub mod outcome;
+pub mod reindex;
 pub mod repository;
 pub mod search;
 pub mod searchset;

@@ -362,6 +362,79 @@ pub async fn fhir_write(
     replace_index(conn, version, index).await
 }
 
+/// The keys of current, non-deleted resources after `after` in (type, id) order, at most
+/// `limit`, of one type or all: the walk of `fhir::reindex`.
+pub async fn fhir_current_keys(
+    conn: &mut AnyConnection,
+    resource_type: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let (after_type, after_id) = after.unwrap_or(("", ""));
+    let rows = sqlx::query(
+        "SELECT resource_type, id FROM fhir_resources \
+         WHERE deleted = 0 AND ($1 = '' OR resource_type = $1) \
+           AND (resource_type > $2 OR (resource_type = $2 AND id > $3)) \
+         ORDER BY resource_type, id LIMIT $4",
+    )
+    .bind(resource_type.unwrap_or(""))
+    .bind(after_type)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Locks a resource's current row for the rest of the transaction (PostgreSQL: a row
+/// lock; SQLite: the write lock), so that no write of it interleaves with what follows;
+/// answers whether the row exists.
+pub async fn fhir_lock_current(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let locked = sqlx::query(
+        "UPDATE fhir_resources SET version_id = version_id WHERE resource_type = $1 AND id = $2",
+    )
+    .bind(resource_type)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(locked.rows_affected() == 1)
+}
+
+/// Replaces every index row of a resource with `rows` (run after [`fhir_lock_current`]).
+pub async fn fhir_reindex(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+    rows: &IndexRows,
+) -> Result<(), StoreError> {
+    delete_index(conn, resource_type, id).await?;
+    insert_index(conn, resource_type, id, rows).await
+}
+
+async fn delete_index(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    for table in INDEX_TABLES {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
+        ))
+        .bind(resource_type)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn replace_index(
     conn: &mut AnyConnection,
     version: &StoredVersion,
@@ -374,17 +447,20 @@ async fn replace_index(
     // A first version has no earlier index rows to remove (a re-created resource
     // continues its version numbers, so this is its first creation).
     if version.version_id > 1 {
-        for table in INDEX_TABLES {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
-            ))
-            .bind(resource_type)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        }
+        delete_index(conn, resource_type, id).await?;
     }
-    let Some(rows) = index else { return Ok(()) };
+    match index {
+        Some(rows) => insert_index(conn, resource_type, id, rows).await,
+        None => Ok(()),
+    }
+}
+
+async fn insert_index(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+    rows: &IndexRows,
+) -> Result<(), StoreError> {
     // Each table's rows with the `param` they are stored under: their own, or for the
     // components of a composite's element `composite$component$element`.
     let mut batches = Batches::default();

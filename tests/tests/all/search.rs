@@ -1727,3 +1727,147 @@ async fn every_r4_example_round_trips() {
         );
     }
 }
+
+/// `hestia fhir reindex` rebuilds index rows that a database lacks (as one written by an
+/// older build would), from each resource's current content, beside a serving app; a
+/// deleted resource is left as it is, and a bad `--type` is refused.
+#[tokio::test]
+async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let observation = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                           "valueQuantity": {"value": 120, "unit": "mmHg"}}]});
+        for id in ["bp1", "bp2"] {
+            let mut body = observation.clone();
+            body["id"] = json!(id);
+            let put = call(
+                &app,
+                "PUT",
+                &format!("{BASE}/Observation/{id}"),
+                &[JSON],
+                body.to_string(),
+            )
+            .await;
+            assert_eq!(put.status, 201, "{}: {}", db.backend, put.body);
+        }
+        let patient =
+            json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Reindexed"}]});
+        let put = call(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient/p1"),
+            &[JSON],
+            patient.to_string(),
+        )
+        .await;
+        assert_eq!(put.status, 201);
+        assert_eq!(
+            call(&app, "DELETE", &format!("{BASE}/Observation/bp2"), &[], "")
+                .await
+                .status,
+            204
+        );
+
+        let searches = [
+            "Observation?code=http://loinc.org|85354-9",
+            "Observation?component-code-value-quantity=http://loinc.org|8480-6$120",
+            "Patient?family=reindexed",
+        ];
+        let ids = |app: axum::Router, search: &'static str| async move {
+            let reply = call(&app, "GET", &format!("{BASE}/{search}"), &[], "").await;
+            assert_eq!(reply.status, 200, "{search}: {}", reply.body);
+            reply.body["entry"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_else(Vec::<String>::new)
+        };
+        for search in searches {
+            assert_eq!(
+                ids(app.clone(), search).await.len(),
+                1,
+                "{}: {search}",
+                db.backend
+            );
+        }
+
+        // The database loses its index rows, as one indexed by an older build would lack them.
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        for table in ["fhir_idx_token", "fhir_idx_quantity", "fhir_idx_string"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&raw)
+                .await
+                .unwrap();
+        }
+        for search in searches {
+            assert!(
+                ids(app.clone(), search).await.is_empty(),
+                "{}: {search}",
+                db.backend
+            );
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let db_flag = format!("--database-url={}", db.url);
+        let (ok, _, err) = crate::support::hestia(
+            dir.path(),
+            &["fhir", "reindex", "--type", "Observaton", &db_flag],
+            "",
+        );
+        assert!(
+            !ok && err.contains("Observaton: not a FHIR R4 resource type"),
+            "{err}"
+        );
+        let (ok, out, err) = crate::support::hestia(
+            dir.path(),
+            &["fhir", "reindex", "--type", "Observation", &db_flag],
+            "",
+        );
+        assert!(ok, "{}: {err}", db.backend);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"reindexed": 1, "gone": 0, "failed": []})
+        );
+        assert_eq!(
+            ids(app.clone(), searches[0]).await,
+            ["bp1"],
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            ids(app.clone(), searches[1]).await,
+            ["bp1"],
+            "{}",
+            db.backend
+        );
+        assert!(
+            ids(app.clone(), searches[2]).await.is_empty(),
+            "only Observations: {}",
+            db.backend
+        );
+        // Every type; the deleted bp2 keeps no rows and is not counted.
+        let (ok, out, err) = crate::support::hestia(dir.path(), &["fhir", "reindex", &db_flag], "");
+        assert!(ok, "{}: {err}", db.backend);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"reindexed": 2, "gone": 0, "failed": []})
+        );
+        assert_eq!(
+            ids(app.clone(), searches[2]).await,
+            ["p1"],
+            "{}",
+            db.backend
+        );
+        let tokens: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM fhir_idx_token WHERE id = 'bp2'")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+        assert_eq!(tokens, 0, "{}", db.backend);
+    }
+}
