@@ -49,7 +49,7 @@ impl ResourceValidator for StructuralValidator {
     fn validate_json(resource_type: &str, resource_json: &str) -> Vec<Issue> {
         match Json::parse(resource_json) {
             Ok(resource) => validate_tree(resource_type, &resource),
-            Err(e) => vec![hestia_sdk::Issue::not_json(&e)],
+            Err(e) => vec![Issue::not_json(&e)],
         }
     }
 }
