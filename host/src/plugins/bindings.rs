@@ -7,7 +7,8 @@
 //!
 //! Adding a version: its folder in `wit/`, a module here (the [`contract!`] macro when its
 //! records are those of the previous version, with hand-written conversions otherwise), a
-//! variant of [`Version`], [`Pre`] and [`Bound`], and its `host` functions on `HostState`.
+//! variant of [`Version`], [`Pre`] and [`Bound`], and the `host` functions it adds (the
+//! macro's last argument).
 
 use std::fmt;
 
@@ -90,10 +91,11 @@ pub(crate) enum Verdict {
 
 /// The bindings of one contract version whose records are those of 0.1.0: the three worlds
 /// (sharing one `types` and one `host` interface), the conversions, and the per-world
-/// pre-instantiated and instantiated exports. The `host` functions are implemented beside
-/// each use, since they are what versions add.
+/// pre-instantiated and instantiated exports, and the `host` interface: 0.1.0's `log` and
+/// `config`, plus the functions in the last argument (what later versions add).
 macro_rules! contract {
-    ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal) => {
+    ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal,
+     { $($host_since_0_1_0:tt)* }) => {
         use wasmtime::Store;
         use wasmtime::component::{ComponentType, HasSelf, InstancePre, Linker, Lower, TypedFunc};
 
@@ -133,6 +135,19 @@ macro_rules! contract {
         pub(crate) use scope_policy::hestia::plugin::{host, types as wit};
 
         impl wit::Host for HostState {}
+
+        /// `log` and `config`, which every version has, and what later versions add.
+        impl host::Host for HostState {
+            fn log(&mut self, l: wit::LogLevel, message: String) {
+                self.log_line(level(l), &message);
+            }
+
+            fn config(&mut self) -> String {
+                self.config_json()
+            }
+
+            $($host_since_0_1_0)*
+        }
 
         fn level(l: wit::LogLevel) -> tracing::Level {
             match l {
@@ -421,18 +436,9 @@ pub(crate) mod v0_1_0 {
         "../wit/v0.1.0",
         "hestia:plugin/scope-policy@0.1.0",
         "hestia:plugin/audience-rule@0.1.0",
-        "hestia:plugin/resource-validator@0.1.0"
+        "hestia:plugin/resource-validator@0.1.0",
+        {}
     );
-
-    impl host::Host for HostState {
-        fn log(&mut self, l: wit::LogLevel, message: String) {
-            self.log_line(level(l), &message);
-        }
-
-        fn config(&mut self) -> String {
-            self.config_json()
-        }
-    }
 }
 
 pub(crate) mod v0_2_0 {
@@ -441,22 +447,13 @@ pub(crate) mod v0_2_0 {
         "../wit/v0.2.0",
         "hestia:plugin/scope-policy@0.2.0",
         "hestia:plugin/audience-rule@0.2.0",
-        "hestia:plugin/resource-validator@0.2.0"
+        "hestia:plugin/resource-validator@0.2.0",
+        {
+            fn now(&mut self) -> u64 {
+                HostState::now()
+            }
+        }
     );
-
-    impl host::Host for HostState {
-        fn log(&mut self, l: wit::LogLevel, message: String) {
-            self.log_line(level(l), &message);
-        }
-
-        fn config(&mut self) -> String {
-            self.config_json()
-        }
-
-        fn now(&mut self) -> u64 {
-            HostState::now()
-        }
-    }
 }
 
 /// Every supported version's `host` and `types`: each plugin imports the ones of its version.

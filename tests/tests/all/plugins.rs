@@ -1294,28 +1294,9 @@ async fn app_with(
     db: &crate::support::TestDb,
     plugins: Arc<PluginHost>,
 ) -> (axum::Router, hestia::http::AppState) {
-    let raw = hestia::config::RawConfig {
-        flags: hestia::config::ServeFlags {
-            insecure_http: Some(true),
-            listen: Some("127.0.0.1:8080".into()),
-            store: hestia::config::StoreFlags {
-                database_url: Some(db.url.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        file: Default::default(),
-        file_path: None,
-    };
-    let settings = raw.resolve().unwrap();
-    let store = hestia::store::Store::open(&db.url).await.unwrap();
-    let auth = Arc::new(
-        hestia::oauth::AuthServer::new(store.clone(), &settings)
-            .with_policy(Arc::new(hestia::policy::PluginTokenPolicy(plugins.clone()))),
-    );
-    let state = hestia::http::AppState::new(settings, store, plugins, auth);
+    let (app, state) = crate::support::starting_app_with(db, "", plugins).await;
     state.set_ready();
-    (hestia::http::app(state.clone()), state)
+    (app, state)
 }
 
 /// The default plugins plus the plugin directory `dir`, watched, with a generous deadline.

@@ -314,6 +314,15 @@ pub async fn raw_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http:
 /// [`raw_app_on`] before start-up has finished: the state is not marked ready and the
 /// database is not migrated by this call (it may be, by an earlier test).
 pub async fn starting_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::http::AppState) {
+    starting_app_with(db, toml, default_plugins()).await
+}
+
+/// [`starting_app_on`] with `plugins` as its plugin host.
+pub async fn starting_app_with(
+    db: &TestDb,
+    toml: &str,
+    plugins: std::sync::Arc<hestia::plugins::PluginHost>,
+) -> (axum::Router, hestia::http::AppState) {
     let raw = hestia::config::RawConfig {
         flags: hestia::config::ServeFlags {
             insecure_http: Some(true),
@@ -331,7 +340,6 @@ pub async fn starting_app_on(db: &TestDb, toml: &str) -> (axum::Router, hestia::
     let store = hestia::store::Store::open(&db.url)
         .await
         .expect("open test database");
-    let plugins = default_plugins();
     let auth = std::sync::Arc::new(
         hestia::oauth::AuthServer::new(store.clone(), &settings).with_policy(std::sync::Arc::new(
             hestia::policy::PluginTokenPolicy(plugins.clone()),
