@@ -305,13 +305,13 @@ impl AuthServer {
     /// resource servers.
     pub async fn known_audiences(&self) -> Result<Vec<String>, OAuthError> {
         let mut known: Vec<String> = self.fhir_base.iter().cloned().collect();
-        for client in self.store.list_clients().await? {
-            if client.kind == crate::store::ClientKind::ResourceServer {
-                for aud in client.audiences {
-                    if !known.contains(&aud) {
-                        known.push(aud);
-                    }
-                }
+        let servers = self
+            .store
+            .list_clients_of_kind(crate::store::ClientKind::ResourceServer)
+            .await?;
+        for aud in servers.into_iter().flat_map(|c| c.audiences) {
+            if !known.contains(&aud) {
+                known.push(aud);
             }
         }
         Ok(known)

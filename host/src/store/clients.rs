@@ -253,6 +253,20 @@ impl Store {
         rows.iter().map(client_from_row).collect()
     }
 
+    /// The clients of one kind, by the `clients_kind` index: what every token request
+    /// reads to learn the registered resource servers, so it must not grow with the number
+    /// of apps (read through `list_clients`, 5,000 registered apps took the token endpoint
+    /// from 1,550 to 18 tokens/s).
+    pub async fn list_clients_of_kind(&self, kind: ClientKind) -> Result<Vec<Client>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM clients WHERE kind = $1 ORDER BY created_at, client_id"
+        ))
+        .bind(kind.as_str())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(client_from_row).collect()
+    }
+
     /// Removes a client and revokes everything issued to it (its grants, so its refresh
     /// tokens, and its access tokens), in one transaction; `NotFound` when there was none.
     pub async fn remove_client(&self, client_id: &str) -> Result<(), StoreError> {

@@ -178,6 +178,20 @@ async fn clients_on_both_databases() {
             .collect();
         assert_eq!(listed.len(), 2);
         assert!(listed.contains(&client.client_id) && listed.contains(&public.client_id));
+        let mut server = app_client(false);
+        server.kind = ClientKind::ResourceServer;
+        server.audiences = vec!["https://fhir.example/r4".into()];
+        let (server, _) = store.create_client(server).await.unwrap();
+        let servers = store
+            .list_clients_of_kind(ClientKind::ResourceServer)
+            .await
+            .unwrap();
+        assert_eq!(servers.len(), 1, "{}: {servers:?}", db.backend);
+        assert_eq!(servers[0].client_id, server.client_id);
+        assert_eq!(servers[0].audiences, ["https://fhir.example/r4"]);
+        let apps = store.list_clients_of_kind(ClientKind::App).await.unwrap();
+        assert_eq!(apps.len(), 2, "{}", db.backend);
+        store.remove_client(&server.client_id).await.unwrap();
 
         store.remove_client(&public.client_id).await.unwrap();
         assert!(matches!(
