@@ -214,6 +214,12 @@ pub struct FileOauth {
     pub refresh_grace_secs: Option<u64>,
     /// Allow dynamic client registration without an initial access token.
     pub open_registration: Option<bool>,
+    /// How often `serve` deletes expired access-token records, codes, refresh tokens and
+    /// the grants left without any.
+    pub purge_interval_secs: Option<u64>,
+    /// How long after expiry those records are kept (a replayed code or rotated refresh
+    /// token is still recognised, and its grant revoked, within this time).
+    pub purge_after_secs: Option<u64>,
     /// Algorithm of access tokens and (by default) id_tokens: RS256 or ES256.
     pub signing_alg: Option<String>,
     /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Forwarded-For` names the
@@ -381,6 +387,10 @@ pub struct OauthSettings {
     pub code_lifetime: Duration,
     pub key_rotation_overlap: Duration,
     pub refresh_grace: Duration,
+    /// `oauth.purge_interval_secs`: how often expired records are deleted.
+    pub purge_interval: Duration,
+    /// `oauth.purge_after_secs`: how long past their expiry they are kept.
+    pub purge_after: Duration,
     pub open_registration: bool,
     /// `RS256` or `ES256`.
     pub signing_alg: String,
@@ -607,6 +617,12 @@ impl RawConfig {
                 file.oauth.key_rotation_overlap_secs.unwrap_or(3600),
             ),
             refresh_grace: Duration::from_secs(file.oauth.refresh_grace_secs.unwrap_or(10)),
+            purge_interval: secs(
+                "oauth.purge_interval_secs",
+                file.oauth.purge_interval_secs,
+                600,
+            )?,
+            purge_after: Duration::from_secs(file.oauth.purge_after_secs.unwrap_or(86_400)),
             open_registration: file.oauth.open_registration.unwrap_or(false),
             signing_alg: match file.oauth.signing_alg.as_deref() {
                 None => "RS256".to_string(),
@@ -843,6 +859,8 @@ mod tests {
         );
         assert_eq!(s.plugins_dir, Path::new("hestia-data").join("plugins"));
         assert_eq!(s.fhir_base_url(), "https://localhost:8443/fhir/r4");
+        assert_eq!(s.oauth.purge_interval, Duration::from_secs(600));
+        assert_eq!(s.oauth.purge_after, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -924,6 +942,11 @@ mod tests {
                 ServeFlags::default(),
                 "log_format = \"xml\"",
                 &["`log_format`", "\"xml\"", "text"],
+            ),
+            (
+                ServeFlags::default(),
+                "[oauth]\npurge_interval_secs = 0",
+                &["`oauth.purge_interval_secs`", "at least one second"],
             ),
             (
                 ServeFlags::default(),

@@ -9,11 +9,11 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use super::{AppState, app};
-use crate::config::{Settings, TlsMode, url_host};
+use crate::config::{OauthSettings, Settings, TlsMode, url_host};
 use crate::oauth::{AuthServer, Clock};
 use crate::plugins::{PluginHost, PluginSettings};
 use crate::policy::PluginTokenPolicy;
-use crate::store::{Store, redact};
+use crate::store::{Purged, Store, now_secs, redact};
 use crate::tls;
 use crate::verifier::{RemoteIssuer, TokenVerifier};
 
@@ -125,6 +125,7 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         auth.clone(),
         verifier,
     );
+    spawn_oauth_purge(store.clone(), &settings.oauth);
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -209,6 +210,41 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes expired authorization-server records at start and then every
+/// `oauth.purge_interval_secs`, keeping them `oauth.purge_after_secs` past their expiry.
+/// A failed purge is logged and tried again at the next tick; serving goes on.
+fn spawn_oauth_purge(store: Store, oauth: &OauthSettings) {
+    let (interval, keep) = (oauth.purge_interval, oauth.purge_after.as_secs() as i64);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.purge_expired_oauth(now_secs() - keep).await {
+                Ok(purged) => {
+                    for (record, n) in [
+                        ("access_token", purged.access_tokens),
+                        ("code", purged.codes),
+                        ("refresh_token", purged.refresh_tokens),
+                        ("grant", purged.grants),
+                    ] {
+                        metrics::counter!("hestia_oauth_purged_total", "record" => record)
+                            .increment(n);
+                    }
+                    if purged != Purged::default() {
+                        tracing::info!(?purged, "deleted expired authorization records");
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot delete expired authorization records; trying again in {} s",
+                    interval.as_secs()
+                ),
+            }
+        }
+    });
 }
 
 /// A stop asked for during start-up (before the server was ready): said on standard

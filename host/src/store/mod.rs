@@ -14,7 +14,9 @@ mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
 pub use issuer::IssuerRegistration;
-pub use oauth::{AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, RefreshRow, Revocation};
+pub use oauth::{
+    AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, PURGE_BATCH, Purged, RefreshRow, Revocation,
+};
 pub use users::{NewUser, User};
 
 use std::path::Path;

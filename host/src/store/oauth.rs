@@ -330,6 +330,65 @@ impl Store {
         Ok(())
     }
 
+    // ---- purge ----
+
+    /// Deletes what expired before `cutoff` (Unix seconds): access-token records, codes and
+    /// refresh tokens, then the grants left with none of them that were created before
+    /// `cutoff`. Without it these tables grow by a row or two per token for ever. Runs in
+    /// batches of [`PURGE_BATCH`] rows, each its own statement, so that a large backlog
+    /// never holds SQLite's write lock for long.
+    pub async fn purge_expired_oauth(&self, cutoff: i64) -> Result<Purged, StoreError> {
+        let batch = |table: &str, key: &str| {
+            format!(
+                "DELETE FROM {table} WHERE {key} IN \
+                 (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT {PURGE_BATCH})"
+            )
+        };
+        let access_tokens = self
+            .delete_in_batches(&batch("oauth_access_tokens", "jti"), cutoff)
+            .await?;
+        let codes = self
+            .delete_in_batches(&batch("oauth_codes", "code_hash"), cutoff)
+            .await?;
+        let refresh_tokens = self
+            .delete_in_batches(&batch("oauth_refresh_tokens", "token_hash"), cutoff)
+            .await?;
+        let grants = self
+            .delete_in_batches(
+                &format!(
+                    "DELETE FROM oauth_grants WHERE grant_id IN \
+                     (SELECT g.grant_id FROM oauth_grants g WHERE g.created_at < $1 \
+                      AND NOT EXISTS (SELECT 1 FROM oauth_access_tokens a WHERE a.grant_id = g.grant_id) \
+                      AND NOT EXISTS (SELECT 1 FROM oauth_refresh_tokens r WHERE r.grant_id = g.grant_id) \
+                      AND NOT EXISTS (SELECT 1 FROM oauth_codes c WHERE c.grant_id = g.grant_id) \
+                      LIMIT {PURGE_BATCH})"
+                ),
+                cutoff,
+            )
+            .await?;
+        Ok(Purged {
+            access_tokens,
+            codes,
+            refresh_tokens,
+            grants,
+        })
+    }
+
+    async fn delete_in_batches(&self, sql: &str, cutoff: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(sql)
+                .bind(cutoff)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+            total += done;
+            if done < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     // ---- authorization requests ----
 
     pub async fn create_auth_request(&self, r: &AuthRequestRow) -> Result<(), StoreError> {
@@ -760,4 +819,16 @@ impl Store {
         .await?;
         Ok(row.is_some())
     }
+}
+
+/// Rows deleted by one statement of [`Store::purge_expired_oauth`].
+pub const PURGE_BATCH: u64 = 1000;
+
+/// What [`Store::purge_expired_oauth`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    pub access_tokens: u64,
+    pub codes: u64,
+    pub refresh_tokens: u64,
+    pub grants: u64,
 }

@@ -291,3 +291,149 @@ async fn concurrent_writes_all_succeed_on_both_databases() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The purge deletes what expired before the cutoff (access-token records, codes, refresh
+/// tokens) and the grants created before it that have none of them left; live records,
+/// and the grants they belong to, stay. A backlog larger than one batch goes in one call.
+#[tokio::test]
+async fn expired_oauth_records_are_purged_on_both_databases() {
+    use hestia::store::{CodeRow, PURGE_BATCH, Purged, RefreshRow};
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let (client, _) = store.create_client(app_client(false)).await.unwrap();
+        let cid = client.client_id.as_str();
+        let refresh = |hash: &str, grant: &str, expires_at: i64| RefreshRow {
+            token_hash: hash.into(),
+            grant_id: grant.into(),
+            client_id: cid.into(),
+            user_id: None,
+            scope: "patient/*.read".into(),
+            audiences: vec![],
+            patient: None,
+            fhir_user: None,
+            auth_time: None,
+            created_at: 100,
+            expires_at,
+            used_at: None,
+        };
+        // "spent": everything of it expired long ago, so it goes with them.
+        store.create_grant("spent", cid, None, 100).await.unwrap();
+        let extra = PURGE_BATCH + 5;
+        for i in 0..extra {
+            store
+                .record_access_token(&format!("spent-{i}"), "spent", cid, 200)
+                .await
+                .unwrap();
+        }
+        store
+            .insert_refresh_token(&refresh("spent-refresh", "spent", 300))
+            .await
+            .unwrap();
+        store
+            .insert_code(&CodeRow {
+                code_hash: "spent-code".into(),
+                grant_id: "spent".into(),
+                client_id: cid.into(),
+                user_id: "someone".into(),
+                redirect_uri: "https://oauth.pstmn.io/v1/callback".into(),
+                redirect_uri_given: true,
+                scope: "openid".into(),
+                audiences: vec![],
+                patient: None,
+                fhir_user: None,
+                nonce: None,
+                code_challenge: None,
+                code_challenge_method: None,
+                auth_time: 100,
+                created_at: 100,
+                expires_at: 160,
+                used_at: Some(110),
+            })
+            .await
+            .unwrap();
+        // "refreshing": its access token expired, its refresh token lives: the grant stays.
+        store
+            .create_grant("refreshing", cid, None, 100)
+            .await
+            .unwrap();
+        store
+            .record_access_token("refreshing-access", "refreshing", cid, 200)
+            .await
+            .unwrap();
+        store
+            .insert_refresh_token(&refresh("refreshing-refresh", "refreshing", 10_000))
+            .await
+            .unwrap();
+        // "live": a token that has not expired. "new": created after the cutoff, its token
+        // not recorded yet (a token request in flight).
+        store.create_grant("live", cid, None, 100).await.unwrap();
+        store
+            .record_access_token("live-access", "live", cid, 10_000)
+            .await
+            .unwrap();
+        store.create_grant("new", cid, None, 5_000).await.unwrap();
+
+        let purged = store.purge_expired_oauth(1_000).await.unwrap();
+        assert_eq!(
+            purged,
+            Purged {
+                access_tokens: extra + 1,
+                codes: 1,
+                refresh_tokens: 1,
+                grants: 1,
+            },
+            "{}",
+            db.backend
+        );
+        assert!(
+            store
+                .access_token_record("live-access")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .access_token_record("spent-0")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .access_token_record("refreshing-access")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get_refresh_token("refreshing-refresh")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get_refresh_token("spent-refresh")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let mut grants: Vec<String> = sqlx::query_scalar("SELECT grant_id FROM oauth_grants")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+        grants.sort();
+        assert_eq!(grants, ["live", "new", "refreshing"], "{}", db.backend);
+        raw.close().await;
+        assert_eq!(
+            store.purge_expired_oauth(1_000).await.unwrap(),
+            Purged::default(),
+            "a second purge finds nothing: {}",
+            db.backend
+        );
+        store.close().await;
+    }
+}
