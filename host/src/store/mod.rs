@@ -69,6 +69,15 @@ pub struct Store {
     /// up to 100 ms. Taking turns in the process avoids both; other processes (`hestia user
     /// add` while `serve` runs) still meet the busy timeout.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: what decides when to refresh the planner's statistics
+    /// ([`Store::analyze`]).
+    statistics: Option<Arc<Statistics>>,
+}
+
+/// Committed write transactions of this process, counted towards the next `ANALYZE`.
+#[derive(Debug, Default)]
+struct Statistics {
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// Seconds since the Unix epoch, the one time representation in the schema.
@@ -120,11 +129,12 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        let write_turn = (backend == Backend::Sqlite).then(Default::default);
+        let sqlite = backend == Backend::Sqlite;
         Ok(Self {
             pool,
             backend,
-            write_turn,
+            write_turn: sqlite.then(Default::default),
+            statistics: sqlite.then(Default::default),
         })
     }
 

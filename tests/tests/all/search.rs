@@ -1871,3 +1871,82 @@ async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
         assert_eq!(tokens, 0, "{}", db.backend);
     }
 }
+
+/// SQLite's planner statistics: `Store::analyze` writes them, and the 1,024th write
+/// transaction of a process starts it by itself. Without them SQLite chose the index
+/// holding every reference row of the type for a `_revinclude` of one patient. On
+/// PostgreSQL (its own statistics) it does nothing and succeeds.
+#[tokio::test]
+async fn sqlite_planner_statistics_follow_the_writes() {
+    for db in TestDb::all().await {
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        let repo = hestia::fhir::repository::Repository::new(
+            store.clone(),
+            std::sync::Arc::new(hestia::fhir::repository::NoValidation),
+            hestia::fhir::repository::RepositoryOptions {
+                base_url: "http://localhost:8080/fhir/r4".into(),
+                create_on_update: true,
+                hidden_as_not_found: false,
+            },
+        );
+        let stat_rows = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sqlite_stat1 WHERE tbl = 'fhir_idx_reference'",
+            )
+            .fetch_one(store.pool())
+            .await
+        };
+        if db.backend == "sqlite" {
+            assert!(stat_rows().await.is_err(), "no statistics before any write");
+        }
+        for i in 0..1023 {
+            let o = json!({"resourceType": "Observation", "status": "final",
+                "code": {"text": "t"}, "subject": {"reference": format!("Patient/p{}", i % 50)}});
+            repo.create(rt("Observation"), o.as_object().unwrap().clone())
+                .await
+                .unwrap();
+        }
+        if db.backend != "sqlite" {
+            store.analyze().await.expect("a no-op on PostgreSQL");
+            continue;
+        }
+        assert!(stat_rows().await.is_err(), "none after 1,023 writes either");
+        let o = json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "t"}, "subject": {"reference": "Patient/p0"}});
+        repo.create(rt("Observation"), o.as_object().unwrap().clone())
+            .await
+            .unwrap();
+        // The 1,024th started it in the background.
+        let mut rows = 0;
+        for _ in 0..100 {
+            if let Ok(n) = stat_rows().await {
+                rows = n;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            rows > 0,
+            "statistics of fhir_idx_reference after 1,024 writes"
+        );
+        // The new statistics are read by connections opened after them; a new store's are.
+        let fresh = hestia::store::Store::open(&db.url).await.unwrap();
+        let plan: Vec<String> = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT DISTINCT f.resource_type, f.id \
+             FROM fhir_idx_reference f WHERE f.resource_type = 'Observation' \
+             AND f.target_type = 'Patient' AND f.target_id IN ('p7') AND f.param = 'subject'",
+        )
+        .fetch_all(fresh.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("fhir_idx_reference_by_target")),
+            "one patient's referring rows come from the target index: {plan:?}"
+        );
+        store.analyze().await.expect("and on demand");
+    }
+}
