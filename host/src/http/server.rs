@@ -152,12 +152,12 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
             return stopped(signal, "the database migrations");
         }
     }
-    // SQLite's planner statistics for the data there already (see `Store::analyze`); in
+    // The planner's statistics for the data there already (see `Store::analyze`); in
     // the background, readiness does not wait for it.
     let analyzing = store.clone();
     tokio::spawn(async move {
         if let Err(e) = analyzing.analyze().await {
-            tracing::warn!(error = %e, "cannot refresh SQLite's statistics");
+            tracing::warn!(error = %e, "cannot refresh the planner's statistics");
         }
     });
     let role = match &remote {

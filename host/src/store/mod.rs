@@ -69,9 +69,8 @@ pub struct Store {
     /// up to 100 ms. Taking turns in the process avoids both; other processes (`hestia user
     /// add` while `serve` runs) still meet the busy timeout.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// SQLite only: what decides when to refresh the planner's statistics
-    /// ([`Store::analyze`]).
-    statistics: Option<Arc<Statistics>>,
+    /// What decides when to refresh the planner's statistics ([`Store::analyze`]).
+    statistics: Arc<Statistics>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.
@@ -129,12 +128,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        let sqlite = backend == Backend::Sqlite;
         Ok(Self {
             pool,
             backend,
-            write_turn: sqlite.then(Default::default),
-            statistics: sqlite.then(Default::default),
+            write_turn: (backend == Backend::Sqlite).then(Default::default),
+            statistics: Default::default(),
         })
     }
 
