@@ -113,21 +113,15 @@ pub struct WriteTx {
     tx: Transaction<'static, Any>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The store, to count the commit towards the next `ANALYZE`.
-    statistics: Option<Store>,
+    store: Store,
 }
 
 impl WriteTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let WriteTx {
-            tx,
-            _turn,
-            statistics,
-        } = self;
+        let WriteTx { tx, _turn, store } = self;
         tx.commit().await?;
         drop(_turn);
-        if let Some(store) = statistics {
-            store.count_write();
-        }
+        store.count_write();
         Ok(())
     }
 }
@@ -165,7 +159,7 @@ impl Store {
         };
         Ok(WriteTx {
             tx: self.pool().begin().await?,
-            statistics: Some(self.clone()),
+            store: self.clone(),
             _turn: turn,
         })
     }
