@@ -14,6 +14,7 @@ mod bindings;
 mod builtin;
 mod cases;
 pub mod cli;
+mod guest_io;
 mod manifest;
 mod metrics;
 mod registry;

@@ -12,6 +12,7 @@
 //! shows in `hestia_plugin_timeouts_total`; size `deadline` for the machine, not the plugin.
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -31,6 +32,7 @@ use wasmtime_wasi::p2::bindings::sync as wasi;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 
 use super::bindings::{self, Bound, Pre, Verdict, Version};
+use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
 use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
 use super::{PluginKind, WasiAllowances};
 
@@ -137,16 +139,18 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The state of one store: as narrow as the contract allows. WASI context beyond discarded
+/// The state of one store: as narrow as the contract allows. WASI context beyond logged
 /// stdio exists only when the manifest asked for it and the settings allowed it.
 pub(crate) struct HostState {
     name: Arc<str>,
     config: Arc<str>,
     limiter: MemoryCap,
     table: ResourceTable,
-    /// Empty stdin, stdout and stderr that discard, no environment variables, no arguments:
-    /// Rust's `std` reads the environment and writes to stderr when it panics, and that must
-    /// end in the abort's trap, not in a missing import. None of it carries host data.
+    /// Where the guest's stdout and stderr go: the host's log, under the plugin's name and
+    /// within its budget (`guest_io`). Rust's `std` writes to stderr when it panics.
+    output: Arc<GuestOutput>,
+    /// Empty stdin, no environment variables, no arguments: Rust's `std` reads the
+    /// environment. None of it carries host data.
     cli: WasiCliCtx,
     clocks: Option<WasiClocksCtx>,
     random: Option<WasiRandomCtx>,
@@ -227,6 +231,13 @@ impl HasData for Table {
     type Data<'a> = &'a mut ResourceTable;
 }
 
+fn io_view(s: &mut HostState) -> GuestIoView<'_> {
+    GuestIoView {
+        table: &mut s.table,
+        output: &s.output,
+    }
+}
+
 fn cli_view(s: &mut HostState) -> WasiCliCtxView<'_> {
     WasiCliCtxView {
         ctx: &mut s.cli,
@@ -250,7 +261,7 @@ fn random_view(s: &mut HostState) -> &mut WasiRandomCtx {
 pub enum Provision {
     /// The contract's own `host` interface.
     Host,
-    /// Stand-ins that carry no host data: stdio (output discarded), environment (no
+    /// Stand-ins that carry no host data: stdio (output to the host's log, within a budget), environment (no
     /// variables, no arguments), and `insecure-seed`, which Rust's `HashMap` asks for once
     /// per instance to seed its hasher (a plugin using a HashMap must not trap).
     Inert,
@@ -286,7 +297,9 @@ impl fmt::Display for Provision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Provision::Host => "provided by the host",
-            Provision::Inert => "provided empty: no input, output discarded, no variables",
+            Provision::Inert => {
+                "provided inert: no input, output to the log (bounded), no variables"
+            }
             Provision::Clock => "needs [wasi] clock = true and the host's permission",
             Provision::Random => "needs [wasi] random = true and the host's permission",
             Provision::Trap => "not provided: traps if called",
@@ -302,11 +315,11 @@ fn linker(
     let mut l = Linker::new(engine);
     bindings::add_to_linker(&mut l)?;
     wasi::io::error::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
-    wasi::io::poll::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
-    wasi::io::streams::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
+    wasi::io::poll::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
+    wasi::io::streams::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
     wasi::cli::stdin::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
-    wasi::cli::stdout::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
-    wasi::cli::stderr::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
+    wasi::cli::stdout::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
+    wasi::cli::stderr::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
     wasi::cli::environment::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
     wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
     if wasi_granted.clock {
@@ -460,6 +473,7 @@ pub(crate) struct Plugin {
     config: Arc<str>,
     settings: RunSettings,
     pre: Pre,
+    output: Arc<GuestOutput>,
     idle: Mutex<Vec<Warm>>,
     max_idle: usize,
 }
@@ -508,6 +522,7 @@ impl Plugin {
             config: settings.config_json.as_str().into(),
             settings,
             pre,
+            output: GuestOutput::new(name.into()),
             idle: Mutex::new(Vec::new()),
             max_idle,
         };
@@ -548,6 +563,7 @@ impl Plugin {
                 exceeded: false,
             },
             table: ResourceTable::new(),
+            output: self.output.clone(),
             cli: WasiCliCtx::default(),
             clocks: None,
             random: None,
@@ -584,7 +600,18 @@ impl Plugin {
             None => self.instantiate()?,
         };
         warm.store.set_epoch_deadline(self.ticks());
-        match f(&mut warm.store, &warm.bound) {
+        // A panic of host code under the call (a WASI implementation, a binding) unwinds
+        // through the guest's frames to here: it fails this call, and the instance goes.
+        let called = panic::catch_unwind(AssertUnwindSafe(|| f(&mut warm.store, &warm.bound)));
+        let Ok(called) = called else {
+            let fault = Fault::Trap("the host failed while serving the plugin's call".into());
+            tracing::error!(
+                plugin = &*self.name,
+                "instance discarded after a panic under its call"
+            );
+            return Err(fault);
+        };
+        match called {
             Ok(Some(value)) => {
                 if !self.settings.isolation {
                     let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

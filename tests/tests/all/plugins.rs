@@ -1480,6 +1480,120 @@ fn a_call_in_flight_finishes_on_the_old_version() {
     assert_eq!(family(caller.join().unwrap()), "Old");
 }
 
+/// Third-party guests (plain wit-bindgen and std, no SDK) that print, panic, abort, overflow
+/// their stack, fail an allocation or exit, deciding FHIR requests over HTTP on a tokio
+/// runtime: each fault is a 403 naming the plugin and its cause, every time; output reaches
+/// the log as the plugin's lines, bounded, and the request it came with is served.
+#[tokio::test]
+async fn third_party_faults_over_http_are_named_denials() {
+    use crate::support::{TestDb, call, mint};
+    let db = TestDb::sqlite();
+    // Before the first plugin call, so that no log call site is cached as unwatched.
+    let (logs, lines) = LogLines::new();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs)
+        .with_ansi(false)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let faults = [
+        (
+            "panic",
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        (
+            "abort",
+            "trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        ("stack", "trapped: wasm trap: call stack exhausted"),
+        ("alloc", "exceeded memory limit 16 MiB"),
+        ("exit", "trapped:"),
+    ];
+    for (fault, cause) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "faults", guests::FAULTS);
+        manifest(
+            dir.path(),
+            "faults",
+            &format!("[config]\nfault = \"{fault}\"\n[limits]\nmemory_mib = 16"),
+        );
+        let plugins = host_with_builtins(dir.path(), false);
+        let (app, state) = app_with(&db, plugins).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        for _ in 0..3 {
+            let refused = call(
+                &app,
+                "GET",
+                "/fhir/r4/Patient",
+                &[("authorization", &auth)],
+                "",
+            )
+            .await;
+            assert_eq!(refused.status, 403, "{fault}: {}", refused.body);
+            let said = refused.diagnostics();
+            assert!(
+                said.contains(&format!("plugin faults denied: {cause}")),
+                "{fault}: {said}"
+            );
+        }
+        assert_eq!(
+            call(&app, "GET", "/health/ready", &[], "").await.status,
+            200
+        );
+    }
+
+    for (fault, served) in [("print", 1), ("chatty", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), "faults", guests::FAULTS);
+        manifest(
+            dir.path(),
+            "faults",
+            &format!("[config]\nfault = \"{fault}\""),
+        );
+        let plugins = host_with_builtins(dir.path(), false);
+        let (app, state) = app_with(&db, plugins).await;
+        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        for _ in 0..served {
+            let reply = call(
+                &app,
+                "GET",
+                "/fhir/r4/Patient",
+                &[("authorization", &auth)],
+                "",
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{fault}: {}", reply.body);
+        }
+        if fault == "chatty" {
+            let metrics = call(&app, "GET", "/metrics", &[], "").await;
+            let text = metrics.body.as_str().unwrap_or_default().to_string();
+            let dropped = sample(
+                &text,
+                "hestia_plugin_output_lines_dropped_total",
+                &[("plugin", "faults")],
+            );
+            assert!(dropped.is_some_and(|n| n >= 14_000.0), "{dropped:?}");
+        }
+    }
+    let logged: Vec<String> = lines.try_iter().collect();
+    let of_plugin = |text: &str| {
+        logged
+            .iter()
+            .filter(|l| {
+                l.contains(text) && (l.contains("plugin=\"faults\"") || l.contains("plugin=faults"))
+            })
+            .count()
+    };
+    assert_eq!(of_plugin("checking a request"), 1, "{logged:#?}");
+    assert_eq!(of_plugin("a warning from the plugin"), 1, "{logged:#?}");
+    assert_eq!(of_plugin("a line without its end"), 1, "{logged:#?}");
+    // 15,000 lines written by the chatty plugin: about one burst reaches the log (more only
+    // on a machine slow enough for the budget to refill), and the rest is counted.
+    let chatty = of_plugin("of a plugin that talks too much");
+    assert!((100..=200).contains(&chatty), "{chatty} lines logged");
+}
+
 /// A `tracing` writer that sends each line written to a channel.
 #[derive(Clone)]
 struct LogLines(std::sync::mpsc::Sender<String>);
