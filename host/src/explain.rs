@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{IntrospectMode, Settings};
-use crate::http::resource_server::{Caller, classify};
+use crate::gate::{Gate, GateSettings, Refusal, classify};
 use crate::oauth::AuthServer;
-use crate::plugins::{Claims, PluginHost, PluginSettings};
+use crate::plugins::{PluginHost, PluginSettings};
 use crate::store::Store;
 use crate::verifier::{RemoteIssuer, TokenVerifier};
 
@@ -79,28 +79,50 @@ pub async fn explain(
             remote.load_credentials(&store).await?;
             TokenVerifier::Remote(Arc::new(remote))
         }
-        None => TokenVerifier::Local(Arc::new(AuthServer::new(store, settings))),
+        None => TokenVerifier::Local(Arc::new(AuthServer::new(store.clone(), settings))),
     };
-    let verified = match verifier.verify(token, settings.fhir.clock_skew_secs).await {
+    let plugins: Arc<PluginHost> = PluginHost::start(PluginSettings {
+        watch: false,
+        ..PluginSettings::configured(settings)?
+    })?;
+    let base = resource
+        .map(|r| r.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| settings.fhir_base_url());
+    // The server's own gate, step by step (Basic is a property of each request, not of the
+    // token: not checked here).
+    let gate = Gate::new(
+        verifier,
+        plugins,
+        store,
+        GateSettings {
+            base_url: base.clone(),
+            clock_skew_secs: settings.fhir.clock_skew_secs,
+            require_basic: false,
+        },
+    );
+    let refused = |mut lines: Vec<String>, line: String| {
+        lines.push(line);
+        Ok(Explanation {
+            accepted: false,
+            lines,
+        })
+    };
+    let verified = match gate.verify(token).await {
         Ok(verified) => verified,
-        Err(e @ crate::oauth::TokenError::Unavailable(_)) => {
-            lines.push(format!(
-                "not checked: 503 (the server would answer the same): {e}"
-            ));
-            return Ok(Explanation {
-                accepted: false,
+        Err(Refusal::Unavailable(why)) => {
+            return refused(
                 lines,
-            });
+                format!("not checked: 503 (the server would answer the same): {why}"),
+            );
         }
-        Err(e) => {
-            lines.push(format!("refused: 401 invalid_token: {e}"));
-            return Ok(Explanation {
-                accepted: false,
+        Err(refusal) => {
+            return refused(
                 lines,
-            });
+                format!("refused: 401 invalid_token: {}", refusal.description()),
+            );
         }
     };
-    let claims = verified.claims;
+    let claims = &verified.claims;
     if jwt.is_some() {
         lines.push(match &settings.issuer {
             None => "signature, kid, issuer, expiry and revocation: valid".into(),
@@ -121,48 +143,21 @@ pub async fn explain(
         ));
     }
 
-    let plugins: Arc<PluginHost> = PluginHost::start(PluginSettings {
-        watch: false,
-        ..PluginSettings::configured(settings)?
-    })?;
-    let base = resource
-        .map(|r| r.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| settings.fhir_base_url());
-    if let Err(denial) = plugins.accept_audience(&claims.aud.0, &base) {
-        lines.push(format!("refused: 401 invalid_token: {denial}"));
-        return Ok(Explanation {
-            accepted: false,
+    if let Err(refusal) = gate.accept_audience(claims) {
+        return refused(
             lines,
-        });
+            format!("refused: 401 invalid_token: {}", refusal.description()),
+        );
     }
     lines.push(format!("audience: accepted for {base}"));
 
     if let Some(request) = request {
         let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
-        let method = axum::http::Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())?;
+        let method = method.trim().to_ascii_uppercase();
         let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
         let query: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-        let fhir_request = classify(
-            &method,
-            &format!("/{}", path.trim_start_matches('/')),
-            &query,
-            &base,
-        );
-        let caller = Caller {
-            claims: Claims {
-                issuer: claims.iss.clone(),
-                subject: claims.sub.clone(),
-                client_id: claims.client_id.clone(),
-                audiences: claims.aud.0.clone(),
-                scopes: claims.scopes(),
-                fhir_user: claims.fhir_user.clone(),
-                patient: claims.patient.clone(),
-                expires_at: claims.exp.max(0) as u64,
-                raw_json: verified.raw_json,
-            },
-            plugins,
-            base_url: base,
-        };
+        let fhir_request = classify(&method, path, &query, gate.base_url());
+        let caller = gate.caller(&verified);
         match caller.decide(&fhir_request) {
             Ok(access) if access.is_unrestricted() => lines.push(format!("{request}: allowed")),
             Ok(access) => lines.push(format!("{request}: allowed within {access:?}")),

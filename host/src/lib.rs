@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod fhir;
+pub mod gate;
 pub mod http;
 pub mod jwt_crypto;
 pub mod oauth;

@@ -5,13 +5,14 @@
 //! scope; `WWW-Authenticate` names the cause.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::gate::Refusal;
 use crate::plugins::PluginInfo;
 
 pub use crate::policy::ADMIN_SCOPE;
@@ -55,79 +56,44 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Admin
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         })
         .map(|(_, token)| token.trim())
-        .ok_or(AdminError::Unauthorized {
+        .ok_or(AdminError(Refusal::Unauthenticated {
             error: None,
             description: "an admin request needs an Authorization: Bearer access token".into(),
-        })?;
-    let claims = state
-        .verifier()
-        .verify(token, 30)
+        }))?;
+    state
+        .gate()
+        .admin(token, ADMIN_SCOPE)
         .await
-        .map_err(|e| AdminError::Unauthorized {
-            error: Some("invalid_token"),
-            description: e.to_string(),
-        })?
-        .claims;
-    if claims.has_scope(ADMIN_SCOPE) {
-        Ok(())
-    } else {
-        Err(AdminError::Forbidden(format!(
-            "the token of client {} lacks the scope {ADMIN_SCOPE}",
-            claims.client_id
-        )))
-    }
+        .map_err(AdminError)?;
+    Ok(())
 }
 
-enum AdminError {
-    Unauthorized {
-        error: Option<&'static str>,
-        description: String,
-    },
-    Forbidden(String),
-}
+/// A refusal of the gate, as RFC 6750 JSON with a challenge of the admin realm.
+struct AdminError(Refusal);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let (status, error, description) = match self {
-            AdminError::Unauthorized { error, description } => {
-                (StatusCode::UNAUTHORIZED, error, description)
-            }
-            AdminError::Forbidden(description) => (
-                StatusCode::FORBIDDEN,
-                Some("insufficient_scope"),
-                description,
+        let (status, error) = match &self.0 {
+            Refusal::Malformed(_) => (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            Refusal::Unauthenticated { error, .. } => (StatusCode::UNAUTHORIZED, *error),
+            Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, Some("insufficient_scope")),
+            Refusal::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("temporarily_unavailable"),
             ),
         };
-        let quote = |s: &str| {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii() && !c.is_ascii_control() {
-                        c
-                    } else {
-                        '?'
-                    }
-                })
-                .collect::<String>()
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-        };
-        let mut challenge = String::from("Bearer realm=\"hestia-admin\"");
-        if let Some(error) = error {
-            challenge.push_str(&format!(", error=\"{error}\""));
-            if error == "insufficient_scope" {
-                challenge.push_str(&format!(", scope=\"{ADMIN_SCOPE}\""));
-            }
-        }
-        challenge.push_str(&format!(", error_description=\"{}\"", quote(&description)));
+        let description = self.0.description();
         let body = json!({
             "error": error.unwrap_or("invalid_request"),
             "error_description": description,
         });
         let mut response = (status, Json(body)).into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let scope = (status == StatusCode::FORBIDDEN).then_some(ADMIN_SCOPE);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                super::resource_server::challenge_in("hestia-admin", error, description, scope),
+            );
         }
         response
     }

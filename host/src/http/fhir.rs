@@ -368,10 +368,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Granted {
 }
 
 /// The caller the authorization layer left in the request's extensions, if any.
-type CallerExt = Option<axum::Extension<super::resource_server::Caller>>;
+type CallerExt = Option<axum::Extension<crate::gate::Caller>>;
 
 /// What reaching into a type other than the request's is allowed for its caller
-/// ([`super::resource_server::Caller::type_access`]); everything when no authorization
+/// ([`crate::gate::Caller::type_access`]); everything when no authorization
 /// layer decided anything.
 fn type_access_of(
     caller: CallerExt,
@@ -857,9 +857,7 @@ async fn batch_or_transaction(
         return Err(FhirError::Forbidden("no authorized caller for this Bundle".into()).into());
     };
     let type_access = type_access_of(Some(axum::Extension(caller.clone())));
-    let check = move |entry: &crate::fhir::bundle::EntryRequest| {
-        super::resource_server::entry_check(&caller, entry)
-    };
+    let check = move |entry: &crate::fhir::bundle::EntryRequest| caller.entry_access(entry);
     let return_resources = prefer_return(&headers) == Return::Representation;
     let response = state
         .fhir()
@@ -1062,8 +1060,8 @@ async fn instance_operation_get(
     let patient_id = id.clone();
     let type_access = move |t: crate::fhir::ResourceType, via: Via| match &caller {
         Some(axum::Extension(caller)) if t.as_str() == "Patient" && via == Via::Search => caller
-            .decide(&super::resource_server::classify(
-                &axum::http::Method::GET,
+            .decide(&crate::gate::classify(
+                "GET",
                 &format!("/Patient/{patient_id}"),
                 &[],
                 &caller.base_url,

@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::fhir::repository::{Repository, RepositoryOptions};
+use crate::gate::{Gate, GateSettings};
 use crate::oauth::AuthServer;
 use crate::plugins::PluginHost;
 use crate::policy::PluginValidator;
@@ -46,6 +47,7 @@ struct Inner {
     plugins: Arc<PluginHost>,
     oauth: Arc<AuthServer>,
     verifier: TokenVerifier,
+    gate: Gate,
     ready: AtomicBool,
 }
 
@@ -78,6 +80,16 @@ impl AppState {
                 hidden_as_not_found: settings.fhir.hidden_as_not_found,
             },
         );
+        let gate = Gate::new(
+            verifier.clone(),
+            plugins.clone(),
+            store.clone(),
+            GateSettings {
+                base_url: settings.fhir_base_url(),
+                clock_skew_secs: settings.fhir.clock_skew_secs,
+                require_basic: settings.fhir.require_basic_auth,
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -86,6 +98,7 @@ impl AppState {
                 plugins,
                 oauth,
                 verifier,
+                gate,
                 ready: AtomicBool::new(false),
             }),
         }
@@ -117,6 +130,11 @@ impl AppState {
         &self.inner.verifier
     }
 
+    /// Whether a request with a token may touch FHIR data (and the admin API), and within what.
+    pub fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
     /// Marks the server ready: the database answered and the schema is migrated.
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
@@ -140,9 +158,12 @@ pub fn app(state: AppState) -> Router {
     if state.settings().fhir.enabled {
         router = router.nest(
             &fhir_base,
-            fhir::routes(max_body).merge(fhir_meta::routes()).layer(
-                middleware::from_fn_with_state(state.clone(), resource_server::authorize),
-            ),
+            fhir::routes(max_body)
+                .merge(fhir_meta::routes())
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    resource_server::authorize,
+                )),
         );
     }
     if !state.verifier().is_remote() {
