@@ -911,6 +911,28 @@ mod tests {
     }
 
     #[test]
+    fn search_limits_have_documented_defaults_and_keys() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(s.fhir.search_limits, SearchLimits::default());
+        let s = raw(
+            ServeFlags::default(),
+            "[fhir]\nmax_chain_depth = 2\nmax_chain_paths = 9\nmax_search_params = 7\nmax_search_values = 5\nmax_included = 3",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.fhir.search_limits,
+            SearchLimits {
+                max_chain_depth: 2,
+                max_chain_paths: 9,
+                max_params: 7,
+                max_values: 5,
+                max_included: 3,
+            }
+        );
+    }
+
+    #[test]
     fn defaults_are_usable() {
         let s = raw(ServeFlags::default(), "").resolve().unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
@@ -1033,6 +1055,16 @@ mod tests {
                 ServeFlags::default(),
                 "[fhir]\nhidden_as = \"hide\"",
                 &["`fhir.hidden_as`", "\"hide\"", "not-found"],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nmax_chain_depth = 17",
+                &["`fhir.max_chain_depth`", "\"17\"", "between 1 and 16"],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nmax_included = 0",
+                &["`fhir.max_included`", "\"0\""],
             ),
             (
                 ServeFlags::default(),
