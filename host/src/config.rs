@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::fhir::search::SearchLimits;
+
 /// Default listen address of `hestia serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Default data directory (SQLite file, development certificate, plugin directory).
@@ -200,6 +202,17 @@ pub struct FileFhir {
     /// What a read of a resource the token may not see answers: "forbidden" (403) or
     /// "not-found" (404).
     pub hidden_as: Option<String>,
+    // Search limits (`fhir::search::SearchLimits`; defaults in its `Default`).
+    /// References one search parameter follows (chain links and `_has:`), 1 to 16.
+    pub max_chain_depth: Option<u64>,
+    /// (type, parameter) paths the chains and `_has` of one search expand into.
+    pub max_chain_paths: Option<u64>,
+    /// Parameters of one search.
+    pub max_search_params: Option<u64>,
+    /// Comma-separated values of one search parameter.
+    pub max_search_values: Option<u64>,
+    /// Resources `_include`/`_revinclude` (and `$everything`) add to one page.
+    pub max_included: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -378,6 +391,9 @@ pub struct FhirSettings {
     /// A read of a resource outside the token's access answers 404 (as if it did not
     /// exist) instead of 403 naming the constraint (`fhir.hidden_as = "not-found"`).
     pub hidden_as_not_found: bool,
+    /// `fhir.max_chain_depth`, `fhir.max_chain_paths`, `fhir.max_search_params`,
+    /// `fhir.max_search_values`, `fhir.max_included`.
+    pub search_limits: SearchLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -421,6 +437,55 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> (T,
         (None, Some(v)) => (v, Source::File),
         (None, None) => (default(), Source::Default),
     }
+}
+
+/// The search limits of `[fhir]`: each at least 1, `max_chain_depth` at most
+/// [`SearchLimits::CHAIN_DEPTH_CEILING`].
+fn search_limits(fhir: &FileFhir) -> Result<SearchLimits, ConfigError> {
+    let defaults = SearchLimits::default();
+    let bounded = |key: &'static str, v: Option<u64>, default: usize, max: u64| match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n as usize),
+        Some(n) => Err(invalid(
+            key,
+            Source::File,
+            n.to_string(),
+            format!("must be between 1 and {max}"),
+        )),
+    };
+    let any = u64::from(u32::MAX);
+    Ok(SearchLimits {
+        max_chain_depth: bounded(
+            "fhir.max_chain_depth",
+            fhir.max_chain_depth,
+            defaults.max_chain_depth,
+            SearchLimits::CHAIN_DEPTH_CEILING as u64,
+        )?,
+        max_chain_paths: bounded(
+            "fhir.max_chain_paths",
+            fhir.max_chain_paths,
+            defaults.max_chain_paths,
+            any,
+        )?,
+        max_params: bounded(
+            "fhir.max_search_params",
+            fhir.max_search_params,
+            defaults.max_params,
+            any,
+        )?,
+        max_values: bounded(
+            "fhir.max_search_values",
+            fhir.max_search_values,
+            defaults.max_values,
+            any,
+        )?,
+        max_included: bounded(
+            "fhir.max_included",
+            fhir.max_included,
+            defaults.max_included,
+            any,
+        )?,
+    })
 }
 
 fn invalid(
@@ -719,6 +784,7 @@ impl RawConfig {
                 require_basic_auth: file.fhir.require_basic_auth.unwrap_or(false),
                 clock_skew_secs: file.fhir.clock_skew_secs.unwrap_or(30).min(3600) as i64,
                 hidden_as_not_found,
+                search_limits: search_limits(&file.fhir)?,
             },
             oauth,
             plugins: PluginLimits {
@@ -845,6 +911,28 @@ mod tests {
     }
 
     #[test]
+    fn search_limits_have_documented_defaults_and_keys() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(s.fhir.search_limits, SearchLimits::default());
+        let s = raw(
+            ServeFlags::default(),
+            "[fhir]\nmax_chain_depth = 2\nmax_chain_paths = 9\nmax_search_params = 7\nmax_search_values = 5\nmax_included = 3",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.fhir.search_limits,
+            SearchLimits {
+                max_chain_depth: 2,
+                max_chain_paths: 9,
+                max_params: 7,
+                max_values: 5,
+                max_included: 3,
+            }
+        );
+    }
+
+    #[test]
     fn defaults_are_usable() {
         let s = raw(ServeFlags::default(), "").resolve().unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
@@ -967,6 +1055,16 @@ mod tests {
                 ServeFlags::default(),
                 "[fhir]\nhidden_as = \"hide\"",
                 &["`fhir.hidden_as`", "\"hide\"", "not-found"],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nmax_chain_depth = 17",
+                &["`fhir.max_chain_depth`", "\"17\"", "between 1 and 16"],
+            ),
+            (
+                ServeFlags::default(),
+                "[fhir]\nmax_included = 0",
+                &["`fhir.max_included`", "\"0\""],
             ),
             (
                 ServeFlags::default(),

@@ -285,6 +285,7 @@ async fn ensure_samples(store: &Store, settings: &Settings) -> anyhow::Result<Ve
             base_url: settings.fhir_base_url(),
             create_on_update: true,
             hidden_as_not_found: false,
+            search_limits: Default::default(),
         },
     );
     let mut patients = Vec::new();

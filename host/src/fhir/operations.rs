@@ -193,6 +193,7 @@ impl Repository {
             params,
             access,
             type_access,
+            self.options().search_limits.max_included,
         )
         .await
     }

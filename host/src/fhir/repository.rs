@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::access::{Access, Visible};
 use super::definitions::ResourceType;
 use super::outcome::Issue;
-use super::search::extract;
 use super::search::value::{format_instant, is_valid_id};
+use super::search::{SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
     HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_version, fhir_write,
@@ -45,6 +45,8 @@ pub struct RepositoryOptions {
     /// Whether a read refused by the access constraints answers 404 (hiding that the
     /// resource exists) instead of 403.
     pub hidden_as_not_found: bool,
+    /// What one search may ask (`fhir.max_chain_depth`, ...).
+    pub search_limits: SearchLimits,
 }
 
 /// A resource that exists but that the caller's access does not let through: why (the
@@ -738,6 +740,7 @@ impl Repository {
             handling,
             access,
             type_access,
+            &self.options.search_limits,
         )
         .await
     }
@@ -931,6 +934,7 @@ impl Repository {
             resource_type,
             criteria,
             allowed,
+            &self.options.search_limits,
             2,
         )
         .await?;

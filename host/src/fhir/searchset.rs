@@ -20,7 +20,9 @@ use super::outcome::{Issue, operation_outcome};
 use super::repository::FhirError;
 use super::repository::now_ms;
 use super::search::value::format_instant;
-use super::search::{Criterion, Include, SearchError, SearchQuery, Summary, Total};
+use super::search::{
+    Criterion, Include, Problem, SearchError, SearchLimits, SearchQuery, Summary, Total,
+};
 use crate::store::Store;
 use crate::store::search::{
     Branch, Follow, Found, Page, PageFrom, Position, Reach, SearchSpec, SearchStoreError,
@@ -29,9 +31,8 @@ use crate::store::search::{
 /// The page size when `_count` is not given, and the largest one served.
 pub const DEFAULT_COUNT: u32 = 20;
 pub const MAX_COUNT: u32 = 1000;
-/// At most this many resources are added by `_include`/`_revinclude` to one page, and
-/// `:iterate` follows at most this many rounds.
-const MAX_INCLUDED: usize = 1000;
+/// `:iterate` follows at most this many rounds (what the rounds add is bounded by
+/// `SearchLimits::max_included`).
 const MAX_ITERATE_ROUNDS: usize = 4;
 
 /// What to search.
@@ -64,9 +65,11 @@ impl From<SearchStoreError> for FhirError {
     }
 }
 
-/// A parameter error as an issue naming the parameter.
+/// A parameter error as an issue naming the parameter. A limit is always an error.
 pub fn search_issue(e: &SearchError, severity_warning: bool) -> Issue {
-    let issue = if severity_warning {
+    let issue = if matches!(e.problem, Problem::TooCostly(_)) {
+        Issue::error("too-costly", e.to_string())
+    } else if severity_warning {
         Issue::warning(
             "not-supported",
             format!("{e}; the parameter was ignored (Prefer: handling=lenient)"),
@@ -180,6 +183,7 @@ fn parse_plan(
     params: &[(String, String)],
     handling: Handling,
     access: &Access,
+    limits: &SearchLimits,
 ) -> Result<Plan, FhirError> {
     let mut cursor = Cursor::default();
     let mut types: Option<Vec<ResourceType>> = None;
@@ -199,7 +203,7 @@ fn parse_plan(
                         Some(_) => {}
                         None => errors.push(SearchError {
                             param: "_type".into(),
-                            problem: super::search::Problem::InvalidValue {
+                            problem: Problem::InvalidValue {
                                 value: name.to_owned(),
                                 reason: "not a resource type".into(),
                             },
@@ -228,13 +232,13 @@ fn parse_plan(
         // refused below.
         let parse_type = rt.unwrap_or_else(|| ResourceType::parse("Patient").expect("Patient"));
         let (query, mut errs) =
-            SearchQuery::parse_lenient(parse_type, criteria_params.iter().cloned());
+            SearchQuery::parse_lenient_within(parse_type, criteria_params.iter().cloned(), limits);
         if rt.is_none() {
             for c in &query.criteria {
                 if let Some(code) = type_specific(c) {
                     errs.push(SearchError {
                         param: code.to_owned(),
-                        problem: super::search::Problem::Invalid(
+                        problem: Problem::Invalid(
                             "a search across all types takes only the parameters every resource has; name the types with _type".into(),
                         ),
                     });
@@ -254,6 +258,14 @@ fn parse_plan(
     }
     let query = first_query
         .unwrap_or_else(|| SearchQuery::all(ResourceType::parse("Patient").expect("Patient")));
+    let too_costly: Vec<Issue> = errors
+        .iter()
+        .filter(|e| matches!(e.problem, Problem::TooCostly(_)))
+        .map(|e| search_issue(e, false))
+        .collect();
+    if !too_costly.is_empty() {
+        return Err(FhirError::BadRequest(too_costly));
+    }
     if !errors.is_empty() && handling == Handling::Strict {
         return Err(FhirError::BadRequest(
             errors.iter().map(|e| search_issue(e, false)).collect(),
@@ -341,13 +353,20 @@ pub async fn matching(
     rt: ResourceType,
     params: &[(String, String)],
     allowed: Allowed<'_>,
+    limits: &SearchLimits,
     limit: i64,
 ) -> Result<Vec<Found>, FhirError> {
     let Allowed {
         access,
         type_access,
     } = allowed;
-    let plan = parse_plan(SearchScope::Type(rt), params, Handling::Strict, access)?;
+    let plan = parse_plan(
+        SearchScope::Type(rt),
+        params,
+        Handling::Strict,
+        access,
+        limits,
+    )?;
     if plan.branches.iter().all(|b| b.criteria.is_empty()) {
         return Err(FhirError::invalid(
             "a conditional interaction needs search criteria that select the resource",
@@ -376,7 +395,10 @@ pub async fn matching(
 /// into a type the caller may not search is refused, naming the reason); a resource
 /// `_include`d of type T by `type_access(T, Via::Reference)`, one `_revinclude`d by
 /// `type_access(T, Via::Search)`, and is left out when that is refused: an include never
-/// shows a type the caller's scopes do not cover.
+/// shows a type the caller's scopes do not cover. Parameters beyond `limits` are a 400
+/// naming the limit; includes beyond `limits.max_included` are left out, with an
+/// `outcome` entry that says so.
+#[allow(clippy::too_many_arguments)]
 pub async fn search(
     store: &Store,
     base_url: &str,
@@ -385,8 +407,9 @@ pub async fn search(
     handling: Handling,
     access: &Access,
     type_access: TypeAccess<'_>,
+    limits: &SearchLimits,
 ) -> Result<Value, FhirError> {
-    let plan = parse_plan(scope, params, handling, access)?;
+    let plan = parse_plan(scope, params, handling, access, limits)?;
     let result = &plan.query.result;
     let count = i64::from(result.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT));
     plan.cursor.check(result.sort.len())?;
@@ -415,16 +438,16 @@ pub async fn search(
     };
     let matches = &page.rows;
     let included = if matches.is_empty() {
-        Vec::new()
+        Capped::default()
     } else {
         includes(
             store,
             base_url,
             matches,
-            &result.include,
-            &result.revinclude,
+            (&result.include, &result.revinclude),
             access,
             type_access,
+            limits.max_included,
         )
         .await?
     };
@@ -447,23 +470,24 @@ pub async fn search(
         page_links(link, &from, &page, count)
     };
 
-    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    let mut entries = Vec::with_capacity(matches.len() + included.found.len() + 1);
     for found in matches {
         let mut resource = parse_found(found)?;
         shape(&mut resource, found, result.summary, &result.elements);
         entries.push(entry(base_url, found, resource, "match"));
     }
-    for found in &included {
+    for found in &included.found {
         let mut resource = parse_found(found)?;
         shape(&mut resource, found, result.summary, &[]);
         entries.push(entry(base_url, found, resource, "include"));
     }
-    if !plan.warnings.is_empty() {
-        let issues: Vec<Issue> = plan
-            .warnings
-            .iter()
-            .map(|e| search_issue(e, true))
-            .collect();
+    let mut issues: Vec<Issue> = plan
+        .warnings
+        .iter()
+        .map(|e| search_issue(e, true))
+        .collect();
+    issues.extend(included.cut_issue("_include/_revinclude", limits.max_included));
+    if !issues.is_empty() {
         entries.push(json!({
             "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
             "resource": operation_outcome(&issues),
@@ -669,6 +693,7 @@ pub async fn everything(
     params: &[(String, String)],
     access: &Access,
     type_access: TypeAccess<'_>,
+    max_included: usize,
 ) -> Result<Value, FhirError> {
     let mut count = i64::from(DEFAULT_COUNT);
     let mut cursor = Cursor::default();
@@ -792,7 +817,7 @@ pub async fn everything(
         )
     };
     let matches = &page.rows;
-    let included = referenced(store, base_url, matches, access, type_access).await?;
+    let included = referenced(store, base_url, matches, access, type_access, max_included).await?;
 
     let self_path = format!("{base_url}/Patient/{patient}/$everything");
     let link = |at: Option<(&str, &Position)>| {
@@ -804,20 +829,25 @@ pub async fn everything(
         format!("{self_path}?{}", encode_query(&pairs))
     };
     let links = page_links(link, &from, &page, count);
-    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    let mut entries = Vec::with_capacity(matches.len() + included.found.len() + 1);
     for found in matches {
         entries.push(entry(base_url, found, parse_found(found)?, "match"));
     }
-    for found in &included {
+    for found in &included.found {
         entries.push(entry(base_url, found, parse_found(found)?, "include"));
     }
+    let mut issues = Vec::new();
     if !left_out.is_empty() {
+        issues.push(Issue::warning(
+            "suppressed",
+            format!("left out of $everything: {}", left_out.join("; ")),
+        ));
+    }
+    issues.extend(included.cut_issue("$everything", max_included));
+    if !issues.is_empty() {
         entries.push(json!({
             "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            "resource": operation_outcome(&[Issue::warning(
-                "suppressed",
-                format!("left out of $everything: {}", left_out.join("; ")),
-            )]),
+            "resource": operation_outcome(&issues),
             "search": {"mode": "outcome"},
         }));
     }
@@ -835,15 +865,72 @@ pub async fn everything(
     Ok(bundle)
 }
 
+/// Resources added to a page, at most a limit of them, and whether the limit left some out.
+#[derive(Debug, Default)]
+struct Capped {
+    found: Vec<Found>,
+    cut: bool,
+}
+
+impl Capped {
+    /// How many more may be added.
+    fn left(&self, max: usize) -> usize {
+        max.saturating_sub(self.found.len())
+    }
+
+    /// Adds the resources of `rt` among `ids` visible under `access`, by id, as many as
+    /// are left: the database returns at most one more than that, which tells whether
+    /// the limit cut them.
+    async fn fetch(
+        &mut self,
+        store: &Store,
+        (rt, ids): (ResourceType, &[String]),
+        access: &Access,
+        base_url: &str,
+        max: usize,
+    ) -> Result<(), FhirError> {
+        let left = self.left(max);
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut fetched = store
+            .fetch_visible(rt, &ids, access, base_url, left + 1)
+            .await?;
+        if fetched.len() > left {
+            fetched.truncate(left);
+            self.cut = true;
+        }
+        self.found.extend(fetched);
+        Ok(())
+    }
+
+    /// The `outcome` issue saying that `what` added no more than `max` resources.
+    fn cut_issue(&self, what: &str, max: usize) -> Option<Issue> {
+        self.cut.then(|| {
+            Issue::warning(
+                "too-costly",
+                format!(
+                    "{what}: at most {max} included resources are returned per page (fhir.max_included), and more match"
+                ),
+            )
+        })
+    }
+}
+
+/// The most keys one follow of references asks for: what may still be added plus those
+/// already on the page (which are skipped), and one more to tell whether there are more.
+fn key_limit(left: usize, seen: usize) -> usize {
+    left + seen + 1
+}
+
 /// The resources that `matches` refer to (any reference parameter), not already among
-/// them, each visible under `access` and its type's `type_access`.
+/// them, each visible under `access` and its type's `type_access`; at most `max`.
 async fn referenced(
     store: &Store,
     base_url: &str,
     matches: &[Found],
     access: &Access,
     type_access: TypeAccess<'_>,
-) -> Result<Vec<Found>, FhirError> {
+    max: usize,
+) -> Result<Capped, FhirError> {
     let mut seen: HashSet<(String, String)> = matches
         .iter()
         .map(|f| (f.resource_type.clone(), f.id.clone()))
@@ -854,6 +941,7 @@ async fn referenced(
     }
     let mut sources: Vec<_> = sources.into_iter().collect();
     sources.sort();
+    let mut included = Capped::default();
     let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
     for (t, ids) in sources {
         let Some(source_type) = ResourceType::parse(t) else {
@@ -864,7 +952,10 @@ async fn referenced(
             param: None,
             target_type: None,
         };
-        for key in store.referenced_keys(&ids, follow).await? {
+        let limit = key_limit(max, seen.len());
+        let keys = store.referenced_keys(&ids, follow, limit).await?;
+        included.cut |= keys.len() >= limit;
+        for key in keys {
             if seen.insert(key.clone()) {
                 by_type.entry(key.0).or_default().push(key.1);
             }
@@ -872,7 +963,6 @@ async fn referenced(
     }
     let mut types: Vec<_> = by_type.into_iter().collect();
     types.sort();
-    let mut included = Vec::new();
     for (t, ids) in types {
         let Some(rt) = ResourceType::parse(&t) else {
             continue;
@@ -883,14 +973,10 @@ async fn referenced(
             Err(other) => return Err(other),
         };
         let visible_under = access.clone().and(type_access);
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        included.extend(
-            store
-                .fetch_visible(rt, &ids, &visible_under, base_url)
-                .await?,
-        );
-        if included.len() >= MAX_INCLUDED {
-            included.truncate(MAX_INCLUDED);
+        included
+            .fetch(store, (rt, &ids), &visible_under, base_url, max)
+            .await?;
+        if included.left(max) == 0 {
             break;
         }
     }
@@ -914,26 +1000,29 @@ fn parse_found(found: &Found) -> Result<Value, FhirError> {
 /// also from what they included, round after round. Every included resource passes
 /// `access` and its own type's `type_access`: reached by reference for `_include`
 /// ([`Via::Reference`]), by a search of its type for `_revinclude` ([`Via::Search`]).
+/// At most `max` are added; every query asks the database for no more than that (and
+/// one to tell whether there are more).
 async fn includes(
     store: &Store,
     base_url: &str,
     matches: &[Found],
-    include: &[Include],
-    revinclude: &[Include],
+    (include, revinclude): (&[Include], &[Include]),
     access: &Access,
     type_access: TypeAccess<'_>,
-) -> Result<Vec<Found>, FhirError> {
+    max: usize,
+) -> Result<Capped, FhirError> {
+    let mut included = Capped::default();
     if include.is_empty() && revinclude.is_empty() {
-        return Ok(Vec::new());
+        return Ok(included);
     }
     let mut seen: HashSet<(String, String)> = matches
         .iter()
         .map(|f| (f.resource_type.clone(), f.id.clone()))
         .collect();
-    let mut included: Vec<Found> = Vec::new();
     let mut sources: Vec<(String, String)> = seen.iter().cloned().collect();
     sources.sort();
     for round in 0..=MAX_ITERATE_ROUNDS {
+        let limit = key_limit(included.left(max), seen.len());
         let mut candidates: Vec<(Via, (String, String))> = Vec::new();
         for inc in include.iter().filter(|i| round == 0 || i.iterate) {
             let ids: Vec<&str> = sources
@@ -941,32 +1030,14 @@ async fn includes(
                 .filter(|(t, _)| t == inc.source_type.as_str())
                 .map(|(_, id)| id.as_str())
                 .collect();
-            let follow = Follow {
-                source_type: inc.source_type,
-                param: inc.param.map(|p| p.code.as_str()),
-                target_type: inc.target_type,
-            };
-            candidates.extend(
-                store
-                    .referenced_keys(&ids, follow)
-                    .await?
-                    .into_iter()
-                    .map(|key| (Via::Reference, key)),
-            );
+            let keys = store.referenced_keys(&ids, follow(inc), limit).await?;
+            included.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Reference, key)));
         }
         for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
-            let follow = Follow {
-                source_type: inc.source_type,
-                param: inc.param.map(|p| p.code.as_str()),
-                target_type: inc.target_type,
-            };
-            candidates.extend(
-                store
-                    .referring_keys(&sources, follow)
-                    .await?
-                    .into_iter()
-                    .map(|key| (Via::Search, key)),
-            );
+            let keys = store.referring_keys(&sources, follow(inc), limit).await?;
+            included.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Search, key)));
         }
         // Included and reverse-included in one round: the include (listed first) decides.
         let mut by_type: HashMap<(String, bool), Vec<String>> = HashMap::new();
@@ -981,7 +1052,7 @@ async fn includes(
         }
         let mut types: Vec<_> = by_type.into_iter().collect();
         types.sort();
-        let mut fresh = Vec::new();
+        let before = included.found.len();
         for ((t, by_reference), ids) in types {
             let Some(rt) = ResourceType::parse(&t) else {
                 continue;
@@ -996,27 +1067,30 @@ async fn includes(
                 Err(FhirError::Forbidden(_)) => continue,
                 Err(other) => return Err(other),
             };
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            fresh.extend(
-                store
-                    .fetch_visible(rt, &ids, &visible_under, base_url)
-                    .await?,
-            );
+            included
+                .fetch(store, (rt, &ids), &visible_under, base_url, max)
+                .await?;
+            if included.left(max) == 0 {
+                break;
+            }
         }
-        if fresh.is_empty() {
+        if included.found.len() == before || included.left(max) == 0 {
             break;
         }
-        sources = fresh
+        sources = included.found[before..]
             .iter()
             .map(|f| (f.resource_type.clone(), f.id.clone()))
             .collect();
-        included.extend(fresh);
-        if included.len() >= MAX_INCLUDED {
-            included.truncate(MAX_INCLUDED);
-            break;
-        }
     }
     Ok(included)
+}
+
+fn follow(inc: &Include) -> Follow<'_> {
+    Follow {
+        source_type: inc.source_type,
+        param: inc.param.map(|p| p.code.as_str()),
+        target_type: inc.target_type,
+    }
 }
 
 #[derive(Deserialize)]

@@ -78,6 +78,7 @@ impl AppState {
                 base_url: settings.fhir_base_url(),
                 create_on_update: settings.fhir.create_on_update,
                 hidden_as_not_found: settings.fhir.hidden_as_not_found,
+                search_limits: settings.fhir.search_limits,
             },
         );
         let gate = Gate::new(

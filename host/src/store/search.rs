@@ -111,9 +111,11 @@ impl From<sqlx::Error> for SearchStoreError {
 
 type Result<T> = std::result::Result<T, SearchStoreError>;
 
-/// Chains and `_has` inside access criteria inside chains ...: deep enough for any real
-/// query, and a bound on what a crafted one can make the database do.
-const MAX_DEPTH: usize = 6;
+/// Chains and `_has` inside access criteria inside chains ...: a backstop above what the
+/// parser lets through (a request's chains are at most
+/// `SearchLimits::CHAIN_DEPTH_CEILING` links, an access decision's criteria nest a few
+/// more), which bounds the recursion of the SQL compiler whatever the criteria.
+const MAX_DEPTH: usize = crate::fhir::search::SearchLimits::CHAIN_DEPTH_CEILING + 8;
 
 #[derive(Debug, Clone)]
 enum Bind {
@@ -1115,12 +1117,14 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
-    /// The `(type, id)`s that resources of `follow.source_type` among `sources` refer
-    /// to (`_include`). Not filtered by access: [`Store::fetch_visible`] does that.
+    /// The `(type, id)`s of current resources that resources of `follow.source_type`
+    /// among `sources` refer to (`_include`), at most `limit` of them. Not filtered by
+    /// access: [`Store::fetch_visible`] does that.
     pub async fn referenced_keys(
         &self,
         sources: &[&str],
         follow: Follow<'_>,
+        limit: usize,
     ) -> Result<Vec<(String, String)>> {
         if sources.is_empty() {
             return Ok(Vec::new());
@@ -1142,18 +1146,21 @@ impl Store {
             parts.push(format!("f.target_type = {}", sql.text(t.as_str())));
         }
         let text = format!(
-            "SELECT DISTINCT f.target_type AS t, f.target_id AS i FROM fhir_idx_reference f WHERE {}",
+            "SELECT DISTINCT f.target_type AS t, f.target_id AS i FROM fhir_idx_reference f \
+             JOIN fhir_resources x ON x.resource_type = f.target_type AND x.id = f.target_id \
+             WHERE x.deleted = 0 AND {} ORDER BY t, i LIMIT {limit}",
             and(parts)
         );
         keys(sql.run(&text).fetch_all(self.pool()).await?)
     }
 
-    /// The `(type, id)`s of resources of `follow.source_type` that refer to one of
-    /// `targets` (`_revinclude`). Not filtered by access.
+    /// The `(type, id)`s of current resources of `follow.source_type` that refer to one
+    /// of `targets` (`_revinclude`), at most `limit` of them. Not filtered by access.
     pub async fn referring_keys(
         &self,
         targets: &[(String, String)],
         follow: Follow<'_>,
+        limit: usize,
     ) -> Result<Vec<(String, String)>> {
         if targets.is_empty() {
             return Ok(Vec::new());
@@ -1194,23 +1201,26 @@ impl Store {
             parts.push(format!("f.param = {}", sql.text(param)));
         }
         let text = format!(
-            "SELECT DISTINCT f.resource_type AS t, f.id AS i FROM fhir_idx_reference f WHERE {}",
+            "SELECT DISTINCT f.resource_type AS t, f.id AS i FROM fhir_idx_reference f \
+             JOIN fhir_resources x ON x.resource_type = f.resource_type AND x.id = f.id \
+             WHERE x.deleted = 0 AND {} ORDER BY t, i LIMIT {limit}",
             and(parts)
         );
         keys(sql.run(&text).fetch_all(self.pool()).await?)
     }
 
     /// The current, not deleted resources of `rt` among `ids` that the access lets
-    /// through.
+    /// through, at most `limit` of them (by id).
     pub async fn fetch_visible(
         &self,
         rt: ResourceType,
         ids: &[&str],
         access: &Access,
         base_url: &str,
+        limit: usize,
     ) -> Result<Vec<Found>> {
         let mut conn = self.pool().acquire().await?;
-        fetch_visible_in(&mut conn, rt, ids, access, base_url).await
+        fetch_visible_limited(&mut conn, rt, ids, access, base_url, Some(limit)).await
     }
 
     /// Whether `rt/id` (current, not deleted) is visible under the access.
@@ -1245,14 +1255,26 @@ pub async fn fetch_visible_in(
     access: &Access,
     base_url: &str,
 ) -> Result<Vec<Found>> {
+    fetch_visible_limited(conn, rt, ids, access, base_url, None).await
+}
+
+async fn fetch_visible_limited(
+    conn: &mut sqlx::AnyConnection,
+    rt: ResourceType,
+    ids: &[&str],
+    access: &Access,
+    base_url: &str,
+    limit: Option<usize>,
+) -> Result<Vec<Found>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let mut sql = Sql::new(access, &NO_REACH, base_url);
     let typed = sql.typed(access, rt, &[], "r", 0, Mode::Query)?;
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let text = format!(
         "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content FROM fhir_resources r \
-         WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id",
+         WHERE r.deleted = 0 AND r.id IN ({}) AND {typed} ORDER BY r.id{limit}",
         sql.texts(ids.iter().copied())
     );
     let rows = sql.run(&text).fetch_all(&mut *conn).await?;

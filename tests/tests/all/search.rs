@@ -1304,6 +1304,7 @@ async fn hidden_reads_can_answer_404() {
                 base_url: "http://localhost:8080/fhir/r4".into(),
                 create_on_update: true,
                 hidden_as_not_found: true,
+                search_limits: Default::default(),
             },
         );
         let mut o = serde_json::Map::new();
@@ -1888,6 +1889,7 @@ async fn planner_statistics_follow_the_writes() {
                 base_url: "http://localhost:8080/fhir/r4".into(),
                 create_on_update: true,
                 hidden_as_not_found: false,
+                search_limits: Default::default(),
             },
         );
         let analyzed = || async {

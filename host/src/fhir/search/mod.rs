@@ -13,8 +13,8 @@ pub use extract::{
 };
 pub use params::{
     ChainTarget, ConstraintError, Criterion, DateValue, Include, NumberValue, Problem,
-    QuantityValue, ResultParams, SearchError, SearchQuery, SearchValue, SortKey, StringMatch,
-    Summary, TokenSystem, TokenValue, Total, UriMatch,
+    QuantityValue, ResultParams, SearchError, SearchLimits, SearchQuery, SearchValue, SortKey,
+    StringMatch, Summary, TokenSystem, TokenValue, Total, UriMatch,
 };
 pub use value::{
     Bound, CompareOp, DATE_MAX, DATE_MIN, DateRange, Prefix, RangePredicate, ReferenceValue,

@@ -256,6 +256,77 @@ pub enum Total {
     Accurate,
 }
 
+/// Bounds on what one search may ask, checked while its parameters are parsed, before
+/// anything is expanded or recursed into. A search beyond one is refused whole (also
+/// under `Prefer: handling=lenient`), naming the bound and its `hestia.toml` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchLimits {
+    /// References one parameter follows: each `.` of a chain and each `_has:`
+    /// (`fhir.max_chain_depth`).
+    pub max_chain_depth: usize,
+    /// (type, parameter) paths the chains and `_has` of one search expand into: a chain
+    /// without a type modifier follows every target type that has the next parameter
+    /// (`fhir.max_chain_paths`).
+    pub max_chain_paths: usize,
+    /// Parameters of one search (`fhir.max_search_params`).
+    pub max_params: usize,
+    /// Comma-separated values of one parameter (`fhir.max_search_values`).
+    pub max_values: usize,
+    /// Resources `_include` and `_revinclude` add to one page (`fhir.max_included`).
+    pub max_included: usize,
+}
+
+impl SearchLimits {
+    /// The largest `max_chain_depth` a configuration may set: the SQL of a chain nests
+    /// one subquery per link.
+    pub const CHAIN_DEPTH_CEILING: usize = 16;
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        SearchLimits {
+            max_chain_depth: 4,
+            max_chain_paths: 64,
+            max_params: 50,
+            max_values: 200,
+            max_included: 1000,
+        }
+    }
+}
+
+/// The (type, parameter) paths a search's chains and `_has` may still expand into.
+struct PathBudget {
+    left: usize,
+    max: usize,
+}
+
+impl PathBudget {
+    fn new(limits: &SearchLimits) -> Self {
+        PathBudget {
+            left: limits.max_chain_paths,
+            max: limits.max_chain_paths,
+        }
+    }
+
+    /// Takes one path, before it is parsed: expansion stops at the first one too many.
+    fn take(&mut self) -> Result<(), Problem> {
+        self.left = self.left.checked_sub(1).ok_or_else(|| {
+            Problem::TooCostly(format!(
+                "the chains and _has of this search expand into more than {} (type, parameter) paths (fhir.max_chain_paths)",
+                self.max
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// The references a parameter name follows: each `.` of a chain and each `_has:`
+/// (parameter codes and modifiers have neither). Counted on the text, so that no name
+/// is recursed into deeper than the limit.
+fn chain_links(name: &str) -> usize {
+    name.matches('.').count() + name.matches("_has:").count()
+}
+
 /// A parameter that cannot be used, with the reason. The HTTP layer turns it into a
 /// 400 `OperationOutcome` (or, with `Prefer: handling=lenient`, a warning).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -283,6 +354,9 @@ pub enum Problem {
     Invalid(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A [`SearchLimits`] bound: the message names it and its key.
+    #[error("{0}")]
+    TooCostly(String),
 }
 
 /// Why a query cannot be combined with an authorization constraint.
@@ -362,7 +436,8 @@ impl SearchQuery {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let (query, mut errors) = Self::parse_lenient(resource_type, pairs);
+        let (query, mut errors) =
+            Self::parse_lenient_within(resource_type, pairs, &SearchLimits::default());
         if errors.is_empty() {
             Ok(query)
         } else {
@@ -381,10 +456,38 @@ impl SearchQuery {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        Self::parse_lenient_within(resource_type, pairs, &SearchLimits::default())
+    }
+
+    /// [`Self::parse_lenient`] within `limits`. A parameter beyond a limit is an error
+    /// whose problem is [`Problem::TooCostly`]; after too many parameters the rest are
+    /// not read.
+    pub fn parse_lenient_within<I, K, V>(
+        resource_type: ResourceType,
+        pairs: I,
+        limits: &SearchLimits,
+    ) -> (SearchQuery, Vec<SearchError>)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let mut query = SearchQuery::all(resource_type);
         let mut errors = Vec::new();
-        for (name, value) in pairs {
+        let mut budget = PathBudget::new(limits);
+        for (n, (name, value)) in pairs.into_iter().enumerate() {
             let (name, value) = (name.as_ref(), value.as_ref());
+            if let Err(problem) = within_limits(limits, n, name, value) {
+                let stop = n >= limits.max_params;
+                errors.push(SearchError {
+                    param: shortened(name),
+                    problem,
+                });
+                if stop {
+                    break;
+                }
+                continue;
+            }
             let outcome = if name.starts_with('_')
                 && RESULT_PARAMS
                     .iter()
@@ -392,7 +495,8 @@ impl SearchQuery {
             {
                 parse_result_param(resource_type, &mut query.result, name, value)
             } else {
-                parse_criterion(resource_type, name, value).map(|c| query.criteria.extend(c))
+                parse_criterion(resource_type, name, value, &mut budget)
+                    .map(|c| query.criteria.extend(c))
             };
             if let Err(problem) = outcome {
                 errors.push(SearchError {
@@ -498,6 +602,45 @@ const UNSUPPORTED_PARAMS: &[&str] = &[
     "_type",
     "_score",
 ];
+
+/// The limits one parameter (the `n`th, from 0) can be checked against on its text
+/// alone: the number of parameters, of its values, and of its chain's links.
+fn within_limits(limits: &SearchLimits, n: usize, name: &str, value: &str) -> Result<(), Problem> {
+    if n >= limits.max_params {
+        return Err(Problem::TooCostly(format!(
+            "the search has more than {} parameters (fhir.max_search_params)",
+            limits.max_params
+        )));
+    }
+    let values = split_escaped(value, ',').len();
+    if values > limits.max_values {
+        return Err(Problem::TooCostly(format!(
+            "the parameter has {values} values; at most {} are allowed (fhir.max_search_values)",
+            limits.max_values
+        )));
+    }
+    let links = chain_links(name);
+    if links > limits.max_chain_depth {
+        return Err(Problem::TooCostly(format!(
+            "the chain has {links} links; at most {} are allowed (fhir.max_chain_depth)",
+            limits.max_chain_depth
+        )));
+    }
+    Ok(())
+}
+
+/// A parameter name as an error repeats it: a name thousands of links long is cut.
+fn shortened(name: &str) -> String {
+    const KEEP: usize = 100;
+    if name.len() <= KEEP {
+        return name.to_owned();
+    }
+    let mut end = KEEP;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
 
 fn invalid(value: &str, reason: impl Into<String>) -> Problem {
     Problem::InvalidValue {
@@ -679,13 +822,17 @@ fn parse_include(value: &str, iterate: bool) -> Result<Include, Problem> {
 
 /// One query parameter; `None` when every value is empty (empty parameters are
 /// ignored, as R4 asks).
+///
+/// Recurses once per chain link and `_has:` of `name`, which the caller has bounded
+/// ([`within_limits`]); each (type, parameter) path it expands into takes from `budget`.
 fn parse_criterion(
     resource_type: ResourceType,
     name: &str,
     value: &str,
+    budget: &mut PathBudget,
 ) -> Result<Option<Criterion>, Problem> {
     if let Some(rest) = name.strip_prefix("_has:") {
-        return parse_has(resource_type, rest, value);
+        return parse_has(resource_type, rest, value, budget);
     }
     if name == "_has" {
         return Err(Problem::Invalid(
@@ -721,7 +868,7 @@ fn parse_criterion(
         }
     };
     if let Some(chained) = chain {
-        return parse_chain(param, modifier, chained, value);
+        return parse_chain(param, modifier, chained, value, budget);
     }
     if let Err(reason) = param.searchable() {
         return Err(Problem::Unsupported(reason));
@@ -762,6 +909,7 @@ fn parse_chain(
     modifier: Option<Modifier>,
     chained: &str,
     value: &str,
+    budget: &mut PathBudget,
 ) -> Result<Option<Criterion>, Problem> {
     if param.kind != SearchParamType::Reference {
         return Err(Problem::Invalid(format!(
@@ -791,12 +939,14 @@ fn parse_chain(
         if resource_type.search_param(chained_code).is_none() {
             continue;
         }
-        match parse_criterion(resource_type, chained, value) {
+        budget.take()?;
+        match parse_criterion(resource_type, chained, value, budget) {
             Ok(Some(criterion)) => targets.push(ChainTarget {
                 resource_type,
                 criterion,
             }),
             Ok(None) => return Ok(None),
+            Err(e @ Problem::TooCostly(_)) => return Err(e),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -816,6 +966,7 @@ fn parse_has(
     resource_type: ResourceType,
     rest: &str,
     value: &str,
+    budget: &mut PathBudget,
 ) -> Result<Option<Criterion>, Problem> {
     let mut parts = rest.splitn(3, ':');
     let (Some(source), Some(reference), Some(inner)) = (parts.next(), parts.next(), parts.next())
@@ -838,8 +989,9 @@ fn parse_has(
             "{source_type}.{reference} does not refer to {resource_type}"
         )));
     }
+    budget.take()?;
     Ok(
-        parse_criterion(source_type, inner, value)?.map(|criterion| Criterion::Has {
+        parse_criterion(source_type, inner, value, budget)?.map(|criterion| Criterion::Has {
             source_type,
             reference: reference_param,
             criterion: Box::new(criterion),

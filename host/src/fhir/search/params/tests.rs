@@ -806,3 +806,93 @@ fn parsing_never_panics() {
         let _ = query.to_string();
     }
 }
+
+fn limit_error(resource_type: &str, query: &str, limits: &SearchLimits) -> SearchError {
+    let (_, errors) = SearchQuery::parse_lenient_within(rt(resource_type), pairs(query), limits);
+    errors
+        .into_iter()
+        .find(|e| matches!(e.problem, Problem::TooCostly(_)))
+        .unwrap_or_else(|| panic!("{resource_type}?{query}: no limit was hit"))
+}
+
+#[test]
+fn chains_longer_than_the_limit_are_refused_before_they_are_parsed() {
+    let limits = SearchLimits::default();
+    // Thousands of links: refused from the text, without recursing (this test thread's
+    // stack would not hold a recursion per link either).
+    let name = format!("{}_id", "part-of.".repeat(5000));
+    let e = limit_error("Encounter", &format!("{name}=x"), &limits);
+    assert_eq!(
+        e.problem.to_string(),
+        "the chain has 5000 links; at most 4 are allowed (fhir.max_chain_depth)"
+    );
+    assert!(e.param.len() < 120, "the name is cut in the error");
+    let e = limit_error(
+        "Patient",
+        &format!("{}code=1", "_has:Observation:patient:".repeat(5)),
+        &limits,
+    );
+    assert!(e.to_string().contains("fhir.max_chain_depth"), "{e}");
+    // At the limit, a chain parses.
+    check(
+        "Encounter",
+        "part-of.part-of.part-of.part-of._id=x",
+        "Encounter?part-of->[Encounter.part-of->[Encounter.part-of->[Encounter.part-of->[Encounter._id(token *|x)]]]]",
+    );
+}
+
+#[test]
+fn chain_expansion_stops_at_the_path_limit() {
+    let limits = SearchLimits {
+        max_chain_depth: SearchLimits::CHAIN_DEPTH_CEILING,
+        ..SearchLimits::default()
+    };
+    // part-of of an Observation refers to many types, most of which have part-of again:
+    // fully expanded, 16 links would be millions of paths.
+    let query = format!("{}_id=x", "part-of.".repeat(16));
+    let e = limit_error("Observation", &query, &limits);
+    assert_eq!(
+        e.problem.to_string(),
+        "the chains and _has of this search expand into more than 64 (type, parameter) paths (fhir.max_chain_paths)"
+    );
+    // The budget is the search's, not the parameter's.
+    let narrow = SearchLimits {
+        max_chain_paths: 2,
+        ..SearchLimits::default()
+    };
+    let e = limit_error(
+        "Observation",
+        "subject:Patient.name=a&subject:Patient.name=b&subject:Patient.name=c",
+        &narrow,
+    );
+    assert_eq!(e.param, "subject:Patient.name");
+}
+
+#[test]
+fn too_many_parameters_or_values_are_refused() {
+    let limits = SearchLimits {
+        max_params: 3,
+        max_values: 2,
+        ..SearchLimits::default()
+    };
+    let e = limit_error("Patient", "_id=a,b,c", &limits);
+    assert_eq!(e.param, "_id");
+    assert_eq!(
+        e.problem.to_string(),
+        "the parameter has 3 values; at most 2 are allowed (fhir.max_search_values)"
+    );
+    // An escaped comma is part of a value.
+    let (_, errors) =
+        SearchQuery::parse_lenient_within(rt("Patient"), pairs(r"name=a\,b,c"), &limits);
+    assert!(errors.is_empty(), "{errors:?}");
+    let (_, errors) = SearchQuery::parse_lenient_within(
+        rt("Patient"),
+        pairs("name=a&name=b&name=c&name=d&gender=x&foo=y"),
+        &limits,
+    );
+    assert_eq!(errors.len(), 1, "the rest is not read: {errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "search parameter 'name': the search has more than 3 parameters (fhir.max_search_params)"
+    );
+}
