@@ -946,6 +946,43 @@ mod tests {
     }
 
     #[test]
+    fn request_limits_have_defaults_and_refuse_what_cannot_hold() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(s.limits, RequestLimits::default());
+        let s = raw(
+            ServeFlags::default(),
+            "[fhir]\nmax_json_depth = 40\nmax_bundle_entries = 5\n[server]\nrequest_timeout_secs = 2\nmax_concurrent_requests = 3\nstatement_timeout_secs = 4\n",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (s.limits.max_json_depth, s.limits.max_bundle_entries),
+            (40, 5)
+        );
+        assert_eq!(s.limits.request_timeout, Duration::from_secs(2));
+        assert_eq!(s.limits.max_concurrent_requests, 3);
+        assert_eq!(s.limits.statement_timeout, Duration::from_secs(4));
+        for (file, key) in [
+            ("[fhir]\nmax_json_depth = 128\n", "fhir.max_json_depth"),
+            (
+                "[fhir]\nmax_bundle_entries = 0\n",
+                "fhir.max_bundle_entries",
+            ),
+            (
+                "[server]\nrequest_timeout_secs = 0\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[server]\nmax_concurrent_requests = 0\n",
+                "server.max_concurrent_requests",
+            ),
+        ] {
+            let err = raw(ServeFlags::default(), file).resolve().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn defaults_are_usable() {
         let s = raw(ServeFlags::default(), "").resolve().unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8443");

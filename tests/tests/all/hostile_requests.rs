@@ -18,6 +18,16 @@ fn stalled_body(release: tokio::sync::oneshot::Receiver<()>) -> Body {
     Body::from_stream(futures_util::stream::once(chunk))
 }
 
+/// The reply of a request that the server must end by itself; a watchdog far past any
+/// configured timeout turns a request left waiting forever into a failure, not a hang.
+async fn answered(
+    reply: impl std::future::Future<Output = crate::support::Reply>,
+) -> crate::support::Reply {
+    tokio::time::timeout(std::time::Duration::from_secs(120), reply)
+        .await
+        .expect("the server never answered a request whose body does not arrive")
+}
+
 /// JSON Patch operations that put a value nested 100 objects deep into the resource and
 /// then copy it into its own innermost object eight times, doubling its depth each time
 /// (100 -> 25,600): about 52 KB of patch.
@@ -199,13 +209,13 @@ async fn a_request_past_the_timeout_gets_503_in_its_protocol() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "[server]\nrequest_timeout_secs = 1\n").await;
         let (_keep, release) = tokio::sync::oneshot::channel::<()>();
-        let r = call(
+        let r = answered(call(
             &app,
             "POST",
             "/fhir/r4/Patient",
             &[JSON],
             stalled_body(release),
-        )
+        ))
         .await;
         assert_eq!(r.status, 503, "{}: {}", db.backend, r.body);
         assert_eq!(r.body["resourceType"], "OperationOutcome");
@@ -219,13 +229,13 @@ async fn a_request_past_the_timeout_gets_503_in_its_protocol() {
         assert_eq!(r.header("retry-after"), "1");
 
         let (_keep, release) = tokio::sync::oneshot::channel::<()>();
-        let r = call(
+        let r = answered(call(
             &app,
             "POST",
             "/oauth2/token",
             &[("content-type", "application/x-www-form-urlencoded")],
             stalled_body(release),
-        )
+        ))
         .await;
         assert_eq!(r.status, 503, "{}", r.body);
         assert_eq!(r.body["error"], "temporarily_unavailable");
