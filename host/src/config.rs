@@ -165,6 +165,17 @@ pub struct FileConfig {
     pub plugins: FilePlugins,
     #[serde(default)]
     pub issuer: FileIssuer,
+    #[serde(default)]
+    pub server: FileServer,
+}
+
+/// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub request_timeout_secs: Option<u64>,
+    pub max_concurrent_requests: Option<u64>,
+    pub statement_timeout_secs: Option<u64>,
 }
 
 /// `[issuer]`: a remote authorization server this FHIR server trusts.
@@ -213,6 +224,9 @@ pub struct FileFhir {
     pub max_search_values: Option<u64>,
     /// Resources `_include`/`_revinclude` (and `$everything`) add to one page.
     pub max_included: Option<u64>,
+    /// Request limits of the FHIR layer (see [`RequestLimits`]).
+    pub max_json_depth: Option<u64>,
+    pub max_bundle_entries: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -346,6 +360,42 @@ pub struct Settings {
     pub plugins: PluginLimits,
     /// A remote authorization server to trust; `None`: this server is its own issuer.
     pub issuer: Option<IssuerSettings>,
+    pub limits: RequestLimits,
+}
+
+/// What one request may cost: each bound has a `hestia.toml` key, and a request that
+/// reaches it gets an answer naming that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `fhir.max_json_depth` (default 127, at most 127): how deeply arrays and objects may
+    /// nest in a resource a JSON Patch produces. 127 is what the JSON parser accepts in a
+    /// request body, so a patched resource can always be read back.
+    pub max_json_depth: usize,
+    /// `fhir.max_bundle_entries` (default 1,000): entries of a batch or transaction Bundle.
+    pub max_bundle_entries: usize,
+    /// `server.request_timeout_secs` (default 30): a request that takes longer gets 503.
+    pub request_timeout: Duration,
+    /// `server.max_concurrent_requests` (default 512): more requests than this in flight
+    /// get 503 with `Retry-After` at once (health and metrics are not counted).
+    pub max_concurrent_requests: usize,
+    /// `server.statement_timeout_secs` (default 30): PostgreSQL's `statement_timeout` on
+    /// the connections `serve` opens.
+    pub statement_timeout: Duration,
+}
+
+/// The most deeply nested JSON the parser (serde_json) accepts.
+pub const PARSER_MAX_JSON_DEPTH: usize = 127;
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_json_depth: PARSER_MAX_JSON_DEPTH,
+            max_bundle_entries: 1_000,
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 512,
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Which tokens the FHIR server checks through the issuer's introspection endpoint.
@@ -797,6 +847,57 @@ impl RawConfig {
                 },
             },
             issuer,
+            limits: self.resolve_limits()?,
+        })
+    }
+
+    /// [`RequestLimits`]: each value at least 1, the JSON depth at most what the parser takes.
+    fn resolve_limits(&self) -> Result<RequestLimits, ConfigError> {
+        let default = RequestLimits::default();
+        let positive = |key: &'static str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(invalid(key, Source::File, "0", "must be at least 1")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let (fhir, server) = (&self.file.fhir, &self.file.server);
+        let max_json_depth = positive(
+            "fhir.max_json_depth",
+            fhir.max_json_depth,
+            default.max_json_depth as u64,
+        )?;
+        if max_json_depth > PARSER_MAX_JSON_DEPTH as u64 {
+            return Err(invalid(
+                "fhir.max_json_depth",
+                Source::File,
+                max_json_depth.to_string(),
+                format!(
+                    "must be at most {PARSER_MAX_JSON_DEPTH}, the depth the JSON parser accepts (a deeper resource could not be read back)"
+                ),
+            ));
+        }
+        let secs = |key, v, d: Duration| positive(key, v, d.as_secs()).map(Duration::from_secs);
+        Ok(RequestLimits {
+            max_json_depth: max_json_depth as usize,
+            max_bundle_entries: positive(
+                "fhir.max_bundle_entries",
+                fhir.max_bundle_entries,
+                default.max_bundle_entries as u64,
+            )? as usize,
+            request_timeout: secs(
+                "server.request_timeout_secs",
+                server.request_timeout_secs,
+                default.request_timeout,
+            )?,
+            max_concurrent_requests: positive(
+                "server.max_concurrent_requests",
+                server.max_concurrent_requests,
+                default.max_concurrent_requests as u64,
+            )? as usize,
+            statement_timeout: secs(
+                "server.statement_timeout_secs",
+                server.statement_timeout_secs,
+                default.statement_timeout,
+            )?,
         })
     }
 
@@ -930,6 +1031,43 @@ mod tests {
                 max_included: 3,
             }
         );
+    }
+
+    #[test]
+    fn request_limits_have_defaults_and_refuse_what_cannot_hold() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert_eq!(s.limits, RequestLimits::default());
+        let s = raw(
+            ServeFlags::default(),
+            "[fhir]\nmax_json_depth = 40\nmax_bundle_entries = 5\n[server]\nrequest_timeout_secs = 2\nmax_concurrent_requests = 3\nstatement_timeout_secs = 4\n",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (s.limits.max_json_depth, s.limits.max_bundle_entries),
+            (40, 5)
+        );
+        assert_eq!(s.limits.request_timeout, Duration::from_secs(2));
+        assert_eq!(s.limits.max_concurrent_requests, 3);
+        assert_eq!(s.limits.statement_timeout, Duration::from_secs(4));
+        for (file, key) in [
+            ("[fhir]\nmax_json_depth = 128\n", "fhir.max_json_depth"),
+            (
+                "[fhir]\nmax_bundle_entries = 0\n",
+                "fhir.max_bundle_entries",
+            ),
+            (
+                "[server]\nrequest_timeout_secs = 0\n",
+                "server.request_timeout_secs",
+            ),
+            (
+                "[server]\nmax_concurrent_requests = 0\n",
+                "server.max_concurrent_requests",
+            ),
+        ] {
+            let err = raw(ServeFlags::default(), file).resolve().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -10,11 +10,11 @@
 use super::definitions::ResourceType;
 use super::search::{ConstraintError, Criterion, SearchQuery};
 
-/// What a request may see.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What a request may see. There is no default: every `Access` is a decision someone
+/// made, and `Unrestricted` is written out where it is meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    /// No restriction (no authorization configured, or a system-level grant).
-    #[default]
+    /// No restriction (a system-level grant, or the server's own tasks such as the demo data).
     Unrestricted,
     /// Only resources that satisfy every constraint that applies to their type.
     Within(Vec<AccessConstraint>),

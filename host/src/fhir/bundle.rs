@@ -364,6 +364,10 @@ struct EntryResult {
 
 impl EntryResult {
     fn from_error(err: &FhirError) -> Self {
+        // The entry's outcome is generic for internal failures; the cause goes to the log.
+        if let FhirError::Internal(cause) = err {
+            tracing::error!(%cause, "a batch entry failed");
+        }
         Self {
             status: err.status(),
             version: None,
@@ -565,6 +569,11 @@ impl Repository {
         type_access: TypeAccess<'_>,
         return_resources: bool,
     ) -> Result<Value, FhirError> {
+        let entry_count = bundle
+            .get("entry")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        self.limits().check_bundle_entries(entry_count)?;
         let (kind, mut entries) = parse_bundle(bundle)?;
         let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
         match kind {
@@ -652,7 +661,10 @@ impl Repository {
                 let mut order: Vec<&EntryRequest> = entries.iter().collect();
                 order.sort_by_key(|e| (e.method.order(), e.index));
                 for entry in order {
-                    let access = granted.get(&entry.index).cloned().unwrap_or_default();
+                    // Every entry was checked above; one without a decision is refused.
+                    let access = granted.get(&entry.index).cloned().ok_or_else(|| {
+                        FhirError::Internal(format!("entry {} has no access decision", entry.index))
+                    })?;
                     let result = self
                         .run_entry(&mut tx, entry, &new_ids, &access, type_access)
                         .await
@@ -683,6 +695,9 @@ fn in_entry(err: FhirError, entry: &EntryRequest) -> FhirError {
         entry.method.as_str(),
         entry.url
     );
+    if let FhirError::Internal(cause) = &err {
+        tracing::error!(%cause, "{prefix}failed");
+    }
     let mut issues = err.issues();
     for issue in &mut issues {
         issue.diagnostics = format!("{prefix}{}", issue.diagnostics);

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod definitions;
 pub mod fhirpath;
+pub mod limits;
 pub mod operations;
 pub mod outcome;
 pub mod reindex;

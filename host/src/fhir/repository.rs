@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::access::{Access, Visible};
 use super::definitions::ResourceType;
+use super::limits::Limits;
 use super::outcome::Issue;
 use super::search::value::{format_instant, is_valid_id};
 use super::search::{SearchLimits, extract};
@@ -158,6 +159,7 @@ pub struct Repository {
     store: Store,
     validator: Arc<dyn ResourceValidator>,
     options: Arc<RepositoryOptions>,
+    limits: Arc<Limits>,
 }
 
 /// Checks a logical id: `[A-Za-z0-9\-\.]{1,64}` (FHIR `id`).
@@ -235,7 +237,18 @@ impl Repository {
             store,
             validator,
             options: Arc::new(options),
+            limits: Default::default(),
         }
+    }
+
+    /// The same repository under other request limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn store(&self) -> &Store {
@@ -500,12 +513,7 @@ impl Repository {
         check_precondition(resource_type, id, Some(&current), if_match)?;
         let mut doc: Value = serde_json::from_str(&current.content)
             .map_err(|e| FhirError::Internal(e.to_string()))?;
-        json_patch::patch(&mut doc, &patch).map_err(|e| {
-            FhirError::Unprocessable(vec![Issue::error(
-                "processing",
-                format!("the patch cannot be applied: {e}"),
-            )])
-        })?;
+        self.limits.apply_patch(&mut doc, &patch)?;
         let Value::Object(resource) = doc else {
             return Err(FhirError::Unprocessable(vec![Issue::error(
                 "processing",

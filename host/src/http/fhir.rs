@@ -349,21 +349,30 @@ fn written_response(
 type QueryPairs = Query<Vec<(String, String)>>;
 
 /// The authorization decision for this request, as the authorization layer left it in
-/// the request's extensions (`request.extensions_mut().insert(access)`). Absent means no
-/// authorization layer decided anything: the server runs without one.
+/// the request's extensions (`request.extensions_mut().insert(access)`). Absent means the
+/// route runs outside that layer: the request is refused, never served unrestricted.
 pub struct Granted(pub Access);
 
+/// A FHIR handler reached without the authorization layer's decision: 500 naming it.
+fn no_decision() -> FhirResponseError {
+    let why = "this FHIR route has no authorization decision (the authorization layer did not run for it); the request is refused";
+    tracing::error!("{why}");
+    FhirResponseError(FhirError::WithStatus(
+        500,
+        vec![Issue::error("security", why)],
+    ))
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Granted {
-    type Rejection = std::convert::Infallible;
+    type Rejection = FhirResponseError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Granted(
-            parts
-                .extensions
-                .get::<Access>()
-                .cloned()
-                .unwrap_or_default(),
-        ))
+        parts
+            .extensions
+            .get::<Access>()
+            .cloned()
+            .map(Granted)
+            .ok_or_else(no_decision)
     }
 }
 
@@ -371,14 +380,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Granted {
 type CallerExt = Option<axum::Extension<crate::gate::Caller>>;
 
 /// What reaching into a type other than the request's is allowed for its caller
-/// ([`crate::gate::Caller::type_access`]); everything when no authorization
+/// ([`crate::gate::Caller::type_access`]); nothing when no authorization
 /// layer decided anything.
 fn type_access_of(
     caller: CallerExt,
 ) -> impl Fn(crate::fhir::ResourceType, Via) -> Result<Access, FhirError> + Send + Sync {
     move |t, via| match &caller {
         Some(axum::Extension(caller)) => caller.type_access(t, via),
-        None => Ok(Access::Unrestricted),
+        None => Err(no_decision().0),
     }
 }
 
@@ -1067,7 +1076,7 @@ async fn instance_operation_get(
                 &caller.base_url,
             )),
         Some(axum::Extension(caller)) => caller.type_access(t, via),
-        None => Ok(Access::Unrestricted),
+        None => Err(no_decision().0),
     };
     let bundle = state
         .fhir()

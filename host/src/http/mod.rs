@@ -5,6 +5,7 @@
 mod admin;
 pub mod fhir;
 mod fhir_meta;
+mod guard;
 mod health;
 pub mod oauth;
 pub mod resource_server;
@@ -49,6 +50,7 @@ struct Inner {
     verifier: TokenVerifier,
     gate: Gate,
     ready: AtomicBool,
+    in_flight: guard::InFlight,
 }
 
 impl AppState {
@@ -80,7 +82,12 @@ impl AppState {
                 hidden_as_not_found: settings.fhir.hidden_as_not_found,
                 search_limits: settings.fhir.search_limits,
             },
-        );
+        )
+        .with_limits(crate::fhir::limits::Limits {
+            max_json_depth: settings.limits.max_json_depth,
+            max_bundle_entries: settings.limits.max_bundle_entries,
+            max_resource_bytes: settings.fhir.max_body_bytes,
+        });
         let gate = Gate::new(
             verifier.clone(),
             plugins.clone(),
@@ -91,8 +98,10 @@ impl AppState {
                 require_basic: settings.fhir.require_basic_auth,
             },
         );
+        let in_flight = guard::InFlight::new(settings.limits.max_concurrent_requests);
         Self {
             inner: Arc::new(Inner {
+                in_flight,
                 settings,
                 store,
                 fhir,
@@ -103,6 +112,10 @@ impl AppState {
                 ready: AtomicBool::new(false),
             }),
         }
+    }
+
+    fn in_flight(&self) -> &guard::InFlight {
+        &self.inner.in_flight
     }
 
     pub fn plugins(&self) -> &Arc<PluginHost> {
@@ -173,6 +186,7 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(admin::routes())
         .layer(middleware::from_fn_with_state(state.clone(), until_ready))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(
@@ -195,40 +209,15 @@ async fn until_ready(
     req: Request,
     next: Next,
 ) -> Response {
-    use axum::response::IntoResponse;
     let path = req.uri().path();
     if state.is_ready() || path.starts_with("/health/") || path == "/metrics" {
         return next.run(req).await;
     }
-    let why = "Hestia is starting: the database migrations and signing keys are not ready yet; retry in a moment";
-    let base = &state.settings().fhir.base_path;
-    let fhir = state.settings().fhir.enabled
-        && (path == base
-            || path
-                .strip_prefix(base.as_str())
-                .is_some_and(|r| r.starts_with('/')));
-    let (content_type, body) = if fhir {
-        let outcome =
-            crate::fhir::outcome::operation_outcome(&[crate::fhir::outcome::Issue::error(
-                "transient",
-                why,
-            )]);
-        ("application/fhir+json", outcome)
-    } else {
-        (
-            "application/json",
-            serde_json::json!({"error": "temporarily_unavailable", "error_description": why}),
-        )
-    };
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (axum::http::header::CONTENT_TYPE, content_type),
-            (axum::http::header::RETRY_AFTER, "1"),
-        ],
-        body.to_string(),
+    guard::unavailable(
+        &state,
+        path,
+        "Hestia is starting: the database migrations and signing keys are not ready yet; retry in a moment",
     )
-        .into_response()
 }
 
 /// 5xx answers are logged at ERROR, except 503, which says "not now" (starting up, the

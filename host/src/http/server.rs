@@ -102,7 +102,7 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     };
 
     let store = tokio::select! {
-        store = Store::connect(&settings.database_url) => store?,
+        store = Store::connect_with(&settings.database_url, Some(settings.limits.statement_timeout)) => store?,
         signal = &mut shutdown => {
             return stopped(signal, &format!("the connection to the database {}", redact(&settings.database_url)));
         }

@@ -279,7 +279,7 @@ impl AuthServer {
         let jwks = self
             .verification_keys(kid.as_deref())
             .await
-            .map_err(|e| TokenError::Unavailable(e.to_string()))?;
+            .map_err(store_unavailable)?;
         let claims =
             tokens::verify_access_token(token, &jwks, &self.issuer, Some(self.now()), leeway)?;
         match self.store.access_token_record(&claims.jti).await {
@@ -292,7 +292,7 @@ impl AuthServer {
             Ok(None) => Err(TokenError::Revoked {
                 reason: format!("this server has no record of token {}", claims.jti),
             }),
-            Err(e) => Err(TokenError::Unavailable(e.to_string())),
+            Err(e) => Err(store_unavailable(e)),
         }
     }
 
@@ -379,4 +379,14 @@ impl AuthServer {
             code: get(LIFETIME_FIELDS[2], server.code).min(server.code),
         }
     }
+}
+
+/// A token that cannot be checked because the database failed: the cause goes to the log
+/// (within the request's span, so under its request id), the client learns only that the
+/// check could not run.
+fn store_unavailable(cause: impl std::fmt::Display) -> TokenError {
+    tracing::error!(%cause, "the token cannot be checked: the database failed");
+    TokenError::Unavailable(
+        "the database does not answer; retry later (the server log has the cause under this request's x-request-id)".into(),
+    )
 }

@@ -90,6 +90,17 @@ pub fn now_secs() -> i64 {
 impl Store {
     /// Opens (and for SQLite creates) the database. Does not migrate: see [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// [`Store::connect`]; on PostgreSQL every connection of the pool runs with
+    /// `statement_timeout` set to `statement_timeout`, so that a statement whose request
+    /// was given up on does not keep running. SQLite has no such setting (its busy
+    /// timeout bounds lock waits).
+    pub async fn connect_with(
+        url: &str,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -118,6 +129,15 @@ impl Store {
                     // WAL lets `hestia user add` write while `serve` reads and writes.
                     conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
                         .await?;
+                    Ok(())
+                })
+            })
+        } else if let Some(timeout) = statement_timeout {
+            let set = format!("SET statement_timeout = {}", timeout.as_millis().max(1));
+            pool_options.after_connect(move |conn, _meta| {
+                let set = set.clone();
+                Box::pin(async move {
+                    conn.execute(set.as_str()).await?;
                     Ok(())
                 })
             })

@@ -4,6 +4,7 @@ mod fhir;
 mod fhir_ops;
 mod foundation;
 mod hostile_search;
+mod hostile_requests;
 mod journey;
 mod oauth;
 mod plugin_cli;
