@@ -11,6 +11,7 @@ pub mod jwt_crypto;
 pub mod oauth;
 pub mod plugins;
 pub mod policy;
+pub mod rights;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
