@@ -1,6 +1,7 @@
 //! Hestia: an OAuth2/OpenID Connect + SMART authorization server, a FHIR R4 server and a
 //! host for WebAssembly policy plugins, in one binary. See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod demo;

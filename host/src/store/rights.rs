@@ -175,8 +175,8 @@ async fn change_bindings(
             .execute(&mut *conn)
             .await?;
         if detach && done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "a binding of policy {policy} to {kind} {shown}"
+            return Err(StoreError::Invalid(format!(
+                "policy {policy} is not attached to {kind} {shown}"
             )));
         }
     }
