@@ -1,4 +1,4 @@
-//! The command line: `hestia serve | user | client | dev-cert | keys | registration-token | token | plugin`. Parsing is clap's; each
+//! The command line: `hestia serve | user | policy | client | dev-cert | keys | registration-token | token | plugin`. Parsing is clap's; each
 //! command resolves its configuration and calls into the library.
 
 use std::io::Read;
@@ -26,9 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (default: SQLite in ./hestia-data, HTTPS on 127.0.0.1:8443 with a development certificate).
     Serve(ServeArgs),
-    /// Manage user accounts.
+    /// Manage user accounts and their roles.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage access policies (TOML documents of grants) and the roles and accounts they are attached to.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -190,6 +193,122 @@ pub enum UserCommand {
         /// The SMART fhirUser of this account, e.g. Patient/123.
         #[arg(long, value_name = "TYPE/ID")]
         fhir_user: Option<String>,
+        /// A role (repeat for several): patient, practitioner, admin or a name of your own.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Change a user's roles (the given list replaces the old one) or fhirUser.
+    Set {
+        username: String,
+        /// The new roles (repeat for several); replaces every role the user had.
+        #[arg(long = "role", value_name = "ROLE", conflicts_with = "no_roles")]
+        roles: Vec<String>,
+        /// Remove every role.
+        #[arg(long)]
+        no_roles: bool,
+        /// The new SMART fhirUser, e.g. Patient/123.
+        #[arg(long, value_name = "TYPE/ID", conflicts_with = "no_fhir_user")]
+        fhir_user: Option<String>,
+        /// Remove the fhirUser.
+        #[arg(long)]
+        no_fhir_user: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// List users: name, fhirUser, roles.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Show a user with its effective rights (roles, policies, grants).
+    Show {
+        username: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Remove a user and revoke its grants and tokens.
+    Remove {
+        username: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+/// Roles and accounts a policy is attached to, from the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BindingArgs {
+    /// A role (repeat for several).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// A username (repeat for several).
+    #[arg(long = "user", value_name = "NAME")]
+    pub users: Vec<String>,
+}
+
+impl BindingArgs {
+    fn into_bindings(self) -> crate::store::Bindings {
+        crate::store::Bindings {
+            roles: self.roles,
+            users: self.users,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Add a policy from its TOML file, or replace the document of the policy of that name
+    /// (its bindings are kept unless --role or --user are given; then they are replaced).
+    Add {
+        file: PathBuf,
+        #[command(flatten)]
+        bindings: BindingArgs,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// List policies (built-in and stored) with the roles and users they are attached to.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Show a policy's document as stored, with its bindings.
+    Show {
+        name: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Remove a stored policy and its bindings.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Attach a policy to more roles or users.
+    Attach {
+        name: String,
+        #[command(flatten)]
+        bindings: BindingArgs,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Detach a policy from roles or users.
+    Detach {
+        name: String,
+        #[command(flatten)]
+        bindings: BindingArgs,
         #[command(flatten)]
         store: StoreFlags,
     },
@@ -330,31 +449,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::User(UserCommand::Add {
-            username,
-            password_stdin: _,
-            fhir_user,
-            store,
-        }) => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .context("cannot read the password from standard input")?;
-            let password = password.trim_end_matches(['\n', '\r']).to_string();
-            let store = open_store(store).await?;
-            let user = store
-                .create_user(NewUser {
-                    username,
-                    password,
-                    fhir_user,
-                })
-                .await?;
-            println!(
-                "{}",
-                serde_json::json!({"id": user.id, "username": user.username, "fhir_user": user.fhir_user})
-            );
-            Ok(())
-        }
+        Command::User(command) => run_user(command).await,
+        Command::Policy(command) => run_policy(command).await,
         Command::Client(ClientCommand::Add(args)) => {
             let auth = open_auth(args.store).await?;
             let mut metadata = serde_json::Map::new();
@@ -519,6 +615,105 @@ async fn open_auth(flags: StoreFlags) -> anyhow::Result<crate::oauth::AuthServer
 async fn open_store(flags: StoreFlags) -> anyhow::Result<Store> {
     let settings = RawConfig::load_store(flags)?.resolve()?;
     Ok(Store::open(&settings.database_url).await?)
+}
+
+async fn run_user(command: UserCommand) -> anyhow::Result<()> {
+    use crate::accounts;
+    let out = match command {
+        UserCommand::Add {
+            username,
+            password_stdin: _,
+            fhir_user,
+            roles,
+            store,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            let store = open_store(store).await?;
+            let new = NewUser {
+                username,
+                password,
+                fhir_user,
+            };
+            accounts::add_user(&store, new, &roles).await?.to_string() + "\n"
+        }
+        UserCommand::Set {
+            username,
+            roles,
+            no_roles,
+            fhir_user,
+            no_fhir_user,
+            store,
+        } => {
+            let update = crate::store::UserUpdate {
+                roles: (no_roles || !roles.is_empty()).then_some(roles),
+                fhir_user: if no_fhir_user {
+                    Some(None)
+                } else {
+                    fhir_user.map(Some)
+                },
+            };
+            accounts::set_user(&open_store(store).await?, &username, update).await?
+        }
+        UserCommand::List { json, store } => {
+            accounts::list_users(&open_store(store).await?, json).await?
+        }
+        UserCommand::Show {
+            username,
+            json,
+            store,
+        } => accounts::show_user(&open_store(store).await?, &username, json).await?,
+        UserCommand::Remove { username, store } => {
+            accounts::remove_user(&open_store(store).await?, &username).await?
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
+    use crate::accounts;
+    let out = match command {
+        PolicyCommand::Add {
+            file,
+            bindings,
+            store,
+        } => {
+            let given = !bindings.roles.is_empty() || !bindings.users.is_empty();
+            let bindings = given.then(|| bindings.into_bindings());
+            accounts::add_policy(&open_store(store).await?, &file, bindings).await?
+        }
+        PolicyCommand::List { json, store } => {
+            accounts::list_policies(&open_store(store).await?, json).await?
+        }
+        PolicyCommand::Show { name, json, store } => {
+            accounts::show_policy(&open_store(store).await?, &name, json).await?
+        }
+        PolicyCommand::Remove { name, store } => {
+            accounts::remove_policy(&open_store(store).await?, &name).await?
+        }
+        PolicyCommand::Attach {
+            name,
+            bindings,
+            store,
+        } => {
+            let store = open_store(store).await?;
+            accounts::bind_policy(&store, &name, bindings.into_bindings(), false).await?
+        }
+        PolicyCommand::Detach {
+            name,
+            bindings,
+            store,
+        } => {
+            let store = open_store(store).await?;
+            accounts::bind_policy(&store, &name, bindings.into_bindings(), true).await?
+        }
+    };
+    print!("{out}");
+    Ok(())
 }
 
 fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {

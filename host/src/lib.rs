@@ -1,6 +1,7 @@
 //! Hestia: an OAuth2/OpenID Connect + SMART authorization server, a FHIR R4 server and a
 //! host for WebAssembly policy plugins, in one binary. See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod jwt_crypto;
 pub mod oauth;
 pub mod plugins;
 pub mod policy;
+pub mod rights;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -53,6 +53,68 @@ fn bit(letter: u8) -> Option<u8> {
     PERMS.iter().position(|p| *p == letter).map(|i| 1 << i)
 }
 
+/// The part of a resource scope after `context/`: `Type.permissions[?query]`, as (resource
+/// type or `*`, bits of [`PERMS`], query). v1 `read`, `write` and `*` become their v2
+/// letters. Scopes and the grants of access policies share it; the error says what is wrong.
+pub fn parse_resource_part(s: &str) -> Result<(String, u8, Option<String>), String> {
+    let (body, query) = match s.split_once('?') {
+        Some((b, q)) if !q.is_empty() => (b, Some(q.to_string())),
+        Some(_) => return Err("the query after '?' is empty".into()),
+        None => (s, None),
+    };
+    let Some((resource, perms)) = body.split_once('.') else {
+        return Err("expected TYPE.PERMISSIONS, e.g. Observation.rs or *.read".into());
+    };
+    let type_ok = resource == "*"
+        || (resource.starts_with(|c: char| c.is_ascii_uppercase())
+            && resource.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !type_ok {
+        return Err(format!(
+            "resource type {resource:?} must be * or a type name such as Observation"
+        ));
+    }
+    let bits = match perms {
+        "read" => v2_permissions("rs"),
+        "write" => v2_permissions("cud"),
+        "*" => v2_permissions("cruds"),
+        letters => v2_permissions(letters),
+    };
+    let perms = bits.ok_or_else(|| {
+        format!(
+            "permissions {perms:?} must be read, write, * or letters of cruds in that order (e.g. rs)"
+        )
+    })?;
+    Ok((resource.to_string(), perms, query))
+}
+
+/// v2 permissions: a non-empty subsequence of "cruds", in that order.
+fn v2_permissions(letters: &str) -> Option<u8> {
+    if letters.is_empty() {
+        return None;
+    }
+    let mut last = None;
+    let mut bits = 0;
+    for l in letters.bytes() {
+        let pos = PERMS.iter().position(|p| *p == l)?;
+        if last.is_some_and(|p| pos <= p) {
+            return None;
+        }
+        last = Some(pos);
+        bits |= 1 << pos;
+    }
+    Some(bits)
+}
+
+/// The letters of permission bits, in SMART v2 order (`0b10010` is `rs`).
+pub fn permission_letters(perms: u8) -> String {
+    PERMS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| perms & (1 << i) != 0)
+        .map(|(_, l)| *l as char)
+        .collect()
+}
+
 impl SmartScope {
     pub fn parse(s: &str) -> Option<Self> {
         let (context, rest) = s.split_once('/')?;
@@ -62,44 +124,10 @@ impl SmartScope {
             "system" => Context::System,
             _ => return None,
         };
-        let (body, query) = match rest.split_once('?') {
-            Some((b, q)) if !q.is_empty() => (b, Some(q.to_string())),
-            Some(_) => return None,
-            None => (rest, None),
-        };
-        let (resource, perms) = body.split_once('.')?;
-        let type_ok = resource == "*"
-            || (resource.starts_with(|c: char| c.is_ascii_uppercase())
-                && resource.chars().all(|c| c.is_ascii_alphanumeric()));
-        if !type_ok {
-            return None;
-        }
-        let perms = match perms {
-            "read" => bit(b'r')? | bit(b's')?,
-            "write" => bit(b'c')? | bit(b'u')? | bit(b'd')?,
-            "*" => 0b11111,
-            letters if !letters.is_empty() => {
-                // v2: a non-empty subsequence of "cruds", in that order.
-                let mut last = None;
-                let mut bits = 0;
-                for l in letters.bytes() {
-                    let pos = PERMS.iter().position(|p| *p == l)?;
-                    if last.is_some_and(|p| pos <= p) {
-                        return None;
-                    }
-                    last = Some(pos);
-                    bits |= 1 << pos;
-                }
-                bits
-            }
-            _ => return None,
-        };
-        if query.is_some() && perms == 0 {
-            return None;
-        }
+        let (resource, perms, query) = parse_resource_part(rest).ok()?;
         Some(Self {
             context,
-            resource: resource.to_string(),
+            resource,
             perms,
             query,
         })

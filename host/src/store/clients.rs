@@ -279,17 +279,13 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {client_id:?}")));
         }
-        sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE client_id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(format!("its client {client_id} was removed"))
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE oauth_access_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_issued(
+            &mut tx,
+            IssuedTo::Client(client_id),
+            &format!("its client {client_id} was removed"),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -311,6 +307,51 @@ impl Store {
         let given = hash_secret(secret);
         Ok(constant_time_eq(stored.as_bytes(), given.as_bytes()))
     }
+}
+
+/// Whose grants and tokens [`revoke_issued`] revokes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum IssuedTo<'a> {
+    /// Everything issued to a client (by client id).
+    Client(&'a str),
+    /// Everything issued for an account (by user id), to any client.
+    User(&'a str),
+}
+
+/// Revokes the grants (so their refresh tokens) and the access tokens issued to a client
+/// or for an account, inside the caller's transaction; `reason` is what a refused token
+/// later says.
+pub(super) async fn revoke_issued(
+    conn: &mut sqlx::AnyConnection,
+    to: IssuedTo<'_>,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (grants, tokens, who) = match to {
+        IssuedTo::Client(id) => (
+            "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE client_id = $3 AND revoked_at IS NULL",
+            "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+            id,
+        ),
+        IssuedTo::User(id) => (
+            "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+            "UPDATE oauth_access_tokens SET revoked_at = $1 WHERE revoked_at IS NULL \
+             AND grant_id IN (SELECT grant_id FROM oauth_grants WHERE user_id = $2)",
+            id,
+        ),
+    };
+    sqlx::query(grants)
+        .bind(now)
+        .bind(reason)
+        .bind(who)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(tokens)
+        .bind(now)
+        .bind(who)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a secret matched.

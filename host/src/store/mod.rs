@@ -9,6 +9,7 @@ mod clients;
 pub mod fhir;
 mod issuer;
 mod oauth;
+mod rights;
 pub mod search;
 mod users;
 
@@ -17,6 +18,7 @@ pub use issuer::IssuerRegistration;
 pub use oauth::{
     AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, PURGE_BATCH, Purged, RefreshRow, Revocation,
 };
+pub use rights::{Bindings, PolicyChange, StoredPolicy, UserUpdate, UserWithRoles, checked_roles};
 pub use users::{NewUser, User};
 
 use std::path::Path;

@@ -50,22 +50,29 @@ impl NewUser {
             ));
         }
         if let Some(fhir_user) = &self.fhir_user {
-            let valid = fhir_user.split_once('/').is_some_and(|(ty, id)| {
-                FHIR_USER_TYPES.contains(&ty)
-                    && !id.is_empty()
-                    && id.len() <= 64
-                    && id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            });
-            if !valid {
-                return Err(StoreError::Invalid(format!(
-                    "fhir user {fhir_user:?} must be TYPE/ID with TYPE one of {}",
-                    FHIR_USER_TYPES.join(", ")
-                )));
-            }
+            check_fhir_user(fhir_user)?;
         }
         Ok(())
+    }
+}
+
+/// Checks a SMART fhirUser reference: `TYPE/ID` with one of [`FHIR_USER_TYPES`].
+pub(super) fn check_fhir_user(fhir_user: &str) -> Result<(), StoreError> {
+    let valid = fhir_user.split_once('/').is_some_and(|(ty, id)| {
+        FHIR_USER_TYPES.contains(&ty)
+            && !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "fhir user {fhir_user:?} must be TYPE/ID with TYPE one of {}",
+            FHIR_USER_TYPES.join(", ")
+        )))
     }
 }
 
@@ -77,7 +84,7 @@ fn hash_password(password: &str) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("cannot hash the password: {e}")))
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+pub(super) fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,

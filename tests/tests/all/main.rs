@@ -11,6 +11,7 @@ mod plugin_cli;
 mod plugins;
 mod remote;
 mod resource_server;
+mod rights;
 mod scope_matrix;
 mod search;
 mod store;
