@@ -20,6 +20,7 @@ use crate::fhir::definitions::ResourceType;
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::FhirError;
 use crate::fhir::searchset::Via;
+use crate::oauth::signin::{self, Attempt};
 use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
 
@@ -145,10 +146,10 @@ pub(crate) fn challenge(error: Option<&str>, description: &str) -> HeaderValue {
 
 impl IntoResponse for AuthFailure {
     fn into_response(self) -> Response {
-        let code = if self.status == StatusCode::FORBIDDEN {
-            "forbidden"
-        } else {
-            "login"
+        let code = match self.status {
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "throttled",
+            _ => "login",
         };
         let mut response = fhir_json(
             self.status,
@@ -436,7 +437,12 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
 
     // 3. Compatibility mode: Basic credentials must be valid and name the token's subject.
     if settings.fhir.require_basic_auth {
-        check_basic(state, basic, &claims, &token).await?;
+        let address = super::oauth::sign_in_address(
+            &parts.extensions,
+            &parts.headers,
+            &settings.oauth.trusted_proxies,
+        );
+        check_basic(state, basic, &claims, &token, &address).await?;
     }
 
     // 4. Audience: the audience-rule plugins decide whether this server is addressed.
@@ -529,11 +535,18 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
 /// remote: it has no other users), and that account is the token's user: its id or
 /// username is the token's `sub`, or, with a remote issuer, its username is the one the
 /// issuer's introspection answer names for the token (RFC 7662 `username`; cached).
+///
+/// The token's user is found first, without any password, and every check counts as a
+/// sign-in attempt of that account and of the client's address, under the login page's
+/// limits. Credentials of another account cost the same argon2id work and get the same
+/// answer as a wrong password, without that account's password being checked: the answer
+/// tells neither whether a password was right nor whether a username exists.
 async fn check_basic(
     state: &AppState,
     basic: Option<(String, String)>,
     claims: &AccessClaims,
     token: &str,
+    address: &str,
 ) -> Result<(), Rejection> {
     let Some((user, password)) = basic else {
         return Err(AuthFailure::unauthorized(
@@ -542,53 +555,74 @@ async fn check_basic(
         )
         .into());
     };
-    let account = state
-        .store()
-        .verify_user(&user, &password)
-        .await
-        .map_err(|e| Rejection::Fhir(FhirError::Internal(e.to_string())))?;
-    let remote = match state.verifier() {
-        crate::verifier::TokenVerifier::Remote(remote) => Some(remote),
-        crate::verifier::TokenVerifier::Local(_) => None,
+    let internal =
+        |e: crate::store::StoreError| Rejection::Fhir(FhirError::Internal(e.to_string()));
+    let (account, whose) = match state.verifier() {
+        crate::verifier::TokenVerifier::Local(_) => {
+            let by_id = state
+                .store()
+                .get_user(&claims.sub)
+                .await
+                .map_err(internal)?;
+            (by_id.map_or_else(|| claims.sub.clone(), |u| u.username), "")
+        }
+        crate::verifier::TokenVerifier::Remote(remote) => {
+            let unnamed = |why: String| {
+                Rejection::from(AuthFailure::unauthorized(
+                    Some("invalid_token"),
+                    format!("no Basic user can match the token: {why}"),
+                ))
+            };
+            match remote.introspected_username(token).await {
+                Ok(Some(username)) => (
+                    username,
+                    " (Basic users are this FHIR server's own accounts, made with `hestia user add` on it, not the issuer's)",
+                ),
+                Ok(None) => {
+                    return Err(unnamed(format!(
+                        "issuer {} names no username for it",
+                        remote.issuer()
+                    )));
+                }
+                Err(e) => {
+                    return Err(unnamed(format!(
+                        "the issuer's introspection cannot name its user: {e}"
+                    )));
+                }
+            }
+        }
     };
-    let Some(account) = account else {
-        let whose = if remote.is_some() {
-            " (Basic users are this FHIR server's own accounts, made with `hestia user add` on it, not the issuer's)"
-        } else {
-            ""
-        };
-        return Err(AuthFailure::unauthorized(
-            Some("invalid_token"),
-            format!("Basic user {user} is unknown or the password is wrong{whose}"),
-        )
-        .into());
-    };
-    if account.id == claims.sub || account.username == claims.sub {
-        return Ok(());
-    }
-    let named = match remote {
-        None => String::new(),
-        Some(remote) => match remote.introspected_username(token).await {
-            Ok(Some(username)) if username == account.username => return Ok(()),
-            Ok(Some(username)) => format!(
-                " (issuer {} names the token's user {username})",
-                remote.issuer()
-            ),
-            Ok(None) => format!(
-                " (issuer {} names no username for the token)",
-                remote.issuer()
-            ),
-            Err(e) => format!(" (the issuer's introspection cannot name its user: {e})"),
-        },
-    };
-    Err(AuthFailure::unauthorized(
-        Some("invalid_token"),
-        format!(
-            "Basic user {user} is not the token's sub {}{named}",
-            claims.sub
-        ),
+    let attempt = signin::attempt(
+        state.store(),
+        &account,
+        &password,
+        address,
+        user == account,
+        crate::store::now_secs(),
     )
-    .into())
+    .await
+    .map_err(internal)?;
+    match attempt {
+        Attempt::SignedIn(_) => Ok(()),
+        Attempt::Paused(pause) => Err(AuthFailure {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: Some("invalid_token"),
+            description: format!(
+                "{} (fhir.require_basic_auth = true: Basic credentials count as sign-ins)",
+                pause.describe("the token's user", address)
+            ),
+        }
+        .into()),
+        Attempt::Wrong { left } => Err(AuthFailure::unauthorized(
+            Some("invalid_token"),
+            format!(
+                "the Basic credentials are not the username and password of the token's user{whose} ({left} of {} attempts left before the token's user is paused for {} minutes)",
+                signin::MAX_FAILURES_PER_USER,
+                signin::LOGIN_WINDOW / 60
+            ),
+        )
+        .into()),
+    }
 }
 
 /// Whether a write may happen under `access`, judged on what is known before it runs:
