@@ -22,6 +22,7 @@ use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
 use crate::fhir::repository::{FhirError, Repository};
 use crate::fhir::searchset::Via;
+use crate::oauth::signin::{self, Attempt};
 use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
 use crate::store::Store;
@@ -42,6 +43,8 @@ pub enum Refusal {
     /// The check itself could not run (the issuer or the database did not answer): 503, so
     /// that the client retries with the same token.
     Unavailable(String),
+    /// Too many failed attempts (Basic credentials count as sign-ins): 429.
+    Throttled(String),
 }
 
 impl Refusal {
@@ -65,7 +68,8 @@ impl Refusal {
             Refusal::Malformed(d)
             | Refusal::Unauthenticated { description: d, .. }
             | Refusal::Forbidden(d)
-            | Refusal::Unavailable(d) => d,
+            | Refusal::Unavailable(d)
+            | Refusal::Throttled(d) => d,
         }
     }
 }
@@ -74,16 +78,27 @@ impl From<FhirError> for Refusal {
     fn from(err: FhirError) -> Refusal {
         match err {
             FhirError::Forbidden(why) => Refusal::Forbidden(why),
-            other => Refusal::Unavailable(other.to_string()),
+            other => store_failed(other),
         }
     }
 }
 
-/// HTTP Basic credentials (the compatibility mode).
+/// A check that could not run because the database failed: the cause goes to the log
+/// (within the request's span, so under its request id), the client learns only that.
+fn store_failed(cause: impl std::fmt::Display) -> Refusal {
+    tracing::error!(%cause, "an authorization check cannot run: the database failed");
+    Refusal::Unavailable(
+        "the database does not answer; retry later (the server log has the cause under this request's x-request-id)".into(),
+    )
+}
+
+/// HTTP Basic credentials (the compatibility mode), and the client address they came
+/// from, which the sign-in limits count.
 #[derive(Debug, Clone)]
 pub struct Basic {
     pub user: String,
     pub password: String,
+    pub address: String,
 }
 
 /// A request the gate let through: who asks, and within what.
@@ -247,58 +262,79 @@ impl Gate {
     /// user: its id or username is the token's `sub`, or, with a remote issuer, its
     /// username is the one the issuer's introspection answer names for the token (RFC 7662
     /// `username`; cached).
+    ///
+    /// The token's user is found first, without any password, and every check counts as a
+    /// sign-in attempt of that account and of the client's address, under the login page's
+    /// limits. Credentials of another account cost the same argon2id work and get the same
+    /// answer as a wrong password, without that account's password being checked: the
+    /// answer tells neither whether a password was right nor whether a username exists.
     pub async fn check_basic(
         &self,
         basic: Option<Basic>,
         claims: &AccessClaims,
         token: &str,
     ) -> Result<(), Refusal> {
-        let Some(Basic { user, password }) = basic else {
+        let Some(basic) = basic else {
             return Err(Refusal::invalid_request(
                 "this server also requires HTTP Basic credentials of the token's user (fhir.require_basic_auth = true); send the token as access_token in the query",
             ));
         };
-        let account = self
-            .store
-            .verify_user(&user, &password)
-            .await
-            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        let remote = match &self.verifier {
-            TokenVerifier::Remote(remote) => Some(remote),
-            TokenVerifier::Local(_) => None,
-        };
-        let Some(account) = account else {
-            let whose = if remote.is_some() {
-                " (Basic users are this FHIR server's own accounts, made with `hestia user add` on it, not the issuer's)"
-            } else {
-                ""
-            };
-            return Err(Refusal::invalid_token(format!(
-                "Basic user {user} is unknown or the password is wrong{whose}"
-            )));
-        };
-        if account.id == claims.sub || account.username == claims.sub {
-            return Ok(());
+        let (account, whose) = self.token_user(claims, token).await?;
+        let attempt = signin::attempt(
+            &self.store,
+            &account,
+            &basic.password,
+            &basic.address,
+            basic.user == account,
+            crate::store::now_secs(),
+        )
+        .await
+        .map_err(store_failed)?;
+        match attempt {
+            Attempt::SignedIn(_) => Ok(()),
+            Attempt::Paused(pause) => Err(Refusal::Throttled(format!(
+                "{} (fhir.require_basic_auth = true: Basic credentials count as sign-ins)",
+                pause.describe("the token's user", &basic.address)
+            ))),
+            Attempt::Wrong { left } => Err(Refusal::invalid_token(format!(
+                "the Basic credentials are not the username and password of the token's user{whose} ({left} of {} attempts left before the token's user is paused for {} minutes)",
+                signin::MAX_FAILURES_PER_USER,
+                signin::LOGIN_WINDOW / 60
+            ))),
         }
-        let named = match remote {
-            None => String::new(),
-            Some(remote) => match remote.introspected_username(token).await {
-                Ok(Some(username)) if username == account.username => return Ok(()),
-                Ok(Some(username)) => format!(
-                    " (issuer {} names the token's user {username})",
+    }
+
+    /// The username of the token's user, found without any password: this server's
+    /// account whose id is `sub` (or `sub` itself), or the username the remote issuer's
+    /// introspection names; and a note for the refusal on whose accounts Basic names.
+    async fn token_user(
+        &self,
+        claims: &AccessClaims,
+        token: &str,
+    ) -> Result<(String, &'static str), Refusal> {
+        match &self.verifier {
+            TokenVerifier::Local(_) => {
+                let by_id = self
+                    .store
+                    .get_user(&claims.sub)
+                    .await
+                    .map_err(store_failed)?;
+                Ok((by_id.map_or_else(|| claims.sub.clone(), |u| u.username), ""))
+            }
+            TokenVerifier::Remote(remote) => match remote.introspected_username(token).await {
+                Ok(Some(username)) => Ok((
+                    username,
+                    " (Basic users are this FHIR server's own accounts, made with `hestia user add` on it, not the issuer's)",
+                )),
+                Ok(None) => Err(Refusal::invalid_token(format!(
+                    "no Basic user can match the token: issuer {} names no username for it",
                     remote.issuer()
-                ),
-                Ok(None) => format!(
-                    " (issuer {} names no username for the token)",
-                    remote.issuer()
-                ),
-                Err(e) => format!(" (the issuer's introspection cannot name its user: {e})"),
+                ))),
+                Err(e) => Err(Refusal::invalid_token(format!(
+                    "no Basic user can match the token: the issuer's introspection cannot name its user: {e}"
+                ))),
             },
-        };
-        Err(Refusal::invalid_token(format!(
-            "Basic user {user} is not the token's sub {}{named}",
-            claims.sub
-        )))
+        }
     }
 }
 

@@ -81,6 +81,7 @@ impl IntoResponse for AdminError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some("temporarily_unavailable"),
             ),
+            Refusal::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, Some("invalid_request")),
         };
         let description = self.0.description();
         let body = json!({

@@ -276,19 +276,24 @@ fn client_address(
     client
 }
 
-async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let address = req
-        .extensions()
+/// The address a request's sign-in attempts count against ([`client_address`]).
+pub(crate) fn sign_in_address(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> String {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| {
-            client_address(
-                c.0.ip(),
-                req.headers(),
-                &state.oauth().config().trusted_proxies,
-            )
-            .to_string()
-        })
-        .unwrap_or_else(|| "unknown".into());
+        .map(|c| client_address(c.0.ip(), headers, trusted).to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let address = sign_in_address(
+        req.extensions(),
+        req.headers(),
+        &state.settings().oauth.trusted_proxies,
+    );
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,

@@ -67,6 +67,11 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Response {
             Some("insufficient_scope"),
             "forbidden",
         ),
+        Refusal::Throttled(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("invalid_token"),
+            "throttled",
+        ),
         Refusal::Unavailable(why) => {
             return FhirResponseError(FhirError::WithStatus(
                 503,
@@ -255,7 +260,12 @@ async fn credentials(
         if scheme.eq_ignore_ascii_case("bearer") {
             found.push((Source::Header, rest.trim().to_string()));
         } else if scheme.eq_ignore_ascii_case("basic") {
-            basic = Some(decode_basic(rest)?);
+            let address = super::oauth::sign_in_address(
+                &parts.extensions,
+                &parts.headers,
+                &settings.oauth.trusted_proxies,
+            );
+            basic = Some(decode_basic(rest, address)?);
         } else {
             return Err(Refusal::invalid_request(format!(
                 "the Authorization scheme {scheme:?} is not supported; send Authorization: Bearer <access token>"
@@ -309,7 +319,7 @@ async fn credentials(
     Ok((token, basic, body))
 }
 
-fn decode_basic(encoded: &str) -> Result<Basic, Refusal> {
+fn decode_basic(encoded: &str, address: String) -> Result<Basic, Refusal> {
     base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
@@ -318,6 +328,7 @@ fn decode_basic(encoded: &str) -> Result<Basic, Refusal> {
             s.split_once(':').map(|(u, p)| Basic {
                 user: u.to_string(),
                 password: p.to_string(),
+                address,
             })
         })
         .ok_or_else(|| {

@@ -2,19 +2,63 @@
 //! account and per address) and consent (scopes in plain words, each can be unticked; a
 //! patient picker for `launch/patient` when the user is not a patient). Errors follow RFC
 //! 6749 §4.1.2.1: a redirect only to a validated redirect URI, otherwise a page.
+//!
+//! Until someone signs in, nothing is written: the validated request travels in the
+//! sign-in form, sealed ([`super::sealed`]). A successful sign-in stores it as an
+//! authorization-request row, which the consent page reads and the code consumes.
 
 use serde::{Deserialize, Serialize};
 
 use super::errors::ErrorCode;
-use super::{AuthServer, OAuthError, Params, hash_token, pkce, random_token, scopes};
+use super::signin::{self, Attempt};
+use super::{AuthServer, OAuthError, Params, hash_token, pkce, random_token, scopes, sealed};
 use crate::store::{AuthRequestRow, Client, CodeRow, User, constant_time_eq};
+
+pub use super::signin::{LOGIN_WINDOW, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER};
 
 /// How long the sign-in and consent pages of one request stay usable.
 pub const REQUEST_LIFETIME: i64 = 600;
-/// Sign-in rate limits: failures allowed within [`LOGIN_WINDOW`] seconds.
-pub const LOGIN_WINDOW: i64 = 900;
-pub const MAX_FAILURES_PER_USER: i64 = 5;
-pub const MAX_FAILURES_PER_ADDRESS: i64 = 20;
+
+/// What the sealed `request_id` of the sign-in form holds.
+const SEALED_LOGIN: &str = "hestia sign-in form";
+
+/// A validated request waiting for its sign-in, sealed into the sign-in form.
+#[derive(Serialize, Deserialize)]
+struct PendingSignIn {
+    request: AuthorizeRequest,
+    browser_hash: String,
+    csrf: String,
+}
+
+fn expired_page() -> AuthorizeError {
+    AuthorizeError::Page(
+        "this sign-in page has expired or was already used; go back to the application and start again".into(),
+    )
+}
+
+/// Whether a form belongs to the browser that opened it and carries its anti-forgery token.
+fn check_form_binding(
+    browser: Option<&str>,
+    browser_hash: &str,
+    csrf: Option<&str>,
+    expected_csrf: &str,
+) -> Result<(), AuthorizeError> {
+    let bound = browser
+        .is_some_and(|b| constant_time_eq(hash_token(b).as_bytes(), browser_hash.as_bytes()));
+    if !bound {
+        return Err(AuthorizeError::Page(
+            "this form was not opened in this browser (its cookie is missing or different); go back to the application and start again".into(),
+        ));
+    }
+    if let Some(csrf) = csrf
+        && !constant_time_eq(csrf.as_bytes(), expected_csrf.as_bytes())
+    {
+        return Err(AuthorizeError::Page(
+            "the form's anti-forgery token is wrong or stale (was it submitted twice?); go back to the application and start again".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// A validated authorization request, kept between the pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +218,7 @@ impl AuthServer {
         AuthorizeError::Redirect(redirect_url(&req.redirect_uri, &pairs))
     }
 
-    /// `GET /authorize`: validates the request and opens the sign-in page.
+    /// `GET /authorize`: validates the request and opens the sign-in page; writes nothing.
     pub async fn authorize(
         &self,
         params: &Params,
@@ -236,24 +280,23 @@ impl AuthServer {
                 (b.clone(), Some(b))
             }
         };
-        let row = AuthRequestRow {
-            id: random_token(),
+        let pending = PendingSignIn {
+            request: req,
             browser_hash: hash_token(&browser),
             csrf: random_token(),
-            client_id: client.client_id.clone(),
-            params: serde_json::to_string(&req).map_err(OAuthError::server)?,
-            user_id: None,
-            auth_time: None,
-            created_at: now,
-            expires_at: now + REQUEST_LIFETIME,
         };
-        self.store()
-            .create_auth_request(&row)
-            .await
-            .map_err(OAuthError::from)?;
+        let request_id = sealed::seal(
+            self.store(),
+            SEALED_LOGIN,
+            &pending,
+            now + REQUEST_LIFETIME,
+            now,
+        )
+        .await
+        .map_err(OAuthError::server)?;
         Ok(LoginPage {
-            request_id: row.id,
-            csrf: row.csrf,
+            request_id,
+            csrf: pending.csrf,
             client_name: client.client_name,
             username: String::new(),
             error: None,
@@ -335,62 +378,65 @@ impl AuthServer {
         browser: Option<&str>,
         csrf: Option<&str>,
     ) -> Result<(AuthRequestRow, AuthorizeRequest, Client), AuthorizeError> {
-        let expired = || {
-            AuthorizeError::Page(
-                "this sign-in page has expired or was already used; go back to the application and start again".into(),
-            )
-        };
         let row = self
             .store()
             .get_auth_request(id)
             .await
             .map_err(OAuthError::from)?
-            .ok_or_else(expired)?;
+            .ok_or_else(expired_page)?;
         if self.now() >= row.expires_at {
-            return Err(expired());
+            return Err(expired_page());
         }
-        let bound = browser.is_some_and(|b| {
-            constant_time_eq(hash_token(b).as_bytes(), row.browser_hash.as_bytes())
-        });
-        if !bound {
-            return Err(AuthorizeError::Page(
-                "this form was not opened in this browser (its cookie is missing or different); go back to the application and start again".into(),
-            ));
-        }
-        if let Some(csrf) = csrf
-            && !constant_time_eq(csrf.as_bytes(), row.csrf.as_bytes())
-        {
-            return Err(AuthorizeError::Page(
-                "the form's anti-forgery token is wrong or stale (was it submitted twice?); go back to the application and start again".into(),
-            ));
-        }
+        check_form_binding(browser, &row.browser_hash, csrf, &row.csrf)?;
         let req: AuthorizeRequest =
             serde_json::from_str(&row.params).map_err(OAuthError::server)?;
-        let client = self
-            .store()
-            .get_client(&req.client_id)
-            .await
-            .map_err(OAuthError::from)?
-            .ok_or_else(|| AuthorizeError::Page("the client was removed".into()))?;
+        let client = self.request_client(&req).await?;
         Ok((row, req, client))
     }
 
-    /// `POST /login`: checks the password under the rate limits.
+    async fn request_client(&self, req: &AuthorizeRequest) -> Result<Client, AuthorizeError> {
+        self.store()
+            .get_client(&req.client_id)
+            .await
+            .map_err(OAuthError::from)?
+            .ok_or_else(|| AuthorizeError::Page("the client was removed".into()))
+    }
+
+    /// Opens the sealed request of a sign-in form and checks that it belongs to this
+    /// browser and form.
+    async fn open_sign_in(
+        &self,
+        sealed_request: &str,
+        browser: Option<&str>,
+        csrf: &str,
+    ) -> Result<(PendingSignIn, Client), AuthorizeError> {
+        let pending: PendingSignIn =
+            sealed::open(self.store(), SEALED_LOGIN, sealed_request, self.now())
+                .await
+                .map_err(OAuthError::server)?
+                .ok_or_else(expired_page)?;
+        check_form_binding(browser, &pending.browser_hash, Some(csrf), &pending.csrf)?;
+        let client = self.request_client(&pending.request).await?;
+        Ok((pending, client))
+    }
+
+    /// `POST /login`: checks the password under the rate limits; a successful sign-in
+    /// stores the request for the consent page.
     pub async fn login(
         &self,
         form: &Params,
         browser: Option<&str>,
         address: &str,
     ) -> Result<LoginOutcome, AuthorizeError> {
-        let id = form.require("request_id")?;
+        let sealed_request = form.require("request_id")?;
         let csrf = form.require("csrf")?;
-        let (row, _req, client) = self.load_request(id, browser, Some(csrf)).await?;
+        let (pending, client) = self.open_sign_in(sealed_request, browser, csrf).await?;
         let username = form.get("username")?.unwrap_or_default().trim().to_string();
         let password = form.get("password")?.unwrap_or_default();
         let retry = |error: String| {
             LoginOutcome::Retry(LoginPage {
-                request_id: row.id.clone(),
-                csrf: row.csrf.clone(),
+                request_id: sealed_request.to_string(),
+                csrf: csrf.to_string(),
                 client_name: client.client_name.clone(),
                 username: username.clone(),
                 error: Some(error),
@@ -401,54 +447,38 @@ impl AuthServer {
             return Ok(retry("Enter your username and password.".into()));
         }
         let now = self.now();
-        let store = self.store();
-        // Recorded before the check, so that parallel guesses cannot all pass the limit.
-        let marker = (rand::random::<u64>() >> 2) as i64 + 2;
-        let (user_failures, user_first, addr_failures, addr_first) = store
-            .begin_login_attempt(&username, address, now, now - LOGIN_WINDOW, marker)
+        let attempt = signin::attempt(self.store(), &username, password, address, true, now)
             .await
             .map_err(OAuthError::from)?;
-        let minutes = |first: i64| ((first + LOGIN_WINDOW - now).max(60) + 59) / 60;
-        let refusal = if user_failures > MAX_FAILURES_PER_USER {
-            Some(format!(
-                "Too many failed sign-ins for account “{username}”: {} in the last {} minutes. Try again in {} minutes.",
-                user_failures - 1,
-                LOGIN_WINDOW / 60,
-                minutes(user_first)
-            ))
-        } else if addr_failures > MAX_FAILURES_PER_ADDRESS {
-            Some(format!(
-                "Too many failed sign-ins from your address ({address}): {} in the last {} minutes. Try again in {} minutes.",
-                addr_failures - 1,
-                LOGIN_WINDOW / 60,
-                minutes(addr_first)
-            ))
-        } else {
-            None
+        let user = match attempt {
+            Attempt::SignedIn(user) => user,
+            Attempt::Paused(pause) => {
+                return Ok(retry(
+                    pause.describe(&format!("account “{username}”"), address),
+                ));
+            }
+            Attempt::Wrong { left } => {
+                return Ok(retry(format!(
+                    "Wrong username or password. {left} more attempt{} before this account is paused for {} minutes.",
+                    if left == 1 { "" } else { "s" },
+                    LOGIN_WINDOW / 60
+                )));
+            }
         };
-        if let Some(refusal) = refusal {
-            store
-                .finish_login_attempt(marker, None)
-                .await
-                .map_err(OAuthError::from)?;
-            return Ok(retry(refusal));
-        }
-        let user = store.verify_user(&username, password).await;
-        store
-            .finish_login_attempt(marker, Some(matches!(user, Ok(Some(_)))))
-            .await
-            .map_err(OAuthError::from)?;
-        let Some(user) = user.map_err(OAuthError::from)? else {
-            let left = MAX_FAILURES_PER_USER - user_failures;
-            return Ok(retry(format!(
-                "Wrong username or password. {left} more attempt{} before this account is paused for {} minutes.",
-                if left == 1 { "" } else { "s" },
-                LOGIN_WINDOW / 60
-            )));
+        let row = AuthRequestRow {
+            id: random_token(),
+            browser_hash: pending.browser_hash,
+            // A new anti-forgery token for the consent form.
+            csrf: random_token(),
+            client_id: client.client_id.clone(),
+            params: serde_json::to_string(&pending.request).map_err(OAuthError::server)?,
+            user_id: Some(user.id),
+            auth_time: Some(now),
+            created_at: now,
+            expires_at: now + REQUEST_LIFETIME,
         };
-        // A new anti-forgery token for the consent form.
-        store
-            .set_auth_request_user(&row.id, &user.id, now, &random_token())
+        self.store()
+            .create_auth_request(&row)
             .await
             .map_err(OAuthError::from)?;
         Ok(LoginOutcome::Consent(row.id))

@@ -8,7 +8,7 @@ use super::errors::ErrorCode;
 use super::policy::{AudienceQuery, GrantRequest};
 use super::tokens::{self, ACCESS_TOKEN_TYP, AccessClaims, Audience, IdClaims, utc};
 use super::{AuthServer, OAuthError, Params, hash_token, keys, pkce, random_token, scopes};
-use crate::store::{Client, RefreshRow, User};
+use crate::store::{Client, CodeRow, RefreshRow, User};
 
 /// Grant types of the token endpoint.
 pub const GRANT_TYPES: &[&str] = &["authorization_code", "client_credentials", "refresh_token"];
@@ -183,7 +183,10 @@ impl AuthServer {
     ) -> Result<TokenResponse, OAuthError> {
         let code = params.require("code")?;
         let now = self.now();
-        let Some((row, first_use)) = self.store().use_code(&hash_token(code), now).await? else {
+        let hash = hash_token(code);
+        // Every check reads; the code is spent (or its reuse revoked) only once the request
+        // is known to be this client's and well-formed.
+        let Some(row) = self.store().get_code(&hash).await? else {
             return Err(OAuthError::invalid_grant(
                 "the authorization code is unknown (never issued, or mistyped)",
             ));
@@ -194,15 +197,6 @@ impl AuthServer {
                 client.client_id
             )));
         }
-        if !first_use {
-            self.store()
-                .revoke_grant(&row.grant_id, now, "its authorization code was used twice")
-                .await?;
-            return Err(OAuthError::invalid_grant(format!(
-                "the authorization code was already used at {}; the tokens issued from it are now revoked",
-                utc(row.used_at.unwrap_or(now))
-            )));
-        }
         if now >= row.expires_at {
             return Err(OAuthError::invalid_grant(format!(
                 "the authorization code expired at {} (codes live {} s)",
@@ -210,6 +204,43 @@ impl AuthServer {
                 row.expires_at - row.created_at
             )));
         }
+        Self::check_code_request(params, &row)?;
+        if !self.store().use_code(&hash, now).await? {
+            let used_at = self
+                .store()
+                .get_code(&hash)
+                .await?
+                .and_then(|r| r.used_at)
+                .unwrap_or(now);
+            self.store()
+                .revoke_grant(&row.grant_id, now, "its authorization code was used twice")
+                .await?;
+            return Err(OAuthError::invalid_grant(format!(
+                "the authorization code was already used at {}; the tokens issued from it are now revoked",
+                utc(used_at)
+            )));
+        }
+        let user = self.store().get_user(&row.user_id).await?.ok_or_else(|| {
+            OAuthError::invalid_grant("the user who approved this code no longer exists")
+        })?;
+        let granted = scopes::split(&row.scope);
+        let refresh = Self::wants_refresh(client, &granted);
+        self.issue(Issue {
+            client,
+            grant_id: &row.grant_id,
+            user: Some(&user),
+            scopes: granted,
+            audiences: row.audiences.clone(),
+            patient: row.patient.clone(),
+            auth_time: Some(row.auth_time),
+            nonce: row.nonce.clone(),
+            refresh,
+        })
+        .await
+    }
+
+    /// The token request's `redirect_uri` and PKCE `code_verifier` against the code's.
+    fn check_code_request(params: &Params, row: &CodeRow) -> Result<(), OAuthError> {
         match params.get("redirect_uri")? {
             Some(uri) if uri != row.redirect_uri => {
                 return Err(OAuthError::invalid_grant(format!(
@@ -240,23 +271,7 @@ impl AuthServer {
             }
             (None, None) => {}
         }
-        let user = self.store().get_user(&row.user_id).await?.ok_or_else(|| {
-            OAuthError::invalid_grant("the user who approved this code no longer exists")
-        })?;
-        let granted = scopes::split(&row.scope);
-        let refresh = Self::wants_refresh(client, &granted);
-        self.issue(Issue {
-            client,
-            grant_id: &row.grant_id,
-            user: Some(&user),
-            scopes: granted,
-            audiences: row.audiences.clone(),
-            patient: row.patient.clone(),
-            auth_time: Some(row.auth_time),
-            nonce: row.nonce.clone(),
-            refresh,
-        })
-        .await
+        Ok(())
     }
 
     fn wants_refresh(client: &Client, granted: &[String]) -> bool {

@@ -210,6 +210,29 @@ pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKe
     })
 }
 
+/// A MAC key for `purpose`, derived (HKDF-SHA256) from the private key of published
+/// signing key `kid`: every host reads the same keys from the database, so a value one
+/// host MACs another can check, and the derived key retires with the signing key. `None`
+/// when no published key has that kid.
+pub async fn mac_key(
+    store: &Store,
+    kid: &str,
+    purpose: &str,
+    now: i64,
+) -> Result<Option<ring::hmac::Key>, KeyError> {
+    let rows = store.signing_keys().await?;
+    let Some(row) = rows.iter().find(|r| r.kid == kid && is_published(r, now)) else {
+        return Ok(None);
+    };
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"hestia mac key")
+        .extract(row.private_pem.as_bytes());
+    let info = [purpose.as_bytes()];
+    let okm = prk
+        .expand(&info, ring::hmac::HMAC_SHA256)
+        .map_err(|_| KeyError::Crypto("cannot derive a MAC key".into()))?;
+    Ok(Some(ring::hmac::Key::from(okm)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

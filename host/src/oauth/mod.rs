@@ -13,6 +13,8 @@ pub mod pkce;
 pub mod policy;
 pub mod registration;
 pub mod scopes;
+pub mod sealed;
+pub mod signin;
 pub mod tokens;
 
 use std::sync::Arc;

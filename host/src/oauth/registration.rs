@@ -260,24 +260,37 @@ impl AuthServer {
         initial_token: Option<&str>,
         body: &Value,
     ) -> Result<Value, OAuthError> {
-        if !self.config().open_registration {
-            let Some(token) = initial_token else {
+        let token = match initial_token {
+            _ if self.config().open_registration => None,
+            Some(token) => Some(hash_token(token)),
+            None => {
                 return Err(OAuthError::invalid_token(
                     "registration needs an initial access token (an administrator creates one with `hestia registration-token create`), sent as Authorization: Bearer",
                 ));
-            };
-            if !self
-                .store()
-                .consume_registration_token(&hash_token(token), self.now())
-                .await?
-            {
-                return Err(OAuthError::invalid_token(
-                    "the initial access token is unknown, expired or used up",
-                ));
             }
+        };
+        let used_up =
+            || OAuthError::invalid_token("the initial access token is unknown, expired or used up");
+        // The token is checked first and spent last: a refused registration leaves its
+        // uses as they were.
+        if let Some(hash) = &token
+            && !self
+                .store()
+                .registration_token_usable(hash, self.now())
+                .await?
+        {
+            return Err(used_up());
         }
         let plan = plan(body)?;
         self.check_client_lifetimes(&plan.new.metadata)?;
+        if let Some(hash) = &token
+            && !self
+                .store()
+                .consume_registration_token(hash, self.now())
+                .await?
+        {
+            return Err(used_up());
+        }
         let (client, secret) = self
             .store()
             .create_client(plan.new)

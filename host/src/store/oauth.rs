@@ -19,7 +19,7 @@ pub struct KeyRow {
     pub retire_after: Option<i64>,
 }
 
-/// An authorization request between `/authorize` and the code.
+/// An authorization request between a successful sign-in and the code.
 #[derive(Debug, Clone)]
 pub struct AuthRequestRow {
     pub id: String,
@@ -419,25 +419,6 @@ impl Store {
         row.as_ref().map(auth_request_from_row).transpose()
     }
 
-    pub async fn set_auth_request_user(
-        &self,
-        id: &str,
-        user_id: &str,
-        auth_time: i64,
-        csrf: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE oauth_auth_requests SET user_id = $1, auth_time = $2, csrf = $3 WHERE id = $4",
-        )
-        .bind(user_id)
-        .bind(auth_time)
-        .bind(csrf)
-        .bind(id)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     /// Deletes a request; true for the one caller that deleted it (single use).
     pub async fn take_auth_request(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM oauth_auth_requests WHERE id = $1")
@@ -473,12 +454,16 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a code used. Returns the code and whether this call was its first use.
-    pub async fn use_code(
-        &self,
-        code_hash: &str,
-        now: i64,
-    ) -> Result<Option<(CodeRow, bool)>, StoreError> {
+    pub async fn get_code(&self, code_hash: &str) -> Result<Option<CodeRow>, StoreError> {
+        let row = sqlx::query("SELECT code_hash, grant_id, client_id, user_id, redirect_uri, redirect_uri_given, scope, audiences, patient, fhir_user, nonce, code_challenge, code_challenge_method, auth_time, created_at, expires_at, used_at FROM oauth_codes WHERE code_hash = $1")
+            .bind(code_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(code_from_row).transpose()
+    }
+
+    /// Marks a code used; true for the one caller that did it.
+    pub async fn use_code(&self, code_hash: &str, now: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL",
         )
@@ -486,12 +471,7 @@ impl Store {
         .bind(code_hash)
         .execute(self.pool())
         .await?;
-        let row = sqlx::query("SELECT code_hash, grant_id, client_id, user_id, redirect_uri, redirect_uri_given, scope, audiences, patient, fhir_user, nonce, code_challenge, code_challenge_method, auth_time, created_at, expires_at, used_at FROM oauth_codes WHERE code_hash = $1")
-            .bind(code_hash)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some((code_from_row(&row)?, done.rows_affected() == 1)))
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- refresh tokens ----
@@ -583,6 +563,20 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// Whether an initial access token is known, unexpired and has a use left (reads only).
+    pub async fn registration_token_usable(
+        &self,
+        hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM oauth_registration_tokens WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2")
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Uses an initial access token once; false when unknown, expired or used up.

@@ -139,6 +139,8 @@ impl Store {
     }
 
     /// Checks a username and password; `None` for an unknown user or a wrong password alike.
+    /// Both cost one argon2id verification (an unknown user's against [`dummy_hash`]), so
+    /// that neither the answer nor its time tells whether the account exists.
     pub async fn verify_user(
         &self,
         username: &str,
@@ -148,20 +150,51 @@ impl Store {
             .bind(username)
             .fetch_optional(self.pool())
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
+        let hash = match &row {
+            Some(row) => Some(row.try_get::<String, _>("password_hash")?),
+            None => None,
         };
-        let hash: String = row.try_get("password_hash")?;
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+        let ok = verify_password(hash, password).await;
+        Ok(match row {
+            Some(row) if ok => Some(user_from_row(&row)?),
+            _ => None,
         })
-        .await
-        .unwrap_or(false);
-        Ok(if ok { Some(user_from_row(&row)?) } else { None })
     }
+
+    /// The work of [`Self::verify_user`] without an account: for a check whose answer is
+    /// already known to be no, so that its time does not say so.
+    pub async fn verify_no_user(&self, password: &str) {
+        verify_password(None, password).await;
+    }
+}
+
+/// A hash of a random password, made once with the parameters of real ones, for checks
+/// that have no account to check against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let password = format!("{:032x}", rand::random::<u128>());
+        hash_password(&password).unwrap_or_default()
+    })
+}
+
+/// One argon2id verification of `password` against `hash`, or against [`dummy_hash`]
+/// when there is none (then the answer is false, after the same work); counted in
+/// `hestia_password_checks_total`. Hashing takes tens of milliseconds on purpose; it runs
+/// off the async workers.
+async fn verify_password(hash: Option<String>, password: &str) -> bool {
+    let password = password.to_string();
+    let real = hash.is_some();
+    let ok = tokio::task::spawn_blocking(move || {
+        let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
+        metrics::counter!("hestia_password_checks_total").increment(1);
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false);
+    ok && real
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, TestDb, client_trusting, hestia};
+use crate::support::{Server, TestDb, client_trusting, demo_value, hestia};
 
 #[tokio::test]
 async fn token_then_fhir_over_tls_with_the_real_binary() {
@@ -204,18 +204,6 @@ async fn token_then_fhir_over_tls_with_the_real_binary() {
         "{denied}"
     );
     assert!(server.terminate().success());
-}
-
-/// The value after `label` on the line of the demo block that has it.
-fn demo_value(lines: &[String], label: &str) -> String {
-    lines
-        .iter()
-        .find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim().to_string()))
-        .unwrap_or_else(|| panic!("no {label:?} in {lines:#?}"))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// `serve --demo`: the demo user, the Postman client and the sample patients are created on

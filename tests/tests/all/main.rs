@@ -3,8 +3,8 @@
 mod fhir;
 mod fhir_ops;
 mod foundation;
-mod hostile_search;
 mod hostile_requests;
+mod hostile_search;
 mod journey;
 mod oauth;
 mod plugin_cli;

@@ -15,8 +15,8 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use crate::support::{
-    CALLBACK, PASSWORD, TestDb, approve, browser, code_flow, hestia, hidden, open_authorize, pkce,
-    query_of, sign_in,
+    CALLBACK, PASSWORD, Server, TestDb, approve, browser, browser_trusting, code_flow, demo_value,
+    hestia, hidden, open_authorize, pkce, query_of, sign_in,
 };
 
 /// Status, headers and JSON body of a response.
@@ -2927,5 +2927,243 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         // Another client behind the same proxy is not held back.
         let page = try_login_via(&env, &b, &login, "user20", "guess", Some("203.0.113.6")).await;
         assert!(page.contains("Wrong username or password"), "{page}");
+    }
+}
+
+// ---- equal answers and equal work; nothing written before a request is valid ----
+
+/// The value of `hestia_password_checks_total` on the server's `/metrics` (0 before any).
+async fn password_checks(http: &reqwest::Client, url: &str) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("hestia_password_checks_total "))
+        .map_or(0.0, |n| n.trim().parse().unwrap())
+}
+
+/// A wrong password for an unknown account costs one argon2id verification, as one for a
+/// known account does, and gets the same page.
+#[tokio::test]
+async fn unknown_users_cost_a_password_check_like_known_ones() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(dir.path(), &["--demo", "--database-url", db.url.as_str()]);
+        let client_id = demo_value(&server.stdout_lines, "client_id ");
+        let b = browser_trusting(&server.data_dir.join("tls").join("ca.pem"));
+        let login = open_authorize(
+            &server.url,
+            &b,
+            &[
+                ("response_type", "code"),
+                ("client_id", &client_id),
+                ("scope", "openid"),
+            ],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        let try_as = |username: &'static str| {
+            let (b, url, login) = (b.clone(), server.url.clone(), login.clone());
+            async move {
+                let page = b
+                    .post(format!("{url}/oauth2/login"))
+                    .form(&[
+                        ("request_id", hidden(&login, "request_id")),
+                        ("csrf", hidden(&login, "csrf")),
+                        ("username", username.into()),
+                        ("password", "not the password".into()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(page.status(), 401);
+                let typed = format!("value=\"{username}\"");
+                page.text().await.unwrap().replace(&typed, "value=\"NAME\"")
+            }
+        };
+        let before = password_checks(&b, &server.url).await;
+        let unknown = try_as("nobody-here").await;
+        assert_eq!(
+            password_checks(&b, &server.url).await,
+            before + 1.0,
+            "{}: an unknown user's password is checked (against the dummy hash)",
+            db.backend
+        );
+        let known = try_as("demo").await;
+        assert_eq!(password_checks(&b, &server.url).await, before + 2.0);
+        assert!(unknown.contains("Wrong username or password"), "{unknown}");
+        assert_eq!(unknown, known, "{}: the same page for both", db.backend);
+        assert!(server.terminate().success());
+    }
+}
+
+/// Every table's row count.
+async fn row_counts(env: &Env) -> std::collections::BTreeMap<String, i64> {
+    let tables_sql = if env.backend == "postgres" {
+        "SELECT CAST(tablename AS TEXT) AS name FROM pg_tables WHERE schemaname = current_schema()"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    };
+    let tables: Vec<String> = sqlx::query_scalar(tables_sql)
+        .fetch_all(env.store.pool())
+        .await
+        .unwrap();
+    assert!(tables.len() > 10, "{tables:?}");
+    let mut counts = std::collections::BTreeMap::new();
+    for table in tables {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(env.store.pool())
+            .await
+            .unwrap();
+        counts.insert(table, n);
+    }
+    counts
+}
+
+/// Unauthenticated authorization requests, valid or not, and sign-in forms that are not
+/// this server's write nothing; the first write is the one of a successful sign-in.
+#[tokio::test]
+async fn authorize_writes_nothing_before_a_sign_in() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "bob", None).await;
+        let (confidential, _) = app_client(&env, false, "openid", &["authorization_code"]).await;
+        let (public, _) = app_client(&env, true, "openid", &["authorization_code"]).await;
+        let b = browser();
+        // A first page, so that the browser has its cookie and the keys their rows.
+        let login = login_page(&env, &b, &confidential).await;
+        let before = row_counts(&env).await;
+        let (_, challenge) = pkce();
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![("response_type", "code"), ("client_id", "no-such-client")],
+            vec![
+                ("response_type", "code"),
+                ("client_id", &confidential),
+                ("redirect_uri", "https://elsewhere.example/cb"),
+            ],
+            vec![("response_type", "token"), ("client_id", &confidential)],
+            vec![("response_type", "code"), ("client_id", &public)],
+            vec![
+                ("response_type", "code"),
+                ("client_id", &confidential),
+                ("scope", "openid not-a-scope"),
+            ],
+            vec![
+                ("response_type", "code"),
+                ("client_id", &public),
+                ("scope", "openid"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
+            vec![
+                ("response_type", "code"),
+                ("client_id", &confidential),
+                ("scope", "openid"),
+            ],
+        ];
+        for _ in 0..5 {
+            for params in &cases {
+                let resp = open_authorize(&env.url, &b, params).await;
+                assert!(
+                    [200, 303, 400].contains(&resp.status().as_u16()),
+                    "{params:?}: {}",
+                    resp.status()
+                );
+            }
+            // Sign-in forms this server did not make, or made for another form.
+            for (request_id, csrf) in [
+                ("forged".to_string(), hidden(&login, "csrf")),
+                (hidden(&login, "request_id"), "forged".to_string()),
+            ] {
+                let resp = b
+                    .post(format!("{}/oauth2/login", env.url))
+                    .form(&[
+                        ("request_id", request_id),
+                        ("csrf", csrf),
+                        ("username", "bob".into()),
+                        ("password", PASSWORD.into()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 400);
+            }
+        }
+        assert_eq!(
+            row_counts(&env).await,
+            before,
+            "{}: no row written or deleted",
+            env.backend
+        );
+        // The first write is the signed-in request.
+        sign_in(&env.url, &b, &login, "bob").await;
+        let after = row_counts(&env).await;
+        assert_eq!(
+            after["oauth_auth_requests"],
+            before["oauth_auth_requests"] + 1,
+            "{}",
+            env.backend
+        );
+    }
+}
+
+/// A refused code exchange leaves the code as it was, and a refused registration the
+/// initial access token's uses.
+#[tokio::test]
+async fn refused_token_and_registration_requests_spend_nothing() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "bob", None).await;
+        let (client, _) = app_client(&env, true, "openid", &["authorization_code"]).await;
+        let (verifier, challenge) = pkce();
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &client,
+            "bob",
+            "openid",
+            &challenge,
+            &[],
+            &[],
+        )
+        .await;
+        let (wrong_verifier, _) = pkce();
+        let refused = exchange(&env, &client, "", &q["code"], &wrong_verifier).await;
+        assert_error(&refused, 400, "invalid_grant", "code_verifier");
+        let (other, _) = app_client(&env, true, "openid", &["authorization_code"]).await;
+        let refused = exchange(&env, &other, "", &q["code"], &verifier).await;
+        assert_error(&refused, 400, "invalid_grant", "another client");
+        let got = exchange(&env, &client, "", &q["code"], &verifier).await;
+        assert_eq!(got.0, 200, "{}: {}", env.backend, got.2);
+
+        let initial = env.auth.create_registration_token(600, 1).await.unwrap();
+        let http = reqwest::Client::new();
+        let register = |body: Value| {
+            http.post(format!("{}/oauth2/register", env.url))
+                .bearer_auth(&initial)
+                .json(&body)
+                .send()
+        };
+        let refused = register(json!({"redirect_uris": ["not a uri"]}))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400);
+        let done = register(json!({"redirect_uris": [CALLBACK], "client_name": "App"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            done.status(),
+            201,
+            "{}: {}",
+            env.backend,
+            done.text().await.unwrap()
+        );
     }
 }

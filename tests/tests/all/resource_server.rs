@@ -201,36 +201,71 @@ async fn token_sources_and_diagnostics() {
     }
 }
 
-#[tokio::test]
-async fn basic_compatibility_mode() {
-    for db in TestDb::all().await {
-        let (app, state) = raw_app_on(&db, "[fhir]\nrequire_basic_auth = true\n").await;
-        let alice = state
+/// `Authorization: Basic` of `user:password`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// The compatibility-mode app with accounts alice (the token's user) and bob; a token
+/// of alice's and the URI it is sent on.
+async fn basic_app(db: &TestDb) -> (axum::Router, hestia::http::AppState, String) {
+    let (app, state) = raw_app_on(db, "[fhir]\nrequire_basic_auth = true\n").await;
+    let mut alice = None;
+    for name in ["alice", "bob"] {
+        let user = state
             .store()
             .create_user(hestia::store::NewUser {
-                username: "alice".into(),
-                password: "alice-password".into(),
+                username: name.into(),
+                password: format!("{name}-password"),
                 fhir_user: None,
             })
             .await
             .unwrap();
-        let token = mint(&state, json!({"sub": alice.id})).await;
-        use base64::Engine;
-        let basic = |u: &str, p: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-            )
-        };
-        let uri = format!("/fhir/r4/Patient/p1?access_token={token}");
-        let ok = call(
-            &app,
-            "GET",
-            &uri,
-            &[("authorization", basic("alice", "alice-password").as_str())],
-            "",
-        )
-        .await;
+        alice.get_or_insert(user);
+    }
+    let token = mint(&state, json!({"sub": alice.unwrap().id})).await;
+    (
+        app,
+        state,
+        format!("/fhir/r4/Patient/p1?access_token={token}"),
+    )
+}
+
+async fn with_basic(app: &axum::Router, uri: &str, user: &str, password: &str) -> Reply {
+    call(
+        app,
+        "GET",
+        uri,
+        &[("authorization", basic(user, password).as_str())],
+        "",
+    )
+    .await
+}
+
+/// A refusal's status, challenge and OperationOutcome with the count of attempts left
+/// taken out (it differs from one attempt to the next).
+fn answer_of(reply: &Reply) -> (u16, String, String) {
+    let without_count = |text: &str| {
+        text.chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect::<String>()
+    };
+    (
+        reply.status,
+        without_count(reply.header("www-authenticate")),
+        without_count(&reply.body.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn basic_compatibility_mode() {
+    for db in TestDb::all().await {
+        let (app, _state, uri) = basic_app(&db).await;
+        let ok = with_basic(&app, &uri, "alice", "alice-password").await;
         assert_eq!(
             ok.status, 404,
             "{}: Basic matches sub: {:?}",
@@ -243,43 +278,82 @@ async fn basic_compatibility_mode() {
             Some("invalid_request"),
             "also requires HTTP Basic credentials",
         );
-        let wrong_pw = call(
-            &app,
-            "GET",
-            &uri,
-            &[("authorization", basic("alice", "nope").as_str())],
-            "",
-        )
-        .await;
+        let wrong_pw = with_basic(&app, &uri, "alice", "nope").await;
         assert_refused(
             &wrong_pw,
             401,
             Some("invalid_token"),
-            "Basic user alice is unknown or the password is wrong",
+            "the Basic credentials are not the username and password of the token's user (4 of 5 attempts left",
         );
-        state
-            .store()
-            .create_user(hestia::store::NewUser {
-                username: "bob".into(),
-                password: "bob-password".into(),
-                fhir_user: None,
-            })
-            .await
-            .unwrap();
-        let other = call(
-            &app,
-            "GET",
-            &uri,
-            &[("authorization", basic("bob", "bob-password").as_str())],
-            "",
+    }
+}
+
+/// With a token of alice's, Basic credentials of another account (right password or
+/// wrong), of no account, and alice's with a wrong password get one answer: no oracle of
+/// passwords or usernames.
+#[tokio::test]
+async fn basic_answers_tell_neither_passwords_nor_users_apart() {
+    for db in TestDb::all().await {
+        let (app, _state, uri) = basic_app(&db).await;
+        let mut answers = Vec::new();
+        for (user, password) in [
+            ("bob", "bob-password"),
+            ("bob", "a guess"),
+            ("nobody", "a guess"),
+            ("alice", "a guess"),
+        ] {
+            let reply = with_basic(&app, &uri, user, password).await;
+            assert_refused(
+                &reply,
+                401,
+                Some("invalid_token"),
+                "not the username and password of the token's user",
+            );
+            answers.push(answer_of(&reply));
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{}: {answers:#?}",
+            db.backend
+        );
+    }
+}
+
+/// Basic failures count as sign-in attempts of the token's user: after the limit even
+/// the right password is refused, with a 429 that names the limit, until the window ends.
+#[tokio::test]
+async fn basic_failures_are_limited_like_sign_ins() {
+    let limit = hestia::oauth::signin::MAX_FAILURES_PER_USER;
+    for db in TestDb::all().await {
+        let (app, state, uri) = basic_app(&db).await;
+        for i in 0..limit {
+            // Wrong users and wrong passwords count alike.
+            let (user, password) = if i % 2 == 0 {
+                ("bob", "bob-password")
+            } else {
+                ("alice", "a guess")
+            };
+            let reply = with_basic(&app, &uri, user, password).await;
+            assert_eq!(reply.status, 401, "{}: attempt {i}", db.backend);
+        }
+        let paused = with_basic(&app, &uri, "alice", "alice-password").await;
+        assert_eq!(paused.status, 429, "{}: {:?}", db.backend, paused.body);
+        assert!(
+            paused.diagnostics().contains(&format!(
+                "Too many failed sign-ins for the token's user: {limit} in the last 15 minutes"
+            )) && paused.diagnostics().contains("Try again in"),
+            "{}",
+            paused.diagnostics()
+        );
+        assert_eq!(paused.body["issue"][0]["code"], "throttled");
+        // The attempts are the sign-in page's, in the database.
+        let failures: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM oauth_login_attempts WHERE username = 'alice' AND success = 0",
         )
-        .await;
-        assert_refused(
-            &other,
-            401,
-            Some("invalid_token"),
-            &format!("Basic user bob is not the token's sub {}", alice.id),
-        );
+        .fetch_one(state.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(failures, limit, "{}", db.backend);
     }
 }
 

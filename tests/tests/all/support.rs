@@ -618,3 +618,15 @@ pub async fn code_flow(
     assert!(location.starts_with(CALLBACK), "{location}");
     query_of(&location)
 }
+
+/// The value after `label` on the line of the demo block that has it.
+pub fn demo_value(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {label:?} in {lines:#?}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
