@@ -159,6 +159,7 @@ pub async fn explain(
                 patient: claims.patient.clone(),
                 expires_at: claims.exp.max(0) as u64,
                 raw_json: verified.raw_json,
+                user: None,
             },
             plugins,
             base_url: base,
