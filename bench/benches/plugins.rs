@@ -51,6 +51,7 @@ fn claims() -> Claims {
         patient: Some("p1".into()),
         expires_at: 4_000_000_000,
         raw_json: "{}".into(),
+        user: None,
     }
 }
 

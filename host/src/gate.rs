@@ -476,6 +476,7 @@ fn plugin_claims(c: &AccessClaims, raw: &str) -> Claims {
         patient: c.patient.clone(),
         expires_at: c.exp.max(0) as u64,
         raw_json: raw.to_string(),
+        user: None,
     }
 }
 

@@ -55,7 +55,10 @@ impl TokenPolicy for PluginTokenPolicy {
             fhir_user: req.fhir_user.clone(),
             patient: req.patient.clone(),
             audiences: Vec::new(),
+            user: None,
         });
+        // A plugin may narrow scopes into ones that were not requested, but never into this.
+        grant.granted.retain(|s| s != ADMIN_SCOPE);
         if !admin.is_empty() {
             if req.registered_scopes.iter().any(|s| s == ADMIN_SCOPE) {
                 grant.granted.push(ADMIN_SCOPE.to_string());

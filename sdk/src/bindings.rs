@@ -10,7 +10,7 @@
 pub mod scope_policy {
     wit_bindgen::generate!({
         world: "scope-policy",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.3.0",
         pub_export_macro: true,
         export_macro_name: "__hestia_export_scope_policy",
         runtime_path: "::hestia_sdk::__private::wit_bindgen::rt",
@@ -21,7 +21,7 @@ pub mod scope_policy {
 pub mod audience_rule {
     wit_bindgen::generate!({
         world: "audience-rule",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.3.0",
         pub_export_macro: true,
         export_macro_name: "__hestia_export_audience_rule",
         runtime_path: "::hestia_sdk::__private::wit_bindgen::rt",
@@ -32,7 +32,7 @@ pub mod audience_rule {
 pub mod resource_validator {
     wit_bindgen::generate!({
         world: "resource-validator",
-        path: "../wit/v0.1.0",
+        path: "../wit/v0.3.0",
         pub_export_macro: true,
         export_macro_name: "__hestia_export_resource_validator",
         runtime_path: "::hestia_sdk::__private::wit_bindgen::rt",

@@ -2,6 +2,7 @@ use std::cell::OnceCell;
 
 use serde_json::Value;
 
+use crate::UserRights;
 use crate::smart::Scope;
 
 /// What the host verified about the access token of a request.
@@ -20,6 +21,7 @@ pub struct Claims {
     pub(crate) expires_at: u64,
     pub(crate) raw_json: String,
     pub(crate) raw: OnceCell<Value>,
+    pub(crate) user: Option<UserRights>,
 }
 
 impl Claims {
@@ -40,6 +42,7 @@ impl Claims {
             expires_at: fields.expires_at,
             raw_json,
             raw: OnceCell::new(),
+            user: fields.user,
         }
     }
 
@@ -90,6 +93,14 @@ impl Claims {
         self.expires_at
     }
 
+    /// The rights of the account behind the token as they are at this request (the host
+    /// reads them for every request, so a role removed after the token was issued is
+    /// already gone here). `None` when no account of this server is behind the token:
+    /// client_credentials, or a remote issuer's user this server does not know.
+    pub fn user(&self) -> Option<&UserRights> {
+        self.user.as_ref()
+    }
+
     /// Any claim of the token by name, e.g. a deployment's own `tenant` claim.
     pub fn claim(&self, name: &str) -> Option<&Value> {
         self.raw
@@ -118,4 +129,5 @@ pub(crate) struct ClaimFields {
     pub fhir_user: Option<String>,
     pub patient: Option<String>,
     pub expires_at: u64,
+    pub user: Option<UserRights>,
 }

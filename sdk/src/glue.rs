@@ -8,7 +8,7 @@ use crate::bindings::{audience_rule as ar, resource_validator as rv, scope_polic
 use crate::claims::ClaimFields;
 use crate::{
     AudienceRequest, AudienceRule, Claims, Constraint, Decision, FhirRequest, Interaction, Issue,
-    ResourceValidator, ScopePolicy, Severity, TokenRequest,
+    ResourceValidator, ScopePolicy, Severity, TokenRequest, UserGrant, UserRights,
 };
 
 /// Implements the `scope-policy` world for `T`.
@@ -25,6 +25,7 @@ impl<T: ScopePolicy> sp::Guest for ScopePolicyExport<T> {
             fhir_user: request.fhir_user,
             patient: request.patient,
             audiences: request.audiences,
+            user: request.user.map(user_rights),
         };
         let grant = T::grant(&request);
         sp::hestia::plugin::types::Grant {
@@ -55,12 +56,22 @@ impl<T: ScopePolicy> sp::Guest for ScopePolicyExport<T> {
                 fhir_user: claims.fhir_user,
                 patient: claims.patient,
                 expires_at: claims.expires_at,
+                user: claims.user.map(user_rights),
             },
             claims.scopes,
             claims.raw_json,
         );
         decision(T::authorize(&request, &claims))
     }
+}
+
+fn user_rights(u: sp::hestia::plugin::types::UserRights) -> UserRights {
+    UserRights::new(
+        u.roles,
+        u.grants
+            .iter()
+            .map(|g| UserGrant::new(&g.scope, g.patient_compartment.as_deref())),
+    )
 }
 
 fn interaction(i: sp::hestia::plugin::types::Interaction) -> Interaction {

@@ -1,7 +1,7 @@
 //! Write Hestia plugins in plain Rust.
 //!
 //! A Hestia plugin is a WebAssembly component that exports one world of the
-//! `hestia:plugin@0.1.0` contract: a **scope policy** ([`ScopePolicy`]), an **audience
+//! `hestia:plugin@0.3.0` contract: a **scope policy** ([`ScopePolicy`]), an **audience
 //! rule** ([`AudienceRule`]) or a **resource validator** ([`ResourceValidator`]). Implement
 //! the trait on a type, export it with the world's macro, and build with
 //! `cargo build --release --target wasm32-wasip2`. Plugin code only sees the plain types of
@@ -72,6 +72,7 @@ pub mod smart;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod token;
+mod user;
 
 pub use audience::{AudienceRequest, same_url};
 pub use claims::Claims;
@@ -80,6 +81,7 @@ pub use host::{ConfigError, Level, config, config_json, log};
 pub use issue::{Issue, Severity};
 pub use request::{FhirRequest, Interaction};
 pub use token::{Grant, TokenRequest};
+pub use user::{Narrowed, UserGrant, UserRights};
 
 /// Re-exported so that plugins need no JSON dependency of their own.
 pub use serde_json::{self, Value, json};

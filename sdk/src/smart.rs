@@ -115,6 +115,12 @@ impl Permissions {
         Permissions(self.0 | permission.bit())
     }
 
+    /// The permissions in both.
+    #[must_use]
+    pub fn intersection(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & other.0)
+    }
+
     /// Every permission of `other` is also in `self`.
     pub fn covers(self, other: Permissions) -> bool {
         self.0 & other.0 == other.0
@@ -152,10 +158,22 @@ pub enum Syntax {
     V2,
 }
 
-/// A scope of the form `context/Type.permissions[?query]`.
+/// A resource scope without its context: `Type.permissions[?query]`, such as
+/// `Observation.rs?category=laboratory`, `*.cruds` or `Patient.read`. It is what an
+/// account's access policy grants ([`crate::UserGrant::scope`]); a [`ResourceScope`] is one
+/// under a context.
+///
+/// ```
+/// use hestia_sdk::smart::{Permission, ResourceAccess};
+///
+/// let grant: ResourceAccess = "Patient.rs?organization=Organization/a".parse().unwrap();
+/// assert!(grant.permits("Patient", Permission::Search));
+/// let asked: ResourceAccess = "*.read".parse().unwrap();
+/// let both = grant.intersect(&asked).unwrap();
+/// assert_eq!(both.to_string(), "Patient.rs?organization=Organization/a");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ResourceScope {
-    context: Context,
+pub struct ResourceAccess {
     /// `None` for `*`.
     resource_type: Option<String>,
     permissions: Permissions,
@@ -163,11 +181,7 @@ pub struct ResourceScope {
     query: Vec<(String, String)>,
 }
 
-impl ResourceScope {
-    pub fn context(&self) -> Context {
-        self.context
-    }
-
+impl ResourceAccess {
     /// The resource type, or `None` for the wildcard `*`.
     pub fn resource_type(&self) -> Option<&str> {
         self.resource_type.as_deref()
@@ -191,43 +205,77 @@ impl ResourceScope {
         &self.query
     }
 
-    /// Whether this scope names `resource_type` (or `*`) with `permission`. The query is
-    /// not looked at here: a caller that allows through a scope with a query must restrict
-    /// the request to it.
+    /// Whether this names `resource_type` (or `*`) with `permission`. The query is not
+    /// looked at here: a caller that allows through a scope with a query must restrict the
+    /// request to it.
     pub fn permits(&self, resource_type: &str, permission: Permission) -> bool {
         self.reaches(resource_type) && self.permissions.contains(permission)
     }
 
-    /// Whether this scope names `resource_type`, directly or by `*`.
+    /// Whether this names `resource_type`, directly or by `*`.
     pub fn reaches(&self, resource_type: &str) -> bool {
         self.resource_type
             .as_deref()
             .is_none_or(|t| t == resource_type)
     }
 
-    /// Whether everything `other` allows is allowed by `self`: the same context, the same
-    /// type or `*`, at least the same permissions, and no query condition that `other`
-    /// does not also have.
-    pub fn covers(&self, other: &ResourceScope) -> bool {
-        self.context == other.context
-            && match (&self.resource_type, &other.resource_type) {
-                (None, _) => true,
-                (Some(mine), Some(theirs)) => mine == theirs,
-                (Some(_), None) => false,
-            }
+    /// Whether everything `other` allows is allowed by `self`: the same type or `*`, at
+    /// least the same permissions, and no query condition that `other` does not also have.
+    pub fn covers(&self, other: &ResourceAccess) -> bool {
+        let same_type = match (&self.resource_type, &other.resource_type) {
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(_), None) => false,
+        };
+        same_type
             && self.permissions.covers(other.permissions)
             && self.query.iter().all(|pair| other.query.contains(pair))
     }
+
+    /// What both allow, or `None` when that is nothing: the type when one is `*` or both
+    /// name it (so `*` and `Patient` give `Patient`), the permissions both have (v1
+    /// `read`, `write`, `*` as their v2 letters), and the query conditions of both, ANDed
+    /// (a parameter in both with different values is kept twice: a resource must match
+    /// both). It is written in `self`'s syntax where v1 can say it (`read`, `write`, `*`,
+    /// no query), else in v2.
+    pub fn intersect(&self, other: &ResourceAccess) -> Option<ResourceAccess> {
+        let resource_type = match (&self.resource_type, &other.resource_type) {
+            (None, t) | (t, None) => t.clone(),
+            (Some(a), Some(b)) if a == b => Some(a.clone()),
+            _ => return None,
+        };
+        let permissions = self.permissions.intersection(other.permissions);
+        if permissions.is_empty() {
+            return None;
+        }
+        let mut query = self.query.clone();
+        for pair in &other.query {
+            if !query.contains(pair) {
+                query.push(pair.clone());
+            }
+        }
+        let v1 = [
+            Permissions::ALL,
+            Permissions::V1_READ,
+            Permissions::V1_WRITE,
+        ];
+        let syntax = if self.syntax == Syntax::V1 && query.is_empty() && v1.contains(&permissions) {
+            Syntax::V1
+        } else {
+            Syntax::V2
+        };
+        Some(ResourceAccess {
+            resource_type,
+            permissions,
+            syntax,
+            query,
+        })
+    }
 }
 
-impl fmt::Display for ResourceScope {
+impl fmt::Display for ResourceAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}.",
-            self.context,
-            self.resource_type.as_deref().unwrap_or("*")
-        )?;
+        write!(f, "{}.", self.resource_type.as_deref().unwrap_or("*"))?;
         match self.syntax {
             Syntax::V1 if self.permissions == Permissions::ALL => f.write_str("*")?,
             Syntax::V1 if self.permissions == Permissions::V1_READ => f.write_str("read")?,
@@ -239,6 +287,121 @@ impl fmt::Display for ResourceScope {
             write!(f, "{sep}{}={}", encode(name), encode(value))?;
         }
         Ok(())
+    }
+}
+
+impl FromStr for ResourceAccess {
+    type Err = ScopeError;
+
+    /// `Type.permissions[?query]`, the part of a resource scope after `context/`.
+    fn from_str(s: &str) -> Result<ResourceAccess, ScopeError> {
+        let (main, query) = match s.split_once('?') {
+            Some((main, query)) => (main, Some(query)),
+            None => (s, None),
+        };
+        let Some((resource_type, permissions)) = main.split_once('.') else {
+            return Err(ScopeError::MissingPermissions);
+        };
+        let resource_type = match resource_type {
+            "*" => None,
+            t if is_resource_type_name(t) => Some(t.to_string()),
+            t => return Err(ScopeError::BadResourceType(t.to_string())),
+        };
+        let (permissions, syntax) = parse_permissions(permissions)?;
+        let query = match query {
+            None => Vec::new(),
+            Some(_) if syntax == Syntax::V1 => return Err(ScopeError::QueryNeedsV2),
+            Some(q) => parse_query(q).ok_or_else(|| ScopeError::BadQuery(q.to_string()))?,
+        };
+        Ok(ResourceAccess {
+            resource_type,
+            permissions,
+            syntax,
+            query,
+        })
+    }
+}
+
+/// A scope of the form `context/Type.permissions[?query]`: a [`ResourceAccess`] in a
+/// context.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourceScope {
+    context: Context,
+    access: ResourceAccess,
+}
+
+impl ResourceScope {
+    pub fn new(context: Context, access: ResourceAccess) -> ResourceScope {
+        ResourceScope { context, access }
+    }
+
+    pub fn context(&self) -> Context {
+        self.context
+    }
+
+    /// The scope without its context: type, permissions and query.
+    pub fn access(&self) -> &ResourceAccess {
+        &self.access
+    }
+
+    /// The resource type, or `None` for the wildcard `*`.
+    pub fn resource_type(&self) -> Option<&str> {
+        self.access.resource_type()
+    }
+
+    pub fn is_wildcard(&self) -> bool {
+        self.access.is_wildcard()
+    }
+
+    pub fn permissions(&self) -> Permissions {
+        self.access.permissions
+    }
+
+    pub fn syntax(&self) -> Syntax {
+        self.access.syntax
+    }
+
+    /// SMART v2 query parameters (`?category=laboratory`), percent-decoded, in order.
+    /// A scope with a query only reaches the resources that match it.
+    pub fn query(&self) -> &[(String, String)] {
+        &self.access.query
+    }
+
+    /// Whether this scope names `resource_type` (or `*`) with `permission`. The query is
+    /// not looked at here: a caller that allows through a scope with a query must restrict
+    /// the request to it.
+    pub fn permits(&self, resource_type: &str, permission: Permission) -> bool {
+        self.access.permits(resource_type, permission)
+    }
+
+    /// Whether this scope names `resource_type`, directly or by `*`.
+    pub fn reaches(&self, resource_type: &str) -> bool {
+        self.access.reaches(resource_type)
+    }
+
+    /// Whether everything `other` allows is allowed by `self`: the same context, the same
+    /// type or `*`, at least the same permissions, and no query condition that `other`
+    /// does not also have.
+    pub fn covers(&self, other: &ResourceScope) -> bool {
+        self.context == other.context && self.access.covers(&other.access)
+    }
+}
+
+impl FromStr for ResourceScope {
+    type Err = ScopeError;
+
+    /// `context/Type.permissions[?query]`; any other scope is [`ScopeError::NotResource`].
+    fn from_str(s: &str) -> Result<ResourceScope, ScopeError> {
+        match s.parse()? {
+            Scope::Resource(r) => Ok(r),
+            _ => Err(ScopeError::NotResource(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for ResourceScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.context, self.access)
     }
 }
 
@@ -346,6 +509,8 @@ pub enum ScopeError {
     QueryNeedsV2,
     BadQuery(String),
     BadLaunchContext(String),
+    /// A valid scope, but not a resource scope where one is needed.
+    NotResource(String),
 }
 
 impl fmt::Display for ScopeError {
@@ -377,6 +542,12 @@ impl fmt::Display for ScopeError {
             }
             ScopeError::BadQuery(q) => write!(f, "bad query `{q}` (expected name=value&…)"),
             ScopeError::BadLaunchContext(c) => write!(f, "bad launch context `{c}`"),
+            ScopeError::NotResource(s) => {
+                write!(
+                    f,
+                    "`{s}` is not a resource scope (context/Type.permissions)"
+                )
+            }
         }
     }
 }
@@ -413,30 +584,9 @@ impl FromStr for Scope {
             "system" => Context::System,
             other => return Err(ScopeError::BadContext(other.to_string())),
         };
-        let (main, query) = match rest.split_once('?') {
-            Some((main, query)) => (main, Some(query)),
-            None => (rest, None),
-        };
-        let Some((resource_type, permissions)) = main.split_once('.') else {
-            return Err(ScopeError::MissingPermissions);
-        };
-        let resource_type = match resource_type {
-            "*" => None,
-            t if is_resource_type_name(t) => Some(t.to_string()),
-            t => return Err(ScopeError::BadResourceType(t.to_string())),
-        };
-        let (permissions, syntax) = parse_permissions(permissions)?;
-        let query = match query {
-            None => Vec::new(),
-            Some(_) if syntax == Syntax::V1 => return Err(ScopeError::QueryNeedsV2),
-            Some(q) => parse_query(q).ok_or_else(|| ScopeError::BadQuery(q.to_string()))?,
-        };
         Ok(Scope::Resource(ResourceScope {
             context,
-            resource_type,
-            permissions,
-            syntax,
-            query,
+            access: rest.parse()?,
         }))
     }
 }

@@ -26,7 +26,9 @@ use serde_json::{Map, Value};
 
 use crate::claims::ClaimFields;
 use crate::host::backend::HOST;
-use crate::{AudienceRequest, Claims, FhirRequest, Interaction, Level, TokenRequest};
+use crate::{
+    AudienceRequest, Claims, FhirRequest, Interaction, Level, TokenRequest, UserGrant, UserRights,
+};
 
 /// The base URL requests and claims get unless a test says otherwise.
 pub const BASE_URL: &str = "https://hestia.test/fhir/r4";
@@ -59,6 +61,7 @@ pub fn claims() -> ClaimsBuilder {
             fhir_user: None,
             patient: None,
             expires_at: 4_102_444_800,
+            user: None,
         },
         scopes: Vec::new(),
         extra: Map::new(),
@@ -87,6 +90,13 @@ impl ClaimsBuilder {
 
     pub fn fhir_user(mut self, reference: &str) -> Self {
         self.fields.fhir_user = Some(reference.into());
+        self
+    }
+
+    /// The rights of the account behind the token ([`Claims::user`]); none by default, as
+    /// for a client_credentials token.
+    pub fn user(mut self, rights: UserRights) -> Self {
+        self.fields.user = Some(rights);
         self
     }
 
@@ -259,6 +269,7 @@ pub fn token_request() -> TokenRequestBuilder {
         fhir_user: None,
         patient: None,
         audiences: vec![BASE_URL.into()],
+        user: None,
     })
 }
 
@@ -307,6 +318,13 @@ impl TokenRequestBuilder {
         self
     }
 
+    /// The rights of the account the token is for ([`TokenRequest::user`]); none by
+    /// default.
+    pub fn user(mut self, rights: UserRights) -> Self {
+        self.0.user = Some(rights);
+        self
+    }
+
     pub fn audiences<S: Into<String>>(mut self, audiences: impl IntoIterator<Item = S>) -> Self {
         self.0.audiences = audiences.into_iter().map(Into::into).collect();
         self
@@ -315,6 +333,27 @@ impl TokenRequestBuilder {
     pub fn build(self) -> TokenRequest {
         self.0
     }
+}
+
+/// The rights of an account: `roles` (space-separated) and `grants`, each a scope without
+/// context and the patient whose compartment confines it.
+///
+/// ```
+/// use hestia_sdk::testing::{claims, user};
+///
+/// let amy = claims().scopes("patient/*.rs").patient("amy").user(user("patient", [("*.rs", Some("amy"))])).build();
+/// assert_eq!(amy.user().unwrap().roles(), ["patient"]);
+/// ```
+pub fn user<'a>(
+    roles: &str,
+    grants: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> UserRights {
+    UserRights::new(
+        roles.split_ascii_whitespace(),
+        grants
+            .into_iter()
+            .map(|(scope, compartment)| UserGrant::new(scope, compartment)),
+    )
 }
 
 /// An audience request from `test-client`.

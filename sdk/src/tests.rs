@@ -139,3 +139,68 @@ fn validate_json_parses_before_the_validator() {
     assert_eq!(broken[0].code, "structure");
     assert!(broken[0].is_error());
 }
+
+/// Each requested scope narrowed to an account's grants, as `scope@patient`, `;`-separated.
+#[test]
+fn user_rights_narrow_requested_scopes() {
+    use crate::testing::user;
+    let patient = user("patient", [("*.rs", Some("amy"))]);
+    let practitioner = user("practitioner", [("*.cruds", None)]);
+    let restricted = user(
+        "practitioner",
+        [
+            ("Patient.rs?organization=Organization/a", None),
+            (
+                "Observation.rs?subject:Patient.organization=Organization/a",
+                None,
+            ),
+            ("*.r", None),
+            ("not a scope", None),
+        ],
+    );
+    let nobody = user("", []);
+    let cases: [(&crate::UserRights, &str, Option<&str>, &str); 13] = [
+        (&patient, "user/*.rs", None, "patient/*.rs@amy"),
+        (&patient, "user/*.read", None, "patient/*.read@amy"),
+        (&patient, "user/Observation.c", None, ""),
+        (&patient, "patient/*.rs", Some("amy"), "patient/*.rs@amy"),
+        (&patient, "patient/*.rs", Some("bob"), ""),
+        (&patient, "system/*.rs", None, ""),
+        (&practitioner, "user/Patient.r", None, "user/Patient.r@-"),
+        (
+            &practitioner,
+            "patient/*.cud",
+            Some("bob"),
+            "patient/*.cud@bob",
+        ),
+        (&practitioner, "patient/*.rs", None, "patient/*.rs@-"),
+        // `*.r` covers the read half of each query grant; both stay, with their own query.
+        (
+            &restricted,
+            "user/*.rs",
+            None,
+            "user/Patient.rs?organization=Organization/a@-;\
+             user/Observation.rs?subject:Patient.organization=Organization/a@-;user/*.r@-",
+        ),
+        // A result another one covers is left out.
+        (&restricted, "user/Patient.r", None, "user/Patient.r@-"),
+        (&nobody, "user/*.rs", None, ""),
+        (&nobody, "patient/*.rs", Some("amy"), ""),
+    ];
+    for (rights, requested, launch, expected) in cases {
+        let narrowed: Vec<String> = rights
+            .narrow(&requested.parse().unwrap(), launch)
+            .into_iter()
+            .map(|n| format!("{}@{}", n.scope, n.patient.as_deref().unwrap_or("-")))
+            .collect();
+        assert_eq!(
+            narrowed.join(";"),
+            expected,
+            "{requested} launch={launch:?}"
+        );
+    }
+    assert!(restricted.grants()[3].scope().is_err());
+    assert_eq!(restricted.grants()[3].scope_str(), "not a scope");
+    assert_eq!(patient.grants()[0].patient_compartment(), Some("amy"));
+    assert!(patient.has_role("patient") && !patient.has_role("admin"));
+}

@@ -1,3 +1,4 @@
+use crate::UserRights;
 use crate::smart::Scope;
 
 /// A token about to be issued, as the scope policy sees it at grant time.
@@ -11,6 +12,7 @@ pub struct TokenRequest {
     pub(crate) fhir_user: Option<String>,
     pub(crate) patient: Option<String>,
     pub(crate) audiences: Vec<String>,
+    pub(crate) user: Option<UserRights>,
 }
 
 impl TokenRequest {
@@ -56,6 +58,12 @@ impl TokenRequest {
 
     pub fn audiences(&self) -> &[String] {
         &self.audiences
+    }
+
+    /// The rights of the account the token is for. `None` when no account is behind it
+    /// (client_credentials).
+    pub fn user(&self) -> Option<&UserRights> {
+        self.user.as_ref()
     }
 }
 

@@ -1,14 +1,14 @@
 //! Host bindings generated from the WIT contract, one module per supported package version
-//! (`v0_1_0`, `v0_2_0`), so that a plugin built against an older version keeps working beside
+//! (`v0_1_0`, `v0_2_0`, `v0_3_0`), so that a plugin built against an older version keeps working beside
 //! newer ones. A component's version is read from its `hestia:plugin/*@X` imports
 //! ([`Version::of_component`]); [`Pre`] and [`Bound`] dispatch each call to that version's
 //! bindings, which convert the plain types of [`super::types`] to their records and back.
 //! Nothing outside `plugins/` ever sees a generated type.
 //!
 //! Adding a version: its folder in `wit/`, a module here (the [`contract!`] macro when its
-//! records are those of the previous version, with hand-written conversions otherwise), a
-//! variant of [`Version`], [`Pre`] and [`Bound`], and the `host` functions it adds (the
-//! macro's last argument).
+//! records are those of 0.1.0, or of 0.1.0 plus the `user` field of 0.3.0; hand-written
+//! conversions otherwise), a variant of [`Version`], [`Pre`] and [`Bound`], and the `host`
+//! functions it adds (the macro's `{ … }` argument).
 
 use std::fmt;
 
@@ -24,20 +24,22 @@ use super::types as plain;
 pub enum Version {
     V0_1_0,
     V0_2_0,
+    V0_3_0,
 }
 
 impl Version {
     /// Every version the host binds, oldest first.
-    pub const ALL: [Version; 2] = [Version::V0_1_0, Version::V0_2_0];
+    pub const ALL: [Version; 3] = [Version::V0_1_0, Version::V0_2_0, Version::V0_3_0];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Version::V0_1_0 => "0.1.0",
             Version::V0_2_0 => "0.2.0",
+            Version::V0_3_0 => "0.3.0",
         }
     }
 
-    /// `0.1.0, 0.2.0`, for messages.
+    /// `0.1.0, 0.2.0, 0.3.0`, for messages.
     pub fn supported() -> String {
         Version::ALL.map(Version::as_str).join(", ")
     }
@@ -92,10 +94,12 @@ pub(crate) enum Verdict {
 /// The bindings of one contract version whose records are those of 0.1.0: the three worlds
 /// (sharing one `types` and one `host` interface), the conversions, and the per-world
 /// pre-instantiated and instantiated exports, and the `host` interface: 0.1.0's `log` and
-/// `config`, plus the functions in the last argument (what later versions add).
+/// `config`, plus the functions in the `{ … }` argument (what later versions add). With a
+/// trailing `user: user`, `claims` and `token-request` also have 0.3.0's last field `user`,
+/// converted by `user_rights_ref` and `user_rights`, which the calling module defines.
 macro_rules! contract {
     ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal,
-     { $($host_since_0_1_0:tt)* }) => {
+     { $($host_since_0_1_0:tt)* } $(, user: $user:ident)?) => {
         use wasmtime::Store;
         use wasmtime::component::{ComponentType, HasSelf, InstancePre, Linker, Lower, TypedFunc};
 
@@ -326,6 +330,7 @@ macro_rules! contract {
             expires_at: u64,
             #[component(name = "raw-json")]
             raw_json: &'a str,
+            $($user: Option<UserRightsRef<'a>>,)?
         }
 
         /// `fhir-request` borrowed from the plain type, as [`ClaimsRef`].
@@ -355,6 +360,7 @@ macro_rules! contract {
                 patient: c.patient.as_deref(),
                 expires_at: c.expires_at,
                 raw_json: &c.raw_json,
+                $($user: c.user.as_ref().map(user_rights_ref),)?
             }
         }
 
@@ -401,6 +407,7 @@ macro_rules! contract {
                 fhir_user: r.fhir_user.clone(),
                 patient: r.patient.clone(),
                 audiences: r.audiences.clone(),
+                $($user: r.user.as_ref().map(user_rights),)?
             }
         }
 
@@ -456,22 +463,86 @@ pub(crate) mod v0_2_0 {
     );
 }
 
+pub(crate) mod v0_3_0 {
+    //! `hestia:plugin@0.3.0`: 0.2.0 plus `user` (the account's roles and grants) in `claims`
+    //! and `token-request`.
+    contract!(
+        "../wit/v0.3.0",
+        "hestia:plugin/scope-policy@0.3.0",
+        "hestia:plugin/audience-rule@0.3.0",
+        "hestia:plugin/resource-validator@0.3.0",
+        {
+            fn now(&mut self) -> u64 {
+                HostState::now()
+            }
+        },
+        user: user
+    );
+
+    /// `user-rights` borrowed from the plain type, lowered as [`ClaimsRef`] is.
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(crate) struct UserRightsRef<'a> {
+        roles: &'a [String],
+        grants: Vec<UserGrantRef<'a>>,
+    }
+
+    #[derive(ComponentType, Lower)]
+    #[component(record)]
+    pub(crate) struct UserGrantRef<'a> {
+        scope: &'a str,
+        #[component(name = "patient-compartment")]
+        patient_compartment: Option<&'a str>,
+    }
+
+    fn user_rights_ref(u: &plain::UserRights) -> UserRightsRef<'_> {
+        UserRightsRef {
+            roles: &u.roles,
+            grants: u
+                .grants
+                .iter()
+                .map(|g| UserGrantRef {
+                    scope: &g.scope,
+                    patient_compartment: g.patient_compartment.as_deref(),
+                })
+                .collect(),
+        }
+    }
+
+    fn user_rights(u: &plain::UserRights) -> wit::UserRights {
+        wit::UserRights {
+            roles: u.roles.clone(),
+            grants: u
+                .grants
+                .iter()
+                .map(|g| wit::UserGrant {
+                    scope: g.scope.clone(),
+                    patient_compartment: g.patient_compartment.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Every supported version's `host` and `types`: each plugin imports the ones of its version.
 pub(crate) fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1_0::add_to_linker(l)?;
-    v0_2_0::add_to_linker(l)
+    v0_2_0::add_to_linker(l)?;
+    v0_3_0::add_to_linker(l)
 }
 
 /// The pre-instantiated exports of one plugin version, in its contract version's bindings.
 pub(crate) enum Pre {
     V0_1_0(v0_1_0::Pre),
     V0_2_0(v0_2_0::Pre),
+    V0_3_0(v0_3_0::Pre),
 }
 
 /// One instance's exports; each call converts to and from that version's records.
 pub(crate) enum Bound {
     V0_1_0(v0_1_0::Bound),
     V0_2_0(v0_2_0::Bound),
+    V0_3_0(v0_3_0::Bound),
 }
 
 impl Pre {
@@ -483,6 +554,7 @@ impl Pre {
         Ok(match version {
             Version::V0_1_0 => Pre::V0_1_0(v0_1_0::Pre::new(kind, pre)?),
             Version::V0_2_0 => Pre::V0_2_0(v0_2_0::Pre::new(kind, pre)?),
+            Version::V0_3_0 => Pre::V0_3_0(v0_3_0::Pre::new(kind, pre)?),
         })
     }
 
@@ -490,6 +562,7 @@ impl Pre {
         Ok(match self {
             Pre::V0_1_0(pre) => Bound::V0_1_0(pre.instantiate(store)?),
             Pre::V0_2_0(pre) => Bound::V0_2_0(pre.instantiate(store)?),
+            Pre::V0_3_0(pre) => Bound::V0_3_0(pre.instantiate(store)?),
         })
     }
 }
@@ -503,6 +576,7 @@ impl Bound {
         match self {
             Bound::V0_1_0(b) => b.grant(store, req),
             Bound::V0_2_0(b) => b.grant(store, req),
+            Bound::V0_3_0(b) => b.grant(store, req),
         }
     }
 
@@ -515,6 +589,7 @@ impl Bound {
         match self {
             Bound::V0_1_0(b) => b.authorize(store, req, claims),
             Bound::V0_2_0(b) => b.authorize(store, req, claims),
+            Bound::V0_3_0(b) => b.authorize(store, req, claims),
         }
     }
 
@@ -526,6 +601,7 @@ impl Bound {
         match self {
             Bound::V0_1_0(b) => b.resolve(store, req),
             Bound::V0_2_0(b) => b.resolve(store, req),
+            Bound::V0_3_0(b) => b.resolve(store, req),
         }
     }
 
@@ -538,6 +614,7 @@ impl Bound {
         match self {
             Bound::V0_1_0(b) => b.accept(store, audiences, base_url),
             Bound::V0_2_0(b) => b.accept(store, audiences, base_url),
+            Bound::V0_3_0(b) => b.accept(store, audiences, base_url),
         }
     }
 
@@ -550,6 +627,7 @@ impl Bound {
         match self {
             Bound::V0_1_0(b) => b.validate(store, resource_type, resource_json),
             Bound::V0_2_0(b) => b.validate(store, resource_type, resource_json),
+            Bound::V0_3_0(b) => b.validate(store, resource_type, resource_json),
         }
     }
 }

@@ -347,6 +347,7 @@ fn run_case(host: &PluginHost, kind: PluginKind, case: &Case) -> Result<(), Stri
                 .audiences
                 .clone()
                 .unwrap_or_else(|| vec![BASE_URL.to_string()]),
+            user: None,
         });
         Observed {
             decision: Some(if grant.refused.is_empty() {
@@ -562,6 +563,7 @@ fn claims(given: &Map<String, Value>, base_url: &str) -> Claims {
         patient: text("patient"),
         expires_at: raw.get("exp").and_then(Value::as_u64).unwrap_or(0),
         raw_json: Value::Object(raw.clone()).to_string(),
+        user: None,
     }
 }
 

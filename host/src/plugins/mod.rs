@@ -42,7 +42,7 @@ pub use self::registry::content_hash;
 pub use self::runtime::{MAX_MEMORY_MIB, Provision};
 pub use self::types::{
     AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
-    SearchConstraint, Severity, TokenRequest,
+    SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
 };
 
 /// The three plugin kinds, one per WIT world.
@@ -241,10 +241,13 @@ pub struct PluginInfo {
 /// chained per kind in `(order, name)` order.
 ///
 /// Chaining semantics:
-/// - [`grant`](Self::grant): every scope-policy plugin sees the same request; a requested
-///   scope is granted only if every policy grants it. Each refused scope carries the reason
-///   of the first plugin that refused it, as `"plugin P: reason"`. Scopes a plugin grants
-///   that were not requested are ignored.
+/// - [`grant`](Self::grant): a pipeline; each scope-policy plugin gets the scopes the
+///   previous ones granted as its `requested`, and what it grants replaces them. A plugin
+///   may narrow: grant, in place of a requested scope, narrower scopes that were not
+///   requested (the default policy narrows `user/` scopes to the account's rights). A
+///   scope it refuses, or neither grants nor refuses while granting nothing new, is refused
+///   with the reason of that plugin, as `"plugin P: reason"` (`"not granted"` when it gave
+///   none).
 /// - [`authorize`](Self::authorize): deny wins, naming the first plugin that denied (later
 ///   plugins are not called); otherwise the constraints of all plugins accumulate, and the
 ///   request is allowed within all of them.
@@ -365,40 +368,51 @@ impl PluginHost {
         self.snapshot.store(Arc::new(loader.snapshot()));
     }
 
-    /// Which of `req.requested` the token gets, and why not the others.
+    /// Which of `req.requested` the token gets (or narrower scopes in their place), and why
+    /// not the others.
     pub fn grant(&self, req: &TokenRequest) -> Grant {
         let snapshot = self.snapshot.load();
-        let mut granted = req.requested.clone();
+        let mut current = req.clone();
         let mut refused = Vec::new();
         for member in &snapshot.scope_policies {
-            if granted.is_empty() {
+            if current.requested.is_empty() {
                 break;
             }
-            let step = member.invoke(|p| p.grant(req), |g| !g.refused.is_empty());
+            let step = member.invoke(|p| p.grant(&current), |g| !g.refused.is_empty());
             match step {
-                Step::Answer(answer) => granted.retain(|scope| {
-                    if answer.granted.contains(scope) {
-                        return true;
-                    }
-                    let reason = answer
-                        .refused
+                Step::Answer(answer) => {
+                    let narrowed = answer
+                        .granted
                         .iter()
-                        .find(|(s, _)| s == scope)
-                        .map_or("not granted", |(_, why)| why.as_str());
-                    refused.push((scope.clone(), format!("plugin {}: {reason}", member.name)));
-                    false
-                }),
+                        .any(|s| !current.requested.contains(s));
+                    for scope in &current.requested {
+                        if answer.granted.contains(scope) {
+                            continue;
+                        }
+                        let reason = answer.refused.iter().find(|(s, _)| s == scope);
+                        if reason.is_none() && narrowed {
+                            continue;
+                        }
+                        let reason = reason.map_or("not granted", |(_, why)| why.as_str());
+                        refused.push((scope.clone(), format!("plugin {}: {reason}", member.name)));
+                    }
+                    current.requested = dedup(answer.granted);
+                }
                 Step::Skip => {}
                 Step::Fail(reason) => {
                     refused.extend(
-                        granted
+                        current
+                            .requested
                             .drain(..)
                             .map(|s| (s, format!("plugin {}: {reason}", member.name))),
                     );
                 }
             }
         }
-        Grant { granted, refused }
+        Grant {
+            granted: current.requested,
+            refused,
+        }
     }
 
     /// May this FHIR request go ahead, and within which constraints.
@@ -490,4 +504,13 @@ impl PluginHost {
     pub fn list(&self) -> Vec<PluginInfo> {
         self.snapshot.load().infos.clone()
     }
+}
+
+/// `scopes` without repetitions, in their first order.
+fn dedup(scopes: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    scopes
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
 }

@@ -20,6 +20,31 @@ pub struct Claims {
     pub expires_at: u64,
     /// Every claim of the token as a JSON object.
     pub raw_json: String,
+    /// The rights of the account behind the token, as they are at this request; `None`
+    /// when no account of this server is behind it (client_credentials, a remote issuer's
+    /// user this server does not know). Plugins of contract 0.3.0 and later see it.
+    pub user: Option<UserRights>,
+}
+
+/// What the account behind a token may access: its roles and the grants of its access
+/// policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRights {
+    /// Roles of the account: `patient`, `practitioner`, `admin`, or the operator's own.
+    pub roles: Vec<String>,
+    /// Each grant of the account's access policies, resolved for this account.
+    pub grants: Vec<UserGrant>,
+}
+
+/// One grant of an access policy, resolved for an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserGrant {
+    /// SMART v2 scope syntax without the context prefix: `Patient.rs?organization=Organization/a`,
+    /// `*.cruds`.
+    pub scope: String,
+    /// When set, the grant holds only within this patient's compartment (the account's own
+    /// records): the patient id.
+    pub patient_compartment: Option<String>,
 }
 
 /// The FHIR REST interactions a request can be.
@@ -112,6 +137,9 @@ pub struct TokenRequest {
     /// SMART launch context (patient id), when there is one.
     pub patient: Option<String>,
     pub audiences: Vec<String>,
+    /// The rights of the account the token is for; `None` when no account is behind it.
+    /// Plugins of contract 0.3.0 and later see it.
+    pub user: Option<UserRights>,
 }
 
 /// Which requested scopes a token gets.

@@ -70,7 +70,7 @@ mod tests {
             let unexpected: Vec<&String> = imports
                 .iter()
                 .filter(|i| {
-                    !(i.starts_with("hestia:plugin/") && i.ends_with("@0.1.0")
+                    !(i.starts_with("hestia:plugin/") && i.ends_with("@0.3.0")
                         || i.starts_with("wasi:")
                         || !i.contains(':'))
                 })

@@ -1,12 +1,37 @@
-//! The default scope policy: SMART App Launch 2 scopes, v1 and v2.
+//! The default scope policy: SMART App Launch 2 scopes, v1 and v2, bounded by the rights of
+//! the account behind the token.
 //!
 //! **Grant** ([`smart::grant_registered`]): a requested scope is granted when it parses
 //! (a resource scope, or `openid`, `profile`, `fhirUser`, `launch`, `launch/<context>`,
 //! `offline_access`, `online_access`) and some scope the client is registered for covers
 //! it: same context, the same type or `*`, at least the same permissions (v1 `read` = v2
 //! `rs`, `write` = `cud`, `*` = `cruds`), and no query condition the requested one lacks.
-//! A registered `patient/*.read` therefore covers `patient/Observation.rs`. Scopes are
-//! granted whole or refused, never narrowed; each refusal says why.
+//! A registered `patient/*.read` therefore covers `patient/Observation.rs`. Each refusal
+//! says why.
+//!
+//! **User rights.** When an account is behind the token ([`TokenRequest::user`],
+//! [`Claims::user`]: none for client_credentials), `user/` and `patient/` scopes are
+//! bounded by what the account may access, as SMART App Launch requires. Each such scope
+//! is intersected with each grant of the account's access policies
+//! ([`UserRights::narrow`](hestia_sdk::UserRights::narrow)): the grant must cover the type
+//! (the same type, or `*` on either side, which gives the grant's type), the permissions
+//! are those of both (v1 normalised), and the query conditions of both apply together. A
+//! grant confined to a patient compartment gives a `patient/` scope for that patient (for
+//! a `user/` request too), and nothing when another patient was launched. So:
+//! - at **grant** time, the granted scopes are the narrowed ones, one per overlapping
+//!   grant (those another one covers left out); a requested scope that yields none is
+//!   refused, naming the account's roles ("the account's access (roles: patient) does not
+//!   include Observation.c"). A `patient/` scope narrowed by a confined grant holds for
+//!   the account's own patient: the host gives the token that `patient` when it has none.
+//!   `system/` scopes are refused for a token with an account behind it: system access is
+//!   for backend services (client_credentials), and user rights never reach it. Identity
+//!   scopes (`openid`, `fhirUser`, `launch/*`, `offline_access`, …) are not bounded.
+//! - at **authorize** time, the token's scopes are intersected again with the account's
+//!   rights as they are now (the host reads them for each request), so a role or policy
+//!   removed after the token was issued takes effect on the next request; `system/` scopes
+//!   in such a token count for nothing. With no overlap the request is denied naming the
+//!   account's access ("the account's current access (roles: none) does not permit search
+//!   of Patient").
 //!
 //! **Authorize** maps the interaction to a SMART v2 permission: `read`, `vread`,
 //! `history-instance` and type/instance operations need `r`; `search-type` and
@@ -16,11 +41,11 @@
 //! so are `batch` and `transaction` at the bundle level: the host authorizes each entry
 //! on its own.
 //!
-//! Each granted scope that permits the request yields its restrictions:
-//! - `patient/`: the launch patient's compartment; without a `patient` claim the scope is
-//!   unusable (denied: "patient/ scope without a patient context");
-//! - `user/`: none (restricting a user to the data their `fhirUser` may see is left to a
-//!   deployment's own policy);
+//! Each scope (after narrowing) that permits the request yields its restrictions:
+//! - `patient/`: the patient's compartment (the confining grant's patient, else the
+//!   launch patient); without one the scope is unusable (denied: "patient/ scope without
+//!   a patient context");
+//! - `user/`: none beyond the account's rights, which narrowing has already applied;
 //! - `system/`: none;
 //! - a v2 query (`?category=laboratory`): a search constraint on the requested type.
 //!
@@ -31,16 +56,21 @@
 //! else the match with the fewest restrictions (compartments plus search parameters) applies. A decision never allows more than
 //! one of the matching scopes does on its own, or their union.
 
-use hestia_sdk::smart::{self, Context, Permission, ResourceScope};
+use hestia_sdk::smart::{self, Context, Permission, ResourceScope, Scope};
 use hestia_sdk::{
-    Claims, Constraint, Decision, FhirRequest, Grant, Interaction, ScopePolicy, TokenRequest,
+    Claims, Constraint, Decision, FhirRequest, Grant, Interaction, Narrowed, ScopePolicy,
+    TokenRequest, UserRights,
 };
 
 pub struct SmartScopes;
 
 impl ScopePolicy for SmartScopes {
     fn grant(request: &TokenRequest) -> Grant {
-        smart::grant_registered(request)
+        let registered = smart::grant_registered(request);
+        match request.user() {
+            Some(user) => bound_by_user(registered, user, request.patient()),
+            None => registered,
+        }
     }
 
     fn authorize(request: &FhirRequest, claims: &Claims) -> Decision {
@@ -51,30 +81,108 @@ impl ScopePolicy for SmartScopes {
                 request.interaction()
             )),
             Need::Type(resource_type, permission) => {
-                let matching = claims
-                    .scopes()
-                    .iter()
-                    .filter_map(|s| s.as_resource())
-                    .filter(|s| s.permits(resource_type, permission));
-                decide(matching, claims, Some(resource_type), permission)
+                let fits = |s: &ResourceScope| s.permits(resource_type, permission);
+                decide(claims, fits, Some(resource_type), permission)
             }
             Need::AnyType(permission) => {
-                let matching = claims
-                    .scopes()
-                    .iter()
-                    .filter_map(|s| s.as_resource())
-                    .filter(|s| {
-                        s.is_wildcard()
-                            && s.query().is_empty()
-                            && s.permissions().contains(permission)
-                    });
-                decide(matching, claims, None, permission)
+                let fits = |s: &ResourceScope| {
+                    s.is_wildcard() && s.query().is_empty() && s.permissions().contains(permission)
+                };
+                decide(claims, fits, None, permission)
             }
         }
     }
 }
 
 hestia_sdk::export_scope_policy!(SmartScopes);
+
+/// The account's roles for messages: `patient, auditor`, or `none`.
+fn roles(user: &UserRights) -> String {
+    if user.roles().is_empty() {
+        "none".to_string()
+    } else {
+        user.roles().join(", ")
+    }
+}
+
+/// The registered grant with each `user/` and `patient/` scope replaced by its narrowing to
+/// the account's rights, and `system/` scopes refused.
+fn bound_by_user(registered: Grant, user: &UserRights, patient: Option<&str>) -> Grant {
+    let mut grant = Grant {
+        granted: Vec::new(),
+        refused: registered.refused,
+    };
+    for scope in registered.granted {
+        let resource = match scope.parse::<Scope>() {
+            Ok(Scope::Resource(r)) => r,
+            _ => {
+                grant = grant.grant(scope);
+                continue;
+            }
+        };
+        if resource.context() == Context::System {
+            grant = grant.refuse(
+                scope,
+                "system/ scopes are for backend services (client_credentials), not for a \
+                 token of an account",
+            );
+            continue;
+        }
+        let narrowed = user.narrow(&resource, patient);
+        if narrowed.is_empty() {
+            grant = grant.refuse(scope, refusal(user, &resource, patient));
+            continue;
+        }
+        for n in narrowed {
+            let text = n.scope.to_string();
+            if !grant.is_granted(&text) {
+                grant = grant.grant(text);
+            }
+        }
+    }
+    grant
+}
+
+/// Why the account gets nothing of `requested`: another patient was launched than the one
+/// its overlapping grants are confined to, or no grant overlaps.
+fn refusal(user: &UserRights, requested: &ResourceScope, patient: Option<&str>) -> String {
+    let own = user.grants().iter().find_map(|g| {
+        let overlaps = g.scope().ok()?.intersect(requested.access()).is_some();
+        g.patient_compartment().filter(|_| overlaps)
+    });
+    match (own, patient) {
+        (Some(own), Some(launched)) => format!(
+            "the account's access (roles: {}) is limited to the records of patient {own}, \
+             not those of the launch patient {launched}",
+            roles(user)
+        ),
+        _ => format!(
+            "the account's access (roles: {}) does not include {}",
+            roles(user),
+            requested.access()
+        ),
+    }
+}
+
+/// The token's resource scopes as they count now: without an account, as granted (a
+/// `patient/` scope for the launch patient); with one, narrowed to its current rights.
+fn effective(claims: &Claims) -> Vec<Narrowed> {
+    let scopes = claims.scopes().iter().filter_map(Scope::as_resource);
+    match claims.user() {
+        None => scopes
+            .map(|s| Narrowed {
+                scope: s.clone(),
+                patient: claims
+                    .patient()
+                    .filter(|_| s.context() == Context::Patient)
+                    .map(String::from),
+            })
+            .collect(),
+        Some(user) => scopes
+            .flat_map(|s| user.narrow(s, claims.patient()))
+            .collect(),
+    }
+}
 
 /// What a request needs from the token's scopes.
 enum Need<'a> {
@@ -108,19 +216,19 @@ fn needed(request: &FhirRequest) -> Need<'_> {
     }
 }
 
-fn decide<'a>(
-    matching: impl Iterator<Item = &'a ResourceScope>,
+fn decide(
     claims: &Claims,
+    fits: impl Fn(&ResourceScope) -> bool,
     resource_type: Option<&str>,
     permission: Permission,
 ) -> Decision {
     let what = resource_type.unwrap_or("all resource types");
     let mut candidates: Vec<Vec<Constraint>> = Vec::new();
-    let mut without_patient: Option<&ResourceScope> = None;
-    for scope in matching {
+    let mut without_patient: Option<ResourceScope> = None;
+    for Narrowed { scope, patient } in effective(claims).into_iter().filter(|n| fits(&n.scope)) {
         let mut constraints = Vec::new();
         if scope.context() == Context::Patient {
-            match claims.patient() {
+            match patient {
                 Some(patient) => constraints.push(Constraint::patient_compartment(patient)),
                 None => {
                     without_patient.get_or_insert(scope);
@@ -136,32 +244,48 @@ fn decide<'a>(
         }
         candidates.push(constraints);
     }
-    if candidates.is_empty() {
-        return match without_patient {
-            Some(scope) => Decision::deny(format!(
-                "patient/ scope without a patient context: {scope} would permit {} of {what}, \
-                 but the token has no patient",
-                permission.verb()
-            )),
-            None => Decision::deny(match resource_type {
-                Some(t) => {
-                    let l = permission.letter();
-                    format!(
-                        "no granted scope permits {} of {t} (such as patient/{t}.{l}, \
-                         user/{t}.{l} or system/{t}.{l})",
-                        permission.verb()
-                    )
-                }
-                None => format!(
-                    "no granted scope permits {} of all resource types (needs a scope on *, \
-                     such as user/*.{})",
-                    permission.verb(),
-                    permission.letter()
-                ),
-            }),
-        };
+    if !candidates.is_empty() {
+        return Decision::allow_within(least_restrictive(candidates));
     }
-    Decision::allow_within(least_restrictive(candidates))
+    if let Some(scope) = without_patient {
+        return Decision::deny(format!(
+            "patient/ scope without a patient context: {scope} would permit {} of {what}, \
+             but the token has no patient",
+            permission.verb()
+        ));
+    }
+    let granted = claims
+        .scopes()
+        .iter()
+        .filter_map(Scope::as_resource)
+        .any(|s| s.context() != Context::System && fits(s));
+    match (claims.user(), granted) {
+        (Some(user), true) => Decision::deny(format!(
+            "the account's current access (roles: {}) does not permit {} of {what}",
+            roles(user),
+            permission.verb()
+        )),
+        _ => Decision::deny(not_granted(resource_type, permission)),
+    }
+}
+
+fn not_granted(resource_type: Option<&str>, permission: Permission) -> String {
+    match resource_type {
+        Some(t) => {
+            let l = permission.letter();
+            format!(
+                "no granted scope permits {} of {t} (such as patient/{t}.{l}, user/{t}.{l} or \
+                 system/{t}.{l})",
+                permission.verb()
+            )
+        }
+        None => format!(
+            "no granted scope permits {} of all resource types (needs a scope on *, such as \
+             user/*.{})",
+            permission.verb(),
+            permission.letter()
+        ),
+    }
 }
 
 /// Among restrictions that each allow the request, the least restrictive one, or the

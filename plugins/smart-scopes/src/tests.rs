@@ -1,5 +1,5 @@
-use hestia_sdk::testing::{claims, create, delete, read, request, search, token_request};
-use hestia_sdk::{Constraint, Decision, FhirRequest, Interaction, ScopePolicy, json};
+use hestia_sdk::testing::{claims, create, delete, read, request, search, token_request, user};
+use hestia_sdk::{Constraint, Decision, FhirRequest, Interaction, ScopePolicy, UserRights, json};
 
 use super::SmartScopes;
 
@@ -386,4 +386,413 @@ fn grant_uses_registered_scopes() {
             .refusal("bogus")
             .is_some_and(|r| r.starts_with("not a SMART scope"))
     );
+}
+
+/// The accounts of the user-rights matrix: roles and grants.
+fn account(name: &str) -> UserRights {
+    match name {
+        "patient" => user("patient", [("*.rs", Some("amy"))]),
+        "practitioner" => user("practitioner", [("*.cruds", None)]),
+        "restricted" => user(
+            "practitioner",
+            [
+                ("Patient.rs?organization=Organization/a", None),
+                (
+                    "Observation.rs?subject:Patient.organization=Organization/a",
+                    None,
+                ),
+            ],
+        ),
+        "auditor" => user("auditor", [("*.rs", None)]),
+        _ => user("", []),
+    }
+}
+
+const REGISTERED: &str = "openid fhirUser launch/patient user/*.cruds patient/*.cruds system/*.rs";
+const ORG_A: &str = "search(Patient?organization=Organization/a)";
+const OBS_ORG_A: &str = "search(Observation?subject:Patient.organization=Organization/a)";
+
+fn no_scope(verb: &str, t: &str, l: char) -> String {
+    format!(
+        "deny: no granted scope permits {verb} of {t} (such as patient/{t}.{l}, user/{t}.{l} or system/{t}.{l})"
+    )
+}
+
+/// One cell: an account asks for `requested` (with `openid`) with the launch patient
+/// `launch`; the grant is `granted` (space-separated, `openid` left out) and `refused`
+/// (`scope: reason`); then a token with the granted scopes, whose `patient` is the launch
+/// patient or else the compartment a narrowed scope holds in (as the host sets it), gets
+/// these decisions for a read of Observation, a search of Patient and a create of
+/// Observation.
+struct Cell {
+    account: &'static str,
+    requested: &'static str,
+    launch: Option<&'static str>,
+    granted: &'static str,
+    refused: String,
+    read: String,
+    search: String,
+    create: String,
+}
+
+fn cells() -> Vec<Cell> {
+    let cell =
+        |account, requested, launch, granted, refused: &str, read: &str, search: &str| Cell {
+            account,
+            requested,
+            launch,
+            granted,
+            refused: refused.to_string(),
+            read: read.to_string(),
+            search: search.to_string(),
+            create: no_scope("create", "Observation", 'c'),
+        };
+    let deny_read = no_scope("read", "Observation", 'r');
+    let deny_search = no_scope("search", "Patient", 's');
+    let amy = "within: compartment(amy)";
+    let bob = "within: compartment(bob)";
+    let nobody = |what: &str| format!("the account's access (roles: none) does not include {what}");
+    vec![
+        // A patient's account: its own records whatever it asks.
+        cell("patient", "user/*.rs", None, "patient/*.rs", "", amy, amy),
+        cell(
+            "patient",
+            "user/Patient.r",
+            None,
+            "patient/Patient.r",
+            "",
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "patient",
+            "patient/*.rs",
+            Some("amy"),
+            "patient/*.rs",
+            "",
+            amy,
+            amy,
+        ),
+        cell(
+            "patient",
+            "patient/*.rs",
+            Some("bob"),
+            "",
+            "patient/*.rs: the account's access (roles: patient) is limited to the records of \
+             patient amy, not those of the launch patient bob",
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "patient",
+            "user/*.read",
+            None,
+            "patient/*.read",
+            "",
+            amy,
+            amy,
+        ),
+        // A practitioner: everything it asks, in the context it asks.
+        Cell {
+            create: "allow".into(),
+            ..cell(
+                "practitioner",
+                "user/*.cruds",
+                None,
+                "user/*.cruds",
+                "",
+                "allow",
+                "allow",
+            )
+        },
+        cell(
+            "practitioner",
+            "user/*.rs",
+            None,
+            "user/*.rs",
+            "",
+            "allow",
+            "allow",
+        ),
+        cell(
+            "practitioner",
+            "user/Patient.r",
+            None,
+            "user/Patient.r",
+            "",
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "practitioner",
+            "patient/*.rs",
+            Some("amy"),
+            "patient/*.rs",
+            "",
+            amy,
+            amy,
+        ),
+        cell(
+            "practitioner",
+            "patient/*.rs",
+            Some("bob"),
+            "patient/*.rs",
+            "",
+            bob,
+            bob,
+        ),
+        cell(
+            "practitioner",
+            "user/*.read",
+            None,
+            "user/*.read",
+            "",
+            "allow",
+            "allow",
+        ),
+        // A practitioner limited to organization a's patients.
+        cell(
+            "restricted",
+            "user/*.rs",
+            None,
+            "user/Patient.rs?organization=Organization/a \
+             user/Observation.rs?subject:Patient.organization=Organization/a",
+            "",
+            &format!("within: {OBS_ORG_A}"),
+            &format!("within: {ORG_A}"),
+        ),
+        cell(
+            "restricted",
+            "user/Patient.r",
+            None,
+            "user/Patient.r?organization=Organization/a",
+            "",
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "restricted",
+            "patient/*.rs",
+            Some("amy"),
+            "patient/Patient.rs?organization=Organization/a \
+             patient/Observation.rs?subject:Patient.organization=Organization/a",
+            "",
+            &format!("within: compartment(amy); {OBS_ORG_A}"),
+            &format!("within: compartment(amy); {ORG_A}"),
+        ),
+        cell(
+            "restricted",
+            "user/*.read",
+            None,
+            "user/Patient.rs?organization=Organization/a \
+             user/Observation.rs?subject:Patient.organization=Organization/a",
+            "",
+            &format!("within: {OBS_ORG_A}"),
+            &format!("within: {ORG_A}"),
+        ),
+        // An auditor: read and search anything, write nothing.
+        cell(
+            "auditor",
+            "user/*.rs",
+            None,
+            "user/*.rs",
+            "",
+            "allow",
+            "allow",
+        ),
+        cell(
+            "auditor",
+            "user/*.cruds",
+            None,
+            "user/*.rs",
+            "",
+            "allow",
+            "allow",
+        ),
+        cell(
+            "auditor",
+            "user/Patient.r",
+            None,
+            "user/Patient.r",
+            "",
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "auditor",
+            "patient/*.rs",
+            Some("bob"),
+            "patient/*.rs",
+            "",
+            bob,
+            bob,
+        ),
+        cell(
+            "auditor",
+            "user/*.read",
+            None,
+            "user/*.read",
+            "",
+            "allow",
+            "allow",
+        ),
+        // No role, no grant: no FHIR access through user/ or patient/ scopes.
+        cell(
+            "none",
+            "user/*.rs",
+            None,
+            "",
+            &format!("user/*.rs: {}", nobody("*.rs")),
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "none",
+            "user/Patient.r",
+            None,
+            "",
+            &format!("user/Patient.r: {}", nobody("Patient.r")),
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "none",
+            "patient/*.rs",
+            Some("amy"),
+            "",
+            &format!("patient/*.rs: {}", nobody("*.rs")),
+            &deny_read,
+            &deny_search,
+        ),
+        cell(
+            "none",
+            "user/*.read",
+            None,
+            "",
+            &format!("user/*.read: {}", nobody("*.read")),
+            &deny_read,
+            &deny_search,
+        ),
+    ]
+}
+
+#[test]
+fn user_rights_bound_grants_and_decisions() {
+    for c in cells() {
+        let rights = account(c.account);
+        let mut request = token_request()
+            .requested(&format!("openid {}", c.requested))
+            .registered(REGISTERED)
+            .user(rights.clone());
+        if let Some(p) = c.launch {
+            request = request.patient(p);
+        }
+        let grant = SmartScopes::grant(&request.build());
+        let what = format!("{} asking {} launch={:?}", c.account, c.requested, c.launch);
+        assert_eq!(grant.granted[0], "openid", "{what}");
+        assert_eq!(grant.granted[1..].join(" "), c.granted, "{what}");
+        let refused: Vec<String> = grant
+            .refused
+            .iter()
+            .map(|(s, why)| format!("{s}: {why}"))
+            .collect();
+        assert_eq!(refused.join(" | "), c.refused, "{what}");
+
+        let own = rights.grants().iter().find_map(|g| g.patient_compartment());
+        let patient = c.launch.or(own.filter(|_| c.granted.contains("patient/")));
+        let mut token = claims()
+            .scopes(&grant.granted.join(" "))
+            .user(rights.clone());
+        if let Some(p) = patient {
+            token = token.patient(p);
+        }
+        let token = token.build();
+        for (request, expected) in [
+            (obs(), &c.read),
+            (search("Patient", []), &c.search),
+            (obs_create(), &c.create),
+        ] {
+            assert_eq!(
+                render(&SmartScopes::authorize(&request, &token)),
+                *expected,
+                "{what}: {} {:?}",
+                request.interaction(),
+                request.resource_type()
+            );
+        }
+    }
+}
+
+/// Rights are read again on every request: a token keeps its scopes, but what the account
+/// may do now bounds them, and system/ scopes in an account's token count for nothing.
+#[test]
+fn current_rights_bound_an_issued_token() {
+    let decide =
+        |scopes: &str, patient: Option<&str>, rights: UserRights, request: &FhirRequest| {
+            let mut token = claims().scopes(scopes).user(rights);
+            if let Some(p) = patient {
+                token = token.patient(p);
+            }
+            render(&SmartScopes::authorize(request, &token.build()))
+        };
+    let search_patient = search("Patient", []);
+    // The practitioner role removed after the token was issued.
+    assert_eq!(
+        decide("user/*.cruds", None, account("none"), &search_patient),
+        "deny: the account's current access (roles: none) does not permit search of Patient"
+    );
+    // Narrowed to a policy changed since: organization a only.
+    assert_eq!(
+        decide("user/*.cruds", None, account("restricted"), &search_patient),
+        format!("within: {ORG_A}")
+    );
+    assert_eq!(
+        decide("user/*.cruds", None, account("restricted"), &obs_create()),
+        "deny: the account's current access (roles: practitioner) does not permit create of Observation"
+    );
+    // A patient's account confined since: its own compartment, whatever the token says.
+    assert_eq!(
+        decide("user/*.rs", None, account("patient"), &obs()),
+        "within: compartment(amy)"
+    );
+    assert_eq!(
+        decide("patient/*.rs", Some("bob"), account("patient"), &obs()),
+        "deny: the account's current access (roles: patient) does not permit read of Observation"
+    );
+    // System scopes do not reach an account's data.
+    assert_eq!(
+        decide("system/*.rs", None, account("practitioner"), &obs()),
+        no_scope("read", "Observation", 'r')
+    );
+    // Without an account (client_credentials) system scopes work as before.
+    let backend = claims().scopes("system/*.rs").build();
+    assert_eq!(render(&SmartScopes::authorize(&obs(), &backend)), "allow");
+}
+
+#[test]
+fn an_account_gets_no_system_scopes() {
+    let grant = SmartScopes::grant(
+        &token_request()
+            .requested("openid system/*.rs user/Patient.rs")
+            .registered(REGISTERED)
+            .user(account("practitioner"))
+            .build(),
+    );
+    assert_eq!(grant.granted, ["openid", "user/Patient.rs"]);
+    assert_eq!(
+        grant.refusal("system/*.rs"),
+        Some(
+            "system/ scopes are for backend services (client_credentials), not for a token of an account"
+        )
+    );
+    // A client_credentials request (no account) still gets them.
+    let backend = SmartScopes::grant(
+        &token_request()
+            .grant_type("client_credentials")
+            .subject(None)
+            .requested("system/*.rs")
+            .registered(REGISTERED)
+            .build(),
+    );
+    assert_eq!(backend.granted, ["system/*.rs"]);
 }

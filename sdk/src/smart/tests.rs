@@ -470,3 +470,100 @@ fn grant_registered_cases() {
         )],
     );
 }
+
+/// `a ∩ b`, rendered, or `none`.
+fn check_intersect(a: &str, b: &str, expected: &str) {
+    let (a, b): (ResourceAccess, ResourceAccess) = (a.parse().unwrap(), b.parse().unwrap());
+    let actual = a
+        .intersect(&b)
+        .map_or("none".to_string(), |r| r.to_string());
+    assert_eq!(actual, expected, "{a} ∩ {b}");
+}
+
+#[test]
+fn intersections() {
+    let cases = [
+        // Types: the same, or `*` on either side, which gives the named type.
+        ("*.rs", "*.cruds", "*.rs"),
+        ("Patient.r", "*.rs", "Patient.r"),
+        ("*.rs", "Patient.cruds", "Patient.rs"),
+        ("Patient.rs", "Observation.rs", "none"),
+        // Permissions: those of both; none in common is nothing.
+        ("Observation.c", "*.rs", "none"),
+        ("*.cud", "*.cruds", "*.cud"),
+        // v1 normalised, and kept where v1 can say the result.
+        ("*.read", "*.rs", "*.read"),
+        ("*.read", "*.cruds", "*.read"),
+        ("*.*", "*.cud", "*.write"),
+        ("*.read", "*.r", "*.r"),
+        ("*.read", "*.write", "none"),
+        ("*.rs", "*.read", "*.rs"),
+        (
+            "*.read",
+            "Patient.rs?organization=Organization/a",
+            "Patient.rs?organization=Organization/a",
+        ),
+        // Queries: ANDed; the same pair once, different values both kept.
+        (
+            "Observation.rs?category=laboratory",
+            "Observation.rs",
+            "Observation.rs?category=laboratory",
+        ),
+        (
+            "Observation.rs?category=laboratory",
+            "*.rs?subject:Patient.organization=Organization/a",
+            "Observation.rs?category=laboratory&subject:Patient.organization=Organization/a",
+        ),
+        (
+            "Patient.rs?organization=Organization/a",
+            "Patient.rs?organization=Organization/a",
+            "Patient.rs?organization=Organization/a",
+        ),
+        (
+            "Patient.rs?organization=Organization/a",
+            "Patient.rs?organization=Organization/b",
+            "Patient.rs?organization=Organization/a&organization=Organization/b",
+        ),
+    ];
+    for (a, b, expected) in cases {
+        check_intersect(a, b, expected);
+    }
+}
+
+#[test]
+fn resource_access_parses_scopes_without_context() {
+    let access: ResourceAccess = "Observation.rs?category=laboratory".parse().unwrap();
+    assert_eq!(access.resource_type(), Some("Observation"));
+    assert_eq!(access.permissions().to_string(), "rs");
+    assert_eq!(access.query(), [("category".into(), "laboratory".into())]);
+    assert_eq!(
+        "*.read".parse::<ResourceAccess>().unwrap().syntax(),
+        Syntax::V1
+    );
+    for (bad, error) in [
+        (
+            "patient/*.rs",
+            "`patient/*` is neither `*` nor a FHIR resource type name",
+        ),
+        ("Patient", "missing `.permissions` after the resource type"),
+        (
+            "Patient.x",
+            "bad permissions `x` (expected read, write, *, or letters of cruds in that order)",
+        ),
+        (
+            "*.read?a=b",
+            "query parameters need SMART v2 permissions (such as .rs)",
+        ),
+    ] {
+        assert_eq!(
+            bad.parse::<ResourceAccess>().unwrap_err().to_string(),
+            error
+        );
+    }
+    let scope: ResourceScope = "user/Patient.rs".parse().unwrap();
+    assert_eq!(scope.access().to_string(), "Patient.rs");
+    assert_eq!(
+        "openid".parse::<ResourceScope>().unwrap_err().to_string(),
+        "`openid` is not a resource scope (context/Type.permissions)"
+    );
+}

@@ -13,8 +13,8 @@ use hestia::plugins::cli::{self, PluginTable};
 use hestia::plugins::{
     AudienceRequest, BuiltinPlugin, Claims, Constraint, Decision, Denial, FhirRequest, Grant,
     Interaction, Issue, PluginHost, PluginInfo, PluginKind, PluginSettings, PluginSource,
-    PluginStatus, Provision, SearchConstraint, Severity, TokenRequest, WasiAllowances,
-    content_hash,
+    PluginStatus, Provision, SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
+    WasiAllowances, content_hash,
 };
 
 pub(crate) mod guests {
@@ -75,6 +75,7 @@ fn claims() -> Claims {
         patient: Some("p1".to_string()),
         expires_at: 4_000_000_000,
         raw_json: "{}".to_string(),
+        user: None,
     }
 }
 
@@ -1019,12 +1020,108 @@ fn plugins_of_each_contract_version_run_side_by_side() {
     );
 }
 
+/// A patient's rights: the patient role, reading and searching within its own compartment.
+fn patient_rights() -> UserRights {
+    UserRights {
+        roles: vec!["patient".into()],
+        grants: vec![
+            UserGrant {
+                scope: "*.rs".into(),
+                patient_compartment: Some("p1".into()),
+            },
+            UserGrant {
+                scope: "Patient.rs?organization=Organization/a".into(),
+                patient_compartment: None,
+            },
+        ],
+    }
+}
+
+/// A 0.3.0 plugin sees the account's rights the host passes (`user`, new in 0.3.0) in
+/// `claims` and in `token-request`, and none when there is no account; a 0.1.0 plugin
+/// beside it answers as before, without them. The 0.3.0 plugin narrows at grant time (it
+/// grants a scope that was not requested in place of the requested ones).
+#[test]
+fn a_0_3_0_plugin_sees_the_user_beside_a_0_1_0_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "a-old", guests::ALLOW_ALL);
+    install(dir.path(), "b-new", guests::USER_ECHO);
+    let host = start(dir.path());
+    for name in ["a-old", "b-new"] {
+        let p = info(&host, name);
+        assert_eq!(
+            (p.state, p.last_error),
+            (PluginStatus::Active, None),
+            "{name}"
+        );
+    }
+    let rendered = "roles=[patient] grants=[*.rs@p1,Patient.rs?organization=Organization/a@-]";
+    let with_user = Claims {
+        user: Some(patient_rights()),
+        ..claims()
+    };
+    assert_eq!(
+        host.authorize(&read("Observation"), &with_user),
+        Decision::Deny(Denial {
+            plugin: "b-new".into(),
+            reason: format!("user: {rendered}"),
+        })
+    );
+    assert_eq!(
+        denial(&host),
+        Denial {
+            plugin: "b-new".into(),
+            reason: "user: none".into(),
+        }
+    );
+    let no_roles = Claims {
+        user: Some(UserRights::default()),
+        ..claims()
+    };
+    assert_eq!(
+        denial_of(host.authorize(&read("Observation"), &no_roles)).reason,
+        "user: roles=[] grants=[]"
+    );
+
+    let request = |user: Option<UserRights>| TokenRequest {
+        user,
+        ..token_request(&["patient/*.rs", "openid"], &[])
+    };
+    assert_eq!(
+        host.grant(&request(Some(patient_rights()))),
+        Grant {
+            granted: vec!["user/*.rs".into()],
+            refused: Vec::new(),
+        }
+    );
+    for (user, rendered) in [
+        (None, "none"),
+        (Some(UserRights::default()), "roles=[] grants=[]"),
+    ] {
+        let reason = format!("plugin b-new: {rendered}");
+        assert_eq!(
+            host.grant(&request(user)),
+            Grant {
+                granted: Vec::new(),
+                refused: vec![
+                    ("patient/*.rs".into(), reason.clone()),
+                    ("openid".into(), reason)
+                ],
+            }
+        );
+    }
+    assert_eq!(
+        cli::check(Path::new(guests::USER_ECHO)).unwrap().package,
+        "hestia:plugin@0.3.0"
+    );
+}
+
 /// A component built against a contract version the host does not bind is refused, naming
 /// its version and the supported ones; it is not run through another version's bindings.
 #[test]
 fn an_unknown_contract_version_is_refused_by_name() {
     let reason = "built against hestia:plugin@0.9.0, which this host does not support \
-                  (supported: 0.1.0, 0.2.0)";
+                  (supported: 0.1.0, 0.2.0, 0.3.0)";
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), "future", guests::FUTURE_CONTRACT);
     let host = start(dir.path());
@@ -1064,7 +1161,7 @@ fn check_refuses_what_is_not_a_plugin() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0)",
+            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0, 0.3.0)",
         ),
     ];
     for (file, bytes, reason) in cases {
