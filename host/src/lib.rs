@@ -6,6 +6,8 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod jwt_crypto;
 pub mod oauth;

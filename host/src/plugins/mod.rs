@@ -14,7 +14,7 @@ mod bindings;
 mod builtin;
 mod cases;
 pub mod cli;
-mod manifest;
+pub mod manifest;
 mod metrics;
 mod registry;
 mod runtime;
