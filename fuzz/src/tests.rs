@@ -22,6 +22,7 @@ fn run(target: &'static Target) -> Vec<PathBuf> {
             until: Instant::now() + TIME,
             max_execs: CASES,
             seed: 7,
+            report_slow: false,
         };
         driver::fuzz_loop(
             target,
