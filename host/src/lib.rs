@@ -7,6 +7,8 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod jwt_crypto;

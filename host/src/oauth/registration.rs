@@ -60,12 +60,12 @@ fn string_list(body: &Value, field: &str) -> Result<Option<Vec<String>>, OAuthEr
 }
 
 /// What a registration asks for, checked.
-struct Plan {
+pub(crate) struct Plan {
     new: NewClient,
     auth_method: String,
 }
 
-fn plan(body: &Value) -> Result<Plan, OAuthError> {
+pub(crate) fn plan(body: &Value) -> Result<Plan, OAuthError> {
     if !body.is_object() {
         return Err(meta_err("the registration request must be a JSON object"));
     }

@@ -15,7 +15,7 @@ mod builtin;
 mod cases;
 pub mod cli;
 mod guest_io;
-mod manifest;
+pub mod manifest;
 mod metrics;
 mod registry;
 mod runtime;
