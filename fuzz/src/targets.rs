@@ -249,7 +249,12 @@ pub fn json_patch(data: &[u8]) {
     };
     let mut doc = patch_base(data);
     let (ty, id) = (doc["resourceType"].clone(), doc["id"].clone());
-    if json_patch::patch(&mut doc, &patch).is_err() {
+    // As the repository applies it: one operation at a time, within the depth and size
+    // limits; a refused patch leaves a document that is only dropped.
+    if hestia::fhir::limits::Limits::default()
+        .apply_patch(&mut doc, &patch)
+        .is_err()
+    {
         return;
     }
     if doc["resourceType"] != ty || doc["id"] != id {
