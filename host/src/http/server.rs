@@ -125,7 +125,6 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         auth.clone(),
         verifier,
     );
-    spawn_oauth_purge(store.clone(), &settings.oauth);
     let handle = Handle::new();
     let router = app(state.clone());
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -152,6 +151,9 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
             return stopped(signal, "the database migrations");
         }
     }
+    // The purge reads the tables the migrations create, so it starts once they exist; in
+    // the background, as readiness does not wait for it.
+    spawn_oauth_purge(store.clone(), &settings.oauth);
     // The planner's statistics for the data there already (see `Store::analyze`); in
     // the background, readiness does not wait for it.
     let analyzing = store.clone();
