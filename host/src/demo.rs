@@ -112,6 +112,16 @@ pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
                 fhir_user: Some(fhir_user.clone()),
             })
             .await?;
+        // A patient: the demo's apps see the records of its own patient.
+        store
+            .update_user(
+                USERNAME,
+                crate::store::UserUpdate {
+                    roles: Some(vec!["patient".into()]),
+                    fhir_user: None,
+                },
+            )
+            .await?;
     } else if store.verify_user(USERNAME, &password).await?.is_none() {
         bail!(
             "the user {USERNAME:?} exists in this database, but its password is not the one in {}: \

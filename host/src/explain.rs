@@ -157,7 +157,12 @@ pub async fn explain(
         let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
         let query: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
         let fhir_request = classify(&method, path, &query, gate.base_url());
-        let caller = gate.caller(&verified);
+        let caller = match gate.caller(&verified).await {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                return refused(lines, format!("not checked: {}", refusal.description()));
+            }
+        };
         match caller.decide(&fhir_request) {
             Ok(access) if access.is_unrestricted() => lines.push(format!("{request}: allowed")),
             Ok(access) => lines.push(format!("{request}: allowed within {access:?}")),

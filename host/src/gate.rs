@@ -16,7 +16,8 @@
 //! No HTTP type appears here: the HTTP layer finds the credentials and the matched route,
 //! and turns a [`Refusal`] into a status, `WWW-Authenticate` and an OperationOutcome.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
@@ -24,7 +25,9 @@ use crate::fhir::repository::{FhirError, Repository};
 use crate::fhir::searchset::Via;
 use crate::oauth::signin::{self, Attempt};
 use crate::oauth::tokens::{AccessClaims, TokenError};
-use crate::plugins::{Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost};
+use crate::plugins::{
+    Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost, UserRights,
+};
 use crate::store::Store;
 use crate::verifier::{TokenVerifier, Verified};
 
@@ -117,7 +120,20 @@ pub struct Gate {
     base_url: String,
     clock_skew_secs: i64,
     require_basic: bool,
+    rights: Arc<Mutex<RightsCache>>,
 }
+
+/// The rights of the accounts behind tokens (or that there is no account), as of one
+/// `rights_revision`: every change of roles, policies or accounts moves the revision, and
+/// the next request reads the rights again.
+#[derive(Default)]
+struct RightsCache {
+    revision: i64,
+    of: HashMap<String, Option<Arc<UserRights>>>,
+}
+
+/// Accounts whose rights are kept between requests; past that the cache starts over.
+const RIGHTS_CACHED: usize = 10_000;
 
 /// What a [`Gate`] is built from.
 pub struct GateSettings {
@@ -143,6 +159,7 @@ impl Gate {
             base_url: settings.base_url,
             clock_skew_secs: settings.clock_skew_secs,
             require_basic: settings.require_basic,
+            rights: Arc::default(),
         }
     }
 
@@ -163,7 +180,7 @@ impl Gate {
             self.check_basic(basic, &verified.claims, token).await?;
         }
         self.accept_audience(&verified.claims)?;
-        let caller = self.caller(&verified);
+        let caller = self.caller(&verified).await?;
         let access = caller.decide(&request)?;
         Ok(Admitted {
             caller,
@@ -190,13 +207,50 @@ impl Gate {
             .map_err(|denial| Refusal::invalid_token(denial.to_string()))
     }
 
-    /// The caller a verified token makes, for step 4 and for Bundle entries.
-    pub fn caller(&self, verified: &Verified) -> Caller {
-        Caller {
-            claims: plugin_claims(&verified.claims, &verified.raw_json),
+    /// The caller a verified token makes, for step 4 and for Bundle entries: its claims,
+    /// with the current rights of the account behind it, if this server has one.
+    pub async fn caller(&self, verified: &Verified) -> Result<Caller, Refusal> {
+        let user = self.current_rights(&verified.claims).await?;
+        let mut claims = plugin_claims(&verified.claims, &verified.raw_json);
+        claims.user = user.map(|u| (*u).clone());
+        Ok(Caller {
+            claims,
             plugins: self.plugins.clone(),
             base_url: self.base_url.clone(),
+        })
+    }
+
+    /// The rights of the token's account as they are now (one read of the revision per
+    /// request; the rights themselves when they changed). Tokens of a remote issuer name
+    /// its users, not this server's accounts: none.
+    async fn current_rights(
+        &self,
+        claims: &AccessClaims,
+    ) -> Result<Option<Arc<UserRights>>, Refusal> {
+        if self.verifier.is_remote() || claims.sub == claims.client_id {
+            return Ok(None);
         }
+        let revision = self.store.rights_revision().await.map_err(store_failed)?;
+        {
+            let cache = self.rights.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.revision == revision
+                && let Some(known) = cache.of.get(&claims.sub)
+            {
+                return Ok(known.clone());
+            }
+        }
+        let rights = match self.store.rights_of(&claims.sub).await {
+            Ok(rights) => Some(Arc::new(crate::policy::plugin_rights(&rights))),
+            Err(crate::store::StoreError::NotFound(_)) => None,
+            Err(e) => return Err(store_failed(e)),
+        };
+        let mut cache = self.rights.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.revision != revision || cache.of.len() >= RIGHTS_CACHED {
+            cache.of.clear();
+            cache.revision = revision;
+        }
+        cache.of.insert(claims.sub.clone(), rights.clone());
+        Ok(rights)
     }
 
     /// For the admin API: a verified token that carries `scope`.

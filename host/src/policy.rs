@@ -7,6 +7,7 @@ use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::repository::ResourceValidator;
 use crate::oauth::policy::{AudienceQuery, GrantOutcome, GrantRequest, TokenPolicy};
 use crate::plugins::{self, PluginHost};
+use crate::rights::Rights;
 
 /// The resource-validator plugins, as the FHIR repository's validator.
 pub struct PluginValidator(pub Arc<PluginHost>);
@@ -28,6 +29,22 @@ impl ResourceValidator for PluginValidator {
                 expression: i.expression.into_iter().collect(),
             })
             .collect()
+    }
+}
+
+/// An account's rights as plugins see them (`hestia:plugin@0.3.0` `user-rights`): each grant
+/// as its SMART text, confined to the account's patient when the account is.
+pub fn plugin_rights(rights: &Rights) -> plugins::UserRights {
+    plugins::UserRights {
+        roles: rights.roles.clone(),
+        grants: rights
+            .grants
+            .iter()
+            .map(|g| plugins::UserGrant {
+                scope: g.to_string(),
+                patient_compartment: rights.fhir_user_compartment.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -55,7 +72,7 @@ impl TokenPolicy for PluginTokenPolicy {
             fhir_user: req.fhir_user.clone(),
             patient: req.patient.clone(),
             audiences: Vec::new(),
-            user: None,
+            user: req.user.as_ref().map(plugin_rights),
         });
         // A plugin may narrow scopes into ones that were not requested, but never into this.
         grant.granted.retain(|s| s != ADMIN_SCOPE);

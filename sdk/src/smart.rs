@@ -671,14 +671,30 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// For a token of an account: a registered `user/` scope also covers the same access as
+/// a `patient/` scope, which reaches only the part of it in one patient's compartment.
+/// (What a user's rights narrow `user/` scopes into, coming back at a refresh.)
+fn user_covers_patient(registered: &Scope, requested: &Scope) -> bool {
+    match (registered, requested) {
+        (Scope::Resource(r), Scope::Resource(s)) => {
+            r.context() == Context::User
+                && s.context() == Context::Patient
+                && r.access().covers(s.access())
+        }
+        _ => false,
+    }
+}
+
 /// The usual grant: each requested scope that parses (see [`Scope`]) and that some
 /// registered scope of the client [covers](Scope::covers) is granted as written; every
 /// other one is refused with the reason. A registered `patient/*.read` covers a requested
 /// `patient/Observation.rs` (v1 `read` is v2 `rs`), but never a scope of another context
-/// (`user/`, `system/`), nor more permissions than registered: a requested scope is
+/// (`user/`, `system/`; for a token of an account, a registered `user/` scope
+/// covers the same `patient/` one), nor more permissions than registered: a requested scope is
 /// granted whole or refused, never narrowed. Duplicates are granted once.
 pub fn grant_registered(request: &TokenRequest) -> Grant {
     let registered = request.registered_scopes();
+    let for_user = request.user().is_some();
     let mut grant = Grant::new();
     let mut seen = std::collections::HashSet::new();
     for requested in request.requested() {
@@ -687,7 +703,13 @@ pub fn grant_registered(request: &TokenRequest) -> Grant {
         }
         grant = match requested.parse::<Scope>() {
             Err(e) => grant.refuse(requested, format!("not a SMART scope: {e}")),
-            Ok(scope) if registered.iter().any(|r| r.covers(&scope)) => grant.grant(requested),
+            Ok(scope)
+                if registered
+                    .iter()
+                    .any(|r| r.covers(&scope) || (for_user && user_covers_patient(r, &scope))) =>
+            {
+                grant.grant(requested)
+            }
             Ok(_) => grant.refuse(
                 requested,
                 format!(

@@ -360,7 +360,9 @@ impl AuthServer {
             None => {}
         }
         let requested = scopes::split(params.get("scope")?.unwrap_or_default());
-        req.scopes = self.decide_scopes(client, "authorization_code", requested, None)?;
+        req.scopes = self
+            .decide_scopes(client, "authorization_code", requested, None, None)
+            .await?;
         req.audiences = self.decide_audiences(client, params).await?;
         if params.get("prompt")? == Some("none") {
             return Err(OAuthError::new(
@@ -662,10 +664,31 @@ impl AuthServer {
         } else {
             None
         };
-        let granted = match self.decide_scopes(&client, "authorization_code", approved, Some(&user))
+        let granted = match self
+            .decide_scopes(
+                &client,
+                "authorization_code",
+                approved,
+                Some(&user),
+                patient.as_deref(),
+            )
+            .await
         {
             Ok(g) => g,
             Err(e) => return Err(self.error_redirect(&req, &e)),
+        };
+        // A scope the account's rights confined to its own records carries that patient
+        // as the launch context, as SMART's patient/ scopes need one.
+        let patient = match patient {
+            Some(p) => Some(p),
+            None if granted.iter().any(|s| s.starts_with("patient/")) => {
+                self.store()
+                    .rights_of(&user.id)
+                    .await
+                    .map_err(OAuthError::from)?
+                    .fhir_user_compartment
+            }
+            None => None,
         };
         if !self
             .store()

@@ -87,19 +87,28 @@ impl AuthServer {
         }
     }
 
-    /// Runs the scope policy; any refused scope is an `invalid_scope` naming it.
-    pub(crate) fn decide_scopes(
+    /// Runs the scope policy. Without an account, any refused scope is an `invalid_scope`
+    /// naming it. For an account the policy also bounds the scopes by what the account may
+    /// access (its roles and access policies): a scope its rights exclude is left out, as
+    /// SMART lets a server grant less than asked, and only a request left with nothing is
+    /// refused.
+    pub(crate) async fn decide_scopes(
         &self,
         client: &Client,
         grant_type: &str,
         requested: Vec<String>,
         user: Option<&User>,
+        patient: Option<&str>,
     ) -> Result<Vec<String>, OAuthError> {
         let registered = scopes::split(&client.scope);
         let requested = if requested.is_empty() {
             registered.clone()
         } else {
             requested
+        };
+        let rights = match user {
+            Some(user) => Some(self.store().rights_of(&user.id).await?),
+            None => None,
         };
         let outcome = self.policy.grant(&GrantRequest {
             client_id: client.client_id.clone(),
@@ -108,12 +117,20 @@ impl AuthServer {
             registered_scopes: registered,
             subject: Some(user.map_or(client.client_id.clone(), |u| u.id.clone())),
             fhir_user: user.and_then(|u| u.fhir_user.clone()),
-            patient: None,
+            patient: patient.map(str::to_string),
+            user: rights,
         });
-        if let Some((scope, why)) = outcome.refused.first() {
-            return Err(OAuthError::invalid_scope(format!("scope {scope}: {why}")));
+        match outcome.refused.first() {
+            Some((scope, why)) if user.is_none() || outcome.granted.is_empty() => {
+                Err(OAuthError::invalid_scope(format!("scope {scope}: {why}")))
+            }
+            _ => {
+                for (scope, why) in &outcome.refused {
+                    tracing::debug!(client = %client.client_id, "scope {scope} left out: {why}");
+                }
+                Ok(outcome.granted)
+            }
         }
-        Ok(outcome.granted)
     }
 
     /// Audiences from `aud` (SMART/IRIS) and `resource` (RFC 8707), through the policy.
@@ -156,7 +173,9 @@ impl AuthServer {
     ) -> Result<TokenResponse, OAuthError> {
         Self::require_grant_type(client, "client_credentials")?;
         let requested = scopes::split(params.get("scope")?.unwrap_or_default());
-        let granted = self.decide_scopes(client, "client_credentials", requested, None)?;
+        let granted = self
+            .decide_scopes(client, "client_credentials", requested, None, None)
+            .await?;
         let audiences = self.decide_audiences(client, params).await?;
         let grant_id = random_token();
         self.store()
@@ -335,7 +354,15 @@ impl AuthServer {
             })?),
             None => None,
         };
-        let granted = self.decide_scopes(client, "refresh_token", requested, user.as_ref())?;
+        let granted = self
+            .decide_scopes(
+                client,
+                "refresh_token",
+                requested,
+                user.as_ref(),
+                row.patient.as_deref(),
+            )
+            .await?;
         // Spent only once every check passed: a refused request leaves the token as it was.
         if !self.store().use_refresh_token(&hash, now).await? {
             // Spent by a concurrent request since it was read above.

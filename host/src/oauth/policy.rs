@@ -17,6 +17,8 @@ pub struct GrantRequest {
     pub fhir_user: Option<String>,
     /// The patient in context, when known.
     pub patient: Option<String>,
+    /// What the account behind the token may access (none for client_credentials).
+    pub user: Option<crate::rights::Rights>,
 }
 
 /// Which requested scopes are granted, and why the others are not.
@@ -85,6 +87,7 @@ mod tests {
             subject: None,
             fhir_user: None,
             patient: None,
+            user: None,
         });
         assert!(out.granted.is_empty());
         assert!(

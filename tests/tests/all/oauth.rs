@@ -122,6 +122,8 @@ async fn restart(env: Env) -> Env {
     store.close().await;
     start_with(db, file, Some(port)).await
 }
+/// An account: a patient when its fhirUser is a Patient (its own records), else a
+/// practitioner (all clinical data), so that its tokens reach what the tests read.
 async fn user(env: &Env, name: &str, fhir_user: Option<&str>) {
     env.store
         .create_user(NewUser {
@@ -129,6 +131,20 @@ async fn user(env: &Env, name: &str, fhir_user: Option<&str>) {
             password: PASSWORD.into(),
             fhir_user: fhir_user.map(str::to_string),
         })
+        .await
+        .unwrap();
+    let role = match fhir_user {
+        Some(f) if f.starts_with("Patient/") => "patient",
+        _ => "practitioner",
+    };
+    env.store
+        .update_user(
+            name,
+            hestia::store::UserUpdate {
+                roles: Some(vec![role.into()]),
+                fhir_user: None,
+            },
+        )
         .await
         .unwrap();
 }

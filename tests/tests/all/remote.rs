@@ -889,7 +889,11 @@ async fn journey_across_two_hosts(db: TestDb) {
     }
 
     // A person of the issuer (the patient p1) and Postman, a confidential app there.
-    add_user(issuer_dir.path(), "alice", &["--fhir-user", "Patient/p1"]);
+    add_user(
+        issuer_dir.path(),
+        "alice",
+        &["--fhir-user", "Patient/p1", "--role", "patient"],
+    );
     let app = add_client(
         issuer_dir.path(),
         &[

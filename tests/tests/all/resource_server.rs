@@ -225,9 +225,19 @@ async fn basic_app(db: &TestDb) -> (axum::Router, hestia::http::AppState, String
             })
             .await
             .unwrap();
+        let practitioner = hestia::store::UserUpdate {
+            roles: Some(vec!["practitioner".into()]),
+            fhir_user: None,
+        };
+        state.store().update_user(name, practitioner).await.unwrap();
         alice.get_or_insert(user);
     }
-    let token = mint(&state, json!({"sub": alice.unwrap().id})).await;
+    // A user's token carries user scopes (an account never gets system/ ones).
+    let token = mint(
+        &state,
+        json!({"sub": alice.unwrap().id, "scope": "user/*.read user/*.write"}),
+    )
+    .await;
     (
         app,
         state,
