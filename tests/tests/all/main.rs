@@ -16,3 +16,4 @@ mod scope_matrix;
 mod search;
 mod store;
 mod support;
+mod user_access;

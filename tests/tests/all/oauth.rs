@@ -3183,3 +3183,98 @@ async fn refused_token_and_registration_requests_spend_nothing() {
         );
     }
 }
+
+/// A token of an account holds what its rights leave of the requested scopes: a patient's
+/// `user/*.read` becomes `patient/*.read` with the patient as launch context (in the token
+/// response, the token and introspection), and stays so through a refresh; an account with
+/// no role gets the identity scopes only.
+#[tokio::test]
+async fn tokens_of_an_account_are_narrowed_by_its_rights() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "pat", Some("Patient/pat-1")).await;
+        env.store
+            .create_user(NewUser {
+                username: "nobody".into(),
+                password: PASSWORD.into(),
+                fhir_user: None,
+            })
+            .await
+            .unwrap();
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "openid fhirUser offline_access user/*.read",
+            &["authorization_code", "refresh_token"],
+        )
+        .await;
+        let exchange = |code: String, verifier: String| {
+            let (env, id, secret) = (&env, id.clone(), secret.clone());
+            async move {
+                let form = [
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", CALLBACK),
+                    ("code_verifier", verifier.as_str()),
+                ];
+                post_form(env, "/oauth2/token", &form, Some((&id, &secret))).await
+            }
+        };
+
+        let (verifier, challenge) = pkce();
+        let scope = "openid offline_access user/*.read";
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "pat",
+            scope,
+            &challenge,
+            &[("aud", &env.fhir)],
+            &[],
+        )
+        .await;
+        let got = exchange(q["code"].clone(), verifier).await;
+        assert_eq!(got.0, 200, "{}", got.2);
+        let t = got.2;
+        assert_eq!(t["scope"], "openid offline_access patient/*.read", "{t}");
+        assert_eq!(t["patient"], "pat-1", "{t}");
+        let access = t["access_token"].as_str().unwrap();
+        let (_, claims) = verify(&env, access).await;
+        assert_eq!(claims["patient"], "pat-1");
+        assert_eq!(
+            introspect(&env, &id, &secret, access).await["scope"],
+            t["scope"]
+        );
+        let refreshed = post_form(
+            &env,
+            "/oauth2/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+            ],
+            Some((&id, &secret)),
+        )
+        .await;
+        assert_eq!(refreshed.0, 200, "{}", refreshed.2);
+        assert_eq!(refreshed.2["scope"], "openid offline_access patient/*.read");
+        assert_eq!(refreshed.2["patient"], "pat-1");
+
+        let (verifier, challenge) = pkce();
+        let q = code_flow(
+            &env.url,
+            &browser(),
+            &id,
+            "nobody",
+            scope,
+            &challenge,
+            &[("aud", &env.fhir)],
+            &[],
+        )
+        .await;
+        let got = exchange(q["code"].clone(), verifier).await;
+        assert_eq!(got.0, 200, "{}", got.2);
+        assert_eq!(got.2["scope"], "openid offline_access", "{}", got.2);
+        assert!(got.2["patient"].is_null(), "{}", got.2);
+    }
+}
