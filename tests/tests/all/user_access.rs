@@ -59,7 +59,7 @@ async fn put(app: &axum::Router, token: &str, resource: Value) {
 }
 
 /// `Type/id` of the entries of a searchset (matches and includes), sorted; or the status.
-fn seen(reply: &Reply) -> Result<Vec<String>, u16> {
+fn seen(reply: &Reply) -> Seen {
     if reply.status != 200 {
         return Err(reply.status);
     }
@@ -92,7 +92,13 @@ fn seen(reply: &Reply) -> Result<Vec<String>, u16> {
     Ok(ids)
 }
 
-fn ok(ids: &[&str]) -> Result<Vec<String>, u16> {
+/// What one request sees: the entries, or the status of a refusal.
+type Seen = Result<Vec<String>, u16>;
+
+/// (account, scope, launch patient, method, path, what it sees)
+type Cell<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, &'a str, Seen);
+
+fn ok(ids: &[&str]) -> Seen {
     let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     v.sort();
     Ok(v)
@@ -165,14 +171,7 @@ async fn accounts_see_exactly_what_their_rights_allow() {
         let all_patients = ok(&["Patient/amy", "Patient/bob"]);
         let all_obs = ok(&["Observation/obs-amy", "Observation/obs-bob"]);
         // (account, scope, launch patient, method, path, expected)
-        let cells: Vec<(
-            &str,
-            &str,
-            Option<&str>,
-            &str,
-            &str,
-            Result<Vec<String>, u16>,
-        )> = vec![
+        let cells: Vec<Cell> = vec![
             (
                 "amy",
                 "user/*.rs",
