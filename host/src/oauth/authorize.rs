@@ -60,6 +60,26 @@ fn check_form_binding(
     Ok(())
 }
 
+/// What an account's records reach, as the consent page says it.
+fn reach_in_words(rights: &crate::rights::Rights) -> String {
+    let roles = if rights.roles.is_empty() {
+        "none".to_string()
+    } else {
+        rights.roles.join(", ")
+    };
+    match (&rights.fhir_user_compartment, rights.grants.is_empty()) {
+        (_, true) => format!(
+            "Your account has no access to health records here (roles: {roles}): the app will get none."
+        ),
+        (Some(patient), false) => format!(
+            "The app will see only your own records (Patient/{patient}), as far as you allow below."
+        ),
+        (None, false) => format!(
+            "The app will see records of the patients your account may access (roles: {roles}), as far as you allow below."
+        ),
+    }
+}
+
 /// A validated authorization request, kept between the pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizeRequest {
@@ -117,6 +137,9 @@ pub struct ConsentPage {
     /// The patients to pick from, when this server holds the FHIR data (`None`: it serves
     /// no FHIR, so the patient's id is typed in).
     pub patients: Option<PatientList>,
+    /// What the records asked for reach, in words, for an account whose rights bound them
+    /// (`None` when the app asks for no records).
+    pub reach: Option<String>,
     pub error: Option<String>,
 }
 
@@ -549,7 +572,22 @@ impl AuthServer {
         } else {
             None
         };
+        let asks_records = req
+            .scopes
+            .iter()
+            .any(|s| s.starts_with("user/") || s.starts_with("patient/"));
+        let reach = if asks_records {
+            let rights = self
+                .store()
+                .rights_of(&user.id)
+                .await
+                .map_err(OAuthError::from)?;
+            Some(reach_in_words(&rights))
+        } else {
+            None
+        };
         Ok(ConsentPage {
+            reach,
             request_id: row.id.clone(),
             csrf: row.csrf.clone(),
             client_name: client.client_name.clone(),

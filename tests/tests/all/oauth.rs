@@ -426,6 +426,10 @@ async fn code_flow_with_pkce_login_consent_and_code_reuse() {
         let consent = sign_in(&env.url, &b, &login, "alice").await;
         assert!(consent.contains("Read and search Observation records of the selected patient"));
         assert!(
+            consent.contains("The app will see only your own records (Patient/123)"),
+            "{consent}"
+        );
+        assert!(
             !consent.contains("name=\"patient\""),
             "a patient needs no picker"
         );
@@ -3260,6 +3264,28 @@ async fn tokens_of_an_account_are_narrowed_by_its_rights() {
         assert_eq!(refreshed.2["scope"], "openid offline_access patient/*.read");
         assert_eq!(refreshed.2["patient"], "pat-1");
 
+        // The consent page says it before the account approves.
+        let b = browser();
+        let (_, challenge) = pkce();
+        let params = [
+            ("response_type", "code"),
+            ("client_id", id.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("scope", scope),
+            ("state", "st"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        let login = open_authorize(&env.url, &b, &params)
+            .await
+            .text()
+            .await
+            .unwrap();
+        let consent = sign_in(&env.url, &b, &login, "nobody").await;
+        assert!(
+            consent.contains("Your account has no access to health records here (roles: none)"),
+            "{consent}"
+        );
         let (verifier, challenge) = pkce();
         let q = code_flow(
             &env.url,

@@ -148,12 +148,17 @@ pub fn consent(p: &ConsentPage) -> String {
             "<h1>Allow {client} to:</h1><p class=\"muted\">Signed in as {user}. Untick anything you do not want to allow.</p>{error}{search_form}\
 <form method=\"post\" action=\"{CONSENT_PATH}\" id=\"consent\">\
 <input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-{scopes}{picker}<p class=\"muted\">Data served by: {audiences}</p>\
+{reach}{scopes}{picker}<p class=\"muted\">Data served by: {audiences}</p>\
 <button type=\"submit\" name=\"decision\" value=\"approve\" id=\"approve\">Allow</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form>",
             client = escape(&p.client_name),
             user = escape(&p.username),
             error = error_box(&p.error),
+            reach = p
+                .reach
+                .as_deref()
+                .map(|r| format!("<p id=\"reach\"><strong>{}</strong></p>", escape(r)))
+                .unwrap_or_default(),
             rid = escape(&p.request_id),
             csrf = escape(&p.csrf),
         ),
