@@ -204,3 +204,22 @@ fn user_rights_narrow_requested_scopes() {
     assert_eq!(patient.grants()[0].patient_compartment(), Some("amy"));
     assert!(patient.has_role("patient") && !patient.has_role("admin"));
 }
+
+#[test]
+fn a_registered_user_scope_covers_the_patient_scope_of_an_account() {
+    use crate::testing::{token_request, user};
+    let request = |with_user: bool| {
+        let mut r = token_request()
+            .registered("user/*.read")
+            .requested("patient/Observation.rs patient/Patient.c");
+        if with_user {
+            r = r.user(user("patient", [("*.rs", Some("amy"))]));
+        }
+        crate::smart::grant_registered(&r.build())
+    };
+    let for_account = request(true);
+    assert_eq!(for_account.granted, ["patient/Observation.rs"]);
+    assert_eq!(for_account.refused.len(), 1, "{:?}", for_account.refused);
+    // Without an account, contexts stay apart.
+    assert!(request(false).granted.is_empty());
+}
