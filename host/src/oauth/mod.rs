@@ -276,20 +276,38 @@ impl AuthServer {
         token: &str,
         leeway: i64,
     ) -> Result<AccessClaims, TokenError> {
+        self.verify_access_token_json(token, leeway)
+            .await
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Self::verify_access_token_with_leeway`], also answering the verified claims as
+    /// JSON. The token's header and payload are each decoded once.
+    pub async fn verify_access_token_json(
+        &self,
+        token: &str,
+        leeway: i64,
+    ) -> Result<(AccessClaims, serde_json::Value), TokenError> {
         tokens::check_claimed_issuer(token, &self.issuer)?;
-        let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid);
+        let header = tokens::unverified_header(token)?;
         let jwks = self
-            .verification_keys(kid.as_deref())
+            .verification_keys(header.kid.as_deref())
             .await
             .map_err(store_unavailable)?;
-        let claims =
-            tokens::verify_access_token(token, &jwks, &self.issuer, Some(self.now()), leeway)?;
+        let (claims, raw) = tokens::verify_with_header(
+            token,
+            &header,
+            &jwks,
+            &self.issuer,
+            Some(self.now()),
+            leeway,
+        )?;
         match self.store.access_token_record(&claims.jti).await {
             Ok(Some(record)) => match record.revoked {
                 Some(r) => Err(TokenError::Revoked {
                     reason: format!("{} (at {})", r.reason, tokens::utc(r.at)),
                 }),
-                None => Ok(claims),
+                None => Ok((claims, raw)),
             },
             Ok(None) => Err(TokenError::Revoked {
                 reason: format!("this server has no record of token {}", claims.jti),

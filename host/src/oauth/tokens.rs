@@ -175,8 +175,27 @@ pub fn verify_access_token(
     now: Option<i64>,
     leeway: i64,
 ) -> Result<AccessClaims, TokenError> {
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let header = unverified_header(token)?;
+    check_claimed_issuer(token, issuer)?;
+    verify_with_header(token, &header, jwks, issuer, now, leeway).map(|(claims, _)| claims)
+}
+
+/// A JWT's header, not verified: which key and algorithm to verify it with.
+pub fn unverified_header(token: &str) -> Result<Header, TokenError> {
+    jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// [`verify_access_token`] for a caller that has read the header and checked the claimed
+/// issuer already (so that neither is decoded twice); also answers the verified claims as
+/// JSON, for plugins that read claims beyond [`AccessClaims`].
+pub fn verify_with_header(
+    token: &str,
+    header: &Header,
+    jwks: &JwkSet,
+    issuer: &str,
+    now: Option<i64>,
+    leeway: i64,
+) -> Result<(AccessClaims, serde_json::Value), TokenError> {
     let typ = header.typ.clone().unwrap_or_default();
     if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
         && !typ.eq_ignore_ascii_case("application/at+jwt")
@@ -184,7 +203,6 @@ pub fn verify_access_token(
         return Err(TokenError::WrongType(typ));
     }
     let kid = header.kid.clone().ok_or(TokenError::MissingKid)?;
-    check_claimed_issuer(token, issuer)?;
     let jwk = jwks.find(&kid).ok_or_else(|| TokenError::UnknownKid {
         kid: kid.clone(),
         issuer: issuer.to_string(),
@@ -215,7 +233,8 @@ pub fn verify_access_token(
             }
             _ => TokenError::Malformed(e.to_string()),
         })?;
-    let claims: AccessClaims = serde_json::from_value(data.claims)
+    let raw = data.claims;
+    let claims = AccessClaims::deserialize(&raw)
         .map_err(|e| TokenError::Malformed(format!("claims: {e}")))?;
     if claims.iss != issuer {
         return Err(TokenError::WrongIssuer {
@@ -224,7 +243,7 @@ pub fn verify_access_token(
         });
     }
     let Some(now) = now else {
-        return Ok(claims);
+        return Ok((claims, raw));
     };
     if now >= claims.exp + leeway {
         return Err(TokenError::Expired {
@@ -238,7 +257,7 @@ pub fn verify_access_token(
             now,
         });
     }
-    Ok(claims)
+    Ok((claims, raw))
 }
 
 /// Unix seconds as an RFC 3339 UTC time, for messages.

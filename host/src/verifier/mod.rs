@@ -10,7 +10,6 @@ pub mod remote;
 
 use std::sync::Arc;
 
-use base64::Engine;
 use serde_json::Value;
 
 pub use register::RegistrationOutcome;
@@ -43,10 +42,10 @@ impl TokenVerifier {
     pub async fn verify(&self, token: &str, leeway: i64) -> Result<Verified, TokenError> {
         match self {
             TokenVerifier::Local(auth) => {
-                let claims = auth.verify_access_token_with_leeway(token, leeway).await?;
+                let (claims, raw) = auth.verify_access_token_json(token, leeway).await?;
                 Ok(Verified {
                     claims,
-                    raw_json: payload_json(token),
+                    raw_json: raw.to_string(),
                 })
             }
             TokenVerifier::Remote(remote) => remote.verify(token, leeway).await,
@@ -68,18 +67,4 @@ impl TokenVerifier {
     pub fn is_remote(&self) -> bool {
         matches!(self, TokenVerifier::Remote(_))
     }
-}
-
-/// The JSON of a JWT's payload (already verified), for plugins that read other claims.
-pub fn payload_json(token: &str) -> String {
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_else(|| "{}".into())
 }

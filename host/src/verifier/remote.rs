@@ -13,7 +13,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
-use super::{IssuerError, Verified, diagnose, payload_json};
+use super::{IssuerError, Verified, diagnose};
 use crate::config::{IntrospectMode, IssuerSettings, Settings};
 use crate::oauth::Clock;
 use crate::oauth::tokens::{self, AccessClaims, TokenError};
@@ -330,17 +330,23 @@ impl RemoteIssuer {
             })
         });
         if let Some(header) = header.filter(|_| rfc9068) {
-            let kid = header.kid.ok_or(TokenError::MissingKid)?;
+            let kid = header.kid.clone().ok_or(TokenError::MissingKid)?;
             tokens::check_claimed_issuer(token, &discovery.issuer)?;
             let keys = self.keys_for(&kid).await?;
-            let claims =
-                tokens::verify_access_token(token, &keys, &discovery.issuer, Some(now), leeway)?;
+            let (claims, raw) = tokens::verify_with_header(
+                token,
+                &header,
+                &keys,
+                &discovery.issuer,
+                Some(now),
+                leeway,
+            )?;
             if self.settings.introspect == IntrospectMode::Always {
                 self.introspect(token, now).await?;
             }
             return Ok(Verified {
                 claims,
-                raw_json: payload_json(token),
+                raw_json: raw.to_string(),
             });
         }
         let (claims, raw_json) = self.introspect(token, now).await?;
