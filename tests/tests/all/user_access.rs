@@ -368,6 +368,47 @@ async fn accounts_see_exactly_what_their_rights_allow() {
             );
         }
 
+        // Batch entries run under their own entry's access, as on their own.
+        let token = mint(
+            &state,
+            json!({"sub": id("amy"), "client_id": "app-1", "scope": "user/*.rs"}),
+        )
+        .await;
+        let auth = format!("Bearer {token}");
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/amy"}},
+            {"request": {"method": "GET", "url": "Patient/bob"}},
+            {"request": {"method": "GET", "url": "Observation"}},
+        ]});
+        let reply = call(
+            &app,
+            "POST",
+            "/fhir/r4",
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/fhir+json"),
+            ],
+            batch.to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}: {}", db.backend, reply.body);
+        let statuses: Vec<&str> = reply.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["response"]["status"].as_str().unwrap_or_default())
+            .collect();
+        assert!(statuses[0].starts_with("200"), "{statuses:?}");
+        assert!(statuses[1].starts_with("403"), "{statuses:?}");
+        let observations = &reply.body["entry"][2]["resource"]["entry"];
+        assert_eq!(
+            observations.as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            reply.body
+        );
+        assert_eq!(observations[0]["resource"]["id"], "obs-amy");
+
         // A right removed while a token is out: the next request is refused.
         let token = mint(
             &state,
