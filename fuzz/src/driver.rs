@@ -23,8 +23,15 @@ use crate::targets::Target;
 
 /// The stack of a tokio worker thread, where `hestia serve` parses requests.
 pub const STACK: usize = 2 * 1024 * 1024;
-/// An input that takes longer than this is a finding ("slow").
-pub const SLOW: Duration = Duration::from_secs(1);
+/// An input that takes longer than this is a finding ("slow"). A debug build runs the
+/// hestia crate unoptimised, where one patch of the largest R4 example takes most of a
+/// second on a loaded machine: there the bar is higher, so that `scripts/test` does not
+/// fail on timing.
+pub const SLOW: Duration = if cfg!(debug_assertions) {
+    Duration::from_secs(5)
+} else {
+    Duration::from_secs(1)
+};
 /// A worker whose input runs longer than this is stopped, and the input saved ("hang").
 pub const HANG: Duration = Duration::from_secs(20);
 /// The worker's exit status when its watchdog stops it.
