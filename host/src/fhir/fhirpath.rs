@@ -74,9 +74,20 @@ impl<'a> Item<'a> {
     }
 }
 
+/// Tokens of the longest expression parsed. The R4 search definitions use well under a
+/// hundred; the bound keeps the tree (which parsing, evaluation and `Drop` walk
+/// recursively) shallow enough for any thread's stack whatever the text.
+const MAX_TOKENS: usize = 512;
+
 /// Parses an expression of the supported subset.
 pub fn parse(text: &str) -> Result<Expr, String> {
     let tokens = tokenize(text)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!(
+            "the expression has {} tokens; at most {MAX_TOKENS} are parsed",
+            tokens.len()
+        ));
+    }
     let mut parser = Parser { tokens, pos: 0 };
     let expr = parser.or()?;
     match parser.peek() {
@@ -657,6 +668,14 @@ fn is_subtype(actual: &str, wanted: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn long_expressions_are_refused_before_they_are_parsed() {
+        let path = format!("Patient{}", ".name".repeat(5_000));
+        let err = parse(&path).unwrap_err();
+        assert!(err.contains("at most 512 are parsed"), "{err}");
+        assert!(parse(&format!("Patient{}", ".name".repeat(100))).is_ok());
+    }
 
     fn values(expr: &str, resource: &Value) -> Vec<Value> {
         let parsed = parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
