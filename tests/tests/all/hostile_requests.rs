@@ -4,7 +4,7 @@
 use axum::body::{Body, Bytes};
 use serde_json::{Value, json};
 
-use crate::support::{Server, TestDb, app_on, call, client_trusting, hestia, raw_app_on};
+use crate::support::{Server, TestDb, app_on, call, client_trusting, raw_app_on, system_token_of};
 
 const JSON: (&str, &str) = ("content-type", "application/fhir+json");
 
@@ -51,56 +51,6 @@ fn doubling_patch() -> Value {
     Value::Array(ops)
 }
 
-/// A client-credentials token for the FHIR base of a running server, from a client made
-/// with the CLI on the same database.
-async fn token_of(
-    server: &Server,
-    dir: &std::path::Path,
-    db: &TestDb,
-    http: &reqwest::Client,
-) -> String {
-    let base = format!("{}/fhir/r4", server.url);
-    let (ok, out, err) = hestia(
-        dir,
-        &[
-            "client",
-            "add",
-            "--database-url",
-            &db.url,
-            "--name",
-            "hostile",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            "system/*.read system/*.write",
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
-    let client: Value = serde_json::from_str(&out).unwrap();
-    let token: Value = http
-        .post(format!("{}/oauth2/token", server.url))
-        .basic_auth(
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str(),
-        )
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "system/*.read system/*.write"),
-            ("aud", base.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{token}"))
-        .to_string()
-}
-
 /// The real binary (the stack of its request threads, not a test thread's): a patch
 /// whose copies would nest the resource 25,600 deep is refused with 422 naming
 /// `fhir.max_json_depth`, nothing is written, and the server stays ready.
@@ -110,7 +60,14 @@ async fn a_doubling_patch_is_refused_naming_the_depth_limit_and_the_server_stays
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(dir.path(), &["--database-url", &db.url]);
         let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
-        let access = token_of(&server, dir.path(), &db, &http).await;
+        let access = system_token_of(
+            &server,
+            dir.path(),
+            &db,
+            &http,
+            "system/*.read system/*.write",
+        )
+        .await;
         let base = format!("{}/fhir/r4", server.url);
         let created: Value = http
             .post(format!("{base}/Patient"))

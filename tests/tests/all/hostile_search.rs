@@ -5,59 +5,11 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Reply, Server, TestDb, app_on, call, client_trusting, hestia};
+use crate::support::{Reply, Server, TestDb, app_on, call, client_trusting, system_token_of};
 
 const BASE: &str = "/fhir/r4";
 const JSON: (&str, &str) = ("content-type", "application/fhir+json");
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-
-/// A `system/*.*` token of the running server for a client made with the CLI.
-async fn system_token(
-    dir: &std::path::Path,
-    db: &TestDb,
-    http: &reqwest::Client,
-    server: &Server,
-) -> String {
-    let (ok, out, err) = hestia(
-        dir,
-        &[
-            "client",
-            "add",
-            "--database-url",
-            db.url.as_str(),
-            "--name",
-            "hostile",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            "system/*.read",
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
-    let client: Value = serde_json::from_str(&out).unwrap();
-    let token: Value = http
-        .post(format!("{}/oauth2/token", server.url))
-        .basic_auth(
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str(),
-        )
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "system/*.read"),
-            ("aud", format!("{}{BASE}", server.url).as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{token}"))
-        .to_string()
-}
 
 /// The real binary, since its worker threads have the stack a request gets in
 /// production: a form body of 5,000 chained links is a 400 naming the limit, and the
@@ -69,7 +21,7 @@ async fn a_chain_of_thousands_of_links_is_refused_and_the_server_stays_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server::start(dir.path(), &["--database-url", db.url.as_str()]);
         let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
-        let token = system_token(dir.path(), &db, &http, &server).await;
+        let token = system_token_of(&server, dir.path(), &db, &http, "system/*.read").await;
 
         let body = format!("{}_id=x", "part-of.".repeat(5000));
         let reply = http

@@ -630,3 +630,50 @@ pub fn demo_value(lines: &[String], label: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A client_credentials token with `scope` (system scopes) from a running `hestia serve`,
+/// for a client made with the CLI on the same database; its audience is the FHIR base.
+pub async fn system_token_of(
+    server: &Server,
+    dir: &Path,
+    db: &TestDb,
+    http: &reqwest::Client,
+    scope: &str,
+) -> String {
+    let args = [
+        "client",
+        "add",
+        "--database-url",
+        db.url.as_str(),
+        "--name",
+        "backend",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        scope,
+    ];
+    let (ok, out, err) = hestia(dir, &args, "");
+    assert!(ok, "{err}");
+    let client: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token: serde_json::Value = http
+        .post(format!("{}/oauth2/token", server.url))
+        .basic_auth(
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("aud", format!("{}/fhir/r4", server.url).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{token}"))
+        .to_string()
+}
