@@ -385,7 +385,8 @@ impl AuthServer {
         let requested = scopes::split(params.get("scope")?.unwrap_or_default());
         req.scopes = self
             .decide_scopes(client, "authorization_code", requested, None, None)
-            .await?;
+            .await?
+            .scopes;
         req.audiences = self.decide_audiences(client, params).await?;
         if params.get("prompt")? == Some("none") {
             return Err(OAuthError::new(
@@ -702,7 +703,9 @@ impl AuthServer {
         } else {
             None
         };
-        let granted = match self
+        // A scope the account's rights confined to its own records carries that patient
+        // as the launch context, as SMART's patient/ scopes need one.
+        let (granted, patient) = match self
             .decide_scopes(
                 &client,
                 "authorization_code",
@@ -712,21 +715,8 @@ impl AuthServer {
             )
             .await
         {
-            Ok(g) => g,
+            Ok(decision) => (decision.scopes, decision.patient),
             Err(e) => return Err(self.error_redirect(&req, &e)),
-        };
-        // A scope the account's rights confined to its own records carries that patient
-        // as the launch context, as SMART's patient/ scopes need one.
-        let patient = match patient {
-            Some(p) => Some(p),
-            None if granted.iter().any(|s| s.starts_with("patient/")) => {
-                self.store()
-                    .rights_of(&user.id)
-                    .await
-                    .map_err(OAuthError::from)?
-                    .fhir_user_compartment
-            }
-            None => None,
         };
         if !self
             .store()

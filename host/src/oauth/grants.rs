@@ -43,6 +43,12 @@ pub(crate) struct Issue<'a> {
     pub refresh: bool,
 }
 
+/// The scopes a token gets, and the patient in its launch context.
+pub(crate) struct ScopeDecision {
+    pub scopes: Vec<String>,
+    pub patient: Option<String>,
+}
+
 impl AuthServer {
     /// The token endpoint.
     pub async fn token(
@@ -91,7 +97,8 @@ impl AuthServer {
     /// naming it. For an account the policy also bounds the scopes by what the account may
     /// access (its roles and access policies): a scope its rights exclude is left out, as
     /// SMART lets a server grant less than asked, and only a request left with nothing is
-    /// refused.
+    /// refused. The patient in context is the one given or, when an account's rights made
+    /// a `patient/` scope of its own records, the account's patient.
     pub(crate) async fn decide_scopes(
         &self,
         client: &Client,
@@ -99,7 +106,7 @@ impl AuthServer {
         requested: Vec<String>,
         user: Option<&User>,
         patient: Option<&str>,
-    ) -> Result<Vec<String>, OAuthError> {
+    ) -> Result<ScopeDecision, OAuthError> {
         let registered = scopes::split(&client.scope);
         let requested = if requested.is_empty() {
             registered.clone()
@@ -110,6 +117,9 @@ impl AuthServer {
             Some(user) => Some(self.store().rights_of(&user.id).await?),
             None => None,
         };
+        let own_patient = rights
+            .as_ref()
+            .and_then(|r| r.fhir_user_compartment.clone());
         let outcome = self.policy.grant(&GrantRequest {
             client_id: client.client_id.clone(),
             grant_type: grant_type.to_string(),
@@ -128,7 +138,17 @@ impl AuthServer {
                 for (scope, why) in &outcome.refused {
                     tracing::debug!(client = %client.client_id, "scope {scope} left out: {why}");
                 }
-                Ok(outcome.granted)
+                let patient = match patient {
+                    Some(p) => Some(p.to_string()),
+                    None if outcome.granted.iter().any(|s| s.starts_with("patient/")) => {
+                        own_patient
+                    }
+                    None => None,
+                };
+                Ok(ScopeDecision {
+                    scopes: outcome.granted,
+                    patient,
+                })
             }
         }
     }
@@ -175,7 +195,8 @@ impl AuthServer {
         let requested = scopes::split(params.get("scope")?.unwrap_or_default());
         let granted = self
             .decide_scopes(client, "client_credentials", requested, None, None)
-            .await?;
+            .await?
+            .scopes;
         let audiences = self.decide_audiences(client, params).await?;
         let grant_id = random_token();
         self.store()
@@ -362,7 +383,8 @@ impl AuthServer {
                 user.as_ref(),
                 row.patient.as_deref(),
             )
-            .await?;
+            .await?
+            .scopes;
         // Spent only once every check passed: a refused request leaves the token as it was.
         if !self.store().use_refresh_token(&hash, now).await? {
             // Spent by a concurrent request since it was read above.
