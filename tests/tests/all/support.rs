@@ -78,9 +78,13 @@ impl TestDb {
     }
 }
 
-/// The `hestia` binary under test (see `src/bin/hestia-e2e.rs`).
+/// The `hestia` binary under test (see `src/bin/hestia-e2e.rs`). `HESTIA_TEST_BIN` names
+/// another build of it: checkouts that share one target directory share the uplifted
+/// `hestia-e2e`, so each copies its own build aside and points its tests at the copy.
 pub fn hestia_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hestia-e2e"))
+    std::env::var_os("HESTIA_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hestia-e2e")))
 }
 
 /// A running `hestia serve`, stopped (SIGTERM, then kill) when dropped.
