@@ -167,6 +167,20 @@ pub struct FileConfig {
     pub issuer: FileIssuer,
     #[serde(default)]
     pub server: FileServer,
+    #[serde(default)]
+    pub bulk: FileBulk,
+}
+
+/// `[bulk]`: Bulk Data export jobs (see [`BulkSettings`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBulk {
+    pub dir: Option<PathBuf>,
+    pub max_jobs: Option<u64>,
+    pub workers: Option<u64>,
+    pub retain_secs: Option<u64>,
+    pub stale_after_secs: Option<u64>,
+    pub file_max_resources: Option<u64>,
 }
 
 /// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
@@ -361,6 +375,28 @@ pub struct Settings {
     /// A remote authorization server to trust; `None`: this server is its own issuer.
     pub issuer: Option<IssuerSettings>,
     pub limits: RequestLimits,
+    pub bulk: BulkSettings,
+}
+
+/// `[bulk]`, resolved: where export files go and how many jobs run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkSettings {
+    /// `bulk.dir` (default `DATA_DIR/bulk`): one directory of NDJSON files per job.
+    pub dir: PathBuf,
+    /// `bulk.max_jobs` (default 4): export jobs in progress at once (in the database, so
+    /// across servers); a kick-off beyond that gets 429 with `Retry-After`.
+    pub max_jobs: i64,
+    /// `bulk.workers` (default 2): jobs this process exports at the same time; the others
+    /// wait their turn.
+    pub workers: usize,
+    /// `bulk.retain_secs` (default 86400): how long a finished job and its files are
+    /// kept before they are deleted.
+    pub retain: Duration,
+    /// `bulk.stale_after_secs` (default 120): a job in progress whose worker has not
+    /// reported for this long (its process stopped) is marked failed.
+    pub stale_after: Duration,
+    /// `bulk.file_max_resources` (default 100000): resources per output file.
+    pub file_max_resources: u64,
 }
 
 /// What one request may cost: each bound has a `hestia.toml` key, and a request that
@@ -816,6 +852,7 @@ impl RawConfig {
             ));
         }
 
+        let bulk = self.resolve_bulk(&data_dir)?;
         Ok(Settings {
             listen,
             public_url,
@@ -848,6 +885,33 @@ impl RawConfig {
             },
             issuer,
             limits: self.resolve_limits()?,
+            bulk,
+        })
+    }
+
+    /// [`BulkSettings`]: counts and times at least 1.
+    fn resolve_bulk(&self, data_dir: &std::path::Path) -> Result<BulkSettings, ConfigError> {
+        let bulk = &self.file.bulk;
+        let positive = |key: &'static str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(invalid(key, Source::File, "0", "must be at least 1")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(BulkSettings {
+            dir: bulk.dir.clone().unwrap_or_else(|| data_dir.join("bulk")),
+            max_jobs: positive("bulk.max_jobs", bulk.max_jobs, 4)?.min(i64::MAX as u64) as i64,
+            workers: positive("bulk.workers", bulk.workers, 2)?.min(1024) as usize,
+            retain: Duration::from_secs(positive("bulk.retain_secs", bulk.retain_secs, 86_400)?),
+            stale_after: Duration::from_secs(positive(
+                "bulk.stale_after_secs",
+                bulk.stale_after_secs,
+                120,
+            )?),
+            file_max_resources: positive(
+                "bulk.file_max_resources",
+                bulk.file_max_resources,
+                100_000,
+            )?,
         })
     }
 

@@ -175,18 +175,24 @@ impl Gate {
         basic: Option<Basic>,
         request: FhirRequest,
     ) -> Result<Admitted, Refusal> {
-        let verified = self.verify(token).await?;
-        if self.require_basic {
-            self.check_basic(basic, &verified.claims, token).await?;
-        }
-        self.accept_audience(&verified.claims)?;
-        let caller = self.caller(&verified).await?;
+        let caller = self.admit_caller(token, basic).await?;
         let access = caller.decide(&request)?;
         Ok(Admitted {
             caller,
             request,
             access,
         })
+    }
+
+    /// Steps 1 to 3: the caller a token makes, before any scope-policy decision. For the
+    /// routes whose handler asks the scope policy itself ([`Route::decided_by_handler`]).
+    pub async fn admit_caller(&self, token: &str, basic: Option<Basic>) -> Result<Caller, Refusal> {
+        let verified = self.verify(token).await?;
+        if self.require_basic {
+            self.check_basic(basic, &verified.claims, token).await?;
+        }
+        self.accept_audience(&verified.claims)?;
+        self.caller(&verified).await
     }
 
     /// Step 1: the token is genuine, current and not revoked.
@@ -545,7 +551,25 @@ pub struct Route<'a> {
     pub operation: Option<&'a str>,
 }
 
+/// The routes of Bulk Data export (`http/bulk.rs`). Their handlers ask the scope policy
+/// themselves: a kick-off is a search of every type it exports (decided type by type,
+/// [`Caller::search_access`]), and a job's status and files belong to the client and
+/// subject whose token started it.
+pub const BULK_ROUTES: &[&str] = &[
+    "/$export",
+    "/Patient/$export",
+    "/Group/{id}/$export",
+    "/bulkstatus/{job}",
+    "/bulkfiles/{job}/{file}",
+];
+
 impl Route<'_> {
+    /// Routes admitted with a verified caller only (steps 1 to 3), whose handler takes
+    /// the scope-policy decisions: [`BULK_ROUTES`].
+    pub fn decided_by_handler(&self) -> bool {
+        BULK_ROUTES.contains(&self.template)
+    }
+
     /// Routes that answer without a token: the discovery documents.
     pub fn is_public(&self, method: &str) -> bool {
         method == "GET"

@@ -3,6 +3,8 @@
 //! Plain types in, plain types out; the HTTP layer and the store build on these.
 
 pub mod access;
+pub mod bulk;
+pub mod bulk_worker;
 pub mod bundle;
 pub mod capabilities;
 pub mod definitions;

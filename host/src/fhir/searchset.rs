@@ -542,7 +542,7 @@ pub struct Allowed<'a> {
 /// type's own access, both. A chain or `_has` whose every type is out of reach is
 /// refused, naming the parameter, the type and why; a chain without a type modifier
 /// keeps to the target types in reach and matches nothing through the others.
-fn reach(
+pub(crate) fn reach(
     branches: &[Branch],
     access: &Access,
     type_access: TypeAccess<'_>,
@@ -1117,7 +1117,12 @@ fn is_element(key: &str, element: &str) -> bool {
 }
 
 /// Applies `_summary` and `_elements` to a resource, marking it `SUBSETTED`.
-fn shape(resource: &mut Value, found: &Found, summary: Option<Summary>, elements: &[String]) {
+pub(crate) fn shape(
+    resource: &mut Value,
+    found: &Found,
+    summary: Option<Summary>,
+    elements: &[String],
+) {
     let Value::Object(object) = resource else {
         return;
     };

@@ -3,6 +3,7 @@
 //! metrics, body limit).
 
 mod admin;
+pub mod bulk;
 pub mod fhir;
 mod fhir_meta;
 mod guard;
@@ -51,6 +52,7 @@ struct Inner {
     gate: Gate,
     ready: AtomicBool,
     in_flight: guard::InFlight,
+    bulk: crate::fhir::bulk_worker::Exports,
 }
 
 impl AppState {
@@ -99,9 +101,15 @@ impl AppState {
             },
         );
         let in_flight = guard::InFlight::new(settings.limits.max_concurrent_requests);
+        let bulk = crate::fhir::bulk_worker::Exports::new(
+            store.clone(),
+            settings.bulk.clone(),
+            settings.fhir_base_url(),
+        );
         Self {
             inner: Arc::new(Inner {
                 in_flight,
+                bulk,
                 settings,
                 store,
                 fhir,
@@ -149,6 +157,11 @@ impl AppState {
         &self.inner.gate
     }
 
+    /// The Bulk Data export jobs.
+    pub fn bulk(&self) -> &crate::fhir::bulk_worker::Exports {
+        &self.inner.bulk
+    }
+
     /// Marks the server ready: the database answered and the schema is migrated.
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
@@ -174,6 +187,7 @@ pub fn app(state: AppState) -> Router {
             &fhir_base,
             fhir::routes(max_body)
                 .merge(fhir_meta::routes())
+                .merge(bulk::routes())
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
                     resource_server::authorize,

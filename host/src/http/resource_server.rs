@@ -167,6 +167,11 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
         .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
         .unwrap_or_default();
     let gate = state.gate();
+    if route.decided_by_handler() {
+        let caller = gate.admit_caller(&token, basic).await?;
+        parts.extensions.insert(caller);
+        return Ok(Request::from_parts(parts, body));
+    }
     let request = classify_route(parts.method.as_str(), &route, &query, gate.base_url());
     let admitted = gate.admit(&token, basic, request).await?;
     // A write under a restricted access keeps within it: its content is read here.

@@ -154,6 +154,7 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     // The purge reads the tables the migrations create, so it starts once they exist; in
     // the background, as readiness does not wait for it.
     spawn_oauth_purge(store.clone(), &settings.oauth);
+    state.bulk().spawn_purge();
     // The planner's statistics for the data there already (see `Store::analyze`); in
     // the background, readiness does not wait for it.
     let analyzing = store.clone();

@@ -5,6 +5,7 @@
 //! [`Store::backend`]. Migrations live in `host/migrations/{sqlite,postgres}` with the same
 //! version numbers; each issue that adds state adds a numbered migration to both.
 
+pub mod bulk;
 mod clients;
 pub mod fhir;
 mod issuer;

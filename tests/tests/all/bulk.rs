@@ -1,0 +1,587 @@
+//! Bulk Data export (`$export`, its status URL and files) on both databases: each
+//! kick-off kind, `_type`, `_since`, `_typeFilter`, Group membership, access narrowed by
+//! scopes, files refused to other clients, cancel and 429.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::support::{Reply, TestDb, call, mint, raw_app_on};
+
+const BASE: &str = "/fhir/r4";
+
+fn config(dir: &std::path::Path, extra: &str) -> String {
+    format!("[bulk]\ndir = {:?}\n{extra}", dir.display().to_string())
+}
+
+async fn send(app: &axum::Router, method: &str, uri: &str, token: &str, body: Value) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        headers.push(("content-type", "application/fhir+json"));
+        body.to_string()
+    };
+    call(app, method, uri, &headers, text).await
+}
+
+/// A kick-off with the headers the IG requires.
+async fn kick_off(app: &axum::Router, method: &str, uri: &str, token: &str, body: Value) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+    ];
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        headers.push(("content-type", "application/fhir+json"));
+        body.to_string()
+    };
+    call(app, method, uri, &headers, text).await
+}
+
+/// The status path of a 202 kick-off.
+fn status_path(reply: &Reply) -> String {
+    assert_eq!(reply.status, 202, "kick-off: {:?}", reply.body);
+    let location = reply.header("content-location");
+    let at = location.find(BASE).expect("status URL under the base");
+    location[at..].to_owned()
+}
+
+/// Polls the status URL until the job is no longer in progress.
+async fn finished(app: &axum::Router, status: &str, token: &str) -> Reply {
+    for _ in 0..1000 {
+        let reply = send(app, "GET", status, token, Value::Null).await;
+        if reply.status != 202 {
+            return reply;
+        }
+        assert!(!reply.header("x-progress").is_empty());
+        assert_eq!(reply.header("retry-after"), "2");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the export job did not finish");
+}
+
+/// The raw body of a file of the manifest.
+async fn fetch(app: &axum::Router, url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>, String) {
+    use tower::ServiceExt;
+    let at = url.find(BASE).expect("file URL under the base");
+    let mut req = axum::http::Request::builder().uri(&url[at..]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let encoding = response
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, bytes.to_vec(), encoding)
+}
+
+/// Runs an export to its end: the resources of each output type, as `Type/id`.
+async fn export(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Value,
+) -> BTreeMap<String, Vec<String>> {
+    let status = status_path(&kick_off(app, method, uri, token, body).await);
+    let manifest = finished(app, &status, token).await;
+    assert_eq!(manifest.status, 200, "{uri}: {:?}", manifest.body);
+    assert_eq!(manifest.body["requiresAccessToken"], true);
+    assert!(manifest.body["transactionTime"].is_string());
+    assert!(
+        manifest.body["request"]
+            .as_str()
+            .unwrap()
+            .contains("$export")
+    );
+    let auth = format!("Bearer {token}");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in manifest.body["output"].as_array().unwrap() {
+        let (code, bytes, _) = fetch(
+            app,
+            file["url"].as_str().unwrap(),
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(code, 200);
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(file["count"], lines.len());
+        let ty = file["type"].as_str().unwrap().to_owned();
+        for r in lines {
+            assert_eq!(r["resourceType"], ty.as_str());
+            out.entry(ty.clone())
+                .or_default()
+                .push(format!("{ty}/{}", r["id"].as_str().unwrap()));
+        }
+    }
+    for ids in out.values_mut() {
+        ids.sort();
+    }
+    out
+}
+
+fn ids(map: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    map.values().flatten().cloned().collect()
+}
+
+/// Two patients, each with an Observation, a practitioner, and a Group of the first.
+async fn seed(app: &axum::Router, admin: &str) {
+    let resources = [
+        json!({"resourceType": "Practitioner", "id": "pr1"}),
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Curie"}], "gender": "female"}),
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Bohr"}], "gender": "male"}),
+        json!({"resourceType": "Observation", "id": "o1", "status": "final",
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+               "code": {"text": "lab"}, "subject": {"reference": "Patient/p1"}}),
+        json!({"resourceType": "Observation", "id": "o2", "status": "final",
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+               "code": {"text": "vital"}, "subject": {"reference": "Patient/p2"}}),
+        json!({"resourceType": "Group", "id": "g1", "type": "person", "actual": true,
+               "member": [{"entity": {"reference": "Patient/p1"}}]}),
+    ];
+    for r in resources {
+        let uri = format!(
+            "{BASE}/{}/{}",
+            r["resourceType"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let reply = send(app, "PUT", &uri, admin, r).await;
+        assert_eq!(reply.status, 201, "{uri}: {:?}", reply.body);
+    }
+}
+
+fn system_token(scope: &str, client: &str) -> Value {
+    json!({"scope": scope, "client_id": client, "sub": client})
+}
+
+#[tokio::test]
+async fn kick_offs_export_what_they_name() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        seed(&app, &admin).await;
+        let b = db.backend;
+
+        let all = export(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await;
+        assert_eq!(
+            ids(&all),
+            [
+                "Group/g1",
+                "Observation/o1",
+                "Observation/o2",
+                "Patient/p1",
+                "Patient/p2",
+                "Practitioner/pr1"
+            ],
+            "{b}"
+        );
+
+        // Patient-level: the types of the Patient compartment only (a Group is one, by
+        // its members; a Practitioner is not).
+        let patients = export(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient/$export"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            ids(&patients),
+            [
+                "Group/g1",
+                "Observation/o1",
+                "Observation/o2",
+                "Patient/p1",
+                "Patient/p2"
+            ],
+            "{b}"
+        );
+
+        // Group: its members' compartments.
+        let group = export(
+            &app,
+            "GET",
+            &format!("{BASE}/Group/g1/$export"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            ids(&group),
+            ["Group/g1", "Observation/o1", "Patient/p1"],
+            "{b}"
+        );
+
+        // POST with Parameters: the patient parameter.
+        let params = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "_type", "valueString": "Patient,Observation"},
+            {"name": "patient", "valueReference": {"reference": "Patient/p2"}}]});
+        let posted = export(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient/$export"),
+            &admin,
+            params,
+        )
+        .await;
+        assert_eq!(ids(&posted), ["Observation/o2", "Patient/p2"], "{b}");
+
+        // _type, and _typeFilter run by the search engine.
+        let typed = export(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?_type=Patient"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(ids(&typed), ["Patient/p1", "Patient/p2"], "{b}");
+        let filtered = export(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?_type=Observation,Patient&_typeFilter=Observation%3Fcategory%3Dlaboratory"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            ids(&filtered),
+            ["Observation/o1", "Patient/p1", "Patient/p2"],
+            "{b}"
+        );
+
+        // _since: only what changed since then.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let updated = send(
+            &app,
+            "PUT",
+            &format!("{BASE}/Patient/p2"),
+            &admin,
+            json!({"resourceType": "Patient", "id": "p2", "gender": "male", "birthDate": "1885-10-07"}),
+        )
+        .await;
+        assert_eq!(updated.status, 200);
+        let since = updated.body["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let changed = export(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?_since={}", since.replace('+', "%2B")),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(ids(&changed), ["Patient/p2"], "{b}");
+
+        // _elements keeps the named elements (and marks the resource SUBSETTED).
+        let status = status_path(
+            &kick_off(
+                &app,
+                "GET",
+                &format!("{BASE}/$export?_type=Patient&_elements=gender"),
+                &admin,
+                Value::Null,
+            )
+            .await,
+        );
+        let manifest = finished(&app, &status, &admin).await;
+        let auth = format!("Bearer {admin}");
+        let (_, bytes, _) = fetch(
+            &app,
+            manifest.body["output"][0]["url"].as_str().unwrap(),
+            &[("authorization", &auth)],
+        )
+        .await;
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let r: Value = serde_json::from_str(line).unwrap();
+            assert!(
+                r.get("gender").is_some() && r.get("name").is_none(),
+                "{b}: {r}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn kick_off_needs_its_headers_and_valid_parameters() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        let b = db.backend;
+        let auth = format!("Bearer {admin}");
+        let uri = format!("{BASE}/$export");
+        let no_prefer = call(
+            &app,
+            "GET",
+            &uri,
+            &[
+                ("authorization", &auth),
+                ("accept", "application/fhir+json"),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(no_prefer.status, 400, "{b}");
+        assert!(no_prefer.diagnostics().contains("respond-async"), "{b}");
+        let no_accept = call(
+            &app,
+            "GET",
+            &uri,
+            &[("authorization", &auth), ("prefer", "respond-async")],
+            "",
+        )
+        .await;
+        assert_eq!(no_accept.status, 400, "{b}");
+        assert!(
+            no_accept.diagnostics().contains("application/fhir+json"),
+            "{b}"
+        );
+        for bad in [
+            "_outputFormat=text/csv",
+            "_type=NotAType",
+            "_since=yesterday",
+            "_typeFilter=Observation%3Fno-such-param%3Dx",
+            "_typeFilter=Observation%3F_sort%3Ddate",
+            "includeAssociatedData=LatestProvenanceResources",
+        ] {
+            let reply = kick_off(&app, "GET", &format!("{uri}?{bad}"), &admin, Value::Null).await;
+            assert_eq!(reply.status, 400, "{b} {bad}: {:?}", reply.body);
+            assert_eq!(reply.body["resourceType"], "OperationOutcome");
+        }
+        let none = call(
+            &app,
+            "GET",
+            &uri,
+            &[
+                ("accept", "application/fhir+json"),
+                ("prefer", "respond-async"),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(none.status, 401, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn exports_keep_within_the_tokens_access() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        seed(&app, &admin).await;
+        let b = db.backend;
+
+        // system/Patient.rs exports Patients only; asking for Observations is refused.
+        let patients_only = mint(&state, system_token("system/Patient.rs", "bulk-p")).await;
+        let got = export(
+            &app,
+            "GET",
+            &format!("{BASE}/$export"),
+            &patients_only,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(ids(&got), ["Patient/p1", "Patient/p2"], "{b}");
+        let refused = kick_off(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?_type=Observation"),
+            &patients_only,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{b}: {:?}", refused.body);
+        assert!(refused.diagnostics().contains("Observation"), "{b}");
+
+        // A scope query narrows the type as a search would.
+        let labs = mint(
+            &state,
+            system_token("system/Observation.rs?category=laboratory", "bulk-lab"),
+        )
+        .await;
+        let got = export(&app, "GET", &format!("{BASE}/$export"), &labs, Value::Null).await;
+        assert_eq!(ids(&got), ["Observation/o1"], "{b}");
+
+        // A patient/ token: that patient's compartment, whatever the kick-off asks.
+        let patient = mint(&state, json!({"scope": "patient/*.rs", "patient": "p1", "client_id": "app-p", "sub": "user-p"})).await;
+        let got = export(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient/$export"),
+            &patient,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            ids(&got),
+            ["Group/g1", "Observation/o1", "Patient/p1"],
+            "{b}"
+        );
+        let got = export(
+            &app,
+            "GET",
+            &format!("{BASE}/$export"),
+            &patient,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            ids(&got),
+            ["Group/g1", "Observation/o1", "Patient/p1"],
+            "{b}"
+        );
+        let refused = kick_off(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?_type=Practitioner"),
+            &patient,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{b}: {:?}", refused.body);
+    }
+}
+
+#[tokio::test]
+async fn files_and_status_belong_to_the_client_that_started_the_job() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        seed(&app, &admin).await;
+        let b = db.backend;
+        let status = status_path(
+            &kick_off(
+                &app,
+                "GET",
+                &format!("{BASE}/$export?_type=Patient"),
+                &admin,
+                Value::Null,
+            )
+            .await,
+        );
+        let manifest = finished(&app, &status, &admin).await;
+        let url = manifest.body["output"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let (code, _, _) = fetch(&app, &url, &[]).await;
+        assert_eq!(code, 401, "{b}: a file without a token");
+        let other = mint(&state, system_token("system/*.*", "bulk-other")).await;
+        let other_auth = format!("Bearer {other}");
+        let (code, body, _) = fetch(&app, &url, &[("authorization", &other_auth)]).await;
+        assert_eq!(code, 403, "{b}: another client's token");
+        assert!(
+            String::from_utf8_lossy(&body).contains("another client"),
+            "{b}"
+        );
+        let peek = send(&app, "GET", &status, &other, Value::Null).await;
+        assert_eq!(peek.status, 403, "{b}");
+        let cancel = send(&app, "DELETE", &status, &other, Value::Null).await;
+        assert_eq!(cancel.status, 403, "{b}");
+
+        // The owner gets the file, gzipped when asked.
+        let auth = format!("Bearer {admin}");
+        let (code, plain, _) = fetch(&app, &url, &[("authorization", &auth)]).await;
+        assert_eq!(code, 200);
+        let (code, zipped, encoding) = fetch(
+            &app,
+            &url,
+            &[("authorization", &auth), ("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!((code, encoding.as_str()), (200, "gzip"), "{b}");
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(zipped.as_slice()),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, plain, "{b}");
+        let (code, _, _) = fetch(
+            &app,
+            &url.replace("Patient-1.ndjson", "..%2Fhestia.db"),
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(code, 404, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_removes_the_job_and_its_files() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        seed(&app, &admin).await;
+        let b = db.backend;
+        let status = status_path(
+            &kick_off(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await,
+        );
+        let job = status.rsplit('/').next().unwrap().to_owned();
+        finished(&app, &status, &admin).await;
+        assert!(dir.path().join(&job).exists(), "{b}");
+        let cancel = send(&app, "DELETE", &status, &admin, Value::Null).await;
+        assert_eq!(cancel.status, 202, "{b}");
+        let gone = send(&app, "GET", &status, &admin, Value::Null).await;
+        assert_eq!(gone.status, 404, "{b}");
+        assert!(!dir.path().join(&job).exists(), "{b}");
+        let again = send(&app, "DELETE", &status, &admin, Value::Null).await;
+        assert_eq!(again.status, 404, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn kick_offs_beyond_the_job_limit_get_429() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "max_jobs = 1")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        let b = db.backend;
+        // A job in progress of another server sharing the database.
+        let busy = hestia::store::bulk::NewBulkJob {
+            id: "elsewhere",
+            client_id: "bulk-admin",
+            subject: "bulk-admin",
+            request: "https://elsewhere/$export",
+            transaction_time: 0,
+        };
+        assert!(state.store().create_bulk_job(&busy, 1).await.unwrap());
+        let reply = kick_off(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await;
+        assert_eq!(reply.status, 429, "{b}: {:?}", reply.body);
+        assert_eq!(reply.header("retry-after"), "2", "{b}");
+        assert!(reply.diagnostics().contains("bulk.max_jobs"), "{b}");
+        // Once it is gone, a kick-off starts.
+        state.store().delete_bulk_job("elsewhere").await.unwrap();
+        let reply = kick_off(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await;
+        assert_eq!(reply.status, 202, "{b}: {:?}", reply.body);
+    }
+}
