@@ -65,6 +65,23 @@ pub enum FhirCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
+    /// Load resources from NDJSON files (one resource per line; `.gz` too), or from the
+    /// `*.ndjson` and `*.ndjson.gz` files of directories, in batches of one transaction
+    /// each, validated by the resource-validator plugins. Refused lines are reported as
+    /// OperationOutcome lines naming file and line; the rest is loaded. Safe beside a
+    /// running server.
+    Import {
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+        /// Where the OperationOutcome lines of refused lines go (default: standard error).
+        #[arg(long, value_name = "FILE")]
+        errors: Option<PathBuf>,
+        /// Resources per transaction.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        batch: usize,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -449,6 +466,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Fhir(FhirCommand::Import {
+            paths,
+            errors,
+            batch,
+            store,
+        }) => run_import(&paths, errors.as_deref(), batch, store).await,
         Command::User(command) => run_user(command).await,
         Command::Policy(command) => run_policy(command).await,
         Command::Client(ClientCommand::Add(args)) => {
@@ -610,6 +633,46 @@ async fn open_auth(flags: StoreFlags) -> anyhow::Result<crate::oauth::AuthServer
     let settings = RawConfig::load_store(flags)?.resolve()?;
     let store = Store::open(&settings.database_url).await?;
     Ok(crate::oauth::AuthServer::new(store, &settings))
+}
+
+/// `hestia fhir import`: the repository of `serve` (its validator plugins), the report
+/// on standard output, refused lines to `errors` or standard error.
+async fn run_import(
+    paths: &[PathBuf],
+    errors: Option<&std::path::Path>,
+    batch: usize,
+    flags: StoreFlags,
+) -> anyhow::Result<()> {
+    use crate::fhir::repository::{Repository, RepositoryOptions};
+    let settings = RawConfig::load_store(flags)?.resolve()?;
+    let files = crate::fhir::import::input_files(paths)?;
+    let store = Store::open(&settings.database_url).await?;
+    let plugins = crate::plugins::PluginHost::start(PluginSettings::configured(&settings)?)?;
+    let fhir = Repository::new(
+        store,
+        std::sync::Arc::new(crate::policy::PluginValidator(plugins)),
+        RepositoryOptions {
+            base_url: settings.fhir_base_url(),
+            create_on_update: true,
+            hidden_as_not_found: false,
+            search_limits: settings.fhir.search_limits,
+        },
+    );
+    let mut sink: Box<dyn std::io::Write> = match errors {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::stderr()),
+    };
+    let report = crate::fhir::import::import(&fhir, &files, batch.max(1), &mut *sink).await?;
+    sink.flush()?;
+    println!("{}", serde_json::to_string(&report)?);
+    if report.invalid > 0 {
+        anyhow::bail!(
+            "{} line(s) were refused (reported as OperationOutcome lines); the other {} resource(s) were loaded",
+            report.invalid,
+            report.loaded
+        );
+    }
+    Ok(())
 }
 
 async fn open_store(flags: StoreFlags) -> anyhow::Result<Store> {

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod capabilities;
 pub mod definitions;
 pub mod fhirpath;
+pub mod import;
 pub mod limits;
 pub mod operations;
 pub mod outcome;

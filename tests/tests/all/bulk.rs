@@ -585,3 +585,118 @@ async fn kick_offs_beyond_the_job_limit_get_429() {
         assert_eq!(reply.status, 202, "{b}: {:?}", reply.body);
     }
 }
+
+#[tokio::test]
+async fn import_loads_valid_lines_and_reports_the_others() {
+    use std::io::Write;
+    for db in TestDb::all().await {
+        let work = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        let patients = work.path().join("patients.ndjson");
+        std::fs::write(
+            &patients,
+            [
+                json!({"resourceType": "Patient", "id": "i1", "name": [{"family": "Curie"}]})
+                    .to_string(),
+                "{not json".to_owned(),
+                json!({"resourceType": "Patient", "id": "i2"}).to_string(),
+                json!({"resourceType": "Patient", "id": "i3", "gender": 42}).to_string(),
+                String::new(),
+                json!({"resourceType": "NoSuchType", "id": "x"}).to_string(),
+                json!({"resourceType": "Patient", "id": "i4"}).to_string(),
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let dir = work.path().join("more");
+        std::fs::create_dir(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(dir.join("obs.ndjson.gz")).unwrap(),
+            flate2::Compression::default(),
+        );
+        for i in 0..3 {
+            let o = json!({"resourceType": "Observation", "id": format!("io{i}"), "status": "final",
+                           "code": {"text": "x"}, "subject": {"reference": "Patient/i1"}});
+            writeln!(gz, "{o}").unwrap();
+        }
+        gz.finish().unwrap();
+        std::fs::write(dir.join("ignored.txt"), "not NDJSON").unwrap();
+
+        let errors = work.path().join("errors.ndjson");
+        let data = work.path().join("data");
+        let args = [
+            "fhir",
+            "import",
+            "--database-url",
+            &db.url,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--errors",
+            errors.to_str().unwrap(),
+            "--batch",
+            "2",
+            patients.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ];
+        let (ok, out, err) = crate::support::hestia(work.path(), &args, "");
+        assert!(!ok, "{b}: refused lines make the import fail: {out} {err}");
+        assert!(err.contains("3 line(s) were refused"), "{b}: {err}");
+        let report: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(
+            report,
+            json!({"files": 2, "loaded": 6, "invalid": 3}),
+            "{b}"
+        );
+        let reported: Vec<String> = std::fs::read_to_string(&errors)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let o: Value = serde_json::from_str(l).unwrap();
+                assert_eq!(o["resourceType"], "OperationOutcome");
+                o["issue"][0]["diagnostics"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(reported.len(), 3, "{b}: {reported:?}");
+        for (line, why) in [(2, "not valid JSON"), (4, "gender"), (6, "NoSuchType")] {
+            assert!(
+                reported.iter().any(
+                    |r| r.contains(&format!("patients.ndjson line {line}:")) && r.contains(why)
+                ),
+                "{b}: line {line}: {reported:?}"
+            );
+        }
+
+        // What was loaded is stored and searchable, index rows and all.
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        for (uri, expected) in [
+            (format!("{BASE}/Patient/i4"), 200),
+            (format!("{BASE}/Patient/i3"), 404),
+            (format!("{BASE}/Observation/io2"), 200),
+        ] {
+            assert_eq!(
+                send(&app, "GET", &uri, &admin, Value::Null).await.status,
+                expected,
+                "{b} {uri}"
+            );
+        }
+        let found = send(
+            &app,
+            "GET",
+            &format!("{BASE}/Observation?subject=Patient/i1&_total=accurate"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(found.body["total"], 3, "{b}");
+        let found = send(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient?family=curie"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(found.body["entry"][0]["resource"]["id"], "i1", "{b}");
+    }
+}
