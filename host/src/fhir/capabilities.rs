@@ -31,6 +31,12 @@ pub struct CapabilityOptions {
 const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
 /// `GET Patient/[id]/$everything` (`fhir::searchset::everything`).
 const EVERYTHING: &str = "http://hl7.org/fhir/OperationDefinition/Patient-everything";
+/// The Bulk Data export kick-offs (`fhir::bulk`): `[base]/$export`, `Patient/$export`,
+/// `Group/[id]/$export`.
+const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
+const BULK_PATIENT_EXPORT: &str =
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
+const BULK_GROUP_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
 
 /// Builds the CapabilityStatement (a few hundred KB: computed once per server).
 pub fn capability_statement(options: &CapabilityOptions) -> Value {
@@ -45,6 +51,10 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
             let mut operations = vec![json!({"name": "validate", "definition": VALIDATE})];
             if rt.as_str() == "Patient" {
                 operations.push(json!({"name": "everything", "definition": EVERYTHING}));
+                operations.push(json!({"name": "export", "definition": BULK_PATIENT_EXPORT}));
+            }
+            if rt.as_str() == "Group" {
+                operations.push(json!({"name": "export", "definition": BULK_GROUP_EXPORT}));
             }
             json!({
                 "type": rt.as_str(),
@@ -83,6 +93,7 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
         "software": {"name": "Hestia", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "Hestia FHIR R4 server", "url": options.base_url},
         "fhirVersion": "4.0.1",
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         // JSON is the only format: XML bodies and _format=xml get 415, Accept without JSON 406.
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
@@ -102,6 +113,7 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
             },
             "resource": resources,
             "interaction": interactions(&["transaction", "batch", "history-system", "search-system"]),
+            "operation": [{"name": "export", "definition": BULK_EXPORT}],
         }],
     })
 }

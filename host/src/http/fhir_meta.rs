@@ -128,6 +128,14 @@ async fn smart_configuration(State(state): State<AppState>) -> Response {
             body[field] = value.clone();
         }
     }
+    // Not a SMART field: where a backend service (client_credentials, system/ scopes)
+    // starts a Bulk Data export here.
+    let base = state.settings().fhir_base_url();
+    body["bulk_data_export"] = json!([
+        format!("{base}/$export"),
+        format!("{base}/Patient/$export"),
+        format!("{base}/Group/[id]/$export"),
+    ]);
     (
         [(header::CONTENT_TYPE, "application/json")],
         axum::Json(body),

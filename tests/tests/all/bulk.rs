@@ -373,6 +373,42 @@ async fn kick_off_needs_its_headers_and_valid_parameters() {
             assert_eq!(reply.status, 400, "{b} {bad}: {:?}", reply.body);
             assert_eq!(reply.body["resourceType"], "OperationOutcome");
         }
+        // Advertised: the CapabilityStatement and the SMART configuration.
+        let meta = call(&app, "GET", &format!("{BASE}/metadata"), &[], "").await;
+        assert_eq!(
+            meta.body["rest"][0]["operation"][0]["name"], "export",
+            "{b}"
+        );
+        let group = meta.body["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "Group")
+            .unwrap()
+            .clone();
+        assert!(
+            group["operation"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["name"] == "export"),
+            "{b}"
+        );
+        let smart = call(
+            &app,
+            "GET",
+            &format!("{BASE}/.well-known/smart-configuration"),
+            &[],
+            "",
+        )
+        .await;
+        assert!(
+            smart.body["bulk_data_export"][0]
+                .as_str()
+                .unwrap()
+                .ends_with("/$export"),
+            "{b}"
+        );
         let none = call(
             &app,
             "GET",
