@@ -422,7 +422,7 @@ async fn admin_plugins_needs_the_admin_scope() {
 }
 
 /// The ```` ```sh ```` blocks of `docs/plugins.md`, in order.
-fn sh_blocks(markdown: &str) -> Vec<String> {
+pub(crate) fn sh_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {

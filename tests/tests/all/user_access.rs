@@ -334,3 +334,67 @@ async fn a_right_removed_refuses_the_next_request() {
         assert_eq!(gone.status, 403, "{}: {}", db.backend, gone.body);
     }
 }
+
+/// README "Users, roles and access" runs as written: the worked example's `sh` blocks in
+/// order, in one bash in an empty directory, with `hestia` on the PATH and the server of
+/// its first block (`# In another terminal`) started by the test on a free port; what its
+/// comments say comes back, in order.
+#[test]
+fn readme_worked_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("### Worked example: a patient")
+        .expect("the worked example");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let blocks = crate::plugin_cli::sh_blocks(section);
+    assert!(
+        blocks[0].starts_with("# In another terminal") && blocks.len() == 5,
+        "{blocks:?}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let server = crate::support::Server::start(work.path(), &["--insecure-http"]);
+    let bin = work.path().join(".bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::support::hestia_bin(), bin.join("hestia")).unwrap();
+    let script = format!("set -euo pipefail\n{}", blocks[1..].concat())
+        .replace("http://localhost:8080", &server.url);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("RUST_LOG", "warn")
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rest = stdout.as_ref();
+    for expected in [
+        "added policy clinic-a; attached to role clinic-a-staff",
+        "grants:     Patient.cruds?organization=Organization/clinic-a",
+        "\nPatient/amy\n403\nPatient/amy\nObservation/obs-amy\nObservation/obs-amy Observation/obs-bob\n403\n",
+        "roles -\n403\n",
+        "revoked\n401\n",
+    ] {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("{expected:?} missing (in order) from:\n{stdout}"));
+        rest = &rest[at + expected.len()..];
+    }
+}
