@@ -262,3 +262,63 @@ impl AuthServer {
         Ok((matches, total))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rights::Policy;
+
+    fn reach(roles: &[&str], fhir_user: Option<&str>, grants: &str) -> PatientReach {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let policies = if grants.is_empty() {
+            Vec::new()
+        } else {
+            let text = format!("name = \"p\"\ngrants = [{grants}]");
+            vec![Policy::parse("p.toml", &text).unwrap()]
+        };
+        PatientReach::of(&Rights::compute(&roles, fhir_user, &policies))
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_reach_follows_the_patient_read_grants() {
+        assert_eq!(
+            reach(&["patient"], Some("Patient/amy"), ""),
+            PatientReach::Matching(vec![params(&[("_id", "amy")])])
+        );
+        assert_eq!(reach(&["practitioner"], None, ""), PatientReach::Every);
+        assert_eq!(
+            reach(
+                &["staff"],
+                None,
+                "\"Patient.rs?organization=Organization/a\", \"Patient.r?organization=Organization/b\""
+            ),
+            PatientReach::Matching(vec![
+                params(&[("organization", "Organization/a")]),
+                params(&[("organization", "Organization/b")]),
+            ])
+        );
+        // A criterion beside an unrestricted grant restricts nothing.
+        assert_eq!(
+            reach(
+                &["practitioner"],
+                None,
+                "\"Patient.rs?organization=Organization/a\""
+            ),
+            PatientReach::Every
+        );
+        // Search without read, other types, no role: no patient.
+        assert_eq!(
+            reach(&["staff"], None, "\"Patient.s\", \"Observation.rs\""),
+            PatientReach::Nothing
+        );
+        assert_eq!(reach(&[], None, ""), PatientReach::Nothing);
+        assert_eq!(reach(&["admin"], None, ""), PatientReach::Nothing);
+    }
+}
