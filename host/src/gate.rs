@@ -28,6 +28,7 @@ use crate::oauth::tokens::{AccessClaims, TokenError};
 use crate::plugins::{
     Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost, UserRights,
 };
+use crate::rights::Rights;
 use crate::store::Store;
 use crate::verifier::{TokenVerifier, Verified};
 
@@ -214,9 +215,9 @@ impl Gate {
     }
 
     /// The caller a verified token makes, for step 4 and for Bundle entries: its claims,
-    /// with the current rights of the account behind it, if this server has one.
+    /// with the current rights of the account behind it.
     pub async fn caller(&self, verified: &Verified) -> Result<Caller, Refusal> {
-        let user = self.current_rights(&verified.claims).await?;
+        let user = self.current_rights(verified).await?;
         let mut claims = plugin_claims(&verified.claims, &verified.raw_json);
         claims.user = user.map(|u| (*u).clone());
         Ok(Caller {
@@ -227,36 +228,78 @@ impl Gate {
     }
 
     /// The rights of the token's account as they are now (one read of the revision per
-    /// request; the rights themselves when they changed). Tokens of a remote issuer name
-    /// its users, not this server's accounts: none.
+    /// request; the rights themselves when they changed). A backend service's token has
+    /// none. A remote issuer's user is this server's account of the same user name
+    /// ([`Verified::username`], else its `sub`); one this server does not know has the
+    /// rights of an account without role or policy: nothing, or its own records for a
+    /// Patient fhirUser.
     async fn current_rights(
         &self,
-        claims: &AccessClaims,
+        verified: &Verified,
     ) -> Result<Option<Arc<UserRights>>, Refusal> {
-        if self.verifier.is_remote() || claims.sub == claims.client_id {
+        let claims = &verified.claims;
+        if claims.sub == claims.client_id {
             return Ok(None);
         }
+        let remote = self.verifier.is_remote();
+        let (key, remote_name) = if remote {
+            let name = verified.username.as_deref().unwrap_or(&claims.sub);
+            let fhir_user = claims.fhir_user.as_deref().unwrap_or_default();
+            (format!("{name}\n{fhir_user}"), Some(name))
+        } else {
+            (claims.sub.clone(), None)
+        };
         let revision = self.store.rights_revision().await.map_err(store_failed)?;
         {
             let cache = self.rights.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.revision == revision
-                && let Some(known) = cache.of.get(&claims.sub)
+                && let Some(known) = cache.of.get(&key)
             {
                 return Ok(known.clone());
             }
         }
-        let rights = match self.store.rights_of(&claims.sub).await {
-            Ok(rights) => Some(Arc::new(crate::policy::plugin_rights(&rights))),
-            Err(crate::store::StoreError::NotFound(_)) => None,
-            Err(e) => return Err(store_failed(e)),
+        let rights = match remote_name {
+            Some(name) => Some(
+                self.remote_rights(name, claims.fhir_user.as_deref())
+                    .await?,
+            ),
+            None => match self.store.rights_of(&claims.sub).await {
+                Ok(rights) => Some(rights),
+                Err(crate::store::StoreError::NotFound(_)) => None,
+                Err(e) => return Err(store_failed(e)),
+            },
         };
+        let rights = rights.map(|r| Arc::new(crate::policy::plugin_rights(&r)));
         let mut cache = self.rights.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.revision != revision || cache.of.len() >= RIGHTS_CACHED {
             cache.of.clear();
             cache.revision = revision;
         }
-        cache.of.insert(claims.sub.clone(), rights.clone());
+        cache.of.insert(key, rights.clone());
         Ok(rights)
+    }
+
+    /// The rights of a remote issuer's user `name`: those of this server's account of that
+    /// name, else those of an account with the role `patient` for a Patient `fhir_user`
+    /// (`Patient/X`, or a URL ending so), and with no role otherwise.
+    async fn remote_rights(&self, name: &str, fhir_user: Option<&str>) -> Result<Rights, Refusal> {
+        if let Some(account) = self.store.find_user(name).await.map_err(store_failed)? {
+            return self
+                .store
+                .rights_of(&account.id)
+                .await
+                .map_err(store_failed);
+        }
+        let patient = fhir_user
+            .and_then(|f| f.rsplit_once("Patient/"))
+            .map(|(before, id)| (before.is_empty() || before.ends_with('/'), id))
+            .filter(|(whole, id)| *whole && !id.is_empty() && !id.contains('/'))
+            .map(|(_, id)| format!("Patient/{id}"));
+        let roles = match patient {
+            Some(_) => vec![crate::rights::ROLE_PATIENT.to_string()],
+            None => Vec::new(),
+        };
+        Ok(Rights::compute(&roles, patient.as_deref(), &[]))
     }
 
     /// For the admin API: a verified token that carries `scope`.

@@ -95,8 +95,10 @@ impl Claims {
 
     /// The rights of the account behind the token as they are at this request (the host
     /// reads them for every request, so a role removed after the token was issued is
-    /// already gone here). `None` when no account of this server is behind the token:
-    /// client_credentials, or a remote issuer's user this server does not know.
+    /// already gone here). `None` for a backend service's token (client_credentials). A
+    /// remote issuer's user has the rights of the server's account of the same user name,
+    /// or, without one, those of an account without role (its own records for a Patient
+    /// fhirUser).
     pub fn user(&self) -> Option<&UserRights> {
         self.user.as_ref()
     }

@@ -10,10 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::errors::ErrorCode;
+use super::picker::PatientReach;
 use super::signin::{self, Attempt};
 use super::{AuthServer, OAuthError, Params, hash_token, pkce, random_token, scopes, sealed};
 use crate::store::{AuthRequestRow, Client, CodeRow, User, constant_time_eq};
 
+pub use super::picker::{PICKER_LIMIT, PatientChoice, PatientList};
 pub use super::signin::{LOGIN_WINDOW, MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER};
 
 /// How long the sign-in and consent pages of one request stay usable.
@@ -141,55 +143,6 @@ pub struct ConsentPage {
     /// (`None` when the app asks for no records).
     pub reach: Option<String>,
     pub error: Option<String>,
-}
-
-/// The patient picker's choices: this server's Patients, by name.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PatientList {
-    /// The name search that chose them (`patient_search`), empty for all.
-    pub search: String,
-    pub patients: Vec<PatientChoice>,
-    /// How many match in all (more than shown when above [`PICKER_LIMIT`]).
-    pub total: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatientChoice {
-    pub id: String,
-    pub name: String,
-    pub birth_date: Option<String>,
-}
-
-/// The most patients the picker lists at once; a name search narrows the list.
-pub const PICKER_LIMIT: i64 = 50;
-
-/// A person's name as the picker shows it: `text`, else given names and family.
-fn display_name(patient: &serde_json::Value) -> String {
-    let names = patient["name"].as_array().cloned().unwrap_or_default();
-    let name = names
-        .iter()
-        .find(|n| n["use"] == "official")
-        .or_else(|| names.first());
-    let Some(name) = name else {
-        return "(no name)".into();
-    };
-    if let Some(text) = name["text"].as_str().filter(|t| !t.trim().is_empty()) {
-        return text.to_string();
-    }
-    let mut parts: Vec<&str> = name["given"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| g.as_str())
-        .collect();
-    if let Some(family) = name["family"].as_str() {
-        parts.push(family);
-    }
-    if parts.is_empty() {
-        "(no name)".into()
-    } else {
-        parts.join(" ")
-    }
 }
 
 pub enum LoginOutcome {
@@ -524,7 +477,7 @@ impl AuthServer {
     }
 
     /// Whether this server holds the FHIR data its patient ids refer to.
-    fn holds_patients(&self) -> bool {
+    pub(super) fn holds_patients(&self) -> bool {
         self.fhir_base.is_some()
     }
 
@@ -537,39 +490,17 @@ impl AuthServer {
         patient_search: Option<&str>,
         error: Option<String>,
     ) -> Result<ConsentPage, AuthorizeError> {
-        let is_patient = user
-            .fhir_user
-            .as_deref()
-            .is_some_and(|f| f.starts_with("Patient/"));
-        let patient_picker = req.scopes.iter().any(|s| s == "launch/patient") && !is_patient;
+        let rights = self
+            .store()
+            .rights_of(&user.id)
+            .await
+            .map_err(OAuthError::from)?;
+        // An account confined to its own records launches with its patient: no picker.
+        let patient_picker = req.scopes.iter().any(|s| s == "launch/patient")
+            && rights.fhir_user_compartment.is_none();
         let patients = if patient_picker && self.holds_patients() {
             let search = patient_search.unwrap_or_default().trim().to_string();
-            let prefix = crate::fhir::search::value::normalize_string(&search);
-            let (rows, total) = self
-                .store()
-                .picker_patients(
-                    (!prefix.is_empty()).then_some(prefix.as_str()),
-                    PICKER_LIMIT,
-                )
-                .await
-                .map_err(OAuthError::from)?;
-            let patients = rows
-                .into_iter()
-                .map(|(id, content)| {
-                    let json: serde_json::Value =
-                        serde_json::from_str(&content).unwrap_or_default();
-                    PatientChoice {
-                        name: display_name(&json),
-                        birth_date: json["birthDate"].as_str().map(str::to_string),
-                        id,
-                    }
-                })
-                .collect();
-            Some(PatientList {
-                search,
-                patients,
-                total,
-            })
+            Some(self.picker_list(&PatientReach::of(&rights), search).await?)
         } else {
             None
         };
@@ -577,16 +508,7 @@ impl AuthServer {
             .scopes
             .iter()
             .any(|s| s.starts_with("user/") || s.starts_with("patient/"));
-        let reach = if asks_records {
-            let rights = self
-                .store()
-                .rights_of(&user.id)
-                .await
-                .map_err(OAuthError::from)?;
-            Some(reach_in_words(&rights))
-        } else {
-            None
-        };
+        let reach = asks_records.then(|| reach_in_words(&rights));
         Ok(ConsentPage {
             reach,
             request_id: row.id.clone(),
@@ -603,6 +525,47 @@ impl AuthServer {
             patients,
             error,
         })
+    }
+
+    /// The patient of a `launch/patient` the user approved: an account confined to its own
+    /// records launches with its patient; any other chooses one its rights reach (the
+    /// inner error says why the choice is refused, for the page shown again).
+    async fn chosen_patient(
+        &self,
+        form: &Params,
+        user: &User,
+    ) -> Result<Result<String, String>, AuthorizeError> {
+        let rights = self
+            .store()
+            .rights_of(&user.id)
+            .await
+            .map_err(OAuthError::from)?;
+        if let Some(own) = rights.fhir_user_compartment.clone() {
+            return Ok(Ok(own));
+        }
+        let chosen = form
+            .get("patient")?
+            .map(|p| p.trim().trim_start_matches("Patient/"))
+            .unwrap_or_default();
+        if chosen.is_empty() {
+            return Ok(Err(if self.holds_patients() {
+                "Choose the patient this app will work with, or untick that permission.".into()
+            } else {
+                "Choose the patient this app will work with (enter the patient's id), or untick that permission.".into()
+            }));
+        }
+        if !patient_id_ok(chosen) {
+            return Ok(Err(format!(
+                "“{chosen}” is not a patient id (letters, digits, - and . only)."
+            )));
+        }
+        match self
+            .pick_problem(&PatientReach::of(&rights), chosen)
+            .await?
+        {
+            Some(problem) => Ok(Err(problem)),
+            None => Ok(Ok(chosen.to_string())),
+        }
     }
 
     /// `GET /consent`: what the signed-in user is asked to approve; `patient_search`
@@ -650,54 +613,14 @@ impl AuthServer {
             return Err(self.error_redirect(&req, &OAuthError::new(ErrorCode::AccessDenied, why)));
         }
         let patient = if approved.iter().any(|s| s == "launch/patient") {
-            match user
-                .fhir_user
-                .as_deref()
-                .and_then(|f| f.strip_prefix("Patient/"))
-            {
-                Some(own) => Some(own.to_string()),
-                None => {
-                    let chosen = form
-                        .get("patient")?
-                        .map(|p| p.trim().trim_start_matches("Patient/"));
-                    let problem = match chosen {
-                        None | Some("") => Some(if self.holds_patients() {
-                            "Choose the patient this app will work with, or untick that permission."
-                                .to_string()
-                        } else {
-                            "Choose the patient this app will work with (enter the patient's id), or untick that permission.".to_string()
-                        }),
-                        Some(p) if !patient_id_ok(p) => Some(format!(
-                            "“{p}” is not a patient id (letters, digits, - and . only)."
-                        )),
-                        Some(p)
-                            if self.holds_patients()
-                                && !self
-                                    .store()
-                                    .patient_exists(p)
-                                    .await
-                                    .map_err(OAuthError::from)? =>
-                        {
-                            Some(format!(
-                                "There is no patient with id “{p}” on this server; choose one from the list."
-                            ))
-                        }
-                        Some(_) => None,
-                    };
-                    if let Some(error) = problem {
-                        let page = self
-                            .consent_view(
-                                &row,
-                                &req,
-                                &client,
-                                &user,
-                                form.get("patient_search")?,
-                                Some(error),
-                            )
-                            .await?;
-                        return Ok(ConsentOutcome::Retry(Box::new(page)));
-                    }
-                    chosen.map(str::to_string)
+            match self.chosen_patient(form, &user).await? {
+                Ok(patient) => Some(patient),
+                Err(error) => {
+                    let search = form.get("patient_search")?;
+                    let page = self
+                        .consent_view(&row, &req, &client, &user, search, Some(error))
+                        .await?;
+                    return Ok(ConsentOutcome::Retry(Box::new(page)));
                 }
             }
         } else {

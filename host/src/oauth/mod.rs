@@ -9,6 +9,7 @@ pub mod errors;
 pub mod grants;
 pub mod introspection;
 pub mod keys;
+pub mod picker;
 pub mod pkce;
 pub mod policy;
 pub mod registration;
@@ -154,6 +155,8 @@ pub struct AuthServer {
     issuer: String,
     /// This server's FHIR base; `None` when it serves no FHIR (authorization server only).
     fhir_base: Option<String>,
+    /// The FHIR search limits, for the searches of the patient picker.
+    search_limits: crate::fhir::search::SearchLimits,
     config: OauthSettings,
     policy: Arc<dyn TokenPolicy>,
     clock: Arc<Clock>,
@@ -172,6 +175,7 @@ impl AuthServer {
             store,
             issuer: settings.public_url.clone(),
             fhir_base: settings.fhir.enabled.then(|| settings.fhir_base_url()),
+            search_limits: settings.fhir.search_limits,
             config: settings.oauth.clone(),
             policy: Arc::new(NoPolicy),
             clock: Clock::system(),

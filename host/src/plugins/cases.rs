@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::{
     AudienceRequest, Claims, Constraint, Decision, FhirRequest, Interaction, PluginError,
     PluginHost, PluginKind, PluginSettings, PluginStatus, SearchConstraint, Severity, TokenRequest,
+    UserGrant, UserRights,
 };
 
 /// The base URL requests, claims and audience cases get unless a case says otherwise (the
@@ -38,6 +39,65 @@ pub struct AuthorizeCall {
     /// other); missing standard claims get the SDK harness's defaults.
     #[serde(default)]
     pub claims: Map<String, Value>,
+    /// The account behind the token (none: a token without an account).
+    pub user: Option<UserIn>,
+}
+
+/// The account behind a token or token request, and its rights as the host hands them to
+/// plugins (`hestia:plugin@0.3.0` `user-rights`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserIn {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The account's fhirUser: the token's `fhirUser` claim, or the token request's
+    /// `fhir_user`, unless those are given themselves. A `Patient/X` confines the grants
+    /// written as text to X's compartment, as the host does for such an account.
+    pub fhir_user: Option<String>,
+    #[serde(default)]
+    pub grants: Vec<GrantIn>,
+}
+
+/// One grant: its text (`Patient.rs?organization=Organization/a`), or the record with its
+/// compartment given (`{"scope": "*.rs", "patient_compartment": "amy"}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum GrantIn {
+    Text(String),
+    Record {
+        scope: String,
+        patient_compartment: Option<String>,
+    },
+}
+
+impl UserIn {
+    fn rights(&self) -> UserRights {
+        let own = self
+            .fhir_user
+            .as_deref()
+            .and_then(|f| f.strip_prefix("Patient/"))
+            .filter(|id| !id.is_empty());
+        UserRights {
+            roles: self.roles.clone(),
+            grants: self
+                .grants
+                .iter()
+                .map(|g| match g {
+                    GrantIn::Text(scope) => UserGrant {
+                        scope: scope.clone(),
+                        patient_compartment: own.map(String::from),
+                    },
+                    GrantIn::Record {
+                        scope,
+                        patient_compartment,
+                    } => UserGrant {
+                        scope: scope.clone(),
+                        patient_compartment: patient_compartment.clone(),
+                    },
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +133,8 @@ pub struct GrantCall {
     pub fhir_user: Option<String>,
     pub patient: Option<String>,
     pub audiences: Option<Vec<String>>,
+    /// The account that asks (none: a request without an account, as client_credentials).
+    pub user: Option<UserIn>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,7 +375,12 @@ fn run_case(host: &PluginHost, kind: PluginKind, case: &Case) -> Result<(), Stri
             return Err(wrong_kind("authorize", PluginKind::ScopePolicy));
         }
         let request = fhir_request(&call.request)?;
-        let claims = claims(&call.claims, &request.base_url);
+        let mut given = call.claims.clone();
+        if let Some(fhir_user) = call.user.as_ref().and_then(|u| u.fhir_user.clone()) {
+            given.entry("fhirUser").or_insert(fhir_user.into());
+        }
+        let mut claims = claims(&given, &request.base_url);
+        claims.user = call.user.as_ref().map(UserIn::rights);
         match host.authorize(&request, &claims) {
             Decision::Allow => Observed {
                 decision: Some(Expected::Allow),
@@ -341,13 +408,16 @@ fn run_case(host: &PluginHost, kind: PluginKind, case: &Case) -> Result<(), Stri
             requested: split(&call.requested),
             registered: split(&call.registered),
             subject: call.subject.clone(),
-            fhir_user: call.fhir_user.clone(),
+            fhir_user: call
+                .fhir_user
+                .clone()
+                .or_else(|| call.user.as_ref().and_then(|u| u.fhir_user.clone())),
             patient: call.patient.clone(),
             audiences: call
                 .audiences
                 .clone()
                 .unwrap_or_else(|| vec![BASE_URL.to_string()]),
-            user: None,
+            user: call.user.as_ref().map(UserIn::rights),
         });
         Observed {
             decision: Some(if grant.refused.is_empty() {

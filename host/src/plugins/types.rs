@@ -21,8 +21,10 @@ pub struct Claims {
     /// Every claim of the token as a JSON object.
     pub raw_json: String,
     /// The rights of the account behind the token, as they are at this request; `None`
-    /// when no account of this server is behind it (client_credentials, a remote issuer's
-    /// user this server does not know). Plugins of contract 0.3.0 and later see it.
+    /// for a backend service's token (client_credentials). A remote issuer's user has the
+    /// rights of this server's account of the same user name, or, without one, those of an
+    /// account without role (of the role `patient` for a Patient fhirUser). Plugins of
+    /// contract 0.3.0 and later see it.
     pub user: Option<UserRights>,
 }
 

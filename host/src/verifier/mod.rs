@@ -28,6 +28,10 @@ pub struct IssuerError(pub String);
 pub struct Verified {
     pub claims: AccessClaims,
     pub raw_json: String,
+    /// The user name a remote issuer gives the token's account ([`RemoteIssuer::username_of`]),
+    /// which names this server's account of that name; `None` for this server's own tokens
+    /// (their `sub` is the account's id) and when the issuer names none.
+    pub username: Option<String>,
 }
 
 /// Whose tokens the FHIR server accepts.
@@ -46,9 +50,14 @@ impl TokenVerifier {
                 Ok(Verified {
                     claims,
                     raw_json: raw.to_string(),
+                    username: None,
                 })
             }
-            TokenVerifier::Remote(remote) => remote.verify(token, leeway).await,
+            TokenVerifier::Remote(remote) => {
+                let mut verified = remote.verify(token, leeway).await?;
+                verified.username = remote.username_of(token, &verified).await;
+                Ok(verified)
+            }
         }
     }
 

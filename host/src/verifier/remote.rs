@@ -347,6 +347,7 @@ impl RemoteIssuer {
             return Ok(Verified {
                 claims,
                 raw_json: raw.to_string(),
+                username: None,
             });
         }
         let (claims, raw_json) = self.introspect(token, now).await?;
@@ -362,7 +363,34 @@ impl RemoteIssuer {
                 now,
             });
         }
-        Ok(Verified { claims, raw_json })
+        Ok(Verified {
+            claims,
+            raw_json,
+            username: None,
+        })
+    }
+
+    /// The user name of a verified token's account: its `username` or `preferred_username`
+    /// claim, else the `username` of the issuer's introspection answer (cached); `None` for
+    /// a backend service's token (`sub` is its client) and when the issuer names none or
+    /// cannot be asked (the account then gets the rights of an unknown user).
+    pub async fn username_of(&self, token: &str, verified: &Verified) -> Option<String> {
+        if verified.claims.sub == verified.claims.client_id {
+            return None;
+        }
+        let claims: Value = serde_json::from_str(&verified.raw_json).ok()?;
+        if let Some(name) =
+            text(&claims, "username").or_else(|| text(&claims, "preferred_username"))
+        {
+            return Some(name);
+        }
+        match self.introspected_username(token).await {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::debug!(issuer = %self.issuer(), "no user name for the token: {e}");
+                None
+            }
+        }
     }
 
     /// The user name the issuer's introspection answer gives for `token` (RFC 7662

@@ -2118,6 +2118,17 @@ async fn practitioner_consent(
     client: &str,
     challenge: &str,
 ) -> (reqwest::Client, String) {
+    consent_of(env, "drsmith", client, challenge).await
+}
+
+/// Opens the code flow (`launch/patient patient/*.read`) as `username` up to the consent
+/// page; returns (browser, html).
+async fn consent_of(
+    env: &Env,
+    username: &str,
+    client: &str,
+    challenge: &str,
+) -> (reqwest::Client, String) {
     let b = browser();
     let login = open_authorize(
         &env.url,
@@ -2136,8 +2147,155 @@ async fn practitioner_consent(
     .text()
     .await
     .unwrap();
-    let consent = sign_in(&env.url, &b, &login, "drsmith").await;
+    let consent = sign_in(&env.url, &b, &login, username).await;
     (b, consent)
+}
+
+/// The ids the consent page's picker offers, in its order.
+fn offered_patients(consent: &str) -> Vec<String> {
+    consent
+        .split("name=\"patient\" id=\"patient-")
+        .skip(1)
+        .filter_map(|rest| {
+            let value = rest.split("value=\"").nth(1)?;
+            Some(value[..value.find('"')?].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_access() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        let patient = hestia::fhir::definitions::ResourceType::parse("Patient").unwrap();
+        let unrestricted = hestia::fhir::access::Access::Unrestricted;
+        for (id, family, org) in [
+            ("p-a1", "Adams", "clinic-a"),
+            ("p-b1", "Baker", "clinic-b"),
+            ("p-a2", "Carter", "clinic-a"),
+        ] {
+            let resource = json!({
+                "resourceType": "Patient",
+                "id": id,
+                "name": [{"given": ["Pat"], "family": family}],
+                "managingOrganization": {"reference": format!("Organization/{org}")},
+            });
+            let content = resource.as_object().unwrap().clone();
+            let fhir = env.state.fhir();
+            fhir.update(patient, id, content, None, &unrestricted)
+                .await
+                .unwrap();
+        }
+        user(&env, "drsmith", Some("Practitioner/7")).await;
+        user(&env, "amy", Some("Patient/p-b1")).await;
+        user(&env, "clerk", Some("Practitioner/8")).await;
+        user(&env, "nobody", None).await;
+        for (name, roles) in [("clerk", vec!["clinic".to_string()]), ("nobody", vec![])] {
+            let update = hestia::store::UserUpdate {
+                roles: Some(roles),
+                fhir_user: None,
+            };
+            env.store.update_user(name, update).await.unwrap();
+        }
+        let clinic_a = "name = \"clinic-a\"\ngrants = [\"Patient.rs?organization=Organization/clinic-a\", \"Observation.rs\"]";
+        let bindings = hestia::store::Bindings {
+            roles: vec!["clinic".into()],
+            users: vec![],
+        };
+        env.store
+            .put_policy("clinic-a.toml", clinic_a, Some(&bindings))
+            .await
+            .unwrap();
+        let (id, secret) = app_client(
+            &env,
+            false,
+            "launch/patient patient/*.read",
+            &["authorization_code"],
+        )
+        .await;
+        let (verifier, challenge) = pkce();
+
+        // Unrestricted Patient read: every patient, by name.
+        let (_, consent) = consent_of(&env, "drsmith", &id, &challenge).await;
+        assert_eq!(
+            offered_patients(&consent),
+            ["p-a1", "p-b1", "p-a2"],
+            "{consent}"
+        );
+        assert!(!consent.contains("patients-limited"), "{consent}");
+
+        // A patient launches with itself: no picker, and the code carries its own id
+        // whatever the form says.
+        let (b, consent) = consent_of(&env, "amy", &id, &challenge).await;
+        assert!(offered_patients(&consent).is_empty(), "{consent}");
+        assert!(!consent.contains("id=\"patients\""), "{consent}");
+        let resp = approve(&env.url, &b, &consent, &[], Some("p-a1")).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        let q = query_of(resp.headers()["location"].to_str().unwrap());
+        let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_eq!(got.2["patient"], "p-b1", "{}", got.2);
+
+        // A criterion: only clinic A's patients, also through a name search.
+        let (b, consent) = consent_of(&env, "clerk", &id, &challenge).await;
+        assert_eq!(offered_patients(&consent), ["p-a1", "p-a2"], "{consent}");
+        assert!(consent.contains("patients-limited"), "{consent}");
+        let searched = b
+            .get(format!(
+                "{}/oauth2/consent?request_id={}&patient_search=bak",
+                env.url,
+                hidden(&consent, "request_id")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(offered_patients(&searched).is_empty(), "{searched}");
+        let searched = b
+            .get(format!(
+                "{}/oauth2/consent?request_id={}&patient_search=cart",
+                env.url,
+                hidden(&consent, "request_id")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(offered_patients(&searched), ["p-a2"], "{searched}");
+        // Another clinic's patient (or one that does not exist) is refused, no code issued.
+        for outside in ["p-b1", "p-nobody"] {
+            let refused = approve(&env.url, &b, &consent, &[], Some(outside)).await;
+            assert_eq!(refused.status(), 400);
+            assert!(refused.headers().get("location").is_none());
+            let refused = refused.text().await.unwrap();
+            assert!(
+                refused.contains(&format!(
+                    "Patient “{outside}” is not one of the patients your account may access"
+                )),
+                "{refused}"
+            );
+        }
+        let resp = approve(&env.url, &b, &consent, &[], Some("p-a2")).await;
+        assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+        let q = query_of(resp.headers()["location"].to_str().unwrap());
+        let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
+        assert_eq!(got.2["patient"], "p-a2", "{}", got.2);
+
+        // No role: no patient to choose, and any id is refused.
+        let (b, consent) = consent_of(&env, "nobody", &id, &challenge).await;
+        assert!(offered_patients(&consent).is_empty(), "{consent}");
+        assert!(consent.contains("may not access any patient"), "{consent}");
+        let refused = approve(&env.url, &b, &consent, &[], Some("p-a1")).await;
+        assert_eq!(refused.status(), 400);
+        let refused = refused.text().await.unwrap();
+        assert!(
+            refused.contains("Your account may not access any patient's records here"),
+            "{refused}"
+        );
+    }
 }
 
 #[tokio::test]

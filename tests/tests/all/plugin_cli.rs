@@ -219,6 +219,66 @@ fn assert_flipped_cases_fail(
     );
 }
 
+/// The built-in `smart-scopes` passes `plugins/smart-scopes/cases.json`, whose cases give
+/// the account behind the token (`user`: roles, fhirUser, grants) as a policy author
+/// does to test user narrowing offline; every case that expects a decision can fail, and
+/// a misspelt `user` field is refused naming it.
+#[test]
+fn smart_scopes_passes_its_cases_with_users() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .join("plugins/smart-scopes");
+    let work = tempfile::tempdir().unwrap();
+    let builtin = hestia::plugins::default_builtins()
+        .into_iter()
+        .find(|b| b.name == "smart-scopes")
+        .expect("smart-scopes is built in");
+    let wasm = work.path().join("smart-scopes.wasm");
+    std::fs::write(&wasm, &builtin.wasm).unwrap();
+    let data = work.path().join("data");
+    let test = |cases: &str| {
+        hestia(
+            &dir,
+            &[
+                "plugin",
+                "test",
+                wasm.to_str().unwrap(),
+                "--cases",
+                cases,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            "",
+        )
+    };
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let with_user = |call: &str| cases.iter().any(|c| c[call]["user"].is_object());
+    assert!(with_user("authorize") && with_user("grant"));
+    let (ok, out, err) = test("cases.json");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "smart-scopes (scope-policy): {} passed, 0 failed",
+            cases.len()
+        )),
+        "{out}"
+    );
+    assert_flipped_cases_fail(&dir, "cases.json", &test);
+
+    let misspelt = work.path().join("misspelt.json");
+    let case = json!([{
+        "name": "misspelt",
+        "grant": {"requested": "user/*.rs", "user": {"role": ["patient"]}},
+        "expect": {"decision": "deny"},
+    }]);
+    std::fs::write(&misspelt, case.to_string()).unwrap();
+    let (ok, _, err) = test(misspelt.to_str().unwrap());
+    assert!(!ok);
+    assert!(err.contains("unknown field `role`"), "{err}");
+}
+
 /// The example plugins of `plugins/examples/`, built as the components they ship as, pass
 /// their `cases.json` through `hestia plugin test` with their manifests (the same check
 /// an author runs in CI); every case that expects a decision can fail.
@@ -362,7 +422,7 @@ async fn admin_plugins_needs_the_admin_scope() {
 }
 
 /// The ```` ```sh ```` blocks of `docs/plugins.md`, in order.
-fn sh_blocks(markdown: &str) -> Vec<String> {
+pub(crate) fn sh_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {

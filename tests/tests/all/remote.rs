@@ -1109,11 +1109,19 @@ async fn journey_across_two_hosts(db: TestDb) {
     );
 
     // Basic compatibility mode on the FHIR host: its own accounts (it has no others), and
-    // the account must be the token's user as the issuer names it.
+    // the account must be the token's user as the issuer names it. Its rights there are
+    // those of that account.
     add_user(
         fhir_dir.path(),
         "alice",
-        &["--database-url", db.url.as_str()],
+        &[
+            "--fhir-user",
+            "Patient/p1",
+            "--role",
+            "patient",
+            "--database-url",
+            db.url.as_str(),
+        ],
     );
     add_user(fhir_dir.path(), "bob", &["--database-url", db.url.as_str()]);
     assert!(fhir.terminate().success());
@@ -1265,4 +1273,153 @@ async fn a_stop_during_discovery_ends_the_start_at_once() {
         "{stderr}"
     );
     drop(connection);
+}
+
+/// A remote issuer's users on the FHIR server: one with an account of the same user name
+/// there (the name from the issuer's introspection, as its JWTs carry none) has that
+/// account's rights, and a role taken from it there refuses its next request; one without
+/// an account reads nothing through `user/` scopes, however its issuer's roles let it ask;
+/// one whose fhirUser is a Patient reads only that patient's records.
+async fn remote_users_have_the_rights_of_their_local_accounts(db: TestDb) {
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let issuer = start_issuer(issuer_dir.path(), &[]);
+    let ca = issuer.data_dir.join("tls").join("ca.pem");
+    let http = client_trusting(&ca);
+    let meta = get_json(
+        &http,
+        &format!("{}/.well-known/openid-configuration", issuer.url),
+    )
+    .await
+    .1;
+    let token_endpoint = meta["token_endpoint"].as_str().unwrap().to_string();
+    let initial = registration_token(issuer_dir.path());
+    let fhir_dir = tempfile::tempdir().unwrap();
+    let ca_arg = ca.display().to_string();
+    let db_url = db.url.as_str();
+    let _fhir = Server::start(
+        fhir_dir.path(),
+        &[
+            "--insecure-http",
+            "--issuer",
+            issuer.url.as_str(),
+            "--issuer-ca",
+            ca_arg.as_str(),
+            "--registration-token",
+            initial.as_str(),
+            "--database-url",
+            db_url,
+        ],
+    );
+    let base = format!("{}/fhir/r4", _fhir.url);
+    let plain = reqwest::Client::new();
+    let loader = add_client(
+        issuer_dir.path(),
+        &[
+            "--name",
+            "loader",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "system/*.read system/*.write",
+        ],
+    );
+    let system = token(&http, &token_endpoint, &loader, &base).await;
+    for id in ["p1", "p2"] {
+        let r = plain
+            .put(format!("{base}/Patient/{id}"))
+            .bearer_auth(&system)
+            .header("content-type", "application/fhir+json")
+            .body(json!({"resourceType": "Patient", "id": id}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // At the issuer all three are practitioners (their apps get user/*.rs there).
+    for (name, fhir_user) in [
+        ("drlocal", "Practitioner/d1"),
+        ("drstranger", "Practitioner/d2"),
+        ("pat", "Patient/p1"),
+    ] {
+        add_user(
+            issuer_dir.path(),
+            name,
+            &["--fhir-user", fhir_user, "--role", "practitioner"],
+        );
+    }
+    // At the FHIR server only drlocal has an account.
+    let local = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--database-url", db_url]);
+        let (ok, out, err) = hestia(fhir_dir.path(), &all, &format!("{PASSWORD}\n"));
+        assert!(ok, "{args:?}: {out}{err}");
+    };
+    local(&[
+        "user",
+        "add",
+        "drlocal",
+        "--password-stdin",
+        "--role",
+        "practitioner",
+    ]);
+    let app = add_client(
+        issuer_dir.path(),
+        &[
+            "--name",
+            "app",
+            "--redirect-uri",
+            CALLBACK,
+            "--scope",
+            "openid fhirUser user/*.rs",
+        ],
+    );
+    let b = browser_trusting(&ca);
+    let token_of = |name: &'static str| {
+        let (b, http, app, issuer, endpoint, base) =
+            (&b, &http, &app, &issuer.url, &token_endpoint, &base);
+        async move {
+            let (verifier, challenge) = pkce();
+            let aud = [("aud", base.as_str())];
+            let q = code_flow(issuer, b, &app.0, name, "user/*.rs", &challenge, &aud, &[]).await;
+            let t = exchange(http, endpoint, app, &q["code"], &verifier).await;
+            t["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let read = |token: String, id: &'static str| {
+        let (plain, url) = (&plain, format!("{base}/Patient/{id}"));
+        async move {
+            let r = plain.get(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+
+    let drlocal = token_of("drlocal").await;
+    assert_eq!(read(drlocal.clone(), "p2").await.0, 200, "{}", db.backend);
+    local(&["user", "set", "drlocal", "--role", "nurse"]);
+    let (status, why) = read(drlocal, "p2").await;
+    assert_eq!(status, 403, "{}: {why}", db.backend);
+    assert!(why.contains("roles: nurse"), "{why}");
+
+    let stranger = token_of("drstranger").await;
+    let (status, why) = read(stranger, "p1").await;
+    assert_eq!(status, 403, "{}: {why}", db.backend);
+    assert!(why.contains("roles: none"), "{why}");
+
+    let pat = token_of("pat").await;
+    assert_eq!(read(pat.clone(), "p1").await.0, 200, "{}", db.backend);
+    let (status, why) = read(pat.clone(), "p2").await;
+    assert_eq!(status, 403, "{}: {why}", db.backend);
+    let all = search_both_ways(&plain, &format!("{base}/Patient"), &pat).await;
+    assert_eq!(all, ["Patient/p1"], "{}", db.backend);
+}
+
+#[tokio::test]
+async fn remote_users_have_the_rights_of_their_local_accounts_on_sqlite() {
+    remote_users_have_the_rights_of_their_local_accounts(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn remote_users_have_the_rights_of_their_local_accounts_on_postgres() {
+    remote_users_have_the_rights_of_their_local_accounts(TestDb::postgres().await).await;
 }

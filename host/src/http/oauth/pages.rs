@@ -100,6 +100,11 @@ pub fn consent(p: &ConsentPage) -> String {
             let mut picker = String::from(
                 "<fieldset id=\"patients\"><legend>Patient this app will work with</legend>",
             );
+            if list.limited {
+                picker.push_str(
+                    "<p class=\"muted\" id=\"patients-limited\">Only the patients your account may access are listed.</p>",
+                );
+            }
             for (i, patient) in list.patients.iter().enumerate() {
                 picker.push_str(&format!(
                     "<div class=\"scope\"><input type=\"radio\" name=\"patient\" id=\"patient-{i}\" value=\"{id}\">\
@@ -115,8 +120,10 @@ pub fn consent(p: &ConsentPage) -> String {
             }
             let shown = list.patients.len() as i64;
             if shown == 0 {
-                picker.push_str(&if list.search.is_empty() {
-                    "<p class=\"muted\">This server holds no patients.</p>".to_string()
+                picker.push_str(&if list.search.is_empty() && list.limited {
+                    "<p class=\"muted\" id=\"no-patients\">Your account may not access any patient's records here; untick the patient permission above.</p>".to_string()
+                } else if list.search.is_empty() {
+                    "<p class=\"muted\" id=\"no-patients\">This server holds no patients.</p>".to_string()
                 } else {
                     format!(
                         "<p class=\"muted\">No patient's name starts with “{}”.</p>",
