@@ -167,6 +167,16 @@ pub struct FileConfig {
     pub issuer: FileIssuer,
     #[serde(default)]
     pub server: FileServer,
+    #[serde(default)]
+    pub admin: FileAdmin,
+}
+
+/// `[admin]`: the admin console at `/admin/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// How long a console session lasts without a request, in seconds.
+    pub session_idle_secs: Option<u64>,
 }
 
 /// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
@@ -361,6 +371,15 @@ pub struct Settings {
     /// A remote authorization server to trust; `None`: this server is its own issuer.
     pub issuer: Option<IssuerSettings>,
     pub limits: RequestLimits,
+    pub admin: AdminSettings,
+}
+
+/// `[admin]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `admin.session_idle_secs` (default 900, from 60 to 86400): a console session
+    /// without a request for this long is over.
+    pub session_idle: Duration,
 }
 
 /// What one request may cost: each bound has a `hestia.toml` key, and a request that
@@ -848,6 +867,20 @@ impl RawConfig {
             },
             issuer,
             limits: self.resolve_limits()?,
+            admin: AdminSettings {
+                session_idle: match file.admin.session_idle_secs {
+                    None => Duration::from_secs(900),
+                    Some(s @ 60..=86_400) => Duration::from_secs(s),
+                    Some(s) => {
+                        return Err(invalid(
+                            "admin.session_idle_secs",
+                            Source::File,
+                            &s.to_string(),
+                            "must be from 60 to 86400 seconds",
+                        ));
+                    }
+                },
+            },
         })
     }
 

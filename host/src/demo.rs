@@ -215,7 +215,7 @@ pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
 }
 
 /// A Postman environment (the format Postman exports and newman reads).
-fn postman_environment(values: &[(&str, &str)]) -> Value {
+pub(crate) fn postman_environment(values: &[(&str, &str)]) -> Value {
     json!({
         "id": "6f1f7a52-1d55-4a7e-9d8c-4e6d1f0a9e21",
         "name": "Hestia demo",
