@@ -875,7 +875,7 @@ impl RawConfig {
                         return Err(invalid(
                             "admin.session_idle_secs",
                             Source::File,
-                            &s.to_string(),
+                            s.to_string(),
                             "must be from 60 to 86400 seconds",
                         ));
                     }

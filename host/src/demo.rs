@@ -341,7 +341,9 @@ impl Demo {
              \x20 sample data:    {patients} with Observations\n\
              \x20 Postman:        import {collection}\n\
              \x20                 and the environment {environment} (filled in for {base})\n\
-             \x20 authorize at {base}/oauth2/authorize, token at {base}/oauth2/token, audience (aud) {fhir}",
+             \x20 authorize at {base}/oauth2/authorize, token at {base}/oauth2/token, audience (aud) {fhir}\n\
+             \x20 admin console:  {base}/admin/ (this client is under Clients as {client_id}); sign in with an\n\
+             \x20                 account made by `hestia user add NAME --password-stdin --role admin`",
             creds = self.credentials_file.display(),
             user = self.username,
             password = self.password,

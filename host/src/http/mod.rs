@@ -3,6 +3,7 @@
 //! metrics, body limit).
 
 mod admin;
+mod console;
 pub mod fhir;
 mod fhir_meta;
 mod guard;
@@ -185,6 +186,7 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .merge(admin::routes())
+        .merge(console::routes())
         .layer(middleware::from_fn_with_state(state.clone(), until_ready))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
