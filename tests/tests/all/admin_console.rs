@@ -503,3 +503,116 @@ async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_api_takes_a_hestia_admin_token_and_names_its_client() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "amy", &["patient"]).await;
+        let narrow = crate::support::mint(&state, json!({"scope": "system/*.read"})).await;
+        let refused = call(
+            &app,
+            "GET",
+            "/admin/api/users",
+            &[("authorization", &format!("Bearer {narrow}"))],
+            "",
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        assert!(refused.header("www-authenticate").contains("hestia:admin"));
+        let token =
+            crate::support::mint(&state, json!({"scope": "hestia:admin", "client_id": "ops"}))
+                .await;
+        let bearer = format!("Bearer {token}");
+        let users = call(
+            &app,
+            "GET",
+            "/admin/api/users",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(users.status, 200, "{}: {}", db.backend, users.body);
+        assert_eq!(users.body["users"][0]["username"], "amy");
+        // A token needs no CSRF header: a browser never sends it on its own.
+        let locked = call(
+            &app,
+            "POST",
+            "/admin/api/users/amy/lock",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(locked.status, 204, "{}: {}", db.backend, locked.body);
+        let events = call(
+            &app,
+            "GET",
+            "/admin/api/activity?action=user.lock",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            events.body["events"][0]["actor"], "client ops",
+            "{}",
+            events.body
+        );
+        let missing = call(
+            &app,
+            "GET",
+            "/admin/api/clients/nobody",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(missing.status, 404, "{}", missing.body);
+        assert_eq!(missing.body["error"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_locked_account_cannot_sign_in_until_unlocked() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        add_user(&state, "other", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let own = form(
+            &app,
+            "/admin/users/root/lock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(own.status, 400, "{}: cannot lock oneself", db.backend);
+        let locked = form(
+            &app,
+            "/admin/users/other/lock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(locked.status, 200, "{}", text(&locked));
+        assert!(text(&locked).contains("locked: no sign-in"));
+        // Refused as a wrong password is: a locked account is not told apart.
+        assert_eq!(
+            post_sign_in(&app, "other", PASSWORD, "").await.status,
+            401,
+            "{}",
+            db.backend
+        );
+        form(
+            &app,
+            "/admin/users/other/unlock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(
+            post_sign_in(&app, "other", PASSWORD, "").await.status,
+            303,
+            "{}",
+            db.backend
+        );
+    }
+}
