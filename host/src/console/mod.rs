@@ -442,3 +442,25 @@ pub async fn record(store: &Store, event: NewAuditEvent) {
         tracing::warn!(action = %event.action, error = %e, "cannot record an audit event");
     }
 }
+
+/// At most this many detached records are in flight; more are dropped and counted, so that
+/// a flood of refused requests cannot queue unbounded database work.
+const MAX_DETACHED: usize = 64;
+
+/// Records `event` in a task of its own, off the request's path (the FHIR gate's
+/// refusals); beyond [`MAX_DETACHED`] waiting records the event is dropped and counted in
+/// `hestia_audit_dropped_total`.
+pub fn record_detached(store: &Store, event: NewAuditEvent) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) >= MAX_DETACHED {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        metrics::counter!("hestia_audit_dropped_total").increment(1);
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        record(&store, event).await;
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    });
+}

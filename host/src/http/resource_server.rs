@@ -142,7 +142,8 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
 }
 
 /// A 401 or 403 of the gate, in the audit trail with its cause (one insert, off the
-/// request's path; a refusal for a busy database or a sign-in limit is not recorded).
+/// request's path and bounded; a refusal for a busy database or a sign-in limit is not
+/// recorded).
 fn audit_refusal(state: &AppState, target: String, refusal: &Refusal) {
     let status = match refusal {
         Refusal::Unauthenticated { .. } => "401",
@@ -157,8 +158,7 @@ fn audit_refusal(state: &AppState, target: String, refusal: &Refusal) {
         detail: format!("{status}: {}", refusal.description()),
         address: String::new(),
     };
-    let store = state.store().clone();
-    tokio::spawn(async move { crate::console::record(&store, event).await });
+    crate::console::record_detached(state.store(), event);
 }
 
 enum Rejection {

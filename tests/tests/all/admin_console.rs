@@ -616,3 +616,27 @@ async fn a_locked_account_cannot_sign_in_until_unlocked() {
         );
     }
 }
+
+#[tokio::test]
+async fn token_answers_are_audited_with_their_cause() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let refused = backend_token(&app, &state, "no-such-client", "wrong").await;
+        assert_eq!(refused.status, 401, "{}", db.backend);
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("token.".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        assert_eq!(events[0].action, "token.refused");
+        assert_eq!(events[0].actor, "no-such-client");
+        assert_eq!(events[0].target, "client_credentials");
+        let description = refused.body["error_description"].as_str().unwrap();
+        assert_eq!(events[0].detail, format!("invalid_client: {description}"));
+    }
+}
