@@ -100,6 +100,8 @@ pub struct ClientDetail {
     pub created_by: &'static str,
     pub has_secret: bool,
     pub last_token_issued: Option<i64>,
+    /// Grants (of accounts, or client_credentials) not revoked.
+    pub active_grants: i64,
 }
 
 /// An account with its roles, lock and grants.
@@ -191,6 +193,7 @@ impl Console<'_> {
             },
             has_secret: self.store.client_has_secret(client_id).await?,
             last_token_issued: self.store.last_token_issued(client_id).await?,
+            active_grants: self.store.active_grants_of_client(client_id).await?,
         })
     }
 

@@ -218,6 +218,17 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>("at")?)
     }
 
+    /// How many grants of a client are not revoked.
+    pub async fn active_grants_of_client(&self, client_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM oauth_grants WHERE client_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(client_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Replaces a client's secret; its grants and tokens are revoked in the same
     /// transaction (whoever held the old secret holds nothing more).
     pub async fn set_client_secret(

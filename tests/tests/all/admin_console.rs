@@ -453,6 +453,31 @@ async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
         assert_eq!(first.status, 200, "{}: {}", db.backend, first.body);
         let token = first.body["access_token"].as_str().unwrap().to_string();
         assert_eq!(fhir(token.clone()).await.status, 200, "{}", db.backend);
+        let grants = |cookie: String, id: String| {
+            let app = app.clone();
+            async move {
+                let page = call(
+                    &app,
+                    "GET",
+                    &format!("/admin/clients/{id}"),
+                    &[("cookie", &cookie)],
+                    "",
+                )
+                .await;
+                text(&page)
+                    .split("id=\"active-grants\">")
+                    .nth(1)
+                    .and_then(|s| s.split('<').next())
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        assert_eq!(
+            grants(cookie.clone(), id.clone()).await,
+            "1",
+            "{}",
+            db.backend
+        );
 
         let rotated = form(
             &app,
@@ -464,6 +489,12 @@ async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
         assert_eq!(rotated.status, 200, "{}", text(&rotated));
         let new_secret = hidden(&text(&rotated), "secret");
         assert_ne!(new_secret, secret);
+        assert_eq!(
+            grants(cookie.clone(), id.clone()).await,
+            "0",
+            "{}",
+            db.backend
+        );
         assert_eq!(
             fhir(token).await.status,
             401,
