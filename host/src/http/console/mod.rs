@@ -242,6 +242,12 @@ impl From<ConsoleError> for PageError {
     }
 }
 
+impl From<crate::store::StoreError> for PageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        PageError::Console(e.into())
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, heading, message) = match self {

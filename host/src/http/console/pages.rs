@@ -17,7 +17,7 @@ use super::{
 use crate::console::{ClientInput, UserInput};
 use crate::oauth::signin::{self, Attempt};
 use crate::oauth::tokens::utc;
-use crate::store::{NewAuditEvent, constant_time_eq, hash_secret};
+use crate::store::{NewAuditEvent, User, constant_time_eq, hash_secret};
 
 pub fn routes() -> axum::Router<crate::http::AppState> {
     Router::new()
@@ -135,8 +135,7 @@ async fn sign_in(
         true,
         state.oauth().now(),
     )
-    .await
-    .map_err(crate::console::ConsoleError::from)?;
+    .await?;
     let user = match attempt {
         Attempt::SignedIn(user) => user,
         Attempt::Wrong { .. } => {
@@ -167,20 +166,14 @@ async fn sign_in(
             ));
         }
     };
-    let roles = store
+    if !store
         .user_roles(&user.id)
-        .await
-        .map_err(crate::console::ConsoleError::from)?;
-    if !roles.iter().any(|r| r == ADMIN_ROLE) {
-        audit(
-            &state,
-            event(
-                "signin.refused",
-                "refused",
-                "the account does not have the admin role".into(),
-            ),
-        )
-        .await;
+        .await?
+        .iter()
+        .any(|r| r == ADMIN_ROLE)
+    {
+        let why = "the account does not have the admin role";
+        audit(&state, event("signin.refused", "refused", why.into())).await;
         return Ok(page(
             StatusCode::FORBIDDEN,
             "message.html",
@@ -191,44 +184,37 @@ async fn sign_in(
             },
         ));
     }
-    // Against session fixation: whatever session id the browser brought is ended, and
-    // the session gets a new random id.
-    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
-        store
-            .delete_admin_session(&hash_secret(&old))
-            .await
-            .map_err(crate::console::ConsoleError::from)?;
-    }
-    let now = state.oauth().now();
-    let idle = state.settings().admin.session_idle.as_secs() as i64;
-    store
-        .purge_admin_sessions(now - idle)
-        .await
-        .map_err(crate::console::ConsoleError::from)?;
-    let token = crate::oauth::random_token();
-    let csrf = crate::oauth::random_token();
-    store
-        .create_admin_session(
-            &hash_secret(&token),
-            &user.id,
-            &user.username,
-            &csrf,
-            state.oauth().now(),
-        )
-        .await
-        .map_err(crate::console::ConsoleError::from)?;
+    let resp = start_session(&state, &headers, &user).await?;
     audit(
         &state,
         event("signin.ok", "ok", "console session started".into()),
     )
     .await;
+    Ok(resp)
+}
+
+/// A new session for `user`, on a new random id: whatever session id the browser brought
+/// is ended (against session fixation), and so are sessions idle past the timeout.
+async fn start_session(state: &AppState, headers: &HeaderMap, user: &User) -> PageResult {
+    let store = state.store();
+    if let Some(old) = cookie(headers, SESSION_COOKIE) {
+        store.delete_admin_session(&hash_secret(&old)).await?;
+    }
+    let now = state.oauth().now();
+    let idle = state.settings().admin.session_idle.as_secs() as i64;
+    store.purge_admin_sessions(now - idle).await?;
+    let token = crate::oauth::random_token();
+    let csrf = crate::oauth::random_token();
+    store
+        .create_admin_session(&hash_secret(&token), &user.id, &user.username, &csrf, now)
+        .await?;
     let mut resp = super::super::oauth::redirect("/admin/");
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, &token),
+        set_cookie(state, SESSION_COOKIE, &token),
     );
-    h.append(header::SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, ""));
+    h.append(header::SET_COOKIE, set_cookie(state, SIGNIN_COOKIE, ""));
     Ok(resp)
 }
 
@@ -245,8 +231,7 @@ async fn sign_out(
     state
         .store()
         .delete_admin_session(&admin.token_hash)
-        .await
-        .map_err(crate::console::ConsoleError::from)?;
+        .await?;
     admin
         .console(&state)
         .audit("signout", "admin console", "console session ended")
@@ -318,11 +303,7 @@ async fn client_page(
     notice: Option<&str>,
 ) -> PageResult {
     let detail = admin.console(state).client(id).await?;
-    let stored = state
-        .store()
-        .get_client(id)
-        .await
-        .map_err(crate::console::ConsoleError::from)?;
+    let stored = state.store().get_client(id).await?;
     let lifetimes = stored
         .map(|c| {
             let l = state.oauth().lifetimes(&c);
