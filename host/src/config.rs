@@ -169,6 +169,8 @@ pub struct FileConfig {
     pub server: FileServer,
     #[serde(default)]
     pub bulk: FileBulk,
+    #[serde(default)]
+    pub admin: FileAdmin,
 }
 
 /// `[bulk]`: Bulk Data export jobs (see [`BulkSettings`]).
@@ -181,6 +183,14 @@ pub struct FileBulk {
     pub retain_secs: Option<u64>,
     pub stale_after_secs: Option<u64>,
     pub file_max_resources: Option<u64>,
+}
+
+/// `[admin]`: the admin console at `/admin/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// How long a console session lasts without a request, in seconds.
+    pub session_idle_secs: Option<u64>,
 }
 
 /// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
@@ -376,6 +386,7 @@ pub struct Settings {
     pub issuer: Option<IssuerSettings>,
     pub limits: RequestLimits,
     pub bulk: BulkSettings,
+    pub admin: AdminSettings,
 }
 
 /// `[bulk]`, resolved: where export files go and how many jobs run.
@@ -397,6 +408,14 @@ pub struct BulkSettings {
     pub stale_after: Duration,
     /// `bulk.file_max_resources` (default 100000): resources per output file.
     pub file_max_resources: u64,
+}
+
+/// `[admin]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `admin.session_idle_secs` (default 900, from 60 to 86400): a console session
+    /// without a request for this long is over.
+    pub session_idle: Duration,
 }
 
 /// What one request may cost: each bound has a `hestia.toml` key, and a request that
@@ -885,6 +904,20 @@ impl RawConfig {
             },
             issuer,
             limits: self.resolve_limits()?,
+            admin: AdminSettings {
+                session_idle: match file.admin.session_idle_secs {
+                    None => Duration::from_secs(900),
+                    Some(s @ 60..=86_400) => Duration::from_secs(s),
+                    Some(s) => {
+                        return Err(invalid(
+                            "admin.session_idle_secs",
+                            Source::File,
+                            s.to_string(),
+                            "must be from 60 to 86400 seconds",
+                        ));
+                    }
+                },
+            },
             bulk,
         })
     }

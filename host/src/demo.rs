@@ -215,7 +215,7 @@ pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
 }
 
 /// A Postman environment (the format Postman exports and newman reads).
-fn postman_environment(values: &[(&str, &str)]) -> Value {
+pub(crate) fn postman_environment(values: &[(&str, &str)]) -> Value {
     json!({
         "id": "6f1f7a52-1d55-4a7e-9d8c-4e6d1f0a9e21",
         "name": "Hestia demo",
@@ -341,7 +341,9 @@ impl Demo {
              \x20 sample data:    {patients} with Observations\n\
              \x20 Postman:        import {collection}\n\
              \x20                 and the environment {environment} (filled in for {base})\n\
-             \x20 authorize at {base}/oauth2/authorize, token at {base}/oauth2/token, audience (aud) {fhir}",
+             \x20 authorize at {base}/oauth2/authorize, token at {base}/oauth2/token, audience (aud) {fhir}\n\
+             \x20 admin console:  {base}/admin/ (this client is under Clients as {client_id}); sign in with an\n\
+             \x20                 account made by `hestia user add NAME --password-stdin --role admin`",
             creds = self.credentials_file.display(),
             user = self.username,
             password = self.password,

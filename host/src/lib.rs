@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod explain;
 pub mod fhir;

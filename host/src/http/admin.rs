@@ -22,13 +22,24 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Every plugin, in chain order, as `hestia plugin list` shows them.
-async fn plugins(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, AdminError> {
-    authenticate(&state, &headers).await?;
+/// A browser with a console session and no token gets the console's plugins page.
+async fn plugins(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if !parts.headers.contains_key(header::AUTHORIZATION)
+        && super::console::has_session_cookie(&parts.headers)
+    {
+        return super::console::plugins_page(state, &mut parts).await;
+    }
+    if let Err(e) = authenticate(&state, &parts.headers).await {
+        return e.into_response();
+    }
+    Json(plugins_json(&state)).into_response()
+}
+
+/// Every plugin, as `GET /admin/plugins` and `GET /admin/api/plugins` answer.
+pub(super) fn plugins_json(state: &AppState) -> Value {
     let plugins: Vec<Value> = state.plugins().list().iter().map(plugin_json).collect();
-    Ok(Json(json!({ "plugins": plugins })))
+    json!({ "plugins": plugins })
 }
 
 fn plugin_json(p: &PluginInfo) -> Value {
@@ -47,7 +58,11 @@ fn plugin_json(p: &PluginInfo) -> Value {
     })
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
+/// The claims of the request's `hestia:admin` bearer token.
+pub(super) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::oauth::tokens::AccessClaims, AdminError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -64,12 +79,11 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Admin
         .gate()
         .admin(token, ADMIN_SCOPE)
         .await
-        .map_err(AdminError)?;
-    Ok(())
+        .map_err(AdminError)
 }
 
 /// A refusal of the gate, as RFC 6750 JSON with a challenge of the admin realm.
-struct AdminError(Refusal);
+pub(super) struct AdminError(pub(super) Refusal);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {

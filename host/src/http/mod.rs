@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod bulk;
+mod console;
 pub mod fhir;
 mod fhir_meta;
 mod guard;
@@ -199,6 +200,7 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .merge(admin::routes())
+        .merge(console::routes())
         .layer(middleware::from_fn_with_state(state.clone(), until_ready))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)

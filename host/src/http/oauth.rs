@@ -57,7 +57,7 @@ fn header_text(s: &str) -> String {
         .collect()
 }
 
-fn no_store(resp: &mut Response) {
+pub(super) fn no_store(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -167,7 +167,7 @@ fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -309,11 +309,12 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return html(StatusCode::BAD_REQUEST, pages::error(&e.description)),
     };
     let browser = browser_cookie(&headers);
-    match state
+    let outcome = state
         .oauth()
         .login(&form, browser.as_deref(), &address)
-        .await
-    {
+        .await;
+    audit_login(&state, &form, &address, &outcome).await;
+    match outcome {
         Ok(LoginOutcome::Consent(id)) => redirect(&format!(
             "{}?request_id={}",
             oauth::CONSENT_PATH,
@@ -322,6 +323,77 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         Ok(LoginOutcome::Retry(page)) => html(StatusCode::UNAUTHORIZED, pages::login(&page)),
         Err(e) => authorize_error(e),
     }
+}
+
+/// A sign-in of the login page, in the audit trail (signin.ok or signin.failed).
+async fn audit_login(
+    state: &AppState,
+    form: &Params,
+    address: &str,
+    outcome: &Result<LoginOutcome, AuthorizeError>,
+) {
+    let (action, outcome, detail) = match outcome {
+        Ok(LoginOutcome::Consent(_)) => ("signin.ok", "ok", String::new()),
+        Ok(LoginOutcome::Retry(page)) => (
+            "signin.failed",
+            "refused",
+            page.error.clone().unwrap_or_default(),
+        ),
+        Err(_) => return,
+    };
+    let field = |name| {
+        form.get(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let event = crate::store::NewAuditEvent {
+        actor: field("username"),
+        action: action.into(),
+        target: format!("authorization of client {}", field("client_id")),
+        outcome: outcome.into(),
+        detail,
+        address: address.into(),
+    };
+    crate::console::record(state.store(), event).await;
+}
+
+/// A token request, in the audit trail (token.issued or token.refused with its cause).
+async fn audit_token(
+    state: &AppState,
+    params: &Params,
+    basic: Option<&BasicCredentials>,
+    result: &Result<oauth::grants::TokenResponse, OAuthError>,
+) {
+    let field = |name| {
+        params
+            .get(name)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let client = basic
+        .map(|b| b.client_id.clone())
+        .unwrap_or_else(|| field("client_id"));
+    let (action, outcome, detail) = match result {
+        Ok(resp) => ("token.issued", "ok", format!("scope {:?}", resp.scope)),
+        Err(e) => (
+            "token.refused",
+            "refused",
+            format!("{}: {}", e.code.as_str(), e.description),
+        ),
+    };
+    let event = crate::store::NewAuditEvent {
+        actor: client,
+        action: action.into(),
+        target: field("grant_type"),
+        outcome: outcome.into(),
+        detail,
+        address: String::new(),
+    };
+    crate::console::record(state.store(), event).await;
 }
 
 async fn consent_get(State(state): State<AppState>, req: Request) -> Response {
@@ -362,7 +434,9 @@ async fn token(
 ) -> Result<Response, OAuthError> {
     let params = form_of(&headers, &body)?;
     let basic = basic_of(&headers)?;
-    let resp = state.oauth().token(&params, basic.as_ref()).await?;
+    let result = state.oauth().token(&params, basic.as_ref()).await;
+    audit_token(&state, &params, basic.as_ref(), &result).await;
+    let resp = result?;
     Ok(json_no_store(
         StatusCode::OK,
         serde_json::to_value(resp).map_err(OAuthError::server)?,

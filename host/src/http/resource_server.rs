@@ -130,11 +130,35 @@ fn percent_decode(text: &str) -> String {
 /// The middleware in front of every FHIR route (a route layer: it runs once the router
 /// has matched, and classifies the request by the route it matched).
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let target = format!("{} {}", request.method(), request.uri().path());
     match authorize_inner(&state, request).await {
         Ok(request) => next.run(request).await,
-        Err(Rejection::Refused(refusal)) => refusal_response(refusal),
+        Err(Rejection::Refused(refusal)) => {
+            audit_refusal(&state, target, &refusal);
+            refusal_response(refusal)
+        }
         Err(Rejection::Fhir(err)) => FhirResponseError(err).into_response(),
     }
+}
+
+/// A 401 or 403 of the gate, in the audit trail with its cause (one insert, off the
+/// request's path and bounded; a refusal for a busy database or a sign-in limit is not
+/// recorded).
+fn audit_refusal(state: &AppState, target: String, refusal: &Refusal) {
+    let status = match refusal {
+        Refusal::Unauthenticated { .. } => "401",
+        Refusal::Forbidden(_) => "403",
+        _ => return,
+    };
+    let event = crate::store::NewAuditEvent {
+        actor: "-".into(),
+        action: "fhir.refused".into(),
+        target,
+        outcome: "refused".into(),
+        detail: format!("{status}: {}", refusal.description()),
+        address: String::new(),
+    };
+    crate::console::record_detached(state.store(), event);
 }
 
 enum Rejection {

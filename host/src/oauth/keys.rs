@@ -87,7 +87,7 @@ fn encoding_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, KeyError> {
     .map_err(crypto)
 }
 
-fn is_published(row: &KeyRow, now: i64) -> bool {
+pub fn is_published(row: &KeyRow, now: i64) -> bool {
     row.retire_after.is_none_or(|t| t > now)
 }
 
@@ -185,15 +185,20 @@ pub async fn jwks_until(store: &Store, now: i64) -> Result<(JwkSet, Option<i64>)
     Ok((JwkSet { keys }, retires))
 }
 
-/// The key that signs `alg` tokens now: the newest whose `sign_from` has come.
-pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKey, KeyError> {
-    let rows = store.signing_keys().await?;
-    let row = rows
-        .iter()
+/// Of `rows`, the key that signs `alg` tokens now: the newest published one whose
+/// `sign_from` has come.
+pub fn current_signer<'a>(rows: &'a [KeyRow], alg: &str, now: i64) -> Option<&'a KeyRow> {
+    rows.iter()
         .filter(|r| r.alg == alg && r.sign_from <= now && is_published(r, now))
         // Within one second a rotated key and the key it replaces can tie on both times;
         // the replaced one is the one scheduled to retire.
-        .max_by_key(|r| (r.sign_from, r.created_at, r.retire_after.is_none()));
+        .max_by_key(|r| (r.sign_from, r.created_at, r.retire_after.is_none()))
+}
+
+/// The key that signs `alg` tokens now: the newest whose `sign_from` has come.
+pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKey, KeyError> {
+    let rows = store.signing_keys().await?;
+    let row = current_signer(&rows, alg, now);
     let row = match row {
         Some(row) => row.clone(),
         // First use on a fresh database that no `serve` has prepared yet.

@@ -7,6 +7,7 @@
 
 pub mod bulk;
 mod clients;
+mod console;
 pub mod fhir;
 mod issuer;
 mod oauth;
@@ -15,6 +16,9 @@ pub mod search;
 mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
+pub use console::{
+    AdminSession, AuditEvent, AuditFilter, GrantRow, NewAuditEvent, RegistrationTokenRow,
+};
 pub use issuer::IssuerRegistration;
 pub use oauth::{
     AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, PURGE_BATCH, Purged, RefreshRow, Revocation,

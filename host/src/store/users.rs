@@ -44,11 +44,7 @@ impl NewUser {
                 self.username
             )));
         }
-        if self.password.chars().count() < 8 {
-            return Err(StoreError::Invalid(
-                "the password must have at least 8 characters".into(),
-            ));
-        }
+        check_password(&self.password)?;
         if let Some(fhir_user) = &self.fhir_user {
             check_fhir_user(fhir_user)?;
         }
@@ -74,6 +70,21 @@ pub(super) fn check_fhir_user(fhir_user: &str) -> Result<(), StoreError> {
             FHIR_USER_TYPES.join(", ")
         )))
     }
+}
+
+fn check_password(password: &str) -> Result<(), StoreError> {
+    if password.chars().count() < 8 {
+        return Err(StoreError::Invalid(
+            "the password must have at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The argon2id hash of a new password, after the same check as at account creation.
+pub(super) fn checked_password_hash(password: &str) -> Result<String, StoreError> {
+    check_password(password)?;
+    hash_password(password)
 }
 
 fn hash_password(password: &str) -> Result<String, StoreError> {
@@ -146,7 +157,8 @@ impl Store {
         username: &str,
         password: &str,
     ) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, username, fhir_user, created_at, password_hash FROM users WHERE username = $1")
+        // A locked account is looked up as if it did not exist: same answer, same work.
+        let row = sqlx::query("SELECT id, username, fhir_user, created_at, password_hash FROM users WHERE username = $1 AND id NOT IN (SELECT user_id FROM user_locks)")
             .bind(username)
             .fetch_optional(self.pool())
             .await?;

@@ -1,5 +1,6 @@
 //! One integration-test binary, with a module per area.
 
+mod admin_console;
 mod bulk;
 mod fhir;
 mod fhir_ops;

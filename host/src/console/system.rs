@@ -1,0 +1,295 @@
+//! The console's pages about the server itself: signing keys, registration tokens,
+//! plugins, the explanation of a token, and the audit trail.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Console, ConsoleError};
+use crate::fhir::ResourceType;
+use crate::gate::{Refusal, classify};
+use crate::oauth::keys;
+use crate::plugins::PluginInfo;
+use crate::store::{AuditEvent, AuditFilter, RegistrationTokenRow};
+
+/// A plugin with its counters from the metrics (`hestia_plugin_*` lines naming it).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginView {
+    pub name: String,
+    pub kind: Option<&'static str>,
+    pub order: i64,
+    pub version: String,
+    pub source: String,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub metrics: Vec<String>,
+}
+
+/// What one interaction with one resource type would get.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainCell {
+    pub interaction: &'static str,
+    pub allowed: bool,
+    /// `unrestricted`, the constraints of the access, or the refusal naming the plugin.
+    pub reason: String,
+}
+
+/// The gate's verdict on a token: each step, then a row per resource type.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainReport {
+    /// The steps the gate took, in its order, each with its finding.
+    pub steps: Vec<String>,
+    /// Where the gate stopped, when it refused the token as a whole.
+    pub refused: Option<String>,
+    pub rows: Vec<(String, Vec<ExplainCell>)>,
+}
+
+/// The interactions the Explain page tries, as requests below the FHIR base.
+const INTERACTIONS: [(&str, &str, &str); 5] = [
+    ("read", "GET", "{type}/example"),
+    ("search", "GET", "{type}"),
+    ("create", "POST", "{type}"),
+    ("update", "PUT", "{type}/example"),
+    ("delete", "DELETE", "{type}/example"),
+];
+
+/// The types shown when a token's scopes name every type (`*`).
+const COMMON_TYPES: [&str; 8] = [
+    "Patient",
+    "Observation",
+    "Encounter",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Practitioner",
+    "DocumentReference",
+];
+
+/// The resource types a scope text names, or the common ones for `*`.
+fn types_of(scope: &str) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    for s in scope.split_whitespace() {
+        let Some((_, rest)) = s.split_once('/') else {
+            continue;
+        };
+        let ty = rest.split(['.', '?']).next().unwrap_or_default();
+        let names: Vec<String> = if ty == "*" {
+            COMMON_TYPES.iter().map(|t| t.to_string()).collect()
+        } else if ResourceType::parse(ty).is_some() {
+            vec![ty.to_string()]
+        } else {
+            Vec::new()
+        };
+        for name in names {
+            if !types.contains(&name) {
+                types.push(name);
+            }
+        }
+    }
+    if types.is_empty() {
+        types = COMMON_TYPES.iter().map(|t| t.to_string()).collect();
+    }
+    types
+}
+
+fn refusal_line(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Unavailable(why) => format!("not checked (503): {why}"),
+        Refusal::Forbidden(why) => format!("403 insufficient_scope: {why}"),
+        other => format!("401 invalid_token: {}", other.description()),
+    }
+}
+
+impl Console<'_> {
+    /// Published keys, newest first, each with its state: `signing`, `next (signs from …)`,
+    /// `retiring (until …)` or `published`.
+    pub async fn keys(&self) -> Result<Vec<Value>, ConsoleError> {
+        let now = self.oauth.now();
+        let mut rows = self.store.signing_keys().await?;
+        rows.retain(|r| keys::is_published(r, now));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.sign_from)));
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let signing =
+                    keys::current_signer(&rows, &r.alg, now).map(|s| &s.kid) == Some(&r.kid);
+                let state = if signing {
+                    "signing"
+                } else if r.sign_from > now {
+                    "next"
+                } else if r.retire_after.is_some() {
+                    "retiring"
+                } else {
+                    "published"
+                };
+                json!({
+                    "kid": r.kid,
+                    "alg": r.alg,
+                    "state": state,
+                    "created_at": r.created_at,
+                    "sign_from": r.sign_from,
+                    "retire_after": r.retire_after,
+                })
+            })
+            .collect())
+    }
+
+    /// A new key per algorithm: published now, signing after the overlap, the old keys
+    /// published until their last token has expired.
+    pub async fn rotate_keys(&self) -> Result<Vec<Value>, ConsoleError> {
+        self.oauth
+            .ensure_keys()
+            .await
+            .map_err(|e| ConsoleError::Internal(e.to_string()))?;
+        let rotations = self
+            .oauth
+            .rotate_keys()
+            .await
+            .map_err(|e| ConsoleError::Internal(e.to_string()))?;
+        let out: Vec<Value> = rotations
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        let kids: Vec<&str> = rotations.iter().map(|r| r.kid.as_str()).collect();
+        self.audit("keys.rotate", &kids.join(" "), format!("{out:?}"))
+            .await;
+        Ok(out)
+    }
+
+    pub async fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>, ConsoleError> {
+        Ok(self.store.registration_tokens().await?)
+    }
+
+    /// A new initial access token (shown once).
+    pub async fn create_registration_token(
+        &self,
+        expires_in: i64,
+        max_uses: i64,
+    ) -> Result<String, ConsoleError> {
+        if !(60..=366 * 86_400).contains(&expires_in) || !(1..=10_000).contains(&max_uses) {
+            return Err(ConsoleError::Invalid(
+                "expires_in must be from 60 seconds to a year, max_uses from 1 to 10000".into(),
+            ));
+        }
+        let token = self
+            .oauth
+            .create_registration_token(expires_in, max_uses)
+            .await
+            .map_err(|e| ConsoleError::Internal(e.description))?;
+        let id: String = crate::oauth::hash_token(&token).chars().take(16).collect();
+        self.audit(
+            "registration_token.create",
+            &id,
+            format!("expires in {expires_in} s, {max_uses} uses"),
+        )
+        .await;
+        Ok(token)
+    }
+
+    pub async fn revoke_registration_token(&self, id: &str) -> Result<(), ConsoleError> {
+        self.store.revoke_registration_token(id).await?;
+        self.audit("registration_token.revoke", id, "deleted").await;
+        Ok(())
+    }
+
+    /// Every plugin in chain order, with its metric lines.
+    pub fn plugins(&self) -> Vec<PluginView> {
+        let metrics = crate::telemetry::metrics_handle().render();
+        self.plugins
+            .list()
+            .iter()
+            .map(|p: &PluginInfo| {
+                let label = format!("plugin=\"{}\"", p.name);
+                PluginView {
+                    name: p.name.clone(),
+                    kind: p.kind.map(|k| k.as_str()),
+                    order: p.order,
+                    version: p.version.clone(),
+                    source: p.source.to_string(),
+                    state: p.state.to_string(),
+                    last_error: p.last_error.clone(),
+                    metrics: metrics
+                        .lines()
+                        .filter(|l| {
+                            l.starts_with("hestia_plugin_")
+                                && !l.contains("_bucket{")
+                                && l.contains(&label)
+                        })
+                        .map(str::to_string)
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// What the FHIR server's gate and plugins would answer requests with `token`: the
+    /// token's checks, then per resource type and interaction, allowed or refused and why.
+    pub async fn explain(&self, token: &str) -> ExplainReport {
+        let mut report = ExplainReport {
+            steps: Vec::new(),
+            refused: None,
+            rows: Vec::new(),
+        };
+        let verified = match self.gate.verify(token.trim()).await {
+            Ok(v) => v,
+            Err(refusal) => {
+                report.refused = Some(format!("token: {}", refusal_line(&refusal)));
+                return report;
+            }
+        };
+        let claims = &verified.claims;
+        report.steps.push(format!(
+            "token: valid (signature, issuer, expiry, revocation); client {}; subject {}; scope {:?}",
+            claims.client_id, claims.sub, claims.scope
+        ));
+        if let Err(refusal) = self.gate.accept_audience(claims) {
+            report.refused = Some(format!("audience: {}", refusal_line(&refusal)));
+            return report;
+        }
+        report
+            .steps
+            .push(format!("audience: accepted for {}", self.gate.base_url()));
+        let caller = match self.gate.caller(&verified).await {
+            Ok(c) => c,
+            Err(refusal) => {
+                report.refused = Some(format!("rights: {}", refusal_line(&refusal)));
+                return report;
+            }
+        };
+        for ty in types_of(&claims.scope) {
+            let cells = INTERACTIONS
+                .iter()
+                .map(|(interaction, method, path)| {
+                    let request = classify(
+                        method,
+                        &path.replace("{type}", &ty),
+                        &[],
+                        self.gate.base_url(),
+                    );
+                    match caller.decide(&request) {
+                        Ok(access) if access.is_unrestricted() => ExplainCell {
+                            interaction,
+                            allowed: true,
+                            reason: "allowed".into(),
+                        },
+                        Ok(access) => ExplainCell {
+                            interaction,
+                            allowed: true,
+                            reason: format!("allowed within {access:?}"),
+                        },
+                        Err(e) => ExplainCell {
+                            interaction,
+                            allowed: false,
+                            reason: format!("403: {e}"),
+                        },
+                    }
+                })
+                .collect();
+            report.rows.push((ty, cells));
+        }
+        report
+    }
+
+    pub async fn activity(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, ConsoleError> {
+        Ok(self.store.audit_events(filter).await?)
+    }
+}

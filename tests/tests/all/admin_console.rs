@@ -1,0 +1,673 @@
+//! The admin console's HTTP rules, in-process on both databases: sign-in (cookie flags,
+//! a new session id at every sign-in, CSRF on the form), CSRF on every change, the idle
+//! timeout, accounts without the admin role kept out, the JSON API's authentication, and
+//! what a change does to tokens (a rotated secret or a removed client stops them).
+
+use base64::Engine;
+use hestia::store::{NewUser, UserUpdate};
+use serde_json::json;
+
+use crate::support::{PASSWORD, Reply, TestDb, call, hidden, raw_app_on};
+
+/// The value a response sets for cookie `name` (the text before the first `;`), with the
+/// whole `Set-Cookie` line.
+fn set_cookie(reply: &Reply, name: &str) -> Option<(String, String)> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|line| line.starts_with(&format!("{name}=")))
+        .map(|line| {
+            let value = line[name.len() + 1..].split(';').next().unwrap_or_default();
+            (value.to_string(), line.to_string())
+        })
+}
+
+fn text(reply: &Reply) -> String {
+    reply
+        .body
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| reply.body.to_string())
+}
+
+async fn add_user(state: &hestia::http::AppState, name: &str, roles: &[&str]) {
+    state
+        .store()
+        .create_user(NewUser {
+            username: name.into(),
+            password: PASSWORD.into(),
+            fhir_user: None,
+        })
+        .await
+        .unwrap();
+    state
+        .store()
+        .update_user(
+            name,
+            UserUpdate {
+                roles: Some(roles.iter().map(|r| r.to_string()).collect()),
+                fhir_user: None,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// The sign-in form's CSRF cookie and field, as a browser gets them from `GET /admin/`.
+async fn sign_in_form(app: &axum::Router) -> String {
+    let page = call(app, "GET", "/admin/", &[], "").await;
+    assert_eq!(page.status, 200);
+    let (cookie, line) = set_cookie(&page, "hestia_admin_signin").expect("a sign-in CSRF cookie");
+    assert!(
+        line.contains("HttpOnly") && line.contains("SameSite=Strict"),
+        "{line}"
+    );
+    assert_eq!(hidden(&text(&page), "csrf"), cookie);
+    cookie
+}
+
+/// Posts the sign-in form with `extra_cookie` (e.g. a planted session id) as well.
+async fn post_sign_in(app: &axum::Router, user: &str, password: &str, extra_cookie: &str) -> Reply {
+    let csrf = sign_in_form(app).await;
+    let cookie = format!("hestia_admin_signin={csrf}{extra_cookie}");
+    let body = format!(
+        "csrf={csrf}&username={user}&password={}",
+        password.replace(' ', "+")
+    );
+    call(
+        app,
+        "POST",
+        "/admin/signin",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &cookie),
+        ],
+        body,
+    )
+    .await
+}
+
+/// A signed-in administrator: the session cookie header and the session's CSRF token.
+async fn signed_in(app: &axum::Router, user: &str) -> (String, String) {
+    let reply = post_sign_in(app, user, PASSWORD, "").await;
+    assert_eq!(reply.status, 303, "{}", text(&reply));
+    let (session, _) = set_cookie(&reply, "hestia_admin").expect("a session cookie");
+    let cookie = format!("hestia_admin={session}");
+    let page = call(app, "GET", "/admin/users", &[("cookie", &cookie)], "").await;
+    assert_eq!(page.status, 200);
+    (cookie, hidden(&text(&page), "csrf"))
+}
+
+async fn form(app: &axum::Router, path: &str, cookie: &str, body: &str) -> Reply {
+    call(
+        app,
+        "POST",
+        path,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", cookie),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_cookie_with_a_new_session_id() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        // A session id planted in the browser before sign-in (fixation) is not kept.
+        let planted = "; hestia_admin=planted-by-someone-else";
+        let reply = post_sign_in(&app, "root", PASSWORD, planted).await;
+        assert_eq!(reply.status, 303, "{}: {}", db.backend, text(&reply));
+        assert_eq!(reply.header("location"), "/admin/");
+        let (session, line) = set_cookie(&reply, "hestia_admin").unwrap();
+        assert_ne!(session, "planted-by-someone-else");
+        for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+            assert!(line.contains(flag), "{}: {line}", db.backend);
+        }
+        // Plain HTTP here: a Secure cookie would never come back.
+        assert!(!line.contains("Secure"), "{line}");
+        let planted_page = call(
+            &app,
+            "GET",
+            "/admin/clients",
+            &[("cookie", "hestia_admin=planted-by-someone-else")],
+            "",
+        )
+        .await;
+        assert_eq!(planted_page.status, 303, "{}", db.backend);
+        let own = call(
+            &app,
+            "GET",
+            "/admin/clients",
+            &[("cookie", &format!("hestia_admin={session}"))],
+            "",
+        )
+        .await;
+        assert_eq!(own.status, 200, "{}", db.backend);
+        // Signing in again gives another session id; the first one ends.
+        let again =
+            post_sign_in(&app, "root", PASSWORD, &format!("; hestia_admin={session}")).await;
+        let (second, _) = set_cookie(&again, "hestia_admin").unwrap();
+        assert_ne!(second, session);
+        let old = call(
+            &app,
+            "GET",
+            "/admin/clients",
+            &[("cookie", &format!("hestia_admin={session}"))],
+            "",
+        )
+        .await;
+        assert_eq!(old.status, 303, "{}", db.backend);
+    }
+}
+
+#[tokio::test]
+async fn the_secure_flag_is_set_on_https() {
+    let db = TestDb::sqlite();
+    let (app, state) = raw_app_on(&db, "public_url = \"https://hestia.example\"").await;
+    add_user(&state, "root", &["admin"]).await;
+    let reply = post_sign_in(&app, "root", PASSWORD, "").await;
+    let (_, line) = set_cookie(&reply, "hestia_admin").unwrap();
+    assert!(line.contains("; Secure"), "{line}");
+}
+
+#[tokio::test]
+async fn forms_without_the_session_csrf_token_change_nothing() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let fields = "client_name=Evil&profile=backend&scope=system%2F*.read";
+        for body in [fields.to_string(), format!("csrf=not-{csrf}&{fields}")] {
+            let reply = form(&app, "/admin/clients", &cookie, &body).await;
+            assert_eq!(reply.status, 403, "{}: {}", db.backend, text(&reply));
+            assert!(text(&reply).contains("CSRF"), "{}", text(&reply));
+        }
+        assert!(state.store().list_clients().await.unwrap().is_empty());
+        let made = form(
+            &app,
+            "/admin/clients",
+            &cookie,
+            &format!("csrf={csrf}&{fields}"),
+        )
+        .await;
+        assert_eq!(made.status, 200, "{}: {}", db.backend, text(&made));
+        assert!(text(&made).contains("shown only once"));
+        assert_eq!(state.store().list_clients().await.unwrap().len(), 1);
+        // The sign-in form is checked too: a post without the cookie's value is refused.
+        let forged = call(
+            &app,
+            "POST",
+            "/admin/signin",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", "hestia_admin_signin=abc"),
+            ],
+            format!(
+                "csrf=xyz&username=root&password={}",
+                PASSWORD.replace(' ', "+")
+            ),
+        )
+        .await;
+        assert_eq!(forged.status, 403, "{}", db.backend);
+        assert!(set_cookie(&forged, "hestia_admin").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_session_idle_longer_than_the_timeout_is_over() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "[admin]\nsession_idle_secs = 60").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, _) = signed_in(&app, "root").await;
+        sqlx::query("UPDATE admin_sessions SET last_seen = last_seen - 59")
+            .execute(state.store().pool())
+            .await
+            .unwrap();
+        let fresh = call(&app, "GET", "/admin/keys", &[("cookie", &cookie)], "").await;
+        assert_eq!(fresh.status, 200, "{}", db.backend);
+        sqlx::query("UPDATE admin_sessions SET last_seen = last_seen - 61")
+            .execute(state.store().pool())
+            .await
+            .unwrap();
+        let idle = call(&app, "GET", "/admin/keys", &[("cookie", &cookie)], "").await;
+        assert_eq!(idle.status, 303, "{}", db.backend);
+        assert_eq!(idle.header("location"), "/admin/");
+    }
+}
+
+#[tokio::test]
+async fn accounts_without_the_admin_role_are_kept_out() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "amy", &["patient"]).await;
+        let reply = post_sign_in(&app, "amy", PASSWORD, "").await;
+        assert_eq!(reply.status, 403, "{}", db.backend);
+        assert!(
+            text(&reply).contains("does not have the admin role"),
+            "{}",
+            text(&reply)
+        );
+        assert!(set_cookie(&reply, "hestia_admin").is_none());
+        // A session of an account whose admin role is taken away ends with it.
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, _) = signed_in(&app, "root").await;
+        state
+            .store()
+            .update_user(
+                "root",
+                UserUpdate {
+                    roles: Some(vec![]),
+                    fhir_user: None,
+                },
+            )
+            .await
+            .unwrap();
+        let page = call(&app, "GET", "/admin/users", &[("cookie", &cookie)], "").await;
+        assert_eq!(page.status, 303, "{}", db.backend);
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("signin.refused".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        assert_eq!(events[0].actor, "amy");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_sign_in_is_on_the_activity_page() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let wrong = post_sign_in(&app, "root", "not the password", "").await;
+        assert_eq!(wrong.status, 401, "{}", db.backend);
+        assert!(text(&wrong).contains("Wrong username or password"));
+        let (cookie, _) = signed_in(&app, "root").await;
+        let page = call(
+            &app,
+            "GET",
+            "/admin/activity?action=signin.failed",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+        assert_eq!(page.status, 200);
+        let html = text(&page);
+        assert!(
+            html.contains("signin.failed") && html.contains("wrong username or password"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("signin.ok"),
+            "the filter keeps to failed sign-ins"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_takes_an_admin_session_with_its_csrf_header() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let anonymous = call(&app, "GET", "/admin/api/clients", &[], "").await;
+        assert_eq!(anonymous.status, 401, "{}", db.backend);
+        assert!(
+            anonymous
+                .header("www-authenticate")
+                .contains("hestia-admin")
+        );
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let body =
+            json!({"client_name": "Scripted", "profile": "backend", "scope": "system/*.read"})
+                .to_string();
+        let json_ct = ("content-type", "application/json");
+        let without = call(
+            &app,
+            "POST",
+            "/admin/api/clients",
+            &[json_ct, ("cookie", &cookie)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(without.status, 403, "{}: {}", db.backend, without.body);
+        let made = call(
+            &app,
+            "POST",
+            "/admin/api/clients",
+            &[json_ct, ("cookie", &cookie), ("x-csrf-token", &csrf)],
+            body,
+        )
+        .await;
+        assert_eq!(made.status, 201, "{}: {}", db.backend, made.body);
+        assert!(
+            made.body["client_secret"]
+                .as_str()
+                .is_some_and(|s| s.len() > 30)
+        );
+        let list = call(
+            &app,
+            "GET",
+            "/admin/api/clients?q=script",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            list.body["clients"].as_array().unwrap().len(),
+            1,
+            "{}",
+            list.body
+        );
+        let events = call(
+            &app,
+            "GET",
+            "/admin/api/activity?action=client.create",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+        assert_eq!(events.body["events"][0]["actor"], "root", "{}", events.body);
+        assert_eq!(events.body["events"][0]["target"], made.body["client_id"]);
+    }
+}
+
+/// A backend client's token from the token endpoint, in-process.
+async fn backend_token(
+    app: &axum::Router,
+    state: &hestia::http::AppState,
+    id: &str,
+    secret: &str,
+) -> Reply {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let body = format!(
+        "grant_type=client_credentials&scope=system%2FPatient.read&aud={}",
+        url_encode(&state.settings().fhir_base_url())
+    );
+    call(
+        app,
+        "POST",
+        "/oauth2/token",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &format!("Basic {basic}")),
+        ],
+        body,
+    )
+    .await
+}
+
+fn url_encode(s: &str) -> String {
+    s.replace(':', "%3A").replace('/', "%2F")
+}
+
+#[tokio::test]
+async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let made = form(
+            &app,
+            "/admin/clients",
+            &cookie,
+            &format!("csrf={csrf}&client_name=Batch&profile=backend&scope=system%2FPatient.read"),
+        )
+        .await;
+        let html = text(&made);
+        let id = html
+            .split("id=\"client-id\">")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap()
+            .to_string();
+        let secret = html
+            .split("id=\"secret\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let fhir = |token: String| {
+            let app = app.clone();
+            async move {
+                call(
+                    &app,
+                    "GET",
+                    "/fhir/r4/Patient",
+                    &[("authorization", &format!("Bearer {token}"))],
+                    "",
+                )
+                .await
+            }
+        };
+        let first = backend_token(&app, &state, &id, &secret).await;
+        assert_eq!(first.status, 200, "{}: {}", db.backend, first.body);
+        let token = first.body["access_token"].as_str().unwrap().to_string();
+        assert_eq!(fhir(token.clone()).await.status, 200, "{}", db.backend);
+        let grants = |cookie: String, id: String| {
+            let app = app.clone();
+            async move {
+                let page = call(
+                    &app,
+                    "GET",
+                    &format!("/admin/clients/{id}"),
+                    &[("cookie", &cookie)],
+                    "",
+                )
+                .await;
+                text(&page)
+                    .split("id=\"active-grants\">")
+                    .nth(1)
+                    .and_then(|s| s.split('<').next())
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        assert_eq!(
+            grants(cookie.clone(), id.clone()).await,
+            "1",
+            "{}",
+            db.backend
+        );
+
+        let rotated = form(
+            &app,
+            &format!("/admin/clients/{id}/rotate"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(rotated.status, 200, "{}", text(&rotated));
+        let new_secret = hidden(&text(&rotated), "secret");
+        assert_ne!(new_secret, secret);
+        assert_eq!(
+            grants(cookie.clone(), id.clone()).await,
+            "0",
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            fhir(token).await.status,
+            401,
+            "{}: the token of the old secret",
+            db.backend
+        );
+        assert_eq!(backend_token(&app, &state, &id, &secret).await.status, 401);
+        let second = backend_token(&app, &state, &id, &new_secret).await;
+        assert_eq!(second.status, 200, "{}", second.body);
+        let token = second.body["access_token"].as_str().unwrap().to_string();
+
+        let removed = form(
+            &app,
+            &format!("/admin/clients/{id}/remove"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(removed.status, 200, "{}", text(&removed));
+        let refused = fhir(token).await;
+        assert_eq!(refused.status, 401, "{}", db.backend);
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("client.".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["client.remove", "client.rotate_secret", "client.create"],
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_takes_a_hestia_admin_token_and_names_its_client() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "amy", &["patient"]).await;
+        let narrow = crate::support::mint(&state, json!({"scope": "system/*.read"})).await;
+        let refused = call(
+            &app,
+            "GET",
+            "/admin/api/users",
+            &[("authorization", &format!("Bearer {narrow}"))],
+            "",
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        assert!(refused.header("www-authenticate").contains("hestia:admin"));
+        let token =
+            crate::support::mint(&state, json!({"scope": "hestia:admin", "client_id": "ops"}))
+                .await;
+        let bearer = format!("Bearer {token}");
+        let users = call(
+            &app,
+            "GET",
+            "/admin/api/users",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(users.status, 200, "{}: {}", db.backend, users.body);
+        assert_eq!(users.body["users"][0]["username"], "amy");
+        // A token needs no CSRF header: a browser never sends it on its own.
+        let locked = call(
+            &app,
+            "POST",
+            "/admin/api/users/amy/lock",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(locked.status, 204, "{}: {}", db.backend, locked.body);
+        let events = call(
+            &app,
+            "GET",
+            "/admin/api/activity?action=user.lock",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            events.body["events"][0]["actor"], "client ops",
+            "{}",
+            events.body
+        );
+        let missing = call(
+            &app,
+            "GET",
+            "/admin/api/clients/nobody",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(missing.status, 404, "{}", missing.body);
+        assert_eq!(missing.body["error"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_locked_account_cannot_sign_in_until_unlocked() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        add_user(&state, "other", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let own = form(
+            &app,
+            "/admin/users/root/lock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(own.status, 400, "{}: cannot lock oneself", db.backend);
+        let locked = form(
+            &app,
+            "/admin/users/other/lock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(locked.status, 200, "{}", text(&locked));
+        assert!(text(&locked).contains("locked: no sign-in"));
+        // Refused as a wrong password is: a locked account is not told apart.
+        assert_eq!(
+            post_sign_in(&app, "other", PASSWORD, "").await.status,
+            401,
+            "{}",
+            db.backend
+        );
+        form(
+            &app,
+            "/admin/users/other/unlock",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(
+            post_sign_in(&app, "other", PASSWORD, "").await.status,
+            303,
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn token_answers_are_audited_with_their_cause() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let refused = backend_token(&app, &state, "no-such-client", "wrong").await;
+        assert_eq!(refused.status, 401, "{}", db.backend);
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("token.".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        assert_eq!(events[0].action, "token.refused");
+        assert_eq!(events[0].actor, "no-such-client");
+        assert_eq!(events[0].target, "client_credentials");
+        let description = refused.body["error_description"].as_str().unwrap();
+        assert_eq!(events[0].detail, format!("invalid_client: {description}"));
+    }
+}
