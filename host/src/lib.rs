@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod explain;
 pub mod fhir;
+pub mod freshness;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
