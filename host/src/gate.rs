@@ -23,8 +23,9 @@ use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
 use crate::fhir::repository::{FhirError, Repository};
 use crate::fhir::searchset::Via;
+use crate::freshness::{Freshness, VerifiedTokens, token_key};
 use crate::oauth::signin::{self, Attempt};
-use crate::oauth::tokens::{AccessClaims, TokenError};
+use crate::oauth::tokens::{AccessClaims, TokenError, check_times};
 use crate::plugins::{
     Claims, Constraint, Decision, FhirRequest, Interaction, PluginHost, UserRights,
 };
@@ -122,6 +123,10 @@ pub struct Gate {
     clock_skew_secs: i64,
     require_basic: bool,
     rights: Arc<Mutex<RightsCache>>,
+    /// The revisions of rights and revocations, as the caches below rely on them.
+    freshness: Arc<Freshness>,
+    /// This server's own tokens, verified (a remote issuer's have their own caches).
+    verified: Arc<VerifiedTokens>,
 }
 
 /// The rights of the accounts behind tokens (or that there is no account), as of one
@@ -156,11 +161,13 @@ impl Gate {
         Gate {
             verifier,
             plugins,
-            store,
             base_url: settings.base_url,
             clock_skew_secs: settings.clock_skew_secs,
             require_basic: settings.require_basic,
             rights: Arc::default(),
+            freshness: Arc::new(Freshness::new(store.clone())),
+            verified: Arc::default(),
+            store,
         }
     }
 
@@ -196,8 +203,32 @@ impl Gate {
         self.caller(&verified).await
     }
 
-    /// Step 1: the token is genuine, current and not revoked.
+    /// Step 1: the token is genuine, current and not revoked. This server's own tokens are
+    /// verified once and kept until they expire or a revocation anywhere moves the
+    /// revocation revision ([`crate::freshness`]).
     pub async fn verify(&self, token: &str) -> Result<Verified, Refusal> {
+        let TokenVerifier::Local(auth) = &self.verifier else {
+            return self.verify_uncached(token).await;
+        };
+        let revocations = self
+            .freshness
+            .current()
+            .await
+            .map_err(store_failed)?
+            .revocations;
+        let key = token_key(token);
+        if let Some(known) = self.verified.get(&key, revocations)
+            && check_times(&known.claims, auth.now(), self.clock_skew_secs).is_ok()
+        {
+            return Ok((*known).clone());
+        }
+        let verified = self.verify_uncached(token).await?;
+        self.verified
+            .insert(key, revocations, Arc::new(verified.clone()));
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Verified, Refusal> {
         self.verifier
             .verify(token, self.clock_skew_secs)
             .await
@@ -227,12 +258,12 @@ impl Gate {
         })
     }
 
-    /// The rights of the token's account as they are now (one read of the revision per
-    /// request; the rights themselves when they changed). A backend service's token has
-    /// none. A remote issuer's user is this server's account of the same user name
-    /// ([`Verified::username`], else its `sub`); one this server does not know has the
-    /// rights of an account without role or policy: nothing, or its own records for a
-    /// Patient fhirUser.
+    /// The rights of the token's account as they are now (the rights revision as
+    /// [`Freshness`] knows it; the rights themselves when it moved). A backend service's
+    /// token has none. A remote issuer's user is this server's account of the same user
+    /// name ([`Verified::username`], else its `sub`); one this server does not know has
+    /// the rights of an account without role or policy: nothing, or its own records for
+    /// a Patient fhirUser.
     async fn current_rights(
         &self,
         verified: &Verified,
@@ -249,7 +280,7 @@ impl Gate {
         } else {
             (claims.sub.clone(), None)
         };
-        let revision = self.store.rights_revision().await.map_err(store_failed)?;
+        let revision = self.freshness.current().await.map_err(store_failed)?.rights;
         {
             let cache = self.rights.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.revision == revision

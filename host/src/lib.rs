@@ -8,6 +8,7 @@ pub mod console;
 pub mod demo;
 pub mod explain;
 pub mod fhir;
+pub mod freshness;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

@@ -242,9 +242,14 @@ pub fn verify_with_header(
             expected: issuer.to_string(),
         });
     }
-    let Some(now) = now else {
-        return Ok((claims, raw));
-    };
+    if let Some(now) = now {
+        check_times(&claims, now, leeway)?;
+    }
+    Ok((claims, raw))
+}
+
+/// `exp` and `nbf` against `now`, with `leeway` seconds either way.
+pub fn check_times(claims: &AccessClaims, now: i64, leeway: i64) -> Result<(), TokenError> {
     if now >= claims.exp + leeway {
         return Err(TokenError::Expired {
             exp: claims.exp,
@@ -257,7 +262,7 @@ pub fn verify_with_header(
             now,
         });
     }
-    Ok((claims, raw))
+    Ok(())
 }
 
 /// Unix seconds as an RFC 3339 UTC time, for messages.

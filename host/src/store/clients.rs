@@ -287,6 +287,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 

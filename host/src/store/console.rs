@@ -258,6 +258,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -306,6 +307,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -363,6 +365,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 

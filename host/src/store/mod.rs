@@ -23,7 +23,9 @@ pub use issuer::IssuerRegistration;
 pub use oauth::{
     AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, PURGE_BATCH, Purged, RefreshRow, Revocation,
 };
-pub use rights::{Bindings, PolicyChange, StoredPolicy, UserUpdate, UserWithRoles, checked_roles};
+pub use rights::{
+    Bindings, PolicyChange, Revisions, StoredPolicy, UserUpdate, UserWithRoles, checked_roles,
+};
 pub use users::{NewUser, User};
 
 use std::path::Path;
@@ -78,6 +80,9 @@ pub struct Store {
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
     /// What decides when to refresh the planner's statistics ([`Store::analyze`]).
     statistics: Arc<Statistics>,
+    /// Commits of this process that revoked tokens or changed rights
+    /// ([`Store::local_changes`]).
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.
@@ -160,7 +165,22 @@ impl Store {
             backend,
             write_turn: (backend == Backend::Sqlite).then(Default::default),
             statistics: Default::default(),
+            changes: Default::default(),
         })
+    }
+
+    /// How many commits of this process have revoked tokens or changed rights. A cache of
+    /// what those commits change reads the database again when this moves, so that they
+    /// take effect on this process's next request; other processes' commits it learns
+    /// from the revisions (`rights_revision`, `revocation_revision`).
+    pub fn local_changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts a committed revocation or change of rights ([`Store::local_changes`]).
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Brings the schema up to date; safe to run from several processes at once.

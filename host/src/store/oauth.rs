@@ -245,6 +245,7 @@ impl Store {
             .bind(grant_id)
             .execute(self.pool())
             .await?;
+        self.changed();
         Ok(())
     }
 
@@ -327,6 +328,7 @@ impl Store {
         .bind(jti)
         .execute(self.pool())
         .await?;
+        self.changed();
         Ok(())
     }
 

@@ -189,6 +189,13 @@ fn built_in_error(name: &str) -> StoreError {
     ))
 }
 
+/// What [`Store::revisions`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Revisions {
+    pub rights: i64,
+    pub revocations: i64,
+}
+
 impl Store {
     /// The rights revision: a number that every change of rights increments. A cache of
     /// rights reads it before the rights, and reloads when it differs.
@@ -197,6 +204,21 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get("revision")?)
+    }
+
+    /// The rights revision and the revocation revision (migration 0012: every revocation
+    /// of an access token or a grant increments it), in one read.
+    pub async fn revisions(&self) -> Result<Revisions, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.revision AS rights, v.revision AS revocations \
+             FROM rights_revision r, revocation_revision v WHERE r.id = 1 AND v.id = 1",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Revisions {
+            rights: row.try_get("rights")?,
+            revocations: row.try_get("revocations")?,
+        })
     }
 
     /// The roles of an account, sorted.
@@ -273,6 +295,7 @@ impl Store {
         let user = user_from_row(&row)?;
         let roles = roles_in(&mut tx, &id).await?;
         tx.commit().await?;
+        self.changed();
         Ok(UserWithRoles { user, roles })
     }
 
@@ -299,6 +322,7 @@ impl Store {
         let reason = format!("its user {username} was removed");
         revoke_issued(&mut tx, IssuedTo::User(&id), &reason, now).await?;
         tx.commit().await?;
+        self.changed();
         Ok(user)
     }
 
@@ -347,6 +371,7 @@ impl Store {
         }
         let all = all_bindings(&mut tx, &policy.name).await?;
         tx.commit().await?;
+        self.changed();
         Ok(PolicyChange {
             bindings: bindings_of(&all, &policy.name),
             name: policy.name,
@@ -379,6 +404,7 @@ impl Store {
         change_bindings(&mut tx, name, bindings, detach).await?;
         let all = all_bindings(&mut tx, name).await?;
         tx.commit().await?;
+        self.changed();
         Ok(bindings_of(&all, name))
     }
 
@@ -401,6 +427,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("policy {name:?}")));
         }
         tx.commit().await?;
+        self.changed();
         Ok(())
     }
 

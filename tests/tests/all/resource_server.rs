@@ -553,3 +553,86 @@ async fn patient_scopes_keep_to_the_patients_compartment() {
         );
     }
 }
+
+/// This server's tokens are verified once and kept (`hestia::freshness`). A revocation
+/// still applies to the next request of the server that revoked, and to another server on
+/// the same database once `CHECKED_WITHIN` has passed: by the token (`jti`), and by its
+/// grant, with the grant's reason.
+#[tokio::test]
+async fn kept_tokens_are_refused_once_revoked_here_or_by_another_server() {
+    for db in TestDb::all().await {
+        let (here, here_state) = raw_app_on(&db, "").await;
+        let (there, there_state) = raw_app_on(&db, "").await;
+        // `mint` records its tokens under the grant `test-grant`.
+        let now = hestia::store::now_secs();
+        here_state
+            .store()
+            .create_grant("test-grant", "app-1", None, now)
+            .await
+            .unwrap();
+        let system = |jti: &str| json!({"sub": "app-1", "scope": "system/Patient.rs", "jti": jti});
+        let by_jti = mint(&here_state, system("kept-1")).await;
+        let by_grant = mint(&here_state, system("kept-2")).await;
+        for token in [&by_jti, &by_grant] {
+            for app in [&here, &there] {
+                let reply = get(app, "/fhir/r4/Patient", Some(token)).await;
+                assert_eq!(reply.status, 200, "{}: {:?}", db.backend, reply.body);
+            }
+        }
+
+        here_state
+            .store()
+            .revoke_access_token("kept-1", now)
+            .await
+            .unwrap();
+        let reply = get(&here, "/fhir/r4/Patient", Some(&by_jti)).await;
+        assert_refused(&reply, 401, Some("invalid_token"), "the token was revoked");
+        let reply = get(&here, "/fhir/r4/Patient", Some(&by_grant)).await;
+        assert_eq!(reply.status, 200, "{}: {:?}", db.backend, reply.body);
+        tokio::time::sleep(2 * hestia::freshness::CHECKED_WITHIN).await;
+        let reply = get(&there, "/fhir/r4/Patient", Some(&by_jti)).await;
+        assert_refused(&reply, 401, Some("invalid_token"), "the token was revoked");
+
+        there_state
+            .store()
+            .revoke_grant("test-grant", now, "its app was switched off")
+            .await
+            .unwrap();
+        let reply = get(&there, "/fhir/r4/Patient", Some(&by_grant)).await;
+        assert_refused(
+            &reply,
+            401,
+            Some("invalid_token"),
+            "its app was switched off",
+        );
+        tokio::time::sleep(2 * hestia::freshness::CHECKED_WITHIN).await;
+        let reply = get(&here, "/fhir/r4/Patient", Some(&by_grant)).await;
+        assert_refused(
+            &reply,
+            401,
+            Some("invalid_token"),
+            "its app was switched off",
+        );
+    }
+}
+
+/// A kept token is refused once it expires, as one verified afresh is.
+#[tokio::test]
+async fn kept_tokens_are_refused_once_expired() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "[fhir]\nclock_skew_secs = 0\n").await;
+        let exp = state.oauth().now() + 3;
+        let token = mint(
+            &state,
+            json!({"sub": "app-1", "scope": "system/Patient.rs", "exp": exp}),
+        )
+        .await;
+        let reply = get(&app, "/fhir/r4/Patient", Some(&token)).await;
+        assert_eq!(reply.status, 200, "{}: {:?}", db.backend, reply.body);
+        while state.oauth().now() < exp {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let reply = get(&app, "/fhir/r4/Patient", Some(&token)).await;
+        assert_refused(&reply, 401, Some("invalid_token"), "expired");
+    }
+}
