@@ -14,6 +14,7 @@ mod bindings;
 mod builtin;
 mod cases;
 pub mod cli;
+mod fixed_random;
 mod guest_io;
 pub mod manifest;
 mod metrics;
