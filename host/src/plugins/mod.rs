@@ -11,6 +11,7 @@
 //! `test`).
 
 mod bindings;
+mod builder;
 mod builtin;
 mod cases;
 pub mod cli;
