@@ -1,5 +1,7 @@
 //! Builds the default plugins (the `plugins/` guest workspace) for wasm32-wasip2 and embeds
-//! them: `src/plugins/builtin.rs` includes the generated `builtin_plugins.rs`.
+//! them: `src/plugins/builtin.rs` includes the generated `builtin_plugins.rs`. Also lists
+//! the WIT package and the SDKs in `embedded_files.rs`, which `hestia plugin new` writes
+//! into new projects (`src/plugins/scaffold.rs`).
 //!
 //! The nested cargo gets its own target directory: sharing the outer one would deadlock on
 //! its lock. Flags meant for the host (RUSTFLAGS, wrappers such as clippy's) are removed.
@@ -51,7 +53,53 @@ fn main() {
     generated.push_str("]\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), generated)
         .expect("write builtin_plugins.rs");
+    embed_files(&root, &out_dir);
 }
+
+/// The trees `hestia plugin new` writes into a project, as (path from the repository root,
+/// `include_str!` of the file), sorted. Build output and installed packages are left out.
+const EMBEDDED_TREES: &[&str] = &["wit", "sdk", "sdk-python", "sdk-js"];
+
+fn embed_files(root: &Path, out_dir: &Path) {
+    let mut files = Vec::new();
+    for tree in EMBEDDED_TREES {
+        rerun_if_changed(&Path::new("..").join(tree));
+        collect(root, &root.join(tree), &mut files);
+    }
+    files.sort();
+    let mut generated = String::from("&[\n");
+    for relative in files {
+        let path = root.join(&relative);
+        writeln!(
+            generated,
+            "    ({relative:?}, include_str!({path:?})),",
+            path = path.display().to_string()
+        )
+        .expect("writing to a String");
+    }
+    generated.push_str("]\n");
+    std::fs::write(out_dir.join("embedded_files.rs"), generated).expect("write embedded_files.rs");
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if SKIPPED.contains(&name.as_str()) || name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            files.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+const SKIPPED: &[&str] = &["target", "node_modules", "__pycache__", "Cargo.lock"];
 
 /// Runs `cargo build --release --target wasm32-wasip2` on `plugins/`; returns where the
 /// components are.
@@ -119,14 +167,18 @@ fn checkout_key(root: &Path) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-/// Sources only: the guest workspace's own `target/` must not retrigger this script.
+/// Sources only: the guest workspace's own `target/` (and installed packages) must not
+/// retrigger this script.
 fn rerun_if_changed(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target") {
+        if path
+            .file_name()
+            .is_some_and(|n| SKIPPED.contains(&n.to_string_lossy().as_ref()))
+        {
             continue;
         }
         if path.is_dir() {

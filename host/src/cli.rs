@@ -134,24 +134,26 @@ pub enum PluginCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
-    /// Write a ready-to-build plugin crate to OUT/NAME.
+    /// Write a ready-to-build plugin project to OUT/NAME, with the contract and the SDK.
     New {
         name: String,
         #[arg(long, value_parser = parse_kind, value_name = "scope-policy|audience-rule|resource-validator")]
         kind: PluginKind,
+        #[arg(long, value_parser = parse_lang, default_value = "rust", value_name = "rust|python|js")]
+        lang: plugin_cli::Lang,
         #[arg(long, default_value = ".", value_name = "DIR")]
         out: PathBuf,
-        /// The `sdk/` folder of a Hestia checkout (a path dependency).
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "sdk_git",
-            conflicts_with = "sdk_git"
-        )]
+        /// Rust: the `sdk/` folder of a Hestia checkout instead of the embedded SDK.
+        #[arg(long, value_name = "DIR", conflicts_with = "sdk_git")]
         sdk_path: Option<PathBuf>,
-        /// A git repository of Hestia (a git dependency on its `hestia-sdk`).
+        /// Rust: a git repository of Hestia instead of the embedded SDK.
         #[arg(long, value_name = "URL")]
         sdk_git: Option<String>,
+    },
+    /// Build a project of `plugin new` into NAME.wasm (cargo, componentize-py or componentize-js).
+    Build {
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Run a built component against cases of requests and expected decisions.
     Test {
@@ -166,6 +168,13 @@ pub enum PluginCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
+}
+
+fn parse_lang(s: &str) -> Result<plugin_cli::Lang, String> {
+    plugin_cli::Lang::ALL
+        .into_iter()
+        .find(|l| l.as_str() == s)
+        .ok_or_else(|| format!("one of rust, python, js, not {s:?}"))
 }
 
 fn parse_kind(s: &str) -> Result<PluginKind, String> {
@@ -795,31 +804,57 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::New {
             name,
             kind,
+            lang,
             out,
             sdk_path,
             sdk_git,
         } => {
             let sdk = match (sdk_path, sdk_git) {
-                (Some(path), _) => plugin_cli::SdkSource::Path(path),
-                (None, Some(url)) => plugin_cli::SdkSource::Git(url),
-                (None, None) => bail!("give --sdk-path DIR or --sdk-git URL"),
+                (Some(path), _) => Some(plugin_cli::SdkSource::Path(path)),
+                (None, Some(url)) => Some(plugin_cli::SdkSource::Git(url)),
+                (None, None) => None,
             };
+            if sdk.is_some() && lang != plugin_cli::Lang::Rust {
+                bail!("--sdk-path and --sdk-git are for Rust projects");
+            }
             let dir = plugin_cli::new(&plugin_cli::NewPlugin {
                 name: name.clone(),
                 kind,
+                lang,
                 out,
                 sdk,
             })?;
-            println!("wrote the {kind} plugin {name} to {}", dir.display());
-            println!("  cd {}", dir.display());
-            println!("  cargo test");
-            println!("  cargo build --release --target wasm32-wasip2");
-            let wasm = format!(
-                "target/wasm32-wasip2/release/{}.wasm",
-                name.replace('-', "_")
+            println!(
+                "wrote the {kind} plugin {name} ({lang}) to {}",
+                dir.display()
             );
-            println!("  hestia plugin check {wasm}");
-            println!("  hestia plugin test {wasm} --manifest {name}.toml --cases cases.json");
+            println!("  cd {}", dir.display());
+            println!(
+                "  {}",
+                match lang {
+                    plugin_cli::Lang::Rust => "cargo test",
+                    plugin_cli::Lang::Python => "python -m pytest",
+                    plugin_cli::Lang::Js => "npm install && node --test",
+                }
+            );
+            println!("  hestia plugin build");
+            println!("  hestia plugin test {name}.wasm --cases cases.json");
+            println!("  hestia plugin check {name}.wasm");
+        }
+        PluginCommand::Build { dir } => {
+            let built = plugin_cli::build(&dir)?;
+            println!(
+                "built the {} plugin {} ({}): {}",
+                built.kind,
+                built.name,
+                built.lang,
+                built.wasm.display()
+            );
+            println!(
+                "  install it: copy {} and {} into the server's plugin directory",
+                built.wasm.display(),
+                built.manifest.display()
+            );
         }
         PluginCommand::Test {
             file,

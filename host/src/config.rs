@@ -295,7 +295,8 @@ pub struct FilePlugins {
 pub struct FilePluginsWasi {
     /// `wasi:clocks/wall-clock` and `wasi:clocks/monotonic-clock`.
     pub clock: Option<bool>,
-    /// `wasi:random/random` and `wasi:random/insecure`.
+    /// `wasi:random/random` and `wasi:random/insecure` from the host's generator; without
+    /// it they give a fixed sequence, the same in every instance.
     pub random: Option<bool>,
 }
 

@@ -4,8 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use super::builder::{Built, COMPONENTIZE_JS, COMPONENTIZE_PY, build};
 pub use super::cases::{BASE_URL, TestReport, run as test};
-pub use super::scaffold::{NewPlugin, SdkSource, new};
+pub use super::scaffold::{Lang, NewPlugin, SdkSource, new};
 
 use super::runtime::{self, Provision};
 use super::{PluginError, PluginHost, PluginInfo, PluginKind, PluginSettings, content_hash};

@@ -11,9 +11,11 @@
 //! `test`).
 
 mod bindings;
+mod builder;
 mod builtin;
 mod cases;
 pub mod cli;
+mod fixed_random;
 mod guest_io;
 pub mod manifest;
 mod metrics;

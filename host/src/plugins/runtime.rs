@@ -32,6 +32,7 @@ use wasmtime_wasi::p2::bindings::sync as wasi;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 
 use super::bindings::{self, Bound, Pre, Verdict, Version};
+use super::fixed_random::{Fixed, FixedRandom};
 use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
 use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
 use super::{PluginKind, WasiAllowances};
@@ -154,6 +155,8 @@ pub(crate) struct HostState {
     cli: WasiCliCtx,
     clocks: Option<WasiClocksCtx>,
     random: Option<WasiRandomCtx>,
+    /// `wasi:random` when the plugin is given no randomness (`fixed_random`).
+    fixed_random: FixedRandom,
 }
 
 /// Store limits that remember whether the memory cap was hit, so that the trap that follows
@@ -267,7 +270,8 @@ pub enum Provision {
     Inert,
     /// Given only with `[wasi] clock = true` and the settings' permission.
     Clock,
-    /// Given only with `[wasi] random = true` and the settings' permission.
+    /// The host's randomness with `[wasi] random = true` and the settings' permission;
+    /// otherwise a fixed sequence, the same in every instance (`fixed_random`).
     Random,
     /// Anything else: defined, but traps if the plugin calls it.
     Trap,
@@ -301,7 +305,10 @@ impl fmt::Display for Provision {
                 "provided inert: no input, output to the log (bounded), no variables"
             }
             Provision::Clock => "needs [wasi] clock = true and the host's permission",
-            Provision::Random => "needs [wasi] random = true and the host's permission",
+            Provision::Random => {
+                "a fixed sequence (not secret); real randomness needs [wasi] random = true \
+                 and the host's permission"
+            }
             Provision::Trap => "not provided: traps if called",
         })
     }
@@ -329,6 +336,9 @@ fn linker(
     if wasi_granted.random {
         wasi::random::random::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
         wasi::random::insecure::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
+    } else {
+        wasi::random::random::add_to_linker::<_, Fixed>(&mut l, |s| &mut s.fixed_random)?;
+        wasi::random::insecure::add_to_linker::<_, Fixed>(&mut l, |s| &mut s.fixed_random)?;
     }
     stub_the_rest(&mut l, engine, component, wasi_granted)?;
     Ok(l)
@@ -339,33 +349,82 @@ fn linker(
 /// use, so it loads, and fails closed only if it really calls one. (`Linker::
 /// define_unknown_imports_as_traps` would shadow the semver-compatible WASI versions the
 /// linker does provide, since it matches names exactly.)
+///
+/// A stubbed interface may name a resource of one the host does provide (`wasi:filesystem/
+/// types` uses `wasi:io/streams`' `input-stream`; interpreter toolchains import both): such
+/// a resource is defined as the host's type, so that the two imports agree, as the
+/// component says they must. Every other resource of a stubbed interface is a host type
+/// nothing can create.
 fn stub_the_rest(
     l: &mut Linker<HostState>,
     engine: &Engine,
     component: &Component,
     wasi_granted: WasiAllowances,
 ) -> wasmtime::Result<()> {
-    for (import, item) in component.component_type().imports(engine) {
-        let given = match Provision::of(import) {
-            Provision::Host | Provision::Inert => true,
-            Provision::Clock => wasi_granted.clock,
-            Provision::Random => wasi_granted.random,
-            Provision::Trap => false,
-        };
-        if given {
+    let ty = component.component_type();
+    let imports: Vec<(&str, ComponentItem)> = ty
+        .imports(engine)
+        .map(|(name, item)| (name, item.ty))
+        .collect();
+    let given = |import: &str| match Provision::of(import) {
+        Provision::Host | Provision::Inert => true,
+        Provision::Clock => wasi_granted.clock,
+        Provision::Random => true,
+        Provision::Trap => false,
+    };
+    // The resources of provided imports, as the component types them, with the host's type.
+    let mut provided = Vec::new();
+    for (import, item) in &imports {
+        if let (true, ComponentItem::ComponentInstance(instance)) = (given(import), item) {
+            for (name, item) in instance.exports(engine) {
+                if let ComponentItem::Resource(ty) = item.ty
+                    && let Some(host) = host_resource(import, name)
+                {
+                    provided.push((ty, host));
+                }
+            }
+        }
+    }
+    for (import, item) in &imports {
+        if given(import) {
             continue;
         }
-        match item.ty {
+        match item {
             ComponentItem::ComponentInstance(instance) => {
                 let mut li = l.instance(import)?;
                 for (name, item) in instance.exports(engine) {
-                    stub(&mut li, &format!("{import}#{name}"), name, &item.ty)?;
+                    let host = match &item.ty {
+                        ComponentItem::Resource(ty) => provided
+                            .iter()
+                            .find(|(component_ty, _)| component_ty == ty)
+                            .map(|(_, host)| *host),
+                        _ => None,
+                    };
+                    match host {
+                        Some(host) => li.resource(name, host, |_, _| Ok(()))?,
+                        None => stub(&mut li, &format!("{import}#{name}"), name, &item.ty)?,
+                    }
                 }
             }
-            ty => stub(&mut l.root(), import, import, &ty)?,
+            ty => stub(&mut l.root(), import, import, ty)?,
         }
     }
     Ok(())
+}
+
+/// The host's type of each resource of the interfaces the linker provides (`guest_io` and
+/// wasmtime-wasi's `wasi:io/error`), whatever 0.2.x patch version the import names.
+fn host_resource(import: &str, name: &str) -> Option<ResourceType> {
+    use wasmtime_wasi_io::poll::DynPollable;
+    use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream, Error};
+    let interface = import.split('@').next().unwrap_or(import);
+    Some(match (interface, name) {
+        ("wasi:io/error", "error") => ResourceType::host::<Error>(),
+        ("wasi:io/poll", "pollable") => ResourceType::host::<DynPollable>(),
+        ("wasi:io/streams", "input-stream") => ResourceType::host::<DynInputStream>(),
+        ("wasi:io/streams", "output-stream") => ResourceType::host::<DynOutputStream>(),
+        _ => return None,
+    })
 }
 
 fn stub(
@@ -567,6 +626,7 @@ impl Plugin {
             cli: WasiCliCtx::default(),
             clocks: None,
             random: None,
+            fixed_random: FixedRandom::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -1,12 +1,51 @@
-//! `hestia plugin new NAME --kind KIND`: a ready-to-build plugin crate. The files come from
-//! `templates/`, one working example per kind, with a native unit test, a manifest and the
-//! cases `hestia plugin test` runs against the built component.
+//! `hestia plugin new NAME --kind KIND [--lang LANG]`: a ready-to-build plugin project, from
+//! the binary alone. The files come from `templates/` (one working example per kind and
+//! language, with native unit tests, a manifest and the cases `hestia plugin test` runs);
+//! the WIT contract and the language's SDK are embedded in the binary (`host/build.rs`
+//! lists them) and written into the project, so that it builds offline once the language's
+//! build tool is installed.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::{PluginError, PluginKind};
 
-/// Where the generated crate finds `hestia-sdk`.
+/// The languages a plugin project can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 3] = [Lang::Rust, Lang::Python, Lang::Js];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
+
+    /// The project file that marks a project of this language (`hestia plugin build`).
+    pub(crate) fn marker(self) -> &'static str {
+        match self {
+            Lang::Rust => "Cargo.toml",
+            Lang::Python => "app.py",
+            Lang::Js => "plugin.js",
+        }
+    }
+}
+
+impl fmt::Display for Lang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a Rust project finds `hestia-sdk` instead of the copy written into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SdkSource {
     /// A checkout's `sdk/` folder (made absolute).
@@ -20,27 +59,107 @@ pub enum SdkSource {
 pub struct NewPlugin {
     pub name: String,
     pub kind: PluginKind,
-    /// The crate is written to `out/NAME`.
+    pub lang: Lang,
+    /// The project is written to `out/NAME`.
     pub out: PathBuf,
-    pub sdk: SdkSource,
+    /// Rust only: an SDK elsewhere instead of the embedded one.
+    pub sdk: Option<SdkSource>,
 }
 
-const CARGO_TOML: &str = include_str!("templates/Cargo.toml.in");
+/// The contract version new projects are written against (`hestia/wit/CONTRACT`).
+pub(crate) const CONTRACT: &str = "v0.3.0";
 
-fn templates(kind: PluginKind) -> (&'static str, &'static str) {
+/// The WIT package and the SDKs, as (path in the repository, text).
+pub(crate) static EMBEDDED: &[(&str, &str)] =
+    include!(concat!(env!("OUT_DIR"), "/embedded_files.rs"));
+
+/// Where each embedded tree goes in a project of `lang`: (repository prefix, project prefix).
+fn layout(lang: Lang) -> &'static [(&'static str, &'static str)] {
+    match lang {
+        Lang::Rust => &[("wit/", "hestia/wit/"), ("sdk/", "hestia/sdk/")],
+        Lang::Python => &[
+            ("wit/", "hestia/wit/"),
+            ("sdk-python/hestia_sdk/", "hestia_sdk/"),
+        ],
+        Lang::Js => &[
+            ("wit/", "hestia/wit/"),
+            ("sdk-js/hestia-sdk/", "hestia-sdk/"),
+        ],
+    }
+}
+
+fn cases(kind: PluginKind) -> &'static str {
     match kind {
-        PluginKind::ScopePolicy => (
-            include_str!("templates/scope-policy.rs"),
-            include_str!("templates/scope-policy.cases.json"),
-        ),
-        PluginKind::AudienceRule => (
-            include_str!("templates/audience-rule.rs"),
-            include_str!("templates/audience-rule.cases.json"),
-        ),
-        PluginKind::ResourceValidator => (
-            include_str!("templates/resource-validator.rs"),
-            include_str!("templates/resource-validator.cases.json"),
-        ),
+        PluginKind::ScopePolicy => include_str!("templates/scope-policy.cases.json"),
+        PluginKind::AudienceRule => include_str!("templates/audience-rule.cases.json"),
+        PluginKind::ResourceValidator => include_str!("templates/resource-validator.cases.json"),
+    }
+}
+
+/// The project's own files of `lang` and `kind`, as (path, template).
+fn sources(lang: Lang, kind: PluginKind) -> Vec<(&'static str, &'static str)> {
+    use PluginKind::{AudienceRule as A, ResourceValidator as V, ScopePolicy as S};
+    match (lang, kind) {
+        (Lang::Rust, k) => vec![
+            ("Cargo.toml", include_str!("templates/rust/Cargo.toml.in")),
+            (
+                "hestia/sdk/Cargo.toml",
+                include_str!("templates/rust/sdk.Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                match k {
+                    S => include_str!("templates/rust/scope-policy.rs"),
+                    A => include_str!("templates/rust/audience-rule.rs"),
+                    V => include_str!("templates/rust/resource-validator.rs"),
+                },
+            ),
+        ],
+        // Refused by `unsupported`.
+        (Lang::Python, A) => Vec::new(),
+        (Lang::Python, k) => vec![
+            (
+                "app.py",
+                match k {
+                    S => include_str!("templates/python/scope-policy.py"),
+                    _ => include_str!("templates/python/resource-validator.py"),
+                },
+            ),
+            (
+                "test_app.py",
+                match k {
+                    S => include_str!("templates/python/test-scope-policy.py"),
+                    _ => include_str!("templates/python/test-resource-validator.py"),
+                },
+            ),
+        ],
+        (Lang::Js, k) => vec![
+            ("package.json", include_str!("templates/js/package.json")),
+            (
+                "plugin.js",
+                match k {
+                    S => include_str!("templates/js/scope-policy.js"),
+                    A => include_str!("templates/js/audience-rule.js"),
+                    V => include_str!("templates/js/resource-validator.js"),
+                },
+            ),
+            (
+                "component.js",
+                match k {
+                    S => include_str!("templates/js/scope-policy.component.js"),
+                    A => include_str!("templates/js/audience-rule.component.js"),
+                    V => include_str!("templates/js/resource-validator.component.js"),
+                },
+            ),
+            (
+                "plugin.test.js",
+                match k {
+                    S => include_str!("templates/js/scope-policy.test.js"),
+                    A => include_str!("templates/js/audience-rule.test.js"),
+                    V => include_str!("templates/js/resource-validator.test.js"),
+                },
+            ),
+        ],
     }
 }
 
@@ -59,7 +178,7 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Writes the crate and returns its directory. Refuses to overwrite an existing one.
+/// Writes the project and returns its directory. Refuses to overwrite an existing one.
 pub fn new(plugin: &NewPlugin) -> Result<PathBuf, PluginError> {
     let dir = plugin.out.join(&plugin.name);
     let fail = |reason: String| PluginError::Check {
@@ -67,45 +186,90 @@ pub fn new(plugin: &NewPlugin) -> Result<PathBuf, PluginError> {
         reason,
     };
     check_name(&plugin.name).map_err(fail)?;
+    if let Some(reason) = unsupported(plugin.lang, plugin.kind) {
+        return Err(fail(reason.into()));
+    }
     if dir.exists() {
         return Err(fail("already exists; choose another name or --out".into()));
     }
-    let sdk = match &plugin.sdk {
-        SdkSource::Path(path) => {
-            let path = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
-            if !path.join("Cargo.toml").is_file() {
-                return Err(fail(format!(
-                    "--sdk-path {} has no Cargo.toml (it is the `sdk/` folder of a Hestia checkout)",
-                    path.display()
-                )));
-            }
-            format!("{{ path = {} }}", toml_string(&path.display().to_string()))
-        }
-        SdkSource::Git(url) => format!("{{ git = {} }}", toml_string(url)),
-    };
-    let crate_name = plugin.name.replace('-', "_");
+    let sdk = rust_sdk(plugin.sdk.as_ref()).map_err(fail)?;
     let fill = |template: &str| {
         template
             .replace("{name}", &plugin.name)
-            .replace("{crate_name}", &crate_name)
+            .replace("{crate_name}", &plugin.name.replace('-', "_"))
             .replace("{sdk}", &sdk)
+            .replace("{kind}", plugin.kind.as_str())
+            .replace("{version}", env!("CARGO_PKG_VERSION"))
     };
-    let (lib, cases) = templates(plugin.kind);
     let manifest = format!(
-        "# The manifest Hestia reads beside {name}.wasm in its plugin directory.\nkind = \"{kind}\"\n# Position in the {kind} chain: lower runs first; the built-ins have order 0.\norder = 10\n",
+        "# The manifest Hestia reads beside {name}.wasm in its plugin directory.\nkind = \"{kind}\"\n# Position in the {kind} chain: lower runs first; the built-ins have order 0.\norder = 10\n{limits}",
         name = plugin.name,
         kind = plugin.kind,
+        limits = interpreter_limits(plugin.lang),
     );
-    let files = [
-        ("Cargo.toml".to_string(), fill(CARGO_TOML)),
-        ("src/lib.rs".to_string(), fill(lib)),
+    let mut files: Vec<(String, String)> = vec![
         (format!("{}.toml", plugin.name), manifest),
-        ("cases.json".to_string(), cases.to_string()),
+        ("cases.json".to_string(), cases(plugin.kind).to_string()),
     ];
+    for (path, template) in sources(plugin.lang, plugin.kind) {
+        if plugin.sdk.is_some() && path.starts_with("hestia/sdk/") {
+            continue;
+        }
+        files.push((path.to_string(), fill(template)));
+    }
+    for (from, to) in layout(plugin.lang) {
+        if plugin.sdk.is_some() && *to == "hestia/sdk/" {
+            continue;
+        }
+        for (path, text) in EMBEDDED {
+            // The Rust SDK's own manifest names its workspace; the template replaces it.
+            if let Some(rest) = path.strip_prefix(from)
+                && *path != "sdk/Cargo.toml"
+            {
+                files.push((format!("{to}{rest}"), text.to_string()));
+            }
+        }
+    }
     for (relative, text) in &files {
         write(&dir.join(relative), text).map_err(fail)?;
     }
     Ok(dir)
+}
+
+/// Combinations a language's tool cannot build yet.
+fn unsupported(lang: Lang, kind: PluginKind) -> Option<&'static str> {
+    (lang == Lang::Python && kind == PluginKind::AudienceRule).then_some(
+        "componentize-py cannot link the audience-rule world in Python: its export `accept` \
+         collides with the C library's `accept`; write audience rules in Rust or JavaScript",
+    )
+}
+
+/// Interpreter-based components hold a whole runtime: more memory and a longer first call.
+fn interpreter_limits(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "",
+        Lang::Python | Lang::Js => {
+            "\n# An interpreter runs inside the component: it needs more room than the host's default.\n[limits]\nmemory_mib = 64\ndeadline_ms = 100\n"
+        }
+    }
+}
+
+/// The `hestia-sdk` dependency of a Rust project.
+fn rust_sdk(source: Option<&SdkSource>) -> Result<String, String> {
+    Ok(match source {
+        None => "{ path = \"hestia/sdk\" }".to_string(),
+        Some(SdkSource::Path(path)) => {
+            let path = std::path::absolute(path).map_err(|e| e.to_string())?;
+            if !path.join("Cargo.toml").is_file() {
+                return Err(format!(
+                    "--sdk-path {} has no Cargo.toml (it is the `sdk/` folder of a Hestia checkout)",
+                    path.display()
+                ));
+            }
+            format!("{{ path = {} }}", toml_string(&path.display().to_string()))
+        }
+        Some(SdkSource::Git(url)) => format!("{{ git = {} }}", toml_string(url)),
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -122,7 +286,7 @@ fn toml_string(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::{EMBEDDED, check_name};
 
     #[test]
     fn names() {
@@ -131,6 +295,20 @@ mod tests {
         }
         for bad in ["", "2fa", "No", "a_b", "../x", "a b", "-x"] {
             assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_contract_and_the_sdks_are_embedded() {
+        let has = |path: &str| EMBEDDED.iter().any(|(p, _)| *p == path);
+        for path in [
+            "wit/v0.3.0/plugin.wit",
+            "sdk/src/lib.rs",
+            "sdk/src/smart/tests.rs",
+            "sdk-python/hestia_sdk/__init__.py",
+            "sdk-js/hestia-sdk/index.js",
+        ] {
+            assert!(has(path), "{path} is not embedded");
         }
     }
 }

@@ -22,191 +22,22 @@ fn check(input: &str, expected: &str) {
     assert_eq!(actual, expected, "parsing {input:?}");
 }
 
+/// The table every SDK's parser passes (`sdk/smart-scope-cases.json`; the Python and
+/// JavaScript SDKs' tests read the same file).
 #[test]
-fn v1_scopes() {
-    check("patient/*.read", "patient/*.read | patient * rs V1 []");
-    check(
-        "user/Observation.write",
-        "user/Observation.write | user Observation cud V1 []",
-    );
-    check("system/*.*", "system/*.* | system * cruds V1 []");
-    check(
-        "patient/Patient.*",
-        "patient/Patient.* | patient Patient cruds V1 []",
-    );
-    check(
-        "user/MedicationRequest.read",
-        "user/MedicationRequest.read | user MedicationRequest rs V1 []",
-    );
+fn the_shared_table_of_scopes() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        scope: String,
+        expect: String,
+    }
+    let cases: Vec<Case> = serde_json::from_str(include_str!("../../smart-scope-cases.json"))
+        .expect("smart-scope-cases.json");
+    assert!(cases.len() >= 50);
+    for case in cases {
+        check(&case.scope, &case.expect);
+    }
 }
-
-#[test]
-fn v2_scopes() {
-    check(
-        "patient/Observation.rs",
-        "patient/Observation.rs | patient Observation rs V2 []",
-    );
-    check("user/*.cruds", "user/*.cruds | user * cruds V2 []");
-    check(
-        "system/Patient.r",
-        "system/Patient.r | system Patient r V2 []",
-    );
-    check(
-        "patient/Encounter.cud",
-        "patient/Encounter.cud | patient Encounter cud V2 []",
-    );
-    check(
-        "user/Observation.s",
-        "user/Observation.s | user Observation s V2 []",
-    );
-    check(
-        "patient/Condition.d",
-        "patient/Condition.d | patient Condition d V2 []",
-    );
-}
-
-#[test]
-fn v2_query_scopes() {
-    check(
-        "patient/Observation.rs?category=laboratory",
-        "patient/Observation.rs?category=laboratory | patient Observation rs V2 [category=laboratory]",
-    );
-    check(
-        "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
-        "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs | patient Observation rs V2 [category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs]",
-    );
-    check(
-        "user/Condition.rs?category=problem-list-item&clinical-status=active",
-        "user/Condition.rs?category=problem-list-item&clinical-status=active | user Condition rs V2 [category=problem-list-item, clinical-status=active]",
-    );
-    // Percent-escapes are decoded, and re-encoded only where needed.
-    check(
-        "patient/Observation.rs?category=a%7Cb",
-        "patient/Observation.rs?category=a|b | patient Observation rs V2 [category=a|b]",
-    );
-    check(
-        "patient/Observation.rs?code=a%26b",
-        "patient/Observation.rs?code=a%26b | patient Observation rs V2 [code=a&b]",
-    );
-}
-
-#[test]
-fn other_scopes() {
-    check("openid", "openid | OpenId");
-    check("profile", "profile | Profile");
-    check("fhirUser", "fhirUser | FhirUser");
-    check("launch", "launch | Launch");
-    check(
-        "launch/patient",
-        "launch/patient | LaunchContext(\"patient\")",
-    );
-    check(
-        "launch/encounter",
-        "launch/encounter | LaunchContext(\"encounter\")",
-    );
-    check("offline_access", "offline_access | OfflineAccess");
-    check("online_access", "online_access | OnlineAccess");
-}
-
-#[test]
-fn malformed_scopes() {
-    check("", "err: empty scope");
-    check(
-        "email",
-        "err: not a SMART scope (context/Type.permissions) nor one of openid, profile, fhirUser, launch, launch/<context>, offline_access, online_access",
-    );
-    check(
-        "fhiruser",
-        "err: not a SMART scope (context/Type.permissions) nor one of openid, profile, fhirUser, launch, launch/<context>, offline_access, online_access",
-    );
-    check(
-        "practitioner/*.read",
-        "err: unknown context `practitioner` (expected patient, user or system)",
-    );
-    check(
-        "Patient/*.read",
-        "err: unknown context `Patient` (expected patient, user or system)",
-    );
-    check(
-        "patient/observation.rs",
-        "err: `observation` is neither `*` nor a FHIR resource type name",
-    );
-    check(
-        "patient/Obs3rvation.rs",
-        "err: `Obs3rvation` is neither `*` nor a FHIR resource type name",
-    );
-    check(
-        "patient/.rs",
-        "err: `` is neither `*` nor a FHIR resource type name",
-    );
-    check(
-        "patient/Observation",
-        "err: missing `.permissions` after the resource type",
-    );
-    check(
-        "patient/*",
-        "err: missing `.permissions` after the resource type",
-    );
-    check(
-        "patient/Observation.",
-        "err: bad permissions `` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.sr",
-        "err: bad permissions `sr` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.rr",
-        "err: bad permissions `rr` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.x",
-        "err: bad permissions `x` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.READ",
-        "err: bad permissions `READ` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.readwrite",
-        "err: bad permissions `readwrite` (expected read, write, *, or letters of cruds in that order)",
-    );
-    check(
-        "patient/Observation.read?category=x",
-        "err: query parameters need SMART v2 permissions (such as .rs)",
-    );
-    check(
-        "patient/Observation.rs?",
-        "err: bad query `` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?category",
-        "err: bad query `category` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?category=",
-        "err: bad query `category=` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?=x",
-        "err: bad query `=x` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?a=b&",
-        "err: bad query `a=b&` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?a=%zz",
-        "err: bad query `a=%zz` (expected name=value&…)",
-    );
-    check(
-        "patient/Observation.rs?a=%4",
-        "err: bad query `a=%4` (expected name=value&…)",
-    );
-    check("launch/", "err: bad launch context ``");
-    check("launch/Patient", "err: bad launch context `Patient`");
-}
-
 #[test]
 fn permits() {
     let cases = [

@@ -10,6 +10,7 @@ mod hostile_search;
 mod journey;
 mod oauth;
 mod plugin_cli;
+mod plugin_langs;
 mod plugins;
 mod remote;
 mod resource_server;

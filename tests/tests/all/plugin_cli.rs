@@ -48,8 +48,24 @@ fn check_names_the_world_or_the_problem() {
 
 /// `cargo build --release --target wasm32-wasip2` of a generated crate, into a target
 /// directory shared by the tests (so the SDK and its dependencies compile once).
-fn cargo_build(crate_dir: &Path) -> PathBuf {
-    cargo_build_in(crate_dir, "plugin-new", &[])
+/// `hestia ARGS` in `dir` with extra environment variables; (success, stdout, stderr).
+pub(crate) fn hestia_with(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (bool, String, String) {
+    let out = Command::new(crate::support::hestia_bin())
+        .current_dir(dir)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run hestia");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `cargo build --release --target wasm32-wasip2 ARGS` in `dir`, into the test target
@@ -92,54 +108,37 @@ fn cargo_build_in(dir: &Path, target_name: &str, args: &[&str]) -> PathBuf {
 #[test]
 fn new_plugin_of_each_kind_builds_checks_and_passes_its_cases() {
     let dir = tempfile::tempdir().unwrap();
-    let sdk = sdk_dir();
+    // One target directory for the three projects (and every run): they share every dependency.
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
     for kind in ["scope-policy", "audience-rule", "resource-validator"] {
         let name = format!("my-{kind}");
-        let (ok, out, err) = hestia(
-            dir.path(),
-            &[
-                "plugin",
-                "new",
-                &name,
-                "--kind",
-                kind,
-                "--sdk-path",
-                sdk.to_str().unwrap(),
-            ],
-            "",
-        );
+        let (ok, out, err) = hestia(dir.path(), &["plugin", "new", &name, "--kind", kind], "");
         assert!(ok, "{err}");
-        assert!(
-            out.contains("cargo build --release --target wasm32-wasip2"),
-            "{out}"
-        );
+        assert!(out.contains("hestia plugin build"), "{out}");
         let crate_dir = dir.path().join(&name);
         for file in [
             "Cargo.toml",
             "src/lib.rs",
             "cases.json",
             &format!("{name}.toml"),
+            "hestia/sdk/src/lib.rs",
+            "hestia/wit/v0.3.0/plugin.wit",
         ] {
             assert!(crate_dir.join(file).is_file(), "{name}: no {file}");
         }
         // A second `new` of the same name does not overwrite it.
-        let (ok, _, err) = hestia(
-            dir.path(),
-            &[
-                "plugin",
-                "new",
-                &name,
-                "--kind",
-                kind,
-                "--sdk-path",
-                sdk.to_str().unwrap(),
-            ],
-            "",
-        );
+        let (ok, _, err) = hestia(dir.path(), &["plugin", "new", &name, "--kind", kind], "");
         assert!(!ok && err.contains("already exists"), "{err}");
 
-        let wasm = cargo_build(&crate_dir).join(format!("{}.wasm", name.replace('-', "_")));
-        let wasm = wasm.to_str().unwrap();
+        // Built from the SDK and contract the binary wrote into the project.
+        let (ok, out, err) = hestia_with(
+            &crate_dir,
+            &["plugin", "build"],
+            &[("CARGO_TARGET_DIR", target.to_str().unwrap())],
+        );
+        assert!(ok, "{name}: {out}{err}");
+        let wasm = format!("{name}.wasm");
+        let wasm = wasm.as_str();
         let (ok, out, err) = hestia(&crate_dir, &["plugin", "check", wasm], "");
         assert!(ok, "{name}: {err}");
         assert!(out.contains(&format!("world    {kind}")), "{out}");

@@ -1763,3 +1763,51 @@ async fn a_faulting_plugin_over_http_is_a_named_denial() {
         assert_eq!(served.status, 200, "{}: {}", db.backend, served.body);
     }
 }
+
+/// What interpreter toolchains build imports WASI 0.2.x at another patch version than the
+/// host's, including `wasi:filesystem/types`, which names `wasi:io/streams`' resources: it
+/// links, reading the filesystem traps (no preopens, nothing granted), and randomness
+/// without the manifest's `[wasi] random` is a fixed sequence, the same in every instance.
+#[test]
+fn components_importing_newer_wasi_patch_versions_link_with_nothing_granted() {
+    let report = cli::check(Path::new(guests::NEWER_WASI)).unwrap();
+    let provision = |interface: &str| {
+        report
+            .imports
+            .iter()
+            .find(|(name, _)| name == &format!("{interface}@0.2.13"))
+            .map(|(_, p)| *p)
+    };
+    assert_eq!(provision("wasi:io/streams"), Some(Provision::Inert));
+    assert_eq!(provision("wasi:filesystem/types"), Some(Provision::Trap));
+    assert_eq!(provision("wasi:filesystem/preopens"), Some(Provision::Trap));
+    assert_eq!(provision("wasi:random/random"), Some(Provision::Random));
+
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "newer", guests::NEWER_WASI);
+    let isolated = PluginSettings {
+        builtins: Vec::new(),
+        dir: Some(dir.path().to_path_buf()),
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::default()
+    };
+    manifest(dir.path(), "newer", "isolation = true");
+    let host = PluginHost::start(isolated).unwrap();
+    let first = denial(&host).reason;
+    assert!(first.starts_with("random="), "{first}");
+    assert_eq!(
+        denial(&host).reason,
+        first,
+        "a fresh instance, the same sequence"
+    );
+
+    let touch = FhirRequest {
+        operation: Some("touch-files".to_string()),
+        ..read("Patient")
+    };
+    let d = denial_of(host.authorize(&touch, &claims()));
+    assert_eq!(
+        d.reason,
+        "trapped: `wasi:filesystem/preopens@0.2.13#get-directories` is not available to plugins"
+    );
+}
