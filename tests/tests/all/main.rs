@@ -7,6 +7,7 @@ mod hostile_requests;
 mod hostile_search;
 mod journey;
 mod oauth;
+mod operations;
 mod plugin_cli;
 mod plugins;
 mod remote;
