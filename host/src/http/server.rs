@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::Handle;
@@ -16,9 +15,6 @@ use crate::policy::PluginTokenPolicy;
 use crate::store::{Purged, Store, now_secs, redact};
 use crate::tls;
 use crate::verifier::{RemoteIssuer, TokenVerifier};
-
-/// How long requests in flight may take to finish after SIGTERM/SIGINT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish. With
 /// `demo`, first creates (once) the demo data and prints its credentials, once the public
@@ -211,10 +207,11 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     tracing::info!(%bound, public_url = %settings.public_url, "ready");
 
     let shutdown_handle = handle.clone();
+    let grace = settings.limits.shutdown_grace;
     tokio::spawn(async move {
         let signal = shutdown.await;
-        tracing::info!(%signal, "shutting down: finishing requests in flight");
-        shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        tracing::info!(%signal, grace_secs = grace.as_secs(), "shutting down: no new connections; finishing requests in flight");
+        shutdown_handle.graceful_shutdown(Some(grace));
     });
     server.await.context("the server task failed")??;
     store.close().await;
