@@ -763,3 +763,81 @@ async fn every_acknowledged_create_survives_kill_9() {
         assert!(ids.len() >= 40, "{b}");
     }
 }
+
+/// The last migration of the previous release: a database it made is upgraded by `serve`.
+const PREVIOUS_SCHEMA: i64 = 7;
+
+/// A database as the previous release left it (the migrations up to
+/// [`PREVIOUS_SCHEMA`], with an account, a client and a Patient written as that schema
+/// holds them) is migrated by `serve` of this build, and its data still works: the
+/// client's secret gets a token, the Patient reads back, the password verifies.
+#[tokio::test]
+async fn serve_upgrades_a_database_of_the_previous_schema() {
+    use hestia::store::{NewUser, Store, hash_secret};
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let store = Store::connect(&db.url).await.unwrap();
+        store.migrate_to(Some(PREVIOUS_SCHEMA)).await.unwrap();
+        assert!(
+            !schema_tables(&db.url).await.contains("user_roles"),
+            "{b}: the older schema"
+        );
+        store
+            .create_user(NewUser {
+                username: "erin".into(),
+                password: PASSWORD.into(),
+                fhir_user: None,
+            })
+            .await
+            .unwrap();
+        let secret = "a-client-secret-of-the-previous-release";
+        sqlx::query(
+            "INSERT INTO clients (client_id, client_name, secret_hash, kind, token_endpoint_auth_method, redirect_uris, grant_types, scope, audiences, metadata, created_at) \
+             VALUES ('old-backend', 'old', $1, 'app', 'client_secret_basic', '[]', '[\"client_credentials\"]', 'system/*.*', '[]', '{}', 1700000000)",
+        )
+        .bind(hash_secret(secret))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let patient = json!({"resourceType": "Patient", "id": "old-1", "meta": {"versionId": "1", "lastUpdated": "2023-11-14T22:13:20Z"}, "name": [{"family": "Older"}]});
+        for sql in [
+            "INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, deleted, content) VALUES ('Patient', 'old-1', 1, 1700000000000, 0, $1)",
+            "INSERT INTO fhir_history (resource_type, id, version_id, last_updated, method, deleted, content) VALUES ('Patient', 'old-1', 1, 1700000000000, 'POST', 0, $1)",
+        ] {
+            sqlx::query(sql)
+                .bind(patient.to_string())
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        store.close().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(
+            dir.path(),
+            &["--insecure-http", "--database-url", db.url.as_str()],
+        );
+        assert!(
+            schema_tables(&db.url).await.contains("user_roles"),
+            "{b}: migrated"
+        );
+        let http = reqwest::Client::new();
+        let client = json!({"client_id": "old-backend", "client_secret": secret});
+        let token = client_token(&http, &server, &server.url, &client).await;
+        let r = http
+            .get(format!("{}{BASE}/Patient/old-1", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{b}");
+        let read: Value = r.json().await.unwrap();
+        assert_eq!(read["name"][0]["family"], "Older", "{b}");
+        let store = Store::connect(&db.url).await.unwrap();
+        assert!(
+            store.verify_user("erin", PASSWORD).await.unwrap().is_some(),
+            "{b}"
+        );
+        store.close().await;
+    }
+}
