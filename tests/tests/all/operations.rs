@@ -16,6 +16,18 @@ use crate::support::{
 
 const BASE: &str = "/fhir/r4";
 
+/// A directory for a server under write load: its `hestia.toml` gives plugins a deadline
+/// that a machine busy with other tests still meets (the default, 20 ms, is for production).
+fn loaded_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hestia.toml"),
+        "[plugins]\ndeadline_ms = 10000\n",
+    )
+    .unwrap();
+    dir
+}
+
 /// Runs `hestia ARGS --database-url URL`, asserting success; returns standard output.
 fn cli(dir: &Path, url: &str, args: &[&str], stdin: &str) -> String {
     let mut all = args.to_vec();
@@ -158,7 +170,7 @@ async fn search_total(http: &reqwest::Client, server: &Server, token: &str, quer
 async fn a_backup_taken_while_writes_run_is_consistent() {
     for db in TestDb::all().await {
         let b = db.backend;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = loaded_dir();
         let server = Arc::new(Server::start(
             dir.path(),
             &["--insecure-http", "--database-url", db.url.as_str()],
@@ -251,7 +263,7 @@ fn check_history_matches(archive: &Archive, b: &str) {
 /// secret and a user's password still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_moves_everything_between_backends() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = loaded_dir();
     let http = reqwest::Client::new();
     let sqlite = TestDb::sqlite();
     let server = Server::start(
@@ -297,7 +309,7 @@ async fn a_restore_moves_everything_between_backends() {
         "",
     ))
     .unwrap();
-    let token = client_token(&http, &server, &server.url, &backend).await;
+    let token = client_token(&http, &server, &server.url, &backend, "system/*.*").await;
     for i in 0..5 {
         put_patient(&http, &server, &token, &format!("moved-{i}"), "Moved").await;
     }
@@ -351,6 +363,7 @@ async fn client_token(
     server: &Server,
     public: &str,
     client: &Value,
+    scope: &str,
 ) -> String {
     let reply: Value = http
         .post(format!("{}/oauth2/token", server.url))
@@ -360,7 +373,7 @@ async fn client_token(
         )
         .form(&[
             ("grant_type", "client_credentials"),
-            ("scope", "system/*.*"),
+            ("scope", scope),
             ("aud", format!("{public}{BASE}").as_str()),
         ])
         .send()
@@ -413,7 +426,7 @@ async fn check_restored_server(
         1,
         "{b}"
     );
-    client_token(http, &server, &public, backend).await;
+    client_token(http, &server, &public, backend, "system/*.*").await;
     let (_, challenge) = pkce();
     // `code_flow` asserts that the sign-in with the password is accepted.
     let q = code_flow(
@@ -707,7 +720,7 @@ fn shutdown_finishes_requests_in_flight_within_the_grace_period() {
 async fn every_acknowledged_create_survives_kill_9() {
     for db in TestDb::all().await {
         let b = db.backend;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = loaded_dir();
         let args = ["--insecure-http", "--database-url", db.url.as_str()];
         let mut server = Server::start(dir.path(), &args);
         let http = reqwest::Client::new();
@@ -823,7 +836,7 @@ async fn serve_upgrades_a_database_of_the_previous_schema() {
         );
         let http = reqwest::Client::new();
         let client = json!({"client_id": "old-backend", "client_secret": secret});
-        let token = client_token(&http, &server, &server.url, &client).await;
+        let token = client_token(&http, &server, &server.url, &client, "system/*.*").await;
         let r = http
             .get(format!("{}{BASE}/Patient/old-1", server.url))
             .bearer_auth(&token)
@@ -840,4 +853,51 @@ async fn serve_upgrades_a_database_of_the_previous_schema() {
         );
         store.close().await;
     }
+}
+
+/// `serve --demo` also serves the Basic-compatibility FHIR base its Postman environment
+/// names (`basicFhirBase`): there a token alone is refused for want of Basic credentials,
+/// while the main FHIR base takes the same token.
+#[tokio::test]
+async fn the_demo_serves_the_basic_compatibility_base_of_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--demo"]);
+    let lines = server.stdout_lines.clone();
+    let client_id = crate::support::demo_value(&lines, "client_id ");
+    let secret = crate::support::demo_value(&lines, "client_secret ");
+    let environment = server
+        .data_dir
+        .join("postman")
+        .join("Hestia.postman_environment.json");
+    let env: Value = serde_json::from_str(&std::fs::read_to_string(environment).unwrap()).unwrap();
+    let value = |key: &str| {
+        env["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["key"] == key)
+            .unwrap_or_else(|| panic!("no {key} in {env}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (main, basic) = (value("fhirBase"), value("basicFhirBase"));
+    assert!(basic.starts_with("https://") && basic != main, "{basic}");
+    assert!(
+        lines.iter().any(|l| l.contains(&basic)),
+        "the banner names it: {lines:#?}"
+    );
+    let http = crate::support::client_trusting(&server.data_dir.join("tls").join("ca.pem"));
+    let client = json!({"client_id": client_id, "client_secret": secret});
+    let token = client_token(&http, &server, &server.url, &client, "system/*.read").await;
+    let get = |base: String| {
+        http.get(format!("{base}/Patient/demo-amy"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(get(main).await.unwrap().status(), 200);
+    let refused = get(basic).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("require_basic_auth"), "{text}");
 }
