@@ -226,7 +226,7 @@ async fn write_archive(
     schema_version: i64,
 ) -> Result<Manifest, BackupError> {
     let bar = progress_bar(total, "backup");
-    let file = File::create(partial).map_err(io(partial))?;
+    let file = create_private(partial).map_err(io(partial))?;
     let mut tar = tar::Builder::new(BufWriter::new(file));
     let created_at = crate::store::now_secs();
     let mut entries = Vec::with_capacity(all.len());
@@ -297,6 +297,15 @@ async fn write_archive(
     })?;
     file.sync_all().map_err(io(partial))?;
     Ok(manifest)
+}
+
+/// The archive holds the signing keys' private halves: readable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 fn append(
