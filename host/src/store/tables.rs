@@ -253,7 +253,10 @@ fn select_expr(backend: Backend, c: &Column) -> String {
         (Backend::Postgres, Portable::Json | Portable::Other | Portable::Text) => {
             format!("{col}::text")
         }
-        (Backend::Sqlite, Portable::Other) => format!("CAST({col} AS TEXT)"),
+        // SQLite types a bare column by its declared type, which the Any driver may not
+        // decode (BOOLEAN); an expression is typed by its value.
+        (Backend::Sqlite, Portable::Boolean) => format!("CAST({col} AS INTEGER)"),
+        (Backend::Sqlite, Portable::Json | Portable::Other) => format!("CAST({col} AS TEXT)"),
         _ => col,
     }
 }
