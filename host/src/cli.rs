@@ -1,4 +1,4 @@
-//! The command line: `hestia serve | user | policy | client | dev-cert | keys | registration-token | token | plugin`. Parsing is clap's; each
+//! The command line: `hestia serve | user | policy | client | dev-cert | keys | registration-token | token | plugin | fhir | backup | restore`. Parsing is clap's; each
 //! command resolves its configuration and calls into the library.
 
 use std::io::Read;
@@ -52,6 +52,26 @@ pub enum Command {
     /// Maintain the FHIR store.
     #[command(subcommand)]
     Fhir(FhirCommand),
+    /// Write a consistent snapshot of the whole database to an archive (safe while `serve` runs).
+    Backup {
+        /// The archive to write (a tar of zstd-compressed NDJSON per table and a manifest).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Restore an archive of `hestia backup` into an empty database, SQLite or PostgreSQL.
+    Restore {
+        /// The archive to restore; every checksum is checked before anything is written.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Restore into a database that is not empty: every row of its tables is replaced,
+        /// in the restore's one transaction.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,6 +501,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             store,
         }) => run_import(&paths, errors.as_deref(), batch, store).await,
+        Command::Backup { out, store } => {
+            let url = RawConfig::load_store(store)?.resolve()?.database_url;
+            let started = std::time::Instant::now();
+            let manifest = crate::backup::backup(&url, &out).await?;
+            println!(
+                "hestia: backup of {} written to {} in {:.1} s\n{}",
+                crate::store::redact(&url),
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                manifest.summary()
+            );
+            Ok(())
+        }
+        Command::Restore { from, force, store } => {
+            let url = RawConfig::load_store(store)?.resolve()?.database_url;
+            let started = std::time::Instant::now();
+            let options = crate::backup::RestoreOptions { force };
+            let manifest = crate::backup::restore(&from, &url, options).await?;
+            println!(
+                "hestia: {} restored into {} in {:.1} s\n{}",
+                from.display(),
+                crate::store::redact(&url),
+                started.elapsed().as_secs_f64(),
+                manifest.summary()
+            );
+            Ok(())
+        }
         Command::User(command) => run_user(command).await,
         Command::Policy(command) => run_policy(command).await,
         Command::Client(ClientCommand::Add(args)) => {

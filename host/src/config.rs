@@ -200,6 +200,7 @@ pub struct FileServer {
     pub request_timeout_secs: Option<u64>,
     pub max_concurrent_requests: Option<u64>,
     pub statement_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 /// `[issuer]`: a remote authorization server this FHIR server trusts.
@@ -437,6 +438,9 @@ pub struct RequestLimits {
     /// `server.statement_timeout_secs` (default 30): PostgreSQL's `statement_timeout` on
     /// the connections `serve` opens.
     pub statement_timeout: Duration,
+    /// `server.shutdown_grace_secs` (default 30): after SIGTERM or SIGINT, how long the
+    /// requests in flight may take to finish before their connections are closed.
+    pub shutdown_grace: Duration,
 }
 
 /// The most deeply nested JSON the parser (serde_json) accepts.
@@ -450,6 +454,7 @@ impl Default for RequestLimits {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
             statement_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -996,6 +1001,11 @@ impl RawConfig {
                 server.statement_timeout_secs,
                 default.statement_timeout,
             )?,
+            shutdown_grace: secs(
+                "server.shutdown_grace_secs",
+                server.shutdown_grace_secs,
+                default.shutdown_grace,
+            )?,
         })
     }
 
@@ -1137,7 +1147,7 @@ mod tests {
         assert_eq!(s.limits, RequestLimits::default());
         let s = raw(
             ServeFlags::default(),
-            "[fhir]\nmax_json_depth = 40\nmax_bundle_entries = 5\n[server]\nrequest_timeout_secs = 2\nmax_concurrent_requests = 3\nstatement_timeout_secs = 4\n",
+            "[fhir]\nmax_json_depth = 40\nmax_bundle_entries = 5\n[server]\nrequest_timeout_secs = 2\nmax_concurrent_requests = 3\nstatement_timeout_secs = 4\nshutdown_grace_secs = 5\n",
         )
         .resolve()
         .unwrap();
@@ -1148,6 +1158,7 @@ mod tests {
         assert_eq!(s.limits.request_timeout, Duration::from_secs(2));
         assert_eq!(s.limits.max_concurrent_requests, 3);
         assert_eq!(s.limits.statement_timeout, Duration::from_secs(4));
+        assert_eq!(s.limits.shutdown_grace, Duration::from_secs(5));
         for (file, key) in [
             ("[fhir]\nmax_json_depth = 128\n", "fhir.max_json_depth"),
             (
@@ -1157,6 +1168,10 @@ mod tests {
             (
                 "[server]\nrequest_timeout_secs = 0\n",
                 "server.request_timeout_secs",
+            ),
+            (
+                "[server]\nshutdown_grace_secs = 0\n",
+                "server.shutdown_grace_secs",
             ),
             (
                 "[server]\nmax_concurrent_requests = 0\n",

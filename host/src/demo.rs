@@ -58,6 +58,8 @@ pub struct Demo {
     pub collection: PathBuf,
     pub environment: PathBuf,
     pub credentials_file: PathBuf,
+    /// The compatibility FHIR base (`fhir.require_basic_auth`) served beside the main one.
+    pub basic_fhir_base: String,
 }
 
 fn random_secret() -> String {
@@ -86,7 +88,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// Creates what is missing of the demo and returns what to print.
-pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
+pub async fn ensure(settings: &Settings, basic_fhir_base: &str) -> anyhow::Result<Demo> {
     let store = Store::open(&settings.database_url).await?;
     let credentials_file = settings.data_dir.join("demo.json");
     let saved: Option<Saved> = match std::fs::read_to_string(&credentials_file) {
@@ -189,7 +191,7 @@ pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
     let env = postman_environment(&[
         ("baseUrl", &settings.public_url),
         ("fhirBase", &settings.fhir_base_url()),
-        ("basicFhirBase", ""),
+        ("basicFhirBase", basic_fhir_base),
         ("client_id", &client_id),
         ("client_secret", &client_secret),
         ("username", USERNAME),
@@ -211,6 +213,7 @@ pub async fn ensure(settings: &Settings) -> anyhow::Result<Demo> {
         collection,
         environment,
         credentials_file,
+        basic_fhir_base: basic_fhir_base.to_string(),
     })
 }
 
@@ -341,9 +344,19 @@ impl Demo {
              \x20 sample data:    {patients} with Observations\n\
              \x20 Postman:        import {collection}\n\
              \x20                 and the environment {environment} (filled in for {base})\n\
+             \x20 newman:         newman run {collection} -e {environment}{ca}\n\
+             \x20 Basic compatibility (fhir.require_basic_auth): FHIR base {basic}, same tokens and accounts\n\
              \x20 authorize at {base}/oauth2/authorize, token at {base}/oauth2/token, audience (aud) {fhir}\n\
              \x20 admin console:  {base}/admin/ (this client is under Clients as {client_id}); sign in with an\n\
              \x20                 account made by `hestia user add NAME --password-stdin --role admin`",
+            ca = match settings.tls {
+                crate::config::TlsMode::DevCert => format!(
+                    " --ssl-extra-ca-certs {}",
+                    settings.data_dir.join("tls").join("ca.pem").display()
+                ),
+                _ => String::new(),
+            },
+            basic = self.basic_fhir_base,
             creds = self.credentials_file.display(),
             user = self.username,
             password = self.password,

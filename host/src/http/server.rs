@@ -2,7 +2,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::Handle;
@@ -16,9 +15,6 @@ use crate::policy::PluginTokenPolicy;
 use crate::store::{Purged, Store, now_secs, redact};
 use crate::tls;
 use crate::verifier::{RemoteIssuer, TokenVerifier};
-
-/// How long requests in flight may take to finish after SIGTERM/SIGINT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server until SIGTERM or SIGINT, then lets requests in flight finish. With
 /// `demo`, first creates (once) the demo data and prints its credentials, once the public
@@ -47,10 +43,25 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
         settings.public_url = format!("{scheme}://{host}:{}", bound.port());
     }
-    if demo {
-        let demo = crate::demo::ensure(&settings).await?;
+    // The demo also serves the compatibility FHIR base (`fhir.require_basic_auth`) on a
+    // second port of the same address, for the Postman collection's Basic folder.
+    let basic_listener = if demo {
+        let listener = TcpListener::bind((settings.listen.ip(), 0))
+            .context("cannot listen for the demo's Basic-compatibility FHIR base")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (scheme, rest) = settings
+            .public_url
+            .split_once("://")
+            .unwrap_or(("http", ""));
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        let base = format!("{scheme}://{host}:{port}{}", settings.fhir.base_path);
+        let demo = crate::demo::ensure(&settings, &base).await?;
         println!("{}", demo.describe(&settings));
-    }
+        Some(listener)
+    } else {
+        None
+    };
 
     let rustls = match &settings.tls {
         TlsMode::Insecure => None,
@@ -126,19 +137,22 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         verifier,
     );
     let handle = Handle::new();
-    let router = app(state.clone());
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = match rustls {
-        Some(config) => {
-            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
-                .handle(handle.clone());
-            tokio::spawn(async move { server.serve(service).await })
-        }
-        None => {
-            let server = axum_server::from_tcp(listener).handle(handle.clone());
-            tokio::spawn(async move { server.serve(service).await })
-        }
-    };
+    let server = spawn_server(listener, app(state.clone()), rustls.clone(), handle.clone());
+    // The same public URL (so the same token audience), database, plugins and keys.
+    let basic = basic_listener.map(|listener| {
+        let mut compat = settings.clone();
+        compat.fhir.require_basic_auth = true;
+        let state = AppState::with_verifier(
+            compat,
+            store.clone(),
+            state.plugins().clone(),
+            auth.clone(),
+            state.verifier().clone(),
+        );
+        let handle = Handle::new();
+        let task = spawn_server(listener, app(state.clone()), rustls, handle.clone());
+        (state, handle, task)
+    });
 
     tokio::select! {
         migrated = store.migrate() => migrated.with_context(|| {
@@ -199,6 +213,9 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
         }
     };
     state.set_ready();
+    if let Some((basic, _, _)) = &basic {
+        basic.set_ready();
+    }
     let fhir = if settings.fhir.enabled {
         format!("FHIR base {}", settings.fhir_base_url())
     } else {
@@ -211,16 +228,44 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     );
     tracing::info!(%bound, public_url = %settings.public_url, "ready");
 
-    let shutdown_handle = handle.clone();
+    let mut handles = vec![handle.clone()];
+    handles.extend(basic.as_ref().map(|(_, h, _)| h.clone()));
+    let grace = settings.limits.shutdown_grace;
     tokio::spawn(async move {
         let signal = shutdown.await;
-        tracing::info!(%signal, "shutting down: finishing requests in flight");
-        shutdown_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        tracing::info!(%signal, grace_secs = grace.as_secs(), "shutting down: no new connections; finishing requests in flight");
+        for h in handles {
+            h.graceful_shutdown(Some(grace));
+        }
     });
     server.await.context("the server task failed")??;
+    if let Some((_, _, task)) = basic {
+        task.await.context("the server task failed")??;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `handle` shuts it down.
+fn spawn_server(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handle: Handle,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        Some(config) => {
+            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(config))
+                .handle(handle);
+            tokio::spawn(async move { server.serve(service).await })
+        }
+        None => {
+            let server = axum_server::from_tcp(listener).handle(handle);
+            tokio::spawn(async move { server.serve(service).await })
+        }
+    }
 }
 
 /// Deletes expired authorization-server records at start and then every

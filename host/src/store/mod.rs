@@ -13,6 +13,7 @@ mod issuer;
 mod oauth;
 mod rights;
 pub mod search;
+pub mod tables;
 mod users;
 
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
@@ -185,14 +186,14 @@ impl Store {
 
     /// Brings the schema up to date; safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
+        self.migrate_to(None).await
+    }
+
+    /// Applies this build's migrations up to `version` (all of them with `None`).
+    pub async fn migrate_to(&self, version: Option<i64>) -> Result<(), StoreError> {
+        tables::migrator(self.backend, version)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

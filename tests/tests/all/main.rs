@@ -9,6 +9,7 @@ mod hostile_requests;
 mod hostile_search;
 mod journey;
 mod oauth;
+mod operations;
 mod plugin_cli;
 mod plugin_langs;
 mod plugins;
