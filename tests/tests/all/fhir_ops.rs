@@ -213,7 +213,7 @@ async fn validate_checks_without_storing() {
         .await;
         assert_eq!(r.status, 404, "{b}");
 
-        // The CapabilityStatement names both operations by their definitions.
+        // The CapabilityStatement names the operations by their definitions.
         let meta = call(&app, "GET", "/fhir/r4/metadata", &[], "").await;
         let resources = meta.body["rest"][0]["resource"].as_array().unwrap();
         let operations = |ty: &str| -> Vec<String> {
@@ -229,7 +229,8 @@ async fn validate_checks_without_storing() {
             operations("Patient"),
             [
                 "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-                "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
             ]
         );
         assert_eq!(
