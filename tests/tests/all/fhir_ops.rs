@@ -229,7 +229,8 @@ async fn validate_checks_without_storing() {
             operations("Patient"),
             [
                 "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-                "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
             ]
         );
         assert_eq!(
