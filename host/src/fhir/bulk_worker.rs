@@ -174,6 +174,11 @@ impl Exports {
             plan.resource_type.as_str(),
             self.settings.file_max_resources,
         );
+        // A resource in the compartments of patients of two queries (an Observation of
+        // one patient that references another as performer, say) is found by both; the
+        // ids written so far keep it to one line. Only then: a single query finds each
+        // resource once, and the set would cost memory for nothing.
+        let mut seen = (plan.queries.len() > 1).then(std::collections::HashSet::new);
         for branches in &plan.queries {
             let spec = SearchSpec {
                 branches,
@@ -188,6 +193,11 @@ impl Exports {
             loop {
                 let page = self.store.search_page(&spec, &from, PAGE).await?;
                 for found in &page.rows {
+                    if let Some(seen) = &mut seen
+                        && !seen.insert(found.id.clone())
+                    {
+                        continue;
+                    }
                     out.write(&line(found, &plan.elements)?).await?;
                 }
                 let progress = format!("{}: {} resources", plan.resource_type, out.total);

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::access::Access;
 use super::definitions::ResourceType;
 use super::outcome::{Issue, operation_outcome};
 use super::repository::{FhirError, Repository, check_id, new_id};
@@ -91,6 +90,9 @@ pub async fn import(
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let mut pending: Vec<Pending> = Vec::with_capacity(batch);
+    // The keys of `pending`: a resource that comes again starts a new batch, so that a
+    // batch writes one version of each resource.
+    let mut keys = std::collections::HashSet::new();
     for path in files {
         report.files += 1;
         let read = |source| ImportError::Read {
@@ -110,16 +112,24 @@ pub async fn import(
             }
             let at = format!("{} line {}", path.display(), n + 1);
             match parse_line(&line) {
-                Ok((resource_type, id, resource)) => pending.push(Pending {
-                    resource_type,
-                    id,
-                    resource,
-                    at,
-                }),
+                Ok((resource_type, id, resource)) => {
+                    if !keys.insert((resource_type, id.clone())) {
+                        load(fhir, &mut pending, errors, &mut report).await?;
+                        keys.clear();
+                        keys.insert((resource_type, id.clone()));
+                    }
+                    pending.push(Pending {
+                        resource_type,
+                        id,
+                        resource,
+                        at,
+                    });
+                }
                 Err(why) => refuse(errors, &at, &why, &mut report)?,
             }
             if pending.len() >= batch {
                 load(fhir, &mut pending, errors, &mut report).await?;
+                keys.clear();
             }
         }
     }
@@ -140,8 +150,13 @@ fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), 
         .ok_or("no resourceType")?;
     let resource_type = ResourceType::parse(name)
         .ok_or_else(|| format!("{name:?} is not a FHIR R4 resource type"))?;
+    let mut resource = resource;
     let id = match resource.get("id") {
-        None => new_id(),
+        None => {
+            let id = new_id();
+            resource.insert("id".into(), Value::String(id.clone()));
+            id
+        }
         Some(Value::String(id)) => {
             check_id(id).map_err(|e| e.to_string())?;
             id.clone()
@@ -151,8 +166,10 @@ fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), 
     Ok((resource_type, id, resource))
 }
 
-/// Writes one batch in one transaction. A resource the validators (or the repository)
-/// refuse is reported and left out; a database failure rolls the batch back and stops.
+/// Writes one batch in one transaction: every resource checked first (id, validator
+/// plugins), then the batch written with [`Repository::update_many_in`] in a few
+/// multi-row statements. A resource the checks (or the repository) refuse is reported
+/// and left out; a database failure rolls the batch back and stops.
 async fn load(
     fhir: &Repository,
     pending: &mut Vec<Pending>,
@@ -162,30 +179,30 @@ async fn load(
     if pending.is_empty() {
         return Ok(());
     }
-    let mut tx = fhir.store().begin().await?;
-    let mut loaded = 0;
     let mut refused = Vec::new();
+    let mut places = Vec::with_capacity(pending.len());
+    let mut resources = Vec::with_capacity(pending.len());
     for p in pending.drain(..) {
-        match fhir
-            .update_in(
-                &mut tx,
-                p.resource_type,
-                &p.id,
-                p.resource,
-                None,
-                &Access::Unrestricted,
-            )
-            .await
-        {
-            Ok(_) => loaded += 1,
+        match fhir.check_update(p.resource_type, &p.id, &p.resource) {
+            Ok(()) => {
+                places.push(p.at);
+                resources.push((p.resource_type, p.id, p.resource));
+            }
             Err(e) if e.status() < 500 => refused.push((p.at, e)),
-            Err(e) => return Err(ImportError::Store(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
     }
+    let mut tx = fhir.store().begin().await?;
+    let results = fhir.update_many_in(&mut tx, resources).await?;
     tx.commit()
         .await
         .map_err(|e| ImportError::Store(e.to_string()))?;
-    report.loaded += loaded;
+    for (at, result) in places.into_iter().zip(results) {
+        match result {
+            Ok(_) => report.loaded += 1,
+            Err(e) => refused.push((at, e)),
+        }
+    }
     for (at, e) in refused {
         let why = e
             .issues()

@@ -14,10 +14,11 @@ use super::definitions::ResourceType;
 use super::limits::Limits;
 use super::outcome::Issue;
 use super::search::value::{format_instant, is_valid_id};
-use super::search::{SearchLimits, extract};
+use super::search::{IndexRows, SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
-    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_version, fhir_write,
+    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_current_many,
+    fhir_version, fhir_write, fhir_write_many,
 };
 use crate::store::{Store, StoreError};
 use sqlx::AnyConnection;
@@ -427,6 +428,33 @@ impl Repository {
         check_id(id)?;
         self.check_write_target_in(&mut *conn, resource_type, id, access)
             .await?;
+        self.check_update(resource_type, id, &resource)?;
+        let current = fhir_current(&mut *conn, resource_type.as_str(), id).await?;
+        check_precondition(resource_type, id, current.as_ref(), if_match)?;
+        if current.is_none() && !self.options.create_on_update {
+            return Err(not_created(resource_type, id));
+        }
+        let written = write_version(
+            &mut *conn,
+            resource_type,
+            id,
+            resource,
+            current.as_ref(),
+            WriteMethod::Update,
+        )
+        .await?;
+        Ok(written)
+    }
+
+    /// What an update checks of its content alone, before any database work: the id, the
+    /// body's id, and the validator plugins.
+    pub fn check_update(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        resource: &Map<String, Value>,
+    ) -> Result<(), FhirError> {
+        check_id(id)?;
         match resource.get("id") {
             Some(Value::String(body_id)) if body_id == id => {}
             Some(Value::String(body_id)) => {
@@ -448,25 +476,41 @@ impl Repository {
                 ]));
             }
         }
-        self.check_valid(resource_type, &resource)?;
-        let current = fhir_current(&mut *conn, resource_type.as_str(), id).await?;
-        check_precondition(resource_type, id, current.as_ref(), if_match)?;
-        if current.is_none() && !self.options.create_on_update {
-            return Err(FhirError::MethodNotAllowed(format!(
-                "{}/{id} does not exist and this server does not create resources with client-assigned ids",
-                resource_type.as_str()
-            )));
+        self.check_valid(resource_type, resource)
+    }
+
+    /// Updates (or creates) several distinct resources at once, unrestricted, with the
+    /// rows [`Self::update_in`] writes for each, in a few multi-row statements: the bulk
+    /// import. Each resource has passed [`Self::check_update`]; one that cannot be written
+    /// gets its error in the answer (in the order given) and the others are written.
+    pub async fn update_many_in(
+        &self,
+        conn: &mut AnyConnection,
+        resources: Vec<(ResourceType, String, Map<String, Value>)>,
+    ) -> Result<Vec<Result<Written, FhirError>>, FhirError> {
+        let keys: Vec<(&str, &str)> = resources
+            .iter()
+            .map(|(t, id, _)| (t.as_str(), id.as_str()))
+            .collect();
+        let currents = fhir_current_many(&mut *conn, &keys).await?;
+        let mut results = Vec::with_capacity(resources.len());
+        let mut writes = Vec::with_capacity(resources.len());
+        for (resource_type, id, resource) in resources {
+            let current = currents.get(&(resource_type.as_str().to_string(), id.clone()));
+            if current.is_none() && !self.options.create_on_update {
+                results.push(Err(not_created(resource_type, &id)));
+                continue;
+            }
+            match prepare_version(resource_type, &id, resource, current, WriteMethod::Update) {
+                Ok((written, index)) => {
+                    writes.push((written.version.clone(), Some(index)));
+                    results.push(Ok(written));
+                }
+                Err(e) => results.push(Err(e)),
+            }
         }
-        let written = write_version(
-            &mut *conn,
-            resource_type,
-            id,
-            resource,
-            current.as_ref(),
-            WriteMethod::Update,
-        )
-        .await?;
-        Ok(written)
+        fhir_write_many(&mut *conn, &writes).await?;
+        Ok(results)
     }
 
     /// Applies a JSON Patch (RFC 6902) to the current version.
@@ -1045,15 +1089,36 @@ fn check_precondition(
     }
 }
 
+fn not_created(resource_type: ResourceType, id: &str) -> FhirError {
+    FhirError::MethodNotAllowed(format!(
+        "{}/{id} does not exist and this server does not create resources with client-assigned ids",
+        resource_type.as_str()
+    ))
+}
+
 /// Sets `meta.versionId` and `meta.lastUpdated`, extracts index rows, and writes.
 async fn write_version(
     conn: &mut AnyConnection,
     resource_type: ResourceType,
     id: &str,
-    mut resource: Map<String, Value>,
+    resource: Map<String, Value>,
     current: Option<&StoredVersion>,
     method: WriteMethod,
 ) -> Result<Written, FhirError> {
+    let (written, index) = prepare_version(resource_type, id, resource, current, method)?;
+    fhir_write(conn, &written.version, Some(&index)).await?;
+    Ok(written)
+}
+
+/// The next version of a resource after `current`, with `meta.versionId` and
+/// `meta.lastUpdated` set, and its index rows.
+fn prepare_version(
+    resource_type: ResourceType,
+    id: &str,
+    mut resource: Map<String, Value>,
+    current: Option<&StoredVersion>,
+    method: WriteMethod,
+) -> Result<(Written, IndexRows), FhirError> {
     let version_id = current.map_or(1, |c| c.version_id + 1);
     let last_updated = now_ms().max(current.map_or(0, |c| c.last_updated + 1));
     let meta = resource.entry("meta").or_insert_with(|| json!({}));
@@ -1078,9 +1143,9 @@ async fn write_version(
         content: resource.to_string(),
         method: method.as_str().to_string(),
     };
-    fhir_write(conn, &version, Some(&index)).await?;
-    Ok(Written {
+    let written = Written {
         created: current.is_none_or(|c| c.deleted),
         version,
-    })
+    };
+    Ok((written, index))
 }

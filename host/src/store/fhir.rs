@@ -433,6 +433,138 @@ pub async fn fhir_write(
     replace_index(conn, version, index).await
 }
 
+/// The current versions (without their content) of the resources `keys` names that
+/// exist, inside a transaction: a few statements for a whole import batch.
+pub async fn fhir_current_many(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+    let mut found = std::collections::HashMap::new();
+    for (resource_type, ids) in by_type(keys) {
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT resource_type, id, version_id, last_updated, deleted, '' AS content, '' AS method \
+                 FROM fhir_resources WHERE resource_type = {} AND id IN ({})",
+                Marks::of(conn).list(1, 1),
+                Marks::of(conn).list(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(resource_type);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let version = version_from_row(&row)?;
+                found.insert((version.resource_type.clone(), version.id.clone()), version);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes one new version of each of several distinct resources, as [`fhir_write`] does
+/// for one: history rows, current rows, and (unless deleted) fresh index rows, in
+/// multi-row statements. A version whose number is taken (a concurrent write got there
+/// first) fails the whole call with a conflict.
+pub async fn fhir_write_many(
+    conn: &mut AnyConnection,
+    writes: &[(StoredVersion, Option<IndexRows>)],
+) -> Result<(), StoreError> {
+    for chunk in writes.chunks(ROWS_PER_INSERT) {
+        let columns = &[
+            "resource_type",
+            "id",
+            "version_id",
+            "last_updated",
+            "method",
+            "deleted",
+            "content",
+        ];
+        let sql = multi_row_insert(Marks::of(conn), "fhir_history", columns, chunk.len());
+        let mut query = sqlx::query(&sql);
+        for (v, _) in chunk {
+            query = query
+                .bind(&v.resource_type)
+                .bind(&v.id)
+                .bind(v.version_id)
+                .bind(v.last_updated)
+                .bind(&v.method)
+                .bind(i64::from(v.deleted))
+                .bind(&v.content);
+        }
+        query.execute(&mut *conn).await.map_err(|e| {
+            super::conflict_or(e, || {
+                "a version of the batch (a concurrent write got there first)".into()
+            })
+        })?;
+        let columns = &[
+            "resource_type",
+            "id",
+            "version_id",
+            "last_updated",
+            "deleted",
+            "content",
+        ];
+        // The history insert above has claimed each version number, so replacing the
+        // current row is safe without comparing its version.
+        let sql = format!(
+            "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
+             last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+            multi_row_insert(Marks::of(conn), "fhir_resources", columns, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for (v, _) in chunk {
+            query = query
+                .bind(&v.resource_type)
+                .bind(&v.id)
+                .bind(v.version_id)
+                .bind(v.last_updated)
+                .bind(i64::from(v.deleted))
+                .bind(&v.content);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
+    let replaced: Vec<(&str, &str)> = writes
+        .iter()
+        .filter(|(v, _)| !v.deleted && v.version_id > 1)
+        .map(|(v, _)| (v.resource_type.as_str(), v.id.as_str()))
+        .collect();
+    for (resource_type, ids) in by_type(&replaced) {
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            for table in INDEX_TABLES {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE resource_type = {} AND id IN ({})",
+                    Marks::of(conn).list(1, 1),
+                    Marks::of(conn).list(2, chunk.len())
+                );
+                let mut query = sqlx::query(&sql).bind(resource_type);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.execute(&mut *conn).await?;
+            }
+        }
+    }
+    let owners: Vec<(&str, &str, &IndexRows)> = writes
+        .iter()
+        .filter(|(v, _)| !v.deleted)
+        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
+        .collect();
+    insert_index_many(conn, &owners).await
+}
+
+/// Keys grouped by resource type, in order of first appearance.
+fn by_type<'a>(keys: &[(&'a str, &'a str)]) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &(resource_type, id) in keys {
+        match groups.iter_mut().find(|(t, _)| *t == resource_type) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((resource_type, vec![id])),
+        }
+    }
+    groups
+}
+
 /// The keys of current, non-deleted resources after `after` in (type, id) order, at most
 /// `limit`, of one type or all: the walk of `fhir::reindex`.
 pub async fn fhir_current_keys(
@@ -532,14 +664,23 @@ async fn insert_index(
     id: &str,
     rows: &IndexRows,
 ) -> Result<(), StoreError> {
-    // Each table's rows with the `param` they are stored under: their own, or for the
-    // components of a composite's element `composite$component$element`.
+    insert_index_many(conn, &[(resource_type, id, rows)]).await
+}
+
+/// The index rows of several resources, one multi-row INSERT per index table and chunk
+/// (a handful of statements per write, or per import batch, instead of one per row).
+async fn insert_index_many(
+    conn: &mut AnyConnection,
+    owners: &[(&str, &str, &IndexRows)],
+) -> Result<(), StoreError> {
     let mut batches = Batches::default();
-    batches.add(rows, Cow::Borrowed);
-    for composite in &rows.composites {
-        batches.add(&composite.rows, |p| {
-            Cow::Owned(composite_row_param(composite.param, p, composite.element))
-        });
+    for &(resource_type, id, rows) in owners {
+        batches.add((resource_type, id), rows, Cow::Borrowed);
+        for composite in &rows.composites {
+            batches.add((resource_type, id), &composite.rows, |p| {
+                Cow::Owned(composite_row_param(composite.param, p, composite.element))
+            });
+        }
     }
     let Batches {
         strings,
@@ -550,16 +691,15 @@ async fn insert_index(
         quantities,
         uris,
     } = batches;
-    // One multi-row INSERT per index table (a handful of statements per write instead of
-    // one per index row); `insert_rows!` binds the key columns, then each row's own.
+    // `insert_rows!` binds the key columns, then each row's own.
     macro_rules! insert_rows {
         ($table:literal, [$($column:literal),+], $rows:expr, |$p:ident, $r:ident| [$($value:expr),+]) => {
             for chunk in $rows.chunks(ROWS_PER_INSERT) {
                 let columns: &[&str] = &["resource_type", "id", "param", $($column),+];
-                let sql = multi_row_insert($table, columns, chunk.len());
+                let sql = multi_row_insert(Marks::of(conn), $table, columns, chunk.len());
                 let mut query = sqlx::query(&sql);
-                for ($p, $r) in chunk {
-                    query = query.bind(resource_type).bind(id).bind($p.as_ref())$(.bind($value))+;
+                for ((resource_type, id), $p, $r) in chunk {
+                    query = query.bind(*resource_type).bind(*id).bind($p.as_ref())$(.bind($value))+;
                 }
                 query.execute(&mut *conn).await?;
             }
@@ -604,33 +744,42 @@ async fn insert_index(
 
 /// Each index table's rows with the `param` they are stored under: their own, or for the
 /// components of a composite's element `composite$component$element`.
+/// Each row is keyed by its resource (type, id).
 #[derive(Default)]
 struct Batches<'a> {
-    strings: Vec<(Cow<'static, str>, &'a StringIndex)>,
-    tokens: Vec<(Cow<'static, str>, &'a TokenIndex)>,
-    references: Vec<(Cow<'static, str>, &'a ReferenceIndex)>,
-    dates: Vec<(Cow<'static, str>, &'a DateIndex)>,
-    numbers: Vec<(Cow<'static, str>, &'a NumberIndex)>,
-    quantities: Vec<(Cow<'static, str>, &'a QuantityIndex)>,
-    uris: Vec<(Cow<'static, str>, &'a UriIndex)>,
+    strings: Vec<(Owner<'a>, Cow<'static, str>, &'a StringIndex)>,
+    tokens: Vec<(Owner<'a>, Cow<'static, str>, &'a TokenIndex)>,
+    references: Vec<(Owner<'a>, Cow<'static, str>, &'a ReferenceIndex)>,
+    dates: Vec<(Owner<'a>, Cow<'static, str>, &'a DateIndex)>,
+    numbers: Vec<(Owner<'a>, Cow<'static, str>, &'a NumberIndex)>,
+    quantities: Vec<(Owner<'a>, Cow<'static, str>, &'a QuantityIndex)>,
+    uris: Vec<(Owner<'a>, Cow<'static, str>, &'a UriIndex)>,
 }
 
+/// The resource (type, id) an index row belongs to.
+type Owner<'a> = (&'a str, &'a str);
+
 impl<'a> Batches<'a> {
-    fn add(&mut self, rows: &'a IndexRows, name: impl Fn(&'static str) -> Cow<'static, str>) {
+    fn add(
+        &mut self,
+        owner: Owner<'a>,
+        rows: &'a IndexRows,
+        name: impl Fn(&'static str) -> Cow<'static, str>,
+    ) {
         self.strings
-            .extend(rows.strings.iter().map(|r| (name(r.param), r)));
+            .extend(rows.strings.iter().map(|r| (owner, name(r.param), r)));
         self.tokens
-            .extend(rows.tokens.iter().map(|r| (name(r.param), r)));
+            .extend(rows.tokens.iter().map(|r| (owner, name(r.param), r)));
         self.references
-            .extend(rows.references.iter().map(|r| (name(r.param), r)));
+            .extend(rows.references.iter().map(|r| (owner, name(r.param), r)));
         self.dates
-            .extend(rows.dates.iter().map(|r| (name(r.param), r)));
+            .extend(rows.dates.iter().map(|r| (owner, name(r.param), r)));
         self.numbers
-            .extend(rows.numbers.iter().map(|r| (name(r.param), r)));
+            .extend(rows.numbers.iter().map(|r| (owner, name(r.param), r)));
         self.quantities
-            .extend(rows.quantities.iter().map(|r| (name(r.param), r)));
+            .extend(rows.quantities.iter().map(|r| (owner, name(r.param), r)));
         self.uris
-            .extend(rows.uris.iter().map(|r| (name(r.param), r)));
+            .extend(rows.uris.iter().map(|r| (owner, name(r.param), r)));
     }
 }
 
@@ -638,19 +787,51 @@ impl<'a> Batches<'a> {
 /// under SQLite's 32,766 and PostgreSQL's 65,535.
 const ROWS_PER_INSERT: usize = 500;
 
+/// How a statement marks its bound values. SQLite looks a `$n` up by name in a list, for
+/// every value bound, which grows quadratic in a statement of thousands of values (half of
+/// an import's time); its anonymous `?` costs nothing. PostgreSQL takes only `$n`.
+#[derive(Clone, Copy)]
+enum Marks {
+    Numbered,
+    Anonymous,
+}
+
+impl Marks {
+    fn of(conn: &AnyConnection) -> Marks {
+        if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            Marks::Anonymous
+        } else {
+            Marks::Numbered
+        }
+    }
+
+    /// The marks of `n` values, the first being the statement's `first`-th, comma-separated.
+    fn list(self, first: usize, n: usize) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(n * 6);
+        for i in first..first + n {
+            if i > first {
+                out.push_str(", ");
+            }
+            match self {
+                Marks::Numbered => {
+                    let _ = write!(out, "${i}");
+                }
+                Marks::Anonymous => out.push('?'),
+            }
+        }
+        out
+    }
+}
+
 /// `INSERT INTO table (columns) VALUES ($1, …), ($n+1, …), …` for `rows` rows. Written here
 /// rather than with sqlx's `QueryBuilder` because over the `Any` driver that writes `?`
-/// placeholders, which PostgreSQL does not accept; `$n` works on both backends.
-fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> String {
-    use std::fmt::Write as _;
+/// placeholders whatever the backend.
+fn multi_row_insert(marks: Marks, table: &str, columns: &[&str], rows: usize) -> String {
     let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
-    let mut n = 0;
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns.len() {
-            n += 1;
-            let _ = write!(sql, "{}${n}", if column == 0 { "" } else { ", " });
-        }
+        sql.push_str(&marks.list(row * columns.len() + 1, columns.len()));
         sql.push(')');
     }
     sql

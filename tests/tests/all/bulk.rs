@@ -736,3 +736,328 @@ async fn import_loads_valid_lines_and_reports_the_others() {
         assert_eq!(found.body["entry"][0]["resource"]["id"], "i1", "{b}");
     }
 }
+
+/// A count from the database.
+async fn count(store: &hestia::store::Store, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// Checks that every resource stored has its history and index rows, and that no index
+/// row or version is left without its resource; answers how many resources there are.
+async fn check_whole(store: &hestia::store::Store, b: &str) -> i64 {
+    let stored = count(store, "SELECT COUNT(*) FROM fhir_resources").await;
+    let without_version = count(
+        store,
+        "SELECT COUNT(*) FROM fhir_resources r WHERE NOT EXISTS (SELECT 1 FROM fhir_history h \
+         WHERE h.resource_type = r.resource_type AND h.id = r.id AND h.version_id = r.version_id)",
+    )
+    .await;
+    assert_eq!(
+        without_version, 0,
+        "{b}: current rows without their version"
+    );
+    let gaps = count(
+        store,
+        "SELECT COUNT(*) FROM fhir_resources r WHERE (SELECT COUNT(*) FROM fhir_history h \
+         WHERE h.resource_type = r.resource_type AND h.id = r.id) <> r.version_id",
+    )
+    .await;
+    assert_eq!(gaps, 0, "{b}: histories with missing versions");
+    for (table, param) in [
+        ("fhir_idx_string", "family"),
+        ("fhir_idx_token", "identifier"),
+    ] {
+        let indexed = count(
+            store,
+            &format!(
+                "SELECT COUNT(*) FROM {table} WHERE resource_type = 'Patient' AND param = '{param}'"
+            ),
+        )
+        .await;
+        assert_eq!(indexed, stored, "{b}: one {param} row per resource");
+        let orphans = count(
+            store,
+            &format!(
+                "SELECT COUNT(*) FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM fhir_resources r \
+                 WHERE r.resource_type = i.resource_type AND r.id = i.id)"
+            ),
+        )
+        .await;
+        assert_eq!(orphans, 0, "{b}: {table} rows without their resource");
+    }
+    let orphans = count(
+        store,
+        "SELECT COUNT(*) FROM fhir_history h WHERE NOT EXISTS (SELECT 1 FROM fhir_resources r \
+         WHERE r.resource_type = h.resource_type AND r.id = h.id)",
+    )
+    .await;
+    assert_eq!(orphans, 0, "{b}: versions without their resource");
+    stored
+}
+
+#[tokio::test]
+async fn import_killed_mid_way_leaves_whole_batches() {
+    const TOTAL: i64 = 5000;
+    const BATCH: i64 = 50;
+    for db in TestDb::all().await {
+        let work = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        let file = work.path().join("patients.ndjson");
+        let lines: Vec<String> = (0..TOTAL)
+            .map(|n| {
+                json!({"resourceType": "Patient", "id": format!("k{n}"),
+                       "identifier": [{"system": "urn:test", "value": format!("{n}")}],
+                       "name": [{"family": format!("Family{}", n % 97), "given": ["Kim"]}],
+                       "birthDate": "1970-01-01"})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        // Migrated before the import starts, so that this test can count while it runs.
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        let data = work.path().join("data");
+        let import = || {
+            let mut command = std::process::Command::new(crate::support::hestia_bin());
+            command
+                .current_dir(work.path())
+                .args(["fhir", "import", "--database-url", &db.url, "--data-dir"])
+                .arg(&data)
+                .args(["--batch", &BATCH.to_string()])
+                .arg(&file)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            command
+        };
+        let mut child = import().spawn().unwrap();
+        while count(&store, "SELECT COUNT(*) FROM fhir_resources").await == 0 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{b}: the import ended early"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let stored = check_whole(&store, b).await;
+        assert!(stored < TOTAL, "{b}: killed mid-way, yet {stored} stored");
+        assert_eq!(stored % BATCH, 0, "{b}: {stored} is not whole batches");
+
+        // Run again, the import completes: the resources stored before get a second
+        // version, with their index rows replaced rather than doubled.
+        let done = import().output().unwrap();
+        assert!(done.status.success(), "{b}: {done:?}");
+        assert_eq!(check_whole(&store, b).await, TOTAL, "{b}");
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM fhir_history").await,
+            TOTAL + stored,
+            "{b}"
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM fhir_resources WHERE version_id = 2"
+            )
+            .await,
+            stored,
+            "{b}"
+        );
+        store.close().await;
+    }
+}
+
+/// A Patients NDJSON file of `n` lines for `hestia fhir import`.
+fn patients_file(path: &std::path::Path, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            json!({"resourceType": "Patient", "id": format!("r{i}"),
+                   "name": [{"family": format!("Family{}", i % 97)}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// The real binary killed (SIGKILL) while an export runs: after a restart, the job's
+/// status answers the failure OperationOutcome once `bulk.stale_after_secs` has passed,
+/// never a manifest of the files written so far.
+#[tokio::test]
+async fn an_export_interrupted_by_a_restart_is_failed() {
+    use crate::support::{Server, client_trusting};
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        std::fs::write(
+            dir.path().join("hestia.toml"),
+            "[bulk]\nstale_after_secs = 1\n",
+        )
+        .unwrap();
+        let file = dir.path().join("seed.ndjson");
+        patients_file(&file, 10_000);
+        let seeded = crate::support::hestia(
+            dir.path(),
+            &[
+                "fhir",
+                "import",
+                "--database-url",
+                &db.url,
+                file.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(seeded.0, "{b}: {seeded:?}");
+
+        let args = ["--database-url", db.url.as_str()];
+        let mut server = Server::start(dir.path(), &args);
+        let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
+        let added = crate::support::hestia(
+            dir.path(),
+            &[
+                "client",
+                "add",
+                "--database-url",
+                &db.url,
+                "--name",
+                "backend",
+                "--grant-type",
+                "client_credentials",
+                "--scope",
+                "system/*.read",
+            ],
+            "",
+        );
+        assert!(added.0, "{b}: {added:?}");
+        let client: Value = serde_json::from_str(&added.1).unwrap();
+        let token = client_token(&server, &http, &client).await;
+        let kicked = http
+            .get(format!("{}/fhir/r4/Patient/$export", server.url))
+            .bearer_auth(&token)
+            .header("accept", "application/fhir+json")
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(kicked.status(), 202, "{b}");
+        server.child.kill().unwrap(); // SIGKILL, in the middle of the export
+        server.child.wait().unwrap();
+        let status = kicked.headers()["content-location"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM bulk_jobs WHERE state = 'in-progress'"
+            )
+            .await,
+            1,
+            "{b}: the export was still running when the server died"
+        );
+        store.close().await;
+
+        let server = Server::start(dir.path(), &args);
+        // The same client, for the server's new address (its audience).
+        let token = client_token(&server, &http, &client).await;
+        // Past `bulk.stale_after_secs` since the dead worker last reported.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let status = status.replacen(status.split("/fhir/r4").next().unwrap(), &server.url, 1);
+        let reply = http.get(&status).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(reply.status(), 500, "{b}");
+        let outcome: Value = reply.json().await.unwrap();
+        assert_eq!(
+            outcome["resourceType"], "OperationOutcome",
+            "{b}: {outcome}"
+        );
+        let why = outcome["issue"][0]["diagnostics"].as_str().unwrap_or("");
+        assert!(why.contains("interrupted"), "{b}: {outcome}");
+    }
+}
+
+/// A `system/*.read` token of `client` from `server`, its audience the server's FHIR base.
+async fn client_token(
+    server: &crate::support::Server,
+    http: &reqwest::Client,
+    client: &Value,
+) -> String {
+    let token: Value = http
+        .post(format!("{}/oauth2/token", server.url))
+        .basic_auth(
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.read"),
+            ("aud", format!("{}/fhir/r4", server.url).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{token}"))
+        .to_owned()
+}
+
+/// A Group of more patients than one query holds: a resource in the compartments of two
+/// members of different queries is exported once.
+#[tokio::test]
+async fn group_export_writes_each_resource_once() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        let members = hestia::fhir::bulk::PATIENTS_PER_QUERY + 100;
+        let file = dir.path().join("seed.ndjson");
+        patients_file(&file, members);
+        let shared = json!({"resourceType": "Observation", "id": "shared", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/r0"},
+            "performer": [{"reference": format!("Patient/r{}", members - 1)}]});
+        let group = json!({"resourceType": "Group", "id": "big", "type": "person", "actual": true,
+            "member": (0..members)
+                .map(|i| json!({"entity": {"reference": format!("Patient/r{i}")}}))
+                .collect::<Vec<_>>()});
+        let more = dir.path().join("more.ndjson");
+        std::fs::write(&more, format!("{shared}\n{group}\n")).unwrap();
+        let seeded = crate::support::hestia(
+            dir.path(),
+            &[
+                "fhir",
+                "import",
+                "--database-url",
+                &db.url,
+                file.to_str().unwrap(),
+                more.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(seeded.0, "{b}: {seeded:?}");
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        let out = export(
+            &app,
+            "GET",
+            &format!("{BASE}/Group/big/$export"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(out["Observation"], ["Observation/shared"], "{b}");
+        assert_eq!(out["Group"], ["Group/big"], "{b}");
+        let patients = &out["Patient"];
+        assert_eq!(patients.len(), members, "{b}");
+        let mut unique = patients.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), members, "{b}: {patients:?}");
+    }
+}
