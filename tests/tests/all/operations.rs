@@ -644,7 +644,8 @@ async fn a_restore_that_fails_midway_leaves_nothing() {
         let counts = row_counts(&db.url).await;
         let filled: Vec<_> = counts
             .iter()
-            .filter(|(t, n)| **n > 0 && t.as_str() != "rights_revision")
+            // The `*_revision` tables hold the one row their migration seeds.
+            .filter(|(t, n)| **n > 0 && !t.ends_with("_revision"))
             .collect();
         assert!(filled.is_empty(), "{b}: {filled:?}");
         cli(
