@@ -248,7 +248,6 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The names a development certificate gets by default: the public URL's host, plus loopback.
 /// The names of the development certificate already in `dir` (none when there is none).
 pub fn existing_dev_names(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(DevCertFiles::in_dir(dir).names_file)
@@ -256,13 +255,17 @@ pub fn existing_dev_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The names a development certificate gets by default: loopback, plus the public URL's host
+/// when it is not one of them (each name once).
 pub fn default_dev_names(public_host: Option<&str>) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    if let Some(host) = public_host {
+    if let Some(host) = public_host
+        && !names.iter().any(|name| name == host)
+    {
         names.push(host.to_string());
     }
     names
@@ -271,6 +274,18 @@ pub fn default_dev_names(public_host: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_dev_names_name_each_host_once() {
+        assert_eq!(
+            default_dev_names(Some("localhost")),
+            ["localhost", "127.0.0.1", "::1"]
+        );
+        assert_eq!(
+            default_dev_names(Some("fhir.test")),
+            ["localhost", "127.0.0.1", "::1", "fhir.test"]
+        );
+    }
 
     #[test]
     fn dev_cert_is_created_once_and_reissued_for_new_names() {
