@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, AccessConstraint, Visible};
-use super::definitions::{ResourceType, is_data_type_name};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::FhirError;
 use super::repository::now_ms;
@@ -23,6 +22,7 @@ use super::search::value::format_instant;
 use super::search::{
     Criterion, Include, Problem, SearchError, SearchLimits, SearchQuery, Summary, Total,
 };
+use super::types::{ResourceType, is_data_type_name};
 use crate::store::Store;
 use crate::store::search::{
     Branch, Follow, Found, Page, PageFrom, Position, Reach, SearchSpec, SearchStoreError,
@@ -633,6 +633,55 @@ pub(crate) fn reach(
     Ok(reach)
 }
 
+/// Decides what the caller may see of type `t` once: its access, or why there is none
+/// (kept for the refusal). Whether it may see any of it.
+fn decide_reach(
+    t: ResourceType,
+    access: &Access,
+    type_access: TypeAccess<'_>,
+    reach: &mut Reach,
+    why_not: &mut HashMap<ResourceType, String>,
+) -> Result<bool, FhirError> {
+    if let Some(decided) = reach.get(&t) {
+        return Ok(decided.is_some());
+    }
+    let seen = match type_access(t, Via::Search) {
+        Ok(own) => {
+            let combined = access.clone().and(own);
+            match combined.visible(t) {
+                Ok(Visible::Nothing(why)) => Err(why),
+                Ok(_) => Ok(combined),
+                Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+            }
+        }
+        Err(FhirError::Forbidden(why)) => Err(why),
+        Err(other) => return Err(other),
+    };
+    Ok(match seen {
+        Ok(combined) => {
+            reach.insert(t, Some(combined));
+            true
+        }
+        Err(why) => {
+            reach.insert(t, None);
+            why_not.insert(t, why);
+            false
+        }
+    })
+}
+
+/// The refusal of a criterion (`label`) that reaches only into `t`, which is out of reach.
+fn refuse_reach(
+    label: String,
+    t: ResourceType,
+    why_not: &HashMap<ResourceType, String>,
+) -> FhirError {
+    FhirError::Forbidden(format!(
+        "{label} reaches into {t}, which this token may not search: {}",
+        why_not.get(&t).map_or("no access", String::as_str)
+    ))
+}
+
 fn reach_criteria(
     criteria: &[Criterion],
     access: &Access,
@@ -640,50 +689,12 @@ fn reach_criteria(
     reach: &mut Reach,
     why_not: &mut HashMap<ResourceType, String>,
 ) -> Result<(), FhirError> {
-    // Decides one type once: its access, or why there is none (kept for the refusal).
-    let decide = |t: ResourceType,
-                  reach: &mut Reach,
-                  why_not: &mut HashMap<ResourceType, String>|
-     -> Result<bool, FhirError> {
-        if let Some(decided) = reach.get(&t) {
-            return Ok(decided.is_some());
-        }
-        let seen = match type_access(t, Via::Search) {
-            Ok(own) => {
-                let combined = access.clone().and(own);
-                match combined.visible(t) {
-                    Ok(Visible::Nothing(why)) => Err(why),
-                    Ok(_) => Ok(combined),
-                    Err(e) => return Err(FhirError::Forbidden(e.to_string())),
-                }
-            }
-            Err(FhirError::Forbidden(why)) => Err(why),
-            Err(other) => return Err(other),
-        };
-        Ok(match seen {
-            Ok(combined) => {
-                reach.insert(t, Some(combined));
-                true
-            }
-            Err(why) => {
-                reach.insert(t, None);
-                why_not.insert(t, why);
-                false
-            }
-        })
-    };
-    let refuse = |label: String, t: ResourceType, why_not: &HashMap<ResourceType, String>| {
-        FhirError::Forbidden(format!(
-            "{label} reaches into {t}, which this token may not search: {}",
-            why_not.get(&t).map_or("no access", String::as_str)
-        ))
-    };
     for c in criteria {
         match c {
             Criterion::Chain { param, targets } => {
                 let mut any = false;
                 for target in targets {
-                    any |= decide(target.resource_type, reach, why_not)?;
+                    any |= decide_reach(target.resource_type, access, type_access, reach, why_not)?;
                 }
                 if !any && let Some(first) = targets.first() {
                     let label = format!(
@@ -692,7 +703,7 @@ fn reach_criteria(
                         first.resource_type,
                         criterion_label(&first.criterion)
                     );
-                    return Err(refuse(label, first.resource_type, why_not));
+                    return Err(refuse_reach(label, first.resource_type, why_not));
                 }
                 for target in targets {
                     if reach
@@ -714,13 +725,13 @@ fn reach_criteria(
                 reference,
                 criterion,
             } => {
-                if !decide(*source_type, reach, why_not)? {
+                if !decide_reach(*source_type, access, type_access, reach, why_not)? {
                     let label = format!(
                         "_has:{source_type}:{}:{}",
                         reference.code,
                         criterion_label(criterion)
                     );
-                    return Err(refuse(label, *source_type, why_not));
+                    return Err(refuse_reach(label, *source_type, why_not));
                 }
                 reach_criteria(
                     std::slice::from_ref(criterion.as_ref()),
