@@ -20,7 +20,8 @@ use super::repository::FhirError;
 use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{
-    Criterion, Include, Problem, SearchError, SearchLimits, SearchQuery, Summary, Total,
+    Criterion, Include, Problem, ResultParams, SearchError, SearchLimits, SearchQuery, Summary,
+    Total,
 };
 use super::types::{ResourceType, is_data_type_name};
 use crate::store::Store;
@@ -516,17 +517,7 @@ pub async fn search(
     } else {
         page_links(link, &from, &page, count)
     };
-    let mut entries = Vec::with_capacity(page.rows.len() + included.found.len() + 1);
-    for found in &page.rows {
-        let mut resource = parse_found(found)?;
-        shape(&mut resource, found, result.summary, &result.elements);
-        entries.push(entry(base_url, found, resource, "match"));
-    }
-    for found in &included.found {
-        let mut resource = parse_found(found)?;
-        shape(&mut resource, found, result.summary, &[]);
-        entries.push(entry(base_url, found, resource, "include"));
-    }
+    let entries = shaped_entries(base_url, &page.rows, &included.found, result)?;
     let mut issues: Vec<Issue> = plan
         .warnings
         .iter()
@@ -534,6 +525,28 @@ pub async fn search(
         .collect();
     issues.extend(included.cut_issue("_include/_revinclude", limits.max_included));
     Ok(searchset_bundle(total, links, entries, &issues))
+}
+
+/// The entries of a page: its matches under `_summary` and `_elements`, then what they
+/// include under `_summary`.
+fn shaped_entries(
+    base_url: &str,
+    matches: &[Found],
+    included: &[Found],
+    result: &ResultParams,
+) -> Result<Vec<Value>, FhirError> {
+    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    for found in matches {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &result.elements);
+        entries.push(entry(base_url, found, resource, "match"));
+    }
+    for found in included {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &[]);
+        entries.push(entry(base_url, found, resource, "include"));
+    }
+    Ok(entries)
 }
 
 /// The url of a page: `self_path` with the parameters links repeat, the snapshot, and the
@@ -1127,22 +1140,9 @@ async fn includes(
     sources.sort();
     for round in 0..=MAX_ITERATE_ROUNDS {
         let limit = key_limit(included.left(max), seen.len());
-        let mut candidates: Vec<(Via, (String, String))> = Vec::new();
-        for inc in include.iter().filter(|i| round == 0 || i.iterate) {
-            let ids: Vec<&str> = sources
-                .iter()
-                .filter(|(t, _)| t == inc.source_type.as_str())
-                .map(|(_, id)| id.as_str())
-                .collect();
-            let keys = store.referenced_keys(&ids, follow(inc), limit).await?;
-            included.cut |= keys.len() >= limit;
-            candidates.extend(keys.into_iter().map(|key| (Via::Reference, key)));
-        }
-        for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
-            let keys = store.referring_keys(&sources, follow(inc), limit).await?;
-            included.cut |= keys.len() >= limit;
-            candidates.extend(keys.into_iter().map(|key| (Via::Search, key)));
-        }
+        let candidates = included
+            .round_keys(store, &sources, (include, revinclude), round, limit)
+            .await?;
         // Included and reverse-included in one round: the include (listed first) decides.
         let mut by_type: HashMap<(String, bool), Vec<String>> = HashMap::new();
         for (via, key) in candidates {
@@ -1187,6 +1187,39 @@ async fn includes(
             .collect();
     }
     Ok(included)
+}
+
+impl Capped {
+    /// The keys one round of includes reaches from `sources`, each with how it was
+    /// reached: `_include` (by reference) first, then `_revinclude` (by a search); after
+    /// the first round only `:iterate` directives. At most `limit` per directive; reaching
+    /// the limit marks the result cut.
+    async fn round_keys(
+        &mut self,
+        store: &Store,
+        sources: &[(String, String)],
+        (include, revinclude): (&[Include], &[Include]),
+        round: usize,
+        limit: usize,
+    ) -> Result<Vec<(Via, (String, String))>, FhirError> {
+        let mut candidates = Vec::new();
+        for inc in include.iter().filter(|i| round == 0 || i.iterate) {
+            let ids: Vec<&str> = sources
+                .iter()
+                .filter(|(t, _)| t == inc.source_type.as_str())
+                .map(|(_, id)| id.as_str())
+                .collect();
+            let keys = store.referenced_keys(&ids, follow(inc), limit).await?;
+            self.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Reference, key)));
+        }
+        for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
+            let keys = store.referring_keys(sources, follow(inc), limit).await?;
+            self.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Search, key)));
+        }
+        Ok(candidates)
+    }
 }
 
 fn follow(inc: &Include) -> Follow<'_> {
