@@ -285,26 +285,7 @@ pub fn plan(
             Ok(_) => {}
         }
         let filters = filter_criteria(t, request, limits)?;
-        let groups: Vec<Option<&[String]>> = match patients {
-            Some(list) => list.chunks(PATIENTS_PER_QUERY).map(Some).collect(),
-            None => vec![None],
-        };
-        let mut queries = Vec::new();
-        for group in groups {
-            let compartment = group.and_then(|ids| compartment_criterion(t, ids));
-            let branches: Vec<Branch> = filters
-                .iter()
-                .map(|criteria| Branch {
-                    resource_type: Some(t),
-                    criteria: criteria
-                        .iter()
-                        .cloned()
-                        .chain(compartment.clone())
-                        .collect(),
-                })
-                .collect();
-            queries.push(branches);
-        }
+        let queries = type_queries(t, &filters, patients);
         let all: Vec<Branch> = queries.iter().flatten().cloned().collect();
         let reach = reach(&all, &access, &type_access)?;
         plans.push(TypePlan {
@@ -316,6 +297,36 @@ pub fn plan(
         });
     }
     Ok(plans)
+}
+
+/// The queries of `t`: per group of at most `PATIENTS_PER_QUERY` patients (one group
+/// without `patients`), a branch per filter, confined to the group's compartments.
+fn type_queries(
+    t: ResourceType,
+    filters: &[Vec<Criterion>],
+    patients: Option<&[String]>,
+) -> Vec<Vec<Branch>> {
+    let groups: Vec<Option<&[String]>> = match patients {
+        Some(list) => list.chunks(PATIENTS_PER_QUERY).map(Some).collect(),
+        None => vec![None],
+    };
+    let mut queries = Vec::new();
+    for group in groups {
+        let compartment = group.and_then(|ids| compartment_criterion(t, ids));
+        let branches: Vec<Branch> = filters
+            .iter()
+            .map(|criteria| Branch {
+                resource_type: Some(t),
+                criteria: criteria
+                    .iter()
+                    .cloned()
+                    .chain(compartment.clone())
+                    .collect(),
+            })
+            .collect();
+        queries.push(branches);
+    }
+    queries
 }
 
 /// The criteria of each `_typeFilter` query of `t` (one empty list without any), each

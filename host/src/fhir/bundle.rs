@@ -6,7 +6,7 @@
 //! rolls everything back and names the entry. A batch runs each entry on its own and
 //! reports each entry's result. Responses keep the request's entry order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -129,180 +129,222 @@ fn entry_error(index: usize, what: impl Into<String>) -> FhirError {
 pub fn parse_bundle(
     bundle: &Map<String, Value>,
 ) -> Result<(BundleKind, Vec<EntryRequest>), FhirError> {
-    let kind = match bundle.get("type").and_then(Value::as_str) {
-        Some("batch") => BundleKind::Batch,
-        Some("transaction") => BundleKind::Transaction,
-        Some(other) => {
-            return Err(FhirError::BadRequest(vec![
-                Issue::error(
-                    "invalid",
-                    format!("a Bundle posted to the base must be of type batch or transaction, not {other:?}"),
-                )
-                .at("Bundle.type"),
-            ]));
-        }
-        None => {
-            return Err(FhirError::BadRequest(vec![
-                Issue::error("required", "the Bundle has no type (batch or transaction)")
-                    .at("Bundle.type"),
-            ]));
-        }
-    };
+    let kind = bundle_kind(bundle)?;
     let entries = match bundle.get("entry") {
         None => &Vec::new(),
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(FhirError::invalid("Bundle.entry must be an array")),
     };
     let mut parsed = Vec::with_capacity(entries.len());
-    let mut full_urls = std::collections::HashSet::new();
+    let mut full_urls = HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
-        let request = entry
-            .get("request")
-            .and_then(Value::as_object)
-            .ok_or_else(|| entry_error(index, "entry has no request (method and url)"))?;
-        let method_text = request.get("method").and_then(Value::as_str).unwrap_or("");
-        let method = EntryMethod::parse(method_text).ok_or_else(|| {
-            entry_error(
-                index,
-                format!(
-                    "request.method {method_text:?} is not GET, HEAD, POST, PUT, PATCH or DELETE"
-                ),
-            )
-        })?;
-        let url = request
-            .get("url")
-            .and_then(Value::as_str)
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| entry_error(index, "entry has no request.url"))?
-            .to_string();
-        let (path, query_text) = url.split_once('?').unwrap_or((url.as_str(), ""));
-        let query: Vec<(String, String)> = form_urlencoded_pairs(query_text);
-        let segments: Vec<&str> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let (resource_type, id, version) = match segments.as_slice() {
-            [] => (None, None, None),
-            [ty] => (Some(*ty), None, None),
-            [ty, id] => (Some(*ty), Some(*id), None),
-            [ty, id, "_history", v] => (Some(*ty), Some(*id), Some(*v)),
-            _ => {
-                return Err(entry_error(
-                    index,
-                    format!(
-                        "request.url {url:?} is not a FHIR interaction this server supports in a Bundle"
-                    ),
-                ));
-            }
-        };
-        let resource_type = match resource_type {
-            None => None,
-            Some(t) => Some(ResourceType::parse(t).ok_or_else(|| {
-                entry_error(
-                    index,
-                    format!("request.url {url:?}: {t:?} is not a FHIR R4 resource type"),
-                )
-            })?),
-        };
-        if let Some(id) = id {
-            check_id(id).map_err(|_| {
-                entry_error(
-                    index,
-                    format!("request.url {url:?}: {id:?} is not a valid id"),
-                )
-            })?;
-        }
-        let resource = match entry.get("resource") {
-            None => None,
-            Some(Value::Object(r)) => Some(r.clone()),
-            Some(_) => return Err(entry_error(index, "entry.resource must be a JSON object")),
-        };
-        let if_match = match request.get("ifMatch").and_then(Value::as_str) {
-            None => None,
-            Some(text) => {
-                let inner = text
-                    .trim()
-                    .strip_prefix("W/")
-                    .unwrap_or(text.trim())
-                    .trim_matches('"');
-                Some(inner.parse::<i64>().map_err(|_| {
-                    entry_error(
-                        index,
-                        format!("request.ifMatch {text:?} is not a version ETag such as W/\"3\""),
-                    )
-                })?)
-            }
-        };
-        let full_url = entry
-            .get("fullUrl")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(f) = &full_url
-            && kind == BundleKind::Transaction
-            && !full_urls.insert(f.clone())
-        {
-            return Err(entry_error(
-                index,
-                format!("fullUrl {f:?} appears in more than one entry"),
-            ));
-        }
-        match method {
-            EntryMethod::Post | EntryMethod::Put if resource.is_none() => {
-                return Err(entry_error(
-                    index,
-                    format!("a {} entry needs a resource", method.as_str()),
-                ));
-            }
-            EntryMethod::Post | EntryMethod::Put | EntryMethod::Patch | EntryMethod::Delete
-                if resource_type.is_none() =>
-            {
-                return Err(entry_error(
-                    index,
-                    format!(
-                        "a {} entry's url must name a resource type",
-                        method.as_str()
-                    ),
-                ));
-            }
-            EntryMethod::Put | EntryMethod::Patch if id.is_none() && query.is_empty() => {
-                return Err(entry_error(
-                    index,
-                    format!("a {} entry's url must be Type/id", method.as_str()),
-                ));
-            }
-            _ => {}
-        }
-        if let (Some(ty), Some(r)) = (resource_type, &resource)
-            && matches!(method, EntryMethod::Post | EntryMethod::Put)
-            && r.get("resourceType").and_then(Value::as_str) != Some(ty.as_str())
-        {
-            return Err(entry_error(
-                index,
-                format!(
-                    "the entry's resource is not a {} as its request.url says",
-                    ty.as_str()
-                ),
-            ));
-        }
-        parsed.push(EntryRequest {
-            index,
-            method,
-            resource_type,
-            id: id.map(str::to_string),
-            version: version.map(str::to_string),
-            query,
-            url,
-            if_match,
-            if_none_exist: request
-                .get("ifNoneExist")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            full_url,
-            resource,
-        });
+        // A transaction's references to a fullUrl must name one entry.
+        let seen = (kind == BundleKind::Transaction).then_some(&mut full_urls);
+        parsed.push(parse_entry(index, entry, seen)?);
     }
     Ok((kind, parsed))
+}
+
+/// `Bundle.type`: batch or transaction, nothing else.
+fn bundle_kind(bundle: &Map<String, Value>) -> Result<BundleKind, FhirError> {
+    match bundle.get("type").and_then(Value::as_str) {
+        Some("batch") => Ok(BundleKind::Batch),
+        Some("transaction") => Ok(BundleKind::Transaction),
+        Some(other) => Err(FhirError::BadRequest(vec![
+            Issue::error(
+                "invalid",
+                format!(
+                    "a Bundle posted to the base must be of type batch or transaction, not {other:?}"
+                ),
+            )
+            .at("Bundle.type"),
+        ])),
+        None => Err(FhirError::BadRequest(vec![
+            Issue::error("required", "the Bundle has no type (batch or transaction)")
+                .at("Bundle.type"),
+        ])),
+    }
+}
+
+/// One entry: its request's method and url, its resource and its conditions, checked
+/// against each other; its fullUrl must not be in `seen_full_urls` when that is given.
+fn parse_entry(
+    index: usize,
+    entry: &Value,
+    seen_full_urls: Option<&mut HashSet<String>>,
+) -> Result<EntryRequest, FhirError> {
+    let request = entry
+        .get("request")
+        .and_then(Value::as_object)
+        .ok_or_else(|| entry_error(index, "entry has no request (method and url)"))?;
+    let method_text = request.get("method").and_then(Value::as_str).unwrap_or("");
+    let method = EntryMethod::parse(method_text).ok_or_else(|| {
+        entry_error(
+            index,
+            format!("request.method {method_text:?} is not GET, HEAD, POST, PUT, PATCH or DELETE"),
+        )
+    })?;
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| entry_error(index, "entry has no request.url"))?
+        .to_string();
+    let target = parse_entry_url(index, &url)?;
+    let resource = match entry.get("resource") {
+        None => None,
+        Some(Value::Object(r)) => Some(r.clone()),
+        Some(_) => return Err(entry_error(index, "entry.resource must be a JSON object")),
+    };
+    let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+        None => None,
+        Some(text) => Some(parse_if_match(index, text)?),
+    };
+    let parsed = EntryRequest {
+        index,
+        method,
+        resource_type: target.resource_type,
+        id: target.id,
+        version: target.version,
+        query: target.query,
+        url,
+        if_match,
+        if_none_exist: request
+            .get("ifNoneExist")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        full_url: entry
+            .get("fullUrl")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        resource,
+    };
+    if let (Some(f), Some(seen)) = (&parsed.full_url, seen_full_urls)
+        && !seen.insert(f.clone())
+    {
+        return Err(entry_error(
+            index,
+            format!("fullUrl {f:?} appears in more than one entry"),
+        ));
+    }
+    check_entry_shape(&parsed)?;
+    Ok(parsed)
+}
+
+/// What an entry's `request.url` names.
+struct EntryTarget {
+    resource_type: Option<ResourceType>,
+    id: Option<String>,
+    version: Option<String>,
+    query: Vec<(String, String)>,
+}
+
+/// `request.url` as `[Type[/id[/_history/vid]]][?query]`, with a known type and a valid id.
+fn parse_entry_url(index: usize, url: &str) -> Result<EntryTarget, FhirError> {
+    let (path, query_text) = url.split_once('?').unwrap_or((url, ""));
+    let query: Vec<(String, String)> = form_urlencoded_pairs(query_text);
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (resource_type, id, version) = match segments.as_slice() {
+        [] => (None, None, None),
+        [ty] => (Some(*ty), None, None),
+        [ty, id] => (Some(*ty), Some(*id), None),
+        [ty, id, "_history", v] => (Some(*ty), Some(*id), Some(*v)),
+        _ => {
+            return Err(entry_error(
+                index,
+                format!(
+                    "request.url {url:?} is not a FHIR interaction this server supports in a Bundle"
+                ),
+            ));
+        }
+    };
+    let resource_type = match resource_type {
+        None => None,
+        Some(t) => Some(ResourceType::parse(t).ok_or_else(|| {
+            entry_error(
+                index,
+                format!("request.url {url:?}: {t:?} is not a FHIR R4 resource type"),
+            )
+        })?),
+    };
+    if let Some(id) = id {
+        check_id(id).map_err(|_| {
+            entry_error(
+                index,
+                format!("request.url {url:?}: {id:?} is not a valid id"),
+            )
+        })?;
+    }
+    Ok(EntryTarget {
+        resource_type,
+        id: id.map(str::to_string),
+        version: version.map(str::to_string),
+        query,
+    })
+}
+
+/// `request.ifMatch`: a version ETag (`W/"3"`, or the bare number).
+fn parse_if_match(index: usize, text: &str) -> Result<i64, FhirError> {
+    let inner = text
+        .trim()
+        .strip_prefix("W/")
+        .unwrap_or(text.trim())
+        .trim_matches('"');
+    inner.parse::<i64>().map_err(|_| {
+        entry_error(
+            index,
+            format!("request.ifMatch {text:?} is not a version ETag such as W/\"3\""),
+        )
+    })
+}
+
+/// What each method needs of the rest of the entry: a resource for POST and PUT, of the
+/// type the url names; a type for writes; an id or a condition for PUT and PATCH.
+fn check_entry_shape(entry: &EntryRequest) -> Result<(), FhirError> {
+    let (index, method) = (entry.index, entry.method);
+    match method {
+        EntryMethod::Post | EntryMethod::Put if entry.resource.is_none() => {
+            return Err(entry_error(
+                index,
+                format!("a {} entry needs a resource", method.as_str()),
+            ));
+        }
+        EntryMethod::Post | EntryMethod::Put | EntryMethod::Patch | EntryMethod::Delete
+            if entry.resource_type.is_none() =>
+        {
+            return Err(entry_error(
+                index,
+                format!(
+                    "a {} entry's url must name a resource type",
+                    method.as_str()
+                ),
+            ));
+        }
+        EntryMethod::Put | EntryMethod::Patch if entry.id.is_none() && entry.query.is_empty() => {
+            return Err(entry_error(
+                index,
+                format!("a {} entry's url must be Type/id", method.as_str()),
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(ty), Some(r)) = (entry.resource_type, &entry.resource)
+        && matches!(method, EntryMethod::Post | EntryMethod::Put)
+        && r.get("resourceType").and_then(Value::as_str) != Some(ty.as_str())
+    {
+        return Err(entry_error(
+            index,
+            format!(
+                "the entry's resource is not a {} as its request.url says",
+                ty.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
@@ -427,6 +469,19 @@ fn patch_document(entry: &EntryRequest) -> Result<Vec<u8>, FhirError> {
         .map_err(|e| entry_error(entry.index, format!("the Binary's data is not base64: {e}")))
 }
 
+impl EntryResult {
+    /// A result that carries the version written or read, and its content.
+    fn with_version(status: u16, v: StoredVersion) -> Result<Self, FhirError> {
+        let resource = content(&v)?;
+        Ok(Self {
+            status,
+            version: Some(v),
+            resource: Some(resource),
+            outcome: None,
+        })
+    }
+}
+
 impl Repository {
     /// Runs one entry inside `conn`'s transaction, under its `access` as a request of its
     /// own would run: reads of resources outside it are refused (403, or 404 with
@@ -440,94 +495,18 @@ impl Repository {
         access: &Access,
         type_access: TypeAccess<'_>,
     ) -> Result<EntryResult, FhirError> {
-        let done = |status: u16, v: StoredVersion| -> Result<EntryResult, FhirError> {
-            let resource = content(&v)?;
-            Ok(EntryResult {
-                status,
-                version: Some(v),
-                resource: Some(resource),
-                outcome: None,
-            })
-        };
-        let ty = entry.resource_type;
         let allowed = Allowed {
             access,
             type_access,
         };
         match entry.method {
             EntryMethod::Get | EntryMethod::Head => {
-                let Some(id) = &entry.id else {
-                    // A search: a searchset Bundle as the entry's resource. It reads the
-                    // committed database, not this transaction's own writes.
-                    let scope = ty.map_or(SearchScope::System, SearchScope::Type);
-                    let bundle = self
-                        .search(scope, &entry.query, Handling::Strict, access, type_access)
-                        .await?;
-                    return Ok(EntryResult {
-                        status: 200,
-                        version: None,
-                        resource: Some(bundle),
-                        outcome: None,
-                    });
-                };
-                let ty =
-                    ty.ok_or_else(|| entry_error(entry.index, "a read needs a resource type"))?;
-                let v = match &entry.version {
-                    Some(vid) => {
-                        self.check_history_visible_in(conn, ty, id, access).await?;
-                        self.vread_in(conn, ty, id, vid).await?
-                    }
-                    None => self.read_with_in(conn, ty, id, access).await?,
-                };
-                done(200, v)
+                self.run_read_entry(conn, entry, access, type_access).await
             }
-            EntryMethod::Post => {
-                let ty =
-                    ty.ok_or_else(|| entry_error(entry.index, "POST needs a resource type"))?;
-                let id = new_ids.get(&entry.index).cloned().unwrap_or_else(new_id);
-                let resource = entry.resource.clone().unwrap_or_default();
-                if let Some(criteria) = &entry.if_none_exist {
-                    let criteria = decode_query(criteria);
-                    return match self
-                        .conditional_create_in(conn, ty, id, resource, &criteria, allowed)
-                        .await?
-                    {
-                        Conditional::Written(w) => done(201, w.version),
-                        Conditional::Existing(v) => done(200, v),
-                    };
-                }
-                let w = self.create_in(conn, ty, id, resource).await?;
-                done(201, w.version)
-            }
-            EntryMethod::Put => {
-                let ty = ty.ok_or_else(|| entry_error(entry.index, "PUT needs a resource type"))?;
-                let Some(id) = &entry.id else {
-                    let w = self
-                        .conditional_update_in(
-                            conn,
-                            ty,
-                            entry.resource.clone().unwrap_or_default(),
-                            &entry.query,
-                            entry.if_match,
-                            allowed,
-                        )
-                        .await?;
-                    return done(if w.created { 201 } else { 200 }, w.version);
-                };
-                let w = self
-                    .update_in(
-                        conn,
-                        ty,
-                        id,
-                        entry.resource.clone().unwrap_or_default(),
-                        entry.if_match,
-                        access,
-                    )
-                    .await?;
-                done(if w.created { 201 } else { 200 }, w.version)
-            }
+            EntryMethod::Post => self.run_post_entry(conn, entry, new_ids, allowed).await,
+            EntryMethod::Put => self.run_put_entry(conn, entry, allowed).await,
             EntryMethod::Patch => {
-                let (Some(ty), Some(id)) = (ty, &entry.id) else {
+                let (Some(ty), Some(id)) = (entry.resource_type, &entry.id) else {
                     return Err(entry_error(
                         entry.index,
                         "conditional patch inside a Bundle is not supported; use Type/id",
@@ -537,11 +516,12 @@ impl Repository {
                 let w = self
                     .patch_in(conn, ty, id, &doc, entry.if_match, access)
                     .await?;
-                done(200, w.version)
+                EntryResult::with_version(200, w.version)
             }
             EntryMethod::Delete => {
-                let ty =
-                    ty.ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
+                let ty = entry
+                    .resource_type
+                    .ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
                 let v = match &entry.id {
                     Some(id) => self.delete_in(conn, ty, id, entry.if_match, access).await?,
                     None => {
@@ -559,6 +539,98 @@ impl Repository {
         }
     }
 
+    /// A GET or HEAD entry: a read, a version read, or a search.
+    async fn run_read_entry(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        entry: &EntryRequest,
+        access: &Access,
+        type_access: TypeAccess<'_>,
+    ) -> Result<EntryResult, FhirError> {
+        let ty = entry.resource_type;
+        let Some(id) = &entry.id else {
+            // A search: a searchset Bundle as the entry's resource. It reads the
+            // committed database, not this transaction's own writes.
+            let scope = ty.map_or(SearchScope::System, SearchScope::Type);
+            let bundle = self
+                .search(scope, &entry.query, Handling::Strict, access, type_access)
+                .await?;
+            return Ok(EntryResult {
+                status: 200,
+                version: None,
+                resource: Some(bundle),
+                outcome: None,
+            });
+        };
+        let ty = ty.ok_or_else(|| entry_error(entry.index, "a read needs a resource type"))?;
+        let v = match &entry.version {
+            Some(vid) => {
+                self.check_history_visible_in(conn, ty, id, access).await?;
+                self.vread_in(conn, ty, id, vid).await?
+            }
+            None => self.read_with_in(conn, ty, id, access).await?,
+        };
+        EntryResult::with_version(200, v)
+    }
+
+    /// A POST entry: a create under the id given in advance, or a conditional create.
+    async fn run_post_entry(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        entry: &EntryRequest,
+        new_ids: &HashMap<usize, String>,
+        allowed: Allowed<'_>,
+    ) -> Result<EntryResult, FhirError> {
+        let ty = entry
+            .resource_type
+            .ok_or_else(|| entry_error(entry.index, "POST needs a resource type"))?;
+        let id = new_ids.get(&entry.index).cloned().unwrap_or_else(new_id);
+        let resource = entry.resource.clone().unwrap_or_default();
+        if let Some(criteria) = &entry.if_none_exist {
+            let criteria = decode_query(criteria);
+            return match self
+                .conditional_create_in(conn, ty, id, resource, &criteria, allowed)
+                .await?
+            {
+                Conditional::Written(w) => EntryResult::with_version(201, w.version),
+                Conditional::Existing(v) => EntryResult::with_version(200, v),
+            };
+        }
+        let w = self.create_in(conn, ty, id, resource).await?;
+        EntryResult::with_version(201, w.version)
+    }
+
+    /// A PUT entry: an update of `Type/id`, or a conditional update.
+    async fn run_put_entry(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        entry: &EntryRequest,
+        allowed: Allowed<'_>,
+    ) -> Result<EntryResult, FhirError> {
+        let ty = entry
+            .resource_type
+            .ok_or_else(|| entry_error(entry.index, "PUT needs a resource type"))?;
+        let resource = entry.resource.clone().unwrap_or_default();
+        let w = match &entry.id {
+            None => {
+                self.conditional_update_in(
+                    conn,
+                    ty,
+                    resource,
+                    &entry.query,
+                    entry.if_match,
+                    allowed,
+                )
+                .await?
+            }
+            Some(id) => {
+                self.update_in(conn, ty, id, resource, entry.if_match, allowed.access)
+                    .await?
+            }
+        };
+        EntryResult::with_version(if w.created { 201 } else { 200 }, w.version)
+    }
+
     /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs,
     /// `type_access` restricts what searches inside it include (see [`Self::search`]).
     /// Returns the response Bundle.
@@ -574,106 +646,11 @@ impl Repository {
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         self.limits().check_bundle_entries(entry_count)?;
-        let (kind, mut entries) = parse_bundle(bundle)?;
-        let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
-        match kind {
-            BundleKind::Batch => {
-                for entry in &entries {
-                    let result = match check(entry) {
-                        Err(err) => EntryResult::from_error(&err),
-                        Ok(access) => {
-                            let run = async {
-                                let mut tx = self.store().begin().await?;
-                                let r = self
-                                    .run_entry(
-                                        &mut tx,
-                                        entry,
-                                        &HashMap::new(),
-                                        &access,
-                                        type_access,
-                                    )
-                                    .await?;
-                                tx.commit().await.map_err(StoreError::from)?;
-                                Ok::<_, FhirError>(r)
-                            };
-                            run.await
-                                .unwrap_or_else(|err| EntryResult::from_error(&err))
-                        }
-                    };
-                    results[entry.index] = Some(result);
-                }
-            }
-            BundleKind::Transaction => {
-                let mut tx = self.store().begin().await?;
-                // New ids for POSTs first, so that every reference to a urn:uuid can be
-                // rewritten. A conditional create that matches one resource is that
-                // resource: references to it name the existing id (matched in this
-                // transaction, under the entry's access, before any entry runs).
-                let mut new_ids = HashMap::new();
-                let mut references = HashMap::new();
-                for entry in &entries {
-                    if entry.method == EntryMethod::Post {
-                        let mut id = new_id();
-                        if let (Some(criteria), Some(ty)) =
-                            (&entry.if_none_exist, entry.resource_type)
-                        {
-                            let access = check(entry).map_err(|err| in_entry(err, entry))?;
-                            let found = self
-                                .matching(
-                                    &mut tx,
-                                    ty,
-                                    &decode_query(criteria),
-                                    Allowed {
-                                        access: &access,
-                                        type_access,
-                                    },
-                                )
-                                .await
-                                .map_err(|err| in_entry(err, entry))?;
-                            if let [one] = found.as_slice() {
-                                id = one.clone();
-                            }
-                        }
-                        if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
-                            && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
-                        {
-                            references.insert(full.clone(), format!("{}/{id}", ty.as_str()));
-                        }
-                        new_ids.insert(entry.index, id);
-                    }
-                }
-                for entry in &mut entries {
-                    if let Some(resource) = &mut entry.resource {
-                        let mut value = Value::Object(std::mem::take(resource));
-                        rewrite_references(&mut value, &references);
-                        if let Value::Object(map) = value {
-                            *resource = map;
-                        }
-                    }
-                }
-                let mut granted = HashMap::new();
-                for entry in &entries {
-                    granted.insert(
-                        entry.index,
-                        check(entry).map_err(|err| in_entry(err, entry))?,
-                    );
-                }
-                let mut order: Vec<&EntryRequest> = entries.iter().collect();
-                order.sort_by_key(|e| (e.method.order(), e.index));
-                for entry in order {
-                    // Every entry was checked above; one without a decision is refused.
-                    let access = granted.get(&entry.index).cloned().ok_or_else(|| {
-                        FhirError::Internal(format!("entry {} has no access decision", entry.index))
-                    })?;
-                    let result = self
-                        .run_entry(&mut tx, entry, &new_ids, &access, type_access)
-                        .await
-                        .map_err(|err| in_entry(err, entry))?;
-                    results[entry.index] = Some(result);
-                }
-                tx.commit().await.map_err(StoreError::from)?;
-            }
-        }
+        let (kind, entries) = parse_bundle(bundle)?;
+        let results = match kind {
+            BundleKind::Batch => self.run_batch(&entries, check, type_access).await,
+            BundleKind::Transaction => self.run_transaction(entries, check, type_access).await?,
+        };
         let entries: Vec<Value> = results
             .into_iter()
             .map(|r| r.map_or(Value::Null, |r| r.to_json(return_resources)))
@@ -684,6 +661,123 @@ impl Repository {
             "type": match kind { BundleKind::Batch => "batch-response", BundleKind::Transaction => "transaction-response" },
             "entry": entries,
         }))
+    }
+
+    /// A batch: each entry checked and run in a transaction of its own, a failure being
+    /// that entry's result. Results are in the request's entry order.
+    async fn run_batch(
+        &self,
+        entries: &[EntryRequest],
+        check: EntryCheck<'_>,
+        type_access: TypeAccess<'_>,
+    ) -> Vec<Option<EntryResult>> {
+        let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
+        for entry in entries {
+            let result = match check(entry) {
+                Err(err) => EntryResult::from_error(&err),
+                Ok(access) => {
+                    let run = async {
+                        let mut tx = self.store().begin().await?;
+                        let r = self
+                            .run_entry(&mut tx, entry, &HashMap::new(), &access, type_access)
+                            .await?;
+                        tx.commit().await.map_err(StoreError::from)?;
+                        Ok::<_, FhirError>(r)
+                    };
+                    run.await
+                        .unwrap_or_else(|err| EntryResult::from_error(&err))
+                }
+            };
+            results[entry.index] = Some(result);
+        }
+        results
+    }
+
+    /// A transaction: new ids and rewritten references, every entry checked, then every
+    /// entry run in the spec's order inside one database transaction; the first failure
+    /// rolls everything back. Results are in the request's entry order.
+    async fn run_transaction(
+        &self,
+        mut entries: Vec<EntryRequest>,
+        check: EntryCheck<'_>,
+        type_access: TypeAccess<'_>,
+    ) -> Result<Vec<Option<EntryResult>>, FhirError> {
+        let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
+        let mut tx = self.store().begin().await?;
+        let (new_ids, references) = self
+            .assign_post_ids(&mut tx, &entries, check, type_access)
+            .await?;
+        for entry in &mut entries {
+            if let Some(resource) = &mut entry.resource {
+                let mut value = Value::Object(std::mem::take(resource));
+                rewrite_references(&mut value, &references);
+                if let Value::Object(map) = value {
+                    *resource = map;
+                }
+            }
+        }
+        let mut granted = HashMap::new();
+        for entry in &entries {
+            granted.insert(
+                entry.index,
+                check(entry).map_err(|err| in_entry(err, entry))?,
+            );
+        }
+        let mut order: Vec<&EntryRequest> = entries.iter().collect();
+        order.sort_by_key(|e| (e.method.order(), e.index));
+        for entry in order {
+            // Every entry was checked above; one without a decision is refused.
+            let access = granted.get(&entry.index).cloned().ok_or_else(|| {
+                FhirError::Internal(format!("entry {} has no access decision", entry.index))
+            })?;
+            let result = self
+                .run_entry(&mut tx, entry, &new_ids, &access, type_access)
+                .await
+                .map_err(|err| in_entry(err, entry))?;
+            results[entry.index] = Some(result);
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(results)
+    }
+
+    /// New ids for a transaction's POSTs, by entry index, and what each `urn:uuid:`/`urn:oid:`
+    /// fullUrl becomes (`Type/id`), so that every reference to it can be rewritten. A
+    /// conditional create that matches one resource is that resource: references to it
+    /// name the existing id (matched in this transaction, under the entry's access, before
+    /// any entry runs).
+    async fn assign_post_ids(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        entries: &[EntryRequest],
+        check: EntryCheck<'_>,
+        type_access: TypeAccess<'_>,
+    ) -> Result<(HashMap<usize, String>, HashMap<String, String>), FhirError> {
+        let mut new_ids = HashMap::new();
+        let mut references = HashMap::new();
+        for entry in entries.iter().filter(|e| e.method == EntryMethod::Post) {
+            let mut id = new_id();
+            if let (Some(criteria), Some(ty)) = (&entry.if_none_exist, entry.resource_type) {
+                let access = check(entry).map_err(|err| in_entry(err, entry))?;
+                let allowed = Allowed {
+                    access: &access,
+                    type_access,
+                };
+                let found = self
+                    .matching(conn, ty, &decode_query(criteria), allowed)
+                    .await
+                    .map_err(|err| in_entry(err, entry))?;
+                if let [one] = found.as_slice() {
+                    id = one.clone();
+                }
+            }
+            if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
+                && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
+            {
+                references.insert(full.clone(), format!("{}/{id}", ty.as_str()));
+            }
+            new_ids.insert(entry.index, id);
+        }
+        Ok((new_ids, references))
     }
 }
 

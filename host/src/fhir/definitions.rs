@@ -5,55 +5,31 @@
 //! `tools/fhir-defs/generate.py` (see `host/fhir-defs/README.md`), compiled in with
 //! `include_str!` and indexed once, on first use. Nothing here touches the network.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
 
 use serde::Deserialize;
 
 use super::fhirpath::{self, Expr};
-
-const TABLE: &str = include_str!("../../fhir-defs/r4-search.json");
+pub use super::types::ResourceType;
+use super::types::TABLE;
 
 /// The canonical URL prefix of the R4 SearchParameter resources.
 pub const SEARCH_PARAMETER_URL: &str = "http://hl7.org/fhir/SearchParameter/";
 
-/// A FHIR R4 resource type, known to exist (`ResourceType::parse` is the only way in).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResourceType(u16);
-
 impl ResourceType {
-    /// The type with this exact (case-sensitive) name.
-    pub fn parse(name: &str) -> Option<ResourceType> {
-        DEFS.type_index.get(name).copied()
-    }
-
-    /// Every concrete R4 resource type, in alphabetical order.
-    pub fn all() -> impl Iterator<Item = ResourceType> {
-        (0..DEFS.types.len() as u16).map(ResourceType)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        &DEFS.types[self.0 as usize].name
-    }
-
-    /// Everything but Bundle, Binary and Parameters (they lack text, contained,
-    /// extensions).
-    pub fn is_domain_resource(self) -> bool {
-        DEFS.types[self.0 as usize].domain
-    }
-
     /// The search parameters of this type, including the ones every resource has
     /// (`_id`, `_lastUpdated`, ...), sorted by code.
     pub fn search_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
-        DEFS.types[self.0 as usize]
+        DEFS.types[self.index()]
             .params
             .iter()
             .map(|&i| &DEFS.params[i])
     }
 
     pub fn search_param(self, code: &str) -> Option<&'static SearchParamDef> {
-        let entry = &DEFS.types[self.0 as usize];
+        let entry = &DEFS.types[self.index()];
         entry
             .params
             .binary_search_by(|&i| DEFS.params[i].code.as_str().cmp(code))
@@ -66,22 +42,10 @@ impl ResourceType {
     /// For `Patient` itself this is `link`; the patient is also in its own
     /// compartment by `_id`.
     pub fn patient_compartment_params(self) -> impl Iterator<Item = &'static SearchParamDef> {
-        DEFS.types[self.0 as usize]
+        DEFS.types[self.index()]
             .compartment
             .iter()
             .map(|&i| &DEFS.params[i])
-    }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -262,15 +226,7 @@ pub fn coverage() -> Coverage {
     }
 }
 
-/// Whether `name` is a FHIR data type, as it appears capitalized in a choice element
-/// (`valueQuantity`, `effectiveDateTime`, `valueReference`).
-pub fn is_data_type_name(name: &str) -> bool {
-    DEFS.choice_suffixes.contains(name)
-}
-
 struct TypeEntry {
-    name: String,
-    domain: bool,
     /// Indexes into `Definitions::params`, sorted by code.
     params: Vec<usize>,
     /// Indexes into `Definitions::params`, in CompartmentDefinition order.
@@ -278,20 +234,18 @@ struct TypeEntry {
 }
 
 struct Definitions {
+    /// By [`ResourceType::index`].
     types: Vec<TypeEntry>,
-    type_index: HashMap<String, ResourceType>,
     params: Vec<SearchParamDef>,
-    choice_suffixes: HashSet<String>,
 }
 
 static DEFS: LazyLock<Definitions> = LazyLock::new(load);
 
+/// The parts of the table that define parameters (the type names are read by
+/// [`super::types`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawTable {
-    resource_types: Vec<String>,
-    not_domain_resources: Vec<String>,
-    data_types: Vec<String>,
     params: HashMap<String, Vec<RawParam>>,
     patient_compartment: HashMap<String, Vec<String>>,
 }
@@ -320,70 +274,25 @@ struct RawComponent {
 
 fn load() -> Definitions {
     let raw: RawTable = serde_json::from_str(TABLE).expect("embedded table parses");
-    let type_index: HashMap<String, ResourceType> = raw
-        .resource_types
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (name.clone(), ResourceType(i as u16)))
-        .collect();
-    let resolve_targets = |targets: &[String]| -> Vec<ResourceType> {
-        if targets.iter().any(|t| t == "*") {
-            let mut all: Vec<ResourceType> = type_index.values().copied().collect();
-            all.retain(|t| raw.resource_types[t.0 as usize] != "Parameters");
-            all.sort();
-            all
-        } else {
-            targets
-                .iter()
-                .filter_map(|t| type_index.get(t).copied())
-                .collect()
-        }
-    };
     let mut params = Vec::new();
     let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
     for (base, list) in &raw.params {
         for p in list {
             by_base.entry(base.as_str()).or_default().push(params.len());
-            params.push(SearchParamDef {
-                id: p.id.clone(),
-                code: p.code.clone(),
-                kind: p.kind,
-                base: base.clone(),
-                expression: p.expr.clone(),
-                description: p.desc.clone(),
-                targets: resolve_targets(&p.target),
-                components: p
-                    .comp
-                    .iter()
-                    .map(|c| ComponentDef {
-                        code: c.code.clone(),
-                        kind: c.kind,
-                        expression: c.expr.clone(),
-                        compiled: fhirpath::parse(&c.expr),
-                    })
-                    .collect(),
-                compiled: if p.expr.is_empty() {
-                    Err("no expression".into())
-                } else {
-                    fhirpath::parse(&p.expr)
-                },
-            });
+            params.push(param_def(base, p));
         }
     }
-    let types = raw
-        .resource_types
-        .iter()
-        .map(|name| {
-            let domain = !raw.not_domain_resources.contains(name);
-            let mut list: Vec<usize> = by_base.get(name.as_str()).cloned().unwrap_or_default();
+    let types = ResourceType::all()
+        .map(|t| {
+            let mut list: Vec<usize> = by_base.get(t.as_str()).cloned().unwrap_or_default();
             list.extend(by_base.get("Resource").cloned().unwrap_or_default());
-            if domain {
+            if t.is_domain_resource() {
                 list.extend(by_base.get("DomainResource").cloned().unwrap_or_default());
             }
             list.sort_by(|&a, &b| params[a].code.cmp(&params[b].code));
             let compartment = raw
                 .patient_compartment
-                .get(name)
+                .get(t.as_str())
                 .into_iter()
                 .flatten()
                 .map(|code| {
@@ -394,29 +303,53 @@ fn load() -> Definitions {
                 })
                 .collect();
             TypeEntry {
-                name: name.clone(),
-                domain,
                 params: list,
                 compartment,
             }
         })
         .collect();
-    let mut choice_suffixes = HashSet::new();
-    for t in &raw.data_types {
-        let mut chars = t.chars();
-        let capitalized: String = chars
-            .next()
-            .map(|c| c.to_ascii_uppercase())
-            .into_iter()
-            .chain(chars)
-            .collect();
-        choice_suffixes.insert(capitalized);
+    Definitions { types, params }
+}
+
+/// One parameter of the table, its expressions compiled.
+fn param_def(base: &str, p: &RawParam) -> SearchParamDef {
+    SearchParamDef {
+        id: p.id.clone(),
+        code: p.code.clone(),
+        kind: p.kind,
+        base: base.to_owned(),
+        expression: p.expr.clone(),
+        description: p.desc.clone(),
+        targets: resolve_targets(&p.target),
+        components: p
+            .comp
+            .iter()
+            .map(|c| ComponentDef {
+                code: c.code.clone(),
+                kind: c.kind,
+                expression: c.expr.clone(),
+                compiled: fhirpath::parse(&c.expr),
+            })
+            .collect(),
+        compiled: if p.expr.is_empty() {
+            Err("no expression".into())
+        } else {
+            fhirpath::parse(&p.expr)
+        },
     }
-    Definitions {
-        types,
-        type_index,
-        params,
-        choice_suffixes,
+}
+
+/// The target types a reference parameter names; `*` is every type but Parameters.
+fn resolve_targets(targets: &[String]) -> Vec<ResourceType> {
+    if targets.iter().any(|t| t == "*") {
+        ResourceType::all()
+            .filter(|t| t.as_str() != "Parameters")
+            .collect()
+    } else {
+        targets
+            .iter()
+            .filter_map(|t| ResourceType::parse(t))
+            .collect()
     }
 }
 

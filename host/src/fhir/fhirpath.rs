@@ -410,27 +410,7 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
             .into_iter()
             .filter(|item| as_type(item, type_name))
             .collect(),
-        Expr::Equals(a, b, equal) => {
-            let result = match (&**a, &**b) {
-                (other, Expr::Literal(lit)) | (Expr::Literal(lit), other) => {
-                    let items = eval(other, input, resource);
-                    match items.as_slice() {
-                        [item] => Some(literal_eq(item, lit)),
-                        _ => None,
-                    }
-                }
-                _ => {
-                    let (left, right) = (eval(a, input, resource), eval(b, input, resource));
-                    match (left.as_slice(), right.as_slice()) {
-                        ([], _) | (_, []) => None,
-                        (l, r) => Some(l == r),
-                    }
-                }
-            };
-            result
-                .map(|r| vec![Item::Bool(r == *equal)])
-                .unwrap_or_default()
-        }
+        Expr::Equals(a, b, equal) => eval_equals((a, b), *equal, input, resource),
         Expr::And(a, b) => {
             let (l, r) = (
                 truth(&eval(a, input, resource)),
@@ -453,30 +433,61 @@ fn eval<'a>(expr: &'a Expr, input: &[Item<'a>], resource: &'a Value) -> Vec<Item
                 _ => Vec::new(),
             }
         }
-        Expr::Call(focus, function) => {
-            let focus = eval(focus, input, resource);
-            match function {
-                Function::Where(criteria) => focus
-                    .into_iter()
-                    .filter(|item| {
-                        truth(&eval(criteria, std::slice::from_ref(item), resource)) == Some(true)
-                    })
-                    .collect(),
-                Function::Exists => vec![Item::Bool(!focus.is_empty())],
-                Function::Empty => vec![Item::Bool(focus.is_empty())],
-                Function::Not => match truth(&focus) {
-                    Some(b) => vec![Item::Bool(!b)],
-                    None => Vec::new(),
-                },
-                Function::First => focus.into_iter().take(1).collect(),
-                Function::Resolve => focus.iter().filter_map(resolve).collect(),
-                Function::OfType(t) => focus.into_iter().filter(|item| as_type(item, t)).collect(),
-                Function::Is(t) => match focus.as_slice() {
-                    [item] => vec![Item::Bool(is_type(item, t))],
-                    _ => Vec::new(),
-                },
+        Expr::Call(focus, function) => call(function, eval(focus, input, resource), resource),
+    }
+}
+
+/// `a = b` (`equal`) or `a != b`: empty when either side is empty; a literal side
+/// compares with the one item of the other (see `literal_eq`).
+fn eval_equals<'a>(
+    (a, b): (&'a Expr, &'a Expr),
+    equal: bool,
+    input: &[Item<'a>],
+    resource: &'a Value,
+) -> Vec<Item<'a>> {
+    let result = match (a, b) {
+        (other, Expr::Literal(lit)) | (Expr::Literal(lit), other) => {
+            let items = eval(other, input, resource);
+            match items.as_slice() {
+                [item] => Some(literal_eq(item, lit)),
+                _ => None,
             }
         }
+        _ => {
+            let (left, right) = (eval(a, input, resource), eval(b, input, resource));
+            match (left.as_slice(), right.as_slice()) {
+                ([], _) | (_, []) => None,
+                (l, r) => Some(l == r),
+            }
+        }
+    };
+    result
+        .map(|r| vec![Item::Bool(r == equal)])
+        .unwrap_or_default()
+}
+
+/// A function called on `focus`.
+fn call<'a>(function: &'a Function, focus: Vec<Item<'a>>, resource: &'a Value) -> Vec<Item<'a>> {
+    match function {
+        Function::Where(criteria) => focus
+            .into_iter()
+            .filter(|item| {
+                truth(&eval(criteria, std::slice::from_ref(item), resource)) == Some(true)
+            })
+            .collect(),
+        Function::Exists => vec![Item::Bool(!focus.is_empty())],
+        Function::Empty => vec![Item::Bool(focus.is_empty())],
+        Function::Not => match truth(&focus) {
+            Some(b) => vec![Item::Bool(!b)],
+            None => Vec::new(),
+        },
+        Function::First => focus.into_iter().take(1).collect(),
+        Function::Resolve => focus.iter().filter_map(resolve).collect(),
+        Function::OfType(t) => focus.into_iter().filter(|item| as_type(item, t)).collect(),
+        Function::Is(t) => match focus.as_slice() {
+            [item] => vec![Item::Bool(is_type(item, t))],
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -556,7 +567,7 @@ fn member<'a>(item: &Item<'a>, name: &str, out: &mut Vec<Item<'a>>) {
     for (key, child) in object {
         if let Some(suffix) = key.strip_prefix(name)
             && suffix.starts_with(|c: char| c.is_ascii_uppercase())
-            && crate::fhir::definitions::is_data_type_name(suffix)
+            && super::types::is_data_type_name(suffix)
         {
             push(child, Some(suffix));
         }
@@ -658,10 +669,9 @@ fn is_subtype(actual: &str, wanted: &str) -> bool {
         _ => &[],
     };
     parents.iter().any(|p| same(p, wanted))
-        || (wanted == "Resource" && crate::fhir::definitions::ResourceType::parse(actual).is_some())
+        || (wanted == "Resource" && super::types::ResourceType::parse(actual).is_some())
         || (wanted == "DomainResource"
-            && crate::fhir::definitions::ResourceType::parse(actual)
-                .is_some_and(|t| t.is_domain_resource()))
+            && super::types::ResourceType::parse(actual).is_some_and(|t| t.is_domain_resource()))
 }
 
 #[cfg(test)]
@@ -689,8 +699,13 @@ mod tests {
             .collect()
     }
 
+    /// Asserts what `expr` evaluates to on `resource`, as JSON values.
+    fn check(expr: &str, resource: &Value, expected: Value) {
+        assert_eq!(Value::Array(values(expr, resource)), expected, "{expr}");
+    }
+
     #[test]
-    fn evaluates_the_r4_subset() {
+    fn evaluates_the_r4_subset_on_a_patient() {
         let patient = json!({
             "resourceType": "Patient", "id": "p1",
             "name": [{"family": "Chalmers", "given": ["Peter", "James"]}, {"family": "Windsor"}],
@@ -699,9 +714,6 @@ mod tests {
             "generalPractitioner": [{"reference": "Practitioner/1"}, {"reference": "Organization/2"}],
             "link": [{"other": {"reference": "http://x/fhir/Patient/9"}}]
         });
-        fn check(expr: &str, resource: &Value, expected: Value) {
-            assert_eq!(Value::Array(values(expr, resource)), expected, "{expr}");
-        }
         check(
             "Patient.name.family",
             &patient,
@@ -761,7 +773,10 @@ mod tests {
             json!(["Peter", "James"]),
         );
         check("%resource.id", &patient, json!(["p1"]));
+    }
 
+    #[test]
+    fn evaluates_the_r4_subset_on_an_observation_and_a_bundle() {
         let observation = json!({
             "resourceType": "Observation",
             "valueQuantity": {"value": 7, "unit": "kg"},

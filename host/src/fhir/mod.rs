@@ -17,5 +17,7 @@ pub mod reindex;
 pub mod repository;
 pub mod search;
 pub mod searchset;
+pub mod types;
 
-pub use definitions::{ResourceType, SearchParamDef, SearchParamType};
+pub use definitions::{SearchParamDef, SearchParamType};
+pub use types::ResourceType;

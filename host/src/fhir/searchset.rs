@@ -15,14 +15,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, AccessConstraint, Visible};
-use super::definitions::{ResourceType, is_data_type_name};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::FhirError;
 use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{
-    Criterion, Include, Problem, SearchError, SearchLimits, SearchQuery, Summary, Total,
+    Criterion, Include, Problem, ResultParams, SearchError, SearchLimits, SearchQuery, Summary,
+    Total,
 };
+use super::types::{ResourceType, is_data_type_name};
 use crate::store::Store;
 use crate::store::search::{
     Branch, Follow, Found, Page, PageFrom, Position, Reach, SearchSpec, SearchStoreError,
@@ -185,66 +186,22 @@ fn parse_plan(
     access: &Access,
     limits: &SearchLimits,
 ) -> Result<Plan, FhirError> {
-    let mut cursor = Cursor::default();
-    let mut types: Option<Vec<ResourceType>> = None;
-    let mut criteria_params = Vec::new();
-    let mut errors: Vec<SearchError> = Vec::new();
-    let mut link_params = Vec::new();
-    for (k, v) in params {
-        if cursor.take(k, v)? {
-            continue;
-        }
-        match k.as_str() {
-            "_type" if scope == SearchScope::System => {
-                let mut list = types.take().unwrap_or_default();
-                for name in v.split(',').filter(|n| !n.is_empty()) {
-                    match ResourceType::parse(name) {
-                        Some(t) if !list.contains(&t) => list.push(t),
-                        Some(_) => {}
-                        None => errors.push(SearchError {
-                            param: "_type".into(),
-                            problem: Problem::InvalidValue {
-                                value: name.to_owned(),
-                                reason: "not a resource type".into(),
-                            },
-                        }),
-                    }
-                }
-                types = Some(list);
-                link_params.push((k.clone(), v.clone()));
-            }
-            _ => {
-                criteria_params.push((k.clone(), v.clone()));
-                link_params.push((k.clone(), v.clone()));
-            }
-        }
-    }
-    let mut branches = Vec::new();
-    let mut first_query = None;
+    let PlanParams {
+        cursor,
+        types,
+        criteria_params,
+        mut errors,
+        mut link_params,
+    } = PlanParams::split(scope, params)?;
     let branch_types: Vec<Option<ResourceType>> = match (scope, &types) {
         (SearchScope::Type(t), _) => vec![Some(t)],
         (SearchScope::System, Some(list)) => list.iter().copied().map(Some).collect(),
         (SearchScope::System, None) => vec![None],
     };
+    let mut branches = Vec::new();
+    let mut first_query = None;
     for rt in branch_types {
-        // Common parameters (`_id`, `_lastUpdated`, `_tag`, ...) are the same for every
-        // type; Patient stands in when no type is named, and anything type-specific is
-        // refused below.
-        let parse_type = rt.unwrap_or_else(|| ResourceType::parse("Patient").expect("Patient"));
-        let (query, mut errs) =
-            SearchQuery::parse_lenient_within(parse_type, criteria_params.iter().cloned(), limits);
-        if rt.is_none() {
-            for c in &query.criteria {
-                if let Some(code) = type_specific(c) {
-                    errs.push(SearchError {
-                        param: code.to_owned(),
-                        problem: Problem::Invalid(
-                            "a search across all types takes only the parameters every resource has; name the types with _type".into(),
-                        ),
-                    });
-                }
-            }
-        }
+        let (query, errs) = parse_branch(rt, &criteria_params, limits);
         for e in errs {
             if !errors.contains(&e) {
                 errors.push(e);
@@ -258,6 +215,102 @@ fn parse_plan(
     }
     let query = first_query
         .unwrap_or_else(|| SearchQuery::all(ResourceType::parse("Patient").expect("Patient")));
+    refuse_or_drop_errors(handling, &errors, &mut link_params, &mut branches)?;
+    let branches = branches_under(access, scope, branches)?;
+    Ok(Plan {
+        branches,
+        query,
+        warnings: errors,
+        link_params,
+        cursor,
+    })
+}
+
+/// A search's parameters sorted out: the cursor, `_type` of a system search, and the
+/// rest, which are criteria and result parameters.
+struct PlanParams {
+    cursor: Cursor,
+    types: Option<Vec<ResourceType>>,
+    criteria_params: Vec<(String, String)>,
+    /// `_type` names that are not resource types.
+    errors: Vec<SearchError>,
+    /// The parameters as given, minus the cursor.
+    link_params: Vec<(String, String)>,
+}
+
+impl PlanParams {
+    fn split(scope: SearchScope, params: &[(String, String)]) -> Result<Self, FhirError> {
+        let mut split = Self {
+            cursor: Cursor::default(),
+            types: None,
+            criteria_params: Vec::new(),
+            errors: Vec::new(),
+            link_params: Vec::new(),
+        };
+        for (k, v) in params {
+            if split.cursor.take(k, v)? {
+                continue;
+            }
+            if k == "_type" && scope == SearchScope::System {
+                let mut list = split.types.take().unwrap_or_default();
+                for name in v.split(',').filter(|n| !n.is_empty()) {
+                    match ResourceType::parse(name) {
+                        Some(t) if !list.contains(&t) => list.push(t),
+                        Some(_) => {}
+                        None => split.errors.push(SearchError {
+                            param: "_type".into(),
+                            problem: Problem::InvalidValue {
+                                value: name.to_owned(),
+                                reason: "not a resource type".into(),
+                            },
+                        }),
+                    }
+                }
+                split.types = Some(list);
+            } else {
+                split.criteria_params.push((k.clone(), v.clone()));
+            }
+            split.link_params.push((k.clone(), v.clone()));
+        }
+        Ok(split)
+    }
+}
+
+/// The query of one branch (`None`: every type), leniently, with its errors.
+fn parse_branch(
+    rt: Option<ResourceType>,
+    criteria_params: &[(String, String)],
+    limits: &SearchLimits,
+) -> (SearchQuery, Vec<SearchError>) {
+    // Common parameters (`_id`, `_lastUpdated`, `_tag`, ...) are the same for every
+    // type; Patient stands in when no type is named, and anything type-specific is
+    // refused below.
+    let parse_type = rt.unwrap_or_else(|| ResourceType::parse("Patient").expect("Patient"));
+    let (query, mut errs) =
+        SearchQuery::parse_lenient_within(parse_type, criteria_params.iter().cloned(), limits);
+    if rt.is_none() {
+        for c in &query.criteria {
+            if let Some(code) = type_specific(c) {
+                errs.push(SearchError {
+                    param: code.to_owned(),
+                    problem: Problem::Invalid(
+                        "a search across all types takes only the parameters every resource has; name the types with _type".into(),
+                    ),
+                });
+            }
+        }
+    }
+    (query, errs)
+}
+
+/// Parameter errors: a limit is always refused, anything else under strict handling;
+/// under lenient handling the parameter is left out of the links and of every branch.
+fn refuse_or_drop_errors(
+    handling: Handling,
+    errors: &[SearchError],
+    link_params: &mut Vec<(String, String)>,
+    branches: &mut [Branch],
+) -> Result<(), FhirError> {
     let too_costly: Vec<Issue> = errors
         .iter()
         .filter(|e| matches!(e.problem, Problem::TooCostly(_)))
@@ -275,7 +328,7 @@ fn parse_plan(
         link_params.retain(|(k, _)| !errors.iter().any(|e| &e.param == k));
         // A criterion that failed in one branch but parsed in another would widen the
         // other branches' results if kept there; leave it out everywhere.
-        for branch in &mut branches {
+        for branch in branches {
             branch.criteria.retain(|c| {
                 !errors.iter().any(|e| {
                     criterion_code(c)
@@ -284,8 +337,17 @@ fn parse_plan(
             });
         }
     }
-    // Under constraints, a system search without _type runs over every type the access
-    // lets through, each with its own constraint.
+    Ok(())
+}
+
+/// The branches as `access` runs them: under constraints, a system search without
+/// `_type` runs over every type the access lets through, each with its own constraint;
+/// a type search for a type the access excludes altogether is refused outright.
+fn branches_under(
+    access: &Access,
+    scope: SearchScope,
+    mut branches: Vec<Branch>,
+) -> Result<Vec<Branch>, FhirError> {
     if !access.is_unrestricted()
         && let [
             Branch {
@@ -303,7 +365,6 @@ fn parse_plan(
             })
             .collect();
     }
-    // A type search for a type the access excludes altogether is refused outright.
     if let SearchScope::Type(t) = scope {
         match access.visible(t) {
             Ok(Visible::Nothing(why)) => return Err(FhirError::Forbidden(why)),
@@ -311,13 +372,7 @@ fn parse_plan(
             Ok(_) => {}
         }
     }
-    Ok(Plan {
-        branches,
-        query,
-        warnings: errors,
-        link_params,
-        cursor,
-    })
+    Ok(branches)
 }
 
 fn criterion_code(c: &Criterion) -> Option<&str> {
@@ -436,14 +491,13 @@ pub async fn search(
     } else {
         store.search_page(&spec, &from, count).await?
     };
-    let matches = &page.rows;
-    let included = if matches.is_empty() {
+    let included = if page.rows.is_empty() {
         Capped::default()
     } else {
         includes(
             store,
             base_url,
-            matches,
+            &page.rows,
             (&result.include, &result.revinclude),
             access,
             type_access,
@@ -456,41 +510,72 @@ pub async fn search(
         SearchScope::Type(t) => format!("{base_url}/{t}"),
         SearchScope::System => base_url.to_owned(),
     };
-    let link = |at: Option<(&str, &Position)>| {
-        let mut pairs = plan.link_params.clone();
-        pairs.push(("_snapshot".into(), snapshot.to_string()));
-        if let Some((name, position)) = at {
-            pairs.push((name.into(), position.encode()));
-        }
-        format!("{self_path}?{}", encode_query(&pairs))
-    };
+    let link =
+        |at: Option<(&str, &Position)>| page_url(&self_path, &plan.link_params, snapshot, at);
     let links = if summary_count {
         vec![json!({"relation": "self", "url": link(None)})]
     } else {
         page_links(link, &from, &page, count)
     };
-
-    let mut entries = Vec::with_capacity(matches.len() + included.found.len() + 1);
-    for found in matches {
-        let mut resource = parse_found(found)?;
-        shape(&mut resource, found, result.summary, &result.elements);
-        entries.push(entry(base_url, found, resource, "match"));
-    }
-    for found in &included.found {
-        let mut resource = parse_found(found)?;
-        shape(&mut resource, found, result.summary, &[]);
-        entries.push(entry(base_url, found, resource, "include"));
-    }
+    let entries = shaped_entries(base_url, &page.rows, &included.found, result)?;
     let mut issues: Vec<Issue> = plan
         .warnings
         .iter()
         .map(|e| search_issue(e, true))
         .collect();
     issues.extend(included.cut_issue("_include/_revinclude", limits.max_included));
+    Ok(searchset_bundle(total, links, entries, &issues))
+}
+
+/// The entries of a page: its matches under `_summary` and `_elements`, then what they
+/// include under `_summary`.
+fn shaped_entries(
+    base_url: &str,
+    matches: &[Found],
+    included: &[Found],
+    result: &ResultParams,
+) -> Result<Vec<Value>, FhirError> {
+    let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
+    for found in matches {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &result.elements);
+        entries.push(entry(base_url, found, resource, "match"));
+    }
+    for found in included {
+        let mut resource = parse_found(found)?;
+        shape(&mut resource, found, result.summary, &[]);
+        entries.push(entry(base_url, found, resource, "include"));
+    }
+    Ok(entries)
+}
+
+/// The url of a page: `self_path` with the parameters links repeat, the snapshot, and the
+/// position the page continues from (`None`: the first page of the snapshot).
+fn page_url(
+    self_path: &str,
+    link_params: &[(String, String)],
+    snapshot: i64,
+    at: Option<(&str, &Position)>,
+) -> String {
+    let mut pairs = link_params.to_vec();
+    pairs.push(("_snapshot".into(), snapshot.to_string()));
+    if let Some((name, position)) = at {
+        pairs.push((name.into(), position.encode()));
+    }
+    format!("{self_path}?{}", encode_query(&pairs))
+}
+
+/// A `searchset` Bundle of `entries`, followed by an `outcome` entry when there are `issues`.
+fn searchset_bundle(
+    total: Option<i64>,
+    links: Vec<Value>,
+    mut entries: Vec<Value>,
+    issues: &[Issue],
+) -> Value {
     if !issues.is_empty() {
         entries.push(json!({
             "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            "resource": operation_outcome(&issues),
+            "resource": operation_outcome(issues),
             "search": {"mode": "outcome"},
         }));
     }
@@ -507,7 +592,7 @@ pub async fn search(
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);
     }
-    Ok(bundle)
+    bundle
 }
 
 /// How a request reaches resources of a type other than (or besides) the one it names.
@@ -561,6 +646,55 @@ pub(crate) fn reach(
     Ok(reach)
 }
 
+/// Decides what the caller may see of type `t` once: its access, or why there is none
+/// (kept for the refusal). Whether it may see any of it.
+fn decide_reach(
+    t: ResourceType,
+    access: &Access,
+    type_access: TypeAccess<'_>,
+    reach: &mut Reach,
+    why_not: &mut HashMap<ResourceType, String>,
+) -> Result<bool, FhirError> {
+    if let Some(decided) = reach.get(&t) {
+        return Ok(decided.is_some());
+    }
+    let seen = match type_access(t, Via::Search) {
+        Ok(own) => {
+            let combined = access.clone().and(own);
+            match combined.visible(t) {
+                Ok(Visible::Nothing(why)) => Err(why),
+                Ok(_) => Ok(combined),
+                Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+            }
+        }
+        Err(FhirError::Forbidden(why)) => Err(why),
+        Err(other) => return Err(other),
+    };
+    Ok(match seen {
+        Ok(combined) => {
+            reach.insert(t, Some(combined));
+            true
+        }
+        Err(why) => {
+            reach.insert(t, None);
+            why_not.insert(t, why);
+            false
+        }
+    })
+}
+
+/// The refusal of a criterion (`label`) that reaches only into `t`, which is out of reach.
+fn refuse_reach(
+    label: String,
+    t: ResourceType,
+    why_not: &HashMap<ResourceType, String>,
+) -> FhirError {
+    FhirError::Forbidden(format!(
+        "{label} reaches into {t}, which this token may not search: {}",
+        why_not.get(&t).map_or("no access", String::as_str)
+    ))
+}
+
 fn reach_criteria(
     criteria: &[Criterion],
     access: &Access,
@@ -568,50 +702,12 @@ fn reach_criteria(
     reach: &mut Reach,
     why_not: &mut HashMap<ResourceType, String>,
 ) -> Result<(), FhirError> {
-    // Decides one type once: its access, or why there is none (kept for the refusal).
-    let decide = |t: ResourceType,
-                  reach: &mut Reach,
-                  why_not: &mut HashMap<ResourceType, String>|
-     -> Result<bool, FhirError> {
-        if let Some(decided) = reach.get(&t) {
-            return Ok(decided.is_some());
-        }
-        let seen = match type_access(t, Via::Search) {
-            Ok(own) => {
-                let combined = access.clone().and(own);
-                match combined.visible(t) {
-                    Ok(Visible::Nothing(why)) => Err(why),
-                    Ok(_) => Ok(combined),
-                    Err(e) => return Err(FhirError::Forbidden(e.to_string())),
-                }
-            }
-            Err(FhirError::Forbidden(why)) => Err(why),
-            Err(other) => return Err(other),
-        };
-        Ok(match seen {
-            Ok(combined) => {
-                reach.insert(t, Some(combined));
-                true
-            }
-            Err(why) => {
-                reach.insert(t, None);
-                why_not.insert(t, why);
-                false
-            }
-        })
-    };
-    let refuse = |label: String, t: ResourceType, why_not: &HashMap<ResourceType, String>| {
-        FhirError::Forbidden(format!(
-            "{label} reaches into {t}, which this token may not search: {}",
-            why_not.get(&t).map_or("no access", String::as_str)
-        ))
-    };
     for c in criteria {
         match c {
             Criterion::Chain { param, targets } => {
                 let mut any = false;
                 for target in targets {
-                    any |= decide(target.resource_type, reach, why_not)?;
+                    any |= decide_reach(target.resource_type, access, type_access, reach, why_not)?;
                 }
                 if !any && let Some(first) = targets.first() {
                     let label = format!(
@@ -620,7 +716,7 @@ fn reach_criteria(
                         first.resource_type,
                         criterion_label(&first.criterion)
                     );
-                    return Err(refuse(label, first.resource_type, why_not));
+                    return Err(refuse_reach(label, first.resource_type, why_not));
                 }
                 for target in targets {
                     if reach
@@ -642,13 +738,13 @@ fn reach_criteria(
                 reference,
                 criterion,
             } => {
-                if !decide(*source_type, reach, why_not)? {
+                if !decide_reach(*source_type, access, type_access, reach, why_not)? {
                     let label = format!(
                         "_has:{source_type}:{}:{}",
                         reference.code,
                         criterion_label(criterion)
                     );
-                    return Err(refuse(label, *source_type, why_not));
+                    return Err(refuse_reach(label, *source_type, why_not));
                 }
                 reach_criteria(
                     std::slice::from_ref(criterion.as_ref()),
@@ -695,140 +791,37 @@ pub async fn everything(
     type_access: TypeAccess<'_>,
     max_included: usize,
 ) -> Result<Value, FhirError> {
-    let mut count = i64::from(DEFAULT_COUNT);
-    let mut cursor = Cursor::default();
-    let mut since: Option<String> = None;
-    let mut types: Option<Vec<ResourceType>> = None;
-    let mut link_params = Vec::new();
-    for (k, v) in params {
-        if cursor.take(k, v)? {
-            continue;
-        }
-        match k.as_str() {
-            "_count" => {
-                count = v
-                    .parse::<u32>()
-                    .map(|n| i64::from(n.min(MAX_COUNT)))
-                    .map_err(|_| FhirError::invalid(format!("_count={v} is not a number")))?;
-                link_params.push((k.clone(), v.clone()));
-            }
-            "_since" => {
-                super::search::value::parse_date(v)
-                    .map_err(|e| FhirError::invalid(format!("_since={v}: {e}")))?;
-                since = Some(v.clone());
-                link_params.push((k.clone(), v.clone()));
-            }
-            "_type" => {
-                let list = types.get_or_insert_with(Vec::new);
-                for name in v.split(',').filter(|n| !n.is_empty()) {
-                    let t = ResourceType::parse(name).ok_or_else(|| {
-                        FhirError::invalid(format!("_type: {name:?} is not a resource type"))
-                    })?;
-                    if !list.contains(&t) {
-                        list.push(t);
-                    }
-                }
-                link_params.push((k.clone(), v.clone()));
-            }
-            "_format" | "_pretty" => {}
-            other => {
-                return Err(FhirError::BadRequest(vec![
-                    Issue::error(
-                        "not-supported",
-                        format!(
-                            "Patient/$everything takes _count, _since and _type here, not {other:?}"
-                        ),
-                    )
-                    .at(other.to_owned()),
-                ]));
-            }
-        }
-    }
-    let in_compartment = |t: &ResourceType| {
-        t.as_str() == "Patient" || t.patient_compartment_params().next().is_some()
-    };
-    let candidates: Vec<ResourceType> = match types {
-        Some(list) => list,
-        None => ResourceType::all().filter(in_compartment).collect(),
-    };
-    let mut combined =
-        access
-            .clone()
-            .and(Access::Within(vec![AccessConstraint::PatientCompartment(
-                patient.to_owned(),
-            )]));
-    let mut allowed = Vec::new();
-    let mut left_out = Vec::new();
-    for t in candidates {
-        if !in_compartment(&t) {
-            left_out.push(format!("{t} (not in the Patient compartment)"));
-            continue;
-        }
-        match type_access(t, Via::Search) {
-            Ok(a) => {
-                combined = combined.and(a);
-                allowed.push(t);
-            }
-            Err(FhirError::Forbidden(why)) => left_out.push(format!("{t} ({why})")),
-            Err(other) => return Err(other),
-        }
-    }
-    // Constraints accumulate across types; a type they exclude altogether is dropped.
-    let mut branches = Vec::new();
-    for t in allowed {
-        match combined.visible(t) {
-            Ok(Visible::Nothing(why)) => left_out.push(format!("{t} ({why})")),
-            Err(e) => return Err(FhirError::Forbidden(e.to_string())),
-            Ok(_) => {
-                let criteria = match &since {
-                    Some(s) => {
-                        SearchQuery::parse(t, [("_lastUpdated", format!("ge{s}"))])
-                            .map_err(|e| FhirError::invalid(format!("_since: {e}")))?
-                            .criteria
-                    }
-                    None => Vec::new(),
-                };
-                branches.push(Branch {
-                    resource_type: Some(t),
-                    criteria,
-                });
-            }
-        }
-    }
+    let request = EverythingParams::parse(params)?;
+    let selection = CompartmentSelection::decide(patient, &request, access, type_access)?;
+    let cursor = &request.cursor;
     cursor.check(0)?;
     let snapshot = cursor.snapshot.unwrap_or_else(now_ms);
     let from = cursor.from();
-    let (total, page) = if branches.is_empty() {
+    let (total, page) = if selection.branches.is_empty() {
         (0, Page::default())
     } else {
         let spec = SearchSpec {
-            branches: &branches,
+            branches: &selection.branches,
             sort: &[],
             snapshot,
             as_of_snapshot: cursor.snapshot.is_some(),
-            access: &combined,
+            access: &selection.access,
             // Only `_lastUpdated` criteria: nothing reaches into another type.
             reach: &Reach::new(),
             base_url,
         };
         (
             store.search_count(&spec).await?,
-            store.search_page(&spec, &from, count).await?,
+            store.search_page(&spec, &from, request.count).await?,
         )
     };
     let matches = &page.rows;
     let included = referenced(store, base_url, matches, access, type_access, max_included).await?;
 
     let self_path = format!("{base_url}/Patient/{patient}/$everything");
-    let link = |at: Option<(&str, &Position)>| {
-        let mut pairs = link_params.clone();
-        pairs.push(("_snapshot".into(), snapshot.to_string()));
-        if let Some((name, position)) = at {
-            pairs.push((name.into(), position.encode()));
-        }
-        format!("{self_path}?{}", encode_query(&pairs))
-    };
-    let links = page_links(link, &from, &page, count);
+    let link =
+        |at: Option<(&str, &Position)>| page_url(&self_path, &request.link_params, snapshot, at);
+    let links = page_links(link, &from, &page, request.count);
     let mut entries = Vec::with_capacity(matches.len() + included.found.len() + 1);
     for found in matches {
         entries.push(entry(base_url, found, parse_found(found)?, "match"));
@@ -837,32 +830,156 @@ pub async fn everything(
         entries.push(entry(base_url, found, parse_found(found)?, "include"));
     }
     let mut issues = Vec::new();
-    if !left_out.is_empty() {
+    if !selection.left_out.is_empty() {
         issues.push(Issue::warning(
             "suppressed",
-            format!("left out of $everything: {}", left_out.join("; ")),
+            format!("left out of $everything: {}", selection.left_out.join("; ")),
         ));
     }
     issues.extend(included.cut_issue("$everything", max_included));
-    if !issues.is_empty() {
-        entries.push(json!({
-            "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
-            "resource": operation_outcome(&issues),
-            "search": {"mode": "outcome"},
-        }));
+    Ok(searchset_bundle(Some(total), links, entries, &issues))
+}
+
+/// The parameters of `$everything`: `_count`, `_since`, `_type` and the cursor.
+struct EverythingParams {
+    count: i64,
+    cursor: Cursor,
+    since: Option<String>,
+    types: Option<Vec<ResourceType>>,
+    /// The parameters as given, minus the cursor: what links repeat.
+    link_params: Vec<(String, String)>,
+}
+
+impl EverythingParams {
+    fn parse(params: &[(String, String)]) -> Result<Self, FhirError> {
+        let mut request = Self {
+            count: i64::from(DEFAULT_COUNT),
+            cursor: Cursor::default(),
+            since: None,
+            types: None,
+            link_params: Vec::new(),
+        };
+        for (k, v) in params {
+            if request.cursor.take(k, v)? {
+                continue;
+            }
+            match k.as_str() {
+                "_count" => {
+                    request.count = v
+                        .parse::<u32>()
+                        .map(|n| i64::from(n.min(MAX_COUNT)))
+                        .map_err(|_| FhirError::invalid(format!("_count={v} is not a number")))?;
+                }
+                "_since" => {
+                    super::search::value::parse_date(v)
+                        .map_err(|e| FhirError::invalid(format!("_since={v}: {e}")))?;
+                    request.since = Some(v.clone());
+                }
+                "_type" => {
+                    let list = request.types.get_or_insert_with(Vec::new);
+                    for name in v.split(',').filter(|n| !n.is_empty()) {
+                        let t = ResourceType::parse(name).ok_or_else(|| {
+                            FhirError::invalid(format!("_type: {name:?} is not a resource type"))
+                        })?;
+                        if !list.contains(&t) {
+                            list.push(t);
+                        }
+                    }
+                }
+                "_format" | "_pretty" => continue,
+                other => {
+                    return Err(FhirError::BadRequest(vec![
+                        Issue::error(
+                            "not-supported",
+                            format!(
+                                "Patient/$everything takes _count, _since and _type here, not {other:?}"
+                            ),
+                        )
+                        .at(other.to_owned()),
+                    ]));
+                }
+            }
+            request.link_params.push((k.clone(), v.clone()));
+        }
+        Ok(request)
     }
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": format_instant(now_ms())},
-        "type": "searchset",
-        "total": total,
-        "link": links,
-    });
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
+}
+
+/// What `$everything` searches: one branch per compartment type the caller may search,
+/// under the access of the operation, the compartment and every such type's own access;
+/// and the types left out, each with why.
+struct CompartmentSelection {
+    access: Access,
+    branches: Vec<Branch>,
+    left_out: Vec<String>,
+}
+
+impl CompartmentSelection {
+    fn decide(
+        patient: &str,
+        request: &EverythingParams,
+        access: &Access,
+        type_access: TypeAccess<'_>,
+    ) -> Result<Self, FhirError> {
+        let in_compartment = |t: &ResourceType| {
+            t.as_str() == "Patient" || t.patient_compartment_params().next().is_some()
+        };
+        let candidates: Vec<ResourceType> = match &request.types {
+            Some(list) => list.clone(),
+            None => ResourceType::all().filter(in_compartment).collect(),
+        };
+        let mut combined =
+            access
+                .clone()
+                .and(Access::Within(vec![AccessConstraint::PatientCompartment(
+                    patient.to_owned(),
+                )]));
+        let mut allowed = Vec::new();
+        let mut left_out = Vec::new();
+        for t in candidates {
+            if !in_compartment(&t) {
+                left_out.push(format!("{t} (not in the Patient compartment)"));
+                continue;
+            }
+            match type_access(t, Via::Search) {
+                Ok(a) => {
+                    combined = combined.and(a);
+                    allowed.push(t);
+                }
+                Err(FhirError::Forbidden(why)) => left_out.push(format!("{t} ({why})")),
+                Err(other) => return Err(other),
+            }
+        }
+        // Constraints accumulate across types; a type they exclude altogether is dropped.
+        let mut branches = Vec::new();
+        for t in allowed {
+            match combined.visible(t) {
+                Ok(Visible::Nothing(why)) => left_out.push(format!("{t} ({why})")),
+                Err(e) => return Err(FhirError::Forbidden(e.to_string())),
+                Ok(_) => branches.push(Branch {
+                    resource_type: Some(t),
+                    criteria: since_criteria(t, request.since.as_deref())?,
+                }),
+            }
+        }
+        Ok(Self {
+            access: combined,
+            branches,
+            left_out,
+        })
     }
-    Ok(bundle)
+}
+
+/// `_since` as a `_lastUpdated=ge` criterion on `t`.
+fn since_criteria(t: ResourceType, since: Option<&str>) -> Result<Vec<Criterion>, FhirError> {
+    Ok(match since {
+        Some(s) => {
+            SearchQuery::parse(t, [("_lastUpdated", format!("ge{s}"))])
+                .map_err(|e| FhirError::invalid(format!("_since: {e}")))?
+                .criteria
+        }
+        None => Vec::new(),
+    })
 }
 
 /// Resources added to a page, at most a limit of them, and whether the limit left some out.
@@ -1023,22 +1140,9 @@ async fn includes(
     sources.sort();
     for round in 0..=MAX_ITERATE_ROUNDS {
         let limit = key_limit(included.left(max), seen.len());
-        let mut candidates: Vec<(Via, (String, String))> = Vec::new();
-        for inc in include.iter().filter(|i| round == 0 || i.iterate) {
-            let ids: Vec<&str> = sources
-                .iter()
-                .filter(|(t, _)| t == inc.source_type.as_str())
-                .map(|(_, id)| id.as_str())
-                .collect();
-            let keys = store.referenced_keys(&ids, follow(inc), limit).await?;
-            included.cut |= keys.len() >= limit;
-            candidates.extend(keys.into_iter().map(|key| (Via::Reference, key)));
-        }
-        for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
-            let keys = store.referring_keys(&sources, follow(inc), limit).await?;
-            included.cut |= keys.len() >= limit;
-            candidates.extend(keys.into_iter().map(|key| (Via::Search, key)));
-        }
+        let candidates = included
+            .round_keys(store, &sources, (include, revinclude), round, limit)
+            .await?;
         // Included and reverse-included in one round: the include (listed first) decides.
         let mut by_type: HashMap<(String, bool), Vec<String>> = HashMap::new();
         for (via, key) in candidates {
@@ -1083,6 +1187,39 @@ async fn includes(
             .collect();
     }
     Ok(included)
+}
+
+impl Capped {
+    /// The keys one round of includes reaches from `sources`, each with how it was
+    /// reached: `_include` (by reference) first, then `_revinclude` (by a search); after
+    /// the first round only `:iterate` directives. At most `limit` per directive; reaching
+    /// the limit marks the result cut.
+    async fn round_keys(
+        &mut self,
+        store: &Store,
+        sources: &[(String, String)],
+        (include, revinclude): (&[Include], &[Include]),
+        round: usize,
+        limit: usize,
+    ) -> Result<Vec<(Via, (String, String))>, FhirError> {
+        let mut candidates = Vec::new();
+        for inc in include.iter().filter(|i| round == 0 || i.iterate) {
+            let ids: Vec<&str> = sources
+                .iter()
+                .filter(|(t, _)| t == inc.source_type.as_str())
+                .map(|(_, id)| id.as_str())
+                .collect();
+            let keys = store.referenced_keys(&ids, follow(inc), limit).await?;
+            self.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Reference, key)));
+        }
+        for inc in revinclude.iter().filter(|i| round == 0 || i.iterate) {
+            let keys = store.referring_keys(sources, follow(inc), limit).await?;
+            self.cut |= keys.len() >= limit;
+            candidates.extend(keys.into_iter().map(|key| (Via::Search, key)));
+        }
+        Ok(candidates)
+    }
 }
 
 fn follow(inc: &Include) -> Follow<'_> {

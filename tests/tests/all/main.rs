@@ -19,5 +19,6 @@ mod rights;
 mod scope_matrix;
 mod search;
 mod store;
+mod structure;
 mod support;
 mod user_access;

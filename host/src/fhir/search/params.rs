@@ -686,26 +686,7 @@ fn parse_result_param(
             if !result.sort.is_empty() {
                 return Err(Problem::Invalid("may be given only once".into()));
             }
-            for key in value.split(',') {
-                let (code, descending) = match key.strip_prefix('-') {
-                    Some(code) => (code, true),
-                    None => (key, false),
-                };
-                let param = resource_type
-                    .search_param(code)
-                    .ok_or_else(|| invalid(key, "not a search parameter"))?;
-                if matches!(
-                    param.kind,
-                    SearchParamType::Composite | SearchParamType::Special
-                ) {
-                    return Err(invalid(
-                        key,
-                        format!("cannot sort by a {} parameter", param.kind),
-                    ));
-                }
-                result.sort.push(SortKey { param, descending });
-            }
-            Ok(())
+            sort_keys(resource_type, value, &mut result.sort)
         }
         "_count" => {
             let count = value
@@ -724,21 +705,7 @@ fn parse_result_param(
             };
             once(&mut result.summary, summary)
         }
-        "_elements" => {
-            for element in value.split(',') {
-                let element = element.trim();
-                let valid = !element.is_empty()
-                    && element.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && element
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
-                if !valid {
-                    return Err(invalid(element, "not an element name"));
-                }
-                result.elements.push(element.to_owned());
-            }
-            Ok(())
-        }
+        "_elements" => element_names(value, &mut result.elements),
         "_total" => {
             let total = match value {
                 "none" => Total::None,
@@ -759,6 +726,52 @@ fn parse_result_param(
         }
         _ => unreachable!("only called for the names in RESULT_PARAMS"),
     }
+}
+
+/// `_sort`: comma-separated codes, `-` before one for descending order, added to `keys`
+/// up to the first bad one.
+fn sort_keys(
+    resource_type: ResourceType,
+    value: &str,
+    keys: &mut Vec<SortKey>,
+) -> Result<(), Problem> {
+    for key in value.split(',') {
+        let (code, descending) = match key.strip_prefix('-') {
+            Some(code) => (code, true),
+            None => (key, false),
+        };
+        let param = resource_type
+            .search_param(code)
+            .ok_or_else(|| invalid(key, "not a search parameter"))?;
+        if matches!(
+            param.kind,
+            SearchParamType::Composite | SearchParamType::Special
+        ) {
+            return Err(invalid(
+                key,
+                format!("cannot sort by a {} parameter", param.kind),
+            ));
+        }
+        keys.push(SortKey { param, descending });
+    }
+    Ok(())
+}
+
+/// `_elements`: comma-separated element names, added to `names` up to the first bad one.
+fn element_names(value: &str, names: &mut Vec<String>) -> Result<(), Problem> {
+    for element in value.split(',') {
+        let element = element.trim();
+        let valid = !element.is_empty()
+            && element.starts_with(|c: char| c.is_ascii_alphabetic())
+            && element
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+        if !valid {
+            return Err(invalid(element, "not an element name"));
+        }
+        names.push(element.to_owned());
+    }
+    Ok(())
 }
 
 fn parse_include(value: &str, iterate: bool) -> Result<Include, Problem> {
@@ -1050,34 +1063,7 @@ fn scalar_value(
         K::Reference if modifier == Some(&Modifier::Identifier) => {
             Ok(SearchValue::ReferenceIdentifier(token_value(raw)?))
         }
-        K::Reference => {
-            let text = unescape(raw);
-            let mut reference =
-                ReferenceValue::parse_literal(&text).map_err(|reason| invalid(raw, reason))?;
-            if let Some(Modifier::Type(t)) = modifier {
-                match reference.target_type {
-                    Some(given) if given != *t => {
-                        return Err(invalid(
-                            raw,
-                            format!("names {given}, but the modifier says {t}"),
-                        ));
-                    }
-                    _ => reference.target_type = Some(*t),
-                }
-            }
-            if reference.url.is_none() {
-                if let [only] = targets {
-                    reference.target_type.get_or_insert(*only);
-                }
-                if let Some(t) = reference.target_type
-                    && !targets.is_empty()
-                    && !targets.contains(&t)
-                {
-                    return Err(invalid(raw, format!("this parameter cannot refer to {t}")));
-                }
-            }
-            Ok(SearchValue::Reference(reference))
-        }
+        K::Reference => reference_value(modifier, targets, raw).map(SearchValue::Reference),
         K::Date => {
             let (prefix, rest) = Prefix::split(raw);
             let range = parse_date(rest).map_err(|reason| invalid(raw, reason))?;
@@ -1088,28 +1074,7 @@ fn scalar_value(
             let number = parse_decimal(rest).map_err(|reason| invalid(raw, reason))?;
             Ok(SearchValue::Number(NumberValue { prefix, number }))
         }
-        K::Quantity => {
-            let pieces = split_escaped(raw, '|');
-            let (number, system, code) = match pieces.as_slice() {
-                [n] => (*n, None, None),
-                [n, s, c] => (*n, Some(*s), Some(*c)),
-                _ => {
-                    return Err(invalid(
-                        raw,
-                        "must be [prefix]number or [prefix]number|system|code",
-                    ));
-                }
-            };
-            let (prefix, number) = Prefix::split(number);
-            let number = parse_decimal(number).map_err(|reason| invalid(raw, reason))?;
-            let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(unescape);
-            Ok(SearchValue::Quantity(QuantityValue {
-                prefix,
-                number,
-                system: non_empty(system),
-                code: non_empty(code),
-            }))
-        }
+        K::Quantity => quantity_value(raw).map(SearchValue::Quantity),
         K::Uri => {
             let mode = match modifier {
                 Some(Modifier::Above) => UriMatch::Above,
@@ -1123,6 +1088,65 @@ fn scalar_value(
         }
         K::Composite | K::Special => Err(Problem::Unsupported(format!("{kind} values here"))),
     }
+}
+
+/// A reference value: its type from a `:Type` modifier or the parameter's only target,
+/// and a type the parameter cannot refer to refused.
+fn reference_value(
+    modifier: Option<&Modifier>,
+    targets: &[ResourceType],
+    raw: &str,
+) -> Result<ReferenceValue, Problem> {
+    let text = unescape(raw);
+    let mut reference =
+        ReferenceValue::parse_literal(&text).map_err(|reason| invalid(raw, reason))?;
+    if let Some(Modifier::Type(t)) = modifier {
+        match reference.target_type {
+            Some(given) if given != *t => {
+                return Err(invalid(
+                    raw,
+                    format!("names {given}, but the modifier says {t}"),
+                ));
+            }
+            _ => reference.target_type = Some(*t),
+        }
+    }
+    if reference.url.is_none() {
+        if let [only] = targets {
+            reference.target_type.get_or_insert(*only);
+        }
+        if let Some(t) = reference.target_type
+            && !targets.is_empty()
+            && !targets.contains(&t)
+        {
+            return Err(invalid(raw, format!("this parameter cannot refer to {t}")));
+        }
+    }
+    Ok(reference)
+}
+
+/// `[prefix]number` or `[prefix]number|system|code`.
+fn quantity_value(raw: &str) -> Result<QuantityValue, Problem> {
+    let pieces = split_escaped(raw, '|');
+    let (number, system, code) = match pieces.as_slice() {
+        [n] => (*n, None, None),
+        [n, s, c] => (*n, Some(*s), Some(*c)),
+        _ => {
+            return Err(invalid(
+                raw,
+                "must be [prefix]number or [prefix]number|system|code",
+            ));
+        }
+    };
+    let (prefix, number) = Prefix::split(number);
+    let number = parse_decimal(number).map_err(|reason| invalid(raw, reason))?;
+    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(unescape);
+    Ok(QuantityValue {
+        prefix,
+        number,
+        system: non_empty(system),
+        code: non_empty(code),
+    })
 }
 
 fn token_value(raw: &str) -> Result<TokenValue, Problem> {

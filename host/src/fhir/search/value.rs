@@ -13,7 +13,7 @@ use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::fhir::definitions::ResourceType;
+use crate::fhir::types::ResourceType;
 
 /// The smallest date Hestia represents: 0001-01-01T00:00:00.000Z, used for an open
 /// start (a `Period` without `start`).
@@ -213,31 +213,61 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
         return Err(format!("day {d} is out of range"));
     }
     let Some(time) = time else {
-        let (low, high) = match (month, day) {
-            (None, _) => (days_from_civil(year, 1, 1), days_from_civil(year + 1, 1, 1)),
-            (Some(m), None) => {
-                let (ny, nm) = if m == 12 {
-                    (year + 1, 1)
-                } else {
-                    (year, m + 1)
-                };
-                (days_from_civil(year, m, 1), days_from_civil(ny, nm, 1))
-            }
-            (Some(m), Some(d)) => {
-                let start = days_from_civil(year, m, d);
-                (start, start + 1)
-            }
-        };
-        return Ok(DateRange {
-            low: low * MS_PER_DAY,
-            high: high * MS_PER_DAY - 1,
-        });
+        return Ok(date_range(year, month, day));
     };
     let (Some(month), Some(day)) = (month, day) else {
         return Err("a time needs a full date".into());
     };
-    // Split the zone off: `Z`, or the last `+`/`-` (the time itself has none).
-    let (clock, offset_ms) = if let Some(clock) = time.strip_suffix('Z') {
+    let (clock, offset_ms) = split_zone(time)?;
+    let Clock {
+        hour,
+        minute,
+        second,
+        fraction_ms,
+        unit,
+    } = parse_clock(clock)?;
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("time out of range".into());
+    }
+    let low = days_from_civil(year, month, day) * MS_PER_DAY
+        + hour * 3_600_000
+        + minute * 60_000
+        + second.min(59) * 1_000
+        + fraction_ms
+        - offset_ms;
+    Ok(DateRange {
+        low,
+        high: low + unit - 1,
+    })
+}
+
+/// The range of whole days a date without a time covers (a year, a month or a day).
+fn date_range(year: i64, month: Option<i64>, day: Option<i64>) -> DateRange {
+    let (low, high) = match (month, day) {
+        (None, _) => (days_from_civil(year, 1, 1), days_from_civil(year + 1, 1, 1)),
+        (Some(m), None) => {
+            let (ny, nm) = if m == 12 {
+                (year + 1, 1)
+            } else {
+                (year, m + 1)
+            };
+            (days_from_civil(year, m, 1), days_from_civil(ny, nm, 1))
+        }
+        (Some(m), Some(d)) => {
+            let start = days_from_civil(year, m, d);
+            (start, start + 1)
+        }
+    };
+    DateRange {
+        low: low * MS_PER_DAY,
+        high: high * MS_PER_DAY - 1,
+    }
+}
+
+/// Splits the zone off a time: `Z`, or the last `+`/`-` (the time itself has none); the
+/// clock and the zone's offset in milliseconds.
+fn split_zone(time: &str) -> Result<(&str, i64), String> {
+    Ok(if let Some(clock) = time.strip_suffix('Z') {
         (clock, 0)
     } else if let Some(pos) = time.rfind(['+', '-']) {
         let (clock, zone) = time.split_at(pos);
@@ -252,7 +282,19 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
         (clock, sign * (h * 3_600_000 + m * 60_000))
     } else {
         (time, 0)
-    };
+    })
+}
+
+/// `hh:mm[:ss[.fff]]`, and the unit its precision leaves open (a minute, a second, ...).
+struct Clock {
+    hour: i64,
+    minute: i64,
+    second: i64,
+    fraction_ms: i64,
+    unit: i64,
+}
+
+fn parse_clock(clock: &str) -> Result<Clock, String> {
     let mut fields = clock.split(':');
     let hour = digits(fields.next().unwrap_or(""), 2, "hour")?;
     let minute = digits(fields.next().ok_or("time needs minutes")?, 2, "minute")?;
@@ -284,18 +326,12 @@ pub fn parse_date(text: &str) -> Result<DateRange, String> {
     if fields.next().is_some() {
         return Err("too many time components".into());
     }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err("time out of range".into());
-    }
-    let low = days_from_civil(year, month, day) * MS_PER_DAY
-        + hour * 3_600_000
-        + minute * 60_000
-        + second.min(59) * 1_000
-        + fraction_ms
-        - offset_ms;
-    Ok(DateRange {
-        low,
-        high: low + unit - 1,
+    Ok(Clock {
+        hour,
+        minute,
+        second,
+        fraction_ms,
+        unit,
     })
 }
 

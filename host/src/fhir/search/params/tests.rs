@@ -211,7 +211,7 @@ fn references() {
 }
 
 #[test]
-fn dates_numbers_quantities_uris() {
+fn dates() {
     check(
         "Observation",
         "date=2020",
@@ -252,6 +252,10 @@ fn dates_numbers_quantities_uris() {
         "_lastUpdated=ne2024-01-01",
         "Patient?_lastUpdated(ne 2024-01-01T00:00:00.000Z..2024-01-01T23:59:59.999Z)",
     );
+}
+
+#[test]
+fn numbers_quantities_uris() {
     check(
         "RiskAssessment",
         "probability=gt0.8",
@@ -297,6 +301,10 @@ fn dates_numbers_quantities_uris() {
         "_profile=http://x/sd",
         r#"Patient?_profile(uri Exact "http://x/sd")"#,
     );
+}
+
+#[test]
+fn invalid_dates_numbers_quantities_uris() {
     check_err(
         "Observation",
         "date=2020-13",
@@ -481,6 +489,10 @@ fn result_parameters() {
         "_total=none&name=x",
         r#"Patient?name(starts "x") {total None}"#,
     );
+}
+
+#[test]
+fn invalid_result_parameters() {
     check_err(
         "Patient",
         "_count=-1",
@@ -700,81 +712,83 @@ impl Rng {
     }
 }
 
+// Fragments that hit every branch of the parser, glued at random by
+// `parsing_never_panics`, plus random characters (including multi-byte ones around the
+// separators).
+const NAMES: &[&str] = &[
+    "name",
+    "code",
+    "subject",
+    "date",
+    "value-quantity",
+    "code-value-quantity",
+    "_has",
+    "_include",
+    "_revinclude",
+    "_sort",
+    "_count",
+    "_summary",
+    "_elements",
+    "_total",
+    "_id",
+    "url",
+    "probability",
+    "near",
+    "_text",
+    "x",
+    "",
+];
+const SUFFIXES: &[&str] = &[
+    "",
+    ":exact",
+    ":contains",
+    ":missing",
+    ":not",
+    ":text",
+    ":identifier",
+    ":Patient",
+    ":above",
+    ":below",
+    ":iterate",
+    ":",
+    ".",
+    ".name",
+    ":Observation:patient:",
+    "::",
+    ".subject.name",
+];
+const VALUES: &[&str] = &[
+    "",
+    "a",
+    "\\",
+    "\\,",
+    ",",
+    "|",
+    "||",
+    "$",
+    "$$",
+    "ge",
+    "gt2020",
+    "2020-02-29T10:00:00+01:00",
+    "1e5",
+    "-",
+    "é",
+    "Patient/1",
+    "http://x/Patient/1",
+    "Patient:subject",
+    "-date",
+    "99999999999",
+    "T",
+    ":",
+    "_history",
+    "ap1.5|a|b",
+];
+const CHARS: &[char] = &[
+    'a', ':', '.', ',', '|', '$', '\\', '-', '/', 'é', '0', 'T', '+', '🦀',
+];
+
 #[test]
 fn parsing_never_panics() {
-    // Fragments that hit every branch of the parser, glued at random, plus random
-    // characters (including multi-byte ones around the separators).
-    let names = [
-        "name",
-        "code",
-        "subject",
-        "date",
-        "value-quantity",
-        "code-value-quantity",
-        "_has",
-        "_include",
-        "_revinclude",
-        "_sort",
-        "_count",
-        "_summary",
-        "_elements",
-        "_total",
-        "_id",
-        "url",
-        "probability",
-        "near",
-        "_text",
-        "x",
-        "",
-    ];
-    let suffixes = [
-        "",
-        ":exact",
-        ":contains",
-        ":missing",
-        ":not",
-        ":text",
-        ":identifier",
-        ":Patient",
-        ":above",
-        ":below",
-        ":iterate",
-        ":",
-        ".",
-        ".name",
-        ":Observation:patient:",
-        "::",
-        ".subject.name",
-    ];
-    let values = [
-        "",
-        "a",
-        "\\",
-        "\\,",
-        ",",
-        "|",
-        "||",
-        "$",
-        "$$",
-        "ge",
-        "gt2020",
-        "2020-02-29T10:00:00+01:00",
-        "1e5",
-        "-",
-        "é",
-        "Patient/1",
-        "http://x/Patient/1",
-        "Patient:subject",
-        "-date",
-        "99999999999",
-        "T",
-        ":",
-        "_history",
-        "ap1.5|a|b",
-    ];
-    let chars = [
-        'a', ':', '.', ',', '|', '$', '\\', '-', '/', 'é', '0', 'T', '+', '🦀',
-    ];
     let types: Vec<ResourceType> = [
         "Patient",
         "Observation",
@@ -788,10 +802,10 @@ fn parsing_never_panics() {
     .collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..20_000 {
-        let mut name = format!("{}{}", rng.pick(&names), rng.pick(&suffixes));
-        let mut value = format!("{}{}", rng.pick(&values), rng.pick(&values));
+        let mut name = format!("{}{}", rng.pick(NAMES), rng.pick(SUFFIXES));
+        let mut value = format!("{}{}", rng.pick(VALUES), rng.pick(VALUES));
         for _ in 0..(rng.next() % 4) {
-            let c = chars[(rng.next() % chars.len() as u64) as usize];
+            let c = CHARS[(rng.next() % CHARS.len() as u64) as usize];
             if rng.next().is_multiple_of(2) {
                 name.push(c)
             } else {
