@@ -177,6 +177,8 @@ pub struct FileConfig {
 pub struct FileAdmin {
     /// How long a console session lasts without a request, in seconds.
     pub session_idle_secs: Option<u64>,
+    /// How long audit events are kept, in days.
+    pub audit_retain_days: Option<u64>,
 }
 
 /// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
@@ -380,6 +382,9 @@ pub struct AdminSettings {
     /// `admin.session_idle_secs` (default 900, from 60 to 86400): a console session
     /// without a request for this long is over.
     pub session_idle: Duration,
+    /// `admin.audit_retain_days` (default 90, from 1 to 36500): `serve`'s purge deletes
+    /// audit events older than this.
+    pub audit_retain: Duration,
 }
 
 /// What one request may cost: each bound has a `hestia.toml` key, and a request that
@@ -877,6 +882,18 @@ impl RawConfig {
                             Source::File,
                             s.to_string(),
                             "must be from 60 to 86400 seconds",
+                        ));
+                    }
+                },
+                audit_retain: match file.admin.audit_retain_days {
+                    None => Duration::from_secs(90 * 86_400),
+                    Some(d @ 1..=36_500) => Duration::from_secs(d * 86_400),
+                    Some(d) => {
+                        return Err(invalid(
+                            "admin.audit_retain_days",
+                            Source::File,
+                            d.to_string(),
+                            "must be from 1 to 36500 days",
                         ));
                     }
                 },

@@ -467,3 +467,27 @@ pub fn record_detached(store: &Store, event: NewAuditEvent) {
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     });
 }
+
+/// What [`purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsolePurged {
+    pub sessions: u64,
+    pub audit_events: u64,
+}
+
+/// Deletes console sessions idle past `admin.session_idle_secs` and audit events older
+/// than `admin.audit_retain_days`; `serve` runs it with the purge of OAuth records.
+pub async fn purge(
+    store: &Store,
+    admin: &crate::config::AdminSettings,
+    now: i64,
+) -> Result<ConsolePurged, StoreError> {
+    Ok(ConsolePurged {
+        sessions: store
+            .purge_admin_sessions(now - admin.session_idle.as_secs() as i64)
+            .await?,
+        audit_events: store
+            .purge_audit_events(now - admin.audit_retain.as_secs() as i64)
+            .await?,
+    })
+}

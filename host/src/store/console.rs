@@ -166,6 +166,21 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Deletes the events recorded before `before` (Unix seconds), in batches of
+    /// [`super::PURGE_BATCH`] rows so that a long trail never holds SQLite's write lock for
+    /// long.
+    pub async fn purge_audit_events(&self, before: i64) -> Result<u64, StoreError> {
+        self.delete_in_batches(
+            &format!(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 LIMIT {})",
+                super::PURGE_BATCH
+            ),
+            before,
+        )
+        .await
+    }
+
     /// Records one event: a single insert.
     pub async fn record_audit(&self, event: &NewAuditEvent, now: i64) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address) VALUES ($1, $2, $3, $4, $5, $6, $7)")
