@@ -4,7 +4,7 @@
 
 mod system;
 
-pub use system::{ExplainCell, ExplainReport, PluginView};
+pub use system::{ExplainCell, ExplainReport, GrantQuery, PluginView};
 
 use std::sync::Arc;
 

@@ -43,6 +43,18 @@ pub struct ExplainReport {
     pub rows: Vec<(String, Vec<ExplainCell>)>,
 }
 
+/// A token to explain without one: its client, account (none: the client's own) and
+/// requested scopes (none: the client's registered ones).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct GrantQuery {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub scope: String,
+}
+
 /// The interactions the Explain page tries, as requests below the FHIR base.
 const INTERACTIONS: [(&str, &str, &str); 5] = [
     ("read", "GET", "{type}/example"),
@@ -241,6 +253,56 @@ impl Console<'_> {
             "token: valid (signature, issuer, expiry, revocation); client {}; subject {}; scope {:?}",
             claims.client_id, claims.sub, claims.scope
         ));
+        self.explain_verified(&verified, report).await
+    }
+
+    /// What a token of `query`'s client, account and scopes would reach: the claims the
+    /// token endpoint's policy would decide, through the same gate steps as a pasted token
+    /// (no token is signed or recorded).
+    pub async fn explain_grant(&self, query: &GrantQuery) -> ExplainReport {
+        let mut report = ExplainReport {
+            steps: Vec::new(),
+            refused: None,
+            rows: Vec::new(),
+        };
+        let user = Some(query.user.trim()).filter(|u| !u.is_empty());
+        let claims = match self
+            .oauth
+            .unissued_claims(query.client_id.trim(), user, &query.scope)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                report.refused = Some(format!("token endpoint: {e}"));
+                return report;
+            }
+        };
+        if let Some(name) = user
+            && let Ok(Some(account)) = self.store.find_user(name).await
+            && self.store.user_locked(&account.id).await.unwrap_or(false)
+        {
+            report.refused = Some(format!(
+                "sign-in: the account {name} is locked; it gets no token"
+            ));
+            return report;
+        }
+        report.steps.push(format!(
+            "token endpoint: would grant client {}; subject {}; scope {:?}; audiences {:?}",
+            claims.client_id, claims.sub, claims.scope, claims.aud.0
+        ));
+        let raw_json = serde_json::to_string(&claims).unwrap_or_default();
+        let verified = crate::verifier::Verified { claims, raw_json };
+        self.explain_verified(&verified, report).await
+    }
+
+    /// The gate's steps after the token's own checks: audience, rights, and a decision
+    /// per resource type and interaction.
+    async fn explain_verified(
+        &self,
+        verified: &crate::verifier::Verified,
+        mut report: ExplainReport,
+    ) -> ExplainReport {
+        let claims = &verified.claims;
         if let Err(refusal) = self.gate.accept_audience(claims) {
             report.refused = Some(format!("audience: {}", refusal_line(&refusal)));
             return report;
@@ -248,7 +310,7 @@ impl Console<'_> {
         report
             .steps
             .push(format!("audience: accepted for {}", self.gate.base_url()));
-        let caller = match self.gate.caller(&verified).await {
+        let caller = match self.gate.caller(verified).await {
             Ok(c) => c,
             Err(refusal) => {
                 report.refused = Some(format!("rights: {}", refusal_line(&refusal)));

@@ -406,6 +406,32 @@ async fn backend_token(
     .await
 }
 
+/// A backend client made with the console's form, scope `system/Patient.read`: its id
+/// and its secret, as the page shows them once.
+async fn backend_client(app: &axum::Router, cookie: &str, csrf: &str) -> (String, String) {
+    let made = form(
+        app,
+        "/admin/clients",
+        cookie,
+        &format!("csrf={csrf}&client_name=Batch&profile=backend&scope=system%2FPatient.read"),
+    )
+    .await;
+    let html = text(&made);
+    let id = html
+        .split("id=\"client-id\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_string();
+    let secret = html
+        .split("id=\"secret\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    (id, secret)
+}
+
 fn url_encode(s: &str) -> String {
     s.replace(':', "%3A").replace('/', "%2F")
 }
@@ -416,26 +442,7 @@ async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
         let (app, state) = raw_app_on(&db, "").await;
         add_user(&state, "root", &["admin"]).await;
         let (cookie, csrf) = signed_in(&app, "root").await;
-        let made = form(
-            &app,
-            "/admin/clients",
-            &cookie,
-            &format!("csrf={csrf}&client_name=Batch&profile=backend&scope=system%2FPatient.read"),
-        )
-        .await;
-        let html = text(&made);
-        let id = html
-            .split("id=\"client-id\">")
-            .nth(1)
-            .and_then(|s| s.split('<').next())
-            .unwrap()
-            .to_string();
-        let secret = html
-            .split("id=\"secret\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap()
-            .to_string();
+        let (id, secret) = backend_client(&app, &cookie, &csrf).await;
         let fhir = |token: String| {
             let app = app.clone();
             async move {
@@ -669,5 +676,81 @@ async fn token_answers_are_audited_with_their_cause() {
         assert_eq!(events[0].target, "client_credentials");
         let description = refused.body["error_description"].as_str().unwrap();
         assert_eq!(events[0].detail, format!("invalid_client: {description}"));
+    }
+}
+
+/// The row of resource type `ty` in an Explain page's matrix.
+fn explain_row(html: &str, ty: &str) -> String {
+    html.split(&format!("<th scope=\"row\">{ty}</th>"))
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Explain by picking: the token endpoint's policy decides the claims a client's token
+/// would carry and the gate explains them, a scope the client lacks is refused with the
+/// token endpoint's error, a backend client has no account's token; no token is recorded.
+#[tokio::test]
+async fn explain_by_picking_a_client_and_scopes_mints_nothing() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let (id, _) = backend_client(&app, &cookie, &csrf).await;
+        let get = |query: String| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            async move {
+                let path = format!("/admin/explain?{query}");
+                text(&call(&app, "GET", &path, &[("cookie", &cookie)], "").await)
+            }
+        };
+        let granted = get(format!("client_id={id}&scope=system%2FPatient.read")).await;
+        assert!(
+            granted.contains("would grant client"),
+            "{}: {granted}",
+            db.backend
+        );
+        let patient = explain_row(&granted, "Patient");
+        assert!(
+            patient.contains("class=\"pass\">✔ allowed"),
+            "{}: {patient}",
+            db.backend
+        );
+        assert!(
+            patient.contains("class=\"fail\">✘ 403"),
+            "{}: {patient}",
+            db.backend
+        );
+        let unregistered = get(format!("client_id={id}&scope=system%2FObservation.read")).await;
+        assert!(
+            unregistered.contains("Refused: token endpoint: invalid_scope"),
+            "{}: {unregistered}",
+            db.backend
+        );
+        let api = call(
+            &app,
+            "POST",
+            "/admin/api/explain",
+            &[
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+                ("content-type", "application/json"),
+            ],
+            json!({"client_id": id, "user": "root"}).to_string(),
+        )
+        .await;
+        assert_eq!(api.status, 200, "{}: {}", db.backend, api.body);
+        let refused = api.body["refused"].as_str().unwrap_or_default();
+        assert!(
+            refused.contains("unauthorized_client"),
+            "{}: {refused}",
+            db.backend
+        );
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_access_tokens")
+            .fetch_one(state.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(recorded, 0, "{}", db.backend);
     }
 }
