@@ -147,6 +147,7 @@ impl Console<'_> {
                 outcome: "ok".into(),
                 detail: detail.into(),
                 address: self.actor.address.clone(),
+                ..Default::default()
             },
         )
         .await;

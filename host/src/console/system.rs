@@ -53,6 +53,21 @@ pub struct GrantQuery {
     pub user: String,
     #[serde(default)]
     pub scope: String,
+    /// The resource type of a refused request: its row comes first.
+    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    pub resource_type: String,
+    /// The refused request's interaction, as the audit trail names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interaction: String,
+}
+
+impl GrantQuery {
+    /// The query of a `fhir.refused` event's context, if it has one.
+    pub fn of_refusal(event: &AuditEvent) -> Option<GrantQuery> {
+        serde_json::from_str::<GrantQuery>(&event.context)
+            .ok()
+            .filter(|q| !q.client_id.is_empty())
+    }
 }
 
 /// The interactions the Explain page tries, as requests below the FHIR base.
@@ -253,7 +268,7 @@ impl Console<'_> {
             "token: valid (signature, issuer, expiry, revocation); client {}; subject {}; scope {:?}",
             claims.client_id, claims.sub, claims.scope
         ));
-        self.explain_verified(&verified, report).await
+        self.explain_verified(&verified, "", report).await
     }
 
     /// What a token of `query`'s client, account and scopes would reach: the claims the
@@ -290,16 +305,25 @@ impl Console<'_> {
             "token endpoint: would grant client {}; subject {}; scope {:?}; audiences {:?}",
             claims.client_id, claims.sub, claims.scope, claims.aud.0
         ));
+        if !query.resource_type.is_empty() {
+            report.steps.push(format!(
+                "refused request: {} {}",
+                query.interaction, query.resource_type
+            ));
+        }
         let raw_json = serde_json::to_string(&claims).unwrap_or_default();
         let verified = crate::verifier::Verified { claims, raw_json };
-        self.explain_verified(&verified, report).await
+        self.explain_verified(&verified, &query.resource_type, report)
+            .await
     }
 
     /// The gate's steps after the token's own checks: audience, rights, and a decision
     /// per resource type and interaction.
+    /// `first_type`, when set, is the first row.
     async fn explain_verified(
         &self,
         verified: &crate::verifier::Verified,
+        first_type: &str,
         mut report: ExplainReport,
     ) -> ExplainReport {
         let claims = &verified.claims;
@@ -317,7 +341,12 @@ impl Console<'_> {
                 return report;
             }
         };
-        for ty in types_of(&claims.scope) {
+        let mut types = types_of(&claims.scope);
+        if ResourceType::parse(first_type).is_some() {
+            types.retain(|t| t != first_type);
+            types.insert(0, first_type.to_string());
+        }
+        for ty in types {
             let cells = INTERACTIONS
                 .iter()
                 .map(|(interaction, method, path)| {

@@ -528,7 +528,7 @@ impl AuthServer {
 }
 
 impl AuthServer {
-    /// The claims a token of `client_id` for account `username` (none: the client's own,
+    /// The claims a token of `client_id` for account `username` (or account id; none: the client's own,
     /// `client_credentials`) asking for `scope` would carry, decided by the same scope and
     /// audience policy as the token endpoint; nothing is signed or recorded (the `jti` is
     /// `unissued`), so nothing usable exists. The console's Explain runs the FHIR gate on it.
@@ -544,12 +544,14 @@ impl AuthServer {
             .await?
             .ok_or_else(|| OAuthError::invalid_client(format!("no client {client_id:?}")))?;
         let user = match username {
-            Some(name) => Some(
-                self.store()
-                    .find_user(name)
+            Some(name) => Some(match self.store().find_user(name).await? {
+                Some(user) => user,
+                None => self
+                    .store()
+                    .user_by_id(name)
                     .await?
                     .ok_or_else(|| OAuthError::invalid_grant(format!("no account {name:?}")))?,
-            ),
+            }),
             None => None,
         };
         let grant_type = if user.is_some() {

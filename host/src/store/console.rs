@@ -29,6 +29,9 @@ pub struct AuditEvent {
     pub outcome: String,
     pub detail: String,
     pub address: String,
+    /// For a FHIR request refused with a valid token, JSON of what explains it again
+    /// (client, account, scopes, the request's type and interaction); otherwise empty.
+    pub context: String,
 }
 
 /// An event to record; `id` and `at` come from the database and the clock.
@@ -40,6 +43,7 @@ pub struct NewAuditEvent {
     pub outcome: String,
     pub detail: String,
     pub address: String,
+    pub context: String,
 }
 
 /// Which events the Activity page asks for: each field, when set, narrows the list.
@@ -93,6 +97,7 @@ fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent, sqlx::Error> {
         outcome: row.try_get("outcome")?,
         detail: row.try_get("detail")?,
         address: row.try_get("address")?,
+        context: row.try_get("context")?,
     })
 }
 
@@ -166,6 +171,18 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// An account by its id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<super::User>, StoreError> {
+        let row = sqlx::query("SELECT username FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => self.find_user(&row.try_get::<String, _>("username")?).await,
+            None => Ok(None),
+        }
+    }
+
     /// Deletes the events recorded before `before` (Unix seconds), in batches of
     /// [`super::PURGE_BATCH`] rows so that a long trail never holds SQLite's write lock for
     /// long.
@@ -183,7 +200,7 @@ impl Store {
 
     /// Records one event: a single insert.
     pub async fn record_audit(&self, event: &NewAuditEvent, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address, context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(now)
             .bind(&event.actor)
             .bind(&event.action)
@@ -191,6 +208,7 @@ impl Store {
             .bind(&event.outcome)
             .bind(&event.detail)
             .bind(&event.address)
+            .bind(&event.context)
             .execute(self.pool())
             .await?;
         Ok(())
@@ -199,7 +217,7 @@ impl Store {
     /// The newest events first, narrowed by `filter`.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, outcome, detail, address FROM audit_events \
+            "SELECT id, at, actor, action, target, outcome, detail, address, context FROM audit_events \
              WHERE ($1 = '' OR action LIKE $2 ESCAPE '\\') \
              AND ($3 = '' OR actor LIKE $4 ESCAPE '\\' OR target LIKE $4 ESCAPE '\\' OR detail LIKE $4 ESCAPE '\\') \
              AND ($5 = '' OR outcome = $5) \

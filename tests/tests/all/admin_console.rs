@@ -754,3 +754,76 @@ async fn explain_by_picking_a_client_and_scopes_mints_nothing() {
         assert_eq!(recorded, 0, "{}", db.backend);
     }
 }
+
+/// A FHIR request refused (403) with a valid token is on the Activity page with a link
+/// that explains it again: the token's client and scopes, the refused type first.
+#[tokio::test]
+async fn a_refused_fhir_request_links_to_its_explanation() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let (id, secret) = backend_client(&app, &cookie, &csrf).await;
+        let issued = backend_token(&app, &state, &id, &secret).await;
+        let token = issued.body["access_token"].as_str().unwrap().to_string();
+        let refused = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", &format!("Bearer {token}"))],
+            "",
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        // The refusal is recorded in a task of its own: wait for its row.
+        let filter = hestia::store::AuditFilter {
+            action: Some("fhir.refused".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            events = state.store().audit_events(&filter).await.unwrap();
+            if !events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        let context: serde_json::Value = serde_json::from_str(&events[0].context).unwrap();
+        assert_eq!(context["client_id"], id.as_str(), "{}", db.backend);
+        assert_eq!(context["user"], "", "{}", db.backend);
+        assert_eq!(context["type"], "Observation", "{}", db.backend);
+        let page = call(&app, "GET", "/admin/activity", &[("cookie", &cookie)], "").await;
+        let html = text(&page);
+        let link = html
+            .split("class=\"explain\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("{}: no Explain link in {html}", db.backend))
+            .replace("&amp;", "&")
+            .replace("&#x2f;", "/");
+        assert!(
+            link.starts_with("/admin/explain?"),
+            "{}: {link}",
+            db.backend
+        );
+        let explained = text(&call(&app, "GET", &link, &[("cookie", &cookie)], "").await);
+        assert!(
+            explained.contains("would grant client"),
+            "{}: {explained}",
+            db.backend
+        );
+        let first = explained
+            .split("<th scope=\"row\">")
+            .nth(1)
+            .and_then(|s| s.split('<').next());
+        assert_eq!(first, Some("Observation"), "{}", db.backend);
+        let observation = explain_row(&explained, "Observation");
+        assert!(
+            !observation.contains("class=\"pass\""),
+            "{}: {observation}",
+            db.backend
+        );
+    }
+}

@@ -125,6 +125,7 @@ async fn sign_in(
         outcome: outcome.into(),
         detail,
         address: address.clone(),
+        ..Default::default()
     };
     let store = state.store();
     let attempt = signin::attempt(

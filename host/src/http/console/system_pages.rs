@@ -254,7 +254,12 @@ async fn activity(
         .activity(&query.filter())
         .await?
         .into_iter()
-        .map(|e| context! { when => utc(e.at), actor => e.actor, action => e.action, target => e.target, outcome => e.outcome, detail => e.detail, address => e.address })
+        .map(|e| {
+            let explain = GrantQuery::of_refusal(&e)
+                .and_then(|q| serde_urlencoded::to_string(&q).ok())
+                .map(|q| format!("/admin/explain?{q}"));
+            context! { when => utc(e.at), actor => e.actor, action => e.action, target => e.target, outcome => e.outcome, detail => e.detail, address => e.address, explain => explain }
+        })
         .collect();
     let ctx = context! { events => events, action => query.action, q => query.q, ..admin.context("Activity", "Activity") };
     Ok(page(StatusCode::OK, "activity.html", ctx))
