@@ -77,6 +77,15 @@ pub struct GrantRow {
     pub revoked_reason: Option<String>,
 }
 
+/// A console session of an account, as its page lists it (`id` is the start of the
+/// hash of its cookie's token, enough to name it; the token itself is never kept).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+}
+
 /// How many characters of a registration token's hash name it.
 const REGISTRATION_ID_LEN: usize = 16;
 
@@ -152,6 +161,59 @@ impl Store {
             created_at: row.try_get("created_at")?,
             last_seen: now,
         }))
+    }
+
+    /// The console sessions of an account, the most recently seen first.
+    pub async fn user_admin_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+        let rows = sqlx::query("SELECT token_hash, created_at, last_seen FROM admin_sessions WHERE user_id = $1 ORDER BY last_seen DESC LIMIT 200")
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: String = row.try_get("token_hash")?;
+                Ok(SessionRow {
+                    id: hash.chars().take(REGISTRATION_ID_LEN).collect(),
+                    created_at: row.try_get("created_at")?,
+                    last_seen: row.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the console session of an account named by `id` (see [`SessionRow`]), or all
+    /// of them when `id` is `None`; how many ended.
+    pub async fn end_user_admin_sessions(
+        &self,
+        user_id: &str,
+        id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let pattern = match id {
+            Some(id)
+                if id.len() == REGISTRATION_ID_LEN && id.chars().all(|c| c.is_ascii_hexdigit()) =>
+            {
+                format!("{id}%")
+            }
+            Some(id) => {
+                return Err(StoreError::Invalid(format!(
+                    "{id:?} is not a session id ({REGISTRATION_ID_LEN} hex digits)"
+                )));
+            }
+            None => "%".into(),
+        };
+        let done =
+            sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1 AND token_hash LIKE $2")
+                .bind(user_id)
+                .bind(pattern)
+                .execute(self.pool())
+                .await?;
+        if id.is_some() && done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "session {}",
+                id.unwrap_or_default()
+            )));
+        }
+        Ok(done.rows_affected())
     }
 
     pub async fn delete_admin_session(&self, token_hash: &str) -> Result<(), StoreError> {

@@ -827,3 +827,92 @@ async fn a_refused_fhir_request_links_to_its_explanation() {
         );
     }
 }
+
+/// The user's page lists its console sessions and ends one (its cookie stops working at
+/// once); removing the account ends the rest, the account is gone and the removal is
+/// audited; one's own account is not removed.
+#[tokio::test]
+async fn a_users_sessions_end_and_the_user_is_removed_from_its_page() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        add_user(&state, "ops", &["admin"]).await;
+        let (ops_cookie, _) = signed_in(&app, "ops").await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let get = |path: &'static str, cookie: String| {
+            let app = app.clone();
+            async move { call(&app, "GET", path, &[("cookie", &cookie)], "").await }
+        };
+        let page = text(&get("/admin/users/ops", cookie.clone()).await);
+        let ids: Vec<&str> = page
+            .split("/sessions/")
+            .skip(1)
+            .filter_map(|s| s.split('/').next())
+            .collect();
+        assert_eq!(ids.len(), 1, "{}: {page}", db.backend);
+        let ended = form(
+            &app,
+            &format!("/admin/users/ops/sessions/{}/revoke", ids[0]),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(ended.status, 200, "{}: {}", db.backend, text(&ended));
+        assert_eq!(
+            get("/admin/keys", ops_cookie).await.status,
+            303,
+            "{}",
+            db.backend
+        );
+        let (ops_cookie, _) = signed_in(&app, "ops").await;
+        assert_eq!(get("/admin/keys", ops_cookie.clone()).await.status, 200);
+        let own = form(
+            &app,
+            "/admin/users/root/remove",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(own.status, 400, "{}: {}", db.backend, text(&own));
+        assert!(state.store().find_user("root").await.unwrap().is_some());
+        let removed = form(
+            &app,
+            "/admin/users/ops/remove",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(removed.status, 200, "{}: {}", db.backend, text(&removed));
+        assert!(
+            text(&removed).contains("User ops removed"),
+            "{}",
+            db.backend
+        );
+        assert!(state.store().find_user("ops").await.unwrap().is_none());
+        assert_eq!(
+            get("/admin/keys", ops_cookie).await.status,
+            303,
+            "{}",
+            db.backend
+        );
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("user.remove".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        assert_eq!(
+            (events[0].actor.as_str(), events[0].target.as_str()),
+            ("root", "ops")
+        );
+        assert!(
+            events[0].detail.contains("1 console session"),
+            "{}",
+            events[0].detail
+        );
+    }
+}
