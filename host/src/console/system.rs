@@ -22,6 +22,8 @@ pub struct PluginView {
     pub state: String,
     pub last_error: Option<String>,
     pub metrics: Vec<String>,
+    /// The last lines the plugin wrote to stdout and stderr, oldest first.
+    pub output: Vec<String>,
 }
 
 /// What one interaction with one resource type would get.
@@ -243,6 +245,7 @@ impl Console<'_> {
                         })
                         .map(str::to_string)
                         .collect(),
+                    output: crate::plugins::recent_output(&p.name),
                 }
             })
             .collect()

@@ -916,3 +916,64 @@ async fn a_users_sessions_end_and_the_user_is_removed_from_its_page() {
         );
     }
 }
+
+/// The Plugins page shows the last lines a plugin wrote to stdout and stderr.
+#[tokio::test]
+async fn the_plugins_page_shows_a_plugins_last_output_lines() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        // A name of this test's own: the kept lines are per plugin name, process-wide.
+        let name = format!("printing-{}", db.backend);
+        std::fs::copy(
+            crate::plugins::guests::FAULTS,
+            dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            "[config]\nfault = \"print\"\n",
+        )
+        .unwrap();
+        let plugins = hestia::plugins::PluginHost::start(hestia::plugins::PluginSettings {
+            dir: Some(dir.path().to_path_buf()),
+            watch: false,
+            deadline: std::time::Duration::from_secs(2),
+            ..Default::default()
+        })
+        .unwrap();
+        let (app, state) = crate::support::starting_app_with(&db, "", plugins).await;
+        state.set_ready();
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, _) = signed_in(&app, "root").await;
+        let before = text(&call(&app, "GET", "/admin/plugins", &[("cookie", &cookie)], "").await);
+        assert!(!before.contains("checking a request"), "{}", db.backend);
+        let token = crate::support::mint(&state, json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        let reply = call(
+            &app,
+            "GET",
+            "/fhir/r4/Patient",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}: {}", db.backend, reply.body);
+        let page = text(&call(&app, "GET", "/admin/plugins", &[("cookie", &cookie)], "").await);
+        let section = page
+            .split(&format!("{name} <span"))
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .unwrap_or_default();
+        for line in [
+            "stdout: checking a request",
+            "stderr: a warning from the plugin",
+            "stdout: a line without its end",
+        ] {
+            assert!(
+                section.contains(line),
+                "{}: {line} in {section}",
+                db.backend
+            );
+        }
+    }
+}

@@ -343,6 +343,7 @@ async fn plugins(State(state): State<AppState>, api: Api) -> ApiResult {
     if let Some(list) = out["plugins"].as_array_mut() {
         for (p, view) in list.iter_mut().zip(views) {
             p["metrics"] = json!(view.metrics);
+            p["output"] = json!(view.output);
         }
     }
     ok(out)
