@@ -1383,4 +1383,24 @@ mod tests {
         assert_eq!(url_host("http://[::1]:80").as_deref(), Some("::1"));
         assert_eq!(url_host("https://localhost").as_deref(), Some("localhost"));
     }
+
+    #[test]
+    fn audit_retention_has_a_default_and_a_checked_range() {
+        let days = |file: &str| raw(ServeFlags::default(), file).resolve();
+        assert_eq!(
+            days("").unwrap().admin.audit_retain,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(
+            days("[admin]\naudit_retain_days = 7")
+                .unwrap()
+                .admin
+                .audit_retain,
+            Duration::from_secs(7 * 86_400)
+        );
+        let err = days("[admin]\naudit_retain_days = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.audit_retain_days"), "{err}");
+    }
 }
