@@ -191,6 +191,8 @@ pub struct FileBulk {
 pub struct FileAdmin {
     /// How long a console session lasts without a request, in seconds.
     pub session_idle_secs: Option<u64>,
+    /// How long audit events are kept, in days.
+    pub audit_retain_days: Option<u64>,
 }
 
 /// `[server]`: bounds on every request, whatever its protocol (see [`RequestLimits`]).
@@ -418,6 +420,9 @@ pub struct AdminSettings {
     /// `admin.session_idle_secs` (default 900, from 60 to 86400): a console session
     /// without a request for this long is over.
     pub session_idle: Duration,
+    /// `admin.audit_retain_days` (default 90, from 1 to 36500): `serve`'s purge deletes
+    /// audit events older than this.
+    pub audit_retain: Duration,
 }
 
 /// What one request may cost: each bound has a `hestia.toml` key, and a request that
@@ -920,6 +925,18 @@ impl RawConfig {
                             Source::File,
                             s.to_string(),
                             "must be from 60 to 86400 seconds",
+                        ));
+                    }
+                },
+                audit_retain: match file.admin.audit_retain_days {
+                    None => Duration::from_secs(90 * 86_400),
+                    Some(d @ 1..=36_500) => Duration::from_secs(d * 86_400),
+                    Some(d) => {
+                        return Err(invalid(
+                            "admin.audit_retain_days",
+                            Source::File,
+                            d.to_string(),
+                            "must be from 1 to 36500 days",
                         ));
                     }
                 },
@@ -1445,5 +1462,25 @@ mod tests {
         );
         assert_eq!(url_host("http://[::1]:80").as_deref(), Some("::1"));
         assert_eq!(url_host("https://localhost").as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn audit_retention_has_a_default_and_a_checked_range() {
+        let days = |file: &str| raw(ServeFlags::default(), file).resolve();
+        assert_eq!(
+            days("").unwrap().admin.audit_retain,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(
+            days("[admin]\naudit_retain_days = 7")
+                .unwrap()
+                .admin
+                .audit_retain,
+            Duration::from_secs(7 * 86_400)
+        );
+        let err = days("[admin]\naudit_retain_days = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.audit_retain_days"), "{err}");
     }
 }

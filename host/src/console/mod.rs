@@ -4,7 +4,7 @@
 
 mod system;
 
-pub use system::{ExplainCell, ExplainReport, PluginView};
+pub use system::{ExplainCell, ExplainReport, GrantQuery, PluginView};
 
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use crate::gate::Gate;
 use crate::oauth::AuthServer;
 use crate::plugins::PluginHost;
 use crate::store::{
-    Client, ClientKind, GrantRow, NewAuditEvent, NewClient, NewUser, Store, StoreError, UserUpdate,
-    checked_roles,
+    Client, ClientKind, GrantRow, NewAuditEvent, NewClient, NewUser, SessionRow, Store, StoreError,
+    UserUpdate, checked_roles,
 };
 
 /// Why a console operation did not happen.
@@ -114,6 +114,9 @@ pub struct UserDetail {
     pub locked: bool,
     pub created_at: i64,
     pub grants: Vec<GrantRow>,
+    /// Its console sessions (the OAuth pages keep no session: each authorization signs
+    /// in anew).
+    pub sessions: Vec<SessionRow>,
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -147,6 +150,7 @@ impl Console<'_> {
                 outcome: "ok".into(),
                 detail: detail.into(),
                 address: self.actor.address.clone(),
+                ..Default::default()
             },
         )
         .await;
@@ -315,6 +319,7 @@ impl Console<'_> {
                 roles: u.roles,
                 created_at: u.user.created_at,
                 grants: Vec::new(),
+                sessions: Vec::new(),
             });
         }
         Ok(out)
@@ -330,6 +335,7 @@ impl Console<'_> {
             roles: self.store.user_roles(&user.id).await?,
             locked: self.store.user_locked(&user.id).await?,
             grants: self.store.user_grants(&user.id).await?,
+            sessions: self.store.user_admin_sessions(&user.id).await?,
             id: user.id,
             username: user.username,
             fhir_user: user.fhir_user,
@@ -427,6 +433,36 @@ impl Console<'_> {
         Ok(())
     }
 
+    /// Ends one console session of an account.
+    pub async fn end_session(&self, username: &str, id: &str) -> Result<(), ConsoleError> {
+        let user = self.user(username).await?;
+        self.store
+            .end_user_admin_sessions(&user.id, Some(id))
+            .await?;
+        self.audit("session.revoke", username, format!("session {id}"))
+            .await;
+        Ok(())
+    }
+
+    /// Removes an account as `hestia user remove` does (roles, policy bindings, grants
+    /// and tokens revoked), with its console sessions and lock; not one's own.
+    pub async fn remove_user(&self, username: &str) -> Result<(), ConsoleError> {
+        let user = self.user(username).await?;
+        if user.username == self.actor.name {
+            return Err(ConsoleError::Invalid(
+                "you cannot remove the account you are signed in with".into(),
+            ));
+        }
+        self.store.remove_user(username).await?;
+        let sessions = self.store.end_user_admin_sessions(&user.id, None).await?;
+        self.store
+            .set_user_locked(&user.id, false, &self.actor.name, self.oauth.now())
+            .await?;
+        let detail = format!("grants and tokens revoked; {sessions} console session(s) ended");
+        self.audit("user.remove", username, detail).await;
+        Ok(())
+    }
+
     pub async fn revoke_grant(&self, username: &str, grant_id: &str) -> Result<(), ConsoleError> {
         let user = self.user(username).await?;
         let reason = format!("revoked by {} in the admin console", self.actor.name);
@@ -466,4 +502,28 @@ pub fn record_detached(store: &Store, event: NewAuditEvent) {
         record(&store, event).await;
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
     });
+}
+
+/// What [`purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsolePurged {
+    pub sessions: u64,
+    pub audit_events: u64,
+}
+
+/// Deletes console sessions idle past `admin.session_idle_secs` and audit events older
+/// than `admin.audit_retain_days`; `serve` runs it with the purge of OAuth records.
+pub async fn purge(
+    store: &Store,
+    admin: &crate::config::AdminSettings,
+    now: i64,
+) -> Result<ConsolePurged, StoreError> {
+    Ok(ConsolePurged {
+        sessions: store
+            .purge_admin_sessions(now - admin.session_idle.as_secs() as i64)
+            .await?,
+        audit_events: store
+            .purge_audit_events(now - admin.audit_retain.as_secs() as i64)
+            .await?,
+    })
 }

@@ -22,6 +22,8 @@ pub struct PluginView {
     pub state: String,
     pub last_error: Option<String>,
     pub metrics: Vec<String>,
+    /// The last lines the plugin wrote to stdout and stderr, oldest first.
+    pub output: Vec<String>,
 }
 
 /// What one interaction with one resource type would get.
@@ -41,6 +43,33 @@ pub struct ExplainReport {
     /// Where the gate stopped, when it refused the token as a whole.
     pub refused: Option<String>,
     pub rows: Vec<(String, Vec<ExplainCell>)>,
+}
+
+/// A token to explain without one: its client, account (none: the client's own) and
+/// requested scopes (none: the client's registered ones).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct GrantQuery {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub scope: String,
+    /// The resource type of a refused request: its row comes first.
+    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    pub resource_type: String,
+    /// The refused request's interaction, as the audit trail names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interaction: String,
+}
+
+impl GrantQuery {
+    /// The query of a `fhir.refused` event's context, if it has one.
+    pub fn of_refusal(event: &AuditEvent) -> Option<GrantQuery> {
+        serde_json::from_str::<GrantQuery>(&event.context)
+            .ok()
+            .filter(|q| !q.client_id.is_empty())
+    }
 }
 
 /// The interactions the Explain page tries, as requests below the FHIR base.
@@ -216,6 +245,7 @@ impl Console<'_> {
                         })
                         .map(str::to_string)
                         .collect(),
+                    output: crate::plugins::recent_output(&p.name),
                 }
             })
             .collect()
@@ -241,6 +271,65 @@ impl Console<'_> {
             "token: valid (signature, issuer, expiry, revocation); client {}; subject {}; scope {:?}",
             claims.client_id, claims.sub, claims.scope
         ));
+        self.explain_verified(&verified, "", report).await
+    }
+
+    /// What a token of `query`'s client, account and scopes would reach: the claims the
+    /// token endpoint's policy would decide, through the same gate steps as a pasted token
+    /// (no token is signed or recorded).
+    pub async fn explain_grant(&self, query: &GrantQuery) -> ExplainReport {
+        let mut report = ExplainReport {
+            steps: Vec::new(),
+            refused: None,
+            rows: Vec::new(),
+        };
+        let user = Some(query.user.trim()).filter(|u| !u.is_empty());
+        let claims = match self
+            .oauth
+            .unissued_claims(query.client_id.trim(), user, &query.scope)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                report.refused = Some(format!("token endpoint: {e}"));
+                return report;
+            }
+        };
+        if let Some(name) = user
+            && let Ok(Some(account)) = self.store.find_user(name).await
+            && self.store.user_locked(&account.id).await.unwrap_or(false)
+        {
+            report.refused = Some(format!(
+                "sign-in: the account {name} is locked; it gets no token"
+            ));
+            return report;
+        }
+        report.steps.push(format!(
+            "token endpoint: would grant client {}; subject {}; scope {:?}; audiences {:?}",
+            claims.client_id, claims.sub, claims.scope, claims.aud.0
+        ));
+        if !query.resource_type.is_empty() {
+            report.steps.push(format!(
+                "refused request: {} {}",
+                query.interaction, query.resource_type
+            ));
+        }
+        let raw_json = serde_json::to_string(&claims).unwrap_or_default();
+        let verified = crate::verifier::Verified { claims, raw_json };
+        self.explain_verified(&verified, &query.resource_type, report)
+            .await
+    }
+
+    /// The gate's steps after the token's own checks: audience, rights, and a decision
+    /// per resource type and interaction.
+    /// `first_type`, when set, is the first row.
+    async fn explain_verified(
+        &self,
+        verified: &crate::verifier::Verified,
+        first_type: &str,
+        mut report: ExplainReport,
+    ) -> ExplainReport {
+        let claims = &verified.claims;
         if let Err(refusal) = self.gate.accept_audience(claims) {
             report.refused = Some(format!("audience: {}", refusal_line(&refusal)));
             return report;
@@ -248,14 +337,19 @@ impl Console<'_> {
         report
             .steps
             .push(format!("audience: accepted for {}", self.gate.base_url()));
-        let caller = match self.gate.caller(&verified).await {
+        let caller = match self.gate.caller(verified).await {
             Ok(c) => c,
             Err(refusal) => {
                 report.refused = Some(format!("rights: {}", refusal_line(&refusal)));
                 return report;
             }
         };
-        for ty in types_of(&claims.scope) {
+        let mut types = types_of(&claims.scope);
+        if ResourceType::parse(first_type).is_some() {
+            types.retain(|t| t != first_type);
+            types.insert(0, first_type.to_string());
+        }
+        for ty in types {
             let cells = INTERACTIONS
                 .iter()
                 .map(|(interaction, method, path)| {

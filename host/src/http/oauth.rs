@@ -355,6 +355,7 @@ async fn audit_login(
         outcome: outcome.into(),
         detail,
         address: address.into(),
+        ..Default::default()
     };
     crate::console::record(state.store(), event).await;
 }
@@ -392,6 +393,7 @@ async fn audit_token(
         outcome: outcome.into(),
         detail,
         address: String::new(),
+        ..Default::default()
     };
     crate::console::record(state.store(), event).await;
 }

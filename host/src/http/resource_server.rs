@@ -133,8 +133,8 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
     let target = format!("{} {}", request.method(), request.uri().path());
     match authorize_inner(&state, request).await {
         Ok(request) => next.run(request).await,
-        Err(Rejection::Refused(refusal)) => {
-            audit_refusal(&state, target, &refusal);
+        Err(Rejection::Refused(refusal, context)) => {
+            audit_refusal(&state, target, &refusal, context);
             refusal_response(refusal)
         }
         Err(Rejection::Fhir(err)) => FhirResponseError(err).into_response(),
@@ -144,7 +144,7 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
 /// A 401 or 403 of the gate, in the audit trail with its cause (one insert, off the
 /// request's path and bounded; a refusal for a busy database or a sign-in limit is not
 /// recorded).
-fn audit_refusal(state: &AppState, target: String, refusal: &Refusal) {
+fn audit_refusal(state: &AppState, target: String, refusal: &Refusal, context: String) {
     let status = match refusal {
         Refusal::Unauthenticated { .. } => "401",
         Refusal::Forbidden(_) => "403",
@@ -157,18 +157,42 @@ fn audit_refusal(state: &AppState, target: String, refusal: &Refusal) {
         outcome: "refused".into(),
         detail: format!("{status}: {}", refusal.description()),
         address: String::new(),
+        context,
     };
     crate::console::record_detached(state.store(), event);
 }
 
+/// What the console's Explain needs to explain a 403 again: the token's client, account
+/// and scopes (the token was verified before the refusal, so its payload is its own) and
+/// the request's type and interaction, as JSON.
+fn refusal_context(
+    token: &str,
+    (resource_type, interaction): (Option<String>, crate::plugins::Interaction),
+) -> String {
+    let Some(claims) = crate::oauth::tokens::unverified_part(token, 1) else {
+        return String::new();
+    };
+    let text = |key: &str| claims[key].as_str().unwrap_or_default().to_string();
+    let (client_id, sub) = (text("client_id"), text("sub"));
+    serde_json::json!({
+        "client_id": client_id,
+        "user": if sub == client_id { String::new() } else { sub },
+        "scope": text("scope"),
+        "type": resource_type.unwrap_or_default(),
+        "interaction": format!("{interaction:?}"),
+    })
+    .to_string()
+}
+
 enum Rejection {
-    Refused(Refusal),
+    /// A refusal, with the context of a 403 (see [`refusal_context`]; empty otherwise).
+    Refused(Refusal, String),
     Fhir(FhirError),
 }
 
 impl From<Refusal> for Rejection {
     fn from(refusal: Refusal) -> Self {
-        Rejection::Refused(refusal)
+        Rejection::Refused(refusal, String::new())
     }
 }
 
@@ -197,7 +221,16 @@ async fn authorize_inner(state: &AppState, request: Request) -> Result<Request, 
         return Ok(Request::from_parts(parts, body));
     }
     let request = classify_route(parts.method.as_str(), &route, &query, gate.base_url());
-    let admitted = gate.admit(&token, basic, request).await?;
+    // The request moves into the gate; what a refusal's context names of it is kept.
+    let asked = (request.resource_type.clone(), request.interaction);
+    let admitted = match gate.admit(&token, basic, request).await {
+        Ok(admitted) => admitted,
+        Err(refusal @ Refusal::Forbidden(_)) => {
+            let context = refusal_context(&token, asked);
+            return Err(Rejection::Refused(refusal, context));
+        }
+        Err(refusal) => return Err(refusal.into()),
+    };
     // A write under a restricted access keeps within it: its content is read here.
     let (content, body) = if admitted.access.is_unrestricted() {
         (None, body)

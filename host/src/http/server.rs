@@ -167,7 +167,7 @@ pub async fn serve(mut settings: Settings, demo: bool) -> anyhow::Result<()> {
     }
     // The purge reads the tables the migrations create, so it starts once they exist; in
     // the background, as readiness does not wait for it.
-    spawn_oauth_purge(store.clone(), &settings.oauth);
+    spawn_oauth_purge(store.clone(), &settings.oauth, &settings.admin);
     state.bulk().spawn_purge();
     // The planner's statistics for the data there already (see `Store::analyze`); in
     // the background, readiness does not wait for it.
@@ -270,14 +270,28 @@ fn spawn_server(
 
 /// Deletes expired authorization-server records at start and then every
 /// `oauth.purge_interval_secs`, keeping them `oauth.purge_after_secs` past their expiry.
-/// A failed purge is logged and tried again at the next tick; serving goes on.
-fn spawn_oauth_purge(store: Store, oauth: &OauthSettings) {
+/// A failed purge is logged and tried again at the next tick; serving goes on. The same
+/// tick deletes idle console sessions and audit events past `admin.audit_retain_days`.
+fn spawn_oauth_purge(store: Store, oauth: &OauthSettings, admin: &crate::config::AdminSettings) {
     let (interval, keep) = (oauth.purge_interval, oauth.purge_after.as_secs() as i64);
+    let admin = admin.clone();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            match crate::console::purge(&store, &admin, now_secs()).await {
+                Ok(purged) if purged != Default::default() => {
+                    tracing::info!(
+                        ?purged,
+                        "deleted idle console sessions and old audit events"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot purge console sessions and audit events")
+                }
+            }
             match store.purge_expired_oauth(now_secs() - keep).await {
                 Ok(purged) => {
                     for (record, n) in [

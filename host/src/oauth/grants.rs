@@ -526,3 +526,66 @@ impl AuthServer {
         })
     }
 }
+
+impl AuthServer {
+    /// The claims a token of `client_id` for account `username` (or account id; none: the client's own,
+    /// `client_credentials`) asking for `scope` would carry, decided by the same scope and
+    /// audience policy as the token endpoint; nothing is signed or recorded (the `jti` is
+    /// `unissued`), so nothing usable exists. The console's Explain runs the FHIR gate on it.
+    pub async fn unissued_claims(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessClaims, OAuthError> {
+        let client = self
+            .store()
+            .get_client(client_id)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_client(format!("no client {client_id:?}")))?;
+        let user = match username {
+            Some(name) => Some(match self.store().find_user(name).await? {
+                Some(user) => user,
+                None => self
+                    .store()
+                    .user_by_id(name)
+                    .await?
+                    .ok_or_else(|| OAuthError::invalid_grant(format!("no account {name:?}")))?,
+            }),
+            None => None,
+        };
+        let grant_type = if user.is_some() {
+            "authorization_code"
+        } else {
+            "client_credentials"
+        };
+        Self::require_grant_type(&client, grant_type)?;
+        let decision = self
+            .decide_scopes(
+                &client,
+                grant_type,
+                scopes::split(scope),
+                user.as_ref(),
+                None,
+            )
+            .await?;
+        let audiences = self.decide_audiences(&client, &Params(Vec::new())).await?;
+        let now = self.now();
+        Ok(AccessClaims {
+            iss: self.issuer().to_string(),
+            sub: user
+                .as_ref()
+                .map_or_else(|| client.client_id.clone(), |u| u.id.clone()),
+            aud: Audience(audiences),
+            client_id: client.client_id.clone(),
+            scope: scopes::join(&decision.scopes),
+            exp: now + self.lifetimes(&client).access,
+            iat: now,
+            nbf: now,
+            jti: "unissued".into(),
+            auth_time: user.as_ref().map(|_| now),
+            patient: decision.patient,
+            fhir_user: user.and_then(|u| u.fhir_user),
+        })
+    }
+}

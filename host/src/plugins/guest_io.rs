@@ -12,9 +12,10 @@
 //! So a call that may block polls its future exactly once. If it is not ready, the plugin
 //! asked to wait inside a bounded decision, which is a trap, not a hang.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -245,6 +246,33 @@ impl Stream {
     }
 }
 
+/// Lines of each plugin's output kept for the admin console's Plugins page.
+const RECENT_LINES: usize = 50;
+
+/// The last [`RECENT_LINES`] lines of each plugin's output that reached the log, by plugin
+/// name (a reloaded plugin keeps its earlier lines, those of a crash included).
+static RECENT: LazyLock<Mutex<HashMap<Arc<str>, VecDeque<String>>>> =
+    LazyLock::new(Default::default);
+
+/// The last lines (at most [`RECENT_LINES`], oldest first) plugin `plugin` wrote, each as
+/// `stream: text`.
+pub fn recent_output(plugin: &str) -> Vec<String> {
+    let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    recent
+        .get(plugin)
+        .map(|lines| lines.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn remember(plugin: &Arc<str>, line: String) {
+    let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let lines = recent.entry(plugin.clone()).or_default();
+    if lines.len() == RECENT_LINES {
+        lines.pop_front();
+    }
+    lines.push_back(line);
+}
+
 /// What one plugin writes to stdout and stderr, as lines of the host's log under its name:
 /// at most [`BURST_LINES`] at once and [`LINES_PER_SEC`] after that, each cut at
 /// [`MAX_LINE_BYTES`]. Lines over the budget are counted, and the count is logged when the
@@ -303,6 +331,7 @@ impl GuestOutput {
         let text = text.trim_end_matches('\r');
         let cut = if cut { " [line cut]" } else { "" };
         let stream = stream.name();
+        remember(&self.plugin, format!("{stream}: {text}{cut}"));
         match stream {
             "stderr" => tracing::warn!(plugin, stream, "{text}{cut}"),
             _ => tracing::info!(plugin, stream, "{text}{cut}"),
@@ -409,5 +438,10 @@ mod tests {
         }
         let dropped = output.budget.lock().unwrap().dropped;
         assert!((100..=103).contains(&dropped), "{dropped}");
+        // The lines that reached the log: the last of them are kept, the oldest dropped.
+        let recent = recent_output("chatty");
+        assert_eq!(recent.len(), RECENT_LINES);
+        assert_eq!(recent.last().map(String::as_str), Some("stdout: spam"));
+        assert!(!recent.iter().any(|l| l.starts_with("stdout: one")));
     }
 }

@@ -39,6 +39,7 @@ use self::metrics::Outcome;
 use self::registry::{Loader, Member, Slot, Snapshot};
 use self::runtime::{Fault, Plugin, Ticker};
 
+pub use self::guest_io::recent_output;
 pub use self::manifest::{Manifest, WasiAsk};
 pub use self::registry::content_hash;
 pub use self::runtime::{MAX_MEMORY_MIB, Provision};

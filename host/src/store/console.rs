@@ -29,6 +29,9 @@ pub struct AuditEvent {
     pub outcome: String,
     pub detail: String,
     pub address: String,
+    /// For a FHIR request refused with a valid token, JSON of what explains it again
+    /// (client, account, scopes, the request's type and interaction); otherwise empty.
+    pub context: String,
 }
 
 /// An event to record; `id` and `at` come from the database and the clock.
@@ -40,6 +43,7 @@ pub struct NewAuditEvent {
     pub outcome: String,
     pub detail: String,
     pub address: String,
+    pub context: String,
 }
 
 /// Which events the Activity page asks for: each field, when set, narrows the list.
@@ -73,6 +77,15 @@ pub struct GrantRow {
     pub revoked_reason: Option<String>,
 }
 
+/// A console session of an account, as its page lists it (`id` is the start of the
+/// hash of its cookie's token, enough to name it; the token itself is never kept).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+}
+
 /// How many characters of a registration token's hash name it.
 const REGISTRATION_ID_LEN: usize = 16;
 
@@ -93,6 +106,7 @@ fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent, sqlx::Error> {
         outcome: row.try_get("outcome")?,
         detail: row.try_get("detail")?,
         address: row.try_get("address")?,
+        context: row.try_get("context")?,
     })
 }
 
@@ -149,6 +163,59 @@ impl Store {
         }))
     }
 
+    /// The console sessions of an account, the most recently seen first.
+    pub async fn user_admin_sessions(&self, user_id: &str) -> Result<Vec<SessionRow>, StoreError> {
+        let rows = sqlx::query("SELECT token_hash, created_at, last_seen FROM admin_sessions WHERE user_id = $1 ORDER BY last_seen DESC LIMIT 200")
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: String = row.try_get("token_hash")?;
+                Ok(SessionRow {
+                    id: hash.chars().take(REGISTRATION_ID_LEN).collect(),
+                    created_at: row.try_get("created_at")?,
+                    last_seen: row.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the console session of an account named by `id` (see [`SessionRow`]), or all
+    /// of them when `id` is `None`; how many ended.
+    pub async fn end_user_admin_sessions(
+        &self,
+        user_id: &str,
+        id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let pattern = match id {
+            Some(id)
+                if id.len() == REGISTRATION_ID_LEN && id.chars().all(|c| c.is_ascii_hexdigit()) =>
+            {
+                format!("{id}%")
+            }
+            Some(id) => {
+                return Err(StoreError::Invalid(format!(
+                    "{id:?} is not a session id ({REGISTRATION_ID_LEN} hex digits)"
+                )));
+            }
+            None => "%".into(),
+        };
+        let done =
+            sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1 AND token_hash LIKE $2")
+                .bind(user_id)
+                .bind(pattern)
+                .execute(self.pool())
+                .await?;
+        if id.is_some() && done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "session {}",
+                id.unwrap_or_default()
+            )));
+        }
+        Ok(done.rows_affected())
+    }
+
     pub async fn delete_admin_session(&self, token_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1")
             .bind(token_hash)
@@ -166,9 +233,36 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// An account by its id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<super::User>, StoreError> {
+        let row = sqlx::query("SELECT username FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => self.find_user(&row.try_get::<String, _>("username")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the events recorded before `before` (Unix seconds), in batches of
+    /// [`super::PURGE_BATCH`] rows so that a long trail never holds SQLite's write lock for
+    /// long.
+    pub async fn purge_audit_events(&self, before: i64) -> Result<u64, StoreError> {
+        self.delete_in_batches(
+            &format!(
+                "DELETE FROM audit_events WHERE id IN \
+                 (SELECT id FROM audit_events WHERE at < $1 LIMIT {})",
+                super::PURGE_BATCH
+            ),
+            before,
+        )
+        .await
+    }
+
     /// Records one event: a single insert.
     pub async fn record_audit(&self, event: &NewAuditEvent, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address, context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(now)
             .bind(&event.actor)
             .bind(&event.action)
@@ -176,6 +270,7 @@ impl Store {
             .bind(&event.outcome)
             .bind(&event.detail)
             .bind(&event.address)
+            .bind(&event.context)
             .execute(self.pool())
             .await?;
         Ok(())
@@ -184,7 +279,7 @@ impl Store {
     /// The newest events first, narrowed by `filter`.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, outcome, detail, address FROM audit_events \
+            "SELECT id, at, actor, action, target, outcome, detail, address, context FROM audit_events \
              WHERE ($1 = '' OR action LIKE $2 ESCAPE '\\') \
              AND ($3 = '' OR actor LIKE $4 ESCAPE '\\' OR target LIKE $4 ESCAPE '\\' OR detail LIKE $4 ESCAPE '\\') \
              AND ($5 = '' OR outcome = $5) \

@@ -19,6 +19,7 @@ mod users;
 pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
 pub use console::{
     AdminSession, AuditEvent, AuditFilter, GrantRow, NewAuditEvent, RegistrationTokenRow,
+    SessionRow,
 };
 pub use issuer::IssuerRegistration;
 pub use oauth::{

@@ -376,7 +376,11 @@ impl Store {
         })
     }
 
-    async fn delete_in_batches(&self, sql: &str, cutoff: i64) -> Result<u64, StoreError> {
+    pub(super) async fn delete_in_batches(
+        &self,
+        sql: &str,
+        cutoff: i64,
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let done = sqlx::query(sql)

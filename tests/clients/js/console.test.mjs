@@ -148,6 +148,15 @@ test('explain the client\'s token', async () => {
   await shot(page, 'explain');
 });
 
+test('explain by picking the client: the token it would get, none made', async () => {
+  await page.goto(`${console_}explain`);
+  await page.selectOption('#client_id', client.id);
+  await Promise.all([page.waitForLoadState('load'), page.click('#explain-grant button[type=submit]')]);
+  assert.match(await page.textContent('main'), /would grant client/);
+  assert.match(await page.textContent('#matrix'), /allowed/);
+  await shot(page, 'explain-picked');
+});
+
 test('remove the client: its tokens stop working', async () => {
   await page.goto(`${console_}clients/${encodeURIComponent(client.id)}`);
   await Promise.all([page.waitForLoadState('load'), page.click('#remove-client button[type=submit]')]);

@@ -406,6 +406,32 @@ async fn backend_token(
     .await
 }
 
+/// A backend client made with the console's form, scope `system/Patient.read`: its id
+/// and its secret, as the page shows them once.
+async fn backend_client(app: &axum::Router, cookie: &str, csrf: &str) -> (String, String) {
+    let made = form(
+        app,
+        "/admin/clients",
+        cookie,
+        &format!("csrf={csrf}&client_name=Batch&profile=backend&scope=system%2FPatient.read"),
+    )
+    .await;
+    let html = text(&made);
+    let id = html
+        .split("id=\"client-id\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_string();
+    let secret = html
+        .split("id=\"secret\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    (id, secret)
+}
+
 fn url_encode(s: &str) -> String {
     s.replace(':', "%3A").replace('/', "%2F")
 }
@@ -416,26 +442,7 @@ async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
         let (app, state) = raw_app_on(&db, "").await;
         add_user(&state, "root", &["admin"]).await;
         let (cookie, csrf) = signed_in(&app, "root").await;
-        let made = form(
-            &app,
-            "/admin/clients",
-            &cookie,
-            &format!("csrf={csrf}&client_name=Batch&profile=backend&scope=system%2FPatient.read"),
-        )
-        .await;
-        let html = text(&made);
-        let id = html
-            .split("id=\"client-id\">")
-            .nth(1)
-            .and_then(|s| s.split('<').next())
-            .unwrap()
-            .to_string();
-        let secret = html
-            .split("id=\"secret\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap()
-            .to_string();
+        let (id, secret) = backend_client(&app, &cookie, &csrf).await;
         let fhir = |token: String| {
             let app = app.clone();
             async move {
@@ -669,5 +676,304 @@ async fn token_answers_are_audited_with_their_cause() {
         assert_eq!(events[0].target, "client_credentials");
         let description = refused.body["error_description"].as_str().unwrap();
         assert_eq!(events[0].detail, format!("invalid_client: {description}"));
+    }
+}
+
+/// The row of resource type `ty` in an Explain page's matrix.
+fn explain_row(html: &str, ty: &str) -> String {
+    html.split(&format!("<th scope=\"row\">{ty}</th>"))
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Explain by picking: the token endpoint's policy decides the claims a client's token
+/// would carry and the gate explains them, a scope the client lacks is refused with the
+/// token endpoint's error, a backend client has no account's token; no token is recorded.
+#[tokio::test]
+async fn explain_by_picking_a_client_and_scopes_mints_nothing() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let (id, _) = backend_client(&app, &cookie, &csrf).await;
+        let get = |query: String| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            async move {
+                let path = format!("/admin/explain?{query}");
+                text(&call(&app, "GET", &path, &[("cookie", &cookie)], "").await)
+            }
+        };
+        let granted = get(format!("client_id={id}&scope=system%2FPatient.read")).await;
+        assert!(
+            granted.contains("would grant client"),
+            "{}: {granted}",
+            db.backend
+        );
+        let patient = explain_row(&granted, "Patient");
+        assert!(
+            patient.contains("class=\"pass\">✔ allowed"),
+            "{}: {patient}",
+            db.backend
+        );
+        assert!(
+            patient.contains("class=\"fail\">✘ 403"),
+            "{}: {patient}",
+            db.backend
+        );
+        let unregistered = get(format!("client_id={id}&scope=system%2FObservation.read")).await;
+        assert!(
+            unregistered.contains("Refused: token endpoint: invalid_scope"),
+            "{}: {unregistered}",
+            db.backend
+        );
+        let api = call(
+            &app,
+            "POST",
+            "/admin/api/explain",
+            &[
+                ("cookie", &cookie),
+                ("x-csrf-token", &csrf),
+                ("content-type", "application/json"),
+            ],
+            json!({"client_id": id, "user": "root"}).to_string(),
+        )
+        .await;
+        assert_eq!(api.status, 200, "{}: {}", db.backend, api.body);
+        let refused = api.body["refused"].as_str().unwrap_or_default();
+        assert!(
+            refused.contains("unauthorized_client"),
+            "{}: {refused}",
+            db.backend
+        );
+        let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_access_tokens")
+            .fetch_one(state.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(recorded, 0, "{}", db.backend);
+    }
+}
+
+/// A FHIR request refused (403) with a valid token is on the Activity page with a link
+/// that explains it again: the token's client and scopes, the refused type first.
+#[tokio::test]
+async fn a_refused_fhir_request_links_to_its_explanation() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let (id, secret) = backend_client(&app, &cookie, &csrf).await;
+        let issued = backend_token(&app, &state, &id, &secret).await;
+        let token = issued.body["access_token"].as_str().unwrap().to_string();
+        let refused = call(
+            &app,
+            "GET",
+            "/fhir/r4/Observation",
+            &[("authorization", &format!("Bearer {token}"))],
+            "",
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{}: {}", db.backend, refused.body);
+        // The refusal is recorded in a task of its own: wait for its row.
+        let filter = hestia::store::AuditFilter {
+            action: Some("fhir.refused".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        for _ in 0..500 {
+            events = state.store().audit_events(&filter).await.unwrap();
+            if !events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        let context: serde_json::Value = serde_json::from_str(&events[0].context).unwrap();
+        assert_eq!(context["client_id"], id.as_str(), "{}", db.backend);
+        assert_eq!(context["user"], "", "{}", db.backend);
+        assert_eq!(context["type"], "Observation", "{}", db.backend);
+        let page = call(&app, "GET", "/admin/activity", &[("cookie", &cookie)], "").await;
+        let html = text(&page);
+        let link = html
+            .split("class=\"explain\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("{}: no Explain link in {html}", db.backend))
+            .replace("&amp;", "&")
+            .replace("&#x2f;", "/");
+        assert!(
+            link.starts_with("/admin/explain?"),
+            "{}: {link}",
+            db.backend
+        );
+        let explained = text(&call(&app, "GET", &link, &[("cookie", &cookie)], "").await);
+        assert!(
+            explained.contains("would grant client"),
+            "{}: {explained}",
+            db.backend
+        );
+        let first = explained
+            .split("<th scope=\"row\">")
+            .nth(1)
+            .and_then(|s| s.split('<').next());
+        assert_eq!(first, Some("Observation"), "{}", db.backend);
+        let observation = explain_row(&explained, "Observation");
+        assert!(
+            !observation.contains("class=\"pass\""),
+            "{}: {observation}",
+            db.backend
+        );
+    }
+}
+
+/// The user's page lists its console sessions and ends one (its cookie stops working at
+/// once); removing the account ends the rest, the account is gone and the removal is
+/// audited; one's own account is not removed.
+#[tokio::test]
+async fn a_users_sessions_end_and_the_user_is_removed_from_its_page() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "root", &["admin"]).await;
+        add_user(&state, "ops", &["admin"]).await;
+        let (ops_cookie, _) = signed_in(&app, "ops").await;
+        let (cookie, csrf) = signed_in(&app, "root").await;
+        let get = |path: &'static str, cookie: String| {
+            let app = app.clone();
+            async move { call(&app, "GET", path, &[("cookie", &cookie)], "").await }
+        };
+        let page = text(&get("/admin/users/ops", cookie.clone()).await);
+        let ids: Vec<&str> = page
+            .split("/sessions/")
+            .skip(1)
+            .filter_map(|s| s.split('/').next())
+            .collect();
+        assert_eq!(ids.len(), 1, "{}: {page}", db.backend);
+        let ended = form(
+            &app,
+            &format!("/admin/users/ops/sessions/{}/revoke", ids[0]),
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(ended.status, 200, "{}: {}", db.backend, text(&ended));
+        assert_eq!(
+            get("/admin/keys", ops_cookie).await.status,
+            303,
+            "{}",
+            db.backend
+        );
+        let (ops_cookie, _) = signed_in(&app, "ops").await;
+        assert_eq!(get("/admin/keys", ops_cookie.clone()).await.status, 200);
+        let own = form(
+            &app,
+            "/admin/users/root/remove",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(own.status, 400, "{}: {}", db.backend, text(&own));
+        assert!(state.store().find_user("root").await.unwrap().is_some());
+        let removed = form(
+            &app,
+            "/admin/users/ops/remove",
+            &cookie,
+            &format!("csrf={csrf}"),
+        )
+        .await;
+        assert_eq!(removed.status, 200, "{}: {}", db.backend, text(&removed));
+        assert!(
+            text(&removed).contains("User ops removed"),
+            "{}",
+            db.backend
+        );
+        assert!(state.store().find_user("ops").await.unwrap().is_none());
+        assert_eq!(
+            get("/admin/keys", ops_cookie).await.status,
+            303,
+            "{}",
+            db.backend
+        );
+        let events = state
+            .store()
+            .audit_events(&hestia::store::AuditFilter {
+                action: Some("user.remove".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{}", db.backend);
+        assert_eq!(
+            (events[0].actor.as_str(), events[0].target.as_str()),
+            ("root", "ops")
+        );
+        assert!(
+            events[0].detail.contains("1 console session"),
+            "{}",
+            events[0].detail
+        );
+    }
+}
+
+/// The Plugins page shows the last lines a plugin wrote to stdout and stderr.
+#[tokio::test]
+async fn the_plugins_page_shows_a_plugins_last_output_lines() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        // A name of this test's own: the kept lines are per plugin name, process-wide.
+        let name = format!("printing-{}", db.backend);
+        std::fs::copy(
+            crate::plugins::guests::FAULTS,
+            dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.toml")),
+            "[config]\nfault = \"print\"\n",
+        )
+        .unwrap();
+        let plugins = hestia::plugins::PluginHost::start(hestia::plugins::PluginSettings {
+            dir: Some(dir.path().to_path_buf()),
+            watch: false,
+            deadline: std::time::Duration::from_secs(2),
+            ..Default::default()
+        })
+        .unwrap();
+        let (app, state) = crate::support::starting_app_with(&db, "", plugins).await;
+        state.set_ready();
+        add_user(&state, "root", &["admin"]).await;
+        let (cookie, _) = signed_in(&app, "root").await;
+        let before = text(&call(&app, "GET", "/admin/plugins", &[("cookie", &cookie)], "").await);
+        assert!(!before.contains("checking a request"), "{}", db.backend);
+        let token = crate::support::mint(&state, json!({"scope": "system/*.*"})).await;
+        let auth = format!("Bearer {token}");
+        let reply = call(
+            &app,
+            "GET",
+            "/fhir/r4/Patient",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}: {}", db.backend, reply.body);
+        let page = text(&call(&app, "GET", "/admin/plugins", &[("cookie", &cookie)], "").await);
+        let section = page
+            .split(&format!("{name} <span"))
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .unwrap_or_default();
+        for line in [
+            "stdout: checking a request",
+            "stderr: a warning from the plugin",
+            "stdout: a line without its end",
+        ] {
+            assert!(
+                section.contains(line),
+                "{}: {line} in {section}",
+                db.backend
+            );
+        }
     }
 }

@@ -437,3 +437,76 @@ async fn expired_oauth_records_are_purged_on_both_databases() {
         store.close().await;
     }
 }
+
+/// The console's purge deletes audit events older than the retention and sessions idle
+/// past the timeout; newer events and live sessions stay.
+#[tokio::test]
+async fn old_audit_events_and_idle_console_sessions_are_purged_on_both_databases() {
+    use hestia::config::AdminSettings;
+    use hestia::console::{ConsolePurged, purge};
+    use hestia::store::{AuditFilter, NewAuditEvent};
+    use std::time::Duration;
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let day = 86_400;
+        let now = 1_000 * day;
+        for (at, action) in [
+            (now - 91 * day, "old"),
+            (now - 89 * day, "kept"),
+            (now, "new"),
+        ] {
+            let event = NewAuditEvent {
+                actor: "root".into(),
+                action: action.into(),
+                ..Default::default()
+            };
+            store.record_audit(&event, at).await.unwrap();
+        }
+        store
+            .create_admin_session("idle", "u1", "root", "c1", now - 901)
+            .await
+            .unwrap();
+        store
+            .create_admin_session("live", "u1", "root", "c2", now - 10)
+            .await
+            .unwrap();
+        let admin = AdminSettings {
+            session_idle: Duration::from_secs(900),
+            audit_retain: Duration::from_secs(90 * day as u64),
+        };
+        let purged = purge(&store, &admin, now).await.unwrap();
+        let expected = ConsolePurged {
+            sessions: 1,
+            audit_events: 1,
+        };
+        assert_eq!(purged, expected, "{}", db.backend);
+        let filter = AuditFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let left: Vec<_> = store.audit_events(&filter).await.unwrap();
+        let actions: Vec<_> = left.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["new", "kept"], "{}", db.backend);
+        assert!(
+            store
+                .touch_admin_session("live", now - 900, now)
+                .await
+                .unwrap()
+                .is_some(),
+            "{}",
+            db.backend
+        );
+        assert!(
+            store
+                .touch_admin_session("idle", now - 900 - 1_000, now)
+                .await
+                .unwrap()
+                .is_none(),
+            "the idle session is gone: {}",
+            db.backend
+        );
+        let again = purge(&store, &admin, now).await.unwrap();
+        assert_eq!(again, ConsolePurged::default(), "{}", db.backend);
+        store.close().await;
+    }
+}

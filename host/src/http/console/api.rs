@@ -343,14 +343,19 @@ async fn plugins(State(state): State<AppState>, api: Api) -> ApiResult {
     if let Some(list) = out["plugins"].as_array_mut() {
         for (p, view) in list.iter_mut().zip(views) {
             p["metrics"] = json!(view.metrics);
+            p["output"] = json!(view.output);
         }
     }
     ok(out)
 }
 
+/// A token to explain, or (without one) a client, account and scopes.
 #[derive(Deserialize)]
 struct ExplainBody {
-    token: String,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(flatten)]
+    grant: crate::console::GrantQuery,
 }
 
 async fn explain(
@@ -359,7 +364,11 @@ async fn explain(
     body: Result<Json<ExplainBody>, JsonRejection>,
 ) -> ApiResult {
     let Json(b) = body?;
-    ok(api.console(&state).explain(&b.token).await)
+    let console = api.console(&state);
+    match b.token {
+        Some(token) => ok(console.explain(&token).await),
+        None => ok(console.explain_grant(&b.grant).await),
+    }
 }
 
 async fn activity(

@@ -43,6 +43,11 @@ pub fn routes() -> axum::Router<crate::http::AppState> {
             "/admin/users/{name}/grants/{grant}/revoke",
             post(revoke_grant),
         )
+        .route("/admin/users/{name}/remove", post(remove_user))
+        .route(
+            "/admin/users/{name}/sessions/{id}/revoke",
+            post(end_session),
+        )
 }
 
 type AppState = crate::http::AppState;
@@ -125,6 +130,7 @@ async fn sign_in(
         outcome: outcome.into(),
         detail,
         address: address.clone(),
+        ..Default::default()
     };
     let store = state.store();
     let attempt = signin::attempt(
@@ -471,7 +477,12 @@ async fn user_page(
             context! { grant_id => g.grant_id.clone(), client_id => g.client_id.clone(), created => utc(g.created_at), state => state, revoked => g.revoked_at.is_some() }
         })
         .collect();
-    let ctx = context! { created => utc(user.created_at), grants => grants, user => ser(&user), notice => notice, ..admin.context(name, "Users") };
+    let sessions: Vec<_> = user
+        .sessions
+        .iter()
+        .map(|s| context! { id => s.id.clone(), created => utc(s.created_at), last_seen => utc(s.last_seen) })
+        .collect();
+    let ctx = context! { created => utc(user.created_at), grants => grants, sessions => sessions, user => ser(&user), notice => notice, ..admin.context(name, "Users") };
     Ok(page(StatusCode::OK, "user.html", ctx))
 }
 
@@ -552,4 +563,30 @@ async fn revoke_grant(
     let _: Empty = admin.form(&headers, &body)?;
     admin.console(&state).revoke_grant(&name, &grant).await?;
     user_page(&state, &admin, &name, Some("The grant is revoked.")).await
+}
+
+async fn remove_user(
+    State(state): State<AppState>,
+    admin: SignedIn,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    let _: Empty = admin.form(&headers, &body)?;
+    admin.console(&state).remove_user(&name).await?;
+    let notice =
+        format!("User {name} removed; its grants, tokens and console sessions are revoked.");
+    users_page(&state, &admin, StatusCode::OK, Some(notice), None).await
+}
+
+async fn end_session(
+    State(state): State<AppState>,
+    admin: SignedIn,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    let _: Empty = admin.form(&headers, &body)?;
+    admin.console(&state).end_session(&name, &id).await?;
+    user_page(&state, &admin, &name, Some("The session is ended.")).await
 }

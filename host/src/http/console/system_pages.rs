@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::render::{page, ser};
 use super::{PageError, SignedIn};
-use crate::console::ExplainReport;
+use crate::console::{ExplainReport, GrantQuery};
 use crate::oauth::tokens::utc;
 use crate::store::AuditFilter;
 
@@ -153,14 +153,47 @@ pub async fn plugins(State(state): State<AppState>, admin: SignedIn) -> Response
     page(StatusCode::OK, "plugins.html", ctx)
 }
 
-fn explain_page(admin: &SignedIn, token: &str, report: Option<ExplainReport>) -> Response {
-    let ctx =
-        context! { token => token, report => ser(&report), ..admin.context("Explain", "Explain") };
-    page(StatusCode::OK, "explain.html", ctx)
+async fn explain_page(
+    state: &AppState,
+    admin: &SignedIn,
+    token: &str,
+    grant: &GrantQuery,
+    report: Option<ExplainReport>,
+) -> PageResult {
+    let console = admin.console(state);
+    let clients: Vec<_> = console
+        .clients("")
+        .await?
+        .into_iter()
+        .map(|c| c["client_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let users: Vec<_> = console
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    let ctx = context! {
+        token => token, report => ser(&report), grant => ser(grant),
+        clients => clients, users => users,
+        ..admin.context("Explain", "Explain")
+    };
+    Ok(page(StatusCode::OK, "explain.html", ctx))
 }
 
-async fn explain(admin: SignedIn) -> Response {
-    explain_page(&admin, "", None)
+/// With a client in the query (the picking form, a link from Activity), the explanation
+/// of what a token of that client, account and scopes would reach; a read, so a GET.
+async fn explain(
+    State(state): State<AppState>,
+    admin: SignedIn,
+    Query(grant): Query<GrantQuery>,
+) -> PageResult {
+    let report = if grant.client_id.trim().is_empty() {
+        None
+    } else {
+        Some(admin.console(&state).explain_grant(&grant).await)
+    };
+    explain_page(&state, &admin, "", &grant, report).await
 }
 
 #[derive(Deserialize)]
@@ -177,7 +210,14 @@ async fn explain_token(
 ) -> PageResult {
     let form: ExplainForm = admin.form(&headers, &body)?;
     let report = admin.console(&state).explain(&form.token).await;
-    Ok(explain_page(&admin, &form.token, Some(report)))
+    explain_page(
+        &state,
+        &admin,
+        &form.token,
+        &GrantQuery::default(),
+        Some(report),
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -214,7 +254,12 @@ async fn activity(
         .activity(&query.filter())
         .await?
         .into_iter()
-        .map(|e| context! { when => utc(e.at), actor => e.actor, action => e.action, target => e.target, outcome => e.outcome, detail => e.detail, address => e.address })
+        .map(|e| {
+            let explain = GrantQuery::of_refusal(&e)
+                .and_then(|q| serde_urlencoded::to_string(&q).ok())
+                .map(|q| format!("/admin/explain?{q}"));
+            context! { when => utc(e.at), actor => e.actor, action => e.action, target => e.target, outcome => e.outcome, detail => e.detail, address => e.address, explain => explain }
+        })
         .collect();
     let ctx = context! { events => events, action => query.action, q => query.q, ..admin.context("Activity", "Activity") };
     Ok(page(StatusCode::OK, "activity.html", ctx))
