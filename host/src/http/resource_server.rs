@@ -131,35 +131,60 @@ fn percent_decode(text: &str) -> String {
 /// has matched, and classifies the request by the route it matched).
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let target = format!("{} {}", request.method(), request.uri().path());
+    let address = super::oauth::sign_in_address(
+        request.extensions(),
+        request.headers(),
+        &state.settings().oauth.trusted_proxies,
+    );
     match authorize_inner(&state, request).await {
         Ok(request) => next.run(request).await,
         Err(Rejection::Refused(refusal, context)) => {
-            audit_refusal(&state, target, &refusal, context);
+            audit_refusal(&state, (target, address), &refusal, context);
             refusal_response(refusal)
         }
         Err(Rejection::Fhir(err)) => FhirResponseError(err).into_response(),
     }
 }
 
-/// A 401 or 403 of the gate, in the audit trail with its cause (one insert, off the
-/// request's path and bounded; a refusal for a busy database or a sign-in limit is not
-/// recorded).
-fn audit_refusal(state: &AppState, target: String, refusal: &Refusal, context: String) {
+/// A 401 or 403 of the gate, in the audit trail with its cause and the caller's address
+/// (one insert, off the request's path and bounded; a refusal for a busy database or a
+/// sign-in limit is not recorded). A 403's actor is the verified token's account and
+/// client; a 401 has none ("-"): its token, if any, was not accepted.
+fn audit_refusal(
+    state: &AppState,
+    (target, address): (String, String),
+    refusal: &Refusal,
+    context: String,
+) {
     let status = match refusal {
         Refusal::Unauthenticated { .. } => "401",
         Refusal::Forbidden(_) => "403",
         _ => return,
     };
     let event = crate::store::NewAuditEvent {
-        actor: "-".into(),
+        actor: refusal_actor(&context),
         action: "fhir.refused".into(),
         target,
         outcome: "refused".into(),
         detail: format!("{status}: {}", refusal.description()),
-        address: String::new(),
+        address,
         context,
     };
     crate::console::record_detached(state.store(), event);
+}
+
+/// Who a refused request came from, from its [`refusal_context`]: "amy (client app)",
+/// "client svc" for a token without an account, "-" without a verified token.
+fn refusal_actor(context: &str) -> String {
+    let Ok(context) = serde_json::from_str::<serde_json::Value>(context) else {
+        return "-".into();
+    };
+    let text = |key: &str| context[key].as_str().unwrap_or_default().to_string();
+    match (text("user"), text("client_id")) {
+        (_, client) if client.is_empty() => "-".into(),
+        (user, client) if user.is_empty() => format!("client {client}"),
+        (user, client) => format!("{user} (client {client})"),
+    }
 }
 
 /// What the console's Explain needs to explain a 403 again: the token's client, account

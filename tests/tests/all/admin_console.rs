@@ -609,6 +609,73 @@ async fn the_api_takes_a_hestia_admin_token_and_names_its_client() {
 }
 
 #[tokio::test]
+async fn the_api_ends_a_session_and_removes_an_account() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        add_user(&state, "other", &["admin"]).await;
+        add_user(&state, "amy", &["patient"]).await;
+        let (other_cookie, _) = signed_in(&app, "other").await;
+        let token =
+            crate::support::mint(&state, json!({"scope": "hestia:admin", "client_id": "ops"}))
+                .await;
+        let bearer = format!("Bearer {token}");
+        let auth = [("authorization", bearer.as_str())];
+        let shown = call(&app, "GET", "/admin/api/users/other", &auth, "").await;
+        assert_eq!(shown.status, 200, "{}: {}", db.backend, shown.body);
+        let id = shown.body["sessions"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: a session: {}", db.backend, shown.body))
+            .to_string();
+        let path = format!("/admin/api/users/other/sessions/{id}");
+        let ended = call(&app, "DELETE", &path, &auth, "").await;
+        assert_eq!(ended.status, 204, "{}: {}", db.backend, ended.body);
+        let page = call(
+            &app,
+            "GET",
+            "/admin/clients",
+            &[("cookie", &other_cookie)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            page.status, 303,
+            "{}: the ended session is signed out",
+            db.backend
+        );
+        let again = call(&app, "DELETE", &path, &auth, "").await;
+        assert_eq!(again.status, 404, "{}: {}", db.backend, again.body);
+        let malformed = call(
+            &app,
+            "DELETE",
+            "/admin/api/users/other/sessions/x'",
+            &auth,
+            "",
+        )
+        .await;
+        assert_eq!(malformed.status, 400, "{}: {}", db.backend, malformed.body);
+
+        let removed = call(&app, "DELETE", "/admin/api/users/amy", &auth, "").await;
+        assert_eq!(removed.status, 204, "{}: {}", db.backend, removed.body);
+        let gone = call(&app, "GET", "/admin/api/users/amy", &auth, "").await;
+        assert_eq!(gone.status, 404, "{}: {}", db.backend, gone.body);
+        let events = call(
+            &app,
+            "GET",
+            "/admin/api/activity?action=user.remove",
+            &auth,
+            "",
+        )
+        .await;
+        assert_eq!(
+            events.body["events"][0]["actor"], "client ops",
+            "{}",
+            events.body
+        );
+        assert_eq!(events.body["events"][0]["target"], "amy", "{}", events.body);
+    }
+}
+
+#[tokio::test]
 async fn a_locked_account_cannot_sign_in_until_unlocked() {
     for db in TestDb::all().await {
         let (app, state) = raw_app_on(&db, "").await;
@@ -794,6 +861,7 @@ async fn a_refused_fhir_request_links_to_its_explanation() {
         assert_eq!(context["client_id"], id.as_str(), "{}", db.backend);
         assert_eq!(context["user"], "", "{}", db.backend);
         assert_eq!(context["type"], "Observation", "{}", db.backend);
+        assert_eq!(events[0].actor, format!("client {id}"), "{}", db.backend);
         let page = call(&app, "GET", "/admin/activity", &[("cookie", &cookie)], "").await;
         let html = text(&page);
         let link = html

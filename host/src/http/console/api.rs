@@ -32,7 +32,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/clients/{id}/secret", post(rotate_secret))
         .route("/admin/api/users", get(users).post(create_user))
-        .route("/admin/api/users/{name}", get(user).put(update_user))
+        .route(
+            "/admin/api/users/{name}",
+            get(user).put(update_user).delete(remove_user),
+        )
         .route("/admin/api/users/{name}/password", post(reset_password))
         .route("/admin/api/users/{name}/lock", post(lock))
         .route("/admin/api/users/{name}/unlock", post(unlock))
@@ -40,6 +43,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/api/users/{name}/grants/{grant}",
             delete(revoke_grant),
         )
+        .route("/admin/api/users/{name}/sessions/{id}", delete(end_session))
         .route(
             "/admin/api/registration-tokens",
             get(registration_tokens).post(create_registration_token),
@@ -278,6 +282,26 @@ async fn lock(State(state): State<AppState>, api: Api, Path(name): Path<String>)
 
 async fn unlock(State(state): State<AppState>, api: Api, Path(name): Path<String>) -> ApiResult {
     api.console(&state).set_locked(&name, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes an account as the Users page does (`hestia user remove`, its sessions ended).
+async fn remove_user(
+    State(state): State<AppState>,
+    api: Api,
+    Path(name): Path<String>,
+) -> ApiResult {
+    api.console(&state).remove_user(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Ends one console session of an account (its id as `user.sessions[].id` shows it).
+async fn end_session(
+    State(state): State<AppState>,
+    api: Api,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    api.console(&state).end_session(&name, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
