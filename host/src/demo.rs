@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::fhir::repository::{FhirError, NoValidation, Repository, RepositoryOptions};
+use crate::fhir::error::FhirError;
+use crate::fhir::repository::{NoValidation, Repository, RepositoryOptions};
 use crate::store::{ClientKind, NewClient, NewUser, Store};
 
 /// The Postman collection of the repository (`postman/`), shipped inside the binary so that

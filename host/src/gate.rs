@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
-use crate::fhir::repository::{FhirError, Repository};
+use crate::fhir::error::FhirError;
+use crate::fhir::repository::Repository;
 use crate::fhir::searchset::Via;
 use crate::freshness::{Freshness, VerifiedTokens, token_key};
 use crate::oauth::signin::{self, Attempt};

@@ -14,8 +14,8 @@ use base64::Engine;
 use super::AppState;
 use super::fhir::{FhirResponseError, fhir_json};
 use crate::fhir::access::Access;
+use crate::fhir::error::FhirError;
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::FhirError;
 use crate::gate::{Basic, Refusal, Route, classify_route};
 
 /// The `WWW-Authenticate` challenge of the FHIR realm.
