@@ -917,6 +917,11 @@ mod tests {
             "/Patient/$export",
             (I::Operation, Some("Patient"), None, Some("export")),
         );
+    }
+
+    #[test]
+    fn instance_paths_classify_as_their_routes() {
+        use Interaction as I;
         check(
             "GET",
             "/Patient/p1",
@@ -957,7 +962,12 @@ mod tests {
                 Some("everything"),
             ),
         );
-        // What no route serves is authorized as the most general read of its type.
+    }
+
+    /// What no route serves is authorized as the most general read of its type.
+    #[test]
+    fn paths_no_route_serves_classify_as_a_search_of_their_type() {
+        use Interaction as I;
         check(
             "GET",
             "/Patient/p1/nonsense",
