@@ -131,7 +131,7 @@ impl IntoResponse for FhirResponseError {
             let why: Vec<&str> = issues.iter().map(|i| i.diagnostics.as_str()).collect();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                super::resource_server::challenge(Some("insufficient_scope"), &why.join("; ")),
+                super::challenge::challenge(Some("insufficient_scope"), &why.join("; ")),
             );
         }
         response
