@@ -137,18 +137,7 @@ fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
     .arg(&manifest)
     .arg("--target-dir")
     .arg(&target_dir);
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_host_build_vars(&mut cmd);
     let status = cmd.status().expect("cannot run cargo for the plugins");
     if !status.success() {
         panic!(
@@ -188,3 +177,5 @@ fn rerun_if_changed(dir: &Path) {
         }
     }
 }
+
+include!("../tools/guest_cargo.rs");

@@ -43,18 +43,7 @@ fn main() {
     .arg(guests.join("Cargo.toml"))
     .arg("--target-dir")
     .arg(&target_dir);
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_host_build_vars(&mut cmd);
     let status = cmd.status().expect("cannot run cargo for the test guests");
     assert!(
         status.success(),
@@ -119,3 +108,5 @@ fn rerun_if_changed(dir: &Path) {
         }
     }
 }
+
+include!("../tools/guest_cargo.rs");

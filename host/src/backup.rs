@@ -234,26 +234,7 @@ async fn write_archive(
         bar.set_message(table.name.clone());
         let member = format!("tables/{}.ndjson.zst", table.name);
         let staged = work.join("member");
-        let file = File::create(&staged).map_err(io(&staged))?;
-        let hashing = Hashing {
-            inner: BufWriter::new(file),
-            hash: Sha256::new(),
-            bytes: 0,
-        };
-        let mut encoder = zstd::Encoder::new(hashing, 3).map_err(io(&staged))?;
-        let mut written = 0u64;
-        tables::read_rows(conn, backend, &table, |values| {
-            serde_json::to_writer(&mut encoder, &values)?;
-            encoder.write_all(b"\n")?;
-            written += 1;
-            bar.inc(1);
-            Ok(())
-        })
-        .await?;
-        let mut hashing = encoder.finish().map_err(io(&staged))?;
-        hashing.flush().map_err(io(&staged))?;
-        let (sha256, bytes) = (hex::encode(hashing.hash.finalize()), hashing.bytes);
-        drop(hashing.inner);
+        let (written, sha256, bytes) = stage_table(conn, backend, &table, &staged, &bar).await?;
         append(
             &mut tar,
             &member,
@@ -297,6 +278,38 @@ async fn write_archive(
     })?;
     file.sync_all().map_err(io(partial))?;
     Ok(manifest)
+}
+
+/// Writes the rows of `table` to `staged` as zstd NDJSON; its row count, and the SHA-256
+/// and size of what was written.
+async fn stage_table(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    table: &Table,
+    staged: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<(u64, String, u64), BackupError> {
+    let file = File::create(staged).map_err(io(staged))?;
+    let hashing = Hashing {
+        inner: BufWriter::new(file),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
+    let mut encoder = zstd::Encoder::new(hashing, 3).map_err(io(staged))?;
+    let mut written = 0u64;
+    tables::read_rows(conn, backend, table, |values| {
+        serde_json::to_writer(&mut encoder, &values)?;
+        encoder.write_all(b"\n")?;
+        written += 1;
+        bar.inc(1);
+        Ok(())
+    })
+    .await?;
+    let mut hashing = encoder.finish().map_err(io(staged))?;
+    hashing.flush().map_err(io(staged))?;
+    let (sha256, bytes) = (hex::encode(hashing.hash.finalize()), hashing.bytes);
+    drop(hashing.inner);
+    Ok((written, sha256, bytes))
 }
 
 /// The archive holds the signing keys' private halves: readable by its owner only.
@@ -533,40 +546,69 @@ async fn write_all(
             .find(|s| s.name == expected.table.name)
             .expect("checked above");
         bar.set_message(target_table.name.clone());
-        let mut inserter = Inserter::new(backend, target_table, &expected.table.columns)?;
-        let mut reader = HashingReader {
-            inner: entry,
-            hash: Sha256::new(),
-        };
-        let lines = BufReader::new(zstd::Decoder::new(&mut reader).map_err(io(archive))?);
-        let mut rows = 0u64;
-        for line in lines.lines() {
-            let line = line.map_err(|e| BackupError::Checksum(format!("{name}: {e}")))?;
-            let values: Vec<serde_json::Value> = serde_json::from_str(&line)
-                .map_err(|e| BackupError::Archive(format!("{name}, row {}: {e}", rows + 1)))?;
-            inserter.push(&mut tx, &values).await?;
-            rows += 1;
-            bar.inc(1);
-        }
-        inserter.flush(&mut tx).await?;
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(io(archive))?;
-        if hex::encode(reader.hash.finalize()) != expected.sha256 {
-            return Err(BackupError::Checksum(format!(
-                "{name} changed while it was read"
-            )));
-        }
-        if rows != expected.rows {
-            return Err(BackupError::Archive(format!(
-                "{name} holds {rows} rows; the manifest says {}",
-                expected.rows
-            )));
-        }
+        restore_member(
+            &mut tx,
+            backend,
+            target_table,
+            expected,
+            entry,
+            archive,
+            &bar,
+        )
+        .await?;
         if backend == Backend::Postgres {
             tables::reset_sequences(&mut tx, target_table).await?;
         }
     }
     tx.commit().await?;
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Inserts the rows of one archive member into `table`, checking its SHA-256 and its row
+/// count against the manifest.
+async fn restore_member(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    table: &Table,
+    expected: &TableEntry,
+    entry: tar::Entry<'_, BufReader<File>>,
+    archive: &Path,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), BackupError> {
+    let name = entry
+        .path()
+        .map_err(io(archive))?
+        .to_string_lossy()
+        .into_owned();
+    let mut inserter = Inserter::new(backend, table, &expected.table.columns)?;
+    let mut reader = HashingReader {
+        inner: entry,
+        hash: Sha256::new(),
+    };
+    let lines = BufReader::new(zstd::Decoder::new(&mut reader).map_err(io(archive))?);
+    let mut rows = 0u64;
+    for line in lines.lines() {
+        let line = line.map_err(|e| BackupError::Checksum(format!("{name}: {e}")))?;
+        let values: Vec<serde_json::Value> = serde_json::from_str(&line)
+            .map_err(|e| BackupError::Archive(format!("{name}, row {}: {e}", rows + 1)))?;
+        inserter.push(tx, &values).await?;
+        rows += 1;
+        bar.inc(1);
+    }
+    inserter.flush(tx).await?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(io(archive))?;
+    if hex::encode(reader.hash.finalize()) != expected.sha256 {
+        return Err(BackupError::Checksum(format!(
+            "{name} changed while it was read"
+        )));
+    }
+    if rows != expected.rows {
+        return Err(BackupError::Archive(format!(
+            "{name} holds {rows} rows; the manifest says {}",
+            expected.rows
+        )));
+    }
     Ok(())
 }
 

@@ -455,29 +455,55 @@ pub fn main() -> std::process::ExitCode {
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(ServeArgs { flags, demo }) => {
-            let settings = RawConfig::load(flags)?.resolve()?;
-            crate::telemetry::init_logging(settings.log_format);
-            if demo {
-                // The demo is the co-located journey: its user and client live in this
-                // server's authorization server, its patients in this server's FHIR store.
-                if settings.issuer.is_some() {
-                    anyhow::bail!(
-                        "--demo needs this server's own authorization server; with --issuer the users and clients live at the issuer (create them there)"
-                    );
-                }
-                if !settings.fhir.enabled {
-                    anyhow::bail!(
-                        "--demo needs the FHIR server for its sample patients; drop --no-fhir (fhir.enabled = false)"
-                    );
-                }
-            }
-            crate::http::server::serve(settings, demo).await
+        Command::Serve(args) => run_serve(args).await,
+        Command::Fhir(command) => run_fhir(command).await,
+        Command::Backup { out, store } => run_backup(&out, store).await,
+        Command::Restore { from, force, store } => run_restore(&from, force, store).await,
+        Command::User(command) => run_user(command).await,
+        Command::Policy(command) => run_policy(command).await,
+        Command::Client(command) => run_client(command).await,
+        Command::Token(command) => run_token(command).await,
+        Command::Keys(KeysCommand::Rotate { store }) => {
+            let auth = open_auth(store).await?;
+            auth.ensure_keys().await?;
+            let rotations = auth.rotate_keys().await?;
+            println!("{}", serde_json::to_string_pretty(&rotations)?);
+            Ok(())
         }
-        Command::Fhir(FhirCommand::Reindex {
+        Command::RegistrationToken(command) => run_registration_token(command).await,
+        Command::Plugin(command) => run_plugin(command),
+        Command::DevCert(args) => run_dev_cert(&args),
+    }
+}
+
+/// `hestia serve`: with `--demo`, only as its own authorization server and FHIR server.
+async fn run_serve(ServeArgs { flags, demo }: ServeArgs) -> anyhow::Result<()> {
+    let settings = RawConfig::load(flags)?.resolve()?;
+    crate::telemetry::init_logging(settings.log_format);
+    if demo {
+        // The demo is the co-located journey: its user and client live in this
+        // server's authorization server, its patients in this server's FHIR store.
+        if settings.issuer.is_some() {
+            anyhow::bail!(
+                "--demo needs this server's own authorization server; with --issuer the users and clients live at the issuer (create them there)"
+            );
+        }
+        if !settings.fhir.enabled {
+            anyhow::bail!(
+                "--demo needs the FHIR server for its sample patients; drop --no-fhir (fhir.enabled = false)"
+            );
+        }
+    }
+    crate::http::server::serve(settings, demo).await
+}
+
+/// `hestia fhir reindex | import`.
+async fn run_fhir(command: FhirCommand) -> anyhow::Result<()> {
+    match command {
+        FhirCommand::Reindex {
             resource_type,
             store,
-        }) => {
+        } => {
             if let Some(ty) = &resource_type
                 && crate::fhir::ResourceType::parse(ty).is_none()
             {
@@ -495,94 +521,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Fhir(FhirCommand::Import {
+        FhirCommand::Import {
             paths,
             errors,
             batch,
             store,
-        }) => run_import(&paths, errors.as_deref(), batch, store).await,
-        Command::Backup { out, store } => {
-            let url = RawConfig::load_store(store)?.resolve()?.database_url;
-            let started = std::time::Instant::now();
-            let manifest = crate::backup::backup(&url, &out).await?;
-            println!(
-                "hestia: backup of {} written to {} in {:.1} s\n{}",
-                crate::store::redact(&url),
-                out.display(),
-                started.elapsed().as_secs_f64(),
-                manifest.summary()
-            );
-            Ok(())
-        }
-        Command::Restore { from, force, store } => {
-            let url = RawConfig::load_store(store)?.resolve()?.database_url;
-            let started = std::time::Instant::now();
-            let options = crate::backup::RestoreOptions { force };
-            let manifest = crate::backup::restore(&from, &url, options).await?;
-            println!(
-                "hestia: {} restored into {} in {:.1} s\n{}",
-                from.display(),
-                crate::store::redact(&url),
-                started.elapsed().as_secs_f64(),
-                manifest.summary()
-            );
-            Ok(())
-        }
-        Command::User(command) => run_user(command).await,
-        Command::Policy(command) => run_policy(command).await,
-        Command::Client(ClientCommand::Add(args)) => {
-            let auth = open_auth(args.store).await?;
-            let mut metadata = serde_json::Map::new();
-            for (field, value) in crate::oauth::LIFETIME_FIELDS.iter().zip([
-                args.access_token_lifetime,
-                args.refresh_token_lifetime,
-                args.code_lifetime,
-            ]) {
-                if let Some(v) = value {
-                    metadata.insert(field.to_string(), v.into());
-                }
-            }
-            let metadata = serde_json::Value::Object(metadata);
-            if let Err(e) = auth.check_client_lifetimes(&metadata) {
-                bail!(
-                    "{}",
-                    e.description
-                        .replace("hestia_access_token_lifetime", "--access-token-lifetime")
-                        .replace("hestia_refresh_token_lifetime", "--refresh-token-lifetime")
-                        .replace("hestia_code_lifetime", "--code-lifetime")
-                );
-            }
-            let store = auth.store().clone();
-            let grant_types = if args.grant_types.is_empty() {
-                let mut g = vec![
-                    "authorization_code".to_string(),
-                    "refresh_token".to_string(),
-                ];
-                if !args.public && args.redirect_uris.is_empty() {
-                    g = vec!["client_credentials".to_string()];
-                }
-                g
-            } else {
-                args.grant_types
-            };
-            let (client, secret) = store
-                .create_client(NewClient {
-                    client_name: args.name,
-                    kind: ClientKind::App,
-                    public: args.public,
-                    redirect_uris: args.redirect_uris,
-                    grant_types,
-                    scope: args.scope,
-                    audiences: args.audiences,
-                    metadata,
-                })
-                .await?;
-            let mut out = client.to_json();
-            out["client_secret"] = secret.map_or(serde_json::Value::Null, |s| s.0.into());
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
-        }
-        Command::Client(ClientCommand::List { store }) => {
+        } => run_import(&paths, errors.as_deref(), batch, store).await,
+    }
+}
+
+/// `hestia backup`.
+async fn run_backup(out: &std::path::Path, store: StoreFlags) -> anyhow::Result<()> {
+    let url = RawConfig::load_store(store)?.resolve()?.database_url;
+    let started = std::time::Instant::now();
+    let manifest = crate::backup::backup(&url, out).await?;
+    println!(
+        "hestia: backup of {} written to {} in {:.1} s\n{}",
+        crate::store::redact(&url),
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        manifest.summary()
+    );
+    Ok(())
+}
+
+/// `hestia restore`.
+async fn run_restore(from: &std::path::Path, force: bool, store: StoreFlags) -> anyhow::Result<()> {
+    let url = RawConfig::load_store(store)?.resolve()?.database_url;
+    let started = std::time::Instant::now();
+    let options = crate::backup::RestoreOptions { force };
+    let manifest = crate::backup::restore(from, &url, options).await?;
+    println!(
+        "hestia: {} restored into {} in {:.1} s\n{}",
+        from.display(),
+        crate::store::redact(&url),
+        started.elapsed().as_secs_f64(),
+        manifest.summary()
+    );
+    Ok(())
+}
+
+/// `hestia client add | list | show | remove`.
+async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Add(args) => add_client(args).await,
+        ClientCommand::List { store } => {
             let store = open_store(store).await?;
             let clients: Vec<_> = store
                 .list_clients()
@@ -593,7 +576,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&clients)?);
             Ok(())
         }
-        Command::Client(ClientCommand::Show { client_id, store }) => {
+        ClientCommand::Show { client_id, store } => {
             let store = open_store(store).await?;
             match store.get_client(&client_id).await? {
                 Some(client) => println!("{}", serde_json::to_string_pretty(&client.to_json())?),
@@ -601,87 +584,142 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Client(ClientCommand::Remove { client_id, store }) => {
+        ClientCommand::Remove { client_id, store } => {
             let store = open_store(store).await?;
             store.remove_client(&client_id).await?;
             println!("removed client {client_id}");
             Ok(())
         }
-        Command::Token(TokenCommand::Explain {
-            token,
-            resource,
-            request,
-            public_url,
-            issuer,
-            issuer_ca,
-            store,
-        }) => {
-            let mut raw = RawConfig::load_store(store)?;
-            raw.flags.public_url = public_url.or(raw.flags.public_url);
-            raw.flags.issuer = issuer;
-            raw.flags.issuer_ca = issuer_ca;
-            let settings = raw.resolve()?;
-            let explanation = crate::explain::explain(
-                &settings,
-                token.trim(),
-                resource.as_deref(),
-                request.as_deref(),
-            )
-            .await?;
-            for line in &explanation.lines {
-                println!("{line}");
-            }
-            if !explanation.accepted {
-                bail!("the token would be refused");
-            }
-            Ok(())
-        }
-        Command::Keys(KeysCommand::Rotate { store }) => {
-            let auth = open_auth(store).await?;
-            auth.ensure_keys().await?;
-            let rotations = auth.rotate_keys().await?;
-            println!("{}", serde_json::to_string_pretty(&rotations)?);
-            Ok(())
-        }
-        Command::RegistrationToken(RegistrationTokenCommand::Create {
-            expires_in,
-            max_uses,
-            store,
-        }) => {
-            if expires_in <= 0 || max_uses <= 0 {
-                bail!("--expires-in and --max-uses must be positive");
-            }
-            let auth = open_auth(store).await?;
-            let token = auth.create_registration_token(expires_in, max_uses).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "initial_access_token": token,
-                    "expires_in": expires_in,
-                    "max_uses": max_uses,
-                    "registration_endpoint": auth.url(crate::oauth::REGISTER_PATH),
-                }))?
-            );
-            Ok(())
-        }
-        Command::Plugin(command) => run_plugin(command),
-        Command::DevCert(args) => {
-            let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "outcome": format!("{outcome:?}").to_lowercase(),
-                    "ca_cert": files.ca_cert,
-                    "cert": files.cert,
-                    "key": files.key,
-                    "names": args.hostnames,
-                    "serve": format!("hestia serve --tls-cert {} --tls-key {}", files.cert.display(), files.key.display()),
-                    "trust": format!("curl --cacert {} https://{}:8443/health/ready", files.ca_cert.display(), args.hostnames[0]),
-                }))?
-            );
-            Ok(())
+    }
+}
+
+/// `hestia client add`: the lifetimes checked as registration checks them, the grant
+/// types by default from the kind of client; prints the client with its secret.
+async fn add_client(args: ClientAddArgs) -> anyhow::Result<()> {
+    let auth = open_auth(args.store).await?;
+    let mut metadata = serde_json::Map::new();
+    for (field, value) in crate::oauth::LIFETIME_FIELDS.iter().zip([
+        args.access_token_lifetime,
+        args.refresh_token_lifetime,
+        args.code_lifetime,
+    ]) {
+        if let Some(v) = value {
+            metadata.insert(field.to_string(), v.into());
         }
     }
+    let metadata = serde_json::Value::Object(metadata);
+    if let Err(e) = auth.check_client_lifetimes(&metadata) {
+        bail!(
+            "{}",
+            e.description
+                .replace("hestia_access_token_lifetime", "--access-token-lifetime")
+                .replace("hestia_refresh_token_lifetime", "--refresh-token-lifetime")
+                .replace("hestia_code_lifetime", "--code-lifetime")
+        );
+    }
+    let store = auth.store().clone();
+    let grant_types = if args.grant_types.is_empty() {
+        let mut g = vec![
+            "authorization_code".to_string(),
+            "refresh_token".to_string(),
+        ];
+        if !args.public && args.redirect_uris.is_empty() {
+            g = vec!["client_credentials".to_string()];
+        }
+        g
+    } else {
+        args.grant_types
+    };
+    let (client, secret) = store
+        .create_client(NewClient {
+            client_name: args.name,
+            kind: ClientKind::App,
+            public: args.public,
+            redirect_uris: args.redirect_uris,
+            grant_types,
+            scope: args.scope,
+            audiences: args.audiences,
+            metadata,
+        })
+        .await?;
+    let mut out = client.to_json();
+    out["client_secret"] = secret.map_or(serde_json::Value::Null, |s| s.0.into());
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `hestia token explain`: prints the steps; a refused token is an error (exit status 1).
+async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Explain {
+        token,
+        resource,
+        request,
+        public_url,
+        issuer,
+        issuer_ca,
+        store,
+    } = command;
+    let mut raw = RawConfig::load_store(store)?;
+    raw.flags.public_url = public_url.or(raw.flags.public_url);
+    raw.flags.issuer = issuer;
+    raw.flags.issuer_ca = issuer_ca;
+    let settings = raw.resolve()?;
+    let explanation = crate::explain::explain(
+        &settings,
+        token.trim(),
+        resource.as_deref(),
+        request.as_deref(),
+    )
+    .await?;
+    for line in &explanation.lines {
+        println!("{line}");
+    }
+    if !explanation.accepted {
+        bail!("the token would be refused");
+    }
+    Ok(())
+}
+
+/// `hestia registration-token create`.
+async fn run_registration_token(command: RegistrationTokenCommand) -> anyhow::Result<()> {
+    let RegistrationTokenCommand::Create {
+        expires_in,
+        max_uses,
+        store,
+    } = command;
+    if expires_in <= 0 || max_uses <= 0 {
+        bail!("--expires-in and --max-uses must be positive");
+    }
+    let auth = open_auth(store).await?;
+    let token = auth.create_registration_token(expires_in, max_uses).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "initial_access_token": token,
+            "expires_in": expires_in,
+            "max_uses": max_uses,
+            "registration_endpoint": auth.url(crate::oauth::REGISTER_PATH),
+        }))?
+    );
+    Ok(())
+}
+
+/// `hestia dev-cert`: prints the files and how to use them.
+fn run_dev_cert(args: &DevCertArgs) -> anyhow::Result<()> {
+    let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "outcome": format!("{outcome:?}").to_lowercase(),
+            "ca_cert": files.ca_cert,
+            "cert": files.cert,
+            "key": files.key,
+            "names": args.hostnames,
+            "serve": format!("hestia serve --tls-cert {} --tls-key {}", files.cert.display(), files.key.display()),
+            "trust": format!("curl --cacert {} https://{}:8443/health/ready", files.ca_cert.display(), args.hostnames[0]),
+        }))?
+    );
+    Ok(())
 }
 
 /// The authorization server of the configuration these flags name, on a migrated store.
@@ -855,39 +893,7 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             out,
             sdk_path,
             sdk_git,
-        } => {
-            let sdk = match (sdk_path, sdk_git) {
-                (Some(path), _) => Some(plugin_cli::SdkSource::Path(path)),
-                (None, Some(url)) => Some(plugin_cli::SdkSource::Git(url)),
-                (None, None) => None,
-            };
-            if sdk.is_some() && lang != plugin_cli::Lang::Rust {
-                bail!("--sdk-path and --sdk-git are for Rust projects");
-            }
-            let dir = plugin_cli::new(&plugin_cli::NewPlugin {
-                name: name.clone(),
-                kind,
-                lang,
-                out,
-                sdk,
-            })?;
-            println!(
-                "wrote the {kind} plugin {name} ({lang}) to {}",
-                dir.display()
-            );
-            println!("  cd {}", dir.display());
-            println!(
-                "  {}",
-                match lang {
-                    plugin_cli::Lang::Rust => "cargo test",
-                    plugin_cli::Lang::Python => "python -m pytest",
-                    plugin_cli::Lang::Js => "npm install && node --test",
-                }
-            );
-            println!("  hestia plugin build");
-            println!("  hestia plugin test {name}.wasm --cases cases.json");
-            println!("  hestia plugin check {name}.wasm");
-        }
+        } => new_plugin(name, kind, lang, out, sdk_path, sdk_git)?,
         PluginCommand::Build { dir } => {
             let built = plugin_cli::build(&dir)?;
             println!(
@@ -927,6 +933,49 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `hestia plugin new`: writes the project and prints the next steps.
+fn new_plugin(
+    name: String,
+    kind: PluginKind,
+    lang: plugin_cli::Lang,
+    out: PathBuf,
+    sdk_path: Option<PathBuf>,
+    sdk_git: Option<String>,
+) -> anyhow::Result<()> {
+    let sdk = match (sdk_path, sdk_git) {
+        (Some(path), _) => Some(plugin_cli::SdkSource::Path(path)),
+        (None, Some(url)) => Some(plugin_cli::SdkSource::Git(url)),
+        (None, None) => None,
+    };
+    if sdk.is_some() && lang != plugin_cli::Lang::Rust {
+        bail!("--sdk-path and --sdk-git are for Rust projects");
+    }
+    let dir = plugin_cli::new(&plugin_cli::NewPlugin {
+        name: name.clone(),
+        kind,
+        lang,
+        out,
+        sdk,
+    })?;
+    println!(
+        "wrote the {kind} plugin {name} ({lang}) to {}",
+        dir.display()
+    );
+    println!("  cd {}", dir.display());
+    println!(
+        "  {}",
+        match lang {
+            plugin_cli::Lang::Rust => "cargo test",
+            plugin_cli::Lang::Python => "python -m pytest",
+            plugin_cli::Lang::Js => "npm install && node --test",
+        }
+    );
+    println!("  hestia plugin build");
+    println!("  hestia plugin test {name}.wasm --cases cases.json");
+    println!("  hestia plugin check {name}.wasm");
     Ok(())
 }
 

@@ -604,6 +604,27 @@ fn search_limits(fhir: &FileFhir) -> Result<SearchLimits, ConfigError> {
     })
 }
 
+/// `oauth.trusted_proxies`: each an IP address or a CIDR range.
+fn trusted_proxies<'a>(
+    entries: impl Iterator<Item = &'a String>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "oauth.trusted_proxies",
+                        Source::File,
+                        text,
+                        "expected an IP address or a CIDR range such as 10.0.0.0/8",
+                    )
+                })
+        })
+        .collect()
+}
+
 fn invalid(
     key: &'static str,
     source: Source,
@@ -619,18 +640,56 @@ fn invalid(
 }
 
 impl RawConfig {
-    /// Stage two: applies precedence and checks every value.
+    /// Stage two: applies precedence and checks every value, one section after another.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
-        let f = &self.flags;
-        let file = &self.file;
+        let listen = self.resolve_listen()?;
+        let (data_dir, database_url, plugins_dir) = self.resolve_places()?;
+        let tls = self.resolve_tls()?;
+        let (public_url, public_src) = self.resolve_public_url(listen, &tls)?;
+        let log_format = self.resolve_log_format()?;
+        let fhir = self.resolve_fhir()?;
+        let oauth = self.resolve_oauth()?;
+        let plugins = self.resolve_plugins()?;
+        let issuer = self.resolve_issuer()?;
+        if issuer.is_some() && !fhir.enabled {
+            return Err(ConfigError::Conflict(
+                "an issuer is set (remote authorization server) and the FHIR server is disabled (`--no-fhir` / `fhir.enabled = false`): there would be nothing to serve; choose one".into(),
+            ));
+        }
+        let bulk = self.resolve_bulk(&data_dir)?;
+        Ok(Settings {
+            listen,
+            public_url,
+            public_url_is_default: public_src == Source::Default,
+            data_dir,
+            database_url,
+            plugins_dir,
+            tls,
+            log_format,
+            fhir,
+            oauth,
+            plugins,
+            issuer,
+            limits: self.resolve_limits()?,
+            admin: self.resolve_admin()?,
+            bulk,
+        })
+    }
 
-        let (listen_raw, src) = pick(f.listen.clone(), file.listen.clone(), || {
+    /// `listen`: flag over file over [`DEFAULT_LISTEN`].
+    fn resolve_listen(&self) -> Result<SocketAddr, ConfigError> {
+        let (listen_raw, src) = pick(self.flags.listen.clone(), self.file.listen.clone(), || {
             DEFAULT_LISTEN.to_string()
         });
-        let listen: SocketAddr = listen_raw.parse().map_err(|e: std::net::AddrParseError| {
+        listen_raw.parse().map_err(|e: std::net::AddrParseError| {
             invalid("listen", src, &listen_raw, e.to_string())
-        })?;
+        })
+    }
 
+    /// Where the data lives: the data directory, the database URL (SQLite or PostgreSQL)
+    /// and the plugin directory.
+    fn resolve_places(&self) -> Result<(PathBuf, String, PathBuf), ConfigError> {
+        let (f, file) = (&self.flags, &self.file);
         let (data_dir, _) = pick(f.store.data_dir.clone(), file.data_dir.clone(), || {
             PathBuf::from(DEFAULT_DATA_DIR)
         });
@@ -655,51 +714,62 @@ impl RawConfig {
         let (plugins_dir, _) = pick(f.plugins_dir.clone(), file.plugins_dir.clone(), || {
             data_dir.join("plugins")
         });
+        Ok((data_dir, database_url, plugins_dir))
+    }
 
-        // Flag or environment first (`Some(false)` switches the file's setting off), then
-        // the file.
-        let tls = if f.insecure_http == Some(true) {
+    /// The TLS mode: flag or environment first (`Some(false)` switches the file's setting
+    /// off), then the file; a certificate needs its key and the other way round.
+    fn resolve_tls(&self) -> Result<TlsMode, ConfigError> {
+        let (f, file) = (&self.flags, &self.file);
+        if f.insecure_http == Some(true) {
             if f.tls_cert.is_some() || f.tls_key.is_some() {
                 return Err(ConfigError::Conflict(
                     "--insecure-http (HESTIA_INSECURE_HTTP) is set together with --tls-cert/--tls-key (HESTIA_TLS_CERT/HESTIA_TLS_KEY); choose one".into(),
                 ));
             }
-            TlsMode::Insecure
-        } else if let (Some(cert), Some(key)) = (&f.tls_cert, &f.tls_key) {
-            TlsMode::Files {
+            return Ok(TlsMode::Insecure);
+        }
+        if let (Some(cert), Some(key)) = (&f.tls_cert, &f.tls_key) {
+            return Ok(TlsMode::Files {
                 cert: cert.clone(),
                 key: key.clone(),
-            }
-        } else if f.insecure_http.is_none() && file.tls.insecure_http == Some(true) {
+            });
+        }
+        if f.insecure_http.is_none() && file.tls.insecure_http == Some(true) {
             if file.tls.cert.is_some() || file.tls.key.is_some() {
                 return Err(ConfigError::Conflict(
                     "the configuration file sets both `tls.insecure_http = true` and `tls.cert`/`tls.key`; choose one".into(),
                 ));
             }
-            TlsMode::Insecure
-        } else {
-            match (&file.tls.cert, &file.tls.key) {
-                (Some(cert), Some(key)) => TlsMode::Files {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                },
-                (None, None) => TlsMode::DevCert,
-                (Some(_), None) => {
-                    return Err(ConfigError::Conflict(
-                        "`tls.cert` is set but `tls.key` is not".into(),
-                    ));
-                }
-                (None, Some(_)) => {
-                    return Err(ConfigError::Conflict(
-                        "`tls.key` is set but `tls.cert` is not".into(),
-                    ));
-                }
-            }
-        };
+            return Ok(TlsMode::Insecure);
+        }
+        match (&file.tls.cert, &file.tls.key) {
+            (Some(cert), Some(key)) => Ok(TlsMode::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => Ok(TlsMode::DevCert),
+            (Some(_), None) => Err(ConfigError::Conflict(
+                "`tls.cert` is set but `tls.key` is not".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::Conflict(
+                "`tls.key` is set but `tls.cert` is not".into(),
+            )),
+        }
+    }
 
-        let (public_url_raw, public_src) =
-            pick(f.public_url.clone(), file.public_url.clone(), || {
-                let scheme = if tls == TlsMode::Insecure {
+    /// `public_url`, by default derived from the listen address and the TLS mode; with
+    /// where it came from.
+    fn resolve_public_url(
+        &self,
+        listen: SocketAddr,
+        tls: &TlsMode,
+    ) -> Result<(String, Source), ConfigError> {
+        let (raw, src) = pick(
+            self.flags.public_url.clone(),
+            self.file.public_url.clone(),
+            || {
+                let scheme = if *tls == TlsMode::Insecure {
                     "http"
                 } else {
                     "https"
@@ -713,32 +783,40 @@ impl RawConfig {
                     }
                 };
                 format!("{scheme}://{host}:{}", listen.port())
-            });
-        let public_url = check_public_url(&public_url_raw)
-            .map_err(|reason| invalid("public_url", public_src, &public_url_raw, reason))?;
+            },
+        );
+        let url =
+            check_public_url(&raw).map_err(|reason| invalid("public_url", src, &raw, reason))?;
+        Ok((url, src))
+    }
 
-        let (log_raw, src) = pick(f.log_format.clone(), file.log_format.clone(), || {
-            "text".into()
-        });
-        let log_format = match log_raw.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => {
-                return Err(invalid(
-                    "log_format",
-                    src,
-                    &log_raw,
-                    "expected `text` or `json`",
-                ));
-            }
-        };
+    /// `log_format`: `text` or `json`.
+    fn resolve_log_format(&self) -> Result<LogFormat, ConfigError> {
+        let (raw, src) = pick(
+            self.flags.log_format.clone(),
+            self.file.log_format.clone(),
+            || "text".into(),
+        );
+        match raw.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(invalid(
+                "log_format",
+                src,
+                &raw,
+                "expected `text` or `json`",
+            )),
+        }
+    }
 
-        let base_path = file
-            .fhir
+    /// `[fhir]` (and `--no-fhir`), search limits included.
+    fn resolve_fhir(&self) -> Result<FhirSettings, ConfigError> {
+        let fhir = &self.file.fhir;
+        let base_path = fhir
             .base_path
             .clone()
             .unwrap_or_else(|| DEFAULT_FHIR_BASE_PATH.into());
-        let base_src = if file.fhir.base_path.is_some() {
+        let base_src = if fhir.base_path.is_some() {
             Source::File
         } else {
             Source::Default
@@ -755,7 +833,7 @@ impl RawConfig {
                 "expected a path that starts with `/` and has no trailing slash, e.g. /fhir/r4",
             ));
         }
-        let max_body_bytes = file.fhir.max_body_bytes.unwrap_or(16 * 1024 * 1024);
+        let max_body_bytes = fhir.max_body_bytes.unwrap_or(16 * 1024 * 1024);
         if max_body_bytes == 0 {
             return Err(invalid(
                 "fhir.max_body_bytes",
@@ -764,7 +842,37 @@ impl RawConfig {
                 "must be greater than zero",
             ));
         }
+        let hidden_as_not_found = match fhir.hidden_as.as_deref() {
+            None | Some("forbidden") => false,
+            Some("not-found") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "fhir.hidden_as",
+                    Source::File,
+                    other,
+                    "expected \"forbidden\" (403) or \"not-found\" (404)",
+                ));
+            }
+        };
+        Ok(FhirSettings {
+            enabled: match self.flags.no_fhir {
+                Some(no_fhir) => !no_fhir,
+                None => fhir.enabled.unwrap_or(true),
+            },
+            base_path,
+            max_body_bytes: max_body_bytes as usize,
+            create_on_update: fhir.create_on_update.unwrap_or(true),
+            access_token_in_query: fhir.access_token_in_query.unwrap_or(true),
+            require_basic_auth: fhir.require_basic_auth.unwrap_or(false),
+            clock_skew_secs: fhir.clock_skew_secs.unwrap_or(30).min(3600) as i64,
+            hidden_as_not_found,
+            search_limits: search_limits(fhir)?,
+        })
+    }
 
+    /// `[oauth]`: lifetimes at least one second, the signing algorithm, trusted proxies.
+    fn resolve_oauth(&self) -> Result<OauthSettings, ConfigError> {
+        let oauth = &self.file.oauth;
         let secs =
             |key: &'static str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
                 match v {
@@ -778,34 +886,26 @@ impl RawConfig {
                     None => Ok(Duration::from_secs(default)),
                 }
             };
-        let oauth = OauthSettings {
+        Ok(OauthSettings {
             access_token_lifetime: secs(
                 "oauth.access_token_lifetime_secs",
-                file.oauth.access_token_lifetime_secs,
+                oauth.access_token_lifetime_secs,
                 3600,
             )?,
             refresh_token_lifetime: secs(
                 "oauth.refresh_token_lifetime_secs",
-                file.oauth.refresh_token_lifetime_secs,
+                oauth.refresh_token_lifetime_secs,
                 30 * 24 * 3600,
             )?,
-            code_lifetime: secs(
-                "oauth.code_lifetime_secs",
-                file.oauth.code_lifetime_secs,
-                60,
-            )?,
+            code_lifetime: secs("oauth.code_lifetime_secs", oauth.code_lifetime_secs, 60)?,
             key_rotation_overlap: Duration::from_secs(
-                file.oauth.key_rotation_overlap_secs.unwrap_or(3600),
+                oauth.key_rotation_overlap_secs.unwrap_or(3600),
             ),
-            refresh_grace: Duration::from_secs(file.oauth.refresh_grace_secs.unwrap_or(10)),
-            purge_interval: secs(
-                "oauth.purge_interval_secs",
-                file.oauth.purge_interval_secs,
-                600,
-            )?,
-            purge_after: Duration::from_secs(file.oauth.purge_after_secs.unwrap_or(86_400)),
-            open_registration: file.oauth.open_registration.unwrap_or(false),
-            signing_alg: match file.oauth.signing_alg.as_deref() {
+            refresh_grace: Duration::from_secs(oauth.refresh_grace_secs.unwrap_or(10)),
+            purge_interval: secs("oauth.purge_interval_secs", oauth.purge_interval_secs, 600)?,
+            purge_after: Duration::from_secs(oauth.purge_after_secs.unwrap_or(86_400)),
+            open_registration: oauth.open_registration.unwrap_or(false),
+            signing_alg: match oauth.signing_alg.as_deref() {
                 None => "RS256".to_string(),
                 Some(alg @ ("RS256" | "ES256")) => alg.to_string(),
                 Some(other) => {
@@ -817,41 +917,14 @@ impl RawConfig {
                     ));
                 }
             },
-            trusted_proxies: file
-                .oauth
-                .trusted_proxies
-                .iter()
-                .flatten()
-                .map(|text| {
-                    let text = text.trim();
-                    text.parse::<ipnet::IpNet>()
-                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            invalid(
-                                "oauth.trusted_proxies",
-                                Source::File,
-                                text,
-                                "expected an IP address or a CIDR range such as 10.0.0.0/8",
-                            )
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-        };
+            trusted_proxies: trusted_proxies(oauth.trusted_proxies.iter().flatten())?,
+        })
+    }
 
-        let hidden_as_not_found = match file.fhir.hidden_as.as_deref() {
-            None | Some("forbidden") => false,
-            Some("not-found") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "fhir.hidden_as",
-                    Source::File,
-                    other,
-                    "expected \"forbidden\" (403) or \"not-found\" (404)",
-                ));
-            }
-        };
-
-        let deadline_ms = file.plugins.deadline_ms.unwrap_or(20);
+    /// `[plugins]`: the deadline and memory of a call, hot reload, what WASI may give.
+    fn resolve_plugins(&self) -> Result<PluginLimits, ConfigError> {
+        let plugins = &self.file.plugins;
+        let deadline_ms = plugins.deadline_ms.unwrap_or(20);
         if deadline_ms == 0 || deadline_ms > 60_000 {
             return Err(invalid(
                 "plugins.deadline_ms",
@@ -860,7 +933,7 @@ impl RawConfig {
                 "expected 1 to 60000 milliseconds",
             ));
         }
-        let memory_mib = file.plugins.memory_mib.unwrap_or(16);
+        let memory_mib = plugins.memory_mib.unwrap_or(16);
         let max_mib = crate::plugins::MAX_MEMORY_MIB;
         if memory_mib == 0 || memory_mib > max_mib {
             return Err(invalid(
@@ -870,78 +943,45 @@ impl RawConfig {
                 format!("expected 1 to {max_mib} MiB (the plugin instance pool's maximum)"),
             ));
         }
+        Ok(PluginLimits {
+            deadline: Duration::from_millis(deadline_ms),
+            memory_bytes: (memory_mib as usize) * 1024 * 1024,
+            watch: plugins.watch.unwrap_or(true),
+            allow_wasi: crate::plugins::WasiAllowances {
+                clock: plugins.wasi.clock.unwrap_or(false),
+                random: plugins.wasi.random.unwrap_or(false),
+            },
+        })
+    }
 
-        let fhir_enabled = match f.no_fhir {
-            Some(no_fhir) => !no_fhir,
-            None => file.fhir.enabled.unwrap_or(true),
-        };
-        let issuer = self.resolve_issuer()?;
-        if issuer.is_some() && !fhir_enabled {
-            return Err(ConfigError::Conflict(
-                "an issuer is set (remote authorization server) and the FHIR server is disabled (`--no-fhir` / `fhir.enabled = false`): there would be nothing to serve; choose one".into(),
-            ));
-        }
-
-        let bulk = self.resolve_bulk(&data_dir)?;
-        Ok(Settings {
-            listen,
-            public_url,
-            public_url_is_default: public_src == Source::Default,
-            data_dir,
-            database_url,
-            plugins_dir,
-            tls,
-            log_format,
-            fhir: FhirSettings {
-                enabled: fhir_enabled,
-                base_path,
-                max_body_bytes: max_body_bytes as usize,
-                create_on_update: file.fhir.create_on_update.unwrap_or(true),
-                access_token_in_query: file.fhir.access_token_in_query.unwrap_or(true),
-                require_basic_auth: file.fhir.require_basic_auth.unwrap_or(false),
-                clock_skew_secs: file.fhir.clock_skew_secs.unwrap_or(30).min(3600) as i64,
-                hidden_as_not_found,
-                search_limits: search_limits(&file.fhir)?,
+    /// `[admin]`: the console's idle timeout and how long audit events are kept.
+    fn resolve_admin(&self) -> Result<AdminSettings, ConfigError> {
+        let admin = &self.file.admin;
+        Ok(AdminSettings {
+            session_idle: match admin.session_idle_secs {
+                None => Duration::from_secs(900),
+                Some(s @ 60..=86_400) => Duration::from_secs(s),
+                Some(s) => {
+                    return Err(invalid(
+                        "admin.session_idle_secs",
+                        Source::File,
+                        s.to_string(),
+                        "must be from 60 to 86400 seconds",
+                    ));
+                }
             },
-            oauth,
-            plugins: PluginLimits {
-                deadline: Duration::from_millis(deadline_ms),
-                memory_bytes: (memory_mib as usize) * 1024 * 1024,
-                watch: file.plugins.watch.unwrap_or(true),
-                allow_wasi: crate::plugins::WasiAllowances {
-                    clock: file.plugins.wasi.clock.unwrap_or(false),
-                    random: file.plugins.wasi.random.unwrap_or(false),
-                },
+            audit_retain: match admin.audit_retain_days {
+                None => Duration::from_secs(90 * 86_400),
+                Some(d @ 1..=36_500) => Duration::from_secs(d * 86_400),
+                Some(d) => {
+                    return Err(invalid(
+                        "admin.audit_retain_days",
+                        Source::File,
+                        d.to_string(),
+                        "must be from 1 to 36500 days",
+                    ));
+                }
             },
-            issuer,
-            limits: self.resolve_limits()?,
-            admin: AdminSettings {
-                session_idle: match file.admin.session_idle_secs {
-                    None => Duration::from_secs(900),
-                    Some(s @ 60..=86_400) => Duration::from_secs(s),
-                    Some(s) => {
-                        return Err(invalid(
-                            "admin.session_idle_secs",
-                            Source::File,
-                            s.to_string(),
-                            "must be from 60 to 86400 seconds",
-                        ));
-                    }
-                },
-                audit_retain: match file.admin.audit_retain_days {
-                    None => Duration::from_secs(90 * 86_400),
-                    Some(d @ 1..=36_500) => Duration::from_secs(d * 86_400),
-                    Some(d) => {
-                        return Err(invalid(
-                            "admin.audit_retain_days",
-                            Source::File,
-                            d.to_string(),
-                            "must be from 1 to 36500 days",
-                        ));
-                    }
-                },
-            },
-            bulk,
         })
     }
 
@@ -1280,78 +1320,63 @@ mod tests {
 
     #[test]
     fn bad_values_name_key_source_and_value() {
-        let cases: &[(ServeFlags, &str, &[&str])] = &[
+        let flag = ServeFlags {
+            listen: Some("nonsense".into()),
+            ..Default::default()
+        };
+        let from_flag = raw(flag, "").resolve().unwrap_err().to_string();
+        for needle in ["`listen`", "command line", "\"nonsense\""] {
+            assert!(from_flag.contains(needle), "{from_flag:?} lacks {needle:?}");
+        }
+        let cases: &[(&str, &[&str])] = &[
             (
-                ServeFlags {
-                    listen: Some("nonsense".into()),
-                    ..Default::default()
-                },
-                "",
-                &["`listen`", "command line", "\"nonsense\""],
-            ),
-            (
-                ServeFlags::default(),
                 "listen = \"1.2.3.4\"",
                 &["`listen`", "configuration file", "\"1.2.3.4\""],
             ),
+            ("log_format = \"xml\"", &["`log_format`", "\"xml\"", "text"]),
             (
-                ServeFlags::default(),
-                "log_format = \"xml\"",
-                &["`log_format`", "\"xml\"", "text"],
-            ),
-            (
-                ServeFlags::default(),
                 "[oauth]\npurge_interval_secs = 0",
                 &["`oauth.purge_interval_secs`", "at least one second"],
             ),
             (
-                ServeFlags::default(),
                 "database_url = \"mysql://x\"",
                 &["`database_url`", "\"mysql://x\""],
             ),
             (
-                ServeFlags::default(),
                 "public_url = \"localhost:8443\"",
                 &["`public_url`", "absolute"],
             ),
             (
-                ServeFlags::default(),
                 "[fhir]\nbase_path = \"fhir/r4/\"",
                 &["`fhir.base_path`", "\"fhir/r4/\""],
             ),
             (
-                ServeFlags::default(),
                 "[fhir]\nhidden_as = \"hide\"",
                 &["`fhir.hidden_as`", "\"hide\"", "not-found"],
             ),
             (
-                ServeFlags::default(),
                 "[fhir]\nmax_chain_depth = 17",
                 &["`fhir.max_chain_depth`", "\"17\"", "between 1 and 16"],
             ),
             (
-                ServeFlags::default(),
                 "[fhir]\nmax_included = 0",
                 &["`fhir.max_included`", "\"0\""],
             ),
             (
-                ServeFlags::default(),
                 "[plugins]\ndeadline_ms = 0",
                 &["`plugins.deadline_ms`", "\"0\""],
             ),
             (
-                ServeFlags::default(),
                 "[plugins]\nmemory_mib = 2048",
                 &["`plugins.memory_mib`", "\"2048\"", "1 to 1024 MiB"],
             ),
-            (
-                ServeFlags::default(),
-                "[tls]\ncert = \"a.pem\"",
-                &["`tls.key`"],
-            ),
+            ("[tls]\ncert = \"a.pem\"", &["`tls.key`"]),
         ];
-        for (flags, file, needles) in cases {
-            let err = raw(flags.clone(), file).resolve().unwrap_err().to_string();
+        for (file, needles) in cases {
+            let err = raw(ServeFlags::default(), file)
+                .resolve()
+                .unwrap_err()
+                .to_string();
             for needle in *needles {
                 assert!(
                     err.contains(needle),

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::fhir::repository::{FhirError, NoValidation, Repository, RepositoryOptions};
+use crate::fhir::error::FhirError;
+use crate::fhir::repository::{NoValidation, Repository, RepositoryOptions};
 use crate::store::{ClientKind, NewClient, NewUser, Store};
 
 /// The Postman collection of the repository (`postman/`), shipped inside the binary so that
@@ -91,79 +92,14 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub async fn ensure(settings: &Settings, basic_fhir_base: &str) -> anyhow::Result<Demo> {
     let store = Store::open(&settings.database_url).await?;
     let credentials_file = settings.data_dir.join("demo.json");
-    let saved: Option<Saved> = match std::fs::read_to_string(&credentials_file) {
-        Ok(text) => Some(serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not the demo's credentials file; move it away to start afresh",
-                credentials_file.display()
-            )
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context(format!("cannot read {}", credentials_file.display())),
-    };
+    let saved = read_saved(&credentials_file)?;
 
     let fhir_user = format!("Patient/{PATIENT}");
     let password = saved
         .as_ref()
         .map_or_else(random_secret, |s| s.password.clone());
-    if store.find_user(USERNAME).await?.is_none() {
-        store
-            .create_user(NewUser {
-                username: USERNAME.into(),
-                password: password.clone(),
-                fhir_user: Some(fhir_user.clone()),
-            })
-            .await?;
-        // A patient: the demo's apps see the records of its own patient.
-        store
-            .update_user(
-                USERNAME,
-                crate::store::UserUpdate {
-                    roles: Some(vec!["patient".into()]),
-                    fhir_user: None,
-                },
-            )
-            .await?;
-    } else if store.verify_user(USERNAME, &password).await?.is_none() {
-        bail!(
-            "the user {USERNAME:?} exists in this database, but its password is not the one in {}: \
-             use another --data-dir/--database-url for the demo",
-            credentials_file.display()
-        );
-    }
-
-    let mut client = None;
-    if let Some(s) = &saved
-        && store.get_client(&s.client_id).await?.is_some()
-        && store
-            .verify_client_secret(&s.client_id, &s.client_secret)
-            .await?
-    {
-        client = Some((s.client_id.clone(), s.client_secret.clone()));
-    }
-    let (client_id, client_secret) = match client {
-        Some(c) => c,
-        None => {
-            let (client, secret) = store
-                .create_client(NewClient {
-                    client_name: "Postman (Hestia demo)".into(),
-                    kind: ClientKind::App,
-                    public: false,
-                    redirect_uris: vec![POSTMAN_CALLBACK.into()],
-                    grant_types: vec![
-                        "authorization_code".into(),
-                        "refresh_token".into(),
-                        "client_credentials".into(),
-                    ],
-                    scope: CLIENT_SCOPE.into(),
-                    audiences: vec![],
-                    metadata: json!({}),
-                })
-                .await?;
-            let secret = secret.context("a confidential client has a secret")?.0;
-            (client.client_id, secret)
-        }
-    };
+    ensure_user(&store, &password, &fhir_user, &credentials_file).await?;
+    let (client_id, client_secret) = ensure_client(&store, saved.as_ref()).await?;
     let now = Saved {
         username: USERNAME.into(),
         password: password.clone(),
@@ -181,25 +117,20 @@ pub async fn ensure(settings: &Settings, basic_fhir_base: &str) -> anyhow::Resul
         .create_registration_token(REGISTRATION_TOKEN_SECS, REGISTRATION_TOKEN_USES)
         .await?;
 
-    let postman_dir = settings.data_dir.join("postman");
-    let collection = postman_dir.join("Hestia.postman_collection.json");
-    let environment = postman_dir.join("Hestia.postman_environment.json");
-    std::fs::create_dir_all(&postman_dir)
-        .with_context(|| format!("cannot create {}", postman_dir.display()))?;
-    std::fs::write(&collection, COLLECTION)
-        .with_context(|| format!("cannot write {}", collection.display()))?;
-    let env = postman_environment(&[
-        ("baseUrl", &settings.public_url),
-        ("fhirBase", &settings.fhir_base_url()),
-        ("basicFhirBase", basic_fhir_base),
-        ("client_id", &client_id),
-        ("client_secret", &client_secret),
-        ("username", USERNAME),
-        ("password", &password),
-        ("patient_id", PATIENT),
-        ("registration_token", &registration_token),
-    ]);
-    write_private(&environment, &serde_json::to_string_pretty(&env)?)?;
+    let (collection, environment) = write_postman(
+        settings,
+        &[
+            ("baseUrl", &settings.public_url),
+            ("fhirBase", &settings.fhir_base_url()),
+            ("basicFhirBase", basic_fhir_base),
+            ("client_id", &client_id),
+            ("client_secret", &client_secret),
+            ("username", USERNAME),
+            ("password", &password),
+            ("patient_id", PATIENT),
+            ("registration_token", &registration_token),
+        ],
+    )?;
     store.close().await;
 
     Ok(Demo {
@@ -215,6 +146,104 @@ pub async fn ensure(settings: &Settings, basic_fhir_base: &str) -> anyhow::Resul
         credentials_file,
         basic_fhir_base: basic_fhir_base.to_string(),
     })
+}
+
+/// The credentials of an earlier start, if `demo.json` exists.
+fn read_saved(credentials_file: &Path) -> anyhow::Result<Option<Saved>> {
+    match std::fs::read_to_string(credentials_file) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not the demo's credentials file; move it away to start afresh",
+                credentials_file.display()
+            )
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context(format!("cannot read {}", credentials_file.display())),
+    }
+}
+
+/// The demo user with this password, created as a patient when missing; one of that name
+/// with another password is refused rather than changed.
+async fn ensure_user(
+    store: &Store,
+    password: &str,
+    fhir_user: &str,
+    credentials_file: &Path,
+) -> anyhow::Result<()> {
+    if store.find_user(USERNAME).await?.is_none() {
+        store
+            .create_user(NewUser {
+                username: USERNAME.into(),
+                password: password.to_owned(),
+                fhir_user: Some(fhir_user.to_owned()),
+            })
+            .await?;
+        // A patient: the demo's apps see the records of its own patient.
+        store
+            .update_user(
+                USERNAME,
+                crate::store::UserUpdate {
+                    roles: Some(vec!["patient".into()]),
+                    fhir_user: None,
+                },
+            )
+            .await?;
+    } else if store.verify_user(USERNAME, password).await?.is_none() {
+        bail!(
+            "the user {USERNAME:?} exists in this database, but its password is not the one in {}: \
+             use another --data-dir/--database-url for the demo",
+            credentials_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The saved Postman client if it still exists with its secret, else a new one: its id
+/// and secret.
+async fn ensure_client(store: &Store, saved: Option<&Saved>) -> anyhow::Result<(String, String)> {
+    if let Some(s) = saved
+        && store.get_client(&s.client_id).await?.is_some()
+        && store
+            .verify_client_secret(&s.client_id, &s.client_secret)
+            .await?
+    {
+        return Ok((s.client_id.clone(), s.client_secret.clone()));
+    }
+    let (client, secret) = store
+        .create_client(NewClient {
+            client_name: "Postman (Hestia demo)".into(),
+            kind: ClientKind::App,
+            public: false,
+            redirect_uris: vec![POSTMAN_CALLBACK.into()],
+            grant_types: vec![
+                "authorization_code".into(),
+                "refresh_token".into(),
+                "client_credentials".into(),
+            ],
+            scope: CLIENT_SCOPE.into(),
+            audiences: vec![],
+            metadata: json!({}),
+        })
+        .await?;
+    let secret = secret.context("a confidential client has a secret")?.0;
+    Ok((client.client_id, secret))
+}
+
+/// The collection and an environment of `values` in `DATA_DIR/postman/`: their paths.
+fn write_postman(
+    settings: &Settings,
+    values: &[(&str, &str)],
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let postman_dir = settings.data_dir.join("postman");
+    let collection = postman_dir.join("Hestia.postman_collection.json");
+    let environment = postman_dir.join("Hestia.postman_environment.json");
+    std::fs::create_dir_all(&postman_dir)
+        .with_context(|| format!("cannot create {}", postman_dir.display()))?;
+    std::fs::write(&collection, COLLECTION)
+        .with_context(|| format!("cannot write {}", collection.display()))?;
+    let env = postman_environment(values);
+    write_private(&environment, &serde_json::to_string_pretty(&env)?)?;
+    Ok((collection, environment))
 }
 
 /// A Postman environment (the format Postman exports and newman reads).

@@ -8,9 +8,11 @@ use anyhow::Context;
 use crate::config::{IntrospectMode, Settings};
 use crate::gate::{Gate, GateSettings, Refusal, classify};
 use crate::oauth::AuthServer;
+use crate::oauth::tokens::AccessClaims;
 use crate::plugins::{PluginHost, PluginSettings};
 use crate::store::Store;
-use crate::verifier::{RemoteIssuer, TokenVerifier};
+use crate::verifier::{RemoteIssuer, TokenVerifier, Verified};
+use serde_json::Value;
 
 /// What the server would answer, and why.
 #[derive(Debug, Clone)]
@@ -21,6 +23,9 @@ pub struct Explanation {
     pub lines: Vec<String>,
 }
 
+/// A step's finding: `Err` is the line that says why the token would be refused.
+type Step<T> = Result<T, String>;
+
 /// Explains `token` for the FHIR base `resource` (default: this server's), and, when
 /// `request` is given (`"GET Patient/123"`), the scope-policy decision on it.
 pub async fn explain(
@@ -30,10 +35,67 @@ pub async fn explain(
     request: Option<&str>,
 ) -> anyhow::Result<Explanation> {
     let mut lines = Vec::new();
+    let outcome = steps(settings, token, resource, request, &mut lines).await?;
+    let accepted = outcome.is_ok();
+    if let Err(line) = outcome {
+        lines.push(line);
+    }
+    Ok(Explanation { accepted, lines })
+}
+
+/// The gate's steps in order, a line each into `lines`, up to the first refusal.
+async fn steps(
+    settings: &Settings,
+    token: &str,
+    resource: Option<&str>,
+    request: Option<&str>,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<Step<()>> {
     let jwt = crate::oauth::tokens::unverified_part(token, 0)
         .zip(crate::oauth::tokens::unverified_part(token, 1));
-    match (&jwt, &settings.issuer) {
-        (Some((header, payload)), _) => lines.push(format!(
+    match token_line(&jwt, settings) {
+        Ok(line) => lines.push(line),
+        Err(refusal) => return Ok(Err(refusal)),
+    }
+    let (gate, base) = offline_gate(settings, resource).await?;
+    let verified = match gate.verify(token).await {
+        Ok(verified) => verified,
+        Err(Refusal::Unavailable(why)) => {
+            return Ok(Err(format!(
+                "not checked: 503 (the server would answer the same): {why}"
+            )));
+        }
+        Err(refusal) => {
+            return Ok(Err(format!(
+                "refused: 401 invalid_token: {}",
+                refusal.description()
+            )));
+        }
+    };
+    lines.push(verified_line(settings, jwt.is_some(), &verified.claims));
+
+    if let Err(refusal) = gate.accept_audience(&verified.claims) {
+        return Ok(Err(format!(
+            "refused: 401 invalid_token: {}",
+            refusal.description()
+        )));
+    }
+    lines.push(format!("audience: accepted for {base}"));
+
+    if let Some(request) = request {
+        match decide(&gate, &verified, request).await {
+            Ok(line) => lines.push(line),
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// What the token says of itself before any check: a JWT's header and claims, or that an
+/// opaque token goes to the issuer's introspection (refused without a remote issuer).
+fn token_line(jwt: &Option<(Value, Value)>, settings: &Settings) -> Step<String> {
+    match (jwt, &settings.issuer) {
+        (Some((header, payload)), _) => Ok(format!(
             "token: kid {} alg {} typ {}; iss {}; sub {}; client_id {}; aud {}; scope {:?}; exp {}",
             header["kid"],
             header["alg"],
@@ -50,22 +112,23 @@ pub async fn explain(
         )),
         // A remote issuer may issue opaque tokens: the server asks its introspection
         // endpoint, and so does this.
-        (None, Some(issuer)) => lines.push(format!(
+        (None, Some(issuer)) => Ok(format!(
             "token: opaque (not a JWT): asking the introspection endpoint of issuer {} with this server's registration, as the server does",
             issuer.url
         )),
-        (None, None) => {
-            lines.push(
-                "refused: 401 invalid_token: the token is not a JWT (three base64url parts of JSON), and this server issues only JWT access tokens"
-                    .into(),
-            );
-            return Ok(Explanation {
-                accepted: false,
-                lines,
-            });
-        }
+        (None, None) => Err(
+            "refused: 401 invalid_token: the token is not a JWT (three base64url parts of JSON), and this server issues only JWT access tokens"
+                .into(),
+        ),
     }
+}
 
+/// The server's own gate over the same database and plugins, for the FHIR base `resource`
+/// (default: this server's); with that base.
+async fn offline_gate(
+    settings: &Settings,
+    resource: Option<&str>,
+) -> anyhow::Result<(Gate, String)> {
     let store = Store::open(&settings.database_url).await?;
     // The same verifier as the server: this server's own keys, or the remote issuer's
     // (discovery and JWKS fetched now; introspection with the stored registration).
@@ -88,8 +151,8 @@ pub async fn explain(
     let base = resource
         .map(|r| r.trim_end_matches('/').to_string())
         .unwrap_or_else(|| settings.fhir_base_url());
-    // The server's own gate, step by step (Basic is a property of each request, not of the
-    // token: not checked here).
+    // Step by step (Basic is a property of each request, not of the token: not checked
+    // here).
     let gate = Gate::new(
         verifier,
         plugins,
@@ -100,39 +163,22 @@ pub async fn explain(
             require_basic: false,
         },
     );
-    let refused = |mut lines: Vec<String>, line: String| {
-        lines.push(line);
-        Ok(Explanation {
-            accepted: false,
-            lines,
-        })
-    };
-    let verified = match gate.verify(token).await {
-        Ok(verified) => verified,
-        Err(Refusal::Unavailable(why)) => {
-            return refused(
-                lines,
-                format!("not checked: 503 (the server would answer the same): {why}"),
-            );
-        }
-        Err(refusal) => {
-            return refused(
-                lines,
-                format!("refused: 401 invalid_token: {}", refusal.description()),
-            );
-        }
-    };
-    let claims = &verified.claims;
-    if jwt.is_some() {
-        lines.push(match &settings.issuer {
+    Ok((gate, base))
+}
+
+/// What verification found: a JWT's checks (revocation seen or not, by mode), or an
+/// opaque token's introspection answer.
+fn verified_line(settings: &Settings, is_jwt: bool, claims: &AccessClaims) -> String {
+    if is_jwt {
+        match &settings.issuer {
             None => "signature, kid, issuer, expiry and revocation: valid".into(),
             Some(issuer) if issuer.introspect == IntrospectMode::Always => {
                 "signature, kid, issuer and expiry: valid; active at the issuer's introspection endpoint".into()
             }
             Some(_) => "signature, kid, issuer and expiry: valid (a revocation at the issuer is not seen: issuer.introspect = \"opaque-only\")".into(),
-        });
+        }
     } else {
-        lines.push(format!(
+        format!(
             "introspection: active; iss {}; sub {}; client_id {}; aud {:?}; scope {:?}; exp {}",
             claims.iss,
             claims.sub,
@@ -140,43 +186,24 @@ pub async fn explain(
             claims.aud.0,
             claims.scope,
             crate::oauth::tokens::utc(claims.exp),
-        ));
+        )
     }
+}
 
-    if let Err(refusal) = gate.accept_audience(claims) {
-        return refused(
-            lines,
-            format!("refused: 401 invalid_token: {}", refusal.description()),
-        );
+/// The scope-policy decision on `request` (`"GET Patient/123"`).
+async fn decide(gate: &Gate, verified: &Verified, request: &str) -> Step<String> {
+    let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
+    let method = method.trim().to_ascii_uppercase();
+    let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let fhir_request = classify(&method, path, &query, gate.base_url());
+    let caller = gate
+        .caller(verified)
+        .await
+        .map_err(|refusal| format!("not checked: {}", refusal.description()))?;
+    match caller.decide(&fhir_request) {
+        Ok(access) if access.is_unrestricted() => Ok(format!("{request}: allowed")),
+        Ok(access) => Ok(format!("{request}: allowed within {access:?}")),
+        Err(e) => Err(format!("{request}: refused: 403 insufficient_scope: {e}")),
     }
-    lines.push(format!("audience: accepted for {base}"));
-
-    if let Some(request) = request {
-        let (method, target) = request.split_once(' ').unwrap_or(("GET", request));
-        let method = method.trim().to_ascii_uppercase();
-        let (path, query) = target.trim().split_once('?').unwrap_or((target.trim(), ""));
-        let query: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-        let fhir_request = classify(&method, path, &query, gate.base_url());
-        let caller = match gate.caller(&verified).await {
-            Ok(caller) => caller,
-            Err(refusal) => {
-                return refused(lines, format!("not checked: {}", refusal.description()));
-            }
-        };
-        match caller.decide(&fhir_request) {
-            Ok(access) if access.is_unrestricted() => lines.push(format!("{request}: allowed")),
-            Ok(access) => lines.push(format!("{request}: allowed within {access:?}")),
-            Err(e) => {
-                lines.push(format!("{request}: refused: 403 insufficient_scope: {e}"));
-                return Ok(Explanation {
-                    accepted: false,
-                    lines,
-                });
-            }
-        }
-    }
-    Ok(Explanation {
-        accepted: true,
-        lines,
-    })
 }

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::fhir::access::{Access, AccessConstraint};
 use crate::fhir::definitions::ResourceType;
-use crate::fhir::repository::{FhirError, Repository};
+use crate::fhir::error::FhirError;
+use crate::fhir::repository::Repository;
 use crate::fhir::searchset::Via;
 use crate::freshness::{Freshness, VerifiedTokens, token_key};
 use crate::oauth::signin::{self, Attempt};
@@ -916,6 +917,11 @@ mod tests {
             "/Patient/$export",
             (I::Operation, Some("Patient"), None, Some("export")),
         );
+    }
+
+    #[test]
+    fn instance_paths_classify_as_their_routes() {
+        use Interaction as I;
         check(
             "GET",
             "/Patient/p1",
@@ -956,7 +962,12 @@ mod tests {
                 Some("everything"),
             ),
         );
-        // What no route serves is authorized as the most general read of its type.
+    }
+
+    /// What no route serves is authorized as the most general read of its type.
+    #[test]
+    fn paths_no_route_serves_classify_as_a_search_of_their_type() {
+        use Interaction as I;
         check(
             "GET",
             "/Patient/p1/nonsense",

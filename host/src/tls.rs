@@ -148,26 +148,7 @@ pub fn ensure_dev_cert(
         return Ok((files, DevCertOutcome::Reused));
     }
 
-    let (issuer, created) = if have_ca {
-        let key = KeyPair::from_pem(&read_file("CA key", &files.ca_key)?)?;
-        let issuer = Issuer::from_ca_cert_pem(&read_file("CA certificate", &files.ca_cert)?, key)?;
-        (issuer, false)
-    } else {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Hestia development CA");
-        dn.push(DnType::OrganizationName, "Hestia (development only)");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
-        let cert = params.self_signed(&key)?;
-        write_file(&files.ca_cert, &cert.pem(), false)?;
-        write_file(&files.ca_key, &key.serialize_pem(), true)?;
-        (Issuer::new(params, key), true)
-    };
+    let (issuer, created) = dev_ca(&files, have_ca)?;
 
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
@@ -202,6 +183,34 @@ pub fn ensure_dev_cert(
             DevCertOutcome::Reissued
         },
     ))
+}
+
+/// The development CA: the one in `files` when `have_ca`, else a new one written there;
+/// with whether it was created.
+fn dev_ca(
+    files: &DevCertFiles,
+    have_ca: bool,
+) -> Result<(Issuer<'static, KeyPair>, bool), TlsError> {
+    if have_ca {
+        let key = KeyPair::from_pem(&read_file("CA key", &files.ca_key)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read_file("CA certificate", &files.ca_cert)?, key)?;
+        Ok((issuer, false))
+    } else {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Hestia development CA");
+        dn.push(DnType::OrganizationName, "Hestia (development only)");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let cert = params.self_signed(&key)?;
+        write_file(&files.ca_cert, &cert.pem(), false)?;
+        write_file(&files.ca_key, &key.serialize_pem(), true)?;
+        Ok((Issuer::new(params, key), true))
+    }
 }
 
 /// Reads a PEM certificate chain and its private key into a rustls server configuration.

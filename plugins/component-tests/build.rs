@@ -44,16 +44,7 @@ fn main() {
     for (dir, _) in PLUGINS {
         cmd.arg("-p").arg(crate_name(dir));
     }
-    // Flags meant for this (native) build must not leak into the wasm one.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_TARGET_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_host_build_vars(&mut cmd);
     let status = cmd
         .status()
         .expect("running cargo for the wasm32-wasip2 plugins");
@@ -82,3 +73,5 @@ fn main() {
 fn crate_name(dir: &str) -> &str {
     dir.rsplit('/').next().unwrap_or(dir)
 }
+
+include!("../../tools/guest_cargo.rs");

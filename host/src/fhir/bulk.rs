@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use super::access::{Access, Visible};
 use super::definitions::ResourceType;
+use super::error::FhirError;
 use super::outcome::Issue;
-use super::repository::{FhirError, Repository};
+use super::repository::Repository;
 use super::search::value::parse_date;
 use super::search::{
     Criterion, ReferenceValue, SearchLimits, SearchQuery, SearchValue, TokenSystem, TokenValue,

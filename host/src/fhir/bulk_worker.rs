@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use super::bulk::TypePlan;
+use super::clock::now_ms;
+use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
-use super::repository::{FhirError, now_ms};
 use super::search::value::format_instant;
 use super::searchset::shape;
 use crate::config::BulkSettings;

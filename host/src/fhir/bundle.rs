@@ -13,9 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::access::Access;
 use super::definitions::ResourceType;
+use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
 use super::repository::Conditional;
-use super::repository::{FhirError, Repository, check_id, new_id};
+use super::repository::{Repository, check_id, new_id};
 use super::search::value::format_instant;
 use super::searchset::{Allowed, Handling, SearchScope, TypeAccess, decode_query};
 use crate::store::StoreError;

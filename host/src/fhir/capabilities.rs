@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::clock::now_ms;
 use super::definitions::ResourceType;
-use super::repository::now_ms;
 
 /// The authorization server's endpoints, for the SMART security extension.
 #[derive(Debug, Clone)]

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::definitions::ResourceType;
+use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
-use super::repository::{FhirError, Repository, check_id, new_id};
+use super::repository::{Repository, check_id, new_id};
 use crate::store::StoreError;
 
 /// What an import did.

@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
+use super::error::FhirError;
 use super::outcome::Issue;
-use super::repository::FhirError;
 
 /// The request limits the repository applies.
 #[derive(Debug, Clone, PartialEq, Eq)]

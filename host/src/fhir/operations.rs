@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use super::access::Access;
 use super::definitions::ResourceType;
+use super::error::FhirError;
 use super::outcome::Issue;
-use super::repository::{FhirError, Repository, check_id};
+use super::repository::{Repository, check_id};
 use super::search::extract;
 use super::searchset::{self, TypeAccess};
 

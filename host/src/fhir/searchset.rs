@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, AccessConstraint, Visible};
+use super::clock::now_ms;
+use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
-use super::repository::FhirError;
-use super::repository::now_ms;
 use super::search::value::format_instant;
 use super::search::{
     Criterion, Include, Problem, ResultParams, SearchError, SearchLimits, SearchQuery, Summary,

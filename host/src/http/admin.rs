@@ -107,7 +107,7 @@ impl IntoResponse for AdminError {
             let scope = (status == StatusCode::FORBIDDEN).then_some(ADMIN_SCOPE);
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                super::resource_server::challenge_in("hestia-admin", error, description, scope),
+                super::challenge::challenge_in("hestia-admin", error, description, scope),
             );
         }
         response

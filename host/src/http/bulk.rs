@@ -18,8 +18,8 @@ use super::AppState;
 use super::fhir::{FhirResponseError, fhir_json};
 use crate::fhir::bulk::{self, ExportKind, ExportRequest};
 use crate::fhir::bulk_worker::{StartError, failure_outcome};
+use crate::fhir::error::FhirError;
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::FhirError;
 use crate::gate::Caller;
 use crate::store::bulk::{BulkJob, JobState};
 

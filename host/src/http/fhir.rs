@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::fhir::access::Access;
+use crate::fhir::clock::now_ms;
+use crate::fhir::error::FhirError;
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::now_ms;
-use crate::fhir::repository::{Conditional, FhirError, Written, parse_resource, resource_type};
+use crate::fhir::repository::{Conditional, Written, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
 use crate::fhir::searchset::{Allowed, Handling, SearchScope, Via, decode_query};
 use crate::store::fhir::{HistoryFilter, HistoryScope, StoredVersion};
@@ -130,7 +131,7 @@ impl IntoResponse for FhirResponseError {
             let why: Vec<&str> = issues.iter().map(|i| i.diagnostics.as_str()).collect();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                super::resource_server::challenge(Some("insufficient_scope"), &why.join("; ")),
+                super::challenge::challenge(Some("insufficient_scope"), &why.join("; ")),
             );
         }
         response
@@ -707,9 +708,7 @@ async fn history_bundle(
     allowed: Allowed<'_>,
 ) -> FhirResult {
     let mut filter = history_filter(query)?;
-    let snapshot = *filter
-        .until
-        .get_or_insert_with(crate::fhir::repository::now_ms);
+    let snapshot = *filter.until.get_or_insert_with(now_ms);
     let (versions, total) = state.fhir().history(scope, &filter, allowed).await?;
     let base = state.settings().fhir_base_url();
     let mut entries = Vec::with_capacity(versions.len());

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod bulk;
+mod challenge;
 mod console;
 pub mod fhir;
 mod fhir_meta;

@@ -12,49 +12,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 use super::AppState;
+use super::challenge::challenge;
 use super::fhir::{FhirResponseError, fhir_json};
 use crate::fhir::access::Access;
+use crate::fhir::error::FhirError;
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::FhirError;
 use crate::gate::{Basic, Refusal, Route, classify_route};
-
-/// The `WWW-Authenticate` challenge of the FHIR realm.
-pub(crate) fn challenge(error: Option<&str>, description: &str) -> HeaderValue {
-    challenge_in("hestia", error, description, None)
-}
-
-/// A `Bearer` challenge (RFC 6750 §3): quotes and backslashes escaped as RFC 7235's
-/// quoted-string wants, and what a header cannot carry (non-ASCII, controls) as `?`.
-pub(crate) fn challenge_in(
-    realm: &str,
-    error: Option<&str>,
-    description: &str,
-    scope: Option<&str>,
-) -> HeaderValue {
-    let quote = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii() && !c.is_ascii_control() {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect::<String>()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-    };
-    let mut value = format!("Bearer realm=\"{}\"", quote(realm));
-    if let Some(error) = error {
-        value.push_str(&format!(", error=\"{}\"", quote(error)));
-    }
-    if let Some(scope) = scope {
-        value.push_str(&format!(", scope=\"{}\"", quote(scope)));
-    }
-    value.push_str(&format!(", error_description=\"{}\"", quote(description)));
-    HeaderValue::from_str(&value)
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"hestia\""))
-}
 
 /// A refusal of the gate as the FHIR client sees it: an OperationOutcome, and for 401 and
 /// 403 a `Bearer` challenge with the same words.

@@ -212,26 +212,7 @@ impl AuthServer {
                 "unknown client: no client with id {client_id:?} is registered"
             )));
         };
-        let (redirect_uri, given) = match params.get("redirect_uri")? {
-            Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => (uri.to_string(), true),
-            Some(uri) => {
-                return Err(AuthorizeError::Page(format!(
-                    "redirect_uri {uri} is not registered for client {client_id} (registered: {}); it must match exactly",
-                    if client.redirect_uris.is_empty() {
-                        "none".into()
-                    } else {
-                        client.redirect_uris.join(", ")
-                    }
-                )));
-            }
-            None if client.redirect_uris.len() == 1 => (client.redirect_uris[0].clone(), false),
-            None => {
-                return Err(AuthorizeError::Page(format!(
-                    "redirect_uri is missing, and client {client_id} has {} registered redirect URIs, so it must say which",
-                    client.redirect_uris.len()
-                )));
-            }
-        };
+        let (redirect_uri, given) = chosen_redirect_uri(params, &client)?;
         let mut req = AuthorizeRequest {
             client_id: client.client_id.clone(),
             redirect_uri,
@@ -641,6 +622,31 @@ impl AuthServer {
             Ok(decision) => (decision.scopes, decision.patient),
             Err(e) => return Err(self.error_redirect(&req, &e)),
         };
+        let code = self
+            .issue_code(&row, &req, &client, &user, &granted, patient)
+            .await?;
+        let mut pairs = vec![("code", code.as_str())];
+        if let Some(state) = &req.state {
+            pairs.push(("state", state));
+        }
+        pairs.push(("iss", self.issuer()));
+        Ok(ConsentOutcome::Redirect(redirect_url(
+            &req.redirect_uri,
+            &pairs,
+        )))
+    }
+
+    /// Spends the request (once: a second answer is refused) and stores a grant and its
+    /// code for the approved scopes; returns the code.
+    async fn issue_code(
+        &self,
+        row: &AuthRequestRow,
+        req: &AuthorizeRequest,
+        client: &Client,
+        user: &User,
+        granted: &[String],
+        patient: Option<String>,
+    ) -> Result<String, AuthorizeError> {
         if !self
             .store()
             .take_auth_request(&row.id)
@@ -666,7 +672,7 @@ impl AuthServer {
                 user_id: user.id.clone(),
                 redirect_uri: req.redirect_uri.clone(),
                 redirect_uri_given: req.redirect_uri_given,
-                scope: scopes::join(&granted),
+                scope: scopes::join(granted),
                 audiences: req.audiences.clone(),
                 patient,
                 fhir_user: user.fhir_user.clone(),
@@ -675,19 +681,34 @@ impl AuthServer {
                 code_challenge_method: req.code_challenge_method.clone(),
                 auth_time: row.auth_time.unwrap_or(now),
                 created_at: now,
-                expires_at: now + self.lifetimes(&client).code,
+                expires_at: now + self.lifetimes(client).code,
                 used_at: None,
             })
             .await
             .map_err(OAuthError::from)?;
-        let mut pairs = vec![("code", code.as_str())];
-        if let Some(state) = &req.state {
-            pairs.push(("state", state));
-        }
-        pairs.push(("iss", self.issuer()));
-        Ok(ConsentOutcome::Redirect(redirect_url(
-            &req.redirect_uri,
-            &pairs,
-        )))
+        Ok(code)
+    }
+}
+
+/// The redirect URI of an authorization request: the given one when it is registered
+/// exactly, else the client's only one; with whether it was given. Errors are pages, as
+/// where to redirect is not known yet.
+fn chosen_redirect_uri(params: &Params, client: &Client) -> Result<(String, bool), AuthorizeError> {
+    let client_id = &client.client_id;
+    match params.get("redirect_uri")? {
+        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => Ok((uri.to_string(), true)),
+        Some(uri) => Err(AuthorizeError::Page(format!(
+            "redirect_uri {uri} is not registered for client {client_id} (registered: {}); it must match exactly",
+            if client.redirect_uris.is_empty() {
+                "none".into()
+            } else {
+                client.redirect_uris.join(", ")
+            }
+        ))),
+        None if client.redirect_uris.len() == 1 => Ok((client.redirect_uris[0].clone(), false)),
+        None => Err(AuthorizeError::Page(format!(
+            "redirect_uri is missing, and client {client_id} has {} registered redirect URIs, so it must say which",
+            client.redirect_uris.len()
+        ))),
     }
 }

@@ -23,40 +23,50 @@ impl AuthServer {
         }
         let token = params.require("token")?;
         let hint = params.get("token_type_hint")?;
-        let inactive = json!({"active": false});
         let looks_like_jwt = token.split('.').count() == 3;
         let _ = hint;
         if looks_like_jwt {
-            return Ok(match self.verify_access_token(token).await {
-                Ok(c) => {
-                    let mut out = json!({
-                        "active": true,
-                        "token_type": "Bearer",
-                        "scope": c.scope,
-                        "client_id": c.client_id,
-                        "sub": c.sub,
-                        "aud": c.aud.0,
-                        "iss": c.iss,
-                        "exp": c.exp,
-                        "iat": c.iat,
-                        "nbf": c.nbf,
-                        "jti": c.jti,
-                    });
-                    if let Some(p) = c.patient {
-                        out["patient"] = p.into();
-                    }
-                    if let Some(f) = c.fhir_user {
-                        out["fhirUser"] = f.into();
-                    }
-                    if let Some(u) = self.username_of(&c.sub).await? {
-                        out["username"] = u.into();
-                    }
-                    out
-                }
-                Err(TokenError::Unavailable(e)) => return Err(OAuthError::server(e)),
-                Err(_) => inactive,
-            });
+            return self.introspect_access_token(token).await;
         }
+        self.introspect_refresh_token(token).await
+    }
+
+    /// RFC 7662's answer on an access token (a JWT of this server).
+    async fn introspect_access_token(&self, token: &str) -> Result<Value, OAuthError> {
+        let c = match self.verify_access_token(token).await {
+            Ok(c) => c,
+            Err(TokenError::Unavailable(e)) => return Err(OAuthError::server(e)),
+            Err(_) => return Ok(json!({"active": false})),
+        };
+        let mut out = json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": c.scope,
+            "client_id": c.client_id,
+            "sub": c.sub,
+            "aud": c.aud.0,
+            "iss": c.iss,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "jti": c.jti,
+        });
+        if let Some(p) = c.patient {
+            out["patient"] = p.into();
+        }
+        if let Some(f) = c.fhir_user {
+            out["fhirUser"] = f.into();
+        }
+        if let Some(u) = self.username_of(&c.sub).await? {
+            out["username"] = u.into();
+        }
+        Ok(out)
+    }
+
+    /// RFC 7662's answer on a refresh token: inactive once revoked, spent (past the grace
+    /// of its rotation) or expired.
+    async fn introspect_refresh_token(&self, token: &str) -> Result<Value, OAuthError> {
+        let inactive = json!({"active": false});
         let now = self.now();
         let Some(row) = self.store().get_refresh_token(&hash_token(token)).await? else {
             return Ok(inactive);

@@ -69,49 +69,10 @@ pub(crate) fn plan(body: &Value) -> Result<Plan, OAuthError> {
     if !body.is_object() {
         return Err(meta_err("the registration request must be a JSON object"));
     }
-    let kind = match body.get("hestia_client_kind").and_then(Value::as_str) {
-        None | Some("app") => ClientKind::App,
-        Some("resource-server") => ClientKind::ResourceServer,
-        Some(other) => {
-            return Err(meta_err(format!(
-                "hestia_client_kind {other:?} is not known; use \"app\" or \"resource-server\""
-            )));
-        }
-    };
-    let auth_method = body
-        .get("token_endpoint_auth_method")
-        .and_then(Value::as_str)
-        .unwrap_or("client_secret_basic")
-        .to_string();
-    if !client_auth::METHODS.contains(&auth_method.as_str()) {
-        return Err(meta_err(format!(
-            "token_endpoint_auth_method {auth_method:?} is not supported; supported: {}",
-            client_auth::METHODS.join(", ")
-        )));
-    }
-    let redirect_uris = string_list(body, "redirect_uris")?.unwrap_or_default();
-    for uri in &redirect_uris {
-        let ok = url::Url::parse(uri).is_ok_and(|u| u.fragment().is_none());
-        if !ok {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidRedirectUri,
-                format!("redirect URI {uri:?} must be an absolute URI without a fragment"),
-            ));
-        }
-    }
-    let grant_types = match string_list(body, "grant_types")? {
-        Some(g) => g,
-        None if kind == ClientKind::ResourceServer => Vec::new(),
-        None => vec!["authorization_code".to_string()],
-    };
-    for g in &grant_types {
-        if !grants::GRANT_TYPES.contains(&g.as_str()) {
-            return Err(meta_err(format!(
-                "grant type {g:?} is not supported; supported: {}",
-                grants::GRANT_TYPES.join(", ")
-            )));
-        }
-    }
+    let kind = client_kind(body)?;
+    let auth_method = auth_method(body)?;
+    let redirect_uris = redirect_uris(body)?;
+    let grant_types = grant_types(body, kind)?;
     if let Some(rt) = string_list(body, "response_types")?
         && rt.iter().any(|r| r != "code")
     {
@@ -123,48 +84,9 @@ pub(crate) fn plan(body: &Value) -> Result<Plan, OAuthError> {
             "redirect_uris is required for the authorization_code grant",
         ));
     }
-    let has_jwks = body.get("jwks").is_some_and(|v| !v.is_null());
-    let has_jwks_uri = body.get("jwks_uri").is_some_and(|v| !v.is_null());
-    if has_jwks && has_jwks_uri {
-        return Err(meta_err("give jwks or jwks_uri, not both"));
-    }
-    if auth_method == "private_key_jwt" && !has_jwks && !has_jwks_uri {
-        return Err(meta_err(
-            "private_key_jwt needs the client's public keys: jwks or jwks_uri",
-        ));
-    }
-    if has_jwks {
-        serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(body["jwks"].clone())
-            .map_err(|e| meta_err(format!("jwks is not a JWK Set: {e}")))?;
-    }
-    if has_jwks_uri {
-        let uri = body["jwks_uri"].as_str().unwrap_or_default();
-        if !uri.starts_with("https://") && !uri.starts_with("http://") {
-            return Err(meta_err("jwks_uri must be an http(s) URL"));
-        }
-    }
-    if let Some(alg) = body.get("id_token_signed_response_alg") {
-        let ok = alg
-            .as_str()
-            .is_some_and(|a| keys::SIGNING_ALGS.contains(&a));
-        if !ok {
-            return Err(meta_err(format!(
-                "id_token_signed_response_alg must be one of {}",
-                keys::SIGNING_ALGS.join(", ")
-            )));
-        }
-    }
-    let audiences = string_list(body, "hestia_audiences")?.unwrap_or_default();
-    if kind == ClientKind::ResourceServer && audiences.is_empty() {
-        return Err(meta_err(
-            "a resource server must name its base URL (the audience of its tokens) in hestia_audiences",
-        ));
-    }
-    for a in &audiences {
-        if !a.starts_with("https://") && !a.starts_with("http://") {
-            return Err(meta_err(format!("audience {a:?} must be an http(s) URL")));
-        }
-    }
+    check_keys(body, &auth_method)?;
+    check_id_token_alg(body)?;
+    let audiences = audiences(body, kind)?;
     let mut metadata = serde_json::Map::new();
     for (k, v) in body.as_object().into_iter().flatten() {
         if !INTERPRETED.contains(&k.as_str()) {
@@ -202,6 +124,125 @@ pub(crate) fn plan(body: &Value) -> Result<Plan, OAuthError> {
         },
         auth_method,
     })
+}
+
+/// `hestia_client_kind`: `app` (default) or `resource-server`.
+fn client_kind(body: &Value) -> Result<ClientKind, OAuthError> {
+    match body.get("hestia_client_kind").and_then(Value::as_str) {
+        None | Some("app") => Ok(ClientKind::App),
+        Some("resource-server") => Ok(ClientKind::ResourceServer),
+        Some(other) => Err(meta_err(format!(
+            "hestia_client_kind {other:?} is not known; use \"app\" or \"resource-server\""
+        ))),
+    }
+}
+
+/// `token_endpoint_auth_method`, by default `client_secret_basic`.
+fn auth_method(body: &Value) -> Result<String, OAuthError> {
+    let auth_method = body
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str)
+        .unwrap_or("client_secret_basic")
+        .to_string();
+    if !client_auth::METHODS.contains(&auth_method.as_str()) {
+        return Err(meta_err(format!(
+            "token_endpoint_auth_method {auth_method:?} is not supported; supported: {}",
+            client_auth::METHODS.join(", ")
+        )));
+    }
+    Ok(auth_method)
+}
+
+/// `redirect_uris`: absolute URIs without a fragment.
+fn redirect_uris(body: &Value) -> Result<Vec<String>, OAuthError> {
+    let redirect_uris = string_list(body, "redirect_uris")?.unwrap_or_default();
+    for uri in &redirect_uris {
+        let ok = url::Url::parse(uri).is_ok_and(|u| u.fragment().is_none());
+        if !ok {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRedirectUri,
+                format!("redirect URI {uri:?} must be an absolute URI without a fragment"),
+            ));
+        }
+    }
+    Ok(redirect_uris)
+}
+
+/// `grant_types`, supported ones only; by default `authorization_code` for an app and
+/// none for a resource server.
+fn grant_types(body: &Value, kind: ClientKind) -> Result<Vec<String>, OAuthError> {
+    let grant_types = match string_list(body, "grant_types")? {
+        Some(g) => g,
+        None if kind == ClientKind::ResourceServer => Vec::new(),
+        None => vec!["authorization_code".to_string()],
+    };
+    for g in &grant_types {
+        if !grants::GRANT_TYPES.contains(&g.as_str()) {
+            return Err(meta_err(format!(
+                "grant type {g:?} is not supported; supported: {}",
+                grants::GRANT_TYPES.join(", ")
+            )));
+        }
+    }
+    Ok(grant_types)
+}
+
+/// The client's public keys: `jwks` or `jwks_uri` (not both), one of them for
+/// `private_key_jwt`; a JWK Set, an http(s) URL.
+fn check_keys(body: &Value, auth_method: &str) -> Result<(), OAuthError> {
+    let has_jwks = body.get("jwks").is_some_and(|v| !v.is_null());
+    let has_jwks_uri = body.get("jwks_uri").is_some_and(|v| !v.is_null());
+    if has_jwks && has_jwks_uri {
+        return Err(meta_err("give jwks or jwks_uri, not both"));
+    }
+    if auth_method == "private_key_jwt" && !has_jwks && !has_jwks_uri {
+        return Err(meta_err(
+            "private_key_jwt needs the client's public keys: jwks or jwks_uri",
+        ));
+    }
+    if has_jwks {
+        serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(body["jwks"].clone())
+            .map_err(|e| meta_err(format!("jwks is not a JWK Set: {e}")))?;
+    }
+    if has_jwks_uri {
+        let uri = body["jwks_uri"].as_str().unwrap_or_default();
+        if !uri.starts_with("https://") && !uri.starts_with("http://") {
+            return Err(meta_err("jwks_uri must be an http(s) URL"));
+        }
+    }
+    Ok(())
+}
+
+/// `id_token_signed_response_alg`, when given: one this server signs with.
+fn check_id_token_alg(body: &Value) -> Result<(), OAuthError> {
+    if let Some(alg) = body.get("id_token_signed_response_alg") {
+        let ok = alg
+            .as_str()
+            .is_some_and(|a| keys::SIGNING_ALGS.contains(&a));
+        if !ok {
+            return Err(meta_err(format!(
+                "id_token_signed_response_alg must be one of {}",
+                keys::SIGNING_ALGS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `hestia_audiences`: http(s) URLs, at least one for a resource server.
+fn audiences(body: &Value, kind: ClientKind) -> Result<Vec<String>, OAuthError> {
+    let audiences = string_list(body, "hestia_audiences")?.unwrap_or_default();
+    if kind == ClientKind::ResourceServer && audiences.is_empty() {
+        return Err(meta_err(
+            "a resource server must name its base URL (the audience of its tokens) in hestia_audiences",
+        ));
+    }
+    for a in &audiences {
+        if !a.starts_with("https://") && !a.starts_with("http://") {
+            return Err(meta_err(format!("audience {a:?} must be an http(s) URL")));
+        }
+    }
+    Ok(audiences)
 }
 
 fn store_err(e: StoreError) -> OAuthError {

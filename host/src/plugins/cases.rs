@@ -358,155 +358,176 @@ pub fn run(
 
 fn run_case(host: &PluginHost, kind: PluginKind, case: &Case) -> Result<(), String> {
     let calls = [
-        case.authorize.is_some(),
-        case.grant.is_some(),
-        case.resolve.is_some(),
-        case.accept.is_some(),
-        case.validate.is_some(),
+        (
+            "authorize",
+            PluginKind::ScopePolicy,
+            case.authorize.is_some(),
+        ),
+        ("grant", PluginKind::ScopePolicy, case.grant.is_some()),
+        ("resolve", PluginKind::AudienceRule, case.resolve.is_some()),
+        ("accept", PluginKind::AudienceRule, case.accept.is_some()),
+        (
+            "validate",
+            PluginKind::ResourceValidator,
+            case.validate.is_some(),
+        ),
     ];
-    if calls.iter().filter(|c| **c).count() != 1 {
+    let mut given = calls.iter().filter(|(_, _, given)| *given);
+    let (Some((call, world, _)), None) = (given.next(), given.next()) else {
         return Err("a case has exactly one of authorize, grant, resolve, accept, validate".into());
-    }
-    let wrong_kind = |call: &str, world: PluginKind| {
-        format!("{call} is a {world} call, but this plugin is a {kind}")
     };
+    if kind != *world {
+        return Err(format!(
+            "{call} is a {world} call, but this plugin is a {kind}"
+        ));
+    }
     let observed = if let Some(call) = &case.authorize {
-        if kind != PluginKind::ScopePolicy {
-            return Err(wrong_kind("authorize", PluginKind::ScopePolicy));
-        }
-        let request = fhir_request(&call.request)?;
-        let mut given = call.claims.clone();
-        if let Some(fhir_user) = call.user.as_ref().and_then(|u| u.fhir_user.clone()) {
-            given.entry("fhirUser").or_insert(fhir_user.into());
-        }
-        let mut claims = claims(&given, &request.base_url);
-        claims.user = call.user.as_ref().map(UserIn::rights);
-        match host.authorize(&request, &claims) {
-            Decision::Allow => Observed {
-                decision: Some(Expected::Allow),
-                ..Observed::default()
-            },
-            Decision::AllowWithin(constraints) => Observed {
-                decision: Some(Expected::AllowWithin),
-                constraints,
-                ..Observed::default()
-            },
-            Decision::Deny(denial) => Observed {
-                decision: Some(Expected::Deny),
-                reasons: vec![denial.reason],
-                ..Observed::default()
-            },
-        }
+        observe_authorize(host, call)?
     } else if let Some(call) = &case.grant {
-        if kind != PluginKind::ScopePolicy {
-            return Err(wrong_kind("grant", PluginKind::ScopePolicy));
-        }
-        let split = |s: &str| s.split_ascii_whitespace().map(String::from).collect();
-        let grant = host.grant(&TokenRequest {
-            client_id: call.client_id.clone(),
-            grant_type: call.grant_type.clone(),
-            requested: split(&call.requested),
-            registered: split(&call.registered),
-            subject: call.subject.clone(),
-            fhir_user: call
-                .fhir_user
-                .clone()
-                .or_else(|| call.user.as_ref().and_then(|u| u.fhir_user.clone())),
-            patient: call.patient.clone(),
-            audiences: call
-                .audiences
-                .clone()
-                .unwrap_or_else(|| vec![BASE_URL.to_string()]),
-            user: call.user.as_ref().map(UserIn::rights),
-        });
-        Observed {
-            decision: Some(if grant.refused.is_empty() {
-                Expected::Allow
-            } else {
-                Expected::Deny
-            }),
-            reasons: grant
-                .refused
-                .into_iter()
-                .map(|(scope, why)| format!("{scope}: {why}"))
-                .collect(),
-            granted: grant.granted,
-            ..Observed::default()
-        }
+        observe_grant(host, call)
     } else if let Some(call) = &case.resolve {
-        if kind != PluginKind::AudienceRule {
-            return Err(wrong_kind("resolve", PluginKind::AudienceRule));
-        }
-        match host.resolve_audience(&AudienceRequest {
-            client_id: call.client_id.clone(),
-            requested: call.requested.clone(),
-            known: call.known.clone(),
-        }) {
-            Ok(audiences) => Observed {
-                decision: Some(Expected::Allow),
-                audiences,
-                ..Observed::default()
-            },
-            Err(denial) => Observed {
-                decision: Some(Expected::Deny),
-                reasons: vec![denial.reason],
-                ..Observed::default()
-            },
-        }
+        observe_resolve(host, call)
     } else if let Some(call) = &case.accept {
-        if kind != PluginKind::AudienceRule {
-            return Err(wrong_kind("accept", PluginKind::AudienceRule));
-        }
-        let base_url = call.base_url.as_deref().unwrap_or(BASE_URL);
-        match host.accept_audience(&call.audiences, base_url) {
-            Ok(()) => Observed {
-                decision: Some(Expected::Allow),
-                ..Observed::default()
-            },
-            Err(denial) => Observed {
-                decision: Some(Expected::Deny),
-                reasons: vec![denial.reason],
-                ..Observed::default()
-            },
-        }
+        observe_accept(host, call)
     } else if let Some(call) = &case.validate {
-        if kind != PluginKind::ResourceValidator {
-            return Err(wrong_kind("validate", PluginKind::ResourceValidator));
-        }
-        let resource_type = call
-            .resource_type
-            .clone()
-            .or_else(|| call.resource["resourceType"].as_str().map(String::from))
-            .ok_or("validate needs a resource_type or a resource with a resourceType")?;
-        let issues = host.validate(&resource_type, &call.resource.to_string());
-        let invalid = issues
-            .iter()
-            .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal));
-        Observed {
-            decision: Some(if invalid {
-                Expected::Deny
-            } else {
-                Expected::Allow
-            }),
-            reasons: issues.iter().map(|i| i.diagnostics.clone()).collect(),
-            issues: issues
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{} {} {}: {}",
-                        i.severity.as_code(),
-                        i.code,
-                        i.expression.as_deref().unwrap_or("-"),
-                        i.diagnostics
-                    )
-                })
-                .collect(),
-            ..Observed::default()
-        }
+        observe_validate(host, call)?
     } else {
         unreachable!("exactly one call was checked above")
     };
     compare(&case.expect, &observed)
+}
+
+/// A scope-policy `authorize` call: the decision and its constraints or reason.
+fn observe_authorize(host: &PluginHost, call: &AuthorizeCall) -> Result<Observed, String> {
+    let request = fhir_request(&call.request)?;
+    let mut given = call.claims.clone();
+    if let Some(fhir_user) = call.user.as_ref().and_then(|u| u.fhir_user.clone()) {
+        given.entry("fhirUser").or_insert(fhir_user.into());
+    }
+    let mut claims = claims(&given, &request.base_url);
+    claims.user = call.user.as_ref().map(UserIn::rights);
+    Ok(match host.authorize(&request, &claims) {
+        Decision::Allow => Observed {
+            decision: Some(Expected::Allow),
+            ..Observed::default()
+        },
+        Decision::AllowWithin(constraints) => Observed {
+            decision: Some(Expected::AllowWithin),
+            constraints,
+            ..Observed::default()
+        },
+        Decision::Deny(denial) => Observed {
+            decision: Some(Expected::Deny),
+            reasons: vec![denial.reason],
+            ..Observed::default()
+        },
+    })
+}
+
+/// A scope-policy `grant` call: the granted scopes, and the refused ones with why.
+fn observe_grant(host: &PluginHost, call: &GrantCall) -> Observed {
+    let split = |s: &str| s.split_ascii_whitespace().map(String::from).collect();
+    let grant = host.grant(&TokenRequest {
+        client_id: call.client_id.clone(),
+        grant_type: call.grant_type.clone(),
+        requested: split(&call.requested),
+        registered: split(&call.registered),
+        subject: call.subject.clone(),
+        fhir_user: call
+            .fhir_user
+            .clone()
+            .or_else(|| call.user.as_ref().and_then(|u| u.fhir_user.clone())),
+        patient: call.patient.clone(),
+        audiences: call
+            .audiences
+            .clone()
+            .unwrap_or_else(|| vec![BASE_URL.to_string()]),
+        user: call.user.as_ref().map(UserIn::rights),
+    });
+    Observed {
+        decision: Some(if grant.refused.is_empty() {
+            Expected::Allow
+        } else {
+            Expected::Deny
+        }),
+        reasons: grant
+            .refused
+            .into_iter()
+            .map(|(scope, why)| format!("{scope}: {why}"))
+            .collect(),
+        granted: grant.granted,
+        ..Observed::default()
+    }
+}
+
+/// An audience-rule `resolve` call: the audiences, or the reason of a denial.
+fn observe_resolve(host: &PluginHost, call: &ResolveCall) -> Observed {
+    match host.resolve_audience(&AudienceRequest {
+        client_id: call.client_id.clone(),
+        requested: call.requested.clone(),
+        known: call.known.clone(),
+    }) {
+        Ok(audiences) => Observed {
+            decision: Some(Expected::Allow),
+            audiences,
+            ..Observed::default()
+        },
+        Err(denial) => Observed {
+            decision: Some(Expected::Deny),
+            reasons: vec![denial.reason],
+            ..Observed::default()
+        },
+    }
+}
+
+/// An audience-rule `accept` call.
+fn observe_accept(host: &PluginHost, call: &AcceptCall) -> Observed {
+    let base_url = call.base_url.as_deref().unwrap_or(BASE_URL);
+    match host.accept_audience(&call.audiences, base_url) {
+        Ok(()) => Observed {
+            decision: Some(Expected::Allow),
+            ..Observed::default()
+        },
+        Err(denial) => Observed {
+            decision: Some(Expected::Deny),
+            reasons: vec![denial.reason],
+            ..Observed::default()
+        },
+    }
+}
+
+/// A resource-validator `validate` call: invalid when an issue is an error or fatal.
+fn observe_validate(host: &PluginHost, call: &ValidateCall) -> Result<Observed, String> {
+    let resource_type = call
+        .resource_type
+        .clone()
+        .or_else(|| call.resource["resourceType"].as_str().map(String::from))
+        .ok_or("validate needs a resource_type or a resource with a resourceType")?;
+    let issues = host.validate(&resource_type, &call.resource.to_string());
+    let invalid = issues
+        .iter()
+        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal));
+    Ok(Observed {
+        decision: Some(if invalid {
+            Expected::Deny
+        } else {
+            Expected::Allow
+        }),
+        reasons: issues.iter().map(|i| i.diagnostics.clone()).collect(),
+        issues: issues
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {} {}: {}",
+                    i.severity.as_code(),
+                    i.code,
+                    i.expression.as_deref().unwrap_or("-"),
+                    i.diagnostics
+                )
+            })
+            .collect(),
+        ..Observed::default()
+    })
 }
 
 fn compare(expect: &Expect, seen: &Observed) -> Result<(), String> {

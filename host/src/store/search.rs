@@ -46,8 +46,8 @@ use crate::fhir::access::{Access, AccessError, Visible};
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
 use crate::fhir::search::extract::composite_row_prefix;
 use crate::fhir::search::{
-    Bound, CompareOp, Criterion, RangePredicate, SearchValue, SortKey, StringMatch, TokenSystem,
-    TokenValue, UriMatch,
+    Bound, ChainTarget, CompareOp, Criterion, QuantityValue, RangePredicate, ReferenceValue,
+    SearchValue, SortKey, StringMatch, TokenSystem, TokenValue, UriMatch,
 };
 
 /// A current resource as a search finds it.
@@ -291,73 +291,12 @@ impl<'a> Sql<'a> {
                     present
                 })
             }
-            Criterion::Chain { param, targets } => {
-                let c = self.alias("c");
-                let t = self.alias("t");
-                let code = self.text(param.code.as_str());
-                let mut alternatives = Vec::new();
-                for target in targets {
-                    let Some(seen_under) = self.reach_of(mode, target.resource_type)? else {
-                        continue;
-                    };
-                    alternatives.push(self.typed(
-                        seen_under,
-                        target.resource_type,
-                        std::slice::from_ref(&target.criterion),
-                        &t,
-                        depth + 1,
-                        mode,
-                    )?);
-                }
-                Ok(self.semi_join(
-                    rt,
-                    r,
-                    (&format!("{c}.resource_type"), &format!("{c}.id")),
-                    &format!(
-                        "fhir_idx_reference {c} JOIN fhir_resources {t} \
-                         ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id"
-                    ),
-                    vec![
-                        format!("{c}.param = {code}"),
-                        format!("{t}.deleted = 0"),
-                        or(alternatives),
-                    ],
-                ))
-            }
+            Criterion::Chain { param, targets } => self.chain(rt, param, targets, r, depth, mode),
             Criterion::Has {
                 source_type,
                 reference,
                 criterion,
-            } => {
-                let h = self.alias("h");
-                let s = self.alias("s");
-                let Some(seen_under) = self.reach_of(mode, *source_type)? else {
-                    return Ok("1 = 0".into());
-                };
-                let code = self.text(reference.code.as_str());
-                let source = self.typed(
-                    seen_under,
-                    *source_type,
-                    std::slice::from_ref(criterion.as_ref()),
-                    &s,
-                    depth + 1,
-                    mode,
-                )?;
-                Ok(self.semi_join(
-                    rt,
-                    r,
-                    (&format!("{h}.target_type"), &format!("{h}.target_id")),
-                    &format!(
-                        "fhir_idx_reference {h} JOIN fhir_resources {s} \
-                         ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
-                    ),
-                    vec![
-                        format!("{h}.param = {code}"),
-                        format!("{s}.deleted = 0"),
-                        source,
-                    ],
-                ))
-            }
+            } => self.has(rt, *source_type, reference, criterion, r, depth, mode),
             Criterion::AnyOf(criteria) => {
                 let parts = criteria
                     .iter()
@@ -366,6 +305,93 @@ impl<'a> Sql<'a> {
                 Ok(or(parts))
             }
         }
+    }
+
+    /// `param.chained=...`: a reference of `param` to a resource of a target's type (one
+    /// the search may reach) that matches the target's criterion.
+    fn chain(
+        &mut self,
+        rt: Option<ResourceType>,
+        param: &SearchParamDef,
+        targets: &[ChainTarget],
+        r: &str,
+        depth: usize,
+        mode: Mode<'a>,
+    ) -> Result<String> {
+        let c = self.alias("c");
+        let t = self.alias("t");
+        let code = self.text(param.code.as_str());
+        let mut alternatives = Vec::new();
+        for target in targets {
+            let Some(seen_under) = self.reach_of(mode, target.resource_type)? else {
+                continue;
+            };
+            alternatives.push(self.typed(
+                seen_under,
+                target.resource_type,
+                std::slice::from_ref(&target.criterion),
+                &t,
+                depth + 1,
+                mode,
+            )?);
+        }
+        Ok(self.semi_join(
+            rt,
+            r,
+            (&format!("{c}.resource_type"), &format!("{c}.id")),
+            &format!(
+                "fhir_idx_reference {c} JOIN fhir_resources {t} \
+                 ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id"
+            ),
+            vec![
+                format!("{c}.param = {code}"),
+                format!("{t}.deleted = 0"),
+                or(alternatives),
+            ],
+        ))
+    }
+
+    /// `_has:Type:reference:...`: a resource of `source_type` (if the search may reach it)
+    /// that refers to `r` through `reference` and matches `criterion`.
+    #[allow(clippy::too_many_arguments)]
+    fn has(
+        &mut self,
+        rt: Option<ResourceType>,
+        source_type: ResourceType,
+        reference: &SearchParamDef,
+        criterion: &Criterion,
+        r: &str,
+        depth: usize,
+        mode: Mode<'a>,
+    ) -> Result<String> {
+        let h = self.alias("h");
+        let s = self.alias("s");
+        let Some(seen_under) = self.reach_of(mode, source_type)? else {
+            return Ok("1 = 0".into());
+        };
+        let code = self.text(reference.code.as_str());
+        let source = self.typed(
+            seen_under,
+            source_type,
+            std::slice::from_ref(criterion),
+            &s,
+            depth + 1,
+            mode,
+        )?;
+        Ok(self.semi_join(
+            rt,
+            r,
+            (&format!("{h}.target_type"), &format!("{h}.target_id")),
+            &format!(
+                "fhir_idx_reference {h} JOIN fhir_resources {s} \
+                 ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
+            ),
+            vec![
+                format!("{h}.param = {code}"),
+                format!("{s}.deleted = 0"),
+                source,
+            ],
+        ))
     }
 
     /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
@@ -573,23 +599,7 @@ impl<'a> Sql<'a> {
                 "{i}.text LIKE {} ESCAPE '\\'",
                 self.text(format!("{}%", like_escape(text)))
             ),
-            SearchValue::Reference(reference) => {
-                let local = reference
-                    .url
-                    .as_deref()
-                    .and_then(|u| u.strip_prefix(self.base_url))
-                    .is_some_and(|rest| rest.starts_with('/'));
-                match (&reference.url, &reference.target_type, &reference.id) {
-                    (Some(url), _, _) if !local => format!("{i}.url = {}", self.text(url.as_str())),
-                    (_, Some(t), Some(id)) => format!(
-                        "{i}.target_type = {} AND {i}.target_id = {}",
-                        self.text(t.as_str()),
-                        self.text(id.as_str())
-                    ),
-                    (_, None, Some(id)) => format!("{i}.target_id = {}", self.text(id.as_str())),
-                    _ => "1 = 0".into(),
-                }
-            }
+            SearchValue::Reference(reference) => self.reference_condition(reference, i),
             SearchValue::Date(d) => {
                 self.range(&d.predicate(), &format!("{i}.low"), &format!("{i}.high"))
             }
@@ -597,26 +607,7 @@ impl<'a> Sql<'a> {
                 let column = format!("{i}.value");
                 self.range(&n.predicate(), &column, &column)
             }
-            SearchValue::Quantity(q) => {
-                let column = format!("{i}.value");
-                let mut parts = vec![self.range(&q.predicate(), &column, &column)];
-                match (&q.system, &q.code) {
-                    (Some(s), Some(c)) => {
-                        parts.push(format!("{i}.system = {}", self.text(s.as_str())));
-                        parts.push(format!("{i}.code = {}", self.text(c.as_str())));
-                    }
-                    (Some(s), None) => {
-                        parts.push(format!("{i}.system = {}", self.text(s.as_str())))
-                    }
-                    (None, Some(c)) => {
-                        let a = self.text(c.as_str());
-                        let b = self.text(c.as_str());
-                        parts.push(format!("({i}.code = {a} OR {i}.unit = {b})"));
-                    }
-                    (None, None) => {}
-                }
-                and(parts)
-            }
+            SearchValue::Quantity(q) => self.quantity_condition(q, i),
             SearchValue::Uri { value, mode } => match mode {
                 UriMatch::Exact => format!("{i}.value = {}", self.text(value.as_str())),
                 UriMatch::Below => format!(
@@ -635,6 +626,46 @@ impl<'a> Sql<'a> {
                 ));
             }
         })
+    }
+
+    /// A reference value: by URL when it is not this server's, else by type and id.
+    fn reference_condition(&mut self, reference: &ReferenceValue, i: &str) -> String {
+        let local = reference
+            .url
+            .as_deref()
+            .and_then(|u| u.strip_prefix(self.base_url))
+            .is_some_and(|rest| rest.starts_with('/'));
+        match (&reference.url, &reference.target_type, &reference.id) {
+            (Some(url), _, _) if !local => format!("{i}.url = {}", self.text(url.as_str())),
+            (_, Some(t), Some(id)) => format!(
+                "{i}.target_type = {} AND {i}.target_id = {}",
+                self.text(t.as_str()),
+                self.text(id.as_str())
+            ),
+            (_, None, Some(id)) => format!("{i}.target_id = {}", self.text(id.as_str())),
+            _ => "1 = 0".into(),
+        }
+    }
+
+    /// A quantity value: its range, and its system and code when given (a code alone
+    /// matches the unit too).
+    fn quantity_condition(&mut self, q: &QuantityValue, i: &str) -> String {
+        let column = format!("{i}.value");
+        let mut parts = vec![self.range(&q.predicate(), &column, &column)];
+        match (&q.system, &q.code) {
+            (Some(s), Some(c)) => {
+                parts.push(format!("{i}.system = {}", self.text(s.as_str())));
+                parts.push(format!("{i}.code = {}", self.text(c.as_str())));
+            }
+            (Some(s), None) => parts.push(format!("{i}.system = {}", self.text(s.as_str()))),
+            (None, Some(c)) => {
+                let a = self.text(c.as_str());
+                let b = self.text(c.as_str());
+                parts.push(format!("({i}.code = {a} OR {i}.unit = {b})"));
+            }
+            (None, None) => {}
+        }
+        and(parts)
     }
 
     fn token(&mut self, token: &TokenValue, i: &str) -> String {

@@ -420,6 +420,21 @@ impl RemoteIssuer {
             return outcome;
         }
         let issuer = self.issuer().to_string();
+        let answer = self.ask_issuer(token, &issuer).await?;
+        let ttl = self.settings.introspection_cache.as_secs() as i64;
+        let outcome = interpret(&answer, &issuer, now + ttl).map(|c| (c, answer.to_string()));
+        let until = match &outcome {
+            Ok((claims, _)) => (now + ttl).min(claims.exp),
+            Err(_) => now + ttl,
+        };
+        if ttl > 0 {
+            self.remember(key, until, &outcome, now);
+        }
+        outcome
+    }
+
+    /// The issuer's introspection answer on `token`, asked with this server's registration.
+    async fn ask_issuer(&self, token: &str, issuer: &str) -> Result<Value, TokenError> {
         let endpoint = self
             .discovery
             .get()
@@ -458,20 +473,23 @@ impl RemoteIssuer {
                 "the introspection endpoint {endpoint} answered HTTP {status}: {body}"
             )));
         }
-        let answer: Value = serde_json::from_str(&body).map_err(|e| {
+        serde_json::from_str(&body).map_err(|e| {
             TokenError::Unavailable(format!(
                 "the introspection endpoint {endpoint} answered no JSON ({e}): {body}"
             ))
-        })?;
-        let ttl = self.settings.introspection_cache.as_secs() as i64;
-        let outcome = interpret(&answer, &issuer, now + ttl).map(|c| (c, answer.to_string()));
-        let until = match &outcome {
-            Ok((claims, _)) => (now + ttl).min(claims.exp),
-            Err(_) => now + ttl,
-        };
-        if ttl > 0
-            && let Ok(mut cache) = self.introspected.lock()
-        {
+        })
+    }
+
+    /// Caches an introspection outcome until `until`; a full cache first drops what has
+    /// expired, and everything when nothing has.
+    fn remember(
+        &self,
+        key: String,
+        until: i64,
+        outcome: &Result<(AccessClaims, String), TokenError>,
+        now: i64,
+    ) {
+        if let Ok(mut cache) = self.introspected.lock() {
             if cache.len() >= INTROSPECTION_CACHE_ENTRIES {
                 cache.retain(|_, v| v.until > now);
                 if cache.len() >= INTROSPECTION_CACHE_ENTRIES {
@@ -486,7 +504,6 @@ impl RemoteIssuer {
                 },
             );
         }
-        outcome
     }
 }
 

@@ -84,17 +84,7 @@ fn cargo_build_in(dir: &Path, target_name: &str, args: &[&str]) -> PathBuf {
         ])
         .arg(&target)
         .args(args);
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_host_build_vars(&mut cmd);
     let out = cmd.output().expect("run cargo");
     assert!(
         out.status.success(),
@@ -492,18 +482,7 @@ fn tutorial_runs_as_written() {
             .env("PATH", &path)
             .env("RUST_LOG", "warn")
             .current_dir(work.path());
-        for var in [
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "CARGO_TARGET_DIR",
-            "CARGO_BUILD_TARGET",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_PRIMARY_PACKAGE",
-        ] {
-            cmd.env_remove(var);
-        }
+        without_host_build_vars(&mut cmd);
         cmd
     };
 
@@ -580,3 +559,5 @@ fn tutorial_runs_as_written() {
         rest = &rest[at + expected.len()..];
     }
 }
+
+include!("../../../tools/guest_cargo.rs");

@@ -1327,7 +1327,7 @@ async fn hidden_reads_can_answer_404() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, hestia::fhir::repository::FhirError::NotFound(_)),
+            matches!(err, hestia::fhir::error::FhirError::NotFound(_)),
             "{}: {err:?}",
             db.backend
         );
@@ -1339,8 +1339,8 @@ async fn hidden_reads_can_answer_404() {
         // Writes take the access decision and check it in their own transaction: outside
         // it, 403 (a write is not a read, whatever hidden_as says) and nothing stored.
         let b = db.backend;
-        let forbidden = |r: Result<_, hestia::fhir::repository::FhirError>, what: &str| match r {
-            Err(hestia::fhir::repository::FhirError::Forbidden(_)) => {}
+        let forbidden = |r: Result<_, hestia::fhir::error::FhirError>, what: &str| match r {
+            Err(hestia::fhir::error::FhirError::Forbidden(_)) => {}
             other => panic!("{b}: {what}: {other:?}"),
         };
         let mut changed = o.clone();

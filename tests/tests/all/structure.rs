@@ -1,7 +1,7 @@
 //! The shape of the host's source tree, read from `host/src`: functions short enough to
-//! hold in one's head, and imports between files that point one way. Each check is a
-//! function over a directory of `host/src`, so that what it covers can grow as the rest
-//! of the tree meets it.
+//! hold in one's head, and imports between files that point one way, over all of
+//! `host/src`; each check with a short list of what is known to remain, which may only
+//! shrink.
 //!
 //! The sources are read with a small lexer (comments, strings and character literals
 //! blanked out, braces counted) rather than a full parser: it needs no more than where
@@ -10,40 +10,80 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const MAX_FUNCTION_LINES: usize = 100;
+const MAX_FUNCTION_LINES: usize = 80;
 
 fn host_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")
 }
 
+/// Functions over the limit (`path name`) that wait for a change of their own: `serve`
+/// assembles the application inside `http/` and moves out of it whole; the token
+/// endpoint's grants and client assertions, the plugin registry and the store's batch
+/// write are being changed for other reasons. A function that gets under the
+/// limit must leave the list, so that it only ever gets shorter.
+const KNOWN_LONG: &[&str] = &[
+    "http/server.rs serve",
+    "oauth/grants.rs issue",
+    "oauth/grants.rs refresh",
+    "oauth/client_auth.rs check_assertion",
+    "plugins/registry.rs snapshot",
+    "store/fhir.rs fhir_write_many",
+];
+
 #[test]
-fn no_function_in_fhir_is_over_100_lines() {
-    let long = long_functions(&host_src(), "fhir", MAX_FUNCTION_LINES);
+fn no_function_in_host_src_is_over_80_lines() {
+    let long = long_functions(&host_src(), "", MAX_FUNCTION_LINES);
+    let new: Vec<String> = long
+        .iter()
+        .filter(|f| !KNOWN_LONG.contains(&f.key().as_str()))
+        .map(LongFunction::to_string)
+        .collect();
     assert!(
-        long.is_empty(),
+        new.is_empty(),
         "functions over {MAX_FUNCTION_LINES} lines:\n{}",
-        long.join("\n")
+        new.join("\n")
+    );
+    let gone: Vec<&&str> = KNOWN_LONG
+        .iter()
+        .filter(|known| !long.iter().any(|f| f.key() == **known))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "no longer over {MAX_FUNCTION_LINES} lines (drop them from KNOWN_LONG): {gone:?}"
     );
 }
 
-/// Circles that need a file outside this check's reach to change: `FhirError` and
-/// `now_ms` live in `fhir/repository.rs`, which `limits.rs` and `searchset.rs` import and
-/// which runs their searches and limits. Moving the error into a module of its own breaks
-/// it; the check then holds with this list empty.
-const KNOWN_CIRCLES: &[&str] = &["fhir::limits <-> fhir::repository <-> fhir::searchset"];
+/// Circles that need a change in `plugins/` to break: `config` names the plugin host's
+/// memory ceiling and WASI allowances, which `plugins` defines, and `plugins` resolves
+/// its settings from `config::Settings`; the host's files (`mod.rs` and the runtime,
+/// bindings, registry, manifest and metrics) name each other's types.
+const KNOWN_CIRCLES: &[&str] = &[
+    "config <-> plugins <-> plugins::bindings <-> plugins::manifest <-> plugins::metrics <-> plugins::registry <-> plugins::runtime",
+];
 
 #[test]
-fn no_import_circle_among_the_files_of_fhir() {
-    let mut circles = import_circles(&host_src(), "fhir");
-    circles.retain(|c| !KNOWN_CIRCLES.contains(&c.join(" <-> ").as_str()));
+fn no_import_circle_among_the_files_of_host_src() {
+    let circles: Vec<String> = import_circles(&host_src(), "")
+        .iter()
+        .map(|c| c.join(" <-> "))
+        .collect();
+    let new: Vec<&str> = circles
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !KNOWN_CIRCLES.contains(c))
+        .collect();
     assert!(
-        circles.is_empty(),
+        new.is_empty(),
         "files that import each other, directly or through others:\n{}",
-        circles
-            .iter()
-            .map(|c| c.join(" <-> "))
-            .collect::<Vec<_>>()
-            .join("\n")
+        new.join("\n")
+    );
+    let gone: Vec<&&str> = KNOWN_CIRCLES
+        .iter()
+        .filter(|known| !circles.iter().any(|c| c == *known))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "no longer circles (drop them from KNOWN_CIRCLES): {gone:?}"
     );
 }
 
@@ -71,30 +111,74 @@ fn the_checks_see_long_functions_and_circles() {
     files.insert(vec!["b".to_owned()], "fn f() { crate::a::g(); }".to_owned());
     files.insert(vec!["c".to_owned()], "use super::a;".to_owned());
     assert_eq!(circles(&files, &[]), [vec!["a".to_owned(), "b".to_owned()]]);
+
+    // A parent's re-export of its child is no import; a use of it is.
+    let mut files = BTreeMap::new();
+    files.insert(vec!["p".to_owned()], "pub use child::Thing;".to_owned());
+    let child = vec!["p".to_owned(), "child".to_owned()];
+    files.insert(child.clone(), "use super::Parent;".to_owned());
+    assert!(circles(&files, &[]).is_empty());
+    files.insert(
+        vec!["p".to_owned()],
+        "pub(crate) use child::Thing;\nuse child::helper;".to_owned(),
+    );
+    assert_eq!(
+        circles(&files, &[]),
+        [vec!["p".to_owned(), "p::child".to_owned()]]
+    );
 }
 
-/// The functions of `src/<under>` longer than `max` lines, longest first, as
-/// `lines path:line name`.
-pub fn long_functions(src: &Path, under: &str, max: usize) -> Vec<String> {
+/// A function over the limit: its file (relative to `src`), line, name and length.
+pub struct LongFunction {
+    pub path: String,
+    pub line: usize,
+    pub name: String,
+    pub lines: usize,
+}
+
+impl LongFunction {
+    /// `path name`, which stays the same when lines move.
+    fn key(&self) -> String {
+        format!("{} {}", self.path, self.name)
+    }
+}
+
+impl std::fmt::Display for LongFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:5} {}:{} {}",
+            self.lines, self.path, self.line, self.name
+        )
+    }
+}
+
+/// The functions of `src/<under>` longer than `max` lines, longest first.
+pub fn long_functions(src: &Path, under: &str, max: usize) -> Vec<LongFunction> {
     let mut long = Vec::new();
     for (module, path) in rust_files(src) {
         if !is_under(&module, under) {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("source is readable");
+        let shown = path
+            .strip_prefix(src)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         for (name, line, lines) in functions(&text) {
             if lines > max {
-                let shown = path
-                    .strip_prefix(src)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                long.push((lines, format!("{lines:5} {shown}:{line} {name}")));
+                long.push(LongFunction {
+                    path: shown.clone(),
+                    line,
+                    name,
+                    lines,
+                });
             }
         }
     }
-    long.sort_by(|a, b| b.cmp(a));
-    long.into_iter().map(|(_, text)| text).collect()
+    long.sort_by(|a, b| b.lines.cmp(&a.lines).then_with(|| a.key().cmp(&b.key())));
+    long
 }
 
 /// The groups of files of `src/<under>` that import each other (each group a strongly
@@ -258,6 +342,16 @@ fn imports(
         if target.is_none() && path.first().is_some_and(|s| s == "crate") {
             target = Some(Vec::new());
         }
+        // A module's re-exports of its own descendants are its interface, not a dependency
+        // (`store::ClientKind` is `store::clients::ClientKind`, whose methods may well name
+        // `super::Store`).
+        if let Some(target) = &target
+            && target.len() > module.len()
+            && target.starts_with(module)
+            && is_reexport(&code, at)
+        {
+            continue;
+        }
         if let Some(target) = target
             && files.contains_key(&target)
         {
@@ -265,6 +359,19 @@ fn imports(
         }
     }
     found
+}
+
+/// Whether the `use` at `at` is public (`pub use`, `pub(crate) use`, ...).
+fn is_reexport(code: &str, at: usize) -> bool {
+    let before = code[..at].trim_end();
+    let before = match before.strip_suffix(')') {
+        Some(rest) => rest
+            .rsplit_once('(')
+            .map_or(rest, |(head, _)| head)
+            .trim_end(),
+        None => before,
+    };
+    before.ends_with("pub") && code[at..].starts_with("use")
 }
 
 /// Each path the code names, with its position: every path of every `use` item (groups

@@ -142,61 +142,52 @@ async fn sign_in(
         state.oauth().now(),
     )
     .await?;
-    let user = match attempt {
-        Attempt::SignedIn(user) => user,
-        Attempt::Wrong { .. } => {
+    // Refused: the page says why, and so does the audit event.
+    let (status, why, detail) = match attempt {
+        Attempt::SignedIn(user) => {
+            if !store
+                .user_roles(&user.id)
+                .await?
+                .iter()
+                .any(|r| r == ADMIN_ROLE)
+            {
+                let why = "the account does not have the admin role";
+                audit(&state, event("signin.refused", "refused", why.into())).await;
+                return Ok(not_an_administrator(&user));
+            }
+            let resp = start_session(&state, &headers, &user).await?;
             audit(
                 &state,
-                event(
-                    "signin.failed",
-                    "refused",
-                    "wrong username or password".into(),
-                ),
+                event("signin.ok", "ok", "console session started".into()),
             )
             .await;
-            return Ok(sign_in_page(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                &form.username,
-                Some("Wrong username or password.".into()),
-            ));
+            return Ok(resp);
         }
+        Attempt::Wrong { .. } => (
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.".to_owned(),
+            "wrong username or password".to_owned(),
+        ),
         Attempt::Paused(pause) => {
             let why = pause.describe(&form.username, &address);
-            audit(&state, event("signin.failed", "refused", why.clone())).await;
-            return Ok(sign_in_page(
-                &state,
-                StatusCode::TOO_MANY_REQUESTS,
-                &form.username,
-                Some(why),
-            ));
+            (StatusCode::TOO_MANY_REQUESTS, why.clone(), why)
         }
     };
-    if !store
-        .user_roles(&user.id)
-        .await?
-        .iter()
-        .any(|r| r == ADMIN_ROLE)
-    {
-        let why = "the account does not have the admin role";
-        audit(&state, event("signin.refused", "refused", why.into())).await;
-        return Ok(page(
-            StatusCode::FORBIDDEN,
-            "message.html",
-            context! {
-                title => "Not an administrator",
-                heading => "Not an administrator",
-                message => format!("The account {} signed in, but it does not have the admin role, which the console needs. An administrator can give it with: hestia user set {} --role admin", user.username, user.username),
-            },
-        ));
-    }
-    let resp = start_session(&state, &headers, &user).await?;
-    audit(
-        &state,
-        event("signin.ok", "ok", "console session started".into()),
+    audit(&state, event("signin.failed", "refused", detail)).await;
+    Ok(sign_in_page(&state, status, &form.username, Some(why)))
+}
+
+/// The page for an account that signed in without the admin role.
+fn not_an_administrator(user: &User) -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "message.html",
+        context! {
+            title => "Not an administrator",
+            heading => "Not an administrator",
+            message => format!("The account {} signed in, but it does not have the admin role, which the console needs. An administrator can give it with: hestia user set {} --role admin", user.username, user.username),
+        },
     )
-    .await;
-    Ok(resp)
 }
 
 /// A new session for `user`, on a new random id: whatever session id the browser brought

@@ -2,6 +2,7 @@
 //! Every value is HTML-escaped; pages load nothing from elsewhere.
 
 use crate::oauth::authorize::{ConsentPage, LoginPage};
+use crate::oauth::picker::PatientList;
 use crate::oauth::{CONSENT_PATH, LOGIN_PATH};
 
 /// Escapes text for HTML element content and double-quoted attribute values.
@@ -87,61 +88,7 @@ pub fn consent(p: &ConsentPage) -> String {
 <p class=\"muted\" id=\"patient-note\">This server does not hold the patient records (it serves no FHIR), so it cannot list them or check the id: enter it as the FHIR server knows it.</p>"
                 .to_string(),
         ),
-        (Some(list), true) => {
-            let search_form = format!(
-                "<form method=\"get\" action=\"{CONSENT_PATH}\" id=\"patient-search\">\
-<input type=\"hidden\" name=\"request_id\" value=\"{rid}\">\
-<label for=\"patient_search\">Find a patient by name</label>\
-<input type=\"text\" id=\"patient_search\" name=\"patient_search\" value=\"{search}\">\
-<button type=\"submit\" id=\"search\">Search</button></form>",
-                rid = escape(&p.request_id),
-                search = escape(&list.search),
-            );
-            let mut picker = String::from(
-                "<fieldset id=\"patients\"><legend>Patient this app will work with</legend>",
-            );
-            if list.limited {
-                picker.push_str(
-                    "<p class=\"muted\" id=\"patients-limited\">Only the patients your account may access are listed.</p>",
-                );
-            }
-            for (i, patient) in list.patients.iter().enumerate() {
-                picker.push_str(&format!(
-                    "<div class=\"scope\"><input type=\"radio\" name=\"patient\" id=\"patient-{i}\" value=\"{id}\">\
-<label for=\"patient-{i}\" style=\"margin:0\">{name}{born}<br><code>Patient/{id}</code></label></div>",
-                    id = escape(&patient.id),
-                    name = escape(&patient.name),
-                    born = patient
-                        .birth_date
-                        .as_ref()
-                        .map(|b| format!(", born {}", escape(b)))
-                        .unwrap_or_default(),
-                ));
-            }
-            let shown = list.patients.len() as i64;
-            if shown == 0 {
-                picker.push_str(&if list.search.is_empty() && list.limited {
-                    "<p class=\"muted\" id=\"no-patients\">Your account may not access any patient's records here; untick the patient permission above.</p>".to_string()
-                } else if list.search.is_empty() {
-                    "<p class=\"muted\" id=\"no-patients\">This server holds no patients.</p>".to_string()
-                } else {
-                    format!(
-                        "<p class=\"muted\">No patient's name starts with “{}”.</p>",
-                        escape(&list.search)
-                    )
-                });
-            } else if list.total > shown {
-                picker.push_str(&format!(
-                    "<p class=\"muted\">Showing {shown} of {} patients, by name; search by name to find others.</p>",
-                    list.total
-                ));
-            }
-            picker.push_str(&format!(
-                "<input type=\"hidden\" name=\"patient_search\" value=\"{}\"></fieldset>",
-                escape(&list.search)
-            ));
-            (search_form, picker)
-        }
+        (Some(list), true) => patient_picker(&p.request_id, list),
     };
     let audiences = p
         .audiences
@@ -170,6 +117,63 @@ pub fn consent(p: &ConsentPage) -> String {
             csrf = escape(&p.csrf),
         ),
     )
+}
+
+/// The consent page's patient search form and picker (radio buttons of the patients
+/// listed, and what was left out).
+fn patient_picker(request_id: &str, list: &PatientList) -> (String, String) {
+    let search_form = format!(
+        "<form method=\"get\" action=\"{CONSENT_PATH}\" id=\"patient-search\">\
+<input type=\"hidden\" name=\"request_id\" value=\"{rid}\">\
+<label for=\"patient_search\">Find a patient by name</label>\
+<input type=\"text\" id=\"patient_search\" name=\"patient_search\" value=\"{search}\">\
+<button type=\"submit\" id=\"search\">Search</button></form>",
+        rid = escape(request_id),
+        search = escape(&list.search),
+    );
+    let mut picker =
+        String::from("<fieldset id=\"patients\"><legend>Patient this app will work with</legend>");
+    if list.limited {
+        picker.push_str(
+            "<p class=\"muted\" id=\"patients-limited\">Only the patients your account may access are listed.</p>",
+        );
+    }
+    for (i, patient) in list.patients.iter().enumerate() {
+        picker.push_str(&format!(
+            "<div class=\"scope\"><input type=\"radio\" name=\"patient\" id=\"patient-{i}\" value=\"{id}\">\
+<label for=\"patient-{i}\" style=\"margin:0\">{name}{born}<br><code>Patient/{id}</code></label></div>",
+            id = escape(&patient.id),
+            name = escape(&patient.name),
+            born = patient
+                .birth_date
+                .as_ref()
+                .map(|b| format!(", born {}", escape(b)))
+                .unwrap_or_default(),
+        ));
+    }
+    let shown = list.patients.len() as i64;
+    if shown == 0 {
+        picker.push_str(&if list.search.is_empty() && list.limited {
+            "<p class=\"muted\" id=\"no-patients\">Your account may not access any patient's records here; untick the patient permission above.</p>".to_string()
+        } else if list.search.is_empty() {
+            "<p class=\"muted\" id=\"no-patients\">This server holds no patients.</p>".to_string()
+        } else {
+            format!(
+                "<p class=\"muted\">No patient's name starts with “{}”.</p>",
+                escape(&list.search)
+            )
+        });
+    } else if list.total > shown {
+        picker.push_str(&format!(
+            "<p class=\"muted\">Showing {shown} of {} patients, by name; search by name to find others.</p>",
+            list.total
+        ));
+    }
+    picker.push_str(&format!(
+        "<input type=\"hidden\" name=\"patient_search\" value=\"{}\"></fieldset>",
+        escape(&list.search)
+    ));
+    (search_form, picker)
 }
 
 pub fn error(message: &str) -> String {

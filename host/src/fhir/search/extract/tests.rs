@@ -331,7 +331,10 @@ fn shapes_not_in_the_fixtures() {
     );
     check(&resource, "focus", &["r -/- urn:uuid:0f3c"]);
     check(&resource, "has-member", &[]);
+}
 
+#[test]
+fn quantities_probabilities_and_timings() {
     let money = json!({"resourceType": "Claim", "total": {"value": 12.5, "currency": "EUR"}});
     // Claim has no quantity on total; use ChargeItem.priceOverride through `price-override`.
     assert!(extract(&money).unwrap().quantities.is_empty());
@@ -364,7 +367,10 @@ fn shapes_not_in_the_fixtures() {
         "activity-date",
         &["d 2021-02-01T08:00:00.000Z..2021-03-01T23:59:59.999Z"],
     );
+}
 
+#[test]
+fn bundles_booleans_canonicals_and_accents() {
     let bundle = json!({"resourceType": "Bundle", "type": "document", "entry": [{"resource": {"resourceType": "Composition", "id": "c1"}}]});
     check(&bundle, "composition", &["r Composition/c1 -"]);
     check(&bundle, "type", &["t -|document -"]);
