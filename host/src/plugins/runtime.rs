@@ -39,6 +39,11 @@ use super::{PluginKind, WasiAllowances};
 
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);
+/// How long the instance made when a plugin loads may take to instantiate: a deadline
+/// sized for decisions (a few milliseconds) would refuse a sound plugin whenever the
+/// machine is busy at load time, while a start function that never returns is still
+/// refused.
+const LOAD_INSTANTIATION: Duration = Duration::from_secs(1);
 /// Largest memory a manifest may ask for; the pooling allocator is sized for it.
 pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Slots of the pooling allocator. Warm instances hold one each while idle.
@@ -537,6 +542,12 @@ pub(crate) struct Plugin {
     max_idle: usize,
 }
 
+/// Epoch ticks in `time`, at least one.
+fn ticks_of(time: Duration) -> u64 {
+    let ticks = time.as_micros() / TICK.as_micros();
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
 impl Plugin {
     /// Links and pre-instantiates `compiled`, checking its exports' types against the world.
     pub(crate) fn new(
@@ -586,7 +597,18 @@ impl Plugin {
             max_idle,
         };
         // One instance up front: proves it instantiates, and warms the pool off the request path.
-        let warm = plugin.instantiate().map_err(|fault| fault.to_string())?;
+        let load_ticks = plugin.ticks().max(ticks_of(LOAD_INSTANTIATION));
+        let warm = plugin
+            .instantiate(load_ticks)
+            .map_err(|fault| match fault {
+                Fault::Timeout(_) => format!(
+                    "instantiation timed out after {} ms",
+                    LOAD_INSTANTIATION
+                        .max(plugin.settings.limits.deadline)
+                        .as_millis()
+                ),
+                other => other.to_string(),
+            })?;
         if !plugin.settings.isolation {
             plugin
                 .idle
@@ -607,11 +629,11 @@ impl Plugin {
     }
 
     fn ticks(&self) -> u64 {
-        let ticks = self.settings.limits.deadline.as_micros() / TICK.as_micros();
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+        ticks_of(self.settings.limits.deadline)
     }
 
-    fn instantiate(&self) -> Result<Warm, Fault> {
+    /// A fresh instance, its instantiation (start functions included) bounded by `ticks`.
+    fn instantiate(&self, ticks: u64) -> Result<Warm, Fault> {
         let state = HostState {
             name: self.name.clone(),
             config: self.config.clone(),
@@ -631,7 +653,7 @@ impl Plugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.ticks());
+        store.set_epoch_deadline(ticks);
         match self.pre.instantiate(&mut store) {
             Ok(bound) => Ok(Warm { store, bound }),
             Err(e) => Err(match self.classify(e, &store) {
@@ -657,7 +679,7 @@ impl Plugin {
         };
         let mut warm = match idle {
             Some(warm) => warm,
-            None => self.instantiate()?,
+            None => self.instantiate(self.ticks())?,
         };
         warm.store.set_epoch_deadline(self.ticks());
         // A panic of host code under the call (a WASI implementation, a binding) unwinds
