@@ -41,6 +41,8 @@ pub(crate) struct Issue<'a> {
     pub auth_time: Option<i64>,
     pub nonce: Option<String>,
     pub refresh: bool,
+    /// The token opens its grant, which is recorded with it.
+    pub new_grant: bool,
 }
 
 /// The scopes a token gets, and the patient in its launch context.
@@ -199,9 +201,6 @@ impl AuthServer {
             .scopes;
         let audiences = self.decide_audiences(client, params).await?;
         let grant_id = random_token();
-        self.store()
-            .create_grant(&grant_id, &client.client_id, None, self.now())
-            .await?;
         self.issue(Issue {
             client,
             grant_id: &grant_id,
@@ -212,6 +211,7 @@ impl AuthServer {
             auth_time: None,
             nonce: None,
             refresh: false,
+            new_grant: true,
         })
         .await
     }
@@ -275,6 +275,7 @@ impl AuthServer {
             auth_time: Some(row.auth_time),
             nonce: row.nonce.clone(),
             refresh,
+            new_grant: false,
         })
         .await
     }
@@ -408,6 +409,7 @@ impl AuthServer {
             auth_time: row.auth_time,
             nonce: None,
             refresh: true,
+            new_grant: false,
         })
         .await
     }
@@ -434,7 +436,8 @@ impl AuthServer {
         let now = self.now();
         let life = self.lifetimes(i.client);
         let alg = self.config().signing_alg.clone();
-        let key = keys::signing_key(self.store(), &alg, now)
+        let key = self
+            .signing_key(&alg, now)
             .await
             .map_err(OAuthError::server)?;
         let fhir_user = i.user.and_then(|u| u.fhir_user.clone());
@@ -456,9 +459,14 @@ impl AuthServer {
         };
         let access_token =
             tokens::sign(&key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server)?;
-        self.store()
-            .record_access_token(&claims.jti, i.grant_id, &i.client.client_id, claims.exp)
-            .await?;
+        self.record_issued(crate::store::IssuedToken {
+            jti: claims.jti.clone(),
+            grant_id: i.grant_id.to_string(),
+            client_id: i.client.client_id.clone(),
+            expires_at: claims.exp,
+            new_grant: i.new_grant.then_some((None, now)),
+        })
+        .await?;
         let has = |s: &str| i.scopes.iter().any(|g| g == s);
         let id_token = match i.user {
             Some(user) if has("openid") => {
@@ -473,7 +481,7 @@ impl AuthServer {
                 let id_key = if id_alg == alg {
                     key.clone()
                 } else {
-                    keys::signing_key(self.store(), &id_alg, now)
+                    self.signing_key(&id_alg, now)
                         .await
                         .map_err(OAuthError::server)?
                 };

@@ -5,6 +5,9 @@
 //! relying parties that cache the JWKS see it before any token uses it) and schedules the
 //! old key's `retire_after` for when the last token it signed has expired.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey};
 
@@ -215,6 +218,64 @@ pub async fn signing_key(store: &Store, alg: &str, now: i64) -> Result<SigningKe
     })
 }
 
+/// The signing keys read and parsed once per revision of the keys (migration 0017: every
+/// insert, update and delete of `signing_keys` moves it), so that a token is signed with
+/// neither a read of the keys nor a PEM parse. Which key signs is decided per token from
+/// the rows' times ([`current_signer`]), so a rotated key whose `sign_from` comes takes
+/// over with no read.
+#[derive(Default)]
+pub struct Signers {
+    loaded: RwLock<Option<LoadedKeys>>,
+}
+
+struct LoadedKeys {
+    /// The keys' revision, read before the rows were.
+    revision: i64,
+    rows: Vec<KeyRow>,
+    /// The keys of `rows` that parse, by kid.
+    parsed: HashMap<String, Arc<SigningKey>>,
+}
+
+impl Signers {
+    /// The key that signs `alg` tokens at `now`, when the rows held are those of
+    /// `revision` and one of them does (and parses).
+    pub fn get(&self, revision: i64, alg: &str, now: i64) -> Option<Arc<SigningKey>> {
+        let loaded = self.loaded.read().unwrap_or_else(PoisonError::into_inner);
+        let loaded = loaded.as_ref().filter(|l| l.revision == revision)?;
+        let row = current_signer(&loaded.rows, alg, now)?;
+        loaded.parsed.get(&row.kid).cloned()
+    }
+
+    /// Holds `rows`, read after `revision` was, with the keys parsed. A key that does not
+    /// parse is left out: signing with it goes through [`signing_key`], which names the
+    /// error.
+    pub fn load(&self, revision: i64, rows: Vec<KeyRow>) {
+        let parsed = rows
+            .iter()
+            .filter_map(|row| {
+                let alg = parse_alg(&row.alg)?;
+                let encoding = encoding_key(&row.private_pem, alg).ok()?;
+                let key = SigningKey {
+                    kid: row.kid.clone(),
+                    alg,
+                    encoding,
+                };
+                Some((row.kid.clone(), Arc::new(key)))
+            })
+            .collect();
+        *self.loaded.write().unwrap_or_else(PoisonError::into_inner) = Some(LoadedKeys {
+            revision,
+            rows,
+            parsed,
+        });
+    }
+
+    /// Drops the keys held: the next token reads them again.
+    pub fn forget(&self) {
+        *self.loaded.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
 /// A MAC key for `purpose`, derived (HKDF-SHA256) from the private key of published
 /// signing key `kid`: every host reads the same keys from the database, so a value one
 /// host MACs another can check, and the derived key retires with the signing key. `None`
@@ -241,6 +302,47 @@ pub async fn mac_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(kid: &str, alg: &str, pem: &str, sign_from: i64, retire_after: Option<i64>) -> KeyRow {
+        KeyRow {
+            kid: kid.into(),
+            alg: alg.into(),
+            private_pem: pem.into(),
+            public_jwk: String::new(),
+            created_at: sign_from,
+            sign_from,
+            retire_after,
+        }
+    }
+
+    #[test]
+    fn signers_answer_for_their_revision_and_follow_the_keys_times() {
+        let (_, old_pem, _) = generate("ES256").unwrap();
+        let (_, new_pem, _) = generate("ES256").unwrap();
+        let signers = Signers::default();
+        assert!(signers.get(0, "ES256", 100).is_none(), "nothing loaded");
+        signers.load(
+            7,
+            vec![
+                row("old", "ES256", &old_pem, 0, Some(1000)),
+                row("new", "ES256", &new_pem, 500, None),
+                row("broken", "RS256", "not a key", 0, None),
+            ],
+        );
+        assert_eq!(signers.get(7, "ES256", 100).unwrap().kid, "old");
+        assert_eq!(
+            signers.get(7, "ES256", 500).unwrap().kid,
+            "new",
+            "its sign_from came"
+        );
+        assert!(signers.get(8, "ES256", 100).is_none(), "another revision");
+        assert!(
+            signers.get(7, "RS256", 100).is_none(),
+            "a key that does not parse"
+        );
+        signers.forget();
+        assert!(signers.get(7, "ES256", 100).is_none(), "forgotten");
+    }
 
     #[test]
     fn generated_keys_sign_and_verify_through_their_jwk() {

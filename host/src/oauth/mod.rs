@@ -12,6 +12,7 @@ pub mod keys;
 pub mod picker;
 pub mod pkce;
 pub mod policy;
+pub mod records;
 pub mod registration;
 pub mod scopes;
 pub mod sealed;
@@ -162,6 +163,12 @@ pub struct AuthServer {
     clock: Arc<Clock>,
     http: reqwest::Client,
     jwks_cache: std::sync::RwLock<Option<CachedJwks>>,
+    /// The revision of the signing keys ([`crate::freshness`]), which `signers` follow.
+    freshness: crate::freshness::Freshness,
+    /// The signing keys, parsed.
+    signers: keys::Signers,
+    /// Access-token records waiting for their group's commit.
+    records: records::TokenRecords,
     /// Client JWKS fetched from their `jwks_uri`, by client id (see `client_auth`).
     client_jwks_cache:
         std::sync::Mutex<std::collections::HashMap<String, client_auth::FetchedJwks>>,
@@ -172,7 +179,6 @@ impl AuthServer {
     pub fn new(store: Store, settings: &Settings) -> Self {
         crate::jwt_crypto::install();
         Self {
-            store,
             issuer: settings.public_url.clone(),
             fhir_base: settings.fhir.enabled.then(|| settings.fhir_base_url()),
             search_limits: settings.fhir.search_limits,
@@ -185,7 +191,11 @@ impl AuthServer {
                 .build()
                 .unwrap_or_default(),
             jwks_cache: std::sync::RwLock::new(None),
+            freshness: crate::freshness::Freshness::new(store.clone()),
+            signers: keys::Signers::default(),
+            records: records::TokenRecords::default(),
             client_jwks_cache: Default::default(),
+            store,
         }
     }
 
@@ -227,11 +237,39 @@ impl AuthServer {
         result
     }
 
-    /// Makes the next verification read the published keys from the database.
+    /// Makes the next verification, and the next token, read the keys from the database.
     pub fn forget_cached_keys(&self) {
         if let Ok(mut cache) = self.jwks_cache.write() {
             *cache = None;
         }
+        self.signers.forget();
+    }
+
+    /// The key that signs `alg` tokens at `now`: parsed once per change of the keys, which
+    /// every token learns of through the keys' revision ([`crate::freshness::Freshness`]:
+    /// at once for a change of this process, within `CHECKED_WITHIN` for another's).
+    pub async fn signing_key(
+        &self,
+        alg: &str,
+        now: i64,
+    ) -> Result<Arc<keys::SigningKey>, keys::KeyError> {
+        let revision = self.freshness.current().await?.keys;
+        if let Some(key) = self.signers.get(revision, alg, now) {
+            return Ok(key);
+        }
+        self.signers
+            .load(revision, self.store.signing_keys().await?);
+        if let Some(key) = self.signers.get(revision, alg, now) {
+            return Ok(key);
+        }
+        // No key signs `alg` (a database no `serve` prepared): made, or refused by name.
+        keys::signing_key(&self.store, alg, now).await.map(Arc::new)
+    }
+
+    /// Records an issued access token (and the grant it opens) before it is answered,
+    /// committed together with the other token requests of the moment ([`records`]).
+    pub async fn record_issued(&self, record: crate::store::IssuedToken) -> Result<(), OAuthError> {
+        Ok(self.records.record(&self.store, record).await?)
     }
 
     /// The published keys for verifying a token signed by `kid`: the cached copy while it

@@ -23,7 +23,8 @@ pub use console::{
 };
 pub use issuer::IssuerRegistration;
 pub use oauth::{
-    AccessTokenRecord, AuthRequestRow, CodeRow, KeyRow, PURGE_BATCH, Purged, RefreshRow, Revocation,
+    AccessTokenRecord, AuthRequestRow, CodeRow, IssuedToken, KeyRow, PURGE_BATCH, Purged,
+    RefreshRow, Revocation,
 };
 pub use rights::{
     Bindings, PolicyChange, Revisions, StoredPolicy, UserUpdate, UserWithRoles, checked_roles,
@@ -82,7 +83,7 @@ pub struct Store {
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
     /// What decides when to refresh the planner's statistics ([`Store::analyze`]).
     statistics: Arc<Statistics>,
-    /// Commits of this process that revoked tokens or changed rights
+    /// Commits of this process that revoked tokens, changed rights or the signing keys
     /// ([`Store::local_changes`]).
     changes: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -171,15 +172,17 @@ impl Store {
         })
     }
 
-    /// How many commits of this process have revoked tokens or changed rights. A cache of
-    /// what those commits change reads the database again when this moves, so that they
-    /// take effect on this process's next request; other processes' commits it learns
-    /// from the revisions (`rights_revision`, `revocation_revision`).
+    /// How many commits of this process have revoked tokens, changed rights or changed the
+    /// signing keys. A cache of what those commits change reads the database again when
+    /// this moves, so that they take effect on this process's next request; other
+    /// processes' commits it learns from the revisions (`rights_revision`,
+    /// `revocation_revision`, `signing_keys_revision`).
     pub fn local_changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Counts a committed revocation or change of rights ([`Store::local_changes`]).
+    /// Counts a committed revocation, change of rights or of the signing keys
+    /// ([`Store::local_changes`]).
     fn changed(&self) {
         self.changes
             .fetch_add(1, std::sync::atomic::Ordering::Release);

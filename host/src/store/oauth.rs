@@ -19,6 +19,33 @@ pub struct KeyRow {
     pub retire_after: Option<i64>,
 }
 
+/// The record of an issued access token, and the grant it opens when it is the grant's
+/// first (`client_credentials`: a grant per token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub jti: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub expires_at: i64,
+    /// The grant to create with the record: its account and creation time.
+    pub new_grant: Option<(Option<String>, i64)>,
+}
+
+/// Records per statement of [`Store::record_issued`]: four parameters each, under
+/// SQLite's historical limit of 999 per statement.
+const ISSUED_PER_STATEMENT: usize = 200;
+
+/// `($1, $2, $3, $4), ($5, …)`: `rows` tuples of `width` placeholders.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An authorization request between a successful sign-in and the code.
 #[derive(Debug, Clone)]
 pub struct AuthRequestRow {
@@ -176,6 +203,7 @@ impl Store {
             .execute(self.pool())
             .await
             .map_err(|e| conflict_or(e, || format!("signing key {}", key.kid)))?;
+        self.changed();
         Ok(())
     }
 
@@ -200,6 +228,7 @@ impl Store {
             .bind(keep)
             .execute(self.pool())
             .await?;
+        self.changed();
         Ok(done.rows_affected())
     }
 
@@ -210,6 +239,7 @@ impl Store {
         .bind(now)
         .execute(self.pool())
         .await?;
+        self.changed();
         Ok(done.rows_affected())
     }
 
@@ -283,6 +313,49 @@ impl Store {
             .bind(expires_at)
             .execute(self.pool())
             .await?;
+        Ok(())
+    }
+
+    /// Records issued access tokens and the grants they open, in one write transaction
+    /// (a statement per table per [`ISSUED_PER_STATEMENT`] records): all of them are
+    /// committed, or none.
+    pub async fn record_issued(&self, issued: &[IssuedToken]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for chunk in issued.chunks(ISSUED_PER_STATEMENT) {
+            let grants: Vec<(&IssuedToken, &(Option<String>, i64))> = chunk
+                .iter()
+                .filter_map(|i| i.new_grant.as_ref().map(|g| (i, g)))
+                .collect();
+            if !grants.is_empty() {
+                let sql = format!(
+                    "INSERT INTO oauth_grants (grant_id, client_id, user_id, created_at) VALUES {}",
+                    placeholders(grants.len(), 4)
+                );
+                let mut q = sqlx::query(&sql);
+                for (i, (user, at)) in grants {
+                    q = q
+                        .bind(&i.grant_id)
+                        .bind(&i.client_id)
+                        .bind(user.as_deref())
+                        .bind(*at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let sql = format!(
+                "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) VALUES {}",
+                placeholders(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for i in chunk {
+                q = q
+                    .bind(&i.jti)
+                    .bind(&i.grant_id)
+                    .bind(&i.client_id)
+                    .bind(i.expires_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

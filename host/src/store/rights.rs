@@ -194,6 +194,8 @@ fn built_in_error(name: &str) -> StoreError {
 pub struct Revisions {
     pub rights: i64,
     pub revocations: i64,
+    /// Migration 0017: every change of the signing keys increments it.
+    pub keys: i64,
 }
 
 impl Store {
@@ -206,18 +208,21 @@ impl Store {
         Ok(row.try_get("revision")?)
     }
 
-    /// The rights revision and the revocation revision (migration 0012: every revocation
-    /// of an access token or a grant increments it), in one read.
+    /// The rights revision, the revocation revision (migration 0012: every revocation
+    /// of an access token or a grant increments it) and the signing keys' revision
+    /// (migration 0017), in one read.
     pub async fn revisions(&self) -> Result<Revisions, StoreError> {
         let row = sqlx::query(
-            "SELECT r.revision AS rights, v.revision AS revocations \
-             FROM rights_revision r, revocation_revision v WHERE r.id = 1 AND v.id = 1",
+            "SELECT r.revision AS rights, v.revision AS revocations, k.revision AS keys \
+             FROM rights_revision r, revocation_revision v, signing_keys_revision k \
+             WHERE r.id = 1 AND v.id = 1 AND k.id = 1",
         )
         .fetch_one(self.pool())
         .await?;
         Ok(Revisions {
             rights: row.try_get("rights")?,
             revocations: row.try_get("revocations")?,
+            keys: row.try_get("keys")?,
         })
     }
 

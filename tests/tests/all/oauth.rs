@@ -1548,6 +1548,110 @@ async fn a_key_rotated_in_its_predecessors_second_signs_at_once() {
     }
 }
 
+/// The signing keys are parsed once and kept, yet a rotation without overlap signs the very
+/// next token: one by `hestia keys rotate` in another process (the keys' revision moved)
+/// and one by this process (the console's).
+#[tokio::test]
+async fn a_rotated_key_signs_the_next_token_of_a_running_server() {
+    for db in TestDb::all().await {
+        let env = start(
+            db,
+            FileOauth {
+                key_rotation_overlap_secs: Some(0),
+                ..Default::default()
+            },
+        )
+        .await;
+        let (cc, secret) = app_client(&env, false, "system/*.read", &["client_credentials"]).await;
+        let kid_of = |token: &Value| {
+            let token = token["access_token"].as_str().unwrap();
+            jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+        };
+        let first = kid_of(&client_credentials(&env, &cc, &secret, &[]).await);
+        assert_eq!(
+            first,
+            kid_of(&client_credentials(&env, &cc, &secret, &[]).await)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hestia.toml"),
+            "[oauth]\nkey_rotation_overlap_secs = 0\n",
+        )
+        .unwrap();
+        let (ok, out, err) = hestia(
+            dir.path(),
+            &["keys", "rotate", "--database-url", &env.db.url],
+            "",
+        );
+        assert!(ok, "{err}");
+        let rotated: Value = serde_json::from_str(&out).unwrap();
+        let by_cli = rotated
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alg"] == "RS256")
+            .unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_ne!(by_cli, first);
+        let token = client_credentials(&env, &cc, &secret, &[]).await;
+        assert_eq!(
+            kid_of(&token),
+            by_cli,
+            "the other process's key signs the next token"
+        );
+        verify(&env, token["access_token"].as_str().unwrap()).await;
+
+        let rotations = env.auth.rotate_keys().await.unwrap();
+        let by_console = &rotations.iter().find(|r| r.alg == "RS256").unwrap().kid;
+        assert_ne!(by_console, &by_cli);
+        let token = client_credentials(&env, &cc, &secret, &[]).await;
+        assert_eq!(
+            &kid_of(&token),
+            by_console,
+            "this process's key signs the next token"
+        );
+        verify(&env, token["access_token"].as_str().unwrap()).await;
+    }
+}
+
+/// Token requests of the same moment are recorded together; still each token has its own
+/// record and grant: revoking one token's grant revokes that token only.
+#[tokio::test]
+async fn concurrent_tokens_each_have_their_own_record_and_grant() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        let (cc, secret) = app_client(&env, false, "system/*.read", &["client_credentials"]).await;
+        let requests = (0..24).map(|_| client_credentials(&env, &cc, &secret, &[]));
+        let tokens: Vec<String> = futures_util::future::join_all(requests)
+            .await
+            .iter()
+            .map(|t| t["access_token"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(env.store.active_grants_of_client(&cc).await.unwrap(), 24);
+        let mut grants = Vec::new();
+        for token in &tokens {
+            let claims = env.auth.verify_access_token(token).await.unwrap();
+            let record = env.store.access_token_record(&claims.jti).await.unwrap();
+            let record = record.expect("every token is recorded");
+            assert_eq!(record.client_id, cc);
+            assert!(!grants.contains(&record.grant_id), "a grant per token");
+            grants.push(record.grant_id);
+        }
+        env.store
+            .revoke_grant(&grants[0], env.auth.now(), "one of many")
+            .await
+            .unwrap();
+        let err = env.auth.verify_access_token(&tokens[0]).await.unwrap_err();
+        assert!(err.to_string().contains("one of many"), "{err}");
+        for token in &tokens[1..] {
+            env.auth.verify_access_token(token).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn key_rotation_keeps_old_tokens_verifiable_during_the_overlap() {
     for db in TestDb::all().await {
