@@ -1,5 +1,6 @@
-//! What the gate keeps between requests, and how it stays current: the database's
-//! revisions (of rights, of revocations) as last read, and the tokens already verified.
+//! How what the gate and the token endpoint keep between requests stays current: the
+//! database's revisions (of rights, of revocations, of signing keys) as last read. The
+//! tokens already verified are kept in [`crate::verifier::cache`], as of a revision read here.
 //!
 //! A request reads the revisions only when this process committed a revocation or a change
 //! of rights since the last read ([`Store::local_changes`]), or when the last read began
@@ -9,20 +10,13 @@
 //! Under load one read serves many requests, where each request read the token's record
 //! (and, for an account's token, the rights revision) before.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::store::{Revisions, Store, StoreError};
-use crate::verifier::Verified;
 
 /// How old the last read of the revisions may be for a request to rely on it.
 pub const CHECKED_WITHIN: Duration = Duration::from_millis(2);
-
-/// Tokens kept verified; past that the cache starts over.
-const TOKENS_CACHED: usize = 10_000;
 
 /// The revisions as this process last read them.
 pub struct Freshness {
@@ -76,60 +70,5 @@ impl Freshness {
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.filter(|seen| seen.local == self.store.local_changes() && recent(seen))
             .map(|seen| seen.revisions)
-    }
-}
-
-/// The key of a token in [`VerifiedTokens`]: its SHA-256 (a forged token cannot take the
-/// place of a verified one, and the cache does not hold the tokens themselves).
-pub type TokenKey = [u8; 32];
-
-pub fn token_key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// Tokens whose signature, issuer and record were checked, as of one revocation revision:
-/// when it moves, every entry goes (revocations are rare, and a token checked again costs
-/// one verification). Expiry is checked on every use, by the caller.
-#[derive(Default)]
-pub struct VerifiedTokens {
-    inner: Mutex<TokenMap>,
-}
-
-#[derive(Default)]
-struct TokenMap {
-    revocations: i64,
-    of: HashMap<TokenKey, Arc<Verified>>,
-}
-
-impl TokenMap {
-    /// Empties the map when `revocations` is newer than its entries; false when it is older.
-    fn at(&mut self, revocations: i64) -> bool {
-        if revocations > self.revocations {
-            self.of.clear();
-            self.revocations = revocations;
-        }
-        revocations == self.revocations
-    }
-}
-
-impl VerifiedTokens {
-    pub fn get(&self, key: &TokenKey, revocations: i64) -> Option<Arc<Verified>> {
-        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.at(revocations) {
-            return None;
-        }
-        map.of.get(key).cloned()
-    }
-
-    /// Keeps a token verified as of `revocations` (read before its record was).
-    pub fn insert(&self, key: TokenKey, revocations: i64, verified: Arc<Verified>) {
-        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.at(revocations) {
-            return;
-        }
-        if map.of.len() >= TOKENS_CACHED {
-            map.of.clear();
-        }
-        map.of.insert(key, verified);
     }
 }

@@ -24,7 +24,7 @@ use crate::fhir::definitions::ResourceType;
 use crate::fhir::error::FhirError;
 use crate::fhir::repository::Repository;
 use crate::fhir::searchset::Via;
-use crate::freshness::{Freshness, VerifiedTokens, token_key};
+use crate::freshness::Freshness;
 use crate::oauth::signin::{self, Attempt};
 use crate::oauth::tokens::{AccessClaims, TokenError, check_times};
 use crate::plugins::{
@@ -32,6 +32,7 @@ use crate::plugins::{
 };
 use crate::rights::Rights;
 use crate::store::Store;
+use crate::verifier::cache::{VerifiedTokens, token_key};
 use crate::verifier::{TokenVerifier, Verified};
 
 /// Why the gate refused, in the terms the HTTP layer maps onto statuses.

@@ -4,6 +4,7 @@
 //! cached, introspection with this server's own registration. The audience is not
 //! checked here: that is the audience-rule plugins' decision.
 
+pub mod cache;
 pub mod diagnose;
 mod register;
 pub mod remote;
