@@ -164,6 +164,8 @@ pub(crate) struct HostState {
 struct MemoryCap {
     limits: StoreLimits,
     exceeded: bool,
+    /// Bytes of linear memory the instance holds: what the cap is checked against.
+    bytes: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -176,6 +178,9 @@ impl ResourceLimiter for MemoryCap {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if !allowed {
             self.exceeded = true;
+        } else if maximum.is_none_or(|max| desired <= max) {
+            // Also called for each memory's initial size, with `current` 0.
+            self.bytes += desired.saturating_sub(current);
         }
         Ok(allowed)
     }
@@ -606,6 +611,12 @@ impl Plugin {
         self.settings.limits
     }
 
+    /// Linear memory of an idle warm instance (what its last call left), if one is idle.
+    pub(crate) fn memory_in_use(&self) -> Option<usize> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.last().map(|warm| warm.store.data().limiter.bytes)
+    }
+
     fn ticks(&self) -> u64 {
         let ticks = self.settings.limits.deadline.as_micros() / TICK.as_micros();
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
@@ -620,6 +631,7 @@ impl Plugin {
                     .memory_size(self.settings.limits.memory)
                     .build(),
                 exceeded: false,
+                bytes: 0,
             },
             table: ResourceTable::new(),
             output: self.output.clone(),
