@@ -101,7 +101,8 @@ def export_audience_rule(rule):
             except ValueError as refusal:
                 raise Err(str(refusal))
 
-        def accept(self, token_audiences, server_base_url):
+        # `accept` under the name of the SDK's build world (`wit/audience-rule.wit`).
+        def accept_audiences(self, token_audiences, server_base_url):
             try:
                 rule().accept(list(token_audiences), server_base_url)
             except ValueError as refusal:

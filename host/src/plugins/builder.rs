@@ -137,11 +137,30 @@ fn rust(dir: &Path, name: &str, wasm: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The world a Python audience rule builds against (`sdk-python/wit/audience-rule.wit`,
+/// written into the project by `plugin new`): the contract's, with the export `accept`
+/// named [`PYTHON_ACCEPT`], since componentize-py links the C library, whose socket
+/// function `accept` clashes with it. The built component's export is renamed back.
+const PYTHON_AUDIENCE_WIT: &str = "hestia/python/audience-rule.wit";
+const PYTHON_AUDIENCE_WORLD: &str = "hestia:python-sdk/audience-rule";
+const PYTHON_ACCEPT: &str = "accept-audiences";
+
 fn python(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
+    let audience = kind == PluginKind::AudienceRule;
+    if audience && !dir.join(PYTHON_AUDIENCE_WIT).is_file() {
+        return Err(format!(
+            "{PYTHON_AUDIENCE_WIT} is missing: a Python audience rule builds against it \
+             (`hestia plugin new` writes it)"
+        ));
+    }
     let mut cmd = Command::new("componentize-py");
-    cmd.arg("-d")
-        .arg(format!("hestia/wit/{CONTRACT}"))
-        .args(["-w", kind.as_str(), "componentize", "-p", ".", "app", "-o"])
+    cmd.arg("-d").arg(format!("hestia/wit/{CONTRACT}"));
+    if audience {
+        cmd.args(["-d", PYTHON_AUDIENCE_WIT, "-w", PYTHON_AUDIENCE_WORLD]);
+    } else {
+        cmd.args(["-w", kind.as_str()]);
+    }
+    cmd.args(["componentize", "-p", ".", "app", "-o"])
         .arg(wasm)
         .current_dir(dir);
     run(
@@ -149,7 +168,13 @@ fn python(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
         &format!(
             "`pip install componentize-py=={COMPONENTIZE_PY}` (in a virtual environment on PATH)"
         ),
-    )
+    )?;
+    if audience {
+        let bytes = std::fs::read(wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+        let renamed = rename_export(&bytes, PYTHON_ACCEPT, "accept")?;
+        std::fs::write(wasm, renamed).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    }
+    Ok(())
 }
 
 /// componentize-js from the project's `node_modules`, or from `HESTIA_JS_TOOLS` (a folder
@@ -188,4 +213,119 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
         .arg(wasm)
         .current_dir(dir);
     run(cmd, "install Node.js 20 or later (https://nodejs.org)")
+}
+
+/// `bytes`, a component, with its own export `from` renamed to `to`: every other byte as it
+/// was (nested modules and components, whose exports are their own, are copied whole).
+pub(crate) fn rename_export(bytes: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
+    use wasm_encoder::RawSection;
+    use wasmparser::{Parser, Payload};
+    let invalid = |e: wasmparser::BinaryReaderError| format!("not a component: {e}");
+    let mut out = wasm_encoder::Component::new();
+    let mut renamed = false;
+    // Payloads of nested modules and components come between their section and their `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(invalid)?;
+        let nests = matches!(
+            payload,
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. }
+        );
+        if depth > 0 {
+            match payload {
+                _ if nests => depth += 1,
+                Payload::End(_) => depth -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        match payload {
+            Payload::ComponentExportSection(reader) => {
+                let (id, range) = (11, reader.range());
+                let data = renamed_exports(bytes, reader, from, to).map_err(invalid)?;
+                renamed |= data.is_some();
+                let data = data.as_deref().unwrap_or(&bytes[range]);
+                out.section(&RawSection { id, data });
+            }
+            Payload::Version { .. } | Payload::End(_) => {}
+            other => {
+                let Some((id, range)) = other.as_section() else {
+                    return Err("not a component: a core module section at its top".into());
+                };
+                out.section(&RawSection {
+                    id,
+                    data: &bytes[range],
+                });
+                if nests {
+                    depth = 1;
+                }
+            }
+        }
+    }
+    if !renamed {
+        return Err(format!("the component exports no `{from}`"));
+    }
+    Ok(out.finish())
+}
+
+/// The export section `reader` with the entry named `from` named `to`, its other bytes
+/// as they were; `None` when no entry is named `from`.
+fn renamed_exports(
+    bytes: &[u8],
+    reader: wasmparser::ComponentExportSectionReader<'_>,
+    from: &str,
+    to: &str,
+) -> Result<Option<Vec<u8>>, wasmparser::BinaryReaderError> {
+    use wasm_encoder::Encode;
+    let end = reader.range().end;
+    let mut data = Vec::new();
+    reader.count().encode(&mut data);
+    let entries: Vec<_> = reader.into_iter_with_offsets().collect::<Result<_, _>>()?;
+    let mut found = false;
+    for (n, (start, export)) in entries.iter().enumerate() {
+        let stop = entries.get(n + 1).map_or(end, |(next, _)| *next);
+        let entry = &bytes[*start..stop];
+        // A plain name (no options) is a 0x00 or 0x01 byte, then the string.
+        if export.name.name == from && entry[0] != 0x02 {
+            let mut name = Vec::new();
+            from.encode(&mut name);
+            data.push(0x00);
+            to.encode(&mut data);
+            data.extend_from_slice(&entry[1 + name.len()..]);
+            found = true;
+        } else {
+            data.extend_from_slice(entry);
+        }
+    }
+    Ok(found.then_some(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rename_export;
+    use crate::plugins::runtime::{compile, engine};
+    use crate::plugins::{PluginKind, default_builtins};
+
+    #[test]
+    fn an_export_renamed_and_back_is_the_world_it_was() {
+        let audience = default_builtins()
+            .into_iter()
+            .find(|p| p.kind == PluginKind::AudienceRule)
+            .expect("a built-in audience rule");
+        let engine = engine(None).unwrap();
+        let renamed = rename_export(&audience.wasm, "accept", "accept-audiences").unwrap();
+        let refused = compile(&engine, &renamed)
+            .err()
+            .expect("no audience-rule world");
+        assert!(refused.contains("accept-audiences"), "{refused}");
+        let back = rename_export(&renamed, "accept-audiences", "accept").unwrap();
+        assert_eq!(back, *audience.wasm, "every other byte as it was");
+        assert_eq!(
+            compile(&engine, &back).map(|c| c.kind).ok(),
+            Some(PluginKind::AudienceRule)
+        );
+        let missing = rename_export(&audience.wasm, "nothing", "x").unwrap_err();
+        assert!(missing.contains("exports no `nothing`"), "{missing}");
+        assert!(rename_export(b"garbage", "accept", "x").is_err());
+    }
 }

@@ -507,6 +507,26 @@ impl PluginHost {
     pub fn list(&self) -> Vec<PluginInfo> {
         self.snapshot.load().infos.clone()
     }
+
+    /// Bytes of linear memory one warm instance of the plugin `name` holds after its calls
+    /// so far (what its memory cap is checked against); `None` when it has no idle
+    /// instance (`isolation`, failed, or every instance busy). For benchmarks and
+    /// diagnostics.
+    pub fn instance_memory(&self, name: &str) -> Option<usize> {
+        let snapshot = self.snapshot.load();
+        let member = [
+            &snapshot.scope_policies,
+            &snapshot.audience_rules,
+            &snapshot.validators,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|member| &*member.name == name)?;
+        match &member.slot {
+            Slot::Ready(plugin) => plugin.memory_in_use(),
+            Slot::Broken(_) => None,
+        }
+    }
 }
 
 /// `scopes` without repetitions, in their first order.
@@ -516,4 +536,21 @@ fn dedup(scopes: Vec<String>) -> Vec<String> {
         .into_iter()
         .filter(|s| seen.insert(s.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PluginHost, PluginSettings};
+
+    #[test]
+    fn a_warm_instance_reports_its_linear_memory() {
+        let host = PluginHost::start(PluginSettings::default()).unwrap();
+        let memory = host
+            .instance_memory("smart-scopes")
+            .expect("an idle instance");
+        // At least one 64 KiB page, and within the host's default cap.
+        assert!(memory >= 64 << 10, "{memory}");
+        assert!(memory <= PluginSettings::default().memory_limit, "{memory}");
+        assert_eq!(host.instance_memory("no-such-plugin"), None);
+    }
 }

@@ -169,6 +169,8 @@ pub(crate) struct HostState {
 struct MemoryCap {
     limits: StoreLimits,
     exceeded: bool,
+    /// Bytes of linear memory the instance holds: what the cap is checked against.
+    bytes: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -181,6 +183,9 @@ impl ResourceLimiter for MemoryCap {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if !allowed {
             self.exceeded = true;
+        } else if maximum.is_none_or(|max| desired <= max) {
+            // Also called for each memory's initial size, with `current` 0.
+            self.bytes += desired.saturating_sub(current);
         }
         Ok(allowed)
     }
@@ -628,6 +633,12 @@ impl Plugin {
         self.settings.limits
     }
 
+    /// Linear memory of an idle warm instance (what its last call left), if one is idle.
+    pub(crate) fn memory_in_use(&self) -> Option<usize> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.last().map(|warm| warm.store.data().limiter.bytes)
+    }
+
     fn ticks(&self) -> u64 {
         ticks_of(self.settings.limits.deadline)
     }
@@ -642,6 +653,7 @@ impl Plugin {
                     .memory_size(self.settings.limits.memory)
                     .build(),
                 exceeded: false,
+                bytes: 0,
             },
             table: ResourceTable::new(),
             output: self.output.clone(),

@@ -80,6 +80,8 @@ fn layout(lang: Lang) -> &'static [(&'static str, &'static str)] {
         Lang::Python => &[
             ("wit/", "hestia/wit/"),
             ("sdk-python/hestia_sdk/", "hestia_sdk/"),
+            // The world Python audience rules build against (`builder::python`).
+            ("sdk-python/wit/", "hestia/python/"),
         ],
         Lang::Js => &[
             ("wit/", "hestia/wit/"),
@@ -115,21 +117,21 @@ fn sources(lang: Lang, kind: PluginKind) -> Vec<(&'static str, &'static str)> {
                 },
             ),
         ],
-        // Refused by `unsupported`.
-        (Lang::Python, A) => Vec::new(),
         (Lang::Python, k) => vec![
             (
                 "app.py",
                 match k {
                     S => include_str!("templates/python/scope-policy.py"),
-                    _ => include_str!("templates/python/resource-validator.py"),
+                    A => include_str!("templates/python/audience-rule.py"),
+                    V => include_str!("templates/python/resource-validator.py"),
                 },
             ),
             (
                 "test_app.py",
                 match k {
                     S => include_str!("templates/python/test-scope-policy.py"),
-                    _ => include_str!("templates/python/test-resource-validator.py"),
+                    A => include_str!("templates/python/test-audience-rule.py"),
+                    V => include_str!("templates/python/test-resource-validator.py"),
                 },
             ),
         ],
@@ -186,9 +188,6 @@ pub fn new(plugin: &NewPlugin) -> Result<PathBuf, PluginError> {
         reason,
     };
     check_name(&plugin.name).map_err(fail)?;
-    if let Some(reason) = unsupported(plugin.lang, plugin.kind) {
-        return Err(fail(reason.into()));
-    }
     if dir.exists() {
         return Err(fail("already exists; choose another name or --out".into()));
     }
@@ -234,14 +233,6 @@ pub fn new(plugin: &NewPlugin) -> Result<PathBuf, PluginError> {
         write(&dir.join(relative), text).map_err(fail)?;
     }
     Ok(dir)
-}
-
-/// Combinations a language's tool cannot build yet.
-fn unsupported(lang: Lang, kind: PluginKind) -> Option<&'static str> {
-    (lang == Lang::Python && kind == PluginKind::AudienceRule).then_some(
-        "componentize-py cannot link the audience-rule world in Python: its export `accept` \
-         collides with the C library's `accept`; write audience rules in Rust or JavaScript",
-    )
 }
 
 /// Interpreter-based components hold a whole runtime: more memory and a longer first call.
@@ -306,6 +297,7 @@ mod tests {
             "sdk/src/lib.rs",
             "sdk/src/smart/tests.rs",
             "sdk-python/hestia_sdk/__init__.py",
+            "sdk-python/wit/audience-rule.wit",
             "sdk-js/hestia-sdk/index.js",
         ] {
             assert!(has(path), "{path} is not embedded");

@@ -410,13 +410,18 @@ async fn admin_plugins_needs_the_admin_scope() {
     assert_eq!(first["state"], "active");
 }
 
-/// The ```` ```sh ```` blocks of `docs/plugins.md`, in order.
+/// The ```` ```sh ```` blocks of `markdown`, in order.
 pub(crate) fn sh_blocks(markdown: &str) -> Vec<String> {
+    fenced_blocks(markdown, &["```sh"])
+}
+
+/// The blocks of `markdown` whose opening fence is one of `fences`, in order.
+fn fenced_blocks(markdown: &str, fences: &[&str]) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
+            (None, fence) if fences.contains(&fence) => current = Some(String::new()),
             (Some(_), "```") => blocks.push(current.take().unwrap()),
             (Some(block), _) => {
                 block.push_str(line);
@@ -426,6 +431,27 @@ pub(crate) fn sh_blocks(markdown: &str) -> Vec<String> {
         }
     }
     blocks
+}
+
+/// Whether the Python and JavaScript blocks of the tutorial run: when their tools are
+/// there, and always under `HESTIA_REQUIRE_PLUGIN_TOOLS` (where a missing tool fails).
+fn lang_tools_present() -> bool {
+    match crate::plugin_langs::missing_tools() {
+        None => true,
+        Some(missing) => {
+            let message = format!(
+                "NOT RUN: the Python and JavaScript blocks of docs/plugins.md: missing {missing}; \
+                 scripts/plugin-tools.sh installs the pinned tools"
+            );
+            assert!(
+                std::env::var_os("HESTIA_REQUIRE_PLUGIN_TOOLS").is_none(),
+                "{message}"
+            );
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{message}");
+            false
+        }
+    }
 }
 
 /// A free port on 127.0.0.1 (bound, then released for the server to take).
@@ -440,10 +466,12 @@ fn free_port() -> u16 {
 /// `docs/plugins.md` runs as written: every `sh` block, in order, in one empty directory
 /// (one bash per block; the working directory and the variables a block sets carry over
 /// to the next), with `hestia` on the PATH. Replaced: `path/to/hestia/sdk` by the
-/// checkout's `sdk/`, port 8080 by a free one. The block starting with `# In another
-/// terminal` runs in the background until the end. One arrangement that is not in the
-/// page: the generated crate's `target/` links to a directory kept between test runs, so
-/// that the SDK compiles once.
+/// checkout's `sdk/`, port 8080 by a free one, and `npm install` left out when
+/// `HESTIA_JS_TOOLS` names where it ran. The block starting with `# In another terminal`
+/// runs in the background until the end. The `sh lang-tools` blocks run when the Python
+/// and JavaScript tools are there ([`lang_tools_present`]). One arrangement that is not in
+/// the page: the generated crate's `target/` links to a directory kept between test runs,
+/// so that the SDK compiles once.
 #[test]
 fn tutorial_runs_as_written() {
     use std::os::unix::process::CommandExt;
@@ -452,12 +480,24 @@ fn tutorial_runs_as_written() {
         .expect("tests/ is in the workspace")
         .join("docs/plugins.md");
     let port = free_port().to_string();
-    let blocks: Vec<String> = sh_blocks(&std::fs::read_to_string(&doc).unwrap())
+    let lang_tools = lang_tools_present();
+    let js_tools = std::env::var_os("HESTIA_JS_TOOLS").is_some();
+    // The Python and JavaScript blocks, `sh lang-tools`, need their build tools.
+    let fences: &[&str] = match lang_tools {
+        true => &["```sh", "```sh lang-tools"],
+        false => &["```sh"],
+    };
+    let blocks: Vec<String> = fenced_blocks(&std::fs::read_to_string(&doc).unwrap(), fences)
         .into_iter()
         .map(|b| {
-            b.replace("path/to/hestia/sdk", sdk_dir().to_str().unwrap())
+            let b = b
+                .replace("path/to/hestia/sdk", sdk_dir().to_str().unwrap())
                 .replace("localhost:8080", &format!("localhost:{port}"))
-                .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+            match js_tools {
+                true => b.replace("\nnpm install ", "\n: npm install "),
+                false => b,
+            }
         })
         .collect();
     assert!(blocks.len() >= 8, "{} sh blocks", blocks.len());
@@ -541,8 +581,7 @@ fn tutorial_runs_as_written() {
     }
     assert!(server.is_some(), "the tutorial starts no server");
     // What the page says comes back, in this order.
-    let mut rest = transcript.as_str();
-    for expected in [
+    let mut expected = vec![
         "204",
         "world    scope-policy",
         ", 0 failed",
@@ -552,7 +591,19 @@ fn tutorial_runs_as_written() {
         "active  ../hestia-data/plugins/no-deletes.wasm",
         "plugin no-deletes denied: deletes are switched off here",
         "403",
-    ] {
+    ];
+    if lang_tools {
+        expected.extend([
+            "2 passed", // pytest
+            "3 passed, 0 failed",
+            "world    scope-policy",
+            "pass 2", // node --test
+            "3 passed, 0 failed",
+            "world    scope-policy",
+        ]);
+    }
+    let mut rest = transcript.as_str();
+    for expected in expected {
         let at = rest
             .find(expected)
             .unwrap_or_else(|| panic!("{expected:?} missing (in order) from:\n{transcript}"));

@@ -1,13 +1,19 @@
 //! Plugins in Python and JavaScript from the binary alone: from an empty directory outside
-//! the repository, `plugin new` → `plugin build` → `plugin test --cases` → `plugin check`,
-//! then into a running server's plugin directory, where the template's rule (deletes are
-//! refused) takes effect on reload and removing the file restores the default, on both
-//! databases.
+//! the repository, `plugin new` → `plugin build` → `plugin test --cases` → `plugin check`
+//! for a scope policy and an audience rule in each language, then into a running server's
+//! plugin directory, on both databases. The scope policy's rule (deletes are refused) takes
+//! effect on reload and removing the file restores the default; the audience rule, whose
+//! rule is the default's, answers every request while it is installed (its calls counted in
+//! `/metrics`), and no longer once removed. Its refusals are in its cases.
 //!
 //! The build tools (componentize-py on PATH, componentize-js in `HESTIA_JS_TOOLS`, node) are
 //! installed by `scripts/plugin-tools.sh`, which `scripts/test` runs and which sets
 //! `HESTIA_REQUIRE_PLUGIN_TOOLS=1`: there a missing tool fails this test. A plain `cargo
 //! test` without the tools reports the test as NOT RUN on standard error.
+//!
+//! Every step shares one compiled-code cache (`plugin test --data-dir`, copied into each
+//! server's data directory): an interpreter-based component takes tens of seconds to
+//! compile, and what the servers load is the same bytes.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,18 +23,21 @@ use crate::plugin_cli::hestia_with;
 use crate::support::{Server, TestDb, client_trusting, system_token_of};
 
 /// What is missing to build Python and JavaScript plugins, if anything.
-fn missing_tools() -> Option<String> {
-    let runs = |program: &str, arg: &str| {
+pub(crate) fn missing_tools() -> Option<String> {
+    let runs = |program: &str, args: &[&str]| {
         Command::new(program)
-            .arg(arg)
+            .args(args)
             .output()
             .is_ok_and(|o| o.status.success())
     };
     let mut missing = Vec::new();
-    if !runs("componentize-py", "--version") {
+    if !runs("componentize-py", &["--version"]) {
         missing.push("componentize-py on PATH");
     }
-    if !runs("node", "--version") {
+    if !runs("python", &["-m", "pytest", "--version"]) {
+        missing.push("pytest for the `python` on PATH");
+    }
+    if !runs("node", &["--version"]) {
         missing.push("node on PATH");
     }
     let js = std::env::var_os("HESTIA_JS_TOOLS").map(std::path::PathBuf::from);
@@ -41,8 +50,15 @@ fn missing_tools() -> Option<String> {
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
-/// `plugin new` → `build` → `test --cases` → `check` in `work`; returns the project folder.
-fn new_built_and_checked(work: &Path, name: &str, lang: &str) -> std::path::PathBuf {
+/// `plugin new` → `build` → `test --cases` → `check` in `work`, the cases run with the
+/// compiled-code cache of `data`; returns the project folder.
+fn new_built_and_checked(
+    work: &Path,
+    data: &Path,
+    name: &str,
+    lang: &str,
+    kind: &str,
+) -> std::path::PathBuf {
     let step = |dir: &Path, args: &[&str]| {
         let (ok, out, err) = hestia_with(dir, args, &[]);
         assert!(ok, "{lang}: hestia {}: {out}{err}", args.join(" "));
@@ -50,28 +66,31 @@ fn new_built_and_checked(work: &Path, name: &str, lang: &str) -> std::path::Path
     };
     step(
         work,
-        &[
-            "plugin",
-            "new",
-            name,
-            "--kind",
-            "scope-policy",
-            "--lang",
-            lang,
-        ],
+        &["plugin", "new", name, "--kind", kind, "--lang", lang],
     );
     let project = work.join(name);
     let built = step(&project, &["plugin", "build"]);
     assert!(built.contains(&format!("{name}.wasm")), "{built}");
     let wasm = format!("{name}.wasm");
-    let tested = step(
-        &project,
-        &["plugin", "test", &wasm, "--cases", "cases.json"],
-    );
-    assert!(tested.contains("3 passed, 0 failed"), "{lang}: {tested}");
+    let data = data.to_str().unwrap();
+    let cases = &[
+        "plugin",
+        "test",
+        &wasm,
+        "--cases",
+        "cases.json",
+        "--data-dir",
+        data,
+    ];
+    let tested = step(&project, cases);
+    let count = match kind {
+        "audience-rule" => "4 passed, 0 failed",
+        _ => "3 passed, 0 failed",
+    };
+    assert!(tested.contains(count), "{lang} {kind}: {tested}");
     let checked = step(&project, &["plugin", "check", &wasm]);
     assert!(
-        checked.contains("world    scope-policy"),
+        checked.contains(&format!("world    {kind}")),
         "{lang}: {checked}"
     );
     assert!(
@@ -79,6 +98,33 @@ fn new_built_and_checked(work: &Path, name: &str, lang: &str) -> std::path::Path
         "{lang}: {checked}"
     );
     project
+}
+
+/// Copies the plugin `name` of `project` into `plugins`, manifest first, the component by
+/// an atomic rename.
+fn install(project: &Path, plugins: &Path, name: &str) {
+    std::fs::copy(
+        project.join(format!("{name}.toml")),
+        plugins.join(format!("{name}.toml")),
+    )
+    .unwrap();
+    let tmp = plugins.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(project.join(format!("{name}.wasm")), &tmp).unwrap();
+    std::fs::rename(&tmp, plugins.join(format!("{name}.wasm"))).unwrap();
+}
+
+/// Copies the compiled-code cache `from` (a `plugin-cache` folder) into `to`.
+fn copy_cache(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_cache(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// The status and body of `DELETE Patient/nobody` until `done` holds for them, for as long
@@ -118,32 +164,39 @@ async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_ru
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let projects: Vec<(&str, std::path::PathBuf)> =
-        [("python", "py-no-deletes"), ("js", "js-no-deletes")]
-            .into_iter()
-            .map(|(lang, name)| (name, new_built_and_checked(work.path(), name, lang)))
-            .collect();
+    let data = work.path().join(".data");
+    let build = |lang: &str, name: &'static str, kind: &str| {
+        (
+            name,
+            new_built_and_checked(work.path(), &data, name, lang, kind),
+        )
+    };
+    let policies = [
+        build("python", "py-no-deletes", "scope-policy"),
+        build("js", "js-no-deletes", "scope-policy"),
+    ];
+    let rules = [
+        build("python", "py-audience", "audience-rule"),
+        build("js", "js-audience", "audience-rule"),
+    ];
 
     for db in TestDb::all().await {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(dir.path(), &["--database-url", &db.url]);
+        copy_cache(
+            &data.join("plugin-cache"),
+            &server.data_dir.join("plugin-cache"),
+        );
         let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
         let token = system_token_of(&server, dir.path(), &db, &http, "system/*.*").await;
         let url = format!("{}/fhir/r4/Patient/nobody", server.url);
         let plugins = server.data_dir.join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for (name, project) in &projects {
+        for (name, project) in &policies {
             let (status, body) = delete_until(&http, &url, &token, |_, _| true).await;
             assert_ne!(status, 403, "{name}, before: {body}");
 
-            std::fs::copy(
-                project.join(format!("{name}.toml")),
-                plugins.join(format!("{name}.toml")),
-            )
-            .unwrap();
-            let tmp = plugins.join(format!(".{name}.wasm.tmp"));
-            std::fs::copy(project.join(format!("{name}.wasm")), &tmp).unwrap();
-            std::fs::rename(&tmp, plugins.join(format!("{name}.wasm"))).unwrap();
+            install(project, &plugins, name);
             let denial = format!("plugin {name} denied: deletes are disabled on this server");
             let (status, body) =
                 delete_until(&http, &url, &token, |s, b| s == 403 && b.contains(&denial)).await;
@@ -154,5 +207,73 @@ async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_ru
             let (status, body) = delete_until(&http, &url, &token, |s, _| s != 403).await;
             assert_ne!(status, 403, "{} {name}, removed: {body}", db.backend);
         }
+        for (name, project) in &rules {
+            let metrics = format!("{}/metrics", server.url);
+            let calls = || accepted_calls(&http, &metrics, name);
+            let read = || async {
+                let reply = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                let status = reply.status().as_u16();
+                assert_eq!(
+                    status,
+                    404,
+                    "{} {name}: {}",
+                    db.backend,
+                    reply.text().await.unwrap()
+                );
+            };
+            install(project, &plugins, name);
+            let give_up = Instant::now() + Duration::from_secs(30);
+            while calls().await == 0 {
+                assert!(
+                    Instant::now() < give_up,
+                    "{} {name} never answered",
+                    db.backend
+                );
+                read().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let before = calls().await;
+            for _ in 0..3 {
+                read().await;
+            }
+            assert!(calls().await >= before + 3, "{} {name}", db.backend);
+
+            std::fs::remove_file(plugins.join(format!("{name}.wasm"))).unwrap();
+            let give_up = Instant::now() + Duration::from_secs(30);
+            loop {
+                let before = calls().await;
+                read().await;
+                if calls().await == before {
+                    break;
+                }
+                assert!(
+                    Instant::now() < give_up,
+                    "{} {name} still answers",
+                    db.backend
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
+}
+
+/// How many `accept` calls of the audience rule `name` answered `ok`, from `/metrics`.
+async fn accepted_calls(http: &reqwest::Client, metrics: &str, name: &str) -> u64 {
+    let text = http
+        .get(metrics)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let plugin = format!("plugin=\"{name}\"");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("hestia_plugin_calls_total{")
+                && l.contains(&plugin)
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
