@@ -494,7 +494,7 @@ async fn run_serve(ServeArgs { flags, demo }: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    crate::http::server::serve(settings, demo).await
+    crate::app::serve(settings, demo).await
 }
 
 /// `hestia fhir reindex | import`.

@@ -536,7 +536,7 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     pub watch: bool,
     /// What plugin manifests may ask of WASI (`[plugins.wasi]`).
-    pub allow_wasi: crate::plugins::WasiAllowances,
+    pub allow_wasi: crate::plugins::allowances::WasiAllowances,
 }
 
 impl Settings {
@@ -934,7 +934,7 @@ impl RawConfig {
             ));
         }
         let memory_mib = plugins.memory_mib.unwrap_or(16);
-        let max_mib = crate::plugins::MAX_MEMORY_MIB;
+        let max_mib = crate::plugins::allowances::MAX_MEMORY_MIB;
         if memory_mib == 0 || memory_mib > max_mib {
             return Err(invalid(
                 "plugins.memory_mib",
@@ -947,7 +947,7 @@ impl RawConfig {
             deadline: Duration::from_millis(deadline_ms),
             memory_bytes: (memory_mib as usize) * 1024 * 1024,
             watch: plugins.watch.unwrap_or(true),
-            allow_wasi: crate::plugins::WasiAllowances {
+            allow_wasi: crate::plugins::allowances::WasiAllowances {
                 clock: plugins.wasi.clock.unwrap_or(false),
                 random: plugins.wasi.random.unwrap_or(false),
             },
@@ -1391,7 +1391,7 @@ mod tests {
         let s = raw(ServeFlags::default(), "").resolve().unwrap();
         assert_eq!(
             s.plugins.allow_wasi,
-            crate::plugins::WasiAllowances::default()
+            crate::plugins::allowances::WasiAllowances::default()
         );
         let s = raw(ServeFlags::default(), "[plugins.wasi]\nclock = true\n")
             .resolve()

@@ -2,6 +2,7 @@
 //! host for WebAssembly policy plugins, in one binary. See ARCHITECTURE.md for the map.
 
 pub mod accounts;
+pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod config;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::access::Access;
 use super::definitions::ResourceType;
-use super::error::FhirError;
+use super::error::{ErrorKind, FhirError};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::Conditional;
 use super::repository::{Repository, check_id, new_id};
@@ -97,28 +97,21 @@ pub enum BundleKind {
     Transaction,
 }
 
-/// The HTTP status line FHIR puts in `entry.response.status`.
-pub fn status_line(code: u16) -> String {
-    let reason = match code {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        410 => "Gone",
-        412 => "Precondition Failed",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        422 => "Unprocessable Entity",
-        _ => "",
-    };
-    format!("{code} {reason}").trim_end().to_string()
+/// The outcome of one entry, which its `entry.response.status` states as an HTTP status
+/// line ([`StatusLine`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// Read, searched, updated, patched, or matched by a conditional create.
+    Ok,
+    Created,
+    /// Deleted.
+    NoContent,
+    Failed(ErrorKind),
 }
+
+/// Writes an entry's `response.status` (`"201 Created"`): the status codes are the HTTP
+/// layer's, which passes this to [`Repository::process_bundle`].
+pub type StatusLine = fn(EntryStatus) -> String;
 
 fn entry_error(index: usize, what: impl Into<String>) -> FhirError {
     FhirError::BadRequest(vec![
@@ -399,7 +392,7 @@ fn rewrite_under(key: &str, value: &mut Value, ids: &HashMap<String, String>) {
 /// The result of one entry.
 #[derive(Debug, Clone)]
 struct EntryResult {
-    status: u16,
+    status: EntryStatus,
     version: Option<StoredVersion>,
     resource: Option<Value>,
     outcome: Option<Value>,
@@ -412,14 +405,14 @@ impl EntryResult {
             tracing::error!(%cause, "a batch entry failed");
         }
         Self {
-            status: err.status(),
+            status: EntryStatus::Failed(err.kind()),
             version: None,
             resource: None,
             outcome: Some(operation_outcome(&err.issues())),
         }
     }
 
-    fn to_json(&self, return_resources: bool) -> Value {
+    fn to_json(&self, return_resources: bool, status_line: StatusLine) -> Value {
         let mut response = json!({ "status": status_line(self.status) });
         if let Some(v) = &self.version {
             response["location"] = json!(format!(
@@ -472,7 +465,7 @@ fn patch_document(entry: &EntryRequest) -> Result<Vec<u8>, FhirError> {
 
 impl EntryResult {
     /// A result that carries the version written or read, and its content.
-    fn with_version(status: u16, v: StoredVersion) -> Result<Self, FhirError> {
+    fn with_version(status: EntryStatus, v: StoredVersion) -> Result<Self, FhirError> {
         let resource = content(&v)?;
         Ok(Self {
             status,
@@ -517,7 +510,7 @@ impl Repository {
                 let w = self
                     .patch_in(conn, ty, id, &doc, entry.if_match, access)
                     .await?;
-                EntryResult::with_version(200, w.version)
+                EntryResult::with_version(EntryStatus::Ok, w.version)
             }
             EntryMethod::Delete => {
                 let ty = entry
@@ -531,7 +524,7 @@ impl Repository {
                     }
                 };
                 Ok(EntryResult {
-                    status: 204,
+                    status: EntryStatus::NoContent,
                     version: v,
                     resource: None,
                     outcome: None,
@@ -557,7 +550,7 @@ impl Repository {
                 .search(scope, &entry.query, Handling::Strict, access, type_access)
                 .await?;
             return Ok(EntryResult {
-                status: 200,
+                status: EntryStatus::Ok,
                 version: None,
                 resource: Some(bundle),
                 outcome: None,
@@ -571,7 +564,7 @@ impl Repository {
             }
             None => self.read_with_in(conn, ty, id, access).await?,
         };
-        EntryResult::with_version(200, v)
+        EntryResult::with_version(EntryStatus::Ok, v)
     }
 
     /// A POST entry: a create under the id given in advance, or a conditional create.
@@ -593,12 +586,14 @@ impl Repository {
                 .conditional_create_in(conn, ty, id, resource, &criteria, allowed)
                 .await?
             {
-                Conditional::Written(w) => EntryResult::with_version(201, w.version),
-                Conditional::Existing(v) => EntryResult::with_version(200, v),
+                Conditional::Written(w) => {
+                    EntryResult::with_version(EntryStatus::Created, w.version)
+                }
+                Conditional::Existing(v) => EntryResult::with_version(EntryStatus::Ok, v),
             };
         }
         let w = self.create_in(conn, ty, id, resource).await?;
-        EntryResult::with_version(201, w.version)
+        EntryResult::with_version(EntryStatus::Created, w.version)
     }
 
     /// A PUT entry: an update of `Type/id`, or a conditional update.
@@ -629,18 +624,24 @@ impl Repository {
                     .await?
             }
         };
-        EntryResult::with_version(if w.created { 201 } else { 200 }, w.version)
+        let status = if w.created {
+            EntryStatus::Created
+        } else {
+            EntryStatus::Ok
+        };
+        EntryResult::with_version(status, w.version)
     }
 
     /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs,
     /// `type_access` restricts what searches inside it include (see [`Self::search`]).
-    /// Returns the response Bundle.
+    /// Returns the response Bundle, each entry's `response.status` written by `status_line`.
     pub async fn process_bundle(
         &self,
         bundle: &Map<String, Value>,
         check: EntryCheck<'_>,
         type_access: TypeAccess<'_>,
         return_resources: bool,
+        status_line: StatusLine,
     ) -> Result<Value, FhirError> {
         let entry_count = bundle
             .get("entry")
@@ -654,7 +655,7 @@ impl Repository {
         };
         let entries: Vec<Value> = results
             .into_iter()
-            .map(|r| r.map_or(Value::Null, |r| r.to_json(return_resources)))
+            .map(|r| r.map_or(Value::Null, |r| r.to_json(return_resources, status_line)))
             .collect();
         Ok(json!({
             "resourceType": "Bundle",
@@ -782,7 +783,7 @@ impl Repository {
     }
 }
 
-/// Names the failing entry in a transaction's error, keeping its status.
+/// Names the failing entry in a transaction's error, keeping its kind.
 fn in_entry(err: FhirError, entry: &EntryRequest) -> FhirError {
     let prefix = format!(
         "transaction entry {} ({} {}): ",
@@ -800,5 +801,5 @@ fn in_entry(err: FhirError, entry: &EntryRequest) -> FhirError {
             .expression
             .push(format!("Bundle.entry[{}]", entry.index));
     }
-    FhirError::WithStatus(err.status(), issues)
+    FhirError::WithKind(err.kind(), issues)
 }

@@ -1,10 +1,11 @@
 //! The error of FHIR interactions, shared by the repository, search, Bundles, bulk data
-//! and the HTTP layer, which maps it to a status code and an OperationOutcome.
+//! and the HTTP layer. Each error has an [`ErrorKind`] and an OperationOutcome's issues;
+//! the HTTP layer alone gives a kind its status code.
 
 use super::outcome::Issue;
 use crate::store::StoreError;
 
-/// Errors of FHIR interactions; each maps to one HTTP status and an OperationOutcome.
+/// Errors of FHIR interactions: a kind (a status to the HTTP layer) and an OperationOutcome.
 #[derive(Debug, thiserror::Error)]
 pub enum FhirError {
     #[error("{}", super::outcome::summary(.0))]
@@ -31,9 +32,37 @@ pub enum FhirError {
     Forbidden(String),
     #[error("internal error: {0}")]
     Internal(String),
-    /// An error passed on with its status (a failing entry of a transaction).
+    /// An error of a kind with issues of its own (a failing entry of a transaction,
+    /// named in its issues; a refusal of the HTTP layer).
     #[error("{}", super::outcome::summary(.1))]
-    WithStatus(u16, Vec<Issue>),
+    WithKind(ErrorKind, Vec<Issue>),
+}
+
+/// What went wrong, as the FHIR RESTful API tells failures apart (one HTTP status each,
+/// which `http::fhir::status_of_kind` gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    NotAcceptable,
+    Conflict,
+    Gone,
+    PreconditionFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unprocessable,
+    Internal,
+    /// The server cannot answer now (its database or the gate's checks are unavailable).
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// Whether the server failed, rather than refused the request.
+    pub fn is_server_failure(self) -> bool {
+        matches!(self, ErrorKind::Internal | ErrorKind::Unavailable)
+    }
 }
 
 impl FhirError {
@@ -41,22 +70,22 @@ impl FhirError {
         FhirError::BadRequest(vec![Issue::error("invalid", diagnostics)])
     }
 
-    /// The HTTP status code of this error.
-    pub fn status(&self) -> u16 {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            FhirError::BadRequest(_) => 400,
-            FhirError::Forbidden(_) => 403,
-            FhirError::NotFound(_) => 404,
-            FhirError::MethodNotAllowed(_) => 405,
-            FhirError::NotAcceptable(_) => 406,
-            FhirError::Conflict(_) => 409,
-            FhirError::Gone(_) => 410,
-            FhirError::PreconditionFailed(_) => 412,
-            FhirError::PayloadTooLarge(_) => 413,
-            FhirError::UnsupportedMediaType(_) => 415,
-            FhirError::Unprocessable(_) => 422,
-            FhirError::Internal(_) => 500,
-            FhirError::WithStatus(status, _) => *status,
+            FhirError::BadRequest(_) => ErrorKind::BadRequest,
+            FhirError::Forbidden(_) => ErrorKind::Forbidden,
+            FhirError::NotFound(_) => ErrorKind::NotFound,
+            FhirError::MethodNotAllowed(_) => ErrorKind::MethodNotAllowed,
+            FhirError::NotAcceptable(_) => ErrorKind::NotAcceptable,
+            FhirError::Conflict(_) => ErrorKind::Conflict,
+            FhirError::Gone(_) => ErrorKind::Gone,
+            FhirError::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
+            FhirError::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
+            FhirError::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
+            FhirError::Unprocessable(_) => ErrorKind::Unprocessable,
+            FhirError::Internal(_) => ErrorKind::Internal,
+            FhirError::WithKind(kind, _) => *kind,
         }
     }
 
@@ -65,7 +94,7 @@ impl FhirError {
         match self {
             FhirError::BadRequest(issues)
             | FhirError::Unprocessable(issues)
-            | FhirError::WithStatus(_, issues) => issues.clone(),
+            | FhirError::WithKind(_, issues) => issues.clone(),
             FhirError::NotFound(m) => vec![Issue::error("not-found", m)],
             FhirError::Gone(m) => vec![Issue::error("deleted", m)],
             FhirError::Conflict(m) => vec![Issue::error("conflict", m)],

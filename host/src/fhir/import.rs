@@ -189,7 +189,7 @@ async fn load(
                 places.push(p.at);
                 resources.push((p.resource_type, p.id, p.resource));
             }
-            Err(e) if e.status() < 500 => refused.push((p.at, e)),
+            Err(e) if !e.kind().is_server_failure() => refused.push((p.at, e)),
             Err(e) => return Err(e.into()),
         }
     }

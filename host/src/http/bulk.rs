@@ -18,7 +18,7 @@ use super::AppState;
 use super::fhir::{FhirResponseError, fhir_json};
 use crate::fhir::bulk::{self, ExportKind, ExportRequest};
 use crate::fhir::bulk_worker::{StartError, failure_outcome};
-use crate::fhir::error::FhirError;
+use crate::fhir::error::{ErrorKind, FhirError};
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::gate::Caller;
 use crate::store::bulk::{BulkJob, JobState};
@@ -46,7 +46,7 @@ fn caller_of(caller: Option<axum::Extension<Caller>>) -> Result<Caller, FhirResp
     caller.map(|c| c.0).ok_or_else(|| {
         let why = "this bulk route has no verified caller (the authorization layer did not run for it); the request is refused";
         tracing::error!("{why}");
-        FhirResponseError(FhirError::WithStatus(500, vec![Issue::error("security", why)]))
+        FhirResponseError(FhirError::WithKind(ErrorKind::Internal, vec![Issue::error("security", why)]))
     })
 }
 

@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::fhir::access::Access;
+use crate::fhir::bundle::EntryStatus;
 use crate::fhir::clock::now_ms;
-use crate::fhir::error::FhirError;
+use crate::fhir::error::{ErrorKind, FhirError};
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::{Conditional, Written, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
@@ -115,7 +116,54 @@ impl From<FhirError> for FhirResponseError {
 }
 
 pub fn status_of(err: &FhirError) -> StatusCode {
-    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    status_of_kind(err.kind())
+}
+
+/// The HTTP status of each kind of FHIR error: the one place that maps them.
+pub fn status_of_kind(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A Bundle entry's `response.status`: its status code, with the reason phrase for the
+/// codes that have one here (406, 500 and 503 stand alone).
+pub fn entry_status_line(status: EntryStatus) -> String {
+    let code = match status {
+        EntryStatus::Ok => StatusCode::OK,
+        EntryStatus::Created => StatusCode::CREATED,
+        EntryStatus::NoContent => StatusCode::NO_CONTENT,
+        EntryStatus::Failed(kind) => status_of_kind(kind),
+    };
+    let reason = match code {
+        StatusCode::OK => "OK",
+        StatusCode::CREATED => "Created",
+        StatusCode::NO_CONTENT => "No Content",
+        StatusCode::BAD_REQUEST => "Bad Request",
+        StatusCode::FORBIDDEN => "Forbidden",
+        StatusCode::NOT_FOUND => "Not Found",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
+        StatusCode::CONFLICT => "Conflict",
+        StatusCode::GONE => "Gone",
+        StatusCode::PRECONDITION_FAILED => "Precondition Failed",
+        StatusCode::PAYLOAD_TOO_LARGE => "Payload Too Large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported Media Type",
+        StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable Entity",
+        _ => return code.as_str().to_owned(),
+    };
+    format!("{} {reason}", code.as_str())
 }
 
 impl IntoResponse for FhirResponseError {
@@ -358,8 +406,8 @@ pub struct Granted(pub Access);
 fn no_decision() -> FhirResponseError {
     let why = "this FHIR route has no authorization decision (the authorization layer did not run for it); the request is refused";
     tracing::error!("{why}");
-    FhirResponseError(FhirError::WithStatus(
-        500,
+    FhirResponseError(FhirError::WithKind(
+        ErrorKind::Internal,
         vec![Issue::error("security", why)],
     ))
 }
@@ -869,7 +917,13 @@ async fn batch_or_transaction(
     let return_resources = prefer_return(&headers) == Return::Representation;
     let response = state
         .fhir()
-        .process_bundle(&bundle, &check, &type_access, return_resources)
+        .process_bundle(
+            &bundle,
+            &check,
+            &type_access,
+            return_resources,
+            entry_status_line,
+        )
         .await?;
     Ok(fhir_json(StatusCode::OK, &response, format.pretty))
 }
@@ -1115,4 +1169,61 @@ async fn unknown_route(uri: axum::http::Uri) -> FhirResult {
         uri.path()
     ))
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each outcome of a Bundle entry and the `response.status` it gets, and the same
+    /// status on a response of its own.
+    #[test]
+    fn entry_status_lines_and_statuses_agree() {
+        let table = [
+            (EntryStatus::Ok, "200 OK"),
+            (EntryStatus::Created, "201 Created"),
+            (EntryStatus::NoContent, "204 No Content"),
+            (
+                EntryStatus::Failed(ErrorKind::BadRequest),
+                "400 Bad Request",
+            ),
+            (EntryStatus::Failed(ErrorKind::Forbidden), "403 Forbidden"),
+            (EntryStatus::Failed(ErrorKind::NotFound), "404 Not Found"),
+            (
+                EntryStatus::Failed(ErrorKind::MethodNotAllowed),
+                "405 Method Not Allowed",
+            ),
+            (EntryStatus::Failed(ErrorKind::NotAcceptable), "406"),
+            (EntryStatus::Failed(ErrorKind::Conflict), "409 Conflict"),
+            (EntryStatus::Failed(ErrorKind::Gone), "410 Gone"),
+            (
+                EntryStatus::Failed(ErrorKind::PreconditionFailed),
+                "412 Precondition Failed",
+            ),
+            (
+                EntryStatus::Failed(ErrorKind::PayloadTooLarge),
+                "413 Payload Too Large",
+            ),
+            (
+                EntryStatus::Failed(ErrorKind::UnsupportedMediaType),
+                "415 Unsupported Media Type",
+            ),
+            (
+                EntryStatus::Failed(ErrorKind::Unprocessable),
+                "422 Unprocessable Entity",
+            ),
+            (EntryStatus::Failed(ErrorKind::Internal), "500"),
+            (EntryStatus::Failed(ErrorKind::Unavailable), "503"),
+        ];
+        for (status, line) in table {
+            assert_eq!(entry_status_line(status), line, "{status:?}");
+            if let EntryStatus::Failed(kind) = status {
+                assert_eq!(status_of_kind(kind).as_str(), &line[..3], "{kind:?}");
+            }
+        }
+        let gone = FhirError::Gone("Patient/1 was deleted".into());
+        assert_eq!(status_of(&gone), StatusCode::GONE);
+        let named = FhirError::WithKind(gone.kind(), gone.issues());
+        assert_eq!(status_of(&named), StatusCode::GONE);
+    }
 }

@@ -15,7 +15,7 @@ use super::AppState;
 use super::challenge::challenge;
 use super::fhir::{FhirResponseError, fhir_json};
 use crate::fhir::access::Access;
-use crate::fhir::error::FhirError;
+use crate::fhir::error::{ErrorKind, FhirError};
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::gate::{Basic, Refusal, Route, classify_route};
 
@@ -36,8 +36,8 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Response {
             "throttled",
         ),
         Refusal::Unavailable(why) => {
-            return FhirResponseError(FhirError::WithStatus(
-                503,
+            return FhirResponseError(FhirError::WithKind(
+                ErrorKind::Unavailable,
                 vec![Issue::error("transient", why.clone())],
             ))
             .into_response();

@@ -10,6 +10,7 @@
 //! `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`] (`hestia plugin …`, with `scaffold` for `new` and `cases` for
 //! `test`).
 
+pub mod allowances;
 mod bindings;
 mod builder;
 mod builtin;
@@ -39,10 +40,11 @@ use self::metrics::Outcome;
 use self::registry::{Loader, Member, Slot, Snapshot};
 use self::runtime::{Fault, Plugin, Ticker};
 
+pub use self::allowances::{MAX_MEMORY_MIB, WasiAllowances};
 pub use self::guest_io::recent_output;
 pub use self::manifest::{Manifest, WasiAsk};
 pub use self::registry::content_hash;
-pub use self::runtime::{MAX_MEMORY_MIB, Provision};
+pub use self::runtime::Provision;
 pub use self::types::{
     AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
     SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
@@ -89,13 +91,6 @@ pub enum OnError {
     Deny,
     /// Skip the plugin (still counted and logged).
     Allow,
-}
-
-/// Which WASI interfaces manifests may ask for. Default: none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct WasiAllowances {
-    pub clock: bool,
-    pub random: bool,
 }
 
 /// A plugin that is there without a file: the defaults embedded in the binary (see

@@ -242,10 +242,10 @@ impl Loader {
             None => self.deadline,
         };
         let memory = match manifest.limits.memory_mib {
-            Some(mib) if mib == 0 || mib > runtime::MAX_MEMORY_MIB => {
+            Some(mib) if mib == 0 || mib > super::MAX_MEMORY_MIB => {
                 return Err(format!(
                     "limits.memory_mib must be between 1 and {}",
-                    runtime::MAX_MEMORY_MIB
+                    super::MAX_MEMORY_MIB
                 ));
             }
             Some(mib) => {

@@ -35,7 +35,7 @@ use super::bindings::{self, Bound, Pre, Verdict, Version};
 use super::fixed_random::{Fixed, FixedRandom};
 use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
 use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
-use super::{PluginKind, WasiAllowances};
+use super::{MAX_MEMORY_MIB, PluginKind, WasiAllowances};
 
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);
@@ -44,8 +44,6 @@ const TICK: Duration = Duration::from_millis(1);
 /// machine is busy at load time, while a start function that never returns is still
 /// refused.
 const LOAD_INSTANTIATION: Duration = Duration::from_secs(1);
-/// Largest memory a manifest may ask for; the pooling allocator is sized for it.
-pub const MAX_MEMORY_MIB: u64 = 1024;
 /// Slots of the pooling allocator. Warm instances hold one each while idle.
 const POOL_COMPONENT_INSTANCES: u32 = 512;
 const POOL_CORE_INSTANCES: u32 = 2048;
