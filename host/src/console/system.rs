@@ -315,7 +315,11 @@ impl Console<'_> {
             ));
         }
         let raw_json = serde_json::to_string(&claims).unwrap_or_default();
-        let verified = crate::verifier::Verified { claims, raw_json };
+        let verified = crate::verifier::Verified {
+            claims,
+            raw_json,
+            username: None,
+        };
         self.explain_verified(&verified, &query.resource_type, report)
             .await
     }
