@@ -142,7 +142,8 @@ impl std::ops::DerefMut for WriteTx {
 impl Store {
     /// Begins a write transaction; every write of one interaction (or one transaction
     /// Bundle) goes through one. On SQLite it first waits for the process's write turn
-    /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout.
+    /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout, then takes
+    /// the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
         let turn = match &self.write_turn {
             Some(turn) => Some(
@@ -157,8 +158,15 @@ impl Store {
             ),
             None => None,
         };
+        // `IMMEDIATE`: the write lock is taken before anything is read, so that a write
+        // outside the turn (a token's record, another process) is waited for here, under
+        // the busy timeout, and never found later behind this transaction's snapshot.
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool().begin().await?,
+        };
         Ok(WriteTx {
-            tx: self.pool().begin().await?,
+            tx,
             store: self.clone(),
             _turn: turn,
         })

@@ -78,8 +78,9 @@ pub struct Store {
     /// SQLite has one writer at a time; a transaction that has read and then finds another
     /// connection's write in its way fails at once with "database is locked" (its snapshot
     /// is stale, so the busy timeout cannot help), and plain lock waits back off in sleeps of
-    /// up to 100 ms. Taking turns in the process avoids both; other processes (`hestia user
-    /// add` while `serve` runs) still meet the busy timeout.
+    /// up to 100 ms. Taking turns in the process avoids both among FHIR writes; writes
+    /// outside the turn (token records, other processes such as `hestia user add` while
+    /// `serve` runs) meet the busy timeout of the turn's `BEGIN IMMEDIATE`.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
     /// What decides when to refresh the planner's statistics ([`Store::analyze`]).
     statistics: Arc<Statistics>,

@@ -994,3 +994,140 @@ async fn a_restore_converts_column_types_between_backends() {
     assert_eq!(nulls, 1);
     pool.close().await;
 }
+
+/// The archive of a SQLite database holding `n` Patients, loaded by `hestia fhir import`
+/// (with their history and search index rows: about ten rows each).
+fn large_archive(dir: &Path, n: usize) -> std::path::PathBuf {
+    let url = format!("sqlite://{}", dir.join("large.db").display());
+    let file = dir.join("patients.ndjson");
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            json!({"resourceType": "Patient", "id": format!("big{i}"),
+                   "identifier": [{"system": "urn:test", "value": format!("{i}")}],
+                   "name": [{"family": format!("Family{}", i % 97), "given": ["Kim", "Lee"]}],
+                   "gender": "female", "birthDate": "1970-01-01"})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let data = dir.join("import-data");
+    let args = [
+        "fhir",
+        "import",
+        "--database-url",
+        &url,
+        "--data-dir",
+        data.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+    let (ok, _, err) = hestia(dir, &args, "");
+    assert!(ok, "hestia fhir import failed: {err}");
+    let out = dir.join("large.tar");
+    cli(dir, &url, &["backup", "--out", out.to_str().unwrap()], "");
+    out
+}
+
+/// Whether a restore's transaction is writing into `db`, seen from outside: PostgreSQL
+/// lists its `INSERT` into a resource table inside an open transaction; on SQLite the
+/// schema is complete (the migrations, each committed on its own, are over) and another
+/// connection holds the write lock, which only the restore's transaction takes after them.
+async fn restore_is_writing(db: &TestDb, schema_version: i64) -> bool {
+    use sqlx::Connection;
+    if db.backend == "postgres" {
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let writing: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL \
+             AND query LIKE 'INSERT INTO \"fhir_%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        return writing > 0;
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.url)
+        .unwrap()
+        .busy_timeout(std::time::Duration::ZERO);
+    // Not there yet, or not migrated yet: not writing rows.
+    let Ok(mut conn) = sqlx::SqliteConnection::connect_with(&options).await else {
+        return false;
+    };
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .flatten();
+    let locked = version == Some(schema_version)
+        && match sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
+            Ok(_) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+                false
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("locked"), "{e}");
+                true
+            }
+        };
+    conn.close().await.unwrap();
+    locked
+}
+
+/// `hestia restore` killed with SIGKILL while its transaction writes rows: the target has
+/// none of the archive's rows, and a second restore, without `--force`, fills it.
+#[tokio::test]
+async fn a_restore_killed_midway_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = large_archive(dir.path(), 10_000);
+    let manifest = read_archive(&archive).manifest;
+    let version = manifest["schema_version"].as_i64().unwrap();
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let mut child = std::process::Command::new(crate::support::hestia_bin())
+            .current_dir(dir.path())
+            .args(["restore", "--from", archive.to_str().unwrap()])
+            .args(["--database-url", db.url.as_str()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !restore_is_writing(&db, version).await {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{b}: the restore ended before it was seen writing"
+            );
+            assert!(started.elapsed().as_secs() < 300, "{b}: no restore seen");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Into its rows, well before their end.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{b}: the restore finished before the kill"
+        );
+        let filled: Vec<_> = row_counts(&db.url)
+            .await
+            .into_iter()
+            // The `*_revision` tables hold the one row their migration seeds.
+            .filter(|(t, n)| *n > 0 && !t.ends_with("_revision"))
+            .collect();
+        assert!(filled.is_empty(), "{b}: {filled:?}");
+
+        cli(
+            dir.path(),
+            &db.url,
+            &["restore", "--from", archive.to_str().unwrap()],
+            "",
+        );
+        let counts = row_counts(&db.url).await;
+        for t in manifest["tables"].as_array().unwrap() {
+            let name = t["name"].as_str().unwrap();
+            assert_eq!(counts[name], t["rows"].as_u64().unwrap(), "{b}: {name}");
+        }
+        assert_eq!(counts["fhir_resources"], 10_000, "{b}");
+    }
+}

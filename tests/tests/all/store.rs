@@ -288,6 +288,50 @@ async fn concurrent_writes_all_succeed_on_both_databases() {
     }
 }
 
+/// A write transaction that has read, and a write outside the process's write turn (as a
+/// token's record is written) committed meanwhile: on SQLite the transaction held the
+/// write lock from its start, so the other write waits for its commit instead of leaving
+/// it behind a stale snapshot ("database is locked", code 517); both commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_outside_the_turn_waits_for_a_write_transaction() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let store = Store::open(&db.url).await.unwrap();
+        sqlx::query("CREATE TABLE probe (n INTEGER)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(seen, 0, "{b}");
+        let pool = store.pool().clone();
+        let outside = tokio::spawn(async move {
+            sqlx::query("INSERT INTO probe (n) VALUES (1)")
+                .execute(&pool)
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("INSERT INTO probe (n) VALUES (2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{b}: {e}"));
+        tx.commit().await.unwrap();
+        outside
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{b}: {e}"));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 2, "{b}");
+        store.close().await;
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
