@@ -282,8 +282,9 @@ fn basic_state(settings: &Settings, state: &AppState) -> AppState {
 
 /// The tasks that run beside serving: the purge of expired authorization records (and
 /// console sessions), Bulk Data's purge, and the planner's statistics for the data
-/// there already (see `Store::analyze`).
+/// there already (see `Store::analyze`), and the metrics' upkeep.
 fn spawn_background(store: &Store, settings: &Settings, state: &AppState) {
+    crate::telemetry::spawn_metrics_upkeep();
     spawn_oauth_purge(store.clone(), &settings.oauth, &settings.admin);
     state.bulk().spawn_purge();
     let analyzing = store.clone();

@@ -570,7 +570,7 @@ impl Caller {
             return Err(refuse("no resource type".into()));
         };
         // The new content is checked here; the current version of an update, patch or
-        // delete inside the Bundle's transaction (`Repository::check_write_target_in`).
+        // delete inside the Bundle's transaction (`Repository::lock_write_target_in`).
         let resource = entry.resource.clone().map(serde_json::Value::Object);
         write_allowed(
             request.interaction,

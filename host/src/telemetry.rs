@@ -40,6 +40,24 @@ const PLUGIN_BUCKETS: &[f64] = &[
     0.0025, 0.005, 0.01, 0.02,
 ];
 
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds. The exporter keeps
+/// each sample in a queue until a render or an upkeep drains it, so a server nobody scrapes
+/// would otherwise grow by every request's latency samples for as long as it runs.
+pub fn spawn_metrics_upkeep() {
+    let handle = metrics_handle();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// The process-wide Prometheus recorder; every `metrics::` macro call lands here.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

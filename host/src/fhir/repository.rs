@@ -20,7 +20,7 @@ use super::search::{IndexRows, SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
     HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_current_many,
-    fhir_version, fhir_write, fhir_write_many,
+    fhir_lock_for_write, fhir_version, fhir_write, fhir_write_many,
 };
 use crate::store::{Store, StoreError};
 use sqlx::AnyConnection;
@@ -302,7 +302,7 @@ impl Repository {
     /// Updates (or, when allowed, creates) the resource with the client's id.
     /// `if_match` is the version the client last saw (`If-Match: W/"n"`); `access` the
     /// caller's decision, which the current version must be within
-    /// ([`Self::check_write_target_in`], in the write's transaction).
+    /// ([`Self::lock_write_target_in`], in the write's transaction).
     /// [`Self::update_in`] in its own transaction.
     pub async fn update(
         &self,
@@ -330,7 +330,7 @@ impl Repository {
         access: &Access,
     ) -> Result<Written, FhirError> {
         check_id(id)?;
-        self.check_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target_in(&mut *conn, resource_type, id, access)
             .await?;
         self.check_update(resource_type, id, &resource)?;
         let current = fhir_current(&mut *conn, resource_type.as_str(), id).await?;
@@ -446,7 +446,7 @@ impl Repository {
         access: &Access,
     ) -> Result<Written, FhirError> {
         check_id(id)?;
-        self.check_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target_in(&mut *conn, resource_type, id, access)
             .await?;
         let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
             FhirError::invalid(format!("the body is not a JSON Patch document: {e}"))
@@ -517,7 +517,7 @@ impl Repository {
         access: &Access,
     ) -> Result<Option<StoredVersion>, FhirError> {
         check_id(id)?;
-        self.check_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target_in(&mut *conn, resource_type, id, access)
             .await?;
         let ty = resource_type.as_str();
         let current = fhir_current(&mut *conn, ty, id).await?;
@@ -617,6 +617,7 @@ impl Repository {
         id: &str,
         access: &Access,
     ) -> Result<(), FhirError> {
+        fhir_lock_for_write(&mut *conn, resource_type.as_str(), id).await?;
         if access.is_unrestricted() {
             return Ok(());
         }
@@ -645,17 +646,21 @@ impl Repository {
             .await
     }
 
-    /// Under constraints, an update, patch or delete of `Type/id` needs its current version
+    /// Holds `Type/id` for the rest of the write's transaction, so that concurrent updates,
+    /// patches and deletes of one resource run one after the other, each on the version the
+    /// one before wrote (not a 409 for the later one), then checks it. Under constraints, an
+    /// update, patch or delete of `Type/id` needs its current version
     /// visible (403 naming the constraint otherwise, whatever `hidden_as_not_found` says:
     /// a write is not a read). A resource that does not exist or was deleted passes: an
     /// update then creates it, with content the caller checked against the constraints.
-    pub async fn check_write_target_in(
+    pub async fn lock_write_target_in(
         &self,
         conn: &mut AnyConnection,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<(), FhirError> {
+        fhir_lock_for_write(&mut *conn, resource_type.as_str(), id).await?;
         if access.is_unrestricted() {
             return Ok(());
         }

@@ -618,6 +618,26 @@ pub async fn fhir_lock_current(
     Ok(locked.rows_affected() == 1)
 }
 
+/// Holds a resource's current row, if there is one, until the transaction ends: a second
+/// writer of the same resource waits here and then reads the version the first committed
+/// (PostgreSQL, `READ COMMITTED`: a row lock). On SQLite there is nothing to do: a write
+/// transaction holds the database's write lock from its start (`BEGIN IMMEDIATE`).
+pub async fn fhir_lock_for_write(
+    conn: &mut AnyConnection,
+    resource_type: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+        return Ok(());
+    }
+    sqlx::query("SELECT 1 FROM fhir_resources WHERE resource_type = $1 AND id = $2 FOR UPDATE")
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Replaces every index row of a resource with `rows` (run after [`fhir_lock_current`]).
 pub async fn fhir_reindex(
     conn: &mut AnyConnection,

@@ -288,6 +288,71 @@ async fn concurrent_writes_all_succeed_on_both_databases() {
     }
 }
 
+/// Concurrent updates, patches and deletes of the same resource all succeed, one after the
+/// other: each reads the version the one before committed. On PostgreSQL two updates read
+/// the same version without a row lock, and the later one failed with 409 on the version
+/// both computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_of_one_resource_take_turns_on_both_databases() {
+    for db in TestDb::all().await {
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let json = [("content-type", "application/fhir+json")];
+        let created = crate::support::call(
+            &app,
+            "PUT",
+            "/fhir/r4/Patient/shared",
+            &json,
+            r#"{"resourceType":"Patient","id":"shared"}"#,
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", db.backend);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let app = app.clone();
+            tasks.spawn(async move {
+                let mut statuses = Vec::new();
+                for round in 0..4 {
+                    let answer = if (i + round) % 2 == 0 {
+                        let body = serde_json::json!({
+                            "resourceType": "Patient", "id": "shared",
+                            "name": [{"family": format!("Writer{i}")}]
+                        });
+                        crate::support::call(
+                            &app,
+                            "PUT",
+                            "/fhir/r4/Patient/shared",
+                            &[("content-type", "application/fhir+json")],
+                            body.to_string(),
+                        )
+                        .await
+                    } else {
+                        crate::support::call(
+                            &app,
+                            "PATCH",
+                            "/fhir/r4/Patient/shared",
+                            &[("content-type", "application/json-patch+json")],
+                            r#"[{"op":"add","path":"/active","value":true}]"#,
+                        )
+                        .await
+                    };
+                    statuses.push((answer.status, answer.diagnostics()));
+                }
+                statuses
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(statuses) = tasks.join_next().await {
+            failures.extend(statuses.unwrap().into_iter().filter(|(s, _)| *s != 200));
+        }
+        assert!(failures.is_empty(), "{}: {failures:?}", db.backend);
+        let read = crate::support::call(&app, "GET", "/fhir/r4/Patient/shared", &[], "").await;
+        assert_eq!(read.body["meta"]["versionId"], "33", "{}", db.backend);
+        let history =
+            crate::support::call(&app, "GET", "/fhir/r4/Patient/shared/_history", &[], "").await;
+        assert_eq!(history.body["total"], 33, "{}", db.backend);
+    }
+}
+
 /// A write transaction that has read, and a write outside the process's write turn (as a
 /// token's record is written) committed meanwhile: on SQLite the transaction held the
 /// write lock from its start, so the other write waits for its commit instead of leaving
