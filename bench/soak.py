@@ -6,7 +6,7 @@ last minute.
 
 Usage: python3 bench/soak.py [--bin PATH] [--minutes 10] [--rate R | --fraction 0.8]
                              [--database-url URL] [--workers 2] [--connections N]
-                             [--ramp-secs 8] [--seed-patients 1000] [--json FILE]
+                             [--ramp-secs 8] [--seed-patients 20000] [--json FILE]
 
 It starts `hestia serve` (plain HTTP on loopback, RUST_LOG=warn) on a fresh SQLite data
 directory, or on --database-url (an empty PostgreSQL database: make a new one per run).
@@ -15,6 +15,12 @@ Two clients come from `hestia client add`: one `client_credentials` client with
 plugin, the template of `hestia plugin new soak-swap --kind scope-policy` built with
 `hestia plugin build` (cached in CARGO_TARGET_DIR/bench-soak/; needs cargo and the
 `wasm32-wasip2` target) is copied into the plugin directory. It refuses deletes.
+
+The seed, --seed-patients Patients with two Observations each, is loaded with `hestia fhir
+import` beside the running server. Its default makes the database larger than what the
+server caches of it (SQLite: 2 MiB of pages per pooled connection) from the start, as in a
+deployment; on a small seed those caches fill while the soak's creates grow the database,
+which reads as RSS growth that stops at their bound.
 
 The mix, chosen at random per request with these weights (`MIX`): a token
 (client_credentials; the thread then uses the new token), a read of a seeded Patient, a
@@ -37,7 +43,8 @@ component with a custom section that carries the swap's number, so each swap is 
 SHA-256 that the host compiles and swaps in. The swap counts as done when `GET
 /admin/plugins` shows the new version `active`; one that takes more than 30 s is an error.
 The RSS is VmRSS of /proc/PID/status, sampled every second; a minute's RSS is the last
-sample within it. Exit status 0 when the run passes, 1 when it fails.
+sample within it. Its anonymous part (RssAnon: heap and stacks, without the pages of
+mapped files such as SQLite's WAL index) is shown beside it. Exit status 0 when the run passes, 1 when it fails.
 Standard library only; talks to 127.0.0.1 only; stops the server when done.
 """
 import argparse
@@ -91,7 +98,7 @@ def parse_args():
     ap.add_argument("--workers", type=int, default=2, help="load processes")
     ap.add_argument("--connections", type=int, help="total connections of the soak")
     ap.add_argument("--ramp-secs", type=float, default=8)
-    ap.add_argument("--seed-patients", type=int, default=1000)
+    ap.add_argument("--seed-patients", type=int, default=20000)
     ap.add_argument("--plugin-dir", default=os.path.join(target, "bench-soak"),
                     help="where the plugin crate is made and built once")
     ap.add_argument("--no-swap", action="store_true",
@@ -139,11 +146,13 @@ class Server:
         return done.stdout
 
     def rss_kib(self):
+        """VmRSS and its anonymous part (RssAnon: the heap, not SQLite's mapped files)."""
+        found = {}
         with open(f"/proc/{self.proc.pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+                if line.startswith(("VmRSS:", "RssAnon:")):
+                    found[line.split(":")[0]] = int(line.split()[1])
+        return found.get("VmRSS", 0), found.get("RssAnon", 0)
 
     def log_lines(self):
         self.log.flush()
@@ -192,7 +201,7 @@ def run(args, server):
     plugin.install(conn, admin)
     setup = {"host": server.host, "port": server.port, "basic": basic,
              "aud": server.fhir_base, "patients": args.seed_patients}
-    seed(conn, token(conn, basic, "system/*.*", server.fhir_base), args.seed_patients)
+    seed(server, args.seed_patients)
     load = os.getloadavg()
     print(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.rate:
@@ -208,16 +217,19 @@ def run(args, server):
     return report(args, server, ramp, rate, connections, minutes, load, plugin)
 
 
-def seed(conn, bearer, patients):
-    """Seeded Patients (read, updated, searched, refused deletes) with two Observations."""
-    headers = {"authorization": f"Bearer {bearer}", "content-type": "application/fhir+json"}
-    for i in range(patients):
-        for path, resource in [(f"Patient/soak-p{i}", patient(f"soak-p{i}", i, 0)),
-                               (f"Observation/soak-o{i}-0", observation(f"soak-o{i}-0", i, 0)),
-                               (f"Observation/soak-o{i}-1", observation(f"soak-o{i}-1", i, 1))]:
-            status, body = send(conn, "PUT", f"{BASE_PATH}/{path}", json.dumps(resource), headers)
-            if status >= 300:
-                raise SystemExit(f"seed {path}: {status} {body[:300]!r}")
+def seed(server, patients):
+    """Seeded Patients (read, updated, searched, refused deletes) with two Observations,
+    loaded with `hestia fhir import` beside the running server (an NDJSON file)."""
+    path = os.path.join(server.tmp, "seed.ndjson")
+    with open(path, "w") as out:
+        for i in range(patients):
+            for resource in [patient(f"soak-p{i}", i, 0), observation(f"soak-o{i}-0", i, 0),
+                             observation(f"soak-o{i}-1", i, 1)]:
+                out.write(json.dumps(resource) + "\n")
+    started = time.monotonic()
+    server.cli("fhir", "import", path, *server.store_flags())
+    print(f"seeded {patients} Patients and {2 * patients} Observations "
+          f"in {time.monotonic() - started:.1f} s", flush=True)
 
 
 def patient(pid, n, version):
@@ -512,7 +524,8 @@ def soak(args, setup, server, plugin, admin, rate, connections):
     def tick(start):
         now = time.monotonic()
         if now >= start and (not rss or now - start - rss[-1][0] >= 1.0):
-            rss.append((now - start, server.rss_kib(), os.getloadavg()[0]))
+            vm, anon = server.rss_kib()
+            rss.append((now - start, vm, os.getloadavg()[0], anon))
             if len(rss) > 1 and int(rss[-2][0] // 60) < int(rss[-1][0] // 60):
                 print(f"minute {int(rss[-2][0] // 60) + 1} done: RSS {rss[-2][1] / 1024:.1f} MiB, "
                       f"load {rss[-2][2]:.2f}, swaps (s) {swap_times(plugin.swaps[1:])}", flush=True)
@@ -531,6 +544,7 @@ def soak(args, setup, server, plugin, admin, rate, connections):
     for m in minutes:
         within = [r for r in rss if 60 * m["minute"] <= r[0] < 60 * (m["minute"] + 1)]
         m["rss_kib"] = within[-1][1] if within else None
+        m["anon_kib"] = within[-1][3] if within else None
         m["load"] = max((r[2] for r in within), default=None)
         swap = plugin.swaps[m["minute"] + 1] if m["minute"] + 1 < len(plugin.swaps) else "-"
         m["swap_secs"] = swap
@@ -543,14 +557,14 @@ def swap_times(swaps):
 
 def report(args, server, ramp, rate, connections, minutes, load, plugin):
     print(f"\n{'minute':>6} {'requests':>9} {'req/s':>7} {'errors':>6} {'p50 ms':>7} "
-          f"{'p95 ms':>7} {'p99 ms':>7} {'RSS MiB':>8} {'swap s':>7} {'load':>5}")
+          f"{'p95 ms':>7} {'p99 ms':>7} {'RSS MiB':>8} {'anon MiB':>8} {'swap s':>7} {'load':>5}")
     for m in minutes:
         swap = m["swap_secs"]
         swap = "-" if swap == "-" else ("FAILED" if swap is None else f"{swap:.2f}")
         print(f"{m['minute'] + 1:>6} {len(m['lat']):>9} {len(m['lat']) / 60:>7.0f} "
               f"{sum(m['errors'].values()):>6} {percentile(m['lat'], 50):>7.1f} "
               f"{percentile(m['lat'], 95):>7.1f} {percentile(m['lat'], 99):>7.1f} "
-              f"{m['rss_kib'] / 1024:>8.1f} {swap:>7} {m['load']:>5.2f}")
+              f"{m['rss_kib'] / 1024:>8.1f} {m['anon_kib'] / 1024:>8.1f} {swap:>7} {m['load']:>5.2f}")
     counts = {}
     for m in minutes:
         for k, v in m["counts"].items():
@@ -584,7 +598,7 @@ def write_json(args, ramp, rate, connections, minutes, load, plugin, growth, pas
     rows = [{"minute": m["minute"] + 1, "requests": len(m["lat"]), "counts": m["counts"],
              "errors": m["errors"], "samples": m["samples"],
              "p50_ms": percentile(m["lat"], 50), "p95_ms": percentile(m["lat"], 95),
-             "p99_ms": percentile(m["lat"], 99), "rss_kib": m["rss_kib"],
+             "p99_ms": percentile(m["lat"], 99), "rss_kib": m["rss_kib"], "anon_kib": m["anon_kib"],
              "swap_secs": m["swap_secs"], "max_load": m["load"]} for m in minutes]
     with open(args.json, "w") as out:
         json.dump({"database": "postgres" if args.database_url else "sqlite",

@@ -226,7 +226,7 @@ impl Gate {
         }
         let verified = self.verify_uncached(token).await?;
         self.verified
-            .insert(key, revocations, Arc::new(verified.clone()));
+            .insert(key, revocations, Arc::new(verified.clone()), auth.now());
         Ok(verified)
     }
 

@@ -1,13 +1,14 @@
-//! RSA for `jsonwebtoken` through ring: the process-wide `jsonwebtoken` crypto provider.
+//! RSA and ECDSA for `jsonwebtoken` through ring: the process-wide `jsonwebtoken` crypto
+//! provider.
 //!
 //! Why: `jsonwebtoken`'s `rust_crypto` backend does RSA with the `rsa` crate, whose
 //! arithmetic (`num-bigint-dig`) took about half of the token endpoint's CPU (RS256
 //! signatures, the key also re-parsed from DER for every one) and a third of an
-//! authenticated FHIR read's (signature checks) under `bench/peers/run`. ring, already
-//! linked for rustls, does the same RSA PKCS#1 v1.5 operations in assembly. Everything
-//! else (ES256/ES384, PSS, HMAC, EdDSA, JWK utilities) stays with `rust_crypto`, and so do
-//! RSA public keys outside ring's 2048..=8192-bit range, so which tokens verify does not
-//! change.
+//! authenticated FHIR read's (signature checks) under `bench/peers/run`; its ECDSA (the
+//! `p256`/`p384` crates) is portable Rust too. ring, already linked for rustls, does RSA
+//! PKCS#1 v1.5 and ECDSA P-256/P-384 in assembly. Everything else (PSS, HMAC, EdDSA, JWK
+//! utilities) stays with `rust_crypto`, and so do keys ring refuses (RSA outside
+//! 2048..=8192 bits, EC keys not in PKCS#8), so which tokens verify does not change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -17,7 +18,7 @@ use jsonwebtoken::errors::{ErrorKind, Result as JwtResult};
 use jsonwebtoken::signature;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
-use ring::signature::{self as rs, RsaKeyPair, RsaPublicKeyComponents};
+use ring::signature::{self as rs, EcdsaKeyPair, RsaKeyPair, RsaPublicKeyComponents};
 
 static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
     signer_factory: new_signer,
@@ -33,24 +34,73 @@ pub fn install() {
     let _ = PROVIDER.install_default();
 }
 
-/// Parsed private keys by their PKCS#1 DER: ring's parsing checks the key, which costs
-/// about as much as a signature, and the signing keys change only on rotation.
-static KEY_PAIRS: LazyLock<Mutex<HashMap<Vec<u8>, Arc<RsaKeyPair>>>> =
-    LazyLock::new(Default::default);
+/// Parsed private keys by their DER (RSA: PKCS#1, EC: PKCS#8): ring's parsing checks the
+/// key, which costs about as much as a signature, and the signing keys change only on
+/// rotation.
+type KeyCache<K> = LazyLock<Mutex<HashMap<Vec<u8>, Arc<K>>>>;
+static RSA_PAIRS: KeyCache<RsaKeyPair> = LazyLock::new(Default::default);
+static P256_PAIRS: KeyCache<EcdsaKeyPair> = LazyLock::new(Default::default);
+static P384_PAIRS: KeyCache<EcdsaKeyPair> = LazyLock::new(Default::default);
 const MAX_CACHED_KEYS: usize = 16;
 
-fn key_pair(der: &[u8]) -> JwtResult<Arc<RsaKeyPair>> {
-    if let Some(pair) = KEY_PAIRS.lock().expect("not poisoned").get(der) {
+fn cached<K>(
+    cache: &KeyCache<K>,
+    der: &[u8],
+    parse: impl FnOnce(&[u8]) -> JwtResult<K>,
+) -> JwtResult<Arc<K>> {
+    if let Some(pair) = cache.lock().expect("not poisoned").get(der) {
         return Ok(pair.clone());
     }
-    let pair =
-        Arc::new(RsaKeyPair::from_der(der).map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?);
-    let mut cache = KEY_PAIRS.lock().expect("not poisoned");
+    let pair = Arc::new(parse(der)?);
+    let mut cache = cache.lock().expect("not poisoned");
     if cache.len() >= MAX_CACHED_KEYS {
         cache.clear();
     }
     cache.insert(der.to_vec(), pair.clone());
     Ok(pair)
+}
+
+fn rsa_key_pair(der: &[u8]) -> JwtResult<Arc<RsaKeyPair>> {
+    cached(&RSA_PAIRS, der, |der| {
+        RsaKeyPair::from_der(der).map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()).into())
+    })
+}
+
+/// A PKCS#8 EC key for `alg`'s curve (ring refuses a key of another curve).
+fn ec_key_pair(
+    alg: &'static rs::EcdsaSigningAlgorithm,
+    der: &[u8],
+) -> JwtResult<Arc<EcdsaKeyPair>> {
+    let cache = if std::ptr::eq(alg, &rs::ECDSA_P384_SHA384_FIXED_SIGNING) {
+        &P384_PAIRS
+    } else {
+        &P256_PAIRS
+    };
+    cached(cache, der, |der| {
+        EcdsaKeyPair::from_pkcs8(alg, der, &SystemRandom::new())
+            .map_err(|_| ErrorKind::InvalidEcdsaKey.into())
+    })
+}
+
+/// ring's ECDSA signing and verification of a JWS algorithm (fixed-size `r || s`
+/// signatures, as JWS has them).
+fn ecdsa_algorithms(
+    alg: &Algorithm,
+) -> Option<(
+    &'static rs::EcdsaSigningAlgorithm,
+    &'static rs::EcdsaVerificationAlgorithm,
+)> {
+    match alg {
+        Algorithm::ES256 => Some((
+            &rs::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rs::ECDSA_P256_SHA256_FIXED,
+        )),
+        Algorithm::ES384 => Some((
+            &rs::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &rs::ECDSA_P384_SHA384_FIXED,
+        )),
+        _ => None,
+    }
 }
 
 fn rsa_encoding(alg: &Algorithm) -> Option<&'static dyn rs::RsaEncoding> {
@@ -93,6 +143,47 @@ impl JwtSigner for RingRsaSigner {
     }
 }
 
+struct RingEcdsaSigner {
+    alg: Algorithm,
+    key: Arc<EcdsaKeyPair>,
+}
+
+impl signature::Signer<Vec<u8>> for RingEcdsaSigner {
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        self.key
+            .sign(&SystemRandom::new(), msg)
+            .map(|sig| sig.as_ref().to_vec())
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtSigner for RingEcdsaSigner {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+/// An EC public key as the uncompressed SEC1 point `jsonwebtoken` keeps (`0x04 || x || y`).
+struct RingEcdsaVerifier {
+    alg: Algorithm,
+    verification: &'static rs::EcdsaVerificationAlgorithm,
+    point: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for RingEcdsaVerifier {
+    fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature::Error> {
+        rs::UnparsedPublicKey::new(self.verification, &self.point)
+            .verify(msg, sig)
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for RingEcdsaVerifier {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
 struct RingRsaVerifier {
     alg: Algorithm,
     params: &'static rs::RsaParameters,
@@ -121,12 +212,22 @@ fn new_signer(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSigner
     if let Some(encoding) = rsa_encoding(alg)
         && key.family() == AlgorithmFamily::Rsa
         // A key ring refuses (under 2048 bits, say) is signed with as before.
-        && let Ok(key) = key_pair(key.inner())
+        && let Ok(key) = rsa_key_pair(key.inner())
     {
         return Ok(Box::new(RingRsaSigner {
             alg: *alg,
             encoding,
             key,
+        }));
+    }
+    if let Some((signing, _)) = ecdsa_algorithms(alg)
+        && key.family() == AlgorithmFamily::Ec
+        // A key ring refuses (SEC1 rather than PKCS#8, another curve) is signed with as before.
+        && let Ok(pair) = ec_key_pair(signing, key.inner())
+    {
+        return Ok(Box::new(RingEcdsaSigner {
+            alg: *alg,
+            key: pair,
         }));
     }
     (rust_crypto::DEFAULT_PROVIDER.signer_factory)(alg, key)
@@ -152,6 +253,17 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> JwtResult<Box<dyn JwtVeri
             e: e.clone(),
         }));
     }
+    if let (Some((_, verification)), DecodingKeyKind::SecretOrDer(point)) =
+        (ecdsa_algorithms(alg), key.kind())
+        && key.family() == AlgorithmFamily::Ec
+        && point.first() == Some(&0x04)
+    {
+        return Ok(Box::new(RingEcdsaVerifier {
+            alg: *alg,
+            verification,
+            point: point.clone(),
+        }));
+    }
     (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(alg, key)
 }
 
@@ -170,6 +282,19 @@ mod tests {
             &public.e().to_bytes_be(),
         );
         (EncodingKey::from_rsa_der(der.as_bytes()), decoding)
+    }
+
+    /// A fresh PKCS#8 key of `alg`'s curve and its public point.
+    fn ec_key(alg: Algorithm) -> (EncodingKey, DecodingKey) {
+        let (signing, _) = ecdsa_algorithms(&alg).unwrap();
+        let rng = SystemRandom::new();
+        let der = EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(signing, der.as_ref(), &rng).unwrap();
+        let point = rs::KeyPair::public_key(&pair).as_ref().to_vec();
+        (
+            EncodingKey::from_ec_der(der.as_ref()),
+            DecodingKey::from_ec_der(&point),
+        )
     }
 
     fn sign_with(p: &CryptoProvider, alg: Algorithm, key: &EncodingKey, msg: &[u8]) -> Vec<u8> {
@@ -238,13 +363,56 @@ mod tests {
         let sig = sign_with(&PROVIDER, Algorithm::RS256, &enc, b"m");
         assert!(verifies(&PROVIDER, Algorithm::RS256, &dec, b"m", &sig));
         assert!(!verifies(&PROVIDER, Algorithm::RS256, &dec, b"n", &sig));
-        // ES256 goes to rust_crypto unchanged.
+    }
+
+    #[test]
+    fn ring_and_rust_crypto_accept_each_others_ecdsa_signatures_and_refuse_altered_ones() {
+        let theirs = &rust_crypto::DEFAULT_PROVIDER;
+        for alg in [Algorithm::ES256, Algorithm::ES384] {
+            let name = format!("{alg:?}");
+            let (enc, dec) = ec_key(alg);
+            let msg = b"header.claims";
+            let ours = sign_with(&PROVIDER, alg, &enc, msg);
+            assert!(verifies(theirs, alg, &dec, msg, &ours), "{name}: ring's");
+            assert!(
+                verifies(&PROVIDER, alg, &dec, msg, &ours),
+                "{name}: ring's by ring"
+            );
+            let their_sig = sign_with(theirs, alg, &enc, msg);
+            assert!(
+                verifies(&PROVIDER, alg, &dec, msg, &their_sig),
+                "{name}: p256/p384's"
+            );
+            let mut altered = ours.clone();
+            altered[5] ^= 1;
+            assert!(
+                !verifies(&PROVIDER, alg, &dec, msg, &altered),
+                "{name}: altered"
+            );
+            assert!(
+                !verifies(&PROVIDER, alg, &dec, b"header.claimz", &ours),
+                "{name}"
+            );
+        }
+        // A P-256 key (as Hestia makes them) does not sign as ES384, nor does an ES256
+        // signature pass as ES384.
         let (_, pem, jwk) = crate::oauth::keys::generate("ES256").unwrap();
         let enc = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
         let dec = DecodingKey::from_jwk(&jwk).unwrap();
+        assert!(
+            ec_key_pair(&rs::ECDSA_P256_SHA256_FIXED_SIGNING, enc.inner()).is_ok(),
+            "Hestia's ES256 keys sign through ring"
+        );
         let sig = sign_with(&PROVIDER, Algorithm::ES256, &enc, b"m");
-        assert!(verifies(&PROVIDER, Algorithm::ES256, &dec, b"m", &sig));
-        assert!(!verifies(&PROVIDER, Algorithm::ES256, &dec, b"n", &sig));
+        assert!(!verifies(&PROVIDER, Algorithm::ES384, &dec, b"m", &sig));
+        assert!(
+            (PROVIDER.signer_factory)(&Algorithm::ES384, &enc)
+                .and_then(|s| s
+                    .try_sign(b"m")
+                    .map_err(|_| ErrorKind::InvalidEcdsaKey.into()))
+                .is_err(),
+            "a P-256 key refused for ES384"
+        );
     }
 
     #[test]

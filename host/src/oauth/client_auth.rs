@@ -6,8 +6,10 @@ use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 
+use super::directory::Registered;
 use super::{AuthServer, OAuthError, Params, TOKEN_PATH};
 use crate::store::Client;
+use std::sync::Arc;
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Methods listed in discovery.
@@ -84,8 +86,8 @@ pub fn parse_basic(header: &str) -> Result<BasicCredentials, OAuthError> {
 }
 
 impl AuthServer {
-    async fn client_or_unknown(&self, id: &str) -> Result<Client, OAuthError> {
-        self.store().get_client(id).await?.ok_or_else(|| {
+    async fn client_or_unknown(&self, id: &str) -> Result<Arc<Registered>, OAuthError> {
+        self.registered_client(id).await?.ok_or_else(|| {
             OAuthError::invalid_client(format!(
                 "unknown client: no client with id {id:?} is registered"
             ))
@@ -140,7 +142,7 @@ impl AuthServer {
                 "no client authentication: send client_id and client_secret with HTTP Basic (client_secret_basic) or in the form (client_secret_post), a client_assertion (private_key_jwt), or client_id alone for a public client",
             ));
         };
-        let client = self.client_or_unknown(id).await?;
+        let client = self.client_or_unknown(id).await?.client.clone();
         if !client.is_public() {
             return Err(OAuthError::invalid_client(format!(
                 "client {id} is confidential and must authenticate ({}); only client_id was sent",
@@ -156,7 +158,8 @@ impl AuthServer {
         secret: &str,
         method: &str,
     ) -> Result<Client, OAuthError> {
-        let client = self.client_or_unknown(id).await?;
+        let registered = self.client_or_unknown(id).await?;
+        let client = &registered.client;
         if !matches!(
             client.token_endpoint_auth_method.as_str(),
             "client_secret_basic" | "client_secret_post"
@@ -166,12 +169,12 @@ impl AuthServer {
                 client.token_endpoint_auth_method
             )));
         }
-        if !self.store().verify_client_secret(id, secret).await? {
+        if !registered.secret_matches(secret) {
             return Err(OAuthError::invalid_client(format!(
                 "wrong client secret for client {id}"
             )));
         }
-        Ok(client)
+        Ok(client.clone())
     }
 
     /// The client's public keys: its registered `jwks`, or those at its `jwks_uri` (cached
@@ -273,7 +276,7 @@ impl AuthServer {
         if form_id.is_some_and(|id| id != iss) {
             return Err(bad(format!("iss {iss:?} differs from client_id")));
         }
-        let client = self.client_or_unknown(iss).await?;
+        let client = self.client_or_unknown(iss).await?.client.clone();
         if client.token_endpoint_auth_method != "private_key_jwt" {
             return Err(OAuthError::invalid_client(format!(
                 "client {iss} is registered for {}, not private_key_jwt",

@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod directory;
 pub mod discovery;
 pub mod errors;
 pub mod grants;
@@ -30,7 +31,7 @@ pub use policy::{NoPolicy, TokenPolicy};
 pub use tokens::{AccessClaims, TokenError};
 
 use crate::config::{OauthSettings, Settings};
-use crate::store::{Client, Store};
+use crate::store::{Client, Store, StoreError};
 
 /// Paths of the endpoints, relative to the issuer.
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
@@ -163,8 +164,11 @@ pub struct AuthServer {
     clock: Arc<Clock>,
     http: reqwest::Client,
     jwks_cache: std::sync::RwLock<Option<CachedJwks>>,
-    /// The revision of the signing keys ([`crate::freshness`]), which `signers` follow.
+    /// The revisions of the signing keys and of the clients ([`crate::freshness`]), which
+    /// `signers` and `directory` follow.
     freshness: crate::freshness::Freshness,
+    /// The registered clients, as the token endpoint reads them.
+    directory: directory::Directory,
     /// The signing keys, parsed.
     signers: keys::Signers,
     /// Access-token records waiting for their group's commit.
@@ -193,6 +197,7 @@ impl AuthServer {
             jwks_cache: std::sync::RwLock::new(None),
             freshness: crate::freshness::Freshness::new(store.clone()),
             signers: keys::Signers::default(),
+            directory: directory::Directory::default(),
             records: records::TokenRecords::default(),
             client_jwks_cache: Default::default(),
             store,
@@ -243,6 +248,16 @@ impl AuthServer {
             *cache = None;
         }
         self.signers.forget();
+    }
+
+    /// The registered client `id` (with what checks its secret), as of the clients' revision
+    /// ([`crate::freshness::Freshness`]); `None` when no such client is registered.
+    pub async fn registered_client(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<directory::Registered>>, StoreError> {
+        let revision = self.freshness.current().await?.clients;
+        self.directory.client(&self.store, revision, id).await
     }
 
     /// The key that signs `alg` tokens at `now`: parsed once per change of the keys, which
@@ -367,13 +382,14 @@ impl AuthServer {
     /// resource servers.
     pub async fn known_audiences(&self) -> Result<Vec<String>, OAuthError> {
         let mut known: Vec<String> = self.fhir_base.iter().cloned().collect();
+        let revision = self.freshness.current().await?.clients;
         let servers = self
-            .store
-            .list_clients_of_kind(crate::store::ClientKind::ResourceServer)
+            .directory
+            .resource_servers(&self.store, revision)
             .await?;
-        for aud in servers.into_iter().flat_map(|c| c.audiences) {
-            if !known.contains(&aud) {
-                known.push(aud);
+        for aud in servers.iter().flat_map(|c| &c.audiences) {
+            if !known.contains(aud) {
+                known.push(aud.clone());
             }
         }
         Ok(known)

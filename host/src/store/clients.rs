@@ -103,6 +103,11 @@ fn random_token(bytes: usize) -> String {
 
 /// Client secrets are 256 random bits, so a plain SHA-256 is as strong as a slow password hash
 /// here and keeps `client_secret_basic` cheap on every token request (passwords use argon2id).
+/// Whether `secret` is the one whose hash was stored, compared in constant time.
+pub fn secret_matches(stored_hash: &str, secret: &str) -> bool {
+    constant_time_eq(stored_hash.as_bytes(), hash_secret(secret).as_bytes())
+}
+
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -231,6 +236,7 @@ impl Store {
         .execute(self.pool())
         .await
         .map_err(|e| conflict_or(e, || format!("client {}", client.client_id)))?;
+        self.changed();
         Ok((client, secret))
     }
 
@@ -242,6 +248,24 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(client_from_row).transpose()
+    }
+
+    /// A client with its secret's hash (`None` for a client without a secret), in one read:
+    /// what the token endpoint keeps of a client (see `oauth::directory`).
+    pub async fn get_client_and_secret(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<(Client, Option<String>)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS}, secret_hash FROM clients WHERE client_id = $1"
+        ))
+        .bind(client_id)
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(row) => Ok(Some((client_from_row(&row)?, row.try_get("secret_hash")?))),
+            None => Ok(None),
+        }
     }
 
     pub async fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
@@ -305,8 +329,7 @@ impl Store {
         let Some(stored): Option<String> = row.try_get("secret_hash")? else {
             return Ok(false);
         };
-        let given = hash_secret(secret);
-        Ok(constant_time_eq(stored.as_bytes(), given.as_bytes()))
+        Ok(secret_matches(&stored, secret))
     }
 }
 

@@ -16,7 +16,9 @@ pub mod search;
 pub mod tables;
 mod users;
 
-pub use clients::{Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret};
+pub use clients::{
+    Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret, secret_matches,
+};
 pub use console::{
     AdminSession, AuditEvent, AuditFilter, GrantRow, NewAuditEvent, RegistrationTokenRow,
     SessionRow,
@@ -173,16 +175,16 @@ impl Store {
         })
     }
 
-    /// How many commits of this process have revoked tokens, changed rights or changed the
-    /// signing keys. A cache of what those commits change reads the database again when
-    /// this moves, so that they take effect on this process's next request; other
+    /// How many commits of this process have revoked tokens, changed rights, the signing
+    /// keys or the clients. A cache of what those commits change reads the database again
+    /// when this moves, so that they take effect on this process's next request; other
     /// processes' commits it learns from the revisions (`rights_revision`,
-    /// `revocation_revision`, `signing_keys_revision`).
+    /// `revocation_revision`, `signing_keys_revision`, `clients_revision`).
     pub fn local_changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Counts a committed revocation, change of rights or of the signing keys
+    /// Counts a committed revocation, change of rights, of the signing keys or of a client
     /// ([`Store::local_changes`]).
     fn changed(&self) {
         self.changes

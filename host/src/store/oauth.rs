@@ -692,6 +692,7 @@ impl Store {
             .bind(client_id)
             .execute(self.pool())
             .await?;
+        self.changed();
         Ok(())
     }
 
@@ -731,6 +732,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {:?}", c.client_id)));
         }
+        self.changed();
         Ok(())
     }
 

@@ -196,6 +196,8 @@ pub struct Revisions {
     pub revocations: i64,
     /// Migration 0017: every change of the signing keys increments it.
     pub keys: i64,
+    /// Migration 0018: every change of the registered clients increments it.
+    pub clients: i64,
 }
 
 impl Store {
@@ -209,13 +211,15 @@ impl Store {
     }
 
     /// The rights revision, the revocation revision (migration 0012: every revocation
-    /// of an access token or a grant increments it) and the signing keys' revision
-    /// (migration 0017), in one read.
+    /// of an access token or a grant increments it), the signing keys' revision
+    /// (migration 0017) and the clients' (migration 0018), in one read.
     pub async fn revisions(&self) -> Result<Revisions, StoreError> {
         let row = sqlx::query(
-            "SELECT r.revision AS rights, v.revision AS revocations, k.revision AS keys \
-             FROM rights_revision r, revocation_revision v, signing_keys_revision k \
-             WHERE r.id = 1 AND v.id = 1 AND k.id = 1",
+            "SELECT r.revision AS rights, v.revision AS revocations, k.revision AS keys, \
+                    c.revision AS clients \
+             FROM rights_revision r, revocation_revision v, signing_keys_revision k, \
+                  clients_revision c \
+             WHERE r.id = 1 AND v.id = 1 AND k.id = 1 AND c.id = 1",
         )
         .fetch_one(self.pool())
         .await?;
@@ -223,6 +227,7 @@ impl Store {
             rights: row.try_get("rights")?,
             revocations: row.try_get("revocations")?,
             keys: row.try_get("keys")?,
+            clients: row.try_get("clients")?,
         })
     }
 

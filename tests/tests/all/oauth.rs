@@ -3566,3 +3566,83 @@ async fn tokens_of_an_account_are_narrowed_by_its_rights() {
         assert!(got.2["patient"].is_null(), "{}", got.2);
     }
 }
+
+/// The token endpoint keeps clients (and the registered resource servers) in memory as of
+/// the clients' revision: what another process changes (here a second connection to the
+/// database, as the CLI or another server would be) applies to the requests that begin
+/// after it, a secret rotation and a removal included.
+#[tokio::test]
+async fn token_endpoint_follows_client_changes_made_by_another_process() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        let b = env.backend;
+        let other = Store::connect(&env.db.url).await.unwrap();
+        let (id, secret) = app_client(&env, false, "system/*.rs", &["client_credentials"]).await;
+        let token = |secret: String, aud: &'static str| {
+            let (env, id) = (&env, id.clone());
+            async move {
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("scope", "system/Patient.rs"),
+                    (
+                        "aud",
+                        if aud.is_empty() {
+                            env.fhir.as_str()
+                        } else {
+                            aud
+                        },
+                    ),
+                ];
+                post_form(env, "/oauth2/token", &form, Some((&id, &secret))).await
+            }
+        };
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(token(secret.clone(), "").await.0, 200, "{b}");
+
+        // A resource server registered elsewhere becomes a valid audience.
+        let elsewhere = "https://elsewhere.example/fhir";
+        let refused = token(secret.clone(), elsewhere).await;
+        assert_ne!(refused.0, 200, "{b}: {}", refused.2);
+        other
+            .create_client(NewClient {
+                client_name: "Elsewhere".into(),
+                kind: ClientKind::ResourceServer,
+                public: false,
+                redirect_uris: vec![],
+                grant_types: vec![],
+                scope: String::new(),
+                audiences: vec![elsewhere.into()],
+                metadata: json!({}),
+            })
+            .await
+            .unwrap();
+        pause().await;
+        let got = token(secret.clone(), elsewhere).await;
+        assert_eq!(got.0, 200, "{b}: {}", got.2);
+
+        // A secret rotated elsewhere: the old one is refused, the new one accepted.
+        other
+            .set_client_secret(&id, &hestia::store::hash_secret("rotated"), 0)
+            .await
+            .unwrap();
+        pause().await;
+        assert_error(
+            &token(secret, "").await,
+            401,
+            "invalid_client",
+            "wrong client secret",
+        );
+        assert_eq!(token("rotated".into(), "").await.0, 200, "{b}");
+
+        // A client removed elsewhere is unknown at once.
+        other.remove_client(&id).await.unwrap();
+        pause().await;
+        assert_error(
+            &token("rotated".into(), "").await,
+            401,
+            "invalid_client",
+            "unknown client",
+        );
+        other.close().await;
+    }
+}
