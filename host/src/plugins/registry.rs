@@ -11,13 +11,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
+use super::allowances::{MAX_MEMORY_MIB, WasiAllowances};
+use super::builtin::BuiltinPlugin;
+use super::info::{OnError, PluginError, PluginInfo, PluginKind, PluginSource, PluginStatus};
 use super::manifest::Manifest;
 use super::metrics::{self, Meters};
 use super::runtime::{self, Compiled, Limits, Plugin, RunSettings};
-use super::{
-    BuiltinPlugin, OnError, PluginError, PluginInfo, PluginKind, PluginSettings, PluginSource,
-    PluginStatus, WasiAllowances,
-};
+use super::settings::PluginSettings;
 
 /// Lowercase hex SHA-256 of `bytes`: a plugin's version, and what a manifest pins.
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -232,10 +232,10 @@ impl Loader {
             None => self.deadline,
         };
         let memory = match manifest.limits.memory_mib {
-            Some(mib) if mib == 0 || mib > super::MAX_MEMORY_MIB => {
+            Some(mib) if mib == 0 || mib > MAX_MEMORY_MIB => {
                 return Err(format!(
                     "limits.memory_mib must be between 1 and {}",
-                    super::MAX_MEMORY_MIB
+                    MAX_MEMORY_MIB
                 ));
             }
             Some(mib) => {
