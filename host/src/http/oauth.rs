@@ -1,6 +1,7 @@
 //! HTTP routes of the authorization server. Handlers turn requests into the plain types of
 //! `crate::oauth` and its results into responses; [`OAuthError`] renders as RFC 6749 JSON
-//! with `Cache-Control: no-store` and, on 401, `WWW-Authenticate`.
+//! with `Cache-Control: no-store`, the status of its code and, on 401 and 403,
+//! `WWW-Authenticate`.
 
 mod pages;
 
@@ -14,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::AppState;
+use super::challenge;
 use crate::oauth::authorize::{AuthorizeError, ConsentOutcome, LoginOutcome};
 use crate::oauth::client_auth::{BasicCredentials, parse_basic};
-use crate::oauth::errors::Challenge;
+use crate::oauth::errors::ErrorCode;
 use crate::oauth::{self, OAuthError, Params};
 
 /// The cookie that binds an authorization request to the browser that started it.
@@ -46,41 +48,44 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// Keeps a header value printable ASCII and free of quotes.
-fn header_text(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '"' | '\\' => '\'',
-            c if c.is_ascii() && !c.is_ascii_control() => c,
-            _ => '?',
-        })
-        .collect()
-}
-
 pub(super) fn no_store(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// The status of an OAuth error: 401 for a client or token that must authenticate again,
+/// 403 for a token without the scope, 500 for the server's own failure, else 400.
+fn status_of_code(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The `WWW-Authenticate` challenge of an OAuth error: `Basic` when client authentication
+/// failed (token, introspection and revocation endpoints), `Bearer` when a bearer token
+/// did (userinfo, registration management).
+fn challenge_of(error: &OAuthError) -> Option<HeaderValue> {
+    match error.code {
+        ErrorCode::InvalidClient => Some(challenge::basic(challenge::REALM)),
+        ErrorCode::InvalidToken | ErrorCode::InsufficientScope => Some(challenge::challenge(
+            Some(error.code.as_str()),
+            &error.description,
+        )),
+        _ => None,
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut resp = (status, axum::Json(self.to_json())).into_response();
+        let mut resp = (status_of_code(self.code), axum::Json(self.to_json())).into_response();
         no_store(&mut resp);
-        let challenge = match self.challenge() {
-            Some(Challenge::Basic) if status == StatusCode::UNAUTHORIZED => {
-                Some("Basic realm=\"hestia\"".to_string())
-            }
-            Some(Challenge::Bearer) => Some(format!(
-                "Bearer realm=\"hestia\", error=\"{}\", error_description=\"{}\"",
-                self.code.as_str(),
-                header_text(&self.description)
-            )),
-            _ => None,
-        };
-        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        if let Some(challenge) = challenge_of(&self) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp
     }

@@ -247,34 +247,64 @@ impl AuthServer {
         ))
     }
 
-    /// Verifies a `private_key_jwt` client assertion (RFC 7523, SMART Backend Services).
+    /// Verifies a `private_key_jwt` client assertion (RFC 7523, SMART Backend Services):
+    /// its algorithm, the client it names, its signature by that client's keys, then its
+    /// audience, expiry and `jti` (recorded, so that it cannot be replayed).
     async fn check_assertion(
         &self,
         assertion: &str,
         form_id: Option<&str>,
     ) -> Result<Client, OAuthError> {
-        let bad = |why: String| OAuthError::invalid_client(format!("client assertion: {why}"));
-        let header =
-            jsonwebtoken::decode_header(assertion).map_err(|e| bad(format!("not a JWT: {e}")))?;
+        let header = jsonwebtoken::decode_header(assertion)
+            .map_err(|e| bad_assertion(format!("not a JWT: {e}")))?;
         let alg_name = format!("{:?}", header.alg);
         if !ASSERTION_ALGS.contains(&alg_name.as_str()) {
-            return Err(bad(format!(
+            return Err(bad_assertion(format!(
                 "alg {alg_name} is not accepted; use {}",
                 ASSERTION_ALGS.join(" or ")
             )));
         }
         // Who claims to be speaking, before the signature can be checked with their key.
         let payload = super::tokens::unverified_part(assertion, 1)
-            .ok_or_else(|| bad("the payload is not base64url JSON".into()))?;
+            .ok_or_else(|| bad_assertion("the payload is not base64url JSON"))?;
+        let client = self.assertion_client(&payload, form_id).await?;
+        self.check_assertion_signature(assertion, &header, &client)
+            .await?;
+        self.check_assertion_audience(&payload)?;
+        let now = self.now();
+        let exp = assertion_expiry(&payload, now)?;
+        let jti = payload["jti"]
+            .as_str()
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| bad_assertion("jti is missing"))?;
+        if !self
+            .store()
+            .record_assertion_jti(&client.client_id, jti, exp, now)
+            .await?
+        {
+            return Err(bad_assertion(format!(
+                "jti {jti:?} was already used (replay)"
+            )));
+        }
+        Ok(client)
+    }
+
+    /// The client an assertion's (unverified) payload speaks for: `iss` and `sub` both its
+    /// id, the form's `client_id` if any the same, registered for `private_key_jwt`.
+    async fn assertion_client(
+        &self,
+        payload: &serde_json::Value,
+        form_id: Option<&str>,
+    ) -> Result<Client, OAuthError> {
         let iss = payload["iss"].as_str().unwrap_or_default();
         let sub = payload["sub"].as_str().unwrap_or_default();
         if iss.is_empty() || iss != sub {
-            return Err(bad(format!(
+            return Err(bad_assertion(format!(
                 "iss ({iss:?}) and sub ({sub:?}) must both be the client id"
             )));
         }
         if form_id.is_some_and(|id| id != iss) {
-            return Err(bad(format!("iss {iss:?} differs from client_id")));
+            return Err(bad_assertion(format!("iss {iss:?} differs from client_id")));
         }
         let client = self.client_or_unknown(iss).await?.client.clone();
         if client.token_endpoint_auth_method != "private_key_jwt" {
@@ -283,17 +313,29 @@ impl AuthServer {
                 client.token_endpoint_auth_method
             )));
         }
-        let (jwks, source) = self.client_jwks(&client, header.kid.as_deref()).await?;
+        Ok(client)
+    }
+
+    /// Checks the assertion's signature against the client's key of the header's `kid`,
+    /// or any of its keys when there is none.
+    async fn check_assertion_signature(
+        &self,
+        assertion: &str,
+        header: &jsonwebtoken::Header,
+        client: &Client,
+    ) -> Result<(), OAuthError> {
+        let (jwks, source) = self.client_jwks(client, header.kid.as_deref()).await?;
         let candidates: Vec<_> = match &header.kid {
             Some(kid) => jwks.find(kid).into_iter().collect(),
             None => jwks.keys.iter().collect(),
         };
         if candidates.is_empty() {
-            return Err(bad(format!(
+            return Err(bad_assertion(format!(
                 "no key {} in {source}",
                 header.kid.as_deref().unwrap_or("(no kid)")
             )));
         }
+        // The claims are checked on their own, with messages that name them.
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -305,11 +347,17 @@ impl AuthServer {
             })
         });
         if !verified {
-            return Err(bad(format!(
-                "signature invalid for the keys of {source} ({} with {alg_name})",
-                header.kid.as_deref().unwrap_or("no kid")
+            return Err(bad_assertion(format!(
+                "signature invalid for the keys of {source} ({} with {:?})",
+                header.kid.as_deref().unwrap_or("no kid"),
+                header.alg
             )));
         }
+        Ok(())
+    }
+
+    /// The assertion's `aud` must be (or list) this server's token endpoint.
+    fn check_assertion_audience(&self, payload: &serde_json::Value) -> Result<(), OAuthError> {
         let token_endpoint = self.url(TOKEN_PATH);
         let aud_ok = match &payload["aud"] {
             serde_json::Value::String(a) => *a == token_endpoint,
@@ -317,35 +365,35 @@ impl AuthServer {
             _ => false,
         };
         if !aud_ok {
-            return Err(bad(format!(
+            return Err(bad_assertion(format!(
                 "aud is {}, expected the token endpoint {token_endpoint}",
                 payload["aud"]
             )));
         }
-        let now = self.now();
-        let exp = payload["exp"]
-            .as_i64()
-            .ok_or_else(|| bad("exp is missing".into()))?;
-        if exp <= now {
-            return Err(bad(format!("expired at {}", super::tokens::utc(exp))));
-        }
-        if exp > now + MAX_ASSERTION_LIFETIME {
-            return Err(bad(format!(
-                "exp is {} s in the future; at most {MAX_ASSERTION_LIFETIME} s is accepted",
-                exp - now
-            )));
-        }
-        let jti = payload["jti"]
-            .as_str()
-            .filter(|j| !j.is_empty())
-            .ok_or_else(|| bad("jti is missing".into()))?;
-        if !self
-            .store()
-            .record_assertion_jti(&client.client_id, jti, exp, now)
-            .await?
-        {
-            return Err(bad(format!("jti {jti:?} was already used (replay)")));
-        }
-        Ok(client)
+        Ok(())
     }
+}
+
+/// The assertion's `exp`: in the future, by at most [`MAX_ASSERTION_LIFETIME`].
+fn assertion_expiry(payload: &serde_json::Value, now: i64) -> Result<i64, OAuthError> {
+    let exp = payload["exp"]
+        .as_i64()
+        .ok_or_else(|| bad_assertion("exp is missing"))?;
+    if exp <= now {
+        return Err(bad_assertion(format!(
+            "expired at {}",
+            super::tokens::utc(exp)
+        )));
+    }
+    if exp > now + MAX_ASSERTION_LIFETIME {
+        return Err(bad_assertion(format!(
+            "exp is {} s in the future; at most {MAX_ASSERTION_LIFETIME} s is accepted",
+            exp - now
+        )));
+    }
+    Ok(exp)
+}
+
+fn bad_assertion(why: impl std::fmt::Display) -> OAuthError {
+    OAuthError::invalid_client(format!("client assertion: {why}"))
 }

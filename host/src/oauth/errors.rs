@@ -1,4 +1,6 @@
 //! The RFC 6749 §5.2 error: a code from the registry and a description that names the cause.
+//! The code is the error's kind: `http/oauth.rs` gives each code its HTTP status and
+//! `WWW-Authenticate` challenge.
 
 use crate::store::StoreError;
 
@@ -44,15 +46,6 @@ impl ErrorCode {
     }
 }
 
-/// How a client is told to authenticate again on a 401.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Challenge {
-    /// Client authentication at the token, introspection and revocation endpoints.
-    Basic,
-    /// A bearer token (userinfo, registration management).
-    Bearer,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {description}", code.as_str())]
 pub struct OAuthError {
@@ -94,25 +87,7 @@ impl OAuthError {
         )
     }
 
-    /// The HTTP status of this error at the token-like endpoints.
-    pub fn status(&self) -> u16 {
-        match self.code {
-            ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
-            ErrorCode::InsufficientScope => 403,
-            ErrorCode::ServerError => 500,
-            _ => 400,
-        }
-    }
-
-    /// The `WWW-Authenticate` challenge a 401 carries.
-    pub fn challenge(&self) -> Option<Challenge> {
-        match self.code {
-            ErrorCode::InvalidClient => Some(Challenge::Basic),
-            ErrorCode::InvalidToken | ErrorCode::InsufficientScope => Some(Challenge::Bearer),
-            _ => None,
-        }
-    }
-
+    /// The error response's body (RFC 6749 §5.2).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"error": self.code.as_str(), "error_description": self.description})
     }

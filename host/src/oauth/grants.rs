@@ -1,6 +1,8 @@
 //! The token endpoint: `authorization_code` (with PKCE), `client_credentials` and
 //! `refresh_token` (rotation; reuse revokes the family), and what a token response holds.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::client_auth::BasicCredentials;
@@ -323,10 +325,59 @@ impl AuthServer {
     }
 
     async fn refresh(&self, params: &Params, client: &Client) -> Result<TokenResponse, OAuthError> {
-        let token = params.require("refresh_token")?;
-        let hash = hash_token(token);
+        let hash = hash_token(params.require("refresh_token")?);
         let now = self.now();
-        let Some(row) = self.store().get_refresh_token(&hash).await? else {
+        let row = self.current_refresh_token(&hash, client, now).await?;
+        // Reuse of a token spent longer ago than the grace window is detected first, even
+        // when the request is wrong in other ways (it costs the thief nothing to fix those).
+        if let Some(used_at) = row.used_at
+            && now - used_at > self.refresh_grace()
+        {
+            return Err(self.refresh_reuse(&row, used_at, now).await?);
+        }
+        let requested = Self::refresh_scopes(params, &row)?;
+        let user = match &row.user_id {
+            Some(id) => Some(self.store().get_user(id).await?.ok_or_else(|| {
+                OAuthError::invalid_grant("the user of this refresh token no longer exists")
+            })?),
+            None => None,
+        };
+        let granted = self
+            .decide_scopes(
+                client,
+                "refresh_token",
+                requested,
+                user.as_ref(),
+                row.patient.as_deref(),
+            )
+            .await?
+            .scopes;
+        // Spent only once every check passed: a refused request leaves the token as it was.
+        self.spend_refresh_token(&row, now).await?;
+        self.issue(Issue {
+            client,
+            grant_id: &row.grant_id,
+            user: user.as_ref(),
+            scopes: granted,
+            audiences: row.audiences.clone(),
+            patient: row.patient.clone(),
+            auth_time: row.auth_time,
+            nonce: None,
+            refresh: true,
+            new_grant: false,
+        })
+        .await
+    }
+
+    /// The refresh token of hash `hash` when it was issued to `client` and is neither
+    /// revoked nor expired (it may have been spent).
+    async fn current_refresh_token(
+        &self,
+        hash: &str,
+        client: &Client,
+        now: i64,
+    ) -> Result<RefreshRow, OAuthError> {
+        let Some(row) = self.store().get_refresh_token(hash).await? else {
             return Err(OAuthError::invalid_grant("the refresh token is unknown"));
         };
         if row.client_id != client.client_id {
@@ -348,70 +399,47 @@ impl AuthServer {
                 utc(row.expires_at)
             )));
         }
-        // Reuse of a token spent longer ago than the grace window is detected first, even
-        // when the request is wrong in other ways (it costs the thief nothing to fix those).
-        let grace = self.config().refresh_grace.as_secs() as i64;
-        if let Some(used_at) = row.used_at
-            && now - used_at > grace
-        {
-            return Err(self.refresh_reuse(&row, used_at, now).await?);
-        }
+        Ok(row)
+    }
+
+    /// The scopes a refresh asks for: those of its `scope` parameter, each one granted
+    /// originally, or else all the original ones.
+    fn refresh_scopes(params: &Params, row: &RefreshRow) -> Result<Vec<String>, OAuthError> {
         let original = scopes::split(&row.scope);
-        let requested = match params.get("scope")? {
-            Some(s) => {
-                let asked = scopes::split(s);
-                if let Some(extra) = asked.iter().find(|a| !original.contains(a)) {
-                    return Err(OAuthError::invalid_scope(format!(
-                        "scope {extra} was not granted originally (granted: {})",
-                        row.scope
-                    )));
-                }
-                asked
-            }
-            None => original.clone(),
+        let Some(asked) = params.get("scope")? else {
+            return Ok(original);
         };
-        let user = match &row.user_id {
-            Some(id) => Some(self.store().get_user(id).await?.ok_or_else(|| {
-                OAuthError::invalid_grant("the user of this refresh token no longer exists")
-            })?),
-            None => None,
-        };
-        let granted = self
-            .decide_scopes(
-                client,
-                "refresh_token",
-                requested,
-                user.as_ref(),
-                row.patient.as_deref(),
-            )
-            .await?
-            .scopes;
-        // Spent only once every check passed: a refused request leaves the token as it was.
-        if !self.store().use_refresh_token(&hash, now).await? {
-            // Spent by a concurrent request since it was read above.
-            let used_at = self
-                .store()
-                .get_refresh_token(&hash)
-                .await?
-                .and_then(|r| r.used_at)
-                .unwrap_or(now);
-            if now - used_at > grace {
-                return Err(self.refresh_reuse(&row, used_at, now).await?);
-            }
+        let asked = scopes::split(asked);
+        if let Some(extra) = asked.iter().find(|a| !original.contains(a)) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {extra} was not granted originally (granted: {})",
+                row.scope
+            )));
         }
-        self.issue(Issue {
-            client,
-            grant_id: &row.grant_id,
-            user: user.as_ref(),
-            scopes: granted,
-            audiences: row.audiences.clone(),
-            patient: row.patient.clone(),
-            auth_time: row.auth_time,
-            nonce: None,
-            refresh: true,
-            new_grant: false,
-        })
-        .await
+        Ok(asked)
+    }
+
+    /// Marks the refresh token spent. One a concurrent request spent since it was read
+    /// passes within the grace window; beyond it, it is a reuse.
+    async fn spend_refresh_token(&self, row: &RefreshRow, now: i64) -> Result<(), OAuthError> {
+        if self.store().use_refresh_token(&row.token_hash, now).await? {
+            return Ok(());
+        }
+        let used_at = self
+            .store()
+            .get_refresh_token(&row.token_hash)
+            .await?
+            .and_then(|r| r.used_at)
+            .unwrap_or(now);
+        if now - used_at > self.refresh_grace() {
+            return Err(self.refresh_reuse(row, used_at, now).await?);
+        }
+        Ok(())
+    }
+
+    /// How long after a refresh token was spent a second use of it is a retry, not a reuse.
+    fn refresh_grace(&self) -> i64 {
+        self.config().refresh_grace.as_secs() as i64
     }
 
     /// Revokes the family of a refresh token spent at `used_at` and used again; the error to answer.
@@ -421,7 +449,7 @@ impl AuthServer {
         used_at: i64,
         now: i64,
     ) -> Result<OAuthError, OAuthError> {
-        let grace = self.config().refresh_grace.as_secs() as i64;
+        let grace = self.refresh_grace();
         self.store()
             .revoke_grant(&row.grant_id, now, "a spent refresh token was used again")
             .await?;
@@ -440,23 +468,7 @@ impl AuthServer {
             .signing_key(&alg, now)
             .await
             .map_err(OAuthError::server)?;
-        let fhir_user = i.user.and_then(|u| u.fhir_user.clone());
-        let claims = AccessClaims {
-            iss: self.issuer().to_string(),
-            sub: i
-                .user
-                .map_or_else(|| i.client.client_id.clone(), |u| u.id.clone()),
-            aud: Audience(i.audiences.clone()),
-            client_id: i.client.client_id.clone(),
-            scope: scopes::join(&i.scopes),
-            exp: now + life.access,
-            iat: now,
-            nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
-            auth_time: i.auth_time,
-            patient: i.patient.clone(),
-            fhir_user: fhir_user.clone(),
-        };
+        let claims = self.access_claims(&i, now, now + life.access);
         let access_token =
             tokens::sign(&key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server)?;
         self.record_issued(crate::store::IssuedToken {
@@ -467,58 +479,18 @@ impl AuthServer {
             new_grant: i.new_grant.then_some((None, now)),
         })
         .await?;
-        let has = |s: &str| i.scopes.iter().any(|g| g == s);
         let id_token = match i.user {
-            Some(user) if has("openid") => {
-                let id_alg = i
-                    .client
-                    .metadata
-                    .get("id_token_signed_response_alg")
-                    .and_then(|v| v.as_str())
-                    .filter(|a| keys::SIGNING_ALGS.contains(a))
-                    .unwrap_or(&alg)
-                    .to_string();
-                let id_key = if id_alg == alg {
-                    key.clone()
-                } else {
-                    self.signing_key(&id_alg, now)
-                        .await
-                        .map_err(OAuthError::server)?
-                };
-                let id = IdClaims {
-                    iss: self.issuer().to_string(),
-                    sub: user.id.clone(),
-                    aud: i.client.client_id.clone(),
-                    exp: now + life.access,
-                    iat: now,
-                    auth_time: i.auth_time.unwrap_or(now),
-                    nonce: i.nonce.clone(),
-                    fhir_user: fhir_user.clone().filter(|_| has("fhirUser")),
-                    preferred_username: Some(user.username.clone()),
-                };
-                Some(tokens::sign(&id_key, "JWT", &id).map_err(OAuthError::server)?)
-            }
+            Some(user) if i.has_scope("openid") => Some(
+                self.id_token(&i, user, (&alg, &key), now, claims.exp)
+                    .await?,
+            ),
             _ => None,
         };
         let refresh_token = if i.refresh {
-            let token = random_token();
-            self.store()
-                .insert_refresh_token(&RefreshRow {
-                    token_hash: hash_token(&token),
-                    grant_id: i.grant_id.to_string(),
-                    client_id: i.client.client_id.clone(),
-                    user_id: i.user.map(|u| u.id.clone()),
-                    scope: claims.scope.clone(),
-                    audiences: i.audiences.clone(),
-                    patient: i.patient.clone(),
-                    fhir_user: fhir_user.clone(),
-                    auth_time: i.auth_time,
-                    created_at: now,
-                    expires_at: now + life.refresh,
-                    used_at: None,
-                })
-                .await?;
-            Some(token)
+            Some(
+                self.mint_refresh_token(&i, &claims.scope, now, now + life.refresh)
+                    .await?,
+            )
         } else {
             None
         };
@@ -529,9 +501,108 @@ impl AuthServer {
             scope: claims.scope,
             refresh_token,
             id_token,
+            fhir_user: claims.fhir_user.filter(|_| i.has_scope("fhirUser")),
             patient: i.patient,
-            fhir_user: fhir_user.filter(|_| has("fhirUser")),
         })
+    }
+
+    /// The claims of the access token `i` describes, valid from `now` until `exp`.
+    fn access_claims(&self, i: &Issue<'_>, now: i64, exp: i64) -> AccessClaims {
+        AccessClaims {
+            iss: self.issuer().to_string(),
+            sub: i
+                .user
+                .map_or_else(|| i.client.client_id.clone(), |u| u.id.clone()),
+            aud: Audience(i.audiences.clone()),
+            client_id: i.client.client_id.clone(),
+            scope: scopes::join(&i.scopes),
+            exp,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            auth_time: i.auth_time,
+            patient: i.patient.clone(),
+            fhir_user: i.fhir_user(),
+        }
+    }
+
+    /// The signed id_token for `user`, in the algorithm the client registered
+    /// (`id_token_signed_response_alg`) when this server signs with it, else with the
+    /// access token's `(alg, key)`.
+    async fn id_token(
+        &self,
+        i: &Issue<'_>,
+        user: &User,
+        (alg, key): (&str, &Arc<keys::SigningKey>),
+        now: i64,
+        exp: i64,
+    ) -> Result<String, OAuthError> {
+        let id_alg = i
+            .client
+            .metadata
+            .get("id_token_signed_response_alg")
+            .and_then(|v| v.as_str())
+            .filter(|a| keys::SIGNING_ALGS.contains(a))
+            .unwrap_or(alg);
+        let id_key = if id_alg == alg {
+            key.clone()
+        } else {
+            self.signing_key(id_alg, now)
+                .await
+                .map_err(OAuthError::server)?
+        };
+        let claims = IdClaims {
+            iss: self.issuer().to_string(),
+            sub: user.id.clone(),
+            aud: i.client.client_id.clone(),
+            exp,
+            iat: now,
+            auth_time: i.auth_time.unwrap_or(now),
+            nonce: i.nonce.clone(),
+            fhir_user: i.fhir_user().filter(|_| i.has_scope("fhirUser")),
+            preferred_username: Some(user.username.clone()),
+        };
+        tokens::sign(&id_key, "JWT", &claims).map_err(OAuthError::server)
+    }
+
+    /// A new refresh token of the grant `i` names, for `scope`, stored (as its hash) until
+    /// `expires_at`.
+    async fn mint_refresh_token(
+        &self,
+        i: &Issue<'_>,
+        scope: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<String, OAuthError> {
+        let token = random_token();
+        self.store()
+            .insert_refresh_token(&RefreshRow {
+                token_hash: hash_token(&token),
+                grant_id: i.grant_id.to_string(),
+                client_id: i.client.client_id.clone(),
+                user_id: i.user.map(|u| u.id.clone()),
+                scope: scope.to_string(),
+                audiences: i.audiences.clone(),
+                patient: i.patient.clone(),
+                fhir_user: i.fhir_user(),
+                auth_time: i.auth_time,
+                created_at: now,
+                expires_at,
+                used_at: None,
+            })
+            .await?;
+        Ok(token)
+    }
+}
+
+impl Issue<'_> {
+    fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The account's FHIR user, which every token of the grant carries.
+    fn fhir_user(&self) -> Option<String> {
+        self.user.and_then(|u| u.fhir_user.clone())
     }
 }
 

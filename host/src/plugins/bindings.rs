@@ -15,8 +15,8 @@ use std::fmt;
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, Linker};
 
-use super::PluginKind;
-use super::runtime::HostState;
+use super::info::PluginKind;
+use super::state::HostState;
 use super::types as plain;
 
 /// A contract version this host binds.
@@ -96,16 +96,17 @@ pub(crate) enum Verdict {
 /// pre-instantiated and instantiated exports, and the `host` interface: 0.1.0's `log` and
 /// `config`, plus the functions in the `{ … }` argument (what later versions add). With a
 /// trailing `user: user`, `claims` and `token-request` also have 0.3.0's last field `user`,
-/// converted by `user_rights_ref` and `user_rights`, which the calling module defines.
+/// converted by `user_rights_ref` and `user_rights`, which the calling module defines. The
+/// first argument is the name of that module (paths in bindgen's `with` are absolute).
 macro_rules! contract {
-    ($path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal,
+    ($module:ident, $path:literal, $scope_policy:literal, $audience_rule:literal, $resource_validator:literal,
      { $($host_since_0_1_0:tt)* } $(, user: $user:ident)?) => {
         use wasmtime::Store;
         use wasmtime::component::{ComponentType, HasSelf, InstancePre, Linker, Lower, TypedFunc};
 
-        use super::Verdict;
-        use $crate::plugins::PluginKind;
-        use $crate::plugins::runtime::HostState;
+        use $crate::plugins::bindings::Verdict;
+        use $crate::plugins::info::PluginKind;
+        use $crate::plugins::state::HostState;
         use $crate::plugins::types as plain;
 
         /// The scope-policy world; it also generates the shared `types` and `host`
@@ -119,8 +120,8 @@ macro_rules! contract {
                 path: $path,
                 world: $audience_rule,
                 with: {
-                    "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
-                    "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
+                    "hestia:plugin/types": crate::plugins::bindings::$module::scope_policy::hestia::plugin::types,
+                    "hestia:plugin/host": crate::plugins::bindings::$module::scope_policy::hestia::plugin::host,
                 },
             });
         }
@@ -130,8 +131,8 @@ macro_rules! contract {
                 path: $path,
                 world: $resource_validator,
                 with: {
-                    "hestia:plugin/types": super::scope_policy::hestia::plugin::types,
-                    "hestia:plugin/host": super::scope_policy::hestia::plugin::host,
+                    "hestia:plugin/types": crate::plugins::bindings::$module::scope_policy::hestia::plugin::types,
+                    "hestia:plugin/host": crate::plugins::bindings::$module::scope_policy::hestia::plugin::host,
                 },
             });
         }
@@ -440,6 +441,7 @@ macro_rules! contract {
 pub(crate) mod v0_1_0 {
     //! `hestia:plugin@0.1.0`: `host` has `log` and `config`.
     contract!(
+        v0_1_0,
         "../wit/v0.1.0",
         "hestia:plugin/scope-policy@0.1.0",
         "hestia:plugin/audience-rule@0.1.0",
@@ -451,6 +453,7 @@ pub(crate) mod v0_1_0 {
 pub(crate) mod v0_2_0 {
     //! `hestia:plugin@0.2.0`: 0.1.0 plus `host.now()`.
     contract!(
+        v0_2_0,
         "../wit/v0.2.0",
         "hestia:plugin/scope-policy@0.2.0",
         "hestia:plugin/audience-rule@0.2.0",
@@ -467,6 +470,7 @@ pub(crate) mod v0_3_0 {
     //! `hestia:plugin@0.3.0`: 0.2.0 plus `user` (the account's roles and grants) in `claims`
     //! and `token-request`.
     contract!(
+        v0_3_0,
         "../wit/v0.3.0",
         "hestia:plugin/scope-policy@0.3.0",
         "hestia:plugin/audience-rule@0.3.0",

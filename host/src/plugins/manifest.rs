@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{OnError, PluginKind};
+use super::info::{OnError, PluginKind};
 
 /// What a manifest may ask of WASI. The host grants it only where `PluginSettings::allow_wasi`
 /// allows it too.

@@ -4,7 +4,7 @@
 
 use metrics::{Counter, Histogram, counter, histogram};
 
-use super::PluginKind;
+use super::info::PluginKind;
 
 /// What one call of one plugin came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,9 +6,13 @@
 //! short (it runs under a deadline), fails closed, and is safe from any thread.
 //!
 //! Map: [`bindings`] (generated, one module per contract version, plus conversions),
-//! `runtime` (engine, stores, limits, warm pools), `registry` (plugins by name, snapshots),
-//! `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`] (`hestia plugin …`, with `scaffold` for `new` and `cases` for
-//! `test`).
+//! `runtime` (engine, compiled components, limits, warm pools), `state` (one instance's
+//! store: the `host` interface and WASI it is given), `registry` (plugins by name,
+//! snapshots), `manifest` (`NAME.toml`), `watcher` (hot reload), `metrics`, [`cli`]
+//! (`hestia plugin …`, with `scaffold` for `new` and `cases` for `test`). `info`,
+//! `settings`, `builtin` and [`allowances`] hold what the others share and name none of
+//! them; this file (the [`PluginHost`]) names the runtime, registry, bindings, metrics and
+//! watcher, which never name it back (`cli` and `cases` start a `PluginHost`).
 
 pub mod allowances;
 mod bindings;
@@ -18,22 +22,21 @@ mod cases;
 pub mod cli;
 mod fixed_random;
 mod guest_io;
+mod info;
 pub mod manifest;
 mod metrics;
 mod registry;
 mod runtime;
 mod scaffold;
+mod settings;
+mod state;
 pub mod types;
 mod watcher;
 
-use std::borrow::Cow;
-use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use serde::Deserialize;
 
 use self::bindings::Verdict;
 use self::metrics::Outcome;
@@ -41,199 +44,17 @@ use self::registry::{Loader, Member, Slot, Snapshot};
 use self::runtime::{Fault, Plugin, Ticker};
 
 pub use self::allowances::{MAX_MEMORY_MIB, WasiAllowances};
+pub use self::builtin::{BuiltinPlugin, default_builtins};
 pub use self::guest_io::recent_output;
+pub use self::info::{OnError, PluginError, PluginInfo, PluginKind, PluginSource, PluginStatus};
 pub use self::manifest::{Manifest, WasiAsk};
 pub use self::registry::content_hash;
 pub use self::runtime::Provision;
+pub use self::settings::PluginSettings;
 pub use self::types::{
     AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
     SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
 };
-
-/// The three plugin kinds, one per WIT world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PluginKind {
-    ScopePolicy,
-    AudienceRule,
-    ResourceValidator,
-}
-
-impl PluginKind {
-    pub const ALL: [PluginKind; 3] = [
-        PluginKind::ScopePolicy,
-        PluginKind::AudienceRule,
-        PluginKind::ResourceValidator,
-    ];
-
-    /// The world's name in the WIT package.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::ScopePolicy => "scope-policy",
-            PluginKind::AudienceRule => "audience-rule",
-            PluginKind::ResourceValidator => "resource-validator",
-        }
-    }
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a plugin's failure (trap, timeout, out of memory, failed load) means.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Fail closed: the failure is a denial naming the plugin.
-    #[default]
-    Deny,
-    /// Skip the plugin (still counted and logged).
-    Allow,
-}
-
-/// A plugin that is there without a file: the defaults embedded in the binary (see
-/// [`default_builtins`]). A file of the same name in the plugin directory overrides it;
-/// deleting that file brings it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuiltinPlugin {
-    pub name: String,
-    pub kind: PluginKind,
-    pub order: i64,
-    pub wasm: Cow<'static, [u8]>,
-}
-
-/// The default plugins embedded in this binary.
-pub fn default_builtins() -> Vec<BuiltinPlugin> {
-    builtin::DEFAULTS
-        .iter()
-        .map(|&(name, kind, order, wasm)| BuiltinPlugin {
-            name: name.to_string(),
-            kind,
-            order,
-            wasm: Cow::Borrowed(wasm),
-        })
-        .collect()
-}
-
-/// Resolved settings of the plugin host.
-#[derive(Debug, Clone)]
-pub struct PluginSettings {
-    /// The plugins present without a file; [`default_builtins`] unless a test says otherwise.
-    pub builtins: Vec<BuiltinPlugin>,
-    /// The plugin directory; `None` runs the built-ins only.
-    pub dir: Option<PathBuf>,
-    /// Where compiled code is cached, so that a restart skips compilation.
-    pub cache_dir: Option<PathBuf>,
-    /// Per-call deadline, unless a manifest says otherwise.
-    pub deadline: Duration,
-    /// Per-instance memory cap in bytes, unless a manifest says otherwise.
-    pub memory_limit: usize,
-    /// What manifests may ask of WASI.
-    pub allow_wasi: WasiAllowances,
-    /// Watch `dir` and reload on change.
-    pub watch: bool,
-}
-
-impl Default for PluginSettings {
-    fn default() -> Self {
-        PluginSettings {
-            builtins: default_builtins(),
-            dir: None,
-            cache_dir: None,
-            deadline: Duration::from_millis(20),
-            memory_limit: 16 << 20,
-            allow_wasi: WasiAllowances::default(),
-            watch: false,
-        }
-    }
-}
-
-impl PluginSettings {
-    /// The plugin host of a server with these settings: its plugin directory, limits, WASI
-    /// permissions and compiled-code cache (`DATA_DIR/plugin-cache`). `hestia serve`, `plugin
-    /// list`, `plugin test` and `token explain` all start from this, so that they load
-    /// plugins alike and share the cache.
-    pub fn configured(settings: &crate::config::Settings) -> std::io::Result<PluginSettings> {
-        Ok(PluginSettings {
-            dir: Some(settings.plugins_dir.clone()),
-            // wasmtime's cache wants an absolute path; the data directory may be relative.
-            cache_dir: Some(std::path::absolute(settings.data_dir.join("plugin-cache"))?),
-            deadline: settings.plugins.deadline,
-            memory_limit: settings.plugins.memory_bytes,
-            allow_wasi: settings.plugins.allow_wasi,
-            watch: settings.plugins.watch,
-            ..PluginSettings::default()
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin engine: {0}")]
-    Engine(String),
-    #[error("built-in plugin {name} does not load: {reason}")]
-    Builtin { name: String, reason: String },
-    #[error("plugin directory {}: {reason}", dir.display())]
-    Dir { dir: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    Check { path: PathBuf, reason: String },
-}
-
-/// Where a plugin's code comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginSource {
-    Builtin,
-    File(PathBuf),
-}
-
-impl fmt::Display for PluginSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PluginSource::Builtin => f.write_str("builtin"),
-            PluginSource::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginStatus {
-    /// The newest version serves.
-    Active,
-    /// An older version (or the built-in) serves: the newest file did not load (`last_error`).
-    Stale,
-    /// Nothing of it loaded: it fails closed (or is skipped with `on_error = "allow"`).
-    Failed,
-}
-
-impl fmt::Display for PluginStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PluginStatus::Active => "active",
-            PluginStatus::Stale => "stale",
-            PluginStatus::Failed => "failed",
-        })
-    }
-}
-
-/// One row of `hestia plugin list` and `GET /admin/plugins`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    pub name: String,
-    /// `None` only for a failed file whose kind is unknown.
-    pub kind: Option<PluginKind>,
-    pub order: i64,
-    /// The first 12 hex digits of the SHA-256 of the serving (or failed) bytes.
-    pub version: String,
-    pub source: PluginSource,
-    pub state: PluginStatus,
-    pub last_error: Option<String>,
-    pub on_error: OnError,
-    pub isolation: bool,
-    pub deadline: Duration,
-    pub memory_limit: usize,
-}
 
 /// The plugin host: the built-in default plugins plus those of the plugin directory,
 /// chained per kind in `(order, name)` order.
@@ -346,13 +167,11 @@ impl PluginHost {
             _ticker: ticker,
         });
         if let (Some(dir), true) = (&settings.dir, settings.watch) {
-            let watcher =
-                watcher::Watcher::start(dir, Arc::downgrade(&host)).map_err(|reason| {
-                    PluginError::Dir {
-                        dir: dir.clone(),
-                        reason,
-                    }
-                })?;
+            let watcher = watcher::Watcher::start(dir, Arc::downgrade(&host), PluginHost::reload)
+                .map_err(|reason| PluginError::Dir {
+                dir: dir.clone(),
+                reason,
+            })?;
             *host.watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(watcher);
         }
         Ok(host)

@@ -11,13 +11,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 
+use super::allowances::{MAX_MEMORY_MIB, WasiAllowances};
+use super::builtin::BuiltinPlugin;
+use super::info::{OnError, PluginError, PluginInfo, PluginKind, PluginSource, PluginStatus};
 use super::manifest::Manifest;
 use super::metrics::{self, Meters};
 use super::runtime::{self, Compiled, Limits, Plugin, RunSettings};
-use super::{
-    BuiltinPlugin, OnError, PluginError, PluginInfo, PluginKind, PluginSettings, PluginSource,
-    PluginStatus, WasiAllowances,
-};
+use super::settings::PluginSettings;
 
 /// Lowercase hex SHA-256 of `bytes`: a plugin's version, and what a manifest pins.
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -60,16 +60,6 @@ pub(crate) struct Snapshot {
     pub scope_policies: Vec<Member>,
     pub audience_rules: Vec<Member>,
     pub validators: Vec<Member>,
-}
-
-impl Snapshot {
-    fn chain_mut(&mut self, kind: PluginKind) -> &mut Vec<Member> {
-        match kind {
-            PluginKind::ScopePolicy => &mut self.scope_policies,
-            PluginKind::AudienceRule => &mut self.audience_rules,
-            PluginKind::ResourceValidator => &mut self.validators,
-        }
-    }
 }
 
 /// A version that serves calls.
@@ -242,10 +232,10 @@ impl Loader {
             None => self.deadline,
         };
         let memory = match manifest.limits.memory_mib {
-            Some(mib) if mib == 0 || mib > super::MAX_MEMORY_MIB => {
+            Some(mib) if mib == 0 || mib > MAX_MEMORY_MIB => {
                 return Err(format!(
                     "limits.memory_mib must be between 1 and {}",
-                    super::MAX_MEMORY_MIB
+                    MAX_MEMORY_MIB
                 ));
             }
             Some(mib) => {
@@ -429,102 +419,130 @@ impl Loader {
         }
     }
 
+    /// The plugins as calls see them: per name, the version that serves (a file's, else
+    /// the built-in's of that name) or else the file that failed, in chains by order.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
         let names: BTreeSet<&String> = self.builtins.keys().chain(self.files.keys()).collect();
         for name in names {
             let file = self.files.get(name.as_str());
-            let builtin = self.builtins.get(name.as_str());
-            let file_error = file
-                .and_then(|f| f.failure.as_ref())
-                .map(|f| f.error.clone());
-            let (serving, last_error) = match (file, builtin) {
-                (Some(f), _) if f.serving.is_some() => (f.serving.clone(), file_error),
-                (Some(_), Some(b)) => (Some(b.serving.clone()), file_error),
-                (None, Some(b)) => (Some(b.serving.clone()), b.failure.clone()),
-                (Some(_), None) | (None, None) => (None, file_error),
-            };
-            let status = if last_error.is_some() {
-                PluginStatus::Stale
-            } else {
-                PluginStatus::Active
-            };
-            if let Some(s) = serving {
-                let kind = s.compiled.kind;
-                let limits = s.plugin.limits();
-                snapshot.infos.push(PluginInfo {
-                    name: name.clone(),
-                    kind: Some(kind),
-                    order: s.order,
-                    version: short(&s.wasm_hash).to_string(),
-                    source: s.source.clone(),
-                    state: status,
-                    last_error,
-                    on_error: s.on_error,
-                    isolation: s.isolation,
-                    deadline: limits.deadline,
-                    memory_limit: limits.memory,
-                });
-                let member = Member {
-                    name: name.as_str().into(),
-                    on_error: s.on_error,
-                    slot: Slot::Ready(s.plugin.clone()),
-                    kind,
-                    meters: OnceLock::new(),
-                };
-                snapshot.chain_mut(kind).push(member);
-                continue;
-            }
-            let Some(failure) = file.and_then(|f| f.failure.clone()) else {
-                continue;
-            };
-            snapshot.infos.push(PluginInfo {
-                name: name.clone(),
-                kind: failure.kind,
-                order: failure.order,
-                version: short(&failure.wasm_hash).to_string(),
-                source: PluginSource::File(failure.path.clone()),
-                state: PluginStatus::Failed,
-                last_error: Some(failure.error.clone()),
-                on_error: failure.on_error,
-                isolation: false,
-                deadline: self.deadline,
-                memory_limit: self.memory,
-            });
-            // Its kind unknown, a broken plugin stands in every chain: failing closed
-            // everywhere is better than guessing where it meant to restrict.
-            let kinds = match failure.kind {
-                Some(kind) => vec![kind],
-                None => PluginKind::ALL.to_vec(),
-            };
-            for kind in kinds {
-                snapshot.chain_mut(kind).push(Member {
-                    name: name.as_str().into(),
-                    on_error: failure.on_error,
-                    slot: Slot::Broken(failure.error.clone()),
-                    kind,
-                    meters: OnceLock::new(),
-                });
+            let (serving, last_error) = self.serving(name);
+            if let Some(serving) = serving {
+                snapshot.add_serving(name, serving, last_error);
+            } else if let Some(failure) = file.and_then(|f| f.failure.as_ref()) {
+                snapshot.add_failed(name, failure, self.deadline, self.memory);
             }
         }
-        let order: BTreeMap<String, i64> = snapshot
+        snapshot.sort();
+        snapshot
+    }
+
+    /// The version of `name` that serves, and the error of the last attempt to load or
+    /// configure it if that failed.
+    fn serving(&self, name: &str) -> (Option<Serving>, Option<String>) {
+        let file = self.files.get(name);
+        let file_error = file
+            .and_then(|f| f.failure.as_ref())
+            .map(|f| f.error.clone());
+        match (file, self.builtins.get(name)) {
+            (Some(f), _) if f.serving.is_some() => (f.serving.clone(), file_error),
+            (Some(_), Some(b)) => (Some(b.serving.clone()), file_error),
+            (None, Some(b)) => (Some(b.serving.clone()), b.failure.clone()),
+            (Some(_), None) | (None, None) => (None, file_error),
+        }
+    }
+}
+
+impl Snapshot {
+    fn chain_mut(&mut self, kind: PluginKind) -> &mut Vec<Member> {
+        match kind {
+            PluginKind::ScopePolicy => &mut self.scope_policies,
+            PluginKind::AudienceRule => &mut self.audience_rules,
+            PluginKind::ResourceValidator => &mut self.validators,
+        }
+    }
+
+    /// A plugin with a version that serves: stale when its last load failed.
+    fn add_serving(&mut self, name: &str, s: Serving, last_error: Option<String>) {
+        let kind = s.compiled.kind;
+        let limits = s.plugin.limits();
+        let state = if last_error.is_some() {
+            PluginStatus::Stale
+        } else {
+            PluginStatus::Active
+        };
+        self.infos.push(PluginInfo {
+            name: name.to_string(),
+            kind: Some(kind),
+            order: s.order,
+            version: short(&s.wasm_hash).to_string(),
+            source: s.source.clone(),
+            state,
+            last_error,
+            on_error: s.on_error,
+            isolation: s.isolation,
+            deadline: limits.deadline,
+            memory_limit: limits.memory,
+        });
+        self.chain_mut(kind).push(Member {
+            name: name.into(),
+            on_error: s.on_error,
+            slot: Slot::Ready(s.plugin),
+            kind,
+            meters: OnceLock::new(),
+        });
+    }
+
+    /// A file that never loaded, listed with the host's limits.
+    fn add_failed(&mut self, name: &str, failure: &Failure, deadline: Duration, memory: usize) {
+        self.infos.push(PluginInfo {
+            name: name.to_string(),
+            kind: failure.kind,
+            order: failure.order,
+            version: short(&failure.wasm_hash).to_string(),
+            source: PluginSource::File(failure.path.clone()),
+            state: PluginStatus::Failed,
+            last_error: Some(failure.error.clone()),
+            on_error: failure.on_error,
+            isolation: false,
+            deadline,
+            memory_limit: memory,
+        });
+        // Its kind unknown, a broken plugin stands in every chain: failing closed
+        // everywhere is better than guessing where it meant to restrict.
+        let kinds = match failure.kind {
+            Some(kind) => vec![kind],
+            None => PluginKind::ALL.to_vec(),
+        };
+        for kind in kinds {
+            self.chain_mut(kind).push(Member {
+                name: name.into(),
+                on_error: failure.on_error,
+                slot: Slot::Broken(failure.error.clone()),
+                kind,
+                meters: OnceLock::new(),
+            });
+        }
+    }
+
+    /// Chains and listing by order, then name.
+    fn sort(&mut self) {
+        let order: BTreeMap<String, i64> = self
             .infos
             .iter()
             .map(|i| (i.name.clone(), i.order))
             .collect();
         for chain in [
-            &mut snapshot.scope_policies,
-            &mut snapshot.audience_rules,
-            &mut snapshot.validators,
+            &mut self.scope_policies,
+            &mut self.audience_rules,
+            &mut self.validators,
         ] {
             chain.sort_by(|a, b| {
                 (order.get(&*a.name), &a.name).cmp(&(order.get(&*b.name), &b.name))
             });
         }
-        snapshot
-            .infos
+        self.infos
             .sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-        snapshot
     }
 }
 

@@ -19,23 +19,18 @@ use std::thread;
 use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{
-    Component, HasData, InstancePre, Linker, LinkerInstance, ResourceTable, ResourceType,
-};
+use wasmtime::component::{Component, InstancePre, Linker, LinkerInstance, ResourceType};
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
-    ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Trap,
 };
-use wasmtime_wasi::cli::{WasiCli, WasiCliCtx, WasiCliCtxView};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
-use wasmtime_wasi::p2::bindings::sync as wasi;
-use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 
+use super::allowances::{MAX_MEMORY_MIB, WasiAllowances};
 use super::bindings::{self, Bound, Pre, Verdict, Version};
-use super::fixed_random::{Fixed, FixedRandom};
-use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
+use super::guest_io::GuestOutput;
+use super::info::PluginKind;
+use super::state::{self, HostState};
 use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
-use super::{MAX_MEMORY_MIB, PluginKind, WasiAllowances};
 
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);
@@ -143,130 +138,6 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The state of one store: as narrow as the contract allows. WASI context beyond logged
-/// stdio exists only when the manifest asked for it and the settings allowed it.
-pub(crate) struct HostState {
-    name: Arc<str>,
-    config: Arc<str>,
-    limiter: MemoryCap,
-    table: ResourceTable,
-    /// Where the guest's stdout and stderr go: the host's log, under the plugin's name and
-    /// within its budget (`guest_io`). Rust's `std` writes to stderr when it panics.
-    output: Arc<GuestOutput>,
-    /// Empty stdin, no environment variables, no arguments: Rust's `std` reads the
-    /// environment. None of it carries host data.
-    cli: WasiCliCtx,
-    clocks: Option<WasiClocksCtx>,
-    random: Option<WasiRandomCtx>,
-    /// `wasi:random` when the plugin is given no randomness (`fixed_random`).
-    fixed_random: FixedRandom,
-}
-
-/// Store limits that remember whether the memory cap was hit, so that the trap that follows
-/// (Rust aborts on allocation failure) can be reported as what it is.
-struct MemoryCap {
-    limits: StoreLimits,
-    exceeded: bool,
-    /// Bytes of linear memory the instance holds: what the cap is checked against.
-    bytes: usize,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if !allowed {
-            self.exceeded = true;
-        } else if maximum.is_none_or(|max| desired <= max) {
-            // Also called for each memory's initial size, with `current` 0.
-            self.bytes += desired.saturating_sub(current);
-        }
-        Ok(allowed)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
-}
-
-/// What the `host` interface of every contract version does (`bindings` calls these).
-impl HostState {
-    /// A guest's log line, in the host's log with the plugin's name.
-    pub(crate) fn log_line(&self, level: tracing::Level, message: &str) {
-        let plugin = &*self.name;
-        match level {
-            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
-            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
-            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
-            tracing::Level::ERROR => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    pub(crate) fn config_json(&self) -> String {
-        self.config.to_string()
-    }
-
-    /// Seconds since the Unix epoch (0.2.0's `host.now()`).
-    pub(crate) fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-}
-
-struct Table;
-
-impl HasData for Table {
-    type Data<'a> = &'a mut ResourceTable;
-}
-
-fn io_view(s: &mut HostState) -> GuestIoView<'_> {
-    GuestIoView {
-        table: &mut s.table,
-        output: &s.output,
-    }
-}
-
-fn cli_view(s: &mut HostState) -> WasiCliCtxView<'_> {
-    WasiCliCtxView {
-        ctx: &mut s.cli,
-        table: &mut s.table,
-    }
-}
-
-fn clocks_view(s: &mut HostState) -> WasiClocksCtxView<'_> {
-    WasiClocksCtxView {
-        ctx: s.clocks.get_or_insert_with(WasiClocksCtx::default),
-        table: &mut s.table,
-    }
-}
-
-fn random_view(s: &mut HostState) -> &mut WasiRandomCtx {
-    s.random.get_or_insert_with(WasiRandomCtx::default)
-}
-
 /// What a plugin's import is given, for linking and for `hestia plugin check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provision {
@@ -329,25 +200,7 @@ fn linker(
 ) -> wasmtime::Result<Linker<HostState>> {
     let mut l = Linker::new(engine);
     bindings::add_to_linker(&mut l)?;
-    wasi::io::error::add_to_linker::<_, Table>(&mut l, |s| &mut s.table)?;
-    wasi::io::poll::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
-    wasi::io::streams::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
-    wasi::cli::stdin::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
-    wasi::cli::stdout::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
-    wasi::cli::stderr::add_to_linker::<_, GuestIo>(&mut l, io_view)?;
-    wasi::cli::environment::add_to_linker::<_, WasiCli>(&mut l, cli_view)?;
-    wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
-    if wasi_granted.clock {
-        wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
-        wasi::clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(&mut l, clocks_view)?;
-    }
-    if wasi_granted.random {
-        wasi::random::random::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
-        wasi::random::insecure::add_to_linker::<_, WasiRandom>(&mut l, random_view)?;
-    } else {
-        wasi::random::random::add_to_linker::<_, Fixed>(&mut l, |s| &mut s.fixed_random)?;
-        wasi::random::insecure::add_to_linker::<_, Fixed>(&mut l, |s| &mut s.fixed_random)?;
-    }
+    state::add_wasi_to_linker(&mut l, wasi_granted)?;
     stub_the_rest(&mut l, engine, component, wasi_granted)?;
     Ok(l)
 }
@@ -634,7 +487,7 @@ impl Plugin {
     /// Linear memory of an idle warm instance (what its last call left), if one is idle.
     pub(crate) fn memory_in_use(&self) -> Option<usize> {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.last().map(|warm| warm.store.data().limiter.bytes)
+        idle.last().map(|warm| warm.store.data().memory_bytes())
     }
 
     fn ticks(&self) -> u64 {
@@ -643,25 +496,14 @@ impl Plugin {
 
     /// A fresh instance, its instantiation (start functions included) bounded by `ticks`.
     fn instantiate(&self, ticks: u64) -> Result<Warm, Fault> {
-        let state = HostState {
-            name: self.name.clone(),
-            config: self.config.clone(),
-            limiter: MemoryCap {
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.settings.limits.memory)
-                    .build(),
-                exceeded: false,
-                bytes: 0,
-            },
-            table: ResourceTable::new(),
-            output: self.output.clone(),
-            cli: WasiCliCtx::default(),
-            clocks: None,
-            random: None,
-            fixed_random: FixedRandom::default(),
-        };
+        let state = HostState::new(
+            self.name.clone(),
+            self.config.clone(),
+            self.settings.limits.memory,
+            self.output.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
+        store.limiter(HostState::limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks);
         match self.pre.instantiate(&mut store) {
@@ -726,7 +568,7 @@ impl Plugin {
     }
 
     fn classify(&self, err: wasmtime::Error, store: &Store<HostState>) -> Fault {
-        if store.data().limiter.exceeded {
+        if store.data().memory_exceeded() {
             return Fault::OutOfMemory(self.settings.limits.memory);
         }
         match err.downcast_ref::<Trap>() {

@@ -12,8 +12,6 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 
-use super::PluginHost;
-
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the thread checks whether the host is gone while nothing changes.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
@@ -24,7 +22,13 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) fn start(dir: &Path, host: Weak<PluginHost>) -> Result<Watcher, String> {
+    /// Watches `dir` and calls `reload` on `host` after each batch of changes to `*.wasm`
+    /// or `*.toml` files, until `host` is gone.
+    pub(crate) fn start<H: Send + Sync + 'static>(
+        dir: &Path,
+        host: Weak<H>,
+        reload: fn(&H),
+    ) -> Result<Watcher, String> {
         let (tx, rx) = channel::<DebounceEventResult>();
         let mut debouncer =
             new_debouncer(DEBOUNCE, tx).map_err(|e| format!("cannot watch: {e}"))?;
@@ -45,7 +49,7 @@ impl Watcher {
                             });
                             let Some(host) = host.upgrade() else { break };
                             if relevant {
-                                host.reload();
+                                reload(&host);
                             }
                         }
                         Ok(Err(e)) => tracing::warn!("plugin directory watch: {e}"),
