@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use crate::bindings::{audience_rule as ar, resource_validator as rv, scope_policy as sp};
 use crate::claims::ClaimFields;
 use crate::{
-    AudienceRequest, AudienceRule, Claims, Constraint, Decision, FhirRequest, Interaction, Issue,
-    ResourceValidator, ScopePolicy, Severity, TokenRequest, UserGrant, UserRights,
+    AudienceRequest, AudienceRule, Claims, Constraint, Decision, FhirRequest, ResourceValidator,
+    ScopePolicy, TokenRequest, UserGrant, UserRights,
 };
 
 /// Implements the `scope-policy` world for `T`.
@@ -39,7 +39,7 @@ impl<T: ScopePolicy> sp::Guest for ScopePolicyExport<T> {
         claims: sp::hestia::plugin::types::Claims,
     ) -> sp::hestia::plugin::types::Decision {
         let request = FhirRequest {
-            interaction: interaction(request.interaction),
+            interaction: request.interaction,
             resource_type: request.resource_type,
             id: request.id,
             operation: request.operation,
@@ -72,27 +72,6 @@ fn user_rights(u: sp::hestia::plugin::types::UserRights) -> UserRights {
             .iter()
             .map(|g| UserGrant::new(&g.scope, g.patient_compartment.as_deref())),
     )
-}
-
-fn interaction(i: sp::hestia::plugin::types::Interaction) -> Interaction {
-    use sp::hestia::plugin::types::Interaction as I;
-    match i {
-        I::Read => Interaction::Read,
-        I::Vread => Interaction::Vread,
-        I::Update => Interaction::Update,
-        I::Patch => Interaction::Patch,
-        I::Delete => Interaction::Delete,
-        I::Create => Interaction::Create,
-        I::HistoryInstance => Interaction::HistoryInstance,
-        I::HistoryType => Interaction::HistoryType,
-        I::HistorySystem => Interaction::HistorySystem,
-        I::SearchType => Interaction::SearchType,
-        I::SearchSystem => Interaction::SearchSystem,
-        I::Capabilities => Interaction::Capabilities,
-        I::Batch => Interaction::Batch,
-        I::Transaction => Interaction::Transaction,
-        I::Operation => Interaction::Operation,
-    }
 }
 
 fn decision(d: Decision) -> sp::hestia::plugin::types::Decision {
@@ -143,20 +122,6 @@ impl<T: ResourceValidator> rv::Guest for ResourceValidatorExport<T> {
         resource_type: String,
         resource_json: String,
     ) -> Vec<rv::hestia::plugin::types::Issue> {
-        use rv::hestia::plugin::types::{Issue as I, Severity as S};
         crate::validate_json::<T>(&resource_type, &resource_json)
-            .into_iter()
-            .map(|issue: Issue| I {
-                severity: match issue.severity {
-                    Severity::Fatal => S::Fatal,
-                    Severity::Error => S::Error,
-                    Severity::Warning => S::Warning,
-                    Severity::Information => S::Information,
-                },
-                code: issue.code,
-                expression: issue.expression,
-                diagnostics: issue.diagnostics,
-            })
-            .collect()
     }
 }

@@ -1,22 +1,14 @@
-/// How bad a validation finding is; `Fatal` and `Error` reject the resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Severity {
-    Fatal,
-    Error,
-    Warning,
-    Information,
-}
+use crate::bindings::resource_validator::hestia::plugin::types as wit;
+
+/// How bad a validation finding is; `Fatal` and `Error` reject the resource. The
+/// contract's `severity`.
+pub use wit::Severity;
 
 /// One finding of a resource validator; the host turns it into an OperationOutcome issue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub severity: Severity,
-    /// An OperationOutcome issue-type code: `required`, `value`, `structure`, `invalid`, …
-    pub code: String,
-    /// FHIRPath location, e.g. `Patient.birthDate`.
-    pub expression: Option<String>,
-    pub diagnostics: String,
-}
+/// The contract's `issue`: `code` is an OperationOutcome issue-type code (`required`,
+/// `value`, `structure`, `invalid`, …), `expression` a FHIRPath location
+/// (`Patient.birthDate`).
+pub use wit::Issue;
 
 impl Issue {
     pub fn new(

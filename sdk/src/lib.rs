@@ -4,8 +4,9 @@
 //! `hestia:plugin@0.3.0` contract: a **scope policy** ([`ScopePolicy`]), an **audience
 //! rule** ([`AudienceRule`]) or a **resource validator** ([`ResourceValidator`]). Implement
 //! the trait on a type, export it with the world's macro, and build with
-//! `cargo build --release --target wasm32-wasip2`. Plugin code only sees the plain types of
-//! this crate; the generated component glue stays inside it.
+//! `cargo build --release --target wasm32-wasip2`. Plugin code only sees the types of this
+//! crate; the generated component glue stays inside it, but for [`Interaction`],
+//! [`Severity`] and [`Issue`], which are the contract's own types.
 //!
 //! A complete scope policy (read-only; a patient app sees only its patient's data):
 //!

@@ -1,24 +1,7 @@
 use serde_json::Value;
 
-/// The FHIR REST interaction of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Interaction {
-    Read,
-    Vread,
-    Update,
-    Patch,
-    Delete,
-    Create,
-    HistoryInstance,
-    HistoryType,
-    HistorySystem,
-    SearchType,
-    SearchSystem,
-    Capabilities,
-    Batch,
-    Transaction,
-    Operation,
-}
+/// The FHIR REST interaction of a request: the contract's `interaction`.
+pub use crate::bindings::scope_policy::hestia::plugin::types::Interaction;
 
 impl Interaction {
     /// The FHIR name (`search-type`, `history-instance`, …).

@@ -18,6 +18,7 @@ use wasmtime::component::{InstancePre, Linker};
 use super::info::PluginKind;
 use super::state::HostState;
 use super::types as plain;
+use crate::fhir::outcome::Issue;
 
 /// A contract version this host binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,6 +109,7 @@ macro_rules! contract {
         use $crate::plugins::info::PluginKind;
         use $crate::plugins::state::HostState;
         use $crate::plugins::types as plain;
+        use $crate::fhir::outcome::{Issue, Severity};
 
         /// The scope-policy world; it also generates the shared `types` and `host`
         /// interfaces, which the other two worlds reuse so that there is one `Host` trait.
@@ -300,7 +302,7 @@ macro_rules! contract {
                 store: &mut Store<HostState>,
                 resource_type: &str,
                 resource_json: &str,
-            ) -> wasmtime::Result<Option<Vec<plain::Issue>>> {
+            ) -> wasmtime::Result<Option<Vec<Issue>>> {
                 let Bound::ResourceValidator(p) = self else {
                     return Ok(None);
                 };
@@ -422,17 +424,17 @@ macro_rules! contract {
             }
         }
 
-        fn issue(i: wit::Issue) -> plain::Issue {
-            plain::Issue {
+        fn issue(i: wit::Issue) -> Issue {
+            Issue {
                 severity: match i.severity {
-                    wit::Severity::Fatal => plain::Severity::Fatal,
-                    wit::Severity::Error => plain::Severity::Error,
-                    wit::Severity::Warning => plain::Severity::Warning,
-                    wit::Severity::Information => plain::Severity::Information,
+                    wit::Severity::Fatal => Severity::Fatal,
+                    wit::Severity::Error => Severity::Error,
+                    wit::Severity::Warning => Severity::Warning,
+                    wit::Severity::Information => Severity::Information,
                 },
                 code: i.code,
-                expression: i.expression,
                 diagnostics: i.diagnostics,
+                expression: i.expression.into_iter().collect(),
             }
         }
     };
@@ -627,7 +629,7 @@ impl Bound {
         store: &mut Store<HostState>,
         resource_type: &str,
         resource_json: &str,
-    ) -> wasmtime::Result<Option<Vec<plain::Issue>>> {
+    ) -> wasmtime::Result<Option<Vec<Issue>>> {
         match self {
             Bound::V0_1_0(b) => b.validate(store, resource_type, resource_json),
             Bound::V0_2_0(b) => b.validate(store, resource_type, resource_json),

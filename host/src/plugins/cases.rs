@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     AudienceRequest, Claims, Constraint, Decision, FhirRequest, Interaction, PluginError,
-    PluginHost, PluginKind, PluginSettings, PluginStatus, SearchConstraint, Severity, TokenRequest,
+    PluginHost, PluginKind, PluginSettings, PluginStatus, SearchConstraint, TokenRequest,
     UserGrant, UserRights,
 };
 
@@ -504,9 +504,7 @@ fn observe_validate(host: &PluginHost, call: &ValidateCall) -> Result<Observed, 
         .or_else(|| call.resource["resourceType"].as_str().map(String::from))
         .ok_or("validate needs a resource_type or a resource with a resourceType")?;
     let issues = host.validate(&resource_type, &call.resource.to_string());
-    let invalid = issues
-        .iter()
-        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal));
+    let invalid = issues.iter().any(|i| i.severity.is_failure());
     Ok(Observed {
         decision: Some(if invalid {
             Expected::Deny
@@ -519,9 +517,9 @@ fn observe_validate(host: &PluginHost, call: &ValidateCall) -> Result<Observed, 
             .map(|i| {
                 format!(
                     "{} {} {}: {}",
-                    i.severity.as_code(),
+                    i.severity.as_str(),
                     i.code,
-                    i.expression.as_deref().unwrap_or("-"),
+                    i.expression.first().map_or("-", String::as_str),
                     i.diagnostics
                 )
             })

@@ -38,6 +38,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::fhir::outcome::Issue;
+
 use self::bindings::Verdict;
 use self::metrics::Outcome;
 use self::registry::{Loader, Member, Slot, Snapshot};
@@ -52,8 +54,8 @@ pub use self::registry::content_hash;
 pub use self::runtime::Provision;
 pub use self::settings::PluginSettings;
 pub use self::types::{
-    AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction, Issue,
-    SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
+    AudienceRequest, Claims, Constraint, Decision, Denial, FhirRequest, Grant, Interaction,
+    SearchConstraint, TokenRequest, UserGrant, UserRights,
 };
 
 /// The plugin host: the built-in default plugins plus those of the plugin directory,
@@ -297,21 +299,14 @@ impl PluginHost {
         for member in &snapshot.validators {
             let step = member.invoke(
                 |p| p.validate(resource_type, resource_json),
-                |found| {
-                    found
-                        .iter()
-                        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
-                },
+                |found| found.iter().any(|i| i.severity.is_failure()),
             );
             match step {
                 Step::Answer(found) => issues.extend(found),
                 Step::Skip => {}
-                Step::Fail(reason) => issues.push(Issue {
-                    severity: Severity::Error,
-                    code: "exception".to_string(),
-                    expression: None,
-                    diagnostics: member.denial(reason).to_string(),
-                }),
+                Step::Fail(reason) => {
+                    issues.push(Issue::error("exception", member.denial(reason).to_string()))
+                }
             }
         }
         issues

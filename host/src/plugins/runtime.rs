@@ -30,7 +30,8 @@ use super::bindings::{self, Bound, Pre, Verdict, Version};
 use super::guest_io::GuestOutput;
 use super::info::PluginKind;
 use super::state::{self, HostState};
-use super::types::{AudienceRequest, Claims, FhirRequest, Grant, Issue, TokenRequest};
+use super::types::{AudienceRequest, Claims, FhirRequest, Grant, TokenRequest};
+use crate::fhir::outcome::Issue;
 
 /// How often the engine's epoch advances: the unit of every deadline.
 const TICK: Duration = Duration::from_millis(1);

@@ -1,6 +1,7 @@
 //! The plain types that the rest of the host uses to talk to plugins. They mirror the
 //! records of the WIT contract but belong to no contract version: `oauth/` and `fhir/` use
-//! these, and the generated bindings of each version convert from and to them.
+//! these, and the generated bindings of each version convert from and to them. A
+//! validator's findings are the FHIR layer's own `fhir::outcome::Issue`s.
 
 use std::fmt;
 
@@ -160,35 +161,4 @@ pub struct AudienceRequest {
     pub requested: Vec<String>,
     /// FHIR base URLs of the registered resource servers, this server's own included.
     pub known: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Severity {
-    Fatal,
-    Error,
-    Warning,
-    Information,
-}
-
-impl Severity {
-    /// The FHIR `OperationOutcome.issue.severity` code.
-    pub fn as_code(self) -> &'static str {
-        match self {
-            Severity::Fatal => "fatal",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Information => "information",
-        }
-    }
-}
-
-/// One finding of a validator; becomes an `OperationOutcome` issue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub severity: Severity,
-    /// An OperationOutcome issue-type code such as `required`, `value`, `invariant`.
-    pub code: String,
-    /// FHIRPath location, e.g. `Patient.birthDate`.
-    pub expression: Option<String>,
-    pub diagnostics: String,
 }

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hestia::fhir::outcome::{Issue, Severity};
 use hestia::plugins::cli::{self, PluginTable};
 use hestia::plugins::{
     AudienceRequest, BuiltinPlugin, Claims, Constraint, Decision, Denial, FhirRequest, Grant,
-    Interaction, Issue, PluginHost, PluginInfo, PluginKind, PluginSettings, PluginSource,
-    PluginStatus, Provision, SearchConstraint, Severity, TokenRequest, UserGrant, UserRights,
-    WasiAllowances, content_hash,
+    Interaction, PluginHost, PluginInfo, PluginKind, PluginSettings, PluginSource, PluginStatus,
+    Provision, SearchConstraint, TokenRequest, UserGrant, UserRights, WasiAllowances, content_hash,
 };
 
 pub(crate) mod guests {
@@ -638,13 +638,13 @@ fn validators_report_issues() {
             Issue {
                 severity: Severity::Error,
                 code: "required".into(),
-                expression: Some("Patient.resourceType".into()),
+                expression: vec!["Patient.resourceType".into()],
                 diagnostics: "resourceType must be Patient".into(),
             },
             Issue {
                 severity: Severity::Warning,
                 code: "value".into(),
-                expression: None,
+                expression: vec![],
                 diagnostics: "contains \"bad\"".into(),
             },
         ]
@@ -1258,7 +1258,7 @@ fn the_builtin_validator_checks_nested_elements() {
     let host = PluginHost::start(PluginSettings::default()).unwrap();
     let patient = r#"{"resourceType":"Patient","identifier":[{"system":"not a uri"}],
         "contact":[{"period":{"start":"yesterday"}}]}"#;
-    let found: Vec<(Severity, String, Option<String>)> = host
+    let found: Vec<(Severity, String, Vec<String>)> = host
         .validate("Patient", patient)
         .into_iter()
         .map(|i| (i.severity, i.code, i.expression))
@@ -1270,12 +1270,12 @@ fn the_builtin_validator_checks_nested_elements() {
             (
                 Severity::Error,
                 "value".to_string(),
-                Some("Patient.identifier[0].system".to_string())
+                vec!["Patient.identifier[0].system".to_string()]
             ),
             (
                 Severity::Error,
                 "value".to_string(),
-                Some("Patient.contact[0].period.start".to_string())
+                vec!["Patient.contact[0].period.start".to_string()]
             ),
         ]
     );
@@ -1284,7 +1284,7 @@ fn the_builtin_validator_checks_nested_elements() {
     let issues = host.validate("Observation", observation);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(
-        issues[0].expression.as_deref(),
+        issues[0].expression.first().map(String::as_str),
         Some("Observation.component[0].valueQuantity.value")
     );
     assert!(
