@@ -540,7 +540,8 @@ def soak(args, setup, server, plugin, admin, rate, connections):
     buckets = drive(args, setup, rate, connections, 60 * args.minutes, 60, tick)
     if swapper["thread"]:
         swapper["thread"].join()
-    minutes = merge(buckets)
+    # A request answered after the last minute ended belongs to none.
+    minutes = [m for m in merge(buckets) if m["minute"] < args.minutes]
     for m in minutes:
         within = [r for r in rss if 60 * m["minute"] <= r[0] < 60 * (m["minute"] + 1)]
         m["rss_kib"] = within[-1][1] if within else None
@@ -549,6 +550,10 @@ def soak(args, setup, server, plugin, admin, rate, connections):
         swap = plugin.swaps[m["minute"] + 1] if m["minute"] + 1 < len(plugin.swaps) else "-"
         m["swap_secs"] = swap
     return minutes
+
+
+def mib(kib):
+    return "-" if kib is None else f"{kib / 1024:.1f}"
 
 
 def swap_times(swaps):
@@ -564,7 +569,7 @@ def report(args, server, ramp, rate, connections, minutes, load, plugin):
         print(f"{m['minute'] + 1:>6} {len(m['lat']):>9} {len(m['lat']) / 60:>7.0f} "
               f"{sum(m['errors'].values()):>6} {percentile(m['lat'], 50):>7.1f} "
               f"{percentile(m['lat'], 95):>7.1f} {percentile(m['lat'], 99):>7.1f} "
-              f"{m['rss_kib'] / 1024:>8.1f} {m['anon_kib'] / 1024:>8.1f} {swap:>7} {m['load']:>5.2f}")
+              f"{mib(m['rss_kib']):>8} {mib(m['anon_kib']):>8} {swap:>7} {m['load'] or 0:>5.2f}")
     counts = {}
     for m in minutes:
         for k, v in m["counts"].items():
