@@ -184,7 +184,7 @@ async fn load(
     let mut places = Vec::with_capacity(pending.len());
     let mut resources = Vec::with_capacity(pending.len());
     for p in pending.drain(..) {
-        match fhir.check_update(p.resource_type, &p.id, &p.resource) {
+        match check_line(fhir, &p) {
             Ok(()) => {
                 places.push(p.at);
                 resources.push((p.resource_type, p.id, p.resource));
@@ -216,6 +216,32 @@ async fn load(
     Ok(())
 }
 
+/// Times a line is checked again when only a plugin failed on it (see [`check_line`]).
+const PLUGIN_FAILURE_RETRIES: usize = 2;
+
+/// The checks of one line. A refusal whose every failing issue is a validator plugin's
+/// failure (`exception`: it trapped or missed its wall-clock deadline, which a busy
+/// machine can cause) says nothing about the resource, so the line is checked again, up
+/// to [`PLUGIN_FAILURE_RETRIES`] times, before it is reported.
+fn check_line(fhir: &Repository, p: &Pending) -> Result<(), FhirError> {
+    let mut result = fhir.check_update(p.resource_type, &p.id, &p.resource);
+    for _ in 0..PLUGIN_FAILURE_RETRIES {
+        match &result {
+            Err(e) if only_plugin_failures(e) => {
+                result = fhir.check_update(p.resource_type, &p.id, &p.resource)
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
+fn only_plugin_failures(e: &FhirError) -> bool {
+    let issues = e.issues();
+    let failing: Vec<_> = issues.iter().filter(|i| i.severity.is_failure()).collect();
+    !failing.is_empty() && failing.iter().all(|i| i.code == "exception")
+}
+
 /// Reports a refused line as an OperationOutcome line naming the file and line.
 fn refuse(
     errors: &mut dyn Write,
@@ -231,5 +257,22 @@ fn refuse(
 impl From<FhirError> for ImportError {
     fn from(e: FhirError) -> Self {
         ImportError::Store(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_made_of_plugin_failures_is_checked_again() {
+        let failed = |issues: Vec<Issue>| only_plugin_failures(&FhirError::Unprocessable(issues));
+        let plugin = Issue::error("exception", "plugin v denied: timed out after 20 ms");
+        assert!(failed(vec![plugin.clone()]));
+        assert!(failed(vec![plugin.clone(), Issue::warning("invalid", "w")]));
+        assert!(!failed(vec![plugin, Issue::error("invalid", "no status")]));
+        assert!(!failed(vec![Issue::error("required", "status")]));
+        assert!(!failed(vec![]));
+        assert!(!only_plugin_failures(&FhirError::NotFound("x".into())));
     }
 }
