@@ -729,6 +729,11 @@ async fn open_auth(flags: StoreFlags) -> anyhow::Result<crate::oauth::AuthServer
     Ok(crate::oauth::AuthServer::new(store, &settings))
 }
 
+/// The least per-call deadline of an import's plugins (a plugin's manifest may still set
+/// its own). An import is no interactive request: a busy machine that holds a validator's
+/// call back for some tens of milliseconds must not refuse a valid resource.
+const IMPORT_PLUGIN_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// `hestia fhir import`: the repository of `serve` (its validator plugins), the report
 /// on standard output, refused lines to `errors` or standard error.
 async fn run_import(
@@ -741,7 +746,9 @@ async fn run_import(
     let settings = RawConfig::load_store(flags)?.resolve()?;
     let files = crate::fhir::import::input_files(paths)?;
     let store = Store::open(&settings.database_url).await?;
-    let plugins = crate::plugins::PluginHost::start(PluginSettings::configured(&settings)?)?;
+    let mut plugin_settings = PluginSettings::configured(&settings)?;
+    plugin_settings.deadline = plugin_settings.deadline.max(IMPORT_PLUGIN_DEADLINE);
+    let plugins = crate::plugins::PluginHost::start(plugin_settings)?;
     let fhir = Repository::new(
         store,
         std::sync::Arc::new(crate::policy::PluginValidator(plugins)),

@@ -5,7 +5,7 @@
 //! resource-validator plugins, as a create or update does; a line that does not (or is
 //! not a resource) is reported with its file and line number as an OperationOutcome
 //! line, and the rest is loaded. It runs beside a serving server on the same database:
-//! its transactions take their turn like any other write.
+//! its transactions take their turn like any other write (`store::import`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -15,8 +15,12 @@ use serde_json::{Map, Value};
 use super::definitions::ResourceType;
 use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
-use super::repository::{Repository, check_id, new_id};
+use super::repository::{Repository, Written, check_id, new_id};
+use super::search::IndexRows;
+use crate::store::Backend;
 use crate::store::StoreError;
+use crate::store::fhir::StoredVersion;
+use crate::store::import::{Encoded, Loaded, Loader, encode};
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,13 +51,29 @@ impl From<StoreError> for ImportError {
     }
 }
 
-/// One resource of a batch, with where it came from.
-struct Pending {
-    resource_type: ResourceType,
-    id: String,
-    resource: Map<String, Value>,
-    at: String,
+/// A batch as the reader gathers it: resources checked, with their first versions and
+/// index rows (and where each came from), and the lines refused on the way.
+#[derive(Default)]
+struct Prepared {
+    writes: Vec<(StoredVersion, IndexRows)>,
+    places: Vec<String>,
+    refused: Vec<(String, String)>,
+    /// Whether it repeats a resource of the batch before it.
+    after_previous: bool,
 }
+
+/// A batch as the reader hands it to the writer: encoded for the database, with the
+/// versions for the writer's other way (updates).
+struct Batch {
+    versions: Vec<StoredVersion>,
+    encoded: Encoded,
+    places: Vec<String>,
+    refused: Vec<(String, String)>,
+    after_previous: bool,
+}
+
+/// Batches the reader may have ready before the writer takes them.
+const QUEUED_BATCHES: usize = 2;
 
 /// The NDJSON files named: files as given, and in directories their `*.ndjson` and
 /// `*.ndjson.gz` files in name order.
@@ -83,19 +103,188 @@ pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ImportError> {
 }
 
 /// Imports `files` in batches of `batch` resources; refused lines go to `errors`.
+///
+/// Two stages run at once: a reader on a blocking thread parses, checks (validator
+/// plugins), indexes and encodes the lines into batches, while [`Writers`] write the
+/// batches before them.
 pub async fn import(
     fhir: &Repository,
     files: &[PathBuf],
     batch: usize,
     errors: &mut dyn Write,
 ) -> Result<ImportReport, ImportError> {
-    let mut report = ImportReport::default();
-    let mut pending: Vec<Pending> = Vec::with_capacity(batch);
-    // The keys of `pending`: a resource that comes again starts a new batch, so that a
-    // batch writes one version of each resource.
+    let (sender, mut batches) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+    let reader = {
+        let (fhir, files) = (fhir.clone(), files.to_vec());
+        tokio::task::spawn_blocking(move || read(&fhir, &files, batch, &sender))
+    };
+    let mut writers = Writers::open(fhir, errors).await?;
+    while let Some(batch) = batches.recv().await {
+        writers.take(batch).await?;
+    }
+    let mut report = writers.close().await?;
+    report.files = reader
+        .await
+        .map_err(|e| ImportError::Store(format!("the reader stopped: {e}")))??;
+    if report.loaded > 0 {
+        fhir.store().analyze().await?;
+    }
+    Ok(report)
+}
+
+/// Connections that write batches at the same time: PostgreSQL checks and inserts the
+/// index entries of a transaction on one core, so two transactions at once go faster;
+/// SQLite writes one transaction at a time.
+const POSTGRES_WRITERS: usize = 2;
+
+/// The writing side of an import. Each batch is first written as new resources by one of
+/// the loaders ([`Loader::write_new`]), several batches at once on PostgreSQL. A batch
+/// with a resource that exists already is written as updates instead
+/// ([`Repository::update_many_in`]), and so are the next batches until one has no
+/// resource that existed. A batch that repeats a resource of the batch before it waits
+/// for the batches before it, so that versions are written in the order of the lines.
+struct Writers<'a> {
+    fhir: &'a Repository,
+    errors: &'a mut dyn Write,
+    idle: Vec<Loader>,
+    running: tokio::task::JoinSet<Attempt>,
+    assume_new: bool,
+    report: ImportReport,
+}
+
+/// A batch that a loader wrote as new resources, or found one of them existing.
+struct Attempt {
+    loader: Loader,
+    versions: Vec<StoredVersion>,
+    places: Vec<String>,
+    loaded: Result<Loaded, StoreError>,
+}
+
+impl<'a> Writers<'a> {
+    async fn open(fhir: &'a Repository, errors: &'a mut dyn Write) -> Result<Self, ImportError> {
+        let count = match fhir.store().backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_WRITERS,
+        };
+        let mut idle = Vec::with_capacity(count);
+        for _ in 0..count {
+            idle.push(Loader::open(fhir.store()).await?);
+        }
+        Ok(Writers {
+            fhir,
+            errors,
+            idle,
+            running: tokio::task::JoinSet::new(),
+            assume_new: true,
+            report: ImportReport::default(),
+        })
+    }
+
+    /// Reports the batch's refused lines and starts writing its resources.
+    async fn take(&mut self, batch: Batch) -> Result<(), ImportError> {
+        let Batch {
+            versions,
+            encoded,
+            places,
+            refused,
+            after_previous,
+        } = batch;
+        for (at, why) in refused {
+            refuse(self.errors, &at, &why, &mut self.report)?;
+        }
+        if versions.is_empty() {
+            return Ok(());
+        }
+        if after_previous || !self.assume_new {
+            while self.finish_one().await? {}
+        }
+        if !self.assume_new {
+            return self.updates(versions, places).await;
+        }
+        let mut loader = loop {
+            match self.idle.pop() {
+                Some(loader) => break loader,
+                None => {
+                    self.finish_one().await?;
+                }
+            }
+        };
+        self.running.spawn(async move {
+            let loaded = loader.write_new(encoded).await;
+            Attempt {
+                loader,
+                versions,
+                places,
+                loaded,
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits for one batch being written; false when none is.
+    async fn finish_one(&mut self) -> Result<bool, ImportError> {
+        let Some(done) = self.running.join_next().await else {
+            return Ok(false);
+        };
+        let Attempt {
+            loader,
+            versions,
+            places,
+            loaded,
+        } = done.map_err(|e| ImportError::Store(format!("a writer stopped: {e}")))?;
+        self.idle.push(loader);
+        match loaded? {
+            Loaded::Written => self.report.loaded += versions.len() as u64,
+            Loaded::Exists => self.updates(versions, places).await?,
+        }
+        Ok(true)
+    }
+
+    /// Writes a batch as updates; its next batches are taken as new when none of its
+    /// resources existed.
+    async fn updates(
+        &mut self,
+        versions: Vec<StoredVersion>,
+        places: Vec<String>,
+    ) -> Result<(), ImportError> {
+        let results = load_updates(self.fhir, versions).await?;
+        self.assume_new = results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|w| w.version.version_id == 1));
+        for (at, result) in places.into_iter().zip(results) {
+            match result {
+                Ok(_) => self.report.loaded += 1,
+                Err(e) => refuse(self.errors, &at, &why(&e), &mut self.report)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the batches being written; answers what was done.
+    async fn close(mut self) -> Result<ImportReport, ImportError> {
+        while self.finish_one().await? {}
+        for loader in self.idle {
+            loader.close().await?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// The reader: every line of `files` parsed, checked and indexed, sent in batches of
+/// `batch` resources; answers how many files it read. A resource that comes again starts
+/// a new batch, so that a batch writes one version of each resource.
+fn read(
+    fhir: &Repository,
+    files: &[PathBuf],
+    batch: usize,
+    out: &tokio::sync::mpsc::Sender<Batch>,
+) -> Result<u64, ImportError> {
+    let backend = fhir.store().backend();
+    let mut current = Prepared::default();
     let mut keys = std::collections::HashSet::new();
+    let mut read_files = 0;
     for path in files {
-        report.files += 1;
+        read_files += 1;
         let read = |source| ImportError::Read {
             path: path.display().to_string(),
             source,
@@ -112,30 +301,60 @@ pub async fn import(
                 continue;
             }
             let at = format!("{} line {}", path.display(), n + 1);
-            match parse_line(&line) {
-                Ok((resource_type, id, resource)) => {
-                    if !keys.insert((resource_type, id.clone())) {
-                        load(fhir, &mut pending, errors, &mut report).await?;
-                        keys.clear();
-                        keys.insert((resource_type, id.clone()));
-                    }
-                    pending.push(Pending {
-                        resource_type,
-                        id,
-                        resource,
-                        at,
-                    });
+            let (resource_type, id, resource) = match parse_line(&line) {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    current.refused.push((at, why));
+                    continue;
                 }
-                Err(why) => refuse(errors, &at, &why, &mut report)?,
+            };
+            if !keys.insert((resource_type, id.clone())) {
+                if !send(backend, &mut current, out) {
+                    return Ok(read_files);
+                }
+                current.after_previous = true;
+                keys.clear();
+                keys.insert((resource_type, id.clone()));
             }
-            if pending.len() >= batch {
-                load(fhir, &mut pending, errors, &mut report).await?;
+            match fhir.prepare_new(resource_type, &id, resource) {
+                Ok(write) => {
+                    current.writes.push(write);
+                    current.places.push(at);
+                }
+                Err(e) if !e.kind().is_server_failure() => current.refused.push((at, why(&e))),
+                Err(e) => return Err(e.into()),
+            }
+            if current.writes.len() >= batch {
+                if !send(backend, &mut current, out) {
+                    return Ok(read_files);
+                }
                 keys.clear();
             }
         }
     }
-    load(fhir, &mut pending, errors, &mut report).await?;
-    Ok(report)
+    // A send fails only when the writer has stopped, with its own error.
+    send(backend, &mut current, out);
+    Ok(read_files)
+}
+
+/// Encodes the batch gathered and hands it to the writer; false when the writer has stopped.
+fn send(backend: Backend, current: &mut Prepared, out: &tokio::sync::mpsc::Sender<Batch>) -> bool {
+    let Prepared {
+        writes,
+        places,
+        refused,
+        after_previous,
+    } = std::mem::take(current);
+    let encoded = encode(backend, &writes);
+    let versions = writes.into_iter().map(|(v, _)| v).collect();
+    out.blocking_send(Batch {
+        versions,
+        encoded,
+        places,
+        refused,
+        after_previous,
+    })
+    .is_ok()
 }
 
 /// A line as a resource: a JSON object of a known type, with a valid id (a new one when
@@ -167,79 +386,39 @@ fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), 
     Ok((resource_type, id, resource))
 }
 
-/// Writes one batch in one transaction: every resource checked first (id, validator
-/// plugins), then the batch written with [`Repository::update_many_in`] in a few
-/// multi-row statements. A resource the checks (or the repository) refuse is reported
-/// and left out; a database failure rolls the batch back and stops.
-async fn load(
+/// Writes a batch as updates of what the database holds ([`Repository::update_many_in`]),
+/// in one transaction.
+async fn load_updates(
     fhir: &Repository,
-    pending: &mut Vec<Pending>,
-    errors: &mut dyn Write,
-    report: &mut ImportReport,
-) -> Result<(), ImportError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let mut refused = Vec::new();
-    let mut places = Vec::with_capacity(pending.len());
-    let mut resources = Vec::with_capacity(pending.len());
-    for p in pending.drain(..) {
-        match check_line(fhir, &p) {
-            Ok(()) => {
-                places.push(p.at);
-                resources.push((p.resource_type, p.id, p.resource));
-            }
-            Err(e) if !e.kind().is_server_failure() => refused.push((p.at, e)),
-            Err(e) => return Err(e.into()),
-        }
+    versions: Vec<StoredVersion>,
+) -> Result<Vec<Result<Written, FhirError>>, ImportError> {
+    let mut resources = Vec::with_capacity(versions.len());
+    for version in versions {
+        let resource_type = ResourceType::parse(&version.resource_type);
+        let content = serde_json::from_str(&version.content);
+        let (Some(resource_type), Ok(Value::Object(resource))) = (resource_type, content) else {
+            return Err(ImportError::Store(format!(
+                "{}/{} does not read back as it was prepared",
+                version.resource_type, version.id
+            )));
+        };
+        resources.push((resource_type, version.id, resource));
     }
     let mut tx = fhir.store().begin().await?;
     let results = fhir.update_many_in(&mut tx, resources).await?;
     tx.commit()
         .await
         .map_err(|e| ImportError::Store(e.to_string()))?;
-    for (at, result) in places.into_iter().zip(results) {
-        match result {
-            Ok(_) => report.loaded += 1,
-            Err(e) => refused.push((at, e)),
-        }
-    }
-    for (at, e) in refused {
-        let why = e
-            .issues()
-            .iter()
-            .map(|i| i.diagnostics.clone())
-            .collect::<Vec<_>>()
-            .join("; ");
-        refuse(errors, &at, &why, report)?;
-    }
-    Ok(())
+    Ok(results)
 }
 
-/// Times a line is checked again when only a plugin failed on it (see [`check_line`]).
-const PLUGIN_FAILURE_RETRIES: usize = 2;
-
-/// The checks of one line. A refusal whose every failing issue is a validator plugin's
-/// failure (`exception`: it trapped or missed its wall-clock deadline, which a busy
-/// machine can cause) says nothing about the resource, so the line is checked again, up
-/// to [`PLUGIN_FAILURE_RETRIES`] times, before it is reported.
-fn check_line(fhir: &Repository, p: &Pending) -> Result<(), FhirError> {
-    let mut result = fhir.check_update(p.resource_type, &p.id, &p.resource);
-    for _ in 0..PLUGIN_FAILURE_RETRIES {
-        match &result {
-            Err(e) if only_plugin_failures(e) => {
-                result = fhir.check_update(p.resource_type, &p.id, &p.resource)
-            }
-            _ => break,
-        }
-    }
-    result
-}
-
-fn only_plugin_failures(e: &FhirError) -> bool {
-    let issues = e.issues();
-    let failing: Vec<_> = issues.iter().filter(|i| i.severity.is_failure()).collect();
-    !failing.is_empty() && failing.iter().all(|i| i.code == "exception")
+/// What a refusal says: its issues' diagnostics.
+fn why(e: &FhirError) -> String {
+    e.issues()
+        .iter()
+        .map(|i| i.diagnostics.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Reports a refused line as an OperationOutcome line naming the file and line.
@@ -257,22 +436,5 @@ fn refuse(
 impl From<FhirError> for ImportError {
     fn from(e: FhirError) -> Self {
         ImportError::Store(e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_refusal_made_of_plugin_failures_is_checked_again() {
-        let failed = |issues: Vec<Issue>| only_plugin_failures(&FhirError::Unprocessable(issues));
-        let plugin = Issue::error("exception", "plugin v denied: timed out after 20 ms");
-        assert!(failed(vec![plugin.clone()]));
-        assert!(failed(vec![plugin.clone(), Issue::warning("invalid", "w")]));
-        assert!(!failed(vec![plugin, Issue::error("invalid", "no status")]));
-        assert!(!failed(vec![Issue::error("required", "status")]));
-        assert!(!failed(vec![]));
-        assert!(!only_plugin_failures(&FhirError::NotFound("x".into())));
     }
 }

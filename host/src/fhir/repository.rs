@@ -383,6 +383,21 @@ impl Repository {
         self.check_valid(resource_type, resource)
     }
 
+    /// What an import writes of a resource it takes to be new: checked as an update
+    /// ([`Self::check_update`]), then its first version (written by `PUT`) and index rows.
+    /// One that exists already is written with [`Self::update_many_in`] instead.
+    pub fn prepare_new(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        resource: Map<String, Value>,
+    ) -> Result<(StoredVersion, IndexRows), FhirError> {
+        self.check_update(resource_type, id, &resource)?;
+        let (written, index) =
+            prepare_version(resource_type, id, resource, None, WriteMethod::Update)?;
+        Ok((written.version, index))
+    }
+
     /// Updates (or creates) several distinct resources at once, unrestricted, with the
     /// rows [`Self::update_in`] writes for each, in a few multi-row statements: the bulk
     /// import. Each resource has passed [`Self::check_update`]; one that cannot be written

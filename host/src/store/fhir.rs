@@ -86,7 +86,7 @@ pub(super) fn version_from_row(row: &AnyRow) -> Result<StoredVersion, sqlx::Erro
     })
 }
 
-const INDEX_TABLES: &[&str] = &[
+pub(super) const INDEX_TABLES: &[&str] = &[
     "fhir_idx_string",
     "fhir_idx_token",
     "fhir_idx_reference",
@@ -103,7 +103,7 @@ const ANALYSIS_LIMIT: u32 = 1000;
 const FIRST_ANALYZE_AFTER: u64 = 1024;
 
 /// How long [`Store::begin`] waits for its turn on SQLite: the `busy_timeout` of its connections.
-const WRITE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const WRITE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A write transaction from [`Store::begin`]: use it as the connection (`&mut tx`), then
 /// [`WriteTx::commit`]; dropped without a commit, it rolls back. On SQLite it holds the
@@ -701,15 +701,6 @@ async fn insert_index_many(
     conn: &mut AnyConnection,
     owners: &[(&str, &str, &IndexRows)],
 ) -> Result<(), StoreError> {
-    let mut batches = Batches::default();
-    for &(resource_type, id, rows) in owners {
-        batches.add((resource_type, id), rows, Cow::Borrowed);
-        for composite in &rows.composites {
-            batches.add((resource_type, id), &composite.rows, |p| {
-                Cow::Owned(composite_row_param(composite.param, p, composite.element))
-            });
-        }
-    }
     let Batches {
         strings,
         tokens,
@@ -718,7 +709,7 @@ async fn insert_index_many(
         numbers,
         quantities,
         uris,
-    } = batches;
+    } = Batches::of(owners);
     // `insert_rows!` binds the key columns, then each row's own.
     macro_rules! insert_rows {
         ($table:literal, [$($column:literal),+], $rows:expr, |$p:ident, $r:ident| [$($value:expr),+]) => {
@@ -774,20 +765,34 @@ async fn insert_index_many(
 /// components of a composite's element `composite$component$element`.
 /// Each row is keyed by its resource (type, id).
 #[derive(Default)]
-struct Batches<'a> {
-    strings: Vec<(Owner<'a>, Cow<'static, str>, &'a StringIndex)>,
-    tokens: Vec<(Owner<'a>, Cow<'static, str>, &'a TokenIndex)>,
-    references: Vec<(Owner<'a>, Cow<'static, str>, &'a ReferenceIndex)>,
-    dates: Vec<(Owner<'a>, Cow<'static, str>, &'a DateIndex)>,
-    numbers: Vec<(Owner<'a>, Cow<'static, str>, &'a NumberIndex)>,
-    quantities: Vec<(Owner<'a>, Cow<'static, str>, &'a QuantityIndex)>,
-    uris: Vec<(Owner<'a>, Cow<'static, str>, &'a UriIndex)>,
+pub(super) struct Batches<'a> {
+    pub strings: Vec<(Owner<'a>, Cow<'static, str>, &'a StringIndex)>,
+    pub tokens: Vec<(Owner<'a>, Cow<'static, str>, &'a TokenIndex)>,
+    pub references: Vec<(Owner<'a>, Cow<'static, str>, &'a ReferenceIndex)>,
+    pub dates: Vec<(Owner<'a>, Cow<'static, str>, &'a DateIndex)>,
+    pub numbers: Vec<(Owner<'a>, Cow<'static, str>, &'a NumberIndex)>,
+    pub quantities: Vec<(Owner<'a>, Cow<'static, str>, &'a QuantityIndex)>,
+    pub uris: Vec<(Owner<'a>, Cow<'static, str>, &'a UriIndex)>,
 }
 
 /// The resource (type, id) an index row belongs to.
-type Owner<'a> = (&'a str, &'a str);
+pub(super) type Owner<'a> = (&'a str, &'a str);
 
 impl<'a> Batches<'a> {
+    /// The rows of several resources, composites' components included.
+    pub fn of(owners: &[(&'a str, &'a str, &'a IndexRows)]) -> Self {
+        let mut batches = Batches::default();
+        for &(resource_type, id, rows) in owners {
+            batches.add((resource_type, id), rows, Cow::Borrowed);
+            for composite in &rows.composites {
+                batches.add((resource_type, id), &composite.rows, |p| {
+                    Cow::Owned(composite_row_param(composite.param, p, composite.element))
+                });
+            }
+        }
+        batches
+    }
+
     fn add(
         &mut self,
         owner: Owner<'a>,

@@ -9,6 +9,7 @@ pub mod bulk;
 mod clients;
 mod console;
 pub mod fhir;
+pub mod import;
 mod issuer;
 mod oauth;
 mod rights;

@@ -1,6 +1,7 @@
 //! Bulk Data export (`$export`, its status URL and files) on both databases: each
 //! kick-off kind, `_type`, `_since`, `_typeFilter`, Group membership, access narrowed by
-//! scopes, files refused to other clients, cancel and 429.
+//! scopes, files refused to other clients, cancel and 429; and `hestia fhir import`:
+//! refused lines, `kill -9`, beside a writing server.
 
 use std::collections::BTreeMap;
 
@@ -870,6 +871,111 @@ async fn import_killed_mid_way_leaves_whole_batches() {
             "{b}"
         );
         store.close().await;
+    }
+}
+
+/// Text with the characters that PostgreSQL's `COPY` format escapes (tab, newline,
+/// carriage return, backslash) and others comes back from an import as written, in the
+/// resource and in its index rows.
+#[tokio::test]
+async fn import_keeps_text_as_written() {
+    let family = "Tab\there \\ back\\slash\nnew\rline \"quoted\" é \\N".to_owned();
+    for db in TestDb::all().await {
+        let work = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        let patient = json!({"resourceType": "Patient", "id": "text",
+                             "name": [{"family": family, "given": ["\\"]}]});
+        let file = work.path().join("patients.ndjson");
+        std::fs::write(&file, format!("{patient}\n")).unwrap();
+        let done = crate::support::hestia(
+            work.path(),
+            &[
+                "fhir",
+                "import",
+                "--database-url",
+                &db.url,
+                file.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(done.0, "{b}: {done:?}");
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        let stored = store
+            .fhir_current("Patient", "text")
+            .await
+            .unwrap()
+            .unwrap();
+        let content: Value = serde_json::from_str(&stored.content).unwrap();
+        assert_eq!(content["name"], patient["name"], "{b}");
+        let exact: Vec<String> = sqlx::query_scalar(
+            "SELECT exact FROM fhir_idx_string WHERE id = 'text' AND param IN ('family', 'given') \
+             ORDER BY param",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(exact, [family.clone(), "\\".to_owned()], "{b}");
+        store.close().await;
+    }
+}
+
+/// `hestia fhir import` beside a server writing to the same database (the in-process app
+/// of this test, another process than the import, as `serve` would be): the server's
+/// creates get their turn between the import's batches and none fails, and the import
+/// loads every line.
+#[tokio::test]
+async fn import_beside_a_writing_server() {
+    const TOTAL: i64 = 10_000;
+    for db in TestDb::all().await {
+        let work = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        let file = work.path().join("patients.ndjson");
+        patients_file(&file, TOTAL as usize);
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+        let mut child = std::process::Command::new(crate::support::hestia_bin())
+            .current_dir(work.path())
+            .args(["fhir", "import", "--database-url", &db.url, "--data-dir"])
+            .arg(work.path().join("data"))
+            .args(["--batch", "250"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The imported Patients are r0, r1, ...; the created ones have UUIDs.
+        let imported = "SELECT COUNT(*) FROM fhir_resources WHERE id LIKE 'r%'";
+        let (mut created, mut amid) = (0, 0);
+        while child.try_wait().unwrap().is_none() {
+            let before = count(state.store(), imported).await;
+            let reply = send(
+                &app,
+                "POST",
+                &format!("{BASE}/Patient"),
+                &admin,
+                json!({"resourceType": "Patient", "active": true}),
+            )
+            .await;
+            assert_eq!(reply.status, 201, "{b}: {:?}", reply.body);
+            created += 1;
+            let after = count(state.store(), imported).await;
+            if before > 0 && after < TOTAL {
+                amid += 1;
+            }
+        }
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "{b}: {done:?}");
+        assert!(
+            amid >= 3,
+            "{b}: only {amid} of {created} creates amid the import"
+        );
+        assert_eq!(count(state.store(), imported).await, TOTAL, "{b}");
+        assert_eq!(
+            count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await,
+            TOTAL + created,
+            "{b}"
+        );
     }
 }
 
