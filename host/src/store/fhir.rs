@@ -469,6 +469,27 @@ pub async fn fhir_current_many(
     Ok(found)
 }
 
+/// The columns of `fhir_history` a version fills, in the order writers bind them.
+pub(super) const HISTORY_COLUMNS: &[&str] = &[
+    "resource_type",
+    "id",
+    "version_id",
+    "last_updated",
+    "method",
+    "deleted",
+    "content",
+];
+
+/// The columns of `fhir_resources` a current version fills, in the order writers bind them.
+pub(super) const CURRENT_COLUMNS: &[&str] = &[
+    "resource_type",
+    "id",
+    "version_id",
+    "last_updated",
+    "deleted",
+    "content",
+];
+
 /// Writes one new version of each of several distinct resources, as [`fhir_write`] does
 /// for one: history rows, current rows, and (unless deleted) fresh index rows, in
 /// multi-row statements. A version whose number is taken (a concurrent write got there
@@ -478,16 +499,12 @@ pub async fn fhir_write_many(
     writes: &[(StoredVersion, Option<IndexRows>)],
 ) -> Result<(), StoreError> {
     for chunk in writes.chunks(ROWS_PER_INSERT) {
-        let columns = &[
-            "resource_type",
-            "id",
-            "version_id",
-            "last_updated",
-            "method",
-            "deleted",
-            "content",
-        ];
-        let sql = multi_row_insert(Marks::of(conn), "fhir_history", columns, chunk.len());
+        let sql = multi_row_insert(
+            Marks::of(conn),
+            "fhir_history",
+            HISTORY_COLUMNS,
+            chunk.len(),
+        );
         let mut query = sqlx::query(&sql);
         for (v, _) in chunk {
             query = query
@@ -504,20 +521,18 @@ pub async fn fhir_write_many(
                 "a version of the batch (a concurrent write got there first)".into()
             })
         })?;
-        let columns = &[
-            "resource_type",
-            "id",
-            "version_id",
-            "last_updated",
-            "deleted",
-            "content",
-        ];
+
         // The history insert above has claimed each version number, so replacing the
         // current row is safe without comparing its version.
         let sql = format!(
             "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
              last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-            multi_row_insert(Marks::of(conn), "fhir_resources", columns, chunk.len())
+            multi_row_insert(
+                Marks::of(conn),
+                "fhir_resources",
+                CURRENT_COLUMNS,
+                chunk.len()
+            )
         );
         let mut query = sqlx::query(&sql);
         for (v, _) in chunk {

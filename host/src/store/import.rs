@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, ConnectOptions, Connection};
 
-use super::fhir::{Batches, StoredVersion, WRITE_TURN_TIMEOUT};
+use super::fhir::{Batches, CURRENT_COLUMNS, HISTORY_COLUMNS, StoredVersion, WRITE_TURN_TIMEOUT};
 use super::{Backend, Store, StoreError};
 use crate::fhir::search::IndexRows;
 
@@ -331,15 +331,7 @@ struct Table<'a> {
 fn tables<'a>(batch: &'a [(StoredVersion, IndexRows)], index: &'a Batches<'a>) -> Vec<Table<'a>> {
     let history = Table {
         name: "fhir_history",
-        columns: &[
-            "resource_type",
-            "id",
-            "version_id",
-            "last_updated",
-            "method",
-            "deleted",
-            "content",
-        ],
+        columns: HISTORY_COLUMNS,
         len: batch.len(),
         row: Box::new(move |i, c| {
             let v = &batch[i].0;
@@ -354,14 +346,7 @@ fn tables<'a>(batch: &'a [(StoredVersion, IndexRows)], index: &'a Batches<'a>) -
     };
     let current = Table {
         name: "fhir_resources",
-        columns: &[
-            "resource_type",
-            "id",
-            "version_id",
-            "last_updated",
-            "deleted",
-            "content",
-        ],
+        columns: CURRENT_COLUMNS,
         len: batch.len(),
         row: Box::new(move |i, c| {
             let v = &batch[i].0;
