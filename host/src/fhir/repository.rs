@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, Visible};
-use super::clock::now_ms;
+use super::clock::version_stamp;
 use super::definitions::ResourceType;
 use super::error::FhirError;
 use super::limits::Limits;
@@ -544,7 +544,7 @@ impl Repository {
             resource_type: ty.to_string(),
             id: id.to_string(),
             version_id: current.version_id + 1,
-            last_updated: now_ms().max(current.last_updated + 1),
+            last_updated: version_stamp(current.last_updated),
             deleted: true,
             content: current.content.clone(),
             method: WriteMethod::Delete.as_str().to_string(),
@@ -1044,7 +1044,7 @@ fn prepare_version(
     method: WriteMethod,
 ) -> Result<(Written, IndexRows), FhirError> {
     let version_id = current.map_or(1, |c| c.version_id + 1);
-    let last_updated = now_ms().max(current.map_or(0, |c| c.last_updated + 1));
+    let last_updated = version_stamp(current.map_or(0, |c| c.last_updated));
     let meta = resource.entry("meta").or_insert_with(|| json!({}));
     let Value::Object(meta) = meta else {
         return Err(FhirError::BadRequest(vec![

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, AccessConstraint, Visible};
-use super::clock::now_ms;
+use super::clock::{now_ms, snapshot_now};
 use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
 use super::search::value::format_instant;
@@ -468,7 +468,7 @@ pub async fn search(
     let result = &plan.query.result;
     let count = i64::from(result.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT));
     plan.cursor.check(result.sort.len())?;
-    let snapshot = plan.cursor.snapshot.unwrap_or_else(now_ms);
+    let snapshot = plan.cursor.snapshot.unwrap_or_else(snapshot_now);
     let from = plan.cursor.from();
     let reach = reach(&plan.branches, access, type_access)?;
     let spec = SearchSpec {
@@ -795,7 +795,7 @@ pub async fn everything(
     let selection = CompartmentSelection::decide(patient, &request, access, type_access)?;
     let cursor = &request.cursor;
     cursor.check(0)?;
-    let snapshot = cursor.snapshot.unwrap_or_else(now_ms);
+    let snapshot = cursor.snapshot.unwrap_or_else(snapshot_now);
     let from = cursor.from();
     let (total, page) = if selection.branches.is_empty() {
         (0, Page::default())

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::fhir::access::Access;
 use crate::fhir::bundle::EntryStatus;
-use crate::fhir::clock::now_ms;
+use crate::fhir::clock::{now_ms, snapshot_now};
 use crate::fhir::error::{ErrorKind, FhirError};
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::fhir::repository::{Conditional, Written, parse_resource, resource_type};
@@ -756,7 +756,7 @@ async fn history_bundle(
     allowed: Allowed<'_>,
 ) -> FhirResult {
     let mut filter = history_filter(query)?;
-    let snapshot = *filter.until.get_or_insert_with(now_ms);
+    let snapshot = *filter.until.get_or_insert_with(snapshot_now);
     let (versions, total) = state.fhir().history(scope, &filter, allowed).await?;
     let base = state.settings().fhir_base_url();
     let mut entries = Vec::with_capacity(versions.len());

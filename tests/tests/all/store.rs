@@ -347,6 +347,9 @@ async fn concurrent_updates_of_one_resource_take_turns_on_both_databases() {
         assert!(failures.is_empty(), "{}: {failures:?}", db.backend);
         let read = crate::support::call(&app, "GET", "/fhir/r4/Patient/shared", &[], "").await;
         assert_eq!(read.body["meta"]["versionId"], "33", "{}", db.backend);
+        let history =
+            crate::support::call(&app, "GET", "/fhir/r4/Patient/shared/_history", &[], "").await;
+        assert_eq!(history.body["total"], 33, "{}", db.backend);
     }
 }
 
