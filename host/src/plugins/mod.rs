@@ -20,6 +20,7 @@ mod builder;
 mod builtin;
 mod cases;
 pub mod cli;
+mod deadline;
 mod fixed_random;
 mod guest_io;
 mod info;

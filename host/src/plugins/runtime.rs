@@ -7,9 +7,9 @@
 //! ticked by one background thread), and must never take the process down (every failure is
 //! a [`Fault`], and the instance that failed is dropped instead of going back to the pool).
 //!
-//! The deadline is wall-clock time: on an oversubscribed machine a thread descheduled in
-//! the middle of a call can see its deadline pass. That fails closed like any timeout and
-//! shows in `hestia_plugin_timeouts_total`; size `deadline` for the machine, not the plugin.
+//! The deadline counts time a call runs, not time its thread waits for a CPU on a busy
+//! machine (`deadline.rs`); a call past it fails closed like any timeout and shows in
+//! `hestia_plugin_timeouts_total`.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -505,7 +505,10 @@ impl Plugin {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(HostState::limiter);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|mut s| {
+            super::deadline::on_expiry(s.data_mut().overrun_mut())
+        });
+        store.data_mut().overrun_mut().start(ticks);
         store.set_epoch_deadline(ticks);
         match self.pre.instantiate(&mut store) {
             Ok(bound) => Ok(Warm { store, bound }),
@@ -534,7 +537,9 @@ impl Plugin {
             Some(warm) => warm,
             None => self.instantiate(self.ticks())?,
         };
-        warm.store.set_epoch_deadline(self.ticks());
+        let ticks = self.ticks();
+        warm.store.data_mut().overrun_mut().start(ticks);
+        warm.store.set_epoch_deadline(ticks);
         // A panic of host code under the call (a WASI implementation, a binding) unwinds
         // through the guest's frames to here: it fails this call, and the instance goes.
         let called = panic::catch_unwind(AssertUnwindSafe(|| f(&mut warm.store, &warm.bound)));

@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::bindings::sync as wasi;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 
 use super::allowances::WasiAllowances;
+use super::deadline::Overrun;
 use super::fixed_random::{Fixed, FixedRandom};
 use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
 
@@ -33,6 +34,8 @@ pub(crate) struct HostState {
     random: Option<WasiRandomCtx>,
     /// `wasi:random` when the plugin is given no randomness (`fixed_random`).
     fixed_random: FixedRandom,
+    /// The running call's progress past its deadline (`deadline`).
+    overrun: Overrun,
 }
 
 /// Store limits that remember whether the memory cap was hit, so that the trap that follows
@@ -106,6 +109,7 @@ impl HostState {
             clocks: None,
             random: None,
             fixed_random: FixedRandom::default(),
+            overrun: Overrun::default(),
         }
     }
 
@@ -122,6 +126,11 @@ impl HostState {
     /// Whether the instance hit its memory cap: the trap that follows is that.
     pub(crate) fn memory_exceeded(&self) -> bool {
         self.limiter.exceeded
+    }
+
+    /// The running call's progress past its deadline.
+    pub(crate) fn overrun_mut(&mut self) -> &mut Overrun {
+        &mut self.overrun
     }
 }
 
