@@ -456,7 +456,7 @@ pub async fn fhir_current_many(
                 Marks::of(conn).list(1, 1),
                 Marks::of(conn).list(2, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(resource_type);
+            let mut query = super::rows_query(&sql, chunk.len()).bind(resource_type);
             for id in chunk {
                 query = query.bind(*id);
             }
@@ -505,7 +505,7 @@ pub async fn fhir_write_many(
             HISTORY_COLUMNS,
             chunk.len(),
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = super::rows_query(&sql, chunk.len());
         for (v, _) in chunk {
             query = query
                 .bind(&v.resource_type)
@@ -534,7 +534,7 @@ pub async fn fhir_write_many(
                 chunk.len()
             )
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = super::rows_query(&sql, chunk.len());
         for (v, _) in chunk {
             query = query
                 .bind(&v.resource_type)
@@ -560,7 +560,7 @@ pub async fn fhir_write_many(
                     Marks::of(conn).list(1, 1),
                     Marks::of(conn).list(2, chunk.len())
                 );
-                let mut query = sqlx::query(&sql).bind(resource_type);
+                let mut query = super::rows_query(&sql, chunk.len()).bind(resource_type);
                 for id in chunk {
                     query = query.bind(*id);
                 }
@@ -731,7 +731,7 @@ async fn insert_index_many(
             for chunk in $rows.chunks(ROWS_PER_INSERT) {
                 let columns: &[&str] = &["resource_type", "id", "param", $($column),+];
                 let sql = multi_row_insert(Marks::of(conn), $table, columns, chunk.len());
-                let mut query = sqlx::query(&sql);
+                let mut query = super::rows_query(&sql, chunk.len());
                 for ((resource_type, id), $p, $r) in chunk {
                     query = query.bind(*resource_type).bind(*id).bind($p.as_ref())$(.bind($value))+;
                 }

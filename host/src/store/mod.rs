@@ -98,6 +98,17 @@ struct Statistics {
     writes: std::sync::atomic::AtomicU64,
 }
 
+/// A statement whose text depends on how many rows it writes or names. Only the one-row
+/// form is kept prepared on the connection: every other count is another text, and sqlx
+/// keeps up to 100 prepared statements per connection, which the row counts of index
+/// inserts alone fill (on SQLite, memory of the server process that grew for minutes).
+pub(super) fn rows_query(
+    sql: &str,
+    rows: usize,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(rows == 1)
+}
+
 /// Seconds since the Unix epoch, the one time representation in the schema.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

@@ -331,7 +331,7 @@ impl Store {
                     "INSERT INTO oauth_grants (grant_id, client_id, user_id, created_at) VALUES {}",
                     placeholders(grants.len(), 4)
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = super::rows_query(&sql, grants.len());
                 for (i, (user, at)) in grants {
                     q = q
                         .bind(&i.grant_id)
@@ -345,7 +345,7 @@ impl Store {
                 "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) VALUES {}",
                 placeholders(chunk.len(), 4)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::rows_query(&sql, chunk.len());
             for i in chunk {
                 q = q
                     .bind(&i.jti)

@@ -145,6 +145,9 @@ struct Sql<'a> {
     base_url: &'a str,
     /// Whether the text is for SQLite (see [`Sql::on_sqlite`]).
     sqlite: bool,
+    /// Whether the text holds a list of values whose length varies from call to call
+    /// (ids of includes, say): such a text is not kept prepared ([`super::rows_query`]).
+    sized_list: bool,
 }
 
 /// For queries whose criteria have no chain or `_has` of the caller's.
@@ -159,6 +162,7 @@ impl<'a> Sql<'a> {
             reach,
             base_url,
             sqlite: false,
+            sized_list: false,
         }
     }
 
@@ -211,11 +215,9 @@ impl<'a> Sql<'a> {
     }
 
     fn texts<'s>(&mut self, values: impl IntoIterator<Item = &'s str>) -> String {
-        values
-            .into_iter()
-            .map(|v| self.text(v))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let marks: Vec<String> = values.into_iter().map(|v| self.text(v)).collect();
+        self.sized_list |= marks.len() > 1;
+        marks.join(", ")
     }
 
     /// The condition that a resource `r` of type `rt` is visible under `access`.
@@ -856,7 +858,7 @@ impl<'a> Sql<'a> {
     }
 
     fn run<'q>(&self, sql: &'q str) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
-        let mut query = sqlx::query(sql);
+        let mut query = sqlx::query(sql).persistent(!self.sized_list);
         for bind in self.binds.iter().cloned() {
             query = match bind {
                 Bind::Text(v) => query.bind(v),
