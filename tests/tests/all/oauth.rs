@@ -160,6 +160,7 @@ async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &st
     env.state
         .fhir()
         .update(
+            None,
             hestia::fhir::definitions::ResourceType::parse("Patient").unwrap(),
             id,
             resource.as_object().unwrap().clone(),
@@ -2286,7 +2287,7 @@ async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_acces
             });
             let content = resource.as_object().unwrap().clone();
             let fhir = env.state.fhir();
-            fhir.update(patient, id, content, None, &unrestricted)
+            fhir.update(None, patient, id, content, None, &unrestricted)
                 .await
                 .unwrap();
         }
