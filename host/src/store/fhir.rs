@@ -436,52 +436,10 @@ pub async fn fhir_write_many(
 ) -> Result<(), StoreError> {
     let conn = tx.sql();
     for chunk in writes.chunks(ROWS_PER_INSERT) {
-        let sql = multi_row_insert(
-            Marks::of(conn),
-            "fhir_history",
-            HISTORY_COLUMNS,
-            chunk.len(),
-        );
-        let mut query = sqlx::query(&sql);
-        for (v, _) in chunk {
-            query = query
-                .bind(&v.resource_type)
-                .bind(&v.id)
-                .bind(v.version_id)
-                .bind(v.last_updated)
-                .bind(&v.method)
-                .bind(i64::from(v.deleted))
-                .bind(&v.content);
-        }
-        query.execute(&mut *conn).await.map_err(|e| {
-            super::conflict_or(e, || {
-                "a version of the batch (a concurrent write got there first)".into()
-            })
-        })?;
-
-        // The history insert above has claimed each version number, so replacing the
-        // current row is safe without comparing its version.
-        let sql = format!(
-            "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
-             last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-            multi_row_insert(
-                Marks::of(conn),
-                "fhir_resources",
-                CURRENT_COLUMNS,
-                chunk.len()
-            )
-        );
-        let mut query = sqlx::query(&sql);
-        for (v, _) in chunk {
-            query = query
-                .bind(&v.resource_type)
-                .bind(&v.id)
-                .bind(v.version_id)
-                .bind(v.last_updated)
-                .bind(i64::from(v.deleted))
-                .bind(&v.content);
-        }
-        query.execute(&mut *conn).await?;
+        insert_history_many(conn, chunk).await?;
+        // The history insert has claimed each version number, so replacing the current
+        // row is safe without comparing its version.
+        upsert_current_many(conn, chunk).await?;
     }
     // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
     let replaced: Vec<(&str, &str)> = writes
@@ -489,7 +447,82 @@ pub async fn fhir_write_many(
         .filter(|(v, _)| !v.deleted && v.version_id > 1)
         .map(|(v, _)| (v.resource_type.as_str(), v.id.as_str()))
         .collect();
-    for (resource_type, ids) in by_type(&replaced) {
+    delete_index_many(conn, &replaced).await?;
+    let owners: Vec<(&str, &str, &IndexRows)> = writes
+        .iter()
+        .filter(|(v, _)| !v.deleted)
+        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
+        .collect();
+    insert_index_many(conn, &owners).await
+}
+
+/// The history rows of a chunk of versions, in one statement; a version number taken
+/// already is a conflict.
+async fn insert_history_many(
+    conn: &mut AnyConnection,
+    chunk: &[(StoredVersion, Option<IndexRows>)],
+) -> Result<(), StoreError> {
+    let sql = multi_row_insert(
+        Marks::of(conn),
+        "fhir_history",
+        HISTORY_COLUMNS,
+        chunk.len(),
+    );
+    let mut query = sqlx::query(&sql);
+    for (v, _) in chunk {
+        query = query
+            .bind(&v.resource_type)
+            .bind(&v.id)
+            .bind(v.version_id)
+            .bind(v.last_updated)
+            .bind(&v.method)
+            .bind(i64::from(v.deleted))
+            .bind(&v.content);
+    }
+    query.execute(&mut *conn).await.map_err(|e| {
+        super::conflict_or(e, || {
+            "a version of the batch (a concurrent write got there first)".into()
+        })
+    })?;
+    Ok(())
+}
+
+/// The current rows of a chunk of versions, inserted or replaced in one statement.
+async fn upsert_current_many(
+    conn: &mut AnyConnection,
+    chunk: &[(StoredVersion, Option<IndexRows>)],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
+         last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+        multi_row_insert(
+            Marks::of(conn),
+            "fhir_resources",
+            CURRENT_COLUMNS,
+            chunk.len()
+        )
+    );
+    let mut query = sqlx::query(&sql);
+    for (v, _) in chunk {
+        query = query
+            .bind(&v.resource_type)
+            .bind(&v.id)
+            .bind(v.version_id)
+            .bind(v.last_updated)
+            .bind(i64::from(v.deleted))
+            .bind(&v.content);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Every index row of the resources `keys` names: per type and chunk of ids, one
+/// statement per index table.
+async fn delete_index_many(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    for (resource_type, ids) in by_type(keys) {
         for chunk in ids.chunks(ROWS_PER_INSERT) {
             for table in INDEX_TABLES {
                 let sql = format!(
@@ -505,12 +538,7 @@ pub async fn fhir_write_many(
             }
         }
     }
-    let owners: Vec<(&str, &str, &IndexRows)> = writes
-        .iter()
-        .filter(|(v, _)| !v.deleted)
-        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
-        .collect();
-    insert_index_many(conn, &owners).await
+    Ok(())
 }
 
 /// Keys grouped by resource type, in order of first appearance.
