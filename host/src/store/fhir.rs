@@ -468,22 +468,14 @@ async fn insert_history_many(
         HISTORY_COLUMNS,
         chunk.len(),
     );
-    let mut query = sqlx::query(&sql);
-    for (v, _) in chunk {
-        query = query
-            .bind(&v.resource_type)
-            .bind(&v.id)
-            .bind(v.version_id)
-            .bind(v.last_updated)
-            .bind(&v.method)
-            .bind(i64::from(v.deleted))
-            .bind(&v.content);
-    }
-    query.execute(&mut *conn).await.map_err(|e| {
-        super::conflict_or(e, || {
-            "a version of the batch (a concurrent write got there first)".into()
-        })
-    })?;
+    versions_query(&sql, HISTORY_COLUMNS, chunk)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            super::conflict_or(e, || {
+                "a version of the batch (a concurrent write got there first)".into()
+            })
+        })?;
     Ok(())
 }
 
@@ -502,18 +494,39 @@ async fn upsert_current_many(
             chunk.len()
         )
     );
-    let mut query = sqlx::query(&sql);
-    for (v, _) in chunk {
-        query = query
-            .bind(&v.resource_type)
-            .bind(&v.id)
-            .bind(v.version_id)
-            .bind(v.last_updated)
-            .bind(i64::from(v.deleted))
-            .bind(&v.content);
-    }
-    query.execute(&mut *conn).await?;
+    versions_query(&sql, CURRENT_COLUMNS, chunk)?
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// `sql` with the values of each version of `chunk` bound: its `columns` (of
+/// [`HISTORY_COLUMNS`] or [`CURRENT_COLUMNS`]), in order.
+fn versions_query<'q>(
+    sql: &'q str,
+    columns: &[&str],
+    chunk: &'q [(StoredVersion, Option<IndexRows>)],
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>, StoreError> {
+    let mut query = sqlx::query(sql);
+    for (v, _) in chunk {
+        for column in columns {
+            query = match *column {
+                "resource_type" => query.bind(&v.resource_type),
+                "id" => query.bind(&v.id),
+                "version_id" => query.bind(v.version_id),
+                "last_updated" => query.bind(v.last_updated),
+                "method" => query.bind(&v.method),
+                "deleted" => query.bind(i64::from(v.deleted)),
+                "content" => query.bind(&v.content),
+                other => {
+                    return Err(StoreError::Invalid(format!(
+                        "a stored version has no column {other}"
+                    )));
+                }
+            };
+        }
+    }
+    Ok(query)
 }
 
 /// Every index row of the resources `keys` names: per type and chunk of ids, one
