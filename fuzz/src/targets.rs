@@ -73,7 +73,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "json-patch",
-        about: "JSON Patch on a stored resource: what Repository::patch_in does before the write (parse, apply, checks, index extraction, serialisation)",
+        about: "JSON Patch on a stored resource: what Repository::patch does before the write (parse, apply, checks, index extraction, serialisation)",
         run: json_patch,
         seeds: generators::patch_seeds,
         generate: generators::patch,
@@ -242,7 +242,7 @@ fn patch_base(data: &[u8]) -> Value {
     base
 }
 
-/// `Repository::patch_in` between reading the current version and writing the new one.
+/// `Repository::patch` between reading the current version and writing the new one.
 pub fn json_patch(data: &[u8]) {
     let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(data) else {
         return;

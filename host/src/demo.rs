@@ -341,9 +341,10 @@ async fn ensure_samples(store: &Store, settings: &Settings) -> anyhow::Result<Ve
         if type_name == "Patient" {
             patients.push(format!("Patient/{id}"));
         }
-        match repo.read(resource_type, &id).await {
+        match repo.read(None, resource_type, &id).await {
             Err(FhirError::NotFound(_)) => {
                 repo.update(
+                    None,
                     resource_type,
                     &id,
                     resource.clone(),

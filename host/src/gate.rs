@@ -385,7 +385,10 @@ impl Gate {
         }
         // Not read_with: under `fhir.hidden_as = "not-found"` that answers NotFound for a
         // hidden resource, which must not let the write through.
-        match fhir.read_visible(resource_type, id, &admitted.access).await {
+        match fhir
+            .read_visible(None, resource_type, id, &admitted.access)
+            .await
+        {
             Ok(Ok(_)) | Err(FhirError::NotFound(_)) | Err(FhirError::Gone(_)) => Ok(()),
             Ok(Err(hidden)) => Err(Refusal::Forbidden(hidden.0)),
             Err(other) => Err(other.into()),
@@ -570,7 +573,7 @@ impl Caller {
             return Err(refuse("no resource type".into()));
         };
         // The new content is checked here; the current version of an update, patch or
-        // delete inside the Bundle's transaction (`Repository::lock_write_target_in`).
+        // delete inside the Bundle's transaction (`Repository::update`, `patch` and `delete` lock and check it).
         let resource = entry.resource.clone().map(serde_json::Value::Object);
         write_allowed(
             request.interaction,

@@ -438,7 +438,7 @@ pub async fn group_members(
 ) -> Result<Vec<String>, FhirError> {
     let group = ResourceType::parse("Group").expect("Group exists");
     let access = caller.read_access(group)?;
-    let version = match fhir.read_visible(group, id, &access).await? {
+    let version = match fhir.read_visible(None, group, id, &access).await? {
         Ok(version) => version,
         Err(hidden) => return Err(FhirError::Forbidden(hidden.0)),
     };

@@ -19,8 +19,8 @@ use super::repository::Conditional;
 use super::repository::{Repository, check_id, new_id};
 use super::search::value::format_instant;
 use super::searchset::{Allowed, Handling, SearchScope, TypeAccess, decode_query};
-use crate::store::StoreError;
 use crate::store::fhir::StoredVersion;
+use crate::store::{Conn, WriteTx};
 
 /// The HTTP method of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -477,13 +477,13 @@ impl EntryResult {
 }
 
 impl Repository {
-    /// Runs one entry inside `conn`'s transaction, under its `access` as a request of its
+    /// Runs one entry inside the transaction `tx`, under its `access` as a request of its
     /// own would run: reads of resources outside it are refused (403, or 404 with
     /// `hidden_as_not_found`), searches see only what it lets through, and updates, patches
     /// and deletes need the current version inside it.
     async fn run_entry(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut WriteTx,
         entry: &EntryRequest,
         new_ids: &HashMap<usize, String>,
         access: &Access,
@@ -495,10 +495,10 @@ impl Repository {
         };
         match entry.method {
             EntryMethod::Get | EntryMethod::Head => {
-                self.run_read_entry(conn, entry, access, type_access).await
+                self.run_read_entry(tx, entry, access, type_access).await
             }
-            EntryMethod::Post => self.run_post_entry(conn, entry, new_ids, allowed).await,
-            EntryMethod::Put => self.run_put_entry(conn, entry, allowed).await,
+            EntryMethod::Post => self.run_post_entry(tx, entry, new_ids, allowed).await,
+            EntryMethod::Put => self.run_put_entry(tx, entry, allowed).await,
             EntryMethod::Patch => {
                 let (Some(ty), Some(id)) = (entry.resource_type, &entry.id) else {
                     return Err(entry_error(
@@ -508,7 +508,7 @@ impl Repository {
                 };
                 let doc = patch_document(entry)?;
                 let w = self
-                    .patch_in(conn, ty, id, &doc, entry.if_match, access)
+                    .patch(Some(tx), ty, id, &doc, entry.if_match, access)
                     .await?;
                 EntryResult::with_version(EntryStatus::Ok, w.version)
             }
@@ -517,9 +517,13 @@ impl Repository {
                     .resource_type
                     .ok_or_else(|| entry_error(entry.index, "DELETE needs a resource type"))?;
                 let v = match &entry.id {
-                    Some(id) => self.delete_in(conn, ty, id, entry.if_match, access).await?,
+                    Some(id) => {
+                        self.delete(Some(tx), ty, id, entry.if_match, access)
+                            .await?
+                    }
                     None => {
-                        self.conditional_delete_in(conn, ty, &entry.query, entry.if_match, allowed)
+                        let query = &entry.query;
+                        self.conditional_delete(Some(tx), ty, query, entry.if_match, allowed)
                             .await?
                     }
                 };
@@ -536,7 +540,7 @@ impl Repository {
     /// A GET or HEAD entry: a read, a version read, or a search.
     async fn run_read_entry(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut WriteTx,
         entry: &EntryRequest,
         access: &Access,
         type_access: TypeAccess<'_>,
@@ -559,10 +563,11 @@ impl Repository {
         let ty = ty.ok_or_else(|| entry_error(entry.index, "a read needs a resource type"))?;
         let v = match &entry.version {
             Some(vid) => {
-                self.check_history_visible_in(conn, ty, id, access).await?;
-                self.vread_in(conn, ty, id, vid).await?
+                self.check_history_visible(Some(&mut *tx), ty, id, access)
+                    .await?;
+                self.vread(Some(tx), ty, id, vid).await?
             }
-            None => self.read_with_in(conn, ty, id, access).await?,
+            None => self.read_with(Some(tx), ty, id, access).await?,
         };
         EntryResult::with_version(EntryStatus::Ok, v)
     }
@@ -570,7 +575,7 @@ impl Repository {
     /// A POST entry: a create under the id given in advance, or a conditional create.
     async fn run_post_entry(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut WriteTx,
         entry: &EntryRequest,
         new_ids: &HashMap<usize, String>,
         allowed: Allowed<'_>,
@@ -583,7 +588,7 @@ impl Repository {
         if let Some(criteria) = &entry.if_none_exist {
             let criteria = decode_query(criteria);
             return match self
-                .conditional_create_in(conn, ty, id, resource, &criteria, allowed)
+                .conditional_create(Some(tx), ty, id, resource, &criteria, allowed)
                 .await?
             {
                 Conditional::Written(w) => {
@@ -592,14 +597,14 @@ impl Repository {
                 Conditional::Existing(v) => EntryResult::with_version(EntryStatus::Ok, v),
             };
         }
-        let w = self.create_in(conn, ty, id, resource).await?;
+        let w = self.create(Some(tx), ty, id, resource).await?;
         EntryResult::with_version(EntryStatus::Created, w.version)
     }
 
     /// A PUT entry: an update of `Type/id`, or a conditional update.
     async fn run_put_entry(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        tx: &mut WriteTx,
         entry: &EntryRequest,
         allowed: Allowed<'_>,
     ) -> Result<EntryResult, FhirError> {
@@ -609,8 +614,8 @@ impl Repository {
         let resource = entry.resource.clone().unwrap_or_default();
         let w = match &entry.id {
             None => {
-                self.conditional_update_in(
-                    conn,
+                self.conditional_update(
+                    Some(tx),
                     ty,
                     resource,
                     &entry.query,
@@ -620,7 +625,7 @@ impl Repository {
                 .await?
             }
             Some(id) => {
-                self.update_in(conn, ty, id, resource, entry.if_match, allowed.access)
+                self.update(Some(tx), ty, id, resource, entry.if_match, allowed.access)
                     .await?
             }
         };
@@ -683,7 +688,7 @@ impl Repository {
                         let r = self
                             .run_entry(&mut tx, entry, &HashMap::new(), &access, type_access)
                             .await?;
-                        tx.commit().await.map_err(StoreError::from)?;
+                        tx.commit().await?;
                         Ok::<_, FhirError>(r)
                     };
                     run.await
@@ -738,7 +743,7 @@ impl Repository {
                 .map_err(|err| in_entry(err, entry))?;
             results[entry.index] = Some(result);
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(results)
     }
 
@@ -749,7 +754,7 @@ impl Repository {
     /// any entry runs).
     async fn assign_post_ids(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn,
         entries: &[EntryRequest],
         check: EntryCheck<'_>,
         type_access: TypeAccess<'_>,

@@ -140,7 +140,7 @@ const POSTGRES_WRITERS: usize = 2;
 /// The writing side of an import. Each batch is first written as new resources by one of
 /// the loaders ([`Loader::write_new`]), several batches at once on PostgreSQL. A batch
 /// with a resource that exists already is written as updates instead
-/// ([`Repository::update_many_in`]), and so are the next batches until one has no
+/// ([`Repository::update_many`]), and so are the next batches until one has no
 /// resource that existed. A batch that repeats a resource of the batch before it waits
 /// for the batches before it, so that versions are written in the order of the lines.
 struct Writers<'a> {
@@ -386,7 +386,7 @@ fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), 
     Ok((resource_type, id, resource))
 }
 
-/// Writes a batch as updates of what the database holds ([`Repository::update_many_in`]),
+/// Writes a batch as updates of what the database holds ([`Repository::update_many`]),
 /// in one transaction.
 async fn load_updates(
     fhir: &Repository,
@@ -405,10 +405,8 @@ async fn load_updates(
         resources.push((resource_type, version.id, resource));
     }
     let mut tx = fhir.store().begin().await?;
-    let results = fhir.update_many_in(&mut tx, resources).await?;
-    tx.commit()
-        .await
-        .map_err(|e| ImportError::Store(e.to_string()))?;
+    let results = fhir.update_many(&mut tx, resources).await?;
+    tx.commit().await?;
     Ok(results)
 }
 

@@ -186,7 +186,7 @@ impl Repository {
     ) -> Result<Value, FhirError> {
         let patient_type = super::repository::resource_type("Patient")?;
         // The patient must exist and be visible: 404/410, or 403 under another patient's access.
-        self.read_with(patient_type, patient, access).await?;
+        self.read_with(None, patient_type, patient, access).await?;
         searchset::everything(
             self.store(),
             &self.options().base_url,

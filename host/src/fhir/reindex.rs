@@ -12,7 +12,7 @@
 use serde_json::Value;
 
 use super::search::extract;
-use crate::store::fhir::{fhir_current, fhir_current_keys, fhir_lock_current, fhir_reindex};
+use crate::store::fhir::{fhir_current, fhir_current_keys, fhir_reindex};
 use crate::store::{Store, StoreError};
 
 /// Resources per listing of keys.
@@ -38,7 +38,7 @@ pub async fn reindex(
     let mut after: Option<(String, String)> = None;
     loop {
         let keys = {
-            let mut conn = store.pool().acquire().await?;
+            let mut conn = store.connection().await?;
             let after = after.as_ref().map(|(t, i)| (t.as_str(), i.as_str()));
             fhir_current_keys(&mut conn, resource_type, after, BATCH).await?
         };
@@ -60,7 +60,7 @@ async fn reindex_one(
     report: &mut ReindexReport,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    if !fhir_lock_current(&mut tx, resource_type, id).await? {
+    if !tx.lock_current(resource_type, id).await? {
         report.gone += 1;
         return Ok(());
     }

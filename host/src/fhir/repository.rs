@@ -20,10 +20,9 @@ use super::search::{IndexRows, SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
     HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_current_many,
-    fhir_lock_for_write, fhir_version, fhir_write, fhir_write_many,
+    fhir_version, fhir_write, fhir_write_many,
 };
-use crate::store::{Store, StoreError};
-use sqlx::AnyConnection;
+use crate::store::{Conn, Store, WriteTx};
 
 /// Checks resources before they are stored (the resource-validator plugins implement it).
 pub trait ResourceValidator: Send + Sync {
@@ -66,7 +65,9 @@ pub struct Written {
     pub created: bool,
 }
 
-/// The repository. Cheap to clone.
+/// The repository. Cheap to clone. Each interaction takes `tx`, the caller's write
+/// transaction when it runs inside one (a Bundle's), or `None` to run in a transaction
+/// of its own (a read: on a pooled connection).
 #[derive(Clone)]
 pub struct Repository {
     store: Store,
@@ -186,64 +187,27 @@ impl Repository {
         Ok(())
     }
 
-    /// A pooled connection, for the reads that run outside a transaction of their own.
-    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, FhirError> {
-        Ok(self
-            .store
-            .pool()
-            .acquire()
-            .await
-            .map_err(StoreError::from)?)
-    }
-
-    /// The current version; 404 when it never existed, 410 when deleted.
+    /// The current version; 404 when it never existed, 410 when deleted. Inside the
+    /// caller's transaction `tx` when there is one (it sees the transaction's own writes).
     pub async fn read(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
     ) -> Result<StoredVersion, FhirError> {
-        let mut conn = self.connection().await?;
-        self.read_in(&mut conn, resource_type, id).await
-    }
-
-    /// [`Self::read`] inside `conn`'s transaction (it sees the transaction's own writes).
-    pub async fn read_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-    ) -> Result<StoredVersion, FhirError> {
-        check_id(id)?;
-        let ty = resource_type.as_str();
-        match fhir_current(conn, ty, id).await? {
-            None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
-            Some(v) if v.deleted => Err(FhirError::Gone(format!(
-                "{ty}/{id} was deleted (version {})",
-                v.version_id
-            ))),
-            Some(v) => Ok(v),
-        }
+        let mut conn = self.store.connection_unless(tx).await?;
+        current_of(&mut conn, resource_type, id).await
     }
 
     /// One version; 404 when there is no such version, 410 when it is a deletion.
     pub async fn vread(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         version: &str,
     ) -> Result<StoredVersion, FhirError> {
-        let mut conn = self.connection().await?;
-        self.vread_in(&mut conn, resource_type, id, version).await
-    }
-
-    /// [`Self::vread`] inside `conn`'s transaction.
-    pub async fn vread_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-        version: &str,
-    ) -> Result<StoredVersion, FhirError> {
+        let mut conn = self.store.connection_unless(tx).await?;
         check_id(id)?;
         let ty = resource_type.as_str();
         let vid: i64 = version.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
@@ -251,7 +215,7 @@ impl Repository {
                 "{version:?} is not a version id of this server (1, 2, 3, …)"
             ))
         })?;
-        match fhir_version(conn, ty, id, vid).await? {
+        match fhir_version(&mut conn, ty, id, vid).await? {
             None => Err(FhirError::NotFound(format!(
                 "{ty}/{id} has no version {vid}"
             ))),
@@ -262,33 +226,20 @@ impl Repository {
         }
     }
 
-    /// Creates a resource with a server-assigned id (a client's `id` is ignored, as the spec says).
-    /// [`Self::create_in`] in its own transaction.
+    /// Creates a resource under `id`, which the server chose ([`new_id`]; a client's `id`
+    /// is ignored, as the spec says), in the caller's transaction `tx` or one of its own.
     pub async fn create(
         &self,
-        resource_type: ResourceType,
-        resource: Map<String, Value>,
-    ) -> Result<Written, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .create_in(&mut tx, resource_type, new_id(), resource)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    /// Creates a resource with the id chosen by the server (see [`new_id`]) inside `conn`'s transaction.
-    pub async fn create_in(
-        &self,
-        conn: &mut AnyConnection,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: String,
         mut resource: Map<String, Value>,
     ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         resource.insert("id".into(), Value::String(id.clone()));
         self.check_valid(resource_type, &resource)?;
         let written = write_version(
-            &mut *conn,
+            &mut tx,
             resource_type,
             &id,
             resource,
@@ -296,50 +247,35 @@ impl Repository {
             WriteMethod::Create,
         )
         .await?;
+        tx.finish().await?;
         Ok(written)
     }
 
-    /// Updates (or, when allowed, creates) the resource with the client's id.
-    /// `if_match` is the version the client last saw (`If-Match: W/"n"`); `access` the
-    /// caller's decision, which the current version must be within
-    /// ([`Self::lock_write_target_in`], in the write's transaction).
-    /// [`Self::update_in`] in its own transaction.
+    /// Updates (or, when allowed, creates) the resource with the client's id, in the
+    /// caller's transaction `tx` or one of its own. `if_match` is the version the client
+    /// last saw (`If-Match: W/"n"`); `access` the caller's decision, which the current
+    /// version must be within ([`Self::lock_write_target`], in the write's transaction).
     pub async fn update(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         resource: Map<String, Value>,
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Written, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .update_in(&mut tx, resource_type, id, resource, if_match, access)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    pub async fn update_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-        resource: Map<String, Value>,
-        if_match: Option<i64>,
-        access: &Access,
-    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         check_id(id)?;
-        self.lock_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target(&mut tx, resource_type, id, access)
             .await?;
         self.check_update(resource_type, id, &resource)?;
-        let current = fhir_current(&mut *conn, resource_type.as_str(), id).await?;
+        let current = fhir_current(&mut tx, resource_type.as_str(), id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
         if current.is_none() && !self.options.create_on_update {
             return Err(not_created(resource_type, id));
         }
         let written = write_version(
-            &mut *conn,
+            &mut tx,
             resource_type,
             id,
             resource,
@@ -347,6 +283,7 @@ impl Repository {
             WriteMethod::Update,
         )
         .await?;
+        tx.finish().await?;
         Ok(written)
     }
 
@@ -385,7 +322,7 @@ impl Repository {
 
     /// What an import writes of a resource it takes to be new: checked as an update
     /// ([`Self::check_update`]), then its first version (written by `PUT`) and index rows.
-    /// One that exists already is written with [`Self::update_many_in`] instead.
+    /// One that exists already is written with [`Self::update_many`] instead.
     pub fn prepare_new(
         &self,
         resource_type: ResourceType,
@@ -399,19 +336,19 @@ impl Repository {
     }
 
     /// Updates (or creates) several distinct resources at once, unrestricted, with the
-    /// rows [`Self::update_in`] writes for each, in a few multi-row statements: the bulk
-    /// import. Each resource has passed [`Self::check_update`]; one that cannot be written
-    /// gets its error in the answer (in the order given) and the others are written.
-    pub async fn update_many_in(
+    /// rows [`Self::update`] writes for each, in a few multi-row statements, in `tx`: the
+    /// bulk import. Each resource has passed [`Self::check_update`]; one that cannot be
+    /// written gets its error in the answer (in the order given) and the others are written.
+    pub async fn update_many(
         &self,
-        conn: &mut AnyConnection,
+        tx: &mut WriteTx,
         resources: Vec<(ResourceType, String, Map<String, Value>)>,
     ) -> Result<Vec<Result<Written, FhirError>>, FhirError> {
         let keys: Vec<(&str, &str)> = resources
             .iter()
             .map(|(t, id, _)| (t.as_str(), id.as_str()))
             .collect();
-        let currents = fhir_current_many(&mut *conn, &keys).await?;
+        let currents = fhir_current_many(tx, &keys).await?;
         let mut results = Vec::with_capacity(resources.len());
         let mut writes = Vec::with_capacity(resources.len());
         for (resource_type, id, resource) in resources {
@@ -428,55 +365,62 @@ impl Repository {
                 Err(e) => results.push(Err(e)),
             }
         }
-        fhir_write_many(&mut *conn, &writes).await?;
+        fhir_write_many(tx, &writes).await?;
         Ok(results)
     }
 
-    /// Applies a JSON Patch (RFC 6902) to the current version.
-    /// [`Self::patch_in`] in its own transaction.
+    /// Applies a JSON Patch (RFC 6902) to the current version, in the caller's transaction
+    /// `tx` or one of its own; the current version must be within `access`.
     pub async fn patch(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         patch: &[u8],
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Written, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .patch_in(&mut tx, resource_type, id, patch, if_match, access)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    /// [`Self::patch`] on `conn`; the current version must be within `access`.
-    pub async fn patch_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-        patch: &[u8],
-        if_match: Option<i64>,
-        access: &Access,
-    ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         check_id(id)?;
-        self.lock_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target(&mut tx, resource_type, id, access)
             .await?;
         let patch: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| {
             FhirError::invalid(format!("the body is not a JSON Patch document: {e}"))
         })?;
         let ty = resource_type.as_str();
-        let current = fhir_current(&mut *conn, ty, id).await?;
+        let current = fhir_current(&mut tx, ty, id).await?;
         let current = match current {
             None => return Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
             Some(v) if v.deleted => return Err(FhirError::Gone(format!("{ty}/{id} was deleted"))),
             Some(v) => v,
         };
         check_precondition(resource_type, id, Some(&current), if_match)?;
+        let resource = self.patched(resource_type, id, &current, &patch)?;
+        let written = write_version(
+            &mut tx,
+            resource_type,
+            id,
+            resource,
+            Some(&current),
+            WriteMethod::Patch,
+        )
+        .await?;
+        tx.finish().await?;
+        Ok(written)
+    }
+
+    /// `current` with `patch` applied, checked: still the same resource, and valid.
+    fn patched(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        current: &StoredVersion,
+        patch: &json_patch::Patch,
+    ) -> Result<Map<String, Value>, FhirError> {
+        let ty = resource_type.as_str();
         let mut doc: Value = serde_json::from_str(&current.content)
             .map_err(|e| FhirError::Internal(e.to_string()))?;
-        self.limits.apply_patch(&mut doc, &patch)?;
+        self.limits.apply_patch(&mut doc, patch)?;
         let Value::Object(resource) = doc else {
             return Err(FhirError::Unprocessable(vec![Issue::error(
                 "processing",
@@ -492,52 +436,30 @@ impl Repository {
             )]));
         }
         self.check_valid(resource_type, &resource)?;
-        let written = write_version(
-            &mut *conn,
-            resource_type,
-            id,
-            resource,
-            Some(&current),
-            WriteMethod::Patch,
-        )
-        .await?;
-        Ok(written)
+        Ok(resource)
     }
 
     /// Deletes a resource: a new version marked deleted (its index rows stay for
-    /// searches paged before it; see `store::search`). Deleting something absent or
-    /// already deleted succeeds and changes nothing (idempotent). The current version must
-    /// be within `access`. [`Self::delete_in`] in its own transaction.
+    /// searches paged before it; see `store::search`), in the caller's transaction `tx`
+    /// or one of its own. Deleting something absent or already deleted succeeds and
+    /// changes nothing (idempotent). The current version must be within `access`.
     pub async fn delete(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Option<StoredVersion>, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .delete_in(&mut tx, resource_type, id, if_match, access)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    pub async fn delete_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-        if_match: Option<i64>,
-        access: &Access,
-    ) -> Result<Option<StoredVersion>, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         check_id(id)?;
-        self.lock_write_target_in(&mut *conn, resource_type, id, access)
+        self.lock_write_target(&mut tx, resource_type, id, access)
             .await?;
         let ty = resource_type.as_str();
-        let current = fhir_current(&mut *conn, ty, id).await?;
+        let current = fhir_current(&mut tx, ty, id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
         let Some(current) = current.filter(|c| !c.deleted) else {
+            tx.finish().await?;
             return Ok(None);
         };
         let version = StoredVersion {
@@ -549,7 +471,8 @@ impl Repository {
             content: current.content.clone(),
             method: WriteMethod::Delete.as_str().to_string(),
         };
-        fhir_write(&mut *conn, &version, None).await?;
+        fhir_write(&mut tx, &version, None).await?;
+        tx.finish().await?;
         Ok(Some(version))
     }
 
@@ -558,24 +481,12 @@ impl Repository {
     /// or was deleted is 404 / 410 as for [`Repository::read`].
     pub async fn read_with(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<StoredVersion, FhirError> {
-        self.read_visible(resource_type, id, access)
-            .await?
-            .map_err(|hidden| self.refuse_hidden(hidden))
-    }
-
-    /// [`Self::read_with`] inside `conn`'s transaction.
-    pub async fn read_with_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        id: &str,
-        access: &Access,
-    ) -> Result<StoredVersion, FhirError> {
-        self.read_visible_in(conn, resource_type, id, access)
+        self.read_visible(tx, resource_type, id, access)
             .await?
             .map_err(|hidden| self.refuse_hidden(hidden))
     }
@@ -585,24 +496,24 @@ impl Repository {
     /// reads follow `hidden_as_not_found` through [`Self::refuse_hidden`]).
     pub async fn read_visible(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
-        let mut conn = self.connection().await?;
-        self.read_visible_in(&mut conn, resource_type, id, access)
-            .await
+        let mut conn = self.store.connection_unless(tx).await?;
+        self.visible_on(&mut conn, resource_type, id, access).await
     }
 
-    /// [`Self::read_visible`] inside `conn`'s transaction.
-    pub async fn read_visible_in(
+    /// [`Self::read_visible`] on `conn`.
+    async fn visible_on(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
-        let version = self.read_in(&mut *conn, resource_type, id).await?;
+        let version = current_of(conn, resource_type, id).await?;
         if crate::store::search::is_visible_in(
             conn,
             resource_type,
@@ -624,19 +535,24 @@ impl Repository {
     /// is: a vread or instance history of a resource outside the access is refused like
     /// a read (403, or 404 with `hidden_as_not_found`). A deleted resource has no current
     /// version to judge it by, so its history is refused too (fail closed). A resource that
-    /// never existed passes (its history or vread answers 404 on its own).
-    pub async fn check_history_visible_in(
+    /// never existed passes (its history or vread answers 404 on its own). Inside the
+    /// caller's transaction `tx` when there is one.
+    pub async fn check_history_visible(
         &self,
-        conn: &mut AnyConnection,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<(), FhirError> {
-        fhir_lock_for_write(&mut *conn, resource_type.as_str(), id).await?;
+        if tx.is_none() && access.is_unrestricted() {
+            return Ok(());
+        }
+        let mut conn = self.store.connection_unless(tx).await?;
+        conn.lock_for_write(resource_type.as_str(), id).await?;
         if access.is_unrestricted() {
             return Ok(());
         }
-        match self.read_visible_in(conn, resource_type, id, access).await {
+        match self.visible_on(&mut conn, resource_type, id, access).await {
             Ok(Ok(_)) | Err(FhirError::NotFound(_)) => Ok(()),
             Ok(Err(hidden)) => Err(self.refuse_hidden(hidden)),
             Err(FhirError::Gone(_)) => Err(FhirError::Forbidden(format!(
@@ -646,21 +562,6 @@ impl Repository {
         }
     }
 
-    /// [`Self::check_history_visible_in`] on a connection of its own.
-    pub async fn check_history_visible(
-        &self,
-        resource_type: ResourceType,
-        id: &str,
-        access: &Access,
-    ) -> Result<(), FhirError> {
-        if access.is_unrestricted() {
-            return Ok(());
-        }
-        let mut conn = self.connection().await?;
-        self.check_history_visible_in(&mut conn, resource_type, id, access)
-            .await
-    }
-
     /// Holds `Type/id` for the rest of the write's transaction, so that concurrent updates,
     /// patches and deletes of one resource run one after the other, each on the version the
     /// one before wrote (not a 409 for the later one), then checks it. Under constraints, an
@@ -668,18 +569,18 @@ impl Repository {
     /// visible (403 naming the constraint otherwise, whatever `hidden_as_not_found` says:
     /// a write is not a read). A resource that does not exist or was deleted passes: an
     /// update then creates it, with content the caller checked against the constraints.
-    pub async fn lock_write_target_in(
+    async fn lock_write_target(
         &self,
-        conn: &mut AnyConnection,
+        tx: &mut WriteTx,
         resource_type: ResourceType,
         id: &str,
         access: &Access,
     ) -> Result<(), FhirError> {
-        fhir_lock_for_write(&mut *conn, resource_type.as_str(), id).await?;
+        tx.lock_for_write(resource_type.as_str(), id).await?;
         if access.is_unrestricted() {
             return Ok(());
         }
-        match self.read_visible_in(conn, resource_type, id, access).await {
+        match self.visible_on(tx, resource_type, id, access).await {
             Ok(Ok(_)) | Err(FhirError::NotFound(_)) | Err(FhirError::Gone(_)) => Ok(()),
             Ok(Err(hidden)) => Err(FhirError::Forbidden(hidden.0)),
             Err(other) => Err(other),
@@ -721,104 +622,60 @@ impl Repository {
         .await
     }
 
-    /// Conditional create (`If-None-Exist`): no match creates, one match answers the
-    /// existing resource (200, nothing written), several are 412. The match and the write
-    /// run in one transaction ([`Self::conditional_create_in`]).
+    /// Conditional create (`If-None-Exist`): no match creates under `id`, one match
+    /// answers the existing resource (200, nothing written), several are 412. The match
+    /// and the write run in one transaction: the caller's `tx`, or one of its own.
     pub async fn conditional_create(
         &self,
-        resource_type: ResourceType,
-        resource: Map<String, Value>,
-        criteria: &[(String, String)],
-        allowed: Allowed<'_>,
-    ) -> Result<Conditional, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .conditional_create_in(
-                &mut tx,
-                resource_type,
-                new_id(),
-                resource,
-                criteria,
-                allowed,
-            )
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    /// [`Self::conditional_create`] inside `conn`'s transaction; `id` is the id a create gets.
-    pub async fn conditional_create_in(
-        &self,
-        conn: &mut AnyConnection,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         id: String,
         resource: Map<String, Value>,
         criteria: &[(String, String)],
         allowed: Allowed<'_>,
     ) -> Result<Conditional, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         let found = self
-            .matching(&mut *conn, resource_type, criteria, allowed)
+            .matching(&mut tx, resource_type, criteria, allowed)
             .await?;
-        match found.as_slice() {
-            [] => Ok(Conditional::Written(
-                self.create_in(conn, resource_type, id, resource).await?,
-            )),
-            [one] => Ok(Conditional::Existing(
-                self.read_in(conn, resource_type, one).await?,
-            )),
-            _ => Err(several(resource_type, criteria, "If-None-Exist")),
-        }
+        let result = match found.as_slice() {
+            [] => Conditional::Written(
+                self.create(Some(&mut tx), resource_type, id, resource)
+                    .await?,
+            ),
+            [one] => Conditional::Existing(current_of(&mut tx, resource_type, one).await?),
+            _ => return Err(several(resource_type, criteria, "If-None-Exist")),
+        };
+        tx.finish().await?;
+        Ok(result)
     }
 
     /// Conditional update (`PUT [type]?criteria`): no match creates (with the body's id,
     /// as an update-as-create, or a new id); one match is updated (a body id must be
-    /// that one's); several are 412. One transaction ([`Self::conditional_update_in`]).
+    /// that one's); several are 412. One transaction: the caller's `tx`, or one of its own.
     pub async fn conditional_update(
         &self,
-        resource_type: ResourceType,
-        resource: Map<String, Value>,
-        criteria: &[(String, String)],
-        if_match: Option<i64>,
-        allowed: Allowed<'_>,
-    ) -> Result<Written, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .conditional_update_in(
-                &mut tx,
-                resource_type,
-                resource,
-                criteria,
-                if_match,
-                allowed,
-            )
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    /// [`Self::conditional_update`] inside `conn`'s transaction.
-    pub async fn conditional_update_in(
-        &self,
-        conn: &mut AnyConnection,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         mut resource: Map<String, Value>,
         criteria: &[(String, String)],
         if_match: Option<i64>,
         allowed: Allowed<'_>,
     ) -> Result<Written, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         let found = self
-            .matching(&mut *conn, resource_type, criteria, allowed)
+            .matching(&mut tx, resource_type, criteria, allowed)
             .await?;
         let body_id = match resource.get("id") {
             None => None,
             Some(Value::String(id)) => Some(id.clone()),
             Some(_) => return Err(FhirError::invalid("the body's id must be a string")),
         };
-        match found.as_slice() {
+        let written = match found.as_slice() {
             [] => match body_id {
                 Some(id) => {
                     check_id(&id)?;
-                    if fhir_current(&mut *conn, resource_type.as_str(), &id)
+                    if fhir_current(&mut tx, resource_type.as_str(), &id)
                         .await?
                         .is_some_and(|c| !c.deleted)
                     {
@@ -826,12 +683,13 @@ impl Repository {
                             "{resource_type}/{id} exists but does not match the update's criteria"
                         )));
                     }
-                    self.update_in(conn, resource_type, &id, resource, if_match, allowed.access)
-                        .await
+                    let tx = Some(&mut *tx);
+                    self.update(tx, resource_type, &id, resource, if_match, allowed.access)
+                        .await?
                 }
                 None => {
-                    self.create_in(conn, resource_type, new_id(), resource)
-                        .await
+                    self.create(Some(&mut tx), resource_type, new_id(), resource)
+                        .await?
                 }
             },
             [one] => {
@@ -849,57 +707,48 @@ impl Repository {
                     ]));
                 }
                 resource.insert("id".into(), Value::String(one.clone()));
-                self.update_in(conn, resource_type, one, resource, if_match, allowed.access)
-                    .await
+                let tx = Some(&mut *tx);
+                self.update(tx, resource_type, one, resource, if_match, allowed.access)
+                    .await?
             }
-            _ => Err(several(resource_type, criteria, "the conditional update")),
-        }
+            _ => return Err(several(resource_type, criteria, "the conditional update")),
+        };
+        tx.finish().await?;
+        Ok(written)
     }
 
     /// Conditional delete (`DELETE [type]?criteria`): no match changes nothing, one is
-    /// deleted, several are 412 (this server deletes one resource per request).
+    /// deleted, several are 412 (this server deletes one resource per request). One
+    /// transaction: the caller's `tx`, or one of its own.
     pub async fn conditional_delete(
         &self,
+        tx: Option<&mut WriteTx>,
         resource_type: ResourceType,
         criteria: &[(String, String)],
         if_match: Option<i64>,
         allowed: Allowed<'_>,
     ) -> Result<Option<StoredVersion>, FhirError> {
-        let mut tx = self.store.begin().await?;
-        let result = self
-            .conditional_delete_in(&mut tx, resource_type, criteria, if_match, allowed)
-            .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(result)
-    }
-
-    /// [`Self::conditional_delete`] inside `conn`'s transaction.
-    pub async fn conditional_delete_in(
-        &self,
-        conn: &mut AnyConnection,
-        resource_type: ResourceType,
-        criteria: &[(String, String)],
-        if_match: Option<i64>,
-        allowed: Allowed<'_>,
-    ) -> Result<Option<StoredVersion>, FhirError> {
+        let mut tx = self.store.begin_unless(tx).await?;
         let found = self
-            .matching(&mut *conn, resource_type, criteria, allowed)
+            .matching(&mut tx, resource_type, criteria, allowed)
             .await?;
-        match found.as_slice() {
-            [] => Ok(None),
+        let deleted = match found.as_slice() {
+            [] => None,
             [one] => {
-                self.delete_in(conn, resource_type, one, if_match, allowed.access)
-                    .await
+                self.delete(Some(&mut tx), resource_type, one, if_match, allowed.access)
+                    .await?
             }
-            _ => Err(several(resource_type, criteria, "the conditional delete")),
-        }
+            _ => return Err(several(resource_type, criteria, "the conditional delete")),
+        };
+        tx.finish().await?;
+        Ok(deleted)
     }
 
-    /// The ids (at most two: enough to tell none, one and several) that match, read in
-    /// `conn`'s transaction.
+    /// The ids (at most two: enough to tell none, one and several) that match, read on
+    /// `conn` (the caller's transaction).
     pub async fn matching(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         resource_type: ResourceType,
         criteria: &[(String, String)],
         allowed: Allowed<'_>,
@@ -1020,9 +869,27 @@ fn not_created(resource_type: ResourceType, id: &str) -> FhirError {
     ))
 }
 
+/// The current version of `Type/id` on `conn`; 404 when it never existed, 410 when deleted.
+async fn current_of(
+    conn: &mut Conn,
+    resource_type: ResourceType,
+    id: &str,
+) -> Result<StoredVersion, FhirError> {
+    check_id(id)?;
+    let ty = resource_type.as_str();
+    match fhir_current(conn, ty, id).await? {
+        None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
+        Some(v) if v.deleted => Err(FhirError::Gone(format!(
+            "{ty}/{id} was deleted (version {})",
+            v.version_id
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
 /// Sets `meta.versionId` and `meta.lastUpdated`, extracts index rows, and writes.
 async fn write_version(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     resource_type: ResourceType,
     id: &str,
     resource: Map<String, Value>,
@@ -1030,7 +897,7 @@ async fn write_version(
     method: WriteMethod,
 ) -> Result<Written, FhirError> {
     let (written, index) = prepare_version(resource_type, id, resource, current, method)?;
-    fhir_write(conn, &written.version, Some(&index)).await?;
+    fhir_write(tx, &written.version, Some(&index)).await?;
     Ok(written)
 }
 

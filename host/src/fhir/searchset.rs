@@ -24,10 +24,10 @@ use super::search::{
     Total,
 };
 use super::types::{ResourceType, is_data_type_name};
-use crate::store::Store;
 use crate::store::search::{
     Branch, Follow, Found, Page, PageFrom, Position, Reach, SearchSpec, SearchStoreError,
 };
+use crate::store::{Conn, Store};
 
 /// The page size when `_count` is not given, and the largest one served.
 pub const DEFAULT_COUNT: u32 = 20;
@@ -403,7 +403,7 @@ fn type_specific(c: &Criterion) -> Option<&str> {
 /// interactions decide on, read on `conn` (inside the interaction's
 /// transaction). Parameters are parsed strictly.
 pub async fn matching(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     base_url: &str,
     rt: ResourceType,
     params: &[(String, String)],

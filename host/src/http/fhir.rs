@@ -17,7 +17,7 @@ use crate::fhir::bundle::EntryStatus;
 use crate::fhir::clock::{now_ms, snapshot_now};
 use crate::fhir::error::{ErrorKind, FhirError};
 use crate::fhir::outcome::{Issue, operation_outcome};
-use crate::fhir::repository::{Conditional, Written, parse_resource, resource_type};
+use crate::fhir::repository::{Conditional, Written, new_id, parse_resource, resource_type};
 use crate::fhir::search::value::{format_instant, parse_date};
 use crate::fhir::searchset::{Allowed, Handling, SearchScope, Via, decode_query};
 use crate::store::fhir::{HistoryFilter, HistoryScope, StoredVersion};
@@ -464,7 +464,7 @@ async fn read(
 ) -> FhirResult {
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
-    let v = state.fhir().read_with(rt, &id, &access).await?;
+    let v = state.fhir().read_with(None, rt, &id, &access).await?;
     if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|inm| inm.as_bytes() == etag(v.version_id).as_bytes())
@@ -484,7 +484,7 @@ async fn vread(
     let format = negotiate(&headers, &query)?;
     let rt = resource_type(&ty)?;
     check_history_access(&state, rt, &id, &access).await?;
-    let v = state.fhir().vread(rt, &id, &vid).await?;
+    let v = state.fhir().vread(None, rt, &id, &vid).await?;
     resource_response(&v, StatusCode::OK, format)
 }
 
@@ -502,7 +502,7 @@ async fn create(
     let rt = resource_type(&ty)?;
     let resource = parse_resource(&body, rt)?;
     let Some(criteria) = headers.get("if-none-exist") else {
-        let written = state.fhir().create(rt, resource).await?;
+        let written = state.fhir().create(None, rt, new_id(), resource).await?;
         return written_response(&state, &written, &headers, format);
     };
     let criteria = decode_query(criteria.to_str().map_err(|_| {
@@ -511,7 +511,9 @@ async fn create(
     match state
         .fhir()
         .conditional_create(
+            None,
             rt,
+            new_id(),
             resource,
             &criteria,
             Allowed {
@@ -543,6 +545,7 @@ async fn conditional_update(
     let written = state
         .fhir()
         .conditional_update(
+            None,
             rt,
             resource,
             &query,
@@ -570,6 +573,7 @@ async fn conditional_delete(
     let deleted = state
         .fhir()
         .conditional_delete(
+            None,
             rt,
             &query,
             if_match(&headers)?,
@@ -602,7 +606,7 @@ async fn update(
     let resource = parse_resource(&body, rt)?;
     let written = state
         .fhir()
-        .update(rt, &id, resource, if_match(&headers)?, &access)
+        .update(None, rt, &id, resource, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
@@ -620,7 +624,7 @@ async fn patch(
     let rt = resource_type(&ty)?;
     let written = state
         .fhir()
-        .patch(rt, &id, &body, if_match(&headers)?, &access)
+        .patch(None, rt, &id, &body, if_match(&headers)?, &access)
         .await?;
     written_response(&state, &written, &headers, format)
 }
@@ -636,7 +640,7 @@ async fn delete(
     let rt = resource_type(&ty)?;
     let deleted = state
         .fhir()
-        .delete(rt, &id, if_match(&headers)?, &access)
+        .delete(None, rt, &id, if_match(&headers)?, &access)
         .await?;
     let mut response = match prefer_return(&headers) {
         Return::OperationOutcome => fhir_json(
@@ -808,7 +812,10 @@ async fn check_history_access(
     id: &str,
     access: &Access,
 ) -> Result<(), FhirError> {
-    state.fhir().check_history_visible(rt, id, access).await
+    state
+        .fhir()
+        .check_history_visible(None, rt, id, access)
+        .await
 }
 
 async fn history_instance(

@@ -3,11 +3,11 @@
 //! "a version of a resource"; `fhir::repository` decides what to write.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use std::borrow::Cow;
 
-use super::{Backend, Store, StoreError};
+use super::{Backend, Conn, Store, StoreError, WriteTx};
 use crate::fhir::search::extract::composite_row_param;
 use crate::fhir::search::{
     DateIndex, IndexRows, NumberIndex, QuantityIndex, ReferenceIndex, StringIndex, TokenIndex,
@@ -102,76 +102,7 @@ const ANALYSIS_LIMIT: u32 = 1000;
 /// as many, and so on (a power of two).
 const FIRST_ANALYZE_AFTER: u64 = 1024;
 
-/// How long [`Store::begin`] waits for its turn on SQLite: the `busy_timeout` of its connections.
-pub(super) const WRITE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A write transaction from [`Store::begin`]: use it as the connection (`&mut tx`), then
-/// [`WriteTx::commit`]; dropped without a commit, it rolls back. On SQLite it holds the
-/// write turn until then.
-pub struct WriteTx {
-    // Dropped first: the rollback is queued before the turn passes on.
-    tx: Transaction<'static, Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// The store, to count the commit towards the next `ANALYZE`.
-    store: Store,
-}
-
-impl WriteTx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let WriteTx { tx, _turn, store } = self;
-        tx.commit().await?;
-        drop(_turn);
-        store.count_write();
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-}
-
 impl Store {
-    /// Begins a write transaction; every write of one interaction (or one transaction
-    /// Bundle) goes through one. On SQLite it first waits for the process's write turn
-    /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout, then takes
-    /// the database's write lock (`BEGIN IMMEDIATE`).
-    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let turn = match &self.write_turn {
-            Some(turn) => Some(
-                tokio::time::timeout(WRITE_TURN_TIMEOUT, turn.clone().lock_owned())
-                    .await
-                    .map_err(|_| {
-                        StoreError::Busy(format!(
-                            "no turn to write within {} s",
-                            WRITE_TURN_TIMEOUT.as_secs()
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
-        // `IMMEDIATE`: the write lock is taken before anything is read, so that a write
-        // outside the turn (a token's record, another process) is waited for here, under
-        // the busy timeout, and never found later behind this transaction's snapshot.
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool().begin().await?,
-        };
-        Ok(WriteTx {
-            tx,
-            store: self.clone(),
-            _turn: turn,
-        })
-    }
-
     /// Refreshes the query planner's statistics. Without them a planner guesses how many
     /// rows each step finds, and for searches it guessed badly:
     /// - SQLite often started from the index that holds every row of the type: a
@@ -189,12 +120,13 @@ impl Store {
         match self.backend() {
             Backend::Sqlite => {
                 let mut tx = self.begin().await?;
+                let conn = tx.sql();
                 sqlx::query(&format!("PRAGMA analysis_limit = {ANALYSIS_LIMIT}"))
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
-                sqlx::query("ANALYZE").execute(&mut *tx).await?;
+                sqlx::query("ANALYZE").execute(&mut *conn).await?;
                 // Not `WriteTx::commit`: this is no write to count.
-                tx.tx.commit().await?;
+                tx.commit_uncounted().await?;
             }
             Backend::Postgres => {
                 let tables = ["fhir_resources", "fhir_history"]
@@ -213,7 +145,7 @@ impl Store {
 
     /// Counts a committed write transaction; at 1,024, 2,048, 4,096, ... starts an
     /// [`Store::analyze`] in the background.
-    fn count_write(&self) {
+    pub(super) fn count_write(&self) {
         let n = self
             .statistics
             .writes
@@ -236,7 +168,7 @@ impl Store {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.connection().await?;
         fhir_current(&mut conn, resource_type, id).await
     }
 
@@ -247,7 +179,7 @@ impl Store {
         id: &str,
         version_id: i64,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.connection().await?;
         fhir_version(&mut conn, resource_type, id, version_id).await
     }
 
@@ -342,11 +274,12 @@ pub(super) fn replaced_by_start(h: &str, start: usize) -> String {
 
 /// One version from history, inside a transaction.
 pub async fn fhir_version(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     resource_type: &str,
     id: &str,
     version_id: i64,
 ) -> Result<Option<StoredVersion>, StoreError> {
+    let conn = conn.sql();
     let row = sqlx::query(
         "SELECT resource_type, id, version_id, last_updated, deleted, content, method FROM fhir_history \
          WHERE resource_type = $1 AND id = $2 AND version_id = $3",
@@ -361,10 +294,11 @@ pub async fn fhir_version(
 
 /// The current version of a resource inside a transaction.
 pub async fn fhir_current(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     resource_type: &str,
     id: &str,
 ) -> Result<Option<StoredVersion>, StoreError> {
+    let conn = conn.sql();
     let row = sqlx::query(
         "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content, h.method \
          FROM fhir_resources r JOIN fhir_history h \
@@ -384,10 +318,11 @@ pub async fn fhir_current(
 /// still finds it there (see `store::search`). The caller has checked preconditions
 /// inside the same transaction.
 pub async fn fhir_write(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     version: &StoredVersion,
     index: Option<&IndexRows>,
 ) -> Result<(), StoreError> {
+    let conn = tx.sql();
     let deleted = i64::from(version.deleted);
     let inserted = sqlx::query(
         "INSERT INTO fhir_history (resource_type, id, version_id, last_updated, method, deleted, content) \
@@ -444,9 +379,10 @@ pub async fn fhir_write(
 /// The current versions (without their content) of the resources `keys` names that
 /// exist, inside a transaction: a few statements for a whole import batch.
 pub async fn fhir_current_many(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     keys: &[(&str, &str)],
 ) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+    let conn = conn.sql();
     let mut found = std::collections::HashMap::new();
     for (resource_type, ids) in by_type(keys) {
         for chunk in ids.chunks(ROWS_PER_INSERT) {
@@ -495,56 +431,15 @@ pub(super) const CURRENT_COLUMNS: &[&str] = &[
 /// multi-row statements. A version whose number is taken (a concurrent write got there
 /// first) fails the whole call with a conflict.
 pub async fn fhir_write_many(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     writes: &[(StoredVersion, Option<IndexRows>)],
 ) -> Result<(), StoreError> {
+    let conn = tx.sql();
     for chunk in writes.chunks(ROWS_PER_INSERT) {
-        let sql = multi_row_insert(
-            Marks::of(conn),
-            "fhir_history",
-            HISTORY_COLUMNS,
-            chunk.len(),
-        );
-        let mut query = super::rows_query(&sql, chunk.len());
-        for (v, _) in chunk {
-            query = query
-                .bind(&v.resource_type)
-                .bind(&v.id)
-                .bind(v.version_id)
-                .bind(v.last_updated)
-                .bind(&v.method)
-                .bind(i64::from(v.deleted))
-                .bind(&v.content);
-        }
-        query.execute(&mut *conn).await.map_err(|e| {
-            super::conflict_or(e, || {
-                "a version of the batch (a concurrent write got there first)".into()
-            })
-        })?;
-
-        // The history insert above has claimed each version number, so replacing the
-        // current row is safe without comparing its version.
-        let sql = format!(
-            "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
-             last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-            multi_row_insert(
-                Marks::of(conn),
-                "fhir_resources",
-                CURRENT_COLUMNS,
-                chunk.len()
-            )
-        );
-        let mut query = super::rows_query(&sql, chunk.len());
-        for (v, _) in chunk {
-            query = query
-                .bind(&v.resource_type)
-                .bind(&v.id)
-                .bind(v.version_id)
-                .bind(v.last_updated)
-                .bind(i64::from(v.deleted))
-                .bind(&v.content);
-        }
-        query.execute(&mut *conn).await?;
+        insert_history_many(conn, chunk).await?;
+        // The history insert has claimed each version number, so replacing the current
+        // row is safe without comparing its version.
+        upsert_current_many(conn, chunk).await?;
     }
     // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
     let replaced: Vec<(&str, &str)> = writes
@@ -552,7 +447,95 @@ pub async fn fhir_write_many(
         .filter(|(v, _)| !v.deleted && v.version_id > 1)
         .map(|(v, _)| (v.resource_type.as_str(), v.id.as_str()))
         .collect();
-    for (resource_type, ids) in by_type(&replaced) {
+    delete_index_many(conn, &replaced).await?;
+    let owners: Vec<(&str, &str, &IndexRows)> = writes
+        .iter()
+        .filter(|(v, _)| !v.deleted)
+        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
+        .collect();
+    insert_index_many(conn, &owners).await
+}
+
+/// The history rows of a chunk of versions, in one statement; a version number taken
+/// already is a conflict.
+async fn insert_history_many(
+    conn: &mut AnyConnection,
+    chunk: &[(StoredVersion, Option<IndexRows>)],
+) -> Result<(), StoreError> {
+    let sql = multi_row_insert(
+        Marks::of(conn),
+        "fhir_history",
+        HISTORY_COLUMNS,
+        chunk.len(),
+    );
+    versions_query(&sql, HISTORY_COLUMNS, chunk)?
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            super::conflict_or(e, || {
+                "a version of the batch (a concurrent write got there first)".into()
+            })
+        })?;
+    Ok(())
+}
+
+/// The current rows of a chunk of versions, inserted or replaced in one statement.
+async fn upsert_current_many(
+    conn: &mut AnyConnection,
+    chunk: &[(StoredVersion, Option<IndexRows>)],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
+         last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+        multi_row_insert(
+            Marks::of(conn),
+            "fhir_resources",
+            CURRENT_COLUMNS,
+            chunk.len()
+        )
+    );
+    versions_query(&sql, CURRENT_COLUMNS, chunk)?
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// `sql` with the values of each version of `chunk` bound: its `columns` (of
+/// [`HISTORY_COLUMNS`] or [`CURRENT_COLUMNS`]), in order.
+fn versions_query<'q>(
+    sql: &'q str,
+    columns: &[&str],
+    chunk: &'q [(StoredVersion, Option<IndexRows>)],
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>, StoreError> {
+    let mut query = super::rows_query(sql, chunk.len());
+    for (v, _) in chunk {
+        for column in columns {
+            query = match *column {
+                "resource_type" => query.bind(&v.resource_type),
+                "id" => query.bind(&v.id),
+                "version_id" => query.bind(v.version_id),
+                "last_updated" => query.bind(v.last_updated),
+                "method" => query.bind(&v.method),
+                "deleted" => query.bind(i64::from(v.deleted)),
+                "content" => query.bind(&v.content),
+                other => {
+                    return Err(StoreError::Invalid(format!(
+                        "a stored version has no column {other}"
+                    )));
+                }
+            };
+        }
+    }
+    Ok(query)
+}
+
+/// Every index row of the resources `keys` names: per type and chunk of ids, one
+/// statement per index table.
+async fn delete_index_many(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    for (resource_type, ids) in by_type(keys) {
         for chunk in ids.chunks(ROWS_PER_INSERT) {
             for table in INDEX_TABLES {
                 let sql = format!(
@@ -568,12 +551,7 @@ pub async fn fhir_write_many(
             }
         }
     }
-    let owners: Vec<(&str, &str, &IndexRows)> = writes
-        .iter()
-        .filter(|(v, _)| !v.deleted)
-        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
-        .collect();
-    insert_index_many(conn, &owners).await
+    Ok(())
 }
 
 /// Keys grouped by resource type, in order of first appearance.
@@ -591,11 +569,12 @@ fn by_type<'a>(keys: &[(&'a str, &'a str)]) -> Vec<(&'a str, Vec<&'a str>)> {
 /// The keys of current, non-deleted resources after `after` in (type, id) order, at most
 /// `limit`, of one type or all: the walk of `fhir::reindex`.
 pub async fn fhir_current_keys(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     resource_type: Option<&str>,
     after: Option<(&str, &str)>,
     limit: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
+    let conn = conn.sql();
     let (after_type, after_id) = after.unwrap_or(("", ""));
     let rows = sqlx::query(
         "SELECT resource_type, id FROM fhir_resources \
@@ -615,51 +594,57 @@ pub async fn fhir_current_keys(
         .map_err(Into::into)
 }
 
-/// Locks a resource's current row for the rest of the transaction (PostgreSQL: a row
-/// lock; SQLite: the write lock), so that no write of it interleaves with what follows;
-/// answers whether the row exists.
-pub async fn fhir_lock_current(
-    conn: &mut AnyConnection,
-    resource_type: &str,
-    id: &str,
-) -> Result<bool, StoreError> {
-    let locked = sqlx::query(
-        "UPDATE fhir_resources SET version_id = version_id WHERE resource_type = $1 AND id = $2",
-    )
-    .bind(resource_type)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(locked.rows_affected() == 1)
-}
-
-/// Holds a resource's current row, if there is one, until the transaction ends: a second
-/// writer of the same resource waits here and then reads the version the first committed
-/// (PostgreSQL, `READ COMMITTED`: a row lock). On SQLite there is nothing to do: a write
-/// transaction holds the database's write lock from its start (`BEGIN IMMEDIATE`).
-pub async fn fhir_lock_for_write(
-    conn: &mut AnyConnection,
-    resource_type: &str,
-    id: &str,
-) -> Result<(), StoreError> {
-    if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
-        return Ok(());
-    }
-    sqlx::query("SELECT 1 FROM fhir_resources WHERE resource_type = $1 AND id = $2 FOR UPDATE")
+impl WriteTx {
+    /// Locks a resource's current row for the rest of the transaction (PostgreSQL: a row
+    /// lock; SQLite: the write lock), so that no write of it interleaves with what follows;
+    /// answers whether the row exists.
+    pub async fn lock_current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let locked = sqlx::query(
+            "UPDATE fhir_resources SET version_id = version_id WHERE resource_type = $1 AND id = $2",
+        )
         .bind(resource_type)
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .execute(self.sql())
         .await?;
-    Ok(())
+        Ok(locked.rows_affected() == 1)
+    }
 }
 
-/// Replaces every index row of a resource with `rows` (run after [`fhir_lock_current`]).
+impl Conn {
+    /// Holds a resource's current row, if there is one, until the transaction ends: a second
+    /// writer of the same resource waits here and then reads the version the first committed
+    /// (PostgreSQL, `READ COMMITTED`: a row lock). On SQLite there is nothing to do: a write
+    /// transaction holds the database's write lock from its start (`BEGIN IMMEDIATE`).
+    pub async fn lock_for_write(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let conn = self.sql();
+        if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            return Ok(());
+        }
+        sqlx::query("SELECT 1 FROM fhir_resources WHERE resource_type = $1 AND id = $2 FOR UPDATE")
+            .bind(resource_type)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Replaces every index row of a resource with `rows` (run after [`WriteTx::lock_current`]).
 pub async fn fhir_reindex(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     resource_type: &str,
     id: &str,
     rows: &IndexRows,
 ) -> Result<(), StoreError> {
+    let conn = tx.sql();
     delete_index(conn, resource_type, id).await?;
     insert_index(conn, resource_type, id, rows).await
 }

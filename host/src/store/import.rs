@@ -11,7 +11,7 @@
 //! near each other. A batch that names a resource the database already has (its first
 //! version is in history, or a concurrent write created it) writes nothing:
 //! [`Loaded::Exists`] tells the caller to write it as updates instead
-//! (`fhir::repository::Repository::update_many_in`).
+//! (`fhir::repository::Repository::update_many`).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -23,7 +23,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, ConnectOptions, Connection};
 
-use super::fhir::{Batches, CURRENT_COLUMNS, HISTORY_COLUMNS, StoredVersion, WRITE_TURN_TIMEOUT};
+use super::fhir::{Batches, CURRENT_COLUMNS, HISTORY_COLUMNS, StoredVersion};
+use super::handle::WRITE_TURN_TIMEOUT;
 use super::{Backend, Store, StoreError};
 use crate::fhir::search::IndexRows;
 

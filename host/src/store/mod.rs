@@ -9,6 +9,7 @@ pub mod bulk;
 mod clients;
 mod console;
 pub mod fhir;
+mod handle;
 pub mod import;
 mod issuer;
 mod oauth;
@@ -24,6 +25,7 @@ pub use console::{
     AdminSession, AuditEvent, AuditFilter, GrantRow, NewAuditEvent, RegistrationTokenRow,
     SessionRow,
 };
+pub use handle::{Conn, Held, WriteTx};
 pub use issuer::IssuerRegistration;
 pub use oauth::{
     AccessTokenRecord, AuthRequestRow, CodeRow, IssuedToken, KeyRow, PURGE_BATCH, Purged,

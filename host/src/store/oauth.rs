@@ -321,6 +321,7 @@ impl Store {
     /// committed, or none.
     pub async fn record_issued(&self, issued: &[IssuedToken]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        let conn = tx.sql();
         for chunk in issued.chunks(ISSUED_PER_STATEMENT) {
             let grants: Vec<(&IssuedToken, &(Option<String>, i64))> = chunk
                 .iter()
@@ -339,7 +340,7 @@ impl Store {
                         .bind(user.as_deref())
                         .bind(*at);
                 }
-                q.execute(&mut *tx).await?;
+                q.execute(&mut *conn).await?;
             }
             let sql = format!(
                 "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) VALUES {}",
@@ -353,7 +354,7 @@ impl Store {
                     .bind(&i.client_id)
                     .bind(i.expires_at);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut *conn).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -275,18 +275,19 @@ impl Store {
             check_fhir_user(fhir_user)?;
         }
         let mut tx = self.begin().await?;
-        bump_revision(&mut tx).await?;
-        let id = user_id(&mut tx, username).await?;
+        let conn = tx.sql();
+        bump_revision(&mut *conn).await?;
+        let id = user_id(&mut *conn, username).await?;
         if let Some(roles) = roles {
             sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
                 .bind(&id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             for role in roles {
                 sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
                     .bind(&id)
                     .bind(role)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
         }
@@ -294,16 +295,16 @@ impl Store {
             sqlx::query("UPDATE users SET fhir_user = $1 WHERE id = $2")
                 .bind(fhir_user)
                 .bind(&id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         let row =
             sqlx::query("SELECT id, username, fhir_user, created_at FROM users WHERE id = $1")
                 .bind(&id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
         let user = user_from_row(&row)?;
-        let roles = roles_in(&mut tx, &id).await?;
+        let roles = roles_in(&mut *conn, &id).await?;
         tx.commit().await?;
         self.changed();
         Ok(UserWithRoles { user, roles })
@@ -314,12 +315,13 @@ impl Store {
     pub async fn remove_user(&self, username: &str) -> Result<User, StoreError> {
         let now = now_secs();
         let mut tx = self.begin().await?;
-        bump_revision(&mut tx).await?;
-        let id = user_id(&mut tx, username).await?;
+        let conn = tx.sql();
+        bump_revision(&mut *conn).await?;
+        let id = user_id(&mut *conn, username).await?;
         let row =
             sqlx::query("SELECT id, username, fhir_user, created_at FROM users WHERE id = $1")
                 .bind(&id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
         let user = user_from_row(&row)?;
         for sql in [
@@ -327,10 +329,10 @@ impl Store {
             "DELETE FROM access_policy_bindings WHERE kind = 'user' AND subject = $1",
             "DELETE FROM users WHERE id = $1",
         ] {
-            sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
+            sqlx::query(sql).bind(&id).execute(&mut *conn).await?;
         }
         let reason = format!("its user {username} was removed");
-        revoke_issued(&mut tx, IssuedTo::User(&id), &reason, now).await?;
+        revoke_issued(&mut *conn, IssuedTo::User(&id), &reason, now).await?;
         tx.commit().await?;
         self.changed();
         Ok(user)
@@ -349,7 +351,8 @@ impl Store {
         let policy = Policy::parse(file, source).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let now = now_secs();
         let mut tx = self.begin().await?;
-        bump_revision(&mut tx).await?;
+        let conn = tx.sql();
+        bump_revision(&mut *conn).await?;
         let replaced = sqlx::query(
             "UPDATE access_policies SET description = $1, source = $2, updated_at = $3 WHERE name = $4",
         )
@@ -357,7 +360,7 @@ impl Store {
         .bind(source)
         .bind(now)
         .bind(&policy.name)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
             > 0;
@@ -369,17 +372,17 @@ impl Store {
             .bind(&policy.description)
             .bind(source)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         if let Some(bindings) = bindings {
             sqlx::query("DELETE FROM access_policy_bindings WHERE policy = $1")
                 .bind(&policy.name)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
-            change_bindings(&mut tx, &policy.name, bindings, false).await?;
+            change_bindings(&mut *conn, &policy.name, bindings, false).await?;
         }
-        let all = all_bindings(&mut tx, &policy.name).await?;
+        let all = all_bindings(&mut *conn, &policy.name).await?;
         tx.commit().await?;
         self.changed();
         Ok(PolicyChange {
@@ -402,17 +405,18 @@ impl Store {
             return Err(built_in_error(name));
         }
         let mut tx = self.begin().await?;
-        bump_revision(&mut tx).await?;
+        let conn = tx.sql();
+        bump_revision(&mut *conn).await?;
         let exists = sqlx::query("SELECT name FROM access_policies WHERE name = $1")
             .bind(name)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?
             .is_some();
         if !exists {
             return Err(StoreError::NotFound(format!("policy {name:?}")));
         }
-        change_bindings(&mut tx, name, bindings, detach).await?;
-        let all = all_bindings(&mut tx, name).await?;
+        change_bindings(&mut *conn, name, bindings, detach).await?;
+        let all = all_bindings(&mut *conn, name).await?;
         tx.commit().await?;
         self.changed();
         Ok(bindings_of(&all, name))
@@ -424,14 +428,15 @@ impl Store {
             return Err(built_in_error(name));
         }
         let mut tx = self.begin().await?;
-        bump_revision(&mut tx).await?;
+        let conn = tx.sql();
+        bump_revision(&mut *conn).await?;
         sqlx::query("DELETE FROM access_policy_bindings WHERE policy = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         let done = sqlx::query("DELETE FROM access_policies WHERE name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("policy {name:?}")));

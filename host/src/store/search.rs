@@ -41,7 +41,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use super::fhir::{HistoryFilter, StoredVersion};
-use super::{Backend, Store, StoreError};
+use super::{Backend, Conn, Store, StoreError};
 use crate::fhir::access::{Access, AccessError, Visible};
 use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
 use crate::fhir::search::extract::composite_row_prefix;
@@ -1020,18 +1020,19 @@ impl Store {
         from: &PageFrom,
         count: i64,
     ) -> Result<Page> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.connection().await?;
         search_page_in(&mut conn, spec, from, count).await
     }
 }
 
 /// [`Store::search_page`] on `conn` (inside its transaction: it sees the transaction's writes).
 pub async fn search_page_in(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     spec: &SearchSpec<'_>,
     from: &PageFrom,
     count: i64,
 ) -> Result<Page> {
+    let conn = conn.sql();
     let mut sql = Sql::new(spec.access, spec.reach, spec.base_url)
         .on_sqlite(conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME);
     let where_clause = sql.search_where(spec)?;
@@ -1267,7 +1268,7 @@ impl Store {
         if access.is_unrestricted() {
             return Ok(true);
         }
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.connection().await?;
         is_visible_in(&mut conn, rt, id, access, base_url).await
     }
 
@@ -1278,17 +1279,6 @@ impl Store {
             Backend::Postgres => "postgres",
         }
     }
-}
-
-/// [`Store::fetch_visible`] on `conn` (inside its transaction: it sees the transaction's writes).
-pub async fn fetch_visible_in(
-    conn: &mut sqlx::AnyConnection,
-    rt: ResourceType,
-    ids: &[&str],
-    access: &Access,
-    base_url: &str,
-) -> Result<Vec<Found>> {
-    fetch_visible_limited(conn, rt, ids, access, base_url, None).await
 }
 
 async fn fetch_visible_limited(
@@ -1319,7 +1309,7 @@ async fn fetch_visible_limited(
 
 /// [`Store::is_visible`] on `conn`.
 pub async fn is_visible_in(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn,
     rt: ResourceType,
     id: &str,
     access: &Access,
@@ -1328,9 +1318,11 @@ pub async fn is_visible_in(
     if access.is_unrestricted() {
         return Ok(true);
     }
-    Ok(!fetch_visible_in(conn, rt, &[id], access, base_url)
-        .await?
-        .is_empty())
+    Ok(
+        !fetch_visible_limited(conn.sql(), rt, &[id], access, base_url, None)
+            .await?
+            .is_empty(),
+    )
 }
 
 impl Store {

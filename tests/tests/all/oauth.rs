@@ -3,11 +3,10 @@
 //! reuse detection, registration (RFC 7591/7592), introspection, revocation, key rotation,
 //! and the error of every failure case.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use hestia::config::{FileConfig, FileOauth, RawConfig, ServeFlags, StoreFlags};
+use hestia::config::{FileConfig, FileOauth, ServeFlags};
 use hestia::http::AppState;
 use hestia::oauth::{AuthServer, Clock};
 use hestia::store::{ClientKind, NewClient, NewUser, Store};
@@ -15,8 +14,9 @@ use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use crate::support::{
-    CALLBACK, PASSWORD, Server, TestDb, approve, browser, browser_trusting, code_flow, demo_value,
-    hestia, hidden, open_authorize, pkce, query_of, sign_in,
+    CALLBACK, PASSWORD, Server, TestDb, app_with, approve, browser, browser_trusting, code_flow,
+    default_plugins, demo_value, hestia, hidden, open_authorize, pkce, query_of, resolve, serve,
+    sign_in, test_flags,
 };
 
 /// Status, headers and JSON body of a response.
@@ -54,52 +54,28 @@ async fn start_with(db: TestDb, file: FileConfig, port: Option<u16>) -> Env {
         .await
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    let raw = RawConfig {
-        flags: ServeFlags {
-            store: StoreFlags {
-                database_url: Some(db.url.clone()),
-                ..Default::default()
-            },
-            public_url: Some(format!("http://127.0.0.1:{port}")),
-            insecure_http: Some(true),
-            ..Default::default()
-        },
-        file: file.clone(),
-        file_path: None,
+    let flags = ServeFlags {
+        public_url: Some(format!("http://127.0.0.1:{port}")),
+        ..test_flags(&db)
     };
-    let settings = raw.resolve().unwrap();
-    let store = Store::open(&db.url).await.unwrap();
+    let settings = resolve(flags, file.clone());
     let clock = Clock::system();
-    let plugins = crate::support::default_plugins();
-    let auth = Arc::new(
-        AuthServer::new(store.clone(), &settings)
-            .with_clock(clock.clone())
-            .with_policy(Arc::new(hestia::policy::PluginTokenPolicy(plugins.clone()))),
-    );
+    let (app, state) = app_with(&db, settings.clone(), default_plugins(), clock.clone()).await;
+    let auth = state.oauth().clone();
     auth.ensure_keys().await.unwrap();
-    let state = AppState::new(settings.clone(), store.clone(), plugins, auth.clone());
     state.set_ready();
-    let app = hestia::http::app(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
     Env {
         url: settings.public_url.clone(),
         fhir: settings.fhir_base_url(),
         auth,
         clock,
-        store,
+        store: state.store().clone(),
         state,
         backend: db.backend,
         db,
         port,
         file,
-        server,
+        server: serve(listener, app),
     }
 }
 
@@ -160,6 +136,7 @@ async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &st
     env.state
         .fhir()
         .update(
+            None,
             hestia::fhir::definitions::ResourceType::parse("Patient").unwrap(),
             id,
             resource.as_object().unwrap().clone(),
@@ -2286,7 +2263,7 @@ async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_acces
             });
             let content = resource.as_object().unwrap().clone();
             let fhir = env.state.fhir();
-            fhir.update(patient, id, content, None, &unrestricted)
+            fhir.update(None, patient, id, content, None, &unrestricted)
                 .await
                 .unwrap();
         }

@@ -531,20 +531,15 @@ fn hestia_toml_decides_whether_a_manifest_gets_the_clock() {
         std::fs::write(work.path().join("hestia.toml"), &toml).unwrap();
 
         // In-process: the settings the server resolves, through the same constructor.
-        let settings = hestia::config::RawConfig {
-            flags: hestia::config::ServeFlags {
-                plugins_dir: Some(plugins.clone()),
-                store: hestia::config::StoreFlags {
-                    data_dir: Some(work.path().join("hestia-data")),
-                    ..Default::default()
-                },
+        let flags = hestia::config::ServeFlags {
+            plugins_dir: Some(plugins.clone()),
+            store: hestia::config::StoreFlags {
+                data_dir: Some(work.path().join("hestia-data")),
                 ..Default::default()
             },
-            file: toml::from_str(&toml).unwrap(),
-            file_path: None,
-        }
-        .resolve()
-        .unwrap();
+            ..Default::default()
+        };
+        let settings = crate::support::resolve(flags, crate::support::hestia_toml(&toml));
         assert_eq!(settings.plugins.allow_wasi.clock, allowed);
         let host = PluginHost::start(PluginSettings {
             builtins: Vec::new(),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     CALLBACK, PASSWORD, Server, TestDb, browser_trusting, client_trusting, code_flow, hestia,
-    hestia_bin, pkce, raw_app_on,
+    hestia_bin, hestia_toml, pkce, raw_app_on, resolve, test_flags,
 };
 
 /// An authorization server only, HTTPS with its development certificate; new signing keys
@@ -589,22 +589,17 @@ async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
         issuer.oauth().ensure_keys().await.unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let settings = hestia::config::RawConfig {
-            flags: hestia::config::ServeFlags {
-                insecure_http: Some(true),
-                listen: Some("127.0.0.1:9".into()),
-                public_url: Some("http://fhir.test".into()),
-                issuer: Some(issuer_url.clone()),
-                ..Default::default()
-            },
-            file: toml::from_str(
+        let flags = hestia::config::ServeFlags {
+            public_url: Some("http://fhir.test".into()),
+            issuer: Some(issuer_url.clone()),
+            ..test_flags(&db)
+        };
+        let settings = resolve(
+            flags,
+            hestia_toml(
                 "[issuer]\nintrospect = \"always\"\njwks_refetch_secs = 10\nintrospection_cache_secs = 30\n",
-            )
-            .unwrap(),
-            file_path: None,
-        }
-        .resolve()
-        .unwrap();
+            ),
+        );
         let store = hestia::store::Store::open(&db.url).await.unwrap();
         let clock = Clock::system();
         let remote = RemoteIssuer::new(&settings, clock.clone()).unwrap();

@@ -1314,6 +1314,7 @@ async fn hidden_reads_can_answer_404() {
         o.insert("code".into(), json!({"text": "t"}));
         o.insert("subject".into(), json!({"reference": "Patient/a"}));
         repo.update(
+            None,
             rt("Observation"),
             "x1",
             o.clone(),
@@ -1323,7 +1324,7 @@ async fn hidden_reads_can_answer_404() {
         .await
         .unwrap();
         let err = repo
-            .read_with(rt("Observation"), "x1", &compartment("b"))
+            .read_with(None, rt("Observation"), "x1", &compartment("b"))
             .await
             .unwrap_err();
         assert!(
@@ -1332,7 +1333,7 @@ async fn hidden_reads_can_answer_404() {
             db.backend
         );
         let ok = repo
-            .read_with(rt("Observation"), "x1", &compartment("a"))
+            .read_with(None, rt("Observation"), "x1", &compartment("a"))
             .await;
         assert!(ok.is_ok(), "{}", db.backend);
 
@@ -1347,6 +1348,7 @@ async fn hidden_reads_can_answer_404() {
         changed.insert("status".into(), json!("amended"));
         forbidden(
             repo.update(
+                None,
                 rt("Observation"),
                 "x1",
                 changed.clone(),
@@ -1360,6 +1362,7 @@ async fn hidden_reads_can_answer_404() {
         let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]).to_string();
         forbidden(
             repo.patch(
+                None,
                 rt("Observation"),
                 "x1",
                 patch.as_bytes(),
@@ -1371,19 +1374,26 @@ async fn hidden_reads_can_answer_404() {
             "patch",
         );
         forbidden(
-            repo.delete(rt("Observation"), "x1", None, &compartment("b"))
+            repo.delete(None, rt("Observation"), "x1", None, &compartment("b"))
                 .await
                 .map(|_| ()),
             "delete",
         );
-        let current = repo.read(rt("Observation"), "x1").await.unwrap();
+        let current = repo.read(None, rt("Observation"), "x1").await.unwrap();
         assert_eq!(current.version_id, 1, "{b}: nothing stored");
         let written = repo
-            .update(rt("Observation"), "x1", changed, None, &compartment("a"))
+            .update(
+                None,
+                rt("Observation"),
+                "x1",
+                changed,
+                None,
+                &compartment("a"),
+            )
             .await
             .unwrap();
         assert_eq!(written.version.version_id, 2, "{b}: within the access");
-        repo.delete(rt("Observation"), "x1", None, &compartment("a"))
+        repo.delete(None, rt("Observation"), "x1", None, &compartment("a"))
             .await
             .unwrap();
     }
@@ -1914,7 +1924,12 @@ async fn planner_statistics_follow_the_writes() {
         let create = |subject: String| {
             let o = json!({"resourceType": "Observation", "status": "final",
                 "code": {"text": "t"}, "subject": {"reference": subject}});
-            repo.create(rt("Observation"), o.as_object().unwrap().clone())
+            repo.create(
+                None,
+                rt("Observation"),
+                hestia::fhir::repository::new_id(),
+                o.as_object().unwrap().clone(),
+            )
         };
         assert!(
             !analyzed().await,

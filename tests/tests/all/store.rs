@@ -1,5 +1,6 @@
 //! The store on both databases: accounts and clients.
 
+use hestia::store::fhir::{StoredVersion, fhir_current, fhir_write};
 use hestia::store::{ClientKind, NewClient, NewUser, Store, StoreError};
 
 use crate::support::TestDb;
@@ -367,11 +368,8 @@ async fn a_write_outside_the_turn_waits_for_a_write_transaction() {
             .await
             .unwrap();
         let mut tx = store.begin().await.unwrap();
-        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert_eq!(seen, 0, "{b}");
+        let seen = fhir_current(&mut tx, "Basic", "probe").await.unwrap();
+        assert_eq!(seen, None, "{b}");
         let pool = store.pool().clone();
         let outside = tokio::spawn(async move {
             sqlx::query("INSERT INTO probe (n) VALUES (1)")
@@ -379,8 +377,16 @@ async fn a_write_outside_the_turn_waits_for_a_write_transaction() {
                 .await
         });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        sqlx::query("INSERT INTO probe (n) VALUES (2)")
-            .execute(&mut *tx)
+        let version = StoredVersion {
+            resource_type: "Basic".into(),
+            id: "probe".into(),
+            version_id: 1,
+            last_updated: 1,
+            deleted: false,
+            content: r#"{"resourceType":"Basic","id":"probe"}"#.into(),
+            method: "PUT".into(),
+        };
+        fhir_write(&mut tx, &version, None)
             .await
             .unwrap_or_else(|e| panic!("{b}: {e}"));
         tx.commit().await.unwrap();
@@ -392,7 +398,9 @@ async fn a_write_outside_the_turn_waits_for_a_write_transaction() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(rows, 2, "{b}");
+        assert_eq!(rows, 1, "{b}");
+        let written = store.fhir_current("Basic", "probe").await.unwrap();
+        assert_eq!(written, Some(version), "{b}");
         store.close().await;
     }
 }

@@ -327,30 +327,75 @@ pub async fn starting_app_with(
     toml: &str,
     plugins: std::sync::Arc<hestia::plugins::PluginHost>,
 ) -> (axum::Router, hestia::http::AppState) {
-    let raw = hestia::config::RawConfig {
-        flags: hestia::config::ServeFlags {
-            insecure_http: Some(true),
-            listen: Some("127.0.0.1:8080".into()),
-            store: hestia::config::StoreFlags {
-                database_url: Some(db.url.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        file: toml::from_str(toml).expect("test configuration"),
-        file_path: None,
-    };
-    let settings = raw.resolve().expect("test settings");
+    let settings = resolve(test_flags(db), hestia_toml(toml));
+    app_with(db, settings, plugins, hestia::oauth::Clock::system()).await
+}
+
+/// The application of `settings` on `db`, with `plugins`, its authorization server on
+/// `clock`: what `hestia serve` assembles, not marked ready.
+pub async fn app_with(
+    db: &TestDb,
+    settings: hestia::config::Settings,
+    plugins: std::sync::Arc<hestia::plugins::PluginHost>,
+    clock: std::sync::Arc<hestia::oauth::Clock>,
+) -> (axum::Router, hestia::http::AppState) {
     let store = hestia::store::Store::open(&db.url)
         .await
         .expect("open test database");
     let auth = std::sync::Arc::new(
-        hestia::oauth::AuthServer::new(store.clone(), &settings).with_policy(std::sync::Arc::new(
-            hestia::policy::PluginTokenPolicy(plugins.clone()),
-        )),
+        hestia::oauth::AuthServer::new(store.clone(), &settings)
+            .with_clock(clock)
+            .with_policy(std::sync::Arc::new(hestia::policy::PluginTokenPolicy(
+                plugins.clone(),
+            ))),
     );
     let state = hestia::http::AppState::new(settings, store, plugins, auth);
     (hestia::http::app(state.clone()), state)
+}
+
+/// The flags of an in-process test server on `db`: plain HTTP on a loopback address.
+pub fn test_flags(db: &TestDb) -> hestia::config::ServeFlags {
+    hestia::config::ServeFlags {
+        insecure_http: Some(true),
+        listen: Some("127.0.0.1:8080".into()),
+        store: hestia::config::StoreFlags {
+            database_url: Some(db.url.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A `hestia.toml` from its text.
+pub fn hestia_toml(toml: &str) -> hestia::config::FileConfig {
+    toml::from_str(toml).expect("test configuration")
+}
+
+/// The settings `hestia serve` resolves from `flags` and `file` (its `hestia.toml`).
+pub fn resolve(
+    flags: hestia::config::ServeFlags,
+    file: hestia::config::FileConfig,
+) -> hestia::config::Settings {
+    hestia::config::RawConfig {
+        flags,
+        file,
+        file_path: None,
+    }
+    .resolve()
+    .expect("test settings")
+}
+
+/// Serves `app` on `listener` in the background, with each request's peer address (as
+/// `hestia serve` does: sign-in limits count per address).
+pub fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .expect("serve the test app");
+    })
 }
 
 /// A response read to the end: status, headers, and the body as JSON (Null when empty).
