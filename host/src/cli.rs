@@ -759,11 +759,16 @@ async fn run_import(
             search_limits: settings.fhir.search_limits,
         },
     );
-    let mut sink: Box<dyn std::io::Write> = match errors {
+    let mut sink: Box<dyn std::io::Write + Send> = match errors {
         Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => Box::new(std::io::stderr()),
     };
-    let report = crate::fhir::import::import(&fhir, &files, batch.max(1), &mut *sink).await?;
+    let options = crate::fhir::import::ImportOptions {
+        batch: batch.max(1),
+        max_line_bytes: settings.fhir.max_body_bytes,
+    };
+    let progress = crate::fhir::import::Progress::default();
+    let report = crate::fhir::import::import(&fhir, &files, options, &mut *sink, &progress).await?;
     sink.flush()?;
     println!("{}", serde_json::to_string(&report)?);
     if report.invalid > 0 {

@@ -173,7 +173,7 @@ pub struct FileConfig {
     pub admin: FileAdmin,
 }
 
-/// `[bulk]`: Bulk Data export jobs (see [`BulkSettings`]).
+/// `[bulk]`: Bulk Data export and import jobs (see [`BulkSettings`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBulk {
@@ -183,6 +183,9 @@ pub struct FileBulk {
     pub retain_secs: Option<u64>,
     pub stale_after_secs: Option<u64>,
     pub file_max_resources: Option<u64>,
+    pub import_sources: Option<Vec<String>>,
+    pub import_max_bytes: Option<u64>,
+    pub import_timeout_secs: Option<u64>,
 }
 
 /// `[admin]`: the admin console at `/admin/`.
@@ -393,7 +396,8 @@ pub struct Settings {
     pub admin: AdminSettings,
 }
 
-/// `[bulk]`, resolved: where export files go and how many jobs run.
+/// `[bulk]`, resolved: where export files go, how many jobs run, and what an import may
+/// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkSettings {
     /// `bulk.dir` (default `DATA_DIR/bulk`): one directory of NDJSON files per job.
@@ -412,6 +416,15 @@ pub struct BulkSettings {
     pub stale_after: Duration,
     /// `bulk.file_max_resources` (default 100000): resources per output file.
     pub file_max_resources: u64,
+    /// `bulk.import_sources` (default none): the URL prefixes a `$import` manifest may
+    /// name files under (each an `http`/`https` URL whose path ends with `/`); without
+    /// any, a manifest of URLs is refused and only an NDJSON body is imported.
+    pub import_sources: Vec<url::Url>,
+    /// `bulk.import_max_bytes` (default 1 GiB): the bytes a `$import` takes in all, its
+    /// body or the files it fetches, as sent.
+    pub import_max_bytes: u64,
+    /// `bulk.import_timeout_secs` (default 600): the longest a `$import` fetches one file.
+    pub import_timeout: Duration,
 }
 
 /// `[admin]`, resolved.
@@ -1008,6 +1021,13 @@ impl RawConfig {
                 bulk.file_max_resources,
                 100_000,
             )?,
+            import_sources: import_sources(bulk.import_sources.as_deref().unwrap_or_default())?,
+            import_max_bytes: positive("bulk.import_max_bytes", bulk.import_max_bytes, 1 << 30)?,
+            import_timeout: Duration::from_secs(positive(
+                "bulk.import_timeout_secs",
+                bulk.import_timeout_secs,
+                600,
+            )?),
         })
     }
 
@@ -1146,6 +1166,42 @@ pub fn url_host(url: &str) -> Option<String> {
     Some(authority.split(':').next()?.to_string()).filter(|h| !h.is_empty())
 }
 
+/// `bulk.import_sources`: absolute `http`/`https` URLs without credentials, query or
+/// fragment, whose path ends with `/` (a prefix by whole path segments).
+fn import_sources(list: &[String]) -> Result<Vec<url::Url>, ConfigError> {
+    let key = "bulk.import_sources";
+    list.iter()
+        .map(|text| {
+            let url = url::Url::parse(text).map_err(|e| {
+                invalid(key, Source::File, text.as_str(), format!("not a URL: {e}"))
+            })?;
+            let plain = matches!(url.scheme(), "http" | "https")
+                && url.has_host()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if !plain {
+                return Err(invalid(
+                    key,
+                    Source::File,
+                    text.as_str(),
+                    "must be an http or https URL without credentials, query or fragment",
+                ));
+            }
+            if !url.path().ends_with('/') {
+                return Err(invalid(
+                    key,
+                    Source::File,
+                    text.as_str(),
+                    "must end with / (files are allowed under it, by whole path segments)",
+                ));
+            }
+            Ok(url)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1237,6 +1293,40 @@ mod tests {
         ] {
             let err = raw(ServeFlags::default(), file).resolve().unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn import_sources_are_plain_url_prefixes() {
+        let s = raw(ServeFlags::default(), "").resolve().unwrap();
+        assert!(s.bulk.import_sources.is_empty());
+        assert_eq!(s.bulk.import_max_bytes, 1 << 30);
+        let s = raw(
+            ServeFlags::default(),
+            "[bulk]\nimport_sources = [\"https://files.example/exports/\"]\nimport_max_bytes = 5\nimport_timeout_secs = 6\n",
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.bulk.import_sources[0].as_str(),
+            "https://files.example/exports/"
+        );
+        assert_eq!(s.bulk.import_max_bytes, 5);
+        assert_eq!(s.bulk.import_timeout, Duration::from_secs(6));
+        for (source, says) in [
+            ("https://files.example/exports", "must end with /"),
+            ("ftp://files.example/", "http or https"),
+            ("https://u:p@files.example/", "without credentials"),
+            ("https://files.example/?sig=1", "query"),
+            ("files.example/", "not a URL"),
+        ] {
+            let file = format!("[bulk]\nimport_sources = [{source:?}]\n");
+            let err = raw(ServeFlags::default(), &file).resolve().unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("bulk.import_sources") && text.contains(says),
+                "{source}: {text}"
+            );
         }
     }
 

@@ -517,6 +517,16 @@ impl Caller {
         self.decide(&self.request(Interaction::Read, resource_type))
     }
 
+    /// What a create, or an update of any id, of a resource of `resource_type` would be
+    /// allowed (`interaction`: [`Interaction::Create`] or [`Interaction::Update`]).
+    pub fn write_access(
+        &self,
+        interaction: Interaction,
+        resource_type: ResourceType,
+    ) -> Result<Access, FhirError> {
+        self.decide(&self.request(interaction, resource_type))
+    }
+
     fn request(&self, interaction: Interaction, resource_type: ResourceType) -> FhirRequest {
         FhirRequest {
             interaction,
@@ -630,12 +640,14 @@ pub struct Route<'a> {
     pub operation: Option<&'a str>,
 }
 
-/// The routes of Bulk Data export (`http/bulk.rs`). Their handlers ask the scope policy
-/// themselves: a kick-off is a search of every type it exports (decided type by type,
-/// [`Caller::search_access`]), and a job's status and files belong to the client and
-/// subject whose token started it.
+/// The routes of Bulk Data export and import (`http/bulk.rs`, `http/bulk_import.rs`).
+/// Their handlers ask the scope policy themselves: an export kick-off is a search of every
+/// type it exports (decided type by type, [`Caller::search_access`]), an import a create
+/// and an update of every type it loads ([`Caller::write_access`]), and a job's status and
+/// files belong to the client and subject whose token started it.
 pub const BULK_ROUTES: &[&str] = &[
     "/$export",
+    "/$import",
     "/Patient/$export",
     "/Group/{id}/$export",
     "/bulkstatus/{job}",

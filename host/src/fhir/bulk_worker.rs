@@ -17,7 +17,7 @@ use super::outcome::{Issue, operation_outcome};
 use super::search::value::format_instant;
 use super::searchset::shape;
 use crate::config::BulkSettings;
-use crate::store::bulk::{BulkJob, NewBulkJob};
+use crate::store::bulk::{BulkJob, JobKind, NewBulkJob};
 use crate::store::search::{Found, PageFrom, SearchSpec};
 use crate::store::{Store, StoreError, now_secs};
 
@@ -66,6 +66,17 @@ impl Exports {
         &self.settings
     }
 
+    /// The store the jobs are rows of.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Waits for a turn among the `bulk.workers` jobs this process runs at once; `None`
+    /// when the server is shutting down the turns.
+    pub async fn turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.turns.clone().acquire_owned().await.ok()
+    }
+
     /// The directory of a job's files.
     pub fn job_dir(&self, id: &str) -> PathBuf {
         self.settings.dir.join(id)
@@ -83,6 +94,7 @@ impl Exports {
         let transaction_time = now_ms();
         let job = NewBulkJob {
             id: &id,
+            kind: JobKind::Export,
             client_id,
             subject,
             request,
@@ -98,7 +110,7 @@ impl Exports {
         let exports = self.clone();
         let job_id = id.clone();
         tokio::spawn(async move {
-            let Ok(_turn) = exports.turns.clone().acquire_owned().await else {
+            let Some(_turn) = exports.turn().await else {
                 return;
             };
             exports.run(&job_id, transaction_time, plans).await;
@@ -255,7 +267,10 @@ impl Exports {
         self.store
             .fail_stale_bulk_jobs(
                 stale_before,
-                "the export was interrupted (the server stopped while it ran); start it again",
+                [
+                    "the export was interrupted (the server stopped while it ran); start it again",
+                    "the import was interrupted (the server stopped while it ran): the batches it had written are loaded, each whole; start it again to load the rest (resources loaded already get a new version)",
+                ],
             )
             .await
     }
@@ -268,28 +283,34 @@ impl Exports {
         Ok(removed)
     }
 
-    /// The manifest of a completed job: file URLs under `files_url` (`.../bulkfiles/[job]`).
+    /// The manifest of a completed job: file URLs under `files_url` (`.../bulkfiles/[job]`);
+    /// an import's output lists counts per type, without files.
     pub fn manifest(&self, job: &BulkJob, files_url: &str) -> Value {
         let list = |text: &str| -> Vec<Value> {
             serde_json::from_str::<Vec<Value>>(text)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|f| {
-                    json!({
-                        "type": f["type"],
-                        "url": format!("{files_url}/{}", f["file"].as_str().unwrap_or_default()),
-                        "count": f["count"],
-                    })
+                    let mut entry = json!({"type": f["type"], "count": f["count"]});
+                    if let Some(file) = f["file"].as_str() {
+                        entry["url"] = json!(format!("{files_url}/{file}"));
+                    }
+                    entry
                 })
                 .collect()
         };
-        json!({
+        let mut manifest = json!({
             "transactionTime": format_instant(job.transaction_time),
             "request": job.request,
             "requiresAccessToken": true,
             "output": list(&job.output),
             "error": list(&job.errors),
-        })
+        });
+        if job.kind == JobKind::Import {
+            // The Bulk Data Import drafts name the error files `outcome`.
+            manifest["outcome"] = manifest["error"].clone();
+        }
+        manifest
     }
 }
 

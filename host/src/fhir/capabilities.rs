@@ -37,6 +37,18 @@ const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/e
 const BULK_PATIENT_EXPORT: &str =
     "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
 const BULK_GROUP_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
+/// `[base]/$import` (`fhir::bulk_import`). No published OperationDefinition describes the
+/// forms it takes, so it is named by this server's own URN and documented in place.
+const BULK_IMPORT: &str = "urn:hestia:OperationDefinition:import";
+const BULK_IMPORT_DOC: &str = "Bulk Data import, asynchronous like $export (Prefer: respond-async; 202 with the status URL in Content-Location; the manifest lists the resources loaded per type and an error file of OperationOutcome lines naming each refused line). The body is NDJSON (Content-Type: application/fhir+ndjson, gzip allowed), or a Parameters manifest of NDJSON files (input: type and url) under the server's configured sources. Needs create and update access to every type imported.";
+
+/// The operations of the whole system: the Bulk Data export and import kick-offs.
+fn system_operations() -> Value {
+    json!([
+        {"name": "export", "definition": BULK_EXPORT},
+        {"name": "import", "definition": BULK_IMPORT, "documentation": BULK_IMPORT_DOC},
+    ])
+}
 
 /// Builds the CapabilityStatement (a few hundred KB: computed once per server).
 pub fn capability_statement(options: &CapabilityOptions) -> Value {
@@ -113,7 +125,7 @@ pub fn capability_statement(options: &CapabilityOptions) -> Value {
             },
             "resource": resources,
             "interaction": interactions(&["transaction", "batch", "history-system", "search-system"]),
-            "operation": [{"name": "export", "definition": BULK_EXPORT}],
+            "operation": system_operations(),
         }],
     })
 }

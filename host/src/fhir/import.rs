@@ -1,14 +1,16 @@
-//! `hestia fhir import`: resources from NDJSON files (one resource per line, optionally
-//! gzip-compressed) loaded in batches, each batch one write transaction with the
-//! resources' versions and search index rows, so an interrupted import (even `kill -9`)
-//! leaves whole batches and no partial resource. Every resource passes the
-//! resource-validator plugins, as a create or update does; a line that does not (or is
-//! not a resource) is reported with its file and line number as an OperationOutcome
-//! line, and the rest is loaded. It runs beside a serving server on the same database:
-//! its transactions take their turn like any other write (`store::import`).
+//! `hestia fhir import` and `[base]/$import` (`fhir::bulk_import`): resources from NDJSON
+//! files (one resource per line, optionally gzip-compressed) loaded in batches, each batch
+//! one write transaction with the resources' versions and search index rows, so an
+//! interrupted import (even `kill -9`) leaves whole batches and no partial resource. Every
+//! resource passes the resource-validator plugins, as a create or update does; a line that
+//! does not (or is not a resource) is reported with its input and line number as an
+//! OperationOutcome line, and the rest is loaded. It runs beside a serving server on the
+//! same database: its transactions take their turn like any other write (`store::import`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -30,6 +32,9 @@ pub struct ImportReport {
     pub loaded: u64,
     /// Lines refused (each reported as an OperationOutcome line).
     pub invalid: u64,
+    /// Resources created or updated, per type.
+    #[serde(skip)]
+    pub types: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,70 @@ pub enum ImportError {
 impl From<StoreError> for ImportError {
     fn from(e: StoreError) -> Self {
         ImportError::Store(e.to_string())
+    }
+}
+
+/// One NDJSON input: where it is, how its refused lines name it, and the one resource
+/// type its lines may have (`None`: any).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    pub label: String,
+    pub only: Option<ResourceType>,
+}
+
+impl Input {
+    /// A file named on the command line: its refused lines name its path.
+    pub fn file(path: PathBuf) -> Input {
+        Input {
+            label: path.display().to_string(),
+            path,
+            only: None,
+        }
+    }
+}
+
+/// How an import reads its inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    /// Resources per batch (one write transaction).
+    pub batch: usize,
+    /// The longest line read: a longer one is refused without being held in memory.
+    pub max_line_bytes: usize,
+}
+
+/// An import while it runs, as another task sees it: its counts so far, and a way to
+/// stop it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    loaded: AtomicU64,
+    invalid: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Progress {
+    /// Resources written so far.
+    pub fn loaded(&self) -> u64 {
+        self.loaded.load(Ordering::Relaxed)
+    }
+
+    /// Lines refused so far.
+    pub fn invalid(&self) -> u64 {
+        self.invalid.load(Ordering::Relaxed)
+    }
+
+    /// Stops the import before its next batch: the batches written stay, whole.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, report: &ImportReport) {
+        self.loaded.store(report.loaded, Ordering::Relaxed);
+        self.invalid.store(report.invalid, Ordering::Relaxed);
     }
 }
 
@@ -77,7 +146,7 @@ const QUEUED_BATCHES: usize = 2;
 
 /// The NDJSON files named: files as given, and in directories their `*.ndjson` and
 /// `*.ndjson.gz` files in name order.
-pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ImportError> {
+pub fn input_files(paths: &[PathBuf]) -> Result<Vec<Input>, ImportError> {
     let read = |path: &Path, source| ImportError::Read {
         path: path.display().to_string(),
         source,
@@ -94,34 +163,148 @@ pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ImportError> {
                 })
                 .collect();
             inside.sort();
-            files.extend(inside);
+            files.extend(inside.into_iter().map(Input::file));
         } else {
-            files.push(path.clone());
+            files.push(Input::file(path.clone()));
         }
     }
     Ok(files)
 }
 
-/// Imports `files` in batches of `batch` resources; refused lines go to `errors`.
+/// Opens an NDJSON input, gunzipping a `.gz` file.
+fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path)?;
+    Ok(if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    })
+}
+
+/// A line of an input: its text, or why it is refused before it is parsed.
+enum Line {
+    Text(String),
+    Refused(String),
+}
+
+/// The lines of an input, each held in memory up to `max` bytes: a longer line is read
+/// to its end without being kept, and refused, as is a line that is not UTF-8.
+struct Lines {
+    reader: Box<dyn BufRead>,
+    max: usize,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn new(reader: Box<dyn BufRead>, max: usize) -> Lines {
+        Lines {
+            reader,
+            max,
+            buf: Vec::new(),
+        }
+    }
+
+    fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+        self.buf.clear();
+        let limit = self.max as u64 + 1;
+        if (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)?
+            == 0
+        {
+            return Ok(None);
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        } else if self.buf.len() > self.max {
+            self.skip_rest()?;
+            return Ok(Some(Line::Refused(format!(
+                "the line is longer than {} bytes, the most a line may have",
+                self.max
+            ))));
+        }
+        Ok(Some(match std::str::from_utf8(&self.buf) {
+            Ok(text) => Line::Text(text.to_owned()),
+            Err(e) => Line::Refused(format!("the line is not UTF-8: {e}")),
+        }))
+    }
+
+    /// Reads past the end of the current line.
+    fn skip_rest(&mut self) -> std::io::Result<()> {
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok(());
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.reader.consume(at + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = available.len();
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
+}
+
+/// The resource types the lines of `path` name (lines that are no resource aside).
+pub fn resource_types(
+    path: &Path,
+    max_line_bytes: usize,
+) -> std::io::Result<BTreeSet<ResourceType>> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
+    }
+    let mut lines = Lines::new(open(path)?, max_line_bytes);
+    let mut types = BTreeSet::new();
+    while let Some(line) = lines.next_line()? {
+        let Line::Text(text) = line else { continue };
+        if let Ok(Head {
+            resource_type: Some(name),
+        }) = serde_json::from_str(&text)
+            && let Some(t) = ResourceType::parse(&name)
+        {
+            types.insert(t);
+        }
+    }
+    Ok(types)
+}
+
+/// Imports `inputs`; refused lines go to `errors`, and `progress` follows (and may stop)
+/// the import as it runs.
 ///
 /// Two stages run at once: a reader on a blocking thread parses, checks (validator
 /// plugins), indexes and encodes the lines into batches, while [`Writers`] write the
-/// batches before them.
+/// batches before them. A stopped import takes no further batch, and its reader stops
+/// when it finds no one taking its batches.
 pub async fn import(
     fhir: &Repository,
-    files: &[PathBuf],
-    batch: usize,
-    errors: &mut dyn Write,
+    inputs: &[Input],
+    options: ImportOptions,
+    errors: &mut (dyn Write + Send),
+    progress: &Progress,
 ) -> Result<ImportReport, ImportError> {
     let (sender, mut batches) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
     let reader = {
-        let (fhir, files) = (fhir.clone(), files.to_vec());
-        tokio::task::spawn_blocking(move || read(&fhir, &files, batch, &sender))
+        let (fhir, inputs) = (fhir.clone(), inputs.to_vec());
+        tokio::task::spawn_blocking(move || read(&fhir, &inputs, options, &sender))
     };
-    let mut writers = Writers::open(fhir, errors).await?;
+    let mut writers = Writers::open(fhir, errors, progress).await?;
     while let Some(batch) = batches.recv().await {
+        if progress.stopped() {
+            break;
+        }
         writers.take(batch).await?;
     }
+    drop(batches);
     let mut report = writers.close().await?;
     report.files = reader
         .await
@@ -145,7 +328,8 @@ const POSTGRES_WRITERS: usize = 2;
 /// for the batches before it, so that versions are written in the order of the lines.
 struct Writers<'a> {
     fhir: &'a Repository,
-    errors: &'a mut dyn Write,
+    errors: &'a mut (dyn Write + Send),
+    progress: &'a Progress,
     idle: Vec<Loader>,
     running: tokio::task::JoinSet<Attempt>,
     assume_new: bool,
@@ -161,7 +345,11 @@ struct Attempt {
 }
 
 impl<'a> Writers<'a> {
-    async fn open(fhir: &'a Repository, errors: &'a mut dyn Write) -> Result<Self, ImportError> {
+    async fn open(
+        fhir: &'a Repository,
+        errors: &'a mut (dyn Write + Send),
+        progress: &'a Progress,
+    ) -> Result<Self, ImportError> {
         let count = match fhir.store().backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => POSTGRES_WRITERS,
@@ -173,6 +361,7 @@ impl<'a> Writers<'a> {
         Ok(Writers {
             fhir,
             errors,
+            progress,
             idle,
             running: tokio::task::JoinSet::new(),
             assume_new: true,
@@ -192,6 +381,7 @@ impl<'a> Writers<'a> {
         for (at, why) in refused {
             refuse(self.errors, &at, &why, &mut self.report)?;
         }
+        self.progress.publish(&self.report);
         if versions.is_empty() {
             return Ok(());
         }
@@ -234,10 +424,26 @@ impl<'a> Writers<'a> {
         } = done.map_err(|e| ImportError::Store(format!("a writer stopped: {e}")))?;
         self.idle.push(loader);
         match loaded? {
-            Loaded::Written => self.report.loaded += versions.len() as u64,
+            Loaded::Written => {
+                for version in &versions {
+                    self.count(&version.resource_type);
+                }
+            }
             Loaded::Exists => self.updates(versions, places).await?,
         }
+        self.progress.publish(&self.report);
         Ok(true)
+    }
+
+    /// Counts a resource written.
+    fn count(&mut self, resource_type: &str) {
+        self.report.loaded += 1;
+        match self.report.types.get_mut(resource_type) {
+            Some(n) => *n += 1,
+            None => {
+                self.report.types.insert(resource_type.to_owned(), 1);
+            }
+        }
     }
 
     /// Writes a batch as updates; its next batches are taken as new when none of its
@@ -247,13 +453,14 @@ impl<'a> Writers<'a> {
         versions: Vec<StoredVersion>,
         places: Vec<String>,
     ) -> Result<(), ImportError> {
+        let types: Vec<String> = versions.iter().map(|v| v.resource_type.clone()).collect();
         let results = load_updates(self.fhir, versions).await?;
         self.assume_new = results
             .iter()
             .all(|r| r.as_ref().is_ok_and(|w| w.version.version_id == 1));
-        for (at, result) in places.into_iter().zip(results) {
+        for ((at, result), resource_type) in places.into_iter().zip(results).zip(types) {
             match result {
-                Ok(_) => self.report.loaded += 1,
+                Ok(_) => self.count(&resource_type),
                 Err(e) => refuse(self.errors, &at, &why(&e), &mut self.report)?,
             }
         }
@@ -266,75 +473,102 @@ impl<'a> Writers<'a> {
         for loader in self.idle {
             loader.close().await?;
         }
+        self.progress.publish(&self.report);
         Ok(self.report)
     }
 }
 
-/// The reader: every line of `files` parsed, checked and indexed, sent in batches of
-/// `batch` resources; answers how many files it read. A resource that comes again starts
-/// a new batch, so that a batch writes one version of each resource.
+/// The reader: every line of `inputs` parsed, checked and indexed, sent in batches of
+/// `options.batch` resources; answers how many inputs it read. A resource that comes again
+/// starts a new batch, so that a batch writes one version of each resource.
 fn read(
     fhir: &Repository,
-    files: &[PathBuf],
-    batch: usize,
+    inputs: &[Input],
+    options: ImportOptions,
     out: &tokio::sync::mpsc::Sender<Batch>,
 ) -> Result<u64, ImportError> {
-    let backend = fhir.store().backend();
-    let mut current = Prepared::default();
-    let mut keys = std::collections::HashSet::new();
+    let mut reader = Reader {
+        fhir,
+        out,
+        backend: fhir.store().backend(),
+        batch: options.batch.max(1),
+        current: Prepared::default(),
+        keys: std::collections::HashSet::new(),
+    };
     let mut read_files = 0;
-    for path in files {
+    for input in inputs {
         read_files += 1;
         let read = |source| ImportError::Read {
-            path: path.display().to_string(),
+            path: input.label.clone(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read)?;
-        let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-            Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
-        } else {
-            Box::new(BufReader::new(file))
-        };
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(read)?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = format!("{} line {}", path.display(), n + 1);
-            let (resource_type, id, resource) = match parse_line(&line) {
-                Ok(parsed) => parsed,
-                Err(why) => {
-                    current.refused.push((at, why));
+        let mut lines = Lines::new(open(&input.path).map_err(read)?, options.max_line_bytes);
+        let mut n = 0;
+        while let Some(line) = lines.next_line().map_err(read)? {
+            n += 1;
+            let at = format!("{} line {n}", input.label);
+            let text = match line {
+                Line::Text(text) if text.trim().is_empty() => continue,
+                Line::Text(text) => text,
+                Line::Refused(why) => {
+                    reader.current.refused.push((at, why));
                     continue;
                 }
             };
-            if !keys.insert((resource_type, id.clone())) {
-                if !send(backend, &mut current, out) {
-                    return Ok(read_files);
-                }
-                current.after_previous = true;
-                keys.clear();
-                keys.insert((resource_type, id.clone()));
-            }
-            match fhir.prepare_new(resource_type, &id, resource) {
-                Ok(write) => {
-                    current.writes.push(write);
-                    current.places.push(at);
-                }
-                Err(e) if !e.kind().is_server_failure() => current.refused.push((at, why(&e))),
-                Err(e) => return Err(e.into()),
-            }
-            if current.writes.len() >= batch {
-                if !send(backend, &mut current, out) {
-                    return Ok(read_files);
-                }
-                keys.clear();
+            if !reader.line(input, at, &text)? {
+                return Ok(read_files);
             }
         }
     }
-    // A send fails only when the writer has stopped, with its own error.
-    send(backend, &mut current, out);
+    // A send fails only when the writer has stopped, with its own error (or was stopped).
+    send(reader.backend, &mut reader.current, out);
     Ok(read_files)
+}
+
+/// The reader's state: the batch being gathered and the resources it holds.
+struct Reader<'a> {
+    fhir: &'a Repository,
+    out: &'a tokio::sync::mpsc::Sender<Batch>,
+    backend: Backend,
+    batch: usize,
+    current: Prepared,
+    keys: std::collections::HashSet<(ResourceType, String)>,
+}
+
+impl Reader<'_> {
+    /// Takes one line of `input`; false when the writer has stopped.
+    fn line(&mut self, input: &Input, at: String, text: &str) -> Result<bool, ImportError> {
+        let (resource_type, id, resource) = match parse_line(text, input.only) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                self.current.refused.push((at, why));
+                return Ok(true);
+            }
+        };
+        if !self.keys.insert((resource_type, id.clone())) {
+            if !send(self.backend, &mut self.current, self.out) {
+                return Ok(false);
+            }
+            self.current.after_previous = true;
+            self.keys.clear();
+            self.keys.insert((resource_type, id.clone()));
+        }
+        match self.fhir.prepare_new(resource_type, &id, resource) {
+            Ok(write) => {
+                self.current.writes.push(write);
+                self.current.places.push(at);
+            }
+            Err(e) if !e.kind().is_server_failure() => self.current.refused.push((at, why(&e))),
+            Err(e) => return Err(e.into()),
+        }
+        if self.current.writes.len() >= self.batch {
+            if !send(self.backend, &mut self.current, self.out) {
+                return Ok(false);
+            }
+            self.keys.clear();
+        }
+        Ok(true)
+    }
 }
 
 /// Encodes the batch gathered and hands it to the writer; false when the writer has stopped.
@@ -357,9 +591,12 @@ fn send(backend: Backend, current: &mut Prepared, out: &tokio::sync::mpsc::Sende
     .is_ok()
 }
 
-/// A line as a resource: a JSON object of a known type, with a valid id (a new one when
-/// it has none).
-fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), String> {
+/// A line as a resource: a JSON object of a known type (`only`, when given), with a
+/// valid id (a new one when it has none).
+fn parse_line(
+    line: &str,
+    only: Option<ResourceType>,
+) -> Result<(ResourceType, String, Map<String, Value>), String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(resource) = value else {
         return Err("not a JSON object (a FHIR resource)".into());
@@ -370,6 +607,13 @@ fn parse_line(line: &str) -> Result<(ResourceType, String, Map<String, Value>), 
         .ok_or("no resourceType")?;
     let resource_type = ResourceType::parse(name)
         .ok_or_else(|| format!("{name:?} is not a FHIR R4 resource type"))?;
+    if let Some(only) = only
+        && only != resource_type
+    {
+        return Err(format!(
+            "a {resource_type} in an input of {only} resources (the type the import names for it)"
+        ));
+    }
     let mut resource = resource;
     let id = match resource.get("id") {
         None => {

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod bulk;
+pub mod bulk_import;
 pub mod bulk_worker;
 pub mod bundle;
 pub mod capabilities;

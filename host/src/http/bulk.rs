@@ -2,7 +2,8 @@
 //! (`[base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export`, GET or POST
 //! with a Parameters body), the job's status URL (`[base]/bulkstatus/[job]`: 202 while
 //! it runs, the manifest when done, DELETE cancels) and its files
-//! (`[base]/bulkfiles/[job]/[file]`, gzip on `Accept-Encoding`). The gate admits these
+//! (`[base]/bulkfiles/[job]/[file]`, gzip on `Accept-Encoding`), which serve the import
+//! jobs of `http/bulk_import.rs` too. The gate admits these
 //! routes with a verified caller only (`gate::BULK_ROUTES`); the kick-off asks the scope
 //! policy for a search of each type, and a job belongs to the client and subject whose
 //! token started it.
@@ -26,7 +27,7 @@ use crate::store::bulk::{BulkJob, JobState};
 /// Seconds a client is told to wait before it polls again, or retries a kick-off.
 const RETRY_AFTER: &str = "2";
 
-type BulkResult = Result<Response, FhirResponseError>;
+pub(super) type BulkResult = Result<Response, FhirResponseError>;
 
 /// Routes relative to the FHIR base (see `gate::BULK_ROUTES`).
 pub fn routes() -> Router<AppState> {
@@ -42,7 +43,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The caller the gate admitted; without one the route ran outside the gate: 500.
-fn caller_of(caller: Option<axum::Extension<Caller>>) -> Result<Caller, FhirResponseError> {
+pub(super) fn caller_of(
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<Caller, FhirResponseError> {
     caller.map(|c| c.0).ok_or_else(|| {
         let why = "this bulk route has no verified caller (the authorization layer did not run for it); the request is refused";
         tracing::error!("{why}");
@@ -50,7 +53,7 @@ fn caller_of(caller: Option<axum::Extension<Caller>>) -> Result<Caller, FhirResp
     })
 }
 
-fn bad_request(why: impl Into<String>) -> FhirResponseError {
+pub(super) fn bad_request(why: impl Into<String>) -> FhirResponseError {
     FhirResponseError(FhirError::BadRequest(vec![Issue::error(
         "invalid",
         why.into(),
@@ -58,8 +61,11 @@ fn bad_request(why: impl Into<String>) -> FhirResponseError {
 }
 
 /// The kick-off's required headers: `Accept: application/fhir+json` (the format of an
-/// error) and `Prefer: respond-async`.
-fn check_kickoff_headers(headers: &HeaderMap) -> Result<(), FhirResponseError> {
+/// error) and `Prefer: respond-async`; `operation` names the kick-off (`$export`).
+pub(super) fn check_kickoff_headers(
+    headers: &HeaderMap,
+    operation: &str,
+) -> Result<(), FhirResponseError> {
     let has = |name: header::HeaderName, want: &str| {
         headers
             .get_all(name)
@@ -75,14 +81,14 @@ fn check_kickoff_headers(headers: &HeaderMap) -> Result<(), FhirResponseError> {
             })
     };
     if !has(header::ACCEPT, "application/fhir+json") {
-        return Err(bad_request(
-            "a $export kick-off needs Accept: application/fhir+json (the format of its errors)",
-        ));
+        return Err(bad_request(format!(
+            "a {operation} kick-off needs Accept: application/fhir+json (the format of its errors)"
+        )));
     }
     if !has(HeaderName::from_static("prefer"), "respond-async") {
-        return Err(bad_request(
-            "a $export kick-off needs Prefer: respond-async: the export runs in the background",
-        ));
+        return Err(bad_request(format!(
+            "a {operation} kick-off needs Prefer: respond-async: the job runs in the background"
+        )));
     }
     Ok(())
 }
@@ -98,7 +104,7 @@ struct Kickoff {
 }
 
 /// The largest Parameters body a kick-off reads.
-const MAX_KICKOFF_BODY: usize = 1 << 20;
+pub(super) const MAX_KICKOFF_BODY: usize = 1 << 20;
 
 impl<S: Send + Sync> FromRequest<S> for Kickoff {
     type Rejection = FhirResponseError;
@@ -148,7 +154,7 @@ async fn group_export(
 /// policy, records the job and starts it; 202 with the status URL in `Content-Location`.
 async fn kick_off(state: &AppState, kind: ExportKind, k: Kickoff) -> BulkResult {
     let caller = caller_of(k.caller.map(axum::Extension))?;
-    check_kickoff_headers(&k.headers)?;
+    check_kickoff_headers(&k.headers, "$export")?;
     let (params, patients) = if k.method == Method::POST {
         let body: serde_json::Value = serde_json::from_slice(&k.body)
             .map_err(|e| bad_request(format!("the body is not JSON: {e}")))?;
@@ -184,22 +190,14 @@ async fn kick_off(state: &AppState, kind: ExportKind, k: Kickoff) -> BulkResult 
             plans,
         )
         .await;
-    let id = match started {
-        Ok(id) => id,
-        Err(StartError::Busy(_)) => {
-            let why = started.err().map(|e| e.to_string()).unwrap_or_default();
-            let mut response = fhir_json(
-                StatusCode::TOO_MANY_REQUESTS,
-                &operation_outcome(&[Issue::error("throttled", why)]),
-                false,
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
-            return Ok(response);
-        }
-        Err(StartError::Store(e)) => return Err(FhirError::from(e).into()),
-    };
+    match started {
+        Ok(id) => Ok(accepted(state, &id)),
+        Err(e) => not_started(e),
+    }
+}
+
+/// A kick-off's answer: 202 with the job's status URL in `Content-Location`.
+pub(super) fn accepted(state: &AppState, id: &str) -> Response {
     let location = format!("{}/bulkstatus/{id}", state.settings().fhir_base_url());
     let mut response = StatusCode::ACCEPTED.into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -207,7 +205,26 @@ async fn kick_off(state: &AppState, kind: ExportKind, k: Kickoff) -> BulkResult 
             .headers_mut()
             .insert(header::CONTENT_LOCATION, value);
     }
-    Ok(response)
+    response
+}
+
+/// The answer to a kick-off whose job did not start: 429 with `Retry-After` when too many
+/// jobs are in progress.
+pub(super) fn not_started(e: StartError) -> BulkResult {
+    match e {
+        StartError::Busy(_) => {
+            let mut response = fhir_json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &operation_outcome(&[Issue::error("throttled", e.to_string())]),
+                false,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+            Ok(response)
+        }
+        StartError::Store(e) => Err(FhirError::from(e).into()),
+    }
 }
 
 /// The job named by the path, when it is the caller's: 404 when there is none, 403 when
@@ -222,10 +239,11 @@ async fn own_job(
         .bulk_job(id)
         .await
         .map_err(FhirError::from)?
-        .ok_or_else(|| FhirError::NotFound(format!("there is no export job {id}")))?;
+        .ok_or_else(|| FhirError::NotFound(format!("there is no Bulk Data job {id}")))?;
     if job.client_id != caller.claims.client_id || job.subject != caller.claims.subject {
         return Err(FhirError::Forbidden(format!(
-            "the export job {id} was started by another client or user; only a token of client {} for the same subject may see it",
+            "the {} job {id} was started by another client or user; only a token of client {} for the same subject may see it",
+            job.kind.as_str(),
             job.client_id
         ))
         .into());
@@ -286,14 +304,21 @@ async fn cancel(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// Whether `name` is a file name an export writes (`Type-n.ndjson`): nothing that could
-/// leave the job's directory.
-fn is_output_name(name: &str) -> bool {
+/// Whether `name` is a file the job's manifest lists (`Type-n.ndjson` of an export, the
+/// error file of an import), and a name that cannot leave the job's directory.
+fn is_output_name(job: &BulkJob, name: &str) -> bool {
+    let listed = |text: &str| {
+        serde_json::from_str::<Vec<serde_json::Value>>(text)
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f["file"] == name)
+    };
     name.ends_with(".ndjson")
         && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && (listed(&job.output) || listed(&job.errors))
 }
 
 async fn file(
@@ -303,18 +328,21 @@ async fn file(
 ) -> BulkResult {
     let caller = caller_of(caller)?;
     let job = own_job(&state, &caller, &id).await?;
-    if job.state != JobState::Completed || !is_output_name(&name) {
-        return Err(
-            FhirError::NotFound(format!("the export job {id} has no file {name:?}")).into(),
-        );
+    if job.state != JobState::Completed || !is_output_name(&job, &name) {
+        return Err(FhirError::NotFound(format!(
+            "the {} job {id} has no file {name:?}",
+            job.kind.as_str()
+        ))
+        .into());
     }
     let path = state.bulk().job_dir(&id).join(&name);
     let opened = tokio::fs::File::open(&path)
         .await
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                FhirError::NotFound(format!("the export job {id} has no file {name:?}"))
-            }
+            std::io::ErrorKind::NotFound => FhirError::NotFound(format!(
+                "the {} job {id} has no file {name:?}",
+                job.kind.as_str()
+            )),
             _ => FhirError::Internal(format!("cannot open {}: {e}", path.display())),
         })?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(opened));

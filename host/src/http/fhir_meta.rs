@@ -128,14 +128,15 @@ async fn smart_configuration(State(state): State<AppState>) -> Response {
             body[field] = value.clone();
         }
     }
-    // Not a SMART field: where a backend service (client_credentials, system/ scopes)
-    // starts a Bulk Data export here.
+    // Not SMART fields: where a backend service (client_credentials, system/ scopes)
+    // starts a Bulk Data export or import here.
     let base = state.settings().fhir_base_url();
     body["bulk_data_export"] = json!([
         format!("{base}/$export"),
         format!("{base}/Patient/$export"),
         format!("{base}/Group/[id]/$export"),
     ]);
+    body["bulk_data_import"] = json!([format!("{base}/$import")]);
     (
         [(header::CONTENT_TYPE, "application/json")],
         axum::Json(body),

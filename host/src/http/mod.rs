@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod bulk;
+mod bulk_import;
 mod challenge;
 mod console;
 pub mod fhir;
@@ -55,6 +56,7 @@ struct Inner {
     ready: AtomicBool,
     in_flight: guard::InFlight,
     bulk: crate::fhir::bulk_worker::Exports,
+    imports: crate::fhir::bulk_import::Imports,
 }
 
 impl AppState {
@@ -108,10 +110,12 @@ impl AppState {
             settings.bulk.clone(),
             settings.fhir_base_url(),
         );
+        let imports = crate::fhir::bulk_import::Imports::new(bulk.clone(), fhir.clone());
         Self {
             inner: Arc::new(Inner {
                 in_flight,
                 bulk,
+                imports,
                 settings,
                 store,
                 fhir,
@@ -164,6 +168,11 @@ impl AppState {
         &self.inner.bulk
     }
 
+    /// The Bulk Data import jobs.
+    pub fn imports(&self) -> &crate::fhir::bulk_import::Imports {
+        &self.inner.imports
+    }
+
     /// Marks the server ready: the database answered and the schema is migrated.
     pub fn set_ready(&self) {
         self.inner.ready.store(true, Ordering::Release);
@@ -190,6 +199,7 @@ pub fn app(state: AppState) -> Router {
             fhir::routes(max_body)
                 .merge(fhir_meta::routes())
                 .merge(bulk::routes())
+                .merge(bulk_import::routes())
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
                     resource_server::authorize,

@@ -1,4 +1,5 @@
-//! Bulk Data export jobs (migration 0010): their state, progress and manifest lists.
+//! Bulk Data jobs (migration 0010; 0020 adds imports): their kind, state, progress and
+//! manifest lists.
 
 use sqlx::Row;
 
@@ -32,18 +33,42 @@ impl JobState {
     }
 }
 
-/// One export job.
+/// What a job does: `$export` or `$import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Export,
+    Import,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Export => "export",
+            JobKind::Import => "import",
+        }
+    }
+
+    fn parse(text: &str) -> JobKind {
+        match text {
+            "import" => JobKind::Import,
+            _ => JobKind::Export,
+        }
+    }
+}
+
+/// One export or import job.
 #[derive(Debug, Clone)]
 pub struct BulkJob {
     pub id: String,
+    pub kind: JobKind,
     pub client_id: String,
     pub subject: String,
     pub request: String,
     pub state: JobState,
-    /// The export's snapshot, in milliseconds.
+    /// The export's snapshot (the import's start), in milliseconds.
     pub transaction_time: i64,
     pub progress: String,
-    /// JSON arrays of `{type, file, count}`.
+    /// JSON arrays of `{type, file, count}` (an import's output: `{type, count}`).
     pub output: String,
     pub errors: String,
     pub error: Option<String>,
@@ -53,17 +78,19 @@ pub struct BulkJob {
 /// A job being created.
 pub struct NewBulkJob<'a> {
     pub id: &'a str,
+    pub kind: JobKind,
     pub client_id: &'a str,
     pub subject: &'a str,
     pub request: &'a str,
     pub transaction_time: i64,
 }
 
-const COLUMNS: &str = "id, client_id, subject, request, state, transaction_time, progress, output, errors, error, updated_at";
+const COLUMNS: &str = "id, kind, client_id, subject, request, state, transaction_time, progress, output, errors, error, updated_at";
 
 fn job_from_row(row: &sqlx::any::AnyRow) -> std::result::Result<BulkJob, sqlx::Error> {
     Ok(BulkJob {
         id: row.try_get("id")?,
+        kind: JobKind::parse(&row.try_get::<String, _>("kind")?),
         client_id: row.try_get("client_id")?,
         subject: row.try_get("subject")?,
         request: row.try_get("request")?,
@@ -90,10 +117,11 @@ impl Store {
         }
         let now = now_secs();
         sqlx::query(
-            "INSERT INTO bulk_jobs (id, client_id, subject, request, state, transaction_time, progress, output, errors, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'in-progress', $5, 'queued', '[]', '[]', $6, $6)",
+            "INSERT INTO bulk_jobs (id, kind, client_id, subject, request, state, transaction_time, progress, output, errors, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'in-progress', $6, 'queued', '[]', '[]', $7, $7)",
         )
         .bind(job.id)
+        .bind(job.kind.as_str())
         .bind(job.client_id)
         .bind(job.subject)
         .bind(job.request)
@@ -162,15 +190,18 @@ impl Store {
     }
 
     /// Fails the jobs in progress whose worker has not moved them since `stale_before`
-    /// (Unix seconds): their process stopped. Answers how many.
-    pub async fn fail_stale_bulk_jobs(&self, stale_before: i64, why: &str) -> Result<u64> {
+    /// (Unix seconds): their process stopped. `why` says so for an export and for an
+    /// import, in that order. Answers how many.
+    pub async fn fail_stale_bulk_jobs(&self, stale_before: i64, why: [&str; 2]) -> Result<u64> {
         let now = now_secs();
         let done = sqlx::query(
-            "UPDATE bulk_jobs SET state = 'failed', error = $1, progress = 'failed', finished_at = $2 \
-             WHERE state = 'in-progress' AND updated_at < $3",
+            "UPDATE bulk_jobs SET state = 'failed', progress = 'failed', finished_at = $1, \
+             error = CASE WHEN kind = 'import' THEN $2 ELSE $3 END \
+             WHERE state = 'in-progress' AND updated_at < $4",
         )
-        .bind(why)
         .bind(now)
+        .bind(why[1])
+        .bind(why[0])
         .bind(stale_before)
         .execute(self.pool())
         .await?;

@@ -9,13 +9,19 @@ use serde_json::{Value, json};
 
 use crate::support::{Reply, TestDb, call, mint, raw_app_on};
 
-const BASE: &str = "/fhir/r4";
+pub(crate) const BASE: &str = "/fhir/r4";
 
-fn config(dir: &std::path::Path, extra: &str) -> String {
+pub(crate) fn config(dir: &std::path::Path, extra: &str) -> String {
     format!("[bulk]\ndir = {:?}\n{extra}", dir.display().to_string())
 }
 
-async fn send(app: &axum::Router, method: &str, uri: &str, token: &str, body: Value) -> Reply {
+pub(crate) async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Value,
+) -> Reply {
     let auth = format!("Bearer {token}");
     let mut headers = vec![("authorization", auth.as_str())];
     let text = if body.is_null() {
@@ -28,7 +34,13 @@ async fn send(app: &axum::Router, method: &str, uri: &str, token: &str, body: Va
 }
 
 /// A kick-off with the headers the IG requires.
-async fn kick_off(app: &axum::Router, method: &str, uri: &str, token: &str, body: Value) -> Reply {
+pub(crate) async fn kick_off(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Value,
+) -> Reply {
     let auth = format!("Bearer {token}");
     let mut headers = vec![
         ("authorization", auth.as_str()),
@@ -45,7 +57,7 @@ async fn kick_off(app: &axum::Router, method: &str, uri: &str, token: &str, body
 }
 
 /// The status path of a 202 kick-off.
-fn status_path(reply: &Reply) -> String {
+pub(crate) fn status_path(reply: &Reply) -> String {
     assert_eq!(reply.status, 202, "kick-off: {:?}", reply.body);
     let location = reply.header("content-location");
     let at = location.find(BASE).expect("status URL under the base");
@@ -53,7 +65,7 @@ fn status_path(reply: &Reply) -> String {
 }
 
 /// Polls the status URL until the job is no longer in progress.
-async fn finished(app: &axum::Router, status: &str, token: &str) -> Reply {
+pub(crate) async fn finished(app: &axum::Router, status: &str, token: &str) -> Reply {
     for _ in 0..1000 {
         let reply = send(app, "GET", status, token, Value::Null).await;
         if reply.status != 202 {
@@ -67,7 +79,11 @@ async fn finished(app: &axum::Router, status: &str, token: &str) -> Reply {
 }
 
 /// The raw body of a file of the manifest.
-async fn fetch(app: &axum::Router, url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>, String) {
+pub(crate) async fn fetch(
+    app: &axum::Router,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<u8>, String) {
     use tower::ServiceExt;
     let at = url.find(BASE).expect("file URL under the base");
     let mut req = axum::http::Request::builder().uri(&url[at..]);
@@ -171,7 +187,7 @@ async fn seed(app: &axum::Router, admin: &str) {
     }
 }
 
-fn system_token(scope: &str, client: &str) -> Value {
+pub(crate) fn system_token(scope: &str, client: &str) -> Value {
     json!({"scope": scope, "client_id": client, "sub": client})
 }
 
@@ -606,6 +622,7 @@ async fn kick_offs_beyond_the_job_limit_get_429() {
         // A job in progress of another server sharing the database.
         let busy = hestia::store::bulk::NewBulkJob {
             id: "elsewhere",
+            kind: hestia::store::bulk::JobKind::Export,
             client_id: "bulk-admin",
             subject: "bulk-admin",
             request: "https://elsewhere/$export",
@@ -739,7 +756,7 @@ async fn import_loads_valid_lines_and_reports_the_others() {
 }
 
 /// A count from the database.
-async fn count(store: &hestia::store::Store, sql: &str) -> i64 {
+pub(crate) async fn count(store: &hestia::store::Store, sql: &str) -> i64 {
     use sqlx::Row;
     sqlx::query(sql)
         .fetch_one(store.pool())

@@ -2,6 +2,7 @@
 
 mod admin_console;
 mod bulk;
+mod bulk_import;
 mod fhir;
 mod fhir_ops;
 mod foundation;

@@ -67,6 +67,10 @@ fn no_import_circle_among_the_files_of_host_src() {
 /// this server's answers: each (path, why).
 const STATUS_READERS: &[(&str, &str)] = &[
     (
+        "fhir/bulk_import.rs",
+        "fetches the files a $import manifest names and refuses an answer that is no success",
+    ),
+    (
         "oauth/client_auth.rs",
         "fetches a client's jwks_uri and refuses an answer that is no success",
     ),

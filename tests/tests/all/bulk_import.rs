@@ -1,0 +1,384 @@
+//! `[base]/$import` on both databases: an NDJSON body (plain and gzip) loaded with its
+//! refused lines reported by line number, the manifest form fetching files from the
+//! configured sources only, tokens without write access to every type refused, cancel.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::bulk::{BASE, config, count, fetch, finished, send, status_path, system_token};
+use crate::support::{Reply, TestDb, call, mint, raw_app_on};
+
+/// A `$import` kick-off with the headers it needs and `body` of `content_type`.
+async fn import(
+    app: &axum::Router,
+    token: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> Reply {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "application/fhir+json"),
+        ("prefer", "respond-async"),
+        ("content-type", content_type),
+    ];
+    headers.extend_from_slice(extra);
+    call(app, "POST", &format!("{BASE}/$import"), &headers, body).await
+}
+
+fn lines(resources: &[String]) -> String {
+    resources.join("\n") + "\n"
+}
+
+/// The diagnostics of the OperationOutcome lines of a manifest's error file.
+async fn refusals(app: &axum::Router, manifest: &Value, token: &str) -> Vec<String> {
+    let url = manifest["error"][0]["url"].as_str().expect("an error file");
+    let auth = format!("Bearer {token}");
+    let (code, bytes, _) = fetch(app, url, &[("authorization", &auth)]).await;
+    assert_eq!(code, 200);
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let o: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(o["resourceType"], "OperationOutcome");
+            o["issue"][0]["diagnostics"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn import_loads_a_body_and_reports_refused_lines_by_number() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let b = db.backend;
+        let token = mint(&state, system_token("system/*.cu system/*.rs", "importer")).await;
+        let body = lines(&[
+            json!({"resourceType": "Patient", "id": "h1", "name": [{"family": "Curie"}]})
+                .to_string(),
+            "{not json".to_owned(),
+            json!({"resourceType": "Patient", "id": "h2"}).to_string(),
+            json!({"resourceType": "Patient", "id": "h3", "gender": 42}).to_string(),
+            String::new(),
+            json!({"resourceType": "NoSuchType", "id": "x"}).to_string(),
+            json!({"resourceType": "Observation", "id": "ho1", "status": "final",
+                   "code": {"text": "x"}, "subject": {"reference": "Patient/h1"}})
+            .to_string(),
+        ]);
+        let kicked = import(&app, &token, "application/fhir+ndjson", &[], body).await;
+        let status = status_path(&kicked);
+        let manifest = finished(&app, &status, &token).await;
+        assert_eq!(manifest.status, 200, "{b}: {:?}", manifest.body);
+        let m = &manifest.body;
+        assert_eq!(m["requiresAccessToken"], true, "{b}");
+        assert!(m["request"].as_str().unwrap().ends_with("/$import"), "{b}");
+        assert_eq!(
+            m["output"],
+            json!([{"type": "Observation", "count": 1}, {"type": "Patient", "count": 2}]),
+            "{b}"
+        );
+        assert_eq!(m["error"][0]["type"], "OperationOutcome", "{b}");
+        assert_eq!(m["error"][0]["count"], 3, "{b}");
+        assert_eq!(m["outcome"], m["error"], "{b}");
+        let refused = refusals(&app, m, &token).await;
+        assert_eq!(refused.len(), 3, "{b}: {refused:?}");
+        for (line, why) in [(2, "not valid JSON"), (4, "gender"), (6, "NoSuchType")] {
+            assert!(
+                refused
+                    .iter()
+                    .any(|r| r.starts_with(&format!("body line {line}:")) && r.contains(why)),
+                "{b}: line {line}: {refused:?}"
+            );
+        }
+        for (uri, expected) in [
+            (format!("{BASE}/Patient/h1"), 200),
+            (format!("{BASE}/Patient/h3"), 404),
+            (format!("{BASE}/Observation/ho1"), 200),
+        ] {
+            let got = send(&app, "GET", &uri, &token, Value::Null).await;
+            assert_eq!(got.status, expected, "{b} {uri}");
+        }
+        let found = send(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient?family=curie"),
+            &token,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(found.body["entry"][0]["resource"]["id"], "h1", "{b}");
+
+        // Gzip, and a resource that exists: it gets a new version.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        writeln!(
+            gz,
+            "{}",
+            json!({"resourceType": "Patient", "id": "h1", "gender": "female"})
+        )
+        .unwrap();
+        let kicked = import(
+            &app,
+            &token,
+            "application/fhir+ndjson",
+            &[("content-encoding", "gzip")],
+            gz.finish().unwrap(),
+        )
+        .await;
+        let manifest = finished(&app, &status_path(&kicked), &token).await;
+        assert_eq!(
+            manifest.body["output"],
+            json!([{"type": "Patient", "count": 1}]),
+            "{b}"
+        );
+        assert_eq!(manifest.body["error"], json!([]), "{b}");
+        let read = send(
+            &app,
+            "GET",
+            &format!("{BASE}/Patient/h1"),
+            &token,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(read.body["meta"]["versionId"], "2", "{b}");
+        assert_eq!(read.body["gender"], "female", "{b}");
+
+        // The job is the importing client's; its status URL and files are no one else's.
+        let other = mint(
+            &state,
+            system_token("system/*.cu system/*.rs", "someone-else"),
+        )
+        .await;
+        let refused = send(&app, "GET", &status, &other, Value::Null).await;
+        assert_eq!(refused.status, 403, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn import_needs_write_access_to_every_type_it_loads() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let b = db.backend;
+        let body = lines(&[
+            json!({"resourceType": "Patient", "id": "w1"}).to_string(),
+            json!({"resourceType": "Observation", "id": "wo1", "status": "final",
+                   "code": {"text": "x"}, "subject": {"reference": "Patient/w1"}})
+            .to_string(),
+        ]);
+        for (claims, says) in [
+            (system_token("system/*.rs", "reader"), "may create"),
+            (
+                system_token("system/Patient.cu", "patients-only"),
+                "Observation",
+            ),
+            (system_token("system/*.c", "create-only"), "update"),
+            (
+                json!({"scope": "patient/*.cu", "patient": "w1", "client_id": "app", "sub": "u"}),
+                "only some",
+            ),
+        ] {
+            let token = mint(&state, claims.clone()).await;
+            let reply = import(&app, &token, "application/fhir+ndjson", &[], body.clone()).await;
+            assert_eq!(reply.status, 403, "{b} {claims}: {:?}", reply.body);
+            assert_eq!(reply.body["resourceType"], "OperationOutcome", "{b}");
+            assert!(
+                reply.diagnostics().contains(says),
+                "{b} {claims}: {}",
+                reply.diagnostics()
+            );
+        }
+        let token = mint(&state, system_token("system/*.cu", "importer")).await;
+        let auth = format!("Bearer {token}");
+        let no_prefer = call(
+            &app,
+            "POST",
+            &format!("{BASE}/$import"),
+            &[
+                ("authorization", &auth),
+                ("accept", "application/fhir+json"),
+                ("content-type", "application/fhir+ndjson"),
+            ],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(no_prefer.status, 400, "{b}");
+        let csv = import(&app, &token, "text/csv", &[], "a,b\n").await;
+        assert_eq!(csv.status, 415, "{b}");
+        let empty = import(&app, &token, "application/fhir+ndjson", &[], "{not json\n").await;
+        assert_eq!(empty.status, 400, "{b}: {:?}", empty.body);
+        // Without sources configured, a manifest of URLs is refused, naming the setting.
+        let manifest =
+            json!({"input": [{"type": "Patient", "url": "https://files.example/p.ndjson"}]});
+        let pull = import(
+            &app,
+            &token,
+            "application/fhir+json",
+            &[],
+            manifest.to_string(),
+        )
+        .await;
+        assert_eq!(pull.status, 400, "{b}");
+        assert!(pull.diagnostics().contains("bulk.import_sources"), "{b}");
+
+        // Nothing was written, no job recorded, no directory left.
+        assert_eq!(
+            count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await,
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            count(state.store(), "SELECT COUNT(*) FROM bulk_jobs").await,
+            0,
+            "{b}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .map(|d| d.count())
+                .unwrap_or(0),
+            0,
+            "{b}"
+        );
+    }
+}
+
+/// Serves `files` (path, body) over HTTP on a loopback port; answers its base URL.
+async fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    let mut router = axum::Router::new();
+    for (path, body) in files {
+        router = router.route(path, axum::routing::get(move || async move { body }));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+fn manifest_of(inputs: &[(&str, String)]) -> String {
+    let mut parameter =
+        vec![json!({"name": "inputFormat", "valueCode": "application/fhir+ndjson"})];
+    for (t, url) in inputs {
+        parameter.push(json!({"name": "input", "part": [
+            {"name": "type", "valueCode": t},
+            {"name": "url", "valueUri": url},
+        ]}));
+    }
+    json!({"resourceType": "Parameters", "parameter": parameter}).to_string()
+}
+
+#[tokio::test]
+async fn import_fetches_the_files_of_a_manifest_from_its_sources_only() {
+    let patients = lines(&[
+        json!({"resourceType": "Patient", "id": "m1"}).to_string(),
+        json!({"resourceType": "Observation", "id": "stray", "status": "final", "code": {"text": "x"}})
+            .to_string(),
+        json!({"resourceType": "Patient", "id": "m2"}).to_string(),
+    ]);
+    let observations = lines(&[json!({"resourceType": "Observation", "id": "mo1",
+        "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/m1"}})
+    .to_string()]);
+    let server = file_server(vec![
+        ("/files/patients.ndjson", patients.into_bytes()),
+        ("/files/observations.ndjson", observations.into_bytes()),
+        ("/private/secret.ndjson", b"{}\n".to_vec()),
+    ])
+    .await;
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = format!("import_sources = [\"{server}/files/\"]");
+        let (app, state) = raw_app_on(&db, &config(dir.path(), &extra)).await;
+        let b = db.backend;
+        let token = mint(&state, system_token("system/*.cu system/*.rs", "importer")).await;
+        let manifest = manifest_of(&[
+            ("Patient", format!("{server}/files/patients.ndjson")),
+            ("Observation", format!("{server}/files/observations.ndjson")),
+        ]);
+        let kicked = import(&app, &token, "application/fhir+json", &[], manifest).await;
+        let done = finished(&app, &status_path(&kicked), &token).await;
+        assert_eq!(done.status, 200, "{b}: {:?}", done.body);
+        assert_eq!(
+            done.body["output"],
+            json!([{"type": "Observation", "count": 1}, {"type": "Patient", "count": 2}]),
+            "{b}"
+        );
+        let refused = refusals(&app, &done.body, &token).await;
+        assert_eq!(refused.len(), 1, "{b}: {refused:?}");
+        assert!(
+            refused[0].starts_with(&format!("{server}/files/patients.ndjson line 2:"))
+                && refused[0].contains("input of Patient"),
+            "{b}: {refused:?}"
+        );
+
+        // A URL outside the sources is refused at the kick-off.
+        let outside = manifest_of(&[("Patient", format!("{server}/private/secret.ndjson"))]);
+        let reply = import(&app, &token, "application/fhir+json", &[], outside).await;
+        assert_eq!(reply.status, 400, "{b}");
+        assert!(
+            reply.diagnostics().contains("not under"),
+            "{b}: {}",
+            reply.diagnostics()
+        );
+        // A file the source does not have fails the job, naming it.
+        let missing = format!("{server}/files/missing.ndjson");
+        let reply = import(
+            &app,
+            &token,
+            "application/fhir+json",
+            &[],
+            manifest_of(&[("Patient", missing.clone())]),
+        )
+        .await;
+        let failed = finished(&app, &status_path(&reply), &token).await;
+        assert_eq!(failed.status, 500, "{b}");
+        assert!(
+            failed.diagnostics().contains(&missing),
+            "{b}: {}",
+            failed.diagnostics()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_import_stops_and_leaves_whole_batches() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let b = db.backend;
+        let token = mint(&state, system_token("system/*.cu system/*.rs", "importer")).await;
+        let total = 30_000;
+        let body: Vec<String> = (0..total)
+            .map(|i| {
+                json!({"resourceType": "Patient", "id": format!("c{i}"), "gender": "other"})
+                    .to_string()
+            })
+            .collect();
+        let status =
+            status_path(&import(&app, &token, "application/fhir+ndjson", &[], lines(&body)).await);
+        let job = status.rsplit('/').next().unwrap().to_owned();
+        let cancelled = send(&app, "DELETE", &status, &token, Value::Null).await;
+        assert_eq!(cancelled.status, 202, "{b}");
+        assert_eq!(
+            send(&app, "GET", &status, &token, Value::Null).await.status,
+            404,
+            "{b}"
+        );
+        // The job stops within a heartbeat and a batch: the count settles.
+        let mut loaded = -1;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            let now = count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await;
+            if now == loaded && !dir.path().join(&job).exists() {
+                break;
+            }
+            loaded = now;
+        }
+        assert!(loaded < total, "{b}: the import ran to its end ({loaded})");
+        assert_eq!(loaded % 1000, 0, "{b}: whole batches only ({loaded})");
+        assert!(
+            !dir.path().join(&job).exists(),
+            "{b}: the job's files are gone"
+        );
+    }
+}
