@@ -99,8 +99,6 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<String>) {
     }
 }
 
-const SKIPPED: &[&str] = &["target", "node_modules", "__pycache__", "Cargo.lock"];
-
 /// Runs `cargo build --release --target wasm32-wasip2` on `plugins/`; returns where the
 /// components are.
 fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
@@ -148,34 +146,5 @@ fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
     target_dir.join("wasm32-wasip2").join("release")
 }
 
-/// A short name for the checkout at `root`, stable across builds.
-fn checkout_key(root: &Path) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    root.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
-/// Sources only: the guest workspace's own `target/` (and installed packages) must not
-/// retrigger this script.
-fn rerun_if_changed(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path
-            .file_name()
-            .is_some_and(|n| SKIPPED.contains(&n.to_string_lossy().as_ref()))
-        {
-            continue;
-        }
-        if path.is_dir() {
-            rerun_if_changed(&path);
-        } else {
-            println!("cargo:rerun-if-changed={}", path.display());
-        }
-    }
-}
-
 include!("../tools/guest_cargo.rs");
+include!("../tools/build_script.rs");

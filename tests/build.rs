@@ -83,30 +83,5 @@ fn main() {
     std::fs::write(out_dir.join("guests.rs"), generated).expect("write guests.rs");
 }
 
-/// A short name for the checkout at `root`, stable across builds.
-fn checkout_key(root: &Path) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    root.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
-}
-
-/// Sources only: a `target/` inside must not retrigger this script.
-fn rerun_if_changed(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target") {
-            continue;
-        }
-        if path.is_dir() {
-            rerun_if_changed(&path);
-        } else {
-            println!("cargo:rerun-if-changed={}", path.display());
-        }
-    }
-}
-
 include!("../tools/guest_cargo.rs");
+include!("../tools/build_script.rs");
