@@ -9,7 +9,6 @@
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The built-in plugins: (name, kind variant, order, cargo artifact in `plugins/`).
 /// An empty list builds nothing and needs no `plugins/` directory.
@@ -123,20 +122,7 @@ fn build_plugins(root: &Path, out_dir: &Path) -> PathBuf {
     let target_dir = out_dir
         .join("../../../plugins-wasm")
         .join(checkout_key(root));
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--manifest-path",
-    ])
-    .arg(&manifest)
-    .arg("--target-dir")
-    .arg(&target_dir);
-    without_host_build_vars(&mut cmd);
-    let status = cmd.status().expect("cannot run cargo for the plugins");
+    let status = build_guests(&manifest, &target_dir).expect("cannot run cargo for the plugins");
     if !status.success() {
         panic!(
             "building the default plugins in {} failed ({status})",

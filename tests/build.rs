@@ -11,7 +11,6 @@
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -31,20 +30,8 @@ fn main() {
     let target_dir = out_dir
         .join("../../../test-guests-wasm")
         .join(checkout_key(root));
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--manifest-path",
-    ])
-    .arg(guests.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(&target_dir);
-    without_host_build_vars(&mut cmd);
-    let status = cmd.status().expect("cannot run cargo for the test guests");
+    let status = build_guests(&guests.join("Cargo.toml"), &target_dir)
+        .expect("cannot run cargo for the test guests");
     assert!(
         status.success(),
         "building the test guests in {} failed",

@@ -33,3 +33,24 @@ fn rerun_if_changed(dir: &std::path::Path) {
         }
     }
 }
+
+/// Runs the nested `cargo build --release --target wasm32-wasip2` of the guest workspace
+/// at `manifest`, into `target_dir`, without the outer build's variables.
+fn build_guests(
+    manifest: &std::path::Path,
+    target_dir: &std::path::Path,
+) -> std::io::Result<std::process::ExitStatus> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
+    without_host_build_vars(&mut cmd).status()
+}
