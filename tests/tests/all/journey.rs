@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, TestDb, client_trusting, demo_value, hestia};
 
+/// A token from the real binary over TLS, then FHIR calls with it and the diagnosis of it.
+/// Long: one end-to-end journey against one server, each step using the token or resources of the steps before it.
 #[tokio::test]
 async fn token_then_fhir_over_tls_with_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();

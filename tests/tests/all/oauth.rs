@@ -325,6 +325,9 @@ async fn discovery_and_jwks() {
     }
 }
 
+/// The authorization-code flow with PKCE: a login page, consent, the code exchange and
+/// what a reused code revokes.
+/// Long: one authorization-code journey (login, consent, exchange, userinfo, reuse of the code) whose steps run in order on the same code and session.
 #[tokio::test]
 async fn code_flow_with_pkce_login_consent_and_code_reuse() {
     for db in TestDb::all().await {

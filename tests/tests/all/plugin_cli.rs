@@ -472,6 +472,7 @@ fn free_port() -> u16 {
 /// and JavaScript tools are there ([`lang_tools_present`]). One arrangement that is not in
 /// the page: the generated crate's `target/` links to a directory kept between test runs,
 /// so that the SDK compiles once.
+/// Long: runs the blocks of one document in the order the page gives them.
 #[test]
 fn tutorial_runs_as_written() {
     use std::os::unix::process::CommandExt;

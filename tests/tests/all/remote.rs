@@ -131,6 +131,10 @@ async fn refused(http: &reqwest::Client, url: &str, bearer: &str) -> String {
     text
 }
 
+/// An issuer and a FHIR server that trusts it: registration, discovery, tokens for the
+/// right and the wrong audience, key rotation, introspection and a restart that reuses the
+/// registration.
+/// Long: one run against the same issuer and FHIR host; the steps share the registration, keys and tokens, and the last restarts the FHIR host to reuse the registration.
 async fn two_hosts(db: TestDb) {
     let issuer_dir = tempfile::tempdir().unwrap();
     let issuer = start_issuer(issuer_dir.path(), &[]);
@@ -809,6 +813,7 @@ const LAB: &str = "http://terminology.hl7.org/CodeSystem/observation-category|la
 /// a token the FHIR server takes; `hestia token explain` on the FHIR host introspects an
 /// opaque token and says what the server says; the Basic compatibility mode checks the
 /// FHIR host's own accounts against the issuer's user.
+/// Long: one journey across the issuer and the FHIR host; each step uses the tokens and state of the steps before it.
 async fn journey_across_two_hosts(db: TestDb) {
     let issuer_dir = tempfile::tempdir().unwrap();
     let issuer = start_issuer(issuer_dir.path(), &[]);

@@ -163,6 +163,7 @@ const PATIENT_INCLUDE_GP: &str = "GET Patient?_include=Patient:general-practitio
 const SYSTEM_SEARCH: &str = "GET ?_type=Observation,Patient";
 
 /// Reads, searches and histories: nothing here changes the data.
+/// Long: one table of rows, each a scope, a patient context, a request and its expected answer.
 fn read_rows() -> Vec<Row> {
     let p1 = Some("p1");
     let compartment = "is outside the patient compartment of Patient/p1";
@@ -634,6 +635,7 @@ fn read_rows() -> Vec<Row> {
 
 /// Chains, `_has`, includes, `$everything`, totals and pages: what a request reaches
 /// beyond its own resource type stays within the token's access to that other type.
+/// Long: one table of rows, each a scope, a patient context, a request and its expected answer.
 fn reach_rows() -> Vec<Row> {
     let p1 = Some("p1");
     let lab_and_p1 = &["Observation/o1-lab", "Patient/p1"];
@@ -865,6 +867,7 @@ fn reach_rows() -> Vec<Row> {
 }
 
 /// Writes, in order: each refused one must change nothing (the last row counts).
+/// Long: one table of rows, each a write and its expected answer, that run in order.
 fn write_rows() -> Vec<Row> {
     let p1 = Some("p1");
     vec![
