@@ -232,6 +232,9 @@ type BadCase = (
     &'static str,
 );
 
+/// Bad requests get the status and diagnosis of their fault, and none of them stores
+/// anything.
+/// Long: one table of 20 bad requests, each with its expected status and diagnosis.
 #[tokio::test]
 async fn bad_requests_get_the_right_status_and_store_nothing() {
     for db in TestDb::all().await {

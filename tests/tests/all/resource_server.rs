@@ -47,14 +47,12 @@ fn assert_refused(reply: &Reply, status: u16, error: Option<&str>, needle: &str)
     );
 }
 
+/// Discovery (the CapabilityStatement and the SMART configuration) needs no token.
 #[tokio::test]
-async fn token_sources_and_diagnostics() {
+async fn discovery_needs_no_token() {
     for db in TestDb::all().await {
-        let (app, state) = raw_app_on(&db, "").await;
-        let good = mint(&state, json!({})).await;
+        let (app, _state) = raw_app_on(&db, "").await;
         let b = db.backend;
-
-        // Discovery needs no token.
         let meta = get(&app, "/fhir/r4/metadata", None).await;
         assert_eq!(meta.status, 200, "{b}");
         assert_eq!(meta.body["resourceType"], "CapabilityStatement");
@@ -79,7 +77,17 @@ async fn token_sources_and_diagnostics() {
                 .unwrap()
                 .contains(&json!("permission-v2"))
         );
+    }
+}
 
+/// A token comes in the Authorization header or the `access_token` query, not both; none
+/// at all is a 401.
+#[tokio::test]
+async fn a_token_comes_from_the_header_or_the_query_not_both() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let good = mint(&state, json!({})).await;
+        let b = db.backend;
         assert_refused(
             &get(&app, "/fhir/r4/Patient/p1", None).await,
             401,
@@ -112,7 +120,16 @@ async fn token_sources_and_diagnostics() {
         )
         .await;
         assert_eq!(both.status, 400, "{b}: two sources");
+    }
+}
 
+/// Expired, foreign-audience, foreign-issuer, tampered and unknown-key tokens are refused
+/// with a diagnosis naming the cause.
+#[tokio::test]
+async fn bad_tokens_are_refused_naming_their_cause() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let good = mint(&state, json!({})).await;
         let now = state.oauth().now();
         let expired = mint(
             &state,
@@ -170,7 +187,14 @@ async fn token_sources_and_diagnostics() {
             Some("invalid_token"),
             "unknown kid no-such-key",
         );
+    }
+}
 
+/// A valid token is held to its scopes: a write outside them is a 403 naming the plugin.
+#[tokio::test]
+async fn a_valid_token_is_held_to_its_scopes() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
         let read_only = mint(&state, json!({"scope": "system/Observation.rs"})).await;
         let (k, v) = bearer(&read_only);
         let create = call(
