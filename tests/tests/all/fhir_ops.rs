@@ -76,21 +76,29 @@ async fn seed(app: &axum::Router, admin: &str) {
     }
 }
 
+/// The severities of the issues of an OperationOutcome.
+fn severities(r: &Reply) -> Vec<String> {
+    r.body["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["severity"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// No Patient was stored.
+async fn assert_nothing_stored(app: &axum::Router, admin: &str, b: &str) {
+    let all = send(app, "GET", "/fhir/r4/Patient", admin, Value::Null).await;
+    assert_eq!(all.body["total"], 0, "{b}");
+}
+
+/// `$validate` reports the issues a create would give, as a 200, and stores nothing.
 #[tokio::test]
 async fn validate_checks_without_storing() {
     for db in TestDb::all().await {
         let (app, state) = raw_app_on(&db, "").await;
         let admin = mint(&state, json!({"scope": "system/*.*"})).await;
         let b = db.backend;
-        let severities = |r: &Reply| -> Vec<String> {
-            r.body["issue"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["severity"].as_str().unwrap().to_owned())
-                .collect()
-        };
-
         let clean = json!({"resourceType": "Patient", "name": [{"family": "Curie"}]});
         let r = send(
             &app,
@@ -179,8 +187,18 @@ async fn validate_checks_without_storing() {
         )
         .await;
         assert_eq!(severities(&r), ["information"], "{b}: {:?}", r.body);
+        assert_nothing_stored(&app, &admin, b).await;
+    }
+}
 
-        // The validation cannot run: 400.
+/// A `$validate` that cannot run (a body that is no JSON, Parameters without a resource) is
+/// a 400; an unknown operation is a 404. Nothing is stored.
+#[tokio::test]
+async fn validate_that_cannot_run_is_a_400() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
         let r = call(
             &app,
             "POST",
@@ -212,8 +230,15 @@ async fn validate_checks_without_storing() {
         )
         .await;
         assert_eq!(r.status, 404, "{b}");
+        assert_nothing_stored(&app, &admin, b).await;
+    }
+}
 
-        // The CapabilityStatement names the operations by their definitions.
+/// The CapabilityStatement names the operations by their definitions.
+#[tokio::test]
+async fn the_capability_statement_names_the_operations() {
+    for db in TestDb::all().await {
+        let (app, _state) = raw_app_on(&db, "").await;
         let meta = call(&app, "GET", "/fhir/r4/metadata", &[], "").await;
         let resources = meta.body["rest"][0]["resource"].as_array().unwrap();
         let operations = |ty: &str| -> Vec<String> {
@@ -237,12 +262,16 @@ async fn validate_checks_without_storing() {
             operations("Observation"),
             ["http://hl7.org/fhir/OperationDefinition/Resource-validate"]
         );
+    }
+}
 
-        // Nothing was stored.
-        let all = send(&app, "GET", "/fhir/r4/Patient", &admin, Value::Null).await;
-        assert_eq!(all.body["total"], 0, "{b}");
-
-        // The smart-scopes plugin wants read on the type for an operation.
+/// The smart-scopes plugin wants read on the type for an operation.
+#[tokio::test]
+async fn validate_needs_read_on_the_type() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
         let reader = mint(
             &state,
             json!({"scope": "patient/Patient.r", "patient": "p1"}),
@@ -272,6 +301,7 @@ async fn validate_checks_without_storing() {
         .await;
         assert_eq!(r.status, 403, "{b}");
         assert!(r.diagnostics().contains("Patient"), "{}", r.diagnostics());
+        assert_nothing_stored(&app, &admin, b).await;
     }
 }
 

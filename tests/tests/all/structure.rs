@@ -40,7 +40,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "fhir_ops.rs bundle_searches_and_conditional_entries",
     "fhir_ops.rs everything_is_the_compartment_within_the_access",
     "fhir_ops.rs history_under_a_patient_token",
-    "fhir_ops.rs validate_checks_without_storing",
     "journey.rs demo_is_created_once_and_its_credentials_work",
     "oauth.rs discovery_lists_exactly_what_is_supported",
     "oauth.rs dynamic_registration_and_management",
