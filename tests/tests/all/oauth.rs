@@ -726,18 +726,27 @@ async fn authorize_errors_redirect_only_to_validated_uris() {
     }
 }
 
+/// An environment with the user alice (Patient/1) and a confidential client of the
+/// authorization-code grant with `openid patient/*.read`: its id and secret.
+async fn alice_and_a_code_client(db: TestDb) -> (Env, String, String) {
+    let env = start(db, FileOauth::default()).await;
+    user(&env, "alice", Some("Patient/1")).await;
+    let (id, secret) = app_client(
+        &env,
+        false,
+        "openid patient/*.read",
+        &["authorization_code"],
+    )
+    .await;
+    (env, id, secret)
+}
+
+/// Each refusal of the token endpoint names its cause.
+/// Long: one table of refused token requests, each with its status, error and diagnosis.
 #[tokio::test]
 async fn token_endpoint_errors_name_their_cause() {
     for db in TestDb::all().await {
-        let env = start(db, FileOauth::default()).await;
-        user(&env, "alice", Some("Patient/1")).await;
-        let (id, secret) = app_client(
-            &env,
-            false,
-            "openid patient/*.read",
-            &["authorization_code"],
-        )
-        .await;
+        let (env, id, secret) = alice_and_a_code_client(db).await;
         let (cc, cc_secret) =
             app_client(&env, false, "system/*.read", &["client_credentials"]).await;
         let token = "/oauth2/token";
@@ -853,8 +862,16 @@ async fn token_endpoint_errors_name_their_cause() {
             assert_error(got, *status, code, needle);
         }
         assert_eq!(cases[0].0.1["www-authenticate"], "Basic realm=\"hestia\"");
+    }
+}
 
-        // An expired code, and a redirect_uri that differs from the authorization request's.
+/// At the token endpoint, an expired code and a redirect_uri that differs from the
+/// authorization request's are refused as `invalid_grant`, naming the cause.
+#[tokio::test]
+async fn code_exchange_errors_name_their_cause() {
+    for db in TestDb::all().await {
+        let (env, id, secret) = alice_and_a_code_client(db).await;
+        let token = "/oauth2/token";
         let (verifier, challenge) = pkce();
         let q = code_flow(
             &env.url,

@@ -47,7 +47,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "oauth.rs per_client_lifetimes_above_the_servers_are_refused_and_others_apply",
     "oauth.rs private_key_jwt_rs384_with_a_cached_jwks_uri",
     "oauth.rs refresh_rotation_grace_and_reuse_detection",
-    "oauth.rs token_endpoint_errors_name_their_cause",
     "oauth.rs tokens_of_an_account_are_narrowed_by_its_rights",
     "plugin_langs.rs python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_running_server",
     "plugins.rs hestia_toml_decides_whether_a_manifest_gets_the_clock",
