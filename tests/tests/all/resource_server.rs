@@ -391,35 +391,43 @@ async fn basic_failures_are_limited_like_sign_ins() {
     }
 }
 
+/// Patient/p1 and Patient/p2, each with one Observation (`obs-p1`, `obs-p2`), stored with
+/// the token `admin`.
+async fn two_patients_with_an_observation_each(app: &axum::Router, admin: &str) {
+    let (k, v) = bearer(admin);
+    let auth = [JSON, (k, v.as_str())];
+    for p in ["p1", "p2"] {
+        let r = call(
+            &app,
+            "PUT",
+            &format!("/fhir/r4/Patient/{p}"),
+            &auth,
+            json!({"resourceType": "Patient", "id": p}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let obs = json!({"resourceType": "Observation", "id": format!("obs-{p}"), "status": "final",
+                         "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{p}")}});
+        let r = call(
+            &app,
+            "PUT",
+            &format!("/fhir/r4/Observation/obs-{p}"),
+            &auth,
+            obs.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+}
+
+/// A patient-scoped token reads only its patient's compartment and writes nothing with a
+/// read scope; without a patient context it reads nothing.
 #[tokio::test]
-async fn patient_scopes_keep_to_the_patients_compartment() {
+async fn patient_scopes_read_only_the_patients_compartment() {
     for db in TestDb::all().await {
         let (app, state) = raw_app_on(&db, "").await;
         let admin = mint(&state, json!({})).await;
-        let (k, v) = bearer(&admin);
-        let auth = [JSON, (k, v.as_str())];
-        for p in ["p1", "p2"] {
-            let r = call(
-                &app,
-                "PUT",
-                &format!("/fhir/r4/Patient/{p}"),
-                &auth,
-                json!({"resourceType": "Patient", "id": p}).to_string(),
-            )
-            .await;
-            assert_eq!(r.status, 201, "{:?}", r.body);
-            let obs = json!({"resourceType": "Observation", "id": format!("obs-{p}"), "status": "final",
-                             "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{p}")}});
-            let r = call(
-                &app,
-                "PUT",
-                &format!("/fhir/r4/Observation/obs-{p}"),
-                &auth,
-                obs.to_string(),
-            )
-            .await;
-            assert_eq!(r.status, 201, "{:?}", r.body);
-        }
+        two_patients_with_an_observation_each(&app, &admin).await;
         let patient = mint(
             &state,
             json!({"scope": "patient/*.read", "patient": "p1", "fhirUser": "Patient/p1"}),
@@ -467,84 +475,85 @@ async fn patient_scopes_keep_to_the_patients_compartment() {
             Some("insufficient_scope"),
             "plugin smart-scopes denied",
         );
-        // Writes stay inside the compartment too: the new content and the current version.
+
+        let no_context = mint(&state, json!({"scope": "patient/*.read"})).await;
+        assert_refused(
+            &get(&app, "/fhir/r4/Patient/p1", Some(&no_context)).await,
+            403,
+            Some("insufficient_scope"),
+            "patient context",
+        );
+    }
+}
+
+/// Writes stay inside the compartment too: the new content and the current version; a
+/// transaction with one entry outside it is refused whole.
+#[tokio::test]
+async fn patient_scopes_write_only_inside_the_patients_compartment() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({})).await;
+        two_patients_with_an_observation_each(&app, &admin).await;
         let writer = mint(&state, json!({"scope": "patient/*.*", "patient": "p1"})).await;
         let wauth = format!("Bearer {writer}");
         let h = [JSON, ("authorization", wauth.as_str())];
         let obs = |p: &str| {
             json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": format!("Patient/{p}")}}).to_string()
         };
-        assert_eq!(
-            call(&app, "POST", "/fhir/r4/Observation", &h, obs("p1"))
-                .await
-                .status,
-            201,
-            "{}",
-            db.backend
-        );
-        let elsewhere = call(&app, "POST", "/fhir/r4/Observation", &h, obs("p2")).await;
-        assert_refused(
-            &elsewhere,
-            403,
-            Some("insufficient_scope"),
-            "does not refer to Patient/p1",
-        );
-        let mut moved = json!({"resourceType": "Observation", "id": "obs-p2", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}});
-        let hijack = call(
-            &app,
-            "PUT",
-            "/fhir/r4/Observation/obs-p2",
-            &h,
-            moved.to_string(),
-        )
-        .await;
-        assert_refused(
-            &hijack,
-            403,
-            Some("insufficient_scope"),
-            "outside the patient compartment",
-        );
-        moved["id"] = json!("new-obs");
-        assert_eq!(
-            call(
-                &app,
+        let moved = |id: &str| {
+            json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}}).to_string()
+        };
+        let patient_p2 = json!({"resourceType": "Patient", "id": "p2"}).to_string();
+        // Each write in order: method, URL, headers, body, and the refusal it gets (none: 201).
+        let writes = [
+            ("POST", "/fhir/r4/Observation", &h[..], obs("p1"), None),
+            (
+                "POST",
+                "/fhir/r4/Observation",
+                &h[..],
+                obs("p2"),
+                Some("does not refer to Patient/p1"),
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Observation/obs-p2",
+                &h[..],
+                moved("obs-p2"),
+                Some("outside the patient compartment"),
+            ),
+            (
                 "PUT",
                 "/fhir/r4/Observation/new-obs",
-                &h,
-                moved.to_string()
-            )
-            .await
-            .status,
-            201
-        );
-        let delete = call(
-            &app,
-            "DELETE",
-            "/fhir/r4/Observation/obs-p2",
-            &[("authorization", wauth.as_str())],
-            "",
-        )
-        .await;
-        assert_refused(
-            &delete,
-            403,
-            Some("insufficient_scope"),
-            "outside the patient compartment",
-        );
-        let other_patient = call(
-            &app,
-            "PUT",
-            "/fhir/r4/Patient/p2",
-            &h,
-            json!({"resourceType": "Patient", "id": "p2"}).to_string(),
-        )
-        .await;
-        assert_refused(
-            &other_patient,
-            403,
-            Some("insufficient_scope"),
-            "cannot write other Patient resources",
-        );
+                &h[..],
+                moved("new-obs"),
+                None,
+            ),
+            (
+                "DELETE",
+                "/fhir/r4/Observation/obs-p2",
+                &h[1..],
+                String::new(),
+                Some("outside the patient compartment"),
+            ),
+            (
+                "PUT",
+                "/fhir/r4/Patient/p2",
+                &h[..],
+                patient_p2,
+                Some("cannot write other Patient resources"),
+            ),
+        ];
+        for (method, uri, headers, body, refusal) in writes {
+            let reply = call(&app, method, uri, headers, body).await;
+            match refusal {
+                None => assert_eq!(
+                    reply.status, 201,
+                    "{} {method} {uri}: {:?}",
+                    db.backend, reply.body
+                ),
+                Some(needle) => assert_refused(&reply, 403, Some("insufficient_scope"), needle),
+            }
+        }
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": serde_json::from_str::<serde_json::Value>(&obs("p1")).unwrap(), "request": {"method": "POST", "url": "Observation"}},
             {"resource": serde_json::from_str::<serde_json::Value>(&obs("p2")).unwrap(), "request": {"method": "POST", "url": "Observation"}},
@@ -566,14 +575,6 @@ async fn patient_scopes_keep_to_the_patients_compartment() {
             count.body["total"], 4,
             "{}: obs-p1, obs-p2, the new p1 one and new-obs; nothing from the refused writes",
             db.backend
-        );
-
-        let no_context = mint(&state, json!({"scope": "patient/*.read"})).await;
-        assert_refused(
-            &get(&app, "/fhir/r4/Patient/p1", Some(&no_context)).await,
-            403,
-            Some("insufficient_scope"),
-            "patient context",
         );
     }
 }

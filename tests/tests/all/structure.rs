@@ -54,7 +54,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "plugins.rs third_party_faults_over_http_are_named_denials",
     "remote.rs jwks_refetch_is_rate_limited_and_introspection_is_cached",
     "remote.rs remote_users_have_the_rights_of_their_local_accounts",
-    "resource_server.rs patient_scopes_keep_to_the_patients_compartment",
     "rights.rs policies_are_added_replaced_attached_and_removed",
     "rights.rs removing_a_user_revokes_what_was_issued_for_it",
     "rights.rs rights_of_patients_practitioners_custom_roles_and_nobody",
