@@ -11,6 +11,9 @@ fn patient(family: &str) -> String {
     json!({"resourceType": "Patient", "name": [{"family": family, "given": ["Ada"]}], "birthDate": "1970-01-01"}).to_string()
 }
 
+/// One Patient's life on each database: create, a stale and a current update, vread,
+/// patch, delete, history and a re-create that continues the versions.
+/// Long: one resource's life in order; each step checks the versions the steps before made.
 #[tokio::test]
 async fn crud_versions_and_history_on_both_databases() {
     for db in TestDb::all().await {

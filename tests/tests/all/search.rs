@@ -1399,14 +1399,42 @@ async fn hidden_reads_can_answer_404() {
     }
 }
 
+/// A Patient with the MRN `mrn` (system `http://mrn`) and the family name `family`.
+fn patient(mrn: &str, family: &str) -> String {
+    json!({"resourceType": "Patient", "identifier": [{"system": "http://mrn", "value": mrn}], "name": [{"family": family}]}).to_string()
+}
+
+/// Stores a Patient with the MRN `mrn`, by PUT under `id` when given, else by POST; its id.
+async fn store_patient(app: &axum::Router, mrn: &str, id: Option<&str>) -> String {
+    let mut body: Value = serde_json::from_str(&patient(mrn, "Stored")).unwrap();
+    let reply = match id {
+        Some(id) => {
+            body["id"] = json!(id);
+            let uri = format!("{BASE}/Patient/{id}");
+            call(app, "PUT", &uri, &[JSON], body.to_string()).await
+        }
+        None => {
+            call(
+                app,
+                "POST",
+                &format!("{BASE}/Patient"),
+                &[JSON],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+/// A conditional create (If-None-Exist) creates on no match, answers with the match on one
+/// and refuses several.
 #[tokio::test]
-async fn conditional_create_update_and_delete() {
+async fn conditional_create_creates_answers_or_refuses() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
         let b = db.backend;
-        let patient = |mrn: &str, family: &str| {
-            json!({"resourceType": "Patient", "identifier": [{"system": "http://mrn", "value": mrn}], "name": [{"family": family}]}).to_string()
-        };
         let none_exist = ("if-none-exist", "identifier=http://mrn|A1");
         let first = call(
             &app,
@@ -1452,8 +1480,18 @@ async fn conditional_create_update_and_delete() {
         assert_eq!(third.status, 412, "{b}: several match");
         let all = get(&app, "Patient").await;
         assert_eq!(all.body["total"], 2, "{b}");
+    }
+}
 
-        // Conditional update.
+/// A conditional update creates on no match (with the body's id when given), updates the one
+/// match, and refuses several matches, a different id and missing or unknown criteria.
+#[tokio::test]
+async fn conditional_update_creates_updates_or_refuses() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        store_patient(&app, "A1", None).await;
+        store_patient(&app, "A1", None).await;
         let created = call(
             &app,
             "PUT",
@@ -1538,8 +1576,20 @@ async fn conditional_create_update_and_delete() {
         )
         .await;
         assert_eq!(bad_criteria.status, 400, "{b}");
+    }
+}
 
-        // Conditional delete.
+/// A conditional delete refuses several matches, does nothing on none and deletes the one
+/// match; under a constraint it sees only what the access allows.
+#[tokio::test]
+async fn conditional_delete_deletes_the_one_visible_match() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        store_patient(&app, "A1", None).await;
+        store_patient(&app, "A1", None).await;
+        let b1 = store_patient(&app, "B1", None).await;
+        store_patient(&app, "C1", Some("c-one")).await;
         let many = call(
             &app,
             "DELETE",
