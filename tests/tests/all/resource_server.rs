@@ -398,7 +398,7 @@ async fn two_patients_with_an_observation_each(app: &axum::Router, admin: &str) 
     let auth = [JSON, (k, v.as_str())];
     for p in ["p1", "p2"] {
         let r = call(
-            &app,
+            app,
             "PUT",
             &format!("/fhir/r4/Patient/{p}"),
             &auth,
@@ -409,7 +409,7 @@ async fn two_patients_with_an_observation_each(app: &axum::Router, admin: &str) 
         let obs = json!({"resourceType": "Observation", "id": format!("obs-{p}"), "status": "final",
                          "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{p}")}});
         let r = call(
-            &app,
+            app,
             "PUT",
             &format!("/fhir/r4/Observation/obs-{p}"),
             &auth,
