@@ -149,17 +149,22 @@ async fn patient(env: &Env, id: &str, given: &str, family: &str, birth_date: &st
 
 /// Registers a client (RFC 7591) with a fresh single-use initial access token; the answer.
 async fn register(env: &Env, metadata: Value) -> Value {
+    register_reply(env, metadata).await.2
+}
+
+/// [`register`] with the status and headers of the answer.
+async fn register_reply(env: &Env, metadata: Value) -> Reply {
     let initial = env.auth.create_registration_token(600, 1).await.unwrap();
-    reqwest::Client::new()
+    let resp = reqwest::Client::new()
         .post(format!("{}/oauth2/register", env.url))
         .bearer_auth(&initial)
         .json(&metadata)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.json().await.unwrap())
 }
 
 async fn app_client(env: &Env, public: bool, scope: &str, grants: &[&str]) -> (String, String) {
@@ -2515,34 +2520,35 @@ async fn patient_picker_without_fhir_asks_for_an_id() {
     }
 }
 
+/// Metadata of a confidential client that asks for refresh tokens.
+fn short_lived() -> Value {
+    json!({
+        "client_name": "Short-lived",
+        "redirect_uris": [CALLBACK],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "scope": "offline_access patient/*.read",
+    })
+}
+
+/// Registers [`short_lived`] with a refresh-token lifetime of 100 s and a code lifetime of
+/// 5 s, under the server's; the answer, checked to be a 201 that echoes them.
+async fn register_short_lived(env: &Env) -> Reply {
+    let mut body = short_lived();
+    body["hestia_refresh_token_lifetime"] = 100.into();
+    body["hestia_code_lifetime"] = 5.into();
+    let reg = register_reply(env, body).await;
+    assert_eq!(reg.0, 201, "{}", reg.2);
+    assert_eq!(reg.2["hestia_code_lifetime"], 5, "echoed as registered");
+    reg
+}
+
+/// Per-client lifetimes above the server's are refused at registration and at an RFC 7592
+/// update, naming the field and the maximum.
 #[tokio::test]
-async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
+async fn per_client_lifetimes_above_the_servers_are_refused() {
     for db in TestDb::all().await {
         let env = start(db, FileOauth::default()).await;
-        user(&env, "alice", None).await;
         let http = reqwest::Client::new();
-        let register = |body: Value| {
-            let (http, url, env) = (http.clone(), format!("{}/oauth2/register", env.url), &env);
-            async move {
-                let initial = env.auth.create_registration_token(600, 1).await.unwrap();
-                let resp = http
-                    .post(url)
-                    .bearer_auth(initial)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                (status, headers, resp.json::<Value>().await.unwrap())
-            }
-        };
-        let base = json!({
-            "client_name": "Short-lived",
-            "redirect_uris": [CALLBACK],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "scope": "offline_access patient/*.read",
-        });
         for (field, value, needle) in [
             (
                 "hestia_refresh_token_lifetime",
@@ -2560,22 +2566,16 @@ async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
                 "hestia_access_token_lifetime is 3601 s, above this server's maximum of 3600 s",
             ),
         ] {
-            let mut body = base.clone();
+            let mut body = short_lived();
             body[field] = value.into();
             assert_error(
-                &register(body).await,
+                &register_reply(&env, body).await,
                 400,
                 "invalid_client_metadata",
                 needle,
             );
         }
-        let mut body = base.clone();
-        body["hestia_refresh_token_lifetime"] = 100.into();
-        body["hestia_code_lifetime"] = 5.into();
-        let reg = register(body).await;
-        assert_eq!(reg.0, 201, "{}", reg.2);
-        assert_eq!(reg.2["hestia_code_lifetime"], 5, "echoed as registered");
-        let (id, secret) = (text(&reg.2, "client_id"), text(&reg.2, "client_secret"));
+        let reg = register_short_lived(&env).await;
         // RFC 7592 update: the same rule, and nothing changes.
         let mut update = reg.2.clone();
         for field in [
@@ -2604,7 +2604,18 @@ async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
             "invalid_client_metadata",
             "hestia_code_lifetime is 600 s, above this server's maximum of 60 s",
         );
+    }
+}
 
+/// Per-client lifetimes under the server's apply: the client's code and refresh-token
+/// lifetimes, not the server's.
+#[tokio::test]
+async fn per_client_lifetimes_under_the_servers_apply() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
+        user(&env, "alice", None).await;
+        let reg = register_short_lived(&env).await;
+        let (id, secret) = (text(&reg.2, "client_id"), text(&reg.2, "client_secret"));
         // A code older than the client's 5 s (the server's is 60 s) is refused.
         let (verifier, challenge) = pkce();
         let q = code_flow(
@@ -2639,8 +2650,15 @@ async fn per_client_lifetimes_above_the_servers_are_refused_and_others_apply() {
             "invalid_grant",
             "the refresh token expired at",
         );
+    }
+}
 
-        // hestia client add: the same rule, in the flags' words.
+/// `hestia client add`: lifetimes above the server's are refused in the flags' words;
+/// others apply.
+#[tokio::test]
+async fn hestia_client_add_refuses_lifetimes_above_the_servers_and_applies_others() {
+    for db in TestDb::all().await {
+        let env = start(db, FileOauth::default()).await;
         let dir = tempfile::tempdir().unwrap();
         let (ok, _, err) = hestia(
             dir.path(),

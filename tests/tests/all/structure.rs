@@ -43,7 +43,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "oauth.rs discovery_lists_exactly_what_is_supported",
     "oauth.rs dynamic_registration_and_management",
     "oauth.rs patient_picker_shows_and_accepts_only_the_patients_an_account_may_access",
-    "oauth.rs per_client_lifetimes_above_the_servers_are_refused_and_others_apply",
     "oauth.rs private_key_jwt_rs384_with_a_cached_jwks_uri",
     "oauth.rs refresh_rotation_grace_and_reuse_detection",
     "oauth.rs tokens_of_an_account_are_narrowed_by_its_rights",
