@@ -305,14 +305,15 @@ async fn validate_needs_read_on_the_type() {
     }
 }
 
+/// `$everything` is the Patient's compartment and what it refers to, for a token that sees
+/// all.
 #[tokio::test]
-async fn everything_is_the_compartment_within_the_access() {
+async fn everything_is_the_compartment_and_what_it_refers_to() {
     for db in TestDb::all().await {
         let (app, state) = raw_app_on(&db, "").await;
         let admin = mint(&state, json!({"scope": "system/*.*"})).await;
         let b = db.backend;
         seed(&app, &admin).await;
-
         let all = send(
             &app,
             "GET",
@@ -335,8 +336,17 @@ async fn everything_is_the_compartment_within_the_access() {
             ]),
             "{b}"
         );
+    }
+}
 
-        // Paging: the links carry the cursor; two pages hold the three matches.
+/// `$everything` pages: the links carry the cursor; two pages hold the three matches.
+#[tokio::test]
+async fn everything_pages_carry_the_cursor() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
+        seed(&app, &admin).await;
         let first = send(
             &app,
             "GET",
@@ -424,8 +434,17 @@ async fn everything_is_the_compartment_within_the_access() {
         )
         .await;
         assert_eq!(missing.status, 404, "{b}");
+    }
+}
 
-        // A patient token: its own record only, nothing outside the compartment.
+/// `$everything` under a patient token: its own record only, nothing outside the compartment.
+#[tokio::test]
+async fn everything_under_a_patient_token_is_its_own_compartment() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
+        seed(&app, &admin).await;
         let own = mint(&state, json!({"scope": "patient/*.rs", "patient": "p1"})).await;
         let mine = send(
             &app,
@@ -454,8 +473,17 @@ async fn everything_is_the_compartment_within_the_access() {
         )
         .await;
         assert_eq!(theirs.status, 403, "{b}: {:?}", theirs.body);
+    }
+}
 
-        // Types the token may not search are left out, with a warning naming them.
+/// `$everything` leaves out the types the token may not search, with a warning naming them.
+#[tokio::test]
+async fn everything_leaves_out_the_types_the_token_may_not_search() {
+    for db in TestDb::all().await {
+        let (app, state) = raw_app_on(&db, "").await;
+        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+        let b = db.backend;
+        seed(&app, &admin).await;
         let narrow = mint(
             &state,
             json!({"scope": "patient/Patient.r patient/Observation.rs", "patient": "p1"}),

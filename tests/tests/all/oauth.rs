@@ -2981,6 +2981,8 @@ async fn codes_refresh_tokens_and_assertion_jtis_survive_a_restart() {
     }
 }
 
+/// The OpenID discovery document names exactly the fields and values this server supports.
+/// Long: one table of the document's fields, each with the value it must have.
 #[tokio::test]
 async fn discovery_lists_exactly_what_is_supported() {
     for db in TestDb::all().await {
