@@ -1132,6 +1132,19 @@ fn compartment(patient: &str) -> Access {
     Access::Within(vec![AccessConstraint::PatientCompartment(patient.into())])
 }
 
+/// The matched ids, sorted, and the included ids of a searchset's [`entries`].
+fn sorted((mut ids, included): (Vec<String>, BTreeSet<String>)) -> (Vec<String>, Vec<String>) {
+    ids.sort();
+    (ids, included.into_iter().collect())
+}
+
+/// The strings of `v`, owned.
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// A patient-compartment constraint applies inside every search: matches, totals, chains,
+/// `_has`, includes, paging and system searches see only what it allows.
 #[tokio::test]
 async fn access_constraints_apply_inside_every_search() {
     for db in TestDb::all().await {
@@ -1139,17 +1152,11 @@ async fn access_constraints_apply_inside_every_search() {
         let b = db.backend;
         load(&app, b).await;
         let p1 = app.clone().layer(axum::Extension(compartment("p1")));
-
-        let sorted = |(mut ids, included): (Vec<String>, BTreeSet<String>)| {
-            ids.sort();
-            (ids, included.into_iter().collect::<Vec<_>>())
-        };
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         // Matches and totals.
         let obs = get(&p1, "Observation?_total=accurate").await;
         assert_eq!(
             sorted(entries(&obs.body)),
-            (s(&["o1", "o2", "o9"]), vec![]),
+            (strings(&["o1", "o2", "o9"]), vec![]),
             "{b}"
         );
         assert_eq!(
@@ -1161,7 +1168,11 @@ async fn access_constraints_apply_inside_every_search() {
         assert_eq!(get(&p1, "Observation?_id=o3").await.body["total"], 0, "{b}");
         // The Patient compartment of p1 holds p1 and the patient that links to it.
         let patients = get(&p1, "Patient").await;
-        assert_eq!(sorted(entries(&patients.body)).0, s(&["p1", "p4"]), "{b}");
+        assert_eq!(
+            sorted(entries(&patients.body)).0,
+            strings(&["p1", "p4"]),
+            "{b}"
+        );
         // Chains and _has do not see through the constraint.
         assert_eq!(
             get(&p1, "Observation?subject.name=muller").await.body["total"],
@@ -1183,7 +1194,7 @@ async fn access_constraints_apply_inside_every_search() {
         .await;
         assert_eq!(
             sorted(entries(&inc.body)),
-            (s(&["o1", "o2", "o9"]), s(&["p1"])),
+            (strings(&["o1", "o2", "o9"]), strings(&["p1"])),
             "{b}"
         );
         let rev = get(
@@ -1193,7 +1204,7 @@ async fn access_constraints_apply_inside_every_search() {
         .await;
         assert_eq!(
             sorted(entries(&rev.body)),
-            (s(&["p1"]), s(&["c1", "c4", "o1", "o2", "o9"])),
+            (strings(&["p1"]), strings(&["c1", "c4", "o1", "o2", "o9"])),
             "{b}"
         );
         let iterate = get(&p1, "Organization?_id=org1").await;
@@ -1211,25 +1222,34 @@ async fn access_constraints_apply_inside_every_search() {
         );
         // Paging never passes another patient's resource.
         let (ids, pages, bodies) = follow_pages(&p1, "Observation?_count=1&_sort=_id").await;
-        assert_eq!((ids, pages), (s(&["o1", "o2", "o9"]), 3), "{b}");
+        assert_eq!((ids, pages), (strings(&["o1", "o2", "o9"]), 3), "{b}");
         assert!(bodies.iter().all(|page| page["total"] == 3), "{b}");
         // System search: only visible types and resources.
         let system = get(&p1, "?_type=Observation,Practitioner&_id=o1,o3,pr1").await;
         assert_eq!(
             sorted(entries(&system.body)).0,
-            s(&["o1"]),
+            strings(&["o1"]),
             "{b}: {:?}",
             system.body
         );
         let everything = get(&p1, "?_id=o1,o3,pr1,p1,p2").await;
         assert_eq!(
             sorted(entries(&everything.body)).0,
-            s(&["o1", "p1"]),
+            strings(&["o1", "p1"]),
             "{b}: {:?}",
             everything.body
         );
+    }
+}
 
-        // Reads.
+/// A patient-compartment constraint applies to reads, naming what is outside it.
+#[tokio::test]
+async fn access_constraints_apply_to_reads() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+        let p1 = app.clone().layer(axum::Extension(compartment("p1")));
         let own = call(&p1, "GET", &format!("{BASE}/Observation/o1"), &[], "").await;
         assert_eq!(own.status, 200, "{b}");
         let other = call(&p1, "GET", &format!("{BASE}/Observation/o3"), &[], "").await;
@@ -1243,7 +1263,17 @@ async fn access_constraints_apply_inside_every_search() {
         );
         let other_patient = call(&p1, "GET", &format!("{BASE}/Patient/p2"), &[], "").await;
         assert_eq!(other_patient.status, 403, "{b}");
+    }
+}
 
+/// A scope's search constraint restricts its type only, includes too; with a compartment
+/// both apply; a malformed one fails closed.
+#[tokio::test]
+async fn search_constraints_restrict_their_own_type_and_fail_closed() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         // A scope's search constraint restricts its type only, includes too.
         let lab = app.clone().layer(axum::Extension(Access::Within(vec![
             AccessConstraint::Search {
@@ -1253,12 +1283,16 @@ async fn access_constraints_apply_inside_every_search() {
         ])));
         assert_eq!(
             sorted(entries(&get(&lab, "Observation").await.body)).0,
-            s(&["o4", "o5"]),
+            strings(&["o4", "o5"]),
             "{b}"
         );
         assert_eq!(get(&lab, "Patient").await.body["total"], 5, "{b}");
         let rev = get(&lab, "Patient?_id=p2&_revinclude=Observation:subject").await;
-        assert_eq!(sorted(entries(&rev.body)), (s(&["p2"]), s(&["o4"])), "{b}");
+        assert_eq!(
+            sorted(entries(&rev.body)),
+            (strings(&["p2"]), strings(&["o4"])),
+            "{b}"
+        );
         let refused = call(&lab, "GET", &format!("{BASE}/Observation/o3"), &[], "").await;
         assert_eq!(refused.status, 403, "{b}");
         assert!(
@@ -1277,7 +1311,7 @@ async fn access_constraints_apply_inside_every_search() {
         ])));
         assert_eq!(
             sorted(entries(&get(&both, "Observation").await.body)).0,
-            s(&["o4"]),
+            strings(&["o4"]),
             "{b}"
         );
 

@@ -55,7 +55,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "rights.rs rights_of_patients_practitioners_custom_roles_and_nobody",
     "scope_matrix.rs chains_in_conditional_and_bundle_criteria",
     "scope_matrix.rs constrained_entries_inside_bundles",
-    "search.rs access_constraints_apply_inside_every_search",
     "search.rs hidden_reads_can_answer_404",
     "search.rs pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes",
     "search.rs paging_follows_next_links_to_the_end_on_a_stable_cursor",
