@@ -1022,6 +1022,9 @@ async fn client_credentials_audiences_introspection_and_revocation() {
     }
 }
 
+/// Refresh tokens rotate; a concurrent refresh within the grace window still works, a reuse
+/// after it revokes the chain; a refresh may narrow the scope, not widen it.
+/// Long: one refresh-token chain in order; the grace window and the reuse detection act on the rotations before them.
 #[tokio::test]
 async fn refresh_rotation_grace_and_reuse_detection() {
     for db in TestDb::all().await {
@@ -1253,6 +1256,9 @@ async fn private_key_jwt_backend_services() {
     }
 }
 
+/// Dynamic registration (RFC 7591) with an initial access token from the command line, and
+/// its management (RFC 7592).
+/// Long: one registered client's life in order: registration, the administrator's view, introspection, then RFC 7592 read, update and delete.
 #[tokio::test]
 async fn dynamic_registration_and_management() {
     for db in TestDb::all().await {

@@ -271,6 +271,9 @@ async fn roles_are_set_replaced_and_cleared() {
     }
 }
 
+/// A policy is added, replaced (keeping or replacing its bindings), attached to and detached
+/// from roles and accounts, and removed; built-in policies cannot be removed.
+/// Long: one policy's life in order; each step checks the grants and bindings the steps before left.
 #[tokio::test]
 async fn policies_are_added_replaced_attached_and_removed() {
     for db in TestDb::all().await {
