@@ -191,15 +191,30 @@ pub(crate) fn system_token(scope: &str, client: &str) -> Value {
     json!({"scope": scope, "client_id": client, "sub": client})
 }
 
+/// A server on `db` whose exports go to a temporary directory (kept while it is held),
+/// seeded by `admin`, a `system/*.*` token: the directory, the app, its state and `admin`.
+async fn seeded_exporter(
+    db: &TestDb,
+) -> (
+    tempfile::TempDir,
+    axum::Router,
+    hestia::http::AppState,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, state) = raw_app_on(db, &config(dir.path(), "")).await;
+    let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+    seed(&app, &admin).await;
+    (dir, app, state, admin)
+}
+
+/// System, Patient and Group kick-offs, by GET and by POST with Parameters, export what
+/// they name.
 #[tokio::test]
 async fn kick_offs_export_what_they_name() {
     for db in TestDb::all().await {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        seed(&app, &admin).await;
+        let (_dir, app, _state, admin) = seeded_exporter(&db).await;
         let b = db.backend;
-
         let all = export(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await;
         assert_eq!(
             ids(&all),
@@ -264,7 +279,15 @@ async fn kick_offs_export_what_they_name() {
         )
         .await;
         assert_eq!(ids(&posted), ["Observation/o2", "Patient/p2"], "{b}");
+    }
+}
 
+/// `_type`, `_typeFilter`, `_since` and `_elements` narrow what an export holds.
+#[tokio::test]
+async fn export_parameters_narrow_what_is_exported() {
+    for db in TestDb::all().await {
+        let (_dir, app, _state, admin) = seeded_exporter(&db).await;
+        let b = db.backend;
         // _type, and _typeFilter run by the search engine.
         let typed = export(
             &app,
@@ -444,10 +467,7 @@ async fn kick_off_needs_its_headers_and_valid_parameters() {
 #[tokio::test]
 async fn exports_keep_within_the_tokens_access() {
     for db in TestDb::all().await {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        seed(&app, &admin).await;
+        let (_dir, app, state, _admin) = seeded_exporter(&db).await;
         let b = db.backend;
 
         // system/Patient.rs exports Patients only; asking for Observations is refused.
@@ -524,10 +544,7 @@ async fn exports_keep_within_the_tokens_access() {
 #[tokio::test]
 async fn files_and_status_belong_to_the_client_that_started_the_job() {
     for db in TestDb::all().await {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        seed(&app, &admin).await;
+        let (_dir, app, state, admin) = seeded_exporter(&db).await;
         let b = db.backend;
         let status = status_path(
             &kick_off(
@@ -591,10 +608,7 @@ async fn files_and_status_belong_to_the_client_that_started_the_job() {
 #[tokio::test]
 async fn cancel_removes_the_job_and_its_files() {
     for db in TestDb::all().await {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        seed(&app, &admin).await;
+        let (dir, app, _state, admin) = seeded_exporter(&db).await;
         let b = db.backend;
         let status = status_path(
             &kick_off(&app, "GET", &format!("{BASE}/$export"), &admin, Value::Null).await,

@@ -33,7 +33,6 @@ const MAX_TEST_FUNCTION_LINES: usize = 100;
 const KNOWN_LONG_TESTS: &[&str] = &[
     "admin_console.rs a_rotated_secret_and_a_removed_client_stop_its_tokens",
     "bulk.rs import_loads_valid_lines_and_reports_the_others",
-    "bulk.rs kick_offs_export_what_they_name",
     "bulk_import.rs import_loads_a_body_and_reports_refused_lines_by_number",
     "fhir.rs transactions_are_atomic_and_rewrite_urn_uuids",
     "fhir_ops.rs bundle_searches_and_conditional_entries",
