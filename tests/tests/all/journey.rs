@@ -210,6 +210,7 @@ async fn token_then_fhir_over_tls_with_the_real_binary() {
 
 /// `serve --demo`: the demo user, the Postman client and the sample patients are created on
 /// the first start and kept on the next; every start prints working credentials.
+/// Long: two starts of one server in order; the second checks what the first created and printed.
 #[tokio::test]
 async fn demo_is_created_once_and_its_credentials_work() {
     for db in TestDb::all().await {

@@ -37,7 +37,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "fhir.rs transactions_are_atomic_and_rewrite_urn_uuids",
     "fhir_ops.rs bundle_searches_and_conditional_entries",
     "fhir_ops.rs history_under_a_patient_token",
-    "journey.rs demo_is_created_once_and_its_credentials_work",
     "oauth.rs patient_picker_shows_and_accepts_only_the_patients_an_account_may_access",
     "oauth.rs private_key_jwt_rs384_with_a_cached_jwks_uri",
     "oauth.rs tokens_of_an_account_are_narrowed_by_its_rights",
