@@ -343,14 +343,11 @@ impl Imports {
     async fn run(&self, id: &str, source: ImportSource) {
         let dir = self.exports.job_dir(id);
         let watch = Watch::default();
-        let work = self.work(&dir, source, &watch);
-        tokio::pin!(work);
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-        let outcome = loop {
-            tokio::select! {
-                done = &mut work => break done,
-                _ = ticks.tick() => self.beat(id, &watch).await,
-            }
+        // Both polled at once: a beat waits for the write turn, which the work may hold
+        // in the middle of a transaction, so the work must go on while a beat waits.
+        let outcome = tokio::select! {
+            done = self.work(&dir, source, &watch) => done,
+            () = self.heartbeat(id, &watch) => unreachable!("the heartbeat has no end"),
         };
         let store = self.exports.store();
         let finished = match &outcome {
@@ -369,6 +366,15 @@ impl Imports {
         let gone = !matches!(store.bulk_job(id).await, Ok(Some(_)));
         if gone || outcome.is_err() {
             remove_dir(&dir).await;
+        }
+    }
+
+    /// Beats every second ([`Imports::beat`]), until dropped.
+    async fn heartbeat(&self, id: &str, watch: &Watch) {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            self.beat(id, watch).await;
         }
     }
 

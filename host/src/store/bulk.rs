@@ -127,7 +127,7 @@ impl Store {
         .bind(job.request)
         .bind(job.transaction_time)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(true)
     }
@@ -149,7 +149,7 @@ impl Store {
         .bind(progress)
         .bind(now_secs())
         .bind(id)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -175,7 +175,7 @@ impl Store {
         .bind(error)
         .bind(now)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(())
     }
@@ -184,7 +184,7 @@ impl Store {
     pub async fn delete_bulk_job(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM bulk_jobs WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -203,7 +203,7 @@ impl Store {
         .bind(why[1])
         .bind(why[0])
         .bind(stale_before)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(done.rows_affected())
     }

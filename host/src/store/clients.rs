@@ -233,7 +233,7 @@ impl Store {
         .bind(to_json(&client.audiences))
         .bind(client.metadata.to_string())
         .bind(client.created_at)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await
         .map_err(|e| conflict_or(e, || format!("client {}", client.client_id)))?;
         self.changed();
@@ -295,22 +295,22 @@ impl Store {
     /// tokens, and its access tokens), in one transaction; `NotFound` when there was none.
     pub async fn remove_client(&self, client_id: &str) -> Result<(), StoreError> {
         let now = super::now_secs();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
             .bind(client_id)
-            .execute(&mut *tx)
+            .execute(tx.sql())
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {client_id:?}")));
         }
         revoke_issued(
-            &mut tx,
+            tx.sql(),
             IssuedTo::Client(client_id),
             &format!("its client {client_id} was removed"),
             now,
         )
         .await?;
-        tx.commit().await?;
+        tx.commit_uncounted().await?;
         self.changed();
         Ok(())
     }

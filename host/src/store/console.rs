@@ -126,7 +126,7 @@ impl Store {
             .bind(username)
             .bind(csrf)
             .bind(now)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -152,7 +152,7 @@ impl Store {
         sqlx::query("UPDATE admin_sessions SET last_seen = $1 WHERE token_hash = $2")
             .bind(now)
             .bind(token_hash)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(Some(AdminSession {
             user_id: row.try_get("user_id")?,
@@ -205,7 +205,7 @@ impl Store {
             sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1 AND token_hash LIKE $2")
                 .bind(user_id)
                 .bind(pattern)
-                .execute(self.pool())
+                .execute(self.autocommit().await?.sql())
                 .await?;
         if id.is_some() && done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
@@ -219,7 +219,7 @@ impl Store {
     pub async fn delete_admin_session(&self, token_hash: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -228,7 +228,7 @@ impl Store {
     pub async fn purge_admin_sessions(&self, idle_since: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM admin_sessions WHERE last_seen <= $1")
             .bind(idle_since)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(done.rows_affected())
     }
@@ -271,7 +271,7 @@ impl Store {
             .bind(&event.detail)
             .bind(&event.address)
             .bind(&event.context)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -332,13 +332,13 @@ impl Store {
         secret_hash: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE clients SET secret_hash = $1 WHERE client_id = $2 AND secret_hash IS NOT NULL",
         )
         .bind(secret_hash)
         .bind(client_id)
-        .execute(&mut *tx)
+        .execute(tx.sql())
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
@@ -346,13 +346,13 @@ impl Store {
             )));
         }
         revoke_issued(
-            &mut tx,
+            tx.sql(),
             IssuedTo::Client(client_id),
             &format!("the secret of client {client_id} was rotated"),
             now,
         )
         .await?;
-        tx.commit().await?;
+        tx.commit_uncounted().await?;
         self.changed();
         Ok(())
     }
@@ -363,7 +363,7 @@ impl Store {
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
             .bind(hash)
             .bind(username)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user {username:?}")));
@@ -379,10 +379,10 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM user_locks WHERE user_id = $1")
             .bind(user_id)
-            .execute(&mut *tx)
+            .execute(tx.sql())
             .await?;
         if locked {
             sqlx::query(
@@ -391,17 +391,17 @@ impl Store {
             .bind(user_id)
             .bind(now)
             .bind(by)
-            .execute(&mut *tx)
+            .execute(tx.sql())
             .await?;
             revoke_issued(
-                &mut tx,
+                tx.sql(),
                 IssuedTo::User(user_id),
                 &format!("the account was locked by {by}"),
                 now,
             )
             .await?;
         }
-        tx.commit().await?;
+        tx.commit_uncounted().await?;
         self.changed();
         Ok(())
     }
@@ -441,13 +441,13 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query("UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE grant_id = $3 AND user_id = $4 AND revoked_at IS NULL")
             .bind(now)
             .bind(reason)
             .bind(grant_id)
             .bind(user_id)
-            .execute(&mut *tx)
+            .execute(tx.sql())
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
@@ -457,9 +457,9 @@ impl Store {
         sqlx::query("UPDATE oauth_access_tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(grant_id)
-            .execute(&mut *tx)
+            .execute(tx.sql())
             .await?;
-        tx.commit().await?;
+        tx.commit_uncounted().await?;
         self.changed();
         Ok(())
     }
@@ -491,7 +491,7 @@ impl Store {
         }
         let done = sqlx::query("DELETE FROM oauth_registration_tokens WHERE token_hash LIKE $1")
             .bind(format!("{id}%"))
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("registration token {id}")));

@@ -6,10 +6,8 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Transaction};
 
+use super::turn::Turn;
 use super::{Backend, Store, StoreError};
-
-/// How long [`Store::begin`] waits for its turn on SQLite: the `busy_timeout` of its connections.
-pub(super) const WRITE_TURN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connection to the database: a pooled one whose statements each commit as they run,
 /// or the connection of a [`WriteTx`].
@@ -36,7 +34,7 @@ impl Conn {
 pub struct WriteTx {
     // Dropped first: the rollback is queued before the turn passes on.
     conn: Conn,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _turn: Option<Turn>,
     /// The store, to count the commit towards the next `ANALYZE`.
     store: Store,
 }
@@ -141,24 +139,32 @@ impl Store {
         })
     }
 
+    /// The process's write turn on SQLite ([`super::turn`]); nothing on PostgreSQL.
+    pub(super) async fn turn(&self) -> Result<Option<Turn>, StoreError> {
+        match &self.write_turn {
+            Some(turn) => Ok(Some(turn.take().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A pooled connection for writes outside a transaction, each statement committing as
+    /// it runs; on SQLite it holds the write turn, so that such writes queue with the
+    /// transactions of [`Store::begin`] instead of losing every race for the lock to them.
+    pub(super) async fn autocommit(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.turn().await?;
+        Ok(WriteTx {
+            conn: self.connection().await?,
+            store: self.clone(),
+            _turn: turn,
+        })
+    }
+
     /// Begins a write transaction; every write of one interaction (or one transaction
     /// Bundle) goes through one. On SQLite it first waits for the process's write turn
     /// (see `Store::write_turn`), at most as long as SQLite's own busy timeout, then takes
     /// the database's write lock (`BEGIN IMMEDIATE`).
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
-        let turn = match &self.write_turn {
-            Some(turn) => Some(
-                tokio::time::timeout(WRITE_TURN_TIMEOUT, turn.clone().lock_owned())
-                    .await
-                    .map_err(|_| {
-                        StoreError::Busy(format!(
-                            "no turn to write within {} s",
-                            WRITE_TURN_TIMEOUT.as_secs()
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
+        let turn = self.turn().await?;
         // `IMMEDIATE`: the write lock is taken before anything is read, so that a write
         // outside the turn (a token's record, another process) is waited for here, under
         // the busy timeout, and never found later behind this transaction's snapshot.

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{Arguments, ConnectOptions, Connection};
 
 use super::fhir::{Batches, CURRENT_COLUMNS, HISTORY_COLUMNS, StoredVersion};
-use super::handle::WRITE_TURN_TIMEOUT;
+use super::turn::WRITE_TURN_TIMEOUT;
 use super::{Backend, Store, StoreError};
 use crate::fhir::search::IndexRows;
 
@@ -102,15 +102,13 @@ impl Loader {
     pub async fn write_new(&mut self, batch: Encoded) -> Result<Loaded, StoreError> {
         let written = match (&mut self.conn, batch.0) {
             (Conn::Sqlite(conn), Statements::Sqlite(statements)) => {
-                let turn = match &self.store.write_turn {
-                    Some(turn) => Some(turn.clone().lock_owned().await),
-                    None => None,
-                };
+                let turn = self.store.turn().await?;
+                let number = turn.as_ref().map_or(0, |t| t.number());
                 let started = Instant::now();
                 let written = write_sqlite(conn, statements).await;
                 drop(turn);
                 if let Ok(data_version) = written {
-                    let pause = self.courtesy.after(data_version, started.elapsed());
+                    let pause = self.courtesy.after(data_version, number, started.elapsed());
                     tokio::time::sleep(pause).await;
                 }
                 written.map(|_| ())
@@ -190,7 +188,8 @@ fn sqlite_statements(tables: &[Table<'_>]) -> Vec<(String, SqliteArguments<'stat
     statements
 }
 
-/// One transaction (`BEGIN IMMEDIATE`: the write lock first); an error rolls it back.
+/// One transaction (`BEGIN IMMEDIATE`: the write lock first); an error rolls it back
+/// before it is answered ([`finish`]).
 /// Answers SQLite's `data_version` at its start, which moves when other connections
 /// have committed.
 async fn write_sqlite(
@@ -198,55 +197,72 @@ async fn write_sqlite(
     statements: Vec<(String, SqliteArguments<'static>)>,
 ) -> sqlx::Result<i64> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let data_version = sqlx::query_scalar("PRAGMA data_version")
-        .fetch_one(&mut *tx)
-        .await?;
-    for (sql, args) in statements {
-        sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+    let written = async {
+        let data_version = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (sql, args) in statements {
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        }
+        Ok(data_version)
     }
-    tx.commit().await?;
-    Ok(data_version)
+    .await;
+    finish(tx, written).await
+}
+
+/// Commits `tx` when `written` succeeded, else rolls it back at once; answers `written`.
+/// At once: sqlx sends the rollback of a dropped PostgreSQL transaction only with the
+/// connection's next statement, and until then the rows the batch inserted stay locked,
+/// so the updates that follow a batch found existing would wait for the idle loader.
+async fn finish<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    written: sqlx::Result<T>,
+) -> sqlx::Result<T> {
+    match written {
+        Ok(value) => tx.commit().await.map(|()| value),
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "cannot roll back an import batch");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// When a SQLite import leaves the write lock free after a batch, so that the writes of
 /// other processes (a serving server's) are not starved. SQLite has no queue for its
 /// write lock: a waiting writer's busy handler retries after sleeps of 1, 2, 5, 10, 15,
 /// 20, 25, 25, 25, 50, 50 ms and then every 100 ms, so it finds the lock free only if it
-/// stays free for as long as the sleep it is in.
+/// stays free for as long as the sleep it is in. (Writers of this process queue for the
+/// write turn instead; a lone import pauses as the turn does: see [`super::turn`].)
 ///
-/// While other connections have committed in the last [`COURTESY_FOR`], each batch is
-/// followed by a pause as long as the sleep a writer that began waiting at the batch's
-/// start is in at its end: such a writer gets in after at most one batch. Otherwise, every
-/// [`PROBE_EVERY`] a pause of [`PROBE_PAUSE`] lets in a writer whatever its sleep, and its
-/// commit (seen in `data_version`) starts the pauses after each batch.
+/// While another process has committed in the last [`COURTESY_FOR`] (`data_version`
+/// moved while no other turn of this process was taken), each batch is followed by a
+/// pause as long as the sleep a writer that began waiting at the batch's start is in at
+/// its end: such a writer gets in after at most one batch.
 #[derive(Default)]
 struct Courtesy {
     data_version: Option<i64>,
+    turn: Option<u64>,
     others_seen: Option<Instant>,
-    probed: Option<Instant>,
 }
 
-/// How long after another connection's commit each batch is followed by a pause.
+/// How long after another process's commit each batch is followed by a pause.
 const COURTESY_FOR: Duration = Duration::from_secs(10);
-/// How often a lone import pauses to let a waiting writer in.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// Longer than the longest sleep of SQLite's busy handler (100 ms).
-const PROBE_PAUSE: Duration = Duration::from_millis(110);
 
 impl Courtesy {
-    /// The pause after a batch that took `batch` and found `data_version` at its start.
-    fn after(&mut self, data_version: i64, batch: Duration) -> Duration {
+    /// The pause after a batch that took `batch`, written in turn number `turn` (0 on
+    /// PostgreSQL), that found `data_version` at its start.
+    fn after(&mut self, data_version: i64, turn: u64, batch: Duration) -> Duration {
         let now = Instant::now();
-        if self.data_version.is_some_and(|v| v != data_version) {
+        let turns_between = self.turn.map(|last| turn.saturating_sub(last + 1));
+        if self.data_version.is_some_and(|v| v != data_version) && turns_between == Some(0) {
             self.others_seen = Some(now);
         }
         self.data_version = Some(data_version);
+        self.turn = Some(turn);
         if self.others_seen.is_some_and(|t| now - t < COURTESY_FOR) {
             return busy_sleep_at(batch) + Duration::from_millis(2);
-        }
-        if self.probed.is_none_or(|t| now - t >= PROBE_EVERY) {
-            self.probed = Some(now);
-            return PROBE_PAUSE;
         }
         Duration::ZERO
     }
@@ -297,18 +313,22 @@ fn copies(tables: &[Table<'_>]) -> Vec<(String, Vec<u8>)> {
     copies
 }
 
-/// One transaction of the `COPY`s; an error rolls it back.
+/// One transaction of the `COPY`s; an error rolls it back at once ([`finish`]).
 async fn write_postgres(
     conn: &mut PgConnection,
     copies: Vec<(String, Vec<u8>)>,
 ) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
-    for (statement, data) in copies {
-        let mut copy = tx.copy_in_raw(&statement).await?;
-        copy.send(data).await?;
-        copy.finish().await?;
+    let written = async {
+        for (statement, data) in copies {
+            let mut copy = tx.copy_in_raw(&statement).await?;
+            copy.send(data).await?;
+            copy.finish().await?;
+        }
+        Ok(())
     }
-    tx.commit().await
+    .await;
+    finish(tx, written).await
 }
 
 /// Where the values of rows go, one after the other, each row's in column order.
@@ -592,12 +612,15 @@ mod tests {
         assert_eq!(busy_sleep_at(ms(150)), ms(50));
         assert_eq!(busy_sleep_at(ms(229)), ms(100));
         let mut courtesy = Courtesy::default();
-        // Alone: a probe first, then none until the next probe.
-        assert_eq!(courtesy.after(7, ms(100)), PROBE_PAUSE);
-        assert_eq!(courtesy.after(7, ms(100)), Duration::ZERO);
-        // Another connection committed: a pause after every batch.
-        assert_eq!(courtesy.after(8, ms(100)), ms(27));
-        assert_eq!(courtesy.after(8, ms(150)), ms(52));
+        // Alone: no pause.
+        assert_eq!(courtesy.after(7, 1, ms(100)), Duration::ZERO);
+        assert_eq!(courtesy.after(7, 2, ms(100)), Duration::ZERO);
+        // A writer of this process took a turn in between: it queued, no pause.
+        assert_eq!(courtesy.after(8, 4, ms(100)), Duration::ZERO);
+        assert_eq!(courtesy.after(8, 5, ms(100)), Duration::ZERO);
+        // Another process committed: a pause after every batch.
+        assert_eq!(courtesy.after(9, 6, ms(100)), ms(27));
+        assert_eq!(courtesy.after(9, 7, ms(150)), ms(52));
     }
 
     #[test]

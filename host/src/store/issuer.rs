@@ -69,7 +69,7 @@ impl Store {
         .bind(r.metadata.to_string())
         .bind(r.created_at)
         .bind(r.updated_at)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await
         .map_err(|e| conflict_or(e, || format!("a registration at issuer {}", r.issuer)))?;
         Ok(())
@@ -90,7 +90,7 @@ impl Store {
         .bind(&r.registration_client_uri)
         .bind(r.metadata.to_string())
         .bind(r.updated_at)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(())
     }
@@ -99,7 +99,7 @@ impl Store {
     pub async fn delete_issuer_registration(&self, issuer: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM issuer_registrations WHERE issuer = $1")
             .bind(issuer)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }

@@ -16,6 +16,7 @@ mod oauth;
 mod rights;
 pub mod search;
 pub mod tables;
+mod turn;
 mod users;
 
 pub use clients::{
@@ -79,14 +80,15 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite only: whose turn it is to run a write transaction ([`Store::begin`]).
-    /// SQLite has one writer at a time; a transaction that has read and then finds another
-    /// connection's write in its way fails at once with "database is locked" (its snapshot
-    /// is stale, so the busy timeout cannot help), and plain lock waits back off in sleeps of
-    /// up to 100 ms. Taking turns in the process avoids both among FHIR writes; writes
-    /// outside the turn (token records, other processes such as `hestia user add` while
-    /// `serve` runs) meet the busy timeout of the turn's `BEGIN IMMEDIATE`.
-    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: whose turn it is to write ([`turn`]). SQLite has one writer at a time;
+    /// a transaction that has read and then finds another connection's write in its way
+    /// fails at once with "database is locked" (its snapshot is stale, so the busy timeout
+    /// cannot help), and plain lock waits back off in sleeps of up to 100 ms, losing every
+    /// race to a writer that takes the lock again at once. Every write of the process takes
+    /// the turn first ([`Store::begin`], [`Store::autocommit`], the import's loader); the
+    /// writes of other processes (`hestia user add` while `serve` runs) meet the busy
+    /// timeout and the turn's pauses.
+    write_turn: Option<turn::WriteTurn>,
     /// What decides when to refresh the planner's statistics ([`Store::analyze`]).
     statistics: Arc<Statistics>,
     /// Commits of this process that revoked tokens, changed rights or the signing keys

@@ -200,7 +200,7 @@ impl Store {
             .bind(key.created_at)
             .bind(key.sign_from)
             .bind(key.retire_after)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await
             .map_err(|e| conflict_or(e, || format!("signing key {}", key.kid)))?;
         self.changed();
@@ -226,7 +226,7 @@ impl Store {
             .bind(retire_after)
             .bind(alg)
             .bind(keep)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         self.changed();
         Ok(done.rows_affected())
@@ -237,7 +237,7 @@ impl Store {
             "DELETE FROM signing_keys WHERE retire_after IS NOT NULL AND retire_after < $1",
         )
         .bind(now)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         self.changed();
         Ok(done.rows_affected())
@@ -257,7 +257,7 @@ impl Store {
             .bind(client_id)
             .bind(user_id)
             .bind(now)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -273,7 +273,7 @@ impl Store {
             .bind(now)
             .bind(reason)
             .bind(grant_id)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         self.changed();
         Ok(())
@@ -311,7 +311,7 @@ impl Store {
             .bind(grant_id)
             .bind(client_id)
             .bind(expires_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -400,7 +400,7 @@ impl Store {
         )
         .bind(now)
         .bind(jti)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         self.changed();
         Ok(())
@@ -459,7 +459,7 @@ impl Store {
         loop {
             let done = sqlx::query(sql)
                 .bind(cutoff)
-                .execute(self.pool())
+                .execute(self.autocommit().await?.sql())
                 .await?
                 .rows_affected();
             total += done;
@@ -474,7 +474,7 @@ impl Store {
     pub async fn create_auth_request(&self, r: &AuthRequestRow) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM oauth_auth_requests WHERE expires_at < $1")
             .bind(r.created_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         sqlx::query("INSERT INTO oauth_auth_requests (id, browser_hash, csrf, client_id, params, user_id, auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&r.id)
@@ -486,7 +486,7 @@ impl Store {
             .bind(r.auth_time)
             .bind(r.created_at)
             .bind(r.expires_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -503,7 +503,7 @@ impl Store {
     pub async fn take_auth_request(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM oauth_auth_requests WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -529,7 +529,7 @@ impl Store {
             .bind(c.auth_time)
             .bind(c.created_at)
             .bind(c.expires_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -549,7 +549,7 @@ impl Store {
         )
         .bind(now)
         .bind(code_hash)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -570,7 +570,7 @@ impl Store {
             .bind(r.auth_time)
             .bind(r.created_at)
             .bind(r.expires_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -590,7 +590,7 @@ impl Store {
         )
         .bind(now)
         .bind(hash)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -607,7 +607,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         sqlx::query("DELETE FROM oauth_used_assertions WHERE expires_at < $1")
             .bind(now)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         let res = sqlx::query(
             "INSERT INTO oauth_used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)",
@@ -615,7 +615,7 @@ impl Store {
         .bind(client_id)
         .bind(jti)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await;
         match res {
             Ok(_) => Ok(true),
@@ -640,7 +640,7 @@ impl Store {
             .bind(now)
             .bind(expires_at)
             .bind(uses)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(())
     }
@@ -668,7 +668,7 @@ impl Store {
         let done = sqlx::query("UPDATE oauth_registration_tokens SET uses_left = uses_left - 1 WHERE token_hash = $1 AND uses_left > 0 AND expires_at > $2")
             .bind(hash)
             .bind(now)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -691,7 +691,7 @@ impl Store {
             .bind(auth_method)
             .bind(registration_token_hash)
             .bind(client_id)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         self.changed();
         Ok(())
@@ -728,7 +728,7 @@ impl Store {
             .bind(to_json(&c.audiences))
             .bind(c.metadata.to_string())
             .bind(&c.client_id)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("client {:?}", c.client_id)));
@@ -782,7 +782,7 @@ impl Store {
     ) -> Result<(i64, i64, i64, i64), StoreError> {
         sqlx::query("DELETE FROM oauth_login_attempts WHERE at < $1")
             .bind(since)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await?;
         sqlx::query(
             "INSERT INTO oauth_login_attempts (username, address, at, success) VALUES ($1, $2, $3, $4)",
@@ -791,7 +791,7 @@ impl Store {
         .bind(address)
         .bind(now)
         .bind(marker)
-        .execute(self.pool())
+        .execute(self.autocommit().await?.sql())
         .await?;
         let user = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS first FROM oauth_login_attempts WHERE username = $1 AND at >= $2 AND success <> 1")
             .bind(username)
@@ -827,7 +827,7 @@ impl Store {
             }
             None => sqlx::query("DELETE FROM oauth_login_attempts WHERE success = $1").bind(marker),
         };
-        query.execute(self.pool()).await?;
+        query.execute(self.autocommit().await?.sql()).await?;
         Ok(())
     }
 

@@ -125,7 +125,7 @@ impl Store {
             .bind(&hash)
             .bind(&user.fhir_user)
             .bind(user.created_at)
-            .execute(self.pool())
+            .execute(self.autocommit().await?.sql())
             .await
             .map_err(|e| conflict_or(e, || format!("user {:?}", user.username)))?;
         Ok(user)

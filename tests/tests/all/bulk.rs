@@ -782,7 +782,7 @@ pub(crate) async fn count(store: &hestia::store::Store, sql: &str) -> i64 {
 
 /// Checks that every resource stored has its history and index rows, and that no index
 /// row or version is left without its resource; answers how many resources there are.
-async fn check_whole(store: &hestia::store::Store, b: &str) -> i64 {
+pub(crate) async fn check_whole(store: &hestia::store::Store, b: &str) -> i64 {
     let stored = count(store, "SELECT COUNT(*) FROM fhir_resources").await;
     let without_version = count(
         store,
@@ -1072,7 +1072,9 @@ async fn an_export_interrupted_by_a_restart_is_failed() {
         );
         assert!(added.0, "{b}: {added:?}");
         let client: Value = serde_json::from_str(&added.1).unwrap();
-        let token = client_token(&server, &http, &client).await;
+        let token =
+            crate::support::client_token(&http, &server, &server.url, &client, "system/*.read")
+                .await;
         let kicked = http
             .get(format!("{}/fhir/r4/Patient/$export", server.url))
             .bearer_auth(&token)
@@ -1102,7 +1104,9 @@ async fn an_export_interrupted_by_a_restart_is_failed() {
 
         let server = Server::start(dir.path(), &args);
         // The same client, for the server's new address (its audience).
-        let token = client_token(&server, &http, &client).await;
+        let token =
+            crate::support::client_token(&http, &server, &server.url, &client, "system/*.read")
+                .await;
         // Past `bulk.stale_after_secs` since the dead worker last reported.
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let status = status.replacen(status.split("/fhir/r4").next().unwrap(), &server.url, 1);
@@ -1116,35 +1120,6 @@ async fn an_export_interrupted_by_a_restart_is_failed() {
         let why = outcome["issue"][0]["diagnostics"].as_str().unwrap_or("");
         assert!(why.contains("interrupted"), "{b}: {outcome}");
     }
-}
-
-/// A `system/*.read` token of `client` from `server`, its audience the server's FHIR base.
-async fn client_token(
-    server: &crate::support::Server,
-    http: &reqwest::Client,
-    client: &Value,
-) -> String {
-    let token: Value = http
-        .post(format!("{}/oauth2/token", server.url))
-        .basic_auth(
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str(),
-        )
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "system/*.read"),
-            ("aud", format!("{}/fhir/r4", server.url).as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{token}"))
-        .to_owned()
 }
 
 /// A Group of more patients than one query holds: a resource in the compartments of two

@@ -374,11 +374,157 @@ async fn a_cancelled_import_stops_and_leaves_whole_batches() {
             }
             loaded = now;
         }
-        assert!(loaded < total, "{b}: the import ran to its end ({loaded})");
+        assert!(0 < loaded && loaded < total, "{b}: {loaded} loaded");
         assert_eq!(loaded % 1000, 0, "{b}: whole batches only ({loaded})");
         assert!(
             !dir.path().join(&job).exists(),
             "{b}: the job's files are gone"
         );
     }
+}
+
+/// The real binary killed (SIGKILL) while a `$import` runs: the batches written before
+/// stay whole (each resource with its history and index rows, a multiple of the batch
+/// size), the job's status answers the failure once `bulk.stale_after_secs` has passed,
+/// and the same import started again loads the rest.
+#[tokio::test]
+async fn an_import_interrupted_by_a_restart_is_failed_and_can_be_run_again() {
+    use crate::support::{Server, client_token, client_trusting, hestia};
+    const SCOPE: &str = "system/*.cu system/*.rs";
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let b = db.backend;
+        std::fs::write(
+            dir.path().join("hestia.toml"),
+            "[bulk]\nstale_after_secs = 1\n",
+        )
+        .unwrap();
+        let args = ["--database-url", db.url.as_str()];
+        let add = [
+            "client",
+            "add",
+            "--database-url",
+            &db.url,
+            "--name",
+            "importer",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            SCOPE,
+        ];
+        let added = hestia(dir.path(), &add, "");
+        assert!(added.0, "{b}: {added:?}");
+        let client: Value = serde_json::from_str(&added.1).unwrap();
+        let total = 30_000;
+        let body: Vec<String> = (0..total)
+            .map(|i| {
+                json!({"resourceType": "Patient", "id": format!("k{i}"),
+                       "identifier": [{"system": "urn:test", "value": format!("k{i}")}],
+                       "name": [{"family": format!("Family{}", i % 97)}]})
+                .to_string()
+            })
+            .collect();
+        let body = lines(&body);
+
+        let mut server = Server::start(dir.path(), &args);
+        let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
+        let token = client_token(&http, &server, &server.url, &client, SCOPE).await;
+        let kicked = post_import(&http, &server.url, &token, body.clone()).await;
+        wait_for_loaded_batches(&http, &kicked, &token).await;
+        server.child.kill().unwrap(); // SIGKILL, while the import runs
+        server.child.wait().unwrap();
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        let running = "SELECT COUNT(*) FROM bulk_jobs WHERE state = 'in-progress'";
+        assert_eq!(
+            count(&store, running).await,
+            1,
+            "{b}: the import was running"
+        );
+        let loaded = crate::bulk::check_whole(&store, b).await;
+        assert!(0 < loaded && loaded < total, "{b}: {loaded} loaded");
+        assert_eq!(loaded % 1000, 0, "{b}: whole batches only ({loaded})");
+        store.close().await;
+
+        let server = Server::start(dir.path(), &args);
+        let token = client_token(&http, &server, &server.url, &client, SCOPE).await;
+        // Past `bulk.stale_after_secs` since the dead worker last reported.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let path = &kicked[kicked.find(BASE).unwrap()..];
+        let reply = http
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 500, "{b}");
+        let outcome: Value = reply.json().await.unwrap();
+        let why = outcome["issue"][0]["diagnostics"].as_str().unwrap_or("");
+        assert!(
+            why.contains("interrupted") && why.contains("start it again"),
+            "{b}: {outcome}"
+        );
+
+        let again = post_import(&http, &server.url, &token, body).await;
+        let manifest = poll_until_done(&http, &again, &token).await;
+        assert_eq!(
+            manifest["output"],
+            json!([{"type": "Patient", "count": total}]),
+            "{b}"
+        );
+        let store = hestia::store::Store::open(&db.url).await.unwrap();
+        assert_eq!(crate::bulk::check_whole(&store, b).await, total, "{b}");
+        store.close().await;
+    }
+}
+
+/// Kicks off `$import` of an NDJSON `body` over HTTP; answers the status URL.
+async fn post_import(http: &reqwest::Client, url: &str, token: &str, body: String) -> String {
+    let kicked = http
+        .post(format!("{url}{BASE}/$import"))
+        .bearer_auth(token)
+        .header("accept", "application/fhir+json")
+        .header("prefer", "respond-async")
+        .header("content-type", "application/fhir+ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = kicked.status();
+    let location = kicked.headers().get("content-location").cloned();
+    assert_eq!(status, 202, "{:?}", kicked.text().await);
+    location.unwrap().to_str().unwrap().to_owned()
+}
+
+/// Polls a running import's status URL until its `X-Progress` counts loaded resources.
+async fn wait_for_loaded_batches(http: &reqwest::Client, status: &str, token: &str) {
+    for _ in 0..1000 {
+        let reply = http.get(status).bearer_auth(token).send().await.unwrap();
+        assert_eq!(
+            reply.status(),
+            202,
+            "the import ended before it could be interrupted"
+        );
+        let progress = reply.headers()["x-progress"].to_str().unwrap().to_owned();
+        let loaded: u64 = progress.split(' ').next().unwrap().parse().unwrap_or(0);
+        if loaded > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the import loaded nothing in 20 seconds");
+}
+
+/// Polls a status URL over HTTP until the job is done; answers the manifest.
+async fn poll_until_done(http: &reqwest::Client, status: &str, token: &str) -> Value {
+    for _ in 0..600 {
+        let reply = http.get(status).bearer_auth(token).send().await.unwrap();
+        if reply.status() != 202 {
+            let code = reply.status();
+            let body: Value = reply.json().await.unwrap();
+            assert_eq!(code, 200, "{body}");
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the import did not finish in 2 minutes");
 }

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 use crate::support::{
-    CALLBACK, PASSWORD, Server, TestDb, browser, code_flow, hestia, pkce, system_token_of,
+    CALLBACK, PASSWORD, Server, TestDb, browser, client_token, code_flow, hestia, pkce,
+    system_token_of,
 };
 
 const BASE: &str = "/fhir/r4";
@@ -355,37 +356,6 @@ async fn a_restore_moves_everything_between_backends() {
         }
         check_restored_server(dir.path(), target, &http, &token, &app, &backend).await;
     }
-}
-
-/// A client_credentials token for the FHIR base of `public` (the server's public URL).
-async fn client_token(
-    http: &reqwest::Client,
-    server: &Server,
-    public: &str,
-    client: &Value,
-    scope: &str,
-) -> String {
-    let reply: Value = http
-        .post(format!("{}/oauth2/token", server.url))
-        .basic_auth(
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str(),
-        )
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-            ("aud", format!("{public}{BASE}").as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the client's secret is accepted: {reply}"))
-        .to_string()
 }
 
 async fn check_restored_server(

@@ -726,3 +726,35 @@ pub async fn system_token_of(
         .unwrap_or_else(|| panic!("{token}"))
         .to_string()
 }
+
+/// A `client_credentials` token of `scope` for `client` (the JSON of `hestia client add`),
+/// its audience the FHIR base under `public` (the server's public URL).
+pub async fn client_token(
+    http: &reqwest::Client,
+    server: &Server,
+    public: &str,
+    client: &serde_json::Value,
+    scope: &str,
+) -> String {
+    let reply: serde_json::Value = http
+        .post(format!("{}/oauth2/token", server.url))
+        .basic_auth(
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("aud", format!("{public}/fhir/r4").as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the client's secret is accepted: {reply}"))
+        .to_string()
+}
