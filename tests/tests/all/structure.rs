@@ -31,9 +31,6 @@ const MAX_TEST_FUNCTION_LINES: usize = 100;
 /// Functions of `tests/all` over the limit with no `/// Long:` reason yet, each waiting
 /// for a change of its own; the list may only shrink.
 const KNOWN_LONG_TESTS: &[&str] = &[
-    "admin_console.rs a_rotated_secret_and_a_removed_client_stop_its_tokens",
-    "bulk.rs import_loads_valid_lines_and_reports_the_others",
-    "bulk_import.rs import_loads_a_body_and_reports_refused_lines_by_number",
     "fhir.rs transactions_are_atomic_and_rewrite_urn_uuids",
     "fhir_ops.rs bundle_searches_and_conditional_entries",
     "fhir_ops.rs history_under_a_patient_token",
@@ -55,8 +52,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "search.rs paging_follows_next_links_to_the_end_on_a_stable_cursor",
     "search.rs reindex_rebuilds_missing_index_rows_on_both_databases",
     "search.rs totals_summaries_elements_and_post_search",
-    "store.rs clients_on_both_databases",
-    "store.rs expired_oauth_records_are_purged_on_both_databases",
 ];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
