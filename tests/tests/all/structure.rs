@@ -42,11 +42,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "remote.rs remote_users_have_the_rights_of_their_local_accounts",
     "scope_matrix.rs chains_in_conditional_and_bundle_criteria",
     "scope_matrix.rs constrained_entries_inside_bundles",
-    "search.rs hidden_reads_can_answer_404",
-    "search.rs pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes",
-    "search.rs paging_follows_next_links_to_the_end_on_a_stable_cursor",
-    "search.rs reindex_rebuilds_missing_index_rows_on_both_databases",
-    "search.rs totals_summaries_elements_and_post_search",
 ];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
