@@ -40,8 +40,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "plugins.rs third_party_faults_over_http_are_named_denials",
     "remote.rs jwks_refetch_is_rate_limited_and_introspection_is_cached",
     "remote.rs remote_users_have_the_rights_of_their_local_accounts",
-    "scope_matrix.rs chains_in_conditional_and_bundle_criteria",
-    "scope_matrix.rs constrained_entries_inside_bundles",
 ];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
