@@ -35,8 +35,6 @@ const KNOWN_LONG_TESTS: &[&str] = &[
     "plugins.rs hestia_toml_decides_whether_a_manifest_gets_the_clock",
     "plugins.rs hot_swaps_under_http_load_fail_no_request",
     "plugins.rs third_party_faults_over_http_are_named_denials",
-    "remote.rs jwks_refetch_is_rate_limited_and_introspection_is_cached",
-    "remote.rs remote_users_have_the_rights_of_their_local_accounts",
 ];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
