@@ -32,9 +32,6 @@ const MAX_TEST_FUNCTION_LINES: usize = 100;
 /// for a change of its own; the list may only shrink.
 const KNOWN_LONG_TESTS: &[&str] = &[
     "plugin_langs.rs python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_running_server",
-    "plugins.rs hestia_toml_decides_whether_a_manifest_gets_the_clock",
-    "plugins.rs hot_swaps_under_http_load_fail_no_request",
-    "plugins.rs third_party_faults_over_http_are_named_denials",
 ];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
