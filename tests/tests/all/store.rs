@@ -228,25 +228,23 @@ async fn clients_are_listed_by_kind_and_removed_on_both_databases() {
 /// or an unsupported grant type is refused, and nothing is stored.
 #[tokio::test]
 async fn bad_clients_are_refused_and_store_nothing_on_both_databases() {
-    let fragment = |c: &mut NewClient| c.redirect_uris = vec!["https://app.example/cb#frag".into()];
-    let credentials = |c: &mut NewClient| c.grant_types = vec!["client_credentials".into()];
-    let password = |c: &mut NewClient| c.grant_types = vec!["password".into()];
-    let cases: [(bool, &dyn Fn(&mut NewClient), &str); 3] = [
-        (false, &fragment, "fragment"),
-        (
-            true,
-            &credentials,
-            "public client cannot use client_credentials",
-        ),
-        (false, &password, "\"password\" is not supported"),
+    let mut fragment = app_client(false);
+    fragment.redirect_uris = vec!["https://app.example/cb#frag".into()];
+    let mut credentials = app_client(true);
+    credentials.grant_types = vec!["client_credentials".into()];
+    let mut password = app_client(false);
+    password.grant_types = vec!["password".into()];
+    let cases = [
+        (fragment, "fragment"),
+        (credentials, "public client cannot use client_credentials"),
+        (password, "\"password\" is not supported"),
     ];
     for db in TestDb::all().await {
         let store = Store::open(&db.url).await.unwrap();
         store.create_client(app_client(false)).await.unwrap();
-        for (public, change, needle) in &cases {
-            let mut bad = app_client(*public);
-            change(&mut bad);
-            let err = store.create_client(bad).await.unwrap_err().to_string();
+        for (bad, needle) in &cases {
+            let err = store.create_client(bad.clone()).await.unwrap_err();
+            let err = err.to_string();
             assert!(err.contains(needle), "{}: {err}", db.backend);
         }
         assert_eq!(
