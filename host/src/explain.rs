@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::config::{IntrospectMode, Settings};
 use crate::gate::{Gate, GateSettings, Refusal, classify};
+use crate::http::statuses::refusal_answer;
 use crate::oauth::AuthServer;
 use crate::oauth::tokens::AccessClaims;
 use crate::plugins::{PluginHost, PluginSettings};
@@ -60,25 +61,12 @@ async fn steps(
     let (gate, base) = offline_gate(settings, resource).await?;
     let verified = match gate.verify(token).await {
         Ok(verified) => verified,
-        Err(Refusal::Unavailable(why)) => {
-            return Ok(Err(format!(
-                "not checked: 503 (the server would answer the same): {why}"
-            )));
-        }
-        Err(refusal) => {
-            return Ok(Err(format!(
-                "refused: 401 invalid_token: {}",
-                refusal.description()
-            )));
-        }
+        Err(refusal) => return Ok(Err(refused(&refusal))),
     };
     lines.push(verified_line(settings, jwt.is_some(), &verified.claims));
 
     if let Err(refusal) = gate.accept_audience(&verified.claims) {
-        return Ok(Err(format!(
-            "refused: 401 invalid_token: {}",
-            refusal.description()
-        )));
+        return Ok(Err(refused(&refusal)));
     }
     lines.push(format!("audience: accepted for {base}"));
 
@@ -116,10 +104,9 @@ fn token_line(jwt: &Option<(Value, Value)>, settings: &Settings) -> Step<String>
             "token: opaque (not a JWT): asking the introspection endpoint of issuer {} with this server's registration, as the server does",
             issuer.url
         )),
-        (None, None) => Err(
-            "refused: 401 invalid_token: the token is not a JWT (three base64url parts of JSON), and this server issues only JWT access tokens"
-                .into(),
-        ),
+        (None, None) => Err(refused(&Refusal::invalid_token(
+            "the token is not a JWT (three base64url parts of JSON), and this server issues only JWT access tokens",
+        ))),
     }
 }
 
@@ -204,6 +191,19 @@ async fn decide(gate: &Gate, verified: &Verified, request: &str) -> Step<String>
     match caller.decide(&fhir_request) {
         Ok(access) if access.is_unrestricted() => Ok(format!("{request}: allowed")),
         Ok(access) => Ok(format!("{request}: allowed within {access:?}")),
-        Err(e) => Err(format!("{request}: refused: 403 insufficient_scope: {e}")),
+        Err(e) => Err(format!("{request}: {}", refused(&Refusal::from(e)))),
+    }
+}
+
+/// The line of a refusal: the answer the server gives it (`401 invalid_token`, ...) and
+/// why; a check that could not run is no refusal of the token.
+fn refused(refusal: &Refusal) -> String {
+    let answer = refusal_answer(refusal);
+    let why = refusal.description();
+    match refusal {
+        Refusal::Unavailable(_) => {
+            format!("not checked: {answer} (the server would answer the same): {why}")
+        }
+        _ => format!("refused: {answer}: {why}"),
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{Console, ConsoleError};
 use crate::fhir::ResourceType;
 use crate::gate::{Refusal, classify};
+use crate::http::statuses::refusal_answer;
 use crate::oauth::keys;
 use crate::plugins::PluginInfo;
 use crate::store::{AuditEvent, AuditFilter, RegistrationTokenRow};
@@ -120,11 +121,13 @@ fn types_of(scope: &str) -> Vec<String> {
     types
 }
 
+/// A refusal as the answer the server gives it (`401 invalid_token`, ...) and why; a check
+/// that could not run is no refusal of the token.
 fn refusal_line(refusal: &Refusal) -> String {
+    let answer = refusal_answer(refusal);
     match refusal {
-        Refusal::Unavailable(why) => format!("not checked (503): {why}"),
-        Refusal::Forbidden(why) => format!("403 insufficient_scope: {why}"),
-        other => format!("401 invalid_token: {}", other.description()),
+        Refusal::Unavailable(why) => format!("not checked ({answer}): {why}"),
+        other => format!("{answer}: {}", other.description()),
     }
 }
 
@@ -377,7 +380,7 @@ impl Console<'_> {
                         Err(e) => ExplainCell {
                             interaction,
                             allowed: false,
-                            reason: format!("403: {e}"),
+                            reason: refusal_line(&Refusal::from(e)),
                         },
                     }
                 })

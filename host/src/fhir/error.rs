@@ -39,7 +39,7 @@ pub enum FhirError {
 }
 
 /// What went wrong, as the FHIR RESTful API tells failures apart (one HTTP status each,
-/// which `http::fhir::status_of_kind` gives).
+/// which `http::statuses::status_of_kind` gives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::statuses::refusal_status;
 use crate::gate::Refusal;
 use crate::plugins::PluginInfo;
 
@@ -87,19 +88,14 @@ pub(super) struct AdminError(pub(super) Refusal);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let (status, error) = match &self.0 {
-            Refusal::Malformed(_) => (StatusCode::BAD_REQUEST, Some("invalid_request")),
-            Refusal::Unauthenticated { error, .. } => (StatusCode::UNAUTHORIZED, *error),
-            Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, Some("insufficient_scope")),
-            Refusal::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("temporarily_unavailable"),
-            ),
-            Refusal::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, Some("invalid_request")),
-        };
+        let (status, code) = refusal_status(&self.0);
+        let error = code.unwrap_or(match self.0 {
+            Refusal::Unavailable(_) => "temporarily_unavailable",
+            _ => "invalid_request",
+        });
         let description = self.0.description();
         let body = json!({
-            "error": error.unwrap_or("invalid_request"),
+            "error": error,
             "error_description": description,
         });
         let mut response = (status, Json(body)).into_response();
@@ -107,7 +103,7 @@ impl IntoResponse for AdminError {
             let scope = (status == StatusCode::FORBIDDEN).then_some(ADMIN_SCOPE);
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                super::challenge::challenge_in("hestia-admin", error, description, scope),
+                super::challenge::challenge_in("hestia-admin", code, description, scope),
             );
         }
         response

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::statuses::status_of_kind;
 use crate::fhir::access::Access;
 use crate::fhir::bundle::EntryStatus;
 use crate::fhir::clock::{now_ms, snapshot_now};
@@ -117,25 +118,6 @@ impl From<FhirError> for FhirResponseError {
 
 pub fn status_of(err: &FhirError) -> StatusCode {
     status_of_kind(err.kind())
-}
-
-/// The HTTP status of each kind of FHIR error: the one place that maps them.
-pub fn status_of_kind(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Gone => StatusCode::GONE,
-        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
 }
 
 /// A Bundle entry's `response.status`: its status code, with the reason phrase for the

@@ -14,6 +14,7 @@ mod health;
 pub mod oauth;
 pub mod resource_server;
 pub mod server;
+pub mod statuses;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

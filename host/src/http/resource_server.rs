@@ -14,34 +14,21 @@ use base64::Engine;
 use super::AppState;
 use super::challenge::challenge;
 use super::fhir::{FhirResponseError, fhir_json};
+use super::statuses::refusal_status;
 use crate::fhir::access::Access;
-use crate::fhir::error::{ErrorKind, FhirError};
+use crate::fhir::error::FhirError;
 use crate::fhir::outcome::{Issue, operation_outcome};
 use crate::gate::{Basic, Refusal, Route, classify_route};
 
 /// A refusal of the gate as the FHIR client sees it: an OperationOutcome, and for 401 and
 /// 403 a `Bearer` challenge with the same words.
 pub(crate) fn refusal_response(refusal: Refusal) -> Response {
-    let (status, error, code) = match &refusal {
-        Refusal::Malformed(_) => (StatusCode::BAD_REQUEST, None, "login"),
-        Refusal::Unauthenticated { error, .. } => (StatusCode::UNAUTHORIZED, *error, "login"),
-        Refusal::Forbidden(_) => (
-            StatusCode::FORBIDDEN,
-            Some("insufficient_scope"),
-            "forbidden",
-        ),
-        Refusal::Throttled(_) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("invalid_token"),
-            "throttled",
-        ),
-        Refusal::Unavailable(why) => {
-            return FhirResponseError(FhirError::WithKind(
-                ErrorKind::Unavailable,
-                vec![Issue::error("transient", why.clone())],
-            ))
-            .into_response();
-        }
+    let (status, error) = refusal_status(&refusal);
+    let code = match &refusal {
+        Refusal::Malformed(_) | Refusal::Unauthenticated { .. } => "login",
+        Refusal::Forbidden(_) => "forbidden",
+        Refusal::Throttled(_) => "throttled",
+        Refusal::Unavailable(_) => "transient",
     };
     let description = refusal.description();
     let mut response = fhir_json(
@@ -49,7 +36,10 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Response {
         &operation_outcome(&[Issue::error(code, description.to_string())]),
         false,
     );
-    if status != StatusCode::BAD_REQUEST {
+    if !matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::SERVICE_UNAVAILABLE
+    ) {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, challenge(error, description));
@@ -119,17 +109,19 @@ fn audit_refusal(
     refusal: &Refusal,
     context: String,
 ) {
-    let status = match refusal {
-        Refusal::Unauthenticated { .. } => "401",
-        Refusal::Forbidden(_) => "403",
-        _ => return,
-    };
+    if !matches!(
+        refusal,
+        Refusal::Unauthenticated { .. } | Refusal::Forbidden(_)
+    ) {
+        return;
+    }
+    let status = refusal_status(refusal).0;
     let event = crate::store::NewAuditEvent {
         actor: refusal_actor(&context),
         action: "fhir.refused".into(),
         target,
         outcome: "refused".into(),
-        detail: format!("{status}: {}", refusal.description()),
+        detail: format!("{}: {}", status.as_str(), refusal.description()),
         address,
         context,
     };

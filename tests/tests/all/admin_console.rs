@@ -436,106 +436,133 @@ fn url_encode(s: &str) -> String {
     s.replace(':', "%3A").replace('/', "%2F")
 }
 
-#[tokio::test]
-async fn a_rotated_secret_and_a_removed_client_stop_its_tokens() {
-    for db in TestDb::all().await {
-        let (app, state) = raw_app_on(&db, "").await;
-        add_user(&state, "root", &["admin"]).await;
-        let (cookie, csrf) = signed_in(&app, "root").await;
-        let (id, secret) = backend_client(&app, &cookie, &csrf).await;
-        let fhir = |token: String| {
-            let app = app.clone();
-            async move {
-                call(
-                    &app,
-                    "GET",
-                    "/fhir/r4/Patient",
-                    &[("authorization", &format!("Bearer {token}"))],
-                    "",
-                )
-                .await
-            }
-        };
-        let first = backend_token(&app, &state, &id, &secret).await;
-        assert_eq!(first.status, 200, "{}: {}", db.backend, first.body);
-        let token = first.body["access_token"].as_str().unwrap().to_string();
-        assert_eq!(fhir(token.clone()).await.status, 200, "{}", db.backend);
-        let grants = |cookie: String, id: String| {
-            let app = app.clone();
-            async move {
-                let page = call(
-                    &app,
-                    "GET",
-                    &format!("/admin/clients/{id}"),
-                    &[("cookie", &cookie)],
-                    "",
-                )
-                .await;
-                text(&page)
-                    .split("id=\"active-grants\">")
-                    .nth(1)
-                    .and_then(|s| s.split('<').next())
-                    .unwrap()
-                    .to_string()
-            }
-        };
-        assert_eq!(
-            grants(cookie.clone(), id.clone()).await,
-            "1",
-            "{}",
-            db.backend
-        );
+/// A console signed in as `root` (an admin) and a backend client made with its form.
+struct ConsoleClient {
+    app: axum::Router,
+    state: hestia::http::AppState,
+    cookie: String,
+    csrf: String,
+    id: String,
+    secret: String,
+}
 
-        let rotated = form(
-            &app,
-            &format!("/admin/clients/{id}/rotate"),
-            &cookie,
-            &format!("csrf={csrf}"),
+async fn console_with_backend_client(db: &TestDb) -> ConsoleClient {
+    let (app, state) = raw_app_on(db, "").await;
+    add_user(&state, "root", &["admin"]).await;
+    let (cookie, csrf) = signed_in(&app, "root").await;
+    let (id, secret) = backend_client(&app, &cookie, &csrf).await;
+    ConsoleClient {
+        app,
+        state,
+        cookie,
+        csrf,
+        id,
+        secret,
+    }
+}
+
+impl ConsoleClient {
+    /// An access token of the client, from the token endpoint with `secret`.
+    async fn token(&self, secret: &str) -> String {
+        let issued = backend_token(&self.app, &self.state, &self.id, secret).await;
+        assert_eq!(issued.status, 200, "{}", issued.body);
+        issued.body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The status of a FHIR search with `token`.
+    async fn fhir_status(&self, token: &str) -> u16 {
+        let auth = format!("Bearer {token}");
+        let reply = call(
+            &self.app,
+            "GET",
+            "/fhir/r4/Patient",
+            &[("authorization", &auth)],
+            "",
         )
         .await;
-        assert_eq!(rotated.status, 200, "{}", text(&rotated));
+        reply.status
+    }
+
+    /// The number of active grants the client's page shows.
+    async fn active_grants(&self) -> String {
+        let path = format!("/admin/clients/{}", self.id);
+        let page = call(&self.app, "GET", &path, &[("cookie", &self.cookie)], "").await;
+        text(&page)
+            .split("id=\"active-grants\">")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap()
+            .to_string()
+    }
+
+    /// Posts the client's form `action` (`rotate`, `remove`) and expects a 200.
+    async fn post(&self, action: &str) -> Reply {
+        let path = format!("/admin/clients/{}/{action}", self.id);
+        let reply = form(
+            &self.app,
+            &path,
+            &self.cookie,
+            &format!("csrf={}", self.csrf),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", text(&reply));
+        reply
+    }
+
+    /// The actions on clients in the audit trail, newest first.
+    async fn client_actions(&self) -> Vec<String> {
+        let filter = hestia::store::AuditFilter {
+            action: Some("client.".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let events = self.state.store().audit_events(&filter).await.unwrap();
+        events.into_iter().map(|e| e.action).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_stops_the_tokens_of_the_old_one() {
+    for db in TestDb::all().await {
+        let client = console_with_backend_client(&db).await;
+        let token = client.token(&client.secret).await;
+        assert_eq!(client.fhir_status(&token).await, 200, "{}", db.backend);
+        assert_eq!(client.active_grants().await, "1", "{}", db.backend);
+
+        let rotated = client.post("rotate").await;
         let new_secret = hidden(&text(&rotated), "secret");
-        assert_ne!(new_secret, secret);
+        assert_ne!(new_secret, client.secret);
+        assert_eq!(client.active_grants().await, "0", "{}", db.backend);
         assert_eq!(
-            grants(cookie.clone(), id.clone()).await,
-            "0",
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            fhir(token).await.status,
+            client.fhir_status(&token).await,
             401,
             "{}: the token of the old secret",
             db.backend
         );
-        assert_eq!(backend_token(&app, &state, &id, &secret).await.status, 401);
-        let second = backend_token(&app, &state, &id, &new_secret).await;
-        assert_eq!(second.status, 200, "{}", second.body);
-        let token = second.body["access_token"].as_str().unwrap().to_string();
-
-        let removed = form(
-            &app,
-            &format!("/admin/clients/{id}/remove"),
-            &cookie,
-            &format!("csrf={csrf}"),
-        )
-        .await;
-        assert_eq!(removed.status, 200, "{}", text(&removed));
-        let refused = fhir(token).await;
-        assert_eq!(refused.status, 401, "{}", db.backend);
-        let events = state
-            .store()
-            .audit_events(&hestia::store::AuditFilter {
-                action: Some("client.".into()),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        let old = backend_token(&client.app, &client.state, &client.id, &client.secret).await;
+        assert_eq!(old.status, 401, "{}", db.backend);
+        let token = client.token(&new_secret).await;
+        assert_eq!(client.fhir_status(&token).await, 200, "{}", db.backend);
         assert_eq!(
-            actions,
-            ["client.remove", "client.rotate_secret", "client.create"],
+            client.client_actions().await,
+            ["client.rotate_secret", "client.create"],
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_removed_client_stops_its_tokens() {
+    for db in TestDb::all().await {
+        let client = console_with_backend_client(&db).await;
+        let token = client.token(&client.secret).await;
+        assert_eq!(client.fhir_status(&token).await, 200, "{}", db.backend);
+        client.post("remove").await;
+        assert_eq!(client.fhir_status(&token).await, 401, "{}", db.backend);
+        assert_eq!(
+            client.client_actions().await,
+            ["client.remove", "client.create"],
             "{}",
             db.backend
         );

@@ -656,40 +656,10 @@ async fn kick_offs_beyond_the_job_limit_get_429() {
 
 #[tokio::test]
 async fn import_loads_valid_lines_and_reports_the_others() {
-    use std::io::Write;
     for db in TestDb::all().await {
         let work = tempfile::tempdir().unwrap();
         let b = db.backend;
-        let patients = work.path().join("patients.ndjson");
-        std::fs::write(
-            &patients,
-            [
-                json!({"resourceType": "Patient", "id": "i1", "name": [{"family": "Curie"}]})
-                    .to_string(),
-                "{not json".to_owned(),
-                json!({"resourceType": "Patient", "id": "i2"}).to_string(),
-                json!({"resourceType": "Patient", "id": "i3", "gender": 42}).to_string(),
-                String::new(),
-                json!({"resourceType": "NoSuchType", "id": "x"}).to_string(),
-                json!({"resourceType": "Patient", "id": "i4"}).to_string(),
-            ]
-            .join("\n"),
-        )
-        .unwrap();
-        let dir = work.path().join("more");
-        std::fs::create_dir(&dir).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(
-            std::fs::File::create(dir.join("obs.ndjson.gz")).unwrap(),
-            flate2::Compression::default(),
-        );
-        for i in 0..3 {
-            let o = json!({"resourceType": "Observation", "id": format!("io{i}"), "status": "final",
-                           "code": {"text": "x"}, "subject": {"reference": "Patient/i1"}});
-            writeln!(gz, "{o}").unwrap();
-        }
-        gz.finish().unwrap();
-        std::fs::write(dir.join("ignored.txt"), "not NDJSON").unwrap();
-
+        let (patients, dir) = import_fixture(work.path());
         let errors = work.path().join("errors.ndjson");
         let data = work.path().join("data");
         let args = [
@@ -715,15 +685,7 @@ async fn import_loads_valid_lines_and_reports_the_others() {
             json!({"files": 2, "loaded": 6, "invalid": 3}),
             "{b}"
         );
-        let reported: Vec<String> = std::fs::read_to_string(&errors)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let o: Value = serde_json::from_str(l).unwrap();
-                assert_eq!(o["resourceType"], "OperationOutcome");
-                o["issue"][0]["diagnostics"].as_str().unwrap().to_owned()
-            })
-            .collect();
+        let reported = refused_diagnostics(&errors);
         assert_eq!(reported.len(), 3, "{b}: {reported:?}");
         for (line, why) in [(2, "not valid JSON"), (4, "gender"), (6, "NoSuchType")] {
             assert!(
@@ -733,40 +695,95 @@ async fn import_loads_valid_lines_and_reports_the_others() {
                 "{b}: line {line}: {reported:?}"
             );
         }
-
-        // What was loaded is stored and searchable, index rows and all.
-        let (app, state) = raw_app_on(&db, "").await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        for (uri, expected) in [
-            (format!("{BASE}/Patient/i4"), 200),
-            (format!("{BASE}/Patient/i3"), 404),
-            (format!("{BASE}/Observation/io2"), 200),
-        ] {
-            assert_eq!(
-                send(&app, "GET", &uri, &admin, Value::Null).await.status,
-                expected,
-                "{b} {uri}"
-            );
-        }
-        let found = send(
-            &app,
-            "GET",
-            &format!("{BASE}/Observation?subject=Patient/i1&_total=accurate"),
-            &admin,
-            Value::Null,
-        )
-        .await;
-        assert_eq!(found.body["total"], 3, "{b}");
-        let found = send(
-            &app,
-            "GET",
-            &format!("{BASE}/Patient?family=curie"),
-            &admin,
-            Value::Null,
-        )
-        .await;
-        assert_eq!(found.body["entry"][0]["resource"]["id"], "i1", "{b}");
+        assert_imported_is_searchable(&db).await;
     }
+}
+
+/// The files of [`import_loads_valid_lines_and_reports_the_others`] in `work`: a
+/// `patients.ndjson` of four Patients and three bad lines (2, 4 and 6) around a blank one,
+/// and a directory `more` with three Observations of Patient i1 gzipped and a file that
+/// is no NDJSON. Answers the file and the directory.
+fn import_fixture(work: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::io::Write;
+    let patients = work.join("patients.ndjson");
+    std::fs::write(
+        &patients,
+        [
+            json!({"resourceType": "Patient", "id": "i1", "name": [{"family": "Curie"}]})
+                .to_string(),
+            "{not json".to_owned(),
+            json!({"resourceType": "Patient", "id": "i2"}).to_string(),
+            json!({"resourceType": "Patient", "id": "i3", "gender": 42}).to_string(),
+            String::new(),
+            json!({"resourceType": "NoSuchType", "id": "x"}).to_string(),
+            json!({"resourceType": "Patient", "id": "i4"}).to_string(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let dir = work.join("more");
+    std::fs::create_dir(&dir).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("obs.ndjson.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    for i in 0..3 {
+        let o = json!({"resourceType": "Observation", "id": format!("io{i}"), "status": "final",
+                       "code": {"text": "x"}, "subject": {"reference": "Patient/i1"}});
+        writeln!(gz, "{o}").unwrap();
+    }
+    gz.finish().unwrap();
+    std::fs::write(dir.join("ignored.txt"), "not NDJSON").unwrap();
+    (patients, dir)
+}
+
+/// The diagnostics of the OperationOutcomes in an import's errors file, one per line.
+fn refused_diagnostics(errors: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(errors)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let o: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(o["resourceType"], "OperationOutcome");
+            o["issue"][0]["diagnostics"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// What [`import_fixture`] loaded is stored and searchable, index rows and all.
+async fn assert_imported_is_searchable(db: &TestDb) {
+    let b = db.backend;
+    let (app, state) = raw_app_on(db, "").await;
+    let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+    for (uri, expected) in [
+        (format!("{BASE}/Patient/i4"), 200),
+        (format!("{BASE}/Patient/i3"), 404),
+        (format!("{BASE}/Observation/io2"), 200),
+    ] {
+        assert_eq!(
+            send(&app, "GET", &uri, &admin, Value::Null).await.status,
+            expected,
+            "{b} {uri}"
+        );
+    }
+    let found = send(
+        &app,
+        "GET",
+        &format!("{BASE}/Observation?subject=Patient/i1&_total=accurate"),
+        &admin,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(found.body["total"], 3, "{b}");
+    let found = send(
+        &app,
+        "GET",
+        &format!("{BASE}/Patient?family=curie"),
+        &admin,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(found.body["entry"][0]["resource"]["id"], "i1", "{b}");
 }
 
 /// A count from the database.

@@ -49,13 +49,41 @@ async fn refusals(app: &axum::Router, manifest: &Value, token: &str) -> Vec<Stri
         .collect()
 }
 
+/// An application on `db` with bulk data configured, and a token of the client
+/// `importer` that may create, update, read and search every type.
+async fn importer(
+    db: &TestDb,
+) -> (
+    tempfile::TempDir,
+    axum::Router,
+    hestia::http::AppState,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, state) = raw_app_on(db, &config(dir.path(), "")).await;
+    let token = mint(&state, system_token("system/*.cu system/*.rs", "importer")).await;
+    (dir, app, state, token)
+}
+
+/// A finished `$import` of an NDJSON `body` (`extra` headers): its status path and its
+/// manifest.
+async fn imported(
+    app: &axum::Router,
+    token: &str,
+    extra: &[(&str, &str)],
+    body: impl Into<axum::body::Body>,
+) -> (String, Reply) {
+    let kicked = import(app, token, "application/fhir+ndjson", extra, body).await;
+    let status = status_path(&kicked);
+    let manifest = finished(app, &status, token).await;
+    (status, manifest)
+}
+
 #[tokio::test]
 async fn import_loads_a_body_and_reports_refused_lines_by_number() {
     for db in TestDb::all().await {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, state) = raw_app_on(&db, &config(dir.path(), "")).await;
+        let (_dir, app, _state, token) = importer(&db).await;
         let b = db.backend;
-        let token = mint(&state, system_token("system/*.cu system/*.rs", "importer")).await;
         let body = lines(&[
             json!({"resourceType": "Patient", "id": "h1", "name": [{"family": "Curie"}]})
                 .to_string(),
@@ -68,9 +96,7 @@ async fn import_loads_a_body_and_reports_refused_lines_by_number() {
                    "code": {"text": "x"}, "subject": {"reference": "Patient/h1"}})
             .to_string(),
         ]);
-        let kicked = import(&app, &token, "application/fhir+ndjson", &[], body).await;
-        let status = status_path(&kicked);
-        let manifest = finished(&app, &status, &token).await;
+        let (_, manifest) = imported(&app, &token, &[], body).await;
         assert_eq!(manifest.status, 200, "{b}: {:?}", manifest.body);
         let m = &manifest.body;
         assert_eq!(m["requiresAccessToken"], true, "{b}");
@@ -110,8 +136,19 @@ async fn import_loads_a_body_and_reports_refused_lines_by_number() {
         )
         .await;
         assert_eq!(found.body["entry"][0]["resource"]["id"], "h1", "{b}");
+    }
+}
 
-        // Gzip, and a resource that exists: it gets a new version.
+/// A gzip body is loaded, and a resource that exists gets a new version.
+#[tokio::test]
+async fn import_loads_a_gzip_body_over_existing_resources() {
+    for db in TestDb::all().await {
+        let (_dir, app, _state, token) = importer(&db).await;
+        let b = db.backend;
+        let first = lines(&[json!({"resourceType": "Patient", "id": "h1"}).to_string()]);
+        let (_, manifest) = imported(&app, &token, &[], first).await;
+        assert_eq!(manifest.status, 200, "{b}: {:?}", manifest.body);
+
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         writeln!(
             gz,
@@ -119,15 +156,8 @@ async fn import_loads_a_body_and_reports_refused_lines_by_number() {
             json!({"resourceType": "Patient", "id": "h1", "gender": "female"})
         )
         .unwrap();
-        let kicked = import(
-            &app,
-            &token,
-            "application/fhir+ndjson",
-            &[("content-encoding", "gzip")],
-            gz.finish().unwrap(),
-        )
-        .await;
-        let manifest = finished(&app, &status_path(&kicked), &token).await;
+        let gzip = [("content-encoding", "gzip")];
+        let (_, manifest) = imported(&app, &token, &gzip, gz.finish().unwrap()).await;
         assert_eq!(
             manifest.body["output"],
             json!([{"type": "Patient", "count": 1}]),
@@ -144,8 +174,18 @@ async fn import_loads_a_body_and_reports_refused_lines_by_number() {
         .await;
         assert_eq!(read.body["meta"]["versionId"], "2", "{b}");
         assert_eq!(read.body["gender"], "female", "{b}");
+    }
+}
 
-        // The job is the importing client's; its status URL and files are no one else's.
+/// The job is the importing client's; its status URL is no one else's.
+#[tokio::test]
+async fn an_import_job_is_the_importing_clients_own() {
+    for db in TestDb::all().await {
+        let (_dir, app, state, token) = importer(&db).await;
+        let b = db.backend;
+        let body = lines(&[json!({"resourceType": "Patient", "id": "h1"}).to_string()]);
+        let (status, manifest) = imported(&app, &token, &[], body).await;
+        assert_eq!(manifest.status, 200, "{b}: {:?}", manifest.body);
         let other = mint(
             &state,
             system_token("system/*.cu system/*.rs", "someone-else"),

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::{TestDb, app_on, call};
+use crate::support::{Reply, TestDb, app_on, call};
 
 const JSON: (&str, &str) = ("content-type", "application/fhir+json");
 
@@ -1035,27 +1035,31 @@ async fn formats_json_only_as_the_capability_statement_says() {
     }
 }
 
+/// Creates a Patient of each id with a PUT.
+async fn put_patients(app: &axum::Router, ids: &[&str]) {
+    for id in ids {
+        let body = json!({"resourceType": "Patient", "id": id}).to_string();
+        let path = format!("/fhir/r4/Patient/{id}");
+        let pre = call(app, "PUT", &path, &[JSON], body).await;
+        assert_eq!(pre.status, 201, "{id}: {:?}", pre.body);
+    }
+}
+
+/// A transaction Bundle of `entries`, posted to the base.
+async fn transaction(app: &axum::Router, entries: serde_json::Value) -> Reply {
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    call(app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await
+}
+
 #[tokio::test]
-async fn transactions_are_atomic_and_rewrite_urn_uuids() {
+async fn transactions_rewrite_urn_uuids_and_answer_each_entry_in_order() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
         let b = db.backend;
-        for id in ["old", "keep"] {
-            let body = json!({"resourceType": "Patient", "id": id}).to_string();
-            let pre = call(
-                &app,
-                "PUT",
-                &format!("/fhir/r4/Patient/{id}"),
-                &[JSON],
-                body,
-            )
-            .await;
-            assert_eq!(pre.status, 201);
-        }
-        let tx = json!({
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
+        put_patients(&app, &["old", "keep"]).await;
+        let reply = transaction(
+            &app,
+            json!([
                 {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
                  "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
                               "subject": {"reference": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059"}},
@@ -1065,9 +1069,9 @@ async fn transactions_are_atomic_and_rewrite_urn_uuids() {
                  "request": {"method": "POST", "url": "Patient"}},
                 {"request": {"method": "GET", "url": "Patient/keep"}},
                 {"request": {"method": "DELETE", "url": "Patient/old"}},
-            ]
-        });
-        let reply = call(&app, "POST", "/fhir/r4", &[JSON], tx.to_string()).await;
+            ]),
+        )
+        .await;
         assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
         assert_eq!(reply.body["type"], "transaction-response");
         let entries = reply.body["entry"].as_array().unwrap();
@@ -1087,18 +1091,34 @@ async fn transactions_are_atomic_and_rewrite_urn_uuids() {
                 .status,
             410
         );
+        let patient_location = entries[1]["response"]["location"].as_str().unwrap();
+        let patient_ref = patient_location.split("/_history").next().unwrap();
+        let obs_location = entries[0]["response"]["location"].as_str().unwrap();
+        let obs_path = obs_location.split("/_history").next().unwrap();
+        let obs = call(&app, "GET", &format!("/fhir/r4/{obs_path}"), &[], "").await;
+        assert_eq!(
+            obs.body["subject"]["reference"], patient_ref,
+            "{b}: the urn:uuid became the new id"
+        );
+    }
+}
 
-        // Every entry must succeed: a read of a deleted resource fails the whole transaction.
-        let reading_deleted = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
-            {"request": {"method": "GET", "url": "Patient/old"}},
-        ]});
-        let reply = call(
+/// Every entry must succeed: a read of a deleted resource fails the whole transaction,
+/// which names the entry.
+#[tokio::test]
+async fn a_transaction_reading_a_deleted_resource_fails() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        put_patients(&app, &["old"]).await;
+        let deleted = call(&app, "DELETE", "/fhir/r4/Patient/old", &[], "").await;
+        assert_eq!(deleted.status, 204, "{b}: {:?}", deleted.body);
+        let reply = transaction(
             &app,
-            "POST",
-            "/fhir/r4",
-            &[JSON],
-            reading_deleted.to_string(),
+            json!([
+                {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+                {"request": {"method": "GET", "url": "Patient/old"}},
+            ]),
         )
         .await;
         assert_eq!(reply.status, 410, "{b}: {:?}", reply.body);
@@ -1109,35 +1129,25 @@ async fn transactions_are_atomic_and_rewrite_urn_uuids() {
             "{}",
             reply.diagnostics()
         );
-        let patient_location = entries[1]["response"]["location"].as_str().unwrap();
-        let patient_ref = patient_location.split("/_history").next().unwrap();
-        let obs_location = entries[0]["response"]["location"].as_str().unwrap();
-        let obs = call(
-            &app,
-            "GET",
-            &format!(
-                "/fhir/r4/{}",
-                obs_location.split("/_history").next().unwrap()
-            ),
-            &[],
-            "",
-        )
-        .await;
-        assert_eq!(
-            obs.body["subject"]["reference"], patient_ref,
-            "{b}: the urn:uuid became the new id"
-        );
+    }
+}
 
+/// A transaction whose second entry fails stores nothing of the first.
+#[tokio::test]
+async fn a_failed_transaction_stores_nothing() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        put_patients(&app, &["keep"]).await;
         let before = call(&app, "GET", "/fhir/r4/_history", &[], "").await.body["total"].clone();
-        let failing = json!({
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
+        let reply = transaction(
+            &app,
+            json!([
                 {"resource": {"resourceType": "Patient", "name": [{"family": "Kept?"}]}, "request": {"method": "POST", "url": "Patient"}},
                 {"resource": {"resourceType": "Patient", "id": "x1"}, "request": {"method": "PUT", "url": "Patient/x1", "ifMatch": "W/\"4\""}},
-            ]
-        });
-        let reply = call(&app, "POST", "/fhir/r4", &[JSON], failing.to_string()).await;
+            ]),
+        )
+        .await;
         assert_eq!(reply.status, 412, "{b}: {:?}", reply.body);
         assert!(
             reply

@@ -532,30 +532,63 @@ async fn everything_leaves_out_the_types_the_token_may_not_search() {
     }
 }
 
-#[tokio::test]
-async fn history_under_a_patient_token() {
-    for db in TestDb::all().await {
-        let (app, state) = raw_app_on(&db, "").await;
-        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
-        let b = db.backend;
-        seed(&app, &admin).await;
-        let own = mint(&state, json!({"scope": "patient/*.rs", "patient": "p1"})).await;
-        let get = |uri: &'static str| {
-            let (app, own) = (app.clone(), own.clone());
-            async move { send(&app, "GET", uri, &own, Value::Null).await }
-        };
+/// An application with [`seed`]'s records, an unrestricted token and a token of patient
+/// p1 (`patient/*.rs`).
+async fn seeded_with_p1(db: &TestDb) -> (axum::Router, hestia::http::AppState, String, String) {
+    let (app, state) = raw_app_on(db, "").await;
+    let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+    seed(&app, &admin).await;
+    let own = mint(&state, json!({"scope": "patient/*.rs", "patient": "p1"})).await;
+    (app, state, admin, own)
+}
 
-        assert_eq!(
-            get("/fhir/r4/Observation/o1/_history/1").await.status,
-            200,
-            "{b}"
-        );
-        assert_eq!(
-            get("/fhir/r4/Observation/o1/_history").await.status,
-            200,
-            "{b}"
-        );
-        let vread = get("/fhir/r4/Observation/o2/_history/1").await;
+/// o1 moved out of p1's compartment (to p2) and c1 deleted.
+async fn move_o1_and_delete_c1(app: &axum::Router, admin: &str) {
+    let moved = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"text": "x"}, "subject": {"reference": "Patient/p2"}});
+    let put = send(app, "PUT", "/fhir/r4/Observation/o1", admin, moved).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let deleted = send(app, "DELETE", "/fhir/r4/Condition/c1", admin, Value::Null).await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
+}
+
+/// The `Type/id` of each entry of a history Bundle.
+fn history_keys(r: &Reply) -> Vec<String> {
+    r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let url = e["fullUrl"].as_str().unwrap();
+            let mut parts = url.rsplit('/');
+            let id = parts.next().unwrap();
+            format!("{}/{id}", parts.next().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn instance_history_under_a_patient_token_is_its_compartments() {
+    for db in TestDb::all().await {
+        let (app, _state, _admin, own) = seeded_with_p1(&db).await;
+        let b = db.backend;
+        for (uri, status) in [
+            ("/fhir/r4/Observation/o1/_history/1", 200),
+            ("/fhir/r4/Observation/o1/_history", 200),
+            ("/fhir/r4/Observation/o2/_history", 403),
+            ("/fhir/r4/Practitioner/pr1/_history/1", 403),
+        ] {
+            let got = send(&app, "GET", uri, &own, Value::Null).await;
+            assert_eq!(got.status, status, "{b}: {uri}: {:?}", got.body);
+        }
+        let vread = send(
+            &app,
+            "GET",
+            "/fhir/r4/Observation/o2/_history/1",
+            &own,
+            Value::Null,
+        )
+        .await;
         assert_eq!(vread.status, 403, "{b}: {:?}", vread.body);
         assert!(
             vread.diagnostics().contains("Patient/p1"),
@@ -566,65 +599,48 @@ async fn history_under_a_patient_token() {
             vread.body.to_string().find("8867-4").is_none(),
             "nothing of o2 leaks"
         );
-        assert_eq!(
-            get("/fhir/r4/Observation/o2/_history").await.status,
-            403,
-            "{b}"
-        );
-        assert_eq!(
-            get("/fhir/r4/Practitioner/pr1/_history/1").await.status,
-            403,
-            "{b}"
-        );
+    }
+}
 
-        // Moved out of the compartment: its earlier versions are no longer the token's.
-        let moved = json!({"resourceType": "Observation", "id": "o1", "status": "final",
-            "code": {"text": "x"}, "subject": {"reference": "Patient/p2"}});
-        assert_eq!(
-            send(&app, "PUT", "/fhir/r4/Observation/o1", &admin, moved)
-                .await
-                .status,
-            200
-        );
-        assert_eq!(
-            get("/fhir/r4/Observation/o1/_history/1").await.status,
-            403,
-            "{b}"
-        );
-        // Deleted: nothing left to judge it by; refused.
-        assert_eq!(
-            send(&app, "DELETE", "/fhir/r4/Condition/c1", &admin, Value::Null)
-                .await
-                .status,
-            204
-        );
-        assert_eq!(
-            get("/fhir/r4/Condition/c1/_history").await.status,
-            403,
-            "{b}"
-        );
+/// Moved out of the compartment, a resource's earlier versions are no longer the token's;
+/// a deleted one leaves nothing to judge it by, and is refused.
+#[tokio::test]
+async fn history_of_what_left_the_compartment_is_refused() {
+    for db in TestDb::all().await {
+        let (app, _state, admin, own) = seeded_with_p1(&db).await;
+        let b = db.backend;
+        move_o1_and_delete_c1(&app, &admin).await;
+        for uri in [
+            "/fhir/r4/Observation/o1/_history/1",
+            "/fhir/r4/Condition/c1/_history",
+        ] {
+            let got = send(&app, "GET", uri, &own, Value::Null).await;
+            assert_eq!(got.status, 403, "{b}: {uri}: {:?}", got.body);
+        }
+    }
+}
 
-        // Type and system history: only versions of what the token sees now. o1 moved to
-        // p2 and c1 is deleted, so nothing of p1's compartment but the Patient is left.
-        let keys = |r: &Reply| -> Vec<String> {
-            r.body["entry"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| {
-                    let url = e["fullUrl"].as_str().unwrap();
-                    let mut parts = url.rsplit('/');
-                    let id = parts.next().unwrap();
-                    format!("{}/{id}", parts.next().unwrap())
-                })
-                .collect()
-        };
-        let typed = get("/fhir/r4/Observation/_history").await;
+/// Type and system history: only versions of what the token sees now. Once o1 moved to
+/// p2 and c1 is deleted, nothing of p1's compartment but the Patient is left.
+#[tokio::test]
+async fn type_and_system_history_show_what_the_token_sees_now() {
+    for db in TestDb::all().await {
+        let (app, state, admin, own) = seeded_with_p1(&db).await;
+        let b = db.backend;
+        move_o1_and_delete_c1(&app, &admin).await;
+        let typed = send(
+            &app,
+            "GET",
+            "/fhir/r4/Observation/_history",
+            &own,
+            Value::Null,
+        )
+        .await;
         assert_eq!(typed.status, 200, "{b}: {:?}", typed.body);
         assert_eq!(typed.body["total"], 0, "{b}: {:?}", typed.body);
-        let system = get("/fhir/r4/_history").await;
+        let system = send(&app, "GET", "/fhir/r4/_history", &own, Value::Null).await;
         assert_eq!(system.status, 200, "{b}: {:?}", system.body);
-        assert_eq!(keys(&system), ["Patient/p1"], "{b}");
+        assert_eq!(history_keys(&system), ["Patient/p1"], "{b}");
         assert_eq!(system.body["total"], 1, "{b}");
         assert!(
             !system.body.to_string().contains("8867-4"),
@@ -641,48 +657,36 @@ async fn history_under_a_patient_token() {
         .await;
         assert_eq!(theirs.status, 200, "{b}: {:?}", theirs.body);
         assert_eq!(
-            keys(&theirs),
+            history_keys(&theirs),
             ["Observation/o1", "Observation/o2", "Observation/o1"],
             "{b}: p2's Observations, o1's earlier version included (judged by its current one)"
         );
         // Unrestricted tokens keep type and system history.
-        assert_eq!(
-            send(
-                &app,
-                "GET",
-                "/fhir/r4/Observation/_history",
-                &admin,
-                Value::Null
-            )
-            .await
-            .status,
-            200
-        );
-        assert_eq!(
-            send(&app, "GET", "/fhir/r4/_history", &admin, Value::Null)
-                .await
-                .status,
-            200
-        );
+        for uri in ["/fhir/r4/Observation/_history", "/fhir/r4/_history"] {
+            let got = send(&app, "GET", uri, &admin, Value::Null).await;
+            assert_eq!(got.status, 200, "{b}: {uri}");
+        }
     }
 }
 
-#[tokio::test]
-async fn bundle_searches_and_conditional_entries() {
-    for db in TestDb::all().await {
-        let (app, state) = raw_app_on(&db, "").await;
-        let admin = mint(&state, json!({"scope": "system/*.*"})).await;
-        let b = db.backend;
-        seed(&app, &admin).await;
-        let identified = json!({"resourceType": "Patient", "id": "p3",
-            "identifier": [{"system": "urn:mrn", "value": "42"}]});
-        assert_eq!(
-            send(&app, "PUT", "/fhir/r4/Patient/p3", &admin, identified)
-                .await
-                .status,
-            201
-        );
+/// An application with [`seed`]'s records and Patient p3 of identifier `urn:mrn|42`, and
+/// an unrestricted token.
+async fn seeded_with_p3(db: &TestDb) -> (axum::Router, String) {
+    let (app, state) = raw_app_on(db, "").await;
+    let admin = mint(&state, json!({"scope": "system/*.*"})).await;
+    seed(&app, &admin).await;
+    let identified = json!({"resourceType": "Patient", "id": "p3",
+        "identifier": [{"system": "urn:mrn", "value": "42"}]});
+    let put = send(&app, "PUT", "/fhir/r4/Patient/p3", &admin, identified).await;
+    assert_eq!(put.status, 201, "{:?}", put.body);
+    (app, admin)
+}
 
+#[tokio::test]
+async fn a_transaction_runs_conditional_entries_and_a_search() {
+    for db in TestDb::all().await {
+        let (app, admin) = seeded_with_p3(&db).await;
+        let b = db.backend;
         let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
              "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "42"}]},
@@ -738,8 +742,15 @@ async fn bundle_searches_and_conditional_entries() {
             410,
             "{b}"
         );
+    }
+}
 
-        // Several matches: 412, and the transaction leaves nothing behind.
+/// Several matches of a conditional entry: 412, and the transaction leaves nothing behind.
+#[tokio::test]
+async fn an_ambiguous_conditional_entry_fails_the_transaction() {
+    for db in TestDb::all().await {
+        let (app, admin) = seeded_with_p3(&db).await;
+        let b = db.backend;
         let ambiguous = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": {"resourceType": "Patient", "id": "p9"}, "request": {"method": "PUT", "url": "Patient/p9"}},
             {"request": {"method": "DELETE", "url": "Observation?code=http://loinc.org|8867-4"}},
@@ -758,8 +769,15 @@ async fn bundle_searches_and_conditional_entries() {
             404,
             "{b}"
         );
+    }
+}
 
-        // A batch reports each entry: a conditional create that matches, a search, a bad search.
+/// A batch reports each entry: a conditional create that matches, a search, a bad search.
+#[tokio::test]
+async fn a_batch_reports_conditional_creates_and_searches_entry_by_entry() {
+    for db in TestDb::all().await {
+        let (app, admin) = seeded_with_p3(&db).await;
+        let b = db.backend;
         let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
             {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|42"}},
             {"request": {"method": "GET", "url": "Observation?code=http://loinc.org|8867-4"}},

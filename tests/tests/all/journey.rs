@@ -150,7 +150,10 @@ async fn token_then_fhir_over_tls_with_the_real_binary() {
         "{out}"
     );
     let (ok, out, _) = hestia(dir.path(), &["token", "explain", "not-a-token"], "");
-    assert!(!ok && out.contains("not a JWT"), "{out}");
+    assert!(
+        !ok && out.contains("refused: 401 invalid_token: the token is not a JWT"),
+        "{out}"
+    );
 
     let refused = http.get(format!("{base}/Patient")).send().await.unwrap();
     assert_eq!(refused.status(), 401);

@@ -2110,33 +2110,47 @@ async fn send_assertion(env: &Env, a: &str) -> Reply {
     .await
 }
 
+/// A client's own web server publishing `keys` at a `jwks_uri`: the URI, the keys it
+/// serves (which the test may change) and how many times they were fetched.
+async fn serve_jwks(
+    keys: Value,
+) -> (
+    String,
+    Arc<std::sync::Mutex<Value>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = Arc::new(std::sync::Mutex::new(keys));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get({
+            let (served, fetches) = (served.clone(), fetches.clone());
+            move || {
+                let (served, fetches) = (served.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(served.lock().unwrap().clone())
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (jwks_uri, served, fetches)
+}
+
+/// A client's keys from its `jwks_uri`, along the clock: fetched once and cached, fetched
+/// again for an unknown kid at most once per refetch interval, and after the cache time.
 #[tokio::test]
 async fn private_key_jwt_rs384_with_a_cached_jwks_uri() {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     for db in TestDb::all().await {
         let env = start(db, FileOauth::default()).await;
-        // The client's own web server, publishing its keys.
         let (k1, jwk1) = rs384_key("r1");
-        let served = Arc::new(Mutex::new(json!({"keys": [jwk1.clone()]})));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let jwks_uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get({
-                let (served, fetches) = (served.clone(), fetches.clone());
-                move || {
-                    let (served, fetches) = (served.clone(), fetches.clone());
-                    async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        axum::Json(served.lock().unwrap().clone())
-                    }
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+        let (jwks_uri, served, fetches) = serve_jwks(json!({"keys": [jwk1.clone()]})).await;
+        let fetched = || fetches.load(Ordering::SeqCst);
         let reg = register(
             &env,
             json!({
@@ -2150,76 +2164,42 @@ async fn private_key_jwt_rs384_with_a_cached_jwks_uri() {
         .await;
         let id = text(&reg, "client_id");
         let token_url = format!("{}/oauth2/token", env.url);
+        // The token endpoint's answer to an assertion signed with `key` as `kid`.
+        let assert_as = |alg, key, kid: &'static str, jti: &'static str| {
+            let assertion = assertion_with(alg, key, kid, &id, &token_url, jti, env.auth.now());
+            let env = &env;
+            async move { send_assertion(env, &assertion).await }
+        };
         let rs384 = jsonwebtoken::Algorithm::RS384;
 
-        let ok = send_assertion(
-            &env,
-            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a1", env.auth.now()),
-        )
-        .await;
-        assert_eq!(ok.0, 200, "{}", ok.2);
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        let ok = send_assertion(
-            &env,
-            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a2", env.auth.now()),
-        )
-        .await;
-        assert_eq!(ok.0, 200, "{}", ok.2);
-        assert_eq!(fetches.load(Ordering::SeqCst), 1, "the keys are cached");
+        let ok = assert_as(rs384, &k1, "r1", "a1").await;
+        assert_eq!((ok.0, fetched()), (200, 1), "{}", ok.2);
+        let ok = assert_as(rs384, &k1, "r1", "a2").await;
+        assert_eq!((ok.0, fetched()), (200, 1), "the keys are cached: {}", ok.2);
 
         // The client adds a key: an unknown kid fetches again (once the rate limit allows).
         let (k2, jwk2) = rs384_key("r2");
         *served.lock().unwrap() = json!({"keys": [jwk1, jwk2]});
         env.clock
             .advance(hestia::oauth::client_auth::JWKS_URI_REFETCH_SECS + 1);
-        let ok = send_assertion(
-            &env,
-            &assertion_with(rs384, &k2, "r2", &id, &token_url, "a3", env.auth.now()),
-        )
-        .await;
-        assert_eq!(ok.0, 200, "{}", ok.2);
-        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        let ok = assert_as(rs384, &k2, "r2", "a3").await;
+        assert_eq!((ok.0, fetched()), (200, 2), "{}", ok.2);
         // A made-up kid right after: refused from the cached keys, without another fetch.
-        let unknown = send_assertion(
-            &env,
-            &assertion_with(rs384, &k2, "r9", &id, &token_url, "a4", env.auth.now()),
-        )
-        .await;
+        let unknown = assert_as(rs384, &k2, "r9", "a4").await;
         assert_error(
             &unknown,
             401,
             "invalid_client",
             "no key r9 in the client's JWKS from",
         );
-        assert_eq!(
-            fetches.load(Ordering::SeqCst),
-            2,
-            "refetches are rate-limited"
-        );
+        assert_eq!(fetched(), 2, "refetches are rate-limited");
         // After the cache time, the keys are fetched again.
         env.clock
             .advance(hestia::oauth::client_auth::JWKS_URI_CACHE_SECS + 1);
-        let ok = send_assertion(
-            &env,
-            &assertion_with(rs384, &k1, "r1", &id, &token_url, "a5", env.auth.now()),
-        )
-        .await;
-        assert_eq!(ok.0, 200, "{}", ok.2);
-        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        let ok = assert_as(rs384, &k1, "r1", "a5").await;
+        assert_eq!((ok.0, fetched()), (200, 3), "{}", ok.2);
         // An RS256 assertion is refused (SMART Backend Services: RS384 or ES384).
-        let rs256 = send_assertion(
-            &env,
-            &assertion_with(
-                jsonwebtoken::Algorithm::RS256,
-                &k1,
-                "r1",
-                &id,
-                &token_url,
-                "a6",
-                env.auth.now(),
-            ),
-        )
-        .await;
+        let rs256 = assert_as(jsonwebtoken::Algorithm::RS256, &k1, "r1", "a6").await;
         assert_error(&rs256, 401, "invalid_client", "alg RS256 is not accepted");
     }
 }
@@ -2275,59 +2255,82 @@ fn offered_patients(consent: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_access() {
-    for db in TestDb::all().await {
-        let env = start(db, FileOauth::default()).await;
-        let patient = hestia::fhir::definitions::ResourceType::parse("Patient").unwrap();
-        let unrestricted = hestia::fhir::access::Access::Unrestricted;
-        for (id, family, org) in [
-            ("p-a1", "Adams", "clinic-a"),
-            ("p-b1", "Baker", "clinic-b"),
-            ("p-a2", "Carter", "clinic-a"),
-        ] {
-            let resource = json!({
-                "resourceType": "Patient",
-                "id": id,
-                "name": [{"given": ["Pat"], "family": family}],
-                "managingOrganization": {"reference": format!("Organization/{org}")},
-            });
-            let content = resource.as_object().unwrap().clone();
-            let fhir = env.state.fhir();
-            fhir.update(None, patient, id, content, None, &unrestricted)
-                .await
-                .unwrap();
-        }
-        user(&env, "drsmith", Some("Practitioner/7")).await;
-        user(&env, "amy", Some("Patient/p-b1")).await;
-        user(&env, "clerk", Some("Practitioner/8")).await;
-        user(&env, "nobody", None).await;
-        for (name, roles) in [("clerk", vec!["clinic".to_string()]), ("nobody", vec![])] {
-            let update = hestia::store::UserUpdate {
-                roles: Some(roles),
-                fhir_user: None,
-            };
-            env.store.update_user(name, update).await.unwrap();
-        }
-        let clinic_a = "name = \"clinic-a\"\ngrants = [\"Patient.rs?organization=Organization/clinic-a\", \"Observation.rs\"]";
-        let bindings = hestia::store::Bindings {
-            roles: vec!["clinic".into()],
-            users: vec![],
-        };
-        env.store
-            .put_policy("clinic-a.toml", clinic_a, Some(&bindings))
+/// The picker's environment: patients p-a1 (Adams) and p-a2 (Carter) of clinic A and
+/// p-b1 (Baker) of clinic B; accounts drsmith (a practitioner), amy (Patient p-b1), clerk
+/// (role clinic, whose policy reads clinic A's patients) and nobody (no role); and a
+/// confidential app of `launch/patient patient/*.read` (its id and secret).
+async fn picker_env(db: TestDb) -> (Env, String, String) {
+    let env = start(db, FileOauth::default()).await;
+    let patient = hestia::fhir::definitions::ResourceType::parse("Patient").unwrap();
+    let unrestricted = hestia::fhir::access::Access::Unrestricted;
+    for (id, family, org) in [
+        ("p-a1", "Adams", "clinic-a"),
+        ("p-b1", "Baker", "clinic-b"),
+        ("p-a2", "Carter", "clinic-a"),
+    ] {
+        let resource = json!({
+            "resourceType": "Patient",
+            "id": id,
+            "name": [{"given": ["Pat"], "family": family}],
+            "managingOrganization": {"reference": format!("Organization/{org}")},
+        });
+        let content = resource.as_object().unwrap().clone();
+        let fhir = env.state.fhir();
+        fhir.update(None, patient, id, content, None, &unrestricted)
             .await
             .unwrap();
-        let (id, secret) = app_client(
-            &env,
-            false,
-            "launch/patient patient/*.read",
-            &["authorization_code"],
-        )
-        .await;
-        let (verifier, challenge) = pkce();
+    }
+    user(&env, "drsmith", Some("Practitioner/7")).await;
+    user(&env, "amy", Some("Patient/p-b1")).await;
+    user(&env, "clerk", Some("Practitioner/8")).await;
+    user(&env, "nobody", None).await;
+    for (name, roles) in [("clerk", vec!["clinic".to_string()]), ("nobody", vec![])] {
+        let update = hestia::store::UserUpdate {
+            roles: Some(roles),
+            fhir_user: None,
+        };
+        env.store.update_user(name, update).await.unwrap();
+    }
+    let clinic_a = "name = \"clinic-a\"\ngrants = [\"Patient.rs?organization=Organization/clinic-a\", \"Observation.rs\"]";
+    let bindings = hestia::store::Bindings {
+        roles: vec!["clinic".into()],
+        users: vec![],
+    };
+    env.store
+        .put_policy("clinic-a.toml", clinic_a, Some(&bindings))
+        .await
+        .unwrap();
+    let (id, secret) = app_client(
+        &env,
+        false,
+        "launch/patient patient/*.read",
+        &["authorization_code"],
+    )
+    .await;
+    (env, id, secret)
+}
 
-        // Unrestricted Patient read: every patient, by name.
+/// The patients the consent page offers for `patient_search=search`.
+async fn searched_patients(env: &Env, b: &reqwest::Client, consent: &str, search: &str) -> String {
+    b.get(format!(
+        "{}/oauth2/consent?request_id={}&patient_search={search}",
+        env.url,
+        hidden(consent, "request_id")
+    ))
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap()
+}
+
+/// Unrestricted Patient read: every patient, by name.
+#[tokio::test]
+async fn the_patient_picker_offers_every_patient_to_an_unrestricted_reader() {
+    for db in TestDb::all().await {
+        let (env, id, _) = picker_env(db).await;
+        let (_, challenge) = pkce();
         let (_, consent) = consent_of(&env, "drsmith", &id, &challenge).await;
         assert_eq!(
             offered_patients(&consent),
@@ -2335,9 +2338,16 @@ async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_acces
             "{consent}"
         );
         assert!(!consent.contains("patients-limited"), "{consent}");
+    }
+}
 
-        // A patient launches with itself: no picker, and the code carries its own id
-        // whatever the form says.
+/// A patient launches with itself: no picker, and the code carries its own id whatever
+/// the form says.
+#[tokio::test]
+async fn a_patient_launches_with_itself_whatever_the_form_says() {
+    for db in TestDb::all().await {
+        let (env, id, secret) = picker_env(db).await;
+        let (verifier, challenge) = pkce();
         let (b, consent) = consent_of(&env, "amy", &id, &challenge).await;
         assert!(offered_patients(&consent).is_empty(), "{consent}");
         assert!(!consent.contains("id=\"patients\""), "{consent}");
@@ -2346,38 +2356,24 @@ async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_acces
         let q = query_of(resp.headers()["location"].to_str().unwrap());
         let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
         assert_eq!(got.2["patient"], "p-b1", "{}", got.2);
+    }
+}
 
-        // A criterion: only clinic A's patients, also through a name search.
+/// A criterion: only clinic A's patients are offered, also through a name search, and
+/// accepted; another clinic's patient (or one that does not exist) is refused, no code
+/// issued.
+#[tokio::test]
+async fn the_patient_picker_keeps_to_the_criterion_of_an_accounts_rights() {
+    for db in TestDb::all().await {
+        let (env, id, secret) = picker_env(db).await;
+        let (verifier, challenge) = pkce();
         let (b, consent) = consent_of(&env, "clerk", &id, &challenge).await;
         assert_eq!(offered_patients(&consent), ["p-a1", "p-a2"], "{consent}");
         assert!(consent.contains("patients-limited"), "{consent}");
-        let searched = b
-            .get(format!(
-                "{}/oauth2/consent?request_id={}&patient_search=bak",
-                env.url,
-                hidden(&consent, "request_id")
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let searched = searched_patients(&env, &b, &consent, "bak").await;
         assert!(offered_patients(&searched).is_empty(), "{searched}");
-        let searched = b
-            .get(format!(
-                "{}/oauth2/consent?request_id={}&patient_search=cart",
-                env.url,
-                hidden(&consent, "request_id")
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let searched = searched_patients(&env, &b, &consent, "cart").await;
         assert_eq!(offered_patients(&searched), ["p-a2"], "{searched}");
-        // Another clinic's patient (or one that does not exist) is refused, no code issued.
         for outside in ["p-b1", "p-nobody"] {
             let refused = approve(&env.url, &b, &consent, &[], Some(outside)).await;
             assert_eq!(refused.status(), 400);
@@ -2395,8 +2391,15 @@ async fn patient_picker_shows_and_accepts_only_the_patients_an_account_may_acces
         let q = query_of(resp.headers()["location"].to_str().unwrap());
         let got = exchange(&env, &id, &secret, &q["code"], &verifier).await;
         assert_eq!(got.2["patient"], "p-a2", "{}", got.2);
+    }
+}
 
-        // No role: no patient to choose, and any id is refused.
+/// No role: no patient to choose, and any id is refused.
+#[tokio::test]
+async fn an_account_without_patient_rights_gets_no_patient() {
+    for db in TestDb::all().await {
+        let (env, id, _) = picker_env(db).await;
+        let (_, challenge) = pkce();
         let (b, consent) = consent_of(&env, "nobody", &id, &challenge).await;
         assert!(offered_patients(&consent).is_empty(), "{consent}");
         assert!(consent.contains("may not access any patient"), "{consent}");
@@ -3473,57 +3476,57 @@ async fn refused_token_and_registration_requests_spend_nothing() {
     }
 }
 
+/// The scopes the narrowing tests ask for.
+const NARROWED_ASK: &str = "openid offline_access user/*.read";
+
+/// Accounts pat (Patient pat-1) and nobody (no role), and a confidential app of
+/// `openid fhirUser offline_access user/*.read` with refresh tokens (its id and secret).
+async fn narrowing_env(db: TestDb) -> (Env, String, String) {
+    let env = start(db, FileOauth::default()).await;
+    user(&env, "pat", Some("Patient/pat-1")).await;
+    env.store
+        .create_user(NewUser {
+            username: "nobody".into(),
+            password: PASSWORD.into(),
+            fhir_user: None,
+        })
+        .await
+        .unwrap();
+    let (id, secret) = app_client(
+        &env,
+        false,
+        "openid fhirUser offline_access user/*.read",
+        &["authorization_code", "refresh_token"],
+    )
+    .await;
+    (env, id, secret)
+}
+
+/// The token response to a code flow of `username` asking for [`NARROWED_ASK`].
+async fn narrowed_token(env: &Env, id: &str, secret: &str, username: &str) -> Reply {
+    let (verifier, challenge) = pkce();
+    let q = code_flow(
+        &env.url,
+        &browser(),
+        id,
+        username,
+        NARROWED_ASK,
+        &challenge,
+        &[("aud", &env.fhir)],
+        &[],
+    )
+    .await;
+    exchange(env, id, secret, &q["code"], &verifier).await
+}
+
 /// A token of an account holds what its rights leave of the requested scopes: a patient's
 /// `user/*.read` becomes `patient/*.read` with the patient as launch context (in the token
-/// response, the token and introspection), and stays so through a refresh; an account with
-/// no role gets the identity scopes only.
+/// response, the token and introspection), and stays so through a refresh.
 #[tokio::test]
-async fn tokens_of_an_account_are_narrowed_by_its_rights() {
+async fn a_patients_user_scopes_become_patient_scopes_of_itself() {
     for db in TestDb::all().await {
-        let env = start(db, FileOauth::default()).await;
-        user(&env, "pat", Some("Patient/pat-1")).await;
-        env.store
-            .create_user(NewUser {
-                username: "nobody".into(),
-                password: PASSWORD.into(),
-                fhir_user: None,
-            })
-            .await
-            .unwrap();
-        let (id, secret) = app_client(
-            &env,
-            false,
-            "openid fhirUser offline_access user/*.read",
-            &["authorization_code", "refresh_token"],
-        )
-        .await;
-        let exchange = |code: String, verifier: String| {
-            let (env, id, secret) = (&env, id.clone(), secret.clone());
-            async move {
-                let form = [
-                    ("grant_type", "authorization_code"),
-                    ("code", code.as_str()),
-                    ("redirect_uri", CALLBACK),
-                    ("code_verifier", verifier.as_str()),
-                ];
-                post_form(env, "/oauth2/token", &form, Some((&id, &secret))).await
-            }
-        };
-
-        let (verifier, challenge) = pkce();
-        let scope = "openid offline_access user/*.read";
-        let q = code_flow(
-            &env.url,
-            &browser(),
-            &id,
-            "pat",
-            scope,
-            &challenge,
-            &[("aud", &env.fhir)],
-            &[],
-        )
-        .await;
-        let got = exchange(q["code"].clone(), verifier).await;
+        let (env, id, secret) = narrowing_env(db).await;
+        let got = narrowed_token(&env, &id, &secret, "pat").await;
         assert_eq!(got.0, 200, "{}", got.2);
         let t = got.2;
         assert_eq!(t["scope"], "openid offline_access patient/*.read", "{t}");
@@ -3548,15 +3551,22 @@ async fn tokens_of_an_account_are_narrowed_by_its_rights() {
         assert_eq!(refreshed.0, 200, "{}", refreshed.2);
         assert_eq!(refreshed.2["scope"], "openid offline_access patient/*.read");
         assert_eq!(refreshed.2["patient"], "pat-1");
+    }
+}
 
-        // The consent page says it before the account approves.
+/// An account with no role gets the identity scopes only, and the consent page says so
+/// before the account approves.
+#[tokio::test]
+async fn an_account_without_a_role_gets_the_identity_scopes_only() {
+    for db in TestDb::all().await {
+        let (env, id, secret) = narrowing_env(db).await;
         let b = browser();
         let (_, challenge) = pkce();
         let params = [
             ("response_type", "code"),
             ("client_id", id.as_str()),
             ("redirect_uri", CALLBACK),
-            ("scope", scope),
+            ("scope", NARROWED_ASK),
             ("state", "st"),
             ("code_challenge", challenge.as_str()),
             ("code_challenge_method", "S256"),
@@ -3571,19 +3581,7 @@ async fn tokens_of_an_account_are_narrowed_by_its_rights() {
             consent.contains("Your account has no access to health records here (roles: none)"),
             "{consent}"
         );
-        let (verifier, challenge) = pkce();
-        let q = code_flow(
-            &env.url,
-            &browser(),
-            &id,
-            "nobody",
-            scope,
-            &challenge,
-            &[("aud", &env.fhir)],
-            &[],
-        )
-        .await;
-        let got = exchange(q["code"].clone(), verifier).await;
+        let got = narrowed_token(&env, &id, &secret, "nobody").await;
         assert_eq!(got.0, 200, "{}", got.2);
         assert_eq!(got.2["scope"], "openid offline_access", "{}", got.2);
         assert!(got.2["patient"].is_null(), "{}", got.2);

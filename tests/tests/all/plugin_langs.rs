@@ -192,67 +192,97 @@ async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_ru
         let url = format!("{}/fhir/r4/Patient/nobody", server.url);
         let plugins = server.data_dir.join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
+        let running = Running {
+            http: &http,
+            url: &url,
+            token: &token,
+            plugins: &plugins,
+            backend: db.backend,
+        };
         for (name, project) in &policies {
-            let (status, body) = delete_until(&http, &url, &token, |_, _| true).await;
-            assert_ne!(status, 403, "{name}, before: {body}");
-
-            install(project, &plugins, name);
-            let denial = format!("plugin {name} denied: deletes are disabled on this server");
-            let (status, body) =
-                delete_until(&http, &url, &token, |s, b| s == 403 && b.contains(&denial)).await;
-            assert_eq!(status, 403, "{} {name}, installed: {body}", db.backend);
-            assert!(body.contains(&denial), "{} {name}: {body}", db.backend);
-
-            std::fs::remove_file(plugins.join(format!("{name}.wasm"))).unwrap();
-            let (status, body) = delete_until(&http, &url, &token, |s, _| s != 403).await;
-            assert_ne!(status, 403, "{} {name}, removed: {body}", db.backend);
+            running.policy_denies_while_installed(name, project).await;
         }
         for (name, project) in &rules {
             let metrics = format!("{}/metrics", server.url);
-            let calls = || accepted_calls(&http, &metrics, name);
-            let read = || async {
-                let reply = http.get(&url).bearer_auth(&token).send().await.unwrap();
-                let status = reply.status().as_u16();
-                assert_eq!(
-                    status,
-                    404,
-                    "{} {name}: {}",
-                    db.backend,
-                    reply.text().await.unwrap()
-                );
-            };
-            install(project, &plugins, name);
-            let give_up = Instant::now() + Duration::from_secs(30);
-            while calls().await == 0 {
-                assert!(
-                    Instant::now() < give_up,
-                    "{} {name} never answered",
-                    db.backend
-                );
-                read().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let before = calls().await;
-            for _ in 0..3 {
-                read().await;
-            }
-            assert!(calls().await >= before + 3, "{} {name}", db.backend);
+            running
+                .rule_answers_while_installed(name, project, &metrics)
+                .await;
+        }
+    }
+}
 
-            std::fs::remove_file(plugins.join(format!("{name}.wasm"))).unwrap();
-            let give_up = Instant::now() + Duration::from_secs(30);
-            loop {
-                let before = calls().await;
-                read().await;
-                if calls().await == before {
-                    break;
-                }
-                assert!(
-                    Instant::now() < give_up,
-                    "{} {name} still answers",
-                    db.backend
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+/// A running server's plugin directory, and a client with a token that deletes and reads
+/// the resource at `url` (which does not exist).
+struct Running<'a> {
+    http: &'a reqwest::Client,
+    url: &'a str,
+    token: &'a str,
+    plugins: &'a Path,
+    backend: &'a str,
+}
+
+impl Running<'_> {
+    /// The scope policy `name` (built in `project`) denies deletes once installed, and no
+    /// longer once removed.
+    async fn policy_denies_while_installed(&self, name: &str, project: &Path) {
+        let (http, url, token, b) = (self.http, self.url, self.token, self.backend);
+        let (status, body) = delete_until(http, url, token, |_, _| true).await;
+        assert_ne!(status, 403, "{name}, before: {body}");
+
+        install(project, self.plugins, name);
+        let denial = format!("plugin {name} denied: deletes are disabled on this server");
+        let (status, body) =
+            delete_until(http, url, token, |s, b| s == 403 && b.contains(&denial)).await;
+        assert_eq!(status, 403, "{b} {name}, installed: {body}");
+        assert!(body.contains(&denial), "{b} {name}: {body}");
+
+        std::fs::remove_file(self.plugins.join(format!("{name}.wasm"))).unwrap();
+        let (status, body) = delete_until(http, url, token, |s, _| s != 403).await;
+        assert_ne!(status, 403, "{b} {name}, removed: {body}");
+    }
+
+    /// A read, which answers 404.
+    async fn read(&self, name: &str) {
+        let reply = self
+            .http
+            .get(self.url)
+            .bearer_auth(self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let body = reply.text().await.unwrap();
+        assert_eq!(status, 404, "{} {name}: {body}", self.backend);
+    }
+
+    /// The audience rule `name` (built in `project`) answers every request once installed
+    /// (counted in `metrics`), and no longer once removed.
+    async fn rule_answers_while_installed(&self, name: &str, project: &Path, metrics: &str) {
+        let b = self.backend;
+        let calls = || accepted_calls(self.http, metrics, name);
+        install(project, self.plugins, name);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while calls().await == 0 {
+            assert!(Instant::now() < give_up, "{b} {name} never answered");
+            self.read(name).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = calls().await;
+        for _ in 0..3 {
+            self.read(name).await;
+        }
+        assert!(calls().await >= before + 3, "{b} {name}");
+
+        std::fs::remove_file(self.plugins.join(format!("{name}.wasm"))).unwrap();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = calls().await;
+            self.read(name).await;
+            if calls().await == before {
+                break;
             }
+            assert!(Instant::now() < give_up, "{b} {name} still answers");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -503,112 +503,130 @@ fn no_wasi_unless_the_manifest_asks_and_the_settings_allow() {
     );
 }
 
-/// `[plugins.wasi]` in `hestia.toml` is the host's half of the permission, in the settings
-/// that `serve`, `plugin list`, `plugin test` and `token explain` all start their hosts with
-/// (`PluginSettings::configured`): a manifest asking for the clock loads and reads it where
-/// the file allows it, and is refused, saying why, where it does not.
-#[test]
-fn hestia_toml_decides_whether_a_manifest_gets_the_clock() {
+/// A directory with `plugins/clock.wasm` (a guest reading the clock, its manifest asking
+/// for it), `cases.json` (a live token allowed, an expired one denied) and `hestia.toml`
+/// with `[plugins.wasi] clock = allowed`; and the host `serve` would start from it
+/// (in-process, through `PluginSettings::configured`, as the commands do).
+fn clock_work(allowed: bool) -> (tempfile::TempDir, Arc<PluginHost>) {
     let work = tempfile::tempdir().unwrap();
     let plugins = work.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     install(&plugins, "clock", guests::WASI_CLOCK);
     manifest(&plugins, "clock", "[wasi]\nclock = true");
-    let cases = work.path().join("cases.json");
     std::fs::write(
-        &cases,
+        work.path().join("cases.json"),
         r#"[
           {"name": "a live token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 4000000000}}, "expect": {"decision": "allow"}},
           {"name": "an expired token", "authorize": {"request": {"interaction": "read", "resource_type": "Patient", "id": "p1"}, "claims": {"exp": 1}}, "expect": {"decision": "deny", "reason_contains": "token expired"}}
         ]"#,
     )
     .unwrap();
-    let refusal = "the manifest asks for WASI clock, which the host's settings do not allow";
-    for allowed in [false, true] {
-        let toml = format!(
-            "plugins_dir = \"plugins\"\n[plugins]\nwatch = false\n[plugins.wasi]\nclock = {allowed}\n"
-        );
-        std::fs::write(work.path().join("hestia.toml"), &toml).unwrap();
-
-        // In-process: the settings the server resolves, through the same constructor.
-        let flags = hestia::config::ServeFlags {
-            plugins_dir: Some(plugins.clone()),
-            store: hestia::config::StoreFlags {
-                data_dir: Some(work.path().join("hestia-data")),
-                ..Default::default()
-            },
+    let toml = format!(
+        "plugins_dir = \"plugins\"\n[plugins]\nwatch = false\n[plugins.wasi]\nclock = {allowed}\n"
+    );
+    std::fs::write(work.path().join("hestia.toml"), &toml).unwrap();
+    let flags = hestia::config::ServeFlags {
+        plugins_dir: Some(plugins),
+        store: hestia::config::StoreFlags {
+            data_dir: Some(work.path().join("hestia-data")),
             ..Default::default()
-        };
-        let settings = crate::support::resolve(flags, crate::support::hestia_toml(&toml));
-        assert_eq!(settings.plugins.allow_wasi.clock, allowed);
-        let host = PluginHost::start(PluginSettings {
-            builtins: Vec::new(),
-            deadline: Duration::from_secs(2),
-            ..PluginSettings::configured(&settings).unwrap()
-        })
-        .unwrap();
-        let p = info(&host, "clock");
-        let expired = Claims {
-            expires_at: 1,
-            ..claims()
-        };
-        if allowed {
-            assert_eq!((p.state, p.last_error), (PluginStatus::Active, None));
-            assert_eq!(authorize(&host), Decision::Allow);
-            assert_eq!(
-                denial_of(host.authorize(&read("Patient"), &expired)).reason,
-                "token expired"
-            );
-        } else {
-            assert_eq!(
-                (p.state, p.last_error.as_deref()),
-                (PluginStatus::Failed, Some(refusal))
-            );
-            assert_eq!(
-                denial(&host),
-                Denial {
-                    plugin: "clock".into(),
-                    reason: format!("not loaded: {refusal}")
-                }
-            );
-        }
+        },
+        ..Default::default()
+    };
+    let settings = crate::support::resolve(flags, crate::support::hestia_toml(&toml));
+    assert_eq!(settings.plugins.allow_wasi.clock, allowed);
+    let host = PluginHost::start(PluginSettings {
+        builtins: Vec::new(),
+        deadline: Duration::from_secs(2),
+        ..PluginSettings::configured(&settings).unwrap()
+    })
+    .unwrap();
+    (work, host)
+}
 
-        // The commands read the same file (./hestia.toml).
-        let (ok, out, err) = crate::support::hestia(work.path(), &["plugin", "list"], "");
-        assert!(ok, "{out}{err}");
-        let row = out
-            .lines()
-            .find(|l| l.starts_with("clock "))
-            .unwrap_or_else(|| panic!("{out}"));
-        let state = if allowed { "active" } else { "failed" };
-        assert!(row.contains(state), "{out}");
-        assert_eq!(
-            out.contains(&format!("clock: {refusal}")),
-            !allowed,
-            "{out}"
-        );
-        let wasm = plugins.join("clock.wasm");
-        let (ok, out, err) = crate::support::hestia(
-            work.path(),
-            &[
-                "plugin",
-                "test",
-                wasm.to_str().unwrap(),
-                "--cases",
-                cases.to_str().unwrap(),
-            ],
-            "",
-        );
-        assert_eq!(ok, allowed, "{out}{err}");
-        if !allowed {
-            assert!(err.contains(refusal), "{err}");
-        }
-        // They share the server's compiled-code cache.
-        let cache = work.path().join("hestia-data").join("plugin-cache");
-        within(Duration::from_secs(10), "compiled code is cached", || {
-            cache.is_dir() && !walk(&cache).is_empty()
-        });
+const CLOCK_REFUSED: &str =
+    "the manifest asks for WASI clock, which the host's settings do not allow";
+
+/// `hestia plugin list` and `plugin test` in `work` (of [`clock_work`]) read the same
+/// `./hestia.toml`: the clock plugin active and its cases passing where it `allowed` the
+/// clock, failed and refused, saying why, where it did not; and they share the server's
+/// compiled-code cache.
+fn assert_commands_follow_hestia_toml(work: &Path, allowed: bool) {
+    let (ok, out, err) = crate::support::hestia(work, &["plugin", "list"], "");
+    assert!(ok, "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("clock "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let state = if allowed { "active" } else { "failed" };
+    assert!(row.contains(state), "{out}");
+    assert_eq!(
+        out.contains(&format!("clock: {CLOCK_REFUSED}")),
+        !allowed,
+        "{out}"
+    );
+    let wasm = work.join("plugins").join("clock.wasm");
+    let cases = work.join("cases.json");
+    let (ok, out, err) = crate::support::hestia(
+        work,
+        &[
+            "plugin",
+            "test",
+            wasm.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(ok, allowed, "{out}{err}");
+    if !allowed {
+        assert!(err.contains(CLOCK_REFUSED), "{err}");
     }
+    let cache = work.join("hestia-data").join("plugin-cache");
+    within(Duration::from_secs(10), "compiled code is cached", || {
+        cache.is_dir() && !walk(&cache).is_empty()
+    });
+}
+
+/// `[plugins.wasi]` in `hestia.toml` is the host's half of the permission, in the settings
+/// that `serve`, `plugin list`, `plugin test` and `token explain` all start their hosts with
+/// (`PluginSettings::configured`): a manifest asking for the clock loads and reads it where
+/// the file allows it.
+#[test]
+fn hestia_toml_allowing_the_clock_gives_it_to_a_manifest_asking_for_it() {
+    let (work, host) = clock_work(true);
+    let p = info(&host, "clock");
+    assert_eq!((p.state, p.last_error), (PluginStatus::Active, None));
+    assert_eq!(authorize(&host), Decision::Allow);
+    let expired = Claims {
+        expires_at: 1,
+        ..claims()
+    };
+    assert_eq!(
+        denial_of(host.authorize(&read("Patient"), &expired)).reason,
+        "token expired"
+    );
+    assert_commands_follow_hestia_toml(work.path(), true);
+}
+
+/// Where `hestia.toml` does not allow the clock, a manifest asking for it is refused,
+/// saying why, by the server's host and the commands alike.
+#[test]
+fn hestia_toml_without_the_clock_refuses_a_manifest_asking_for_it() {
+    let (work, host) = clock_work(false);
+    let p = info(&host, "clock");
+    assert_eq!(
+        (p.state, p.last_error.as_deref()),
+        (PluginStatus::Failed, Some(CLOCK_REFUSED))
+    );
+    assert_eq!(
+        denial(&host),
+        Denial {
+            plugin: "clock".into(),
+            reason: format!("not loaded: {CLOCK_REFUSED}")
+        }
+    );
+    assert_commands_follow_hestia_toml(work.path(), false);
 }
 
 fn denial_of(decision: Decision) -> Denial {
@@ -1406,34 +1424,69 @@ fn narrow_manifest(answer: &str, spins: u64) -> String {
     format!("[config]\nanswer = \"{answer}\"\nspins = {spins}\n[limits]\ndeadline_ms = 10000\n")
 }
 
+/// The families of the Patients a search at `url` with `bearer` found, or why it failed.
+async fn families_found(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+) -> Result<Vec<String>, String> {
+    let response = client
+        .get(url)
+        .header("authorization", bearer)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["resource"]["name"][0]["family"].as_str())
+        .map(String::from)
+        .collect())
+}
+
+/// Waits (up to 10 s) until a search at `url` finds `family` alone; `what` names the wait.
+async fn until_found(client: &reqwest::Client, url: &str, bearer: &str, family: &str, what: &str) {
+    let start = Instant::now();
+    while families_found(client, url, bearer).await != Ok(vec![family.to_string()]) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates a Patient of each family.
+async fn post_families(app: &axum::Router, bearer: &str, families: &[&str]) {
+    for family in families {
+        let body = serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]});
+        let headers = [
+            ("authorization", bearer),
+            ("content-type", "application/fhir+json"),
+        ];
+        let created =
+            crate::support::call(app, "POST", "/fhir/r4/Patient", &headers, body.to_string()).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+    }
+}
+
 /// Plugin files replaced through the watcher many times while HTTP clients keep searching
 /// a real server (the application on a TCP socket): no request fails, and the responses
 /// switch to each new version's behaviour (`narrow` lets a search see only the family its
 /// manifest names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_swaps_under_http_load_fail_no_request() {
-    use crate::support::{TestDb, call, mint};
+    use crate::support::{TestDb, mint};
     for db in TestDb::all().await {
         let dir = tempfile::tempdir().unwrap();
         let plugins = host_with_builtins(dir.path(), true);
         let (app, state) = app_with(&db, plugins).await;
         let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
         let bearer = format!("Bearer {token}");
-        for family in ["Alpha", "Beta"] {
-            let body = serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]});
-            let created = call(
-                &app,
-                "POST",
-                "/fhir/r4/Patient",
-                &[
-                    ("authorization", &bearer),
-                    ("content-type", "application/fhir+json"),
-                ],
-                body.to_string(),
-            )
-            .await;
-            assert_eq!(created.status, 201, "{}", created.body);
-        }
+        post_families(&app, &bearer, &["Alpha", "Beta"]).await;
         // The plugin comes after the data (its constraint makes writes read-only).
         manifest(dir.path(), "narrow", &narrow_manifest("Alpha", 0));
         install(dir.path(), "narrow", guests::NARROW);
@@ -1445,51 +1498,16 @@ async fn hot_swaps_under_http_load_fail_no_request() {
         );
         let server = tokio::spawn(axum::serve(listener, app).into_future());
         let client = reqwest::Client::new();
-        // What one search shows: the families it found, or why it failed.
-        let search = {
-            let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
-            move || {
-                let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
-                async move {
-                    let response = client
-                        .get(&url)
-                        .header("authorization", &bearer)
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = response.status().as_u16();
-                    let body: serde_json::Value =
-                        response.json().await.map_err(|e| e.to_string())?;
-                    if status != 200 {
-                        return Err(format!("{status}: {body}"));
-                    }
-                    let families: Vec<String> = body["entry"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["resource"]["name"][0]["family"].as_str())
-                        .map(String::from)
-                        .collect();
-                    Ok::<Vec<String>, String>(families)
-                }
-            }
-        };
-        let start = Instant::now();
-        while search().await != Ok(vec!["Alpha".to_string()]) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "narrow never loaded"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_found(&client, &url, &bearer, "Alpha", "narrow never loaded").await;
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..4)
             .map(|_| {
-                let (search, stop) = (search.clone(), stop.clone());
+                let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
+                let stop = stop.clone();
                 tokio::spawn(async move {
                     let mut answers = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        answers.push(search().await);
+                        answers.push(families_found(&client, &url, &bearer).await);
                     }
                     answers
                 })
@@ -1499,18 +1517,8 @@ async fn hot_swaps_under_http_load_fail_no_request() {
         for round in 1..=12 {
             let family = if round % 2 == 0 { "Alpha" } else { "Beta" };
             manifest(dir.path(), "narrow", &narrow_manifest(family, round));
-            let start = Instant::now();
-            loop {
-                if search().await == Ok(vec![family.to_string()]) {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "{}: swap {round} to {family} not served",
-                    db.backend
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let what = format!("{}: swap {round} to {family} not served", db.backend);
+            until_found(&client, &url, &bearer, family, &what).await;
         }
         stop.store(true, Ordering::Relaxed);
         let mut total = 0;
@@ -1572,21 +1580,29 @@ fn a_call_in_flight_finishes_on_the_old_version() {
     assert_eq!(family(caller.join().unwrap()), "Old");
 }
 
-/// Third-party guests (plain wit-bindgen and std, no SDK) that print, panic, abort, overflow
+/// An application on `db` whose plugin is the third-party guest `faults` with the
+/// manifest `manifest_text`, and the `Authorization` value of an unrestricted token.
+async fn faults_app(
+    db: &crate::support::TestDb,
+    manifest_text: &str,
+) -> (tempfile::TempDir, axum::Router, String) {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "faults", guests::FAULTS);
+    manifest(dir.path(), "faults", manifest_text);
+    let plugins = host_with_builtins(dir.path(), false);
+    let (app, state) = app_with(db, plugins).await;
+    let token = crate::support::mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
+    (dir, app, format!("Bearer {token}"))
+}
+
+/// Third-party guests (plain wit-bindgen and std, no SDK) that panic, abort, overflow
 /// their stack, fail an allocation or exit, deciding FHIR requests over HTTP on a tokio
-/// runtime: each fault is a 403 naming the plugin and its cause, every time; output reaches
-/// the log as the plugin's lines, bounded, and the request it came with is served.
+/// runtime: each fault is a 403 naming the plugin and its cause, every time, and the server
+/// stays ready.
 #[tokio::test]
 async fn third_party_faults_over_http_are_named_denials() {
-    use crate::support::{TestDb, call, mint};
+    use crate::support::{TestDb, call};
     let db = TestDb::sqlite();
-    // Before the first plugin call, so that no log call site is cached as unwatched.
-    let (logs, lines) = LogLines::new();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs)
-        .with_ansi(false)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
     let faults = [
         (
             "panic",
@@ -1601,26 +1617,11 @@ async fn third_party_faults_over_http_are_named_denials() {
         ("exit", "trapped:"),
     ];
     for (fault, cause) in faults {
-        let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "faults", guests::FAULTS);
-        manifest(
-            dir.path(),
-            "faults",
-            &format!("[config]\nfault = \"{fault}\"\n[limits]\nmemory_mib = 16"),
-        );
-        let plugins = host_with_builtins(dir.path(), false);
-        let (app, state) = app_with(&db, plugins).await;
-        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
-        let auth = format!("Bearer {token}");
+        let config = format!("[config]\nfault = \"{fault}\"\n[limits]\nmemory_mib = 16");
+        let (_dir, app, auth) = faults_app(&db, &config).await;
         for _ in 0..3 {
-            let refused = call(
-                &app,
-                "GET",
-                "/fhir/r4/Patient",
-                &[("authorization", &auth)],
-                "",
-            )
-            .await;
+            let h = [("authorization", auth.as_str())];
+            let refused = call(&app, "GET", "/fhir/r4/Patient", &h, "").await;
             assert_eq!(refused.status, 403, "{fault}: {}", refused.body);
             let said = refused.diagnostics();
             assert!(
@@ -1633,28 +1634,26 @@ async fn third_party_faults_over_http_are_named_denials() {
             200
         );
     }
+}
 
+/// A third-party guest's output over HTTP reaches the log as the plugin's lines, bounded
+/// (the rest counted in a metric), and the request it came with is served.
+#[tokio::test]
+async fn third_party_output_over_http_is_logged_as_the_plugins_bounded() {
+    use crate::support::{TestDb, call};
+    let db = TestDb::sqlite();
+    // Before the first plugin call, so that no log call site is cached as unwatched.
+    let (logs, lines) = LogLines::new();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs)
+        .with_ansi(false)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
     for (fault, served) in [("print", 1), ("chatty", 3)] {
-        let dir = tempfile::tempdir().unwrap();
-        install(dir.path(), "faults", guests::FAULTS);
-        manifest(
-            dir.path(),
-            "faults",
-            &format!("[config]\nfault = \"{fault}\""),
-        );
-        let plugins = host_with_builtins(dir.path(), false);
-        let (app, state) = app_with(&db, plugins).await;
-        let token = mint(&state, serde_json::json!({"scope": "system/*.*"})).await;
-        let auth = format!("Bearer {token}");
+        let (_dir, app, auth) = faults_app(&db, &format!("[config]\nfault = \"{fault}\"")).await;
         for _ in 0..served {
-            let reply = call(
-                &app,
-                "GET",
-                "/fhir/r4/Patient",
-                &[("authorization", &auth)],
-                "",
-            )
-            .await;
+            let h = [("authorization", auth.as_str())];
+            let reply = call(&app, "GET", "/fhir/r4/Patient", &h, "").await;
             assert_eq!(reply.status, 200, "{fault}: {}", reply.body);
         }
         if fault == "chatty" {

@@ -576,120 +576,203 @@ async fn local_key_cache_sees_new_keys_retirements_and_revocations() {
     }
 }
 
+/// An issuer in-process on a loopback port with open registration, and this server's
+/// `RemoteIssuer` of it (`introspect = "always"`, JWKS refetched at most every 10 s,
+/// introspection answers kept 30 s) on a clock the test moves, discovered.
+struct RemoteEnv {
+    _issuer_db: TestDb,
+    issuer: hestia::http::AppState,
+    issuer_url: String,
+    settings: hestia::config::Settings,
+    store: hestia::store::Store,
+    clock: std::sync::Arc<hestia::oauth::Clock>,
+    remote: hestia::verifier::RemoteIssuer,
+}
+
+async fn remote_env(db: &TestDb) -> RemoteEnv {
+    use hestia::oauth::Clock;
+    use hestia::verifier::RemoteIssuer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let issuer_db = TestDb::sqlite();
+    let (app, issuer) = raw_app_on(
+        &issuer_db,
+        &format!("public_url = \"{issuer_url}\"\n[fhir]\nenabled = false\n[oauth]\nopen_registration = true\n"),
+    )
+    .await;
+    issuer.oauth().ensure_keys().await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let flags = hestia::config::ServeFlags {
+        public_url: Some("http://fhir.test".into()),
+        issuer: Some(issuer_url.clone()),
+        ..test_flags(db)
+    };
+    let settings = resolve(
+        flags,
+        hestia_toml(
+            "[issuer]\nintrospect = \"always\"\njwks_refetch_secs = 10\nintrospection_cache_secs = 30\n",
+        ),
+    );
+    let store = hestia::store::Store::open(&db.url).await.unwrap();
+    let clock = Clock::system();
+    let remote = RemoteIssuer::new(&settings, clock.clone()).unwrap();
+    remote.discover().await.unwrap();
+    RemoteEnv {
+        _issuer_db: issuer_db,
+        issuer,
+        issuer_url,
+        settings,
+        store,
+        clock,
+        remote,
+    }
+}
+
+impl RemoteEnv {
+    /// Registers this server at the issuer.
+    async fn register(&self) {
+        use hestia::verifier::RegistrationOutcome;
+        let outcome = self.remote.ensure_registration(&self.store).await.unwrap();
+        assert_eq!(outcome, RegistrationOutcome::Registered);
+    }
+
+    /// A new signing key at the issuer, and the time it was made.
+    async fn new_key(&self) -> (hestia::store::KeyRow, i64) {
+        let now = self.issuer.oauth().now();
+        let store = self.issuer.oauth().store();
+        let key = hestia::oauth::keys::create(store, "RS256", now, now)
+            .await
+            .unwrap();
+        (key, now)
+    }
+}
+
+/// `token`'s header changed by `change`, over `claims`, signed with `key`.
+fn resigned(
+    token: &str,
+    change: impl FnOnce(&mut jsonwebtoken::Header),
+    claims: Value,
+    key: &hestia::store::KeyRow,
+) -> String {
+    let mut header = jsonwebtoken::decode_header(token).unwrap();
+    change(&mut header);
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+/// This server registers at the issuer once; another start reuses the registration.
 #[tokio::test]
-async fn jwks_refetch_is_rate_limited_and_introspection_is_cached() {
-    use hestia::oauth::{Clock, TokenError};
+async fn a_registration_at_the_issuer_is_made_once_and_reused() {
     use hestia::verifier::{RegistrationOutcome, RemoteIssuer};
     for db in TestDb::all().await {
-        // The issuer, in-process on a loopback port, with open registration.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer_url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let issuer_db = TestDb::sqlite();
-        let (app, issuer) = raw_app_on(
-            &issuer_db,
-            &format!("public_url = \"{issuer_url}\"\n[fhir]\nenabled = false\n[oauth]\nopen_registration = true\n"),
-        )
-        .await;
-        issuer.oauth().ensure_keys().await.unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
-        let flags = hestia::config::ServeFlags {
-            public_url: Some("http://fhir.test".into()),
-            issuer: Some(issuer_url.clone()),
-            ..test_flags(&db)
-        };
-        let settings = resolve(
-            flags,
-            hestia_toml(
-                "[issuer]\nintrospect = \"always\"\njwks_refetch_secs = 10\nintrospection_cache_secs = 30\n",
-            ),
-        );
-        let store = hestia::store::Store::open(&db.url).await.unwrap();
-        let clock = Clock::system();
-        let remote = RemoteIssuer::new(&settings, clock.clone()).unwrap();
-        remote.discover().await.unwrap();
-        assert_eq!(remote.jwks_fetches(), 1);
+        let env = remote_env(&db).await;
+        assert_eq!(env.remote.jwks_fetches(), 1);
+        env.register().await;
+        let again = RemoteIssuer::new(&env.settings, env.clock.clone()).unwrap();
+        again.discover().await.unwrap();
         assert_eq!(
-            remote.ensure_registration(&store).await.unwrap(),
-            RegistrationOutcome::Registered,
+            again.ensure_registration(&env.store).await.unwrap(),
+            RegistrationOutcome::Reused,
             "{}",
             db.backend
         );
-        let again = RemoteIssuer::new(&settings, clock.clone()).unwrap();
-        again.discover().await.unwrap();
-        assert_eq!(
-            again.ensure_registration(&store).await.unwrap(),
-            RegistrationOutcome::Reused
-        );
         assert_eq!(
             again.credentials().unwrap().client_id,
-            remote.credentials().unwrap().client_id
+            env.remote.credentials().unwrap().client_id
         );
+        env.store.close().await;
+    }
+}
 
-        // A new key at the issuer: not seen before the refetch interval has passed.
-        let now = issuer.oauth().now();
-        let key = hestia::oauth::keys::create(issuer.oauth().store(), "RS256", now, now)
-            .await
-            .unwrap();
-        let token = issue_with(issuer.oauth(), &key, "t-1").await;
+/// A new key at the issuer is not seen before the refetch interval has passed, and an
+/// unknown kid refetches at most once per interval.
+#[tokio::test]
+async fn jwks_refetch_is_rate_limited() {
+    use hestia::oauth::TokenError;
+    for db in TestDb::all().await {
+        let env = remote_env(&db).await;
+        env.register().await;
+        let (remote, issuer_url) = (&env.remote, &env.issuer_url);
+        let (key, _) = env.new_key().await;
+        let token = issue_with(env.issuer.oauth(), &key, "t-1").await;
         let err = remote.verify(&token, 0).await.unwrap_err();
         assert!(matches!(err, TokenError::UnknownKid { .. }), "{err}");
         assert_eq!(remote.jwks_fetches(), 1, "rate-limited: no refetch yet");
-        clock.advance(10);
+        env.clock.advance(10);
         let verified = remote.verify(&token, 0).await.unwrap();
         assert_eq!(verified.claims.jti, "t-1");
         assert_eq!(remote.jwks_fetches(), 2);
         assert_eq!(remote.introspections(), 1, "introspect = always");
         let (other_kid, _, _) = hestia::oauth::keys::generate("RS256").unwrap();
-        let mut forged = jsonwebtoken::decode_header(&token).unwrap();
-        forged.kid = Some(other_kid.clone());
-        let forged = jsonwebtoken::encode(
-            &forged,
-            &json!({"iss": issuer_url}),
-            &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        let forged = resigned(
+            &token,
+            |h| h.kid = Some(other_kid.clone()),
+            json!({"iss": issuer_url}),
+            &key,
+        );
         let err = remote.verify(&forged, 0).await.unwrap_err().to_string();
         assert!(
             err.contains(&format!("unknown kid {other_kid} at issuer {issuer_url}")),
             "{err}"
         );
         assert_eq!(remote.jwks_fetches(), 2, "one refetch per interval");
+        env.store.close().await;
+    }
+}
 
-        // Introspection answers are reused for the cache time: a revocation is seen after it.
+/// Introspection answers are reused for the cache time: a revocation is seen after it.
+#[tokio::test]
+async fn introspection_answers_are_cached_for_their_time() {
+    for db in TestDb::all().await {
+        let env = remote_env(&db).await;
+        env.register().await;
+        let remote = &env.remote;
+        let (key, now) = env.new_key().await;
+        let token = issue_with(env.issuer.oauth(), &key, "t-1").await;
+        env.clock.advance(10);
         remote.verify(&token, 0).await.unwrap();
         assert_eq!(remote.introspections(), 1);
-        issuer
-            .oauth()
-            .store()
-            .revoke_access_token("t-1", now)
-            .await
-            .unwrap();
         remote.verify(&token, 0).await.unwrap();
-        clock.advance(30);
+        assert_eq!(remote.introspections(), 1);
+        let issuer_store = env.issuer.oauth().store();
+        issuer_store.revoke_access_token("t-1", now).await.unwrap();
+        remote.verify(&token, 0).await.unwrap();
+        env.clock.advance(30);
         let err = remote.verify(&token, 0).await.unwrap_err().to_string();
         assert!(
-            err.contains(&format!("not active at issuer {issuer_url}")),
+            err.contains(&format!("not active at issuer {}", env.issuer_url)),
             "{err}"
         );
         assert_eq!(remote.introspections(), 2);
-        // Opaque tokens: introspection only.
+        env.store.close().await;
+    }
+}
+
+/// Opaque tokens, and JWTs of another profile than RFC 9068, are the issuer's to judge:
+/// introspection only.
+#[tokio::test]
+async fn opaque_tokens_and_other_jwt_profiles_go_to_introspection() {
+    use hestia::oauth::TokenError;
+    for db in TestDb::all().await {
+        let env = remote_env(&db).await;
+        env.register().await;
+        let remote = &env.remote;
         let err = remote.verify("opaque", 0).await.unwrap_err();
         assert!(matches!(err, TokenError::Inactive { .. }), "{err}");
-        assert_eq!(remote.introspections(), 3);
-        // A JWT of another profile than RFC 9068 is the issuer's to judge, too.
-        let mut other_profile = jsonwebtoken::decode_header(&token).unwrap();
-        other_profile.typ = Some("JWT".into());
-        let other_profile = jsonwebtoken::encode(
-            &other_profile,
-            &json!({"iss": issuer_url, "sub": "x"}),
-            &jsonwebtoken::EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        assert_eq!(remote.introspections(), 1);
+        let (key, _) = env.new_key().await;
+        let token = issue_with(env.issuer.oauth(), &key, "t-1").await;
+        let other_profile = resigned(
+            &token,
+            |h| h.typ = Some("JWT".into()),
+            json!({"iss": env.issuer_url, "sub": "x"}),
+            &key,
+        );
         let err = remote.verify(&other_profile, 0).await.unwrap_err();
         assert!(matches!(err, TokenError::Inactive { .. }), "{err}");
-        assert_eq!(remote.introspections(), 4);
-        store.close().await;
+        assert_eq!(remote.introspections(), 2);
+        env.store.close().await;
     }
 }
 
@@ -1281,137 +1364,174 @@ async fn a_stop_during_discovery_ends_the_start_at_once() {
 /// an account reads nothing through `user/` scopes, however its issuer's roles let it ask;
 /// one whose fhirUser is a Patient reads only that patient's records.
 async fn remote_users_have_the_rights_of_their_local_accounts(db: TestDb) {
-    let issuer_dir = tempfile::tempdir().unwrap();
-    let issuer = start_issuer(issuer_dir.path(), &[]);
-    let ca = issuer.data_dir.join("tls").join("ca.pem");
-    let http = client_trusting(&ca);
-    let meta = get_json(
-        &http,
-        &format!("{}/.well-known/openid-configuration", issuer.url),
-    )
-    .await
-    .1;
-    let token_endpoint = meta["token_endpoint"].as_str().unwrap().to_string();
-    let initial = registration_token(issuer_dir.path());
-    let fhir_dir = tempfile::tempdir().unwrap();
-    let ca_arg = ca.display().to_string();
-    let db_url = db.url.as_str();
-    let _fhir = Server::start(
-        fhir_dir.path(),
-        &[
-            "--insecure-http",
-            "--issuer",
-            issuer.url.as_str(),
-            "--issuer-ca",
-            ca_arg.as_str(),
-            "--registration-token",
-            initial.as_str(),
-            "--database-url",
-            db_url,
-        ],
-    );
-    let base = format!("{}/fhir/r4", _fhir.url);
-    let plain = reqwest::Client::new();
-    let loader = add_client(
-        issuer_dir.path(),
-        &[
-            "--name",
-            "loader",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            "system/*.read system/*.write",
-        ],
-    );
-    let system = token(&http, &token_endpoint, &loader, &base).await;
-    for id in ["p1", "p2"] {
-        let r = plain
-            .put(format!("{base}/Patient/{id}"))
-            .bearer_auth(&system)
-            .header("content-type", "application/fhir+json")
-            .body(json!({"resourceType": "Patient", "id": id}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    // At the issuer all three are practitioners (their apps get user/*.rs there).
-    for (name, fhir_user) in [
-        ("drlocal", "Practitioner/d1"),
-        ("drstranger", "Practitioner/d2"),
-        ("pat", "Patient/p1"),
-    ] {
-        add_user(
-            issuer_dir.path(),
-            name,
-            &["--fhir-user", fhir_user, "--role", "practitioner"],
-        );
-    }
-    // At the FHIR server only drlocal has an account.
-    let local = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--database-url", db_url]);
-        let (ok, out, err) = hestia(fhir_dir.path(), &all, &format!("{PASSWORD}\n"));
-        assert!(ok, "{args:?}: {out}{err}");
-    };
-    local(&[
-        "user",
-        "add",
-        "drlocal",
-        "--password-stdin",
-        "--role",
-        "practitioner",
-    ]);
-    let app = add_client(
-        issuer_dir.path(),
-        &[
-            "--name",
-            "app",
-            "--redirect-uri",
-            CALLBACK,
-            "--scope",
-            "openid fhirUser user/*.rs",
-        ],
-    );
-    let b = browser_trusting(&ca);
-    let token_of = |name: &'static str| {
-        let (b, http, app, issuer, endpoint, base) =
-            (&b, &http, &app, &issuer.url, &token_endpoint, &base);
-        async move {
-            let (verifier, challenge) = pkce();
-            let aud = [("aud", base.as_str())];
-            let q = code_flow(issuer, b, &app.0, name, "user/*.rs", &challenge, &aud, &[]).await;
-            let t = exchange(http, endpoint, app, &q["code"], &verifier).await;
-            t["access_token"].as_str().unwrap().to_string()
-        }
-    };
-    let read = |token: String, id: &'static str| {
-        let (plain, url) = (&plain, format!("{base}/Patient/{id}"));
-        async move {
-            let r = plain.get(url).bearer_auth(token).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap())
-        }
-    };
+    let hosts = RightsHosts::start(&db).await;
+    let b = db.backend;
 
-    let drlocal = token_of("drlocal").await;
-    assert_eq!(read(drlocal.clone(), "p2").await.0, 200, "{}", db.backend);
-    local(&["user", "set", "drlocal", "--role", "nurse"]);
-    let (status, why) = read(drlocal, "p2").await;
-    assert_eq!(status, 403, "{}: {why}", db.backend);
+    let drlocal = hosts.token_of("drlocal").await;
+    assert_eq!(hosts.read(&drlocal, "p2").await.0, 200, "{b}");
+    hosts.local(&["user", "set", "drlocal", "--role", "nurse"]);
+    let (status, why) = hosts.read(&drlocal, "p2").await;
+    assert_eq!(status, 403, "{b}: {why}");
     assert!(why.contains("roles: nurse"), "{why}");
 
-    let stranger = token_of("drstranger").await;
-    let (status, why) = read(stranger, "p1").await;
-    assert_eq!(status, 403, "{}: {why}", db.backend);
+    let stranger = hosts.token_of("drstranger").await;
+    let (status, why) = hosts.read(&stranger, "p1").await;
+    assert_eq!(status, 403, "{b}: {why}");
     assert!(why.contains("roles: none"), "{why}");
 
-    let pat = token_of("pat").await;
-    assert_eq!(read(pat.clone(), "p1").await.0, 200, "{}", db.backend);
-    let (status, why) = read(pat.clone(), "p2").await;
-    assert_eq!(status, 403, "{}: {why}", db.backend);
-    let all = search_both_ways(&plain, &format!("{base}/Patient"), &pat).await;
-    assert_eq!(all, ["Patient/p1"], "{}", db.backend);
+    let pat = hosts.token_of("pat").await;
+    assert_eq!(hosts.read(&pat, "p1").await.0, 200, "{b}");
+    let (status, why) = hosts.read(&pat, "p2").await;
+    assert_eq!(status, 403, "{b}: {why}");
+    let url = format!("{}/Patient", hosts.base);
+    let all = search_both_ways(&hosts.plain, &url, &pat).await;
+    assert_eq!(all, ["Patient/p1"], "{b}");
+}
+
+/// An issuer and a FHIR server that trusts it (on the test's database), with Patients
+/// p1 and p2; at the issuer the practitioners drlocal, drstranger and pat (fhirUser
+/// Patient/p1) and an app of `openid fhirUser user/*.rs`; at the FHIR server an account
+/// drlocal of role practitioner.
+struct RightsHosts {
+    issuer_dir: tempfile::TempDir,
+    issuer: Server,
+    fhir_dir: tempfile::TempDir,
+    _fhir: Server,
+    db_url: String,
+    http: reqwest::Client,
+    browser: reqwest::Client,
+    plain: reqwest::Client,
+    token_endpoint: String,
+    base: String,
+    app: (String, String),
+}
+
+impl RightsHosts {
+    async fn start(db: &TestDb) -> RightsHosts {
+        let issuer_dir = tempfile::tempdir().unwrap();
+        let issuer = start_issuer(issuer_dir.path(), &[]);
+        let ca = issuer.data_dir.join("tls").join("ca.pem");
+        let http = client_trusting(&ca);
+        let discovery = format!("{}/.well-known/openid-configuration", issuer.url);
+        let meta = get_json(&http, &discovery).await.1;
+        let token_endpoint = meta["token_endpoint"].as_str().unwrap().to_string();
+        let initial = registration_token(issuer_dir.path());
+        let fhir_dir = tempfile::tempdir().unwrap();
+        let ca_arg = ca.display().to_string();
+        let fhir = Server::start(
+            fhir_dir.path(),
+            &[
+                "--insecure-http",
+                "--issuer",
+                issuer.url.as_str(),
+                "--issuer-ca",
+                ca_arg.as_str(),
+                "--registration-token",
+                initial.as_str(),
+                "--database-url",
+                db.url.as_str(),
+            ],
+        );
+        let base = format!("{}/fhir/r4", fhir.url);
+        let app = add_client(
+            issuer_dir.path(),
+            &[
+                "--name",
+                "app",
+                "--redirect-uri",
+                CALLBACK,
+                "--scope",
+                "openid fhirUser user/*.rs",
+            ],
+        );
+        let hosts = RightsHosts {
+            browser: browser_trusting(&ca),
+            issuer_dir,
+            issuer,
+            fhir_dir,
+            _fhir: fhir,
+            db_url: db.url.clone(),
+            http,
+            plain: reqwest::Client::new(),
+            token_endpoint,
+            base,
+            app,
+        };
+        hosts.put_patients().await;
+        // At the issuer all three are practitioners (their apps get user/*.rs there).
+        for (name, fhir_user) in [
+            ("drlocal", "Practitioner/d1"),
+            ("drstranger", "Practitioner/d2"),
+            ("pat", "Patient/p1"),
+        ] {
+            let args = ["--fhir-user", fhir_user, "--role", "practitioner"];
+            add_user(hosts.issuer_dir.path(), name, &args);
+        }
+        // At the FHIR server only drlocal has an account.
+        hosts.local(&[
+            "user",
+            "add",
+            "drlocal",
+            "--password-stdin",
+            "--role",
+            "practitioner",
+        ]);
+        hosts
+    }
+
+    /// Patients p1 and p2, written with a system token of a client of the issuer.
+    async fn put_patients(&self) {
+        let loader = add_client(
+            self.issuer_dir.path(),
+            &[
+                "--name",
+                "loader",
+                "--grant-type",
+                "client_credentials",
+                "--scope",
+                "system/*.read system/*.write",
+            ],
+        );
+        let system = token(&self.http, &self.token_endpoint, &loader, &self.base).await;
+        for id in ["p1", "p2"] {
+            let r = self
+                .plain
+                .put(format!("{}/Patient/{id}", self.base))
+                .bearer_auth(&system)
+                .header("content-type", "application/fhir+json")
+                .body(json!({"resourceType": "Patient", "id": id}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    }
+
+    /// `hestia ARGS` on the FHIR server's database, the password on stdin.
+    fn local(&self, args: &[&str]) {
+        let mut all = args.to_vec();
+        all.extend(["--database-url", self.db_url.as_str()]);
+        let (ok, out, err) = hestia(self.fhir_dir.path(), &all, &format!("{PASSWORD}\n"));
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+
+    /// An access token of the issuer's user `name` for the app, `user/*.rs`.
+    async fn token_of(&self, name: &str) -> String {
+        let (verifier, challenge) = pkce();
+        let aud = [("aud", self.base.as_str())];
+        let (issuer, b, app) = (&self.issuer.url, &self.browser, &self.app);
+        let q = code_flow(issuer, b, &app.0, name, "user/*.rs", &challenge, &aud, &[]).await;
+        let t = exchange(&self.http, &self.token_endpoint, app, &q["code"], &verifier).await;
+        t["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The status and body of a read of Patient `id` with `token`.
+    async fn read(&self, token: &str, id: &str) -> (u16, String) {
+        let url = format!("{}/Patient/{id}", self.base);
+        let r = self.plain.get(url).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
 }
 
 #[tokio::test]

@@ -56,60 +56,66 @@ fn grants(rights: &Rights) -> Vec<String> {
     rights.grants.iter().map(|g| g.to_string()).collect()
 }
 
+/// The accounts of the rights tests, made with `hestia user add` in `d`: amy (a patient),
+/// doc (a practitioner), carol (role clinic-a-staff), nora (no role) and pat (a patient's
+/// account with the roles practitioner and staff), and the policy clinic-a attached to
+/// the roles clinic-a-staff and staff.
+fn add_accounts(d: &Path, db: &TestDb) {
+    let amy = add_user(
+        d,
+        db,
+        "amy",
+        &["--fhir-user", "Patient/amy", "--role", "patient"],
+    );
+    assert_eq!(amy["roles"], json!(["patient"]), "{}", db.backend);
+    add_user(
+        d,
+        db,
+        "doc",
+        &["--fhir-user", "Practitioner/doc", "--role", "practitioner"],
+    );
+    add_user(d, db, "carol", &["--role", "clinic-a-staff"]);
+    add_user(d, db, "nora", &[]);
+    // A patient's account given the practitioner role stays within its own records.
+    add_user(
+        d,
+        db,
+        "pat",
+        &[
+            "--fhir-user",
+            "Patient/p2",
+            "--role",
+            "practitioner",
+            "--role",
+            "staff",
+        ],
+    );
+    let file = write(d, "clinic-a.toml", CLINIC_A);
+    let out = run(
+        d,
+        db,
+        &[
+            "policy",
+            "add",
+            &file,
+            "--role",
+            "clinic-a-staff",
+            "--role",
+            "staff",
+        ],
+        "",
+    );
+    assert!(
+        out.contains("added policy clinic-a; attached to role clinic-a-staff, role staff"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn rights_of_patients_practitioners_custom_roles_and_nobody() {
     for db in TestDb::all().await {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let amy = add_user(
-            d,
-            &db,
-            "amy",
-            &["--fhir-user", "Patient/amy", "--role", "patient"],
-        );
-        assert_eq!(amy["roles"], json!(["patient"]), "{}", db.backend);
-        add_user(
-            d,
-            &db,
-            "doc",
-            &["--fhir-user", "Practitioner/doc", "--role", "practitioner"],
-        );
-        add_user(d, &db, "carol", &["--role", "clinic-a-staff"]);
-        add_user(d, &db, "nora", &[]);
-        // A patient's account given the practitioner role stays within its own records.
-        add_user(
-            d,
-            &db,
-            "pat",
-            &[
-                "--fhir-user",
-                "Patient/p2",
-                "--role",
-                "practitioner",
-                "--role",
-                "staff",
-            ],
-        );
-        let file = write(d, "clinic-a.toml", CLINIC_A);
-        let out = run(
-            d,
-            &db,
-            &[
-                "policy",
-                "add",
-                &file,
-                "--role",
-                "clinic-a-staff",
-                "--role",
-                "staff",
-            ],
-            "",
-        );
-        assert!(
-            out.contains("added policy clinic-a; attached to role clinic-a-staff, role staff"),
-            "{out}"
-        );
-
+        add_accounts(dir.path(), &db);
         let store = Store::open(&db.url).await.unwrap();
         let amy = rights(&store, "amy").await;
         assert_eq!(grants(&amy), ["*.rs"], "{}", db.backend);
@@ -147,8 +153,17 @@ async fn rights_of_patients_practitioners_custom_roles_and_nobody() {
                 .unwrap(),
             ["practitioner", "staff"]
         );
+        store.close().await;
+    }
+}
 
-        // What scripts read: the list and one account with its effective grants.
+/// What scripts read: the list and one account with its effective grants.
+#[tokio::test]
+async fn user_list_and_show_print_accounts_with_their_rights() {
+    for db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        add_accounts(d, &db);
         let list: Value =
             serde_json::from_str(&run(d, &db, &["user", "list", "--json"], "")).unwrap();
         let names: Vec<&str> = list
@@ -173,7 +188,6 @@ async fn rights_of_patients_practitioners_custom_roles_and_nobody() {
                     == ["amy", "Patient/amy", "patient"]),
             "{table}"
         );
-        store.close().await;
     }
 }
 
@@ -500,6 +514,58 @@ async fn invalid_policies_are_refused_and_nothing_is_stored() {
     }
 }
 
+/// Accounts amy (a patient) and other (no role), both bound to the policy auditor; a
+/// grant of each (amy's is `test-grant`, under which `mint` records), a token of other's
+/// recorded as `other-jti` and one of amy's minted as `amy-jti`, which it answers.
+async fn amy_and_other(d: &Path, db: &TestDb, state: &hestia::http::AppState) -> String {
+    let store = state.store();
+    add_user(
+        d,
+        db,
+        "amy",
+        &["--fhir-user", "Patient/amy", "--role", "patient"],
+    );
+    add_user(d, db, "other", &[]);
+    let amy = store.find_user("amy").await.unwrap().unwrap();
+    let other = store.find_user("other").await.unwrap().unwrap();
+    let auditor = write(d, "auditor.toml", AUDITOR);
+    let bind = [
+        "policy", "add", &auditor, "--user", "amy", "--user", "other",
+    ];
+    run(d, db, &bind, "");
+    let now = hestia::store::now_secs();
+    store
+        .create_grant("test-grant", "app-1", Some(&amy.id), now)
+        .await
+        .unwrap();
+    store
+        .create_grant("other-grant", "app-1", Some(&other.id), now)
+        .await
+        .unwrap();
+    store
+        .record_access_token("other-jti", "other-grant", "app-1", now + 300)
+        .await
+        .unwrap();
+    mint(
+        state,
+        json!({"sub": amy.id, "scope": "user/Patient.rs", "jti": "amy-jti"}),
+    )
+    .await
+}
+
+/// A search of Patients with `token`.
+async fn search_patients(app: &axum::Router, token: &str) -> crate::support::Reply {
+    let bearer = format!("Bearer {token}");
+    call(
+        app,
+        "GET",
+        "/fhir/r4/Patient",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn removing_a_user_revokes_what_was_issued_for_it() {
     for db in TestDb::all().await {
@@ -507,64 +573,13 @@ async fn removing_a_user_revokes_what_was_issued_for_it() {
         let d = dir.path();
         let (app, state) = raw_app_on(&db, "").await;
         let store = state.store().clone();
-        add_user(
-            d,
-            &db,
-            "amy",
-            &["--fhir-user", "Patient/amy", "--role", "patient"],
-        );
-        add_user(d, &db, "other", &[]);
-        let amy = store.find_user("amy").await.unwrap().unwrap();
-        let other = store.find_user("other").await.unwrap().unwrap();
-        let auditor = write(d, "auditor.toml", AUDITOR);
-        run(
-            d,
-            &db,
-            &[
-                "policy", "add", &auditor, "--user", "amy", "--user", "other",
-            ],
-            "",
-        );
-        let now = hestia::store::now_secs();
-        // `mint` records its tokens under the grant `test-grant`: amy's here.
-        store
-            .create_grant("test-grant", "app-1", Some(&amy.id), now)
-            .await
-            .unwrap();
-        store
-            .create_grant("other-grant", "app-1", Some(&other.id), now)
-            .await
-            .unwrap();
-        store
-            .record_access_token("other-jti", "other-grant", "app-1", now + 300)
-            .await
-            .unwrap();
-        let token = mint(
-            &state,
-            json!({"sub": amy.id, "scope": "user/Patient.rs", "jti": "amy-jti"}),
-        )
-        .await;
-        let bearer = format!("Bearer {token}");
-        let before = call(
-            &app,
-            "GET",
-            "/fhir/r4/Patient",
-            &[("authorization", bearer.as_str())],
-            "",
-        )
-        .await;
+        let token = amy_and_other(d, &db, &state).await;
+        let before = search_patients(&app, &token).await;
         assert_eq!(before.status, 200, "{}: {:?}", db.backend, before.body);
 
         let out = run(d, &db, &["user", "remove", "amy"], "");
         assert!(out.contains("removed user amy"), "{out}");
-        let after = call(
-            &app,
-            "GET",
-            "/fhir/r4/Patient",
-            &[("authorization", bearer.as_str())],
-            "",
-        )
-        .await;
+        let after = search_patients(&app, &token).await;
         assert_eq!(after.status, 401, "{}: {:?}", db.backend, after.body);
         assert!(
             after
@@ -581,22 +596,10 @@ async fn removing_a_user_revokes_what_was_issued_for_it() {
             "refresh tokens of the grant are refused with it"
         );
         // Only amy's: another account's grant and token stand, and its policy binding too.
-        assert!(
-            store
-                .grant_revocation("other-grant")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .access_token_record("other-jti")
-                .await
-                .unwrap()
-                .unwrap()
-                .revoked
-                .is_none()
-        );
+        let other_grant = store.grant_revocation("other-grant").await.unwrap();
+        assert!(other_grant.is_none(), "{other_grant:?}");
+        let other_token = store.access_token_record("other-jti").await.unwrap();
+        assert!(other_token.unwrap().revoked.is_none());
         assert!(store.find_user("amy").await.unwrap().is_none());
         let shown = run(d, &db, &["policy", "show", "auditor"], "");
         assert!(shown.contains("# users: other\n"), "{shown}");

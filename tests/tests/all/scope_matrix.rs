@@ -1294,248 +1294,297 @@ fn diagnostics(outcome: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Reads, vreads and searches inside batch and transaction Bundles run under the entry's
-/// constraints as they would on their own; so do updates and deletes of existing resources.
-#[tokio::test]
-async fn constrained_entries_inside_bundles() {
+/// An application seeded by [`seed`] under one `HIDDEN_AS` setting, on one database.
+struct Seeded {
+    _db: TestDb,
+    app: axum::Router,
+    state: hestia::http::AppState,
+    /// The backend and the setting, for messages.
+    b: String,
+    hidden_as_not_found: bool,
+}
+
+/// One [`Seeded`] per `HIDDEN_AS` setting and database.
+async fn seeded_each_way() -> Vec<Seeded> {
+    let mut all = Vec::new();
     for (toml, hidden_as_not_found) in HIDDEN_AS {
         for db in TestDb::all().await {
             let b = format!("{} (hidden_as_not_found={hidden_as_not_found})", db.backend);
             let (app, state) = raw_app_on(&db, toml).await;
             seed(&app, &state).await;
-            let post = |scope: &'static str, bundle: Value| {
-                let app = app.clone();
-                let state = state.clone();
-                async move {
-                    let token = mint(&state, json!({"scope": scope, "patient": "p1"})).await;
-                    let auth = format!("Bearer {token}");
-                    call(
-                        &app,
-                        "POST",
-                        "/fhir/r4",
-                        &[
-                            ("content-type", "application/fhir+json"),
-                            ("authorization", auth.as_str()),
-                        ],
-                        bundle.to_string(),
-                    )
-                    .await
-                }
-            };
-            let hidden_status = if hidden_as_not_found {
-                "404 Not Found"
-            } else {
-                "403 Forbidden"
-            };
+            all.push(Seeded {
+                _db: db,
+                app,
+                state,
+                b,
+                hidden_as_not_found,
+            });
+        }
+    }
+    all
+}
 
-            // A batch under patient/*.read: each entry as on its own.
-            let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
-                get_entry("Patient/p1"),
-                get_entry("Observation/o2-lab"),
-                get_entry("Observation?_include=Observation:subject"),
-                get_entry("Observation/o1-lab/_history/1"),
-                get_entry("Observation/o2-lab/_history/1"),
-                get_entry("Practitioner"),
-            ]});
-            let reply = post("patient/*.read", batch).await;
-            assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
-            let got = entries(&reply);
-            assert_eq!(got[0].0, "200 OK", "{b}");
-            assert_eq!(got[0].1["id"], "p1", "{b}");
-            assert_eq!(got[1].0, hidden_status, "{b}: {:?}", got[1].1);
-            let why = diagnostics(&got[1].1);
-            if hidden_as_not_found {
-                assert!(
-                    why.contains("Observation/o2-lab is not known"),
-                    "{b}: {why}"
-                );
-            } else {
-                assert!(
-                    why.contains(
-                        "Observation/o2-lab is outside the patient compartment of Patient/p1"
-                    ),
-                    "{b}: {why}"
-                );
-            }
-            assert_eq!(got[2].0, "200 OK", "{b}");
-            assert_eq!(
-                searchset_ids(&got[2].1),
-                ["Observation/o1-lab", "Observation/o1-vital", "+Patient/p1"],
-                "{b}: the search sees p1's compartment only"
-            );
-            assert_eq!(got[2].1["total"], 2, "{b}");
-            assert_eq!(got[3].0, "200 OK", "{b}");
-            assert_eq!(got[3].1["id"], "o1-lab", "{b}");
-            assert_eq!(got[4].0, hidden_status, "{b}: {:?}", got[4].1);
-            assert_eq!(got[5].0, "403 Forbidden", "{b}");
-            assert!(
-                diagnostics(&got[5].1).contains(
-                    "Practitioner resources are outside the patient compartment of Patient/p1"
-                ),
-                "{b}: {:?}",
-                got[5].1
-            );
+impl Seeded {
+    /// `bundle` posted to the base with a token of `scope` and patient p1.
+    async fn post(&self, scope: &str, bundle: Value) -> Reply {
+        let token = mint(&self.state, json!({"scope": scope, "patient": "p1"})).await;
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("content-type", "application/fhir+json"),
+            ("authorization", auth.as_str()),
+        ];
+        call(&self.app, "POST", "/fhir/r4", &headers, bundle.to_string()).await
+    }
 
-            // v2 search constraints inside a batch.
-            let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
-                get_entry("Observation"),
-                get_entry("Observation/o1-vital"),
-                get_entry("Observation/o1-lab"),
-            ]});
-            let reply = post("patient/Observation.rs?category=laboratory", batch).await;
-            let got = entries(&reply);
-            assert_eq!(searchset_ids(&got[0].1), ["Observation/o1-lab"], "{b}");
-            assert_eq!(got[0].1["total"], 1, "{b}");
-            assert_eq!(got[1].0, hidden_status, "{b}: {:?}", got[1].1);
-            if !hidden_as_not_found {
-                assert!(
-                    diagnostics(&got[1].1).contains(
-                        "does not match the granted search Observation?category=laboratory"
-                    ),
-                    "{b}: {:?}",
-                    got[1].1
-                );
-            }
-            assert_eq!(got[2].0, "200 OK", "{b}");
-
-            // An include inside a Bundle keeps to the scopes too.
-            let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
-                get_entry("Observation?_include=Observation:subject"),
-            ]});
-            let got = entries(&post("user/Observation.rs", batch).await);
-            assert_eq!(
-                searchset_ids(&got[0].1),
-                ALL_OBS,
-                "{b}: no Patient without a Patient scope"
-            );
-
-            // A transaction with a hidden read fails as a whole, naming the entry.
-            let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-                get_entry("Observation/o1-lab"),
-                get_entry("Observation/o2-lab"),
-            ]});
-            let reply = post("patient/*.read", tx).await;
-            assert_eq!(
-                reply.status,
-                if hidden_as_not_found { 404 } else { 403 },
-                "{b}: {:?}",
-                reply.body
-            );
-            assert!(
-                reply
-                    .diagnostics()
-                    .contains("transaction entry 1 (GET Observation/o2-lab)"),
-                "{b}: {}",
-                reply.diagnostics()
-            );
-
-            // Writes of existing resources inside a transaction: inside the compartment
-            // they run, outside it the whole transaction is refused and nothing changes.
-            let put = |id: &str, patient: &str, category: &str| json!({"resource": observation(Some(id), patient, category), "request": {"method": "PUT", "url": format!("Observation/{id}")}});
-            let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-                put("o1-vital", "p1", "vital-signs"),
-                get_entry("Observation/o1-lab"),
-            ]});
-            let reply = post("patient/*.cruds", tx).await;
-            assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
-            let got = entries(&reply);
-            assert_eq!(got[0].0, "200 OK", "{b}");
-            assert_eq!(got[1].0, "200 OK", "{b}");
-            let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-                put("o1-vital", "p1", "vital-signs"),
-                {"request": {"method": "DELETE", "url": "Observation/o2-lab"}},
-            ]});
-            let reply = post("patient/*.cruds", tx).await;
-            assert_forbidden(
-                &reply,
-                "Observation/o2-lab is outside the patient compartment of Patient/p1",
-                &b,
-            );
-            let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-                put("o2-lab", "p1", "laboratory"),
-            ]});
-            let reply = post("patient/*.cruds", tx).await;
-            assert_forbidden(
-                &reply,
-                "Observation/o2-lab is outside the patient compartment of Patient/p1",
-                &b,
-            );
-            let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
-                {"request": {"method": "DELETE", "url": "Observation/o2-lab"}},
-            ]});
-            let got = entries(&post("patient/*.cruds", batch).await);
-            assert_eq!(
-                got[0].0, "403 Forbidden",
-                "{b}: a write stays 403 whatever hidden_as says"
-            );
-
-            let admin = mint(&state, json!({"scope": "system/*.read"})).await;
-            let auth = format!("Bearer {admin}");
-            let h = [("authorization", auth.as_str())];
-            let vital = call(&app, "GET", "/fhir/r4/Observation/o1-vital", &h, "").await;
-            assert_eq!(
-                vital.body["meta"]["versionId"], "2",
-                "{b}: only the first transaction wrote"
-            );
-            let lab = call(&app, "GET", "/fhir/r4/Observation/o2-lab", &h, "").await;
-            assert_eq!(lab.status, 200, "{b}");
-            assert_eq!(lab.body["meta"]["versionId"], "1", "{b}: o2-lab untouched");
+    /// An entry's status for a resource the token may not see.
+    fn hidden_status(&self) -> &'static str {
+        if self.hidden_as_not_found {
+            "404 Not Found"
+        } else {
+            "403 Forbidden"
         }
     }
 }
 
-/// Conditional interactions and Bundle entries decide on search criteria too: a chain or
-/// `_has` in them reaches into another type only as far as the token may search it, so
-/// that the outcome (created or existing, updated, deleted) cannot reveal what the token
-/// may not see.
+/// Reads, vreads and searches inside a batch run under the entry's constraints as they
+/// would on their own.
 #[tokio::test]
-async fn chains_in_conditional_and_bundle_criteria() {
+async fn batch_entries_run_under_their_constraints() {
+    for s in seeded_each_way().await {
+        let b = &s.b;
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            get_entry("Patient/p1"),
+            get_entry("Observation/o2-lab"),
+            get_entry("Observation?_include=Observation:subject"),
+            get_entry("Observation/o1-lab/_history/1"),
+            get_entry("Observation/o2-lab/_history/1"),
+            get_entry("Practitioner"),
+        ]});
+        let reply = s.post("patient/*.read", batch).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let got = entries(&reply);
+        assert_eq!(got[0].0, "200 OK", "{b}");
+        assert_eq!(got[0].1["id"], "p1", "{b}");
+        assert_eq!(got[1].0, s.hidden_status(), "{b}: {:?}", got[1].1);
+        let why = diagnostics(&got[1].1);
+        if s.hidden_as_not_found {
+            assert!(
+                why.contains("Observation/o2-lab is not known"),
+                "{b}: {why}"
+            );
+        } else {
+            assert!(
+                why.contains("Observation/o2-lab is outside the patient compartment of Patient/p1"),
+                "{b}: {why}"
+            );
+        }
+        assert_eq!(got[2].0, "200 OK", "{b}");
+        assert_eq!(
+            searchset_ids(&got[2].1),
+            ["Observation/o1-lab", "Observation/o1-vital", "+Patient/p1"],
+            "{b}: the search sees p1's compartment only"
+        );
+        assert_eq!(got[2].1["total"], 2, "{b}");
+        assert_eq!(got[3].0, "200 OK", "{b}");
+        assert_eq!(got[3].1["id"], "o1-lab", "{b}");
+        assert_eq!(got[4].0, s.hidden_status(), "{b}: {:?}", got[4].1);
+        assert_eq!(got[5].0, "403 Forbidden", "{b}");
+        assert!(
+            diagnostics(&got[5].1).contains(
+                "Practitioner resources are outside the patient compartment of Patient/p1"
+            ),
+            "{b}: {:?}",
+            got[5].1
+        );
+    }
+}
+
+/// v2 search constraints hold inside a batch, and an include inside a Bundle keeps to
+/// the scopes too.
+#[tokio::test]
+async fn search_constraints_and_includes_hold_inside_a_batch() {
+    for s in seeded_each_way().await {
+        let b = &s.b;
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            get_entry("Observation"),
+            get_entry("Observation/o1-vital"),
+            get_entry("Observation/o1-lab"),
+        ]});
+        let reply = s
+            .post("patient/Observation.rs?category=laboratory", batch)
+            .await;
+        let got = entries(&reply);
+        assert_eq!(searchset_ids(&got[0].1), ["Observation/o1-lab"], "{b}");
+        assert_eq!(got[0].1["total"], 1, "{b}");
+        assert_eq!(got[1].0, s.hidden_status(), "{b}: {:?}", got[1].1);
+        if !s.hidden_as_not_found {
+            assert!(
+                diagnostics(&got[1].1)
+                    .contains("does not match the granted search Observation?category=laboratory"),
+                "{b}: {:?}",
+                got[1].1
+            );
+        }
+        assert_eq!(got[2].0, "200 OK", "{b}");
+
+        // An include inside a Bundle keeps to the scopes too.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            get_entry("Observation?_include=Observation:subject"),
+        ]});
+        let got = entries(&s.post("user/Observation.rs", batch).await);
+        assert_eq!(
+            searchset_ids(&got[0].1),
+            ALL_OBS,
+            "{b}: no Patient without a Patient scope"
+        );
+    }
+}
+
+/// A transaction with a hidden read fails as a whole, naming the entry.
+#[tokio::test]
+async fn a_transaction_with_a_hidden_read_fails_as_a_whole() {
+    for s in seeded_each_way().await {
+        let b = &s.b;
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            get_entry("Observation/o1-lab"),
+            get_entry("Observation/o2-lab"),
+        ]});
+        let reply = s.post("patient/*.read", tx).await;
+        assert_eq!(
+            reply.status,
+            if s.hidden_as_not_found { 404 } else { 403 },
+            "{b}: {:?}",
+            reply.body
+        );
+        assert!(
+            reply
+                .diagnostics()
+                .contains("transaction entry 1 (GET Observation/o2-lab)"),
+            "{b}: {}",
+            reply.diagnostics()
+        );
+    }
+}
+
+/// Updates and deletes of existing resources inside Bundles: inside the compartment they
+/// run, outside it the whole transaction is refused and nothing changes.
+#[tokio::test]
+async fn writes_of_existing_resources_inside_bundles_keep_to_the_compartment() {
+    for s in seeded_each_way().await {
+        let b = &s.b;
+        let put = |id: &str, patient: &str, category: &str| json!({"resource": observation(Some(id), patient, category), "request": {"method": "PUT", "url": format!("Observation/{id}")}});
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            put("o1-vital", "p1", "vital-signs"),
+            get_entry("Observation/o1-lab"),
+        ]});
+        let reply = s.post("patient/*.cruds", tx).await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let got = entries(&reply);
+        assert_eq!(got[0].0, "200 OK", "{b}");
+        assert_eq!(got[1].0, "200 OK", "{b}");
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            put("o1-vital", "p1", "vital-signs"),
+            {"request": {"method": "DELETE", "url": "Observation/o2-lab"}},
+        ]});
+        let reply = s.post("patient/*.cruds", tx).await;
+        assert_forbidden(
+            &reply,
+            "Observation/o2-lab is outside the patient compartment of Patient/p1",
+            b,
+        );
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            put("o2-lab", "p1", "laboratory"),
+        ]});
+        let reply = s.post("patient/*.cruds", tx).await;
+        assert_forbidden(
+            &reply,
+            "Observation/o2-lab is outside the patient compartment of Patient/p1",
+            b,
+        );
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "DELETE", "url": "Observation/o2-lab"}},
+        ]});
+        let got = entries(&s.post("patient/*.cruds", batch).await);
+        assert_eq!(
+            got[0].0, "403 Forbidden",
+            "{b}: a write stays 403 whatever hidden_as says"
+        );
+
+        let admin = mint(&s.state, json!({"scope": "system/*.read"})).await;
+        let auth = format!("Bearer {admin}");
+        let h = [("authorization", auth.as_str())];
+        let vital = call(&s.app, "GET", "/fhir/r4/Observation/o1-vital", &h, "").await;
+        assert_eq!(
+            vital.body["meta"]["versionId"], "2",
+            "{b}: only the first transaction wrote"
+        );
+        let lab = call(&s.app, "GET", "/fhir/r4/Observation/o2-lab", &h, "").await;
+        assert_eq!(lab.status, 200, "{b}");
+        assert_eq!(lab.body["meta"]["versionId"], "1", "{b}: o2-lab untouched");
+    }
+}
+
+const CHAIN_REFUSED: &str =
+    "subject:Patient.name reaches into Patient, which this token may not search";
+
+/// The application seeded by [`seed`], and the `Authorization` value of a token of
+/// `user/Observation.cruds` (no Patient search).
+async fn seeded_for_chains(db: &TestDb) -> (axum::Router, hestia::http::AppState, String) {
+    let (app, state) = raw_app_on(db, "").await;
+    seed(&app, &state).await;
+    let token = mint(&state, json!({"scope": "user/Observation.cruds"})).await;
+    (app, state, format!("Bearer {token}"))
+}
+
+/// The Observations stored, as a reader of everything finds them.
+async fn stored_observations(app: &axum::Router, state: &hestia::http::AppState) -> Vec<String> {
+    let admin = mint(state, json!({"scope": "system/*.rs"})).await;
+    let admin = format!("Bearer {admin}");
+    let h = [("authorization", admin.as_str())];
+    let all = call(app, "GET", "/fhir/r4/Observation", &h, "").await;
+    searchset_ids(&all.body)
+}
+
+/// Conditional interactions decide on search criteria too: a chain in them reaches into
+/// another type only as far as the token may search it, so that the outcome (created or
+/// existing, updated, deleted) cannot reveal what the token may not see.
+#[tokio::test]
+async fn chains_in_conditional_criteria_need_search_access_to_their_type() {
     for db in TestDb::all().await {
         let b = db.backend;
-        let (app, state) = raw_app_on(&db, "").await;
-        seed(&app, &state).await;
-        let token = mint(&state, json!({"scope": "user/Observation.cruds"})).await;
-        let auth = format!("Bearer {token}");
+        let (app, state, auth) = seeded_for_chains(&db).await;
         let json_headers = [
             ("content-type", "application/fhir+json"),
             ("authorization", auth.as_str()),
         ];
-        let needle = "subject:Patient.name reaches into Patient, which this token may not search";
-
         // If-None-Exist with a chain: neither 200 (exists) nor 412 (several) nor 201.
         let mut headers = json_headers.to_vec();
         headers.push(("if-none-exist", "subject:Patient.name=Smith"));
-        let reply = call(
-            &app,
-            "POST",
-            "/fhir/r4/Observation",
-            &headers,
-            observation(None, "p1", "laboratory").to_string(),
-        )
-        .await;
-        assert_forbidden(&reply, needle, &format!("{b}: conditional create"));
+        let body = observation(None, "p1", "laboratory").to_string();
+        let reply = call(&app, "POST", "/fhir/r4/Observation", &headers, body.clone()).await;
+        assert_forbidden(&reply, CHAIN_REFUSED, &format!("{b}: conditional create"));
+        let uri = "/fhir/r4/Observation?subject:Patient.name=Smith";
+        let reply = call(&app, "PUT", uri, &json_headers, body).await;
+        assert_forbidden(&reply, CHAIN_REFUSED, &format!("{b}: conditional update"));
+        let uri = "/fhir/r4/Observation?subject:Patient.name=Jones";
+        let reply = call(&app, "DELETE", uri, &[("authorization", auth.as_str())], "").await;
+        assert_forbidden(&reply, CHAIN_REFUSED, &format!("{b}: conditional delete"));
+        // Nothing was written or deleted: still the three seeded Observations.
+        assert_eq!(stored_observations(&app, &state).await, ALL_OBS, "{b}");
+    }
+}
 
-        let reply = call(
-            &app,
-            "PUT",
-            "/fhir/r4/Observation?subject:Patient.name=Smith",
-            &json_headers,
-            observation(None, "p1", "laboratory").to_string(),
-        )
-        .await;
-        assert_forbidden(&reply, needle, &format!("{b}: conditional update"));
-
-        let reply = call(
-            &app,
-            "DELETE",
-            "/fhir/r4/Observation?subject:Patient.name=Jones",
-            &[("authorization", auth.as_str())],
-            "",
-        )
-        .await;
-        assert_forbidden(&reply, needle, &format!("{b}: conditional delete"));
-
-        // A search entry of a batch, and a conditional create of a transaction.
+/// A search entry of a batch and a conditional create of a transaction with a chain reach
+/// into another type only as far as the token may search it.
+#[tokio::test]
+async fn chains_in_bundle_criteria_need_search_access_to_their_type() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, state, auth) = seeded_for_chains(&db).await;
+        let json_headers = [
+            ("content-type", "application/fhir+json"),
+            ("authorization", auth.as_str()),
+        ];
         let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
             get_entry("Observation?subject:Patient.name=Smith"),
             get_entry("Observation?subject=Patient/p2"),
@@ -1545,7 +1594,7 @@ async fn chains_in_conditional_and_bundle_criteria() {
         let got = entries(&reply);
         assert_eq!(got[0].0, "403 Forbidden", "{b}: {:?}", got[0].1);
         assert!(
-            diagnostics(&got[0].1).contains(needle),
+            diagnostics(&got[0].1).contains(CHAIN_REFUSED),
             "{b}: {:?}",
             got[0].1
         );
@@ -1557,22 +1606,17 @@ async fn chains_in_conditional_and_bundle_criteria() {
                         "ifNoneExist": "subject:Patient.name=Smith"},
         }]});
         let reply = call(&app, "POST", "/fhir/r4", &json_headers, tx.to_string()).await;
-        assert_forbidden(&reply, needle, &format!("{b}: transaction"));
+        assert_forbidden(&reply, CHAIN_REFUSED, &format!("{b}: transaction"));
+        assert_eq!(stored_observations(&app, &state).await, ALL_OBS, "{b}");
+    }
+}
 
-        // Nothing was written or deleted: still the three seeded Observations.
-        let admin = mint(&state, json!({"scope": "system/*.rs"})).await;
-        let admin = format!("Bearer {admin}");
-        let all = call(
-            &app,
-            "GET",
-            "/fhir/r4/Observation",
-            &[("authorization", admin.as_str())],
-            "",
-        )
-        .await;
-        assert_eq!(searchset_ids(&all.body), ALL_OBS, "{b}");
-
-        // With Patient search access the same conditional requests run, within it.
+/// With Patient search access the same conditional requests run, within it.
+#[tokio::test]
+async fn chains_in_conditional_criteria_run_within_the_search_access() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, state, _) = seeded_for_chains(&db).await;
         let both = mint(
             &state,
             json!({"scope": "user/Observation.cruds user/Patient.rs?name=Jones"}),
@@ -1592,14 +1636,10 @@ async fn chains_in_conditional_and_bundle_criteria() {
             "{b}: only o2-lab matches within name=Jones: {:?}",
             reply.body
         );
-        let all = call(
-            &app,
-            "GET",
-            "/fhir/r4/Observation",
-            &[("authorization", admin.as_str())],
-            "",
-        )
-        .await;
-        assert_eq!(searchset_ids(&all.body), P1_OBS, "{b}: o2-lab deleted");
+        assert_eq!(
+            stored_observations(&app, &state).await,
+            P1_OBS,
+            "{b}: o2-lab deleted"
+        );
     }
 }

@@ -702,6 +702,21 @@ fn relative(url: &str) -> String {
         .to_owned()
 }
 
+/// The match ids of the pages before and including `last`, walked back by `previous`
+/// links (at most `most` of them).
+async fn walked_back(app: &axum::Router, last: &Value, most: usize) -> Vec<String> {
+    let mut back = entries(last).0;
+    let mut page = last.clone();
+    while let Some(url) = link(&page, "previous") {
+        let reply = call(app, "GET", &relative(&url), &[], "").await;
+        assert_eq!(reply.status, 200, "{url}: {:?}", reply.body);
+        page = reply.body;
+        back.splice(0..0, entries(&page).0);
+        assert!(back.len() <= most, "previous does not end: {back:?}");
+    }
+    back
+}
+
 #[tokio::test]
 async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
     for db in TestDb::all().await {
@@ -739,12 +754,21 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
                 );
             }
         }
+    }
+}
 
-        // Several sort keys and descending, paged.
+/// Several sort keys, descending ones and decimal ones with resources that have none
+/// (NULLs last) page forward and back in the order of one page; so does the default
+/// order (no `_sort`).
+#[tokio::test]
+async fn paging_keeps_the_order_of_every_sort() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let sorted = entries(&get(&app, "Patient?_sort=gender,-birthdate").await.body).0;
         let (paged, _, _) = follow_pages(&app, "Patient?_sort=gender,-birthdate&_count=2").await;
         assert_eq!(paged, sorted, "{b}");
-        // Decimal sort keys, with resources that have none (NULLs last), both ways.
         for sort in ["value-quantity", "-value-quantity", "code,-value-quantity"] {
             let sorted = entries(&get(&app, &format!("Observation?_sort={sort}")).await.body).0;
             assert_eq!(sorted.len(), 9, "{b}");
@@ -752,24 +776,24 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
                 let (paged, _, bodies) =
                     follow_pages(&app, &format!("Observation?_sort={sort}&_count={count}")).await;
                 assert_eq!(paged, sorted, "{b}: _sort={sort}&_count={count}");
-                // And back from the last page by previous links.
-                let mut back = Vec::new();
-                let mut page = bodies.last().cloned().unwrap();
-                back.splice(0..0, entries(&page).0);
-                while let Some(url) = link(&page, "previous") {
-                    page = call(&app, "GET", &relative(&url), &[], "").await.body;
-                    back.splice(0..0, entries(&page).0);
-                    assert!(back.len() <= 9, "{b}: {sort}: previous does not end");
-                }
+                let back = walked_back(&app, bodies.last().unwrap(), 9).await;
                 assert_eq!(back, sorted, "{b}: _sort={sort}&_count={count}: previous");
             }
         }
-        // Default order (no _sort) is stable too.
         let (unsorted, _, _) = follow_pages(&app, "Observation?_count=3").await;
         let set: BTreeSet<_> = unsorted.iter().cloned().collect();
         assert_eq!((unsorted.len(), set.len()), (9, 9), "{b}: {unsorted:?}");
+    }
+}
 
-        // Resources written after the first page do not shift the next pages.
+/// Resources written after the first page do not shift the next pages; a fresh search
+/// sees them.
+#[tokio::test]
+async fn pages_after_the_first_keep_its_snapshot_across_creates() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let first = get(&app, "Observation?_sort=-date&_count=3").await;
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let created = call(
@@ -795,17 +819,25 @@ async fn paging_follows_next_links_to_the_end_on_a_stable_cursor() {
             !ids.contains(&created.body["id"].as_str().unwrap().to_owned()),
             "{b}"
         );
+    }
+}
 
-        // _count bounds: 0 gives the total only; above the maximum is capped.
+/// `_count` bounds: 0 gives the total only; above the maximum is capped.
+#[tokio::test]
+async fn count_zero_gives_the_total_and_a_large_count_is_capped() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let zero = get(&app, "Observation?_count=0").await;
         assert_eq!(
             (zero.status, zero.body["total"].as_u64()),
-            (200, Some(10)),
+            (200, Some(9)),
             "{b}"
         );
         assert!(zero.body.get("entry").is_none(), "{b}");
         let big = get(&app, "Observation?_count=5000").await;
-        assert_eq!(entries(&big.body).0.len(), 10, "{b}");
+        assert_eq!(entries(&big.body).0.len(), 9, "{b}");
     }
 }
 
@@ -828,27 +860,37 @@ fn versions(body: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Puts a Basic resource `id` with the code text `text`.
+async fn put_basic(app: &axum::Router, id: &str, text: &str) -> Reply {
+    let body = json!({"resourceType": "Basic", "id": id, "code": {"text": text}});
+    let uri = format!("{BASE}/Basic/{id}");
+    call(app, "PUT", &uri, &[JSON], body.to_string()).await
+}
+
+/// `first` and the pages its `next` links lead to.
+async fn pages_from(app: &axum::Router, first: &Value) -> Vec<Value> {
+    let mut pages = vec![first.clone()];
+    let mut next = link(first, "next");
+    while let Some(url) = next {
+        let page = call(app, "GET", &relative(&url), &[], "").await;
+        assert_eq!(page.status, 200, "{url}: {:?}", page.body);
+        next = link(&page.body, "next");
+        pages.push(page.body);
+        assert!(pages.len() < 10, "paging does not end");
+    }
+    pages
+}
+
 #[tokio::test]
 async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
         let b = db.backend;
-        let put = |id: String, text: &'static str| {
-            let app = app.clone();
-            async move {
-                let body = json!({"resourceType": "Basic", "id": id, "code": {"text": text}});
-                call(
-                    &app,
-                    "PUT",
-                    &format!("{BASE}/Basic/{id}"),
-                    &[JSON],
-                    body.to_string(),
-                )
-                .await
-            }
-        };
         for n in 0..6 {
-            assert!(put(format!("pg{n}"), "one").await.status < 300, "{b}");
+            assert!(
+                put_basic(&app, &format!("pg{n}"), "one").await.status < 300,
+                "{b}"
+            );
         }
         for query in [
             "Basic?_sort=_id&_count=2",
@@ -873,21 +915,13 @@ async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes(
                 let read = call(&app, "GET", &format!("{BASE}/Basic/{id}"), &[], "").await;
                 then.insert(id.clone(), read.body["meta"]["versionId"].clone());
             }
-            assert_eq!(put(seen.clone(), "two").await.status, 200, "{b}");
-            assert_eq!(put(later.clone(), "two").await.status, 200, "{b}");
+            assert_eq!(put_basic(&app, seen, "two").await.status, 200, "{b}");
+            assert_eq!(put_basic(&app, later, "two").await.status, 200, "{b}");
             let deleted = call(&app, "DELETE", &format!("{BASE}/Basic/{gone}"), &[], "").await;
             assert!(deleted.status < 300, "{b}: {:?}", deleted.body);
-            assert_eq!(put("pg9".into(), "new").await.status, 201, "{b}");
+            assert_eq!(put_basic(&app, "pg9", "new").await.status, 201, "{b}");
 
-            let mut pages = vec![first.body.clone()];
-            let mut next = link(&first.body, "next");
-            while let Some(url) = next {
-                let page = call(&app, "GET", &relative(&url), &[], "").await;
-                assert_eq!(page.status, 200, "{b}: {url}: {:?}", page.body);
-                next = link(&page.body, "next");
-                pages.push(page.body);
-                assert!(pages.len() < 10, "{b}: paging does not end");
-            }
+            let pages = pages_from(&app, &first.body).await;
             let ids: Vec<String> = pages.iter().flat_map(|p| entries(p).0).collect();
             assert_eq!(
                 ids, order,
@@ -902,17 +936,7 @@ async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes(
                     }
                 }
             }
-            // previous links walk back over the same set.
-            let mut back = Vec::new();
-            let mut page = pages.last().cloned().unwrap();
-            back.splice(0..0, entries(&page).0);
-            while let Some(url) = link(&page, "previous") {
-                let reply = call(&app, "GET", &relative(&url), &[], "").await;
-                assert_eq!(reply.status, 200, "{b}: {url}: {:?}", reply.body);
-                page = reply.body;
-                back.splice(0..0, entries(&page).0);
-                assert!(back.len() < 20, "{b}: previous does not end");
-            }
+            let back = walked_back(&app, pages.last().unwrap(), 19).await;
             assert_eq!(back, order, "{b}: {query}: previous links");
 
             // A fresh search sees the present: the new one in, the deleted one out.
@@ -923,10 +947,23 @@ async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes(
             );
             // Put things back for the next query.
             call(&app, "DELETE", &format!("{BASE}/Basic/pg9"), &[], "").await;
-            assert_eq!(put(gone.clone(), "one").await.status, 201, "{b}");
+            assert_eq!(put_basic(&app, gone, "one").await.status, 201, "{b}");
         }
+    }
+}
 
-        // A cursor that is not ours, or of another sort order, is a 400.
+/// A cursor that is not ours, or of another sort order, is a 400.
+#[tokio::test]
+async fn a_foreign_cursor_or_one_of_another_sort_is_a_400() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        for n in 0..6 {
+            assert!(
+                put_basic(&app, &format!("pg{n}"), "one").await.status < 300,
+                "{b}"
+            );
+        }
         let bad = get(&app, "Basic?_count=2&_after=not-a-cursor").await;
         assert_eq!(bad.status, 400, "{b}: {:?}", bad.body);
         let first = get(&app, "Basic?_sort=_id&_count=2").await;
@@ -940,13 +977,13 @@ async fn pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes(
     }
 }
 
+/// `_total` (none, accurate) and `_summary=count`.
 #[tokio::test]
-async fn totals_summaries_elements_and_post_search() {
+async fn totals_and_summary_count() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
         let b = db.backend;
         load(&app, b).await;
-
         let none = get(&app, "Patient?_total=none").await;
         assert!(none.body.get("total").is_none(), "{b}: {:?}", none.body);
         assert_eq!(entries(&none.body).0.len(), 5, "{b}");
@@ -957,7 +994,16 @@ async fn totals_summaries_elements_and_post_search() {
         let count = get(&app, "Observation?status=final&_summary=count").await;
         assert_eq!(count.body["total"], 7, "{b}");
         assert!(count.body.get("entry").is_none(), "{b}");
+    }
+}
 
+/// `_summary` and `_elements` subset the resources, and a full match keeps everything.
+#[tokio::test]
+async fn summaries_and_elements_subset_the_matches() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let summary = get(&app, "Patient?_id=p1&_summary=true").await;
         let p1 = &summary.body["entry"][0]["resource"];
         assert_eq!(
@@ -1003,8 +1049,17 @@ async fn totals_summaries_elements_and_post_search() {
         );
         assert_eq!(full["search"]["mode"], "match", "{b}");
         assert!(full["resource"].get("performer").is_some(), "{b}");
+    }
+}
 
-        // POST _search: the form body, merged with the query string.
+/// POST `_search`: the form body, merged with the query string; its self link reproduces
+/// it.
+#[tokio::test]
+async fn post_search_merges_the_form_with_the_query() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let posted = call(
             &app,
             "POST",
@@ -1022,8 +1077,16 @@ async fn totals_summaries_elements_and_post_search() {
             vec!["o1", "o8"],
             "{b}: the self link reproduces a POSTed search"
         );
+    }
+}
 
-        // System search with _type, and without (common parameters only).
+/// System search with `_type`, and without (common parameters only), by GET and POST.
+#[tokio::test]
+async fn system_search_with_and_without_type() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let system = get(&app, "?_type=Patient,Practitioner&_id=p1,pr1,o1").await;
         let (mut ids, _) = entries(&system.body);
         ids.sort();
@@ -1046,8 +1109,16 @@ async fn totals_summaries_elements_and_post_search() {
         let (mut ids, _) = entries(&posted.body);
         ids.sort();
         assert_eq!(ids, vec!["c2", "c3"], "{b}: {:?}", posted.body);
+    }
+}
 
-        // Deleted resources are not found.
+/// A deleted resource is not found by search; includes of the others stay.
+#[tokio::test]
+async fn deleted_resources_are_not_found() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
         let deleted = call(&app, "DELETE", &format!("{BASE}/Patient/p5"), &[], "").await;
         assert_eq!(deleted.status, 204, "{b}");
         let after = get(&app, "Patient?name=smith").await;
@@ -1326,37 +1397,49 @@ async fn search_constraints_restrict_their_own_type_and_fail_closed() {
     }
 }
 
+/// A repository that answers hidden reads with 404 (`hidden_as_not_found`), holding
+/// Observation x1 of Patient/a; and x1's content.
+async fn hidden_repo_with_x1(
+    db: &TestDb,
+) -> (
+    hestia::fhir::repository::Repository,
+    serde_json::Map<String, Value>,
+) {
+    let (_, state) = app_on(db, "").await;
+    let store = state.store().clone();
+    let repo = hestia::fhir::repository::Repository::new(
+        store,
+        std::sync::Arc::new(hestia::fhir::repository::NoValidation),
+        hestia::fhir::repository::RepositoryOptions {
+            base_url: "http://localhost:8080/fhir/r4".into(),
+            create_on_update: true,
+            hidden_as_not_found: true,
+            search_limits: Default::default(),
+        },
+    );
+    let mut o = serde_json::Map::new();
+    o.insert("resourceType".into(), json!("Observation"));
+    o.insert("id".into(), json!("x1"));
+    o.insert("status".into(), json!("final"));
+    o.insert("code".into(), json!({"text": "t"}));
+    o.insert("subject".into(), json!({"reference": "Patient/a"}));
+    repo.update(
+        None,
+        rt("Observation"),
+        "x1",
+        o.clone(),
+        None,
+        &Access::Unrestricted,
+    )
+    .await
+    .unwrap();
+    (repo, o)
+}
+
 #[tokio::test]
 async fn hidden_reads_can_answer_404() {
     for db in TestDb::all().await {
-        let (_, state) = app_on(&db, "").await;
-        let store = state.store().clone();
-        let repo = hestia::fhir::repository::Repository::new(
-            store,
-            std::sync::Arc::new(hestia::fhir::repository::NoValidation),
-            hestia::fhir::repository::RepositoryOptions {
-                base_url: "http://localhost:8080/fhir/r4".into(),
-                create_on_update: true,
-                hidden_as_not_found: true,
-                search_limits: Default::default(),
-            },
-        );
-        let mut o = serde_json::Map::new();
-        o.insert("resourceType".into(), json!("Observation"));
-        o.insert("id".into(), json!("x1"));
-        o.insert("status".into(), json!("final"));
-        o.insert("code".into(), json!({"text": "t"}));
-        o.insert("subject".into(), json!({"reference": "Patient/a"}));
-        repo.update(
-            None,
-            rt("Observation"),
-            "x1",
-            o.clone(),
-            None,
-            &Access::Unrestricted,
-        )
-        .await
-        .unwrap();
+        let (repo, _) = hidden_repo_with_x1(&db).await;
         let err = repo
             .read_with(None, rt("Observation"), "x1", &compartment("b"))
             .await
@@ -1370,9 +1453,15 @@ async fn hidden_reads_can_answer_404() {
             .read_with(None, rt("Observation"), "x1", &compartment("a"))
             .await;
         assert!(ok.is_ok(), "{}", db.backend);
+    }
+}
 
-        // Writes take the access decision and check it in their own transaction: outside
-        // it, 403 (a write is not a read, whatever hidden_as says) and nothing stored.
+/// Writes take the access decision and check it in their own transaction: outside it,
+/// 403 (a write is not a read, whatever hidden_as says) and nothing stored.
+#[tokio::test]
+async fn writes_outside_the_access_are_forbidden_where_hidden_reads_are_404() {
+    for db in TestDb::all().await {
+        let (repo, o) = hidden_repo_with_x1(&db).await;
         let b = db.backend;
         let forbidden = |r: Result<_, hestia::fhir::error::FhirError>, what: &str| match r {
             Err(hestia::fhir::error::FhirError::Forbidden(_)) => {}
@@ -1826,69 +1915,61 @@ async fn every_r4_example_round_trips() {
 /// `hestia fhir reindex` rebuilds index rows that a database lacks (as one written by an
 /// older build would), from each resource's current content, beside a serving app; a
 /// deleted resource is left as it is, and a bad `--type` is refused.
+/// The searches the reindex test runs: one per kind of index row it drops.
+const REINDEX_SEARCHES: [&str; 3] = [
+    "Observation?code=http://loinc.org|85354-9",
+    "Observation?component-code-value-quantity=http://loinc.org|8480-6$120",
+    "Patient?family=reindexed",
+];
+
+/// The ids of the matches of `search` (relative to the base).
+async fn search_ids(app: &axum::Router, search: &str) -> Vec<String> {
+    let reply = call(app, "GET", &format!("{BASE}/{search}"), &[], "").await;
+    assert_eq!(reply.status, 200, "{search}: {}", reply.body);
+    reply.body["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Blood pressures bp1 and bp2 (deleted) and Patient p1 of family Reindexed.
+async fn put_reindex_fixture(app: &axum::Router, b: &str) {
+    let observation = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                       "valueQuantity": {"value": 120, "unit": "mmHg"}}]});
+    let patient = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Reindexed"}]});
+    let mut resources = vec![patient];
+    for id in ["bp1", "bp2"] {
+        let mut body = observation.clone();
+        body["id"] = json!(id);
+        resources.push(body);
+    }
+    for body in resources {
+        let uri = format!(
+            "{BASE}/{}/{}",
+            body["resourceType"].as_str().unwrap(),
+            body["id"].as_str().unwrap()
+        );
+        let put = call(app, "PUT", &uri, &[JSON], body.to_string()).await;
+        assert_eq!(put.status, 201, "{b}: {}", put.body);
+    }
+    let deleted = call(app, "DELETE", &format!("{BASE}/Observation/bp2"), &[], "").await;
+    assert_eq!(deleted.status, 204, "{b}");
+}
+
 #[tokio::test]
 async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
     for db in TestDb::all().await {
         let (app, _) = app_on(&db, "").await;
-        let observation = json!({"resourceType": "Observation", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
-            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                           "valueQuantity": {"value": 120, "unit": "mmHg"}}]});
-        for id in ["bp1", "bp2"] {
-            let mut body = observation.clone();
-            body["id"] = json!(id);
-            let put = call(
-                &app,
-                "PUT",
-                &format!("{BASE}/Observation/{id}"),
-                &[JSON],
-                body.to_string(),
-            )
-            .await;
-            assert_eq!(put.status, 201, "{}: {}", db.backend, put.body);
-        }
-        let patient =
-            json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Reindexed"}]});
-        let put = call(
-            &app,
-            "PUT",
-            &format!("{BASE}/Patient/p1"),
-            &[JSON],
-            patient.to_string(),
-        )
-        .await;
-        assert_eq!(put.status, 201);
-        assert_eq!(
-            call(&app, "DELETE", &format!("{BASE}/Observation/bp2"), &[], "")
-                .await
-                .status,
-            204
-        );
-
-        let searches = [
-            "Observation?code=http://loinc.org|85354-9",
-            "Observation?component-code-value-quantity=http://loinc.org|8480-6$120",
-            "Patient?family=reindexed",
-        ];
-        let ids = |app: axum::Router, search: &'static str| async move {
-            let reply = call(&app, "GET", &format!("{BASE}/{search}"), &[], "").await;
-            assert_eq!(reply.status, 200, "{search}: {}", reply.body);
-            reply.body["entry"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-                        .collect()
-                })
-                .unwrap_or_else(Vec::<String>::new)
-        };
-        for search in searches {
-            assert_eq!(
-                ids(app.clone(), search).await.len(),
-                1,
-                "{}: {search}",
-                db.backend
-            );
+        let b = db.backend;
+        put_reindex_fixture(&app, b).await;
+        for search in REINDEX_SEARCHES {
+            assert_eq!(search_ids(&app, search).await.len(), 1, "{b}: {search}");
         }
 
         // The database loses its index rows, as one indexed by an older build would lack them.
@@ -1899,12 +1980,8 @@ async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
                 .await
                 .unwrap();
         }
-        for search in searches {
-            assert!(
-                ids(app.clone(), search).await.is_empty(),
-                "{}: {search}",
-                db.backend
-            );
+        for search in REINDEX_SEARCHES {
+            assert!(search_ids(&app, search).await.is_empty(), "{b}: {search}");
         }
 
         let dir = tempfile::tempdir().unwrap();
@@ -1923,47 +2000,29 @@ async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
             let mut all = vec!["fhir", "reindex", db_flag.as_str()];
             all.extend_from_slice(args);
             let (ok, out, err) = crate::support::hestia(dir.path(), &all, "");
-            assert!(ok, "{}: {err}", db.backend);
+            assert!(ok, "{b}: {err}");
             serde_json::from_str::<Value>(&out).unwrap()
         };
         assert_eq!(
             reindex(&["--type", "Observation"]),
             json!({"reindexed": 1, "gone": 0, "failed": []})
         );
-        assert_eq!(
-            ids(app.clone(), searches[0]).await,
-            ["bp1"],
-            "{}",
-            db.backend
-        );
-        assert_eq!(
-            ids(app.clone(), searches[1]).await,
-            ["bp1"],
-            "{}",
-            db.backend
-        );
-        assert!(
-            ids(app.clone(), searches[2]).await.is_empty(),
-            "only Observations: {}",
-            db.backend
-        );
+        // Only Observations.
+        for (search, want) in REINDEX_SEARCHES.iter().zip([&["bp1"][..], &["bp1"], &[]]) {
+            assert_eq!(search_ids(&app, search).await, want, "{b}: {search}");
+        }
         // Every type; the deleted bp2 keeps no rows and is not counted.
         assert_eq!(
             reindex(&[]),
             json!({"reindexed": 2, "gone": 0, "failed": []})
         );
-        assert_eq!(
-            ids(app.clone(), searches[2]).await,
-            ["p1"],
-            "{}",
-            db.backend
-        );
+        assert_eq!(search_ids(&app, REINDEX_SEARCHES[2]).await, ["p1"], "{b}");
         let tokens: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM fhir_idx_token WHERE id = 'bp2'")
                 .fetch_one(&raw)
                 .await
                 .unwrap();
-        assert_eq!(tokens, 0, "{}", db.backend);
+        assert_eq!(tokens, 0, "{b}");
     }
 }
 

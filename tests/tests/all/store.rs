@@ -110,30 +110,25 @@ async fn users_on_both_databases() {
     }
 }
 
+/// A confidential client's secret is verified and stored as its SHA-256, never in clear.
 #[tokio::test]
-async fn clients_on_both_databases() {
+async fn client_secrets_are_verified_and_kept_as_sha256_on_both_databases() {
     for db in TestDb::all().await {
         let store = Store::open(&db.url).await.unwrap();
         let (client, secret) = store.create_client(app_client(false)).await.unwrap();
         let secret = secret.expect("a confidential client gets a secret").0;
-        assert!(
-            store
-                .verify_client_secret(&client.client_id, &secret)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .verify_client_secret(&client.client_id, "guess")
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .verify_client_secret("unknown", &secret)
-                .await
-                .unwrap()
-        );
+        for (client_id, secret, valid) in [
+            (client.client_id.as_str(), secret.as_str(), true),
+            (client.client_id.as_str(), "guess", false),
+            ("unknown", secret.as_str(), false),
+        ] {
+            assert_eq!(
+                store.verify_client_secret(client_id, secret).await.unwrap(),
+                valid,
+                "{}: {client_id} {secret}",
+                db.backend
+            );
+        }
         assert_eq!(
             store.get_client(&client.client_id).await.unwrap().as_ref(),
             Some(&client),
@@ -159,17 +154,37 @@ async fn clients_on_both_databases() {
             "the stored value is the secret's SHA-256"
         );
         raw.close().await;
+        store.close().await;
+    }
+}
 
+/// A public client gets no secret, and an empty one does not authenticate it.
+#[tokio::test]
+async fn public_clients_have_no_secret_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
         let (public, none) = store.create_client(app_client(true)).await.unwrap();
-        assert!(none.is_none());
-        assert!(public.is_public());
+        assert!(none.is_none(), "{}", db.backend);
+        assert!(public.is_public(), "{}", db.backend);
         assert!(
             !store
                 .verify_client_secret(&public.client_id, "")
                 .await
-                .unwrap()
+                .unwrap(),
+            "{}",
+            db.backend
         );
+        store.close().await;
+    }
+}
 
+/// Clients are listed all together and by kind, and removed once.
+#[tokio::test]
+async fn clients_are_listed_by_kind_and_removed_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let (client, _) = store.create_client(app_client(false)).await.unwrap();
+        let (public, _) = store.create_client(app_client(true)).await.unwrap();
         let listed: Vec<_> = store
             .list_clients()
             .await
@@ -177,7 +192,7 @@ async fn clients_on_both_databases() {
             .into_iter()
             .map(|c| c.client_id)
             .collect();
-        assert_eq!(listed.len(), 2);
+        assert_eq!(listed.len(), 2, "{}", db.backend);
         assert!(listed.contains(&client.client_id) && listed.contains(&public.client_id));
         let mut server = app_client(false);
         server.kind = ClientKind::ResourceServer;
@@ -199,22 +214,39 @@ async fn clients_on_both_databases() {
             store.remove_client(&public.client_id).await,
             Err(StoreError::NotFound(_))
         ));
-
-        let mut bad = app_client(false);
-        bad.redirect_uris = vec!["https://app.example/cb#frag".into()];
-        let err = store.create_client(bad).await.unwrap_err().to_string();
-        assert!(err.contains("fragment"), "{err}");
-        let mut bad = app_client(true);
-        bad.grant_types = vec!["client_credentials".into()];
-        let err = store.create_client(bad).await.unwrap_err().to_string();
-        assert!(
-            err.contains("public client cannot use client_credentials"),
-            "{err}"
+        assert_eq!(
+            store.list_clients().await.unwrap().len(),
+            1,
+            "{}",
+            db.backend
         );
-        let mut bad = app_client(false);
-        bad.grant_types = vec!["password".into()];
-        let err = store.create_client(bad).await.unwrap_err().to_string();
-        assert!(err.contains("\"password\" is not supported"), "{err}");
+        store.close().await;
+    }
+}
+
+/// A client with a fragment in a redirect URI, a public client with client_credentials
+/// or an unsupported grant type is refused, and nothing is stored.
+#[tokio::test]
+async fn bad_clients_are_refused_and_store_nothing_on_both_databases() {
+    let mut fragment = app_client(false);
+    fragment.redirect_uris = vec!["https://app.example/cb#frag".into()];
+    let mut credentials = app_client(true);
+    credentials.grant_types = vec!["client_credentials".into()];
+    let mut password = app_client(false);
+    password.grant_types = vec!["password".into()];
+    let cases = [
+        (fragment, "fragment"),
+        (credentials, "public client cannot use client_credentials"),
+        (password, "\"password\" is not supported"),
+    ];
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        store.create_client(app_client(false)).await.unwrap();
+        for (bad, needle) in &cases {
+            let err = store.create_client(bad.clone()).await.unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains(needle), "{}: {err}", db.backend);
+        }
         assert_eq!(
             store.list_clients().await.unwrap().len(),
             1,
@@ -414,81 +446,12 @@ fn hex(bytes: &[u8]) -> String {
 /// and the grants they belong to, stay. A backlog larger than one batch goes in one call.
 #[tokio::test]
 async fn expired_oauth_records_are_purged_on_both_databases() {
-    use hestia::store::{CodeRow, PURGE_BATCH, Purged, RefreshRow};
+    use hestia::store::{PURGE_BATCH, Purged};
     for db in TestDb::all().await {
         let store = Store::open(&db.url).await.unwrap();
         let (client, _) = store.create_client(app_client(false)).await.unwrap();
-        let cid = client.client_id.as_str();
-        let refresh = |hash: &str, grant: &str, expires_at: i64| RefreshRow {
-            token_hash: hash.into(),
-            grant_id: grant.into(),
-            client_id: cid.into(),
-            user_id: None,
-            scope: "patient/*.read".into(),
-            audiences: vec![],
-            patient: None,
-            fhir_user: None,
-            auth_time: None,
-            created_at: 100,
-            expires_at,
-            used_at: None,
-        };
-        // "spent": everything of it expired long ago, so it goes with them.
-        store.create_grant("spent", cid, None, 100).await.unwrap();
         let extra = PURGE_BATCH + 5;
-        for i in 0..extra {
-            store
-                .record_access_token(&format!("spent-{i}"), "spent", cid, 200)
-                .await
-                .unwrap();
-        }
-        store
-            .insert_refresh_token(&refresh("spent-refresh", "spent", 300))
-            .await
-            .unwrap();
-        store
-            .insert_code(&CodeRow {
-                code_hash: "spent-code".into(),
-                grant_id: "spent".into(),
-                client_id: cid.into(),
-                user_id: "someone".into(),
-                redirect_uri: "https://oauth.pstmn.io/v1/callback".into(),
-                redirect_uri_given: true,
-                scope: "openid".into(),
-                audiences: vec![],
-                patient: None,
-                fhir_user: None,
-                nonce: None,
-                code_challenge: None,
-                code_challenge_method: None,
-                auth_time: 100,
-                created_at: 100,
-                expires_at: 160,
-                used_at: Some(110),
-            })
-            .await
-            .unwrap();
-        // "refreshing": its access token expired, its refresh token lives: the grant stays.
-        store
-            .create_grant("refreshing", cid, None, 100)
-            .await
-            .unwrap();
-        store
-            .record_access_token("refreshing-access", "refreshing", cid, 200)
-            .await
-            .unwrap();
-        store
-            .insert_refresh_token(&refresh("refreshing-refresh", "refreshing", 10_000))
-            .await
-            .unwrap();
-        // "live": a token that has not expired. "new": created after the cutoff, its token
-        // not recorded yet (a token request in flight).
-        store.create_grant("live", cid, None, 100).await.unwrap();
-        store
-            .record_access_token("live-access", "live", cid, 10_000)
-            .await
-            .unwrap();
-        store.create_grant("new", cid, None, 5_000).await.unwrap();
+        seed_oauth_records(&store, &client.client_id, extra).await;
 
         let purged = store.purge_expired_oauth(1_000).await.unwrap();
         assert_eq!(
@@ -502,41 +465,18 @@ async fn expired_oauth_records_are_purged_on_both_databases() {
             "{}",
             db.backend
         );
-        assert!(
-            store
-                .access_token_record("live-access")
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .access_token_record("spent-0")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .access_token_record("refreshing-access")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .get_refresh_token("refreshing-refresh")
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .get_refresh_token("spent-refresh")
-                .await
-                .unwrap()
-                .is_none()
-        );
+        for (hash, kept) in [
+            ("live-access", true),
+            ("spent-0", false),
+            ("refreshing-access", false),
+        ] {
+            let found = store.access_token_record(hash).await.unwrap();
+            assert_eq!(found.is_some(), kept, "{}: {hash}", db.backend);
+        }
+        for (hash, kept) in [("refreshing-refresh", true), ("spent-refresh", false)] {
+            let found = store.get_refresh_token(hash).await.unwrap();
+            assert_eq!(found.is_some(), kept, "{}: {hash}", db.backend);
+        }
         let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
         let mut grants: Vec<String> = sqlx::query_scalar("SELECT grant_id FROM oauth_grants")
             .fetch_all(&raw)
@@ -553,6 +493,80 @@ async fn expired_oauth_records_are_purged_on_both_databases() {
         );
         store.close().await;
     }
+}
+
+/// The grants of [`expired_oauth_records_are_purged_on_both_databases`], of client `cid`,
+/// against a cutoff of 1,000: "spent" (everything expired, `spent_tokens` access tokens,
+/// a refresh token and a code), "refreshing" (its access token expired, its refresh token
+/// lives), "live" (a token that has not expired) and "new" (created after the cutoff, its
+/// token not recorded yet: a token request in flight).
+async fn seed_oauth_records(store: &Store, cid: &str, spent_tokens: u64) {
+    use hestia::store::{CodeRow, RefreshRow};
+    let refresh = |hash: &str, grant: &str, expires_at: i64| RefreshRow {
+        token_hash: hash.into(),
+        grant_id: grant.into(),
+        client_id: cid.into(),
+        user_id: None,
+        scope: "patient/*.read".into(),
+        audiences: vec![],
+        patient: None,
+        fhir_user: None,
+        auth_time: None,
+        created_at: 100,
+        expires_at,
+        used_at: None,
+    };
+    store.create_grant("spent", cid, None, 100).await.unwrap();
+    for i in 0..spent_tokens {
+        store
+            .record_access_token(&format!("spent-{i}"), "spent", cid, 200)
+            .await
+            .unwrap();
+    }
+    store
+        .insert_refresh_token(&refresh("spent-refresh", "spent", 300))
+        .await
+        .unwrap();
+    store
+        .insert_code(&CodeRow {
+            code_hash: "spent-code".into(),
+            grant_id: "spent".into(),
+            client_id: cid.into(),
+            user_id: "someone".into(),
+            redirect_uri: "https://oauth.pstmn.io/v1/callback".into(),
+            redirect_uri_given: true,
+            scope: "openid".into(),
+            audiences: vec![],
+            patient: None,
+            fhir_user: None,
+            nonce: None,
+            code_challenge: None,
+            code_challenge_method: None,
+            auth_time: 100,
+            created_at: 100,
+            expires_at: 160,
+            used_at: Some(110),
+        })
+        .await
+        .unwrap();
+    store
+        .create_grant("refreshing", cid, None, 100)
+        .await
+        .unwrap();
+    store
+        .record_access_token("refreshing-access", "refreshing", cid, 200)
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&refresh("refreshing-refresh", "refreshing", 10_000))
+        .await
+        .unwrap();
+    store.create_grant("live", cid, None, 100).await.unwrap();
+    store
+        .record_access_token("live-access", "live", cid, 10_000)
+        .await
+        .unwrap();
+    store.create_grant("new", cid, None, 5_000).await.unwrap();
 }
 
 /// The console's purge deletes audit events older than the retention and sessions idle

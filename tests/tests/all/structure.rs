@@ -30,34 +30,7 @@ const MAX_TEST_FUNCTION_LINES: usize = 100;
 
 /// Functions of `tests/all` over the limit with no `/// Long:` reason yet, each waiting
 /// for a change of its own; the list may only shrink.
-const KNOWN_LONG_TESTS: &[&str] = &[
-    "admin_console.rs a_rotated_secret_and_a_removed_client_stop_its_tokens",
-    "bulk.rs import_loads_valid_lines_and_reports_the_others",
-    "bulk_import.rs import_loads_a_body_and_reports_refused_lines_by_number",
-    "fhir.rs transactions_are_atomic_and_rewrite_urn_uuids",
-    "fhir_ops.rs bundle_searches_and_conditional_entries",
-    "fhir_ops.rs history_under_a_patient_token",
-    "oauth.rs patient_picker_shows_and_accepts_only_the_patients_an_account_may_access",
-    "oauth.rs private_key_jwt_rs384_with_a_cached_jwks_uri",
-    "oauth.rs tokens_of_an_account_are_narrowed_by_its_rights",
-    "plugin_langs.rs python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_running_server",
-    "plugins.rs hestia_toml_decides_whether_a_manifest_gets_the_clock",
-    "plugins.rs hot_swaps_under_http_load_fail_no_request",
-    "plugins.rs third_party_faults_over_http_are_named_denials",
-    "remote.rs jwks_refetch_is_rate_limited_and_introspection_is_cached",
-    "remote.rs remote_users_have_the_rights_of_their_local_accounts",
-    "rights.rs removing_a_user_revokes_what_was_issued_for_it",
-    "rights.rs rights_of_patients_practitioners_custom_roles_and_nobody",
-    "scope_matrix.rs chains_in_conditional_and_bundle_criteria",
-    "scope_matrix.rs constrained_entries_inside_bundles",
-    "search.rs hidden_reads_can_answer_404",
-    "search.rs pages_keep_the_result_set_of_their_snapshot_across_updates_and_deletes",
-    "search.rs paging_follows_next_links_to_the_end_on_a_stable_cursor",
-    "search.rs reindex_rebuilds_missing_index_rows_on_both_databases",
-    "search.rs totals_summaries_elements_and_post_search",
-    "store.rs clients_on_both_databases",
-    "store.rs expired_oauth_records_are_purged_on_both_databases",
-];
+const KNOWN_LONG_TESTS: &[&str] = &[];
 
 /// A function of the tests over 100 lines says why in its doc comment, with a line
 /// `/// Long: <reason>` (a table of cases, one journey that must run in order).
