@@ -18,7 +18,7 @@ plugin, the template of `hestia plugin new soak-swap --kind scope-policy` built 
 
 The seed, --seed-patients Patients with two Observations each, is loaded with `hestia fhir
 import` beside the running server. Its default makes the database larger than what the
-server caches of it (SQLite: 2 MiB of pages per pooled connection) from the start, as in a
+server caches of it (SQLite: 512 KiB of pages per pooled connection) from the start, as in a
 deployment; on a small seed those caches fill while the soak's creates grow the database,
 which reads as RSS growth that stops at their bound.
 

@@ -36,6 +36,31 @@ fn uuid_like() -> String {
     )
 }
 
+/// Drops the test databases of test processes that have ended (their names carry the
+/// process id), so that repeated runs against one server do not fill its disk; a
+/// database still in use is left for a later sweep.
+async fn drop_stale_databases(admin_url: &str) {
+    use sqlx::{Connection, Executor, Row};
+    let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'hestia\\_test\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let ended = pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+        if ended {
+            let _ = conn
+                .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await;
+        }
+    }
+}
+
 impl TestDb {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -59,6 +84,8 @@ impl TestDb {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}: {e}"));
+        static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        SWEPT.get_or_init(|| drop_stale_databases(&admin_url)).await;
         sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");
