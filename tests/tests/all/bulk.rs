@@ -1071,24 +1071,7 @@ async fn an_export_interrupted_by_a_restart_is_failed() {
         let args = ["--database-url", db.url.as_str()];
         let mut server = Server::start(dir.path(), &args);
         let http = client_trusting(&server.data_dir.join("tls").join("ca.pem"));
-        let added = crate::support::hestia(
-            dir.path(),
-            &[
-                "client",
-                "add",
-                "--database-url",
-                &db.url,
-                "--name",
-                "backend",
-                "--grant-type",
-                "client_credentials",
-                "--scope",
-                "system/*.read",
-            ],
-            "",
-        );
-        assert!(added.0, "{b}: {added:?}");
-        let client: Value = serde_json::from_str(&added.1).unwrap();
+        let client = crate::support::add_backend_client(dir.path(), &db, "system/*.read");
         let token =
             crate::support::client_token(&http, &server, &server.url, &client, "system/*.read")
                 .await;

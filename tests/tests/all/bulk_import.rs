@@ -429,7 +429,7 @@ async fn a_cancelled_import_stops_and_leaves_whole_batches() {
 /// and the same import started again loads the rest.
 #[tokio::test]
 async fn an_import_interrupted_by_a_restart_is_failed_and_can_be_run_again() {
-    use crate::support::{Server, client_token, client_trusting, hestia};
+    use crate::support::{Server, add_backend_client, client_token, client_trusting};
     const SCOPE: &str = "system/*.cu system/*.rs";
     for db in TestDb::all().await {
         let dir = tempfile::tempdir().unwrap();
@@ -440,21 +440,7 @@ async fn an_import_interrupted_by_a_restart_is_failed_and_can_be_run_again() {
         )
         .unwrap();
         let args = ["--database-url", db.url.as_str()];
-        let add = [
-            "client",
-            "add",
-            "--database-url",
-            &db.url,
-            "--name",
-            "importer",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            SCOPE,
-        ];
-        let added = hestia(dir.path(), &add, "");
-        assert!(added.0, "{b}: {added:?}");
-        let client: Value = serde_json::from_str(&added.1).unwrap();
+        let client = add_backend_client(dir.path(), &db, SCOPE);
         let total = 30_000;
         let body: Vec<String> = (0..total)
             .map(|i| {

@@ -716,6 +716,13 @@ pub async fn system_token_of(
     http: &reqwest::Client,
     scope: &str,
 ) -> String {
+    let client = add_backend_client(dir, db, scope);
+    client_token(http, server, &server.url, &client, scope).await
+}
+
+/// A `client_credentials` client allowed `scope`, added with `hestia client add` on `db`;
+/// answers its JSON (`client_id`, `client_secret`).
+pub fn add_backend_client(dir: &Path, db: &TestDb, scope: &str) -> serde_json::Value {
     let args = [
         "client",
         "add",
@@ -730,28 +737,7 @@ pub async fn system_token_of(
     ];
     let (ok, out, err) = hestia(dir, &args, "");
     assert!(ok, "{err}");
-    let client: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let token: serde_json::Value = http
-        .post(format!("{}/oauth2/token", server.url))
-        .basic_auth(
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str(),
-        )
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", scope),
-            ("aud", format!("{}/fhir/r4", server.url).as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{token}"))
-        .to_string()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// A `client_credentials` token of `scope` for `client` (the JSON of `hestia client add`),
