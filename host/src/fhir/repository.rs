@@ -227,7 +227,8 @@ impl Repository {
     }
 
     /// Creates a resource under `id`, which the server chose ([`new_id`]; a client's `id`
-    /// is ignored, as the spec says), in the caller's transaction `tx` or one of its own.
+    /// is ignored, as the spec says), in the caller's transaction `tx`, or without one
+    /// together with the other creates of the moment ([`Store::create_grouped`]).
     pub async fn create(
         &self,
         tx: Option<&mut WriteTx>,
@@ -235,9 +236,15 @@ impl Repository {
         id: String,
         mut resource: Map<String, Value>,
     ) -> Result<Written, FhirError> {
-        let mut tx = self.store.begin_unless(tx).await?;
         resource.insert("id".into(), Value::String(id.clone()));
         self.check_valid(resource_type, &resource)?;
+        let Some(tx) = tx else {
+            let (written, index) =
+                prepare_version(resource_type, &id, resource, None, WriteMethod::Create)?;
+            let version = self.store.create_grouped(written.version, index).await?;
+            return Ok(Written { version, ..written });
+        };
+        let mut tx = self.store.begin_unless(Some(tx)).await?;
         let written = write_version(
             &mut tx,
             resource_type,
@@ -264,11 +271,12 @@ impl Repository {
         if_match: Option<i64>,
         access: &Access,
     ) -> Result<Written, FhirError> {
+        // The body's checks (and validator plugins) before the transaction: on SQLite a
+        // transaction holds the process's one write turn.
+        self.check_update(resource_type, id, &resource)?;
         let mut tx = self.store.begin_unless(tx).await?;
-        check_id(id)?;
         self.lock_write_target(&mut tx, resource_type, id, access)
             .await?;
-        self.check_update(resource_type, id, &resource)?;
         let current = fhir_current(&mut tx, resource_type.as_str(), id).await?;
         check_precondition(resource_type, id, current.as_ref(), if_match)?;
         if current.is_none() && !self.options.create_on_update {

@@ -143,15 +143,16 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a committed write transaction; at 1,024, 2,048, 4,096, ... starts an
-    /// [`Store::analyze`] in the background.
-    pub(super) fn count_write(&self) {
-        let n = self
+    /// Counts `writes` committed writes (a transaction, or the creates of a group); when
+    /// the count passes 1,024, 2,048, 4,096, ... starts an [`Store::analyze`] in the
+    /// background.
+    pub(super) fn count_writes(&self, writes: u64) {
+        let before = self
             .statistics
             .writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if n >= FIRST_ANALYZE_AFTER && n.is_power_of_two() {
+            .fetch_add(writes, std::sync::atomic::Ordering::Relaxed);
+        let n = before + writes;
+        if n >= FIRST_ANALYZE_AFTER && n.ilog2() > before.max(1).ilog2() {
             let store = self.clone();
             tokio::spawn(async move {
                 match store.analyze().await {

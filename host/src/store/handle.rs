@@ -43,9 +43,14 @@ impl WriteTx {
     /// Commits, passes the write turn on, and counts the commit towards the next
     /// [`Store::analyze`].
     pub async fn commit(self) -> Result<(), StoreError> {
+        self.commit_counting(1).await
+    }
+
+    /// Commits `writes` writes at once (a group of creates).
+    pub(super) async fn commit_counting(self, writes: u64) -> Result<(), StoreError> {
         let store = self.store.clone();
         self.commit_uncounted().await?;
-        store.count_write();
+        store.count_writes(writes);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod bulk;
 mod clients;
 mod console;
 pub mod fhir;
+mod group;
 mod handle;
 pub mod import;
 mod issuer;
@@ -94,6 +95,8 @@ pub struct Store {
     /// Commits of this process that revoked tokens, changed rights or the signing keys
     /// ([`Store::local_changes`]).
     changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Plain creates waiting to be committed together ([`group`]).
+    create_groups: Arc<group::CreateGroups>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.
@@ -196,6 +199,7 @@ impl Store {
             backend,
             write_turn: (backend == Backend::Sqlite).then(Default::default),
             statistics: Default::default(),
+            create_groups: Default::default(),
             changes: Default::default(),
         })
     }

@@ -641,3 +641,141 @@ async fn old_audit_events_and_idle_console_sessions_are_purged_on_both_databases
         store.close().await;
     }
 }
+
+/// Plain creates sent at once are committed together (`store::group`), and each still gets
+/// its own answer: a create whose id is taken fails with a conflict alone, the others of
+/// its group are written with their history and index rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_creates_answer_each_create_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let patient = |id: &str| {
+            let resource = serde_json::json!({
+                "resourceType": "Patient", "id": id, "name": [{"family": format!("Grouped-{id}")}]
+            });
+            let index = hestia::fhir::search::extract(&resource).unwrap();
+            let version = StoredVersion {
+                resource_type: "Patient".into(),
+                id: id.into(),
+                version_id: 1,
+                last_updated: 1_700_000_000_000,
+                deleted: false,
+                content: resource.to_string(),
+                method: "POST".into(),
+            };
+            (version, index)
+        };
+        let (taken, index) = patient("taken");
+        store.create_grouped(taken, index).await.unwrap();
+
+        let mut creates = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let id = if i == 17 {
+                "taken".to_string()
+            } else {
+                format!("g{i}")
+            };
+            let (version, index) = patient(&id);
+            let store = store.clone();
+            creates.spawn(async move { (id, store.create_grouped(version, index).await) });
+        }
+        let mut created = Vec::new();
+        while let Some(answer) = creates.join_next().await {
+            match answer.unwrap() {
+                (id, Ok(version)) => {
+                    assert_eq!(version.id, id, "{}", db.backend);
+                    created.push(id);
+                }
+                (id, Err(err)) => {
+                    assert_eq!(id, "taken", "{}: {err}", db.backend);
+                    assert!(
+                        matches!(err, StoreError::Conflict(_)),
+                        "{}: {err}",
+                        db.backend
+                    );
+                }
+            }
+        }
+        assert_eq!(created.len(), 39, "{}", db.backend);
+        for id in &created {
+            let current = store.fhir_current("Patient", id).await.unwrap();
+            assert_eq!(
+                current.map(|v| v.version_id),
+                Some(1),
+                "{}: Patient/{id}",
+                db.backend
+            );
+        }
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        for (sql, expected) in [
+            (
+                "SELECT COUNT(*) FROM fhir_history WHERE resource_type = 'Patient'",
+                40,
+            ),
+            (
+                "SELECT COUNT(*) FROM fhir_idx_string WHERE resource_type = 'Patient' \
+                 AND param = 'family' AND exact LIKE 'Grouped-%'",
+                40,
+            ),
+        ] {
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&raw).await.unwrap();
+            assert_eq!(n, expected, "{}: {sql}", db.backend);
+        }
+        raw.close().await;
+        store.close().await;
+    }
+}
+
+/// Many `POST`s at once, through the FHIR API: every one is answered 201 with its own
+/// resource, which reads back and is found by a search on what it was created with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_posts_are_each_created_and_found_on_both_databases() {
+    for db in TestDb::all().await {
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let mut posts = tokio::task::JoinSet::new();
+        for i in 0..48 {
+            let app = app.clone();
+            posts.spawn(async move {
+                let body = serde_json::json!({
+                    "resourceType": "Patient", "name": [{"family": format!("Burst{i}")}]
+                });
+                let post = crate::support::call(
+                    &app,
+                    "POST",
+                    "/fhir/r4/Patient",
+                    &[("content-type", "application/fhir+json")],
+                    body.to_string(),
+                )
+                .await;
+                (i, post)
+            });
+        }
+        let mut ids = std::collections::HashSet::new();
+        while let Some(answer) = posts.join_next().await {
+            let (i, post) = answer.unwrap();
+            assert_eq!(post.status, 201, "{}: {}", db.backend, post.diagnostics());
+            let id = post.body["id"].as_str().unwrap().to_string();
+            assert_eq!(post.body["name"][0]["family"], format!("Burst{i}"));
+            assert!(
+                ids.insert(id.clone()),
+                "{}: {id} answered twice",
+                db.backend
+            );
+            let found = crate::support::call(
+                &app,
+                "GET",
+                &format!("/fhir/r4/Patient?family:exact=Burst{i}"),
+                &[],
+                "",
+            )
+            .await;
+            assert_eq!(found.body["total"], 1, "{}: Burst{i}", db.backend);
+            assert_eq!(
+                found.body["entry"][0]["resource"]["id"], id,
+                "{}",
+                db.backend
+            );
+        }
+        assert_eq!(ids.len(), 48, "{}", db.backend);
+    }
+}
