@@ -147,20 +147,28 @@ async fn delete_until(
     }
 }
 
+/// Whether the test `name` cannot run for want of the tools: says so on standard error, or
+/// fails when `HESTIA_REQUIRE_PLUGIN_TOOLS` is set.
+fn not_run(name: &str) -> bool {
+    let Some(missing) = missing_tools() else {
+        return false;
+    };
+    let message = format!(
+        "NOT RUN: {name}: missing {missing}; scripts/plugin-tools.sh installs the pinned tools"
+    );
+    assert!(
+        std::env::var_os("HESTIA_REQUIRE_PLUGIN_TOOLS").is_none(),
+        "{message}"
+    );
+    // Past the test harness's capture, so that a passing run still shows it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+    true
+}
+
 #[tokio::test]
 async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_running_server() {
-    if let Some(missing) = missing_tools() {
-        let message = format!(
-            "NOT RUN: python_and_javascript_plugins…: missing {missing}; \
-             scripts/plugin-tools.sh installs the pinned tools"
-        );
-        assert!(
-            std::env::var_os("HESTIA_REQUIRE_PLUGIN_TOOLS").is_none(),
-            "{message}"
-        );
-        // Past the test harness's capture, so that a passing run still shows it.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "{message}");
+    if not_run("python_and_javascript_plugins…") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -209,6 +217,52 @@ async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_ru
                 .await;
         }
     }
+}
+
+/// The Python SDK hands a scope policy every field of the request, the claims, the account and
+/// the token request, each as the SDK's own type, and turns each kind of answer back into the
+/// contract's: `tests/fixtures/python-every-field` is a policy that answers with what it got,
+/// built over a `plugin new` project and run through its cases in a real host.
+#[test]
+fn the_python_sdk_hands_a_policy_every_field_as_its_own_types() {
+    if not_run("the_python_sdk_hands_a_policy…") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let step = |dir: &Path, args: &[&str]| {
+        let (ok, out, err) = hestia_with(dir, args, &[]);
+        assert!(ok, "hestia {}: {out}{err}", args.join(" "));
+        out
+    };
+    let new = [
+        "plugin",
+        "new",
+        "every",
+        "--kind",
+        "scope-policy",
+        "--lang",
+        "python",
+    ];
+    step(work.path(), &new);
+    let project = work.path().join("every");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python-every-field");
+    for file in ["app.py", "cases.json"] {
+        std::fs::copy(fixture.join(file), project.join(file)).unwrap();
+    }
+    step(&project, &["plugin", "build"]);
+    let data = work.path().join(".data");
+    let data = data.to_str().unwrap();
+    let cases = [
+        "plugin",
+        "test",
+        "every.wasm",
+        "--cases",
+        "cases.json",
+        "--data-dir",
+        data,
+    ];
+    let tested = step(&project, &cases);
+    assert!(tested.contains("6 passed, 0 failed"), "{tested}");
 }
 
 /// A running server's plugin directory, and a client with a token that deletes and reads
