@@ -4,7 +4,7 @@
 # `hestia plugin build`) and the smallest component each interpreter toolchain builds for the
 # same world (`py-bare`, `js-bare`), each with its manifest. With WEVAL=PATH (a weval 0.5.0
 # binary: `cargo install weval --version 0.5.0 --locked`), also `js-aot` and `js-bare-aot`,
-# built by componentize-js with `enableAot`.
+# built by `hestia plugin build --aot`.
 #
 #   bench/plugin_langs.sh HESTIA DIR
 #
@@ -55,16 +55,9 @@ JS
 cp js-bare/js-bare.wasm js-bare/js-bare.toml "$out/"
 
 if [ -n "${WEVAL:-}" ]; then
-  componentize="${HESTIA_JS_TOOLS:?}/node_modules/@bytecodealliance/componentize-js/src/componentize.js"
   for name in js js-bare; do
-    (cd "$name" && node --input-type=module -e "
-      const { componentize } = await import('file://$componentize');
-      const { writeFile } = await import('node:fs/promises');
-      const { component } = await componentize({ sourcePath: 'component.js',
-        witPath: 'hestia/wit/v0.3.0', worldName: 'scope-policy',
-        disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
-        enableAot: true, wevalBin: process.argv[1] });
-      await writeFile('$out/$name-aot.wasm', component);" "$(realpath "$WEVAL")")
+    (cd "$name" && HESTIA_WEVAL="$(realpath "$WEVAL")" "$hestia" plugin build --aot >/dev/null)
+    cp "$name/$name.wasm" "$out/$name-aot.wasm"
     cp "$name/$name.toml" "$out/$name-aot.toml"
   done
 fi
