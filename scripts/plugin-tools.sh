@@ -4,6 +4,8 @@
 # virtual environment, componentize-js (and pytest) beside it. Installed once under
 # target/plugin-tools; sourced by scripts/test, which then requires them
 # (HESTIA_REQUIRE_PLUGIN_TOOLS=1: tests/tests/all/plugin_langs.rs fails without them).
+# Not installed here: weval 0.5.0 for `hestia plugin build --aot` (`cargo install weval
+# --version 0.5.0 --locked`, a quarter of an hour), whose test runs where it is found.
 #
 #   source scripts/plugin-tools.sh && install_plugin_tools
 COMPONENTIZE_PY=0.25.1

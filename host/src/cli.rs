@@ -174,6 +174,10 @@ pub enum PluginCommand {
     Build {
         #[arg(default_value = ".", value_name = "DIR")]
         dir: PathBuf,
+        /// JavaScript: compile ahead of time with weval (componentize-js `enableAot`): about
+        /// 13 % faster decisions, a component 3-4 MB bigger; needs weval 0.5.0.
+        #[arg(long)]
+        aot: bool,
     },
     /// Run a built component against cases of requests and expected decisions.
     Test {
@@ -906,8 +910,8 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             sdk_path,
             sdk_git,
         } => new_plugin(name, kind, lang, out, sdk_path, sdk_git)?,
-        PluginCommand::Build { dir } => {
-            let built = plugin_cli::build(&dir)?;
+        PluginCommand::Build { dir, aot } => {
+            let built = plugin_cli::build(&dir, aot)?;
             println!(
                 "built the {} plugin {} ({}): {}",
                 built.kind,

@@ -17,51 +17,66 @@ except ImportError:
     Err = _wit_types = None
 
 
-def _types():
-    return _wit_types
+def _interaction_names():
+    """The WIT name of each `interaction`, indexed by the generated enum's value."""
+    names = [""] * len(_wit_types.Interaction)
+    for member in _wit_types.Interaction:
+        names[member.value] = member.name.lower().replace("_", "-")
+    return tuple(names)
 
 
-def _wit_name(member) -> str:
-    return member.name.lower().replace("_", "-")
+if _wit_types is not None:
+    _INTERACTIONS = _interaction_names()
+    _ALLOW = _wit_types.Decision_Allow()
 
 
-def _user(user):
-    if user is None:
-        return None
-    grants = [UserGrant(g.scope, g.patient_compartment) for g in user.grants]
-    return UserRights(list(user.roles), grants)
+# The generated records of `claims`, `fhir-request`, `token-request`, `audience-request`
+# and `user-rights` have the fields of the SDK's types, by the same names and in the same
+# Python types (but for the interaction, an enum there, its WIT name here). Each call's records are its own, so
+# the conversions below make them the SDK's types in place (`__class__`: both are plain
+# dataclasses, of the same layout) instead of copying every field: a call pays for the
+# fields that differ, not for all of them.
 
 
-def _claims(c) -> Claims:
-    return Claims(
-        client_id=c.client_id, scopes=list(c.scopes), issuer=c.issuer, subject=c.subject,
-        audiences=list(c.audiences), fhir_user=c.fhir_user, patient=c.patient,
-        expires_at=c.expires_at, raw_json=c.raw_json, user=_user(c.user),
-    )
+def _user(user) -> UserRights:
+    user.__class__ = UserRights
+    for grant in user.grants:
+        grant.__class__ = UserGrant
+    return user
 
 
-def _request(r) -> FhirRequest:
-    return FhirRequest(
-        interaction=_wit_name(r.interaction), resource_type=r.resource_type, id=r.id,
-        operation=r.operation, parameters=[tuple(p) for p in r.parameters],
-        body_json=r.body_json, base_url=r.base_url,
-    )
+def _claims(claims) -> Claims:
+    claims.__class__ = Claims
+    if claims.user is not None:
+        _user(claims.user)
+    return claims
 
 
-def _token_request(r) -> TokenRequest:
-    return TokenRequest(
-        client_id=r.client_id, grant_type=r.grant_type, requested=list(r.requested),
-        registered=list(r.registered), subject=r.subject, fhir_user=r.fhir_user,
-        patient=r.patient, audiences=list(r.audiences), user=_user(r.user),
-    )
+def _request(request) -> FhirRequest:
+    request.__class__ = FhirRequest
+    request.interaction = _INTERACTIONS[request.interaction._value_]
+    return request
+
+
+def _token_request(request) -> TokenRequest:
+    request.__class__ = TokenRequest
+    if request.user is not None:
+        _user(request.user)
+    return request
+
+
+def _audience_request(request) -> AudienceRequest:
+    request.__class__ = AudienceRequest
+    return request
 
 
 def _decision(d: Decision):
-    t = _types()
-    if d.kind == "allow":
-        return t.Decision_Allow()
-    if d.kind == "deny":
-        return t.Decision_Deny(d.reason)
+    kind = d.kind
+    if kind == "allow":
+        return _ALLOW
+    if kind == "deny":
+        return _wit_types.Decision_Deny(d.reason)
+    t = _wit_types
     constraints = []
     for c in d.constraints:
         if c.patient is not None:
@@ -81,7 +96,7 @@ def export_scope_policy(policy):
         def grant(self, request):
             plain = _token_request(request)
             grant = policy().grant(plain) if hasattr(policy, "grant") else Grant.registered(plain)
-            return _types().Grant(list(grant.granted), [tuple(r) for r in grant.refused])
+            return _wit_types.Grant(list(grant.granted), [tuple(r) for r in grant.refused])
 
         def authorize(self, request, claims):
             return _decision(policy().authorize(_request(request), _claims(claims)))
@@ -95,9 +110,8 @@ def export_audience_rule(rule):
 
     class WitWorld:
         def resolve(self, request):
-            plain = AudienceRequest(request.client_id, list(request.requested), list(request.known))
             try:
-                return list(rule().resolve(plain))
+                return list(rule().resolve(_audience_request(request)))
             except ValueError as refusal:
                 raise Err(str(refusal))
 
@@ -117,7 +131,7 @@ def export_resource_validator(validator):
 
     class WitWorld:
         def validate(self, resource_type, resource_json):
-            t = _types()
+            t = _wit_types
             issues = validator().validate(resource_type, json.loads(resource_json))
             return [
                 t.Issue(getattr(t.Severity, i.severity.upper()), i.code, i.expression, i.diagnostics)

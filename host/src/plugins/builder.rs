@@ -1,7 +1,8 @@
 //! `hestia plugin build [DIR]`: a project written by `hestia plugin new` into `NAME.wasm`
 //! beside its manifest `NAME.toml`, with the language's own tool: cargo for Rust,
-//! componentize-py for Python, componentize-js (through node) for JavaScript. A missing tool
-//! is named with the command that installs the tested version.
+//! componentize-py for Python, componentize-js (through node) for JavaScript, optionally
+//! ahead of time with weval (`--aot`). A missing tool is named with the command that
+//! installs the tested version.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,6 +13,9 @@ use super::{Manifest, PluginError, PluginKind};
 /// The versions the templates are tested with (`scripts/plugin-tools.sh` installs them).
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 pub const COMPONENTIZE_JS: &str = "0.23.0";
+/// The weval componentize-js's ahead-of-time mode runs (its inline-cache corpus,
+/// `starlingmonkey_ics.wevalcache`, is made for this version); built from crates.io.
+pub const WEVAL: &str = "0.5.0";
 
 /// What `hestia plugin build` made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +27,8 @@ pub struct Built {
     pub manifest: PathBuf,
 }
 
-/// Builds the project in `dir`.
-pub fn build(dir: &Path) -> Result<Built, PluginError> {
+/// Builds the project in `dir`; `aot`: a JavaScript project compiled ahead of time.
+pub fn build(dir: &Path, aot: bool) -> Result<Built, PluginError> {
     let fail = |reason: String| PluginError::Check {
         path: dir.to_path_buf(),
         reason,
@@ -38,11 +42,16 @@ pub fn build(dir: &Path) -> Result<Built, PluginError> {
         .ok_or_else(|| {
             fail("no Cargo.toml, app.py or plugin.js: not a project of `hestia plugin new`".into())
         })?;
+    if aot && lang != Lang::Js {
+        return Err(fail(format!(
+            "--aot is for JavaScript projects (componentize-js with weval); this is a {lang} project"
+        )));
+    }
     let wasm = dir.join(format!("{name}.wasm"));
     match lang {
         Lang::Rust => rust(dir, &name, &wasm),
         Lang::Python => python(dir, kind, &wasm),
-        Lang::Js => js(dir, kind, &wasm),
+        Lang::Js => js(dir, kind, &wasm, aot),
     }
     .map_err(fail)?;
     Ok(Built {
@@ -187,7 +196,39 @@ fn componentize_js(dir: &Path) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-fn js(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
+/// The weval binary for `--aot`: `HESTIA_WEVAL`, else `weval` on PATH, at version [`WEVAL`].
+fn weval() -> Result<PathBuf, String> {
+    let install = format!(
+        "`cargo install weval --version {WEVAL} --locked`, then put it on PATH or point \
+         HESTIA_WEVAL at it"
+    );
+    let path = std::env::var_os("HESTIA_WEVAL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("weval"));
+    let out = Command::new(&path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "--aot needs weval {WEVAL}; `{}`: {e}: {install}",
+                path.display()
+            )
+        })?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    match version.trim().strip_prefix("weval ") {
+        Some(v) if v == WEVAL => Ok(path),
+        _ => Err(format!(
+            "--aot needs weval {WEVAL}; `{} --version` says {:?}: {install}",
+            path.display(),
+            version.trim()
+        )),
+    }
+}
+
+fn js(dir: &Path, kind: PluginKind, wasm: &Path, aot: bool) -> Result<(), String> {
+    // Before componentize-js: with `--aot`, a missing weval is named first.
+    let weval = if aot { Some(weval()?) } else { None };
     let Some(module) = componentize_js(dir) else {
         return Err(format!(
             "componentize-js is not installed: run `npm install` in {} (package.json pins \
@@ -197,13 +238,16 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
         ));
     };
     let module = std::path::absolute(&module).map_err(|e| e.to_string())?;
-    // No WASI features: the plugin talks to the host only through the contract.
+    // No WASI features: the plugin talks to the host only through the contract. With a
+    // weval binary (argv[2]), the weval-enabled engine compiled ahead of time.
     let script = format!(
         "const {{ componentize }} = await import({module:?});\n\
          const {{ writeFile }} = await import('node:fs/promises');\n\
+         const weval = process.argv[2];\n\
          const {{ component }} = await componentize({{ sourcePath: 'component.js', \
          witPath: 'hestia/wit/{CONTRACT}', worldName: '{kind}', \
-         disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'] }});\n\
+         disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'], \
+         ...(weval ? {{ enableAot: true, wevalBin: weval }} : {{}}) }});\n\
          await writeFile(process.argv[1], component);",
         module = format!("file://{}", module.display()),
         kind = kind.as_str(),
@@ -211,6 +255,7 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path) -> Result<(), String> {
     let mut cmd = Command::new("node");
     cmd.args(["--input-type=module", "-e", &script])
         .arg(wasm)
+        .args(weval)
         .current_dir(dir);
     run(cmd, "install Node.js 20 or later (https://nodejs.org)")
 }

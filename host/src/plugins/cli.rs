@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use super::builder::{Built, COMPONENTIZE_JS, COMPONENTIZE_PY, build};
+pub use super::builder::{Built, COMPONENTIZE_JS, COMPONENTIZE_PY, WEVAL, build};
 pub use super::cases::{BASE_URL, TestReport, run as test};
 pub use super::scaffold::{Lang, NewPlugin, SdkSource, new};
 

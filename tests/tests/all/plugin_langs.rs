@@ -147,20 +147,28 @@ async fn delete_until(
     }
 }
 
+/// Whether the test `name` cannot run for want of the tools: says so on standard error, or
+/// fails when `HESTIA_REQUIRE_PLUGIN_TOOLS` is set.
+fn not_run(name: &str) -> bool {
+    let Some(missing) = missing_tools() else {
+        return false;
+    };
+    let message = format!(
+        "NOT RUN: {name}: missing {missing}; scripts/plugin-tools.sh installs the pinned tools"
+    );
+    assert!(
+        std::env::var_os("HESTIA_REQUIRE_PLUGIN_TOOLS").is_none(),
+        "{message}"
+    );
+    // Past the test harness's capture, so that a passing run still shows it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+    true
+}
+
 #[tokio::test]
 async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_running_server() {
-    if let Some(missing) = missing_tools() {
-        let message = format!(
-            "NOT RUN: python_and_javascript_plugins…: missing {missing}; \
-             scripts/plugin-tools.sh installs the pinned tools"
-        );
-        assert!(
-            std::env::var_os("HESTIA_REQUIRE_PLUGIN_TOOLS").is_none(),
-            "{message}"
-        );
-        // Past the test harness's capture, so that a passing run still shows it.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "{message}");
+    if not_run("python_and_javascript_plugins…") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -209,6 +217,158 @@ async fn python_and_javascript_plugins_from_the_binary_alone_take_effect_in_a_ru
                 .await;
         }
     }
+}
+
+/// The Python SDK hands a scope policy every field of the request, the claims, the account and
+/// the token request, each as the SDK's own type, and turns each kind of answer back into the
+/// contract's: `tests/fixtures/python-every-field` is a policy that answers with what it got,
+/// built over a `plugin new` project and run through its cases in a real host.
+#[test]
+fn the_python_sdk_hands_a_policy_every_field_as_its_own_types() {
+    if not_run("the_python_sdk_hands_a_policy…") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let step = |dir: &Path, args: &[&str]| {
+        let (ok, out, err) = hestia_with(dir, args, &[]);
+        assert!(ok, "hestia {}: {out}{err}", args.join(" "));
+        out
+    };
+    let new = [
+        "plugin",
+        "new",
+        "every",
+        "--kind",
+        "scope-policy",
+        "--lang",
+        "python",
+    ];
+    step(work.path(), &new);
+    let project = work.path().join("every");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python-every-field");
+    for file in ["app.py", "cases.json"] {
+        std::fs::copy(fixture.join(file), project.join(file)).unwrap();
+    }
+    step(&project, &["plugin", "build"]);
+    let data = work.path().join(".data");
+    let data = data.to_str().unwrap();
+    let cases = [
+        "plugin",
+        "test",
+        "every.wasm",
+        "--cases",
+        "cases.json",
+        "--data-dir",
+        data,
+    ];
+    let tested = step(&project, &cases);
+    assert!(tested.contains("6 passed, 0 failed"), "{tested}");
+}
+
+/// `plugin build --aot` is for JavaScript projects, and without weval 0.5.0 says how to get
+/// it (before looking for componentize-js, so this runs without the tools).
+#[test]
+fn plugin_build_aot_is_for_javascript_and_names_the_weval_it_needs() {
+    let work = tempfile::tempdir().unwrap();
+    let new = |name: &str, lang: &str| {
+        let args = [
+            "plugin",
+            "new",
+            name,
+            "--kind",
+            "scope-policy",
+            "--lang",
+            lang,
+        ];
+        let (ok, out, err) = hestia_with(work.path(), &args, &[]);
+        assert!(ok, "{out}{err}");
+        work.path().join(name)
+    };
+    let python = new("py-policy", "python");
+    let (ok, _, err) = hestia_with(&python, &["plugin", "build", "--aot"], &[]);
+    assert!(
+        !ok && err.contains("--aot is for JavaScript projects"),
+        "{err}"
+    );
+    assert!(!python.join("py-policy.wasm").exists());
+
+    let js = new("js-policy", "js");
+    let missing = work.path().join("no-weval");
+    let env = [("HESTIA_WEVAL", missing.to_str().unwrap())];
+    let (ok, _, err) = hestia_with(&js, &["plugin", "build", "--aot"], &env);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("--aot needs weval 0.5.0")
+            && err.contains("cargo install weval --version 0.5.0 --locked"),
+        "{err}"
+    );
+    assert!(!js.join("js-policy.wasm").exists());
+}
+
+/// The weval that `plugin build --aot` runs (`HESTIA_WEVAL`, else `weval` on PATH), when it
+/// is version 0.5.0.
+fn weval_present() -> bool {
+    let weval = std::env::var_os("HESTIA_WEVAL").unwrap_or_else(|| "weval".into());
+    Command::new(weval)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "weval 0.5.0")
+}
+
+/// The JavaScript template built ahead of time (`plugin build --aot`) passes its cases.
+/// Runs where weval 0.5.0 is (`cargo install weval --version 0.5.0 --locked`); scripts/
+/// plugin-tools.sh does not install it, since it compiles for a quarter of an hour.
+#[test]
+fn a_javascript_template_built_ahead_of_time_passes_its_cases() {
+    if not_run("a_javascript_template_built_ahead_of_time…") {
+        return;
+    }
+    if !weval_present() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT RUN: a_javascript_template_built_ahead_of_time…: no weval 0.5.0 \
+             (HESTIA_WEVAL or on PATH)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let step = |dir: &Path, args: &[&str]| {
+        let (ok, out, err) = hestia_with(dir, args, &[]);
+        assert!(ok, "hestia {}: {out}{err}", args.join(" "));
+        out
+    };
+    let new = [
+        "plugin",
+        "new",
+        "aot",
+        "--kind",
+        "scope-policy",
+        "--lang",
+        "js",
+    ];
+    step(work.path(), &new);
+    let project = work.path().join("aot");
+    step(&project, &["plugin", "build", "--aot"]);
+    // The weval-enabled engine: the plain one does not name weval.
+    let wasm = std::fs::read(project.join("aot.wasm")).unwrap();
+    assert!(
+        wasm.windows(5).any(|w| w == b"weval"),
+        "not built ahead of time"
+    );
+    let data = work.path().join(".data");
+    let data = data.to_str().unwrap();
+    let cases = [
+        "plugin",
+        "test",
+        "aot.wasm",
+        "--cases",
+        "cases.json",
+        "--data-dir",
+        data,
+    ];
+    let tested = step(&project, &cases);
+    assert!(tested.contains("3 passed, 0 failed"), "{tested}");
 }
 
 /// A running server's plugin directory, and a client with a token that deletes and reads
