@@ -195,8 +195,10 @@ impl Repository {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<StoredVersion, FhirError> {
-        let mut conn = self.store.connection_unless(tx).await?;
-        current_of(&mut conn, resource_type, id).await
+        match tx {
+            Some(tx) => current_of(tx, resource_type, id).await,
+            None => self.current(resource_type, id).await,
+        }
     }
 
     /// One version; 404 when there is no such version, 410 when it is a deletion.
@@ -509,8 +511,30 @@ impl Repository {
         id: &str,
         access: &Access,
     ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
-        let mut conn = self.store.connection_unless(tx).await?;
-        self.visible_on(&mut conn, resource_type, id, access).await
+        if let Some(tx) = tx {
+            return self.visible_on(tx, resource_type, id, access).await;
+        }
+        // Outside a transaction the version and the look at the access are two statements
+        // either way; the version is read without taking a pooled connection.
+        let version = self.current(resource_type, id).await?;
+        if access.is_unrestricted() {
+            return Ok(Ok(version));
+        }
+        let mut conn = self.store.connection().await?;
+        self.judged(&mut conn, (resource_type, id), version, access)
+            .await
+    }
+
+    /// The current version outside a transaction ([`Store::fhir_current`]); 404 when it
+    /// never existed, 410 when deleted.
+    async fn current(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<StoredVersion, FhirError> {
+        check_id(id)?;
+        let found = self.store.fhir_current(resource_type.as_str(), id).await?;
+        present(resource_type, id, found)
     }
 
     /// [`Self::read_visible`] on `conn`.
@@ -522,6 +546,18 @@ impl Repository {
         access: &Access,
     ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
         let version = current_of(conn, resource_type, id).await?;
+        self.judged(conn, (resource_type, id), version, access)
+            .await
+    }
+
+    /// `version` when `access` lets its resource through, otherwise [`Hidden`].
+    async fn judged(
+        &self,
+        conn: &mut Conn,
+        (resource_type, id): (ResourceType, &str),
+        version: StoredVersion,
+        access: &Access,
+    ) -> Result<Result<StoredVersion, Hidden>, FhirError> {
         if crate::store::search::is_visible_in(
             conn,
             resource_type,
@@ -884,8 +920,18 @@ async fn current_of(
     id: &str,
 ) -> Result<StoredVersion, FhirError> {
     check_id(id)?;
+    let found = fhir_current(conn, resource_type.as_str(), id).await?;
+    present(resource_type, id, found)
+}
+
+/// The current version `found` of `Type/id`; 404 when it never existed, 410 when deleted.
+fn present(
+    resource_type: ResourceType,
+    id: &str,
+    found: Option<StoredVersion>,
+) -> Result<StoredVersion, FhirError> {
     let ty = resource_type.as_str();
-    match fhir_current(conn, ty, id).await? {
+    match found {
         None => Err(FhirError::NotFound(format!("{ty}/{id} is not known"))),
         Some(v) if v.deleted => Err(FhirError::Gone(format!(
             "{ty}/{id} was deleted (version {})",

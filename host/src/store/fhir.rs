@@ -163,12 +163,20 @@ impl Store {
         }
     }
 
-    /// The current version of a resource (deleted or not), outside a transaction.
+    /// The current version of a resource (deleted or not), outside a transaction: on
+    /// SQLite read on this thread ([`super::inline`]) when it can be.
     pub async fn fhir_current(
         &self,
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
+        if let Some(current) = self
+            .inline
+            .as_ref()
+            .and_then(|inline| inline.current(resource_type, id))
+        {
+            return Ok(current);
+        }
         let mut conn = self.connection().await?;
         fhir_current(&mut conn, resource_type, id).await
     }

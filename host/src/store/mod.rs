@@ -12,6 +12,7 @@ pub mod fhir;
 mod group;
 mod handle;
 pub mod import;
+mod inline;
 mod issuer;
 mod oauth;
 mod rights;
@@ -97,6 +98,8 @@ pub struct Store {
     changes: Arc<std::sync::atomic::AtomicU64>,
     /// Plain creates waiting to be committed together ([`group`]).
     create_groups: Arc<group::CreateGroups>,
+    /// SQLite on a file: the reads answered on the caller's thread ([`inline`]).
+    inline: Option<Arc<inline::InlineReads>>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.
@@ -201,6 +204,9 @@ impl Store {
             statistics: Default::default(),
             create_groups: Default::default(),
             changes: Default::default(),
+            inline: (backend == Backend::Sqlite)
+                .then(|| inline::InlineReads::of_url(&url).map(Arc::new))
+                .flatten(),
         })
     }
 

@@ -189,6 +189,12 @@ fn built_in_error(name: &str) -> StoreError {
     ))
 }
 
+/// The statement of [`Store::revisions`]: its four columns in [`Revisions`]' order.
+pub(super) const REVISIONS: &str = "SELECT r.revision AS rights, v.revision AS revocations, \
+     k.revision AS keys, c.revision AS clients \
+     FROM rights_revision r, revocation_revision v, signing_keys_revision k, clients_revision c \
+     WHERE r.id = 1 AND v.id = 1 AND k.id = 1 AND c.id = 1";
+
 /// What [`Store::revisions`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Revisions {
@@ -214,15 +220,10 @@ impl Store {
     /// of an access token or a grant increments it), the signing keys' revision
     /// (migration 0017) and the clients' (migration 0018), in one read.
     pub async fn revisions(&self) -> Result<Revisions, StoreError> {
-        let row = sqlx::query(
-            "SELECT r.revision AS rights, v.revision AS revocations, k.revision AS keys, \
-                    c.revision AS clients \
-             FROM rights_revision r, revocation_revision v, signing_keys_revision k, \
-                  clients_revision c \
-             WHERE r.id = 1 AND v.id = 1 AND k.id = 1 AND c.id = 1",
-        )
-        .fetch_one(self.pool())
-        .await?;
+        if let Some(revisions) = self.inline.as_ref().and_then(|inline| inline.revisions()) {
+            return Ok(revisions);
+        }
+        let row = sqlx::query(REVISIONS).fetch_one(self.pool()).await?;
         Ok(Revisions {
             rights: row.try_get("rights")?,
             revocations: row.try_get("revocations")?,

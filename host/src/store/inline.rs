@@ -1,0 +1,202 @@
+//! Reads on SQLite answered on the calling thread.
+//!
+//! sqlx runs each SQLite connection on a worker thread of its own: every statement is a
+//! message to that thread and an answer back, two thread switches. For a read of one row
+//! from the page cache (a few microseconds of SQLite's time), those switches were most of
+//! the cost: half the samples of a profile of authorized reads were the kernel switching
+//! threads. So the hottest reads (the current version of a resource) run here instead, on
+//! connections of rusqlite, a synchronous driver over the same SQLite library, called on
+//! the request's own thread; so do the reads of the revisions (`crate::freshness`). A read of WAL mode never waits for a writer, so it does not
+//! hold up the thread; any error (a busy database, a schema this code does not expect)
+//! sends the caller back to the pooled path, which reports it as usual.
+//!
+//! Writes stay with the pool ([`Store::begin`]) and its write turn; these connections
+//! are `query_only`. Each sees every commit made before its statement began, as a pooled
+//! connection does.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::Revisions;
+use super::fhir::StoredVersion;
+use super::rights::REVISIONS;
+
+/// Connections kept for reuse. A connection is taken for one statement and given back,
+/// so no more are open at once than threads reading at once (the runtime's workers).
+const KEPT: usize = 8;
+
+/// Set on every connection: see `SQLITE_PRAGMAS` in `store/mod.rs` for the cache size.
+/// No busy timeout: a read that would wait goes back to the pool, which waits without
+/// holding a thread of the runtime.
+const PRAGMAS: &str = "PRAGMA query_only = ON; PRAGMA cache_size = -512; PRAGMA busy_timeout = 0;";
+
+const CURRENT: &str = "SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, \
+     r.content, h.method FROM fhir_resources r JOIN fhir_history h \
+     ON h.resource_type = r.resource_type AND h.id = r.id AND h.version_id = r.version_id \
+     WHERE r.resource_type = ?1 AND r.id = ?2";
+
+/// The file's read connections.
+#[derive(Debug)]
+pub(super) struct InlineReads {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl InlineReads {
+    /// Reads of the database at `url` (as prepared for sqlx: `sqlite://PATH?QUERY`), or
+    /// `None` for a database only sqlx's own connections can see (in memory).
+    pub(super) fn of_url(url: &str) -> Option<InlineReads> {
+        let rest = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+            return None;
+        }
+        Some(InlineReads {
+            path: PathBuf::from(path),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The current version of `resource_type/id` (deleted or not), or `None` when this
+    /// path cannot answer and the pooled one must.
+    pub(super) fn current(&self, resource_type: &str, id: &str) -> Option<Option<StoredVersion>> {
+        self.with(|conn| {
+            conn.prepare_cached(CURRENT)?
+                .query_row((resource_type, id), |row| {
+                    Ok(StoredVersion {
+                        resource_type: row.get(0)?,
+                        id: row.get(1)?,
+                        version_id: row.get(2)?,
+                        last_updated: row.get(3)?,
+                        deleted: row.get::<_, i64>(4)? != 0,
+                        content: row.get(5)?,
+                        method: row.get(6)?,
+                    })
+                })
+                .optional()
+        })
+    }
+
+    /// The revisions of rights, revocations, keys and clients ([`Store::revisions`]), or
+    /// `None` when the pooled path must answer.
+    pub(super) fn revisions(&self) -> Option<Revisions> {
+        self.with(|conn| {
+            conn.prepare_cached(REVISIONS)?.query_row((), |row| {
+                Ok(Revisions {
+                    rights: row.get(0)?,
+                    revocations: row.get(1)?,
+                    keys: row.get(2)?,
+                    clients: row.get(3)?,
+                })
+            })
+        })
+    }
+
+    /// Runs `read` on an idle connection (or a new one) and keeps the connection; `None`
+    /// when it fails, after logging why at debug level.
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let taken = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => match self.open() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no inline SQLite read; the pool answers");
+                    return None;
+                }
+            },
+        };
+        let answer = read(&conn);
+        if let Err(e) = &answer {
+            tracing::debug!(error = %e, "inline SQLite read failed; the pool answers");
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < KEPT {
+            idle.push(conn);
+        }
+        answer.ok()
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        // No mutex of SQLite's own: a connection is used by one thread at a time.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.execute_batch(PRAGMAS)?;
+        Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn patient(id: &str, version_id: i64) -> (StoredVersion, crate::fhir::search::IndexRows) {
+        let resource = serde_json::json!({"resourceType": "Patient", "id": id});
+        let index = crate::fhir::search::extract(&resource).unwrap();
+        let version = StoredVersion {
+            resource_type: "Patient".into(),
+            id: id.into(),
+            version_id,
+            last_updated: 1_700_000_000_000,
+            deleted: false,
+            content: resource.to_string(),
+            method: "POST".into(),
+        };
+        (version, index)
+    }
+
+    #[test]
+    fn a_database_in_memory_has_no_inline_reads() {
+        assert!(InlineReads::of_url("sqlite::memory:").is_none());
+        assert!(InlineReads::of_url("sqlite://x.db?mode=memory&cache=shared").is_none());
+        assert!(InlineReads::of_url("sqlite://data/hestia.db?mode=rwc").is_some());
+    }
+
+    #[tokio::test]
+    async fn inline_reads_answer_what_the_pool_committed_and_fall_back_when_they_cannot() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("h.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let inline = store.inline.clone().expect("a file database reads inline");
+
+        assert_eq!(inline.current("Patient", "a"), Some(None));
+        let (first, index) = patient("a", 1);
+        let written = store.create_grouped(first, index).await.unwrap();
+        // The connection kept from the read before sees the commit made after it.
+        assert_eq!(inline.current("Patient", "a"), Some(Some(written.clone())));
+        assert_eq!(
+            store.fhir_current("Patient", "a").await.unwrap(),
+            Some(written)
+        );
+        assert!(
+            inline.idle.lock().unwrap().len() == 1,
+            "the connection is kept"
+        );
+
+        let row = sqlx::query(REVISIONS)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        use sqlx::Row;
+        let pooled = Revisions {
+            rights: row.get(0),
+            revocations: row.get(1),
+            keys: row.get(2),
+            clients: row.get(3),
+        };
+        assert_eq!(inline.revisions(), Some(pooled));
+
+        // A file that cannot be opened: no answer here, the pool's path answers.
+        let gone = InlineReads::of_url("sqlite:///nonexistent-dir/h.db").unwrap();
+        assert_eq!(gone.current("Patient", "a"), None);
+    }
+}
