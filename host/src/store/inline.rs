@@ -48,10 +48,7 @@ impl InlineReads {
     /// Reads of the database at `url` (as prepared for sqlx: `sqlite://PATH?QUERY`), or
     /// `None` for a database only sqlx's own connections can see (in memory).
     pub(super) fn of_url(url: &str) -> Option<InlineReads> {
-        let rest = url
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:");
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (path, query) = super::sqlite_path_and_query(url);
         if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
             return None;
         }

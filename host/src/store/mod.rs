@@ -267,10 +267,7 @@ impl Store {
 
 /// Creates the SQLite file's directory and asks sqlx to create the file.
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (path, query) = sqlite_path_and_query(url);
     let parent = Path::new(path)
         .parent()
         .filter(|p| !p.as_os_str().is_empty());
@@ -288,6 +285,14 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         query.push_str("mode=rwc");
     }
     Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// The file path and the query (`mode=…`, without the `?`) of a `sqlite:` URL.
+fn sqlite_path_and_query(url: &str) -> (&str, &str) {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rest.split_once('?').unwrap_or((rest, ""))
 }
 
 /// Hides a password in a database URL before it is printed.
