@@ -477,8 +477,9 @@ impl Console<'_> {
 
 /// Records `event` now; a failure is logged (an audit row never fails the request).
 pub async fn record(store: &Store, event: NewAuditEvent) {
-    if let Err(e) = store.record_audit(&event, crate::store::now_secs()).await {
-        tracing::warn!(action = %event.action, error = %e, "cannot record an audit event");
+    let action = event.action.clone();
+    if let Err(e) = store.record_audit(event, crate::store::now_secs()).await {
+        tracing::warn!(%action, error = %e, "cannot record an audit event");
     }
 }
 

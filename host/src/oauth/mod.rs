@@ -13,7 +13,6 @@ pub mod keys;
 pub mod picker;
 pub mod pkce;
 pub mod policy;
-pub mod records;
 pub mod registration;
 pub mod scopes;
 pub mod sealed;
@@ -171,8 +170,6 @@ pub struct AuthServer {
     directory: directory::Directory,
     /// The signing keys, parsed.
     signers: keys::Signers,
-    /// Access-token records waiting for their group's commit.
-    records: records::TokenRecords,
     /// Client JWKS fetched from their `jwks_uri`, by client id (see `client_auth`).
     client_jwks_cache:
         std::sync::Mutex<std::collections::HashMap<String, client_auth::FetchedJwks>>,
@@ -198,7 +195,6 @@ impl AuthServer {
             freshness: crate::freshness::Freshness::new(store.clone()),
             signers: keys::Signers::default(),
             directory: directory::Directory::default(),
-            records: records::TokenRecords::default(),
             client_jwks_cache: Default::default(),
             store,
         }
@@ -282,9 +278,10 @@ impl AuthServer {
     }
 
     /// Records an issued access token (and the grant it opens) before it is answered,
-    /// committed together with the other token requests of the moment ([`records`]).
+    /// committed together with the other token requests of the moment
+    /// ([`crate::store::Store::record_issued`]).
     pub async fn record_issued(&self, record: crate::store::IssuedToken) -> Result<(), OAuthError> {
-        Ok(self.records.record(&self.store, record).await?)
+        Ok(self.store.record_issued(record).await?)
     }
 
     /// The published keys for verifying a token signed by `kid`: the cached copy while it

@@ -5,7 +5,12 @@
 use sqlx::Row;
 
 use super::clients::{IssuedTo, revoke_issued};
-use super::{Store, StoreError};
+use super::group::Grouped;
+use super::{Store, StoreError, placeholders};
+
+/// Events per statement of [`Store::write_audit`]: eight parameters each, under SQLite's
+/// historical limit of 999 per statement.
+const AUDIT_PER_STATEMENT: usize = 120;
 
 /// A console session as its row holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,26 @@ pub struct NewAuditEvent {
     pub detail: String,
     pub address: String,
     pub context: String,
+}
+
+/// An audit event and when it happened: what [`Store::record_audit`] commits in groups.
+#[derive(Debug)]
+pub(super) struct Audit {
+    pub at: i64,
+    pub event: NewAuditEvent,
+}
+
+impl Grouped for Audit {
+    const MAX_GROUP: usize = 1024;
+    const WHAT: &'static str = "audit event";
+
+    async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
+        store.write_audit(group).await
+    }
+
+    async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
+        store.write_audit(std::slice::from_ref(one)).await
+    }
 }
 
 /// Which events the Activity page asks for: each field, when set, narrows the list.
@@ -260,20 +285,41 @@ impl Store {
         .await
     }
 
-    /// Records one event: a single insert.
-    pub async fn record_audit(&self, event: &NewAuditEvent, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_events (at, actor, action, target, outcome, detail, address, context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(now)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.target)
-            .bind(&event.outcome)
-            .bind(&event.detail)
-            .bind(&event.address)
-            .bind(&event.context)
-            .execute(self.autocommit().await?.sql())
-            .await?;
-        Ok(())
+    /// Records an audit event that happened at `at` together with the other events of the
+    /// moment ([`super::group`]); returns once committed.
+    pub async fn record_audit(&self, event: NewAuditEvent, at: i64) -> Result<(), StoreError> {
+        self.groups
+            .audit
+            .commit(self, Audit { at, event })
+            .await
+            .map(drop)
+    }
+
+    /// Writes `events` in one transaction (a statement per [`AUDIT_PER_STATEMENT`]
+    /// events): a group of [`Store::record_audit`].
+    pub(super) async fn write_audit(&self, events: &[Audit]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let conn = tx.sql();
+        for chunk in events.chunks(AUDIT_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO audit_events (at, actor, action, target, outcome, detail, address, context) VALUES {}",
+                placeholders(chunk.len(), 8)
+            );
+            let mut q = super::rows_query(&sql, chunk.len());
+            for Audit { at, event } in chunk {
+                q = q
+                    .bind(*at)
+                    .bind(&event.actor)
+                    .bind(&event.action)
+                    .bind(&event.target)
+                    .bind(&event.outcome)
+                    .bind(&event.detail)
+                    .bind(&event.address)
+                    .bind(&event.context);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        tx.commit().await
     }
 
     /// The newest events first, narrowed by `filter`.

@@ -1,15 +1,16 @@
-//! Group commit of plain creates. A create (`POST` without `If-None-Exist`, outside a
-//! Bundle) writes a new resource under an id the server chose, so it reads nothing and
-//! conflicts with nothing: the creates that arrive while one group is being written wait,
-//! and the next group writes them all in one transaction of multi-row statements
-//! ([`super::fhir::fhir_write_many`]), a handful of statements for the whole group instead
-//! of about nine per create. Each create is answered only after its group has committed,
-//! so every acknowledged create is as durable as one written alone. On SQLite a group
-//! holds one write turn ([`super::turn`]) for all of them.
+//! Group commit: writes that read nothing and conflict with nothing (plain creates under an
+//! id the server chose, access-token records, audit events) wait while one group of their
+//! kind is being written, and the next group writes them all in one transaction of
+//! multi-row statements: a handful of statements for the whole group instead of a
+//! transaction each. Each write is answered only after its group has committed, so every
+//! acknowledged write is as durable as one written alone. On SQLite a group holds one
+//! write turn ([`super::turn`]) for all of them; on PostgreSQL it is one round trip per
+//! statement for the group.
 //!
 //! Hand-written: this is the store's own batching of its own statements, which no crate
 //! offers over sqlx.
 
+use std::future::Future;
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
@@ -18,22 +19,145 @@ use super::fhir::{StoredVersion, fhir_write, fhir_write_many};
 use super::{Store, StoreError};
 use crate::fhir::search::IndexRows;
 
-/// At most this many creates in one transaction; the rest wait for the next group.
-const MAX_GROUP: usize = 256;
+/// A kind of write that can be committed in groups.
+pub(super) trait Grouped: Sized + Send + 'static {
+    /// At most this many in one transaction; the rest wait for the next group.
+    const MAX_GROUP: usize;
+    /// What one is called in the log and in errors.
+    const WHAT: &'static str;
+    /// Writes all of `group` in one transaction.
+    fn write_many(
+        store: &Store,
+        group: &[Self],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes `one` in a transaction of its own (a group of one, and each of a group that
+    /// failed, so that each gets its own answer).
+    fn write_one(store: &Store, one: &Self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
-/// The creates waiting for a group, and the lock held while one group is written.
-#[derive(Debug, Default)]
-pub(super) struct CreateGroups {
-    waiting: Mutex<Vec<Waiting>>,
+/// The writes of one kind waiting for a group, and the lock held while one group is
+/// written.
+#[derive(Debug)]
+pub(super) struct Groups<T> {
+    waiting: Mutex<Vec<Waiting<T>>>,
     writing: tokio::sync::Mutex<()>,
 }
 
-/// A create waiting for its group: what to write and where to answer.
+impl<T> Default for Groups<T> {
+    fn default() -> Self {
+        Groups {
+            waiting: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// A write waiting for its group: what to write and where to answer (with the write
+/// itself, once committed).
 #[derive(Debug)]
-struct Waiting {
-    version: StoredVersion,
-    index: IndexRows,
-    done: oneshot::Sender<Result<StoredVersion, StoreError>>,
+struct Waiting<T> {
+    write: T,
+    done: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Grouped> Groups<T> {
+    /// Commits `write` together with the writes of its kind waiting at the time, and
+    /// gives it back once committed.
+    pub(super) async fn commit(&self, store: &Store, write: T) -> Result<T, StoreError> {
+        let (done, mut answer) = oneshot::channel();
+        lock(&self.waiting).push(Waiting { write, done });
+        // One group at a time: whoever holds the lock writes everything waiting, its own
+        // write among it unless an earlier group took it.
+        let writing = self.writing.lock().await;
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned::<T>()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = take_group::<T>(&self.waiting);
+        if group.is_empty() {
+            // Its own write is in a group still being written by a task whose caller went
+            // away; that task answers it.
+            drop(writing);
+            return answer.await.unwrap_or_else(|_| Err(abandoned::<T>()));
+        }
+        // A task of its own, so that a caller that goes away (its client disconnected)
+        // does not cut the group's transaction short for the others in it.
+        let store = store.clone();
+        let _ = tokio::spawn(async move { write_group(&store, group).await }).await;
+        drop(writing);
+        answer.await.unwrap_or_else(|_| Err(abandoned::<T>()))
+    }
+}
+
+/// Writes `group` in one transaction and answers each write; when that fails, writes each
+/// alone so that each gets its own answer.
+async fn write_group<T: Grouped>(store: &Store, group: Vec<Waiting<T>>) {
+    let (writes, answers): (Vec<T>, Vec<_>) = group.into_iter().map(|w| (w.write, w.done)).unzip();
+    let written = if writes.len() == 1 {
+        Err(None)
+    } else {
+        T::write_many(store, &writes).await.map_err(Some)
+    };
+    match written {
+        Ok(()) => {
+            for (write, done) in writes.into_iter().zip(answers) {
+                let _ = done.send(Ok(write));
+            }
+        }
+        Err(error) => {
+            if let Some(error) = error {
+                tracing::debug!(%error, writes = writes.len(), "a group of {} failed; writing each alone", T::WHAT);
+            }
+            for (write, done) in writes.into_iter().zip(answers) {
+                let result = T::write_one(store, &write).await;
+                let _ = done.send(result.map(|()| write));
+            }
+        }
+    }
+}
+
+/// The writes waiting, oldest first, at most [`Grouped::MAX_GROUP`] of them.
+fn take_group<T: Grouped>(waiting: &Mutex<Vec<Waiting<T>>>) -> Vec<Waiting<T>> {
+    let mut waiting = lock(waiting);
+    let taken = waiting.len().min(T::MAX_GROUP);
+    let rest = waiting.split_off(taken);
+    std::mem::replace(&mut *waiting, rest)
+}
+
+/// The queue's lock; a panic while it was held left a plain `Vec` behind, still usable.
+fn lock<T>(waiting: &Mutex<Vec<Waiting<T>>>) -> std::sync::MutexGuard<'_, Vec<Waiting<T>>> {
+    waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The group writing a write ended without answering it (its task panicked).
+fn abandoned<T: Grouped>() -> StoreError {
+    StoreError::Invalid(format!(
+        "the group commit writing this {} stopped without an answer (see the server log)",
+        T::WHAT
+    ))
+}
+
+/// A plain create: the first version of a new resource and its index rows.
+pub(super) type Create = (StoredVersion, Option<IndexRows>);
+
+impl Grouped for Create {
+    const MAX_GROUP: usize = 256;
+    const WHAT: &'static str = "create";
+
+    async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
+        let mut tx = store.begin().await?;
+        fhir_write_many(&mut tx, group).await?;
+        tx.commit_counting(group.len() as u64).await
+    }
+
+    async fn write_one(store: &Store, (version, index): &Self) -> Result<(), StoreError> {
+        let mut tx = store.begin().await?;
+        fhir_write(&mut tx, version, index.as_ref()).await?;
+        tx.commit().await
+    }
 }
 
 impl Store {
@@ -44,105 +168,11 @@ impl Store {
         version: StoredVersion,
         index: IndexRows,
     ) -> Result<StoredVersion, StoreError> {
-        let groups = &self.create_groups;
-        let (done, mut answer) = oneshot::channel();
-        lock(&groups.waiting).push(Waiting {
-            version,
-            index,
-            done,
-        });
-        // One group at a time: whoever holds the lock writes everything waiting, its own
-        // create among it unless an earlier group took it.
-        let writing = groups.writing.lock().await;
-        match answer.try_recv() {
-            Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let group = take_group(&groups.waiting);
-        if group.is_empty() {
-            // Its own create is in a group still being written by a task whose caller
-            // went away; that task answers it.
-            drop(writing);
-            return answer.await.unwrap_or_else(|_| Err(abandoned()));
-        }
-        // A task of its own, so that a caller that goes away (its client disconnected)
-        // does not cut the group's transaction short for the others in it.
-        let store = self.clone();
-        let _ = tokio::spawn(async move { store.write_group(group).await }).await;
-        drop(writing);
-        answer.await.unwrap_or_else(|_| Err(abandoned()))
+        let (version, _) = self
+            .groups
+            .creates
+            .commit(self, (version, Some(index)))
+            .await?;
+        Ok(version)
     }
-
-    /// Writes `group` in one transaction and answers each create; when that fails, writes
-    /// each alone so that each gets its own answer.
-    async fn write_group(&self, group: Vec<Waiting>) {
-        let (writes, answers): (Vec<_>, Vec<_>) = group
-            .into_iter()
-            .map(|w| ((w.version, Some(w.index)), w.done))
-            .unzip();
-        let written = if writes.len() == 1 {
-            Err(None)
-        } else {
-            self.write_many(&writes).await.map_err(Some)
-        };
-        match written {
-            Ok(()) => {
-                for ((version, _), done) in writes.into_iter().zip(answers) {
-                    let _ = done.send(Ok(version));
-                }
-            }
-            Err(error) => {
-                if let Some(error) = error {
-                    tracing::debug!(%error, creates = writes.len(), "a group of creates failed; writing each alone");
-                }
-                for ((version, index), done) in writes.into_iter().zip(answers) {
-                    let result = self.write_one(&version, index.as_ref()).await;
-                    let _ = done.send(result.map(|()| version));
-                }
-            }
-        }
-    }
-
-    async fn write_many(
-        &self,
-        writes: &[(StoredVersion, Option<IndexRows>)],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        fhir_write_many(&mut tx, writes).await?;
-        tx.commit_counting(writes.len() as u64).await
-    }
-
-    async fn write_one(
-        &self,
-        version: &StoredVersion,
-        index: Option<&IndexRows>,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        fhir_write(&mut tx, version, index).await?;
-        tx.commit().await
-    }
-}
-
-/// The creates waiting, oldest first, at most [`MAX_GROUP`] of them.
-fn take_group(waiting: &Mutex<Vec<Waiting>>) -> Vec<Waiting> {
-    let mut waiting = lock(waiting);
-    let taken = waiting.len().min(MAX_GROUP);
-    let rest = waiting.split_off(taken);
-    std::mem::replace(&mut *waiting, rest)
-}
-
-/// The queue's lock; a panic while it was held left a plain `Vec` behind, still usable.
-fn lock(waiting: &Mutex<Vec<Waiting>>) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-    waiting
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The group writing a create ended without answering it (its task panicked).
-fn abandoned() -> StoreError {
-    StoreError::Invalid(
-        "the group commit writing this create stopped without an answer (see the server log)"
-            .into(),
-    )
 }

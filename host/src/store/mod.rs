@@ -96,10 +96,19 @@ pub struct Store {
     /// Commits of this process that revoked tokens, changed rights or the signing keys
     /// ([`Store::local_changes`]).
     changes: Arc<std::sync::atomic::AtomicU64>,
-    /// Plain creates waiting to be committed together ([`group`]).
-    create_groups: Arc<group::CreateGroups>,
+    /// Creates, token records and audit events waiting to be committed together
+    /// ([`group`]).
+    groups: Arc<AllGroups>,
     /// SQLite on a file: the reads answered on the caller's thread ([`inline`]).
     inline: Option<Arc<inline::InlineReads>>,
+}
+
+/// The group commits of a store, one queue per kind of write ([`group`]).
+#[derive(Debug, Default)]
+struct AllGroups {
+    creates: group::Groups<group::Create>,
+    tokens: group::Groups<IssuedToken>,
+    audit: group::Groups<console::Audit>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.
@@ -112,6 +121,18 @@ struct Statistics {
 /// form is kept prepared on the connection: every other count is another text, and sqlx
 /// keeps up to 100 prepared statements per connection, which the row counts of index
 /// inserts alone fill (on SQLite, memory of the server process that grew for minutes).
+/// `($1, $2, $3, $4), ($5, …)`: `rows` tuples of `width` placeholders, for multi-row
+/// statements.
+pub(super) fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn rows_query(
     sql: &str,
     rows: usize,
@@ -202,7 +223,7 @@ impl Store {
             backend,
             write_turn: (backend == Backend::Sqlite).then(Default::default),
             statistics: Default::default(),
-            create_groups: Default::default(),
+            groups: Default::default(),
             changes: Default::default(),
             inline: (backend == Backend::Sqlite)
                 .then(|| inline::InlineReads::of_url(&url).map(Arc::new))

@@ -6,7 +6,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Client, Store, StoreError, User, conflict_or};
+use super::group::Grouped;
+use super::{Client, Store, StoreError, User, conflict_or, placeholders};
 
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -31,19 +32,21 @@ pub struct IssuedToken {
     pub new_grant: Option<(Option<String>, i64)>,
 }
 
-/// Records per statement of [`Store::record_issued`]: four parameters each, under
+/// Records per statement of [`Store::write_issued`]: four parameters each, under
 /// SQLite's historical limit of 999 per statement.
 const ISSUED_PER_STATEMENT: usize = 200;
 
-/// `($1, $2, $3, $4), ($5, …)`: `rows` tuples of `width` placeholders.
-fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+impl Grouped for IssuedToken {
+    const MAX_GROUP: usize = 1024;
+    const WHAT: &'static str = "access-token record";
+
+    async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
+        store.write_issued(group).await
+    }
+
+    async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
+        store.write_issued(std::slice::from_ref(one)).await
+    }
 }
 
 /// An authorization request between a successful sign-in and the code.
@@ -316,10 +319,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records issued access tokens and the grants they open, in one write transaction
-    /// (a statement per table per [`ISSUED_PER_STATEMENT`] records): all of them are
-    /// committed, or none.
-    pub async fn record_issued(&self, issued: &[IssuedToken]) -> Result<(), StoreError> {
+    /// Records an issued access token (and the grant it opens) together with the other
+    /// token requests of the moment ([`super::group`]); returns once committed.
+    pub async fn record_issued(&self, issued: IssuedToken) -> Result<(), StoreError> {
+        self.groups.tokens.commit(self, issued).await.map(drop)
+    }
+
+    /// Writes issued access tokens and the grants they open, in one write transaction (a
+    /// statement per table per [`ISSUED_PER_STATEMENT`] records): all of them are
+    /// committed, or none. A group of [`Store::record_issued`].
+    pub(super) async fn write_issued(&self, issued: &[IssuedToken]) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let conn = tx.sql();
         for chunk in issued.chunks(ISSUED_PER_STATEMENT) {

@@ -1,7 +1,9 @@
 //! The store on both databases: accounts and clients.
 
 use hestia::store::fhir::{StoredVersion, fhir_current, fhir_write};
-use hestia::store::{ClientKind, NewClient, NewUser, Store, StoreError};
+use hestia::store::{
+    ClientKind, IssuedToken, NewAuditEvent, NewClient, NewUser, Store, StoreError,
+};
 
 use crate::support::TestDb;
 
@@ -575,7 +577,7 @@ async fn seed_oauth_records(store: &Store, cid: &str, spent_tokens: u64) {
 async fn old_audit_events_and_idle_console_sessions_are_purged_on_both_databases() {
     use hestia::config::AdminSettings;
     use hestia::console::{ConsolePurged, purge};
-    use hestia::store::{AuditFilter, NewAuditEvent};
+    use hestia::store::AuditFilter;
     use std::time::Duration;
     for db in TestDb::all().await {
         let store = Store::open(&db.url).await.unwrap();
@@ -591,7 +593,7 @@ async fn old_audit_events_and_idle_console_sessions_are_purged_on_both_databases
                 action: action.into(),
                 ..Default::default()
             };
-            store.record_audit(&event, at).await.unwrap();
+            store.record_audit(event, at).await.unwrap();
         }
         store
             .create_admin_session("idle", "u1", "root", "c1", now - 901)
@@ -716,6 +718,90 @@ async fn grouped_creates_answer_each_create_on_both_databases() {
                 "SELECT COUNT(*) FROM fhir_idx_string WHERE resource_type = 'Patient' \
                  AND param = 'family' AND exact LIKE 'Grouped-%'",
                 40,
+            ),
+        ] {
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&raw).await.unwrap();
+            assert_eq!(n, expected, "{}: {sql}", db.backend);
+        }
+        raw.close().await;
+        store.close().await;
+    }
+}
+
+/// Token records and audit events sent at once are committed in groups (`store::group`),
+/// and each still gets its own answer: a record whose `jti` is taken fails alone, every
+/// other record and event of its group is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() {
+    for db in TestDb::all().await {
+        let store = Store::open(&db.url).await.unwrap();
+        let record = |jti: &str, grant: &str| IssuedToken {
+            jti: jti.into(),
+            grant_id: grant.into(),
+            client_id: "grouped-client".into(),
+            expires_at: 4_000_000_000,
+            new_grant: Some((None, 1_700_000_000)),
+        };
+        store
+            .record_issued(record("taken", "g-taken"))
+            .await
+            .unwrap();
+
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let jti = if i == 23 {
+                    "taken".to_string()
+                } else {
+                    format!("t{i}")
+                };
+                let issued = store.record_issued(record(&jti, &format!("g{i}"))).await;
+                let event = NewAuditEvent {
+                    actor: "grouped-client".into(),
+                    action: "token.issued".into(),
+                    target: format!("t{i}"),
+                    outcome: "ok".into(),
+                    ..Default::default()
+                };
+                let audited = store.record_audit(event, 1_700_000_000 + i).await;
+                (jti, issued, audited)
+            });
+        }
+        let mut recorded = 0;
+        while let Some(answer) = writes.join_next().await {
+            let (jti, issued, audited) = answer.unwrap();
+            audited.unwrap_or_else(|e| panic!("{}: audit of {jti}: {e}", db.backend));
+            match issued {
+                Ok(()) => recorded += 1,
+                Err(err) => assert_eq!(jti, "taken", "{}: {err}", db.backend),
+            }
+        }
+        assert_eq!(recorded, 59, "{}", db.backend);
+        for i in [0, 22, 24, 59] {
+            let jti = format!("t{i}");
+            let found = store.access_token_record(&jti).await.unwrap();
+            assert_eq!(
+                found.map(|r| r.grant_id),
+                Some(format!("g{i}")),
+                "{}: {jti}",
+                db.backend
+            );
+        }
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        for (sql, expected) in [
+            (
+                "SELECT COUNT(*) FROM oauth_access_tokens WHERE client_id = 'grouped-client'",
+                60,
+            ),
+            // The taken jti's grant g23 is not left behind by its failed record.
+            (
+                "SELECT COUNT(*) FROM oauth_grants WHERE client_id = 'grouped-client'",
+                60,
+            ),
+            (
+                "SELECT COUNT(*) FROM audit_events WHERE actor = 'grouped-client'",
+                60,
             ),
         ] {
             let n: i64 = sqlx::query_scalar(sql).fetch_one(&raw).await.unwrap();
