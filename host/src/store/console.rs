@@ -5,8 +5,7 @@
 use sqlx::Row;
 
 use super::clients::{IssuedTo, revoke_issued};
-use super::group::Grouped;
-use super::{Store, StoreError, placeholders};
+use super::{Store, StoreError, WriteTx, placeholders};
 
 /// Events per statement of [`Store::write_audit`]: eight parameters each, under SQLite's
 /// historical limit of 999 per statement.
@@ -56,19 +55,6 @@ pub struct NewAuditEvent {
 pub(super) struct Audit {
     pub at: i64,
     pub event: NewAuditEvent,
-}
-
-impl Grouped for Audit {
-    const MAX_GROUP: usize = 1024;
-    const WHAT: &'static str = "audit event";
-
-    async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
-        store.write_audit(group).await
-    }
-
-    async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
-        store.write_audit(std::slice::from_ref(one)).await
-    }
 }
 
 /// Which events the Activity page asks for: each field, when set, narrows the list.
@@ -285,20 +271,9 @@ impl Store {
         .await
     }
 
-    /// Records an audit event that happened at `at` together with the other events of the
-    /// moment ([`super::group`]); returns once committed.
-    pub async fn record_audit(&self, event: NewAuditEvent, at: i64) -> Result<(), StoreError> {
-        self.groups
-            .audit
-            .commit(self, Audit { at, event })
-            .await
-            .map(drop)
-    }
-
-    /// Writes `events` in one transaction (a statement per [`AUDIT_PER_STATEMENT`]
-    /// events): a group of [`Store::record_audit`].
-    pub(super) async fn write_audit(&self, events: &[Audit]) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+    /// Writes `events` in `tx` (a statement per [`AUDIT_PER_STATEMENT`] events): part of
+    /// a group of [`Store::record_audit`].
+    pub(super) async fn write_audit(tx: &mut WriteTx, events: &[&Audit]) -> Result<(), StoreError> {
         let conn = tx.sql();
         for chunk in events.chunks(AUDIT_PER_STATEMENT) {
             let sql = format!(
@@ -319,7 +294,7 @@ impl Store {
             }
             q.execute(&mut *conn).await?;
         }
-        tx.commit().await
+        Ok(())
     }
 
     /// The newest events first, narrowed by `filter`.

@@ -15,6 +15,7 @@ pub mod import;
 mod inline;
 mod issuer;
 mod oauth;
+mod records;
 mod rights;
 pub mod search;
 pub mod tables;
@@ -107,8 +108,7 @@ pub struct Store {
 #[derive(Debug, Default)]
 struct AllGroups {
     creates: group::Groups<group::Create>,
-    tokens: group::Groups<IssuedToken>,
-    audit: group::Groups<console::Audit>,
+    records: group::Groups<records::Record>,
 }
 
 /// Committed write transactions of this process, counted towards the next `ANALYZE`.

@@ -6,8 +6,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::group::Grouped;
-use super::{Client, Store, StoreError, User, conflict_or, placeholders};
+use super::{Client, Store, StoreError, User, WriteTx, conflict_or, placeholders};
 
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -35,19 +34,6 @@ pub struct IssuedToken {
 /// Records per statement of [`Store::write_issued`]: four parameters each, under
 /// SQLite's historical limit of 999 per statement.
 const ISSUED_PER_STATEMENT: usize = 200;
-
-impl Grouped for IssuedToken {
-    const MAX_GROUP: usize = 1024;
-    const WHAT: &'static str = "access-token record";
-
-    async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
-        store.write_issued(group).await
-    }
-
-    async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
-        store.write_issued(std::slice::from_ref(one)).await
-    }
-}
 
 /// An authorization request between a successful sign-in and the code.
 #[derive(Debug, Clone)]
@@ -319,22 +305,18 @@ impl Store {
         Ok(())
     }
 
-    /// Records an issued access token (and the grant it opens) together with the other
-    /// token requests of the moment ([`super::group`]); returns once committed.
-    pub async fn record_issued(&self, issued: IssuedToken) -> Result<(), StoreError> {
-        self.groups.tokens.commit(self, issued).await.map(drop)
-    }
-
-    /// Writes issued access tokens and the grants they open, in one write transaction (a
-    /// statement per table per [`ISSUED_PER_STATEMENT`] records): all of them are
-    /// committed, or none. A group of [`Store::record_issued`].
-    pub(super) async fn write_issued(&self, issued: &[IssuedToken]) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
+    /// Writes issued access tokens and the grants they open in `tx` (a statement per
+    /// table per [`ISSUED_PER_STATEMENT`] records): part of a group of
+    /// [`Store::record_issued`].
+    pub(super) async fn write_issued(
+        tx: &mut WriteTx,
+        issued: &[&IssuedToken],
+    ) -> Result<(), StoreError> {
         let conn = tx.sql();
         for chunk in issued.chunks(ISSUED_PER_STATEMENT) {
             let grants: Vec<(&IssuedToken, &(Option<String>, i64))> = chunk
                 .iter()
-                .filter_map(|i| i.new_grant.as_ref().map(|g| (i, g)))
+                .filter_map(|i| i.new_grant.as_ref().map(|g| (*i, g)))
                 .collect();
             if !grants.is_empty() {
                 let sql = format!(
@@ -365,7 +347,6 @@ impl Store {
             }
             q.execute(&mut *conn).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

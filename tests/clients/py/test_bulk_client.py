@@ -1,0 +1,120 @@
+"""smart-fetch (PyPI, SMART on FHIR's bulk-data client) against Hestia: a backend service
+registered with a JWKS, SMART Backend Services authorization (a client assertion it signs
+itself), `$export` kick-off, status polling, and the NDJSON downloads, as its users run it
+from the command line. What it writes must be what a search with the same access finds."""
+
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import uuid
+
+import requests
+from joserfc.jwk import RSAKey
+
+from conftest import claims_of
+
+SMART_FETCH = pathlib.Path(sys.executable).parent / "smart-fetch"
+
+
+def register_backend_service(demo, tmp_path, scope):
+    """A client registered with the public half of a fresh RS384 key; returns its id and the
+    path of a JWKS file holding the private half, in the form smart-fetch reads."""
+    meta = requests.get(demo["baseUrl"] + "/.well-known/openid-configuration").json()
+    key = RSAKey.generate_key(2048)
+    kid = str(uuid.uuid4())
+    public = dict(key.as_dict(private=False), kid=kid, alg="RS384", use="sig")
+    registered = requests.post(
+        meta["registration_endpoint"],
+        headers={"Authorization": "Bearer " + demo["registration_token"]},
+        json={
+            "client_name": "smart-fetch bulk export",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "grant_types": ["client_credentials"],
+            "scope": scope,
+            "jwks": {"keys": [public]},
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    private = dict(key.as_dict(private=True), kid=kid, alg="RS384", key_ops=["sign"])
+    jwks = tmp_path / "smart-fetch.jwks"
+    jwks.write_text(json.dumps({"keys": [private]}))
+    return registered.json()["client_id"], jwks
+
+
+def smart_fetch(*args):
+    run = subprocess.run(
+        [str(SMART_FETCH), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    print(run.stdout, run.stderr)
+    return run
+
+
+def exported(folder, resource_type):
+    """The resources of `resource_type` in smart-fetch's output folder (gzip or not)."""
+    found = []
+    for path in sorted(folder.glob(f"*{resource_type}*.ndjson*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            found += [json.loads(line) for line in f if line.strip()]
+    return found
+
+
+def searched_ids(demo, resource_type):
+    """Every id a search of `resource_type` finds with the demo's system token."""
+    token = requests.post(
+        demo["baseUrl"] + "/oauth2/token",
+        auth=(demo["client_id"], demo["client_secret"]),
+        data={"grant_type": "client_credentials", "scope": "system/*.read", "aud": demo["fhirBase"]},
+    ).json()["access_token"]
+    ids, url = set(), f"{demo['fhirBase']}/{resource_type}?_count=100&_elements=id"
+    while url:
+        page = requests.get(url, headers={"Authorization": "Bearer " + token}).json()
+        ids |= {e["resource"]["id"] for e in page.get("entry", [])}
+        url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
+    return ids
+
+
+def test_smart_fetch_exports_what_the_backend_service_may_read(demo, tmp_path):
+    client_id, jwks = register_backend_service(demo, tmp_path, "system/Patient.read system/Observation.read")
+    out = tmp_path / "export"
+    run = smart_fetch(
+        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
+        "--smart-key", jwks, "--type", "Patient,Observation", "--no-default-filters",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for resource_type in ("Patient", "Observation"):
+        resources = exported(out, resource_type)
+        assert resources, f"no {resource_type} in {sorted(p.name for p in out.iterdir())}"
+        assert {r["resourceType"] for r in resources} == {resource_type}
+        assert {r["id"] for r in resources} == searched_ids(demo, resource_type), resource_type
+    # Its log names the kick-off it made and the manifest it was given.
+    log = [json.loads(line) for line in (out / "log.ndjson").read_text().splitlines()]
+    kickoff = next(e for e in log if e["eventId"] == "kickoff")
+    assert "$export" in kickoff["eventDetail"]["exportUrl"], kickoff
+    complete = next(e for e in log if e["eventId"] == "status_complete")
+    assert complete["eventDetail"]["transactionTime"], complete
+
+
+def test_smart_fetch_cannot_export_beyond_the_clients_scopes(demo, tmp_path):
+    # Registered for Patients only: asking for Observations too is refused at the token
+    # endpoint, and smart-fetch stops with the server's reason.
+    client_id, jwks = register_backend_service(demo, tmp_path, "system/Patient.read")
+    out = tmp_path / "export"
+    run = smart_fetch(
+        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
+        "--smart-key", jwks, "--type", "Patient,Observation", "--no-default-filters",
+    )
+    assert run.returncode != 0, run.stdout
+    assert "Observation" in run.stdout + run.stderr
+    assert not exported(out, "Observation") if out.exists() else True
+    # With Patients alone it exports them, and only them.
+    run = smart_fetch(
+        "bulk", tmp_path / "patients", "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
+        "--smart-key", jwks, "--type", "Patient", "--no-default-filters",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {r["id"] for r in exported(tmp_path / "patients", "Patient")} == searched_ids(demo, "Patient")
+    assert not list((tmp_path / "patients").glob("*Observation*"))
