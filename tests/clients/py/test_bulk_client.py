@@ -5,7 +5,6 @@ from the command line. What it writes must be what a search with the same access
 
 import gzip
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -13,8 +12,6 @@ import uuid
 
 import requests
 from joserfc.jwk import RSAKey
-
-from conftest import claims_of
 
 SMART_FETCH = pathlib.Path(sys.executable).parent / "smart-fetch"
 
@@ -62,14 +59,15 @@ def exported(folder, resource_type):
     return found
 
 
-def searched_ids(demo, resource_type):
-    """Every id a search of `resource_type` finds with the demo's system token."""
+def searched_ids(demo, resource_type, query=""):
+    """Every id a search of `resource_type` (narrowed by `query`) finds with the demo's
+    system token."""
     token = requests.post(
         demo["baseUrl"] + "/oauth2/token",
         auth=(demo["client_id"], demo["client_secret"]),
         data={"grant_type": "client_credentials", "scope": "system/*.read", "aud": demo["fhirBase"]},
     ).json()["access_token"]
-    ids, url = set(), f"{demo['fhirBase']}/{resource_type}?_count=100&_elements=id"
+    ids, url = set(), f"{demo['fhirBase']}/{resource_type}?_count=100&_elements=id{query}"
     while url:
         page = requests.get(url, headers={"Authorization": "Bearer " + token}).json()
         ids |= {e["resource"]["id"] for e in page.get("entry", [])}
@@ -78,7 +76,7 @@ def searched_ids(demo, resource_type):
 
 
 def test_smart_fetch_exports_what_the_backend_service_may_read(demo, tmp_path):
-    client_id, jwks = register_backend_service(demo, tmp_path, "system/Patient.read system/Observation.read")
+    client_id, jwks = register_backend_service(demo, tmp_path, "system/*.read")
     out = tmp_path / "export"
     run = smart_fetch(
         "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
@@ -98,23 +96,31 @@ def test_smart_fetch_exports_what_the_backend_service_may_read(demo, tmp_path):
     assert complete["eventDetail"]["transactionTime"], complete
 
 
-def test_smart_fetch_cannot_export_beyond_the_clients_scopes(demo, tmp_path):
-    # Registered for Patients only: asking for Observations too is refused at the token
-    # endpoint, and smart-fetch stops with the server's reason.
+def test_smart_fetch_type_filter_narrows_the_export(demo, tmp_path):
+    client_id, jwks = register_backend_service(demo, tmp_path, "system/*.read")
+    out = tmp_path / "labs"
+    run = smart_fetch(
+        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
+        "--smart-key", jwks, "--type", "Observation", "--type-filter", "Observation?category=laboratory",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    labs = searched_ids(demo, "Observation", "&category=laboratory")
+    assert labs, "the demo data has laboratory Observations"
+    assert labs != searched_ids(demo, "Observation"), "and Observations of other categories"
+    assert {r["id"] for r in exported(out, "Observation")} == labs
+
+
+def test_smart_fetch_is_told_which_scope_the_client_lacks(demo, tmp_path):
+    # smart-fetch asks for system/<type>.read of every type it knows; a client registered
+    # for Patients only is refused at the token endpoint, nothing is exported, and
+    # smart-fetch stops with the server's reason, naming a scope and the client.
     client_id, jwks = register_backend_service(demo, tmp_path, "system/Patient.read")
     out = tmp_path / "export"
     run = smart_fetch(
         "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
-        "--smart-key", jwks, "--type", "Patient,Observation", "--no-default-filters",
-    )
-    assert run.returncode != 0, run.stdout
-    assert "Observation" in run.stdout + run.stderr
-    assert not exported(out, "Observation") if out.exists() else True
-    # With Patients alone it exports them, and only them.
-    run = smart_fetch(
-        "bulk", tmp_path / "patients", "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
         "--smart-key", jwks, "--type", "Patient", "--no-default-filters",
     )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert {r["id"] for r in exported(tmp_path / "patients", "Patient")} == searched_ids(demo, "Patient")
-    assert not list((tmp_path / "patients").glob("*Observation*"))
+    assert run.returncode != 0, run.stdout
+    said = run.stdout + run.stderr
+    assert f"client {client_id} is not registered for it" in said, said
+    assert not exported(out, "Patient") if out.exists() else True
