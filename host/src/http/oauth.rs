@@ -365,12 +365,13 @@ async fn audit_login(
     crate::console::record(state.store(), event).await;
 }
 
-/// A token request, in the audit trail (token.issued or token.refused with its cause).
-async fn audit_token(
+/// A refused token request, in the audit trail (token.refused with its cause); an issued
+/// token's `token.issued` event is committed with its record (`AuthServer::issue`).
+async fn audit_refused_token(
     state: &AppState,
     params: &Params,
     basic: Option<&BasicCredentials>,
-    result: &Result<oauth::grants::TokenResponse, OAuthError>,
+    error: &OAuthError,
 ) {
     let field = |name| {
         params
@@ -383,20 +384,12 @@ async fn audit_token(
     let client = basic
         .map(|b| b.client_id.clone())
         .unwrap_or_else(|| field("client_id"));
-    let (action, outcome, detail) = match result {
-        Ok(resp) => ("token.issued", "ok", format!("scope {:?}", resp.scope)),
-        Err(e) => (
-            "token.refused",
-            "refused",
-            format!("{}: {}", e.code.as_str(), e.description),
-        ),
-    };
     let event = crate::store::NewAuditEvent {
         actor: client,
-        action: action.into(),
+        action: "token.refused".into(),
         target: field("grant_type"),
-        outcome: outcome.into(),
-        detail,
+        outcome: "refused".into(),
+        detail: format!("{}: {}", error.code.as_str(), error.description),
         address: String::new(),
         ..Default::default()
     };
@@ -442,7 +435,9 @@ async fn token(
     let params = form_of(&headers, &body)?;
     let basic = basic_of(&headers)?;
     let result = state.oauth().token(&params, basic.as_ref()).await;
-    audit_token(&state, &params, basic.as_ref(), &result).await;
+    if let Err(error) = &result {
+        audit_refused_token(&state, &params, basic.as_ref(), error).await;
+    }
     let resp = result?;
     Ok(json_no_store(
         StatusCode::OK,

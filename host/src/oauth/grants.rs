@@ -34,6 +34,9 @@ pub struct TokenResponse {
 
 /// Everything a token is made from.
 pub(crate) struct Issue<'a> {
+    /// `client_credentials`, `authorization_code` or `refresh_token`: the audit event's
+    /// target.
+    pub grant_type: &'static str,
     pub client: &'a Client,
     pub grant_id: &'a str,
     pub user: Option<&'a User>,
@@ -204,6 +207,7 @@ impl AuthServer {
         let audiences = self.decide_audiences(client, params).await?;
         let grant_id = random_token();
         self.issue(Issue {
+            grant_type: "client_credentials",
             client,
             grant_id: &grant_id,
             user: None,
@@ -268,6 +272,7 @@ impl AuthServer {
         let granted = scopes::split(&row.scope);
         let refresh = Self::wants_refresh(client, &granted);
         self.issue(Issue {
+            grant_type: "authorization_code",
             client,
             grant_id: &row.grant_id,
             user: Some(&user),
@@ -355,6 +360,7 @@ impl AuthServer {
         // Spent only once every check passed: a refused request leaves the token as it was.
         self.spend_refresh_token(&row, now).await?;
         self.issue(Issue {
+            grant_type: "refresh_token",
             client,
             grant_id: &row.grant_id,
             user: user.as_ref(),
@@ -459,7 +465,10 @@ impl AuthServer {
         )))
     }
 
-    /// Signs the access token (and id_token), records it, and mints a refresh token.
+    /// Signs the access token (and id_token), mints a refresh token, and records the
+    /// access token last, with its `token.issued` audit event in the same commit: the
+    /// event is written exactly when the answer is a token (a failure before leaves at
+    /// most a refresh token no one was given).
     pub(crate) async fn issue(&self, i: Issue<'_>) -> Result<TokenResponse, OAuthError> {
         let now = self.now();
         let life = self.lifetimes(i.client);
@@ -471,14 +480,6 @@ impl AuthServer {
         let claims = self.access_claims(&i, now, now + life.access);
         let access_token =
             tokens::sign(&key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server)?;
-        self.record_issued(crate::store::IssuedToken {
-            jti: claims.jti.clone(),
-            grant_id: i.grant_id.to_string(),
-            client_id: i.client.client_id.clone(),
-            expires_at: claims.exp,
-            new_grant: i.new_grant.then_some((None, now)),
-        })
-        .await?;
         let id_token = match i.user {
             Some(user) if i.has_scope("openid") => Some(
                 self.id_token(&i, user, (&alg, &key), now, claims.exp)
@@ -494,6 +495,22 @@ impl AuthServer {
         } else {
             None
         };
+        let issued = crate::store::IssuedToken {
+            jti: claims.jti.clone(),
+            grant_id: i.grant_id.to_string(),
+            client_id: i.client.client_id.clone(),
+            expires_at: claims.exp,
+            new_grant: i.new_grant.then_some((None, now)),
+        };
+        let event = crate::store::NewAuditEvent {
+            actor: i.client.client_id.clone(),
+            action: "token.issued".into(),
+            target: i.grant_type.into(),
+            outcome: "ok".into(),
+            detail: format!("scope {:?}", claims.scope),
+            ..Default::default()
+        };
+        self.record_issued(issued, event, now).await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",

@@ -280,8 +280,13 @@ impl AuthServer {
     /// Records an issued access token (and the grant it opens) before it is answered,
     /// committed together with the other token requests of the moment
     /// ([`crate::store::Store::record_issued`]).
-    pub async fn record_issued(&self, record: crate::store::IssuedToken) -> Result<(), OAuthError> {
-        Ok(self.store.record_issued(record).await?)
+    pub async fn record_issued(
+        &self,
+        record: crate::store::IssuedToken,
+        event: crate::store::NewAuditEvent,
+        at: i64,
+    ) -> Result<(), OAuthError> {
+        Ok(self.store.record_issued(record, Some((event, at))).await?)
     }
 
     /// The published keys for verifying a token signed by `kid`: the cached copy while it

@@ -1,8 +1,7 @@
 //! Access-token records and audit events: what the server writes about what it did, in one
-//! group commit ([`super::group`]). A token request writes its record (before the token is
-//! answered) and then its `token.issued` event; in one queue, the events of one moment's
-//! requests share a transaction with the records of the next, so that a steady stream of
-//! token requests commits once per group rather than once per group and kind.
+//! group commit ([`super::group`]). A token request writes its record and its
+//! `token.issued` event in one write, before the token is answered; the other audit events
+//! (sign-ins, refusals, console changes) join the same groups.
 
 use super::console::{Audit, NewAuditEvent};
 use super::group::Grouped;
@@ -12,7 +11,8 @@ use super::{Store, StoreError};
 /// One write of the queue.
 #[derive(Debug)]
 pub(super) enum Record {
-    Issued(IssuedToken),
+    /// A token record, and the audit event of the request that issued it.
+    Issued(IssuedToken, Option<Audit>),
     Audit(Audit),
 }
 
@@ -24,15 +24,15 @@ impl Grouped for Record {
         let issued: Vec<&IssuedToken> = group
             .iter()
             .filter_map(|r| match r {
-                Record::Issued(i) => Some(i),
+                Record::Issued(i, _) => Some(i),
                 Record::Audit(_) => None,
             })
             .collect();
         let events: Vec<&Audit> = group
             .iter()
             .filter_map(|r| match r {
-                Record::Audit(a) => Some(a),
-                Record::Issued(_) => None,
+                Record::Audit(a) | Record::Issued(_, Some(a)) => Some(a),
+                Record::Issued(_, None) => None,
             })
             .collect();
         let mut tx = store.begin().await?;
@@ -51,12 +51,18 @@ impl Grouped for Record {
 }
 
 impl Store {
-    /// Records an issued access token (and the grant it opens) together with the other
-    /// records of the moment; returns once committed.
-    pub async fn record_issued(&self, issued: IssuedToken) -> Result<(), StoreError> {
+    /// Records an issued access token (and the grant it opens), with the audit event of
+    /// the request that issued it and when it happened, together with the other records of
+    /// the moment; returns once committed.
+    pub async fn record_issued(
+        &self,
+        issued: IssuedToken,
+        event: Option<(NewAuditEvent, i64)>,
+    ) -> Result<(), StoreError> {
+        let audit = event.map(|(event, at)| Audit { at, event });
         self.groups
             .records
-            .commit(self, Record::Issued(issued))
+            .commit(self, Record::Issued(issued, audit))
             .await
             .map(drop)
     }

@@ -729,8 +729,8 @@ async fn grouped_creates_answer_each_create_on_both_databases() {
 }
 
 /// Token records and audit events sent at once are committed in groups (`store::group`),
-/// and each still gets its own answer: a record whose `jti` is taken fails alone, every
-/// other record and event of its group is written.
+/// and each still gets its own answer: a record whose `jti` is taken fails alone, with the
+/// event that came with it, and every other record and event of its group is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() {
     for db in TestDb::all().await {
@@ -743,7 +743,7 @@ async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() 
             new_grant: Some((None, 1_700_000_000)),
         };
         store
-            .record_issued(record("taken", "g-taken"))
+            .record_issued(record("taken", "g-taken"), None)
             .await
             .unwrap();
 
@@ -751,12 +751,11 @@ async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() 
         for i in 0..60 {
             let store = store.clone();
             writes.spawn(async move {
-                let jti = if i == 23 {
+                let jti = if i == 24 {
                     "taken".to_string()
                 } else {
                     format!("t{i}")
                 };
-                let issued = store.record_issued(record(&jti, &format!("g{i}"))).await;
                 let event = NewAuditEvent {
                     actor: "grouped-client".into(),
                     action: "token.issued".into(),
@@ -764,7 +763,15 @@ async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() 
                     outcome: "ok".into(),
                     ..Default::default()
                 };
-                let audited = store.record_audit(event, 1_700_000_000 + i).await;
+                let at = 1_700_000_000 + i;
+                // Even ones: the event comes with the record; odd ones: on its own.
+                let (issued, audited) = if i % 2 == 0 {
+                    let record = record(&jti, &format!("g{i}"));
+                    (store.record_issued(record, Some((event, at))).await, Ok(()))
+                } else {
+                    let issued = store.record_issued(record(&jti, &format!("g{i}")), None);
+                    (issued.await, store.record_audit(event, at).await)
+                };
                 (jti, issued, audited)
             });
         }
@@ -778,7 +785,7 @@ async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() 
             }
         }
         assert_eq!(recorded, 59, "{}", db.backend);
-        for i in [0, 22, 24, 59] {
+        for i in [0, 22, 23, 59] {
             let jti = format!("t{i}");
             let found = store.access_token_record(&jti).await.unwrap();
             assert_eq!(
@@ -794,14 +801,14 @@ async fn grouped_token_records_and_audit_events_answer_each_on_both_databases() 
                 "SELECT COUNT(*) FROM oauth_access_tokens WHERE client_id = 'grouped-client'",
                 60,
             ),
-            // The taken jti's grant g23 is not left behind by its failed record.
+            // The taken jti's grant g24 is not left behind by its failed record, nor its event.
             (
                 "SELECT COUNT(*) FROM oauth_grants WHERE client_id = 'grouped-client'",
                 60,
             ),
             (
                 "SELECT COUNT(*) FROM audit_events WHERE actor = 'grouped-client'",
-                60,
+                59,
             ),
         ] {
             let n: i64 = sqlx::query_scalar(sql).fetch_one(&raw).await.unwrap();
