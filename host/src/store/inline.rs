@@ -10,9 +10,12 @@
 //! hold up the thread; any error (a busy database, a schema this code does not expect)
 //! sends the caller back to the pooled path, which reports it as usual.
 //!
-//! Writes stay with the pool ([`Store::begin`]) and its write turn; these connections
-//! are `query_only`. Each sees every commit made before its statement began, as a pooled
-//! connection does.
+//! The read connections are `query_only`; each sees every commit made before its
+//! statement began, as a pooled connection does. One more connection writes the groups of
+//! token records and audit events (`super::records`): a handful of single-row inserts
+//! under the process's write turn, which the caller holds, each a call into SQLite rather
+//! than a message to a worker thread. Every other write stays with the pool
+//! ([`Store::begin`]).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -37,11 +40,18 @@ const CURRENT: &str = "SELECT r.resource_type, r.id, r.version_id, r.last_update
      ON h.resource_type = r.resource_type AND h.id = r.id AND h.version_id = r.version_id \
      WHERE r.resource_type = ?1 AND r.id = ?2";
 
-/// The file's read connections.
+/// The writer's settings: the pool's durability (`synchronous = NORMAL` in WAL, see
+/// `SQLITE_PRAGMAS`), and no busy timeout: a write that would wait for another process
+/// goes back to the pool, which waits without holding a thread of the runtime.
+const WRITER_PRAGMAS: &str =
+    "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512; PRAGMA busy_timeout = 0;";
+
+/// The file's read connections, and its writer.
 #[derive(Debug)]
 pub(super) struct InlineReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<Connection>>,
 }
 
 impl InlineReads {
@@ -55,6 +65,7 @@ impl InlineReads {
         Some(InlineReads {
             path: PathBuf::from(path),
             idle: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
         })
     }
 
@@ -120,6 +131,44 @@ impl InlineReads {
             idle.push(conn);
         }
         answer.ok()
+    }
+
+    /// Runs `write` in a transaction of the writer connection (`BEGIN IMMEDIATE`) and
+    /// commits it; `None` when it fails, rolled back, after logging why at debug level.
+    /// The caller holds the process's write turn.
+    pub(super) fn write<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Option<T> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.is_none() {
+            match self.open_writer() {
+                Ok(conn) => *writer = Some(conn),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no inline SQLite writer; the pool writes");
+                    return None;
+                }
+            }
+        }
+        let conn = writer.as_mut()?;
+        let written = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                let answer = write(&tx)?;
+                tx.commit()?;
+                Ok(answer)
+            });
+        if let Err(e) = &written {
+            tracing::debug!(error = %e, "inline SQLite write failed; the pool writes");
+        }
+        written.ok()
+    }
+
+    fn open_writer(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.execute_batch(WRITER_PRAGMAS)?;
+        Ok(conn)
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -195,5 +244,47 @@ mod tests {
         // A file that cannot be opened: no answer here, the pool's path answers.
         let gone = InlineReads::of_url("sqlite:///nonexistent-dir/h.db").unwrap();
         assert_eq!(gone.current("Patient", "a"), None);
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_for_the_pool_to_read_and_rolls_back_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("h.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let inline = store.inline.clone().expect("a file database writes inline");
+        let insert = |tx: &rusqlite::Transaction<'_>, jti: &str| {
+            tx.execute(
+                "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) \
+                 VALUES (?1, 'g', 'c', 4000000000)",
+                [jti],
+            )
+        };
+        assert_eq!(inline.write(|tx| insert(tx, "one")), Some(1));
+        // A write that fails part-way leaves nothing: "two" is rolled back with it.
+        assert_eq!(
+            inline.write(|tx| {
+                insert(tx, "two")?;
+                insert(tx, "one")
+            }),
+            None
+        );
+        let jtis: Vec<String> = sqlx::query_scalar("SELECT jti FROM oauth_access_tokens")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(jtis, ["one"]);
+        // The writer is still usable after the failure, and the store's own path to it
+        // writes records the pool reads.
+        assert_eq!(inline.write(|tx| insert(tx, "three")), Some(1));
+        let record = crate::store::IssuedToken {
+            jti: "four".into(),
+            grant_id: "g4".into(),
+            client_id: "c".into(),
+            expires_at: 4_000_000_000,
+            new_grant: Some((None, 1_700_000_000)),
+        };
+        store.record_issued(record, None).await.unwrap();
+        let found = store.access_token_record("four").await.unwrap().unwrap();
+        assert_eq!(found.grant_id, "g4");
     }
 }

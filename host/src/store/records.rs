@@ -35,6 +35,15 @@ impl Grouped for Record {
                 Record::Issued(_, None) => None,
             })
             .collect();
+        if let Some(inline) = &store.inline {
+            let turn = store.turn().await?;
+            let written = inline.write(|tx| write_inline(tx, &issued, &events));
+            drop(turn);
+            if written.is_some() {
+                store.count_writes(1);
+                return Ok(());
+            }
+        }
         let mut tx = store.begin().await?;
         if !issued.is_empty() {
             Store::write_issued(&mut tx, &issued).await?;
@@ -48,6 +57,45 @@ impl Grouped for Record {
     async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
         Self::write_many(store, std::slice::from_ref(one)).await
     }
+}
+
+/// The group on SQLite's inline writer ([`super::inline`]): one prepared single-row
+/// insert per row, each a call into SQLite on this thread (the same rows as
+/// [`Store::write_issued`] and [`Store::write_audit`]).
+fn write_inline(
+    tx: &rusqlite::Transaction<'_>,
+    issued: &[&IssuedToken],
+    events: &[&Audit],
+) -> rusqlite::Result<()> {
+    let mut grant = tx.prepare_cached(
+        "INSERT INTO oauth_grants (grant_id, client_id, user_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut token = tx.prepare_cached(
+        "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for i in issued {
+        if let Some((user, at)) = &i.new_grant {
+            grant.execute((&i.grant_id, &i.client_id, user, at))?;
+        }
+        token.execute((&i.jti, &i.grant_id, &i.client_id, i.expires_at))?;
+    }
+    let mut audit = tx.prepare_cached(
+        "INSERT INTO audit_events (at, actor, action, target, outcome, detail, address, context) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for Audit { at, event } in events {
+        audit.execute((
+            at,
+            &event.actor,
+            &event.action,
+            &event.target,
+            &event.outcome,
+            &event.detail,
+            &event.address,
+            &event.context,
+        ))?;
+    }
+    Ok(())
 }
 
 impl Store {
