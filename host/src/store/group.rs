@@ -1,8 +1,8 @@
 //! Group commit: writes that read nothing and conflict with nothing (plain creates under an
 //! id the server chose, access-token records, audit events) wait while one group of their
-//! kind is being written, and the next group writes them all in one transaction of
-//! multi-row statements: a handful of statements for the whole group instead of a
-//! transaction each. Each write is answered only after its group has committed, so every
+//! kind is being written, and the next group writes them all in one transaction (of
+//! multi-row statements through sqlx; SQLite's inline writer, `super::records`, runs
+//! prepared single-row inserts on the caller's thread) instead of a transaction each. Each write is answered only after its group has committed, so every
 //! acknowledged write is as durable as one written alone. On SQLite a group holds one
 //! write turn ([`super::turn`]) for all of them; on PostgreSQL it is one round trip per
 //! statement for the group.

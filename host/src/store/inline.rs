@@ -46,23 +46,23 @@ const CURRENT: &str = "SELECT r.resource_type, r.id, r.version_id, r.last_update
 const WRITER_PRAGMAS: &str =
     "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512; PRAGMA busy_timeout = 0;";
 
-/// The file's read connections, and its writer.
+/// The file's read connections and its writer.
 #[derive(Debug)]
-pub(super) struct InlineReads {
+pub(super) struct InlineSqlite {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     writer: Mutex<Option<Connection>>,
 }
 
-impl InlineReads {
+impl InlineSqlite {
     /// Reads of the database at `url` (as prepared for sqlx: `sqlite://PATH?QUERY`), or
     /// `None` for a database only sqlx's own connections can see (in memory).
-    pub(super) fn of_url(url: &str) -> Option<InlineReads> {
+    pub(super) fn of_url(url: &str) -> Option<InlineSqlite> {
         let (path, query) = super::sqlite_path_and_query(url);
         if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
             return None;
         }
-        Some(InlineReads {
+        Some(InlineSqlite {
             path: PathBuf::from(path),
             idle: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
@@ -202,9 +202,9 @@ mod tests {
 
     #[test]
     fn a_database_in_memory_has_no_inline_reads() {
-        assert!(InlineReads::of_url("sqlite::memory:").is_none());
-        assert!(InlineReads::of_url("sqlite://x.db?mode=memory&cache=shared").is_none());
-        assert!(InlineReads::of_url("sqlite://data/hestia.db?mode=rwc").is_some());
+        assert!(InlineSqlite::of_url("sqlite::memory:").is_none());
+        assert!(InlineSqlite::of_url("sqlite://x.db?mode=memory&cache=shared").is_none());
+        assert!(InlineSqlite::of_url("sqlite://data/hestia.db?mode=rwc").is_some());
     }
 
     #[tokio::test]
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(inline.revisions(), Some(pooled));
 
         // A file that cannot be opened: no answer here, the pool's path answers.
-        let gone = InlineReads::of_url("sqlite:///nonexistent-dir/h.db").unwrap();
+        let gone = InlineSqlite::of_url("sqlite:///nonexistent-dir/h.db").unwrap();
         assert_eq!(gone.current("Patient", "a"), None);
     }
 

@@ -100,8 +100,9 @@ pub struct Store {
     /// Creates, token records and audit events waiting to be committed together
     /// ([`group`]).
     groups: Arc<AllGroups>,
-    /// SQLite on a file: the reads answered on the caller's thread ([`inline`]).
-    inline: Option<Arc<inline::InlineReads>>,
+    /// SQLite on a file: the reads (and the records groups) done on the caller's thread
+    /// ([`inline`]).
+    inline: Option<Arc<inline::InlineSqlite>>,
 }
 
 /// The group commits of a store, one queue per kind of write ([`group`]).
@@ -226,7 +227,7 @@ impl Store {
             groups: Default::default(),
             changes: Default::default(),
             inline: (backend == Backend::Sqlite)
-                .then(|| inline::InlineReads::of_url(&url).map(Arc::new))
+                .then(|| inline::InlineSqlite::of_url(&url).map(Arc::new))
                 .flatten(),
         })
     }

@@ -71,3 +71,30 @@ def claims_of(jwt):
 def audiences(claims):
     aud = claims["aud"]
     return aud if isinstance(aud, list) else [aud]
+
+
+def register_backend_service(demo, name, scope):
+    """A SMART backend service registered (RFC 7591) with the public half of a fresh RS384
+    key; returns its client id, the key (joserfc) and the key's kid."""
+    import uuid
+
+    from joserfc.jwk import RSAKey
+
+    meta = requests.get(demo["baseUrl"] + "/.well-known/openid-configuration").json()
+    key = RSAKey.generate_key(2048)
+    kid = str(uuid.uuid4())
+    public = dict(key.as_dict(private=False), kid=kid, alg="RS384", use="sig")
+    registered = requests.post(
+        meta["registration_endpoint"],
+        headers={"Authorization": "Bearer " + demo["registration_token"]},
+        json={
+            "client_name": name,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "grant_types": ["client_credentials"],
+            "scope": scope,
+            "jwks": {"keys": [public]},
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    assert "client_secret" not in registered.json()
+    return registered.json()["client_id"], key, kid

@@ -3,14 +3,12 @@ registered with a JWKS, RS384 assertions as in SMART Backend Services), and the
 authorization code flow with PKCE."""
 
 import secrets
-import uuid
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
-from joserfc.jwk import RSAKey
 
-from conftest import POSTMAN_CALLBACK, audiences, claims_of, sign_in_and_consent
+from conftest import POSTMAN_CALLBACK, audiences, claims_of, register_backend_service, sign_in_and_consent
 
 
 class BackendServicesJWT(PrivateKeyJWT):
@@ -49,23 +47,9 @@ def test_client_credentials(demo):
 
 def test_private_key_jwt_backend_service(demo):
     meta = metadata(demo)
-    key = RSAKey.generate_key(2048)
-    kid = str(uuid.uuid4())
-    public = dict(key.as_dict(private=False), kid=kid, alg="RS384", use="sig")
-    registered = requests.post(
-        meta["registration_endpoint"],
-        headers={"Authorization": "Bearer " + demo["registration_token"]},
-        json={
-            "client_name": "authlib backend service",
-            "token_endpoint_auth_method": "private_key_jwt",
-            "grant_types": ["client_credentials"],
-            "scope": "system/Patient.rs system/Observation.rs",
-            "jwks": {"keys": [public]},
-        },
+    client_id, key, kid = register_backend_service(
+        demo, "authlib backend service", "system/Patient.rs system/Observation.rs"
     )
-    assert registered.status_code == 201, registered.text
-    client_id = registered.json()["client_id"]
-    assert "client_secret" not in registered.json()
 
     session = OAuth2Session(
         client_id,

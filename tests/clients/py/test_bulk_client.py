@@ -8,42 +8,29 @@ import json
 import pathlib
 import subprocess
 import sys
-import uuid
 
 import requests
-from joserfc.jwk import RSAKey
+
+from conftest import register_backend_service
 
 SMART_FETCH = pathlib.Path(sys.executable).parent / "smart-fetch"
 
 
-def register_backend_service(demo, tmp_path, scope):
-    """A client registered with the public half of a fresh RS384 key; returns its id and the
-    path of a JWKS file holding the private half, in the form smart-fetch reads."""
-    meta = requests.get(demo["baseUrl"] + "/.well-known/openid-configuration").json()
-    key = RSAKey.generate_key(2048)
-    kid = str(uuid.uuid4())
-    public = dict(key.as_dict(private=False), kid=kid, alg="RS384", use="sig")
-    registered = requests.post(
-        meta["registration_endpoint"],
-        headers={"Authorization": "Bearer " + demo["registration_token"]},
-        json={
-            "client_name": "smart-fetch bulk export",
-            "token_endpoint_auth_method": "private_key_jwt",
-            "grant_types": ["client_credentials"],
-            "scope": scope,
-            "jwks": {"keys": [public]},
-        },
-    )
-    assert registered.status_code == 201, registered.text
+def backend_service_jwks(demo, tmp_path, scope):
+    """A registered backend service and the path of a JWKS file holding its private key,
+    in the form smart-fetch reads."""
+    client_id, key, kid = register_backend_service(demo, "smart-fetch bulk export", scope)
     private = dict(key.as_dict(private=True), kid=kid, alg="RS384", key_ops=["sign"])
     jwks = tmp_path / "smart-fetch.jwks"
     jwks.write_text(json.dumps({"keys": [private]}))
-    return registered.json()["client_id"], jwks
+    return client_id, jwks
 
 
-def smart_fetch(*args):
+def bulk(demo, out, client_id, jwks, *options):
+    """`smart-fetch bulk` into `out` as the backend service `client_id`."""
+    args = ["bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id, "--smart-key", jwks]
     run = subprocess.run(
-        [str(SMART_FETCH), *map(str, args)], capture_output=True, text=True, timeout=300
+        [str(SMART_FETCH), *map(str, args + list(options))], capture_output=True, text=True, timeout=300
     )
     print(run.stdout, run.stderr)
     return run
@@ -76,12 +63,9 @@ def searched_ids(demo, resource_type, query=""):
 
 
 def test_smart_fetch_exports_what_the_backend_service_may_read(demo, tmp_path):
-    client_id, jwks = register_backend_service(demo, tmp_path, "system/*.read")
+    client_id, jwks = backend_service_jwks(demo, tmp_path, "system/*.read")
     out = tmp_path / "export"
-    run = smart_fetch(
-        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
-        "--smart-key", jwks, "--type", "Patient,Observation", "--no-default-filters",
-    )
+    run = bulk(demo, out, client_id, jwks, "--type", "Patient,Observation", "--no-default-filters")
     assert run.returncode == 0, run.stdout + run.stderr
     for resource_type in ("Patient", "Observation"):
         resources = exported(out, resource_type)
@@ -97,11 +81,10 @@ def test_smart_fetch_exports_what_the_backend_service_may_read(demo, tmp_path):
 
 
 def test_smart_fetch_type_filter_narrows_the_export(demo, tmp_path):
-    client_id, jwks = register_backend_service(demo, tmp_path, "system/*.read")
+    client_id, jwks = backend_service_jwks(demo, tmp_path, "system/*.read")
     out = tmp_path / "labs"
-    run = smart_fetch(
-        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
-        "--smart-key", jwks, "--type", "Observation", "--type-filter", "Observation?category=laboratory",
+    run = bulk(
+        demo, out, client_id, jwks, "--type", "Observation", "--type-filter", "Observation?category=laboratory"
     )
     assert run.returncode == 0, run.stdout + run.stderr
     labs = searched_ids(demo, "Observation", "&category=laboratory")
@@ -114,12 +97,9 @@ def test_smart_fetch_is_told_which_scope_the_client_lacks(demo, tmp_path):
     # smart-fetch asks for system/<type>.read of every type it knows; a client registered
     # for Patients only is refused at the token endpoint, nothing is exported, and
     # smart-fetch stops with the server's reason, naming a scope and the client.
-    client_id, jwks = register_backend_service(demo, tmp_path, "system/Patient.read")
+    client_id, jwks = backend_service_jwks(demo, tmp_path, "system/Patient.read")
     out = tmp_path / "export"
-    run = smart_fetch(
-        "bulk", out, "--fhir-url", demo["fhirBase"], "--smart-client-id", client_id,
-        "--smart-key", jwks, "--type", "Patient", "--no-default-filters",
-    )
+    run = bulk(demo, out, client_id, jwks, "--type", "Patient", "--no-default-filters")
     assert run.returncode != 0, run.stdout
     said = run.stdout + run.stderr
     assert f"client {client_id} is not registered for it" in said, said
