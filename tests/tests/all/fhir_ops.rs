@@ -567,6 +567,22 @@ fn history_keys(r: &Reply) -> Vec<String> {
         .collect()
 }
 
+/// The `Type/id`, version and `lastUpdated` of each entry of a history Bundle of versions
+/// (no deletions). Versions written in the same millisecond share a `lastUpdated`, and
+/// their order in the Bundle is not defined.
+fn history_versions(r: &Reply) -> Vec<(String, String, String)> {
+    let keys = history_keys(r);
+    let entries = r.body["entry"].as_array().unwrap();
+    keys.into_iter()
+        .zip(entries)
+        .map(|(key, e)| {
+            let meta = &e["resource"]["meta"];
+            let text = |v: &Value| v.as_str().unwrap().to_string();
+            (key, text(&meta["versionId"]), text(&meta["lastUpdated"]))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn instance_history_under_a_patient_token_is_its_compartments() {
     for db in TestDb::all().await {
@@ -656,9 +672,22 @@ async fn type_and_system_history_show_what_the_token_sees_now() {
         )
         .await;
         assert_eq!(theirs.status, 200, "{b}: {:?}", theirs.body);
+        let mut versions = history_versions(&theirs);
+        assert!(
+            versions.windows(2).all(|w| w[0].2 >= w[1].2),
+            "{b}: newest first: {versions:?}"
+        );
+        versions.sort();
         assert_eq!(
-            history_keys(&theirs),
-            ["Observation/o1", "Observation/o2", "Observation/o1"],
+            versions
+                .iter()
+                .map(|(k, v, _)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("Observation/o1", "1"),
+                ("Observation/o1", "2"),
+                ("Observation/o2", "1")
+            ],
             "{b}: p2's Observations, o1's earlier version included (judged by its current one)"
         );
         // Unrestricted tokens keep type and system history.
