@@ -1,11 +1,12 @@
 //! Group commit: writes that read nothing and conflict with nothing (plain creates under an
 //! id the server chose, access-token records, audit events) wait while one group of their
-//! kind is being written, and the next group writes them all in one transaction (of
-//! multi-row statements through sqlx; SQLite's inline writer, `super::records`, runs
-//! prepared single-row inserts on the caller's thread) instead of a transaction each. Each write is answered only after its group has committed, so every
-//! acknowledged write is as durable as one written alone. On SQLite a group holds one
-//! write turn ([`super::turn`]) for all of them; on PostgreSQL it is one round trip per
-//! statement for the group.
+//! kind is being written, and the next group writes them all in one transaction instead of
+//! a transaction each. Each write is answered only after its group has committed, so every
+//! acknowledged write is as durable as one written alone. On SQLite on a file a group is
+//! written on the inline writer ([`super::inline`]: prepared single-row inserts on the
+//! caller's thread, under one write turn, [`super::turn`]); on PostgreSQL (and SQLite in
+//! memory) as multi-row statements through sqlx, one round trip per statement for the
+//! group.
 //!
 //! Hand-written: this is the store's own batching of its own statements, which no crate
 //! offers over sqlx.
@@ -148,16 +149,39 @@ impl Grouped for Create {
     const WHAT: &'static str = "create";
 
     async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
+        if write_inline(store, group).await? {
+            return Ok(());
+        }
         let mut tx = store.begin().await?;
         fhir_write_many(&mut tx, group).await?;
         tx.commit_counting(group.len() as u64).await
     }
 
-    async fn write_one(store: &Store, (version, index): &Self) -> Result<(), StoreError> {
+    async fn write_one(store: &Store, one: &Self) -> Result<(), StoreError> {
+        if write_inline(store, std::slice::from_ref(one)).await? {
+            return Ok(());
+        }
+        let (version, index) = one;
         let mut tx = store.begin().await?;
         fhir_write(&mut tx, version, index.as_ref()).await?;
         tx.commit().await
     }
+}
+
+/// Writes `group` on SQLite's inline writer ([`super::fhir_inline`]) under the write turn;
+/// `false` when there is none or the write failed (rolled back): then the pool writes it,
+/// and reports what failed.
+async fn write_inline(store: &Store, group: &[Create]) -> Result<bool, StoreError> {
+    let Some(inline) = &store.inline else {
+        return Ok(false);
+    };
+    let turn = store.turn().await?;
+    let written = inline.write(|tx| super::fhir_inline::write_versions(tx, group));
+    drop(turn);
+    if written.is_some() {
+        store.count_writes(group.len() as u64);
+    }
+    Ok(written.is_some())
 }
 
 impl Store {

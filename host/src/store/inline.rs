@@ -12,10 +12,11 @@
 //!
 //! The read connections are `query_only`; each sees every commit made before its
 //! statement began, as a pooled connection does. One more connection writes the groups of
-//! token records and audit events (`super::records`): a handful of single-row inserts
-//! under the process's write turn, which the caller holds, each a call into SQLite rather
-//! than a message to a worker thread. Every other write stays with the pool
-//! ([`Store::begin`]).
+//! [`super::group`]: token records and audit events (`super::records`) and plain creates
+//! (`super::fhir_inline`), as single-row inserts under the process's write turn, which the
+//! caller holds, each a call into SQLite rather than a message to a worker thread. Being
+//! the one connection those writes go through, its page cache stays warm from one group
+//! to the next. Every other write stays with the pool ([`Store::begin`]).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};

@@ -9,6 +9,7 @@ pub mod bulk;
 mod clients;
 mod console;
 pub mod fhir;
+mod fhir_inline;
 mod group;
 mod handle;
 pub mod import;

@@ -1,0 +1,242 @@
+//! Versions of FHIR resources written on SQLite's inline writer ([`super::inline`]): the
+//! same rows as [`super::fhir::fhir_write_many`] (history, current row, index rows), as
+//! prepared single-row statements run by SQLite on the calling thread, not as messages to
+//! one of sqlx's worker threads. The writer is one connection that every grouped write of
+//! the process goes through, so its page cache stays warm between groups (a pooled
+//! connection's cache is dropped whenever another connection has written since).
+
+use rusqlite::{Transaction, params};
+
+use super::fhir::{Batches, INDEX_TABLES, StoredVersion};
+use crate::fhir::search::IndexRows;
+
+const HISTORY: &str = "INSERT INTO fhir_history \
+     (resource_type, id, version_id, last_updated, method, deleted, content) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// The history insert has claimed the version number (a taken one is a conflict that
+/// fails the whole write), so the current row is replaced without comparing versions.
+const CURRENT: &str = "INSERT INTO fhir_resources \
+     (resource_type, id, version_id, last_updated, deleted, content) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
+     last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content";
+
+/// Writes `writes` (versions and their index rows) in `tx`: a deletion keeps its last
+/// index rows, a later version's rows replace its earlier ones, a first version has none
+/// to replace.
+pub(super) fn write_versions(
+    tx: &Transaction<'_>,
+    writes: &[(StoredVersion, Option<IndexRows>)],
+) -> rusqlite::Result<()> {
+    let mut history = tx.prepare_cached(HISTORY)?;
+    let mut current = tx.prepare_cached(CURRENT)?;
+    for (v, _) in writes {
+        let deleted = i64::from(v.deleted);
+        history.execute(params![
+            v.resource_type,
+            v.id,
+            v.version_id,
+            v.last_updated,
+            v.method,
+            deleted,
+            v.content
+        ])?;
+        current.execute(params![
+            v.resource_type,
+            v.id,
+            v.version_id,
+            v.last_updated,
+            deleted,
+            v.content
+        ])?;
+        if !v.deleted && v.version_id > 1 {
+            for table in INDEX_TABLES {
+                tx.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE resource_type = ?1 AND id = ?2"
+                ))?
+                .execute((&v.resource_type, &v.id))?;
+            }
+        }
+    }
+    let owners: Vec<(&str, &str, &IndexRows)> = writes
+        .iter()
+        .filter(|(v, _)| !v.deleted)
+        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
+        .collect();
+    write_index(tx, &Batches::of(&owners))
+}
+
+/// Each index table's rows, one prepared insert per table.
+fn write_index(tx: &Transaction<'_>, b: &Batches<'_>) -> rusqlite::Result<()> {
+    // `insert_rows!` binds the key columns, then each row's own.
+    macro_rules! insert_rows {
+        ($sql:literal, $rows:expr, |$r:ident| [$($value:expr),+]) => {
+            if !$rows.is_empty() {
+                let mut insert = tx.prepare_cached($sql)?;
+                for ((resource_type, id), param, $r) in &$rows {
+                    insert.execute(params![resource_type, id, param.as_ref(), $($value),+])?;
+                }
+            }
+        };
+    }
+    insert_rows!(
+        "INSERT INTO fhir_idx_string (resource_type, id, param, normalized, exact) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        b.strings,
+        |r| [r.normalized, r.exact]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_token (resource_type, id, param, system, code, text) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        b.tokens,
+        |r| [r.system, r.code, r.text]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_reference \
+         (resource_type, id, param, target_type, target_id, version, url) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        b.references,
+        |r| [
+            r.target_type.map(|t| t.as_str()),
+            r.target_id,
+            r.version,
+            r.url
+        ]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_date (resource_type, id, param, low, high) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        b.dates,
+        |r| [r.low, r.high]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_number (resource_type, id, param, value) VALUES (?1, ?2, ?3, ?4)",
+        b.numbers,
+        |r| [r.value]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_quantity (resource_type, id, param, value, system, code, unit) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        b.quantities,
+        |r| [r.value, r.system, r.code, r.unit]
+    );
+    insert_rows!(
+        "INSERT INTO fhir_idx_uri (resource_type, id, param, value) VALUES (?1, ?2, ?3, ?4)",
+        b.uris,
+        |r| [r.value]
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::fhir::fhir_write_many;
+    use serde_json::{Value, json};
+
+    fn version(
+        resource: &Value,
+        version_id: i64,
+        deleted: bool,
+    ) -> (StoredVersion, Option<IndexRows>) {
+        let index = crate::fhir::search::extract(resource).unwrap();
+        let stored = StoredVersion {
+            resource_type: resource["resourceType"].as_str().unwrap().into(),
+            id: resource["id"].as_str().unwrap().into(),
+            version_id,
+            last_updated: 1_700_000_000_000 + version_id,
+            deleted,
+            content: resource.to_string(),
+            method: if deleted { "DELETE" } else { "PUT" }.into(),
+        };
+        (stored, Some(index))
+    }
+
+    /// Resources with rows in every index table, then a second version of one and the
+    /// deletion of another.
+    fn writes() -> [Vec<(StoredVersion, Option<IndexRows>)>; 2] {
+        let patient = json!({"resourceType": "Patient", "id": "p", "name": [{"family": "Ng", "given": ["Al"]}],
+            "identifier": [{"system": "urn:mrn", "value": "7"}], "birthDate": "1970-02-03",
+            "managingOrganization": {"reference": "Organization/o"}});
+        let observation = json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2021-05-06T07:08:09Z",
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                           "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]});
+        let risk = json!({"resourceType": "RiskAssessment", "id": "r", "status": "final",
+            "subject": {"reference": "Patient/p"}, "prediction": [{"probabilityDecimal": 0.25}]});
+        let questionnaire = json!({"resourceType": "Questionnaire", "id": "q", "status": "active",
+            "url": "http://example.org/q"});
+        let renamed = json!({"resourceType": "Patient", "id": "p", "name": [{"family": "Ngo"}]});
+        [
+            vec![
+                version(&patient, 1, false),
+                version(&observation, 1, false),
+                version(&risk, 1, false),
+                version(&questionnaire, 1, false),
+            ],
+            vec![version(&renamed, 2, false), version(&risk, 2, true)],
+        ]
+    }
+
+    /// Every row of the FHIR tables, in a stable order.
+    fn rows(path: &std::path::Path) -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut all = Vec::new();
+        for table in ["fhir_history", "fhir_resources"]
+            .iter()
+            .chain(INDEX_TABLES)
+        {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+            let width = stmt.column_count();
+            let mut found: Vec<String> = stmt
+                .query_map([], |row| {
+                    let values: Vec<String> = (0..width)
+                        .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                        .collect();
+                    Ok(format!("{table}: {}", values.join(", ")))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            found.sort();
+            all.extend(found);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn the_inline_writer_writes_the_rows_the_pool_writes_and_nothing_of_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pooled, inline) = (dir.path().join("pooled.db"), dir.path().join("inline.db"));
+        let pool = Store::open(&format!("sqlite://{}", pooled.display()))
+            .await
+            .unwrap();
+        let other = Store::open(&format!("sqlite://{}", inline.display()))
+            .await
+            .unwrap();
+        let writer = other.inline.clone().expect("a file database writes inline");
+        for batch in writes() {
+            let mut tx = pool.begin().await.unwrap();
+            fhir_write_many(&mut tx, &batch).await.unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(writer.write(|tx| write_versions(tx, &batch)), Some(()));
+        }
+        let written = rows(&inline);
+        assert_eq!(written, rows(&pooled));
+        for table in INDEX_TABLES {
+            assert!(
+                written.iter().any(|r| r.starts_with(&format!("{table}: "))),
+                "{table} has rows: the comparison covers it"
+            );
+        }
+        // A version number taken already fails the write, which leaves nothing behind.
+        let [first, _] = writes();
+        let new = version(&json!({"resourceType": "Patient", "id": "new"}), 1, false);
+        let conflict = vec![new, first[0].clone()];
+        assert_eq!(writer.write(|tx| write_versions(tx, &conflict)), None);
+        assert_eq!(rows(&inline), written);
+    }
+}
