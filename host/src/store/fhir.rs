@@ -163,22 +163,33 @@ impl Store {
         }
     }
 
-    /// The current version of a resource (deleted or not), outside a transaction: on
-    /// SQLite read on this thread ([`super::inline`]) when it can be.
+    /// The current version of a resource (deleted or not), outside a transaction: kept
+    /// from an earlier read while no write has changed it ([`super::resource_cache`]),
+    /// else on SQLite read on this thread ([`super::inline`]) when it can be.
     pub async fn fhir_current(
         &self,
         resource_type: &str,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        if let Some(current) = self
+        let revision = self.resources.revision(self).await;
+        if let Some(kept) = revision.and_then(|r| self.resources.get(resource_type, id, r)) {
+            return Ok(Some(kept));
+        }
+        let found = match self
             .inline
             .as_ref()
             .and_then(|inline| inline.current(resource_type, id))
         {
-            return Ok(current);
+            Some(found) => found,
+            None => {
+                let mut conn = self.connection().await?;
+                fhir_current(&mut conn, resource_type, id).await?
+            }
+        };
+        if let (Some(revision), Some(version)) = (revision, &found) {
+            self.resources.keep(revision, version);
         }
-        let mut conn = self.connection().await?;
-        fhir_current(&mut conn, resource_type, id).await
+        Ok(found)
     }
 
     /// One version from history.

@@ -37,6 +37,19 @@ pub struct WriteTx {
     _turn: Option<Turn>,
     /// The store, to count the commit towards the next `ANALYZE`.
     store: Store,
+    /// Dropped last, after the commit or the rollback.
+    _finished: Finished,
+}
+
+/// Tells the versions kept between reads that a write transaction of this process has
+/// finished ([`super::resource_cache::ResourceCache::wrote`]), when dropped: whatever it
+/// changed, the next read looks at the revisions again before it relies on them.
+struct Finished(std::sync::Arc<super::resource_cache::ResourceCache>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.wrote();
+    }
 }
 
 impl WriteTx {
@@ -56,13 +69,19 @@ impl WriteTx {
 
     /// Commits without counting a write (`ANALYZE` itself).
     pub(super) async fn commit_uncounted(self) -> Result<(), StoreError> {
-        let WriteTx { conn, _turn, .. } = self;
+        let WriteTx {
+            conn,
+            _turn,
+            _finished,
+            ..
+        } = self;
         match conn.0 {
             Inner::Tx(tx) => tx.commit().await?,
             // Its statements committed as they ran.
             Inner::Pooled(_) => {}
         }
         drop(_turn);
+        drop(_finished);
         Ok(())
     }
 }
@@ -161,6 +180,7 @@ impl Store {
             conn: self.connection().await?,
             store: self.clone(),
             _turn: turn,
+            _finished: Finished(self.resources.clone()),
         })
     }
 
@@ -181,6 +201,7 @@ impl Store {
             conn: Conn(Inner::Tx(tx)),
             store: self.clone(),
             _turn: turn,
+            _finished: Finished(self.resources.clone()),
         })
     }
 }

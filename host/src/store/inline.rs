@@ -183,7 +183,8 @@ impl InlineSqlite {
         })
     }
 
-    /// The revisions of rights, revocations, keys and clients ([`Store::revisions`]), or
+    /// The revisions of rights, revocations, keys, clients and resources
+    /// ([`Store::revisions`]), or
     /// `None` when the pooled path must answer.
     pub(super) fn revisions(&self) -> Option<Revisions> {
         self.with(|conn| {
@@ -193,6 +194,7 @@ impl InlineSqlite {
                     revocations: row.get(1)?,
                     keys: row.get(2)?,
                     clients: row.get(3)?,
+                    resources: row.get(4)?,
                 })
             })
         })
@@ -346,6 +348,7 @@ mod tests {
             revocations: row.get(1),
             keys: row.get(2),
             clients: row.get(3),
+            resources: row.get(4),
         };
         assert_eq!(inline.revisions(), Some(pooled));
 

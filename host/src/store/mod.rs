@@ -17,6 +17,7 @@ mod inline;
 mod issuer;
 mod oauth;
 mod records;
+mod resource_cache;
 mod rights;
 pub mod search;
 pub mod tables;
@@ -104,6 +105,8 @@ pub struct Store {
     /// SQLite on a file: the reads (and the records groups) done on the caller's thread
     /// ([`inline`]).
     inline: Option<Arc<inline::InlineSqlite>>,
+    /// Current versions kept between reads ([`resource_cache`]).
+    resources: Arc<resource_cache::ResourceCache>,
 }
 
 /// The group commits of a store, one queue per kind of write ([`group`]).
@@ -227,6 +230,7 @@ impl Store {
             statistics: Default::default(),
             groups: Default::default(),
             changes: Default::default(),
+            resources: Default::default(),
             inline: (backend == Backend::Sqlite)
                 .then(|| inline::InlineSqlite::of_url(&url).map(Arc::new))
                 .flatten(),

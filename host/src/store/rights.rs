@@ -3,6 +3,8 @@
 //! rights (roles, fhirUser, removal). The policy format and the adding-up of rights are
 //! plain code in [`crate::rights`]; this module only loads and stores rows.
 
+use std::time::Instant;
+
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -189,9 +191,10 @@ fn built_in_error(name: &str) -> StoreError {
     ))
 }
 
-/// The statement of [`Store::revisions`]: its four columns in [`Revisions`]' order.
+/// The statement of [`Store::revisions`]: its five columns in [`Revisions`]' order.
 pub(super) const REVISIONS: &str = "SELECT r.revision AS rights, v.revision AS revocations, \
-     k.revision AS keys, c.revision AS clients \
+     k.revision AS keys, c.revision AS clients, \
+     (SELECT CAST(COALESCE(SUM(revision), 0) AS BIGINT) FROM fhir_revision) AS resources \
      FROM rights_revision r, revocation_revision v, signing_keys_revision k, clients_revision c \
      WHERE r.id = 1 AND v.id = 1 AND k.id = 1 AND c.id = 1";
 
@@ -204,6 +207,9 @@ pub struct Revisions {
     pub keys: i64,
     /// Migration 0018: every change of the registered clients increments it.
     pub clients: i64,
+    /// Migration 0021: every update, deletion or expunge of a stored resource increments
+    /// it (the sum of its shards).
+    pub resources: i64,
 }
 
 impl Store {
@@ -218,18 +224,26 @@ impl Store {
 
     /// The rights revision, the revocation revision (migration 0012: every revocation
     /// of an access token or a grant increments it), the signing keys' revision
-    /// (migration 0017) and the clients' (migration 0018), in one read.
+    /// (migration 0017), the clients' (migration 0018) and the resources' (migration
+    /// 0021), in one read; the resources' is noted for the versions kept between reads
+    /// ([`super::resource_cache`]).
     pub async fn revisions(&self) -> Result<Revisions, StoreError> {
-        if let Some(revisions) = self.inline.as_ref().and_then(|inline| inline.revisions()) {
-            return Ok(revisions);
-        }
-        let row = sqlx::query(REVISIONS).fetch_one(self.pool()).await?;
-        Ok(Revisions {
-            rights: row.try_get("rights")?,
-            revocations: row.try_get("revocations")?,
-            keys: row.try_get("keys")?,
-            clients: row.try_get("clients")?,
-        })
+        let (began, writes) = (Instant::now(), self.resources.writes());
+        let revisions = match self.inline.as_ref().and_then(|inline| inline.revisions()) {
+            Some(revisions) => revisions,
+            None => {
+                let row = sqlx::query(REVISIONS).fetch_one(self.pool()).await?;
+                Revisions {
+                    rights: row.try_get("rights")?,
+                    revocations: row.try_get("revocations")?,
+                    keys: row.try_get("keys")?,
+                    clients: row.try_get("clients")?,
+                    resources: row.try_get("resources")?,
+                }
+            }
+        };
+        self.resources.saw(began, writes, revisions.resources);
+        Ok(revisions)
     }
 
     /// The roles of an account, sorted.

@@ -872,3 +872,77 @@ async fn concurrent_posts_are_each_created_and_found_on_both_databases() {
         assert_eq!(ids.len(), 48, "{}", db.backend);
     }
 }
+
+/// A `Basic` resource's version `version_id`, deleted or with `note` as its content.
+fn basic(id: &str, version_id: i64, note: &str, deleted: bool) -> StoredVersion {
+    StoredVersion {
+        resource_type: "Basic".into(),
+        id: id.into(),
+        version_id,
+        last_updated: version_id,
+        deleted,
+        content: serde_json::json!({"resourceType": "Basic", "id": id, "text": note}).to_string(),
+        method: if deleted { "DELETE" } else { "PUT" }.into(),
+    }
+}
+
+async fn write_basic(store: &Store, version: &StoredVersion) {
+    let mut tx = store.begin().await.unwrap();
+    fhir_write(&mut tx, version, None).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// The current versions a store keeps between reads (`store/resource_cache.rs`) give way
+/// to an update or a deletion that another process commits on the same database, by the
+/// next read that begins 2 ms after it, and to one of its own at once; the resources'
+/// revision moves for those and not for a create.
+#[tokio::test]
+async fn kept_versions_follow_every_update_on_both_databases() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let here = Store::open(&db.url).await.unwrap();
+        let elsewhere = Store::connect(&db.url).await.unwrap();
+        let after_the_bound = || tokio::time::sleep(std::time::Duration::from_millis(10));
+        let note = |v: Option<StoredVersion>| {
+            let v = v.unwrap_or_else(|| panic!("{b}: not found"));
+            let json: serde_json::Value = serde_json::from_str(&v.content).unwrap();
+            (
+                v.version_id,
+                v.deleted,
+                json["text"].as_str().unwrap().to_owned(),
+            )
+        };
+        let revision = || async { here.revisions().await.unwrap().resources };
+
+        write_basic(&here, &basic("k", 1, "one", false)).await;
+        let created = revision().await;
+        let read = here.fhir_current("Basic", "k").await.unwrap();
+        assert_eq!(note(read), (1, false, "one".into()), "{b}");
+
+        write_basic(&elsewhere, &basic("k", 2, "two", false)).await;
+        assert!(
+            revision().await > created,
+            "{b}: an update moves the revision"
+        );
+        after_the_bound().await;
+        let read = here.fhir_current("Basic", "k").await.unwrap();
+        assert_eq!(note(read), (2, false, "two".into()), "{b}");
+
+        write_basic(&here, &basic("k", 3, "three", false)).await;
+        let read = here.fhir_current("Basic", "k").await.unwrap();
+        assert_eq!(
+            note(read),
+            (3, false, "three".into()),
+            "{b}: its own at once"
+        );
+
+        let before = revision().await;
+        write_basic(&elsewhere, &basic("other", 1, "new", false)).await;
+        assert_eq!(revision().await, before, "{b}: a create does not move it");
+
+        write_basic(&elsewhere, &basic("k", 4, "three", true)).await;
+        after_the_bound().await;
+        let read = here.fhir_current("Basic", "k").await.unwrap();
+        assert_eq!(note(read), (4, true, "three".into()), "{b}: the deletion");
+    }
+}
