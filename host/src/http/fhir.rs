@@ -309,14 +309,29 @@ fn last_modified(ms: i64) -> HeaderValue {
 }
 
 fn parse_content(v: &StoredVersion) -> Result<Value, FhirError> {
-    serde_json::from_str(&v.content)
-        .map_err(|e| FhirError::Internal(format!("stored resource is not JSON: {e}")))
+    serde_json::from_str(&v.content).map_err(not_json)
 }
 
-/// A read-like response: the resource, with ETag and Last-Modified.
+fn not_json(e: serde_json::Error) -> FhirError {
+    FhirError::Internal(format!("stored resource is not JSON: {e}"))
+}
+
+/// A read-like response: the resource, with ETag and Last-Modified. Compact JSON is the
+/// stored text itself (what the store keeps is `serde_json`'s compact text of the
+/// resource, so parsing and serialising it again would give the same bytes), checked to
+/// be JSON without building it.
 fn resource_response(v: &StoredVersion, status: StatusCode, format: Format) -> FhirResult {
-    let body = parse_content(v)?;
-    let mut response = fhir_json(status, &body, format.pretty);
+    let mut response = if format.pretty {
+        fhir_json(status, &parse_content(v)?, true)
+    } else {
+        serde_json::from_str::<serde::de::IgnoredAny>(&v.content).map_err(not_json)?;
+        (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+            v.content.clone(),
+        )
+            .into_response()
+    };
     let h = response.headers_mut();
     h.insert(header::ETAG, etag(v.version_id));
     h.insert(header::LAST_MODIFIED, last_modified(v.last_updated));

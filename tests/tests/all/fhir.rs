@@ -964,6 +964,53 @@ async fn raw_text(app: &axum::Router, uri: &str) -> (u16, String) {
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
+/// A read answers the stored JSON as it is: compact, the bytes serde_json writes for it
+/// (pretty with `_pretty=true`); a stored text that is not JSON, changed by hand in the
+/// database after the resource was read and kept, answers 500 with an OperationOutcome
+/// that points to the server log (which has the cause).
+#[tokio::test]
+async fn reads_answer_the_stored_json_and_a_corrupt_one_is_a_500() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        let created = call(&app, "POST", "/fhir/r4/Patient", &[JSON], patient("Kept")).await;
+        let id = created.body["id"].as_str().unwrap().to_string();
+        let uri = format!("/fhir/r4/Patient/{id}");
+
+        let (status, text) = raw_text(&app, &uri).await;
+        assert_eq!(status, 200, "{b}: {text}");
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, created.body, "{b}");
+        assert_eq!(
+            text,
+            serde_json::to_string(&parsed).unwrap(),
+            "{b}: compact"
+        );
+        let (_, pretty) = raw_text(&app, &format!("{uri}?_pretty=true")).await;
+        assert!(pretty.contains("\n  \"id\""), "{b}: {pretty}");
+
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "UPDATE fhir_resources SET content = 'not json' \
+             WHERE resource_type = 'Patient' AND id = $1",
+        )
+        .bind(&id)
+        .execute(&raw)
+        .await
+        .unwrap();
+        raw.close().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let broken = call(&app, "GET", &uri, &[], "").await;
+        assert_eq!(broken.status, 500, "{b}: {:?}", broken.body);
+        assert_eq!(broken.body["resourceType"], "OperationOutcome", "{b}");
+        assert!(
+            broken.diagnostics().contains("x-request-id"),
+            "{b}: {}",
+            broken.diagnostics()
+        );
+    }
+}
+
 #[tokio::test]
 async fn formats_json_only_as_the_capability_statement_says() {
     for db in TestDb::all().await {
