@@ -45,30 +45,49 @@ impl Freshness {
 
     /// The revisions, as of a read that began at most [`CHECKED_WITHIN`] before this call
     /// and after every revocation or change of rights this process committed.
+    ///
+    /// Once half of [`CHECKED_WITHIN`] has passed since the last read began, one request
+    /// reads again while the others go on with the last read, still within its bound: under
+    /// load no request waits for a read the others need.
     pub async fn current(&self) -> Result<Revisions, StoreError> {
         let asked = Instant::now();
-        if let Some(revisions) = self.fresh(|seen| asked < seen.began + CHECKED_WITHIN) {
-            return Ok(revisions);
+        if let Some(seen) = self.fresh(|seen| asked < seen.began + CHECKED_WITHIN) {
+            if asked >= seen.began + CHECKED_WITHIN / 2
+                && let Ok(_turn) = self.reading.try_lock()
+            {
+                match self.read().await {
+                    Ok(revisions) => return Ok(revisions),
+                    Err(e) => tracing::debug!(error = %e, "an early read of the revisions failed"),
+                }
+            }
+            return Ok(seen.revisions);
         }
         let _turn = self.reading.lock().await;
         // A read that began after this call is as good as one of its own.
-        if let Some(revisions) = self.fresh(|seen| seen.began >= asked) {
-            return Ok(revisions);
+        if let Some(seen) = self.fresh(|seen| seen.began >= asked) {
+            return Ok(seen.revisions);
         }
+        self.read().await
+    }
+
+    /// Reads the revisions; the caller holds the reading turn.
+    async fn read(&self) -> Result<Revisions, StoreError> {
         let began = Instant::now();
         let local = self.store.local_changes();
         let revisions = self.store.revisions().await?;
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(Seen {
-            began,
-            local,
-            revisions,
-        });
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.is_none_or(|s| s.began <= began) {
+            *seen = Some(Seen {
+                began,
+                local,
+                revisions,
+            });
+        }
         Ok(revisions)
     }
 
-    fn fresh(&self, recent: impl Fn(&Seen) -> bool) -> Option<Revisions> {
+    fn fresh(&self, recent: impl Fn(&Seen) -> bool) -> Option<Seen> {
         let seen = *self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.filter(|seen| seen.local == self.store.local_changes() && recent(seen))
-            .map(|seen| seen.revisions)
     }
 }
