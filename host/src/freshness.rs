@@ -11,12 +11,13 @@
 //! (and, for an account's token, the rights revision) before.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::store::{Revisions, Store, StoreError};
 
-/// How old the last read of the revisions may be for a request to rely on it.
-pub const CHECKED_WITHIN: Duration = Duration::from_millis(2);
+/// How old the last read of the revisions may be for a request to rely on it: the store's
+/// bound for the versions it keeps between reads, one bound for all that is kept.
+pub use crate::store::CHECKED_WITHIN;
 
 /// The revisions as this process last read them.
 pub struct Freshness {

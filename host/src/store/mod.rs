@@ -37,6 +37,7 @@ pub use oauth::{
     AccessTokenRecord, AuthRequestRow, CodeRow, IssuedToken, KeyRow, PURGE_BATCH, Purged,
     RefreshRow, Revocation,
 };
+pub use resource_cache::CHECKED_WITHIN;
 pub use rights::{
     Bindings, PolicyChange, Revisions, StoredPolicy, UserUpdate, UserWithRoles, checked_roles,
 };

@@ -27,8 +27,8 @@ use quick_cache::sync::Cache;
 use super::Store;
 use super::fhir::StoredVersion;
 
-/// How old the last read of the revisions may be for a read to rely on it; the same bound
-/// as the gate's (`crate::freshness::CHECKED_WITHIN`).
+/// How old the last read of the revisions may be for a read to rely on it; the gate's
+/// caches (`crate::freshness`) keep the same bound.
 pub const CHECKED_WITHIN: Duration = Duration::from_millis(2);
 
 /// The JSON kept at most, in bytes (and about 200 more per version).
