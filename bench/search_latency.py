@@ -4,7 +4,11 @@ loopback, a fresh SQLite data directory, or --database-url), loads N patients wi
 M observations each, then times each query (median and p95 of R runs, one client).
 
 Usage: python3 bench/search_latency.py [--bin PATH] [--patients 500] [--obs 5]
-                                       [--runs 30] [--database-url URL]
+                                       [--runs 30] [--bundle 1000] [--clients 1]
+                                       [--database-url URL]
+The load is transaction Bundles of --bundle PUT entries sent by --clients connections at
+once; the load's rate and each Bundle request's (resources/s, median and p10) are the
+Bundle benchmark.
 Every request carries an access token: a client_credentials client is added with
 `hestia client add` (scope `system/*.*`, or --scope), and its token names the FHIR base as
 audience, so each query runs through the full resource-server path (token check, audience
@@ -19,6 +23,7 @@ import os
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -44,6 +49,10 @@ def main():
     ap.add_argument("--patients", type=int, default=500)
     ap.add_argument("--obs", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--bundle", type=int, default=1000,
+                    help="entries per transaction Bundle of the load (1: a PUT each)")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="connections sending the load's requests at once")
     ap.add_argument("--database-url")
     ap.add_argument("--scope", default="system/*.*",
                     help="scope of the benchmark client's token (default system/*.*)")
@@ -112,21 +121,19 @@ def request(conn, method, path, body=None):
     return data
 
 
-def run(conn, base, args):
-    start = time.time()
-    total = 0
+def resources(args):
+    """The generated Patients and Observations, as (type, id, resource), Patients first
+    in each group so that an Observation's subject is written before or with it."""
     for p in range(args.patients):
-        patient = {
+        yield "Patient", f"p{p}", {
             "resourceType": "Patient", "id": f"p{p}",
             "name": [{"family": f"fam{p % 50}", "given": [f"given{p}"]}],
             "gender": ["female", "male"][p % 2],
             "birthDate": f"{1940 + p % 60}-0{1 + p % 9}-1{p % 9}",
         }
-        request(conn, "PUT", f"{base}/Patient/p{p}", json.dumps(patient))
-        total += 1
         for o in range(args.obs):
             code = ["8867-4", "8310-5", "2339-0"][o % 3]
-            obs = {
+            yield "Observation", f"o{p}-{o}", {
                 "resourceType": "Observation", "id": f"o{p}-{o}", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
                 "subject": {"reference": f"Patient/p{p}"},
@@ -134,10 +141,60 @@ def run(conn, base, args):
                 "valueQuantity": {"value": (p * 7 + o * 13) % 200,
                                   "system": "http://unitsofmeasure.org", "code": "/min"},
             }
-            request(conn, "PUT", f"{base}/Observation/o{p}-{o}", json.dumps(obs))
-            total += 1
-    load = time.time() - start
-    print(f"loaded {total} resources in {load:.1f} s ({total / load:.0f}/s)")
+
+
+def load(conn, base, args):
+    """Writes every resource with transaction Bundles of --bundle PUT entries (one PUT
+    per resource with --bundle 1), sent by --clients connections at once, and prints the
+    load's rate and the Bundles' median."""
+    batches = []
+    for entry in resources(args):
+        if not batches or len(batches[-1]) == args.bundle:
+            batches.append([])
+        batches[-1].append(entry)
+    pending = iter(batches)
+    lock = threading.Lock()
+    rates = []
+
+    def send(client, batch):
+        t = time.perf_counter()
+        if args.bundle == 1:
+            kind, rid, body = batch[0]
+            request(client, "PUT", f"{base}/{kind}/{rid}", json.dumps(body))
+        else:
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": body, "request": {"method": "PUT", "url": f"{kind}/{rid}"}}
+                for kind, rid, body in batch]}
+            request(client, "POST", base, json.dumps(bundle))
+        with lock:
+            rates.append(len(batch) / (time.perf_counter() - t))
+
+    def worker(client):
+        while True:
+            with lock:
+                batch = next(pending, None)
+            if batch is None:
+                return
+            send(client, batch)
+
+    clients = [conn] + [http.client.HTTPConnection(conn.host, conn.port)
+                        for _ in range(args.clients - 1)]
+    start = time.time()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.time() - start
+    total = sum(len(b) for b in batches)
+    print(f"loaded {total} resources in {seconds:.1f} s ({total / seconds:.0f}/s, "
+          f"{len(rates)} requests of up to {args.bundle} from {args.clients} clients; "
+          f"the median request {statistics.median(rates):.0f} resources/s, p10 "
+          f"{sorted(rates)[len(rates) // 10]:.0f})")
+
+
+def run(conn, base, args):
+    load(conn, base, args)
     print(f"{'query':66} {'median ms':>10} {'p95 ms':>8} {'total':>6}")
     for q in QUERIES:
         times = []

@@ -16,10 +16,10 @@ use super::definitions::ResourceType;
 use super::error::{ErrorKind, FhirError};
 use super::outcome::{Issue, operation_outcome};
 use super::repository::Conditional;
-use super::repository::{Repository, check_id, new_id};
+use super::repository::{PlainWrite, Repository, check_id, new_id};
 use super::search::value::format_instant;
 use super::searchset::{Allowed, Handling, SearchScope, TypeAccess, decode_query};
-use crate::store::fhir::StoredVersion;
+use crate::store::fhir::{StoredVersion, WriteMethod};
 use crate::store::{Conn, WriteTx};
 
 /// The HTTP method of an entry.
@@ -709,30 +709,17 @@ impl Repository {
         check: EntryCheck<'_>,
         type_access: TypeAccess<'_>,
     ) -> Result<Vec<Option<EntryResult>>, FhirError> {
+        if only_plain_writes(&entries) {
+            return self.run_plain_transaction(entries, check).await;
+        }
         let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
         let mut tx = self.store().begin().await?;
         let (new_ids, references) = self
             .assign_post_ids(&mut tx, &entries, check, type_access)
             .await?;
-        for entry in &mut entries {
-            if let Some(resource) = &mut entry.resource {
-                let mut value = Value::Object(std::mem::take(resource));
-                rewrite_references(&mut value, &references);
-                if let Value::Object(map) = value {
-                    *resource = map;
-                }
-            }
-        }
-        let mut granted = HashMap::new();
-        for entry in &entries {
-            granted.insert(
-                entry.index,
-                check(entry).map_err(|err| in_entry(err, entry))?,
-            );
-        }
-        let mut order: Vec<&EntryRequest> = entries.iter().collect();
-        order.sort_by_key(|e| (e.method.order(), e.index));
-        for entry in order {
+        rewrite_entries(&mut entries, &references);
+        let granted = decide_entries(&entries, check)?;
+        for entry in in_processing_order(&entries) {
             // Every entry was checked above; one without a decision is refused.
             let access = granted.get(&entry.index).cloned().ok_or_else(|| {
                 FhirError::Internal(format!("entry {} has no access decision", entry.index))
@@ -744,6 +731,49 @@ impl Repository {
             results[entry.index] = Some(result);
         }
         tx.commit().await?;
+        Ok(results)
+    }
+
+    /// A transaction of plain creates and updates ([`only_plain_writes`]): what
+    /// [`Self::run_transaction`] does, with every entry's content checked (validator
+    /// plugins included) before the database transaction begins and the rows of all
+    /// entries written together ([`Repository::write_plain`]) instead of entry by entry.
+    async fn run_plain_transaction(
+        &self,
+        mut entries: Vec<EntryRequest>,
+        check: EntryCheck<'_>,
+    ) -> Result<Vec<Option<EntryResult>>, FhirError> {
+        let mut new_ids = HashMap::new();
+        let mut references = HashMap::new();
+        for entry in entries.iter().filter(|e| e.method == EntryMethod::Post) {
+            name_post(entry, new_id(), &mut new_ids, &mut references);
+        }
+        rewrite_entries(&mut entries, &references);
+        let granted = decide_entries(&entries, check)?;
+        let order = in_processing_order(&entries);
+        let mut writes = Vec::with_capacity(order.len());
+        for entry in &order {
+            let mut write = plain_write(entry, &new_ids, &granted)?;
+            self.check_plain(&mut write)
+                .map_err(|err| in_entry(err, entry))?;
+            writes.push(write);
+        }
+        let written = self
+            .write_plain(writes)
+            .await
+            .map_err(|(at, err)| match at {
+                Some(at) => in_entry(err, order[at]),
+                None => err,
+            })?;
+        let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
+        for (entry, w) in order.iter().zip(written) {
+            let status = if w.created {
+                EntryStatus::Created
+            } else {
+                EntryStatus::Ok
+            };
+            results[entry.index] = Some(EntryResult::with_version(status, w.version)?);
+        }
         Ok(results)
     }
 
@@ -777,15 +807,105 @@ impl Repository {
                     id = one.clone();
                 }
             }
-            if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
-                && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
-            {
-                references.insert(full.clone(), format!("{}/{id}", ty.as_str()));
-            }
-            new_ids.insert(entry.index, id);
+            name_post(entry, id, &mut new_ids, &mut references);
         }
         Ok((new_ids, references))
     }
+}
+
+/// Gives a transaction's POST `entry` the id `id`, and its `urn:uuid:` (or `urn:oid:`)
+/// fullUrl the reference `Type/id`.
+fn name_post(
+    entry: &EntryRequest,
+    id: String,
+    new_ids: &mut HashMap<usize, String>,
+    references: &mut HashMap<String, String>,
+) {
+    if let (Some(full), Some(ty)) = (&entry.full_url, entry.resource_type)
+        && (full.starts_with("urn:uuid:") || full.starts_with("urn:oid:"))
+    {
+        references.insert(full.clone(), format!("{}/{id}", ty.as_str()));
+    }
+    new_ids.insert(entry.index, id);
+}
+
+/// Rewrites every reference to a POST's fullUrl in the entries' resources.
+fn rewrite_entries(entries: &mut [EntryRequest], references: &HashMap<String, String>) {
+    if references.is_empty() {
+        return;
+    }
+    for entry in entries {
+        if let Some(resource) = &mut entry.resource {
+            let mut value = Value::Object(std::mem::take(resource));
+            rewrite_references(&mut value, references);
+            if let Value::Object(map) = value {
+                *resource = map;
+            }
+        }
+    }
+}
+
+/// Each entry's access decision, by index; the first refusal refuses the transaction.
+fn decide_entries(
+    entries: &[EntryRequest],
+    check: EntryCheck<'_>,
+) -> Result<HashMap<usize, Access>, FhirError> {
+    entries
+        .iter()
+        .map(|entry| {
+            Ok((
+                entry.index,
+                check(entry).map_err(|err| in_entry(err, entry))?,
+            ))
+        })
+        .collect()
+}
+
+/// The entries in the order a transaction runs them.
+fn in_processing_order(entries: &[EntryRequest]) -> Vec<&EntryRequest> {
+    let mut order: Vec<&EntryRequest> = entries.iter().collect();
+    order.sort_by_key(|e| (e.method.order(), e.index));
+    order
+}
+
+/// Whether a transaction is only creates (POST without `ifNoneExist`) and updates of
+/// `Type/id`, no two of the same resource: nothing in it reads what another entry writes,
+/// so its rows can be written together ([`Repository::run_plain_transaction`]).
+fn only_plain_writes(entries: &[EntryRequest]) -> bool {
+    let mut targets = HashSet::new();
+    entries
+        .iter()
+        .all(|e| match (e.method, e.resource_type, &e.id) {
+            (EntryMethod::Post, Some(_), _) => e.if_none_exist.is_none(),
+            (EntryMethod::Put, Some(ty), Some(id)) => targets.insert((ty, id.as_str())),
+            _ => false,
+        })
+}
+
+/// The [`PlainWrite`] of a plain entry ([`only_plain_writes`]) under its decision.
+fn plain_write<'a>(
+    entry: &EntryRequest,
+    new_ids: &HashMap<usize, String>,
+    granted: &'a HashMap<usize, Access>,
+) -> Result<PlainWrite<'a>, FhirError> {
+    let missing =
+        |what: &str| FhirError::Internal(format!("plain entry {} has no {what}", entry.index));
+    let (id, method) = match entry.method {
+        EntryMethod::Post => (new_ids.get(&entry.index), WriteMethod::Create),
+        _ => (entry.id.as_ref(), WriteMethod::Update),
+    };
+    Ok(PlainWrite {
+        resource_type: entry
+            .resource_type
+            .ok_or_else(|| missing("resource type"))?,
+        id: id.ok_or_else(|| missing("id"))?.clone(),
+        resource: entry.resource.clone().unwrap_or_default(),
+        method,
+        if_match: entry.if_match,
+        access: granted
+            .get(&entry.index)
+            .ok_or_else(|| missing("access decision"))?,
+    })
 }
 
 /// Names the failing entry in a transaction's error, keeping its kind.

@@ -5,6 +5,7 @@
 //! Every write checks its input completely (JSON shape, type, id, validator plugins)
 //! before the first statement, and runs in one database transaction with its index rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -63,6 +64,18 @@ pub struct Written {
     pub version: StoredVersion,
     /// True when the write created the resource (201), false for a new version (200).
     pub created: bool,
+}
+
+/// A create (under a new id) or an update of `Type/id` for [`Repository::write_plain`].
+pub struct PlainWrite<'a> {
+    pub resource_type: ResourceType,
+    pub id: String,
+    pub resource: Map<String, Value>,
+    /// [`WriteMethod::Create`] or [`WriteMethod::Update`].
+    pub method: WriteMethod,
+    pub if_match: Option<i64>,
+    /// What the write may touch: an update's current version must be within it.
+    pub access: &'a Access,
 }
 
 /// The repository. Cheap to clone. Each interaction takes `tx`, the caller's write
@@ -345,6 +358,110 @@ impl Repository {
         Ok((written.version, index))
     }
 
+    /// What [`Self::create`] or [`Self::update`] checks of one [`PlainWrite`]'s content
+    /// alone, before any database work (a create's body gets its new id).
+    pub fn check_plain(&self, write: &mut PlainWrite<'_>) -> Result<(), FhirError> {
+        match write.method {
+            WriteMethod::Create => {
+                (write.resource).insert("id".into(), Value::String(write.id.clone()));
+                self.check_valid(write.resource_type, &write.resource)
+            }
+            _ => self.check_update(write.resource_type, &write.id, &write.resource),
+        }
+    }
+
+    /// Writes creates and updates of distinct resources, each checked with
+    /// [`Self::check_plain`], in one transaction, with the checks [`Self::create`] and
+    /// [`Self::update`] make in the database (the target held and within the write's
+    /// access, `If-Match`, create-on-update) made for each in the order given, and the rows
+    /// of all of them written together: a transaction Bundle of plain writes. On SQLite
+    /// writes within no constraints go through the inline writer (prepared single-row
+    /// statements on this thread, its page cache warm); otherwise multi-row statements in a
+    /// transaction of the pool. The first write refused is answered with its position.
+    pub async fn write_plain(
+        &self,
+        writes: Vec<PlainWrite<'_>>,
+    ) -> Result<Vec<Written>, (Option<usize>, FhirError)> {
+        let keys: Vec<(&str, &str)> = writes
+            .iter()
+            .filter(|w| w.method != WriteMethod::Create)
+            .map(|w| (w.resource_type.as_str(), w.id.as_str()))
+            .collect();
+        if writes.iter().all(|w| w.access.is_unrestricted()) {
+            let mut written = Vec::with_capacity(writes.len());
+            let inline = self
+                .store
+                .write_inline_after(&keys, |currents| {
+                    let mut rows = Vec::with_capacity(writes.len());
+                    for (at, write) in writes.iter().enumerate() {
+                        let current = current_in(currents, write);
+                        let (w, index) = self
+                            .unrestricted_version(write, current)
+                            .map_err(|e| (Some(at), e))?;
+                        rows.push((w.version.clone(), Some(index)));
+                        written.push(w);
+                    }
+                    Ok(rows)
+                })
+                .await
+                .map_err(|e| (None, e.into()))?;
+            match inline {
+                Some(Ok(_)) => return Ok(written),
+                Some(Err(refused)) => return Err(refused),
+                None => {}
+            }
+        }
+        let mut tx = self.store.begin().await.map_err(|e| (None, e.into()))?;
+        let currents = tx
+            .lock_current_many(&keys)
+            .await
+            .map_err(|e| (None, e.into()))?;
+        let mut rows = Vec::with_capacity(writes.len());
+        let mut written = Vec::with_capacity(writes.len());
+        for (at, write) in writes.iter().enumerate() {
+            let current = current_in(&currents, write);
+            if write.method != WriteMethod::Create {
+                self.check_write_target(&mut tx, write.resource_type, &write.id, write.access)
+                    .await
+                    .map_err(|e| (Some(at), e))?;
+            }
+            let (w, index) = self
+                .unrestricted_version(write, current)
+                .map_err(|e| (Some(at), e))?;
+            rows.push((w.version.clone(), Some(index)));
+            written.push(w);
+        }
+        let done = async {
+            fhir_write_many(&mut tx, &rows).await?;
+            tx.commit_counting(rows.len() as u64).await
+        };
+        done.await.map_err(|e| (None, e.into()))?;
+        Ok(written)
+    }
+
+    /// The version one write of [`Self::write_plain`] makes after `current`, with what an
+    /// update checks of it apart from the access ([`Self::check_write_target`]).
+    fn unrestricted_version(
+        &self,
+        write: &PlainWrite<'_>,
+        current: Option<&StoredVersion>,
+    ) -> Result<(Written, IndexRows), FhirError> {
+        let (resource_type, id) = (write.resource_type, write.id.as_str());
+        if write.method != WriteMethod::Create {
+            check_precondition(resource_type, id, current, write.if_match)?;
+            if current.is_none() && !self.options.create_on_update {
+                return Err(not_created(resource_type, id));
+            }
+        }
+        prepare_version(
+            resource_type,
+            id,
+            write.resource.clone(),
+            current,
+            write.method,
+        )
+    }
+
     /// Updates (or creates) several distinct resources at once, unrestricted, with the
     /// rows [`Self::update`] writes for each, in a few multi-row statements, in `tx`: the
     /// bulk import. Each resource has passed [`Self::check_update`]; one that cannot be
@@ -621,6 +738,17 @@ impl Repository {
         access: &Access,
     ) -> Result<(), FhirError> {
         tx.lock_for_write(resource_type.as_str(), id).await?;
+        self.check_write_target(tx, resource_type, id, access).await
+    }
+
+    /// What [`Self::lock_write_target`] checks once the row is held.
+    async fn check_write_target(
+        &self,
+        tx: &mut WriteTx,
+        resource_type: ResourceType,
+        id: &str,
+        access: &Access,
+    ) -> Result<(), FhirError> {
         if access.is_unrestricted() {
             return Ok(());
         }
@@ -911,6 +1039,17 @@ fn not_created(resource_type: ResourceType, id: &str) -> FhirError {
         "{}/{id} does not exist and this server does not create resources with client-assigned ids",
         resource_type.as_str()
     ))
+}
+
+/// The current version of a [`PlainWrite`]'s target among `currents`: none for a create.
+fn current_in<'c>(
+    currents: &'c HashMap<(String, String), StoredVersion>,
+    write: &PlainWrite<'_>,
+) -> Option<&'c StoredVersion> {
+    if write.method == WriteMethod::Create {
+        return None;
+    }
+    currents.get(&(write.resource_type.as_str().to_string(), write.id.clone()))
 }
 
 /// The current version of `Type/id` on `conn`; 404 when it never existed, 410 when deleted.

@@ -402,13 +402,22 @@ pub async fn fhir_current_many(
     conn: &mut Conn,
     keys: &[(&str, &str)],
 ) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
-    let conn = conn.sql();
+    current_many(conn.sql(), keys, "").await
+}
+
+/// The current versions (without content) of `keys` that exist, each keyed by
+/// (type, id), every statement ending with `suffix` (a row lock).
+async fn current_many(
+    conn: &mut AnyConnection,
+    keys: &[(&str, &str)],
+    suffix: &str,
+) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
     let mut found = std::collections::HashMap::new();
     for (resource_type, ids) in by_type(keys) {
         for chunk in ids.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "SELECT resource_type, id, version_id, last_updated, deleted, '' AS content, '' AS method \
-                 FROM fhir_resources WHERE resource_type = {} AND id IN ({})",
+                 FROM fhir_resources WHERE resource_type = {} AND id IN ({}){suffix}",
                 Marks::of(conn).list(1, 1),
                 Marks::of(conn).list(2, chunk.len())
             );
@@ -631,6 +640,25 @@ impl WriteTx {
         .execute(self.sql())
         .await?;
         Ok(locked.rows_affected() == 1)
+    }
+}
+
+impl WriteTx {
+    /// [`fhir_current_many`], holding the rows found until the transaction ends as
+    /// [`Conn::lock_for_write`] holds one: on PostgreSQL a row lock on each, in the order
+    /// of the current rows' key, so that two writers of the same resources wait for each
+    /// other instead of both locking one half.
+    pub async fn lock_current_many(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+        let conn = self.sql();
+        let suffix = if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
+            ""
+        } else {
+            " ORDER BY resource_type, id FOR UPDATE"
+        };
+        current_many(conn, keys, suffix).await
     }
 }
 

@@ -5,10 +5,99 @@
 //! the process goes through, so its page cache stays warm between groups (a pooled
 //! connection's cache is dropped whenever another connection has written since).
 
-use rusqlite::{Transaction, params};
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::fhir::{Batches, INDEX_TABLES, StoredVersion};
+use super::{Store, StoreError};
 use crate::fhir::search::IndexRows;
+
+/// The current versions of resources, by (type, id), without their content.
+pub type Currents = HashMap<(String, String), StoredVersion>;
+
+/// One version and its index rows, as the writers take them.
+pub type VersionRows = (StoredVersion, Option<IndexRows>);
+
+impl Store {
+    /// On SQLite's inline writer, under the write turn: reads the current versions of
+    /// `keys` and writes what `prepare` makes of them, in one transaction. `Ok(None)` when
+    /// there is no inline writer or its write failed (rolled back, logged at debug level):
+    /// the caller writes through the pool instead. `Ok(Some(Err(_)))` is `prepare`'s
+    /// refusal, with nothing written.
+    ///
+    /// The writer runs on the calling thread; a long write is moved off the runtime's
+    /// scheduling (`block_in_place`) so that the worker's other tasks go on elsewhere.
+    pub async fn write_inline_after<E>(
+        &self,
+        keys: &[(&str, &str)],
+        prepare: impl FnOnce(&Currents) -> Result<Vec<VersionRows>, E>,
+    ) -> Result<Option<Result<usize, E>>, StoreError> {
+        let Some(inline) = &self.inline else {
+            return Ok(None);
+        };
+        let turn = self.turn().await?;
+        let mut refused = None;
+        let write = || {
+            inline.write(|tx| {
+                let currents = current_versions(tx, keys)?;
+                match prepare(&currents) {
+                    Ok(rows) => write_versions(tx, &rows).map(|()| rows.len()),
+                    Err(e) => {
+                        refused = Some(e);
+                        // Any error rolls the transaction back.
+                        Err(rusqlite::Error::QueryReturnedNoRows)
+                    }
+                }
+            })
+        };
+        let written = if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(write)
+        } else {
+            write()
+        };
+        drop(turn);
+        self.resources.wrote();
+        if let Some(e) = refused {
+            return Ok(Some(Err(e)));
+        }
+        Ok(written.map(|n| {
+            self.count_writes(n as u64);
+            Ok(n)
+        }))
+    }
+}
+
+/// The current versions of `keys` that exist, without content (see
+/// [`super::fhir::fhir_current_many`]), read in `tx`.
+fn current_versions(tx: &Transaction<'_>, keys: &[(&str, &str)]) -> rusqlite::Result<Currents> {
+    let mut select = tx.prepare_cached(
+        "SELECT version_id, last_updated, deleted FROM fhir_resources \
+         WHERE resource_type = ?1 AND id = ?2",
+    )?;
+    let mut found = HashMap::new();
+    for &(resource_type, id) in keys {
+        let row = select
+            .query_row((resource_type, id), |row| {
+                Ok(StoredVersion {
+                    resource_type: resource_type.to_string(),
+                    id: id.to_string(),
+                    version_id: row.get(0)?,
+                    last_updated: row.get(1)?,
+                    deleted: row.get::<_, i64>(2)? != 0,
+                    content: String::new(),
+                    method: String::new(),
+                })
+            })
+            .optional()?;
+        if let Some(version) = row {
+            found.insert((resource_type.to_string(), id.to_string()), version);
+        }
+    }
+    Ok(found)
+}
 
 const HISTORY: &str = "INSERT INTO fhir_history \
      (resource_type, id, version_id, last_updated, method, deleted, content) \

@@ -60,7 +60,7 @@ impl WriteTx {
     }
 
     /// Commits `writes` writes at once (a group of creates).
-    pub(super) async fn commit_counting(self, writes: u64) -> Result<(), StoreError> {
+    pub async fn commit_counting(self, writes: u64) -> Result<(), StoreError> {
         let store = self.store.clone();
         self.commit_uncounted().await?;
         store.count_writes(writes);

@@ -1179,6 +1179,82 @@ async fn a_transaction_reading_a_deleted_resource_fails() {
     }
 }
 
+/// A transaction of creates and updates (written together, on SQLite by the inline
+/// writer) answers each entry as its own request would, and each update's index rows
+/// replace the version before's: a search finds the new name, not the old one.
+#[tokio::test]
+async fn a_transaction_of_updates_replaces_each_resources_index_rows() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        put_patients(&app, &["a", "b"]).await;
+        let named = |id: &str, family: &str| json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]});
+        let reply = transaction(
+            &app,
+            json!([
+                {"resource": named("a", "Alpha"), "request": {"method": "PUT", "url": "Patient/a"}},
+                {"resource": named("b", "Beta"), "request": {"method": "PUT", "url": "Patient/b", "ifMatch": "W/\"1\""}},
+                {"resource": {"resourceType": "Patient", "name": [{"family": "Gamma"}]}, "request": {"method": "POST", "url": "Patient"}},
+                {"resource": named("c", "Delta"), "request": {"method": "PUT", "url": "Patient/c"}},
+            ]),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        let statuses: Vec<&str> = reply.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["response"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["200 OK", "200 OK", "201 Created", "201 Created"],
+            "{b}"
+        );
+        assert_eq!(
+            reply.body["entry"][0]["resource"]["meta"]["versionId"], "2",
+            "{b}"
+        );
+        let reply = transaction(
+            &app,
+            json!([{"resource": named("a", "Omega"), "request": {"method": "PUT", "url": "Patient/a"}}]),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
+        assert_eq!(version_count(&app, "Patient/a").await, 3, "{b}");
+        let found = |family: &'static str| {
+            let app = app.clone();
+            async move {
+                let r = call(
+                    &app,
+                    "GET",
+                    &format!("/fhir/r4/Patient?family={family}"),
+                    &[],
+                    "",
+                )
+                .await;
+                assert_eq!(r.status, 200, "{:?}", r.body);
+                r.body["entry"]
+                    .as_array()
+                    .map(|e| {
+                        e.iter()
+                            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        assert_eq!(found("Omega").await, ["a"], "{b}");
+        assert!(
+            found("Alpha").await.is_empty(),
+            "{b}: the old name's rows are gone"
+        );
+        assert_eq!(found("Beta").await, ["b"], "{b}");
+        assert_eq!(found("Gamma").await.len(), 1, "{b}");
+        assert_eq!(found("Delta").await, ["c"], "{b}");
+    }
+}
+
 /// A transaction whose second entry fails stores nothing of the first.
 #[tokio::test]
 async fn a_failed_transaction_stores_nothing() {
