@@ -905,6 +905,7 @@ fn plain_write<'a>(
         access: granted
             .get(&entry.index)
             .ok_or_else(|| missing("access decision"))?,
+        index: None,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct PlainWrite<'a> {
     pub if_match: Option<i64>,
     /// What the write may touch: an update's current version must be within it.
     pub access: &'a Access,
+    /// The content's index rows, extracted by [`Repository::check_plain`].
+    pub index: Option<IndexRows>,
 }
 
 /// The repository. Cheap to clone. Each interaction takes `tx`, the caller's write
@@ -360,14 +362,18 @@ impl Repository {
 
     /// What [`Self::create`] or [`Self::update`] checks of one [`PlainWrite`]'s content
     /// alone, before any database work (a create's body gets its new id).
+    /// The index rows are extracted here too, outside the write's transaction: they do
+    /// not depend on the version (`_lastUpdated` is the current row's column).
     pub fn check_plain(&self, write: &mut PlainWrite<'_>) -> Result<(), FhirError> {
         match write.method {
             WriteMethod::Create => {
                 (write.resource).insert("id".into(), Value::String(write.id.clone()));
-                self.check_valid(write.resource_type, &write.resource)
+                self.check_valid(write.resource_type, &write.resource)?;
             }
-            _ => self.check_update(write.resource_type, &write.id, &write.resource),
+            _ => self.check_update(write.resource_type, &write.id, &write.resource)?,
         }
+        write.index = Some(extract_from(&mut write.resource)?);
+        Ok(())
     }
 
     /// Writes creates and updates of distinct resources, each checked with
@@ -380,20 +386,21 @@ impl Repository {
     /// transaction of the pool. The first write refused is answered with its position.
     pub async fn write_plain(
         &self,
-        writes: Vec<PlainWrite<'_>>,
+        mut writes: Vec<PlainWrite<'_>>,
     ) -> Result<Vec<Written>, (Option<usize>, FhirError)> {
-        let keys: Vec<(&str, &str)> = writes
+        let updated: Vec<(&str, String)> = writes
             .iter()
             .filter(|w| w.method != WriteMethod::Create)
-            .map(|w| (w.resource_type.as_str(), w.id.as_str()))
+            .map(|w| (w.resource_type.as_str(), w.id.clone()))
             .collect();
+        let keys: Vec<(&str, &str)> = updated.iter().map(|(t, id)| (*t, id.as_str())).collect();
         if writes.iter().all(|w| w.access.is_unrestricted()) {
             let mut written = Vec::with_capacity(writes.len());
             let inline = self
                 .store
                 .write_inline_after(&keys, |currents| {
                     let mut rows = Vec::with_capacity(writes.len());
-                    for (at, write) in writes.iter().enumerate() {
+                    for (at, write) in writes.iter_mut().enumerate() {
                         let current = current_in(currents, write);
                         let (w, index) = self
                             .unrestricted_version(write, current)
@@ -418,7 +425,7 @@ impl Repository {
             .map_err(|e| (None, e.into()))?;
         let mut rows = Vec::with_capacity(writes.len());
         let mut written = Vec::with_capacity(writes.len());
-        for (at, write) in writes.iter().enumerate() {
+        for (at, write) in writes.iter_mut().enumerate() {
             let current = current_in(&currents, write);
             if write.method != WriteMethod::Create {
                 self.check_write_target(&mut tx, write.resource_type, &write.id, write.access)
@@ -443,7 +450,7 @@ impl Repository {
     /// update checks of it apart from the access ([`Self::check_write_target`]).
     fn unrestricted_version(
         &self,
-        write: &PlainWrite<'_>,
+        write: &mut PlainWrite<'_>,
         current: Option<&StoredVersion>,
     ) -> Result<(Written, IndexRows), FhirError> {
         let (resource_type, id) = (write.resource_type, write.id.as_str());
@@ -453,13 +460,15 @@ impl Repository {
                 return Err(not_created(resource_type, id));
             }
         }
-        prepare_version(
-            resource_type,
-            id,
-            write.resource.clone(),
-            current,
-            write.method,
-        )
+        // The content stays for the pool to write should the inline writer fail; the index
+        // rows taken are extracted again then.
+        let mut resource = write.resource.clone();
+        let index = match write.index.take() {
+            Some(index) => index,
+            None => extract_from(&mut resource)?,
+        };
+        let written = new_version(resource_type, id, resource, current, write.method)?;
+        Ok((written, index))
     }
 
     /// Updates (or creates) several distinct resources at once, unrestricted, with the
@@ -1103,6 +1112,31 @@ fn prepare_version(
     current: Option<&StoredVersion>,
     method: WriteMethod,
 ) -> Result<(Written, IndexRows), FhirError> {
+    let index = extract_from(&mut resource)?;
+    let written = new_version(resource_type, id, resource, current, method)?;
+    Ok((written, index))
+}
+
+/// The index rows of a resource's content (lent to [`extract`] as a `Value` and given
+/// back).
+fn extract_from(resource: &mut Map<String, Value>) -> Result<IndexRows, FhirError> {
+    let value = Value::Object(std::mem::take(resource));
+    let index = extract(&value).map_err(|e| FhirError::invalid(e.to_string()));
+    if let Value::Object(map) = value {
+        *resource = map;
+    }
+    index
+}
+
+/// The next version of a resource after `current`, with `meta.versionId` and
+/// `meta.lastUpdated` set.
+fn new_version(
+    resource_type: ResourceType,
+    id: &str,
+    mut resource: Map<String, Value>,
+    current: Option<&StoredVersion>,
+    method: WriteMethod,
+) -> Result<Written, FhirError> {
     let version_id = current.map_or(1, |c| c.version_id + 1);
     let last_updated = version_stamp(current.map_or(0, |c| c.last_updated));
     let meta = resource.entry("meta").or_insert_with(|| json!({}));
@@ -1117,7 +1151,6 @@ fn prepare_version(
         Value::String(format_instant(last_updated)),
     );
     let resource = Value::Object(resource);
-    let index = extract(&resource).map_err(|e| FhirError::invalid(e.to_string()))?;
     let version = StoredVersion {
         resource_type: resource_type.as_str().to_string(),
         id: id.to_string(),
@@ -1131,5 +1164,5 @@ fn prepare_version(
         created: current.is_none_or(|c| c.deleted),
         version,
     };
-    Ok((written, index))
+    Ok(written)
 }

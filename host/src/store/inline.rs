@@ -84,10 +84,9 @@ struct Writer {
 /// A checkpoint beside a writer that keeps committing never copies the last frames, and
 /// the log starts over from its beginning only once every frame is copied: on its own the
 /// log grew by gigabytes in a minute of creates. So when the thread finds more than
-/// [`FINISH_AT_FRAMES`] frames in the log, the writer, after its next commit and still in
-/// the write turn (no other write of the process in between), checkpoints what is left
-/// itself: little, since the thread copied the rest, and the next write starts the log
-/// over.
+/// [`FINISH_AT_FRAMES`] frames in the log, the writer, before its next write and in the
+/// write turn (no other write of the process in between), checkpoints what is left itself:
+/// little, since the thread copied the rest, and that write starts the log over.
 #[derive(Debug)]
 struct Checkpointer {
     wake: SyncSender<()>,
@@ -129,11 +128,19 @@ impl Checkpointer {
         Ok(Checkpointer { wake, log_frames })
     }
 
-    /// After a commit of `writer`: asks the thread for a checkpoint, or when the log has
-    /// grown past [`FINISH_AT_FRAMES`], finishes one on `writer` itself.
-    fn after_commit(&self, writer: &Connection) {
+    /// After a commit of the writer: asks the thread for a checkpoint.
+    fn after_commit(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Before a write of `writer` (in the write turn): when the log has grown past
+    /// [`FINISH_AT_FRAMES`], finishes a checkpoint on `writer` itself, so that this write
+    /// starts the log over. Here rather than after the commit before: the thread has had
+    /// the time between the two writes to copy that commit's frames (a transaction Bundle
+    /// of 1,000 resources commits thousands), which the request that wrote them would
+    /// otherwise wait for.
+    fn before_write(&self, writer: &Connection) {
         if self.log_frames.load(Ordering::Relaxed) < FINISH_AT_FRAMES {
-            let _ = self.wake.try_send(());
             return;
         }
         match checkpoint(writer) {
@@ -250,6 +257,9 @@ impl InlineSqlite {
             }
         }
         let Writer { conn, checkpoints } = writer.as_mut()?;
+        if let Some(c) = checkpoints {
+            c.before_write(conn);
+        }
         let written = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .and_then(|tx| {
@@ -260,7 +270,7 @@ impl InlineSqlite {
         match &written {
             Ok(_) => {
                 if let Some(c) = checkpoints {
-                    c.after_commit(conn);
+                    c.after_commit();
                 }
             }
             Err(e) => tracing::debug!(error = %e, "inline SQLite write failed; the pool writes"),
@@ -401,6 +411,56 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Past FINISH_AT_FRAMES frames of log, the next write starts the log over: the writer
+    /// finishes the checkpoint before it writes.
+    #[tokio::test]
+    async fn the_write_after_a_long_log_starts_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.db");
+        let store = Store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        let inline = store.inline.clone().expect("a file database writes inline");
+        let insert = |tx: &rusqlite::Transaction<'_>, jti: &str| {
+            tx.execute(
+                "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) \
+                 VALUES (?1, 'g', 'c', 4000000000)",
+                [jti],
+            )
+        };
+        // 40 rows of 1 MB: over 10,000 pages of log in one commit.
+        let big = inline.write(|tx| {
+            for i in 0..40 {
+                insert(tx, &format!("{i:02}{}", "x".repeat(1 << 20)))?;
+            }
+            Ok(())
+        });
+        assert_eq!(big, Some(()));
+        let frames = |inline: &InlineSqlite| {
+            let writer = inline.writer.lock().unwrap();
+            let c = writer.as_ref().unwrap().checkpoints.as_ref().unwrap();
+            c.log_frames.load(Ordering::Relaxed)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while frames(&inline) < FINISH_AT_FRAMES {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread saw no long log"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(inline.write(|tx| insert(tx, "small")), Some(1));
+        assert_eq!(frames(&inline), 0, "the writer finished the checkpoint");
+        let log: i64 = rusqlite::Connection::open(&file)
+            .unwrap()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |row| row.get(1))
+            .unwrap();
+        assert!(
+            log < 100,
+            "the small write started the log over: {log} frames"
+        );
     }
 
     #[tokio::test]
