@@ -36,19 +36,23 @@ pub(super) trait Grouped: Sized + Send + 'static {
     fn write_one(store: &Store, one: &Self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The writes of one kind waiting for a group, and the lock held while one group is
+/// The writes of one kind waiting for a group, and the permits of the groups being
 /// written.
 #[derive(Debug)]
 pub(super) struct Groups<T> {
     waiting: Mutex<Vec<Waiting<T>>>,
-    writing: tokio::sync::Mutex<()>,
+    writing: tokio::sync::Semaphore,
 }
 
-impl<T> Default for Groups<T> {
-    fn default() -> Self {
+impl<T> Groups<T> {
+    /// Queues in which at most `in_flight` groups are written at once: one where the
+    /// database has one writer (SQLite), more where each group's transaction has a server
+    /// process of its own (PostgreSQL), so that one group's statements run while the next
+    /// group is prepared and sent instead of after it.
+    pub(super) fn new(in_flight: usize) -> Self {
         Groups {
             waiting: Mutex::new(Vec::new()),
-            writing: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Semaphore::new(in_flight.max(1)),
         }
     }
 }
@@ -67,9 +71,9 @@ impl<T: Grouped> Groups<T> {
     pub(super) async fn commit(&self, store: &Store, write: T) -> Result<T, StoreError> {
         let (done, mut answer) = oneshot::channel();
         lock(&self.waiting).push(Waiting { write, done });
-        // One group at a time: whoever holds the lock writes everything waiting, its own
-        // write among it unless an earlier group took it.
-        let writing = self.writing.lock().await;
+        // Whoever holds a permit writes everything waiting, its own write among it unless an
+        // earlier group took it.
+        let writing = self.writing.acquire().await.map_err(|_| abandoned::<T>())?;
         match answer.try_recv() {
             Ok(result) => return result,
             Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned::<T>()),

@@ -48,11 +48,10 @@ const CURRENT: &str = "SELECT r.resource_type, r.id, r.version_id, r.last_update
 /// The writer's settings: the pool's durability (`synchronous = NORMAL` in WAL, see
 /// `SQLITE_PRAGMAS`), and no busy timeout: a write that would wait for another process
 /// goes back to the pool, which waits without holding a thread of the runtime. Its page
-/// cache (16 MiB, one connection) holds what a transaction Bundle of 1,000 resources
-/// changes in the index tables' B-trees: with the pool's 512 KiB it wrote pages to the log
-/// before the commit and read them back, over a quarter of the Bundle's time.
+/// cache is the pool's 512 KiB: with 16 MiB, creates under load ran at 0.68-0.71x the rate
+/// (`bench/peers/run --scenarios create`), for 3-5 % more transaction Bundles.
 const WRITER_PRAGMAS: &str =
-    "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384; PRAGMA busy_timeout = 0;";
+    "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512; PRAGMA busy_timeout = 0;";
 
 /// The least time between two checkpoints of the [`Checkpointer`].
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
