@@ -750,10 +750,16 @@ impl Repository {
         }
         rewrite_entries(&mut entries, &references);
         let granted = decide_entries(&entries, check)?;
+        // Each body moves into its write: the checks above were the last to read it here.
+        let mut bodies: HashMap<usize, Map<String, Value>> = entries
+            .iter_mut()
+            .map(|e| (e.index, e.resource.take().unwrap_or_default()))
+            .collect();
         let order = in_processing_order(&entries);
         let mut writes = Vec::with_capacity(order.len());
         for entry in &order {
-            let mut write = plain_write(entry, &new_ids, &granted)?;
+            let body = bodies.remove(&entry.index).unwrap_or_default();
+            let mut write = plain_write(entry, body, &new_ids, &granted)?;
             self.check_plain(&mut write)
                 .map_err(|err| in_entry(err, entry))?;
             writes.push(write);
@@ -766,13 +772,18 @@ impl Repository {
                 None => err,
             })?;
         let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
-        for (entry, w) in order.iter().zip(written) {
+        for (entry, (w, content)) in order.iter().zip(written) {
             let status = if w.created {
                 EntryStatus::Created
             } else {
                 EntryStatus::Ok
             };
-            results[entry.index] = Some(EntryResult::with_version(status, w.version)?);
+            results[entry.index] = Some(EntryResult {
+                status,
+                version: Some(w.version),
+                resource: Some(content),
+                outcome: None,
+            });
         }
         Ok(results)
     }
@@ -885,6 +896,7 @@ fn only_plain_writes(entries: &[EntryRequest]) -> bool {
 /// The [`PlainWrite`] of a plain entry ([`only_plain_writes`]) under its decision.
 fn plain_write<'a>(
     entry: &EntryRequest,
+    resource: Map<String, Value>,
     new_ids: &HashMap<usize, String>,
     granted: &'a HashMap<usize, Access>,
 ) -> Result<PlainWrite<'a>, FhirError> {
@@ -899,7 +911,7 @@ fn plain_write<'a>(
             .resource_type
             .ok_or_else(|| missing("resource type"))?,
         id: id.ok_or_else(|| missing("id"))?.clone(),
-        resource: entry.resource.clone().unwrap_or_default(),
+        resource,
         method,
         if_match: entry.if_match,
         access: granted

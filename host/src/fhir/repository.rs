@@ -66,6 +66,9 @@ pub struct Written {
     pub created: bool,
 }
 
+/// A version written by [`Repository::write_plain`], with its content as a `Value`.
+pub type WrittenContent = (Written, Value);
+
 /// A create (under a new id) or an update of `Type/id` for [`Repository::write_plain`].
 pub struct PlainWrite<'a> {
     pub resource_type: ResourceType,
@@ -387,7 +390,7 @@ impl Repository {
     pub async fn write_plain(
         &self,
         mut writes: Vec<PlainWrite<'_>>,
-    ) -> Result<Vec<Written>, (Option<usize>, FhirError)> {
+    ) -> Result<Vec<WrittenContent>, (Option<usize>, FhirError)> {
         let updated: Vec<(&str, String)> = writes
             .iter()
             .filter(|w| w.method != WriteMethod::Create)
@@ -405,7 +408,7 @@ impl Repository {
                         let (w, index) = self
                             .unrestricted_version(write, current)
                             .map_err(|e| (Some(at), e))?;
-                        rows.push((w.version.clone(), Some(index)));
+                        rows.push((w.0.version.clone(), Some(index)));
                         written.push(w);
                     }
                     Ok(rows)
@@ -435,7 +438,7 @@ impl Repository {
             let (w, index) = self
                 .unrestricted_version(write, current)
                 .map_err(|e| (Some(at), e))?;
-            rows.push((w.version.clone(), Some(index)));
+            rows.push((w.0.version.clone(), Some(index)));
             written.push(w);
         }
         let done = async {
@@ -452,7 +455,7 @@ impl Repository {
         &self,
         write: &mut PlainWrite<'_>,
         current: Option<&StoredVersion>,
-    ) -> Result<(Written, IndexRows), FhirError> {
+    ) -> Result<(WrittenContent, IndexRows), FhirError> {
         let (resource_type, id) = (write.resource_type, write.id.as_str());
         if write.method != WriteMethod::Create {
             check_precondition(resource_type, id, current, write.if_match)?;
@@ -467,7 +470,7 @@ impl Repository {
             Some(index) => index,
             None => extract_from(&mut resource)?,
         };
-        let written = new_version(resource_type, id, resource, current, write.method)?;
+        let written = new_version_with_content(resource_type, id, resource, current, write.method)?;
         Ok((written, index))
     }
 
@@ -1133,10 +1136,21 @@ fn extract_from(resource: &mut Map<String, Value>) -> Result<IndexRows, FhirErro
 fn new_version(
     resource_type: ResourceType,
     id: &str,
-    mut resource: Map<String, Value>,
+    resource: Map<String, Value>,
     current: Option<&StoredVersion>,
     method: WriteMethod,
 ) -> Result<Written, FhirError> {
+    new_version_with_content(resource_type, id, resource, current, method).map(|(w, _)| w)
+}
+
+/// [`new_version`], and its content as a `Value` (what the version's JSON text says).
+fn new_version_with_content(
+    resource_type: ResourceType,
+    id: &str,
+    mut resource: Map<String, Value>,
+    current: Option<&StoredVersion>,
+    method: WriteMethod,
+) -> Result<(Written, Value), FhirError> {
     let version_id = current.map_or(1, |c| c.version_id + 1);
     let last_updated = version_stamp(current.map_or(0, |c| c.last_updated));
     let meta = resource.entry("meta").or_insert_with(|| json!({}));
@@ -1164,5 +1178,5 @@ fn new_version(
         created: current.is_none_or(|c| c.deleted),
         version,
     };
-    Ok(written)
+    Ok((written, resource))
 }
