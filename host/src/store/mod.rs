@@ -118,17 +118,19 @@ struct AllGroups {
 }
 
 impl AllGroups {
-    /// One group of each kind at a time on SQLite (one writer), two on PostgreSQL: a
-    /// `perf` of the create load there had the server process writing a group busy for
-    /// most of each group's time, and the machine idle for 39 % of it.
+    /// One group of each kind at a time, except creates on PostgreSQL: two, since a `perf`
+    /// of the create load there had the server process writing a group busy for most of
+    /// each group's time and the machine idle for 39 % of it (1.10-1.23x the creates).
+    /// Token records stay one group at a time: two made PostgreSQL's tokens 0.88x as fast
+    /// (`bench/peers/run --scenarios token`), the signatures needing the CPU.
     fn for_backend(backend: Backend) -> Self {
-        let in_flight = match backend {
+        let creates = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 2,
         };
         AllGroups {
-            creates: group::Groups::new(in_flight),
-            records: group::Groups::new(in_flight),
+            creates: group::Groups::new(creates),
+            records: group::Groups::new(1),
         }
     }
 }
