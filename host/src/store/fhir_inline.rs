@@ -296,6 +296,60 @@ mod tests {
         all
     }
 
+    /// `write_inline_after` hands `prepare` the current versions of the keys that exist,
+    /// writes what it returns, and writes nothing when it refuses.
+    #[tokio::test]
+    async fn a_write_after_reading_the_current_versions_is_whole_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.db");
+        let store = Store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        let [first, _] = writes();
+        let written = store
+            .write_inline_after(&[("Patient", "p")], |currents| {
+                assert!(currents.is_empty(), "nothing exists yet: {currents:?}");
+                Ok::<_, String>(first.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, Some(Ok(4)));
+        let before = rows(&file);
+        assert!(before.iter().any(|r| r.starts_with("fhir_history: ")));
+        let keys = [
+            ("Patient", "p"),
+            ("Questionnaire", "q"),
+            ("Patient", "none"),
+        ];
+        let refused = store
+            .write_inline_after(&keys, |currents| {
+                let mut found: Vec<_> = currents
+                    .values()
+                    .map(|v| (v.id.as_str(), v.version_id, v.last_updated))
+                    .collect();
+                found.sort();
+                assert_eq!(
+                    found,
+                    [("p", 1, 1_700_000_000_001), ("q", 1, 1_700_000_000_001)]
+                );
+                Err("refused".to_string())
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, Some(Err("refused".to_string())));
+        assert_eq!(rows(&file), before, "nothing of the refused write");
+        // Versions whose numbers are taken: the writer fails, and says so with `None`.
+        let conflict = store
+            .write_inline_after(&[], |_| Ok::<_, String>(first.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            conflict, None,
+            "a version taken already: the pool is to write it"
+        );
+        assert_eq!(rows(&file), before, "nothing of the failed write");
+    }
+
     #[tokio::test]
     async fn the_inline_writer_writes_the_rows_the_pool_writes_and_nothing_of_a_conflict() {
         let dir = tempfile::tempdir().unwrap();
