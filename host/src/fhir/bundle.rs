@@ -109,6 +109,13 @@ pub enum EntryStatus {
     Failed(ErrorKind),
 }
 
+impl EntryStatus {
+    /// A create or update's outcome: `Created` when it created the resource.
+    fn written(created: bool) -> Self {
+        if created { Self::Created } else { Self::Ok }
+    }
+}
+
 /// Writes an entry's `response.status` (`"201 Created"`): the status codes are the HTTP
 /// layer's, which passes this to [`Repository::process_bundle`].
 pub type StatusLine = fn(EntryStatus) -> String;
@@ -629,12 +636,7 @@ impl Repository {
                     .await?
             }
         };
-        let status = if w.created {
-            EntryStatus::Created
-        } else {
-            EntryStatus::Ok
-        };
-        EntryResult::with_version(status, w.version)
+        EntryResult::with_version(EntryStatus::written(w.created), w.version)
     }
 
     /// Processes a batch or transaction Bundle; `check` authorizes each entry before it runs,
@@ -773,13 +775,8 @@ impl Repository {
             })?;
         let mut results: Vec<Option<EntryResult>> = vec![None; entries.len()];
         for (entry, (w, content)) in order.iter().zip(written) {
-            let status = if w.created {
-                EntryStatus::Created
-            } else {
-                EntryStatus::Ok
-            };
             results[entry.index] = Some(EntryResult {
-                status,
+                status: EntryStatus::written(w.created),
                 version: Some(w.version),
                 resource: Some(content),
                 outcome: None,

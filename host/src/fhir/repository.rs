@@ -5,7 +5,6 @@
 //! Every write checks its input completely (JSON shape, type, id, validator plugins)
 //! before the first statement, and runs in one database transaction with its index rows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -20,8 +19,8 @@ use super::search::value::{format_instant, is_valid_id};
 use super::search::{IndexRows, SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
-    HistoryFilter, HistoryScope, StoredVersion, WriteMethod, fhir_current, fhir_current_many,
-    fhir_version, fhir_write, fhir_write_many,
+    Currents, HistoryFilter, HistoryScope, StoredVersion, VersionRows, WriteMethod, fhir_current,
+    fhir_current_many, fhir_version, fhir_write, fhir_write_many,
 };
 use crate::store::{Conn, Store, WriteTx};
 
@@ -68,6 +67,10 @@ pub struct Written {
 
 /// A version written by [`Repository::write_plain`], with its content as a `Value`.
 pub type WrittenContent = (Written, Value);
+
+/// Why [`Repository::write_plain`] wrote nothing, with the position of the write refused
+/// when one is to blame.
+pub type Refusal = (Option<usize>, FhirError);
 
 /// A create (under a new id) or an update of `Type/id` for [`Repository::write_plain`].
 pub struct PlainWrite<'a> {
@@ -382,7 +385,8 @@ impl Repository {
     /// Writes creates and updates of distinct resources, each checked with
     /// [`Self::check_plain`], in one transaction, with the checks [`Self::create`] and
     /// [`Self::update`] make in the database (the target held and within the write's
-    /// access, `If-Match`, create-on-update) made for each in the order given, and the rows
+    /// access, `If-Match`, create-on-update; under constraints every access first) made for
+    /// each in the order given, and the rows
     /// of all of them written together: a transaction Bundle of plain writes. On SQLite
     /// writes within no constraints go through the inline writer (prepared single-row
     /// statements on this thread, its page cache warm); otherwise multi-row statements in a
@@ -390,7 +394,7 @@ impl Repository {
     pub async fn write_plain(
         &self,
         mut writes: Vec<PlainWrite<'_>>,
-    ) -> Result<Vec<WrittenContent>, (Option<usize>, FhirError)> {
+    ) -> Result<Vec<WrittenContent>, Refusal> {
         let updated: Vec<(&str, String)> = writes
             .iter()
             .filter(|w| w.method != WriteMethod::Create)
@@ -398,19 +402,12 @@ impl Repository {
             .collect();
         let keys: Vec<(&str, &str)> = updated.iter().map(|(t, id)| (*t, id.as_str())).collect();
         if writes.iter().all(|w| w.access.is_unrestricted()) {
-            let mut written = Vec::with_capacity(writes.len());
+            let mut written = Vec::new();
             let inline = self
                 .store
                 .write_inline_after(&keys, |currents| {
-                    let mut rows = Vec::with_capacity(writes.len());
-                    for (at, write) in writes.iter_mut().enumerate() {
-                        let current = current_in(currents, write);
-                        let (w, index) = self
-                            .unrestricted_version(write, current)
-                            .map_err(|e| (Some(at), e))?;
-                        rows.push((w.0.version.clone(), Some(index)));
-                        written.push(w);
-                    }
+                    let (rows, versions) = self.plain_versions(&mut writes, currents)?;
+                    written = versions;
                     Ok(rows)
                 })
                 .await
@@ -426,27 +423,41 @@ impl Repository {
             .lock_current_many(&keys)
             .await
             .map_err(|e| (None, e.into()))?;
-        let mut rows = Vec::with_capacity(writes.len());
-        let mut written = Vec::with_capacity(writes.len());
-        for (at, write) in writes.iter_mut().enumerate() {
-            let current = current_in(&currents, write);
+        for (at, write) in writes.iter().enumerate() {
             if write.method != WriteMethod::Create {
                 self.check_write_target(&mut tx, write.resource_type, &write.id, write.access)
                     .await
                     .map_err(|e| (Some(at), e))?;
             }
-            let (w, index) = self
-                .unrestricted_version(write, current)
-                .map_err(|e| (Some(at), e))?;
-            rows.push((w.0.version.clone(), Some(index)));
-            written.push(w);
         }
+        let (rows, written) = self.plain_versions(&mut writes, &currents)?;
         let done = async {
             fhir_write_many(&mut tx, &rows).await?;
             tx.commit_counting(rows.len() as u64).await
         };
         done.await.map_err(|e| (None, e.into()))?;
         Ok(written)
+    }
+
+    /// The versions of [`Self::write_plain`]'s writes after `currents` (their rows, and
+    /// each with its content), with what an update checks of each apart from the access
+    /// ([`Self::check_write_target`]); the first refused is answered with its position.
+    fn plain_versions(
+        &self,
+        writes: &mut [PlainWrite<'_>],
+        currents: &Currents,
+    ) -> Result<(Vec<VersionRows>, Vec<WrittenContent>), Refusal> {
+        let mut rows = Vec::with_capacity(writes.len());
+        let mut written = Vec::with_capacity(writes.len());
+        for (at, write) in writes.iter_mut().enumerate() {
+            let current = current_in(currents, write);
+            let (w, index) = self
+                .unrestricted_version(write, current)
+                .map_err(|e| (Some(at), e))?;
+            rows.push((w.0.version.clone(), Some(index)));
+            written.push(w);
+        }
+        Ok((rows, written))
     }
 
     /// The version one write of [`Self::write_plain`] makes after `current`, with what an
@@ -470,7 +481,7 @@ impl Repository {
             Some(index) => index,
             None => extract_from(&mut resource)?,
         };
-        let written = new_version_with_content(resource_type, id, resource, current, write.method)?;
+        let written = new_version(resource_type, id, resource, current, write.method)?;
         Ok((written, index))
     }
 
@@ -1054,10 +1065,7 @@ fn not_created(resource_type: ResourceType, id: &str) -> FhirError {
 }
 
 /// The current version of a [`PlainWrite`]'s target among `currents`: none for a create.
-fn current_in<'c>(
-    currents: &'c HashMap<(String, String), StoredVersion>,
-    write: &PlainWrite<'_>,
-) -> Option<&'c StoredVersion> {
+fn current_in<'c>(currents: &'c Currents, write: &PlainWrite<'_>) -> Option<&'c StoredVersion> {
     if write.method == WriteMethod::Create {
         return None;
     }
@@ -1116,7 +1124,7 @@ fn prepare_version(
     method: WriteMethod,
 ) -> Result<(Written, IndexRows), FhirError> {
     let index = extract_from(&mut resource)?;
-    let written = new_version(resource_type, id, resource, current, method)?;
+    let (written, _) = new_version(resource_type, id, resource, current, method)?;
     Ok((written, index))
 }
 
@@ -1132,19 +1140,8 @@ fn extract_from(resource: &mut Map<String, Value>) -> Result<IndexRows, FhirErro
 }
 
 /// The next version of a resource after `current`, with `meta.versionId` and
-/// `meta.lastUpdated` set.
+/// `meta.lastUpdated` set, and its content as a `Value` (what the version's text says).
 fn new_version(
-    resource_type: ResourceType,
-    id: &str,
-    resource: Map<String, Value>,
-    current: Option<&StoredVersion>,
-    method: WriteMethod,
-) -> Result<Written, FhirError> {
-    new_version_with_content(resource_type, id, resource, current, method).map(|(w, _)| w)
-}
-
-/// [`new_version`], and its content as a `Value` (what the version's JSON text says).
-fn new_version_with_content(
     resource_type: ResourceType,
     id: &str,
     mut resource: Map<String, Value>,

@@ -401,7 +401,7 @@ pub async fn fhir_write(
 pub async fn fhir_current_many(
     conn: &mut Conn,
     keys: &[(&str, &str)],
-) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+) -> Result<Currents, StoreError> {
     current_many(conn.sql(), keys, "").await
 }
 
@@ -411,7 +411,7 @@ async fn current_many(
     conn: &mut AnyConnection,
     keys: &[(&str, &str)],
     suffix: &str,
-) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+) -> Result<Currents, StoreError> {
     let mut found = std::collections::HashMap::new();
     for (resource_type, ids) in by_type(keys) {
         for chunk in ids.chunks(ROWS_PER_INSERT) {
@@ -433,6 +433,13 @@ async fn current_many(
     }
     Ok(found)
 }
+
+/// Current versions of resources, by (type, id), without their content
+/// ([`fhir_current_many`]).
+pub type Currents = std::collections::HashMap<(String, String), StoredVersion>;
+
+/// A version and its index rows (none for a deletion), as the writers take them.
+pub type VersionRows = (StoredVersion, Option<IndexRows>);
 
 /// The columns of `fhir_history` a version fills, in the order writers bind them.
 pub(super) const HISTORY_COLUMNS: &[&str] = &[
@@ -459,10 +466,7 @@ pub(super) const CURRENT_COLUMNS: &[&str] = &[
 /// for one: history rows, current rows, and (unless deleted) fresh index rows, in
 /// multi-row statements. A version whose number is taken (a concurrent write got there
 /// first) fails the whole call with a conflict.
-pub async fn fhir_write_many(
-    tx: &mut WriteTx,
-    writes: &[(StoredVersion, Option<IndexRows>)],
-) -> Result<(), StoreError> {
+pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result<(), StoreError> {
     let conn = tx.sql();
     for chunk in writes.chunks(ROWS_PER_INSERT) {
         insert_history_many(conn, chunk).await?;
@@ -489,7 +493,7 @@ pub async fn fhir_write_many(
 /// already is a conflict.
 async fn insert_history_many(
     conn: &mut AnyConnection,
-    chunk: &[(StoredVersion, Option<IndexRows>)],
+    chunk: &[VersionRows],
 ) -> Result<(), StoreError> {
     let sql = multi_row_insert(
         Marks::of(conn),
@@ -511,7 +515,7 @@ async fn insert_history_many(
 /// The current rows of a chunk of versions, inserted or replaced in one statement.
 async fn upsert_current_many(
     conn: &mut AnyConnection,
-    chunk: &[(StoredVersion, Option<IndexRows>)],
+    chunk: &[VersionRows],
 ) -> Result<(), StoreError> {
     let sql = format!(
         "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
@@ -534,7 +538,7 @@ async fn upsert_current_many(
 fn versions_query<'q>(
     sql: &'q str,
     columns: &[&str],
-    chunk: &'q [(StoredVersion, Option<IndexRows>)],
+    chunk: &'q [VersionRows],
 ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>, StoreError> {
     let mut query = super::rows_query(sql, chunk.len());
     for (v, _) in chunk {
@@ -651,7 +655,7 @@ impl WriteTx {
     pub async fn lock_current_many(
         &mut self,
         keys: &[(&str, &str)],
-    ) -> Result<std::collections::HashMap<(String, String), StoredVersion>, StoreError> {
+    ) -> Result<Currents, StoreError> {
         let conn = self.sql();
         let suffix = if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
             ""

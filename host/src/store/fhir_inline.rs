@@ -5,19 +5,11 @@
 //! the process goes through, so its page cache stays warm between groups (a pooled
 //! connection's cache is dropped whenever another connection has written since).
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::fhir::{Batches, INDEX_TABLES, StoredVersion};
+use super::fhir::{Batches, Currents, INDEX_TABLES, StoredVersion, VersionRows};
 use super::{Store, StoreError};
 use crate::fhir::search::IndexRows;
-
-/// The current versions of resources, by (type, id), without their content.
-pub type Currents = HashMap<(String, String), StoredVersion>;
-
-/// One version and its index rows, as the writers take them.
-pub type VersionRows = (StoredVersion, Option<IndexRows>);
 
 impl Store {
     /// On SQLite's inline writer, under the write turn: reads the current versions of
@@ -77,7 +69,7 @@ fn current_versions(tx: &Transaction<'_>, keys: &[(&str, &str)]) -> rusqlite::Re
         "SELECT version_id, last_updated, deleted FROM fhir_resources \
          WHERE resource_type = ?1 AND id = ?2",
     )?;
-    let mut found = HashMap::new();
+    let mut found = Currents::new();
     for &(resource_type, id) in keys {
         let row = select
             .query_row((resource_type, id), |row| {
@@ -114,10 +106,7 @@ const CURRENT: &str = "INSERT INTO fhir_resources \
 /// Writes `writes` (versions and their index rows) in `tx`: a deletion keeps its last
 /// index rows, a later version's rows replace its earlier ones, a first version has none
 /// to replace.
-pub(super) fn write_versions(
-    tx: &Transaction<'_>,
-    writes: &[(StoredVersion, Option<IndexRows>)],
-) -> rusqlite::Result<()> {
+pub(super) fn write_versions(tx: &Transaction<'_>, writes: &[VersionRows]) -> rusqlite::Result<()> {
     let mut history = tx.prepare_cached(HISTORY)?;
     let mut current = tx.prepare_cached(CURRENT)?;
     for (v, _) in writes {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::fhir::{StoredVersion, fhir_write, fhir_write_many};
+use super::fhir::{StoredVersion, VersionRows, fhir_write, fhir_write_many};
 use super::{Store, StoreError};
 use crate::fhir::search::IndexRows;
 
@@ -146,7 +146,7 @@ fn abandoned<T: Grouped>() -> StoreError {
 }
 
 /// A plain create: the first version of a new resource and its index rows.
-pub(super) type Create = (StoredVersion, Option<IndexRows>);
+pub(super) type Create = VersionRows;
 
 impl Grouped for Create {
     const MAX_GROUP: usize = 256;

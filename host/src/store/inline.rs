@@ -412,6 +412,15 @@ mod tests {
         }
     }
 
+    /// Inserts a token record named `jti` in `tx`.
+    fn insert(tx: &rusqlite::Transaction<'_>, jti: &str) -> rusqlite::Result<usize> {
+        tx.execute(
+            "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) \
+             VALUES (?1, 'g', 'c', 4000000000)",
+            [jti],
+        )
+    }
+
     /// Past FINISH_AT_FRAMES frames of log, the next write starts the log over: the writer
     /// finishes the checkpoint before it writes.
     #[tokio::test]
@@ -422,13 +431,6 @@ mod tests {
             .await
             .unwrap();
         let inline = store.inline.clone().expect("a file database writes inline");
-        let insert = |tx: &rusqlite::Transaction<'_>, jti: &str| {
-            tx.execute(
-                "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) \
-                 VALUES (?1, 'g', 'c', 4000000000)",
-                [jti],
-            )
-        };
         // 40 rows of 1 MB: over 10,000 pages of log in one commit.
         let big = inline.write(|tx| {
             for i in 0..40 {
@@ -468,13 +470,6 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("h.db").display());
         let store = Store::open(&url).await.unwrap();
         let inline = store.inline.clone().expect("a file database writes inline");
-        let insert = |tx: &rusqlite::Transaction<'_>, jti: &str| {
-            tx.execute(
-                "INSERT INTO oauth_access_tokens (jti, grant_id, client_id, expires_at) \
-                 VALUES (?1, 'g', 'c', 4000000000)",
-                [jti],
-            )
-        };
         assert_eq!(inline.write(|tx| insert(tx, "one")), Some(1));
         // A write that fails part-way leaves nothing: "two" is rolled back with it.
         assert_eq!(

@@ -1222,27 +1222,10 @@ async fn a_transaction_of_updates_replaces_each_resources_index_rows() {
         .await;
         assert_eq!(reply.status, 200, "{b}: {:?}", reply.body);
         assert_eq!(version_count(&app, "Patient/a").await, 3, "{b}");
-        let found = |family: &'static str| {
+        let found = |family: &str| {
+            let search = format!("Patient?family={family}");
             let app = app.clone();
-            async move {
-                let r = call(
-                    &app,
-                    "GET",
-                    &format!("/fhir/r4/Patient?family={family}"),
-                    &[],
-                    "",
-                )
-                .await;
-                assert_eq!(r.status, 200, "{:?}", r.body);
-                r.body["entry"]
-                    .as_array()
-                    .map(|e| {
-                        e.iter()
-                            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default()
-            }
+            async move { crate::search::search_ids(&app, &search).await }
         };
         assert_eq!(found("Omega").await, ["a"], "{b}");
         assert!(

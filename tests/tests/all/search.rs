@@ -1923,7 +1923,7 @@ const REINDEX_SEARCHES: [&str; 3] = [
 ];
 
 /// The ids of the matches of `search` (relative to the base).
-async fn search_ids(app: &axum::Router, search: &str) -> Vec<String> {
+pub(crate) async fn search_ids(app: &axum::Router, search: &str) -> Vec<String> {
     let reply = call(app, "GET", &format!("{BASE}/{search}"), &[], "").await;
     assert_eq!(reply.status, 200, "{search}: {}", reply.body);
     reply.body["entry"]
