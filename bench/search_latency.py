@@ -5,7 +5,7 @@ M observations each, then times each query (median and p95 of R runs, one client
 
 Usage: python3 bench/search_latency.py [--bin PATH] [--patients 500] [--obs 5]
                                        [--runs 30] [--bundle 1000] [--clients 1]
-                                       [--database-url URL]
+                                       [--database-url URL] [--data-dir DIR [--no-load]]
 The load is transaction Bundles of --bundle PUT entries sent by --clients connections at
 once; the load's rate and each Bundle request's (resources/s, median and p10) are the
 Bundle benchmark.
@@ -13,6 +13,8 @@ Every request carries an access token: a client_credentials client is added with
 `hestia client add` (scope `system/*.*`, or --scope), and its token names the FHIR base as
 audience, so each query runs through the full resource-server path (token check, audience
 and scope-policy plugins, the decision's constraints in the SQL).
+--data-dir keeps the data directory (SQLite file, keys) for a later run with --no-load,
+which times the queries on what an earlier run loaded (another build on the same data).
 Standard library only; talks to 127.0.0.1 only; stops the server when done.
 """
 import argparse
@@ -56,30 +58,45 @@ def main():
     ap.add_argument("--database-url")
     ap.add_argument("--scope", default="system/*.*",
                     help="scope of the benchmark client's token (default system/*.*)")
+    ap.add_argument("--data-dir",
+                    help="data directory to use and keep (default: a temporary one)")
+    ap.add_argument("--no-load", action="store_true",
+                    help="time the queries on what the data directory holds already")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [args.bin, "serve", "--insecure-http", "--listen", "127.0.0.1:0",
-               "--data-dir", tmp]
-        if args.database_url:
-            cmd += ["--database-url", args.database_url]
-        env = {**os.environ, "RUST_LOG": "warn"}
-        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        try:
-            for line in server.stdout:
-                if line.startswith("hestia: listening on "):
-                    bound = line.split("listening on ")[1].split(";")[0].strip()
-                    base = line.split("FHIR base ")[1].split(";")[0].strip()
-                    break
-            else:
-                raise SystemExit("hestia did not start")
-            host, port = bound.rsplit(":", 1)
-            conn = http.client.HTTPConnection(host, int(port))
-            token = get_token(conn, args, tmp, base)
-            HEADERS["authorization"] = f"Bearer {token}"
-            run(conn, urllib.parse.urlparse(base).path, args)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    if args.no_load and not args.data_dir:
+        raise SystemExit("--no-load needs --data-dir")
+    if args.data_dir:
+        os.makedirs(args.data_dir, exist_ok=True)
+        serve(args, args.data_dir)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            serve(args, tmp)
+
+
+def serve(args, data_dir):
+    """Starts the server on `data_dir`, runs the benchmark, stops it."""
+    cmd = [args.bin, "serve", "--insecure-http", "--listen", "127.0.0.1:0",
+           "--data-dir", data_dir]
+    if args.database_url:
+        cmd += ["--database-url", args.database_url]
+    env = {**os.environ, "RUST_LOG": "warn"}
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in server.stdout:
+            if line.startswith("hestia: listening on "):
+                bound = line.split("listening on ")[1].split(";")[0].strip()
+                base = line.split("FHIR base ")[1].split(";")[0].strip()
+                break
+        else:
+            raise SystemExit("hestia did not start")
+        host, port = bound.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port))
+        token = get_token(conn, args, data_dir, base)
+        HEADERS["authorization"] = f"Bearer {token}"
+        run(conn, urllib.parse.urlparse(base).path, args)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 HEADERS = {}
@@ -194,7 +211,8 @@ def load(conn, base, args):
 
 
 def run(conn, base, args):
-    load(conn, base, args)
+    if not args.no_load:
+        load(conn, base, args)
     print(f"{'query':66} {'median ms':>10} {'p95 ms':>8} {'total':>6}")
     for q in QUERIES:
         times = []

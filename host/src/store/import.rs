@@ -461,30 +461,43 @@ fn index_tables<'a>(b: &'a Batches<'a>) -> Vec<Table<'a>> {
 }
 
 /// Sorts each table's rows by the key of its search index (`fhir_idx_*_value`:
-/// resource type, parameter, then the value's columns).
+/// resource type, parameter, the value's columns and the owner's id, migration 0022).
 fn sort(b: &mut Batches<'_>) {
     fn by<T>(
         rows: &mut [((&str, &str), Cow<'static, str>, &T)],
-        value: impl Fn(&T, &T) -> Ordering,
+        value: impl Fn((&T, &str), (&T, &str)) -> Ordering,
     ) {
         rows.sort_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
             (a_owner.0, a_param)
                 .cmp(&(b_owner.0, b_param))
-                .then_with(|| value(a, b))
+                .then_with(|| value((a, a_owner.1), (b, b_owner.1)))
         });
     }
-    by(&mut b.strings, |a, b| a.normalized.cmp(&b.normalized));
-    by(&mut b.tokens, |a, b| {
-        (&a.code, &a.system).cmp(&(&b.code, &b.system))
+    by(&mut b.strings, |(a, a_id), (b, b_id)| {
+        (&a.normalized, a_id).cmp(&(&b.normalized, b_id))
     });
-    by(&mut b.references, |a, b| {
-        (&a.target_id, a.target_type.map(|t| t.as_str()))
-            .cmp(&(&b.target_id, b.target_type.map(|t| t.as_str())))
+    by(&mut b.tokens, |(a, a_id), (b, b_id)| {
+        (&a.code, a_id, &a.system).cmp(&(&b.code, b_id, &b.system))
     });
-    by(&mut b.dates, |a, b| (a.low, a.high).cmp(&(b.low, b.high)));
-    by(&mut b.numbers, |a, b| a.value.total_cmp(&b.value));
-    by(&mut b.quantities, |a, b| a.value.total_cmp(&b.value));
-    by(&mut b.uris, |a, b| a.value.cmp(&b.value));
+    by(&mut b.references, |(a, a_id), (b, b_id)| {
+        (&a.target_id, a_id, a.target_type.map(|t| t.as_str())).cmp(&(
+            &b.target_id,
+            b_id,
+            b.target_type.map(|t| t.as_str()),
+        ))
+    });
+    by(&mut b.dates, |(a, a_id), (b, b_id)| {
+        (a.low, a.high, a_id).cmp(&(b.low, b.high, b_id))
+    });
+    by(&mut b.numbers, |(a, a_id), (b, b_id)| {
+        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(b_id))
+    });
+    by(&mut b.quantities, |(a, a_id), (b, b_id)| {
+        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(b_id))
+    });
+    by(&mut b.uris, |(a, a_id), (b, b_id)| {
+        (&a.value, a_id).cmp(&(&b.value, b_id))
+    });
 }
 
 /// Values bound to a SQLite statement, in order (copies: the statement outlives the batch).

@@ -124,6 +124,31 @@ enum Bind {
     Float(f64),
 }
 
+/// Rows that name the resources a criterion matches: `SELECT owner FROM from WHERE
+/// conditions` (the owner's type is not among the conditions; [`Sql::semi_join`] adds it).
+struct Owners {
+    from: String,
+    owner: Owner,
+    conditions: Vec<String>,
+}
+
+/// Which columns of the rows name their resource.
+enum Owner {
+    /// `resource_type` and `id` of this alias: an index row's own resource.
+    Row(String),
+    /// `target_type` and `target_id` of this alias: the resource a reference row names.
+    Target(String),
+}
+
+impl Owner {
+    fn columns(&self) -> (String, String) {
+        match self {
+            Owner::Row(a) => (format!("{a}.resource_type"), format!("{a}.id")),
+            Owner::Target(a) => (format!("{a}.target_type"), format!("{a}.target_id")),
+        }
+    }
+}
+
 /// Whose criteria are being compiled, which decides what a chain or `_has` inside them
 /// reaches into.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +173,10 @@ struct Sql<'a> {
     /// Whether the text holds a list of values whose length varies from call to call
     /// (ids of includes, say): such a text is not kept prepared ([`super::rows_query`]).
     sized_list: bool,
+    /// Whether criteria on a resource of a known type are correlated `EXISTS` probes of
+    /// its own index rows instead of `IN` lists of every match: for the few resources
+    /// that the count's corrections look at ([`Sql::count`]).
+    correlated: bool,
 }
 
 /// For queries whose criteria have no chain or `_has` of the caller's.
@@ -163,6 +192,7 @@ impl<'a> Sql<'a> {
             base_url,
             sqlite: false,
             sized_list: false,
+            correlated: false,
         }
     }
 
@@ -320,6 +350,18 @@ impl<'a> Sql<'a> {
         depth: usize,
         mode: Mode<'a>,
     ) -> Result<String> {
+        let owners = self.chain_owners(param, targets, depth, mode)?;
+        Ok(self.semi_join(rt, r, owners))
+    }
+
+    /// The reference rows of [`Sql::chain`]'s matches.
+    fn chain_owners(
+        &mut self,
+        param: &SearchParamDef,
+        targets: &[ChainTarget],
+        depth: usize,
+        mode: Mode<'a>,
+    ) -> Result<Owners> {
         let c = self.alias("c");
         let t = self.alias("t");
         let code = self.text(param.code.as_str());
@@ -337,20 +379,18 @@ impl<'a> Sql<'a> {
                 mode,
             )?);
         }
-        Ok(self.semi_join(
-            rt,
-            r,
-            (&format!("{c}.resource_type"), &format!("{c}.id")),
-            &format!(
+        Ok(Owners {
+            from: format!(
                 "fhir_idx_reference {c} JOIN fhir_resources {t} \
                  ON {t}.resource_type = {c}.target_type AND {t}.id = {c}.target_id"
             ),
-            vec![
+            owner: Owner::Row(c.clone()),
+            conditions: vec![
                 format!("{c}.param = {code}"),
                 format!("{t}.deleted = 0"),
                 or(alternatives),
             ],
-        ))
+        })
     }
 
     /// `_has:Type:reference:...`: a resource of `source_type` (if the search may reach it)
@@ -380,42 +420,40 @@ impl<'a> Sql<'a> {
             depth + 1,
             mode,
         )?;
-        Ok(self.semi_join(
-            rt,
-            r,
-            (&format!("{h}.target_type"), &format!("{h}.target_id")),
-            &format!(
+        let owners = Owners {
+            from: format!(
                 "fhir_idx_reference {h} JOIN fhir_resources {s} \
                  ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
             ),
-            vec![
+            conditions: vec![
                 format!("{h}.param = {code}"),
                 format!("{s}.deleted = 0"),
                 source,
             ],
-        ))
+            owner: Owner::Target(h),
+        };
+        Ok(self.semi_join(rt, r, owners))
     }
 
     /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
     /// type this is an uncorrelated `r.id IN (SELECT ...)`, which both planners run once
-    /// from the value indexes; without one, a correlated `EXISTS`.
-    fn semi_join(
-        &mut self,
-        rt: Option<ResourceType>,
-        r: &str,
-        (owner_type, owner_id): (&str, &str),
-        from: &str,
-        mut conditions: Vec<String>,
-    ) -> String {
+    /// from the value indexes; without one (or [`Sql::correlated`]), a correlated `EXISTS`.
+    fn semi_join(&mut self, rt: Option<ResourceType>, r: &str, owners: Owners) -> String {
+        let Owners {
+            from,
+            owner,
+            mut conditions,
+        } = owners;
+        let (owner_type, owner_id) = owner.columns();
         match rt {
-            Some(rt) => {
+            Some(rt) if !self.correlated => {
                 conditions.insert(0, format!("{owner_type} = {}", self.text(rt.as_str())));
                 format!(
                     "{r}.id IN (SELECT {owner_id} FROM {from} WHERE {})",
                     conditions.join(" AND ")
                 )
             }
-            None => {
+            _ => {
                 conditions.insert(
                     0,
                     format!("{owner_type} = {r}.resource_type AND {owner_id} = {r}.id"),
@@ -446,13 +484,12 @@ impl<'a> Sql<'a> {
         })?;
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
-        Ok(self.semi_join(
-            rt,
-            r,
-            (&format!("{i}.resource_type"), &format!("{i}.id")),
-            &format!("{table} {i}"),
-            vec![format!("{i}.param = {code}")],
-        ))
+        let owners = Owners {
+            from: format!("{table} {i}"),
+            owner: Owner::Row(i.clone()),
+            conditions: vec![format!("{i}.param = {code}")],
+        };
+        Ok(self.semi_join(rt, r, owners))
     }
 
     /// At least one of `values` matches one of the resource's rows of `param`.
@@ -498,7 +535,7 @@ impl<'a> Sql<'a> {
         Ok(or(alternatives))
     }
 
-    /// `EXISTS` over the right index table with the value's condition.
+    /// `r` has an index row of `param` that matches `value`.
     fn one_value(
         &mut self,
         rt: Option<ResourceType>,
@@ -506,6 +543,19 @@ impl<'a> Sql<'a> {
         value: &SearchValue,
         r: &str,
     ) -> Result<String> {
+        Ok(match self.value_owners(param, value)? {
+            Some(owners) => self.semi_join(rt, r, owners),
+            None => "1 = 0".into(),
+        })
+    }
+
+    /// The index rows of `param` that match `value` (of a composite parameter: its
+    /// components' rows of one element); `None`: nothing matches.
+    fn value_owners(
+        &mut self,
+        param: &'static SearchParamDef,
+        value: &SearchValue,
+    ) -> Result<Option<Owners>> {
         if let SearchValue::Composite(parts) = value {
             let components = param.component_params().ok_or_else(|| {
                 SearchStoreError::Unsupported(format!("composite parameter '{}'", param.code))
@@ -545,16 +595,11 @@ impl<'a> Sql<'a> {
                 }
                 conditions.push(self.value_condition(part, &k)?);
             }
-            let Some((f, _)) = first else {
-                return Ok("1 = 0".into());
-            };
-            return Ok(self.semi_join(
-                rt,
-                r,
-                (&format!("{f}.resource_type"), &format!("{f}.id")),
-                &from,
+            return Ok(first.map(|(f, _)| Owners {
+                from,
+                owner: Owner::Row(f),
                 conditions,
-            ));
+            }));
         }
         let table = match value {
             SearchValue::ReferenceIdentifier(_) => "fhir_idx_token",
@@ -568,13 +613,11 @@ impl<'a> Sql<'a> {
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
         let condition = self.value_condition(value, &i)?;
-        Ok(self.semi_join(
-            rt,
-            r,
-            (&format!("{i}.resource_type"), &format!("{i}.id")),
-            &format!("{table} {i}"),
-            vec![format!("{i}.param = {code}"), condition],
-        ))
+        Ok(Some(Owners {
+            from: format!("{table} {i}"),
+            owner: Owner::Row(i.clone()),
+            conditions: vec![format!("{i}.param = {code}"), condition],
+        }))
     }
 
     fn value_condition(&mut self, value: &SearchValue, i: &str) -> Result<String> {
@@ -584,10 +627,24 @@ impl<'a> Sql<'a> {
                 normalized,
                 mode,
             } => match mode {
-                StringMatch::StartsWith => format!(
-                    "{i}.normalized LIKE {} ESCAPE '\\'",
-                    self.text(format!("{}%", like_escape(normalized)))
-                ),
+                StringMatch::StartsWith => {
+                    let like = format!(
+                        "{i}.normalized LIKE {} ESCAPE '\\'",
+                        self.text(format!("{}%", like_escape(normalized)))
+                    );
+                    match prefix_bound(normalized).filter(|_| self.sqlite) {
+                        // SQLite reads a LIKE from an index only under a NOCASE column;
+                        // the same prefix as a range of the column's BINARY (code point)
+                        // order is read from the value index. Not on PostgreSQL, where
+                        // the database's collation orders text, not code points.
+                        Some(upper) => format!(
+                            "({i}.normalized >= {} AND {i}.normalized < {} AND {like})",
+                            self.text(normalized.as_str()),
+                            self.text(upper)
+                        ),
+                        None => like,
+                    }
+                }
                 StringMatch::Contains => format!(
                     "{i}.normalized LIKE {} ESCAPE '\\'",
                     self.text(format!("%{}%", like_escape(normalized)))
@@ -778,6 +835,13 @@ impl<'a> Sql<'a> {
                 }
             }
         }
+        let existing = self.existing(spec);
+        Ok(format!("{existing} AND {}", or(branches)))
+    }
+
+    /// Whether the resource `r` is one the search sees: current and not deleted at the
+    /// snapshot, or for a later page, as it was at the snapshot.
+    fn existing(&mut self, spec: &SearchSpec<'_>) -> String {
         let snapshot = self.int(spec.snapshot);
         let updated = if self.sqlite {
             "+r.last_updated"
@@ -785,7 +849,7 @@ impl<'a> Sql<'a> {
             "r.last_updated"
         };
         let current = format!("r.deleted = 0 AND {updated} <= {snapshot}");
-        let existing = if spec.as_of_snapshot {
+        if spec.as_of_snapshot {
             // Changed since: in when its version of the snapshot was not a deletion.
             let after = self.int(spec.snapshot);
             let at = self.int(spec.snapshot);
@@ -796,8 +860,123 @@ impl<'a> Sql<'a> {
             )
         } else {
             current
+        }
+    }
+
+    /// How many resources match, counted from index rows where a branch allows: the
+    /// distinct owners of its first index criterion's rows (in the value index's order,
+    /// with the id in it: no probe of `fhir_resources` per match), less those among them
+    /// that the search does not see, found among the few deleted resources and those
+    /// written after the snapshot. Deleted resources keep their index rows, and every
+    /// index row belongs to a stored resource. A branch without such a criterion, or
+    /// with a criterion on `_lastUpdated` (a column of the resource, not of its rows),
+    /// counts the old way: every match's current row.
+    fn count(&mut self, spec: &SearchSpec<'_>) -> Result<String> {
+        let mut types = std::collections::HashSet::new();
+        let by_index = spec.branches.iter().all(|b| {
+            b.resource_type.is_some_and(|rt| types.insert(rt))
+                && driver(&b.criteria).is_some()
+                && !reads_last_updated(&b.criteria)
+        }) && spec.branches.iter().all(|b| {
+            match b.resource_type.map(|rt| self.access.visible(rt)) {
+                Some(Ok(Visible::Matching(criteria))) => !reads_last_updated(&criteria),
+                _ => true,
+            }
+        });
+        if !by_index {
+            let where_clause = self.search_where(spec)?;
+            return Ok(format!(
+                "SELECT COUNT(*) AS n FROM fhir_resources r WHERE {where_clause}"
+            ));
+        }
+        let mut terms = Vec::new();
+        for branch in spec.branches {
+            let (Some(rt), Some(d)) = (branch.resource_type, driver(&branch.criteria)) else {
+                continue;
+            };
+            let [deleted, written] = self.count_unseen(spec, rt, &branch.criteria)?;
+            terms.push(format!(
+                "({}) - ({deleted}) - ({written})",
+                self.count_owners(rt, &branch.criteria, d)?
+            ));
+        }
+        Ok(format!("SELECT {} AS n", terms.join(" + ")))
+    }
+
+    /// The distinct resources of type `rt` whose index rows meet `criteria` (and the
+    /// access), deleted or not, driven by the rows of `criteria[driver]`.
+    fn count_owners(
+        &mut self,
+        rt: ResourceType,
+        criteria: &[Criterion],
+        driver: usize,
+    ) -> Result<String> {
+        let owners = match &criteria[driver] {
+            Criterion::Match { param, values, .. } => self.value_owners(param, &values[0])?,
+            Criterion::Chain { param, targets } => {
+                Some(self.chain_owners(param, targets, 0, Mode::Query)?)
+            }
+            _ => None,
         };
-        Ok(format!("{existing} AND {}", or(branches)))
+        let Some(Owners {
+            from,
+            owner: Owner::Row(a),
+            mut conditions,
+        }) = owners
+        else {
+            return Ok("SELECT 0".into());
+        };
+        conditions.insert(0, format!("{a}.resource_type = {}", self.text(rt.as_str())));
+        for (n, c) in criteria.iter().enumerate() {
+            if n != driver {
+                conditions.push(self.criterion(Some(rt), c, &a, 0, Mode::Query)?);
+            }
+        }
+        conditions.extend(self.visible(self.access, rt, &a, 0)?);
+        Ok(format!(
+            "SELECT COUNT(DISTINCT {a}.id) FROM {from} WHERE {}",
+            conditions.join(" AND ")
+        ))
+    }
+
+    /// Counts of the matches of type `rt` that the search does not see although their
+    /// index rows meet the criteria: deleted ones, and those written after the snapshot
+    /// (on a later page, those whose version at the snapshot it does not see). Each walks
+    /// its few candidates by its own index and probes their index rows.
+    fn count_unseen(
+        &mut self,
+        spec: &SearchSpec<'_>,
+        rt: ResourceType,
+        criteria: &[Criterion],
+    ) -> Result<[String; 2]> {
+        self.correlated = true;
+        let (deleted, written) = if self.sqlite {
+            (
+                " INDEXED BY fhir_resources_deleted",
+                " INDEXED BY fhir_resources_updated",
+            )
+        } else {
+            ("", "")
+        };
+        let mut parts = Vec::new();
+        for (hint, since_snapshot) in [(deleted, false), (written, true)] {
+            let mut conditions = vec![
+                format!("r.deleted = {}", if since_snapshot { 0 } else { 1 }),
+                self.typed(self.access, rt, criteria, "r", 0, Mode::Query)?,
+            ];
+            if since_snapshot {
+                conditions.push(format!("r.last_updated > {}", self.int(spec.snapshot)));
+            }
+            if spec.as_of_snapshot {
+                conditions.push(format!("({}) IS NOT TRUE", self.existing(spec)));
+            }
+            parts.push(format!(
+                "SELECT COUNT(*) FROM fhir_resources r{hint} WHERE {}",
+                conditions.join(" AND ")
+            ));
+        }
+        self.correlated = false;
+        Ok([parts.remove(0), parts.remove(0)])
     }
 
     /// The rows strictly after (`forward`) or before `position` in the order of `sort`
@@ -888,6 +1067,30 @@ impl From<f64> for Num {
     }
 }
 
+/// The criterion whose index rows a count starts from ([`Sql::count`]): the first that
+/// every match has rows of, a one-valued match of an indexed parameter or a chain.
+fn driver(criteria: &[Criterion]) -> Option<usize> {
+    criteria.iter().position(|c| match c {
+        Criterion::Match {
+            param,
+            values,
+            negated: false,
+        } => values.len() == 1 && !matches!(param.code.as_str(), "_id" | "_lastUpdated"),
+        Criterion::Chain { .. } => true,
+        _ => false,
+    })
+}
+
+/// Whether `criteria` test the resource's `last_updated` column (`_lastUpdated`) rather
+/// than only its index rows.
+fn reads_last_updated(criteria: &[Criterion]) -> bool {
+    criteria.iter().any(|c| match c {
+        Criterion::Match { param, .. } => param.code == "_lastUpdated",
+        Criterion::AnyOf(any) => reads_last_updated(any),
+        _ => false,
+    })
+}
+
 fn and(parts: Vec<String>) -> String {
     match parts.len() {
         0 => "1 = 1".into(),
@@ -915,6 +1118,22 @@ fn table_of(kind: SearchParamType) -> Option<&'static str> {
         SearchParamType::Uri => "fhir_idx_uri",
         SearchParamType::Composite | SearchParamType::Special => return None,
     })
+}
+
+/// The least string greater than every string that starts with `prefix`, in code point
+/// order: the prefix with its last character incremented (a character with no successor
+/// is dropped and the one before it incremented). `None` when there is none: an empty
+/// prefix, or one of `char::MAX` alone.
+fn prefix_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Escapes `\`, `%` and `_` for a `LIKE ... ESCAPE '\'` pattern.
@@ -1145,8 +1364,7 @@ impl Store {
     pub async fn search_count(&self, spec: &SearchSpec<'_>) -> Result<i64> {
         let mut sql = Sql::new(spec.access, spec.reach, spec.base_url)
             .on_sqlite(self.backend() == super::Backend::Sqlite);
-        let where_clause = sql.search_where(spec)?;
-        let text = format!("SELECT COUNT(*) AS n FROM fhir_resources r WHERE {where_clause}");
+        let text = sql.count(spec)?;
         let row = sql.run(&text).fetch_one(self.pool()).await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
@@ -1509,6 +1727,23 @@ mod tests {
             text.contains("fhir_idx_string") && text.contains("fhir_idx_token"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_prefix_bound_is_above_every_string_with_the_prefix_and_below_the_rest() {
+        assert_eq!(prefix_bound("fam1").as_deref(), Some("fam2"));
+        assert_eq!(prefix_bound("az").as_deref(), Some("a{"));
+        assert_eq!(prefix_bound("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
+        assert_eq!(prefix_bound("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_bound("\u{10ffff}"), None);
+        assert_eq!(prefix_bound(""), None);
+        let upper = prefix_bound("smith").unwrap();
+        for inside in ["smith", "smithson", "smith\u{10ffff}"] {
+            assert!(inside >= "smith" && inside < upper.as_str(), "{inside}");
+        }
+        for outside in ["smiti", "smitg", "smit"] {
+            assert!(!(outside >= "smith" && outside < upper.as_str()), "{outside}");
+        }
     }
 
     #[test]
