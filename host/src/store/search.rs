@@ -406,10 +406,28 @@ impl<'a> Sql<'a> {
         depth: usize,
         mode: Mode<'a>,
     ) -> Result<String> {
+        Ok(
+            match self.has_owners(source_type, reference, criterion, depth, mode)? {
+                Some(owners) => self.semi_join(rt, r, owners),
+                None => "1 = 0".into(),
+            },
+        )
+    }
+
+    /// The reference rows of [`Sql::has`]'s matches (`None`: the search may not reach
+    /// the source type, and nothing matches).
+    fn has_owners(
+        &mut self,
+        source_type: ResourceType,
+        reference: &SearchParamDef,
+        criterion: &Criterion,
+        depth: usize,
+        mode: Mode<'a>,
+    ) -> Result<Option<Owners>> {
         let h = self.alias("h");
         let s = self.alias("s");
         let Some(seen_under) = self.reach_of(mode, source_type)? else {
-            return Ok("1 = 0".into());
+            return Ok(None);
         };
         let code = self.text(reference.code.as_str());
         let source = self.typed(
@@ -420,7 +438,7 @@ impl<'a> Sql<'a> {
             depth + 1,
             mode,
         )?;
-        let owners = Owners {
+        Ok(Some(Owners {
             from: format!(
                 "fhir_idx_reference {h} JOIN fhir_resources {s} \
                  ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
@@ -431,8 +449,7 @@ impl<'a> Sql<'a> {
                 source,
             ],
             owner: Owner::Target(h),
-        };
-        Ok(self.semi_join(rt, r, owners))
+        }))
     }
 
     /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
@@ -916,27 +933,51 @@ impl<'a> Sql<'a> {
             Criterion::Chain { param, targets } => {
                 Some(self.chain_owners(param, targets, 0, Mode::Query)?)
             }
+            Criterion::Has {
+                source_type,
+                reference,
+                criterion,
+            } => self.has_owners(*source_type, reference, criterion, 0, Mode::Query)?,
             _ => None,
         };
         let Some(Owners {
             from,
-            owner: Owner::Row(a),
+            owner,
             mut conditions,
         }) = owners
         else {
             return Ok("SELECT 0".into());
         };
-        conditions.insert(0, format!("{a}.resource_type = {}", self.text(rt.as_str())));
+        let (owner_type, owner_id) = owner.columns();
+        conditions.insert(0, format!("{owner_type} = {}", self.text(rt.as_str())));
+        // The other criteria on the owner: its own index rows' alias, or for rows that
+        // name their target (`_has`), the distinct targets as `k`.
+        let a = match &owner {
+            Owner::Row(a) => a.clone(),
+            Owner::Target(_) => self.alias("k"),
+        };
+        let mut rest = Vec::new();
         for (n, c) in criteria.iter().enumerate() {
             if n != driver {
-                conditions.push(self.criterion(Some(rt), c, &a, 0, Mode::Query)?);
+                rest.push(self.criterion(Some(rt), c, &a, 0, Mode::Query)?);
             }
         }
-        conditions.extend(self.visible(self.access, rt, &a, 0)?);
-        Ok(format!(
-            "SELECT COUNT(DISTINCT {a}.id) FROM {from} WHERE {}",
-            conditions.join(" AND ")
-        ))
+        rest.extend(self.visible(self.access, rt, &a, 0)?);
+        Ok(match owner {
+            Owner::Row(_) => {
+                conditions.extend(rest);
+                format!(
+                    "SELECT COUNT(DISTINCT {owner_id}) FROM {from} WHERE {}",
+                    conditions.join(" AND ")
+                )
+            }
+            Owner::Target(_) => format!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT {owner_id} AS id FROM {from} WHERE {}) {a} \
+                 WHERE {}",
+                conditions.join(" AND "),
+                and(rest)
+            ),
+        })
     }
 
     /// Counts of the matches of type `rt` that the search does not see although their
@@ -1068,7 +1109,8 @@ impl From<f64> for Num {
 }
 
 /// The criterion whose index rows a count starts from ([`Sql::count`]): the first that
-/// every match has rows of, a one-valued match of an indexed parameter or a chain.
+/// every match has rows of, a one-valued match of an indexed parameter, a chain or a
+/// `_has`.
 fn driver(criteria: &[Criterion]) -> Option<usize> {
     criteria.iter().position(|c| match c {
         Criterion::Match {
@@ -1076,7 +1118,7 @@ fn driver(criteria: &[Criterion]) -> Option<usize> {
             values,
             negated: false,
         } => values.len() == 1 && !matches!(param.code.as_str(), "_id" | "_lastUpdated"),
-        Criterion::Chain { .. } => true,
+        Criterion::Chain { .. } | Criterion::Has { .. } => true,
         _ => false,
     })
 }
@@ -1742,7 +1784,10 @@ mod tests {
             assert!(inside >= "smith" && inside < upper.as_str(), "{inside}");
         }
         for outside in ["smiti", "smitg", "smit"] {
-            assert!(!(outside >= "smith" && outside < upper.as_str()), "{outside}");
+            assert!(
+                !(outside >= "smith" && outside < upper.as_str()),
+                "{outside}"
+            );
         }
     }
 

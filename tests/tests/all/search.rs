@@ -1174,6 +1174,11 @@ async fn totals_count_each_match_the_search_sees_once() {
             ("Observation?subject.gender=female", 5),
             ("Observation?subject.family=counted&code:text=counted", 1),
             ("Observation?code:text=counted&subject:missing=false", 6),
+            ("Patient?_has:Observation:subject:code:text=counted", 5),
+            (
+                "Patient?_has:Observation:subject:code:text=counted&family=counted",
+                1,
+            ),
         ] {
             let now = get(&app, query).await;
             assert_eq!(now.status, 200, "{b}: {query}: {:?}", now.body);
