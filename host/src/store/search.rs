@@ -652,8 +652,9 @@ impl<'a> Sql<'a> {
                     match prefix_bound(normalized).filter(|_| self.sqlite) {
                         // SQLite reads a LIKE from an index only under a NOCASE column;
                         // the same prefix as a range of the column's BINARY (code point)
-                        // order is read from the value index. Not on PostgreSQL, where
-                        // the database's collation orders text, not code points.
+                        // order is read from the value index. Not on PostgreSQL: there
+                        // the range beside the LIKE made the planner join a chain on
+                        // `family` by a worse plan (36 -> 104 ms at 100,000 resources).
                         Some(upper) => format!(
                             "({i}.normalized >= {} AND {i}.normalized < {} AND {like})",
                             self.text(normalized.as_str()),
