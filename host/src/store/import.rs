@@ -461,7 +461,7 @@ fn index_tables<'a>(b: &'a Batches<'a>) -> Vec<Table<'a>> {
 }
 
 /// Sorts each table's rows by the key of its search index (`fhir_idx_*_value`:
-/// resource type, parameter, the value's columns and the owner's id, migration 0022).
+/// resource type, parameter, the value's columns; then the owner's id, for a stable order).
 fn sort(b: &mut Batches<'_>) {
     fn by<T>(
         rows: &mut [((&str, &str), Cow<'static, str>, &T)],

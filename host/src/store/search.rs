@@ -882,8 +882,8 @@ impl<'a> Sql<'a> {
     }
 
     /// How many resources match, counted from index rows where a branch allows: the
-    /// distinct owners of its first index criterion's rows (in the value index's order,
-    /// with the id in it: no probe of `fhir_resources` per match), less those among them
+    /// distinct owners of its first index criterion's rows (from its value index, which on
+    /// PostgreSQL includes the id: no probe of `fhir_resources` per match), less those among them
     /// that the search does not see, found among the few deleted resources and those
     /// written after the snapshot. Deleted resources keep their index rows, and every
     /// index row belongs to a stored resource. A branch without such a criterion, or
