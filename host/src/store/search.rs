@@ -912,7 +912,8 @@ impl<'a> Sql<'a> {
             let (Some(rt), Some(d)) = (branch.resource_type, driver(&branch.criteria)) else {
                 continue;
             };
-            let [deleted, written] = self.count_unseen(spec, rt, &branch.criteria)?;
+            let deleted = self.count_unseen(spec, rt, &branch.criteria, false)?;
+            let written = self.count_unseen(spec, rt, &branch.criteria, true)?;
             terms.push(format!(
                 "({}) - ({deleted}) - ({written})",
                 self.count_owners(rt, &branch.criteria, d)?
@@ -993,44 +994,41 @@ impl<'a> Sql<'a> {
         })
     }
 
-    /// Counts of the matches of type `rt` that the search does not see although their
-    /// index rows meet the criteria: deleted ones, and those written after the snapshot
-    /// (on a later page, those whose version at the snapshot it does not see). Each walks
-    /// its few candidates by its own index and probes their index rows.
+    /// The count of the matches of type `rt` that the search does not see although their
+    /// index rows meet the criteria: the deleted ones, or (`since_snapshot`) those written
+    /// after the snapshot; on a later page, those whose version at the snapshot it does
+    /// not see. It walks its few candidates by their own index and probes their index rows.
     fn count_unseen(
         &mut self,
         spec: &SearchSpec<'_>,
         rt: ResourceType,
         criteria: &[Criterion],
-    ) -> Result<[String; 2]> {
-        self.correlated = true;
-        let (deleted, written) = if self.sqlite {
-            (
-                " INDEXED BY fhir_resources_deleted",
-                " INDEXED BY fhir_resources_updated",
-            )
+        since_snapshot: bool,
+    ) -> Result<String> {
+        let (index, deleted) = if since_snapshot {
+            ("fhir_resources_updated", 0)
         } else {
-            ("", "")
+            ("fhir_resources_deleted", 1)
         };
-        let mut parts = Vec::new();
-        for (hint, since_snapshot) in [(deleted, false), (written, true)] {
-            let mut conditions = vec![
-                format!("r.deleted = {}", if since_snapshot { 0 } else { 1 }),
-                self.typed(self.access, rt, criteria, "r", 0, Mode::Query)?,
-            ];
-            if since_snapshot {
-                conditions.push(format!("r.last_updated > {}", self.int(spec.snapshot)));
-            }
-            if spec.as_of_snapshot {
-                conditions.push(format!("({}) IS NOT TRUE", self.existing(spec)));
-            }
-            parts.push(format!(
-                "SELECT COUNT(*) FROM fhir_resources r{hint} WHERE {}",
-                conditions.join(" AND ")
-            ));
-        }
+        self.correlated = true;
+        let matched = self.typed(self.access, rt, criteria, "r", 0, Mode::Query);
         self.correlated = false;
-        Ok([parts.remove(0), parts.remove(0)])
+        let mut conditions = vec![format!("r.deleted = {deleted}"), matched?];
+        if since_snapshot {
+            conditions.push(format!("r.last_updated > {}", self.int(spec.snapshot)));
+        }
+        if spec.as_of_snapshot {
+            conditions.push(format!("({}) IS NOT TRUE", self.existing(spec)));
+        }
+        let hint = if self.sqlite {
+            format!(" INDEXED BY {index}")
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "SELECT COUNT(*) FROM fhir_resources r{hint} WHERE {}",
+            conditions.join(" AND ")
+        ))
     }
 
     /// The rows strictly after (`forward`) or before `position` in the order of `sort`
