@@ -365,10 +365,10 @@ pub async fn fhir_write(
             )
         }));
     }
-    if version.version_id == 1 {
-        sqlx::query(
+    let rk: Option<i64> = if version.version_id == 1 {
+        sqlx::query_scalar(
             "INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, deleted, content) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING rk",
         )
         .bind(&version.resource_type)
         .bind(&version.id)
@@ -376,13 +376,14 @@ pub async fn fhir_write(
         .bind(version.last_updated)
         .bind(deleted)
         .bind(&version.content)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
-        .map_err(|e| super::conflict_or(e, || format!("{}/{}", version.resource_type, version.id)))?;
+        .map(Some)
+        .map_err(|e| super::conflict_or(e, || format!("{}/{}", version.resource_type, version.id)))?
     } else {
-        sqlx::query(
+        sqlx::query_scalar(
             "UPDATE fhir_resources SET version_id = $3, last_updated = $4, deleted = $5, content = $6 \
-             WHERE resource_type = $1 AND id = $2 AND version_id = $3 - 1",
+             WHERE resource_type = $1 AND id = $2 AND version_id = $3 - 1 RETURNING rk",
         )
         .bind(&version.resource_type)
         .bind(&version.id)
@@ -390,10 +391,19 @@ pub async fn fhir_write(
         .bind(version.last_updated)
         .bind(deleted)
         .bind(&version.content)
-        .execute(&mut *conn)
-        .await?;
-    }
-    replace_index(conn, version, index).await
+        .fetch_optional(&mut *conn)
+        .await?
+    };
+    let Some(rk) = rk else {
+        return Err(StoreError::Conflict(format!(
+            "version {} of {}/{} (its version {} is not the current one)",
+            version.version_id,
+            version.resource_type,
+            version.id,
+            version.version_id - 1
+        )));
+    };
+    replace_index(conn, rk, version, index).await
 }
 
 /// The current versions (without their content) of the resources `keys` names that
@@ -462,30 +472,48 @@ pub(super) const CURRENT_COLUMNS: &[&str] = &[
     "content",
 ];
 
+/// [`CURRENT_COLUMNS`] after the resource's key, which an import gives itself.
+pub(super) const KEYED_CURRENT_COLUMNS: &[&str] = &[
+    "rk",
+    "resource_type",
+    "id",
+    "version_id",
+    "last_updated",
+    "deleted",
+    "content",
+];
+
 /// Writes one new version of each of several distinct resources, as [`fhir_write`] does
 /// for one: history rows, current rows, and (unless deleted) fresh index rows, in
 /// multi-row statements. A version whose number is taken (a concurrent write got there
 /// first) fails the whole call with a conflict.
 pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result<(), StoreError> {
     let conn = tx.sql();
+    let mut keys = std::collections::HashMap::new();
     for chunk in writes.chunks(ROWS_PER_INSERT) {
         insert_history_many(conn, chunk).await?;
         // The history insert has claimed each version number, so replacing the current
         // row is safe without comparing its version.
-        upsert_current_many(conn, chunk).await?;
+        keys.extend(upsert_current_many(conn, chunk).await?);
     }
+    let key_of = |v: &StoredVersion| {
+        keys.get(&(v.resource_type.clone(), v.id.clone()))
+            .copied()
+            .ok_or_else(|| StoreError::Invalid(format!("no key for {}/{}", v.resource_type, v.id)))
+    };
     // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
-    let replaced: Vec<(&str, &str)> = writes
+    let replaced = writes
         .iter()
         .filter(|(v, _)| !v.deleted && v.version_id > 1)
-        .map(|(v, _)| (v.resource_type.as_str(), v.id.as_str()))
-        .collect();
+        .map(|(v, _)| key_of(v))
+        .collect::<Result<Vec<i64>, _>>()?;
     delete_index_many(conn, &replaced).await?;
-    let owners: Vec<(&str, &str, &IndexRows)> = writes
-        .iter()
-        .filter(|(v, _)| !v.deleted)
-        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
-        .collect();
+    let mut owners: Vec<(&str, i64, &IndexRows)> = Vec::new();
+    for (v, rows) in writes.iter().filter(|(v, _)| !v.deleted) {
+        if let Some(rows) = rows {
+            owners.push((v.resource_type.as_str(), key_of(v)?, rows));
+        }
+    }
     insert_index_many(conn, &owners).await
 }
 
@@ -512,14 +540,16 @@ async fn insert_history_many(
     Ok(())
 }
 
-/// The current rows of a chunk of versions, inserted or replaced in one statement.
+/// The current rows of a chunk of versions, inserted or replaced in one statement;
+/// answers their keys.
 async fn upsert_current_many(
     conn: &mut AnyConnection,
     chunk: &[VersionRows],
-) -> Result<(), StoreError> {
+) -> Result<Vec<((String, String), i64)>, StoreError> {
     let sql = format!(
         "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
-         last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+         last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content \
+         RETURNING resource_type, id, rk",
         multi_row_insert(
             Marks::of(conn),
             "fhir_resources",
@@ -527,10 +557,13 @@ async fn upsert_current_many(
             chunk.len()
         )
     );
-    versions_query(&sql, CURRENT_COLUMNS, chunk)?
-        .execute(&mut *conn)
+    let rows = versions_query(&sql, CURRENT_COLUMNS, chunk)?
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(())
+    rows.iter()
+        .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
 }
 
 /// `sql` with the values of each version of `chunk` bound: its `columns` (of
@@ -562,26 +595,20 @@ fn versions_query<'q>(
     Ok(query)
 }
 
-/// Every index row of the resources `keys` names: per type and chunk of ids, one
-/// statement per index table.
-async fn delete_index_many(
-    conn: &mut AnyConnection,
-    keys: &[(&str, &str)],
-) -> Result<(), StoreError> {
-    for (resource_type, ids) in by_type(keys) {
-        for chunk in ids.chunks(ROWS_PER_INSERT) {
-            for table in INDEX_TABLES {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE resource_type = {} AND id IN ({})",
-                    Marks::of(conn).list(1, 1),
-                    Marks::of(conn).list(2, chunk.len())
-                );
-                let mut query = super::rows_query(&sql, chunk.len()).bind(resource_type);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.execute(&mut *conn).await?;
+/// Every index row of the resources of keys `rks`: per chunk, one statement per index
+/// table.
+async fn delete_index_many(conn: &mut AnyConnection, rks: &[i64]) -> Result<(), StoreError> {
+    for chunk in rks.chunks(ROWS_PER_INSERT) {
+        for table in INDEX_TABLES {
+            let sql = format!(
+                "DELETE FROM {table} WHERE rk IN ({})",
+                Marks::of(conn).list(1, chunk.len())
+            );
+            let mut query = super::rows_query(&sql, chunk.len());
+            for rk in chunk {
+                query = query.bind(*rk);
             }
+            query.execute(&mut *conn).await?;
         }
     }
     Ok(())
@@ -697,61 +724,43 @@ pub async fn fhir_reindex(
     rows: &IndexRows,
 ) -> Result<(), StoreError> {
     let conn = tx.sql();
-    delete_index(conn, resource_type, id).await?;
-    insert_index(conn, resource_type, id, rows).await
+    let rk: i64 =
+        sqlx::query_scalar("SELECT rk FROM fhir_resources WHERE resource_type = $1 AND id = $2")
+            .bind(resource_type)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{resource_type}/{id}")))?;
+    delete_index_many(conn, &[rk]).await?;
+    insert_index_many(conn, &[(resource_type, rk, rows)]).await
 }
 
-async fn delete_index(
-    conn: &mut AnyConnection,
-    resource_type: &str,
-    id: &str,
-) -> Result<(), StoreError> {
-    for table in INDEX_TABLES {
-        sqlx::query(&format!(
-            "DELETE FROM {table} WHERE resource_type = $1 AND id = $2"
-        ))
-        .bind(resource_type)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
+/// The index rows of the resource of key `rk`, written as its version `version`.
 async fn replace_index(
     conn: &mut AnyConnection,
+    rk: i64,
     version: &StoredVersion,
     index: Option<&IndexRows>,
 ) -> Result<(), StoreError> {
-    let (resource_type, id) = (version.resource_type.as_str(), version.id.as_str());
     if version.deleted {
         return Ok(());
     }
     // A first version has no earlier index rows to remove (a re-created resource
     // continues its version numbers, so this is its first creation).
     if version.version_id > 1 {
-        delete_index(conn, resource_type, id).await?;
+        delete_index_many(conn, &[rk]).await?;
     }
     match index {
-        Some(rows) => insert_index(conn, resource_type, id, rows).await,
+        Some(rows) => insert_index_many(conn, &[(version.resource_type.as_str(), rk, rows)]).await,
         None => Ok(()),
     }
-}
-
-async fn insert_index(
-    conn: &mut AnyConnection,
-    resource_type: &str,
-    id: &str,
-    rows: &IndexRows,
-) -> Result<(), StoreError> {
-    insert_index_many(conn, &[(resource_type, id, rows)]).await
 }
 
 /// The index rows of several resources, one multi-row INSERT per index table and chunk
 /// (a handful of statements per write, or per import batch, instead of one per row).
 async fn insert_index_many(
     conn: &mut AnyConnection,
-    owners: &[(&str, &str, &IndexRows)],
+    owners: &[(&str, i64, &IndexRows)],
 ) -> Result<(), StoreError> {
     let Batches {
         strings,
@@ -766,11 +775,11 @@ async fn insert_index_many(
     macro_rules! insert_rows {
         ($table:literal, [$($column:literal),+], $rows:expr, |$p:ident, $r:ident| [$($value:expr),+]) => {
             for chunk in $rows.chunks(ROWS_PER_INSERT) {
-                let columns: &[&str] = &["resource_type", "id", "param", $($column),+];
+                let columns: &[&str] = &["resource_type", "rk", "param", $($column),+];
                 let sql = multi_row_insert(Marks::of(conn), $table, columns, chunk.len());
                 let mut query = super::rows_query(&sql, chunk.len());
-                for ((resource_type, id), $p, $r) in chunk {
-                    query = query.bind(*resource_type).bind(*id).bind($p.as_ref())$(.bind($value))+;
+                for ((resource_type, rk), $p, $r) in chunk {
+                    query = query.bind(*resource_type).bind(*rk).bind($p.as_ref())$(.bind($value))+;
                 }
                 query.execute(&mut *conn).await?;
             }
@@ -815,7 +824,7 @@ async fn insert_index_many(
 
 /// Each index table's rows with the `param` they are stored under: their own, or for the
 /// components of a composite's element `composite$component$element`.
-/// Each row is keyed by its resource (type, id).
+/// Each row is keyed by its resource (type, key).
 #[derive(Default)]
 pub(super) struct Batches<'a> {
     pub strings: Vec<(Owner<'a>, Cow<'static, str>, &'a StringIndex)>,
@@ -827,17 +836,18 @@ pub(super) struct Batches<'a> {
     pub uris: Vec<(Owner<'a>, Cow<'static, str>, &'a UriIndex)>,
 }
 
-/// The resource (type, id) an index row belongs to.
-pub(super) type Owner<'a> = (&'a str, &'a str);
+/// The resource an index row belongs to: its type and key (`rk`; in an import's
+/// encoding, its place in the batch until the batch's keys are known).
+pub(super) type Owner<'a> = (&'a str, i64);
 
 impl<'a> Batches<'a> {
     /// The rows of several resources, composites' components included.
-    pub fn of(owners: &[(&'a str, &'a str, &'a IndexRows)]) -> Self {
+    pub fn of(owners: &[(&'a str, i64, &'a IndexRows)]) -> Self {
         let mut batches = Batches::default();
-        for &(resource_type, id, rows) in owners {
-            batches.add((resource_type, id), rows, Cow::Borrowed);
+        for &(resource_type, rk, rows) in owners {
+            batches.add((resource_type, rk), rows, Cow::Borrowed);
             for composite in &rows.composites {
-                batches.add((resource_type, id), &composite.rows, |p| {
+                batches.add((resource_type, rk), &composite.rows, |p| {
                     Cow::Owned(composite_row_param(composite.param, p, composite.element))
                 });
             }

@@ -101,7 +101,8 @@ const CURRENT: &str = "INSERT INTO fhir_resources \
      (resource_type, id, version_id, last_updated, deleted, content) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
      ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
-     last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content";
+     last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content \
+     RETURNING rk";
 
 /// Writes `writes` (versions and their index rows) in `tx`: a deletion keeps its last
 /// index rows, a later version's rows replace its earlier ones, a first version has none
@@ -109,7 +110,8 @@ const CURRENT: &str = "INSERT INTO fhir_resources \
 pub(super) fn write_versions(tx: &Transaction<'_>, writes: &[VersionRows]) -> rusqlite::Result<()> {
     let mut history = tx.prepare_cached(HISTORY)?;
     let mut current = tx.prepare_cached(CURRENT)?;
-    for (v, _) in writes {
+    let mut owners: Vec<(&str, i64, &IndexRows)> = Vec::new();
+    for (v, rows) in writes {
         let deleted = i64::from(v.deleted);
         history.execute(params![
             v.resource_type,
@@ -120,28 +122,30 @@ pub(super) fn write_versions(tx: &Transaction<'_>, writes: &[VersionRows]) -> ru
             deleted,
             v.content
         ])?;
-        current.execute(params![
-            v.resource_type,
-            v.id,
-            v.version_id,
-            v.last_updated,
-            deleted,
-            v.content
-        ])?;
-        if !v.deleted && v.version_id > 1 {
+        let rk: i64 = current.query_row(
+            params![
+                v.resource_type,
+                v.id,
+                v.version_id,
+                v.last_updated,
+                deleted,
+                v.content
+            ],
+            |row| row.get(0),
+        )?;
+        if v.deleted {
+            continue;
+        }
+        if v.version_id > 1 {
             for table in INDEX_TABLES {
-                tx.prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE resource_type = ?1 AND id = ?2"
-                ))?
-                .execute((&v.resource_type, &v.id))?;
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE rk = ?1"))?
+                    .execute([rk])?;
             }
         }
+        if let Some(rows) = rows {
+            owners.push((v.resource_type.as_str(), rk, rows));
+        }
     }
-    let owners: Vec<(&str, &str, &IndexRows)> = writes
-        .iter()
-        .filter(|(v, _)| !v.deleted)
-        .filter_map(|(v, rows)| Some((v.resource_type.as_str(), v.id.as_str(), rows.as_ref()?)))
-        .collect();
     write_index(tx, &Batches::of(&owners))
 }
 
@@ -152,27 +156,27 @@ fn write_index(tx: &Transaction<'_>, b: &Batches<'_>) -> rusqlite::Result<()> {
         ($sql:literal, $rows:expr, |$r:ident| [$($value:expr),+]) => {
             if !$rows.is_empty() {
                 let mut insert = tx.prepare_cached($sql)?;
-                for ((resource_type, id), param, $r) in &$rows {
-                    insert.execute(params![resource_type, id, param.as_ref(), $($value),+])?;
+                for ((resource_type, rk), param, $r) in &$rows {
+                    insert.execute(params![resource_type, rk, param.as_ref(), $($value),+])?;
                 }
             }
         };
     }
     insert_rows!(
-        "INSERT INTO fhir_idx_string (resource_type, id, param, normalized, exact) \
+        "INSERT INTO fhir_idx_string (resource_type, rk, param, normalized, exact) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
         b.strings,
         |r| [r.normalized, r.exact]
     );
     insert_rows!(
-        "INSERT INTO fhir_idx_token (resource_type, id, param, system, code, text) \
+        "INSERT INTO fhir_idx_token (resource_type, rk, param, system, code, text) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         b.tokens,
         |r| [r.system, r.code, r.text]
     );
     insert_rows!(
         "INSERT INTO fhir_idx_reference \
-         (resource_type, id, param, target_type, target_id, version, url) \
+         (resource_type, rk, param, target_type, target_id, version, url) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         b.references,
         |r| [
@@ -183,24 +187,24 @@ fn write_index(tx: &Transaction<'_>, b: &Batches<'_>) -> rusqlite::Result<()> {
         ]
     );
     insert_rows!(
-        "INSERT INTO fhir_idx_date (resource_type, id, param, low, high) \
+        "INSERT INTO fhir_idx_date (resource_type, rk, param, low, high) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
         b.dates,
         |r| [r.low, r.high]
     );
     insert_rows!(
-        "INSERT INTO fhir_idx_number (resource_type, id, param, value) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO fhir_idx_number (resource_type, rk, param, value) VALUES (?1, ?2, ?3, ?4)",
         b.numbers,
         |r| [r.value]
     );
     insert_rows!(
-        "INSERT INTO fhir_idx_quantity (resource_type, id, param, value, system, code, unit) \
+        "INSERT INTO fhir_idx_quantity (resource_type, rk, param, value, system, code, unit) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         b.quantities,
         |r| [r.value, r.system, r.code, r.unit]
     );
     insert_rows!(
-        "INSERT INTO fhir_idx_uri (resource_type, id, param, value) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO fhir_idx_uri (resource_type, rk, param, value) VALUES (?1, ?2, ?3, ?4)",
         b.uris,
         |r| [r.value]
     );

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Arguments, ConnectOptions, Connection};
 
-use super::fhir::{Batches, CURRENT_COLUMNS, HISTORY_COLUMNS, StoredVersion};
+use super::fhir::{Batches, HISTORY_COLUMNS, KEYED_CURRENT_COLUMNS, StoredVersion};
 use super::turn::WRITE_TURN_TIMEOUT;
 use super::{Backend, Store, StoreError};
 use crate::fhir::search::IndexRows;
@@ -105,7 +105,7 @@ impl Loader {
                 let turn = self.store.turn().await?;
                 let number = turn.as_ref().map_or(0, |t| t.number());
                 let started = Instant::now();
-                let written = write_sqlite(conn, statements).await;
+                let written = write_sqlite(conn, batch.1, statements).await;
                 drop(turn);
                 if let Ok(data_version) = written {
                     let pause = self.courtesy.after(data_version, number, started.elapsed());
@@ -114,7 +114,7 @@ impl Loader {
                 written.map(|_| ())
             }
             (Conn::Postgres(conn), Statements::Postgres(copies)) => {
-                write_postgres(conn, copies).await
+                write_postgres(conn, batch.1, copies).await
             }
             _ => {
                 return Err(StoreError::Invalid(
@@ -139,36 +139,40 @@ impl Loader {
 }
 
 /// A batch of first versions and their index rows as the statements that write them,
-/// for [`Loader::write_new`]. Encoding takes CPU, not the database: the import does it on
-/// its reader thread, while the batch before is written.
-pub struct Encoded(Statements);
+/// for [`Loader::write_new`], and how many resources it has. Encoding takes CPU, not the
+/// database: the import does it on its reader thread, while the batch before is written.
+/// The resources' keys (`rk`) are taken when the batch is written: the encoding holds
+/// each resource's place in the batch where its key goes ([`Cells::key`]).
+pub struct Encoded(Statements, usize);
 
 enum Statements {
     /// Statement texts and their values.
-    Sqlite(Vec<(String, SqliteArguments<'static>)>),
+    Sqlite(Vec<(String, SqliteCells)>),
     /// `COPY` statements and their data.
-    Postgres(Vec<(String, Vec<u8>)>),
+    Postgres(Vec<(String, CopyText)>),
 }
 
 /// Encodes a batch of first versions of distinct resources, with their index rows, for a
 /// database of `backend`.
 pub fn encode(backend: Backend, batch: &[(StoredVersion, IndexRows)]) -> Encoded {
-    let owners: Vec<(&str, &str, &IndexRows)> = batch
+    let owners: Vec<(&str, i64, &IndexRows)> = batch
         .iter()
-        .map(|(v, rows)| (v.resource_type.as_str(), v.id.as_str(), rows))
+        .zip(0..)
+        .map(|((v, rows), place)| (v.resource_type.as_str(), place, rows))
         .collect();
     let mut index = Batches::of(&owners);
     sort(&mut index);
     let tables = tables(batch, &index);
-    Encoded(match backend {
+    let statements = match backend {
         Backend::Sqlite => Statements::Sqlite(sqlite_statements(&tables)),
         Backend::Postgres => Statements::Postgres(copies(&tables)),
-    })
+    };
+    Encoded(statements, batch.len())
 }
 
 /// Each table's rows in as many statements of [`SQLITE_ROWS`] rows as fit, then of the
 /// smaller sizes.
-fn sqlite_statements(tables: &[Table<'_>]) -> Vec<(String, SqliteArguments<'static>)> {
+fn sqlite_statements(tables: &[Table<'_>]) -> Vec<(String, SqliteCells)> {
     let mut statements = Vec::new();
     for table in tables {
         let mut start = 0;
@@ -181,7 +185,7 @@ fn sqlite_statements(tables: &[Table<'_>]) -> Vec<(String, SqliteArguments<'stat
             for i in start..start + rows {
                 (table.row)(i, &mut cells);
             }
-            statements.push((sqlite_insert(table, rows), cells.0));
+            statements.push((sqlite_insert(table, rows), cells));
             start += rows;
         }
     }
@@ -189,20 +193,28 @@ fn sqlite_statements(tables: &[Table<'_>]) -> Vec<(String, SqliteArguments<'stat
 }
 
 /// One transaction (`BEGIN IMMEDIATE`: the write lock first); an error rolls it back
-/// before it is answered ([`finish`]).
+/// before it is answered ([`finish`]). The batch's `resources` take the keys after the
+/// highest one, which no other writer can take while this transaction holds the lock.
 /// Answers SQLite's `data_version` at its start, which moves when other connections
 /// have committed.
 async fn write_sqlite(
     conn: &mut SqliteConnection,
-    statements: Vec<(String, SqliteArguments<'static>)>,
+    resources: usize,
+    statements: Vec<(String, SqliteCells)>,
 ) -> sqlx::Result<i64> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let written = async {
         let data_version = sqlx::query_scalar("PRAGMA data_version")
             .fetch_one(&mut *tx)
             .await?;
-        for (sql, args) in statements {
-            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rk), 0) FROM fhir_resources")
+            .fetch_one(&mut *tx)
+            .await?;
+        let keys: Vec<i64> = (1..=resources as i64).map(|n| last + n).collect();
+        for (sql, cells) in statements {
+            sqlx::query_with(&sql, cells.arguments(&keys))
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(data_version)
     }
@@ -295,7 +307,7 @@ fn sqlite_insert(table: &Table<'_>, rows: usize) -> String {
 }
 
 /// A `COPY ... FROM STDIN` per table that has rows, with its data.
-fn copies(tables: &[Table<'_>]) -> Vec<(String, Vec<u8>)> {
+fn copies(tables: &[Table<'_>]) -> Vec<(String, CopyText)> {
     let mut copies = Vec::new();
     for table in tables.iter().filter(|t| t.len > 0) {
         let mut data = CopyText::default();
@@ -308,21 +320,30 @@ fn copies(tables: &[Table<'_>]) -> Vec<(String, Vec<u8>)> {
             table.name,
             table.columns.join(", ")
         );
-        copies.push((statement, data.data));
+        copies.push((statement, data));
     }
     copies
 }
 
-/// One transaction of the `COPY`s; an error rolls it back at once ([`finish`]).
+/// One transaction of the `COPY`s, the batch's `resources` keyed by values of the keys'
+/// identity sequence; an error rolls it back at once ([`finish`]).
 async fn write_postgres(
     conn: &mut PgConnection,
-    copies: Vec<(String, Vec<u8>)>,
+    resources: usize,
+    copies: Vec<(String, CopyText)>,
 ) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     let written = async {
+        let keys: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('fhir_resources', 'rk')::regclass) \
+             FROM generate_series(1, $1)",
+        )
+        .bind(resources as i64)
+        .fetch_all(&mut *tx)
+        .await?;
         for (statement, data) in copies {
             let mut copy = tx.copy_in_raw(&statement).await?;
-            copy.send(data).await?;
+            copy.send(data.with_keys(&keys)).await?;
             copy.finish().await?;
         }
         Ok(())
@@ -333,6 +354,8 @@ async fn write_postgres(
 
 /// Where the values of rows go, one after the other, each row's in column order.
 trait Cells {
+    /// The key of the batch's resource at `place`, known when the batch is written.
+    fn key(&mut self, place: i64);
     fn text(&mut self, value: &str);
     fn opt(&mut self, value: Option<&str>);
     fn int(&mut self, value: i64);
@@ -367,10 +390,11 @@ fn tables<'a>(batch: &'a [(StoredVersion, IndexRows)], index: &'a Batches<'a>) -
     };
     let current = Table {
         name: "fhir_resources",
-        columns: CURRENT_COLUMNS,
+        columns: KEYED_CURRENT_COLUMNS,
         len: batch.len(),
         row: Box::new(move |i, c| {
             let v = &batch[i].0;
+            c.key(i as i64);
             c.text(&v.resource_type);
             c.text(&v.id);
             c.int(v.version_id);
@@ -385,18 +409,18 @@ fn tables<'a>(batch: &'a [(StoredVersion, IndexRows)], index: &'a Batches<'a>) -
 }
 
 /// `index_table!(table, rows, [columns], |r, c| { writes of r's own columns })`: the key
-/// columns (resource_type, id, param) come first.
+/// columns (resource_type, rk, param) come first.
 macro_rules! index_table {
     ($name:literal, $rows:expr, [$($column:literal),+], |$r:ident, $c:ident| $body:block) => {{
         let rows = &$rows;
         Table {
             name: $name,
-            columns: &["resource_type", "id", "param", $($column),+],
+            columns: &["resource_type", "rk", "param", $($column),+],
             len: rows.len(),
             row: Box::new(move |i, $c| {
-                let ((resource_type, id), param, $r) = &rows[i];
+                let ((resource_type, place), param, $r) = &rows[i];
                 $c.text(resource_type);
-                $c.text(id);
+                $c.key(*place);
                 $c.text(param.as_ref());
                 $body
             }),
@@ -461,11 +485,12 @@ fn index_tables<'a>(b: &'a Batches<'a>) -> Vec<Table<'a>> {
 }
 
 /// Sorts each table's rows by the key of its search index (`fhir_idx_*_value`:
-/// resource type, parameter, the value's columns; then the owner's id, for a stable order).
+/// resource type, parameter, the value's columns, then the owner's key, in the order of
+/// the owners' places in the batch).
 fn sort(b: &mut Batches<'_>) {
     fn by<T>(
-        rows: &mut [((&str, &str), Cow<'static, str>, &T)],
-        value: impl Fn((&T, &str), (&T, &str)) -> Ordering,
+        rows: &mut [((&str, i64), Cow<'static, str>, &T)],
+        value: impl Fn((&T, i64), (&T, i64)) -> Ordering,
     ) {
         rows.sort_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
             (a_owner.0, a_param)
@@ -490,10 +515,10 @@ fn sort(b: &mut Batches<'_>) {
         (a.low, a.high, a_id).cmp(&(b.low, b.high, b_id))
     });
     by(&mut b.numbers, |(a, a_id), (b, b_id)| {
-        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(b_id))
+        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
     });
     by(&mut b.quantities, |(a, a_id), (b, b_id)| {
-        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(b_id))
+        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
     });
     by(&mut b.uris, |(a, a_id), (b, b_id)| {
         (&a.value, a_id).cmp(&(&b.value, b_id))
@@ -502,39 +527,69 @@ fn sort(b: &mut Batches<'_>) {
 
 /// Values bound to a SQLite statement, in order (copies: the statement outlives the batch).
 #[derive(Default)]
-struct SqliteCells(SqliteArguments<'static>);
+struct SqliteCells(Vec<SqliteCell>);
+
+enum SqliteCell {
+    Text(Option<String>),
+    Int(i64),
+    Real(f64),
+    /// The key of the batch's resource at this place.
+    Key(i64),
+}
 
 impl SqliteCells {
-    fn add<T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static>(
-        &mut self,
-        value: T,
-    ) {
-        // Text, integers and reals always encode.
-        let _ = self.0.add(value);
+    /// The values, each resource's key taken from `keys` by its place in the batch.
+    fn arguments(self, keys: &[i64]) -> SqliteArguments<'static> {
+        let mut arguments = SqliteArguments::default();
+        for cell in self.0 {
+            // Text, integers and reals always encode.
+            let _ = match cell {
+                SqliteCell::Text(v) => arguments.add(v),
+                SqliteCell::Int(v) => arguments.add(v),
+                SqliteCell::Real(v) => arguments.add(v),
+                SqliteCell::Key(place) => arguments.add(key_at(keys, place)),
+            };
+        }
+        arguments
     }
 }
 
+/// The key of the resource at `place` of a batch: there are as many keys as resources.
+fn key_at(keys: &[i64], place: i64) -> i64 {
+    usize::try_from(place)
+        .ok()
+        .and_then(|p| keys.get(p))
+        .copied()
+        .unwrap_or_default()
+}
+
 impl Cells for SqliteCells {
+    fn key(&mut self, place: i64) {
+        self.0.push(SqliteCell::Key(place));
+    }
     fn text(&mut self, value: &str) {
-        self.add(value.to_owned());
+        self.0.push(SqliteCell::Text(Some(value.to_owned())));
     }
     fn opt(&mut self, value: Option<&str>) {
-        self.add(value.map(str::to_owned));
+        self.0.push(SqliteCell::Text(value.map(str::to_owned)));
     }
     fn int(&mut self, value: i64) {
-        self.add(value);
+        self.0.push(SqliteCell::Int(value));
     }
     fn real(&mut self, value: f64) {
-        self.add(value);
+        self.0.push(SqliteCell::Real(value));
     }
 }
 
 /// Rows in PostgreSQL's `COPY` text format: values separated by tabs, rows ended by
 /// newlines, `\N` for NULL, and backslash, newline, carriage return and tab escaped with
-/// a backslash.
+/// a backslash. Resources' keys are left out of `data` and written in by
+/// [`CopyText::with_keys`].
 #[derive(Default)]
 struct CopyText {
     data: Vec<u8>,
+    /// Where in `data` a key goes, and the place of its resource in the batch.
+    keys: Vec<(usize, i64)>,
     /// Whether a value of the current row has been written.
     in_row: bool,
 }
@@ -551,9 +606,28 @@ impl CopyText {
         self.data.push(b'\n');
         self.in_row = false;
     }
+
+    /// The data with each resource's key taken from `keys` by its place in the batch.
+    fn with_keys(self, keys: &[i64]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(self.data.len() + self.keys.len() * 8);
+        let mut start = 0;
+        for (at, place) in self.keys {
+            out.extend_from_slice(&self.data[start..at]);
+            let _ = write!(out, "{}", key_at(keys, place));
+            start = at;
+        }
+        out.extend_from_slice(&self.data[start..]);
+        out
+    }
 }
 
 impl Cells for CopyText {
+    fn key(&mut self, place: i64) {
+        self.separate();
+        self.keys.push((self.data.len(), place));
+    }
+
     fn text(&mut self, value: &str) {
         self.separate();
         let bytes = value.as_bytes();
@@ -611,9 +685,12 @@ mod tests {
         out.text("");
         out.opt(Some("\"é\""));
         out.end_row();
+        out.key(1);
+        out.int(3);
+        out.end_row();
         assert_eq!(
-            String::from_utf8(out.data).unwrap(),
-            "a\\\\b\\tc\\nd\\re\t\\N\t-42\t0.5\n\t\"é\"\n"
+            String::from_utf8(out.with_keys(&[7, 12])).unwrap(),
+            "a\\\\b\\tc\\nd\\re\t\\N\t-42\t0.5\n\t\"é\"\n12\t3\n"
         );
     }
 

@@ -833,7 +833,7 @@ impl Store {
         limit: i64,
     ) -> Result<(Vec<(String, String)>, i64), StoreError> {
         let filter = if name_prefix.is_some() {
-            " AND EXISTS (SELECT 1 FROM fhir_idx_string s WHERE s.resource_type = 'Patient' AND s.id = r.id \
+            " AND EXISTS (SELECT 1 FROM fhir_idx_string s WHERE s.rk = r.rk \
                AND s.param = 'name' AND s.normalized LIKE $1 ESCAPE '\\')"
         } else {
             ""
@@ -853,7 +853,7 @@ impl Store {
         );
         let limit_param = if pattern.is_some() { "$2" } else { "$1" };
         let family = "(SELECT MIN(f.normalized) FROM fhir_idx_string f \
-               WHERE f.resource_type = 'Patient' AND f.id = r.id AND f.param = 'family')";
+               WHERE f.rk = r.rk AND f.param = 'family')";
         // Patients without a family name last, on both backends (their NULL order differs).
         let list_sql = format!(
             "SELECT r.id, r.content, {family} AS family {from} \

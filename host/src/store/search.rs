@@ -134,16 +134,18 @@ struct Owners {
 
 /// Which columns of the rows name their resource.
 enum Owner {
-    /// `resource_type` and `id` of this alias: an index row's own resource.
+    /// `resource_type` and `rk` of this alias: an index row's own resource, by its key.
     Row(String),
-    /// `target_type` and `target_id` of this alias: the resource a reference row names.
+    /// `target_type` and `target_id` of this alias: the resource a reference row names,
+    /// by its id.
     Target(String),
 }
 
 impl Owner {
+    /// The owner's type column, and its key (`rk`) or id column.
     fn columns(&self) -> (String, String) {
         match self {
-            Owner::Row(a) => (format!("{a}.resource_type"), format!("{a}.id")),
+            Owner::Row(a) => (format!("{a}.resource_type"), format!("{a}.rk")),
             Owner::Target(a) => (format!("{a}.target_type"), format!("{a}.target_id")),
         }
     }
@@ -177,6 +179,9 @@ struct Sql<'a> {
     /// its own index rows instead of `IN` lists of every match: for the few resources
     /// that the count's corrections look at ([`Sql::count`]).
     correlated: bool,
+    /// Aliases of index rows that criteria are compiled on in place of their resource's
+    /// row ([`Sql::count_owners`]): they have its type and key, not its id.
+    row_aliases: Vec<String>,
 }
 
 /// For queries whose criteria have no chain or `_has` of the caller's.
@@ -193,6 +198,17 @@ impl<'a> Sql<'a> {
             sqlite: false,
             sized_list: false,
             correlated: false,
+            row_aliases: Vec::new(),
+        }
+    }
+
+    /// The id of the resource that alias `r` stands for: its column, or for an index
+    /// row (see [`Sql::row_aliases`]) looked up by its key.
+    fn id_of(&self, r: &str) -> String {
+        if self.row_aliases.iter().any(|a| a == r) {
+            format!("(SELECT x.id FROM fhir_resources x WHERE x.rk = {r}.rk)")
+        } else {
+            format!("{r}.id")
         }
     }
 
@@ -439,10 +455,7 @@ impl<'a> Sql<'a> {
             mode,
         )?;
         Ok(Some(Owners {
-            from: format!(
-                "fhir_idx_reference {h} JOIN fhir_resources {s} \
-                 ON {s}.resource_type = {h}.resource_type AND {s}.id = {h}.id"
-            ),
+            from: format!("fhir_idx_reference {h} JOIN fhir_resources {s} ON {s}.rk = {h}.rk"),
             conditions: vec![
                 format!("{h}.param = {code}"),
                 format!("{s}.deleted = 0"),
@@ -453,28 +466,36 @@ impl<'a> Sql<'a> {
     }
 
     /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
-    /// type this is an uncorrelated `r.id IN (SELECT ...)`, which both planners run once
-    /// from the value indexes; without one (or [`Sql::correlated`]), a correlated `EXISTS`.
+    /// type this is an uncorrelated `r.rk IN (SELECT ...)` (`r.id` for reference targets),
+    /// which both planners run once from the value indexes; without one (or
+    /// [`Sql::correlated`]), a correlated `EXISTS`.
     fn semi_join(&mut self, rt: Option<ResourceType>, r: &str, owners: Owners) -> String {
         let Owners {
             from,
             owner,
             mut conditions,
         } = owners;
-        let (owner_type, owner_id) = owner.columns();
+        let (owner_type, owner_key) = owner.columns();
+        let own = match owner {
+            Owner::Row(_) => format!("{r}.rk"),
+            Owner::Target(_) => self.id_of(r),
+        };
         match rt {
             Some(rt) if !self.correlated => {
                 conditions.insert(0, format!("{owner_type} = {}", self.text(rt.as_str())));
                 format!(
-                    "{r}.id IN (SELECT {owner_id} FROM {from} WHERE {})",
+                    "{own} IN (SELECT {owner_key} FROM {from} WHERE {})",
                     conditions.join(" AND ")
                 )
             }
             _ => {
-                conditions.insert(
-                    0,
-                    format!("{owner_type} = {r}.resource_type AND {owner_id} = {r}.id"),
-                );
+                let link = match owner {
+                    Owner::Row(_) => format!("{owner_key} = {own}"),
+                    Owner::Target(_) => {
+                        format!("{owner_type} = {r}.resource_type AND {owner_key} = {own}")
+                    }
+                };
+                conditions.insert(0, link);
                 format!(
                     "EXISTS (SELECT 1 FROM {from} WHERE {})",
                     conditions.join(" AND ")
@@ -530,7 +551,8 @@ impl<'a> Sql<'a> {
             if ids.is_empty() {
                 return Ok("1 = 0".into());
             }
-            return Ok(format!("{r}.id IN ({})", self.texts(ids)));
+            let id = self.id_of(r);
+            return Ok(format!("{id} IN ({})", self.texts(ids)));
         }
         if param.code == "_lastUpdated" {
             let column = format!("{r}.last_updated");
@@ -604,8 +626,8 @@ impl<'a> Sql<'a> {
                     Some((f, len)) => {
                         let own = self.text(prefix);
                         from.push_str(&format!(
-                            " JOIN {table} {k} ON {k}.resource_type = {f}.resource_type \
-                             AND {k}.id = {f}.id AND {k}.param = {own} || substr({f}.param, {})",
+                            " JOIN {table} {k} ON {k}.rk = {f}.rk \
+                             AND {k}.param = {own} || substr({f}.param, {})",
                             len + 1
                         ));
                     }
@@ -805,7 +827,7 @@ impl<'a> Sql<'a> {
         let agg = if key.descending { "MAX" } else { "MIN" };
         // The no-op `+ 0` / `|| ''` keeps SQLite from answering MIN/MAX by walking the
         // value index (resource_type, param, value) past every other resource's rows;
-        // the row index (resource_type, id, param) is the fast path for one resource.
+        // the row index (rk, param) is the fast path for one resource.
         let (table, column, noop) = match param.kind {
             SearchParamType::String => ("fhir_idx_string", "normalized", " || ''"),
             SearchParamType::Token => ("fhir_idx_token", "code", " || ''"),
@@ -820,8 +842,8 @@ impl<'a> Sql<'a> {
         let i = self.alias("i");
         let code = self.text(param.code.as_str());
         format!(
-            "(SELECT {agg}({i}.{column}{noop}) FROM {table} {i} WHERE {i}.resource_type = {r}.resource_type \
-             AND {i}.id = {r}.id AND {i}.param = {code})"
+            "(SELECT {agg}({i}.{column}{noop}) FROM {table} {i} WHERE {i}.rk = {r}.rk \
+             AND {i}.param = {code})"
         )
     }
 
@@ -950,11 +972,11 @@ impl<'a> Sql<'a> {
         else {
             return Ok("SELECT 0".into());
         };
-        let (owner_type, owner_id) = owner.columns();
+        let (owner_type, owner_key) = owner.columns();
         conditions.insert(0, format!("{owner_type} = {}", self.text(rt.as_str())));
         // One index table: SQLite is held to its value index. Left to itself it may walk
-        // the row index (type, id, param) for ids already in order, over every row of
-        // the type (the birthdate count of bench/search_latency.py: 30-40 ms instead of
+        // the row index (rk, param) for keys already in order, over every row of the
+        // table (the birthdate count of bench/search_latency.py: 30-40 ms instead of
         // 4-7).
         let from = match (self.sqlite, &owner, from.split_once(' ')) {
             (true, Owner::Row(a), Some((table, alias)))
@@ -964,34 +986,58 @@ impl<'a> Sql<'a> {
             }
             _ => from,
         };
-        // The other criteria on the owner: its own index rows' alias, or for rows that
-        // name their target (`_has`), the distinct targets as `k`.
+        // The other criteria on the owner: its own index row's alias (which stands for
+        // its resource), or for rows that name their target (`_has`), the stored
+        // resources they name, as `k`.
         let a = match &owner {
             Owner::Row(a) => a.clone(),
             Owner::Target(_) => self.alias("k"),
         };
-        let mut rest = Vec::new();
-        for (n, c) in criteria.iter().enumerate() {
-            if n != driver {
-                rest.push(self.criterion(Some(rt), c, &a, 0, Mode::Query)?);
-            }
+        let row_alias = matches!(owner, Owner::Row(_));
+        if row_alias {
+            self.row_aliases.push(a.clone());
         }
-        rest.extend(self.visible(self.access, rt, &a, 0)?);
+        let rest = self.count_rest(rt, criteria, driver, &a);
+        if row_alias {
+            self.row_aliases.pop();
+        }
+        let rest = rest?;
         Ok(match owner {
             Owner::Row(_) => {
                 conditions.extend(rest);
                 format!(
-                    "SELECT COUNT(DISTINCT {owner_id}) FROM {from} WHERE {}",
+                    "SELECT COUNT(DISTINCT {owner_key}) FROM {from} WHERE {}",
                     conditions.join(" AND ")
                 )
             }
-            Owner::Target(_) => format!(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT {owner_id} AS id FROM {from} WHERE {}) {a} \
-                 WHERE {}",
-                conditions.join(" AND "),
-                and(rest)
-            ),
+            Owner::Target(_) => {
+                let t = self.text(rt.as_str());
+                format!(
+                    "SELECT COUNT(*) FROM fhir_resources {a} WHERE {a}.resource_type = {t} \
+                     AND {a}.id IN (SELECT {owner_key} FROM {from} WHERE {}) AND {}",
+                    conditions.join(" AND "),
+                    and(rest)
+                )
+            }
         })
+    }
+
+    /// The criteria of a count other than its driver's, and the access, on alias `a`.
+    fn count_rest(
+        &mut self,
+        rt: ResourceType,
+        criteria: &[Criterion],
+        driver: usize,
+        a: &str,
+    ) -> Result<Vec<String>> {
+        let mut rest = Vec::new();
+        for (n, c) in criteria.iter().enumerate() {
+            if n != driver {
+                rest.push(self.criterion(Some(rt), c, a, 0, Mode::Query)?);
+            }
+        }
+        rest.extend(self.visible(self.access, rt, a, 0)?);
+        Ok(rest)
     }
 
     /// The count of the matches of type `rt` that the search does not see although their
@@ -1124,10 +1170,10 @@ impl<'a> Sql<'a> {
             // for the page's rows only.
             format!(
                 "SELECT p.resource_type, p.id, p.version_id, p.last_updated, c.content{} FROM (\
-                 SELECT q.resource_type, q.id, q.version_id, q.last_updated{outer} FROM (\
-                 SELECT r.resource_type, r.id, r.version_id, r.last_updated{extra} \
+                 SELECT q.rk, q.resource_type, q.id, q.version_id, q.last_updated{outer} FROM (\
+                 SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated{extra} \
                  FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {order} LIMIT {}) p \
-                 JOIN fhir_resources c ON c.resource_type = p.resource_type AND c.id = p.id \
+                 JOIN fhir_resources c ON c.rk = p.rk \
                  ORDER BY {}",
                 outer.replace("q.", "p."),
                 count + 1,
@@ -1465,7 +1511,11 @@ impl Store {
                 "f.resource_type = {}",
                 sql.text(follow.source_type.as_str())
             ),
-            format!("f.id IN ({})", sql.texts(sources.iter().copied())),
+            format!(
+                "f.rk IN (SELECT y.rk FROM fhir_resources y WHERE y.resource_type = {} AND y.id IN ({}))",
+                sql.text(follow.source_type.as_str()),
+                sql.texts(sources.iter().copied())
+            ),
             "f.target_type IS NOT NULL AND f.target_id IS NOT NULL".into(),
         ];
         if let Some(param) = follow.param {
@@ -1530,8 +1580,8 @@ impl Store {
             parts.push(format!("f.param = {}", sql.text(param)));
         }
         let text = format!(
-            "SELECT DISTINCT f.resource_type AS t, f.id AS i FROM fhir_idx_reference f \
-             JOIN fhir_resources x ON x.resource_type = f.resource_type AND x.id = f.id \
+            "SELECT DISTINCT x.resource_type AS t, x.id AS i FROM fhir_idx_reference f \
+             JOIN fhir_resources x ON x.rk = f.rk \
              WHERE x.deleted = 0 AND {} ORDER BY t, i LIMIT {limit}",
             and(parts)
         );

@@ -834,7 +834,7 @@ pub(crate) async fn check_whole(store: &hestia::store::Store, b: &str) -> i64 {
             store,
             &format!(
                 "SELECT COUNT(*) FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM fhir_resources r \
-                 WHERE r.resource_type = i.resource_type AND r.id = i.id)"
+                 WHERE r.rk = i.rk AND r.resource_type = i.resource_type)"
             ),
         )
         .await;
@@ -956,8 +956,8 @@ async fn import_keeps_text_as_written() {
         let content: Value = serde_json::from_str(&stored.content).unwrap();
         assert_eq!(content["name"], patient["name"], "{b}");
         let exact: Vec<String> = sqlx::query_scalar(
-            "SELECT exact FROM fhir_idx_string WHERE id = 'text' AND param IN ('family', 'given') \
-             ORDER BY param",
+            "SELECT exact FROM fhir_idx_string WHERE rk = (SELECT rk FROM fhir_resources \
+             WHERE id = 'text') AND param IN ('family', 'given') ORDER BY param",
         )
         .fetch_all(store.pool())
         .await

@@ -2094,11 +2094,13 @@ async fn reindex_rebuilds_missing_index_rows_on_both_databases() {
             json!({"reindexed": 2, "gone": 0, "failed": []})
         );
         assert_eq!(search_ids(&app, REINDEX_SEARCHES[2]).await, ["p1"], "{b}");
-        let tokens: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM fhir_idx_token WHERE id = 'bp2'")
-                .fetch_one(&raw)
-                .await
-                .unwrap();
+        let tokens: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM fhir_idx_token WHERE rk = \
+                 (SELECT rk FROM fhir_resources WHERE id = 'bp2')",
+        )
+        .fetch_one(&raw)
+        .await
+        .unwrap();
         assert_eq!(tokens, 0, "{b}");
     }
 }
@@ -2182,7 +2184,7 @@ async fn planner_statistics_follow_the_writes() {
         // The new statistics are read by connections opened after them; a new store's are.
         let fresh = hestia::store::Store::open(&db.url).await.unwrap();
         let plan: Vec<String> = sqlx::query(
-            "EXPLAIN QUERY PLAN SELECT DISTINCT f.resource_type, f.id \
+            "EXPLAIN QUERY PLAN SELECT DISTINCT f.resource_type, f.rk \
              FROM fhir_idx_reference f WHERE f.resource_type = 'Observation' \
              AND f.target_type = 'Patient' AND f.target_id IN ('p7') AND f.param = 'subject'",
         )
