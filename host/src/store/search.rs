@@ -2,20 +2,23 @@
 //! [`Access`] become one query text with `$n` placeholders, the same for SQLite and
 //! PostgreSQL (both read `$n`, `||`, `LIKE ... ESCAPE`, correlated `EXISTS`).
 //!
-//! Shape of a search (alias `r` is the resource, `i` an index row):
+//! Shape of a search (alias `r` is the resource, `i` an index row; `rk` is a resource's
+//! integer key, in creation order, which index rows name it by):
 //!
 //! ```sql
-//! SELECT * FROM (
-//!   SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content,
-//!          (SELECT MIN(i.normalized) FROM fhir_idx_string i WHERE ...) AS s0   -- _sort keys
-//!   FROM fhir_resources r
-//!   WHERE r.deleted = 0 AND r.last_updated <= $snapshot
-//!     AND ((r.resource_type = $t AND <criteria> AND <access>) OR ...)      -- one branch per type
-//! ) q ORDER BY q.s0 ASC NULLS LAST, q.resource_type, q.id LIMIT n
+//! SELECT p.*, c.content FROM (
+//!   SELECT q.* FROM (
+//!     SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated,
+//!            (SELECT MIN(i.normalized) FROM fhir_idx_string i WHERE i.rk = r.rk ...) AS s0
+//!     FROM fhir_resources r                                               -- s0: a _sort key
+//!     WHERE r.deleted = 0 AND r.last_updated <= $snapshot
+//!       AND ((r.resource_type = $t AND <criteria> AND <access>) OR ...)  -- one branch per type
+//!   ) q ORDER BY q.s0 ASC NULLS LAST, q.rk LIMIT n
+//! ) p JOIN fhir_resources c ON c.rk = p.rk                 -- content of the page's rows only
 //! ```
 //!
-//! Each criterion is an `EXISTS` over the index table of its parameter's type (`NOT
-//! EXISTS` for `:not` and `:missing=true`); the comma-separated values of one parameter
+//! Each criterion is an `rk IN (...)` over the index table of its parameter's type (`NOT`
+//! for `:not` and `:missing=true`); the comma-separated values of one parameter
 //! are ORed inside it, repeated parameters are ANDed. Chains and `_has` join
 //! `fhir_idx_reference` to `fhir_resources` and recurse with fresh aliases. The access
 //! decision is compiled the same way and ANDed into the query for the searched types,
@@ -23,9 +26,10 @@
 //! outside it is never returned, counted, included, used to match, or paged through.
 //!
 //! Paging is by keyset under a snapshot: the first page fixes `snapshot` (the time of
-//! the request) and every link carries it with the [`Position`] (sort-key values, type,
-//! id) of the row the page continues after (`next`) or before (`previous`); the order
-//! always ends in `(resource_type, id)`, which makes it total. A later page
+//! the request) and every link carries it with the [`Position`] (sort-key values, key)
+//! of the row the page continues after (`next`) or before (`previous`); the order always
+//! ends in the key, which makes it total (without `_sort`, matches come in the order they
+//! were created). A later page
 //! ([`SearchSpec::as_of_snapshot`]) takes the resources as they were at the snapshot:
 //! those created since are left out, and those updated or deleted since are still in,
 //! each answered with its version of the snapshot from history (deleted resources keep
@@ -1111,12 +1115,7 @@ impl<'a> Sql<'a> {
                 components.push((format!("q.s{n}"), bind, !key.descending));
             }
         }
-        components.push((
-            "q.resource_type".into(),
-            Bind::Text(position.resource_type.clone()),
-            true,
-        ));
-        components.push(("q.id".into(), Bind::Text(position.id.clone()), true));
+        components.push(("q.rk".into(), Bind::Int(position.rk), true));
         let mut alternatives = Vec::new();
         let mut equal: Vec<String> = Vec::new();
         for (expr, value, ascending) in components {
@@ -1150,7 +1149,7 @@ impl<'a> Sql<'a> {
             order.push(format!("q.s{n} {direction} NULLS {nulls}"));
         }
         let tail = if backwards { "DESC" } else { "ASC" };
-        order.push(format!("q.resource_type {tail}, q.id {tail}"));
+        order.push(format!("q.rk {tail}"));
         let keyset = match from {
             PageFrom::First => String::new(),
             PageFrom::After(p) => format!(" WHERE {}", self.keyset(spec.sort, p, true)?),
@@ -1158,28 +1157,19 @@ impl<'a> Sql<'a> {
         };
         let extra = columns.iter().map(|c| format!(", {c}")).collect::<String>();
         let order = order.join(", ");
-        let text = if spec.sort.is_empty() {
-            format!(
-                "SELECT q.resource_type, q.id, q.version_id, q.last_updated, q.content FROM (\
-                 SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content \
-                 FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {order} LIMIT {}",
-                count + 1
-            )
-        } else {
-            // Every match goes through the sort: its keys, not its content, which is read
-            // for the page's rows only.
-            format!(
-                "SELECT p.resource_type, p.id, p.version_id, p.last_updated, c.content{} FROM (\
-                 SELECT q.rk, q.resource_type, q.id, q.version_id, q.last_updated{outer} FROM (\
-                 SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated{extra} \
-                 FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {order} LIMIT {}) p \
-                 JOIN fhir_resources c ON c.rk = p.rk \
-                 ORDER BY {}",
-                outer.replace("q.", "p."),
-                count + 1,
-                order.replace("q.", "p.")
-            )
-        };
+        // Every match goes through the order: its key and sort keys, not its content,
+        // which is read for the page's rows only.
+        let text = format!(
+            "SELECT p.rk, p.resource_type, p.id, p.version_id, p.last_updated, c.content{} FROM (\
+             SELECT q.rk, q.resource_type, q.id, q.version_id, q.last_updated{outer} FROM (\
+             SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated{extra} \
+             FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {order} LIMIT {}) p \
+             JOIN fhir_resources c ON c.rk = p.rk \
+             ORDER BY {}",
+            outer.replace("q.", "p."),
+            count + 1,
+            order.replace("q.", "p.")
+        );
         Ok(text)
     }
 
@@ -1331,21 +1321,19 @@ pub enum PageFrom {
 }
 
 /// A row's place in the order of a search: its sort-key values (JSON null, number or
-/// text, as the database gave them), then its type and id. What paging links carry.
+/// text, as the database gave them), then its resource's key. What paging links carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Position {
     pub keys: Vec<serde_json::Value>,
-    pub resource_type: String,
-    pub id: String,
+    pub rk: i64,
 }
 
 impl Position {
-    /// The cursor text of links: base64url of the JSON array `[keys..., type, id]`.
+    /// The cursor text of links: base64url of the JSON array `[keys..., rk]`.
     pub fn encode(&self) -> String {
         use base64::Engine;
         let mut array = self.keys.clone();
-        array.push(self.resource_type.clone().into());
-        array.push(self.id.clone().into());
+        array.push(self.rk.into());
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(serde_json::Value::Array(array).to_string())
     }
@@ -1359,16 +1347,11 @@ impl Position {
         let serde_json::Value::Array(mut array) = serde_json::from_slice(&bytes).ok()? else {
             return None;
         };
-        let id = array.pop()?.as_str()?.to_owned();
-        let resource_type = array.pop()?.as_str()?.to_owned();
+        let rk = array.pop()?.as_i64()?;
         array
             .iter()
             .all(|v| v.is_null() || v.is_number() || v.is_string())
-            .then_some(Position {
-                keys: array,
-                resource_type,
-                id,
-            })
+            .then_some(Position { keys: array, rk })
     }
 }
 
@@ -1422,8 +1405,7 @@ pub async fn search_page_in(
         }
         positions.push(Position {
             keys,
-            resource_type: f.resource_type.clone(),
-            id: f.id.clone(),
+            rk: row.try_get("rk")?,
         });
         if f.last_updated > spec.snapshot
             && let Some(then) = version_at(conn, &f.resource_type, &f.id, spec.snapshot).await?

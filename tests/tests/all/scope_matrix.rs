@@ -232,7 +232,7 @@ fn read_rows() -> Vec<Row> {
             SYSTEM_SEARCH,
             Search(
                 3,
-                &["Observation/o1-lab", "Observation/o1-vital", "Patient/p1"],
+                &["Patient/p1", "Observation/o1-lab", "Observation/o1-vital"],
             ),
         ),
         row(
@@ -290,10 +290,10 @@ fn read_rows() -> Vec<Row> {
             Pages(
                 4,
                 &[
-                    "Condition/c1",
+                    "Patient/p1",
                     "Observation/o1-lab",
                     "Observation/o1-vital",
-                    "Patient/p1",
+                    "Condition/c1",
                 ],
             ),
         ),
@@ -396,11 +396,11 @@ fn read_rows() -> Vec<Row> {
             Search(
                 5,
                 &[
+                    "Patient/p1",
+                    "Patient/p2",
                     "Observation/o1-lab",
                     "Observation/o1-vital",
                     "Observation/o2-lab",
-                    "Patient/p1",
-                    "Patient/p2",
                 ],
             ),
         ),
@@ -618,11 +618,11 @@ fn read_rows() -> Vec<Row> {
             Search(
                 5,
                 &[
+                    "Patient/p1",
+                    "Patient/p2",
                     "Observation/o1-lab",
                     "Observation/o1-vital",
                     "Observation/o2-lab",
-                    "Patient/p1",
-                    "Patient/p2",
                 ],
             ),
         ),
@@ -638,7 +638,7 @@ fn read_rows() -> Vec<Row> {
 /// Long: one table of rows, each a scope, a patient context, a request and its expected answer.
 fn reach_rows() -> Vec<Row> {
     let p1 = Some("p1");
-    let lab_and_p1 = &["Observation/o1-lab", "Patient/p1"];
+    let p1_and_lab = &["Patient/p1", "Observation/o1-lab"];
     vec![
         // ---- Chains and _has: the other type's own access applies inside them ----
         row(
@@ -799,10 +799,10 @@ fn reach_rows() -> Vec<Row> {
             Search(
                 4,
                 &[
-                    "Condition/c1",
+                    "Patient/p1",
                     "Observation/o1-lab",
                     "Observation/o1-vital",
-                    "Patient/p1",
+                    "Condition/c1",
                 ],
             ),
         ),
@@ -813,10 +813,10 @@ fn reach_rows() -> Vec<Row> {
             Pages(
                 4,
                 &[
-                    "Condition/c1",
+                    "Patient/p1",
                     "Observation/o1-lab",
                     "Observation/o1-vital",
-                    "Patient/p1",
+                    "Condition/c1",
                 ],
             ),
         ),
@@ -830,13 +830,13 @@ fn reach_rows() -> Vec<Row> {
             "patient/Patient.r patient/Observation.rs?category=laboratory",
             p1,
             "GET Patient/p1/$everything",
-            Search(2, lab_and_p1),
+            Search(2, p1_and_lab),
         ),
         row(
             "patient/Patient.r patient/Observation.rs?category=laboratory",
             p1,
             "GET Patient/p1/$everything?_count=1",
-            Pages(2, lab_and_p1),
+            Pages(2, p1_and_lab),
         ),
         row(
             "user/Patient.r user/Observation.rs?category=laboratory user/Practitioner.r",
@@ -844,7 +844,7 @@ fn reach_rows() -> Vec<Row> {
             "GET Patient/p1/$everything",
             Search(
                 2,
-                &["Observation/o1-lab", "Patient/p1", "+Practitioner/dr1"],
+                &["Patient/p1", "Observation/o1-lab", "+Practitioner/dr1"],
             ),
         ),
         // ---- Totals and pages of searches never count what the token may not see ----
@@ -860,7 +860,7 @@ fn reach_rows() -> Vec<Row> {
             "GET ?_type=Observation,Patient&_count=2&_total=accurate",
             Pages(
                 3,
-                &["Observation/o1-lab", "Observation/o1-vital", "Patient/p1"],
+                &["Patient/p1", "Observation/o1-lab", "Observation/o1-vital"],
             ),
         ),
     ]
