@@ -311,6 +311,14 @@ const CASES: &[(&str, &[&str])] = &[
         "Patient?_has:Observation:patient:code=8867-4&gender=male",
         &["p2", "p4"],
     ),
+    // A count starts from the first indexed criterion's rows (`gender`); `_id` and `_has`
+    // after it are tested on those rows, which name their resource by key, not by id.
+    ("Patient?gender=male&_id=p1,p2,p3", &["p2"]),
+    ("Patient?gender=male&_id:not=p2", &["p4"]),
+    (
+        "Patient?gender=female&_has:Observation:patient:code=2339-0",
+        &["p3"],
+    ),
     // AND across parameters, OR within one
     ("Observation?code=8867-4&status=final", &["o1", "o8"]),
     ("Observation?subject=p1&date=2021-06-15", &["o2", "o9"]),
@@ -1127,7 +1135,8 @@ async fn put_patient(app: &axum::Router, id: &str, family: &str) -> Reply {
 
 /// `total` counts each resource the search sees once, whether it was updated, deleted
 /// or created since (a count from the index rows takes out what the search does not
-/// see), on the first page and on the later pages of its snapshot, and through a chain.
+/// see), on the first page and on the later pages of its snapshot, through a chain, and
+/// through `_has` (stored resources only).
 #[tokio::test]
 async fn totals_count_each_match_the_search_sees_once() {
     for db in TestDb::all().await {
@@ -1156,6 +1165,12 @@ async fn totals_count_each_match_the_search_sees_once() {
         let deleted = call(&app, "DELETE", &format!("{BASE}/Patient/c4"), &[], "").await;
         assert!(deleted.status < 300, "{b}: {:?}", deleted.body);
         assert_eq!(put_patient(&app, "c9", "Count").await.status, 201, "{b}");
+        // A reference to a Patient that is not stored: `_has` finds no Patient through it.
+        let ghost = json!({"resourceType": "Observation", "id": "co-ghost", "status": "final",
+            "code": {"text": "counted"}, "subject": {"reference": "Patient/ghost"}});
+        let url = format!("{BASE}/Observation/co-ghost");
+        let put = call(&app, "PUT", &url, &[JSON], ghost.to_string()).await;
+        assert_eq!(put.status, 201, "{b}: {:?}", put.body);
 
         let pages = pages_from(&app, &first.body).await;
         let ids: Vec<String> = pages.iter().flat_map(|p| entries(p).0).collect();
@@ -1173,7 +1188,7 @@ async fn totals_count_each_match_the_search_sees_once() {
             ("Patient?family=counted", 1),
             ("Observation?subject.gender=female", 5),
             ("Observation?subject.family=counted&code:text=counted", 1),
-            ("Observation?code:text=counted&subject:missing=false", 6),
+            ("Observation?code:text=counted&subject:missing=false", 7),
             ("Patient?_has:Observation:subject:code:text=counted", 5),
             (
                 "Patient?_has:Observation:subject:code:text=counted&family=counted",
