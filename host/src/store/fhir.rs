@@ -462,17 +462,8 @@ pub(super) const HISTORY_COLUMNS: &[&str] = &[
     "content",
 ];
 
-/// The columns of `fhir_resources` a current version fills, in the order writers bind them.
-pub(super) const CURRENT_COLUMNS: &[&str] = &[
-    "resource_type",
-    "id",
-    "version_id",
-    "last_updated",
-    "deleted",
-    "content",
-];
-
-/// [`CURRENT_COLUMNS`] after the resource's key, which an import gives itself.
+/// The columns of `fhir_resources` an import fills, in the order it writes them: the
+/// resource's key, which an import gives itself, then [`CURRENT_COLUMNS`].
 pub(super) const KEYED_CURRENT_COLUMNS: &[&str] = &[
     "rk",
     "resource_type",
@@ -482,6 +473,10 @@ pub(super) const KEYED_CURRENT_COLUMNS: &[&str] = &[
     "deleted",
     "content",
 ];
+
+/// The columns of `fhir_resources` a current version fills, in the order writers bind them
+/// (the key is the database's).
+pub(super) const CURRENT_COLUMNS: &[&str] = KEYED_CURRENT_COLUMNS.split_at(1).1;
 
 /// Writes one new version of each of several distinct resources, as [`fhir_write`] does
 /// for one: history rows, current rows, and (unless deleted) fresh index rows, in
@@ -496,24 +491,23 @@ pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result
         // row is safe without comparing its version.
         keys.extend(upsert_current_many(conn, chunk).await?);
     }
-    let key_of = |v: &StoredVersion| {
-        keys.get(&(v.resource_type.clone(), v.id.clone()))
-            .copied()
-            .ok_or_else(|| StoreError::Invalid(format!("no key for {}/{}", v.resource_type, v.id)))
-    };
     // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
-    let replaced = writes
-        .iter()
-        .filter(|(v, _)| !v.deleted && v.version_id > 1)
-        .map(|(v, _)| key_of(v))
-        .collect::<Result<Vec<i64>, _>>()?;
-    delete_index_many(conn, &replaced).await?;
+    let mut replaced = Vec::new();
     let mut owners: Vec<(&str, i64, &IndexRows)> = Vec::new();
     for (v, rows) in writes.iter().filter(|(v, _)| !v.deleted) {
+        let rk = keys
+            .remove(&(v.resource_type.clone(), v.id.clone()))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("no key for {}/{}", v.resource_type, v.id))
+            })?;
+        if v.version_id > 1 {
+            replaced.push(rk);
+        }
         if let Some(rows) = rows {
-            owners.push((v.resource_type.as_str(), key_of(v)?, rows));
+            owners.push((v.resource_type.as_str(), rk, rows));
         }
     }
+    delete_index_many(conn, &replaced).await?;
     insert_index_many(conn, &owners).await
 }
 
@@ -541,7 +535,7 @@ async fn insert_history_many(
 }
 
 /// The current rows of a chunk of versions, inserted or replaced in one statement;
-/// answers their keys.
+/// answers their keys by (type, id).
 async fn upsert_current_many(
     conn: &mut AnyConnection,
     chunk: &[VersionRows],
@@ -560,6 +554,7 @@ async fn upsert_current_many(
     let rows = versions_query(&sql, CURRENT_COLUMNS, chunk)?
         .fetch_all(&mut *conn)
         .await?;
+    // The returned rows come in no promised order: each names its resource.
     rows.iter()
         .map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?)))
         .collect::<Result<_, sqlx::Error>>()

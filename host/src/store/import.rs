@@ -100,12 +100,13 @@ impl Loader {
     /// rows, in one transaction; nothing when one of them exists already
     /// ([`Loaded::Exists`]).
     pub async fn write_new(&mut self, batch: Encoded) -> Result<Loaded, StoreError> {
-        let written = match (&mut self.conn, batch.0) {
+        let resources = batch.resources;
+        let written = match (&mut self.conn, batch.statements) {
             (Conn::Sqlite(conn), Statements::Sqlite(statements)) => {
                 let turn = self.store.turn().await?;
                 let number = turn.as_ref().map_or(0, |t| t.number());
                 let started = Instant::now();
-                let written = write_sqlite(conn, batch.1, statements).await;
+                let written = write_sqlite(conn, resources, statements).await;
                 drop(turn);
                 if let Ok(data_version) = written {
                     let pause = self.courtesy.after(data_version, number, started.elapsed());
@@ -114,7 +115,7 @@ impl Loader {
                 written.map(|_| ())
             }
             (Conn::Postgres(conn), Statements::Postgres(copies)) => {
-                write_postgres(conn, batch.1, copies).await
+                write_postgres(conn, resources, copies).await
             }
             _ => {
                 return Err(StoreError::Invalid(
@@ -143,7 +144,10 @@ impl Loader {
 /// database: the import does it on its reader thread, while the batch before is written.
 /// The resources' keys (`rk`) are taken when the batch is written: the encoding holds
 /// each resource's place in the batch where its key goes ([`Cells::key`]).
-pub struct Encoded(Statements, usize);
+pub struct Encoded {
+    statements: Statements,
+    resources: usize,
+}
 
 enum Statements {
     /// Statement texts and their values.
@@ -167,7 +171,10 @@ pub fn encode(backend: Backend, batch: &[(StoredVersion, IndexRows)]) -> Encoded
         Backend::Sqlite => Statements::Sqlite(sqlite_statements(&tables)),
         Backend::Postgres => Statements::Postgres(copies(&tables)),
     };
-    Encoded(statements, batch.len())
+    Encoded {
+        statements,
+        resources: batch.len(),
+    }
 }
 
 /// Each table's rows in as many statements of [`SQLITE_ROWS`] rows as fit, then of the
