@@ -848,7 +848,7 @@ fn within_compartment(
     }
     let compartment: Vec<&str> = resource_type
         .patient_compartment_params()
-        .map(|p| p.code.as_str())
+        .map(|p| p.rows_code())
         .collect();
     if compartment.is_empty() {
         return Err(format!(

@@ -104,6 +104,20 @@ pub struct SearchParamDef {
     /// For composites: the component parameters, in order.
     pub components: Vec<ComponentDef>,
     compiled: Result<Expr, String>,
+    rows: Rows,
+}
+
+/// Where a search on a parameter finds the values it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rows {
+    /// Index rows under its own code.
+    Own,
+    /// The index rows of another parameter of the same type with the same type,
+    /// expression and targets (`Patient.phonetic` is `Patient.name`): the values are
+    /// the same, so they are written once, under that parameter's code.
+    Of(String),
+    /// The resource's own columns (`_id`, `_lastUpdated`): no index rows at all.
+    Columns,
 }
 
 #[derive(Debug)]
@@ -133,6 +147,22 @@ impl Eq for SearchParamDef {}
 impl SearchParamDef {
     pub fn url(&self) -> String {
         format!("{SEARCH_PARAMETER_URL}{}", self.id)
+    }
+
+    /// The code under which this parameter's index rows are stored: its own, or that
+    /// of the parameter of its type whose values are the same (see [`Rows::Of`]).
+    pub fn rows_code(&self) -> &str {
+        match &self.rows {
+            Rows::Of(code) => code,
+            Rows::Own | Rows::Columns => &self.code,
+        }
+    }
+
+    /// Whether writes extract index rows for this parameter: not for `_id` and
+    /// `_lastUpdated` (searched on the resource's columns) nor for a parameter that
+    /// shares another's rows.
+    pub fn writes_rows(&self) -> bool {
+        self.rows == Rows::Own
     }
 
     /// The parsed expression, or why it cannot be evaluated.
@@ -277,10 +307,12 @@ fn load() -> Definitions {
     let mut params = Vec::new();
     let mut by_base: HashMap<&str, Vec<usize>> = HashMap::new();
     for (base, list) in &raw.params {
+        let first = params.len();
         for p in list {
             by_base.entry(base.as_str()).or_default().push(params.len());
             params.push(param_def(base, p));
         }
+        share_rows(&mut params[first..]);
     }
     let types = ResourceType::all()
         .map(|t| {
@@ -311,6 +343,38 @@ fn load() -> Definitions {
     Definitions { types, params }
 }
 
+/// Marks which parameters of one base are searched on the resource's columns and which
+/// share the index rows of another: of the parameters with the same type, expression and
+/// targets, the first by code keeps the rows. Composites keep their own (their rows are
+/// per element of their components).
+fn share_rows(params: &mut [SearchParamDef]) {
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by(|&a, &b| params[a].code.cmp(&params[b].code));
+    for (n, &i) in order.iter().enumerate() {
+        let p = &params[i];
+        let rows = if matches!(p.code.as_str(), "_id" | "_lastUpdated") {
+            Rows::Columns
+        } else if matches!(
+            p.kind,
+            SearchParamType::Composite | SearchParamType::Special
+        ) {
+            Rows::Own
+        } else {
+            order[..n]
+                .iter()
+                .map(|&j| &params[j])
+                .find(|q| {
+                    q.rows == Rows::Own
+                        && q.kind == p.kind
+                        && q.expression == p.expression
+                        && q.targets == p.targets
+                })
+                .map_or(Rows::Own, |q| Rows::Of(q.code.clone()))
+        };
+        params[i].rows = rows;
+    }
+}
+
 /// One parameter of the table, its expressions compiled.
 fn param_def(base: &str, p: &RawParam) -> SearchParamDef {
     SearchParamDef {
@@ -336,6 +400,7 @@ fn param_def(base: &str, p: &RawParam) -> SearchParamDef {
         } else {
             fhirpath::parse(&p.expr)
         },
+        rows: Rows::Own,
     }
 }
 
@@ -472,5 +537,40 @@ mod tests {
             .map(|p| p.id.as_str())
             .collect::<std::collections::BTreeSet<_>>();
         assert_eq!(searchable_composites.len(), 46);
+    }
+
+    #[test]
+    fn parameters_with_the_same_values_share_their_rows() {
+        let rows_of = |t: &str, code: &str| {
+            let p = ResourceType::parse(t).unwrap().search_param(code).unwrap();
+            (p.rows_code().to_owned(), p.writes_rows())
+        };
+        assert_eq!(rows_of("Patient", "name"), ("name".into(), true));
+        assert_eq!(rows_of("Patient", "phonetic"), ("name".into(), false));
+        assert_eq!(rows_of("Practitioner", "phonetic"), ("name".into(), false));
+        assert_eq!(
+            rows_of("ResearchSubject", "patient"),
+            ("individual".into(), false)
+        );
+        assert_eq!(rows_of("CodeSystem", "url"), ("system".into(), false));
+        // Other expressions: rows of their own.
+        assert_eq!(rows_of("Observation", "patient"), ("patient".into(), true));
+        assert_eq!(rows_of("Observation", "subject"), ("subject".into(), true));
+        // The resource's columns.
+        assert_eq!(rows_of("Patient", "_id"), ("_id".into(), false));
+        assert_eq!(
+            rows_of("Observation", "_lastUpdated"),
+            ("_lastUpdated".into(), false)
+        );
+        // Composites keep their own, even with the expression of another.
+        assert_eq!(
+            rows_of("Observation", "code-value-string"),
+            ("code-value-string".into(), true)
+        );
+        let shared: usize = ResourceType::all()
+            .flat_map(|t| t.search_params())
+            .filter(|p| p.rows_code() != p.code)
+            .count();
+        assert_eq!(shared, 11, "phonetic ×4 and seven others of R4");
     }
 }

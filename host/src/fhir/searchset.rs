@@ -1225,7 +1225,7 @@ impl Capped {
 fn follow(inc: &Include) -> Follow<'_> {
     Follow {
         source_type: inc.source_type,
-        param: inc.param.map(|p| p.code.as_str()),
+        param: inc.param.map(|p| p.rows_code()),
         target_type: inc.target_type,
     }
 }

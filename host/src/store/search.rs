@@ -384,7 +384,7 @@ impl<'a> Sql<'a> {
     ) -> Result<Owners> {
         let c = self.alias("c");
         let t = self.alias("t");
-        let code = self.text(param.code.as_str());
+        let code = self.text(param.rows_code());
         let mut alternatives = Vec::new();
         for target in targets {
             let Some(seen_under) = self.reach_of(mode, target.resource_type)? else {
@@ -449,7 +449,7 @@ impl<'a> Sql<'a> {
         let Some(seen_under) = self.reach_of(mode, source_type)? else {
             return Ok(None);
         };
-        let code = self.text(reference.code.as_str());
+        let code = self.text(reference.rows_code());
         let source = self.typed(
             seen_under,
             source_type,
@@ -525,7 +525,7 @@ impl<'a> Sql<'a> {
             ))
         })?;
         let i = self.alias("i");
-        let code = self.text(param.code.as_str());
+        let code = self.text(param.rows_code());
         let owners = Owners {
             from: format!("{table} {i}"),
             owner: Owner::Row(i.clone()),
@@ -654,7 +654,7 @@ impl<'a> Sql<'a> {
             })?,
         };
         let i = self.alias("i");
-        let code = self.text(param.code.as_str());
+        let code = self.text(param.rows_code());
         let condition = self.value_condition(value, &i)?;
         Ok(Some(Owners {
             from: format!("{table} {i}"),
@@ -844,7 +844,7 @@ impl<'a> Sql<'a> {
             SearchParamType::Composite | SearchParamType::Special => return "NULL".into(),
         };
         let i = self.alias("i");
-        let code = self.text(param.code.as_str());
+        let code = self.text(param.rows_code());
         format!(
             "(SELECT {agg}({i}.{column}{noop}) FROM {table} {i} WHERE {i}.rk = {r}.rk \
              AND {i}.param = {code})"

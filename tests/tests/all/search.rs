@@ -37,6 +37,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("Patient?address=paris", &["p3"]),
     ("Patient?address-postalcode=021", &["p1"]),
     ("Patient?name=xyz", &[]),
+    // phonetic has the expression of name: it is searched on name's rows
+    ("Patient?phonetic=lovel", &["p1", "p4"]),
+    ("Patient?phonetic:exact=Lovelace", &["p1"]),
+    ("Practitioner?phonetic=smi", &["pr1"]),
     ("Patient?family=lovelace&given=ada", &["p1"]),
     ("Patient?family=lovelace&given=james", &[]),
     ("Practitioner?name=smi", &["pr1"]),

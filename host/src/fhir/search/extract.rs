@@ -225,9 +225,10 @@ fn composite_rows(param: &'static SearchParamDef, resource: &Value, rows: &mut I
 }
 
 /// Adds the rows of one parameter to `rows`. Parameters that are not indexed (see
-/// [`SearchParamDef::indexing`]) add nothing.
+/// [`SearchParamDef::indexing`]) or write no rows of their own
+/// ([`SearchParamDef::writes_rows`]) add nothing.
 pub fn extract_param(param: &'static SearchParamDef, resource: &Value, rows: &mut IndexRows) {
-    if param.indexing().is_err() {
+    if !param.writes_rows() || param.indexing().is_err() {
         return;
     }
     let Ok(expr) = param.compiled() else {
