@@ -96,9 +96,10 @@ pub enum FhirCommand {
         /// Where the OperationOutcome lines of refused lines go (default: standard error).
         #[arg(long, value_name = "FILE")]
         errors: Option<PathBuf>,
-        /// Resources per transaction.
-        #[arg(long, default_value_t = 1000, value_name = "N")]
-        batch: usize,
+        /// Resources per transaction (default: 5,000 on SQLite while no other process
+        /// writes to the database, else 1,000).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
         #[command(flatten)]
         store: StoreFlags,
     },
@@ -743,7 +744,7 @@ const IMPORT_PLUGIN_DEADLINE: std::time::Duration = std::time::Duration::from_mi
 async fn run_import(
     paths: &[PathBuf],
     errors: Option<&std::path::Path>,
-    batch: usize,
+    batch: Option<usize>,
     flags: StoreFlags,
 ) -> anyhow::Result<()> {
     use crate::fhir::repository::{Repository, RepositoryOptions};
@@ -768,7 +769,7 @@ async fn run_import(
         None => Box::new(std::io::stderr()),
     };
     let options = crate::fhir::import::ImportOptions {
-        batch: batch.max(1),
+        batch,
         max_line_bytes: settings.fhir.max_body_bytes,
     };
     let progress = crate::fhir::import::Progress::default();

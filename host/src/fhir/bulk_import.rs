@@ -30,7 +30,7 @@ use super::bulk_worker::{Exports, StartError};
 use super::clock::now_ms;
 use super::definitions::ResourceType;
 use super::error::FhirError;
-use super::import::{ImportError, ImportOptions, Input, Progress, import};
+use super::import::{BATCH_SHARED, ImportError, ImportOptions, Input, Progress, import};
 use super::outcome::Issue;
 use super::repository::Repository;
 use crate::gate::Caller;
@@ -43,8 +43,6 @@ const INPUT_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson"
 pub const MAX_INPUTS: usize = 1000;
 /// The error file of a completed import with refused lines.
 pub const ERRORS_FILE: &str = "errors.ndjson";
-/// Resources per batch (one write transaction) of an import job.
-const BATCH: usize = 1000;
 /// How long a fetch may take to connect.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -426,7 +424,8 @@ impl Imports {
         let errors_path = dir.join(ERRORS_FILE);
         let mut errors = std::io::BufWriter::new(std::fs::File::create(&errors_path)?);
         let options = ImportOptions {
-            batch: BATCH,
+            // Inside the serving process, whose own writes wait for a batch's turn.
+            batch: Some(BATCH_SHARED),
             max_line_bytes: self.fhir.limits().max_resource_bytes,
         };
         let report = import(&self.fhir, &inputs, options, &mut errors, &watch.progress).await?;

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
@@ -79,8 +80,9 @@ impl Input {
 /// How an import reads its inputs.
 #[derive(Debug, Clone, Copy)]
 pub struct ImportOptions {
-    /// Resources per batch (one write transaction).
-    pub batch: usize,
+    /// Resources per batch (one write transaction); `None`: [`BATCH_ALONE`] on SQLite
+    /// while no other process writes to the database, else [`BATCH_SHARED`].
+    pub batch: Option<usize>,
     /// The longest line read: a longer one is refused without being held in memory.
     pub max_line_bytes: usize,
 }
@@ -143,6 +145,19 @@ struct Batch {
 
 /// Batches the reader may have ready before the writer takes them.
 const QUEUED_BATCHES: usize = 2;
+
+/// Resources per batch, unless named, while another process writes to the database, and
+/// always on PostgreSQL (where larger batches load no faster: its writers are the index
+/// inserts of two transactions at once).
+pub const BATCH_SHARED: usize = 1000;
+
+/// Resources per batch, unless named, of a SQLite import that no other process writes
+/// beside. A batch holds SQLite's write lock for its whole transaction (about half a
+/// second for 5,000 Patients on 2 cores), so the import takes these only while it finds
+/// no other writer's commits between its batches ([`Loader::others_writing`]), and goes
+/// back to [`BATCH_SHARED`] for as long as it does. Loading 100,000 Patients:
+/// `bench/bulk_import.py`, figures in `bench/README.md`.
+pub const BATCH_ALONE: usize = 5000;
 
 /// The NDJSON files named: files as given, and in directories their `*.ndjson` and
 /// `*.ndjson.gz` files in name order.
@@ -293,11 +308,12 @@ pub async fn import(
     progress: &Progress,
 ) -> Result<ImportReport, ImportError> {
     let (sender, mut batches) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+    let shared = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (fhir, inputs) = (fhir.clone(), inputs.to_vec());
-        tokio::task::spawn_blocking(move || read(&fhir, &inputs, options, &sender))
+        let (fhir, inputs, shared) = (fhir.clone(), inputs.to_vec(), shared.clone());
+        tokio::task::spawn_blocking(move || read(&fhir, &inputs, options, &shared, &sender))
     };
-    let mut writers = Writers::open(fhir, errors, progress).await?;
+    let mut writers = Writers::open(fhir, errors, progress, shared).await?;
     while let Some(batch) = batches.recv().await {
         if progress.stopped() {
             break;
@@ -330,6 +346,8 @@ struct Writers<'a> {
     fhir: &'a Repository,
     errors: &'a mut (dyn Write + Send),
     progress: &'a Progress,
+    /// Whether a loader found another process writing after its last batch.
+    shared: Arc<AtomicBool>,
     idle: Vec<Loader>,
     running: tokio::task::JoinSet<Attempt>,
     assume_new: bool,
@@ -349,6 +367,7 @@ impl<'a> Writers<'a> {
         fhir: &'a Repository,
         errors: &'a mut (dyn Write + Send),
         progress: &'a Progress,
+        shared: Arc<AtomicBool>,
     ) -> Result<Self, ImportError> {
         let count = match fhir.store().backend() {
             Backend::Sqlite => 1,
@@ -362,6 +381,7 @@ impl<'a> Writers<'a> {
             fhir,
             errors,
             progress,
+            shared,
             idle,
             running: tokio::task::JoinSet::new(),
             assume_new: true,
@@ -422,6 +442,8 @@ impl<'a> Writers<'a> {
             places,
             loaded,
         } = done.map_err(|e| ImportError::Store(format!("a writer stopped: {e}")))?;
+        self.shared
+            .store(loader.others_writing(), Ordering::Relaxed);
         self.idle.push(loader);
         match loaded? {
             Loaded::Written => {
@@ -479,19 +501,22 @@ impl<'a> Writers<'a> {
 }
 
 /// The reader: every line of `inputs` parsed, checked and indexed, sent in batches of
-/// `options.batch` resources; answers how many inputs it read. A resource that comes again
+/// `options.batch` resources (or as many as [`Reader::batch`] says while `shared` says
+/// whether others write); answers how many inputs it read. A resource that comes again
 /// starts a new batch, so that a batch writes one version of each resource.
 fn read(
     fhir: &Repository,
     inputs: &[Input],
     options: ImportOptions,
+    shared: &AtomicBool,
     out: &tokio::sync::mpsc::Sender<Batch>,
 ) -> Result<u64, ImportError> {
     let mut reader = Reader {
         fhir,
         out,
         backend: fhir.store().backend(),
-        batch: options.batch.max(1),
+        batch: options.batch.map(|n| n.max(1)),
+        shared,
         current: Prepared::default(),
         keys: std::collections::HashSet::new(),
     };
@@ -530,12 +555,23 @@ struct Reader<'a> {
     fhir: &'a Repository,
     out: &'a tokio::sync::mpsc::Sender<Batch>,
     backend: Backend,
-    batch: usize,
+    /// The batch size named, if one was.
+    batch: Option<usize>,
+    shared: &'a AtomicBool,
     current: Prepared,
     keys: std::collections::HashSet<(ResourceType, String)>,
 }
 
 impl Reader<'_> {
+    /// Resources in the batch being gathered before it is sent.
+    fn batch(&self) -> usize {
+        match (self.batch, self.backend) {
+            (Some(n), _) => n,
+            (None, Backend::Sqlite) if !self.shared.load(Ordering::Relaxed) => BATCH_ALONE,
+            (None, _) => BATCH_SHARED,
+        }
+    }
+
     /// Takes one line of `input`; false when the writer has stopped.
     fn line(&mut self, input: &Input, at: String, text: &str) -> Result<bool, ImportError> {
         let (resource_type, id, resource) = match parse_line(text, input.only) {
@@ -561,7 +597,7 @@ impl Reader<'_> {
             Err(e) if !e.kind().is_server_failure() => self.current.refused.push((at, why(&e))),
             Err(e) => return Err(e.into()),
         }
-        if self.current.writes.len() >= self.batch {
+        if self.current.writes.len() >= self.batch() {
             if !send(self.backend, &mut self.current, self.out) {
                 return Ok(false);
             }

