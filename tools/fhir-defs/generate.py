@@ -88,12 +88,30 @@ def describe(description, base):
     return lines[0][:200] if lines else ""
 
 
+def single_valued(expression, max_of):
+    """Whether `expression` selects at most one element of a resource: a plain path
+    `Type.a.b` whose every element (a choice `a[x]` too) has max "1" in the type's
+    StructureDefinition. Anything else (unions, functions, `as`, paths into data types)
+    counts as possibly many."""
+    steps = expression.split(".")
+    if len(steps) < 2 or not all(step.isidentifier() for step in steps):
+        return False
+    path = steps[0]
+    for step in steps[1:]:
+        path = f"{path}.{step}"
+        limit = max_of.get(path, max_of.get(path + "[x]"))
+        if limit != "1":
+            return False
+    return True
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     package_dir, output = sys.argv[1], sys.argv[2]
 
     resource_types, domain_resources, data_types = [], set(), []
+    max_of = {}  # element path of a resource type -> its max cardinality
     for name in sorted(os.listdir(package_dir)):
         if not name.startswith("StructureDefinition-"):
             continue
@@ -102,6 +120,8 @@ def main():
             continue
         if sd["kind"] == "resource" and not sd.get("abstract"):
             resource_types.append(sd["type"])
+            for element in sd["snapshot"]["element"]:
+                max_of[element["path"]] = element.get("max")
             if sd.get("baseDefinition", "").endswith("/DomainResource"):
                 domain_resources.add(sd["type"])
         elif sd["kind"] in ("primitive-type", "complex-type"):
@@ -133,6 +153,8 @@ def main():
                 "expr": restrict(sp.get("expression", ""), base, set(sp["base"]), type_set),
                 "desc": describe(sp.get("description", ""), base),
             }
+            if single_valued(entry["expr"], max_of):
+                entry["one"] = True
             if targets:
                 entry["target"] = targets
             if components:

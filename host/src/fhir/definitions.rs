@@ -103,6 +103,11 @@ pub struct SearchParamDef {
     pub targets: Vec<ResourceType>,
     /// For composites: the component parameters, in order.
     pub components: Vec<ComponentDef>,
+    /// The expression selects at most one element of a resource: a plain path of
+    /// elements of cardinality 0..1 in the type's StructureDefinition
+    /// (`Observation.effective`, `Patient.birthDate`). A date parameter then has at most
+    /// one index row per resource.
+    pub single: bool,
     compiled: Result<Expr, String>,
     rows: Rows,
 }
@@ -292,6 +297,8 @@ struct RawParam {
     target: Vec<String>,
     #[serde(default)]
     comp: Vec<RawComponent>,
+    #[serde(default)]
+    one: bool,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +392,7 @@ fn param_def(base: &str, p: &RawParam) -> SearchParamDef {
         expression: p.expr.clone(),
         description: p.desc.clone(),
         targets: resolve_targets(&p.target),
+        single: p.one,
         components: p
             .comp
             .iter()
@@ -558,6 +566,17 @@ mod tests {
         assert_eq!(rows_of("Observation", "subject"), ("subject".into(), true));
         // The resource's columns.
         assert_eq!(rows_of("Patient", "_id"), ("_id".into(), false));
+        let single = |t: &str, code: &str| {
+            ResourceType::parse(t)
+                .unwrap()
+                .search_param(code)
+                .unwrap()
+                .single
+        };
+        assert!(single("Patient", "birthdate") && single("Observation", "date"));
+        // Many elements (name), a union of paths, a function.
+        assert!(!single("Patient", "name") && !single("Patient", "address-city"));
+        assert!(!single("Condition", "onset-date") && !single("Patient", "death-date"));
         assert_eq!(
             rows_of("Observation", "_lastUpdated"),
             ("_lastUpdated".into(), false)

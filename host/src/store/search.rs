@@ -1173,6 +1173,75 @@ impl<'a> Sql<'a> {
         Ok(text)
     }
 
+    /// The text of a page read in the order of the sort parameter's index, for a search
+    /// that allows it ([`ordered_key`]): of the first `count + 1` times [`ORDERED_BUDGET`]
+    /// index rows from `from` on, the matches, at most `count + 1` of them. All of a page
+    /// only when that many come back: the resources without a value of the parameter
+    /// (their NULL key last) are not in it, nor matches past the budget.
+    fn ordered_page(
+        &mut self,
+        spec: &SearchSpec<'_>,
+        key: OrderedKey,
+        count: i64,
+    ) -> Result<String> {
+        let OrderedKey {
+            resource_type,
+            param,
+            descending,
+            after,
+        } = key;
+        // Ties in the order of the resources' keys in either direction, as in `page`.
+        let (column, index, direction, op) = if descending {
+            ("high", "fhir_idx_date_high", "DESC", "<")
+        } else {
+            ("low", "fhir_idx_date_value", "ASC", ">")
+        };
+        let mut conditions = vec![
+            format!("o.resource_type = {}", self.text(resource_type.as_str())),
+            format!("o.param = {}", self.text(param.rows_code())),
+        ];
+        // One row per resource: a criterion on the parameter is a condition on that row.
+        for criterion in &spec.branches[0].criteria {
+            if let Criterion::Match { values, .. } = criterion {
+                let mut alternatives = Vec::new();
+                for value in values {
+                    alternatives.push(self.value_condition(value, "o")?);
+                }
+                conditions.push(or(alternatives));
+            }
+        }
+        if let Some((value, rk)) = after {
+            let (v, same, rk) = (self.int(value), self.int(value), self.int(rk));
+            conditions.push(format!(
+                "(o.{column} {op} {v} OR (o.{column} = {same} AND o.rk > {rk}))"
+            ));
+        }
+        // The criteria are all on `o` and the access is to the whole type: what is left
+        // to test of each resource is that the search sees it.
+        let where_clause = format!(
+            "r.resource_type = {} AND {}",
+            self.text(resource_type.as_str()),
+            self.existing(spec)
+        );
+        let indexed = if self.sqlite {
+            format!(" INDEXED BY {index}")
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "SELECT p.rk, p.resource_type, p.id, p.version_id, p.last_updated, c.content, p.s0 \
+             FROM (SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated, o.s0 \
+             FROM (SELECT o.rk, o.{column} AS s0 FROM fhir_idx_date o{indexed} WHERE {} \
+             ORDER BY o.{column} {direction}, o.rk LIMIT {}) o \
+             JOIN fhir_resources r ON r.rk = o.rk WHERE {where_clause} \
+             ORDER BY o.s0 {direction}, o.rk LIMIT {}) p \
+             JOIN fhir_resources c ON c.rk = p.rk ORDER BY p.s0 {direction}, p.rk",
+            and(conditions),
+            (count + 1) * ORDERED_BUDGET,
+            count + 1
+        ))
+    }
+
     fn bind(&mut self, value: Bind) -> String {
         self.binds.push(value);
         format!("${}", self.binds.len())
@@ -1189,6 +1258,59 @@ impl<'a> Sql<'a> {
         }
         query
     }
+}
+
+/// Index rows an ordered page reads per row it answers (see [`Sql::ordered_page`]):
+/// rows of deleted resources, and of resources changed since the snapshot, are passed over.
+const ORDERED_BUDGET: i64 = 4;
+
+/// A search whose page can be read in the order of its sort parameter's index.
+#[derive(Debug, Clone, Copy)]
+struct OrderedKey {
+    resource_type: ResourceType,
+    param: &'static SearchParamDef,
+    descending: bool,
+    /// The key and resource key of the row the page continues after.
+    after: Option<(i64, i64)>,
+}
+
+/// Whether `spec` is a search of one resource type, under access to all of it, sorted by
+/// one date parameter with at most one value per resource ([`SearchParamDef::single`])
+/// and with criteria on that parameter only: then every index row in the order of the
+/// parameter is a match, unless its resource is deleted or changed since the snapshot,
+/// and a page is the next rows of the index. A search with other criteria or restricted
+/// access could pass over most of the index before it fills a page (a patient's
+/// Observations by date), so it takes the general plan.
+fn ordered_key(spec: &SearchSpec<'_>, from: &PageFrom) -> Option<OrderedKey> {
+    let ([key], [branch]) = (spec.sort, spec.branches) else {
+        return None;
+    };
+    let param = key.param;
+    if param.kind != SearchParamType::Date || !param.single || !param.writes_rows() {
+        return None;
+    }
+    let resource_type = branch.resource_type?;
+    if !spec.access.is_unrestricted() {
+        return None;
+    }
+    let on_key = |c: &Criterion| matches!(c, Criterion::Match { param: p, negated: false, .. } if *p == param);
+    if !branch.criteria.iter().all(on_key) {
+        return None;
+    }
+    let after = match from {
+        PageFrom::First => None,
+        PageFrom::After(position) => match position.keys.as_slice() {
+            [value] => Some((value.as_i64()?, position.rk)),
+            _ => return None,
+        },
+        PageFrom::Before(_) => return None,
+    };
+    Some(OrderedKey {
+        resource_type,
+        param,
+        descending: key.descending,
+        after,
+    })
 }
 
 /// A comparable value of a range predicate, bound with its own SQL type.
@@ -1391,9 +1513,17 @@ pub async fn search_page_in(
     let mut sql = Sql::new(spec.access, spec.reach, spec.base_url)
         .on_sqlite(conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME);
     let count = count.max(0);
-    let text = sql.page(spec, from, count)?;
+    let mut rows = Vec::new();
+    if let Some(key) = ordered_key(spec, from) {
+        let text = sql.ordered_page(spec, key, count)?;
+        rows = sql.run(&text).fetch_all(&mut *conn).await?;
+        sql = Sql::new(spec.access, spec.reach, spec.base_url).on_sqlite(sql.sqlite);
+    }
+    if rows.len() as i64 <= count {
+        let text = sql.page(spec, from, count)?;
+        rows = sql.run(&text).fetch_all(&mut *conn).await?;
+    }
     let backwards = matches!(from, PageFrom::Before(_));
-    let rows = sql.run(&text).fetch_all(&mut *conn).await?;
     let more = rows.len() as i64 > count;
     let mut found = Vec::new();
     let mut positions = Vec::new();

@@ -798,6 +798,62 @@ async fn paging_keeps_the_order_of_every_sort() {
     }
 }
 
+/// A search sorted by a date parameter with one value per resource and criteria on that
+/// parameter only is read in the order of its index (`Observation.effective`); the same
+/// search with one more criterion takes the general plan. Both give the same pages, forward
+/// and back, with ties (o2, o9), a Period (o8), a resource without the element (o7, last)
+/// and a deleted one.
+#[tokio::test]
+async fn a_sort_read_in_index_order_pages_as_the_general_plan_does() {
+    for db in TestDb::all().await {
+        let (app, _) = app_on(&db, "").await;
+        let b = db.backend;
+        load(&app, b).await;
+        let gone = json!({"resourceType": "Observation", "id": "gone", "status": "final",
+                          "code": {"text": "x"}, "effectiveDateTime": "2021-03-01"});
+        let url = format!("{BASE}/Observation/gone");
+        let put = call(&app, "PUT", &url, &[JSON], gone.to_string()).await;
+        assert_eq!(put.status, 201, "{b}: {:?}", put.body);
+        assert_eq!(call(&app, "DELETE", &url, &[], "").await.status, 204, "{b}");
+        for sort in ["date", "-date"] {
+            for criteria in ["", "&date=ge2020-06", "&date=lt2021-06-15&date=ge2000"] {
+                let ordered = format!("Observation?_sort={sort}{criteria}");
+                // `_id:not` is a criterion on another parameter: the general plan.
+                let general = format!("{ordered}&_id:not=none");
+                let all = entries(&get(&app, &general).await.body).0;
+                assert!(
+                    !all.is_empty() && !all.contains(&"gone".to_owned()),
+                    "{b}: {all:?}"
+                );
+                assert_eq!(
+                    entries(&get(&app, &ordered).await.body).0,
+                    all,
+                    "{b}: {ordered}"
+                );
+                for count in [1, 2, 3] {
+                    let (paged, _, bodies) =
+                        follow_pages(&app, &format!("{ordered}&_count={count}")).await;
+                    assert_eq!(paged, all, "{b}: {ordered}&_count={count}");
+                    let back = walked_back(&app, bodies.last().unwrap(), all.len()).await;
+                    assert_eq!(back, all, "{b}: {ordered}&_count={count}: previous");
+                }
+            }
+        }
+        let ascending = entries(&get(&app, "Observation?_sort=date").await.body).0;
+        assert_eq!(
+            ascending,
+            ["o6", "o8", "o4", "o1", "o2", "o9", "o3", "o5", "o7"],
+            "{b}: ties in creation order, no date last"
+        );
+        let descending = entries(&get(&app, "Observation?_sort=-date").await.body).0;
+        assert_eq!(
+            descending,
+            ["o5", "o3", "o2", "o9", "o1", "o4", "o8", "o6", "o7"],
+            "{b}: ties in creation order too"
+        );
+    }
+}
+
 /// Resources written after the first page do not shift the next pages; a fresh search
 /// sees them.
 #[tokio::test]
