@@ -119,8 +119,14 @@ enum Rows {
     Own,
     /// The index rows of another parameter of the same type with the same type,
     /// expression and targets (`Patient.phonetic` is `Patient.name`): the values are
-    /// the same, so they are written once, under that parameter's code.
-    Of(String),
+    /// the same, so they are written once, under that parameter's code. With a `system`,
+    /// those of its token rows with that system: `Patient.phone` is
+    /// `Patient.telecom.where(system='phone')`, and a `ContactPoint`'s system is its
+    /// token row's system.
+    Of {
+        code: String,
+        system: Option<String>,
+    },
     /// The resource's own columns (`_id`, `_lastUpdated`): no index rows at all.
     Columns,
 }
@@ -158,8 +164,17 @@ impl SearchParamDef {
     /// of the parameter of its type whose values are the same (see [`Rows::Of`]).
     pub fn rows_code(&self) -> &str {
         match &self.rows {
-            Rows::Of(code) => code,
+            Rows::Of { code, .. } => code,
             Rows::Own | Rows::Columns => &self.code,
+        }
+    }
+
+    /// The token system of the rows of [`SearchParamDef::rows_code`] that are this
+    /// parameter's, when it shares only some of them (see [`Rows::Of`]).
+    pub fn rows_system(&self) -> Option<&str> {
+        match &self.rows {
+            Rows::Of { system, .. } => system.as_deref(),
+            Rows::Own | Rows::Columns => None,
         }
     }
 
@@ -352,8 +367,9 @@ fn load() -> Definitions {
 
 /// Marks which parameters of one base are searched on the resource's columns and which
 /// share the index rows of another: of the parameters with the same type, expression and
-/// targets, the first by code keeps the rows. Composites keep their own (their rows are
-/// per element of their components).
+/// targets, the first by code keeps the rows; a token parameter `E.where(system='S')`
+/// takes the rows with system S of the token parameter `E`. Composites keep their own
+/// (their rows are per element of their components).
 fn share_rows(params: &mut [SearchParamDef]) {
     let mut order: Vec<usize> = (0..params.len()).collect();
     order.sort_by(|&a, &b| params[a].code.cmp(&params[b].code));
@@ -376,10 +392,41 @@ fn share_rows(params: &mut [SearchParamDef]) {
                         && q.expression == p.expression
                         && q.targets == p.targets
                 })
-                .map_or(Rows::Own, |q| Rows::Of(q.code.clone()))
+                .map_or(Rows::Own, |q| Rows::Of {
+                    code: q.code.clone(),
+                    system: None,
+                })
         };
         params[i].rows = rows;
     }
+    for i in 0..params.len() {
+        let p = &params[i];
+        if p.rows != Rows::Own || p.kind != SearchParamType::Token {
+            continue;
+        }
+        let Some((whole, system)) = system_filter(&p.expression) else {
+            continue;
+        };
+        let shared = params.iter().find(|q| {
+            q.rows == Rows::Own && q.kind == SearchParamType::Token && q.expression == whole
+        });
+        if let Some(q) = shared {
+            params[i].rows = Rows::Of {
+                code: q.code.clone(),
+                system: Some(system.to_owned()),
+            };
+        }
+    }
+}
+
+/// `E.where(system='S')` as `(E, S)`.
+fn system_filter(expression: &str) -> Option<(&str, &str)> {
+    let (whole, rest) = expression.split_once(".where(system='")?;
+    let system = rest.strip_suffix("')")?;
+    system
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        .then_some((whole, system))
 }
 
 /// One parameter of the table, its expressions compiled.
@@ -590,6 +637,18 @@ mod tests {
             .flat_map(|t| t.search_params())
             .filter(|p| p.rows_code() != p.code)
             .count();
-        assert_eq!(shared, 11, "phonetic ×4 and seven others of R4");
+        assert_eq!(
+            shared,
+            11 + 12,
+            "phonetic ×4, seven others, phone and email ×6"
+        );
+        let phone = ResourceType::parse("Patient")
+            .unwrap()
+            .search_param("phone")
+            .unwrap();
+        assert_eq!(
+            (phone.rows_code(), phone.rows_system(), phone.writes_rows()),
+            ("telecom", Some("phone"), false)
+        );
     }
 }

@@ -525,11 +525,10 @@ impl<'a> Sql<'a> {
             ))
         })?;
         let i = self.alias("i");
-        let code = self.text(param.rows_code());
         let owners = Owners {
             from: format!("{table} {i}"),
             owner: Owner::Row(i.clone()),
-            conditions: vec![format!("{i}.param = {code}")],
+            conditions: vec![self.rows_of(param, &i)],
         };
         Ok(self.semi_join(rt, r, owners))
     }
@@ -654,12 +653,12 @@ impl<'a> Sql<'a> {
             })?,
         };
         let i = self.alias("i");
-        let code = self.text(param.rows_code());
+        let rows = self.rows_of(param, &i);
         let condition = self.value_condition(value, &i)?;
         Ok(Some(Owners {
             from: format!("{table} {i}"),
             owner: Owner::Row(i.clone()),
-            conditions: vec![format!("{i}.param = {code}"), condition],
+            conditions: vec![rows, condition],
         }))
     }
 
@@ -844,11 +843,21 @@ impl<'a> Sql<'a> {
             SearchParamType::Composite | SearchParamType::Special => return "NULL".into(),
         };
         let i = self.alias("i");
-        let code = self.text(param.rows_code());
+        let rows = self.rows_of(param, &i);
         format!(
             "(SELECT {agg}({i}.{column}{noop}) FROM {table} {i} WHERE {i}.rk = {r}.rk \
-             AND {i}.param = {code})"
+             AND {rows})"
         )
+    }
+
+    /// The condition that the index row `i` is one of `param`'s: its code, and the system
+    /// of the rows it shares with another parameter ([`SearchParamDef::rows_system`]).
+    fn rows_of(&mut self, param: &SearchParamDef, i: &str) -> String {
+        let code = self.text(param.rows_code());
+        match param.rows_system() {
+            Some(system) => format!("{i}.param = {code} AND {i}.system = {}", self.text(system)),
+            None => format!("{i}.param = {code}"),
+        }
     }
 
     /// The `WHERE` of a search over `fhir_resources r`.

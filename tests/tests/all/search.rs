@@ -101,6 +101,15 @@ const CASES: &[(&str, &[&str])] = &[
     ("Patient?telecom=555-0001", &["p1"]),
     ("Patient?phone=555-0001", &["p1"]),
     ("Patient?email=hans@example.org", &["p2"]),
+    // phone and email are searched on the telecom rows of their system
+    ("Patient?email=555-0001", &[]),
+    ("Patient?phone=hans@example.org", &[]),
+    ("Patient?telecom=hans@example.org", &["p2"]),
+    ("Patient?phone:missing=false", &["p1"]),
+    ("Patient?email:missing=false", &["p2"]),
+    ("Patient?phone:missing=true&email:missing=true&_id=p1,p2,p3", &["p3"]),
+    ("Patient?_sort=phone&_id=p1,p2", &["p1", "p2"]),
+    ("Patient?_sort=email&_id=p1,p2", &["p2", "p1"]),
     ("Encounter?status=finished", &["e1", "e3"]),
     ("Encounter?class=AMB", &["e1", "e3"]),
     (

@@ -156,15 +156,17 @@ fn patient_example() {
         "identifier",
         &["t urn:oid:1.2.36.146.595.217.0.1|12345 -"],
     );
+    // `phone` is searched on the `telecom` rows with system phone: no rows of its own.
     check(
         &p,
-        "phone",
+        "telecom",
         &[
             "t phone|(03) 3410 5613 -",
             "t phone|(03) 5555 6473 -",
             "t phone|(03) 5555 8834 -",
         ],
     );
+    check(&p, "phone", &[]);
     check(&p, "email", &[]);
     check(&p, "address-city", &["s pleasantville / PleasantVille"]);
     check(&p, "address-postalcode", &["s 3999 / 3999"]);
