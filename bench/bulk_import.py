@@ -3,7 +3,7 @@
 `hestia fhir import` on a fresh SQLite data directory and, with --database-url, on a
 PostgreSQL database (which must be empty of FHIR resources: use a new database).
 
-Usage: python3 bench/bulk_import.py [--bin PATH] [--count 100000] [--batch 1000]
+Usage: python3 bench/bulk_import.py [--bin PATH] [--count 100000] [--batch N]
                                     [--database-url postgres://...]
 Prints resources/s for each database; the wall time includes start-up (migrations,
 plugin compilation), which is part of what an import costs.
@@ -51,8 +51,10 @@ def patient(n, rng):
 
 
 def timed_import(args, path, tmp, database_url):
-    cmd = [args.bin, "fhir", "import", path, "--batch", str(args.batch),
+    cmd = [args.bin, "fhir", "import", path,
            "--data-dir", tmp, "--errors", os.path.join(tmp, "errors.ndjson")]
+    if args.batch:
+        cmd += ["--batch", str(args.batch)]
     if database_url:
         cmd += ["--database-url", database_url]
     start = time.monotonic()
@@ -69,7 +71,8 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", "target")
     ap.add_argument("--bin", default=os.path.join(target, "release", "hestia"))
     ap.add_argument("--count", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--batch", type=int,
+                    help="resources per transaction (default: the importer's own choice)")
     ap.add_argument("--database-url")
     args = ap.parse_args()
     rng = random.Random(7)
