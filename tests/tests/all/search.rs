@@ -107,7 +107,10 @@ const CASES: &[(&str, &[&str])] = &[
     ("Patient?telecom=hans@example.org", &["p2"]),
     ("Patient?phone:missing=false", &["p1"]),
     ("Patient?email:missing=false", &["p2"]),
-    ("Patient?phone:missing=true&email:missing=true&_id=p1,p2,p3", &["p3"]),
+    (
+        "Patient?phone:missing=true&email:missing=true&_id=p1,p2,p3",
+        &["p3"],
+    ),
     ("Patient?_sort=phone&_id=p1,p2", &["p1", "p2"]),
     ("Patient?_sort=email&_id=p1,p2", &["p2", "p1"]),
     ("Encounter?status=finished", &["e1", "e3"]),
