@@ -1207,7 +1207,7 @@ impl<'a> Sql<'a> {
         };
         let mut conditions = vec![
             format!("o.resource_type = {}", self.text(resource_type.as_str())),
-            format!("o.param = {}", self.text(param.rows_code())),
+            self.rows_of(param, "o"),
         ];
         // One row per resource: a criterion on the parameter is a condition on that row.
         for criterion in &spec.branches[0].criteria {
@@ -1519,16 +1519,17 @@ pub async fn search_page_in(
     count: i64,
 ) -> Result<Page> {
     let conn = conn.sql();
-    let mut sql = Sql::new(spec.access, spec.reach, spec.base_url)
-        .on_sqlite(conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME);
+    let sqlite = conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME;
+    let new_sql = || Sql::new(spec.access, spec.reach, spec.base_url).on_sqlite(sqlite);
     let count = count.max(0);
     let mut rows = Vec::new();
     if let Some(key) = ordered_key(spec, from) {
+        let mut sql = new_sql();
         let text = sql.ordered_page(spec, key, count)?;
         rows = sql.run(&text).fetch_all(&mut *conn).await?;
-        sql = Sql::new(spec.access, spec.reach, spec.base_url).on_sqlite(sql.sqlite);
     }
     if rows.len() as i64 <= count {
+        let mut sql = new_sql();
         let text = sql.page(spec, from, count)?;
         rows = sql.run(&text).fetch_all(&mut *conn).await?;
     }
