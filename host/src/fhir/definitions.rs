@@ -119,14 +119,9 @@ enum Rows {
     Own,
     /// The index rows of another parameter of the same type with the same type,
     /// expression and targets (`Patient.phonetic` is `Patient.name`): the values are
-    /// the same, so they are written once, under that parameter's code. With a `system`,
-    /// those of its token rows with that system: `Patient.phone` is
-    /// `Patient.telecom.where(system='phone')`, and a `ContactPoint`'s system is its
-    /// token row's system.
-    Of {
-        code: String,
-        system: Option<String>,
-    },
+    /// the same, so they are written once, under that parameter's code. With a
+    /// [`Subset`], only those of its rows.
+    Of { code: String, only: Option<Subset> },
     /// The resource's own columns (`_id`, `_lastUpdated`): no index rows at all.
     Columns,
 }
@@ -144,6 +139,34 @@ impl ComponentDef {
     pub fn compiled(&self) -> Result<&Expr, &str> {
         self.compiled.as_ref().map_err(String::as_str)
     }
+}
+
+/// The parts of a `HumanName` and an `Address` whose values a string parameter on such an
+/// element matches, each recorded on its index row.
+pub const STRING_PARTS: &[&str] = &[
+    "text",
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+];
+
+/// Which of another parameter's rows are a parameter's (see [`Rows::Of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subset {
+    /// Token rows with this system: `Patient.phone` is
+    /// `Patient.telecom.where(system='phone')`, and a `ContactPoint`'s system is its token
+    /// row's system.
+    System(String),
+    /// String rows of this part of a `HumanName` or `Address`: `Patient.family` is
+    /// `Patient.name.family`, and each of `name`'s rows records the part it came from.
+    Part(String),
 }
 
 /// Definitions are singletons in a static table: identity is equality.
@@ -169,12 +192,21 @@ impl SearchParamDef {
         }
     }
 
-    /// The token system of the rows of [`SearchParamDef::rows_code`] that are this
-    /// parameter's, when it shares only some of them (see [`Rows::Of`]).
-    pub fn rows_system(&self) -> Option<&str> {
+    /// When this parameter shares only some of the rows of
+    /// [`SearchParamDef::rows_code`]: the index table's column that tells them apart and
+    /// its value (`("system", "phone")` for `Patient.phone`, `("part", "family")` for
+    /// `Patient.family`; see [`Rows::Of`]).
+    pub fn rows_subset(&self) -> Option<(&'static str, &str)> {
         match &self.rows {
-            Rows::Of { system, .. } => system.as_deref(),
-            Rows::Own | Rows::Columns => None,
+            Rows::Of {
+                only: Some(Subset::System(system)),
+                ..
+            } => Some(("system", system)),
+            Rows::Of {
+                only: Some(Subset::Part(part)),
+                ..
+            } => Some(("part", part)),
+            Rows::Of { only: None, .. } | Rows::Own | Rows::Columns => None,
         }
     }
 
@@ -368,8 +400,9 @@ fn load() -> Definitions {
 /// Marks which parameters of one base are searched on the resource's columns and which
 /// share the index rows of another: of the parameters with the same type, expression and
 /// targets, the first by code keeps the rows; a token parameter `E.where(system='S')`
-/// takes the rows with system S of the token parameter `E`. Composites keep their own
-/// (their rows are per element of their components).
+/// takes the rows with system S of the token parameter `E`, and a string parameter
+/// `E.family` (`E.city`, ...) the rows of part `family` of the string parameter `E`.
+/// Composites keep their own (their rows are per element of their components).
 fn share_rows(params: &mut [SearchParamDef]) {
     let mut order: Vec<usize> = (0..params.len()).collect();
     order.sort_by(|&a, &b| params[a].code.cmp(&params[b].code));
@@ -394,29 +427,44 @@ fn share_rows(params: &mut [SearchParamDef]) {
                 })
                 .map_or(Rows::Own, |q| Rows::Of {
                     code: q.code.clone(),
-                    system: None,
+                    only: None,
                 })
         };
         params[i].rows = rows;
     }
     for i in 0..params.len() {
         let p = &params[i];
-        if p.rows != Rows::Own || p.kind != SearchParamType::Token {
+        if p.rows != Rows::Own {
             continue;
         }
-        let Some((whole, system)) = system_filter(&p.expression) else {
-            continue;
+        let (whole, only) = match p.kind {
+            SearchParamType::Token => match system_filter(&p.expression) {
+                Some((whole, system)) => (whole, Subset::System(system.to_owned())),
+                None => continue,
+            },
+            SearchParamType::String => match name_or_address_part(&p.expression) {
+                Some((whole, part)) => (whole, Subset::Part(part.to_owned())),
+                None => continue,
+            },
+            _ => continue,
         };
-        let shared = params.iter().find(|q| {
-            q.rows == Rows::Own && q.kind == SearchParamType::Token && q.expression == whole
-        });
+        let shared = params
+            .iter()
+            .find(|q| q.rows == Rows::Own && q.kind == p.kind && q.expression == whole);
         if let Some(q) = shared {
             params[i].rows = Rows::Of {
                 code: q.code.clone(),
-                system: Some(system.to_owned()),
+                only: Some(only),
             };
         }
     }
+}
+
+/// `E.k` as `(E, k)` when `k` is a part of a `HumanName` or an `Address` that the
+/// string rows of such an element record (`Patient.name.family`, `Patient.address.city`).
+fn name_or_address_part(expression: &str) -> Option<(&str, &str)> {
+    let (whole, part) = expression.rsplit_once('.')?;
+    STRING_PARTS.contains(&part).then_some((whole, part))
 }
 
 /// `E.where(system='S')` as `(E, S)`.
@@ -639,16 +687,35 @@ mod tests {
             .count();
         assert_eq!(
             shared,
-            11 + 12,
-            "phonetic ×4, seven others, phone and email ×6"
+            11 + 12 + 32,
+            "phonetic ×4, seven others, phone and email ×6, address parts ×28, name parts ×4"
         );
         let phone = ResourceType::parse("Patient")
             .unwrap()
             .search_param("phone")
             .unwrap();
         assert_eq!(
-            (phone.rows_code(), phone.rows_system(), phone.writes_rows()),
-            ("telecom", Some("phone"), false)
+            (phone.rows_code(), phone.rows_subset(), phone.writes_rows()),
+            ("telecom", Some(("system", "phone")), false)
         );
+        let part = |t: &str, code: &str| {
+            let p = ResourceType::parse(t).unwrap().search_param(code).unwrap();
+            (p.rows_code(), p.rows_subset(), p.writes_rows())
+        };
+        assert_eq!(
+            part("Patient", "family"),
+            ("name", Some(("part", "family")), false)
+        );
+        assert_eq!(
+            part("Practitioner", "given"),
+            ("name", Some(("part", "given")), false)
+        );
+        assert_eq!(
+            part("InsurancePlan", "address-postalcode"),
+            ("address", Some(("part", "postalCode")), false)
+        );
+        // `Patient.name` is not a part of anything, and `Patient.phonetic` shares all of it.
+        assert_eq!(part("Patient", "name"), ("name", None, true));
+        assert_eq!(part("Patient", "phonetic"), ("name", None, false));
     }
 }

@@ -782,9 +782,9 @@ async fn insert_index_many(
     }
     insert_rows!(
         "fhir_idx_string",
-        ["normalized", "exact"],
+        ["normalized", "exact", "part"],
         strings,
-        |p, r| [&r.normalized, &r.exact]
+        |p, r| [&r.normalized, &r.exact, r.part]
     );
     insert_rows!(
         "fhir_idx_token",

@@ -163,10 +163,10 @@ fn write_index(tx: &Transaction<'_>, b: &Batches<'_>) -> rusqlite::Result<()> {
         };
     }
     insert_rows!(
-        "INSERT INTO fhir_idx_string (resource_type, rk, param, normalized, exact) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO fhir_idx_string (resource_type, rk, param, normalized, exact, part) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         b.strings,
-        |r| [r.normalized, r.exact]
+        |r| [r.normalized, r.exact, r.part]
     );
     insert_rows!(
         "INSERT INTO fhir_idx_token (resource_type, rk, param, system, code, text) \

@@ -458,10 +458,11 @@ fn index_tables<'a>(b: &'a Batches<'a>) -> Vec<Table<'a>> {
         index_table!(
             "fhir_idx_string",
             b.strings,
-            ["normalized", "exact"],
+            ["normalized", "exact", "part"],
             |r, c| {
                 c.text(&r.normalized);
                 c.text(&r.exact);
+                c.opt(r.part);
             }
         ),
         index_table!(

@@ -853,7 +853,7 @@ impl Store {
         );
         let limit_param = if pattern.is_some() { "$2" } else { "$1" };
         let family = "(SELECT MIN(f.normalized) FROM fhir_idx_string f \
-               WHERE f.rk = r.rk AND f.param = 'family')";
+               WHERE f.rk = r.rk AND f.param = 'name' AND f.part = 'family')";
         // Patients without a family name last, on both backends (their NULL order differs).
         let list_sql = format!(
             "SELECT r.id, r.content, {family} AS family {from} \

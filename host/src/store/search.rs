@@ -850,12 +850,15 @@ impl<'a> Sql<'a> {
         )
     }
 
-    /// The condition that the index row `i` is one of `param`'s: its code, and the system
-    /// of the rows it shares with another parameter ([`SearchParamDef::rows_system`]).
+    /// The condition that the index row `i` is one of `param`'s: its code, and the
+    /// subset of the rows it shares with another parameter
+    /// ([`SearchParamDef::rows_subset`]).
     fn rows_of(&mut self, param: &SearchParamDef, i: &str) -> String {
         let code = self.text(param.rows_code());
-        match param.rows_system() {
-            Some(system) => format!("{i}.param = {code} AND {i}.system = {}", self.text(system)),
+        match param.rows_subset() {
+            Some((column, value)) => {
+                format!("{i}.param = {code} AND {i}.{column} = {}", self.text(value))
+            }
             None => format!("{i}.param = {code}"),
         }
     }

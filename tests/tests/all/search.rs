@@ -36,6 +36,22 @@ const CASES: &[(&str, &[&str])] = &[
     ("Patient?address-city=zurich", &["p2"]),
     ("Patient?address=paris", &["p3"]),
     ("Patient?address-postalcode=021", &["p1"]),
+    // a part's parameter matches only that part of the name or address
+    ("Patient?given=lovelace", &[]),
+    ("Patient?family=ada", &[]),
+    ("Patient?address-city=021", &[]),
+    ("Patient?address-city:missing=true", &["p4"]),
+    (
+        "Patient?address-postalcode:missing=true",
+        &["p2", "p3", "p4", "p5"],
+    ),
+    (
+        "Patient?family:missing=false",
+        &["p1", "p2", "p3", "p4", "p5"],
+    ),
+    ("Practitioner?family=jones", &["pr2"]),
+    ("Practitioner?given=smith", &[]),
+    ("Practitioner?_sort=-given", &["pr1", "pr2"]),
     ("Patient?name=xyz", &[]),
     // phonetic has the expression of name: it is searched on name's rows
     ("Patient?phonetic=lovel", &["p1", "p4"]),
@@ -2286,5 +2302,103 @@ async fn planner_statistics_follow_the_writes() {
                 .any(|step| step.contains("fhir_idx_reference_by_target")),
             "one patient's referring rows come from the target index: {plan:?}"
         );
+    }
+}
+
+/// The last migration before string rows recorded their part of a name or address.
+const SCHEMA_BEFORE_PARTS: i64 = 28;
+
+/// A database whose string rows were written before they recorded their part (`family`
+/// and `given` rows of their own beside `name`'s, `address-city` beside `address`'s) is
+/// migrated to rows of the whole with their parts: every search finds what it found, and
+/// the part rows of their own are gone.
+#[tokio::test]
+async fn string_rows_written_before_parts_are_migrated_to_parts() {
+    use hestia::store::Store;
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let store = Store::connect(&db.url).await.unwrap();
+        store.migrate_to(Some(SCHEMA_BEFORE_PARTS)).await.unwrap();
+        let patient = json!({"resourceType": "Patient", "id": "old", "meta": {"versionId": "1", "lastUpdated": "2023-11-14T22:13:20Z"},
+            "name": [{"family": "Dr", "given": ["Ann"], "prefix": ["Dr"], "text": "Ann Older"}],
+            "address": [{"city": "Lyon", "line": ["1 Rue"]}]});
+        sqlx::query(
+            "INSERT INTO fhir_resources (resource_type, id, version_id, last_updated, deleted, content) \
+             VALUES ('Patient', 'old', 1, 1700000000000, 0, $1)",
+        )
+        .bind(patient.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        // The rows that build wrote: `name` and `address` without parts, and the parts'
+        // parameters' own.
+        for (param, value) in [
+            ("name", "Dr"),
+            ("name", "Ann"),
+            ("name", "Ann Older"),
+            ("family", "Dr"),
+            ("given", "Ann"),
+            ("address", "Lyon"),
+            ("address", "1 Rue"),
+            ("address-city", "Lyon"),
+        ] {
+            sqlx::query(
+                "INSERT INTO fhir_idx_string (resource_type, rk, param, normalized, exact) \
+                 SELECT 'Patient', rk, $1, $2, $3 FROM fhir_resources WHERE id = 'old'",
+            )
+            .bind(param)
+            .bind(value.to_lowercase())
+            .bind(value)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        store.close().await;
+
+        let (app, _) = app_on(&db, "").await;
+        for (search, found) in [
+            ("Patient?family=dr", true),
+            ("Patient?given=ann", true),
+            ("Patient?given=dr", false),
+            ("Patient?family=ann", false),
+            ("Patient?name=dr", true),
+            ("Patient?name=ann%20older", true),
+            ("Patient?address-city=lyon", true),
+            ("Patient?address-city=1%20rue", false),
+            ("Patient?address=1%20rue", true),
+        ] {
+            assert_eq!(
+                search_ids(&app, search).await,
+                if found {
+                    vec!["old".to_string()]
+                } else {
+                    vec![]
+                },
+                "{b}: {search}"
+            );
+        }
+        let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT param, exact, part FROM fhir_idx_string ORDER BY param, exact, part",
+        )
+        .fetch_all(&raw)
+        .await
+        .unwrap();
+        let rows: Vec<(&str, &str, Option<&str>)> = rows
+            .iter()
+            .map(|(p, e, part)| (p.as_str(), e.as_str(), part.as_deref()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("address", "1 Rue", None),
+                ("address", "Lyon", Some("city")),
+                ("name", "Ann", Some("given")),
+                ("name", "Ann Older", None),
+                ("name", "Dr", Some("family")),
+            ],
+            "{b}"
+        );
+        raw.close().await;
     }
 }

@@ -716,7 +716,7 @@ async fn grouped_creates_answer_each_create_on_both_databases() {
             ),
             (
                 "SELECT COUNT(*) FROM fhir_idx_string WHERE resource_type = 'Patient' \
-                 AND param = 'family' AND exact LIKE 'Grouped-%'",
+                 AND param = 'name' AND part = 'family' AND exact LIKE 'Grouped-%'",
                 40,
             ),
         ] {

@@ -7,7 +7,7 @@
 //!
 //! - string: a string, or the text parts of `HumanName` and `Address`
 //!   (`text`, `family`, `given`, `prefix`, `suffix`, `line`, `city`, `district`,
-//!   `state`, `postalCode`, `country`);
+//!   `state`, `postalCode`, `country`), each row with the part it came from;
 //! - token: `code`/`string`/`uri` (code only), `boolean` (`true`/`false`), `Coding`,
 //!   `CodeableConcept` (one row per coding, and a text-only row for its `text`),
 //!   `Identifier` and `ContactPoint` (system and value);
@@ -27,7 +27,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::value::{DATE_MAX, DATE_MIN, ReferenceValue, normalize_string, parse_date};
-use crate::fhir::definitions::{ResourceType, SearchParamDef, SearchParamType};
+use crate::fhir::definitions::{ResourceType, STRING_PARTS, SearchParamDef, SearchParamType};
 use crate::fhir::fhirpath::{self, Item};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,6 +37,9 @@ pub struct StringIndex {
     pub normalized: String,
     /// As written: what `:exact` compares.
     pub exact: String,
+    /// The part of a `HumanName` or `Address` the value is (`family`, `city`, ...): what
+    /// the parameters of one part search (see `SearchParamDef::rows_subset`).
+    pub part: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -264,20 +267,6 @@ fn text(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-const NAME_AND_ADDRESS_PARTS: &[&str] = &[
-    "text",
-    "family",
-    "given",
-    "prefix",
-    "suffix",
-    "line",
-    "city",
-    "district",
-    "state",
-    "postalCode",
-    "country",
-];
-
 fn node_rows(
     kind: SearchParamType,
     param: &'static str,
@@ -308,24 +297,26 @@ fn node_rows(
 }
 
 fn string_rows(param: &'static str, value: &Value, rows: &mut IndexRows) {
+    let mut push_string = |s: &str, part: Option<&'static str>| {
+        push(
+            &mut rows.strings,
+            StringIndex {
+                param,
+                normalized: normalize_string(s),
+                exact: s.to_owned(),
+                part,
+            },
+        )
+    };
     match value {
-        Value::String(s) => {
-            push(
-                &mut rows.strings,
-                StringIndex {
-                    param,
-                    normalized: normalize_string(s),
-                    exact: s.clone(),
-                },
-            );
-        }
+        Value::String(s) => push_string(s, None),
         Value::Object(object) => {
-            for key in NAME_AND_ADDRESS_PARTS {
-                match object.get(*key) {
-                    Some(Value::String(s)) => string_rows(param, &Value::String(s.clone()), rows),
+            for &key in STRING_PARTS {
+                match object.get(key) {
+                    Some(Value::String(s)) => push_string(s, Some(key)),
                     Some(Value::Array(parts)) => {
-                        for part in parts.iter().filter(|p| p.is_string()) {
-                            string_rows(param, part, rows);
+                        for s in parts.iter().filter_map(Value::as_str) {
+                            push_string(s, Some(key));
                         }
                     }
                     _ => {}

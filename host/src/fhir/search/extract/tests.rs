@@ -40,13 +40,19 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-/// Every row of `param`, rendered compactly and sorted.
-fn rendered(rows: &IndexRows, param: &str) -> Vec<String> {
+/// Every row of `param`, rendered compactly and sorted. A parameter on a part of a name or
+/// address (`family`) is rendered as the rows of the whole (`name`) its search reads.
+fn rendered(rows: &IndexRows, resource_type: &str, param: &str) -> Vec<String> {
+    let def = ResourceType::parse(resource_type).and_then(|t| t.search_param(param));
+    let (strings_of, part) = match def.and_then(|d| Some((d.rows_code(), d.rows_subset()?))) {
+        Some((whole, ("part", part))) => (whole, Some(part)),
+        _ => (param, None),
+    };
     let mut out = Vec::new();
     out.extend(
         rows.strings
             .iter()
-            .filter(|r| r.param == param)
+            .filter(|r| r.param == strings_of && part.is_none_or(|p| r.part == Some(p)))
             .map(|r| format!("s {} / {}", r.normalized, r.exact)),
     );
     out.extend(
@@ -113,7 +119,7 @@ fn check(resource: &Value, param: &str, expected: &[&str]) {
     let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     expected.sort();
     assert_eq!(
-        rendered(&rows, param),
+        rendered(&rows, resource["resourceType"].as_str().unwrap(), param),
         expected,
         "{} {param}",
         resource["resourceType"]
@@ -170,6 +176,35 @@ fn patient_example() {
     check(&p, "email", &[]);
     check(&p, "address-city", &["s pleasantville / PleasantVille"]);
     check(&p, "address-postalcode", &["s 3999 / 3999"]);
+    // `family`, `given` and the `address-*` parameters are searched on the rows of
+    // `name` and `address` with their part: they write none of their own.
+    let rows = extract(&p).unwrap();
+    let own = |param: &str| rows.strings.iter().filter(|r| r.param == param).count();
+    assert_eq!(
+        (own("family"), own("given"), own("address-city")),
+        (0, 0, 0)
+    );
+    let mut parts: Vec<_> = rows
+        .strings
+        .iter()
+        .filter(|r| r.param == "address")
+        .map(|r| (r.exact.as_str(), r.part))
+        .collect();
+    parts.sort();
+    assert_eq!(
+        parts,
+        [
+            ("3999", Some("postalCode")),
+            ("534 Erewhon St", Some("line")),
+            (
+                "534 Erewhon St PeasantVille, Rainbow, Vic  3999",
+                Some("text")
+            ),
+            ("PleasantVille", Some("city")),
+            ("Rainbow", Some("district")),
+            ("Vic", Some("state")),
+        ]
+    );
     check(&p, "organization", &["r Organization/1 -"]);
     check(&p, "link", &[]);
 }
