@@ -32,6 +32,8 @@ fn main() {
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds the migrations: a new or changed one rebuilds the crate.
+    println!("cargo:rerun-if-changed=migrations");
 
     let mut generated = String::from("&[\n");
     if !BUILTINS.is_empty() {
