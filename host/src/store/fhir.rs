@@ -98,6 +98,8 @@ pub(super) const INDEX_TABLES: &[&str] = &[
 
 /// Rows per index that [`Store::analyze`] samples (SQLite's `analysis_limit`).
 const ANALYSIS_LIMIT: u32 = 1000;
+/// PostgreSQL connections on which [`Store::analyze`] analyzes the tables at once.
+const ANALYZE_CONNECTIONS: usize = 2;
 /// Write transactions of a process before its first [`Store::analyze`]; then after twice
 /// as many, and so on (a power of two).
 const FIRST_ANALYZE_AFTER: u64 = 1024;
@@ -130,17 +132,25 @@ impl Store {
                 tx.commit_uncounted().await?;
             }
             Backend::Postgres => {
-                // One table per connection, all at once: the server analyzes them in as
-                // many processes, on every core.
+                // Two connections, each analyzing every other table: the server analyzes
+                // them in two processes, and the pool keeps connections for requests.
                 let pool = self.pool();
-                futures_util::future::try_join_all(
-                    ["fhir_resources", "fhir_history"]
-                        .iter()
-                        .chain(INDEX_TABLES)
-                        .map(|table| async move {
-                            sqlx::query(&format!("ANALYZE {table}")).execute(pool).await
-                        }),
-                )
+                let tables: Vec<&'static str> = ["fhir_resources", "fhir_history"]
+                    .iter()
+                    .chain(INDEX_TABLES)
+                    .copied()
+                    .collect();
+                let tables = &tables;
+                futures_util::future::try_join_all((0..ANALYZE_CONNECTIONS).map(
+                    |lane| async move {
+                        for table in tables.iter().skip(lane).step_by(ANALYZE_CONNECTIONS) {
+                            sqlx::query(&format!("ANALYZE {table}"))
+                                .execute(pool)
+                                .await?;
+                        }
+                        Ok::<_, sqlx::Error>(())
+                    },
+                ))
                 .await?;
             }
         }
