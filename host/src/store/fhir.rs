@@ -135,23 +135,22 @@ impl Store {
                 // Two connections, each analyzing every other table: the server analyzes
                 // them in two processes, and the pool keeps connections for requests.
                 let pool = self.pool();
-                let tables: Vec<&'static str> = ["fhir_resources", "fhir_history"]
+                let tables: Vec<&str> = ["fhir_resources", "fhir_history"]
                     .iter()
                     .chain(INDEX_TABLES)
                     .copied()
                     .collect();
-                let tables = &tables;
-                futures_util::future::try_join_all((0..ANALYZE_CONNECTIONS).map(
-                    |lane| async move {
-                        for table in tables.iter().skip(lane).step_by(ANALYZE_CONNECTIONS) {
-                            sqlx::query(&format!("ANALYZE {table}"))
-                                .execute(pool)
-                                .await?;
-                        }
-                        Ok::<_, sqlx::Error>(())
-                    },
-                ))
-                .await?;
+                let lanes = (0..ANALYZE_CONNECTIONS).map(|lane| {
+                    let list: Vec<&str> = tables
+                        .iter()
+                        .skip(lane)
+                        .step_by(ANALYZE_CONNECTIONS)
+                        .copied()
+                        .collect();
+                    let sql = format!("ANALYZE {}", list.join(", "));
+                    async move { sqlx::query(&sql).execute(pool).await }
+                });
+                futures_util::future::try_join_all(lanes).await?;
             }
         }
         Ok(())

@@ -1223,9 +1223,9 @@ impl<'a> Sql<'a> {
             }
         }
         if let Some((value, rk)) = after {
-            let (v, same, rk) = (self.int(value), self.int(value), self.int(rk));
+            let (v, rk) = (self.int(value), self.int(rk));
             conditions.push(format!(
-                "(o.{column} {op} {v} OR (o.{column} = {same} AND o.rk > {rk}))"
+                "(o.{column} {op} {v} OR (o.{column} = {v} AND o.rk > {rk}))"
             ));
         }
         // The criteria are all on `o` and the access is to the whole type: what is left
