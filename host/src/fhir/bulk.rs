@@ -6,7 +6,8 @@
 //! A kick-off is authorized as a search of every type it exports: the scope policy
 //! decides each type on its own ([`Caller::search_access`]). A type the caller may not
 //! search is left out of an export that names no `_type`, and refused (403, naming it)
-//! when `_type` or `_typeFilter` names it. `_typeFilter` queries are parsed and run by the
+//! when `_type` or `_typeFilter` names it; `includeAssociatedData` needs a caller that may
+//! search Provenance ([`AssociatedPlan`]). `_typeFilter` queries are parsed and run by the
 //! search engine, their chains and `_has` reaching only into types the caller may search.
 
 use serde_json::Value;
@@ -31,6 +32,36 @@ const OUTPUT_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson
 /// with this many references at most.
 pub const PATIENTS_PER_QUERY: usize = 500;
 
+/// `includeAssociatedData`: the Provenance resources an export adds to what its types
+/// hold (Bulk Data 2.0.0's two predefined values; custom `_` values are refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Associated {
+    /// `LatestProvenanceResources`: for each exported resource, the Provenance that
+    /// targets it with the latest `recorded`.
+    Latest,
+    /// `RelevantProvenanceResources`: every Provenance that targets an exported resource
+    /// (which includes the latest ones).
+    Relevant,
+}
+
+impl Associated {
+    fn parse(value: &str) -> Result<Associated, FhirError> {
+        match value {
+            "LatestProvenanceResources" => Ok(Associated::Latest),
+            "RelevantProvenanceResources" => Ok(Associated::Relevant),
+            other => Err(FhirError::BadRequest(vec![
+                Issue::error(
+                    "not-supported",
+                    format!(
+                        "includeAssociatedData {other:?} is not supported; use LatestProvenanceResources or RelevantProvenanceResources"
+                    ),
+                )
+                .at("includeAssociatedData".to_owned()),
+            ])),
+        }
+    }
+}
+
 /// Which kick-off: `[base]/$export`, `[base]/Patient/$export`, `[base]/Group/[id]/$export`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportKind {
@@ -53,6 +84,8 @@ pub struct ExportRequest {
     /// `patient` (POST only): the patients whose compartments a Patient or Group export
     /// keeps to.
     pub patients: Option<Vec<String>>,
+    /// `includeAssociatedData`; `None`: no associated resources.
+    pub associated: Option<Associated>,
 }
 
 fn invalid_param(param: &str, why: impl Into<String>) -> FhirError {
@@ -110,12 +143,20 @@ impl ExportRequest {
                         .filter(|e| !e.is_empty())
                         .map(str::to_owned),
                 ),
+                "includeAssociatedData" => {
+                    for value in v.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                        let which = Associated::parse(value)?;
+                        if request.associated != Some(Associated::Relevant) {
+                            request.associated = Some(which);
+                        }
+                    }
+                }
                 other => {
                     return Err(FhirError::BadRequest(vec![
                         Issue::error(
                             "not-supported",
                             format!(
-                                "$export takes _outputFormat, _since, _type, _typeFilter, _elements and (POST) patient here, not {other:?}"
+                                "$export takes _outputFormat, _since, _type, _typeFilter, _elements, includeAssociatedData and (POST) patient here, not {other:?}"
                             ),
                         )
                         .at(other.to_owned()),
@@ -228,10 +269,73 @@ fn in_compartment(t: ResourceType) -> bool {
     t.as_str() == "Patient" || t.patient_compartment_params().next().is_some()
 }
 
-/// What an export is, type by type, under what `caller` may search: see the module
-/// documentation. `patients` are the compartments a Patient or Group export keeps to
-/// (`None`: every patient's).
+/// What an export is: its types, and the Provenance it adds (`includeAssociatedData`).
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub types: Vec<TypePlan>,
+    pub associated: Option<AssociatedPlan>,
+}
+
+/// The associated Provenance of an export: searched page by page as the Provenance whose
+/// `target` is one of the page's resources, at the export's snapshot, under what the
+/// caller may search of Provenance.
+#[derive(Debug, Clone)]
+pub struct AssociatedPlan {
+    pub which: Associated,
+    pub access: Access,
+    pub reach: Reach,
+    pub elements: Vec<String>,
+}
+
+/// What an export is under what `caller` may search: see the module documentation.
+/// `patients` are the compartments a Patient or Group export keeps to (`None`: every
+/// patient's).
 pub fn plan(
+    caller: &Caller,
+    kind: &ExportKind,
+    request: &ExportRequest,
+    patients: Option<&[String]>,
+    limits: &SearchLimits,
+) -> Result<ExportPlan, FhirError> {
+    let types = type_plans(caller, kind, request, patients, limits)?;
+    let associated = match request.associated {
+        Some(which) => Some(associated_plan(caller, request, which)?),
+        None => None,
+    };
+    Ok(ExportPlan { types, associated })
+}
+
+/// The associated Provenance: asked for by name, so a caller that may not search
+/// Provenance is refused (403), not given an export without it.
+fn associated_plan(
+    caller: &Caller,
+    request: &ExportRequest,
+    which: Associated,
+) -> Result<AssociatedPlan, FhirError> {
+    let provenance = ResourceType::parse("Provenance").expect("Provenance exists");
+    let refused = |why: String| {
+        FhirError::Forbidden(format!("includeAssociatedData needs Provenance: {why}"))
+    };
+    let access = match caller.search_access(provenance) {
+        Ok(access) => access,
+        Err(FhirError::Forbidden(why)) => return Err(refused(why)),
+        Err(other) => return Err(other),
+    };
+    match access.visible(provenance) {
+        Ok(Visible::Nothing(why)) => return Err(refused(why.to_string())),
+        Err(e) => return Err(refused(e.to_string())),
+        Ok(_) => {}
+    }
+    Ok(AssociatedPlan {
+        which,
+        access,
+        reach: Reach::new(),
+        elements: request.elements_of(provenance),
+    })
+}
+
+/// Each exported type's plan, under what `caller` may search.
+fn type_plans(
     caller: &Caller,
     kind: &ExportKind,
     request: &ExportRequest,

@@ -4,13 +4,15 @@
 //! the worker moves it after each page, and stops when the row is gone (cancelled) or no
 //! longer in progress; a job whose worker stops moving it is failed by [`Exports::purge`].
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::bulk::TypePlan;
+use super::bulk::{AssociatedPlan, ExportPlan, TypePlan};
+use super::bulk_associated::provenance_of;
 use super::clock::now_ms;
 use super::error::FhirError;
 use super::outcome::{Issue, operation_outcome};
@@ -88,7 +90,7 @@ impl Exports {
         client_id: &str,
         subject: &str,
         request: &str,
-        plans: Vec<TypePlan>,
+        plan: ExportPlan,
     ) -> Result<String, StartError> {
         let id = uuid::Uuid::new_v4().to_string();
         let transaction_time = now_ms();
@@ -113,16 +115,16 @@ impl Exports {
             let Some(_turn) = exports.turn().await else {
                 return;
             };
-            exports.run(&job_id, transaction_time, plans).await;
+            exports.run(&job_id, transaction_time, plan).await;
         });
         Ok(id)
     }
 
     /// Runs a job to its end: completed with its files, failed with the reason, or, when
     /// its row went away (cancelled), its files removed.
-    async fn run(&self, id: &str, snapshot: i64, plans: Vec<TypePlan>) {
+    async fn run(&self, id: &str, snapshot: i64, plan: ExportPlan) {
         let dir = self.job_dir(id);
-        let outcome = self.export(id, &dir, snapshot, &plans).await;
+        let outcome = self.export(id, &dir, snapshot, &plan).await;
         let finished = match &outcome {
             Ok(Some(files)) => {
                 let output: Vec<Value> = files
@@ -149,29 +151,62 @@ impl Exports {
         }
     }
 
-    /// Writes every plan's resources; `None` when the job was cancelled meanwhile.
+    /// Writes every type's resources, then the associated Provenance; `None` when the
+    /// job was cancelled meanwhile.
     async fn export(
         &self,
         id: &str,
         dir: &Path,
         snapshot: i64,
-        plans: &[TypePlan],
+        plan: &ExportPlan,
     ) -> Result<Option<Vec<OutputFile>>, FhirError> {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| FhirError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let plans = &plan.types;
+        let max = self.settings.file_max_resources;
+        let mut associates = plan.associated.as_ref().map(|a| Associates {
+            plan: a,
+            out: Writer::new(dir, "Provenance", "Provenance-associated", max),
+            seen: HashSet::new(),
+        });
         let mut files = Vec::new();
         for (n, plan) in plans.iter().enumerate() {
             let progress = format!("{} of {} types ({})", n, plans.len(), plan.resource_type);
             if !self.store.bulk_job_progress(id, &progress).await? {
                 return Ok(None);
             }
-            match self.export_type(id, dir, snapshot, plan).await? {
+            match self
+                .export_type(id, dir, snapshot, plan, associates.as_mut())
+                .await?
+            {
                 Some(mut written) => files.append(&mut written),
                 None => return Ok(None),
             }
         }
+        if let Some(associates) = associates {
+            files.append(&mut associates.out.finish().await?);
+        }
         Ok(Some(files))
+    }
+
+    /// Writes the Provenance associated with `rows` (exported resources of one type)
+    /// that `associates` has not written yet.
+    async fn associate(
+        &self,
+        associates: &mut Associates<'_>,
+        snapshot: i64,
+        rows: &[Found],
+    ) -> Result<(), FhirError> {
+        let found =
+            provenance_of(&self.store, associates.plan, snapshot, &self.base_url, rows).await?;
+        for provenance in &found {
+            if associates.seen.insert(provenance.id.clone()) {
+                let line = line(provenance, &associates.plan.elements)?;
+                associates.out.write(&line).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The files of one type; `None` when the job was cancelled meanwhile.
@@ -181,12 +216,12 @@ impl Exports {
         dir: &Path,
         snapshot: i64,
         plan: &TypePlan,
+        mut associates: Option<&mut Associates<'_>>,
     ) -> Result<Option<Vec<OutputFile>>, FhirError> {
-        let mut out = Writer::new(
-            dir,
-            plan.resource_type.as_str(),
-            self.settings.file_max_resources,
-        );
+        let name = plan.resource_type.as_str();
+        let mut out = Writer::new(dir, name, name, self.settings.file_max_resources);
+        // Provenance exported as a type and as associated data is written once.
+        let provenance = name == "Provenance";
         // A resource in the compartments of patients of two queries (an Observation of
         // one patient that references another as performer, say) is found by both; the
         // ids written so far keep it to one line. Only then: a single query finds each
@@ -211,7 +246,16 @@ impl Exports {
                     {
                         continue;
                     }
+                    if provenance
+                        && let Some(a) = associates.as_deref_mut()
+                        && !a.seen.insert(found.id.clone())
+                    {
+                        continue;
+                    }
                     out.write(&line(found, &plan.elements)?).await?;
+                }
+                if !provenance && let Some(a) = associates.as_deref_mut() {
+                    self.associate(a, snapshot, &page.rows).await?;
                 }
                 let progress = format!("{}: {} resources", plan.resource_type, out.total);
                 if !self.store.bulk_job_progress(id, &progress).await? {
@@ -335,11 +379,21 @@ async fn remove_dir(dir: &Path) {
     }
 }
 
-/// The NDJSON files of one type: `Type-1.ndjson`, `Type-2.ndjson`, ..., a new one after
-/// `max` resources; none for a type without resources.
+/// The associated Provenance of a job: its files, and the Provenance written so far (as
+/// associated data or as the export of the type).
+struct Associates<'a> {
+    plan: &'a AssociatedPlan,
+    out: Writer<'a>,
+    seen: HashSet<String>,
+}
+
+/// The NDJSON files of one type: `Stem-1.ndjson`, `Stem-2.ndjson`, ..., a new one after
+/// `max` resources; none for a type without resources. The stem is the type's name, or
+/// `Provenance-associated` for associated data.
 struct Writer<'a> {
     dir: &'a Path,
     resource_type: &'a str,
+    stem: &'a str,
     max: u64,
     current: Option<(tokio::io::BufWriter<tokio::fs::File>, OutputFile)>,
     done: Vec<OutputFile>,
@@ -347,10 +401,11 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(dir: &'a Path, resource_type: &'a str, max: u64) -> Self {
+    fn new(dir: &'a Path, resource_type: &'a str, stem: &'a str, max: u64) -> Self {
         Writer {
             dir,
             resource_type,
+            stem,
             max,
             current: None,
             done: Vec::new(),
@@ -369,7 +424,7 @@ impl<'a> Writer<'a> {
             self.close().await?;
         }
         if self.current.is_none() {
-            let name = format!("{}-{}.ndjson", self.resource_type, self.done.len() + 1);
+            let name = format!("{}-{}.ndjson", self.stem, self.done.len() + 1);
             let file = tokio::fs::File::create(self.dir.join(&name))
                 .await
                 .map_err(io)?;

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod bulk;
+mod bulk_associated;
 pub mod bulk_import;
 pub mod bulk_worker;
 pub mod bundle;

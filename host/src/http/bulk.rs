@@ -173,7 +173,7 @@ async fn kick_off(state: &AppState, kind: ExportKind, k: Kickoff) -> BulkResult 
         _ => None,
     };
     let patients = bulk::patients_of(members, request.patients.as_deref());
-    let plans = bulk::plan(
+    let plan = bulk::plan(
         &caller,
         &kind,
         &request,
@@ -187,7 +187,7 @@ async fn kick_off(state: &AppState, kind: ExportKind, k: Kickoff) -> BulkResult 
             &caller.claims.client_id,
             &caller.claims.subject,
             &public,
-            plans,
+            plan,
         )
         .await;
     match started {

@@ -1,6 +1,6 @@
 //! Bulk Data export (`$export`, its status URL and files) on both databases: each
-//! kick-off kind, `_type`, `_since`, `_typeFilter`, Group membership, access narrowed by
-//! scopes, files refused to other clients, cancel and 429; and `hestia fhir import`:
+//! kick-off kind, `_type`, `_since`, `_typeFilter`, `includeAssociatedData`, Group
+//! membership, access narrowed by scopes, files refused to other clients, cancel and 429; and `hestia fhir import`:
 //! refused lines, `kill -9`, beside a writing server.
 
 use std::collections::BTreeMap;
@@ -407,7 +407,7 @@ async fn kick_off_needs_its_headers_and_valid_parameters() {
             "_since=yesterday",
             "_typeFilter=Observation%3Fno-such-param%3Dx",
             "_typeFilter=Observation%3F_sort%3Ddate",
-            "includeAssociatedData=LatestProvenanceResources",
+            "includeAssociatedData=LatestProvenanceResources,_custom",
         ] {
             let reply = kick_off(&app, "GET", &format!("{uri}?{bad}"), &admin, Value::Null).await;
             assert_eq!(reply.status, 400, "{b} {bad}: {:?}", reply.body);
@@ -1204,5 +1204,145 @@ async fn group_export_writes_each_resource_once() {
         let mut unique = patients.clone();
         unique.dedup();
         assert_eq!(unique.len(), members, "{b}: {patients:?}");
+    }
+}
+
+/// Provenance of the seed: two of Patient/p1 (one also of Observation/o2), one of
+/// Patient/p2, one of the practitioner only.
+async fn seed_provenance(app: &axum::Router, admin: &str) {
+    let provenance = |id: &str, recorded: &str, targets: &[&str]| {
+        json!({"resourceType": "Provenance", "id": id, "recorded": recorded,
+               "target": targets.iter().map(|t| json!({"reference": t})).collect::<Vec<_>>(),
+               "agent": [{"who": {"reference": "Practitioner/pr1"}}]})
+    };
+    let resources = [
+        provenance("pv1", "2020-01-01T00:00:00Z", &["Patient/p1"]),
+        provenance(
+            "pv2",
+            "2022-01-01T00:00:00+01:00",
+            &["Patient/p1", "Observation/o2"],
+        ),
+        provenance("pv3", "2021-01-01T00:00:00Z", &["Patient/p2"]),
+        provenance("pv4", "2023-01-01T00:00:00Z", &["Practitioner/pr1"]),
+    ];
+    for r in resources {
+        let uri = format!("{BASE}/Provenance/{}", r["id"].as_str().unwrap());
+        let reply = send(app, "PUT", &uri, admin, r).await;
+        assert_eq!(reply.status, 201, "{uri}: {:?}", reply.body);
+    }
+}
+
+/// `includeAssociatedData`: the Provenance of what is exported, all of it or the latest
+/// per resource, each once, under the token's access to Provenance.
+#[tokio::test]
+async fn associated_provenance_follows_what_is_exported() {
+    for db in TestDb::all().await {
+        let (_dir, app, state, admin) = seeded_exporter(&db).await;
+        seed_provenance(&app, &admin).await;
+        let b = db.backend;
+        let get = |query: &str| format!("{BASE}/$export?{query}");
+
+        let relevant = export(
+            &app,
+            "GET",
+            &get("_type=Patient&includeAssociatedData=RelevantProvenanceResources"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(relevant["Patient"], ["Patient/p1", "Patient/p2"], "{b}");
+        assert_eq!(
+            relevant["Provenance"],
+            ["Provenance/pv1", "Provenance/pv2", "Provenance/pv3"],
+            "{b}"
+        );
+
+        // The latest recorded per exported resource: pv2 for p1 and o2, pv3 for p2.
+        let latest = export(
+            &app,
+            "GET",
+            &get("_type=Patient,Observation&includeAssociatedData=LatestProvenanceResources"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            latest["Provenance"],
+            ["Provenance/pv2", "Provenance/pv3"],
+            "{b}"
+        );
+
+        // Provenance exported as a type too: each one once.
+        let both = export(
+            &app,
+            "POST",
+            &format!("{BASE}/$export"),
+            &admin,
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "_type", "valueString": "Patient,Provenance"},
+                {"name": "includeAssociatedData", "valueCode": "RelevantProvenanceResources"}]}),
+        )
+        .await;
+        assert_eq!(
+            both["Provenance"],
+            [
+                "Provenance/pv1",
+                "Provenance/pv2",
+                "Provenance/pv3",
+                "Provenance/pv4"
+            ],
+            "{b}"
+        );
+
+        // A patient/ token: the Provenance of its compartment only.
+        let patient = mint(&state, json!({"scope": "patient/*.rs", "patient": "p1", "client_id": "app-p", "sub": "user-p"})).await;
+        let mine = export(
+            &app,
+            "GET",
+            &format!(
+                "{BASE}/Patient/$export?_type=Patient,Observation&includeAssociatedData=LatestProvenanceResources"
+            ),
+            &patient,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(mine["Patient"], ["Patient/p1"], "{b}");
+        assert_eq!(mine["Provenance"], ["Provenance/pv2"], "{b}");
+    }
+}
+
+/// An `includeAssociatedData` value the server has not, or a token that may not search
+/// Provenance, is refused with the reason; nothing starts.
+#[tokio::test]
+async fn associated_data_it_cannot_give_is_refused() {
+    for db in TestDb::all().await {
+        let (_dir, app, state, admin) = seeded_exporter(&db).await;
+        let b = db.backend;
+        let custom = kick_off(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?includeAssociatedData=_myData"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(custom.status, 400, "{b}: {:?}", custom.body);
+        assert!(custom.diagnostics().contains("_myData"), "{b}");
+        let patients_only = mint(&state, system_token("system/Patient.rs", "bulk-p")).await;
+        let refused = kick_off(
+            &app,
+            "GET",
+            &format!("{BASE}/$export?includeAssociatedData=LatestProvenanceResources"),
+            &patients_only,
+            Value::Null,
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{b}: {:?}", refused.body);
+        assert!(
+            refused.diagnostics().contains("includeAssociatedData")
+                && refused.diagnostics().contains("Provenance"),
+            "{b}: {:?}",
+            refused.body
+        );
     }
 }
