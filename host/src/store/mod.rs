@@ -182,6 +182,15 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// A pooled connection idle for this long is pinged before it is handed out (a connection
+/// that fails the ping is closed and another one taken): one the server dropped while it
+/// sat in the pool is not given to a request. One in use more recently is not: sqlx's
+/// default pings before every acquire, a round trip to PostgreSQL (and on SQLite a hand-off
+/// to the connection's worker thread) in front of each statement or transaction under
+/// load. Connection pools such as HikariCP skip the check on the same grounds (their
+/// bypass window is 500 ms).
+const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
+
 impl Store {
     /// Opens (and for SQLite creates) the database. Does not migrate: see [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -217,7 +226,16 @@ impl Store {
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         let pool_options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         let pool_options = if backend == Backend::Sqlite {
             pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {

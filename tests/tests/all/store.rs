@@ -258,6 +258,46 @@ async fn bad_clients_are_refused_and_store_nothing_on_both_databases() {
     }
 }
 
+/// A pooled PostgreSQL connection that the server dropped while it sat idle is not handed
+/// to the next query: one idle for half a second or more is pinged first, and one that
+/// fails is replaced (connections in use more recently are not pinged before use; see
+/// `PING_IF_IDLE_FOR` in `store/mod.rs`).
+#[tokio::test]
+async fn pooled_connections_the_server_dropped_are_replaced() {
+    use sqlx::Connection;
+    for db in TestDb::all().await {
+        if db.backend != "postgres" {
+            continue;
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        // Several connections in the pool at once.
+        let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| store.pool().acquire()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        drop(held);
+        store.ping().await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let dropped: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(dropped.len() >= 2, "{dropped:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        for n in 0..8 {
+            store.ping().await.unwrap_or_else(|e| {
+                panic!("query {n} after the server dropped the pool's connections: {e}")
+            });
+        }
+        admin.close().await.unwrap();
+        store.close().await;
+    }
+}
+
 /// Writes from many requests at once all succeed: on SQLite an update reads the current
 /// version and then writes, and without taking turns a concurrent writer made it fail with
 /// "database is locked" (a 500) instead of waiting.
