@@ -115,6 +115,9 @@ pub struct Store {
 struct AllGroups {
     creates: group::Groups<group::Create>,
     records: group::Groups<records::Record>,
+    /// PostgreSQL: the pooled connection the records groups are written on, kept out of
+    /// the pool between groups ([`records`]).
+    records_conn: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>,
 }
 
 impl AllGroups {
@@ -131,6 +134,7 @@ impl AllGroups {
         AllGroups {
             creates: group::Groups::new(creates),
             records: group::Groups::new(1),
+            records_conn: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -325,6 +329,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // The pool's close waits for every connection taken from it.
+        self.groups.records_conn.lock().await.take();
         self.pool.close().await;
     }
 }
