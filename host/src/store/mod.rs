@@ -103,6 +103,8 @@ pub struct Store {
     /// Creates, token records and audit events waiting to be committed together
     /// ([`group`]).
     groups: Arc<AllGroups>,
+    /// Connections kept out of the pool between uses ([`KeptConnection`]).
+    kept: Arc<Kept>,
     /// SQLite on a file: the reads (and the records groups) done on the caller's thread
     /// ([`inline`]).
     inline: Option<Arc<inline::InlineSqlite>>,
@@ -115,9 +117,45 @@ pub struct Store {
 struct AllGroups {
     creates: group::Groups<group::Create>,
     records: group::Groups<records::Record>,
-    /// PostgreSQL: the pooled connection the records groups are written on, kept out of
-    /// the pool between groups ([`records`]).
-    records_conn: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>,
+}
+
+/// A pooled connection kept out of the pool between the uses of one writer or reader that
+/// runs a statement at a time (PostgreSQL's records groups, the reads of the revisions):
+/// giving it back after each use would cost a round trip, since sqlx pings every connection
+/// it takes back. It goes back to the pool after an error, and before the pool closes.
+#[derive(Debug, Default)]
+pub(super) struct KeptConnection(tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>);
+
+impl KeptConnection {
+    /// Runs `use_it` on the kept connection, taking one from `pool` when none is kept.
+    pub(super) async fn with<T>(
+        &self,
+        pool: &AnyPool,
+        use_it: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let mut kept = self.0.lock().await;
+        let conn = match kept.as_mut() {
+            Some(conn) => conn,
+            None => kept.insert(pool.acquire().await?),
+        };
+        let used = use_it(&mut **conn).await;
+        if used.is_err() {
+            *kept = None;
+        }
+        Ok(used?)
+    }
+
+    /// Gives the connection back to the pool.
+    async fn release(&self) {
+        self.0.lock().await.take();
+    }
+}
+
+/// The connections a store keeps out of its pool ([`KeptConnection`]).
+#[derive(Debug, Default)]
+struct Kept {
+    records: KeptConnection,
+    revisions: KeptConnection,
 }
 
 impl AllGroups {
@@ -134,7 +172,6 @@ impl AllGroups {
         AllGroups {
             creates: group::Groups::new(creates),
             records: group::Groups::new(1),
-            records_conn: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -270,6 +307,7 @@ impl Store {
             write_turn: (backend == Backend::Sqlite).then(Default::default),
             statistics: Default::default(),
             groups: Arc::new(AllGroups::for_backend(backend)),
+            kept: Default::default(),
             changes: Default::default(),
             resources: Default::default(),
             inline: (backend == Backend::Sqlite)
@@ -330,7 +368,8 @@ impl Store {
 
     pub async fn close(&self) {
         // The pool's close waits for every connection taken from it.
-        self.groups.records_conn.lock().await.take();
+        self.kept.records.release().await;
+        self.kept.revisions.release().await;
         self.pool.close().await;
     }
 }

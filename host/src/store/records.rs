@@ -69,9 +69,8 @@ impl Grouped for Record {
 /// `WITH` queries of the audit events' insert. A single statement is a transaction of its
 /// own: one round trip where `BEGIN`, an insert per table and `COMMIT` took four or five,
 /// and one text that stays prepared, where multi-row `VALUES` lists are a new text, parsed
-/// and planned, for each size of group. The groups (one at a time) are written on one
-/// pooled connection kept between them: returning it to the pool after each group would
-/// cost a ping (sqlx tests every connection it takes back), a round trip per group.
+/// and planned, for each size of group. The groups (one at a time) are written on a
+/// [`KeptConnection`](super::KeptConnection).
 const POSTGRES_RECORDS: &str = "WITH g AS (\
      INSERT INTO oauth_grants (grant_id, client_id, user_id, created_at) \
      SELECT grant_id, client_id, user_id, created_at FROM json_to_recordset($1::json) \
@@ -109,22 +108,23 @@ async fn write_postgres(
                    "context": event.context})
         })
         .collect();
-    let mut kept = store.groups.records_conn.lock().await;
-    let conn = match kept.as_mut() {
-        Some(conn) => conn,
-        None => kept.insert(store.pool().acquire().await?),
-    };
-    let written = sqlx::query(POSTGRES_RECORDS)
-        .bind(Value::Array(grants).to_string())
-        .bind(Value::Array(tokens).to_string())
-        .bind(Value::Array(events).to_string())
-        .execute(&mut **conn)
-        .await;
-    if let Err(e) = written {
-        // The connection goes back to the pool, which tests it; the next group takes one.
-        *kept = None;
-        return Err(e.into());
-    }
+    let (grants, tokens, events) = (
+        Value::Array(grants).to_string(),
+        Value::Array(tokens).to_string(),
+        Value::Array(events).to_string(),
+    );
+    store
+        .kept
+        .records
+        .with(store.pool(), async |conn| {
+            sqlx::query(POSTGRES_RECORDS)
+                .bind(grants)
+                .bind(tokens)
+                .bind(events)
+                .execute(conn)
+                .await
+        })
+        .await?;
     store.count_writes(1);
     Ok(())
 }

@@ -232,7 +232,13 @@ impl Store {
         let revisions = match self.inline.as_ref().and_then(|inline| inline.revisions()) {
             Some(revisions) => revisions,
             None => {
-                let row = sqlx::query(REVISIONS).fetch_one(self.pool()).await?;
+                let row = self
+                    .kept
+                    .revisions
+                    .with(self.pool(), async |conn| {
+                        sqlx::query(REVISIONS).fetch_one(conn).await
+                    })
+                    .await?;
                 Revisions {
                     rights: row.try_get("rights")?,
                     revocations: row.try_get("revocations")?,
