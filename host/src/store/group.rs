@@ -4,9 +4,9 @@
 //! a transaction each. Each write is answered only after its group has committed, so every
 //! acknowledged write is as durable as one written alone. On SQLite on a file a group is
 //! written on the inline writer ([`super::inline`]: prepared single-row inserts on the
-//! caller's thread, under one write turn, [`super::turn`]); on PostgreSQL (and SQLite in
-//! memory) as multi-row statements through sqlx, one round trip per statement for the
-//! group.
+//! caller's thread, under one write turn, [`super::turn`]); on PostgreSQL as one statement
+//! ([`super::pg_creates`], and the records' in [`super::records`]); on SQLite in memory as
+//! multi-row statements through sqlx, one round trip per statement for the group.
 //!
 //! Hand-written: this is the store's own batching of its own statements, which no crate
 //! offers over sqlx.
@@ -155,6 +155,9 @@ impl Grouped for Create {
     async fn write_many(store: &Store, group: &[Self]) -> Result<(), StoreError> {
         if write_inline(store, group).await? {
             return Ok(());
+        }
+        if store.backend() == super::Backend::Postgres {
+            return super::pg_creates::write_creates(store, group).await;
         }
         let mut tx = store.begin().await?;
         fhir_write_many(&mut tx, group).await?;

@@ -16,6 +16,7 @@ pub mod import;
 mod inline;
 mod issuer;
 mod oauth;
+mod pg_creates;
 mod records;
 mod resource_cache;
 mod rights;

@@ -986,3 +986,107 @@ async fn kept_versions_follow_every_update_on_both_databases() {
         assert_eq!(note(read), (4, true, "three".into()), "{b}: the deletion");
     }
 }
+
+/// The index rows of `Type/id`, each as one text, sorted: every index table's columns
+/// after the key.
+async fn index_rows_of(store: &Store, resource_type: &str, id: &str) -> Vec<String> {
+    let tables = [
+        ("fhir_idx_string", "param, normalized, exact, part"),
+        ("fhir_idx_token", "param, system, code, text"),
+        (
+            "fhir_idx_reference",
+            "param, target_type, target_id, version, url",
+        ),
+        ("fhir_idx_date", "param, low, high"),
+        ("fhir_idx_number", "param, value"),
+        ("fhir_idx_quantity", "param, value, system, code, unit"),
+        ("fhir_idx_uri", "param, value"),
+    ];
+    let mut rows = Vec::new();
+    for (table, columns) in tables {
+        let text = columns
+            .split(", ")
+            .map(|c| format!("COALESCE(CAST(i.{c} AS TEXT), '-')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let found: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT '{table}|' || {text} FROM {table} i JOIN fhir_resources r ON r.rk = i.rk \
+             WHERE r.resource_type = '{resource_type}' AND r.id = '{id}'"
+        ))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        rows.extend(found);
+    }
+    rows.sort();
+    rows
+}
+
+/// Creates written in groups (concurrent POSTs; on PostgreSQL a group is one statement,
+/// `store/pg_creates.rs`) have exactly the index rows of the same resource written alone
+/// (a PUT), for every kind of index row, composites included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_creates_have_the_index_rows_of_single_writes() {
+    let samples = [
+        serde_json::json!({"resourceType": "Patient", "active": true, "gender": "female",
+            "name": [{"family": "Lovelace", "given": ["Ada", "Augusta"]}],
+            "identifier": [{"system": "urn:mrn", "value": "42"}], "birthDate": "1815-12-10",
+            "telecom": [{"system": "phone", "value": "555"}],
+            "address": [{"city": "London", "postalCode": "W1"}],
+            "generalPractitioner": [{"reference": "Practitioner/babbage"}]}),
+        serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-03-01T10:00:00Z",
+            "valueQuantity": {"value": 72.5, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                           "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}),
+        serde_json::json!({"resourceType": "RiskAssessment", "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "prediction": [{"probabilityDecimal": 0.25}]}),
+        serde_json::json!({"resourceType": "Questionnaire", "status": "active",
+            "url": "http://example.org/q/1", "name": "q"}),
+    ];
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let json = [("content-type", "application/fhir+json")];
+        let mut tasks = tokio::task::JoinSet::new();
+        for (s, sample) in samples.iter().enumerate() {
+            let t = sample["resourceType"].as_str().unwrap().to_owned();
+            let mut alone = sample.clone();
+            alone["id"] = format!("alone-{s}").into();
+            let put = crate::support::call(
+                &app,
+                "PUT",
+                &format!("/fhir/r4/{t}/alone-{s}"),
+                &json,
+                alone.to_string(),
+            )
+            .await;
+            assert_eq!(put.status, 201, "{b}: {:?}", put.body);
+            for _ in 0..12 {
+                let (app, t, body) = (app.clone(), t.clone(), sample.to_string());
+                tasks.spawn(async move {
+                    let post = crate::support::call(
+                        &app,
+                        "POST",
+                        &format!("/fhir/r4/{t}"),
+                        &[("content-type", "application/fhir+json")],
+                        body,
+                    )
+                    .await;
+                    assert_eq!(post.status, 201, "{:?}", post.body);
+                    (s, t, post.body["id"].as_str().unwrap().to_owned())
+                });
+            }
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        while let Some(created) = tasks.join_next().await {
+            let (s, t, id) = created.unwrap();
+            let alone = index_rows_of(&store, &t, &format!("alone-{s}")).await;
+            assert!(!alone.is_empty(), "{b}: {t}");
+            assert_eq!(index_rows_of(&store, &t, &id).await, alone, "{b}: {t}/{id}");
+        }
+        store.close().await;
+    }
+}
