@@ -123,23 +123,43 @@ struct AllGroups {
 /// A pooled connection kept out of the pool between the uses of one writer or reader that
 /// runs a statement at a time (PostgreSQL's records groups, the reads of the revisions):
 /// giving it back after each use would cost a round trip, since sqlx pings every connection
-/// it takes back. It goes back to the pool after an error, and before the pool closes.
+/// it takes back. Like the pool's, it is pinged before a use that follows
+/// [`PING_IF_IDLE_FOR`] without one, and replaced when the ping fails; it goes back to the
+/// pool after an error, and before the pool closes.
 #[derive(Debug, Default)]
-pub(super) struct KeptConnection(tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Any>>>);
+pub(super) struct KeptConnection(tokio::sync::Mutex<Option<Slot>>);
+
+/// The kept connection, and when it was last used.
+#[derive(Debug)]
+struct Slot {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    used: std::time::Instant,
+}
 
 impl KeptConnection {
-    /// Runs `use_it` on the kept connection, taking one from `pool` when none is kept.
+    /// Runs `use_it` on the kept connection, taking one from `pool` when none is kept or
+    /// the kept one, idle, fails its ping.
     pub(super) async fn with<T>(
         &self,
         pool: &AnyPool,
         use_it: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, sqlx::Error>,
     ) -> Result<T, StoreError> {
         let mut kept = self.0.lock().await;
-        let conn = match kept.as_mut() {
-            Some(conn) => conn,
-            None => kept.insert(pool.acquire().await?),
+        if let Some(k) = kept.as_mut()
+            && k.used.elapsed() >= PING_IF_IDLE_FOR
+            && sqlx::Connection::ping(&mut *k.conn).await.is_err()
+        {
+            *kept = None;
+        }
+        let k = match kept.as_mut() {
+            Some(k) => k,
+            None => kept.insert(Slot {
+                conn: pool.acquire().await?,
+                used: std::time::Instant::now(),
+            }),
         };
-        let used = use_it(&mut **conn).await;
+        let used = use_it(&mut *k.conn).await;
+        k.used = std::time::Instant::now();
         if used.is_err() {
             *kept = None;
         }

@@ -261,7 +261,7 @@ async fn bad_clients_are_refused_and_store_nothing_on_both_databases() {
 /// A pooled PostgreSQL connection that the server dropped while it sat idle is not handed
 /// to the next query: one idle for half a second or more is pinged first, and one that
 /// fails is replaced (connections in use more recently are not pinged before use; see
-/// `PING_IF_IDLE_FOR` in `store/mod.rs`).
+/// `PING_IF_IDLE_FOR` in `store/mod.rs`); so is the connection kept for the revisions.
 #[tokio::test]
 async fn pooled_connections_the_server_dropped_are_replaced() {
     use sqlx::Connection;
@@ -278,6 +278,8 @@ async fn pooled_connections_the_server_dropped_are_replaced() {
             .collect();
         drop(held);
         store.ping().await.unwrap();
+        // And the connection the revisions are read on, kept out of the pool.
+        store.revisions().await.unwrap();
         let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
         let dropped: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -293,6 +295,10 @@ async fn pooled_connections_the_server_dropped_are_replaced() {
                 panic!("query {n} after the server dropped the pool's connections: {e}")
             });
         }
+        store
+            .revisions()
+            .await
+            .expect("the revisions after the server dropped their kept connection");
         admin.close().await.unwrap();
         store.close().await;
     }
