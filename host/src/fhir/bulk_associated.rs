@@ -86,6 +86,11 @@ async fn every_page(store: &Store, spec: &SearchSpec<'_>) -> Result<Vec<Found>, 
     }
 }
 
+/// A Provenance's place in time: `recorded`, then `meta.lastUpdated` (ms).
+type OrderKey = (i64, i64);
+/// A resource a Provenance targets: (type, id).
+type Target = (String, String);
+
 /// Of `found` (Provenance), for each of `targets` that one of them targets, the one
 /// with the latest `recorded` (then the latest `meta.lastUpdated`, then the one created
 /// last); each winner once, in the order of `found`.
@@ -94,13 +99,20 @@ fn latest_per_target(targets: &[Found], found: Vec<Found>) -> Vec<Found> {
         .iter()
         .map(|f| (f.resource_type.as_str(), f.id.as_str()))
         .collect();
-    let keys: Vec<(i64, i64)> = found
+    // Each Provenance read once: its order key and its targets.
+    let (keys, targeted): (Vec<OrderKey>, Vec<Vec<Target>>) = found
         .iter()
-        .map(|p| (recorded_ms(p), p.last_updated))
-        .collect();
-    let mut best: HashMap<(String, String), usize> = HashMap::new();
-    for (n, p) in found.iter().enumerate() {
-        for (t, id) in targets_of(p) {
+        .map(|p| {
+            let resource = serde_json::from_str::<Value>(&p.content).unwrap_or_default();
+            (
+                (recorded_ms(&resource), p.last_updated),
+                targets_of(&resource),
+            )
+        })
+        .unzip();
+    let mut best: HashMap<Target, usize> = HashMap::new();
+    for (n, targets) in targeted.into_iter().enumerate() {
+        for (t, id) in targets {
             if !wanted.contains(&(t.as_str(), id.as_str())) {
                 continue;
             }
@@ -120,19 +132,16 @@ fn latest_per_target(targets: &[Found], found: Vec<Found>) -> Vec<Found> {
 }
 
 /// `Provenance.recorded` in ms since the epoch (`i64::MIN` when absent or unreadable).
-fn recorded_ms(provenance: &Found) -> i64 {
-    serde_json::from_str::<Value>(&provenance.content)
-        .ok()
-        .and_then(|p| p["recorded"].as_str().and_then(|r| parse_date(r).ok()))
+fn recorded_ms(provenance: &Value) -> i64 {
+    provenance["recorded"]
+        .as_str()
+        .and_then(|r| parse_date(r).ok())
         .map_or(i64::MIN, |range| range.low)
 }
 
 /// The (type, id) of each literal reference in `Provenance.target`.
-fn targets_of(provenance: &Found) -> Vec<(String, String)> {
-    let Ok(resource) = serde_json::from_str::<Value>(&provenance.content) else {
-        return Vec::new();
-    };
-    resource["target"]
+fn targets_of(provenance: &Value) -> Vec<Target> {
+    provenance["target"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()

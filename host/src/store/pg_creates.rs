@@ -7,9 +7,10 @@
 //! stays prepared, where multi-row `VALUES` lists are a new text, parsed and planned, for
 //! each size of group.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::fhir::{Batches, VersionRows};
+use super::fhir::{Batches, StoredVersion, VersionRows};
 use super::{Store, StoreError};
 
 /// The statement: `$1` the versions, `$2`..`$8` the rows of the index tables, each row
@@ -55,18 +56,45 @@ const CREATES: &str = "WITH v AS (\
      FROM json_to_recordset($8::json) AS x(n BIGINT, param TEXT, value TEXT) JOIN k USING (n)) \
      SELECT 1";
 
+/// A version as the statement's `$1` reads it, borrowed: the content (the whole resource)
+/// is written into the parameter's text once, not copied into a JSON value first.
+#[derive(Serialize)]
+struct VersionRow<'a> {
+    n: i64,
+    resource_type: &'a str,
+    id: &'a str,
+    version_id: i64,
+    last_updated: i64,
+    method: &'a str,
+    deleted: i64,
+    content: &'a str,
+}
+
+impl<'a> VersionRow<'a> {
+    fn of(v: &'a StoredVersion, n: i64) -> Self {
+        VersionRow {
+            n,
+            resource_type: &v.resource_type,
+            id: &v.id,
+            version_id: v.version_id,
+            last_updated: v.last_updated,
+            method: &v.method,
+            deleted: i64::from(v.deleted),
+            content: &v.content,
+        }
+    }
+}
+
 /// Writes the first versions `group` (distinct resources), with their index rows, in one
 /// statement; a version that exists already fails the whole group (a conflict).
 pub(super) async fn write_creates(store: &Store, group: &[VersionRows]) -> Result<(), StoreError> {
-    let versions: Vec<Value> = group
+    let versions: Vec<VersionRow> = group
         .iter()
         .zip(0i64..)
-        .map(|((v, _), n)| {
-            json!({"n": n, "resource_type": v.resource_type, "id": v.id,
-                   "version_id": v.version_id, "last_updated": v.last_updated,
-                   "method": v.method, "deleted": i64::from(v.deleted), "content": v.content})
-        })
+        .map(|((v, _), n)| VersionRow::of(v, n))
         .collect();
+    let versions = serde_json::to_string(&versions)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode a group of creates: {e}")))?;
     let owners: Vec<(&str, i64, &crate::fhir::search::IndexRows)> = group
         .iter()
         .zip(0i64..)
@@ -101,7 +129,7 @@ pub(super) async fn write_creates(store: &Store, group: &[VersionRows]) -> Resul
         .iter()
         .map(|((_, n), p, r)| json!({"n": n, "param": p, "value": r.value}));
     sqlx::query(CREATES)
-        .bind(rows(versions))
+        .bind(versions)
         .bind(rows(strings.collect()))
         .bind(rows(tokens.collect()))
         .bind(rows(references.collect()))
