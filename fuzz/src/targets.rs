@@ -216,11 +216,11 @@ pub fn bundle(data: &[u8]) {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    if let Ok((_, entries)) = parse_bundle(&map) {
-        let count = map
-            .get("entry")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
+    let count = map
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if let Ok((_, entries)) = parse_bundle(map) {
         assert_eq!(
             entries.len(),
             count,

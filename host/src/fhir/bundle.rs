@@ -128,17 +128,17 @@ fn entry_error(index: usize, what: impl Into<String>) -> FhirError {
 
 /// Parses a request Bundle into its kind and entries; any malformed entry refuses the whole Bundle.
 pub fn parse_bundle(
-    bundle: &Map<String, Value>,
+    mut bundle: Map<String, Value>,
 ) -> Result<(BundleKind, Vec<EntryRequest>), FhirError> {
-    let kind = bundle_kind(bundle)?;
-    let entries = match bundle.get("entry") {
-        None => &Vec::new(),
+    let kind = bundle_kind(&bundle)?;
+    let entries = match bundle.remove("entry") {
+        None => Vec::new(),
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(FhirError::invalid("Bundle.entry must be an array")),
     };
     let mut parsed = Vec::with_capacity(entries.len());
     let mut full_urls = HashSet::new();
-    for (index, entry) in entries.iter().enumerate() {
+    for (index, entry) in entries.into_iter().enumerate() {
         // A transaction's references to a fullUrl must name one entry.
         let seen = (kind == BundleKind::Transaction).then_some(&mut full_urls);
         parsed.push(parse_entry(index, entry, seen)?);
@@ -171,7 +171,7 @@ fn bundle_kind(bundle: &Map<String, Value>) -> Result<BundleKind, FhirError> {
 /// against each other; its fullUrl must not be in `seen_full_urls` when that is given.
 fn parse_entry(
     index: usize,
-    entry: &Value,
+    mut entry: Value,
     seen_full_urls: Option<&mut HashSet<String>>,
 ) -> Result<EntryRequest, FhirError> {
     let request = entry
@@ -192,14 +192,22 @@ fn parse_entry(
         .ok_or_else(|| entry_error(index, "entry has no request.url"))?
         .to_string();
     let target = parse_entry_url(index, &url)?;
-    let resource = match entry.get("resource") {
-        None => None,
-        Some(Value::Object(r)) => Some(r.clone()),
-        Some(_) => return Err(entry_error(index, "entry.resource must be a JSON object")),
-    };
     let if_match = match request.get("ifMatch").and_then(Value::as_str) {
         None => None,
         Some(text) => Some(parse_if_match(index, text)?),
+    };
+    let if_none_exist = request
+        .get("ifNoneExist")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let full_url = entry
+        .get("fullUrl")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let resource = match entry.as_object_mut().and_then(|e| e.remove("resource")) {
+        None => None,
+        Some(Value::Object(r)) => Some(r),
+        Some(_) => return Err(entry_error(index, "entry.resource must be a JSON object")),
     };
     let parsed = EntryRequest {
         index,
@@ -210,14 +218,8 @@ fn parse_entry(
         query: target.query,
         url,
         if_match,
-        if_none_exist: request
-            .get("ifNoneExist")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        full_url: entry
-            .get("fullUrl")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        if_none_exist,
+        full_url,
         resource,
     };
     if let (Some(f), Some(seen)) = (&parsed.full_url, seen_full_urls)
@@ -419,7 +421,7 @@ impl EntryResult {
         }
     }
 
-    fn to_json(&self, return_resources: bool, status_line: StatusLine) -> Value {
+    fn into_json(self, return_resources: bool, status_line: StatusLine) -> Value {
         let mut response = json!({ "status": status_line(self.status) });
         if let Some(v) = &self.version {
             response["location"] = json!(format!(
@@ -429,15 +431,15 @@ impl EntryResult {
             response["etag"] = json!(format!("W/\"{}\"", v.version_id));
             response["lastModified"] = json!(format_instant(v.last_updated));
         }
-        if let Some(o) = &self.outcome {
-            response["outcome"] = o.clone();
+        if let Some(o) = self.outcome {
+            response["outcome"] = o;
         }
         let mut entry = json!({ "response": response });
-        if let (Some(resource), true) = (&self.resource, return_resources) {
+        if let (Some(resource), true) = (self.resource, return_resources) {
             if let Some(v) = &self.version {
                 entry["fullUrl"] = json!(format!("{}/{}", v.resource_type, v.id));
             }
-            entry["resource"] = resource.clone();
+            entry["resource"] = resource;
         }
         entry
     }
@@ -644,7 +646,7 @@ impl Repository {
     /// Returns the response Bundle, each entry's `response.status` written by `status_line`.
     pub async fn process_bundle(
         &self,
-        bundle: &Map<String, Value>,
+        bundle: Map<String, Value>,
         check: EntryCheck<'_>,
         type_access: TypeAccess<'_>,
         return_resources: bool,
@@ -662,7 +664,7 @@ impl Repository {
         };
         let entries: Vec<Value> = results
             .into_iter()
-            .map(|r| r.map_or(Value::Null, |r| r.to_json(return_resources, status_line)))
+            .map(|r| r.map_or(Value::Null, |r| r.into_json(return_resources, status_line)))
             .collect();
         Ok(json!({
             "resourceType": "Bundle",

@@ -20,8 +20,9 @@ use super::search::{IndexRows, SearchLimits, extract};
 use super::searchset::{self, Allowed, Handling, SearchScope, Via};
 use crate::store::fhir::{
     Currents, HistoryFilter, HistoryScope, StoredVersion, VersionRows, WriteMethod, fhir_current,
-    fhir_current_many, fhir_version, fhir_write, fhir_write_many,
+    fhir_current_many, fhir_version, fhir_write,
 };
+use crate::store::write_many::fhir_write_many;
 use crate::store::{Conn, Store, WriteTx};
 
 /// Checks resources before they are stored (the resource-validator plugins implement it).
@@ -84,6 +85,15 @@ pub struct PlainWrite<'a> {
     pub access: &'a Access,
     /// The content's index rows, extracted by [`Repository::check_plain`].
     pub index: Option<IndexRows>,
+}
+
+/// Which attempt at a transaction's writes [`Repository::write_plain`] makes: under the
+/// inline writer, which may give up and leave them to a transaction of the pool, or the
+/// last one.
+#[derive(Clone, Copy)]
+enum Try {
+    Inline,
+    Last,
 }
 
 /// The repository. Cheap to clone. Each interaction takes `tx`, the caller's write
@@ -406,7 +416,8 @@ impl Repository {
             let inline = self
                 .store
                 .write_inline_after(&keys, |currents| {
-                    let (rows, versions) = self.plain_versions(&mut writes, currents)?;
+                    let (rows, versions) =
+                        self.plain_versions(&mut writes, currents, Try::Inline)?;
                     written = versions;
                     Ok(rows)
                 })
@@ -430,7 +441,7 @@ impl Repository {
                     .map_err(|e| (Some(at), e))?;
             }
         }
-        let (rows, written) = self.plain_versions(&mut writes, &currents)?;
+        let (rows, written) = self.plain_versions(&mut writes, &currents, Try::Last)?;
         let done = async {
             fhir_write_many(&mut tx, &rows).await?;
             tx.commit_counting(rows.len() as u64).await
@@ -446,13 +457,14 @@ impl Repository {
         &self,
         writes: &mut [PlainWrite<'_>],
         currents: &Currents,
+        attempt: Try,
     ) -> Result<(Vec<VersionRows>, Vec<WrittenContent>), Refusal> {
         let mut rows = Vec::with_capacity(writes.len());
         let mut written = Vec::with_capacity(writes.len());
         for (at, write) in writes.iter_mut().enumerate() {
             let current = current_in(currents, write);
             let (w, index) = self
-                .unrestricted_version(write, current)
+                .unrestricted_version(write, current, attempt)
                 .map_err(|e| (Some(at), e))?;
             rows.push((w.0.version.clone(), Some(index)));
             written.push(w);
@@ -466,6 +478,7 @@ impl Repository {
         &self,
         write: &mut PlainWrite<'_>,
         current: Option<&StoredVersion>,
+        attempt: Try,
     ) -> Result<(WrittenContent, IndexRows), FhirError> {
         let (resource_type, id) = (write.resource_type, write.id.as_str());
         if write.method != WriteMethod::Create {
@@ -474,9 +487,12 @@ impl Repository {
                 return Err(not_created(resource_type, id));
             }
         }
-        // The content stays for the pool to write should the inline writer fail; the index
-        // rows taken are extracted again then.
-        let mut resource = write.resource.clone();
+        // Under the inline writer the content stays for the pool to write should it fail;
+        // the index rows taken are extracted again then.
+        let mut resource = match attempt {
+            Try::Inline => write.resource.clone(),
+            Try::Last => std::mem::take(&mut write.resource),
+        };
         let index = match write.index.take() {
             Some(index) => index,
             None => extract_from(&mut resource)?,

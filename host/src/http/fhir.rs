@@ -922,7 +922,7 @@ async fn batch_or_transaction(
     let response = state
         .fhir()
         .process_bundle(
-            &bundle,
+            bundle,
             &check,
             &type_access,
             return_resources,

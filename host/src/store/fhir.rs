@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use super::{Backend, Conn, Store, StoreError, WriteTx};
 use crate::fhir::search::extract::composite_row_param;
@@ -495,8 +496,13 @@ pub(super) const CURRENT_COLUMNS: &[&str] = KEYED_CURRENT_COLUMNS.split_at(1).1;
 /// for one: history rows, current rows, and (unless deleted) fresh index rows, in
 /// multi-row statements. A version whose number is taken (a concurrent write got there
 /// first) fails the whole call with a conflict.
-pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result<(), StoreError> {
-    let conn = tx.sql();
+pub(super) async fn write_many_rows(
+    conn: &mut AnyConnection,
+    writes: &[&VersionRows],
+) -> Result<(), StoreError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
     let mut keys = std::collections::HashMap::new();
     for chunk in writes.chunks(ROWS_PER_INSERT) {
         insert_history_many(conn, chunk).await?;
@@ -507,7 +513,7 @@ pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result
     // As in `replace_index`: a deletion keeps its last index rows, a first version has none.
     let mut replaced = Vec::new();
     let mut owners: Vec<(&str, i64, &IndexRows)> = Vec::new();
-    for (v, rows) in writes.iter().filter(|(v, _)| !v.deleted) {
+    for (v, rows) in writes.iter().copied().filter(|(v, _)| !v.deleted) {
         let rk = keys
             .remove(&(v.resource_type.clone(), v.id.clone()))
             .ok_or_else(|| {
@@ -528,7 +534,7 @@ pub async fn fhir_write_many(tx: &mut WriteTx, writes: &[VersionRows]) -> Result
 /// already is a conflict.
 async fn insert_history_many(
     conn: &mut AnyConnection,
-    chunk: &[VersionRows],
+    chunk: &[&VersionRows],
 ) -> Result<(), StoreError> {
     let sql = multi_row_insert(
         Marks::of(conn),
@@ -551,7 +557,7 @@ async fn insert_history_many(
 /// answers their keys by (type, id).
 async fn upsert_current_many(
     conn: &mut AnyConnection,
-    chunk: &[VersionRows],
+    chunk: &[&VersionRows],
 ) -> Result<Vec<((String, String), i64)>, StoreError> {
     let sql = format!(
         "{} ON CONFLICT (resource_type, id) DO UPDATE SET version_id = excluded.version_id, \
@@ -579,7 +585,7 @@ async fn upsert_current_many(
 fn versions_query<'q>(
     sql: &'q str,
     columns: &[&str],
-    chunk: &'q [VersionRows],
+    chunk: &'q [&'q VersionRows],
 ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>, StoreError> {
     let mut query = super::rows_query(sql, chunk.len());
     for (v, _) in chunk {
@@ -861,6 +867,48 @@ impl<'a> Batches<'a> {
             }
         }
         batches
+    }
+
+    /// Sorts each table's rows by the key of its search index (`fhir_idx_*_value`:
+    /// resource type, parameter, the value's columns, then the owner's key, in the order of
+    /// the owners' places in the batch).
+    pub fn sort_by_search_key(&mut self) {
+        fn by<T>(
+            rows: &mut [((&str, i64), Cow<'static, str>, &T)],
+            value: impl Fn((&T, i64), (&T, i64)) -> Ordering,
+        ) {
+            rows.sort_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
+                (a_owner.0, a_param)
+                    .cmp(&(b_owner.0, b_param))
+                    .then_with(|| value((a, a_owner.1), (b, b_owner.1)))
+            });
+        }
+        let b = self;
+        by(&mut b.strings, |(a, a_id), (b, b_id)| {
+            (&a.normalized, a_id).cmp(&(&b.normalized, b_id))
+        });
+        by(&mut b.tokens, |(a, a_id), (b, b_id)| {
+            (&a.code, a_id, &a.system).cmp(&(&b.code, b_id, &b.system))
+        });
+        by(&mut b.references, |(a, a_id), (b, b_id)| {
+            (&a.target_id, a_id, a.target_type.map(|t| t.as_str())).cmp(&(
+                &b.target_id,
+                b_id,
+                b.target_type.map(|t| t.as_str()),
+            ))
+        });
+        by(&mut b.dates, |(a, a_id), (b, b_id)| {
+            (a.low, a.high, a_id).cmp(&(b.low, b.high, b_id))
+        });
+        by(&mut b.numbers, |(a, a_id), (b, b_id)| {
+            a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
+        });
+        by(&mut b.quantities, |(a, a_id), (b, b_id)| {
+            a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
+        });
+        by(&mut b.uris, |(a, a_id), (b, b_id)| {
+            (&a.value, a_id).cmp(&(&b.value, b_id))
+        });
     }
 
     fn add(

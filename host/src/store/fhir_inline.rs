@@ -1,5 +1,5 @@
 //! Versions of FHIR resources written on SQLite's inline writer ([`super::inline`]): the
-//! same rows as [`super::fhir::fhir_write_many`] (history, current row, index rows), as
+//! same rows as [`super::write_many::fhir_write_many`] (history, current row, index rows), as
 //! prepared single-row statements run by SQLite on the calling thread, not as messages to
 //! one of sqlx's worker threads. The writer is one connection that every grouped write of
 //! the process goes through, so its page cache stays warm between groups (a pooled
@@ -215,7 +215,7 @@ fn write_index(tx: &Transaction<'_>, b: &Batches<'_>) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
     use crate::store::Store;
-    use crate::store::fhir::fhir_write_many;
+    use crate::store::write_many::fhir_write_many;
     use serde_json::{Value, json};
 
     fn version(

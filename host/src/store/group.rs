@@ -16,7 +16,8 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::fhir::{StoredVersion, VersionRows, fhir_write, fhir_write_many};
+use super::fhir::{StoredVersion, VersionRows, fhir_write};
+use super::write_many::fhir_write_many;
 use super::{Store, StoreError};
 use crate::fhir::search::IndexRows;
 

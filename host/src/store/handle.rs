@@ -53,6 +53,11 @@ impl Drop for Finished {
 }
 
 impl WriteTx {
+    /// The database the transaction writes to.
+    pub(super) fn backend(&self) -> super::Backend {
+        self.store.backend()
+    }
+
     /// Commits, passes the write turn on, and counts the commit towards the next
     /// [`Store::analyze`].
     pub async fn commit(self) -> Result<(), StoreError> {

@@ -13,8 +13,6 @@
 //! [`Loaded::Exists`] tells the caller to write it as updates instead
 //! (`fhir::repository::Repository::update_many`).
 
-use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -178,7 +176,7 @@ pub fn encode(backend: Backend, batch: &[(StoredVersion, IndexRows)]) -> Encoded
         .map(|((v, rows), place)| (v.resource_type.as_str(), place, rows))
         .collect();
     let mut index = Batches::of(&owners);
-    sort(&mut index);
+    index.sort_by_search_key();
     let tables = tables(batch, &index);
     let statements = match backend {
         Backend::Sqlite => Statements::Sqlite(sqlite_statements(&tables)),
@@ -508,47 +506,6 @@ fn index_tables<'a>(b: &'a Batches<'a>) -> Vec<Table<'a>> {
             c.text(&r.value);
         }),
     ]
-}
-
-/// Sorts each table's rows by the key of its search index (`fhir_idx_*_value`:
-/// resource type, parameter, the value's columns, then the owner's key, in the order of
-/// the owners' places in the batch).
-fn sort(b: &mut Batches<'_>) {
-    fn by<T>(
-        rows: &mut [((&str, i64), Cow<'static, str>, &T)],
-        value: impl Fn((&T, i64), (&T, i64)) -> Ordering,
-    ) {
-        rows.sort_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
-            (a_owner.0, a_param)
-                .cmp(&(b_owner.0, b_param))
-                .then_with(|| value((a, a_owner.1), (b, b_owner.1)))
-        });
-    }
-    by(&mut b.strings, |(a, a_id), (b, b_id)| {
-        (&a.normalized, a_id).cmp(&(&b.normalized, b_id))
-    });
-    by(&mut b.tokens, |(a, a_id), (b, b_id)| {
-        (&a.code, a_id, &a.system).cmp(&(&b.code, b_id, &b.system))
-    });
-    by(&mut b.references, |(a, a_id), (b, b_id)| {
-        (&a.target_id, a_id, a.target_type.map(|t| t.as_str())).cmp(&(
-            &b.target_id,
-            b_id,
-            b.target_type.map(|t| t.as_str()),
-        ))
-    });
-    by(&mut b.dates, |(a, a_id), (b, b_id)| {
-        (a.low, a.high, a_id).cmp(&(b.low, b.high, b_id))
-    });
-    by(&mut b.numbers, |(a, a_id), (b, b_id)| {
-        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
-    });
-    by(&mut b.quantities, |(a, a_id), (b, b_id)| {
-        a.value.total_cmp(&b.value).then_with(|| a_id.cmp(&b_id))
-    });
-    by(&mut b.uris, |(a, a_id), (b, b_id)| {
-        (&a.value, a_id).cmp(&(&b.value, b_id))
-    });
 }
 
 /// Values bound to a SQLite statement, in order (copies: the statement outlives the batch).

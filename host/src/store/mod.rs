@@ -24,6 +24,7 @@ pub mod search;
 pub mod tables;
 mod turn;
 mod users;
+pub mod write_many;
 
 pub use clients::{
     Client, ClientKind, NewClient, NewClientSecret, constant_time_eq, hash_secret, secret_matches,

@@ -7,10 +7,12 @@
 //! stays prepared, where multi-row `VALUES` lists are a new text, parsed and planned, for
 //! each size of group.
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use std::borrow::Cow;
 
-use super::fhir::{Batches, StoredVersion, VersionRows};
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use super::fhir::{Batches, Owner, StoredVersion, VersionRows};
 use super::{Store, StoreError};
 
 /// The statement: `$1` the versions, `$2`..`$8` the rows of the index tables, each row
@@ -86,60 +88,168 @@ impl<'a> VersionRow<'a> {
 }
 
 /// Writes the first versions `group` (distinct resources), with their index rows, in one
-/// statement; a version that exists already fails the whole group (a conflict).
+/// statement of its own; a version that exists already fails the whole group (a conflict).
 pub(super) async fn write_creates(store: &Store, group: &[VersionRows]) -> Result<(), StoreError> {
-    let versions: Vec<VersionRow> = group
-        .iter()
-        .zip(0i64..)
-        .map(|((v, _), n)| VersionRow::of(v, n))
-        .collect();
-    let versions = serde_json::to_string(&versions)
-        .map_err(|e| StoreError::Invalid(format!("cannot encode a group of creates: {e}")))?;
-    let owners: Vec<(&str, i64, &crate::fhir::search::IndexRows)> = group
-        .iter()
-        .zip(0i64..)
-        .filter_map(|((v, rows), n)| Some((v.resource_type.as_str(), n, rows.as_ref()?)))
-        .collect();
-    let b = Batches::of(&owners);
-    let rows = |json: Vec<Value>| Value::Array(json).to_string();
-    let strings = b.strings.iter().map(|((_, n), p, r)| {
-        json!({"n": n, "param": p, "normalized": r.normalized, "exact": r.exact, "part": r.part})
-    });
-    let tokens = b.tokens.iter().map(|((_, n), p, r)| {
-        json!({"n": n, "param": p, "system": r.system, "code": r.code, "text": r.text})
-    });
-    let references = b.references.iter().map(|((_, n), p, r)| {
-        json!({"n": n, "param": p, "target_type": r.target_type.map(|t| t.as_str()),
-               "target_id": r.target_id, "version": r.version, "url": r.url})
-    });
-    let dates = b
-        .dates
-        .iter()
-        .map(|((_, n), p, r)| json!({"n": n, "param": p, "low": r.low, "high": r.high}));
-    let numbers = b
-        .numbers
-        .iter()
-        .map(|((_, n), p, r)| json!({"n": n, "param": p, "value": r.value}));
-    let quantities = b.quantities.iter().map(|((_, n), p, r)| {
-        json!({"n": n, "param": p, "value": r.value, "system": r.system, "code": r.code,
-               "unit": r.unit})
-    });
-    let uris = b
-        .uris
-        .iter()
-        .map(|((_, n), p, r)| json!({"n": n, "param": p, "value": r.value}));
-    sqlx::query(CREATES)
-        .bind(versions)
-        .bind(rows(strings.collect()))
-        .bind(rows(tokens.collect()))
-        .bind(rows(references.collect()))
-        .bind(rows(dates.collect()))
-        .bind(rows(numbers.collect()))
-        .bind(rows(quantities.collect()))
-        .bind(rows(uris.collect()))
+    let group: Vec<&VersionRows> = group.iter().collect();
+    let params = Params::of(&group)?;
+    params
+        .query()
         .execute(store.pool())
         .await
         .map_err(|e| super::conflict_or(e, || "a create of the group".into()))?;
     store.count_writes(group.len() as u64);
     Ok(())
+}
+
+/// Writes the first versions `firsts` with their index rows in the transaction of `conn`,
+/// in the one statement [`write_creates`] sends: a transaction Bundle's creates.
+pub(super) async fn write_creates_in(
+    conn: &mut AnyConnection,
+    firsts: &[&VersionRows],
+) -> Result<(), StoreError> {
+    Params::of(firsts)?
+        .query()
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            super::conflict_or(e, || {
+                "a version of the batch (a concurrent write got there first)".into()
+            })
+        })?;
+    Ok(())
+}
+
+/// The statement's parameters: the versions, then each index table's rows, as JSON texts.
+struct Params([String; 8]);
+
+impl Params {
+    /// The parameters of `group`, each index table's rows in the order of its search
+    /// index, so that the B-tree inserts of one table fall near each other.
+    fn of(group: &[&VersionRows]) -> Result<Params, StoreError> {
+        let versions: Vec<VersionRow> = group
+            .iter()
+            .zip(0i64..)
+            .map(|((v, _), n)| VersionRow::of(v, n))
+            .collect();
+        let versions = serde_json::to_string(&versions)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode a group of creates: {e}")))?;
+        let owners: Vec<(&str, i64, &crate::fhir::search::IndexRows)> = group
+            .iter()
+            .zip(0i64..)
+            .filter_map(|((v, rows), n)| Some((v.resource_type.as_str(), n, rows.as_ref()?)))
+            .collect();
+        let mut b = Batches::of(&owners);
+        b.sort_by_search_key();
+        Ok(Params([
+            versions,
+            rows(&b.strings, |r| StringRow {
+                normalized: &r.normalized,
+                exact: &r.exact,
+                part: r.part,
+            })?,
+            rows(&b.tokens, |r| TokenRow {
+                system: r.system.as_deref(),
+                code: r.code.as_deref(),
+                text: r.text.as_deref(),
+            })?,
+            rows(&b.references, |r| ReferenceRow {
+                target_type: r.target_type.map(|t| t.as_str()),
+                target_id: r.target_id.as_deref(),
+                version: r.version.as_deref(),
+                url: r.url.as_deref(),
+            })?,
+            rows(&b.dates, |r| DateRow {
+                low: r.low,
+                high: r.high,
+            })?,
+            rows(&b.numbers, |r| NumberRow { value: r.value })?,
+            rows(&b.quantities, |r| QuantityRow {
+                value: r.value,
+                system: r.system.as_deref(),
+                code: r.code.as_deref(),
+                unit: r.unit.as_deref(),
+            })?,
+            rows(&b.uris, |r| UriRow { value: &r.value })?,
+        ]))
+    }
+
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
+        self.0
+            .into_iter()
+            .fold(sqlx::query(CREATES), |query, param| query.bind(param))
+    }
+}
+
+/// The JSON text of one index table's `rows` as the statement reads them: each row's
+/// columns ([`Row`], borrowed from the row) with the place `n` of its version and its
+/// `param`, written straight into the text.
+fn rows<'a, T, C: Serialize>(
+    rows: &'a [(Owner<'_>, Cow<'static, str>, &'a T)],
+    columns: impl Fn(&'a T) -> C,
+) -> Result<String, StoreError> {
+    let rows: Vec<Row<'a, C>> = rows
+        .iter()
+        .map(|((_, n), param, r)| Row {
+            n: *n,
+            param,
+            columns: columns(r),
+        })
+        .collect();
+    serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode a group's index rows: {e}")))
+}
+
+/// An index row: its version's place, its parameter, and its table's own columns.
+#[derive(Serialize)]
+struct Row<'a, C> {
+    n: i64,
+    param: &'a str,
+    #[serde(flatten)]
+    columns: C,
+}
+
+#[derive(Serialize)]
+struct StringRow<'a> {
+    normalized: &'a str,
+    exact: &'a str,
+    part: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TokenRow<'a> {
+    system: Option<&'a str>,
+    code: Option<&'a str>,
+    text: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ReferenceRow<'a> {
+    target_type: Option<&'a str>,
+    target_id: Option<&'a str>,
+    version: Option<&'a str>,
+    url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DateRow {
+    low: i64,
+    high: i64,
+}
+
+#[derive(Serialize)]
+struct NumberRow {
+    value: f64,
+}
+
+#[derive(Serialize)]
+struct QuantityRow<'a> {
+    value: f64,
+    system: Option<&'a str>,
+    code: Option<&'a str>,
+    unit: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct UriRow<'a> {
+    value: &'a str,
 }

@@ -1028,12 +1028,10 @@ async fn index_rows_of(store: &Store, resource_type: &str, id: &str) -> Vec<Stri
     rows
 }
 
-/// Creates written in groups (concurrent POSTs; on PostgreSQL a group is one statement,
-/// `store/pg_creates.rs`) have exactly the index rows of the same resource written alone
-/// (a PUT), for every kind of index row, composites included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn grouped_creates_have_the_index_rows_of_single_writes() {
-    let samples = [
+/// A resource of each kind of index row (a Patient's strings, tokens, references and
+/// dates; an Observation's quantities and composites; a number; a uri).
+fn index_samples() -> [serde_json::Value; 4] {
+    [
         serde_json::json!({"resourceType": "Patient", "active": true, "gender": "female",
             "name": [{"family": "Lovelace", "given": ["Ada", "Augusta"]}],
             "identifier": [{"system": "urn:mrn", "value": "42"}], "birthDate": "1815-12-10",
@@ -1051,7 +1049,15 @@ async fn grouped_creates_have_the_index_rows_of_single_writes() {
             "prediction": [{"probabilityDecimal": 0.25}]}),
         serde_json::json!({"resourceType": "Questionnaire", "status": "active",
             "url": "http://example.org/q/1", "name": "q"}),
-    ];
+    ]
+}
+
+/// Creates written in groups (concurrent POSTs; on PostgreSQL a group is one statement,
+/// `store/pg_creates.rs`) have exactly the index rows of the same resource written alone
+/// (a PUT), for every kind of index row, composites included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_creates_have_the_index_rows_of_single_writes() {
+    let samples = index_samples();
     for db in TestDb::all().await {
         let b = db.backend;
         let (app, _) = crate::support::app_on(&db, "").await;
@@ -1092,6 +1098,59 @@ async fn grouped_creates_have_the_index_rows_of_single_writes() {
             let alone = index_rows_of(&store, &t, &format!("alone-{s}")).await;
             assert!(!alone.is_empty(), "{b}: {t}");
             assert_eq!(index_rows_of(&store, &t, &id).await, alone, "{b}: {t}/{id}");
+        }
+        store.close().await;
+    }
+}
+
+/// A transaction Bundle's writes (on PostgreSQL its creates in the one statement of
+/// `store/pg_creates.rs`, its updates in multi-row statements, in one transaction) have
+/// exactly the index rows of the same resources written alone, and an update in the same
+/// Bundle replaces its resource's rows.
+#[tokio::test]
+async fn transaction_bundles_have_the_index_rows_of_single_writes() {
+    let samples = index_samples();
+    let put = |id: &str, mut resource: serde_json::Value| {
+        resource["id"] = id.into();
+        let url = format!("{}/{id}", resource["resourceType"].as_str().unwrap());
+        serde_json::json!({"resource": resource, "request": {"method": "PUT", "url": url}})
+    };
+    let transaction = |entries: Vec<serde_json::Value>| {
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            .to_string()
+    };
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for (s, sample) in samples.iter().enumerate() {
+        before.push(put(&format!("alone-{s}"), sample.clone()));
+        // What `old-{s}` holds until the second Bundle updates it to the sample.
+        let mut old = sample.clone();
+        old["identifier"] = serde_json::json!([{"system": "urn:old", "value": "x"}]);
+        before.push(put(&format!("old-{s}"), old));
+        after.push(put(&format!("new-{s}"), sample.clone()));
+        after.push(put(&format!("old-{s}"), sample.clone()));
+    }
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let json = [("content-type", "application/fhir+json")];
+        for entries in [before.clone(), after.clone()] {
+            let r =
+                crate::support::call(&app, "POST", "/fhir/r4", &json, transaction(entries)).await;
+            assert_eq!(r.status, 200, "{b}: {:?}", r.body);
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        for (s, sample) in samples.iter().enumerate() {
+            let t = sample["resourceType"].as_str().unwrap();
+            let alone = index_rows_of(&store, t, &format!("alone-{s}")).await;
+            assert!(
+                alone.iter().all(|r| !r.contains("urn:old")),
+                "{b}: {alone:?}"
+            );
+            for id in [format!("new-{s}"), format!("old-{s}")] {
+                assert_eq!(index_rows_of(&store, t, &id).await, alone, "{b}: {t}/{id}");
+            }
+            let old = store.fhir_current(t, &format!("old-{s}")).await.unwrap();
+            assert_eq!(old.map(|v| v.version_id), Some(2), "{b}: {t}");
         }
         store.close().await;
     }
