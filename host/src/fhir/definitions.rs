@@ -110,6 +110,9 @@ pub struct SearchParamDef {
     pub single: bool,
     compiled: Result<Expr, String>,
     rows: Rows,
+    /// What [`SearchParamDef::searchable`] answers, worked out on its first call (each
+    /// write's index extraction asks it of every composite of the type).
+    searchable: std::sync::OnceLock<Result<(), String>>,
 }
 
 /// Where a search on a parameter finds the values it matches.
@@ -246,7 +249,15 @@ impl SearchParamDef {
     /// indexed itself, or it is a composite whose components are indexed parameters
     /// of the same type (writes then add the components' rows per element the
     /// composite selects, and a search matches all components within one element).
-    pub fn searchable(&'static self) -> Result<(), String> {
+    pub fn searchable(&'static self) -> Result<(), &'static str> {
+        self.searchable
+            .get_or_init(|| self.find_searchable())
+            .as_ref()
+            .map_err(String::as_str)
+            .copied()
+    }
+
+    fn find_searchable(&'static self) -> Result<(), String> {
         if self.kind != SearchParamType::Composite {
             return self.indexing();
         }
@@ -504,6 +515,7 @@ fn param_def(base: &str, p: &RawParam) -> SearchParamDef {
             fhirpath::parse(&p.expr)
         },
         rows: Rows::Own,
+        searchable: std::sync::OnceLock::new(),
     }
 }
 

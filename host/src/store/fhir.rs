@@ -877,7 +877,7 @@ impl<'a> Batches<'a> {
             rows: &mut [((&str, i64), Cow<'static, str>, &T)],
             value: impl Fn((&T, i64), (&T, i64)) -> Ordering,
         ) {
-            rows.sort_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
+            rows.sort_unstable_by(|(a_owner, a_param, a), (b_owner, b_param, b)| {
                 (a_owner.0, a_param)
                     .cmp(&(b_owner.0, b_param))
                     .then_with(|| value((a, a_owner.1), (b, b_owner.1)))

@@ -884,7 +884,7 @@ fn parse_criterion(
         return parse_chain(param, modifier, chained, value, budget);
     }
     if let Err(reason) = param.searchable() {
-        return Err(Problem::Unsupported(reason));
+        return Err(Problem::Unsupported(reason.to_owned()));
     }
     match modifier {
         Some(Modifier::Missing) => {
