@@ -481,16 +481,23 @@ pub async fn search(
         base_url,
     };
     let summary_count = result.summary == Some(Summary::Count);
-    let total = if result.total == Some(Total::None) && !summary_count {
-        None
-    } else {
-        Some(store.search_count(&spec).await?)
+    // The count and the page read the same snapshot, each on a connection of its own: run
+    // together, a search takes the longer of the two, not their sum.
+    let total = async {
+        if result.total == Some(Total::None) && !summary_count {
+            Ok(None)
+        } else {
+            store.search_count(&spec).await.map(Some)
+        }
     };
-    let page = if summary_count {
-        Page::default()
-    } else {
-        store.search_page(&spec, &from, count).await?
+    let page = async {
+        if summary_count {
+            Ok(Page::default())
+        } else {
+            store.search_page(&spec, &from, count).await
+        }
     };
+    let (total, page) = tokio::try_join!(total, page)?;
     let included = if page.rows.is_empty() {
         Capped::default()
     } else {
@@ -810,10 +817,10 @@ pub async fn everything(
             reach: &Reach::new(),
             base_url,
         };
-        (
-            store.search_count(&spec).await?,
-            store.search_page(&spec, &from, request.count).await?,
-        )
+        tokio::try_join!(
+            store.search_count(&spec),
+            store.search_page(&spec, &from, request.count),
+        )?
     };
     let matches = &page.rows;
     let included = referenced(store, base_url, matches, access, type_access, max_included).await?;
