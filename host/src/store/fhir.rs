@@ -888,14 +888,11 @@ impl<'a> Batches<'a> {
             (&a.normalized, a_id).cmp(&(&b.normalized, b_id))
         });
         by(&mut b.tokens, |(a, a_id), (b, b_id)| {
-            (&a.code, a_id, &a.system).cmp(&(&b.code, b_id, &b.system))
+            (&a.code, &a.system, a_id).cmp(&(&b.code, &b.system, b_id))
         });
         by(&mut b.references, |(a, a_id), (b, b_id)| {
-            (&a.target_id, a_id, a.target_type.map(|t| t.as_str())).cmp(&(
-                &b.target_id,
-                b_id,
-                b.target_type.map(|t| t.as_str()),
-            ))
+            let target = |r: &ReferenceIndex| r.target_type.map(|t| t.as_str());
+            (&a.target_id, target(a), a_id).cmp(&(&b.target_id, target(b), b_id))
         });
         by(&mut b.dates, |(a, a_id), (b, b_id)| {
             (a.low, a.high, a_id).cmp(&(b.low, b.high, b_id))
