@@ -1155,3 +1155,58 @@ async fn transaction_bundles_have_the_index_rows_of_single_writes() {
         store.close().await;
     }
 }
+
+/// Transaction Bundles that create the same new resources at once (PUTs of ids nobody has
+/// yet; on PostgreSQL their first versions race in `store/pg_creates.rs`'s statement): each
+/// Bundle is answered 200 or 409 with an OperationOutcome, never an error of the server,
+/// and what the answered ones wrote is whole: every resource has one version per Bundle
+/// that succeeded, and all of them hold the last such Bundle's mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_transaction_bundles_of_the_same_creates_are_whole_or_refused() {
+    for db in TestDb::all().await {
+        let b = db.backend;
+        let (app, _) = crate::support::app_on(&db, "").await;
+        let mut bundles = tokio::task::JoinSet::new();
+        for mark in 0..8 {
+            let app = app.clone();
+            bundles.spawn(async move {
+                let entries: Vec<serde_json::Value> = (0..5)
+                    .map(|i| {
+                        let patient = serde_json::json!({"resourceType": "Patient",
+                            "id": format!("race-{i}"), "name": [{"family": format!("Mark{mark}")}]});
+                        serde_json::json!({"resource": patient,
+                            "request": {"method": "PUT", "url": format!("Patient/race-{i}")}})
+                    })
+                    .collect();
+                let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction",
+                    "entry": entries});
+                let json = [("content-type", "application/fhir+json")];
+                crate::support::call(&app, "POST", "/fhir/r4", &json, bundle.to_string()).await
+            });
+        }
+        let mut succeeded = 0;
+        while let Some(answer) = bundles.join_next().await {
+            let answer = answer.unwrap();
+            match answer.status {
+                200 => succeeded += 1,
+                409 => assert_eq!(answer.body["resourceType"], "OperationOutcome", "{b}"),
+                other => panic!("{b}: {other}: {}", answer.diagnostics()),
+            }
+        }
+        assert!(succeeded >= 1, "{b}");
+        let store = Store::open(&db.url).await.unwrap();
+        let mut marks = std::collections::HashSet::new();
+        for i in 0..5 {
+            let current = store
+                .fhir_current("Patient", &format!("race-{i}"))
+                .await
+                .unwrap();
+            let current = current.expect("created by a Bundle that succeeded");
+            assert_eq!(current.version_id, succeeded, "{b}: race-{i}");
+            let content: serde_json::Value = serde_json::from_str(&current.content).unwrap();
+            marks.insert(content["name"][0]["family"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(marks.len(), 1, "{b}: {marks:?}");
+        store.close().await;
+    }
+}
