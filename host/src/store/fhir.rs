@@ -545,12 +545,16 @@ async fn insert_history_many(
     versions_query(&sql, HISTORY_COLUMNS, chunk)?
         .execute(&mut *conn)
         .await
-        .map_err(|e| {
-            super::conflict_or(e, || {
-                "a version of the batch (a concurrent write got there first)".into()
-            })
-        })?;
+        .map_err(batch_conflict)?;
     Ok(())
+}
+
+/// `err` of a write of several versions: a conflict when a version number was taken (a
+/// unique violation), otherwise the database's error.
+pub(super) fn batch_conflict(err: sqlx::Error) -> StoreError {
+    super::conflict_or(err, || {
+        "a version of the batch (a concurrent write got there first)".into()
+    })
 }
 
 /// The current rows of a chunk of versions, inserted or replaced in one statement;

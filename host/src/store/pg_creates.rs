@@ -111,11 +111,7 @@ pub(super) async fn write_creates_in(
         .query()
         .execute(conn)
         .await
-        .map_err(|e| {
-            super::conflict_or(e, || {
-                "a version of the batch (a concurrent write got there first)".into()
-            })
-        })?;
+        .map_err(super::fhir::batch_conflict)?;
     Ok(())
 }
 
