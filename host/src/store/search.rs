@@ -435,7 +435,11 @@ impl<'a> Sql<'a> {
     }
 
     /// The reference rows of [`Sql::has`]'s matches (`None`: the search may not reach
-    /// the source type, and nothing matches).
+    /// the source type, and nothing matches). When neither the criterion nor the access
+    /// to the source type reads the resource's own columns (`_lastUpdated`), they are
+    /// compiled on the reference row itself, which has the source's type and key, and
+    /// the source is checked against the few deleted resources of its type instead of
+    /// each match's row being read ([`Sql::not_deleted`]).
     fn has_owners(
         &mut self,
         source_type: ResourceType,
@@ -445,19 +449,29 @@ impl<'a> Sql<'a> {
         mode: Mode<'a>,
     ) -> Result<Option<Owners>> {
         let h = self.alias("h");
-        let s = self.alias("s");
         let Some(seen_under) = self.reach_of(mode, source_type)? else {
             return Ok(None);
         };
         let code = self.text(reference.rows_code());
-        let source = self.typed(
-            seen_under,
-            source_type,
-            std::slice::from_ref(criterion),
-            &s,
-            depth + 1,
-            mode,
-        )?;
+        let criteria = std::slice::from_ref(criterion);
+        let on_rows = !reads_last_updated(criteria)
+            && match seen_under.visible(source_type)? {
+                Visible::Matching(access) => !reads_last_updated(&access),
+                Visible::All | Visible::Nothing(_) => true,
+            };
+        if on_rows {
+            self.row_aliases.push(h.clone());
+            let source = self.typed(seen_under, source_type, criteria, &h, depth + 1, mode);
+            self.row_aliases.pop();
+            let not_deleted = self.not_deleted(source_type, &h);
+            return Ok(Some(Owners {
+                from: format!("fhir_idx_reference {h}"),
+                conditions: vec![format!("{h}.param = {code}"), not_deleted, source?],
+                owner: Owner::Target(h),
+            }));
+        }
+        let s = self.alias("s");
+        let source = self.typed(seen_under, source_type, criteria, &s, depth + 1, mode)?;
         Ok(Some(Owners {
             from: format!("fhir_idx_reference {h} JOIN fhir_resources {s} ON {s}.rk = {h}.rk"),
             conditions: vec![
@@ -467,6 +481,26 @@ impl<'a> Sql<'a> {
             ],
             owner: Owner::Target(h),
         }))
+    }
+
+    /// The resource of type `rt` whose key is `{a}.rk` is not deleted, tested against
+    /// the deleted resources of the type (few: a deletion is rare next to a write) rather
+    /// than by reading its own row. SQLite lists them once from the partial index
+    /// `fhir_resources_deleted`; PostgreSQL plans the `NOT EXISTS` as an anti-join (a
+    /// `NOT IN` list larger than `work_mem` would be tested row by row).
+    fn not_deleted(&mut self, rt: ResourceType, a: &str) -> String {
+        let t = self.text(rt.as_str());
+        if self.sqlite {
+            format!(
+                "{a}.rk NOT IN (SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
+                 WHERE d.resource_type = {t} AND d.deleted = 1)"
+            )
+        } else {
+            format!(
+                "NOT EXISTS (SELECT 1 FROM fhir_resources d WHERE d.resource_type = {t} \
+                 AND d.deleted = 1 AND d.rk = {a}.rk)"
+            )
+        }
     }
 
     /// `r` is one of the owners that `FROM from WHERE conditions` selects. With a known
@@ -898,6 +932,14 @@ impl<'a> Sql<'a> {
     /// Whether the resource `r` is one the search sees: current and not deleted at the
     /// snapshot, or for a later page, as it was at the snapshot.
     fn existing(&mut self, spec: &SearchSpec<'_>) -> String {
+        let types: Option<Vec<&str>> = spec
+            .branches
+            .iter()
+            .map(|b| b.resource_type.map(|rt| rt.as_str()))
+            .collect();
+        if let (true, false, Some(types)) = (self.sqlite, spec.as_of_snapshot, types) {
+            return self.existing_by_index(&types, spec.snapshot);
+        }
         let snapshot = self.int(spec.snapshot);
         let updated = if self.sqlite {
             "+r.last_updated"
@@ -917,6 +959,23 @@ impl<'a> Sql<'a> {
         } else {
             current
         }
+    }
+
+    /// [`Sql::existing`] on SQLite for resources of `types`: `r` is none of the deleted
+    /// resources of the types nor of those written after the snapshot, both few and
+    /// listed once from their partial and `last_updated` indexes. A page's candidates are
+    /// then tested without reading their rows (in SQLite's table, beside their content):
+    /// a `_has` page whose 3,748 candidates come from the key index took 14 ms with
+    /// their rows read and 9 ms with these lists.
+    fn existing_by_index(&mut self, types: &[&str], snapshot: i64) -> String {
+        let types = self.texts(types.iter().copied());
+        let snapshot = self.int(snapshot);
+        format!(
+            "r.rk NOT IN (SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
+             WHERE d.resource_type IN ({types}) AND d.deleted = 1) \
+             AND r.rk NOT IN (SELECT u.rk FROM fhir_resources u INDEXED BY fhir_resources_updated \
+             WHERE u.resource_type IN ({types}) AND u.last_updated > {snapshot})"
+        )
     }
 
     /// How many resources match, counted from index rows where a branch allows: the
@@ -1172,9 +1231,8 @@ impl<'a> Sql<'a> {
         // Every match goes through the order: its key and sort keys, not its content,
         // which is read for the page's rows only.
         let text = format!(
-            "SELECT p.rk, p.resource_type, p.id, p.version_id, p.last_updated, c.content{} FROM (\
-             SELECT q.rk, q.resource_type, q.id, q.version_id, q.last_updated{outer} FROM (\
-             SELECT r.rk, r.resource_type, r.id, r.version_id, r.last_updated{extra} \
+            "SELECT p.rk, c.resource_type, c.id, c.version_id, c.last_updated, c.content{} FROM (\
+             SELECT q.rk{outer} FROM (SELECT r.rk{extra} \
              FROM fhir_resources r WHERE {where_clause}) q{keyset} ORDER BY {order} LIMIT {}) p \
              JOIN fhir_resources c ON c.rk = p.rk \
              ORDER BY {}",
@@ -1913,10 +1971,13 @@ mod tests {
     }
 
     #[test]
-    fn only_sqlite_gets_the_snapshot_bound_as_an_expression() {
+    fn the_snapshot_bound_takes_each_backends_form() {
         let (sqlite, _) = where_on("Observation", "subject=Patient/p7", true);
         assert!(
-            sqlite.starts_with("r.deleted = 0 AND +r.last_updated <= $"),
+            sqlite.starts_with(
+                "r.rk NOT IN (SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
+                 WHERE d.resource_type IN ($"
+            ) && sqlite.contains("AND u.last_updated > $"),
             "{sqlite}"
         );
         let (postgres, _) = where_on("Observation", "subject=Patient/p7", false);
