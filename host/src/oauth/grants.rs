@@ -465,10 +465,14 @@ impl AuthServer {
         )))
     }
 
-    /// Signs the access token (and id_token), mints a refresh token, and records the
-    /// access token last, with its `token.issued` audit event in the same commit: the
-    /// event is written exactly when the answer is a token (a failure before leaves at
-    /// most a refresh token no one was given).
+    /// Signs the id_token, mints a refresh token, and records the access token last, with
+    /// its `token.issued` audit event in the same commit (a failure before leaves at most
+    /// a refresh token no one was given). The access token is signed while its record
+    /// commits, its claims fixed before either: an RSA signature takes about as long as
+    /// the wait for the records group, and the two in turn would make each token wait for
+    /// both. A signature with a key that
+    /// loaded fails only when its library does (memory, random source): the answer is then
+    /// a `server_error`, and the record, of a token no one holds, expires unused.
     pub(crate) async fn issue(&self, i: Issue<'_>) -> Result<TokenResponse, OAuthError> {
         let now = self.now();
         let life = self.lifetimes(i.client);
@@ -478,8 +482,6 @@ impl AuthServer {
             .await
             .map_err(OAuthError::server)?;
         let claims = self.access_claims(&i, now, now + life.access);
-        let access_token =
-            tokens::sign(&key, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server)?;
         let id_token = match i.user {
             Some(user) if i.has_scope("openid") => Some(
                 self.id_token(&i, user, (&alg, &key), now, claims.exp)
@@ -510,7 +512,13 @@ impl AuthServer {
             detail: format!("scope {:?}", claims.scope),
             ..Default::default()
         };
-        self.record_issued(issued, event, now).await?;
+        let sign = async { tokens::sign(&key, ACCESS_TOKEN_TYP, &claims) };
+        let (recorded, access_token) = tokio::join!(self.record_issued(issued, event, now), sign);
+        recorded?;
+        let access_token = access_token.map_err(|e| {
+            tracing::error!(jti = %claims.jti, error = %e, "signing a recorded access token failed");
+            OAuthError::server(e)
+        })?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
