@@ -470,9 +470,9 @@ impl AuthServer {
     /// a refresh token no one was given). The access token is signed while its record
     /// commits, its claims fixed before either: an RSA signature takes about as long as
     /// the wait for the records group, and the two in turn would make each token wait for
-    /// both. A signature with a key that
-    /// loaded fails only when its library does (memory, random source): the answer is then
-    /// a `server_error`, and the record, of a token no one holds, expires unused.
+    /// both. A signature with a key that loaded fails only when its library does (memory,
+    /// random source): the answer is then a `server_error`, and the record, of a token no
+    /// one holds, expires unused.
     pub(crate) async fn issue(&self, i: Issue<'_>) -> Result<TokenResponse, OAuthError> {
         let now = self.now();
         let life = self.lifetimes(i.client);
