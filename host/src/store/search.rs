@@ -1027,6 +1027,11 @@ impl<'a> Sql<'a> {
         criteria: &[Criterion],
         driver: usize,
     ) -> Result<String> {
+        // A chain through a reference with at most one element per resource, whose rows
+        // no other parameter shares, has at most one row per owner: its count needs no
+        // `DISTINCT` (sorting or hashing every matching row's key).
+        let one_row_each = matches!(&criteria[driver],
+            Criterion::Chain { param, .. } if param.single && param.writes_rows());
         let owners = match &criteria[driver] {
             Criterion::Match { param, values, .. } => self.value_owners(param, &values[0])?,
             Criterion::Chain { param, targets } => {
@@ -1061,27 +1066,17 @@ impl<'a> Sql<'a> {
             }
             _ => from,
         };
-        // The other criteria on the owner: its own index row's alias (which stands for
-        // its resource), or for rows that name their target (`_has`), the stored
-        // resources they name, as `k`.
-        let a = match &owner {
-            Owner::Row(a) => a.clone(),
-            Owner::Target(_) => self.alias("k"),
-        };
-        let row_alias = matches!(owner, Owner::Row(_));
-        if row_alias {
-            self.row_aliases.push(a.clone());
-        }
-        let rest = self.count_rest(rt, criteria, driver, &a);
-        if row_alias {
-            self.row_aliases.pop();
-        }
-        let rest = rest?;
+        let (a, rest) = self.rest_on_owner(rt, criteria, driver, &owner)?;
         Ok(match owner {
             Owner::Row(_) => {
                 conditions.extend(rest);
+                let counted = if one_row_each {
+                    "*".to_string()
+                } else {
+                    format!("DISTINCT {owner_key}")
+                };
                 format!(
-                    "SELECT COUNT(DISTINCT {owner_key}) FROM {from} WHERE {}",
+                    "SELECT COUNT({counted}) FROM {from} WHERE {}",
                     conditions.join(" AND ")
                 )
             }
@@ -1095,6 +1090,30 @@ impl<'a> Sql<'a> {
                 )
             }
         })
+    }
+
+    /// The other criteria of a count on its owner, and the owner's alias: its own index
+    /// row's (which stands for its resource), or for rows that name their target
+    /// (`_has`), the stored resources they name, as `k`.
+    fn rest_on_owner(
+        &mut self,
+        rt: ResourceType,
+        criteria: &[Criterion],
+        driver: usize,
+        owner: &Owner,
+    ) -> Result<(String, Vec<String>)> {
+        let (a, row_alias) = match owner {
+            Owner::Row(a) => (a.clone(), true),
+            Owner::Target(_) => (self.alias("k"), false),
+        };
+        if row_alias {
+            self.row_aliases.push(a.clone());
+        }
+        let rest = self.count_rest(rt, criteria, driver, &a);
+        if row_alias {
+            self.row_aliases.pop();
+        }
+        Ok((a, rest?))
     }
 
     /// The criteria of a count other than its driver's, and the access, on alias `a`.

@@ -1259,6 +1259,14 @@ async fn totals_count_each_match_the_search_sees_once() {
         let url = format!("{BASE}/Observation/co-ghost");
         let put = call(&app, "PUT", &url, &[JSON], ghost.to_string()).await;
         assert_eq!(put.status, 201, "{b}: {:?}", put.body);
+        // Two performers that both match a chain: one match (`performer` has many
+        // elements per resource, so its count is of distinct Observations).
+        let two = json!({"resourceType": "Observation", "id": "co-two", "status": "final",
+            "code": {"text": "two performers"},
+            "performer": [{"reference": "Patient/c0"}, {"reference": "Patient/c2"}]});
+        let url = format!("{BASE}/Observation/co-two");
+        let put = call(&app, "PUT", &url, &[JSON], two.to_string()).await;
+        assert_eq!(put.status, 201, "{b}: {:?}", put.body);
         // A deleted Observation makes no Patient match through `_has`.
         let url = format!("{BASE}/Observation/co2");
         let deleted = call(&app, "DELETE", &url, &[], "").await;
@@ -1281,6 +1289,7 @@ async fn totals_count_each_match_the_search_sees_once() {
             ("Observation?subject.gender=female", 4),
             ("Observation?subject.family=counted&code:text=counted", 1),
             ("Observation?code:text=counted&subject:missing=false", 6),
+            ("Observation?performer:Patient.family=count", 1),
             ("Patient?_has:Observation:subject:code:text=counted", 4),
             (
                 "Patient?_has:Observation:subject:code:text=counted&family=counted",
