@@ -460,9 +460,9 @@ impl<'a> Sql<'a> {
                 Visible::All | Visible::Nothing(_) => true,
             };
         if on_rows {
-            self.row_aliases.push(h.clone());
-            let source = self.typed(seen_under, source_type, criteria, &h, depth + 1, mode);
-            self.row_aliases.pop();
+            let source = self.on_row_alias(&h, |sql| {
+                sql.typed(seen_under, source_type, criteria, &h, depth + 1, mode)
+            });
             let not_deleted = self.not_deleted(source_type, &h);
             return Ok(Some(Owners {
                 from: format!("fhir_idx_reference {h}"),
@@ -491,10 +491,7 @@ impl<'a> Sql<'a> {
     fn not_deleted(&mut self, rt: ResourceType, a: &str) -> String {
         let t = self.text(rt.as_str());
         if self.sqlite {
-            format!(
-                "{a}.rk NOT IN (SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
-                 WHERE d.resource_type = {t} AND d.deleted = 1)"
-            )
+            format!("{a}.rk NOT IN ({})", deleted_keys_on_sqlite(&t))
         } else {
             format!(
                 "NOT EXISTS (SELECT 1 FROM fhir_resources d WHERE d.resource_type = {t} \
@@ -971,10 +968,10 @@ impl<'a> Sql<'a> {
         let types = self.texts(types.iter().copied());
         let snapshot = self.int(snapshot);
         format!(
-            "r.rk NOT IN (SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
-             WHERE d.resource_type IN ({types}) AND d.deleted = 1) \
+            "r.rk NOT IN ({}) \
              AND r.rk NOT IN (SELECT u.rk FROM fhir_resources u INDEXED BY fhir_resources_updated \
-             WHERE u.resource_type IN ({types}) AND u.last_updated > {snapshot})"
+             WHERE u.resource_type IN ({types}) AND u.last_updated > {snapshot})",
+            deleted_keys_on_sqlite(&types)
         )
     }
 
@@ -1102,18 +1099,26 @@ impl<'a> Sql<'a> {
         driver: usize,
         owner: &Owner,
     ) -> Result<(String, Vec<String>)> {
-        let (a, row_alias) = match owner {
-            Owner::Row(a) => (a.clone(), true),
-            Owner::Target(_) => (self.alias("k"), false),
-        };
-        if row_alias {
-            self.row_aliases.push(a.clone());
-        }
-        let rest = self.count_rest(rt, criteria, driver, &a);
-        if row_alias {
-            self.row_aliases.pop();
-        }
-        Ok((a, rest?))
+        Ok(match owner {
+            Owner::Row(a) => {
+                let rest = self.on_row_alias(a, |sql| sql.count_rest(rt, criteria, driver, a))?;
+                (a.clone(), rest)
+            }
+            Owner::Target(_) => {
+                let k = self.alias("k");
+                let rest = self.count_rest(rt, criteria, driver, &k)?;
+                (k, rest)
+            }
+        })
+    }
+
+    /// Runs `compile` with the index row alias `a` standing for its resource
+    /// ([`Sql::row_aliases`]).
+    fn on_row_alias<T>(&mut self, a: &str, compile: impl FnOnce(&mut Self) -> T) -> T {
+        self.row_aliases.push(a.to_string());
+        let compiled = compile(self);
+        self.row_aliases.pop();
+        compiled
     }
 
     /// The criteria of a count other than its driver's, and the access, on alias `a`.
@@ -1443,6 +1448,15 @@ fn reads_last_updated(criteria: &[Criterion]) -> bool {
         Criterion::AnyOf(any) => reads_last_updated(any),
         _ => false,
     })
+}
+
+/// On SQLite, the keys of the deleted resources of the types `types` (bound values, comma
+/// separated), from the partial index that holds them alone.
+fn deleted_keys_on_sqlite(types: &str) -> String {
+    format!(
+        "SELECT d.rk FROM fhir_resources d INDEXED BY fhir_resources_deleted \
+         WHERE d.resource_type IN ({types}) AND d.deleted = 1"
+    )
 }
 
 fn and(parts: Vec<String>) -> String {
