@@ -238,26 +238,48 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path, aot: bool) -> Result<(), String
         ));
     };
     let module = std::path::absolute(&module).map_err(|e| e.to_string())?;
-    // No WASI features: the plugin talks to the host only through the contract. With a
-    // weval binary (argv[2]), the weval-enabled engine compiled ahead of time.
-    let script = format!(
-        "const {{ componentize }} = await import({module:?});\n\
+    let mut cmd = Command::new("node");
+    cmd.args(["--input-type=module", "-e", &js_script(kind, &module)])
+        .arg(wasm)
+        .args(weval)
+        .current_dir(dir);
+    run(cmd, "install Node.js 20 or later (https://nodejs.org)")
+}
+
+/// The node script that builds a JavaScript project: componentize-js with the bindings it
+/// generates rewritten by `js_bindings.mjs` (the splicer module's exported object is the one
+/// componentize-js calls, so wrapping its `spliceBindings` sees them), no WASI features (the
+/// plugin talks to the host only through the contract), and with a weval binary (argv[2])
+/// the weval-enabled engine compiled ahead of time. Writes the component to argv[1].
+fn js_script(kind: PluginKind, componentize: &Path) -> String {
+    let module = format!("file://{}", componentize.display());
+    format!(
+        "{tighten}\n\
+         const tools = {module:?};\n\
+         const {{ componentize }} = await import(tools);\n\
          const {{ writeFile }} = await import('node:fs/promises');\n\
+         let tightened = null;\n\
+         try {{\n\
+           const {{ splicer }} = await import(new URL('../lib/spidermonkey-embedding-splicer.js', tools));\n\
+           const splice = splicer.spliceBindings;\n\
+           splicer.spliceBindings = (...args) => {{\n\
+             const spliced = splice(...args);\n\
+             const {{ src, exports }} = tightenBindings(spliced.jsBindings);\n\
+             tightened = exports;\n\
+             return {{ ...spliced, jsBindings: src }};\n\
+           }};\n\
+         }} catch (e) {{ console.error(`warning: cannot reach componentize-js's bindings: ${{e.message}}`); }}\n\
          const weval = process.argv[2];\n\
          const {{ component }} = await componentize({{ sourcePath: 'component.js', \
          witPath: 'hestia/wit/{CONTRACT}', worldName: '{kind}', \
          disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'], \
          ...(weval ? {{ enableAot: true, wevalBin: weval }} : {{}}) }});\n\
-         await writeFile(process.argv[1], component);",
-        module = format!("file://{}", module.display()),
+         await writeFile(process.argv[1], component);\n\
+         if (tightened) console.log(`componentize-js bindings: the lifting code of ${{tightened}} exports rewritten for speed`);\n\
+         else console.error('warning: componentize-js bindings used as generated (not componentize-js {COMPONENTIZE_JS}?): decisions run slower');",
+        tighten = include_str!("js_bindings.mjs"),
         kind = kind.as_str(),
-    );
-    let mut cmd = Command::new("node");
-    cmd.args(["--input-type=module", "-e", &script])
-        .arg(wasm)
-        .args(weval)
-        .current_dir(dir);
-    run(cmd, "install Node.js 20 or later (https://nodejs.org)")
+    )
 }
 
 /// `bytes`, a component, with its own export `from` renamed to `to`: every other byte as it

@@ -71,6 +71,13 @@ fn new_built_and_checked(
     let project = work.join(name);
     let built = step(&project, &["plugin", "build"]);
     assert!(built.contains(&format!("{name}.wasm")), "{built}");
+    if lang == "js" {
+        // Both exports of each world went through host/src/plugins/js_bindings.mjs.
+        assert!(
+            built.contains("the lifting code of 2 exports rewritten"),
+            "{built}"
+        );
+    }
     let wasm = format!("{name}.wasm");
     let data = data.to_str().unwrap();
     let cases = &[

@@ -1,0 +1,141 @@
+// host/src/plugins/js_bindings.mjs: the rewritten lifting code reads the same arguments as
+// the generated code, lowers the same results, awaits what the plugin returns only when it is
+// a thenable, and leaves code of another shape as it is. The bindings below have the shapes
+// componentize-js 0.23.0 generates (an export with a plain result; one with a `result` in a
+// `try`); tests/tests/all/plugin_langs.rs builds the real ones and runs their cases.
+//
+//   node --test tests/js/
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { tightenBindings } from '../../host/src/plugins/js_bindings.mjs';
+
+const BINDINGS = `
+let dv = new DataView(new ArrayBuffer());
+const dataView = mem => dv.buffer === mem.buffer ? dv : dv = new DataView(mem.buffer);
+const TEXT_DECODER_UTF8 = new TextDecoder();
+const _debugLog = (...args) => { debugged.push(args); };
+
+async function export_pick(arg0, arg1) {
+  _debugLog(' [Instruction::CallInterface] (sync, @ enter)');
+  var ptr0 = dataView($memory).getUint32(arg0 + 0, true);
+  var len0 = dataView($memory).getUint32(arg0 + 4, true);
+  var result0 = TEXT_DECODER_UTF8.decode(new Uint8Array($memory.buffer, ptr0, len0));
+  if (len0 !== 0) $dealloc(ptr0, len0, 1);
+  let variant1;
+  if (dataView($memory).getUint8(arg0 + 8, true)) {
+    variant1 = dataView($memory).getUint32(arg0 + 12, true);
+  } else {
+    variant1 = undefined;
+  }
+  let ret;
+  ret = await pick({
+    name: result0,
+    count: variant1,
+  }, BigInt.asUintN(64, BigInt(dataView($memory).getBigInt64(arg0 + 16, true))));
+  dataView($memory).setUint32(arg1 + 0, ret.length, true);
+  _debugLog('[Instruction::Return]', {
+    funcName: 'pick',
+    paramCount: 0,
+  });
+  return;
+}
+
+async function export_check(arg0, arg1, arg2) {
+  var ptr0 = arg0;
+  var len0 = arg1;
+  var result0 = TEXT_DECODER_UTF8.decode(new Uint8Array($memory.buffer, ptr0, len0));
+  let ret;
+  try {
+    const hostRet1 = await check(result0);
+    ret = { tag: 'ok', val: hostRet1 };
+  } catch (e) {
+    ret = { tag: 'err', val: String(e) };
+  }
+  dataView($memory).setUint8(arg2 + 0, ret.tag === 'ok' ? 0 : 1, true);
+  return ret;
+}
+`;
+
+// Linear memory with a `pick` argument record at 16 (a string at 64, an option<u32>, a u64)
+// and the string "checked" at 96; `buffer` counts its calls, as the engine's getter costs.
+function memory() {
+  const buffer = new ArrayBuffer(256);
+  const view = new DataView(buffer);
+  new Uint8Array(buffer).set(new TextEncoder().encode('hello'), 64);
+  new Uint8Array(buffer).set(new TextEncoder().encode('checked'), 96);
+  view.setUint32(16, 64, true);
+  view.setUint32(20, 5, true);
+  view.setUint8(24, 1);
+  view.setUint32(28, 7, true);
+  view.setBigInt64(32, 1234567890123n, true);
+  const mem = { reads: 0 };
+  Object.defineProperty(mem, 'buffer', { get() { mem.reads++; return buffer; } });
+  return { mem, view };
+}
+
+function load(src, pick, check) {
+  const { mem, view } = memory();
+  const freed = [];
+  const debugged = [];
+  const make = new Function(
+    '$memory', '$dealloc', 'pick', 'check', 'debugged',
+    `${src}\nreturn { export_pick, export_check };`,
+  );
+  const exports = make(mem, (...a) => freed.push(a), pick, check, debugged);
+  return { ...exports, mem, view, freed, debugged };
+}
+
+const both = (pick, check) => [load(BINDINGS, pick, check), load(tightenBindings(BINDINGS).src, pick, check)];
+
+test('both exports are rewritten and the debug statements are gone', () => {
+  const { src, exports } = tightenBindings(BINDINGS);
+  assert.equal(exports, 2);
+  assert.doesNotMatch(src, /_debugLog\(/);
+  assert.match(src, /const _debugLog = /);
+  // Before the call, every read goes through the views; after it, the generated code stays.
+  const pick = src.slice(src.indexOf('async function export_pick'), src.indexOf('async function export_check'));
+  const call = pick.indexOf('pick({');
+  assert.ok(!pick.slice(0, call).includes('dataView($memory).get'), pick);
+  assert.ok(pick.slice(call).includes('dataView($memory).setUint32(arg1 + 0'), pick);
+});
+
+test('the arguments lifted and the result lowered are those of the generated code', async () => {
+  const seen = [];
+  const pick = (record, stamp) => { seen.push([record, stamp]); return 'abc'; };
+  for (const b of both(pick, (s) => s.length)) {
+    await b.export_pick(16, 128);
+    assert.equal(b.view.getUint32(128, true), 3);
+    assert.deepEqual(b.freed, [[64, 5, 1]]);
+  }
+  assert.deepEqual(seen[0], [{ name: 'hello', count: 7 }, 1234567890123n]);
+  assert.deepEqual(seen[1], seen[0]);
+  const [generated, rewritten] = both(pick, (s) => s.length);
+  await generated.export_pick(16, 128);
+  await rewritten.export_pick(16, 128);
+  assert.ok(rewritten.mem.reads < generated.mem.reads, `${rewritten.mem.reads} reads of the buffer`);
+  assert.equal(rewritten.debugged.length, 0);
+});
+
+test('a plugin that returns a promise is awaited, and its rejection is its error', async () => {
+  const later = (v) => new Promise((resolve) => setTimeout(() => resolve(v), 1));
+  const refuse = (s) => Promise.reject(new Error(`no ${s}`));
+  for (const b of both(() => later('abcd'), (s) => later(s.toUpperCase()))) {
+    await b.export_pick(16, 128);
+    assert.equal(b.view.getUint32(128, true), 4);
+    assert.deepEqual(await b.export_check(96, 7, 200), { tag: 'ok', val: 'CHECKED' });
+    assert.equal(b.view.getUint8(200), 0);
+  }
+  for (const b of both(() => 'x', refuse)) {
+    assert.deepEqual(await b.export_check(96, 7, 200), { tag: 'err', val: 'Error: no checked' });
+    assert.equal(b.view.getUint8(200), 1);
+  }
+  const thrown = (s) => { throw new Error(`not ${s}`); };
+  for (const b of both(() => 'x', thrown)) {
+    assert.deepEqual(await b.export_check(96, 7, 200), { tag: 'err', val: 'Error: not checked' });
+  }
+});
+
+test('code of another shape is left as generated', () => {
+  const other = 'function export_x(arg0) {\n  return plugin(arg0);\n}\n';
+  assert.deepEqual(tightenBindings(other), { src: other, exports: 0 });
+});
