@@ -658,7 +658,7 @@ impl AuthServer {
             ));
         }
         let now = self.now();
-        let grant_id = random_token();
+        let grant_id = super::record_id();
         let code = random_token();
         self.store()
             .create_grant(&grant_id, &client.client_id, Some(&user.id), now)

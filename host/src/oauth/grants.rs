@@ -205,7 +205,7 @@ impl AuthServer {
             .await?
             .scopes;
         let audiences = self.decide_audiences(client, params).await?;
-        let grant_id = random_token();
+        let grant_id = super::record_id();
         self.issue(Issue {
             grant_type: "client_credentials",
             client,
@@ -544,7 +544,7 @@ impl AuthServer {
             exp,
             iat: now,
             nbf: now,
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: super::record_id(),
             auth_time: i.auth_time,
             patient: i.patient.clone(),
             fhir_user: i.fhir_user(),
