@@ -110,8 +110,8 @@ impl Params {
 
 /// An identifier of a record that is not a secret (a grant, an access token's `jti`): a
 /// UUIDv7, whose leading timestamp makes new rows land at the end of the B-tree indexes
-/// that key on it (74 random bits still make it unguessable). Random keys made each token's
-/// inserts touch pages all over those indexes.
+/// that key on it, where a random key would write each token's rows into pages all over
+/// them (74 random bits still make it unguessable).
 pub fn record_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -5,7 +5,7 @@
 // SpiderMonkey runs these bindings in its interpreter (no JIT inside WebAssembly), so each
 // operation counts; for a scope policy's `authorize` (about sixty field reads, fifteen
 // strings) the generated code is most of a warm decision. Up to the call of the plugin's
-// function, each export now:
+// function, each export:
 // - takes the memory's buffer once, and reads 32-bit and 8-bit fields as elements of a
 //   `Uint32Array` and a `Uint8Array` over it, where the generated code calls
 //   `dataView($memory)` per read (the engine's native `buffer` getter, a buffer comparison,
