@@ -175,8 +175,9 @@ pub enum PluginCommand {
     Build {
         #[arg(default_value = ".", value_name = "DIR")]
         dir: PathBuf,
-        /// JavaScript: compile ahead of time with weval (componentize-js `enableAot`): about
-        /// 13 % faster decisions, a component 3-4 MB bigger; needs weval 0.5.0.
+        /// JavaScript: compile ahead of time with weval (componentize-js `enableAot`): a
+        /// component 3-4 MB bigger, decisions no faster than the rewritten bindings'
+        /// (bench/README.md); needs weval 0.5.0.
         #[arg(long)]
         aot: bool,
     },
