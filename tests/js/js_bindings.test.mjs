@@ -85,7 +85,11 @@ function load(src, pick, check) {
   return { ...exports, mem, view, freed, debugged };
 }
 
-const both = (pick, check) => [load(BINDINGS, pick, check), load(tightenBindings(BINDINGS).src, pick, check)];
+// The generated bindings and the rewritten ones, over the same memory and plugin functions.
+const both = (pick, check) => [
+  load(BINDINGS, pick, check),
+  load(tightenBindings(BINDINGS).src, pick, check),
+];
 
 test('both exports are rewritten and the debug statements are gone', () => {
   const { src, exports } = tightenBindings(BINDINGS);
@@ -93,7 +97,10 @@ test('both exports are rewritten and the debug statements are gone', () => {
   assert.doesNotMatch(src, /_debugLog\(/);
   assert.match(src, /const _debugLog = /);
   // Before the call, every read goes through the views; after it, the generated code stays.
-  const pick = src.slice(src.indexOf('async function export_pick'), src.indexOf('async function export_check'));
+  const pick = src.slice(
+    src.indexOf('async function export_pick'),
+    src.indexOf('async function export_check'),
+  );
   const call = pick.indexOf('pick({');
   assert.ok(!pick.slice(0, call).includes('dataView($memory).get'), pick);
   assert.ok(pick.slice(call).includes('dataView($memory).setUint32(arg1 + 0'), pick);
@@ -112,7 +119,10 @@ test('the arguments lifted and the result lowered are those of the generated cod
   const [generated, rewritten] = both(pick, (s) => s.length);
   await generated.export_pick(16, 128);
   await rewritten.export_pick(16, 128);
-  assert.ok(rewritten.mem.reads < generated.mem.reads, `${rewritten.mem.reads} reads of the buffer`);
+  assert.ok(
+    rewritten.mem.reads < generated.mem.reads,
+    `${rewritten.mem.reads} reads of the buffer`,
+  );
   assert.equal(rewritten.debugged.length, 0);
 });
 

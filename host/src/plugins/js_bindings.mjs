@@ -70,8 +70,8 @@ export function tightenBindings(src) {
 // The call of the plugin's function in the export whose body starts at `body` (`ret = await
 // f(...)`, or `const hostRetN = await f(...)` in a `try` for a world's `result`): the index
 // of the `)` that closes its arguments, the variable that takes the result, and when the
-// call is awaited, the text before the function's name (`ret = await `); none when there is no such call
-// before the next top-level function.
+// call is awaited, the text before the function's name (`ret = await `); none when there
+// is no such call before the next top-level function.
 function callOfPlugin(src, body) {
   const call = /\n[ \t]*((?:const )?(ret|hostRet\d+) = (await )?)[\w$.]+\(/g;
   call.lastIndex = body;
