@@ -234,21 +234,28 @@ fn stub_the_rest(
         Provision::Random => true,
         Provision::Trap => false,
     };
-    // The resources of provided imports, as the component types them, with the host's type.
+    // The resources of provided imports, as the component types them, with the host's type
+    // where `host_resource` knows it.
     let mut provided = Vec::new();
     for (import, item) in &imports {
         if let (true, ComponentItem::ComponentInstance(instance)) = (given(import), item) {
             for (name, item) in instance.exports(engine) {
-                if let ComponentItem::Resource(ty) = item.ty
-                    && let Some(host) = host_resource(import, name)
-                {
-                    provided.push((ty, host));
+                if let ComponentItem::Resource(ty) = item.ty {
+                    provided.push((ty, host_resource(import, name)));
                 }
             }
         }
     }
     for (import, item) in &imports {
         if given(import) {
+            continue;
+        }
+        // A world that `use`s a provided interface's resource imports it again at the root,
+        // as the same type (`hestia:plugin@0.4.0`'s `fhir-request`): defined by that
+        // interface, it must not be defined again.
+        if let ComponentItem::Resource(ty) = item
+            && provided.iter().any(|(provided, _)| provided == ty)
+        {
             continue;
         }
         match item {
@@ -259,7 +266,7 @@ fn stub_the_rest(
                         ComponentItem::Resource(ty) => provided
                             .iter()
                             .find(|(component_ty, _)| component_ty == ty)
-                            .map(|(_, host)| *host),
+                            .and_then(|(_, host)| *host),
                         _ => None,
                     };
                     match host {
@@ -333,8 +340,11 @@ pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Compiled, String>
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
+    // Instances and functions: a type a world imports again at its root (a resource it
+    // `use`s from an interface) is that interface's, not an import of its own.
     let imports: Vec<String> = ty
         .imports(engine)
+        .filter(|(_, item)| !matches!(item.ty, ComponentItem::Resource(_) | ComponentItem::Type(_)))
         .map(|(name, _)| name.to_string())
         .collect();
     let version = Version::of_component(&imports)?;

@@ -16,6 +16,7 @@ use super::allowances::WasiAllowances;
 use super::deadline::Overrun;
 use super::fixed_random::{Fixed, FixedRandom};
 use super::guest_io::{GuestIo, GuestIoView, GuestOutput};
+use super::types::{Claims, FhirRequest};
 
 /// The state of one store: as narrow as the contract allows. WASI context beyond logged
 /// stdio exists only when the manifest asked for it and the settings allowed it.
@@ -36,6 +37,9 @@ pub(crate) struct HostState {
     fixed_random: FixedRandom,
     /// The running call's progress past its deadline (`deadline`).
     overrun: Overrun,
+    /// What the running `authorize` call of a plugin of contract 0.4.0 or later reads
+    /// through the `fhir-request` and `claims` resources it borrows.
+    authorizing: Option<Box<(FhirRequest, Claims)>>,
 }
 
 /// Store limits that remember whether the memory cap was hit, so that the trap that follows
@@ -110,6 +114,7 @@ impl HostState {
             random: None,
             fixed_random: FixedRandom::default(),
             overrun: Overrun::default(),
+            authorizing: None,
         }
     }
 
@@ -131,6 +136,21 @@ impl HostState {
     /// The running call's progress past its deadline.
     pub(crate) fn overrun_mut(&mut self) -> &mut Overrun {
         &mut self.overrun
+    }
+
+    /// Sets what the `fhir-request` and `claims` resources answer during an `authorize`
+    /// call (`None` once it returns).
+    pub(crate) fn set_authorizing(&mut self, call: Option<Box<(FhirRequest, Claims)>>) {
+        self.authorizing = call;
+    }
+
+    /// The request and claims of the running `authorize` call. A guest holds a borrowed
+    /// handle only during that call (the component model traps one that outlives it) and
+    /// cannot make one, so this is an error only for a host that calls out of turn.
+    pub(crate) fn authorizing(&self) -> wasmtime::Result<&(FhirRequest, Claims)> {
+        self.authorizing
+            .as_deref()
+            .ok_or_else(|| wasmtime::Error::msg("no authorize call is running"))
     }
 }
 

@@ -1129,12 +1129,108 @@ fn a_0_3_0_plugin_sees_the_user_beside_a_0_1_0_plugin() {
     );
 }
 
+/// A 0.4.0 plugin (plain `wit-bindgen`) borrows the request and the claims as resources and
+/// reads each field through a method: the host answers every method with the field of this
+/// call, one call after another on the same warm instance, beside a 0.3.0 plugin; its grant
+/// is that of 0.3.0's records; `plugin check` names the version and its `types` import.
+#[test]
+fn a_0_4_0_plugin_reads_the_borrowed_request_and_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), "a-records", guests::ALLOW_ALL);
+    install(dir.path(), "b-borrowed", guests::BORROWED_REQUEST);
+    let host = start(dir.path());
+    let p = info(&host, "b-borrowed");
+    assert_eq!((p.state, p.last_error), (PluginStatus::Active, None));
+
+    let get = FhirRequest {
+        interaction: Interaction::Read,
+        id: Some("p1".into()),
+        ..read("Patient")
+    };
+    assert_eq!(host.authorize(&get, &claims()), Decision::Allow);
+    let delete = FhirRequest {
+        interaction: Interaction::Delete,
+        ..get.clone()
+    };
+    let by_bob = Claims {
+        client_id: "bob".into(),
+        ..claims()
+    };
+    assert_eq!(
+        denial_of(host.authorize(&delete, &by_bob)).reason,
+        "no deletes by bob"
+    );
+    let search = FhirRequest {
+        operation: Some("everything".into()),
+        parameters: vec![("code".into(), "x".into()), ("_count".into(), "5".into())],
+        body_json: Some("{\"a\":1}".into()),
+        ..read("Observation")
+    };
+    let every_field = Claims {
+        audiences: vec!["a1".into(), "a2".into()],
+        scopes: vec!["patient/*.rs".into(), "openid".into()],
+        raw_json: "{\"jti\":\"j\"}".into(),
+        user: Some(patient_rights()),
+        ..claims()
+    };
+    let d = denial_of(host.authorize(&search, &every_field));
+    assert_eq!(d.plugin, "b-borrowed");
+    assert_eq!(
+        d.reason,
+        [
+            "interaction=Interaction::SearchType",
+            "type=Observation",
+            "id=-",
+            "operation=everything",
+            "parameters=code:x,_count:5",
+            "body={\"a\":1}",
+            "base=https://ehr.example/fhir/r4",
+            "issuer=https://ehr.example",
+            "subject=alice",
+            "client=postman",
+            "audiences=a1,a2",
+            "scopes=patient/*.rs,openid",
+            "fhir-user=Patient/p1",
+            "patient=p1",
+            "expires=4000000000",
+            "raw={\"jti\":\"j\"}",
+            "user=patient|*.rs,Patient.rs?organization=Organization/a",
+        ]
+        .join(";")
+    );
+    let none = Claims {
+        fhir_user: None,
+        patient: None,
+        ..claims()
+    };
+    let reason = denial_of(host.authorize(&read("Observation"), &none)).reason;
+    assert!(
+        reason.contains(";fhir-user=-;patient=-;") && reason.ends_with(";user=-"),
+        "{reason}"
+    );
+    assert_eq!(
+        host.grant(&token_request(&["patient/*.rs", "openid"], &[]))
+            .granted,
+        ["patient/*.rs", "openid"]
+    );
+
+    let report = cli::check(Path::new(guests::BORROWED_REQUEST)).unwrap();
+    assert_eq!(report.package, "hestia:plugin@0.4.0");
+    assert!(
+        report
+            .imports
+            .iter()
+            .any(|(name, p)| name == "hestia:plugin/types@0.4.0" && *p == Provision::Host),
+        "{report}"
+    );
+}
+
 /// A component built against a contract version the host does not bind is refused, naming
 /// its version and the supported ones; it is not run through another version's bindings.
 #[test]
 fn an_unknown_contract_version_is_refused_by_name() {
     let reason = "built against hestia:plugin@0.9.0, which this host does not support \
-                  (supported: 0.1.0, 0.2.0, 0.3.0)";
+                  (supported: 0.1.0, 0.2.0, 0.3.0, 0.4.0)";
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), "future", guests::FUTURE_CONTRACT);
     let host = start(dir.path());
@@ -1174,7 +1270,7 @@ fn check_refuses_what_is_not_a_plugin() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0, 0.3.0)",
+            "exports [] match no world of hestia:plugin (0.1.0, 0.2.0, 0.3.0, 0.4.0)",
         ),
     ];
     for (file, bytes, reason) in cases {
