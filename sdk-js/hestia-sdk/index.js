@@ -3,8 +3,9 @@
 // componentize-js (`hestia plugin build`).
 //
 // A plugin works on the shapes of the WIT contract as the component bindings give them
-// (records as objects with camelCase fields, enums as their WIT names, `u64` as BigInt) and
-// answers with the helpers below. `component.js` of a project connects the host's imports
+// (records as objects with camelCase fields, enums as their WIT names, `u64` as BigInt; the
+// request and the claims `authorize` borrows as objects with a field per method) and answers
+// with the helpers below. `component.js` of a project connects the host's imports
 // (`connectHost`) and exports the plugin in its world's shape (`exportScopePolicy`, …);
 // nothing here imports the host, so the same code runs under node.
 
@@ -115,12 +116,51 @@ export const testing = {
   }),
 };
 
+const HANDLE = Symbol("handle");
+
+/** The class of a view of a borrowed resource (`fhir-request`, `claims`): a getter per field
+ * that asks the host for it (the resource's method of that name) when read, so that a policy
+ * pays for the fields it reads, and each read asks again (keep a field read more than once
+ * in a variable: keeping every answer in the view costs more than most policies save). A
+ * view answers only during the `authorize` call that made it; its fields are read by name
+ * (`JSON.stringify` reads them all; `{ ...view }` copies none: they are getters). */
+function viewOf(fields) {
+  class View {
+    constructor(handle) {
+      this[HANDLE] = handle;
+    }
+
+    toJSON() {
+      return Object.fromEntries(fields.map((field) => [field, this[field]]));
+    }
+  }
+  for (const field of fields) {
+    Object.defineProperty(View.prototype, field, {
+      enumerable: true,
+      get() {
+        return this[HANDLE][field]();
+      },
+    });
+  }
+  return View;
+}
+
+const RequestView = viewOf(
+  ["interaction", "resourceType", "id", "operation", "parameters", "bodyJson", "baseUrl"],
+);
+const ClaimsView = viewOf([
+  "issuer", "subject", "clientId", "audiences", "scopes", "fhirUser", "patient", "expiresAt",
+  "rawJson", "user",
+]);
+
 /** The exports of the scope-policy world: `authorize(request, claims)` and, optionally,
- * `grant(request)` (default: `Grant.registered`). */
+ * `grant(request)` (default: `Grant.registered`). `authorize` gets the request and the claims
+ * the host lends it (contract 0.4.0) as objects with the fields of `testing.request()` and
+ * `testing.claims()`, each asked of the host when read. */
 export function exportScopePolicy(policy) {
   return {
     grant: (request) => (policy.grant ? policy.grant(request) : Grant.registered(request)),
-    authorize: (request, claims) => policy.authorize(request, claims),
+    authorize: (request, claims) => policy.authorize(new RequestView(request), new ClaimsView(claims)),
   };
 }
 

@@ -149,3 +149,122 @@ test('code of another shape is left as generated', () => {
   const other = 'function export_x(arg0) {\n  return plugin(arg0);\n}\n';
   assert.deepEqual(tightenBindings(other), { src: other, exports: 0 });
 });
+
+// A resource of the host with a method, and an export borrowing two of them, in the shapes
+// componentize-js 0.23.0 generates for `hestia:plugin@0.4.0`'s `authorize`.
+const BORROWING = `
+const _debugLog = (...args) => { debugged.push(args); };
+let curResourceBorrows = [];
+const symbolRscHandle = Symbol('handle');
+const finalizationRegistry_import$types$res = new FinalizationRegistry((handle) => {
+  $drop$res(handle);
+});
+
+class import_types$Res {
+  name() {
+    function helper(arg0) {
+      
+      var handle0 = arg0[symbolRscHandle];
+      finalizationRegistry_import$types$res.unregister(arg0);
+      _debugLog('[Instruction::CallWasm] enter', {
+        funcName: '[method]res.name',
+        paramCount: 1,
+      });
+      let ret;
+      ret = $method$name(handle0);
+      return ret;
+    }
+    return helper(this);
+  }
+}
+
+async function export_authorize(arg0, arg1, arg2) {
+  var handle1 = arg0;
+  
+  var rsc0 = new.target === import_types$Res ? this : Object.create(import_types$Res.prototype);
+  Object.defineProperty(rsc0, symbolRscHandle, { writable: true, value: handle1});
+  finalizationRegistry_import$types$res.register(rsc0, handle1, rsc0);
+  curResourceBorrows.push({ rsc: rsc0, drop: $drop$res });
+  var handle3 = arg1;
+  
+  var rsc2 = new.target === import_types$Res ? this : Object.create(import_types$Res.prototype);
+  Object.defineProperty(rsc2, symbolRscHandle, { writable: true, value: handle3});
+  finalizationRegistry_import$types$res.register(rsc2, handle3, rsc2);
+  curResourceBorrows.push({ rsc: rsc2, drop: $drop$res });
+  _debugLog(' [Instruction::CallInterface] (sync, @ enter)');
+  let ret;
+  
+  const borrows4 = curResourceBorrows;
+  curResourceBorrows= [];
+  try {
+    ret = await authorize(rsc0, rsc2);
+  } finally {
+    for (const entry of borrows4) {
+      const rsc = entry.rsc ?? entry;
+      if (entry.drop) {
+        if (rsc[symbolRscHandle]) {
+          entry.drop(rsc[symbolRscHandle]);
+        }
+      }
+      rsc[symbolRscHandle] = undefined;
+    }
+  }
+  lowered.push(ret);
+  return;
+}
+`;
+
+// The bindings over a host whose resources answer `name-<handle>`, recording each call.
+function loadBorrowing(src, authorize) {
+  const host = { calls: [], registered: 0, unregistered: 0, lowered: [], debugged: [] };
+  class FinalizationRegistry {
+    register() { host.registered++; }
+    unregister() { host.unregistered++; }
+  }
+  const make = new Function(
+    'FinalizationRegistry', '$method$name', '$drop$res', 'authorize', 'lowered', 'debugged',
+    `${src}\nreturn export_authorize;`,
+  );
+  host.export_authorize = make(
+    FinalizationRegistry,
+    (handle) => (host.calls.push(['name', handle]), `name-${handle}`),
+    (handle) => host.calls.push(['drop', handle]),
+    authorize,
+    host.lowered,
+    host.debugged,
+  );
+  return host;
+}
+
+test('borrowed resources: the same handles, methods and drops, without finalization', async () => {
+  const { src, exports } = tightenBindings(BORROWING);
+  assert.equal(exports, 1);
+  assert.doesNotMatch(src, /\.register\(|\.unregister\(|defineProperty|_debugLog\(/);
+  const policy = (a, b) => ({ tag: 'allow', val: [a.name(), b.name()] });
+  const hosts = [BORROWING, src].map((s) => loadBorrowing(s, policy));
+  for (const host of hosts) await host.export_authorize(3, 5, 0);
+  const [generated, rewritten] = hosts;
+  assert.deepEqual(rewritten.lowered, [{ tag: 'allow', val: ['name-3', 'name-5'] }]);
+  assert.deepEqual(rewritten.lowered, generated.lowered);
+  const calls = [['name', 3], ['name', 5], ['drop', 3], ['drop', 5]];
+  assert.deepEqual(generated.calls, calls);
+  assert.deepEqual(rewritten.calls, calls);
+  assert.deepEqual([generated.registered, generated.unregistered], [2, 2]);
+  assert.deepEqual([rewritten.registered, rewritten.unregistered], [0, 0]);
+  assert.equal(rewritten.debugged.length, 0);
+});
+
+test('borrowed resources are dropped when the plugin throws or its promise rejects', async () => {
+  const throws = () => { throw new Error('no'); };
+  const rejects = async () => { throw new Error('later'); };
+  for (const [policy, message] of [[throws, 'no'], [rejects, 'later']]) {
+    const host = loadBorrowing(tightenBindings(BORROWING).src, policy);
+    await assert.rejects(host.export_authorize(7, 9, 0), { message });
+    assert.deepEqual(host.calls, [['drop', 7], ['drop', 9]]);
+  }
+  const later = (a) => new Promise((resolve) => setTimeout(() => resolve({ tag: a.name() }), 1));
+  const host = loadBorrowing(tightenBindings(BORROWING).src, later);
+  await host.export_authorize(2, 4, 0);
+  assert.deepEqual(host.lowered, [{ tag: 'name-2' }]);
+  assert.deepEqual(host.calls, [['name', 2], ['drop', 2], ['drop', 4]]);
+});

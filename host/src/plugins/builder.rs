@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::scaffold::{CONTRACT, Lang};
+use super::scaffold::{CONTRACT, JS_CONTRACT, Lang};
 use super::{Manifest, PluginError, PluginKind};
 
 /// The versions the templates are tested with (`scripts/plugin-tools.sh` installs them).
@@ -238,12 +238,44 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path, aot: bool) -> Result<(), String
         ));
     };
     let module = std::path::absolute(&module).map_err(|e| e.to_string())?;
+    let contract = js_contract(dir)?;
     let mut cmd = Command::new("node");
-    cmd.args(["--input-type=module", "-e", &js_script(kind, &module)])
-        .arg(wasm)
-        .args(weval)
-        .current_dir(dir);
+    cmd.args([
+        "--input-type=module",
+        "-e",
+        &js_script(kind, &module, &contract),
+    ])
+    .arg(wasm)
+    .args(weval)
+    .current_dir(dir);
     run(cmd, "install Node.js 20 or later (https://nodejs.org)")
+}
+
+/// The contract folder a JavaScript project builds against: the version of the
+/// `hestia:plugin/host@X` import in its `component.js` (a project made by an older `plugin
+/// new` names the version of its SDK), or [`JS_CONTRACT`] when it names none.
+fn js_contract(dir: &Path) -> Result<String, String> {
+    const IMPORT: &str = "hestia:plugin/host@";
+    let entry = dir.join("component.js");
+    let source = std::fs::read_to_string(&entry)
+        .map_err(|e| format!("{}: {e} (`hestia plugin new` writes it)", entry.display()))?;
+    let Some((_, rest)) = source.split_once(IMPORT) else {
+        return Ok(JS_CONTRACT.to_string());
+    };
+    let version: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let contract = format!("v{version}");
+    if dir.join("hestia/wit").join(&contract).is_dir() {
+        Ok(contract)
+    } else {
+        Err(format!(
+            "component.js imports {IMPORT}{version}, but hestia/wit/{contract} is missing \
+             (supported: {})",
+            super::bindings::Version::supported()
+        ))
+    }
 }
 
 /// The node script that builds a JavaScript project: componentize-js with the bindings it
@@ -251,7 +283,7 @@ fn js(dir: &Path, kind: PluginKind, wasm: &Path, aot: bool) -> Result<(), String
 /// componentize-js calls, so wrapping its `spliceBindings` sees them), no WASI features (the
 /// plugin talks to the host only through the contract), and with a weval binary (argv[2])
 /// the weval-enabled engine compiled ahead of time. Writes the component to argv[1].
-fn js_script(kind: PluginKind, componentize: &Path) -> String {
+fn js_script(kind: PluginKind, componentize: &Path, contract: &str) -> String {
     let module = format!("file://{}", componentize.display());
     format!(
         "{tighten}\n\
@@ -271,7 +303,7 @@ fn js_script(kind: PluginKind, componentize: &Path) -> String {
          }} catch (e) {{ console.error(`warning: cannot reach componentize-js's bindings: ${{e.message}}`); }}\n\
          const weval = process.argv[2];\n\
          const {{ component }} = await componentize({{ sourcePath: 'component.js', \
-         witPath: 'hestia/wit/{CONTRACT}', worldName: '{kind}', \
+         witPath: 'hestia/wit/{contract}', worldName: '{kind}', \
          disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'], \
          ...(weval ? {{ enableAot: true, wevalBin: weval }} : {{}}) }});\n\
          await writeFile(process.argv[1], component);\n\
@@ -369,7 +401,7 @@ fn renamed_exports(
 
 #[cfg(test)]
 mod tests {
-    use super::rename_export;
+    use super::{js_contract, rename_export};
     use crate::plugins::runtime::{compile, engine};
     use crate::plugins::{PluginKind, default_builtins};
 
@@ -394,5 +426,35 @@ mod tests {
         let missing = rename_export(&audience.wasm, "nothing", "x").unwrap_err();
         assert!(missing.contains("exports no `nothing`"), "{missing}");
         assert!(rename_export(b"garbage", "accept", "x").is_err());
+    }
+
+    /// A JavaScript project builds against the contract its `component.js` imports: a project
+    /// of an older `plugin new` (0.3.0) keeps its version, a new one gets 0.4.0, and a version
+    /// the project has no WIT for is named.
+    #[test]
+    fn a_javascript_project_builds_against_the_version_it_imports() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["v0.3.0", "v0.4.0"] {
+            std::fs::create_dir_all(dir.path().join("hestia/wit").join(v)).unwrap();
+        }
+        let entry = |text: &str| std::fs::write(dir.path().join("component.js"), text).unwrap();
+        entry("import * as host from \"hestia:plugin/host@0.3.0\";\n");
+        assert_eq!(js_contract(dir.path()).as_deref(), Ok("v0.3.0"));
+        entry("import * as host from \"hestia:plugin/host@0.4.0\";\n");
+        assert_eq!(js_contract(dir.path()).as_deref(), Ok("v0.4.0"));
+        entry("export function authorize() {}\n");
+        assert_eq!(js_contract(dir.path()).as_deref(), Ok("v0.4.0"));
+        entry("import * as host from \"hestia:plugin/host@0.9.0\";\n");
+        let missing = js_contract(dir.path()).unwrap_err();
+        assert!(
+            missing.contains("hestia/wit/v0.9.0 is missing"),
+            "{missing}"
+        );
+        std::fs::remove_file(dir.path().join("component.js")).unwrap();
+        assert!(
+            js_contract(dir.path())
+                .unwrap_err()
+                .contains("component.js")
+        );
     }
 }

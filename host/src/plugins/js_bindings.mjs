@@ -15,6 +15,13 @@
 //   grows, and what the lifting calls (`$dealloc`, `TextDecoder`) never moves memory. The
 //   canonical ABI aligns every 32-bit field to 4 (the generated code checks list pointers),
 //   and WebAssembly is little-endian, as the typed arrays read here are.
+// - makes each resource it borrows (`hestia:plugin@0.4.0`'s request and claims) an object
+//   of the resource's class holding the handle, where the generated code also defines the
+//   property through `Object.defineProperty` and registers the object with a
+//   `FinalizationRegistry` that would drop the handle when the object is collected: a
+//   borrowed handle is dropped when the call ends (the generated code does that too), so
+//   a collection after the call would drop a handle number that is no longer the
+//   object's. For the same reason a method call on a resource no longer unregisters it.
 // - awaits the plugin's result only when it is a thenable: a plain decision is lowered at
 //   once instead of after a turn of the job queue, an `async` policy is awaited as before.
 // Lowering the result, after the plugin's function has run (and may have grown the heap),
@@ -47,25 +54,45 @@ export function tightenBindings(src) {
     if (!call) continue;
     // The plugin's arguments are evaluated before it runs: they may read through the views.
     const lift = src.slice(body, call.end + 1);
-    let tight = lift
+    const viewed = lift
       .replaceAll('dataView($memory)', '$hestiaView')
       .replaceAll('$memory.buffer', '$hestiaBuffer')
       .replace(/\$hestiaView\.getUint32\(([^,()]+), true\)/g, '$hestiaU32[($1) >>> 2]')
       .replace(/\$hestiaView\.getUint8\(([^,()]+), true\)/g, '$hestiaU8[$1]');
-    if (tight === lift) continue;
+    let tight = viewed.replace(BORROW, BORROWED);
+    if (tight === lift && !call.awaited) continue;
     if (call.awaited) {
       // `const` becomes `let`: the result may be reassigned once awaited.
       const plain = call.awaited.replace('await ', '').replace(/^const /, 'let ');
       tight = `${tight.replace(call.awaited, plain)}; ${thenable(call.result)}`;
     }
-    out += src.slice(at, body) + VIEWS + tight;
+    out += src.slice(at, body) + (viewed === lift ? '' : VIEWS) + tight;
     at = call.end + 1;
     exports++;
   }
   out += src.slice(at);
+  out = out.replace(METHOD_UNREGISTER, '');
   out = out.replace(/^[ \t]*_debugLog\([^;]*?\);[ \t]*\n/gm, '');
   return { src: out, exports };
 }
+
+// A borrowed resource as the generated code lifts it: the object, its handle, its
+// registration for finalization, and its entry in the call's borrows (dropped at the end).
+const BORROW = new RegExp(
+  String.raw`var (rsc\d+) = new\.target === ([\w$]+) \? this : Object\.create\(\2\.prototype\);\n` +
+    String.raw`[ \t]*Object\.defineProperty\(\1, symbolRscHandle, \{ writable: true, value: (handle\d+)\}\);\n` +
+    String.raw`[ \t]*finalizationRegistry_[\w$]+\.register\(\1, \3, \1\);\n` +
+    String.raw`([ \t]*curResourceBorrows\.push\()`,
+  'g',
+);
+const BORROWED = 'var $1 = Object.create($2.prototype);\n  $1[symbolRscHandle] = $3;\n$4';
+
+// The generated start of a resource method (`[method]…`), which unregisters `self`.
+const METHOD_UNREGISTER = new RegExp(
+  String.raw`^[ \t]*finalizationRegistry_[\w$]+\.unregister\(arg0\);[ \t]*\n` +
+    String.raw`(?=[ \t]*_debugLog\('\[Instruction::CallWasm\] enter', \{\n[ \t]*funcName: '\[method\])`,
+  'gm',
+);
 
 // The call of the plugin's function in the export whose body starts at `body` (`ret = await
 // f(...)`, or `const hostRetN = await f(...)` in a `try` for a world's `result`): the index

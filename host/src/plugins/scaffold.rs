@@ -69,6 +69,13 @@ pub struct NewPlugin {
 /// The contract version new projects are written against (`hestia/wit/CONTRACT`).
 pub(crate) const CONTRACT: &str = "v0.3.0";
 
+/// The contract version new JavaScript projects are written against: 0.4.0, whose
+/// `authorize` borrows the request and the claims, so that a JavaScript policy lifts only
+/// the fields it reads (what lifting costs a JavaScript guest makes this most of a decision).
+/// The project's `component.js` names it, and `plugin build` builds against the version it
+/// names ([`crate::plugins::builder`]).
+pub(crate) const JS_CONTRACT: &str = "v0.4.0";
+
 /// The WIT package and the SDKs, as (path in the repository, text).
 pub(crate) static EMBEDDED: &[(&str, &str)] =
     include!(concat!(env!("OUT_DIR"), "/embedded_files.rs"));
@@ -294,6 +301,7 @@ mod tests {
         let has = |path: &str| EMBEDDED.iter().any(|(p, _)| *p == path);
         for path in [
             "wit/v0.3.0/plugin.wit",
+            "wit/v0.4.0/plugin.wit",
             "sdk/src/lib.rs",
             "sdk/src/smart/tests.rs",
             "sdk-python/hestia_sdk/__init__.py",

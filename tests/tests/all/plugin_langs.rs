@@ -100,8 +100,12 @@ fn new_built_and_checked(
         checked.contains(&format!("world    {kind}")),
         "{lang}: {checked}"
     );
+    // JavaScript projects are written against 0.4.0 (`authorize` borrows the request and
+    // the claims), the others against 0.3.0.
+    let contract = if lang == "js" { "0.4.0" } else { "0.3.0" };
     assert!(
-        checked.contains("hestia:plugin/host@0.3.0"),
+        checked.contains(&format!("package  hestia:plugin@{contract}"))
+            && checked.contains(&format!("hestia:plugin/host@{contract}")),
         "{lang}: {checked}"
     );
     project

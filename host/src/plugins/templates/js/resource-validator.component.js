@@ -1,6 +1,6 @@
 // The component's entry (what `hestia plugin build` gives componentize-js): the host's
 // imports for the SDK, and the plugin's export in the resource-validator world's shape.
-import * as host from "hestia:plugin/host@0.3.0";
+import * as host from "hestia:plugin/host@0.4.0";
 import { connectHost, exportResourceValidator } from "./hestia-sdk/index.js";
 import plugin from "./plugin.js";
 
