@@ -15,7 +15,8 @@ pub struct Claims {
     pub(crate) client_id: String,
     pub(crate) audiences: Vec<String>,
     pub(crate) scope_strings: Vec<String>,
-    pub(crate) scopes: Vec<Scope>,
+    /// Parsed from `scope_strings` when first asked for: most policies never look.
+    pub(crate) scopes: OnceCell<Vec<Scope>>,
     pub(crate) fhir_user: Option<String>,
     pub(crate) patient: Option<String>,
     pub(crate) expires_at: u64,
@@ -26,17 +27,13 @@ pub struct Claims {
 
 impl Claims {
     pub(crate) fn new(fields: ClaimFields, scope_strings: Vec<String>, raw_json: String) -> Claims {
-        let scopes = scope_strings
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
         Claims {
             issuer: fields.issuer,
             subject: fields.subject,
             client_id: fields.client_id,
             audiences: fields.audiences,
             scope_strings,
-            scopes,
+            scopes: OnceCell::new(),
             fhir_user: fields.fhir_user,
             patient: fields.patient,
             expires_at: fields.expires_at,
@@ -65,7 +62,12 @@ impl Claims {
     /// The granted scopes that parse as SMART scopes (see [`crate::smart`]); others, such
     /// as a deployment's own scopes, are only in [`Claims::scope_strings`].
     pub fn scopes(&self) -> &[Scope] {
-        &self.scopes
+        self.scopes.get_or_init(|| {
+            self.scope_strings
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect()
+        })
     }
 
     /// Every granted scope exactly as in the token.
