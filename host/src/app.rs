@@ -172,7 +172,7 @@ async fn bind(
     let (scheme, host) = scheme_and_host(&settings.public_url);
     let base = format!("{scheme}://{host}:{port}{}", settings.fhir.base_path);
     let demo = crate::demo::ensure(settings, &base).await?;
-    println!("{}", demo.describe(settings));
+    sayln!("{}", demo.describe(settings));
     Ok((listener, Some(basic)))
 }
 
@@ -207,7 +207,7 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<Arc<rustls::ServerCo
     }
     let (files, outcome) = tls::ensure_dev_cert(&dir, &names)?;
     tracing::info!(?outcome, cert = %files.cert.display(), "development TLS certificate for {}", names.join(", "));
-    println!(
+    sayln!(
         "hestia: development certificate {} (names: {}); trust its CA: curl --cacert {} {}/health/ready",
         files.cert.display(),
         names.join(", "),
@@ -336,7 +336,7 @@ fn announce(bound: SocketAddr, settings: &Settings, role: &str) {
     } else {
         "FHIR disabled (authorization server only)".to_string()
     };
-    println!(
+    sayln!(
         "hestia: listening on {bound}; public URL {}; {fhir}; database {}; {role}",
         settings.public_url,
         redact(&settings.database_url)

@@ -473,7 +473,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let auth = open_auth(store).await?;
             auth.ensure_keys().await?;
             let rotations = auth.rotate_keys().await?;
-            println!("{}", serde_json::to_string_pretty(&rotations)?);
+            outln!("{}", serde_json::to_string_pretty(&rotations)?);
             Ok(())
         }
         Command::RegistrationToken(command) => run_registration_token(command).await,
@@ -517,7 +517,7 @@ async fn run_fhir(command: FhirCommand) -> anyhow::Result<()> {
             }
             let store = open_store(store).await?;
             let report = crate::fhir::reindex::reindex(&store, resource_type.as_deref()).await?;
-            println!("{}", serde_json::to_string(&report)?);
+            outln!("{}", serde_json::to_string(&report)?);
             if !report.failed.is_empty() {
                 anyhow::bail!(
                     "{} resource(s) could not be indexed: {}",
@@ -541,7 +541,7 @@ async fn run_backup(out: &std::path::Path, store: StoreFlags) -> anyhow::Result<
     let url = RawConfig::load_store(store)?.resolve()?.database_url;
     let started = std::time::Instant::now();
     let manifest = crate::backup::backup(&url, out).await?;
-    println!(
+    outln!(
         "hestia: backup of {} written to {} in {:.1} s\n{}",
         crate::store::redact(&url),
         out.display(),
@@ -557,7 +557,7 @@ async fn run_restore(from: &std::path::Path, force: bool, store: StoreFlags) -> 
     let started = std::time::Instant::now();
     let options = crate::backup::RestoreOptions { force };
     let manifest = crate::backup::restore(from, &url, options).await?;
-    println!(
+    outln!(
         "hestia: {} restored into {} in {:.1} s\n{}",
         from.display(),
         crate::store::redact(&url),
@@ -579,13 +579,13 @@ async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|c| c.to_json())
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&clients)?);
+            outln!("{}", serde_json::to_string_pretty(&clients)?);
             Ok(())
         }
         ClientCommand::Show { client_id, store } => {
             let store = open_store(store).await?;
             match store.get_client(&client_id).await? {
-                Some(client) => println!("{}", serde_json::to_string_pretty(&client.to_json())?),
+                Some(client) => outln!("{}", serde_json::to_string_pretty(&client.to_json())?),
                 None => bail!("no client with id {client_id:?}"),
             }
             Ok(())
@@ -593,7 +593,7 @@ async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Remove { client_id, store } => {
             let store = open_store(store).await?;
             store.remove_client(&client_id).await?;
-            println!("removed client {client_id}");
+            outln!("removed client {client_id}");
             Ok(())
         }
     }
@@ -650,7 +650,7 @@ async fn add_client(args: ClientAddArgs) -> anyhow::Result<()> {
         .await?;
     let mut out = client.to_json();
     out["client_secret"] = secret.map_or(serde_json::Value::Null, |s| s.0.into());
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
@@ -678,7 +678,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
     )
     .await?;
     for line in &explanation.lines {
-        println!("{line}");
+        outln!("{line}");
     }
     if !explanation.accepted {
         bail!("the token would be refused");
@@ -698,7 +698,7 @@ async fn run_registration_token(command: RegistrationTokenCommand) -> anyhow::Re
     }
     let auth = open_auth(store).await?;
     let token = auth.create_registration_token(expires_in, max_uses).await?;
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "initial_access_token": token,
@@ -713,7 +713,7 @@ async fn run_registration_token(command: RegistrationTokenCommand) -> anyhow::Re
 /// `hestia dev-cert`: prints the files and how to use them.
 fn run_dev_cert(args: &DevCertArgs) -> anyhow::Result<()> {
     let (files, outcome) = crate::tls::ensure_dev_cert(&args.out, &args.hostnames)?;
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "outcome": format!("{outcome:?}").to_lowercase(),
@@ -776,7 +776,7 @@ async fn run_import(
     let progress = crate::fhir::import::Progress::default();
     let report = crate::fhir::import::import(&fhir, &files, options, &mut *sink, &progress).await?;
     sink.flush()?;
-    println!("{}", serde_json::to_string(&report)?);
+    outln!("{}", serde_json::to_string(&report)?);
     if report.invalid > 0 {
         anyhow::bail!(
             "{} line(s) were refused (reported as OperationOutcome lines); the other {} resource(s) were loaded",
@@ -845,7 +845,7 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             accounts::remove_user(&open_store(store).await?, &username).await?
         }
     };
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }
 
@@ -887,13 +887,13 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
             accounts::bind_policy(&store, &name, bindings.into_bindings(), true).await?
         }
     };
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }
 
 fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
     match command {
-        PluginCommand::Check { file } => print!("{}", plugin_cli::check(&file)?),
+        PluginCommand::Check { file } => out!("{}", plugin_cli::check(&file)?),
         PluginCommand::List { plugins_dir, store } => {
             let settings = RawConfig::load(ServeFlags {
                 store,
@@ -902,7 +902,7 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             })?
             .resolve()?;
             let table = plugin_cli::list(PluginSettings::configured(&settings)?)?;
-            print!("{table}");
+            out!("{table}");
         }
         PluginCommand::New {
             name,
@@ -914,14 +914,14 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
         } => new_plugin(name, kind, lang, out, sdk_path, sdk_git)?,
         PluginCommand::Build { dir, aot } => {
             let built = plugin_cli::build(&dir, aot)?;
-            println!(
+            outln!(
                 "built the {} plugin {} ({}): {}",
                 built.kind,
                 built.name,
                 built.lang,
                 built.wasm.display()
             );
-            println!(
+            outln!(
                 "  install it: copy {} and {} into the server's plugin directory",
                 built.wasm.display(),
                 built.manifest.display()
@@ -941,7 +941,7 @@ fn run_plugin(command: PluginCommand) -> anyhow::Result<()> {
             .resolve()?;
             let host = PluginSettings::configured(&settings)?;
             let report = plugin_cli::test(&file, &cases, manifest.as_deref(), host)?;
-            print!("{report}");
+            out!("{report}");
             if report.failures() > 0 {
                 bail!(
                     "{} of {} cases failed",
@@ -978,12 +978,12 @@ fn new_plugin(
         out,
         sdk,
     })?;
-    println!(
+    outln!(
         "wrote the {kind} plugin {name} ({lang}) to {}",
         dir.display()
     );
-    println!("  cd {}", dir.display());
-    println!(
+    outln!("  cd {}", dir.display());
+    outln!(
         "  {}",
         match lang {
             plugin_cli::Lang::Rust => "cargo test",
@@ -991,9 +991,9 @@ fn new_plugin(
             plugin_cli::Lang::Js => "npm install && node --test",
         }
     );
-    println!("  hestia plugin build");
-    println!("  hestia plugin test {name}.wasm --cases cases.json");
-    println!("  hestia plugin check {name}.wasm");
+    outln!("  hestia plugin build");
+    outln!("  hestia plugin test {name}.wasm --cases cases.json");
+    outln!("  hestia plugin check {name}.wasm");
     Ok(())
 }
 

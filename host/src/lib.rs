@@ -1,6 +1,10 @@
 //! Hestia: an OAuth2/OpenID Connect + SMART authorization server, a FHIR R4 server and a
 //! host for WebAssembly policy plugins, in one binary. See ARCHITECTURE.md for the map.
 
+// First: the other modules use its macros (`outln!`, `sayln!`).
+#[macro_use]
+pub mod stdout;
+
 pub mod accounts;
 pub mod app;
 pub mod backup;

@@ -613,3 +613,26 @@ fn tutorial_runs_as_written() {
 }
 
 include!("../../../tools/guest_cargo.rs");
+
+/// A reader that goes away (`hestia plugin new … | head -1`) ends a command quietly: the
+/// work is done, the status is success, and nothing panics on the closed pipe.
+#[test]
+fn a_closed_standard_output_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(crate::support::hestia_bin())
+        .current_dir(dir.path())
+        .args(["plugin", "new", "piped", "--kind", "scope-policy"])
+        .args(["--lang", "js"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hestia");
+    // The reader goes before the command writes its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir.path().join("piped/component.js").is_file());
+}
