@@ -172,7 +172,6 @@ macro_rules! contract_common {
         impl wit::Host for HostState {}
 
         // What `authorize` passes, and how.
-        #[allow(unused_imports)]
         use self::authorize::{AuthorizeFunc, authorize_func, call_authorize};
 
         /// `log` and `config`, which every version has, and what later versions add.
@@ -653,7 +652,7 @@ pub(crate) mod v0_4_0 {
         ) -> wasmtime::Result<wit::Decision> {
             store
                 .data_mut()
-                .set_authorizing(Some(Box::new((req.clone(), claims.clone()))));
+                .set_authorizing(Some((req.clone(), claims.clone())));
             let decision = p.call_authorize(
                 &mut *store,
                 Resource::new_borrow(0),

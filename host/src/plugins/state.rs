@@ -39,7 +39,7 @@ pub(crate) struct HostState {
     overrun: Overrun,
     /// What the running `authorize` call of a plugin of contract 0.4.0 or later reads
     /// through the `fhir-request` and `claims` resources it borrows.
-    authorizing: Option<Box<(FhirRequest, Claims)>>,
+    authorizing: Option<(FhirRequest, Claims)>,
 }
 
 /// Store limits that remember whether the memory cap was hit, so that the trap that follows
@@ -140,7 +140,7 @@ impl HostState {
 
     /// Sets what the `fhir-request` and `claims` resources answer during an `authorize`
     /// call (`None` once it returns).
-    pub(crate) fn set_authorizing(&mut self, call: Option<Box<(FhirRequest, Claims)>>) {
+    pub(crate) fn set_authorizing(&mut self, call: Option<(FhirRequest, Claims)>) {
         self.authorizing = call;
     }
 
@@ -149,7 +149,7 @@ impl HostState {
     /// cannot make one, so this is an error only for a host that calls out of turn.
     pub(crate) fn authorizing(&self) -> wasmtime::Result<&(FhirRequest, Claims)> {
         self.authorizing
-            .as_deref()
+            .as_ref()
             .ok_or_else(|| wasmtime::Error::msg("no authorize call is running"))
     }
 }

@@ -1131,7 +1131,7 @@ fn a_0_3_0_plugin_sees_the_user_beside_a_0_1_0_plugin() {
 
 /// A 0.4.0 plugin (plain `wit-bindgen`) borrows the request and the claims as resources and
 /// reads each field through a method: the host answers every method with the field of this
-/// call, one call after another on the same warm instance, beside a 0.3.0 plugin; its grant
+/// call, one call after another on the same warm instance, beside a 0.1.0 plugin; its grant
 /// is that of 0.3.0's records; `plugin check` names the version and its `types` import.
 #[test]
 fn a_0_4_0_plugin_reads_the_borrowed_request_and_claims() {
